@@ -1,0 +1,20 @@
+//! Mayfly's domain model, with no IO: names, instants and durations, sizes,
+//! schedules, the queue message lifecycle and its lease rules, and the clock
+//! that every time-dependent rule is given rather than reading the system time.
+//!
+//! Everything here is plain data and plain functions, tested without a disk,
+//! a network or a real clock. Backends (state stores, buckets) and the binary
+//! depend on this crate; it depends on none of them.
+
+pub mod clock;
+pub mod event;
+pub mod name;
+pub mod queue;
+pub mod quantity;
+pub mod schedule;
+
+pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
+pub use event::{NewObjectEvent, ObjectEvent, ObjectEventKind};
+pub use name::{Name, NameError};
+pub use quantity::{ByteSize, QuantityError, format_duration, parse_duration};
+pub use schedule::{Schedule, ScheduleError};

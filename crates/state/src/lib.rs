@@ -1,0 +1,234 @@
+//! The state store contract: everything Mayfly keeps durably — applied
+//! deployments, the registry of buckets and queues, the bucket event log and
+//! its consumers' cursors, and queue messages — behind one trait,
+//! [`StateStore`], that every backend implements and the shared
+//! [`conformance`] suite checks.
+//!
+//! The trait is synchronous: backends are embedded databases or blocking
+//! clients, and async callers run it on a blocking thread. Every method that
+//! changes state commits before it returns: a returned `Ok` is durable, and a
+//! returned `Err` has changed nothing.
+
+pub mod conformance;
+
+use std::time::Duration;
+
+use mayfly_core::event::NewObjectEvent;
+use mayfly_core::queue::{QueueConfig, QueueRuleError, QueueStats, ReceiptHandle};
+use mayfly_core::{Name, ObjectEvent, Timestamp};
+use serde::{Deserialize, Serialize};
+
+pub type Result<T, E = StateError> = std::result::Result<T, E>;
+
+/// What can go wrong in a state store. Variants say what the caller can do.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("{kind} `{name}` does not exist")]
+    NotFound { kind: &'static str, name: String },
+    #[error("{kind} `{name}` already exists")]
+    AlreadyExists { kind: &'static str, name: String },
+    #[error("{0}")]
+    Conflict(String),
+    #[error(transparent)]
+    Rule(#[from] QueueRuleError),
+    #[error("receipt {receipt} no longer holds a lease on its message (the lease lapsed, or the message was deleted or received again)")]
+    LeaseLost { receipt: ReceiptHandle },
+    #[error("the disk holding the state store is full; nothing was written. Free space and retry")]
+    DiskFull,
+    #[error("state store at {path} was written by a newer Mayfly (schema {found}, this build knows up to {known}); upgrade Mayfly")]
+    SchemaTooNew { path: String, found: i64, known: i64 },
+    #[error("state store backend error: {0}")]
+    Backend(String),
+}
+
+impl StateError {
+    pub fn not_found(kind: &'static str, name: impl ToString) -> StateError {
+        StateError::NotFound { kind, name: name.to_string() }
+    }
+}
+
+/// One applied version of the architecture file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deployment {
+    /// 1, 2, 3, … in the order applied.
+    pub version: u64,
+    /// Hex SHA-256 of `source`.
+    pub content_hash: String,
+    pub applied_at: Timestamp,
+    /// The architecture file exactly as applied.
+    pub source: String,
+    /// Whether changes that lose data were forced through.
+    pub forced: bool,
+}
+
+/// A deployment before the store has numbered it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewDeployment {
+    pub content_hash: String,
+    pub source: String,
+    pub forced: bool,
+}
+
+/// A bucket Mayfly has created.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BucketRecord {
+    pub name: Name,
+    pub created_at: Timestamp,
+    /// Tags as key/value pairs, sorted by key.
+    pub tags: Vec<(String, String)>,
+}
+
+/// A queue Mayfly has created, with its current settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueRecord {
+    pub name: Name,
+    pub created_at: Timestamp,
+    pub config: QueueConfig,
+    pub tags: Vec<(String, String)>,
+}
+
+/// A message to send.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct OutgoingMessage {
+    pub body: Vec<u8>,
+    /// String attributes, as SQS message attributes.
+    pub attributes: Vec<(String, String)>,
+    /// Overrides the queue's delay for this message.
+    pub delay: Option<Duration>,
+}
+
+impl OutgoingMessage {
+    pub fn new(body: impl Into<Vec<u8>>) -> OutgoingMessage {
+        OutgoingMessage { body: body.into(), ..OutgoingMessage::default() }
+    }
+
+    /// The size counted against the queue's limit: body plus attribute names and values.
+    pub fn size(&self) -> u64 {
+        let attributes: usize = self.attributes.iter().map(|(k, v)| k.len() + v.len()).sum();
+        (self.body.len() + attributes) as u64
+    }
+}
+
+/// A message as handed to a receiver, with the receipt for its lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceivedMessage {
+    pub message_id: u64,
+    pub receipt: ReceiptHandle,
+    pub body: Vec<u8>,
+    pub attributes: Vec<(String, String)>,
+    pub sent_at: Timestamp,
+    /// Counts this receive: 1 on the first delivery.
+    pub receive_count: u32,
+    pub lease_until: Timestamp,
+}
+
+/// A stored message as inspection sees it, without leasing it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredMessage {
+    pub message_id: u64,
+    pub body: Vec<u8>,
+    pub attributes: Vec<(String, String)>,
+    pub sent_at: Timestamp,
+    pub visible_at: Timestamp,
+    pub receive_count: u32,
+    /// For a message in a dead-letter queue: the queue it came from and why.
+    pub dead_letter: Option<DeadLetterInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetterInfo {
+    pub source_queue: Name,
+    pub reason: String,
+    pub at: Timestamp,
+}
+
+/// How to receive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReceiveRequest {
+    /// At most this many messages (at least 1).
+    pub max_messages: usize,
+    /// Overrides the queue's visibility timeout for these leases.
+    pub visibility_timeout: Option<Duration>,
+}
+
+impl ReceiveRequest {
+    pub fn up_to(max_messages: usize) -> ReceiveRequest {
+        ReceiveRequest { max_messages, visibility_timeout: None }
+    }
+}
+
+/// The outcome of deleting one receipt in a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeleteOutcome {
+    Deleted,
+    /// The receipt's lease had lapsed or the message is gone; nothing changed for it.
+    LeaseLost,
+}
+
+/// The durable state of one Mayfly project.
+///
+/// Time comes from the [`mayfly_core::Clock`] the backend was opened with.
+pub trait StateStore: Send + Sync {
+    // --- deployments -----------------------------------------------------
+
+    /// Record an applied architecture file; returns it with its version number.
+    fn record_deployment(&self, deployment: NewDeployment) -> Result<Deployment>;
+    /// All deployments, oldest first.
+    fn deployments(&self) -> Result<Vec<Deployment>>;
+    /// The newest deployment, if any.
+    fn latest_deployment(&self) -> Result<Option<Deployment>>;
+
+    // --- buckets ---------------------------------------------------------
+
+    /// Register a bucket; `AlreadyExists` if it is registered.
+    fn create_bucket(&self, name: &Name, tags: &[(String, String)]) -> Result<BucketRecord>;
+    /// Forget a bucket (its objects are the bucket backend's business).
+    fn delete_bucket(&self, name: &Name) -> Result<()>;
+    fn bucket(&self, name: &Name) -> Result<BucketRecord>;
+    /// All buckets, by name.
+    fn buckets(&self) -> Result<Vec<BucketRecord>>;
+
+    // --- the bucket event log ---------------------------------------------
+
+    /// Append one event; returns it with its sequence number.
+    fn append_object_event(&self, event: NewObjectEvent) -> Result<ObjectEvent>;
+    /// Events with a sequence number greater than `after`, in order, at most `limit`.
+    fn object_events_after(&self, after: u64, limit: usize) -> Result<Vec<ObjectEvent>>;
+    /// The last sequence number a named consumer has processed (0 if none).
+    fn consumer_cursor(&self, consumer: &str) -> Result<u64>;
+    /// Record that a consumer has processed everything up to `sequence`.
+    fn set_consumer_cursor(&self, consumer: &str, sequence: u64) -> Result<()>;
+
+    // --- queues ------------------------------------------------------------
+
+    /// Create a queue; `AlreadyExists` if it exists.
+    fn create_queue(&self, name: &Name, config: &QueueConfig, tags: &[(String, String)]) -> Result<QueueRecord>;
+    /// Change an existing queue's settings; messages are kept.
+    fn update_queue(&self, name: &Name, config: &QueueConfig, tags: &[(String, String)]) -> Result<QueueRecord>;
+    /// Delete a queue and every message in it.
+    fn delete_queue(&self, name: &Name) -> Result<()>;
+    fn queue(&self, name: &Name) -> Result<QueueRecord>;
+    /// All queues, by name.
+    fn queues(&self) -> Result<Vec<QueueRecord>>;
+
+    /// Send messages in one commit: all are stored or none is. Returns their ids in order.
+    /// Fails with `NotFound` for an unknown queue and `Rule(MessageTooLarge)` if any
+    /// message exceeds the queue's size limit.
+    fn send_messages(&self, queue: &Name, messages: &[OutgoingMessage]) -> Result<Vec<u64>>;
+    /// Lease up to `request.max_messages` visible messages, oldest first. Messages past
+    /// `max_receives` go to the dead-letter queue instead of being returned.
+    fn receive_messages(&self, queue: &Name, request: ReceiveRequest) -> Result<Vec<ReceivedMessage>>;
+    /// Delete the messages these receipts lease, in one commit.
+    fn delete_messages(&self, queue: &Name, receipts: &[ReceiptHandle]) -> Result<Vec<DeleteOutcome>>;
+    /// Set the lease of a received message to end `timeout` from now (0 makes it visible
+    /// at once). `LeaseLost` if the receipt no longer holds the lease.
+    fn change_visibility(&self, queue: &Name, receipt: ReceiptHandle, timeout: Duration) -> Result<()>;
+    /// Counts at this instant.
+    fn queue_stats(&self, queue: &Name) -> Result<QueueStats>;
+    /// Look at up to `limit` messages in id order without leasing them.
+    fn peek_messages(&self, queue: &Name, limit: usize) -> Result<Vec<StoredMessage>>;
+    /// Move every message of dead-letter queue `dead_letter` back to the queue it came
+    /// from (or to `to`, if given), visible at once with its receive count reset.
+    /// Returns how many moved.
+    fn redrive_dead_letters(&self, dead_letter: &Name, to: Option<&Name>) -> Result<u64>;
+}
