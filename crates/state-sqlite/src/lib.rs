@@ -1,1 +1,1012 @@
-//! placeholder
+//! The embedded state store: one SQLite file in WAL mode (by default under
+//! `.mayfly/`), implementing [`mayfly_state::StateStore`].
+//!
+//! Durability: every method that changes state runs in one `BEGIN IMMEDIATE`
+//! transaction and commits with `synchronous = FULL`, so a returned `Ok` has
+//! been fsynced to the write-ahead log and survives SIGKILL and power loss.
+//! Throughput comes from batching (one commit per `send_messages`,
+//! `receive_messages` and `delete_messages` call, however many messages it
+//! carries), never from relaxing the fsync.
+//!
+//! Sharing: several processes (the CLI and a running control plane) may open
+//! the same file; writers wait for each other up to [`BUSY_TIMEOUT`]. Within a
+//! process, one connection behind a mutex serves every thread.
+//!
+//! Only this crate knows SQL. The queue rules come from
+//! [`mayfly_core::queue`]; this file only stores what they decide.
+
+mod errors;
+mod schema;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use mayfly_core::queue::{
+    QueueConfig, QueueStats, ReceiptHandle, ReceiveDecision, check_message_size, check_visibility_timeout,
+    decide_receive,
+};
+use mayfly_core::{ByteSize, Clock, Name, NewObjectEvent, ObjectEvent, ObjectEventKind, Timestamp};
+use mayfly_state::{
+    BucketRecord, DeadLetterInfo, DeleteOutcome, Deployment, NewDeployment, OutgoingMessage, QueueRecord,
+    ReceiveRequest, ReceivedMessage, Result, StateError, StateStore, StoredMessage,
+};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior, params};
+
+use crate::errors::SqliteResultExt;
+pub use crate::schema::current_schema_version;
+
+/// How long a writer waits for another process's write transaction before
+/// giving up with a "database is locked" error.
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Page cache per connection, in KiB (SQLite's negative `cache_size` unit).
+const PAGE_CACHE_KIB: i64 = 32 * 1024;
+
+/// How many prepared statements each connection keeps compiled.
+const PREPARED_STATEMENT_CACHE_CAPACITY: usize = 64;
+
+/// The SQLite state store. Cheap to share: wrap it in an `Arc`.
+pub struct SqliteStore {
+    path: PathBuf,
+    clock: Arc<dyn Clock>,
+    connection: Mutex<Connection>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore").field("path", &self.path).finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// Open the store at `path`, creating the file and its parent directory if
+    /// needed and applying any missing schema migrations.
+    ///
+    /// Fails with `SchemaTooNew` for a file written by a newer Mayfly, and with
+    /// a `Backend` error naming the path for a file that is not a SQLite
+    /// database or cannot be opened.
+    pub fn open(path: &Path, clock: Arc<dyn Clock>) -> Result<SqliteStore> {
+        let at_path = |what: &str, error: &dyn std::fmt::Display| {
+            StateError::Backend(format!("state store at {}: {what}: {error}", path.display()))
+        };
+        if let Some(parent) = path.parent().filter(|parent| !parent.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)
+                .map_err(|error| at_path(&format!("cannot create directory {}", parent.display()), &error))?;
+        }
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let mut connection =
+            Connection::open_with_flags(path, flags).map_err(|error| at_path("cannot open the file", &error))?;
+        configure_connection(&connection).map_err(|error| match error {
+            rusqlite::Error::SqliteFailure(failure, _) if failure.code == rusqlite::ErrorCode::NotADatabase => at_path(
+                "the file is not a Mayfly state store (not a SQLite database); move it aside or choose another path",
+                &error,
+            ),
+            error if errors::is_disk_full(&error) => StateError::DiskFull,
+            error => at_path("cannot configure the database", &error),
+        })?;
+        schema::migrate(&mut connection, path).map_err(|error| match error {
+            StateError::Backend(message) => at_path("cannot migrate the schema", &message),
+            other => other,
+        })?;
+        Ok(SqliteStore { path: path.to_owned(), clock, connection: Mutex::new(connection) })
+    }
+
+    /// The file this store lives in.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    fn lock_connection(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock unwound through any open transaction,
+        // which rolled it back on drop: the connection is still consistent.
+        self.connection.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Run `body` in one `BEGIN IMMEDIATE` transaction and commit it; an error
+    /// from `body` rolls everything back.
+    fn write<T>(&self, what: &str, body: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
+        let mut connection = self.lock_connection();
+        let transaction = connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .context(&format!("start a transaction to {what}"))?;
+        let value = body(&transaction)?;
+        transaction.commit().context(&format!("commit ({what})"))?;
+        Ok(value)
+    }
+
+    /// Run `body` in one read transaction, so it sees a single snapshot.
+    fn read<T>(&self, what: &str, body: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
+        let mut connection = self.lock_connection();
+        let transaction = connection
+            .transaction_with_behavior(TransactionBehavior::Deferred)
+            .context(&format!("start a transaction to {what}"))?;
+        let value = body(&transaction)?;
+        transaction.commit().context(&format!("finish reading ({what})"))?;
+        Ok(value)
+    }
+}
+
+fn configure_connection(connection: &Connection) -> rusqlite::Result<()> {
+    connection.busy_timeout(BUSY_TIMEOUT)?;
+    connection.set_prepared_statement_cache_capacity(PREPARED_STATEMENT_CACHE_CAPACITY);
+    let journal_mode: String = connection.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
+    if !journal_mode.eq_ignore_ascii_case("wal") {
+        tracing::warn!(journal_mode, "state store could not switch to WAL mode");
+    }
+    connection.pragma_update(None, "synchronous", "FULL")?;
+    connection.pragma_update(None, "foreign_keys", "ON")?;
+    connection.pragma_update(None, "cache_size", -PAGE_CACHE_KIB)?;
+    connection.pragma_update(None, "temp_store", "MEMORY")?;
+    Ok(())
+}
+
+// --- conversions between Rust values and columns ------------------------------
+
+fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn duration_from_millis(millis: i64) -> Duration {
+    Duration::from_millis(u64::try_from(millis).unwrap_or(0))
+}
+
+/// Sequence numbers and ids are `u64` in the contract and `INTEGER` (i64) in SQLite.
+fn to_sql_integer(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+fn from_sql_integer(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
+}
+
+fn limit_to_sql(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX)
+}
+
+fn name_from_column(value: String) -> Result<Name> {
+    Name::new(value).map_err(|error| StateError::Backend(format!("the state file holds an invalid name: {error}")))
+}
+
+/// Tags are stored sorted by key, the last value of a repeated key winning.
+fn tags_to_json(tags: &[(String, String)]) -> Result<String> {
+    let sorted: BTreeMap<&str, &str> = tags.iter().map(|(key, value)| (key.as_str(), value.as_str())).collect();
+    let pairs: Vec<(&str, &str)> = sorted.into_iter().collect();
+    serde_json::to_string(&pairs).map_err(|error| StateError::Backend(format!("could not encode tags: {error}")))
+}
+
+fn pairs_from_json(json: &str) -> Result<Vec<(String, String)>> {
+    serde_json::from_str(json)
+        .map_err(|error| StateError::Backend(format!("the state file holds unreadable key/value pairs: {error}")))
+}
+
+fn attributes_to_json(attributes: &[(String, String)]) -> Result<Option<String>> {
+    if attributes.is_empty() {
+        return Ok(None);
+    }
+    serde_json::to_string(attributes)
+        .map(Some)
+        .map_err(|error| StateError::Backend(format!("could not encode message attributes: {error}")))
+}
+
+fn attributes_from_json(json: Option<String>) -> Result<Vec<(String, String)>> {
+    match json {
+        None => Ok(Vec::new()),
+        Some(json) => pairs_from_json(&json),
+    }
+}
+
+fn kind_to_column(kind: ObjectEventKind) -> &'static str {
+    kind.as_str()
+}
+
+fn kind_from_column(kind: &str) -> Result<ObjectEventKind> {
+    match kind {
+        "created" => Ok(ObjectEventKind::Created),
+        "deleted" => Ok(ObjectEventKind::Deleted),
+        other => Err(StateError::Backend(format!("the state file holds an unknown event kind `{other}`"))),
+    }
+}
+
+// --- rows -------------------------------------------------------------------------
+
+const DEPLOYMENT_COLUMNS: &str = "version, content_hash, applied_at, source, forced";
+
+fn deployment_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Deployment> {
+    Ok(Deployment {
+        version: from_sql_integer(row.get(0)?),
+        content_hash: row.get(1)?,
+        applied_at: Timestamp(row.get(2)?),
+        source: row.get(3)?,
+        forced: row.get(4)?,
+    })
+}
+
+/// A bucket row before its name and tags are validated.
+struct BucketRow {
+    name: String,
+    created_at: i64,
+    tags: String,
+}
+
+impl BucketRow {
+    const COLUMNS: &str = "name, created_at, tags";
+
+    fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<BucketRow> {
+        Ok(BucketRow { name: row.get(0)?, created_at: row.get(1)?, tags: row.get(2)? })
+    }
+
+    fn into_record(self) -> Result<BucketRecord> {
+        Ok(BucketRecord {
+            name: name_from_column(self.name)?,
+            created_at: Timestamp(self.created_at),
+            tags: pairs_from_json(&self.tags)?,
+        })
+    }
+}
+
+/// A queue row: its integer id (what messages refer to) and its record.
+struct QueueRow {
+    queue_id: i64,
+    name: String,
+    created_at: i64,
+    visibility_timeout_ms: i64,
+    delay_ms: i64,
+    max_message_size: i64,
+    retention_ms: i64,
+    max_receives: Option<i64>,
+    dead_letter: Option<String>,
+    tags: String,
+}
+
+/// A queue as the message methods need it.
+struct StoredQueue {
+    queue_id: i64,
+    record: QueueRecord,
+}
+
+impl QueueRow {
+    const COLUMNS: &str = "queue_id, name, created_at, visibility_timeout_ms, delay_ms, max_message_size, \
+                           retention_ms, max_receives, dead_letter, tags";
+
+    fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<QueueRow> {
+        Ok(QueueRow {
+            queue_id: row.get(0)?,
+            name: row.get(1)?,
+            created_at: row.get(2)?,
+            visibility_timeout_ms: row.get(3)?,
+            delay_ms: row.get(4)?,
+            max_message_size: row.get(5)?,
+            retention_ms: row.get(6)?,
+            max_receives: row.get(7)?,
+            dead_letter: row.get(8)?,
+            tags: row.get(9)?,
+        })
+    }
+
+    fn into_stored(self) -> Result<StoredQueue> {
+        let config = QueueConfig {
+            visibility_timeout: duration_from_millis(self.visibility_timeout_ms),
+            delay: duration_from_millis(self.delay_ms),
+            max_message_size: ByteSize(from_sql_integer(self.max_message_size)),
+            retention: duration_from_millis(self.retention_ms),
+            max_receives: self.max_receives.map(|count| u32::try_from(count).unwrap_or(u32::MAX)),
+            dead_letter: self.dead_letter.map(name_from_column).transpose()?,
+        };
+        Ok(StoredQueue {
+            queue_id: self.queue_id,
+            record: QueueRecord {
+                name: name_from_column(self.name)?,
+                created_at: Timestamp(self.created_at),
+                config,
+                tags: pairs_from_json(&self.tags)?,
+            },
+        })
+    }
+}
+
+fn find_queue(transaction: &Transaction<'_>, name: &Name) -> Result<Option<StoredQueue>> {
+    let sql = format!("SELECT {} FROM queues WHERE name = ?1", QueueRow::COLUMNS);
+    let row = transaction
+        .prepare_cached(&sql)
+        .and_then(|mut statement| statement.query_row([name.as_str()], QueueRow::from_row).optional())
+        .context(&format!("look up queue `{name}`"))?;
+    row.map(QueueRow::into_stored).transpose()
+}
+
+fn require_queue(transaction: &Transaction<'_>, name: &Name) -> Result<StoredQueue> {
+    find_queue(transaction, name)?.ok_or_else(|| StateError::not_found("queue", name))
+}
+
+fn check_queue_config(config: &QueueConfig) -> Result<()> {
+    check_visibility_timeout(config.visibility_timeout)?;
+    Ok(())
+}
+
+/// Bind values for a queue's settings, in the order of the `queues` columns.
+struct QueueConfigColumns {
+    visibility_timeout_ms: i64,
+    delay_ms: i64,
+    max_message_size: i64,
+    retention_ms: i64,
+    max_receives: Option<i64>,
+    dead_letter: Option<String>,
+}
+
+impl QueueConfigColumns {
+    fn new(config: &QueueConfig) -> QueueConfigColumns {
+        QueueConfigColumns {
+            visibility_timeout_ms: millis(config.visibility_timeout),
+            delay_ms: millis(config.delay),
+            max_message_size: to_sql_integer(config.max_message_size.bytes()),
+            retention_ms: millis(config.retention),
+            max_receives: config.max_receives.map(i64::from),
+            dead_letter: config.dead_letter.as_ref().map(|name| name.as_str().to_owned()),
+        }
+    }
+}
+
+/// A message row as receive and peek read it.
+struct MessageRow {
+    message_id: i64,
+    visible_at: i64,
+    receive_count: i64,
+    sent_at: i64,
+    body: Vec<u8>,
+    attributes: Option<String>,
+}
+
+impl MessageRow {
+    const COLUMNS: &str = "message_id, visible_at, receive_count, sent_at, body, attributes";
+
+    fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<MessageRow> {
+        Ok(MessageRow {
+            message_id: row.get(0)?,
+            visible_at: row.get(1)?,
+            receive_count: row.get(2)?,
+            sent_at: row.get(3)?,
+            body: row.get(4)?,
+            attributes: row.get(5)?,
+        })
+    }
+
+    fn receive_count(&self) -> u32 {
+        u32::try_from(self.receive_count).unwrap_or(u32::MAX)
+    }
+}
+
+impl StateStore for SqliteStore {
+    // --- deployments -------------------------------------------------------------
+
+    fn record_deployment(&self, deployment: NewDeployment) -> Result<Deployment> {
+        let now = self.now();
+        self.write("record a deployment", |transaction| {
+            let sql = format!(
+                "INSERT INTO deployments (content_hash, applied_at, source, forced) VALUES (?1, ?2, ?3, ?4) \
+                 RETURNING {DEPLOYMENT_COLUMNS}"
+            );
+            transaction
+                .prepare_cached(&sql)
+                .and_then(|mut statement| {
+                    statement.query_row(
+                        params![deployment.content_hash, now.as_millis(), deployment.source, deployment.forced],
+                        deployment_from_row,
+                    )
+                })
+                .context("insert a deployment")
+        })
+    }
+
+    fn deployments(&self) -> Result<Vec<Deployment>> {
+        self.read("list deployments", |transaction| {
+            let sql = format!("SELECT {DEPLOYMENT_COLUMNS} FROM deployments ORDER BY version");
+            let mut statement = transaction.prepare_cached(&sql).context("list deployments")?;
+            let rows = statement.query_map([], deployment_from_row).context("list deployments")?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().context("read deployments")
+        })
+    }
+
+    fn latest_deployment(&self) -> Result<Option<Deployment>> {
+        self.read("find the latest deployment", |transaction| {
+            let sql = format!("SELECT {DEPLOYMENT_COLUMNS} FROM deployments ORDER BY version DESC LIMIT 1");
+            transaction
+                .prepare_cached(&sql)
+                .and_then(|mut statement| statement.query_row([], deployment_from_row).optional())
+                .context("read the latest deployment")
+        })
+    }
+
+    // --- buckets -------------------------------------------------------------------
+
+    fn create_bucket(&self, name: &Name, tags: &[(String, String)]) -> Result<BucketRecord> {
+        let now = self.now();
+        let tags_json = tags_to_json(tags)?;
+        self.write(&format!("create bucket `{name}`"), |transaction| {
+            let inserted = transaction
+                .prepare_cached("INSERT INTO buckets (name, created_at, tags) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING")
+                .and_then(|mut statement| statement.execute(params![name.as_str(), now.as_millis(), tags_json]))
+                .context(&format!("insert bucket `{name}`"))?;
+            if inserted == 0 {
+                return Err(StateError::AlreadyExists { kind: "bucket", name: name.to_string() });
+            }
+            Ok(BucketRecord { name: name.clone(), created_at: now, tags: pairs_from_json(&tags_json)? })
+        })
+    }
+
+    fn delete_bucket(&self, name: &Name) -> Result<()> {
+        self.write(&format!("delete bucket `{name}`"), |transaction| {
+            let deleted = transaction
+                .prepare_cached("DELETE FROM buckets WHERE name = ?1")
+                .and_then(|mut statement| statement.execute([name.as_str()]))
+                .context(&format!("delete bucket `{name}`"))?;
+            if deleted == 0 {
+                return Err(StateError::not_found("bucket", name));
+            }
+            Ok(())
+        })
+    }
+
+    fn bucket(&self, name: &Name) -> Result<BucketRecord> {
+        self.read(&format!("look up bucket `{name}`"), |transaction| {
+            let sql = format!("SELECT {} FROM buckets WHERE name = ?1", BucketRow::COLUMNS);
+            let row = transaction
+                .prepare_cached(&sql)
+                .and_then(|mut statement| statement.query_row([name.as_str()], BucketRow::from_row).optional())
+                .context(&format!("look up bucket `{name}`"))?;
+            row.ok_or_else(|| StateError::not_found("bucket", name))?.into_record()
+        })
+    }
+
+    fn buckets(&self) -> Result<Vec<BucketRecord>> {
+        self.read("list buckets", |transaction| {
+            let sql = format!("SELECT {} FROM buckets ORDER BY name", BucketRow::COLUMNS);
+            let mut statement = transaction.prepare_cached(&sql).context("list buckets")?;
+            let rows = statement
+                .query_map([], BucketRow::from_row)
+                .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+                .context("list buckets")?;
+            rows.into_iter().map(BucketRow::into_record).collect()
+        })
+    }
+
+    // --- the bucket event log ----------------------------------------------------------
+
+    fn append_object_event(&self, event: NewObjectEvent) -> Result<ObjectEvent> {
+        self.write("append an object event", |transaction| {
+            let sequence: i64 = transaction
+                .prepare_cached(
+                    "INSERT INTO object_events (bucket, key, kind, size, etag, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+                     RETURNING sequence",
+                )
+                .and_then(|mut statement| {
+                    statement.query_row(
+                        params![
+                            event.bucket.as_str(),
+                            event.key,
+                            kind_to_column(event.kind),
+                            to_sql_integer(event.size),
+                            event.etag,
+                            event.at.as_millis()
+                        ],
+                        |row| row.get(0),
+                    )
+                })
+                .context("insert an object event")?;
+            Ok(ObjectEvent {
+                sequence: from_sql_integer(sequence),
+                bucket: event.bucket,
+                key: event.key,
+                kind: event.kind,
+                size: event.size,
+                etag: event.etag,
+                at: event.at,
+            })
+        })
+    }
+
+    fn object_events_after(&self, after: u64, limit: usize) -> Result<Vec<ObjectEvent>> {
+        self.read("read the object event log", |transaction| {
+            let mut statement = transaction
+                .prepare_cached(
+                    "SELECT sequence, bucket, key, kind, size, etag, at FROM object_events \
+                     WHERE sequence > ?1 ORDER BY sequence LIMIT ?2",
+                )
+                .context("read the object event log")?;
+            let rows = statement
+                .query_map(params![to_sql_integer(after), limit_to_sql(limit)], |row| {
+                    Ok((
+                        row.get::<_, i64>(0)?,
+                        row.get::<_, String>(1)?,
+                        row.get::<_, String>(2)?,
+                        row.get::<_, String>(3)?,
+                        row.get::<_, i64>(4)?,
+                        row.get::<_, Option<String>>(5)?,
+                        row.get::<_, i64>(6)?,
+                    ))
+                })
+                .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+                .context("read the object event log")?;
+            rows.into_iter()
+                .map(|(sequence, bucket, key, kind, size, etag, at)| {
+                    Ok(ObjectEvent {
+                        sequence: from_sql_integer(sequence),
+                        bucket: name_from_column(bucket)?,
+                        key,
+                        kind: kind_from_column(&kind)?,
+                        size: from_sql_integer(size),
+                        etag,
+                        at: Timestamp(at),
+                    })
+                })
+                .collect()
+        })
+    }
+
+    fn consumer_cursor(&self, consumer: &str) -> Result<u64> {
+        self.read(&format!("read the cursor of consumer `{consumer}`"), |transaction| {
+            let sequence: Option<i64> = transaction
+                .prepare_cached("SELECT sequence FROM consumer_cursors WHERE consumer = ?1")
+                .and_then(|mut statement| statement.query_row([consumer], |row| row.get(0)).optional())
+                .context(&format!("read the cursor of consumer `{consumer}`"))?;
+            Ok(sequence.map(from_sql_integer).unwrap_or(0))
+        })
+    }
+
+    fn set_consumer_cursor(&self, consumer: &str, sequence: u64) -> Result<()> {
+        self.write(&format!("set the cursor of consumer `{consumer}`"), |transaction| {
+            transaction
+                .prepare_cached(
+                    "INSERT INTO consumer_cursors (consumer, sequence) VALUES (?1, ?2) \
+                     ON CONFLICT (consumer) DO UPDATE SET sequence = excluded.sequence",
+                )
+                .and_then(|mut statement| statement.execute(params![consumer, to_sql_integer(sequence)]))
+                .context(&format!("set the cursor of consumer `{consumer}`"))?;
+            Ok(())
+        })
+    }
+
+    // --- queues --------------------------------------------------------------------------
+
+    fn create_queue(&self, name: &Name, config: &QueueConfig, tags: &[(String, String)]) -> Result<QueueRecord> {
+        check_queue_config(config)?;
+        let now = self.now();
+        let tags_json = tags_to_json(tags)?;
+        let columns = QueueConfigColumns::new(config);
+        self.write(&format!("create queue `{name}`"), |transaction| {
+            let inserted = transaction
+                .prepare_cached(
+                    "INSERT INTO queues (name, created_at, visibility_timeout_ms, delay_ms, max_message_size, \
+                     retention_ms, max_receives, dead_letter, tags) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
+                     ON CONFLICT DO NOTHING",
+                )
+                .and_then(|mut statement| {
+                    statement.execute(params![
+                        name.as_str(),
+                        now.as_millis(),
+                        columns.visibility_timeout_ms,
+                        columns.delay_ms,
+                        columns.max_message_size,
+                        columns.retention_ms,
+                        columns.max_receives,
+                        columns.dead_letter,
+                        tags_json
+                    ])
+                })
+                .context(&format!("insert queue `{name}`"))?;
+            if inserted == 0 {
+                return Err(StateError::AlreadyExists { kind: "queue", name: name.to_string() });
+            }
+            Ok(require_queue(transaction, name)?.record)
+        })
+    }
+
+    fn update_queue(&self, name: &Name, config: &QueueConfig, tags: &[(String, String)]) -> Result<QueueRecord> {
+        check_queue_config(config)?;
+        let tags_json = tags_to_json(tags)?;
+        let columns = QueueConfigColumns::new(config);
+        self.write(&format!("update queue `{name}`"), |transaction| {
+            let updated = transaction
+                .prepare_cached(
+                    "UPDATE queues SET visibility_timeout_ms = ?2, delay_ms = ?3, max_message_size = ?4, \
+                     retention_ms = ?5, max_receives = ?6, dead_letter = ?7, tags = ?8 WHERE name = ?1",
+                )
+                .and_then(|mut statement| {
+                    statement.execute(params![
+                        name.as_str(),
+                        columns.visibility_timeout_ms,
+                        columns.delay_ms,
+                        columns.max_message_size,
+                        columns.retention_ms,
+                        columns.max_receives,
+                        columns.dead_letter,
+                        tags_json
+                    ])
+                })
+                .context(&format!("update queue `{name}`"))?;
+            if updated == 0 {
+                return Err(StateError::not_found("queue", name));
+            }
+            Ok(require_queue(transaction, name)?.record)
+        })
+    }
+
+    fn delete_queue(&self, name: &Name) -> Result<()> {
+        self.write(&format!("delete queue `{name}`"), |transaction| {
+            // Messages go with it: `ON DELETE CASCADE`.
+            let deleted = transaction
+                .prepare_cached("DELETE FROM queues WHERE name = ?1")
+                .and_then(|mut statement| statement.execute([name.as_str()]))
+                .context(&format!("delete queue `{name}`"))?;
+            if deleted == 0 {
+                return Err(StateError::not_found("queue", name));
+            }
+            Ok(())
+        })
+    }
+
+    fn queue(&self, name: &Name) -> Result<QueueRecord> {
+        self.read(&format!("look up queue `{name}`"), |transaction| Ok(require_queue(transaction, name)?.record))
+    }
+
+    fn queues(&self) -> Result<Vec<QueueRecord>> {
+        self.read("list queues", |transaction| {
+            let sql = format!("SELECT {} FROM queues ORDER BY name", QueueRow::COLUMNS);
+            let mut statement = transaction.prepare_cached(&sql).context("list queues")?;
+            let rows = statement
+                .query_map([], QueueRow::from_row)
+                .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+                .context("list queues")?;
+            rows.into_iter().map(|row| Ok(row.into_stored()?.record)).collect()
+        })
+    }
+
+    fn send_messages(&self, queue: &Name, messages: &[OutgoingMessage]) -> Result<Vec<u64>> {
+        let now = self.now();
+        self.write(&format!("send messages to queue `{queue}`"), |transaction| {
+            let stored = require_queue(transaction, queue)?;
+            let config = &stored.record.config;
+            // Check every message before storing any: the batch is all or nothing.
+            for message in messages {
+                check_message_size(config, queue, message.size())?;
+            }
+            let mut insert = transaction
+                .prepare_cached(
+                    "INSERT INTO messages (queue_id, visible_at, receive_count, sent_at, body, attributes) \
+                     VALUES (?1, ?2, 0, ?3, ?4, ?5)",
+                )
+                .context("prepare to insert messages")?;
+            let mut ids = Vec::with_capacity(messages.len());
+            for message in messages {
+                let visible_at = now.saturating_add(message.delay.unwrap_or(config.delay));
+                let attributes = attributes_to_json(&message.attributes)?;
+                insert
+                    .execute(params![stored.queue_id, visible_at.as_millis(), now.as_millis(), message.body, attributes])
+                    .context(&format!("insert a message into queue `{queue}`"))?;
+                ids.push(from_sql_integer(transaction.last_insert_rowid()));
+            }
+            Ok(ids)
+        })
+    }
+
+    fn receive_messages(&self, queue: &Name, request: ReceiveRequest) -> Result<Vec<ReceivedMessage>> {
+        if let Some(timeout) = request.visibility_timeout {
+            check_visibility_timeout(timeout)?;
+        }
+        let now = self.now();
+        self.write(&format!("receive messages from queue `{queue}`"), |transaction| {
+            let stored = require_queue(transaction, queue)?;
+            let config = &stored.record.config;
+            let visibility_timeout = request.visibility_timeout.unwrap_or(config.visibility_timeout);
+            let mut received = Vec::with_capacity(request.max_messages.min(1024));
+            // Keyset paging over (visible_at, message_id): a message dead-lettered or
+            // left in place is never looked at twice, and a zero-timeout lease
+            // (still visible) is not handed out twice in one receive.
+            let mut after: (i64, i64) = (i64::MIN, i64::MIN);
+            let mut dead_letter_queue_ids: BTreeMap<Name, Option<i64>> = BTreeMap::new();
+            while received.len() < request.max_messages {
+                let wanted = request.max_messages - received.len();
+                let candidates = visible_messages_after(transaction, stored.queue_id, now, after, wanted)?;
+                let Some(last) = candidates.last() else { break };
+                after = (last.visible_at, last.message_id);
+                for candidate in candidates {
+                    match decide_receive(config, candidate.receive_count(), visibility_timeout, now) {
+                        ReceiveDecision::Deliver { receive_count, lease_until } => {
+                            lease_message(transaction, candidate.message_id, receive_count, lease_until)?;
+                            received.push(ReceivedMessage {
+                                message_id: from_sql_integer(candidate.message_id),
+                                receipt: ReceiptHandle {
+                                    message_id: from_sql_integer(candidate.message_id),
+                                    receive_count,
+                                },
+                                body: candidate.body,
+                                attributes: attributes_from_json(candidate.attributes)?,
+                                sent_at: Timestamp(candidate.sent_at),
+                                receive_count,
+                                lease_until,
+                            });
+                        }
+                        ReceiveDecision::DeadLetter { dead_letter, reason } => {
+                            let dead_letter_queue_id = match dead_letter_queue_ids.get(&dead_letter) {
+                                Some(id) => *id,
+                                None => {
+                                    let id = find_queue(transaction, &dead_letter)?.map(|queue| queue.queue_id);
+                                    dead_letter_queue_ids.insert(dead_letter.clone(), id);
+                                    id
+                                }
+                            };
+                            let Some(dead_letter_queue_id) = dead_letter_queue_id else {
+                                tracing::warn!(
+                                    queue = %queue,
+                                    dead_letter_queue = %dead_letter,
+                                    message_id = candidate.message_id,
+                                    "message is past max_receives but its dead-letter queue does not exist; \
+                                     leaving it in place until the queue is created"
+                                );
+                                continue;
+                            };
+                            move_to_dead_letter_queue(
+                                transaction,
+                                candidate.message_id,
+                                dead_letter_queue_id,
+                                queue,
+                                &reason,
+                                now,
+                            )?;
+                        }
+                    }
+                }
+            }
+            Ok(received)
+        })
+    }
+
+    fn delete_messages(&self, queue: &Name, receipts: &[ReceiptHandle]) -> Result<Vec<DeleteOutcome>> {
+        let now = self.now();
+        self.write(&format!("delete messages from queue `{queue}`"), |transaction| {
+            let stored = require_queue(transaction, queue)?;
+            let mut delete = transaction
+                .prepare_cached(
+                    "DELETE FROM messages WHERE message_id = ?1 AND queue_id = ?2 AND receive_count = ?3 \
+                     AND visible_at > ?4",
+                )
+                .context("prepare to delete messages")?;
+            receipts
+                .iter()
+                .map(|receipt| {
+                    let deleted = delete
+                        .execute(params![
+                            to_sql_integer(receipt.message_id),
+                            stored.queue_id,
+                            receipt.receive_count,
+                            now.as_millis()
+                        ])
+                        .context(&format!("delete message {} from queue `{queue}`", receipt.message_id))?;
+                    Ok(if deleted == 1 { DeleteOutcome::Deleted } else { DeleteOutcome::LeaseLost })
+                })
+                .collect()
+        })
+    }
+
+    fn change_visibility(&self, queue: &Name, receipt: ReceiptHandle, timeout: Duration) -> Result<()> {
+        check_visibility_timeout(timeout)?;
+        let now = self.now();
+        self.write(&format!("change the visibility of a message in queue `{queue}`"), |transaction| {
+            let stored = require_queue(transaction, queue)?;
+            let changed = transaction
+                .prepare_cached(
+                    "UPDATE messages SET visible_at = ?5 WHERE message_id = ?1 AND queue_id = ?2 \
+                     AND receive_count = ?3 AND visible_at > ?4",
+                )
+                .and_then(|mut statement| {
+                    statement.execute(params![
+                        to_sql_integer(receipt.message_id),
+                        stored.queue_id,
+                        receipt.receive_count,
+                        now.as_millis(),
+                        now.saturating_add(timeout).as_millis()
+                    ])
+                })
+                .context(&format!("change the visibility of message {}", receipt.message_id))?;
+            if changed == 0 {
+                return Err(StateError::LeaseLost { receipt });
+            }
+            Ok(())
+        })
+    }
+
+    fn queue_stats(&self, queue: &Name) -> Result<QueueStats> {
+        let now = self.now();
+        self.read(&format!("count the messages of queue `{queue}`"), |transaction| {
+            let stored = require_queue(transaction, queue)?;
+            let (visible, in_flight, delayed, oldest_sent_at) = transaction
+                .prepare_cached(
+                    "SELECT \
+                       COALESCE(SUM(visible_at <= ?2), 0), \
+                       COALESCE(SUM(visible_at > ?2 AND receive_count > 0), 0), \
+                       COALESCE(SUM(visible_at > ?2 AND receive_count = 0), 0), \
+                       MIN(sent_at) \
+                     FROM messages WHERE queue_id = ?1",
+                )
+                .and_then(|mut statement| {
+                    statement.query_row(params![stored.queue_id, now.as_millis()], |row| {
+                        Ok((
+                            row.get::<_, i64>(0)?,
+                            row.get::<_, i64>(1)?,
+                            row.get::<_, i64>(2)?,
+                            row.get::<_, Option<i64>>(3)?,
+                        ))
+                    })
+                })
+                .context(&format!("count the messages of queue `{queue}`"))?;
+            Ok(QueueStats {
+                visible: from_sql_integer(visible),
+                in_flight: from_sql_integer(in_flight),
+                delayed: from_sql_integer(delayed),
+                oldest_age: oldest_sent_at.map(|sent_at| now.duration_since(Timestamp(sent_at))),
+            })
+        })
+    }
+
+    fn peek_messages(&self, queue: &Name, limit: usize) -> Result<Vec<StoredMessage>> {
+        self.read(&format!("peek at queue `{queue}`"), |transaction| {
+            let stored = require_queue(transaction, queue)?;
+            let sql = format!(
+                "SELECT {}, dead_letter_source, dead_letter_reason, dead_letter_at FROM messages \
+                 WHERE queue_id = ?1 ORDER BY message_id LIMIT ?2",
+                MessageRow::COLUMNS
+            );
+            let mut statement = transaction.prepare_cached(&sql).context("prepare to peek")?;
+            let rows = statement
+                .query_map(params![stored.queue_id, limit_to_sql(limit)], |row| {
+                    Ok((
+                        MessageRow::from_row(row)?,
+                        row.get::<_, Option<String>>(6)?,
+                        row.get::<_, Option<String>>(7)?,
+                        row.get::<_, Option<i64>>(8)?,
+                    ))
+                })
+                .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+                .context(&format!("peek at queue `{queue}`"))?;
+            rows.into_iter()
+                .map(|(message, source, reason, at)| {
+                    let dead_letter = match (source, reason, at) {
+                        (Some(source), Some(reason), Some(at)) => Some(DeadLetterInfo {
+                            source_queue: name_from_column(source)?,
+                            reason,
+                            at: Timestamp(at),
+                        }),
+                        _ => None,
+                    };
+                    Ok(StoredMessage {
+                        message_id: from_sql_integer(message.message_id),
+                        receive_count: message.receive_count(),
+                        body: message.body,
+                        attributes: attributes_from_json(message.attributes)?,
+                        sent_at: Timestamp(message.sent_at),
+                        visible_at: Timestamp(message.visible_at),
+                        dead_letter,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    fn redrive_dead_letters(&self, dead_letter: &Name, to: Option<&Name>) -> Result<u64> {
+        let now = self.now();
+        self.write(&format!("redrive dead-letter queue `{dead_letter}`"), |transaction| {
+            let dead_letter_queue = require_queue(transaction, dead_letter)?;
+            let explicit_target = to.map(|name| require_queue(transaction, name)).transpose()?;
+            if explicit_target.as_ref().is_some_and(|target| target.queue_id == dead_letter_queue.queue_id) {
+                return Err(StateError::Conflict(format!(
+                    "cannot redrive dead-letter queue `{dead_letter}` into itself; name another queue"
+                )));
+            }
+            // Each group of dead letters and the queue it moves to.
+            let mut moves: Vec<(Option<String>, i64)> = Vec::new();
+            match explicit_target {
+                Some(target) => moves.push((None, target.queue_id)),
+                None => {
+                    let sources: Vec<String> = transaction
+                        .prepare_cached(
+                            "SELECT DISTINCT dead_letter_source FROM messages \
+                             WHERE queue_id = ?1 AND dead_letter_source IS NOT NULL",
+                        )
+                        .and_then(|mut statement| {
+                            statement
+                                .query_map([dead_letter_queue.queue_id], |row| row.get(0))
+                                .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+                        })
+                        .context("list the source queues of dead letters")?;
+                    for source in sources {
+                        let source_queue_id = require_queue(transaction, &name_from_column(source.clone())?)?.queue_id;
+                        moves.push((Some(source), source_queue_id));
+                    }
+                }
+            }
+            let mut moved = 0;
+            for (source, target_queue_id) in moves {
+                // `?2 IS NULL` selects every message of the dead-letter queue.
+                // A redriven message gets a new id, so no receipt handed out
+                // before it was dead-lettered can ever match it again (its
+                // receive count starts over).
+                moved += transaction
+                    .prepare_cached(
+                        "INSERT INTO messages (queue_id, visible_at, receive_count, sent_at, body, attributes) \
+                         SELECT ?3, ?4, 0, sent_at, body, attributes FROM messages \
+                         WHERE queue_id = ?1 AND (?2 IS NULL OR dead_letter_source = ?2) ORDER BY message_id",
+                    )
+                    .and_then(|mut statement| {
+                        statement.execute(params![dead_letter_queue.queue_id, source, target_queue_id, now.as_millis()])
+                    })
+                    .context("copy dead letters back")?;
+                transaction
+                    .prepare_cached(
+                        "DELETE FROM messages WHERE queue_id = ?1 AND (?2 IS NULL OR dead_letter_source = ?2)",
+                    )
+                    .and_then(|mut statement| statement.execute(params![dead_letter_queue.queue_id, source]))
+                    .context("remove redriven dead letters")?;
+            }
+            Ok(moved as u64)
+        })
+    }
+}
+
+/// Up to `limit` visible messages of a queue after the keyset position `after`,
+/// in the order they became visible.
+fn visible_messages_after(
+    transaction: &Transaction<'_>,
+    queue_id: i64,
+    now: Timestamp,
+    after: (i64, i64),
+    limit: usize,
+) -> Result<Vec<MessageRow>> {
+    let sql = format!(
+        "SELECT {} FROM messages \
+         WHERE queue_id = ?1 AND visible_at <= ?2 AND (visible_at, message_id) > (?3, ?4) \
+         ORDER BY visible_at, message_id LIMIT ?5",
+        MessageRow::COLUMNS
+    );
+    transaction
+        .prepare_cached(&sql)
+        .and_then(|mut statement| {
+            statement
+                .query_map(params![queue_id, now.as_millis(), after.0, after.1, limit_to_sql(limit)], MessageRow::from_row)
+                .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+        })
+        .context("find visible messages")
+}
+
+fn lease_message(transaction: &Transaction<'_>, message_id: i64, receive_count: u32, lease_until: Timestamp) -> Result<()> {
+    transaction
+        .prepare_cached("UPDATE messages SET visible_at = ?2, receive_count = ?3 WHERE message_id = ?1")
+        .and_then(|mut statement| statement.execute(params![message_id, lease_until.as_millis(), receive_count]))
+        .context(&format!("lease message {message_id}"))?;
+    Ok(())
+}
+
+/// Move a message to its dead-letter queue, visible there at once, keeping
+/// its id and receive count (so old receipts stay stale) and recording why.
+fn move_to_dead_letter_queue(
+    transaction: &Transaction<'_>,
+    message_id: i64,
+    dead_letter_queue_id: i64,
+    source_queue: &Name,
+    reason: &str,
+    now: Timestamp,
+) -> Result<()> {
+    transaction
+        .prepare_cached(
+            "UPDATE messages SET queue_id = ?2, visible_at = ?3, dead_letter_source = ?4, dead_letter_reason = ?5, \
+             dead_letter_at = ?3 WHERE message_id = ?1",
+        )
+        .and_then(|mut statement| {
+            statement.execute(params![message_id, dead_letter_queue_id, now.as_millis(), source_queue.as_str(), reason])
+        })
+        .context(&format!("move message {message_id} to its dead-letter queue"))?;
+    Ok(())
+}

@@ -201,7 +201,9 @@ pub trait StateStore: Send + Sync {
 
     // --- queues ------------------------------------------------------------
 
-    /// Create a queue; `AlreadyExists` if it exists.
+    /// Create a queue; `AlreadyExists` if it exists. A visibility timeout over 12 hours
+    /// is refused with `Rule(VisibilityTimeoutTooLong)` (also by `update_queue`). The
+    /// dead-letter queue may be created later.
     fn create_queue(&self, name: &Name, config: &QueueConfig, tags: &[(String, String)]) -> Result<QueueRecord>;
     /// Change an existing queue's settings; messages are kept.
     fn update_queue(&self, name: &Name, config: &QueueConfig, tags: &[(String, String)]) -> Result<QueueRecord>;
@@ -217,8 +219,19 @@ pub trait StateStore: Send + Sync {
     fn send_messages(&self, queue: &Name, messages: &[OutgoingMessage]) -> Result<Vec<u64>>;
     /// Lease up to `request.max_messages` visible messages, oldest first. Messages past
     /// `max_receives` go to the dead-letter queue instead of being returned.
+    ///
+    /// "Oldest first" means in the order messages became visible (after their delay,
+    /// or when an earlier lease lapsed), ties broken by message id. A message moved to
+    /// a dead-letter queue keeps its id and receive count there, visible at once, with
+    /// [`StoredMessage::dead_letter`] recording the source queue and the reason. If the
+    /// configured dead-letter queue does not exist, such a message stays where it is,
+    /// is not returned, and the backend logs a warning: the rule is never bypassed.
+    /// A visibility timeout over 12 hours is refused with `Rule(VisibilityTimeoutTooLong)`.
     fn receive_messages(&self, queue: &Name, request: ReceiveRequest) -> Result<Vec<ReceivedMessage>>;
-    /// Delete the messages these receipts lease, in one commit.
+    /// Delete the messages these receipts lease, in one commit. A receipt whose lease
+    /// has lapsed (even if nobody received the message since), whose message was
+    /// received again, moved, deleted, or belongs to another queue gives `LeaseLost`
+    /// and changes nothing; the others are deleted.
     fn delete_messages(&self, queue: &Name, receipts: &[ReceiptHandle]) -> Result<Vec<DeleteOutcome>>;
     /// Set the lease of a received message to end `timeout` from now (0 makes it visible
     /// at once). `LeaseLost` if the receipt no longer holds the lease.
@@ -230,5 +243,11 @@ pub trait StateStore: Send + Sync {
     /// Move every message of dead-letter queue `dead_letter` back to the queue it came
     /// from (or to `to`, if given), visible at once with its receive count reset.
     /// Returns how many moved.
+    ///
+    /// A redriven message gets a new message id: its receive count starts over, so a
+    /// receipt handed out before it was dead-lettered (`<id>.<count>`) must never match
+    /// it again. Messages in `dead_letter` that were sent there directly (no
+    /// `dead_letter` info) move only when `to` is given. `NotFound` if a queue to move
+    /// to does not exist, and then nothing moves.
     fn redrive_dead_letters(&self, dead_letter: &Name, to: Option<&Name>) -> Result<u64>;
 }

@@ -1,0 +1,125 @@
+//! The schema of the state file and the migrations that build it.
+//!
+//! `PRAGMA user_version` holds how many entries of [`MIGRATIONS`] a file has
+//! had applied. Opening a store applies the missing ones in one transaction;
+//! a file with a larger number was written by a newer Mayfly and is refused.
+//! Migrations are append-only: never edit one that has shipped, add another.
+
+use std::path::Path;
+
+use mayfly_state::{Result, StateError};
+use rusqlite::{Connection, TransactionBehavior};
+
+use crate::errors::SqliteResultExt;
+
+/// Every migration, in order. Entry `n` (0-based) takes a file from schema
+/// version `n` to `n + 1`.
+pub const MIGRATIONS: &[&str] = &[
+    // 1: the first schema.
+    r#"
+    CREATE TABLE deployments (
+        -- AUTOINCREMENT: numbers are 1, 2, 3, … and never reused.
+        version INTEGER PRIMARY KEY AUTOINCREMENT,
+        content_hash TEXT NOT NULL,
+        applied_at INTEGER NOT NULL,
+        source TEXT NOT NULL,
+        forced INTEGER NOT NULL
+    );
+
+    CREATE TABLE buckets (
+        name TEXT PRIMARY KEY,
+        created_at INTEGER NOT NULL,
+        -- JSON array of [key, value] pairs, sorted by key.
+        tags TEXT NOT NULL
+    );
+
+    CREATE TABLE object_events (
+        -- AUTOINCREMENT: a sequence number is never reused, even after the
+        -- newest events are deleted.
+        sequence INTEGER PRIMARY KEY AUTOINCREMENT,
+        bucket TEXT NOT NULL,
+        key TEXT NOT NULL,
+        kind TEXT NOT NULL CHECK (kind IN ('created', 'deleted')),
+        size INTEGER NOT NULL,
+        etag TEXT,
+        at INTEGER NOT NULL
+    );
+
+    CREATE TABLE consumer_cursors (
+        consumer TEXT PRIMARY KEY,
+        sequence INTEGER NOT NULL
+    );
+
+    CREATE TABLE queues (
+        -- Messages refer to queues by this integer id; AUTOINCREMENT so a
+        -- queue deleted and created again never inherits an old id.
+        queue_id INTEGER PRIMARY KEY AUTOINCREMENT,
+        name TEXT NOT NULL UNIQUE,
+        created_at INTEGER NOT NULL,
+        visibility_timeout_ms INTEGER NOT NULL,
+        delay_ms INTEGER NOT NULL,
+        max_message_size INTEGER NOT NULL,
+        retention_ms INTEGER NOT NULL,
+        max_receives INTEGER,
+        dead_letter TEXT,
+        tags TEXT NOT NULL
+    );
+
+    CREATE TABLE messages (
+        -- AUTOINCREMENT: a receipt is (message id, receive count), so an id
+        -- must never be handed to a second message.
+        message_id INTEGER PRIMARY KEY AUTOINCREMENT,
+        queue_id INTEGER NOT NULL REFERENCES queues (queue_id) ON DELETE CASCADE,
+        -- When the message is next visible: after its delay, or when its lease ends.
+        visible_at INTEGER NOT NULL,
+        receive_count INTEGER NOT NULL DEFAULT 0,
+        sent_at INTEGER NOT NULL,
+        body BLOB NOT NULL,
+        -- JSON array of [name, value] pairs; NULL when there are none, so the
+        -- common case costs no JSON at all.
+        attributes TEXT,
+        -- Set on a message moved to a dead-letter queue.
+        dead_letter_source TEXT,
+        dead_letter_reason TEXT,
+        dead_letter_at INTEGER
+    );
+
+    -- Receive walks this index: the visible messages of one queue, in the
+    -- order they became visible. It also serves stats and the cascade delete.
+    CREATE INDEX messages_by_queue_and_visibility ON messages (queue_id, visible_at, message_id);
+    "#,
+];
+
+/// The schema version this build writes.
+pub fn current_schema_version() -> i64 {
+    MIGRATIONS.len() as i64
+}
+
+/// Bring the file up to [`current_schema_version`], or refuse it if it is newer.
+pub fn migrate(connection: &mut Connection, path: &Path) -> Result<()> {
+    let transaction = connection
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .context("start the migration transaction")?;
+    let found: i64 = transaction
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .context("read the schema version")?;
+    let known = current_schema_version();
+    if found > known {
+        return Err(StateError::SchemaTooNew { path: path.display().to_string(), found, known });
+    }
+    for (index, migration) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+        let version = index as i64 + 1;
+        tracing::info!(path = %path.display(), version, "applying state store migration");
+        transaction
+            .execute_batch(migration)
+            .context(&format!("apply schema migration {version}"))?;
+    }
+    if found < known {
+        // PRAGMA does not take bound parameters; `known` is an integer we computed.
+        transaction
+            .execute_batch(&format!("PRAGMA user_version = {known}"))
+            .context("record the schema version")?;
+    }
+    transaction.commit().context("commit the schema migrations")?;
+    Ok(())
+}
