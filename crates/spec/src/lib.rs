@@ -1,1 +1,109 @@
-//! placeholder
+//! The architecture file, `mayfly.toml` (schema version 1): parsing into the
+//! typed [`Architecture`], validation that reports every problem at once with
+//! `file:line:col`, the source line and a hint, a JSON Schema for editors, the
+//! file `mayfly init` writes, and the diff between two versions that
+//! `mayfly deploy` shows as a plan.
+//!
+//! This is the only crate that knows TOML. The walk goes over toml's spanned
+//! tree (`toml::de::DeTable`) rather than through serde derive, so that one
+//! run finds every error in the file and can point at each.
+
+mod diagnostic;
+mod diff;
+mod lower;
+mod model;
+mod reader;
+mod scaffold;
+mod schema;
+
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+pub use diagnostic::{Diagnostic, Diagnostics};
+pub use diff::{ArchitectureDiff, Change, ChangeAction, diff};
+pub use model::*;
+pub use scaffold::scaffold;
+pub use schema::json_schema;
+
+/// An architecture file read from disk, with the text it was read from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Loaded {
+    pub architecture: Architecture,
+    pub source: String,
+    /// [`content_hash`] of `source`, identifying this version of the file.
+    pub content_hash: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read the architecture file {}: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{0}")]
+    Invalid(Diagnostics),
+}
+
+/// Read and validate the architecture file at `path`.
+pub fn load(path: &Path) -> Result<Loaded, LoadError> {
+    let source = std::fs::read_to_string(path).map_err(|source| LoadError::Io { path: path.to_owned(), source })?;
+    let file_name = path.display().to_string();
+    let architecture = parse(&file_name, &source).map_err(LoadError::Invalid)?;
+    let content_hash = content_hash(&source);
+    Ok(Loaded { architecture, source, content_hash })
+}
+
+/// Parse and validate `source`; diagnostics name `file_name`.
+pub fn parse(file_name: &str, source: &str) -> Result<Architecture, Diagnostics> {
+    let mut reader = reader::Reader::new(file_name, source);
+    let architecture = match toml::de::DeTable::parse(source) {
+        Ok(document) => {
+            let root = reader::Table { entries: document.get_ref(), span: 0..0, what: "the architecture file".to_owned() };
+            lower::lower_document(&mut reader, &root)
+        }
+        Err(error) => {
+            reader.error(
+                error.span().unwrap_or(0..0),
+                format!("invalid TOML: {}", error.message().trim_end()),
+                Some("fix the TOML syntax here; the rest of the file is checked once it parses".to_owned()),
+            );
+            None
+        }
+    };
+    match architecture {
+        Some(architecture) if reader.diagnostics.is_empty() => Ok(architecture),
+        _ => {
+            let mut diagnostics = reader.diagnostics;
+            diagnostics.sort_by_key(|diagnostic| diagnostic.span.start);
+            Err(Diagnostics { diagnostics })
+        }
+    }
+}
+
+/// The hex SHA-256 of the file's text: the identity of one version of the architecture.
+pub fn content_hash(source: &str) -> String {
+    hex::encode(Sha256::digest(source.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_hash_is_hex_sha256() {
+        assert_eq!(content_hash(""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+    }
+
+    #[test]
+    fn load_reports_missing_file_with_its_path() {
+        let error = load(Path::new("/nonexistent/mayfly.toml")).unwrap_err();
+        assert!(matches!(error, LoadError::Io { .. }));
+        assert!(error.to_string().contains("/nonexistent/mayfly.toml"), "{error}");
+    }
+
+    #[test]
+    fn an_edge_case_diagnostic_never_lacks_a_location() {
+        let diagnostics = parse("m.toml", "").unwrap_err();
+        assert_eq!(diagnostics.len(), 2, "{diagnostics}");
+        assert!(diagnostics.diagnostics.iter().all(|diagnostic| diagnostic.line == 1 && diagnostic.column == 1));
+    }
+}
