@@ -1010,3 +1010,35 @@ fn move_to_dead_letter_queue(
         .context(&format!("move message {message_id} to its dead-letter queue"))?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The hot queries must walk `messages_by_queue_and_visibility`, never scan
+    /// the table or sort: receive cost must not grow with the backlog.
+    #[test]
+    fn receive_and_stats_queries_use_the_visibility_index() {
+        let directory = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&directory.path().join("state.db"), Arc::new(mayfly_core::SystemClock)).unwrap();
+        let connection = store.lock_connection();
+        let receive_sql = format!(
+            "SELECT {} FROM messages WHERE queue_id = ?1 AND visible_at <= ?2 AND (visible_at, message_id) > (?3, ?4) \
+             ORDER BY visible_at, message_id LIMIT ?5",
+            MessageRow::COLUMNS
+        );
+        let stats_sql = "SELECT SUM(visible_at <= ?2), MIN(sent_at) FROM messages WHERE queue_id = ?1";
+        for sql in [receive_sql.as_str(), stats_sql] {
+            let mut statement = connection.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+            let parameters = rusqlite::params_from_iter(std::iter::repeat_n(0, statement.parameter_count()));
+            let plan: Vec<String> = statement
+                .query_map(parameters, |row| row.get::<_, String>(3))
+                .unwrap()
+                .collect::<rusqlite::Result<_>>()
+                .unwrap();
+            let plan = plan.join("\n");
+            assert!(plan.contains("USING INDEX messages_by_queue_and_visibility"), "{sql}\n{plan}");
+            assert!(!plan.contains("TEMP B-TREE"), "{sql}\n{plan}");
+        }
+    }
+}
