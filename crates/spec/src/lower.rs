@@ -294,7 +294,7 @@ fn lower_policy(reader: &mut Reader<'_>, root: &Table<'_, '_>, checks: &mut Cros
     policy.tls = reader.choice(&table, "tls", REQUIREMENTS).unwrap_or_default();
     if let Some(networks) = reader.string_list(&table, "networks") {
         for network in networks {
-            if let Some(cidr) = reader.cidr(&network, "an entry of `networks` in `[policy]`") {
+            if let Some(cidr) = reader.cidr(&network, "`networks` of `[policy]`") {
                 policy.networks.push(cidr);
             }
         }
@@ -1193,7 +1193,11 @@ fn check_required_tags(reader: &mut Reader<'_>, project_tags: &BTreeMap<String, 
         }
         reader.error(
             required.span.clone(),
-            format!("`[policy]` requires tag `{}`, which the project tags and {} lack", required.value, lacking.join(", ")),
+            format!(
+                "`[policy]` requires tag `{}` on every resource; it is missing from the project tags and from {}",
+                required.value,
+                lacking.join(", ")
+            ),
             Some(format!(
                 "add `{} = \"...\"` to the project `tags` to give it to every resource, or to each resource's `tags`",
                 required.value

@@ -112,14 +112,19 @@ pub(crate) fn describe(value: &DeValue<'_>) -> String {
 }
 
 /// The closest of `candidates` to `input` by edit distance, if close enough to be a typo.
+/// A key that extends a known one (`batch_size` for `batch`) counts as close too.
 pub(crate) fn closest<'c>(input: &str, candidates: impl IntoIterator<Item = &'c str>) -> Option<&'c str> {
     let limit = (input.chars().count() / 3).max(1);
-    candidates
-        .into_iter()
-        .map(|candidate| (strsim::levenshtein(input, candidate), candidate))
+    let candidates: Vec<&str> = candidates.into_iter().collect();
+    let by_edit_distance = candidates
+        .iter()
+        .map(|candidate| (strsim::damerau_levenshtein(input, candidate), *candidate))
         .filter(|(distance, _)| *distance <= limit)
         .min_by_key(|(distance, _)| *distance)
-        .map(|(_, candidate)| candidate)
+        .map(|(_, candidate)| candidate);
+    by_edit_distance.or_else(|| {
+        candidates.into_iter().filter(|candidate| candidate.len() >= 3 && input.starts_with(candidate)).max_by_key(|candidate| candidate.len())
+    })
 }
 
 const NAME_RULE: &str = "names are 1–63 characters: lowercase letters, digits, `-` and `_`, starting with a letter or a digit";
@@ -240,7 +245,8 @@ impl<'s> Reader<'s> {
             DeValue::Float(float) => float.as_str().parse::<f64>().ok(),
             DeValue::Integer(integer) => i64::from_str_radix(integer.as_str(), integer.radix()).ok().map(|n| n as f64),
             _ => {
-                self.wrong_type(table, key, value, "a number", None);
+                let hint = format!("write a number without quotes, e.g. `{key} = 0.5`");
+                self.wrong_type(table, key, value, "a number", Some(hint));
                 return None;
             }
         };
@@ -342,7 +348,8 @@ impl<'s> Reader<'s> {
         match value.get_ref() {
             DeValue::Table(entries) => Some(Table { entries, span: value.span(), what }),
             _ => {
-                self.wrong_type(parent, key, value, "a table", None);
+                let hint = format!("write a table: `{key} = {{ ... }}` or a `[...]` section");
+                self.wrong_type(parent, key, value, "a table", Some(hint));
                 None
             }
         }
@@ -477,7 +484,7 @@ impl<'s> Reader<'s> {
             Err(CidrError::Malformed { input }) => {
                 self.error(
                     text.span.clone(),
-                    format!("{what} is not an IPv4 network in CIDR notation: \"{input}\""),
+                    format!("\"{input}\" in {what} is not an IPv4 network in CIDR notation"),
                     Some("write an IPv4 address and a prefix length from 0 to 32, e.g. \"10.77.0.0/16\"".to_owned()),
                 );
                 None
@@ -485,8 +492,8 @@ impl<'s> Reader<'s> {
             Err(CidrError::HostBitsSet { input, network }) => {
                 self.error(
                     text.span.clone(),
-                    format!("{what} \"{input}\" has host bits set"),
-                    Some(format!("did you mean \"{network}\"? a network address ends in zero bits after its prefix")),
+                    format!("\"{input}\" in {what} has host bits set after its prefix"),
+                    Some(format!("did you mean \"{network}\"? a network address has only zero bits after its prefix")),
                 );
                 None
             }
