@@ -101,6 +101,39 @@ mod tests {
     }
 
     #[test]
+    fn architecture_serializes_durations_as_text_and_merges_tags() {
+        let source = "version = 1\nname = \"demo\"\ntags = { owner = \"a\", tier = \"x\" }\n[queues.work]\nvisibility_timeout = \"2m\"\ntags = { tier = \"hot\" }\n";
+        let architecture = parse("mayfly.toml", source).unwrap();
+        let json = serde_json::to_value(&architecture).unwrap();
+        assert_eq!(json["queues"]["work"]["visibility_timeout"], "2m");
+        assert_eq!(json["queues"]["work"]["delay"], serde_json::Value::Null);
+        let work = &architecture.queues[&mayfly_core::Name::new("work").unwrap()];
+        let tags = architecture.effective_tags(&work.tags);
+        assert_eq!(tags["owner"], "a");
+        assert_eq!(tags["tier"], "hot");
+        assert_eq!(work.config().visibility_timeout, std::time::Duration::from_secs(120));
+    }
+
+    #[test]
+    fn diagnostics_serialize_for_json_output() {
+        let diagnostics = parse("mayfly.toml", "version = 1\nname = \"demo\"\n[queues.work]\ndelay = 5\n").unwrap_err();
+        let json = serde_json::to_value(&diagnostics).unwrap();
+        let first = &json["diagnostics"][0];
+        assert_eq!((first["file"].as_str(), first["line"].as_u64(), first["column"].as_u64()), (Some("mayfly.toml"), Some(4), Some(9)));
+        assert!(first["hint"].as_str().unwrap().contains("\"5s\""));
+        assert_eq!(diagnostics.to_string().lines().last(), Some("error: mayfly.toml has 1 error"));
+    }
+
+    #[test]
+    fn metric_written_with_escapes_points_at_the_whole_string() {
+        let source = "version = 1\nname = \"demo\"\n[alarms.a]\nmetric = \"queue.w\\u006Frk.visible\"\nwhen = \">= 1 for 1m\"\n";
+        let diagnostics = parse("mayfly.toml", source).unwrap_err();
+        assert_eq!(diagnostics.len(), 1, "{diagnostics}");
+        assert_eq!(diagnostics.diagnostics[0].column, 10);
+        assert!(diagnostics.diagnostics[0].message.contains("`work`"), "{diagnostics}");
+    }
+
+    #[test]
     fn an_edge_case_diagnostic_never_lacks_a_location() {
         let diagnostics = parse("m.toml", "").unwrap_err();
         assert_eq!(diagnostics.len(), 2, "{diagnostics}");

@@ -748,11 +748,14 @@ fn lower_metric(
         reader.error(text.span, format!("`metric` of {alarm_what} is not a metric: \"{}\"", text.value), Some(form_hint));
         return None;
     };
-    // Point at the resource name inside the string: after the opening quote and `subject.`.
-    let resource_start = text.span.start + 1 + subject.len() + 1;
-    let resource_text = Located { value: (*resource).to_owned(), span: resource_start..resource_start + resource.len() };
-    let measure_start = resource_text.span.end + 1;
-    let measure_span = measure_start..measure_start + measure.len();
+    // Point at the part inside the string when it is written plainly as "…";
+    // with escapes or other quoting, point at the whole string.
+    let written_plainly = reader.source.text.get(text.span.clone()) == Some(format!("\"{}\"", text.value).as_str());
+    let part_span = |offset: usize, length: usize| {
+        if written_plainly { text.span.start + 1 + offset..text.span.start + 1 + offset + length } else { text.span.clone() }
+    };
+    let resource_text = Located { value: (*resource).to_owned(), span: part_span(subject.len() + 1, resource.len()) };
+    let measure_span = part_span(subject.len() + 1 + resource.len() + 1, measure.len());
     let unknown_measure = |reader: &mut Reader<'_>, known: &[&str]| {
         let hint = match closest(measure, known.iter().copied()) {
             Some(suggestion) => format!("did you mean `{suggestion}`? {subject} metrics are: {}", known.join(", ")),
@@ -795,7 +798,7 @@ fn lower_metric(
                 None => form_hint,
             };
             reader.error(
-                text.span.start + 1..text.span.start + 1 + subject.len(),
+                part_span(0, subject.len()),
                 format!("`metric` of {alarm_what} measures `{subject}`, which is neither a queue nor a function"),
                 Some(hint),
             );
