@@ -39,10 +39,18 @@ fn main() {
     let naive_receive_ack_rate = naive_receive_and_ack(&store, &queue);
 
     println!();
-    println!("enqueue:        batched {:>10.0} msg/s   naive {:>8.0} msg/s   ratio {:>6.1}x   (target >= 200000)",
-        bulk_enqueue_rate, naive_enqueue_rate, bulk_enqueue_rate / naive_enqueue_rate);
-    println!("receive + ack:  batched {:>10.0} msg/s   naive {:>8.0} msg/s   ratio {:>6.1}x   (target >= 25000)",
-        batched_receive_ack_rate, naive_receive_ack_rate, batched_receive_ack_rate / naive_receive_ack_rate);
+    println!(
+        "enqueue:        batched {:>10.0} msg/s   naive {:>8.0} msg/s   ratio {:>6.1}x   (target >= 200000)",
+        bulk_enqueue_rate,
+        naive_enqueue_rate,
+        bulk_enqueue_rate / naive_enqueue_rate
+    );
+    println!(
+        "receive + ack:  batched {:>10.0} msg/s   naive {:>8.0} msg/s   ratio {:>6.1}x   (target >= 25000)",
+        batched_receive_ack_rate,
+        naive_receive_ack_rate,
+        batched_receive_ack_rate / naive_receive_ack_rate
+    );
 }
 
 fn body(index: usize) -> Vec<u8> {
@@ -119,6 +127,8 @@ fn naive_receive_and_ack(store: &SqliteStore, queue: &Name) -> f64 {
     }
     let elapsed = started.elapsed();
     let rate = rate(acknowledged, elapsed);
-    println!("naive receive + ack: {acknowledged} messages, one receive and one delete commit each: {elapsed:.2?} -> {rate:.0} msg/s");
+    println!(
+        "naive receive + ack: {acknowledged} messages, one receive and one delete commit each: {elapsed:.2?} -> {rate:.0} msg/s"
+    );
     rate
 }

@@ -428,7 +428,9 @@ impl StateStore for SqliteStore {
         let tags_json = tags_to_json(tags)?;
         self.write(&format!("create bucket `{name}`"), |transaction| {
             let inserted = transaction
-                .prepare_cached("INSERT INTO buckets (name, created_at, tags) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING")
+                .prepare_cached(
+                    "INSERT INTO buckets (name, created_at, tags) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+                )
                 .and_then(|mut statement| statement.execute(params![name.as_str(), now.as_millis(), tags_json]))
                 .context(&format!("insert bucket `{name}`"))?;
             if inserted == 0 {
@@ -685,7 +687,13 @@ impl StateStore for SqliteStore {
                 let visible_at = now.saturating_add(message.delay.unwrap_or(config.delay));
                 let attributes = attributes_to_json(&message.attributes)?;
                 insert
-                    .execute(params![stored.queue_id, visible_at.as_millis(), now.as_millis(), message.body, attributes])
+                    .execute(params![
+                        stored.queue_id,
+                        visible_at.as_millis(),
+                        now.as_millis(),
+                        message.body,
+                        attributes
+                    ])
                     .context(&format!("insert a message into queue `{queue}`"))?;
                 ids.push(from_sql_integer(transaction.last_insert_rowid()));
             }
@@ -875,11 +883,9 @@ impl StateStore for SqliteStore {
             rows.into_iter()
                 .map(|(message, source, reason, at)| {
                     let dead_letter = match (source, reason, at) {
-                        (Some(source), Some(reason), Some(at)) => Some(DeadLetterInfo {
-                            source_queue: name_from_column(source)?,
-                            reason,
-                            at: Timestamp(at),
-                        }),
+                        (Some(source), Some(reason), Some(at)) => {
+                            Some(DeadLetterInfo { source_queue: name_from_column(source)?, reason, at: Timestamp(at) })
+                        }
                         _ => None,
                     };
                     Ok(StoredMessage {
@@ -975,13 +981,21 @@ fn visible_messages_after(
         .prepare_cached(&sql)
         .and_then(|mut statement| {
             statement
-                .query_map(params![queue_id, now.as_millis(), after.0, after.1, limit_to_sql(limit)], MessageRow::from_row)
+                .query_map(
+                    params![queue_id, now.as_millis(), after.0, after.1, limit_to_sql(limit)],
+                    MessageRow::from_row,
+                )
                 .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
         })
         .context("find visible messages")
 }
 
-fn lease_message(transaction: &Transaction<'_>, message_id: i64, receive_count: u32, lease_until: Timestamp) -> Result<()> {
+fn lease_message(
+    transaction: &Transaction<'_>,
+    message_id: i64,
+    receive_count: u32,
+    lease_until: Timestamp,
+) -> Result<()> {
     transaction
         .prepare_cached("UPDATE messages SET visible_at = ?2, receive_count = ?3 WHERE message_id = ?1")
         .and_then(|mut statement| statement.execute(params![message_id, lease_until.as_millis(), receive_count]))

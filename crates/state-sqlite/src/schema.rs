@@ -100,9 +100,8 @@ pub fn migrate(connection: &mut Connection, path: &Path) -> Result<()> {
     let transaction = connection
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .context("start the migration transaction")?;
-    let found: i64 = transaction
-        .query_row("PRAGMA user_version", [], |row| row.get(0))
-        .context("read the schema version")?;
+    let found: i64 =
+        transaction.query_row("PRAGMA user_version", [], |row| row.get(0)).context("read the schema version")?;
     let known = current_schema_version();
     if found > known {
         return Err(StateError::SchemaTooNew { path: path.display().to_string(), found, known });
@@ -110,15 +109,11 @@ pub fn migrate(connection: &mut Connection, path: &Path) -> Result<()> {
     for (index, migration) in MIGRATIONS.iter().enumerate().skip(found as usize) {
         let version = index as i64 + 1;
         tracing::info!(path = %path.display(), version, "applying state store migration");
-        transaction
-            .execute_batch(migration)
-            .context(&format!("apply schema migration {version}"))?;
+        transaction.execute_batch(migration).context(&format!("apply schema migration {version}"))?;
     }
     if found < known {
         // PRAGMA does not take bound parameters; `known` is an integer we computed.
-        transaction
-            .execute_batch(&format!("PRAGMA user_version = {known}"))
-            .context("record the schema version")?;
+        transaction.execute_batch(&format!("PRAGMA user_version = {known}")).context("record the schema version")?;
     }
     transaction.commit().context("commit the schema migrations")?;
     Ok(())

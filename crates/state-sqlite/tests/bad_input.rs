@@ -62,10 +62,7 @@ fn oversized_message_is_refused_and_changes_nothing() {
     let before = snapshot(&store);
     let batch = [OutgoingMessage::new("fits"), OutgoingMessage::new(vec![b'x'; 65])];
     let error = store.send_messages(&name("small"), &batch).unwrap_err();
-    assert!(
-        matches!(error, StateError::Rule(QueueRuleError::MessageTooLarge { size: 65, .. })),
-        "{error:?}"
-    );
+    assert!(matches!(error, StateError::Rule(QueueRuleError::MessageTooLarge { size: 65, .. })), "{error:?}");
     assert_eq!(
         error.to_string(),
         "message of 65 bytes is larger than queue `small` accepts (64B); raise `max_message_size` or store the \

@@ -146,11 +146,8 @@ fn verify_store(directory: &Path) -> usize {
     }
     let duplicated: Vec<_> = copies.iter().filter(|(_, count)| **count > 1).map(|(id, _)| *id).collect();
     assert!(duplicated.is_empty(), "messages stored twice: {duplicated:?}");
-    let lost: Vec<_> = journal
-        .sent
-        .iter()
-        .filter(|id| !copies.contains_key(id) && !journal.deleting.contains(id))
-        .collect();
+    let lost: Vec<_> =
+        journal.sent.iter().filter(|id| !copies.contains_key(id) && !journal.deleting.contains(id)).collect();
     assert!(lost.is_empty(), "acknowledged sends lost: {lost:?}");
     let resurrected: Vec<_> = journal.acked.iter().filter(|id| copies.contains_key(id)).collect();
     assert!(resurrected.is_empty(), "acknowledged deletes came back: {resurrected:?}");

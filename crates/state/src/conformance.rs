@@ -122,8 +122,11 @@ macro_rules! conformance_tests {
     };
 }
 
+/// One conformance case: its name and the function that checks it.
+pub type NamedCase = (&'static str, fn(Subject));
+
 /// Every case, by name.
-pub fn all() -> Vec<(&'static str, fn(Subject))> {
+pub fn all() -> Vec<NamedCase> {
     crate::__with_every_conformance_case!(__conformance_case_list!())
 }
 
@@ -249,10 +252,7 @@ pub fn creating_an_existing_bucket_is_already_exists(subject: Subject) {
     let store = &subject.store;
     let original = store.create_bucket(&name("charts"), &tags(&[("owner", "a")])).unwrap();
     let again = store.create_bucket(&name("charts"), &tags(&[("owner", "b")]));
-    assert!(
-        matches!(&again, Err(StateError::AlreadyExists { kind: "bucket", name }) if name == "charts"),
-        "{again:?}"
-    );
+    assert!(matches!(&again, Err(StateError::AlreadyExists { kind: "bucket", name }) if name == "charts"), "{again:?}");
     assert_eq!(store.bucket(&name("charts")).unwrap(), original, "the existing bucket is unchanged");
 }
 
@@ -281,7 +281,12 @@ pub fn object_event_sequences_increase_in_commit_order(subject: Subject) {
     assert_eq!(events[1].at, at);
     assert_eq!(events[1].bucket, name("charts"));
     let deleted = store
-        .append_object_event(NewObjectEvent { kind: ObjectEventKind::Deleted, size: 0, etag: None, ..event("charts", "a", at) })
+        .append_object_event(NewObjectEvent {
+            kind: ObjectEventKind::Deleted,
+            size: 0,
+            etag: None,
+            ..event("charts", "a", at)
+        })
         .unwrap();
     assert_eq!(store.object_events_after(previous, 10).unwrap(), vec![deleted]);
 }
@@ -416,7 +421,8 @@ pub fn send_batch_with_one_oversized_message_stores_nothing(subject: Subject) {
     let queue = name("small");
     let config = QueueConfig { max_message_size: ByteSize(10), ..QueueConfig::default() };
     store.create_queue(&queue, &config, &[]).unwrap();
-    let batch = vec![OutgoingMessage::new("fits"), OutgoingMessage::new("0123456789X"), OutgoingMessage::new("fits too")];
+    let batch =
+        vec![OutgoingMessage::new("fits"), OutgoingMessage::new("0123456789X"), OutgoingMessage::new("fits too")];
     let result = store.send_messages(&queue, &batch);
     match result {
         Err(StateError::Rule(QueueRuleError::MessageTooLarge { queue: in_queue, size, limit })) => {
