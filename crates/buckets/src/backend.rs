@@ -1,0 +1,209 @@
+//! Where objects live: an `Arc<dyn ObjectStore>` with every bucket under the
+//! prefix `<bucket>/`, plus the chores only a local filesystem needs.
+//!
+//! This is the one place that constructs a `LocalFileSystem`. Everything else
+//! in the crate talks to the `ObjectStore` trait, so the S3 backend can come in
+//! through [`ObjectBackend::other`] without touching the bucket logic.
+//!
+//! The local chores, none of which object_store does:
+//! - make a put durable: object_store renames its temp file into place but
+//!   does not fsync, so the file and the folders it lies in are synced before
+//!   the put's event is appended;
+//! - remove folders a delete left empty, so `a` can be put after `a/b` is
+//!   deleted (a folder `a` would otherwise stay in the way);
+//! - create and remove the bucket's folder.
+
+use std::io;
+use std::path::{Path as FsPath, PathBuf};
+use std::sync::Arc;
+
+use mayfly_core::Name;
+use object_store::ObjectStore;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as StorePath;
+
+use crate::error::BucketError;
+use crate::key::{InvalidKeyReason, ObjectKey};
+
+#[derive(Debug, Clone)]
+pub(crate) struct ObjectBackend {
+    pub(crate) store: Arc<dyn ObjectStore>,
+    /// For the local filesystem: the folder holding one subfolder per bucket.
+    local_root: Option<PathBuf>,
+}
+
+impl ObjectBackend {
+    /// The local filesystem backend rooted at `root` (created if missing).
+    pub(crate) fn local(root: &FsPath) -> Result<ObjectBackend, BucketError> {
+        std::fs::create_dir_all(root).map_err(|source| BucketError::Io {
+            action: "create the buckets folder",
+            path: root.to_owned(),
+            source,
+        })?;
+        // object_store canonicalizes its root; do the same so the paths this
+        // module builds match the ones it reports.
+        let root = std::fs::canonicalize(root).map_err(|source| BucketError::Io {
+            action: "resolve the buckets folder",
+            path: root.to_owned(),
+            source,
+        })?;
+        let store = LocalFileSystem::new_with_prefix(&root).map_err(|source| BucketError::Io {
+            action: "open the buckets folder",
+            path: root.clone(),
+            source: io::Error::other(source),
+        })?;
+        Ok(ObjectBackend { store: Arc::new(store), local_root: Some(root) })
+    }
+
+    /// Any other object store: nothing beyond the trait is done.
+    pub(crate) fn other(store: Arc<dyn ObjectStore>) -> ObjectBackend {
+        ObjectBackend { store, local_root: None }
+    }
+
+    /// The store path of an object.
+    pub(crate) fn object_location(
+        &self,
+        bucket: &Name,
+        key: &ObjectKey,
+    ) -> Result<StorePath, BucketError> {
+        StorePath::parse(format!("{bucket}/{key}")).map_err(|error| {
+            BucketError::invalid_key(
+                key.as_str(),
+                InvalidKeyReason::RefusedByObjectStore { message: error.to_string() },
+            )
+        })
+    }
+
+    /// The store path of a bucket, or of a folder in it (`folder` is a valid key).
+    pub(crate) fn folder_location(&self, bucket: &Name, folder: Option<&ObjectKey>) -> StorePath {
+        let mut location = StorePath::from_iter([bucket.as_str()]);
+        if let Some(folder) = folder {
+            for segment in folder.as_str().split('/') {
+                location = location.child(segment);
+            }
+        }
+        location
+    }
+
+    /// The key of a listed location, if it lies in `bucket`.
+    pub(crate) fn key_of<'a>(&self, bucket: &Name, location: &'a StorePath) -> Option<&'a str> {
+        location.as_ref().strip_prefix(bucket.as_str())?.strip_prefix('/')
+    }
+
+    fn local_bucket_folder(&self, bucket: &Name) -> Option<PathBuf> {
+        self.local_root.as_ref().map(|root| root.join(bucket.as_str()))
+    }
+
+    /// Create the bucket's folder (local filesystem only) and sync it.
+    pub(crate) async fn create_bucket_folder(&self, bucket: &Name) -> Result<(), BucketError> {
+        let (Some(root), Some(folder)) = (self.local_root.clone(), self.local_bucket_folder(bucket))
+        else {
+            return Ok(());
+        };
+        run_blocking(move || {
+            std::fs::create_dir_all(&folder).map_err(|source| BucketError::Io {
+                action: "create the bucket folder",
+                path: folder.clone(),
+                source,
+            })?;
+            sync_folder(&root)
+        })
+        .await
+    }
+
+    /// Remove the bucket's folder with whatever is left in it: empty folders
+    /// and the temp files of abandoned uploads (local filesystem only).
+    pub(crate) async fn remove_bucket_folder(&self, bucket: &Name) -> Result<(), BucketError> {
+        let (Some(root), Some(folder)) = (self.local_root.clone(), self.local_bucket_folder(bucket))
+        else {
+            return Ok(());
+        };
+        run_blocking(move || {
+            match std::fs::remove_dir_all(&folder) {
+                Ok(()) => {}
+                Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+                Err(source) => {
+                    return Err(BucketError::Io {
+                        action: "remove the bucket folder",
+                        path: folder,
+                        source,
+                    });
+                }
+            }
+            sync_folder(&root)
+        })
+        .await
+    }
+
+    /// Sync a just-written object's file and the folders it lies in, up to the
+    /// bucket folder, so the object survives a power loss (local filesystem only).
+    pub(crate) async fn sync_written_object(
+        &self,
+        bucket: &Name,
+        key: &ObjectKey,
+    ) -> Result<(), BucketError> {
+        let Some(bucket_folder) = self.local_bucket_folder(bucket) else {
+            return Ok(());
+        };
+        let file = bucket_folder.join(key.as_str());
+        run_blocking(move || {
+            std::fs::File::open(&file).and_then(|opened| opened.sync_all()).map_err(|source| {
+                BucketError::Io { action: "sync the object file", path: file.clone(), source }
+            })?;
+            for folder in file.ancestors().skip(1) {
+                sync_folder(folder)?;
+                if folder == bucket_folder {
+                    break;
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// After a delete: remove the folders of `key` that are now empty, deepest
+    /// first, and sync the folder that records the removal (local filesystem only).
+    pub(crate) async fn tidy_after_delete(
+        &self,
+        bucket: &Name,
+        key: &ObjectKey,
+    ) -> Result<(), BucketError> {
+        let Some(bucket_folder) = self.local_bucket_folder(bucket) else {
+            return Ok(());
+        };
+        let file = bucket_folder.join(key.as_str());
+        run_blocking(move || {
+            for folder in file.ancestors().skip(1) {
+                // Removing a folder that is not empty fails; that is the stop
+                // signal. A concurrent put into a removed folder recreates it
+                // (object_store retries the create after making the parents).
+                if folder == bucket_folder || std::fs::remove_dir(folder).is_err() {
+                    return sync_folder(folder);
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+}
+
+fn sync_folder(folder: &FsPath) -> Result<(), BucketError> {
+    std::fs::File::open(folder).and_then(|opened| opened.sync_all()).map_err(|source| {
+        BucketError::Io { action: "sync the folder", path: folder.to_owned(), source }
+    })
+}
+
+/// Run filesystem work on tokio's blocking pool.
+async fn run_blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, BucketError> + Send + 'static,
+) -> Result<T, BucketError> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(result) => result,
+        Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+        Err(error) => Err(BucketError::Io {
+            action: "finish filesystem work (the runtime is shutting down)",
+            path: PathBuf::new(),
+            source: io::Error::other(error),
+        }),
+    }
+}

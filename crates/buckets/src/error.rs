@@ -1,0 +1,135 @@
+//! What can go wrong with a bucket operation, and how object_store's errors
+//! map onto it: a missing object becomes `NoSuchKey`, a full disk `DiskFull`,
+//! a file-versus-folder clash `KeyConflict`; the rest stays a `Store` error
+//! naming the operation, bucket and key.
+
+use std::io;
+use std::path::PathBuf;
+
+use mayfly_core::Name;
+use mayfly_state::StateError;
+
+use crate::key::InvalidKeyReason;
+
+/// Errors of [`crate::Buckets`]. Each message says what happened, where, and
+/// what to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum BucketError {
+    #[error("bucket `{bucket}` does not exist; check the name, or create the bucket first")]
+    NoSuchBucket { bucket: Name },
+
+    #[error("object `{key}` does not exist in bucket `{bucket}`; list the bucket to see its keys")]
+    NoSuchKey { bucket: Name, key: String },
+
+    #[error("invalid object key {key:?}: {reason}")]
+    InvalidKey { key: String, reason: InvalidKeyReason },
+
+    #[error(
+        "bucket `{bucket}` still holds {objects} object(s); delete them first, or force the deletion to delete them too"
+    )]
+    BucketNotEmpty { bucket: Name, objects: u64 },
+
+    #[error("bucket `{bucket}` already exists; pick another name or use the existing bucket")]
+    AlreadyExists { bucket: Name },
+
+    #[error("the disk holding bucket `{bucket}` is full; nothing was stored. Free space and retry")]
+    DiskFull { bucket: Name },
+
+    #[error(
+        "cannot store `{key}` in bucket `{bucket}`: an object's key is the folder of the other (like `a` and `a/b`), which the local filesystem cannot hold both of; rename one of them"
+    )]
+    KeyConflict { bucket: Name, key: String },
+
+    #[error("copying `{key}` in bucket `{bucket}` onto itself changes nothing; give a different destination")]
+    CopyOntoItself { bucket: Name, key: String },
+
+    #[error("the object {bucket}/{key} was not stored: reading its body failed: {source}")]
+    ReadBody { bucket: Name, key: String, source: io::Error },
+
+    #[error("writing object {bucket}/{key} to its destination failed: {source}")]
+    WriteSink { bucket: Name, key: String, source: io::Error },
+
+    #[error(transparent)]
+    State(#[from] StateError),
+
+    #[error("cannot {action} {}: {source}", path.display())]
+    Io { action: &'static str, path: PathBuf, source: io::Error },
+
+    #[error("object store failed to {operation} {bucket}/{key}: {source}")]
+    Store {
+        operation: &'static str,
+        bucket: Name,
+        key: String,
+        source: object_store::Error,
+    },
+}
+
+impl BucketError {
+    pub(crate) fn invalid_key(key: &str, reason: InvalidKeyReason) -> BucketError {
+        BucketError::InvalidKey { key: key.to_owned(), reason }
+    }
+
+    /// Map an object_store error on one object. `NotFound` becomes
+    /// `NoSuchKey` only where the caller asks, because for a put it would mean
+    /// something else.
+    pub(crate) fn from_store(
+        operation: &'static str,
+        bucket: &Name,
+        key: &str,
+        source: object_store::Error,
+    ) -> BucketError {
+        let bucket = bucket.clone();
+        let key = key.to_owned();
+        if is_disk_full(&source) {
+            return BucketError::DiskFull { bucket };
+        }
+        if is_file_folder_clash(&source) {
+            return BucketError::KeyConflict { bucket, key };
+        }
+        BucketError::Store { operation, bucket, key, source }
+    }
+
+    /// Like [`BucketError::from_store`], and a missing object is `NoSuchKey`.
+    pub(crate) fn from_store_reading(
+        operation: &'static str,
+        bucket: &Name,
+        key: &str,
+        source: object_store::Error,
+    ) -> BucketError {
+        if is_missing_object(&source) {
+            return BucketError::NoSuchKey { bucket: bucket.clone(), key: key.to_owned() };
+        }
+        BucketError::from_store(operation, bucket, key, source)
+    }
+}
+
+/// The io errors in an error's source chain. object_store wraps the local
+/// backend's `std::io::Error` two levels deep (`Generic` → its own error → io).
+fn io_errors_in_chain<'a>(
+    error: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a io::Error> {
+    std::iter::successors(Some(error), |error| error.source())
+        .filter_map(|error| error.downcast_ref::<io::Error>())
+}
+
+pub(crate) fn is_disk_full(error: &object_store::Error) -> bool {
+    io_errors_in_chain(error).any(|io_error| {
+        matches!(io_error.kind(), io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded)
+    })
+}
+
+/// A path component is a file where a folder is needed (`ENOTDIR`), or a
+/// folder where a file is needed (`EISDIR`).
+fn is_file_folder_clash(error: &object_store::Error) -> bool {
+    io_errors_in_chain(error).any(|io_error| {
+        matches!(io_error.kind(), io::ErrorKind::NotADirectory | io::ErrorKind::IsADirectory)
+    })
+}
+
+/// Absent, or one of its folders is an object (so it cannot exist).
+pub(crate) fn is_missing_object(error: &object_store::Error) -> bool {
+    matches!(error, object_store::Error::NotFound { .. })
+        || io_errors_in_chain(error).any(|io_error| {
+            matches!(io_error.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory)
+        })
+}

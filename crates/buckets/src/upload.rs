@@ -1,0 +1,152 @@
+//! Streaming an `AsyncRead` body into the object store in constant memory.
+//!
+//! A body that fits in one part is read whole and stored with one `put`. A
+//! longer one goes through object_store's multipart upload: parts of
+//! [`PART_SIZE`] bytes, at most [`PARTS_IN_FLIGHT`] uploading while the next
+//! is read, so memory stays under `PART_SIZE * (PARTS_IN_FLIGHT + 1)` whatever
+//! the body's size. The object appears only when the upload completes; on the
+//! local filesystem the parts go to a hidden temp file that is renamed into
+//! place.
+//!
+//! This drives `MultipartUpload` directly rather than through
+//! `WriteMultipart`: when a part fails, `WriteMultipart::finish` returns
+//! without aborting and leaves the temp file to a detached cleanup task, so a
+//! full disk could be reported before the space is given back. Here every
+//! failure waits for the parts in flight and then awaits `abort`.
+
+use bytes::{Bytes, BytesMut};
+use object_store::path::Path as StorePath;
+use object_store::{MultipartUpload, ObjectStore, PutPayload};
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::task::JoinSet;
+
+/// Size of one multipart part, and the largest body stored with a single put.
+/// S3 needs parts of at least 5 MiB (except the last).
+pub(crate) const PART_SIZE: usize = 8 * 1024 * 1024;
+/// Parts uploading at once while the next one is read.
+pub(crate) const PARTS_IN_FLIGHT: usize = 2;
+
+/// Why a streamed upload failed.
+#[derive(Debug)]
+pub(crate) enum UploadFailure {
+    ReadBody(std::io::Error),
+    Store(object_store::Error),
+}
+
+/// The bytes of a body read so far: the whole body if it ended within one part.
+pub(crate) enum FirstPart {
+    WholeBody(Bytes),
+    MoreToCome(Bytes),
+}
+
+/// Read up to [`PART_SIZE`] bytes.
+pub(crate) async fn read_first_part(
+    body: &mut (impl AsyncRead + Unpin),
+) -> Result<FirstPart, std::io::Error> {
+    let (part, reached_end) = read_part(body).await?;
+    Ok(if reached_end { FirstPart::WholeBody(part) } else { FirstPart::MoreToCome(part) })
+}
+
+/// Read until a part is full or the body ends; says whether it ended.
+async fn read_part(body: &mut (impl AsyncRead + Unpin)) -> Result<(Bytes, bool), std::io::Error> {
+    let mut buffer = BytesMut::with_capacity(PART_SIZE);
+    while buffer.len() < PART_SIZE {
+        // `read_buf` never reads past the capacity, so the part stays at PART_SIZE.
+        if body.read_buf(&mut buffer).await? == 0 {
+            return Ok((buffer.freeze(), true));
+        }
+    }
+    Ok((buffer.freeze(), false))
+}
+
+/// A multipart upload whose parts are all stored, waiting for
+/// [`UploadedParts::complete`] to make the object appear.
+pub(crate) struct UploadedParts {
+    upload: Box<dyn MultipartUpload>,
+    location: StorePath,
+}
+
+impl UploadedParts {
+    /// Complete the upload: the commit point, where the object appears.
+    pub(crate) async fn complete(mut self) -> Result<(), UploadFailure> {
+        match self.upload.complete().await {
+            Ok(_) => Ok(()),
+            Err(error) => {
+                abort(self.upload.as_mut(), &self.location).await;
+                Err(UploadFailure::Store(error))
+            }
+        }
+    }
+}
+
+/// Upload `first_part` and the rest of `body` as the parts of a multipart
+/// upload to `location`. Nothing is left behind on failure.
+pub(crate) async fn upload_parts(
+    store: &dyn ObjectStore,
+    location: &StorePath,
+    first_part: Bytes,
+    body: &mut (impl AsyncRead + Unpin),
+) -> Result<UploadedParts, UploadFailure> {
+    let mut upload = store.put_multipart(location).await.map_err(UploadFailure::Store)?;
+    let mut parts_in_flight = JoinSet::new();
+    match send_parts(upload.as_mut(), &mut parts_in_flight, first_part, body).await {
+        Ok(()) => Ok(UploadedParts { upload, location: location.clone() }),
+        Err(failure) => {
+            // Let parts still writing finish, so the temp file is closed and
+            // its space is freed by the time the caller sees the error.
+            while parts_in_flight.join_next().await.is_some() {}
+            abort(upload.as_mut(), location).await;
+            Err(failure)
+        }
+    }
+}
+
+async fn abort(upload: &mut dyn MultipartUpload, location: &StorePath) {
+    if let Err(error) = upload.abort().await {
+        tracing::warn!(%location, error = %error, "could not abort a failed multipart upload; its temp file may remain (it is never listed)");
+    }
+}
+
+async fn send_parts(
+    upload: &mut dyn MultipartUpload,
+    parts_in_flight: &mut JoinSet<object_store::Result<()>>,
+    first_part: Bytes,
+    body: &mut (impl AsyncRead + Unpin),
+) -> Result<(), UploadFailure> {
+    let mut next_part = first_part;
+    loop {
+        while parts_in_flight.len() >= PARTS_IN_FLIGHT {
+            wait_for_one_part(parts_in_flight).await?;
+        }
+        if !next_part.is_empty() {
+            parts_in_flight.spawn(upload.put_part(PutPayload::from(next_part)));
+        }
+        let (part, reached_end) = read_part(body).await.map_err(UploadFailure::ReadBody)?;
+        next_part = part;
+        if reached_end {
+            break;
+        }
+    }
+    if !next_part.is_empty() {
+        parts_in_flight.spawn(upload.put_part(PutPayload::from(next_part)));
+    }
+    while !parts_in_flight.is_empty() {
+        wait_for_one_part(parts_in_flight).await?;
+    }
+    Ok(())
+}
+
+async fn wait_for_one_part(
+    parts_in_flight: &mut JoinSet<object_store::Result<()>>,
+) -> Result<(), UploadFailure> {
+    match parts_in_flight.join_next().await {
+        None | Some(Ok(Ok(()))) => Ok(()),
+        Some(Ok(Err(error))) => Err(UploadFailure::Store(error)),
+        Some(Err(join_error)) if join_error.is_panic() => {
+            std::panic::resume_unwind(join_error.into_panic())
+        }
+        Some(Err(join_error)) => Err(UploadFailure::Store(object_store::Error::JoinError {
+            source: join_error,
+        })),
+    }
+}
