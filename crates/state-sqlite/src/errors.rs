@@ -26,10 +26,16 @@ pub fn is_disk_full(error: &rusqlite::Error) -> bool {
 /// Attach what the store was doing to a SQLite error.
 pub trait SqliteResultExt<T> {
     fn context(self, what: &str) -> Result<T>;
+    /// Like `context`, but builds the description only on error (for per-row hot paths).
+    fn with_context(self, what: impl FnOnce() -> String) -> Result<T>;
 }
 
 impl<T> SqliteResultExt<T> for std::result::Result<T, rusqlite::Error> {
     fn context(self, what: &str) -> Result<T> {
         self.map_err(|error| state_error(what, error))
+    }
+
+    fn with_context(self, what: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|error| state_error(&what(), error))
     }
 }

@@ -12,6 +12,9 @@
 //! the same file; writers wait for each other up to [`BUSY_TIMEOUT`]. Within a
 //! process, one connection behind a mutex serves every thread.
 //!
+//! FIXME: `QueueConfig::retention` is stored but nothing expires messages
+//! yet; the contract does not say whether receive or a reaper should.
+//!
 //! Only this crate knows SQL. The queue rules come from
 //! [`mayfly_core::queue`]; this file only stores what they decide.
 
@@ -114,9 +117,9 @@ impl SqliteStore {
         let mut connection = self.lock_connection();
         let transaction = connection
             .transaction_with_behavior(TransactionBehavior::Immediate)
-            .context(&format!("start a transaction to {what}"))?;
+            .with_context(|| format!("start a transaction to {what}"))?;
         let value = body(&transaction)?;
-        transaction.commit().context(&format!("commit ({what})"))?;
+        transaction.commit().with_context(|| format!("commit ({what})"))?;
         Ok(value)
     }
 
@@ -125,9 +128,9 @@ impl SqliteStore {
         let mut connection = self.lock_connection();
         let transaction = connection
             .transaction_with_behavior(TransactionBehavior::Deferred)
-            .context(&format!("start a transaction to {what}"))?;
+            .with_context(|| format!("start a transaction to {what}"))?;
         let value = body(&transaction)?;
-        transaction.commit().context(&format!("finish reading ({what})"))?;
+        transaction.commit().with_context(|| format!("finish reading ({what})"))?;
         Ok(value)
     }
 }
@@ -315,7 +318,7 @@ fn find_queue(transaction: &Transaction<'_>, name: &Name) -> Result<Option<Store
     let row = transaction
         .prepare_cached(&sql)
         .and_then(|mut statement| statement.query_row([name.as_str()], QueueRow::from_row).optional())
-        .context(&format!("look up queue `{name}`"))?;
+        .with_context(|| format!("look up queue `{name}`"))?;
     row.map(QueueRow::into_stored).transpose()
 }
 
@@ -432,7 +435,7 @@ impl StateStore for SqliteStore {
                     "INSERT INTO buckets (name, created_at, tags) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
                 )
                 .and_then(|mut statement| statement.execute(params![name.as_str(), now.as_millis(), tags_json]))
-                .context(&format!("insert bucket `{name}`"))?;
+                .with_context(|| format!("insert bucket `{name}`"))?;
             if inserted == 0 {
                 return Err(StateError::AlreadyExists { kind: "bucket", name: name.to_string() });
             }
@@ -445,7 +448,7 @@ impl StateStore for SqliteStore {
             let deleted = transaction
                 .prepare_cached("DELETE FROM buckets WHERE name = ?1")
                 .and_then(|mut statement| statement.execute([name.as_str()]))
-                .context(&format!("delete bucket `{name}`"))?;
+                .with_context(|| format!("delete bucket `{name}`"))?;
             if deleted == 0 {
                 return Err(StateError::not_found("bucket", name));
             }
@@ -459,7 +462,7 @@ impl StateStore for SqliteStore {
             let row = transaction
                 .prepare_cached(&sql)
                 .and_then(|mut statement| statement.query_row([name.as_str()], BucketRow::from_row).optional())
-                .context(&format!("look up bucket `{name}`"))?;
+                .with_context(|| format!("look up bucket `{name}`"))?;
             row.ok_or_else(|| StateError::not_found("bucket", name))?.into_record()
         })
     }
@@ -554,7 +557,7 @@ impl StateStore for SqliteStore {
             let sequence: Option<i64> = transaction
                 .prepare_cached("SELECT sequence FROM consumer_cursors WHERE consumer = ?1")
                 .and_then(|mut statement| statement.query_row([consumer], |row| row.get(0)).optional())
-                .context(&format!("read the cursor of consumer `{consumer}`"))?;
+                .with_context(|| format!("read the cursor of consumer `{consumer}`"))?;
             Ok(sequence.map(from_sql_integer).unwrap_or(0))
         })
     }
@@ -567,7 +570,7 @@ impl StateStore for SqliteStore {
                      ON CONFLICT (consumer) DO UPDATE SET sequence = excluded.sequence",
                 )
                 .and_then(|mut statement| statement.execute(params![consumer, to_sql_integer(sequence)]))
-                .context(&format!("set the cursor of consumer `{consumer}`"))?;
+                .with_context(|| format!("set the cursor of consumer `{consumer}`"))?;
             Ok(())
         })
     }
@@ -599,7 +602,7 @@ impl StateStore for SqliteStore {
                         tags_json
                     ])
                 })
-                .context(&format!("insert queue `{name}`"))?;
+                .with_context(|| format!("insert queue `{name}`"))?;
             if inserted == 0 {
                 return Err(StateError::AlreadyExists { kind: "queue", name: name.to_string() });
             }
@@ -629,7 +632,7 @@ impl StateStore for SqliteStore {
                         tags_json
                     ])
                 })
-                .context(&format!("update queue `{name}`"))?;
+                .with_context(|| format!("update queue `{name}`"))?;
             if updated == 0 {
                 return Err(StateError::not_found("queue", name));
             }
@@ -643,7 +646,7 @@ impl StateStore for SqliteStore {
             let deleted = transaction
                 .prepare_cached("DELETE FROM queues WHERE name = ?1")
                 .and_then(|mut statement| statement.execute([name.as_str()]))
-                .context(&format!("delete queue `{name}`"))?;
+                .with_context(|| format!("delete queue `{name}`"))?;
             if deleted == 0 {
                 return Err(StateError::not_found("queue", name));
             }
@@ -694,7 +697,7 @@ impl StateStore for SqliteStore {
                         message.body,
                         attributes
                     ])
-                    .context(&format!("insert a message into queue `{queue}`"))?;
+                    .with_context(|| format!("insert a message into queue `{queue}`"))?;
                 ids.push(from_sql_integer(transaction.last_insert_rowid()));
             }
             Ok(ids)
@@ -793,7 +796,7 @@ impl StateStore for SqliteStore {
                             receipt.receive_count,
                             now.as_millis()
                         ])
-                        .context(&format!("delete message {} from queue `{queue}`", receipt.message_id))?;
+                        .with_context(|| format!("delete message {} from queue `{queue}`", receipt.message_id))?;
                     Ok(if deleted == 1 { DeleteOutcome::Deleted } else { DeleteOutcome::LeaseLost })
                 })
                 .collect()
@@ -819,7 +822,7 @@ impl StateStore for SqliteStore {
                         now.saturating_add(timeout).as_millis()
                     ])
                 })
-                .context(&format!("change the visibility of message {}", receipt.message_id))?;
+                .with_context(|| format!("change the visibility of message {}", receipt.message_id))?;
             if changed == 0 {
                 return Err(StateError::LeaseLost { receipt });
             }
@@ -850,7 +853,7 @@ impl StateStore for SqliteStore {
                         ))
                     })
                 })
-                .context(&format!("count the messages of queue `{queue}`"))?;
+                .with_context(|| format!("count the messages of queue `{queue}`"))?;
             Ok(QueueStats {
                 visible: from_sql_integer(visible),
                 in_flight: from_sql_integer(in_flight),
@@ -879,7 +882,7 @@ impl StateStore for SqliteStore {
                     ))
                 })
                 .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
-                .context(&format!("peek at queue `{queue}`"))?;
+                .with_context(|| format!("peek at queue `{queue}`"))?;
             rows.into_iter()
                 .map(|(message, source, reason, at)| {
                     let dead_letter = match (source, reason, at) {
@@ -999,7 +1002,7 @@ fn lease_message(
     transaction
         .prepare_cached("UPDATE messages SET visible_at = ?2, receive_count = ?3 WHERE message_id = ?1")
         .and_then(|mut statement| statement.execute(params![message_id, lease_until.as_millis(), receive_count]))
-        .context(&format!("lease message {message_id}"))?;
+        .with_context(|| format!("lease message {message_id}"))?;
     Ok(())
 }
 
@@ -1021,7 +1024,7 @@ fn move_to_dead_letter_queue(
         .and_then(|mut statement| {
             statement.execute(params![message_id, dead_letter_queue_id, now.as_millis(), source_queue.as_str(), reason])
         })
-        .context(&format!("move message {message_id} to its dead-letter queue"))?;
+        .with_context(|| format!("move message {message_id} to its dead-letter queue"))?;
     Ok(())
 }
 
