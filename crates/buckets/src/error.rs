@@ -49,6 +49,11 @@ pub enum BucketError {
     #[error("writing object {bucket}/{key} to its destination failed: {source}")]
     WriteSink { bucket: Name, key: String, source: io::Error },
 
+    #[error(
+        "bucket `{bucket}` cannot be listed: its folder holds a file whose name cannot be an object key ({detail}); move that file out of the bucket folder"
+    )]
+    ForeignFile { bucket: Name, detail: String },
+
     #[error(transparent)]
     State(#[from] StateError),
 
@@ -120,7 +125,7 @@ pub(crate) fn is_disk_full(error: &object_store::Error) -> bool {
 
 /// A path component is a file where a folder is needed (`ENOTDIR`), or a
 /// folder where a file is needed (`EISDIR`).
-fn is_file_folder_clash(error: &object_store::Error) -> bool {
+pub(crate) fn is_file_folder_clash(error: &object_store::Error) -> bool {
     io_errors_in_chain(error).any(|io_error| {
         matches!(io_error.kind(), io::ErrorKind::NotADirectory | io::ErrorKind::IsADirectory)
     })

@@ -287,7 +287,7 @@ impl Buckets {
             BucketError::from_store_reading("read", from_bucket, from_key.as_str(), source)
         })?;
         self.inner.backend.store.copy(&from_location, &to_location).await.map_err(|source| {
-            if error::is_missing_object(&source) {
+            if error::is_missing_object(&source) && !error::is_file_folder_clash(&source) {
                 BucketError::NoSuchKey { bucket: from_bucket.clone(), key: from_key.to_string() }
             } else {
                 BucketError::from_store("copy to", to_bucket, to_key.as_str(), source)
@@ -499,11 +499,18 @@ impl Buckets {
             .backend
             .store
             .list(Some(&location))
-            .map_err(move |source| BucketError::Store {
-                operation: "list",
-                bucket: listed_bucket.clone(),
-                key: listed_folder.clone(),
-                source,
+            .map_err(move |source| match source {
+                // The local backend met a file name that is no valid path.
+                object_store::Error::InvalidPath { source } => BucketError::ForeignFile {
+                    bucket: listed_bucket.clone(),
+                    detail: source.to_string(),
+                },
+                source => BucketError::Store {
+                    operation: "list",
+                    bucket: listed_bucket.clone(),
+                    key: listed_folder.clone(),
+                    source,
+                },
             })
             .try_filter_map(move |meta| {
                 let info = match backend.key_of(&bucket, &meta.location) {

@@ -1,0 +1,219 @@
+//! Shared test fixtures: a project folder with a real SQLite state store and
+//! buckets on the local filesystem, a manual clock, and body generators and
+//! sinks that hash what passes through them in constant memory.
+
+#![allow(dead_code)] // each test binary uses a different part of this module
+
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use mayfly_buckets::Buckets;
+use mayfly_core::{ManualClock, Name, ObjectEvent, Timestamp};
+use mayfly_state::StateStore;
+use mayfly_state_sqlite::SqliteStore;
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// 2026-01-01T00:00:00Z, so event times are recognisable.
+pub const START: Timestamp = Timestamp(1_767_225_600_000);
+
+pub struct Project {
+    pub folder: tempfile::TempDir,
+    pub buckets: Buckets,
+    pub state: Arc<SqliteStore>,
+    pub clock: ManualClock,
+    pub buckets_root: PathBuf,
+}
+
+impl Project {
+    /// A fresh project with its buckets under `<project>/.mayfly/buckets`.
+    pub fn new() -> Project {
+        let folder = tempfile::tempdir().expect("create a temp folder");
+        let buckets_root = folder.path().join(".mayfly/buckets");
+        Project::with_buckets_root(folder, buckets_root)
+    }
+
+    /// A fresh project whose buckets live at `buckets_root` (e.g. on a tmpfs).
+    pub fn with_buckets_root(folder: tempfile::TempDir, buckets_root: PathBuf) -> Project {
+        let clock = ManualClock::starting_at(START);
+        let state = Arc::new(
+            SqliteStore::open(&folder.path().join(".mayfly/state.db"), Arc::new(clock.clone()))
+                .expect("open the state store"),
+        );
+        let buckets = Buckets::open(&buckets_root, state.clone(), Arc::new(clock.clone()))
+            .expect("open the buckets");
+        Project { folder, buckets, state, clock, buckets_root }
+    }
+
+    /// A project with the buckets `names` already created.
+    pub async fn with_buckets(names: &[&str]) -> Project {
+        let project = Project::new();
+        for bucket in names {
+            project.buckets.create_bucket(&name(bucket), &[]).await.expect("create bucket");
+        }
+        project
+    }
+
+    /// Every event in the log, oldest first.
+    pub fn events(&self) -> Vec<ObjectEvent> {
+        self.state.object_events_after(0, usize::MAX / 2).expect("read the event log")
+    }
+
+    /// Every file under the bucket's folder, relative to it, sorted: what is
+    /// really on disk, temp files included.
+    pub fn files_on_disk(&self, bucket: &str) -> Vec<String> {
+        let folder = self.buckets_root.join(bucket);
+        let mut files = Vec::new();
+        collect_files(&folder, &folder, &mut files);
+        files.sort();
+        files
+    }
+
+    pub fn bucket_folder(&self, bucket: &str) -> PathBuf {
+        self.buckets_root.join(bucket)
+    }
+}
+
+fn collect_files(root: &Path, folder: &Path, files: &mut Vec<String>) {
+    let Ok(entries) = std::fs::read_dir(folder) else { return };
+    for entry in entries {
+        let path = entry.expect("read a folder entry").path();
+        if path.is_dir() {
+            collect_files(root, &path, files);
+        } else {
+            files.push(path.strip_prefix(root).expect("under root").to_string_lossy().into_owned());
+        }
+    }
+}
+
+pub fn name(name: &str) -> Name {
+    Name::new(name).expect("a valid name")
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// A deterministic body of `length` bytes, generated as it is read, with the
+/// SHA-256 of what it produced.
+pub struct GeneratedBody {
+    remaining: u64,
+    counter: u64,
+    hasher: Sha256,
+}
+
+impl GeneratedBody {
+    pub fn new(length: u64) -> GeneratedBody {
+        GeneratedBody { remaining: length, counter: 0, hasher: Sha256::new() }
+    }
+
+    /// The SHA-256 of a body of `length` bytes, computed without keeping it.
+    pub fn expected_sha256_hex(length: u64) -> String {
+        let mut body = GeneratedBody::new(length);
+        let mut chunk = vec![0; 64 * 1024];
+        while body.remaining > 0 {
+            body.fill(&mut chunk);
+        }
+        hex::encode(body.hasher.finalize())
+    }
+
+    fn fill(&mut self, buffer: &mut [u8]) -> usize {
+        let length = buffer.len().min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
+        for byte in &mut buffer[..length] {
+            // A cheap, non-repeating-per-part pattern (xorshift of a counter).
+            self.counter = self.counter.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            *byte = (self.counter >> 56) as u8 ^ (self.counter >> 17) as u8;
+        }
+        self.hasher.update(&buffer[..length]);
+        self.remaining -= length as u64;
+        length
+    }
+}
+
+impl AsyncRead for GeneratedBody {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        _context: &mut Context<'_>,
+        buffer: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let unfilled = buffer.initialize_unfilled();
+        let limit = unfilled.len().min(64 * 1024);
+        let written = this.fill(&mut unfilled[..limit]);
+        buffer.advance(written);
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// A body that yields `good_bytes` bytes and then fails, like a client that
+/// disconnects mid-upload.
+pub struct FailingBody {
+    pub inner: GeneratedBody,
+}
+
+impl FailingBody {
+    pub fn failing_after(good_bytes: u64) -> FailingBody {
+        FailingBody { inner: GeneratedBody::new(good_bytes) }
+    }
+}
+
+impl AsyncRead for FailingBody {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        context: &mut Context<'_>,
+        buffer: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        if this.inner.remaining == 0 {
+            return Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionReset,
+                "client went away",
+            )));
+        }
+        Pin::new(&mut this.inner).poll_read(context, buffer)
+    }
+}
+
+/// A sink that keeps only the count and SHA-256 of what it was given.
+#[derive(Default)]
+pub struct HashingSink {
+    pub length: u64,
+    hasher: Sha256,
+}
+
+impl HashingSink {
+    pub fn sha256_hex(&self) -> String {
+        hex::encode(self.hasher.clone().finalize())
+    }
+}
+
+impl AsyncWrite for HashingSink {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _context: &mut Context<'_>,
+        buffer: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        this.hasher.update(buffer);
+        this.length += buffer.len() as u64;
+        Poll::Ready(Ok(buffer.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _context: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _context: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// The process's peak resident memory so far, from /proc (Linux).
+pub fn peak_resident_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
+    let line = status.lines().find(|line| line.starts_with("VmHWM:")).expect("VmHWM in /proc/self/status");
+    let kib: u64 = line.split_whitespace().nth(1).and_then(|kib| kib.parse().ok()).expect("VmHWM in kB");
+    kib * 1024
+}
