@@ -1,1 +1,187 @@
-fn main() {}
+//! The `mayfly` command: parse the command line, run one command, print its
+//! result on stdout (text or `--json`) and any error on stderr, and exit with
+//! a code that says what kind of failure it was (see [`exit_code`]).
+
+mod commands;
+mod exit_code;
+mod output;
+mod project;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::commands::{demo, objects, queues, spec};
+use crate::output::Output;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "mayfly",
+    version,
+    about = "Serverless batch pipelines on machines you own",
+    long_about = "Mayfly runs serverless batch pipelines on machines you own: buckets, durable queues, \
+functions and batch jobs declared in one architecture file, mayfly.toml.",
+    after_help = "Examples:\n  mayfly init chart-coding && cd chart-coding\n  mayfly deploy\n  mayfly put inbox/notes/001.txt notes.txt\n  mayfly send work '{\"chart\": 17}'\n  mayfly queues\n\nExit codes: 0 ok, 1 failure, 2 usage error, 3 invalid architecture file, \
+4 not found, 5 refused (conflict or would lose data), 6 limit exceeded, 7 disk full."
+)]
+struct Cli {
+    /// The project directory (default: the nearest directory upwards holding mayfly.toml).
+    #[arg(long, global = true, env = "MAYFLY_PROJECT", value_name = "DIR")]
+    project: Option<PathBuf>,
+
+    /// Print machine-readable JSON on stdout instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create a new project: a commented mayfly.toml and an example function.
+    #[command(after_help = "Example:\n  mayfly init chart-coding")]
+    Init(spec::InitArgs),
+    /// Check an architecture file and report every error in it.
+    #[command(after_help = "Examples:\n  mayfly validate\n  mayfly validate staging.toml --json")]
+    Validate(spec::ValidateArgs),
+    /// Print the JSON Schema of mayfly.toml, for editors.
+    #[command(after_help = "Example:\n  mayfly schema > mayfly.schema.json")]
+    Schema,
+    /// Apply mayfly.toml: create its buckets and queues and record the version.
+    #[command(after_help = "Examples:\n  mayfly deploy\n  mayfly deploy --dry-run\n  mayfly deploy --force   # allow removing queues and buckets that hold data")]
+    Deploy(spec::DeployArgs),
+    /// Show what applying an architecture file would change.
+    #[command(after_help = "Examples:\n  mayfly diff\n  mayfly diff next.toml")]
+    Diff(spec::DiffArgs),
+    /// List the applied versions of the architecture file.
+    #[command(after_help = "Examples:\n  mayfly deployments\n  mayfly deployments --show 3")]
+    Deployments(spec::DeploymentsArgs),
+
+    /// Store an object from a file or stdin.
+    #[command(after_help = "Examples:\n  mayfly put inbox/charts/17.txt chart.txt\n  cat big.vcf | mayfly put inbox/genomes/a.vcf")]
+    Put(objects::PutArgs),
+    /// Write an object to a file or stdout.
+    #[command(after_help = "Examples:\n  mayfly get archive/charts/17.txt out.txt\n  mayfly get archive/charts/17.txt | less")]
+    Get(objects::GetArgs),
+    /// List buckets, or the objects of a bucket under a prefix.
+    #[command(after_help = "Examples:\n  mayfly ls\n  mayfly ls inbox\n  mayfly ls inbox/charts/")]
+    Ls(objects::LsArgs),
+    /// Delete an object.
+    #[command(after_help = "Example:\n  mayfly rm inbox/charts/17.txt")]
+    Rm(objects::RmArgs),
+    /// Copy an object, within a bucket or across buckets.
+    #[command(after_help = "Example:\n  mayfly cp inbox/charts/17.txt archive/2026/17.txt")]
+    Cp(objects::CpArgs),
+    /// Show the bucket event log (created/deleted, in commit order).
+    #[command(after_help = "Examples:\n  mayfly events\n  mayfly events --after 120 --limit 10")]
+    Events(objects::EventsArgs),
+
+    /// Send messages to a queue.
+    #[command(after_help = "Examples:\n  mayfly send work '{\"chart\": 17}'\n  mayfly send work --file message.json --attribute source=ehr --delay 30s\n  mayfly send work --lines < messages.ndjson")]
+    Send(queues::SendArgs),
+    /// Receive (lease) messages from a queue.
+    #[command(after_help = "Examples:\n  mayfly receive work\n  mayfly receive work --max 10 --visibility-timeout 5m --json")]
+    Receive(queues::ReceiveArgs),
+    /// Delete received messages by their receipts (acknowledge them).
+    #[command(after_help = "Example:\n  mayfly ack work 41.1 42.1")]
+    Ack(queues::AckArgs),
+    /// Change how long a received message stays leased (0s returns it at once).
+    #[command(after_help = "Examples:\n  mayfly extend work 41.1 --timeout 10m\n  mayfly extend work 41.1 --timeout 0s")]
+    Extend(queues::ExtendArgs),
+    /// Show queue statistics: visible, in flight, delayed, oldest age.
+    #[command(after_help = "Examples:\n  mayfly queues\n  mayfly queues work --json")]
+    Queues(queues::QueuesArgs),
+    /// Look at messages without leasing them.
+    #[command(after_help = "Example:\n  mayfly peek work-dlq --limit 5")]
+    Peek(queues::PeekArgs),
+    /// Dead-letter queues: list and redrive.
+    #[command(subcommand)]
+    Dlq(queues::DlqCommand),
+
+    /// Run the demo pipeline end to end in a fresh project.
+    #[command(after_help = "Examples:\n  mayfly demo\n  mayfly demo --dir /tmp/mayfly-demo --keep")]
+    Demo(demo::DemoArgs),
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("MAYFLY_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+
+    let cli = Cli::parse();
+    let output = Output::new(cli.json);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::from(exit_code::FAILURE);
+        }
+    };
+    let result = runtime.block_on(run(cli.command, cli.project, output));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            let code = exit_code::for_error(&error);
+            exit_code::print_error(&error);
+            ExitCode::from(code)
+        }
+    }
+}
+
+async fn run(command: Command, project: Option<PathBuf>, output: Output) -> anyhow::Result<()> {
+    let project = project.as_deref();
+    match command {
+        Command::Init(args) => spec::init(args, output),
+        Command::Validate(args) => spec::validate(args, project, output),
+        Command::Schema => spec::schema(),
+        Command::Deploy(args) => spec::deploy(args, project, output).await,
+        Command::Diff(args) => spec::diff(args, project, output).await,
+        Command::Deployments(args) => spec::deployments(args, project, output),
+        Command::Put(args) => objects::put(args, project, output).await,
+        Command::Get(args) => objects::get(args, project, output).await,
+        Command::Ls(args) => objects::ls(args, project, output).await,
+        Command::Rm(args) => objects::rm(args, project, output).await,
+        Command::Cp(args) => objects::cp(args, project, output).await,
+        Command::Events(args) => objects::events(args, project, output),
+        Command::Send(args) => queues::send(args, project, output),
+        Command::Receive(args) => queues::receive(args, project, output),
+        Command::Ack(args) => queues::ack(args, project, output),
+        Command::Extend(args) => queues::extend(args, project, output),
+        Command::Queues(args) => queues::stats(args, project, output),
+        Command::Peek(args) => queues::peek(args, project, output),
+        Command::Dlq(command) => queues::dlq(command, project, output),
+        Command::Demo(args) => demo::run(args, output).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_command_has_an_example() {
+        for command in Cli::command().get_subcommands() {
+            let has_example = command
+                .get_after_help()
+                .map(|help| help.to_string().contains("mayfly "))
+                .unwrap_or(false)
+                || command.get_subcommands().all(|sub| {
+                    sub.get_after_help().map(|help| help.to_string().contains("mayfly ")).unwrap_or(false)
+                }) && command.has_subcommands();
+            assert!(has_example || command.get_name() == "schema" || command.get_name() == "help",
+                "`mayfly {}` has no example in its help", command.get_name());
+        }
+    }
+}

@@ -241,6 +241,17 @@ pub struct RouteSpec {
     pub to: RouteTarget,
 }
 
+impl RouteSpec {
+    /// Whether this route takes `event`: same bucket, one of its event kinds,
+    /// and the key has its prefix and suffix.
+    pub fn matches(&self, event: &mayfly_core::ObjectEvent) -> bool {
+        event.bucket == self.bucket
+            && self.events.contains(&event.kind)
+            && self.prefix.as_deref().is_none_or(|prefix| event.key.starts_with(prefix))
+            && self.suffix.as_deref().is_none_or(|suffix| event.key.ends_with(suffix))
+    }
+}
+
 impl fmt::Display for RouteSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let events: Vec<&str> = self.events.iter().map(|event| event.as_str()).collect();

@@ -1,0 +1,8 @@
+//! One module per group of commands. Each command function takes its parsed
+//! arguments, the `--project` override and the output mode, and returns an
+//! error with context rather than printing one.
+
+pub mod demo;
+pub mod objects;
+pub mod queues;
+pub mod spec;

@@ -1,0 +1,467 @@
+//! Commands about the architecture file: `init`, `validate`, `schema`,
+//! `deploy`, `diff` and `deployments`.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use mayfly_core::Name;
+use mayfly_spec::{Architecture, ArchitectureDiff};
+use mayfly_state::{NewDeployment, StateStore};
+use serde::Serialize;
+
+use crate::exit_code::Refused;
+use crate::output::{Output, table};
+use crate::project::{DATA_DIR_NAME, OpenProject, Project, SPEC_FILE_NAME};
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Directory to create the project in (created if missing).
+    #[arg(default_value = ".")]
+    pub dir: PathBuf,
+    /// Project name (default: the directory's name).
+    #[arg(long)]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// The architecture file (default: the project's mayfly.toml).
+    pub file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    /// Apply changes that would delete data (removing a queue with messages or a bucket with objects).
+    #[arg(long)]
+    pub force: bool,
+    /// Show what would change and check it could be applied, without changing anything.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// The new architecture file (default: the project's mayfly.toml).
+    pub file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct DeploymentsArgs {
+    /// Print the architecture file of this version instead of the list.
+    #[arg(long, value_name = "VERSION")]
+    pub show: Option<u64>,
+}
+
+/// A project name from a directory name: lowercased, other characters replaced by `-`.
+fn project_name_from_dir(dir: &Path) -> Result<Name> {
+    let absolute = std::path::absolute(dir).with_context(|| format!("cannot resolve {}", dir.display()))?;
+    let raw = absolute.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let cleaned: String = raw
+        .to_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' })
+        .collect();
+    let trimmed = cleaned.trim_start_matches(['-', '_']);
+    let candidate: String = trimmed.chars().take(Name::MAX_LENGTH).collect();
+    Name::new(if candidate.is_empty() { "mayfly-project".to_owned() } else { candidate })
+        .context("cannot derive a project name from the directory; pass --name")
+}
+
+const EXAMPLE_FUNCTION: &str = r#"#!/usr/bin/env python3
+"""Example `process`-runtime function: reads one event as JSON on stdin,
+writes its result as JSON on stdout, and logs on stderr. A non-zero exit
+code marks the invocation as failed."""
+import json
+import sys
+
+event = json.load(sys.stdin)
+records = event.get("Records", [])
+print(f"received {len(records)} record(s)", file=sys.stderr)
+json.dump({"records": len(records)}, sys.stdout)
+"#;
+
+pub fn init(args: InitArgs, output: Output) -> Result<()> {
+    let name = match &args.name {
+        Some(name) => Name::new(name.clone()).with_context(|| format!("bad project name `{name}`"))?,
+        None => project_name_from_dir(&args.dir)?,
+    };
+    let spec_path = args.dir.join(SPEC_FILE_NAME);
+    if spec_path.exists() {
+        return Err(Refused(format!(
+            "{} already exists; init never overwrites a project (edit it, or choose another directory)",
+            spec_path.display()
+        ))
+        .into());
+    }
+    std::fs::create_dir_all(args.dir.join("functions"))
+        .with_context(|| format!("cannot create {}", args.dir.display()))?;
+    std::fs::write(&spec_path, mayfly_spec::scaffold(&name))
+        .with_context(|| format!("cannot write {}", spec_path.display()))?;
+    let function_path = args.dir.join("functions").join("rename.py");
+    if !function_path.exists() {
+        std::fs::write(&function_path, EXAMPLE_FUNCTION)
+            .with_context(|| format!("cannot write {}", function_path.display()))?;
+    }
+    let gitignore = args.dir.join(".gitignore");
+    if !gitignore.exists() {
+        std::fs::write(&gitignore, format!("/{DATA_DIR_NAME}/\n"))
+            .with_context(|| format!("cannot write {}", gitignore.display()))?;
+    }
+    #[derive(Serialize)]
+    struct Initialised {
+        name: String,
+        spec: PathBuf,
+    }
+    output.emit(&Initialised { name: name.to_string(), spec: spec_path.clone() }, || {
+        format!(
+            "created project `{name}` in {}\n  {}\n  {}\nnext: cd {} && mayfly deploy",
+            args.dir.display(),
+            spec_path.display(),
+            function_path.display(),
+            args.dir.display()
+        )
+    })
+}
+
+fn resolve_spec_file(file: Option<PathBuf>, project: Option<&Path>) -> Result<PathBuf> {
+    match file {
+        Some(file) => Ok(file),
+        None => Ok(Project::locate(project)?.spec_path()),
+    }
+}
+
+pub fn validate(args: ValidateArgs, project: Option<&Path>, output: Output) -> Result<()> {
+    let path = resolve_spec_file(args.file, project)?;
+    match mayfly_spec::load(&path) {
+        Ok(loaded) => {
+            #[derive(Serialize)]
+            struct Valid<'a> {
+                valid: bool,
+                file: &'a Path,
+                content_hash: &'a str,
+            }
+            let architecture = &loaded.architecture;
+            output.emit(&Valid { valid: true, file: &path, content_hash: &loaded.content_hash }, || {
+                format!(
+                    "{} is valid: {} bucket(s), {} queue(s), {} function(s), {} job(s)",
+                    path.display(),
+                    architecture.buckets.len(),
+                    architecture.queues.len(),
+                    architecture.functions.len(),
+                    architecture.jobs.len()
+                )
+            })
+        }
+        Err(mayfly_spec::LoadError::Invalid(diagnostics)) if output.json => {
+            #[derive(Serialize)]
+            struct Invalid<'a> {
+                valid: bool,
+                file: &'a Path,
+                errors: &'a [mayfly_spec::Diagnostic],
+            }
+            output.emit(&Invalid { valid: false, file: &path, errors: &diagnostics.diagnostics }, String::new)?;
+            Err(anyhow::Error::new(mayfly_spec::LoadError::Invalid(diagnostics)))
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+pub fn schema() -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(&mayfly_spec::json_schema())?);
+    Ok(())
+}
+
+/// The architecture as last deployed, parsed again from its recorded source.
+fn last_deployed(state: &dyn StateStore) -> Result<Option<(u64, Architecture)>> {
+    let Some(deployment) = state.latest_deployment()? else { return Ok(None) };
+    let file_name = format!("deployment {}", deployment.version);
+    let architecture = mayfly_spec::parse(&file_name, &deployment.source)
+        .with_context(|| format!("the recorded deployment {} no longer parses", deployment.version))?;
+    Ok(Some((deployment.version, architecture)))
+}
+
+/// An architecture with nothing in it, to diff a first deployment against.
+fn empty_like(architecture: &Architecture) -> Architecture {
+    let mut empty = architecture.clone();
+    empty.buckets.clear();
+    empty.queues.clear();
+    empty.functions.clear();
+    empty.routes.clear();
+    empty.triggers.clear();
+    empty.alarms.clear();
+    empty.jobs.clear();
+    empty.api = None;
+    empty
+}
+
+fn render_diff(diff: &ArchitectureDiff) -> String {
+    if diff.changes.is_empty() { "no changes".to_owned() } else { diff.to_string() }
+}
+
+pub async fn diff(args: DiffArgs, project: Option<&Path>, output: Output) -> Result<()> {
+    let located = Project::locate(project)?;
+    let path = args.file.unwrap_or_else(|| located.spec_path());
+    let new = mayfly_spec::load(&path)?.architecture;
+    let old = if located.is_deployed() {
+        let opened = located.open(false)?;
+        last_deployed(opened.state.as_ref())?
+    } else {
+        None
+    };
+    let (from, base) = match old {
+        Some((version, architecture)) => (Some(version), architecture),
+        None => (None, empty_like(&new)),
+    };
+    let diff = mayfly_spec::diff(&base, &new);
+    #[derive(Serialize)]
+    struct DiffReport<'a> {
+        from_version: Option<u64>,
+        file: &'a Path,
+        diff: &'a ArchitectureDiff,
+    }
+    output.emit(&DiffReport { from_version: from, file: &path, diff: &diff }, || {
+        let heading = match from {
+            Some(version) => format!("changes from deployment {version} to {}:", path.display()),
+            None => format!("nothing deployed yet; {} would create:", path.display()),
+        };
+        format!("{heading}\n{}", render_diff(&diff))
+    })
+}
+
+/// One step of bringing the store in line with the architecture file.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+enum Step {
+    CreateBucket { name: Name },
+    DeleteBucket { name: Name, objects_deleted: bool },
+    CreateQueue { name: Name },
+    UpdateQueue { name: Name },
+    DeleteQueue { name: Name, messages_deleted: u64 },
+}
+
+impl std::fmt::Display for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Step::CreateBucket { name } => write!(f, "+ bucket {name}"),
+            Step::DeleteBucket { name, objects_deleted: true } => write!(f, "- bucket {name} (and its objects)"),
+            Step::DeleteBucket { name, .. } => write!(f, "- bucket {name}"),
+            Step::CreateQueue { name } => write!(f, "+ queue {name}"),
+            Step::UpdateQueue { name } => write!(f, "~ queue {name}"),
+            Step::DeleteQueue { name, messages_deleted } => {
+                write!(f, "- queue {name} ({messages_deleted} message(s) deleted)")
+            }
+        }
+    }
+}
+
+/// Plan the steps from what the store holds now to what `architecture` declares,
+/// refusing (before anything changes) any step that would lose data unless forced.
+/// `opened` is `None` for a project never deployed: then nothing exists yet.
+async fn plan(opened: Option<&OpenProject>, architecture: &Architecture, force: bool) -> Result<Vec<Step>> {
+    let mut steps = Vec::new();
+    let mut refusals = Vec::new();
+
+    let existing_buckets: BTreeSet<Name> = match opened {
+        Some(opened) => opened.state.buckets()?.into_iter().map(|b| b.name).collect(),
+        None => BTreeSet::new(),
+    };
+    for name in architecture.buckets.keys() {
+        if !existing_buckets.contains(name) {
+            steps.push(Step::CreateBucket { name: name.clone() });
+        }
+    }
+
+    // Queues are created so that a dead-letter queue exists before the queue naming it.
+    let existing_queues = match opened {
+        Some(opened) => opened.state.queues()?,
+        None => Vec::new(),
+    };
+    let mut created: BTreeSet<Name> = existing_queues.iter().map(|q| q.name.clone()).collect();
+    let mut pending: Vec<&Name> =
+        architecture.queues.keys().filter(|name| !created.contains(*name)).collect();
+    while !pending.is_empty() {
+        let before = pending.len();
+        pending.retain(|name| {
+            let dead_letter = architecture.queues[*name].config().dead_letter;
+            let ready = dead_letter.is_none_or(|dlq| created.contains(&dlq) || dlq == **name);
+            if ready {
+                steps.push(Step::CreateQueue { name: (*name).clone() });
+                created.insert((*name).clone());
+            }
+            !ready
+        });
+        if pending.len() == before {
+            bail!("dead-letter queues form a cycle among: {pending:?}"); // validation forbids this
+        }
+    }
+    for record in &existing_queues {
+        if let Some(spec) = architecture.queues.get(&record.name) {
+            let tags = tag_pairs(&architecture.effective_tags(&spec.tags));
+            if spec.config() != record.config || tags != record.tags {
+                steps.push(Step::UpdateQueue { name: record.name.clone() });
+            }
+        }
+    }
+
+    // Removals last: nothing declared may still point at them.
+    let Some(opened) = opened else { return Ok(steps) };
+    for record in &existing_queues {
+        if architecture.queues.contains_key(&record.name) {
+            continue;
+        }
+        let stats = opened.state.queue_stats(&record.name)?;
+        let messages = stats.visible + stats.in_flight + stats.delayed;
+        if messages > 0 && !force {
+            refusals.push(format!("queue `{}` holds {messages} message(s)", record.name));
+        }
+        steps.push(Step::DeleteQueue { name: record.name.clone(), messages_deleted: messages });
+    }
+    for name in &existing_buckets {
+        if architecture.buckets.contains_key(name) {
+            continue;
+        }
+        let empty = opened.buckets.is_empty(name).await?;
+        if !empty && !force {
+            refusals.push(format!("bucket `{name}` holds objects"));
+        }
+        steps.push(Step::DeleteBucket { name: name.clone(), objects_deleted: !empty });
+    }
+
+    if !refusals.is_empty() {
+        return Err(Refused(format!(
+            "deploying would delete data: {}; nothing was changed. Empty them first, or pass --force to delete them",
+            refusals.join("; ")
+        ))
+        .into());
+    }
+    Ok(steps)
+}
+
+fn tag_pairs(tags: &std::collections::BTreeMap<String, String>) -> Vec<(String, String)> {
+    tags.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
+async fn apply(opened: &OpenProject, architecture: &Architecture, steps: &[Step]) -> Result<()> {
+    for step in steps {
+        match step {
+            Step::CreateBucket { name } => {
+                let tags = tag_pairs(&architecture.effective_tags(&architecture.buckets[name].tags));
+                opened.buckets.create_bucket(name, &tags).await.with_context(|| format!("cannot create bucket `{name}`"))?;
+            }
+            Step::DeleteBucket { name, .. } => {
+                opened.buckets.delete_bucket(name, true).await.with_context(|| format!("cannot delete bucket `{name}`"))?;
+            }
+            Step::CreateQueue { name } => {
+                let spec = &architecture.queues[name];
+                let tags = tag_pairs(&architecture.effective_tags(&spec.tags));
+                opened.state.create_queue(name, &spec.config(), &tags).with_context(|| format!("cannot create queue `{name}`"))?;
+            }
+            Step::UpdateQueue { name } => {
+                let spec = &architecture.queues[name];
+                let tags = tag_pairs(&architecture.effective_tags(&spec.tags));
+                opened.state.update_queue(name, &spec.config(), &tags).with_context(|| format!("cannot update queue `{name}`"))?;
+            }
+            Step::DeleteQueue { name, .. } => {
+                opened.state.delete_queue(name).with_context(|| format!("cannot delete queue `{name}`"))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn deploy(args: DeployArgs, project: Option<&Path>, output: Output) -> Result<()> {
+    let located = Project::locate(project)?;
+    let loaded = mayfly_spec::load(&located.spec_path())?;
+    // A dry run on a project never deployed must not even create its data directory.
+    let opened = if args.dry_run && !located.is_deployed() { None } else { Some(located.open(true)?) };
+    let steps = plan(opened.as_ref(), &loaded.architecture, args.force).await?;
+    let latest = match &opened {
+        Some(opened) => opened.state.latest_deployment()?,
+        None => None,
+    };
+    let unchanged_source = latest.as_ref().is_some_and(|d| d.content_hash == loaded.content_hash);
+
+    #[derive(Serialize)]
+    struct DeployReport {
+        dry_run: bool,
+        version: Option<u64>,
+        content_hash: String,
+        steps: Vec<Step>,
+        recorded: bool,
+    }
+    let mut report = DeployReport {
+        dry_run: args.dry_run,
+        version: latest.as_ref().map(|d| d.version),
+        content_hash: loaded.content_hash.clone(),
+        steps: steps.clone(),
+        recorded: false,
+    };
+    if let (false, Some(opened)) = (args.dry_run, &opened) {
+        apply(opened, &loaded.architecture, &steps).await?;
+        if !unchanged_source {
+            let deployment = opened.state.record_deployment(NewDeployment {
+                content_hash: loaded.content_hash.clone(),
+                source: loaded.source.clone(),
+                forced: args.force,
+            })?;
+            report.version = Some(deployment.version);
+            report.recorded = true;
+        }
+    }
+    output.emit(&report, || {
+        let mut text = String::new();
+        for step in &report.steps {
+            text.push_str(&format!("{step}\n"));
+        }
+        let short_hash = &report.content_hash[..12.min(report.content_hash.len())];
+        match (report.dry_run, report.recorded, report.version) {
+            (true, _, _) => text.push_str(&format!("dry run: {} step(s) would be applied; nothing changed", report.steps.len())),
+            (false, true, Some(version)) => text.push_str(&format!("deployed version {version} ({short_hash}) of `{}`", loaded.architecture.name)),
+            (false, _, Some(version)) => text.push_str(&format!("mayfly.toml unchanged since version {version}; resources checked, {} step(s) applied", report.steps.len())),
+            (false, _, None) => {}
+        }
+        text
+    })
+}
+
+pub fn deployments(args: DeploymentsArgs, project: Option<&Path>, output: Output) -> Result<()> {
+    let opened = Project::locate(project)?.open(false)?;
+    let deployments = opened.state.deployments()?;
+    if let Some(version) = args.show {
+        let deployment = deployments
+            .into_iter()
+            .find(|d| d.version == version)
+            .ok_or_else(|| crate::exit_code::NotFound(format!("there is no deployment version {version}; see `mayfly deployments`")))?;
+        if output.json {
+            return output.emit(&deployment, String::new);
+        }
+        // The file exactly as applied, byte for byte, so it can be redirected and re-deployed.
+        print!("{}", deployment.source);
+        return Ok(());
+    }
+    #[derive(Serialize)]
+    struct Row {
+        version: u64,
+        applied_at: String,
+        content_hash: String,
+        forced: bool,
+    }
+    let rows: Vec<Row> = deployments
+        .iter()
+        .map(|d| Row { version: d.version, applied_at: d.applied_at.to_rfc3339(), content_hash: d.content_hash.clone(), forced: d.forced })
+        .collect();
+    output.emit(&rows, || {
+        if rows.is_empty() {
+            return "no deployments yet; run `mayfly deploy`".to_owned();
+        }
+        table(
+            &["VERSION", "APPLIED", "HASH", "FORCED"],
+            &rows
+                .iter()
+                .map(|r| vec![r.version.to_string(), r.applied_at.clone(), r.content_hash[..12.min(r.content_hash.len())].to_owned(), if r.forced { "yes".into() } else { String::new() }])
+                .collect::<Vec<_>>(),
+        )
+    })
+}
