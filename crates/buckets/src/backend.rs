@@ -61,11 +61,7 @@ impl ObjectBackend {
     }
 
     /// The store path of an object.
-    pub(crate) fn object_location(
-        &self,
-        bucket: &Name,
-        key: &ObjectKey,
-    ) -> Result<StorePath, BucketError> {
+    pub(crate) fn object_location(&self, bucket: &Name, key: &ObjectKey) -> Result<StorePath, BucketError> {
         StorePath::parse(format!("{bucket}/{key}")).map_err(|error| {
             BucketError::invalid_key(
                 key.as_str(),
@@ -96,8 +92,7 @@ impl ObjectBackend {
 
     /// Create the bucket's folder (local filesystem only) and sync it.
     pub(crate) async fn create_bucket_folder(&self, bucket: &Name) -> Result<(), BucketError> {
-        let (Some(root), Some(folder)) = (self.local_root.clone(), self.local_bucket_folder(bucket))
-        else {
+        let (Some(root), Some(folder)) = (self.local_root.clone(), self.local_bucket_folder(bucket)) else {
             return Ok(());
         };
         run_blocking(move || {
@@ -114,8 +109,7 @@ impl ObjectBackend {
     /// Remove the bucket's folder with whatever is left in it: empty folders
     /// and the temp files of abandoned uploads (local filesystem only).
     pub(crate) async fn remove_bucket_folder(&self, bucket: &Name) -> Result<(), BucketError> {
-        let (Some(root), Some(folder)) = (self.local_root.clone(), self.local_bucket_folder(bucket))
-        else {
+        let (Some(root), Some(folder)) = (self.local_root.clone(), self.local_bucket_folder(bucket)) else {
             return Ok(());
         };
         run_blocking(move || {
@@ -123,11 +117,7 @@ impl ObjectBackend {
                 Ok(()) => {}
                 Err(error) if error.kind() == io::ErrorKind::NotFound => {}
                 Err(source) => {
-                    return Err(BucketError::Io {
-                        action: "remove the bucket folder",
-                        path: folder,
-                        source,
-                    });
+                    return Err(BucketError::Io { action: "remove the bucket folder", path: folder, source });
                 }
             }
             sync_folder(&root)
@@ -137,18 +127,16 @@ impl ObjectBackend {
 
     /// Sync a just-written object's file and the folders it lies in, up to the
     /// bucket folder, so the object survives a power loss (local filesystem only).
-    pub(crate) async fn sync_written_object(
-        &self,
-        bucket: &Name,
-        key: &ObjectKey,
-    ) -> Result<(), BucketError> {
+    pub(crate) async fn sync_written_object(&self, bucket: &Name, key: &ObjectKey) -> Result<(), BucketError> {
         let Some(bucket_folder) = self.local_bucket_folder(bucket) else {
             return Ok(());
         };
         let file = bucket_folder.join(key.as_str());
         run_blocking(move || {
-            std::fs::File::open(&file).and_then(|opened| opened.sync_all()).map_err(|source| {
-                BucketError::Io { action: "sync the object file", path: file.clone(), source }
+            std::fs::File::open(&file).and_then(|opened| opened.sync_all()).map_err(|source| BucketError::Io {
+                action: "sync the object file",
+                path: file.clone(),
+                source,
             })?;
             for folder in file.ancestors().skip(1) {
                 sync_folder(folder)?;
@@ -163,11 +151,7 @@ impl ObjectBackend {
 
     /// After a delete: remove the folders of `key` that are now empty, deepest
     /// first, and sync the folder that records the removal (local filesystem only).
-    pub(crate) async fn tidy_after_delete(
-        &self,
-        bucket: &Name,
-        key: &ObjectKey,
-    ) -> Result<(), BucketError> {
+    pub(crate) async fn tidy_after_delete(&self, bucket: &Name, key: &ObjectKey) -> Result<(), BucketError> {
         let Some(bucket_folder) = self.local_bucket_folder(bucket) else {
             return Ok(());
         };
@@ -188,8 +172,10 @@ impl ObjectBackend {
 }
 
 fn sync_folder(folder: &FsPath) -> Result<(), BucketError> {
-    std::fs::File::open(folder).and_then(|opened| opened.sync_all()).map_err(|source| {
-        BucketError::Io { action: "sync the folder", path: folder.to_owned(), source }
+    std::fs::File::open(folder).and_then(|opened| opened.sync_all()).map_err(|source| BucketError::Io {
+        action: "sync the folder",
+        path: folder.to_owned(),
+        source,
     })
 }
 

@@ -65,7 +65,8 @@ pub enum BucketError {
         operation: &'static str,
         bucket: Name,
         key: String,
-        source: object_store::Error,
+        /// Boxed: object_store's error is large and this one travels in every `Result`.
+        source: Box<object_store::Error>,
     },
 }
 
@@ -91,7 +92,7 @@ impl BucketError {
         if is_file_folder_clash(&source) {
             return BucketError::KeyConflict { bucket, key };
         }
-        BucketError::Store { operation, bucket, key, source }
+        BucketError::Store { operation, bucket, key, source: Box::new(source) }
     }
 
     /// Like [`BucketError::from_store`], and a missing object is `NoSuchKey`.
@@ -110,31 +111,25 @@ impl BucketError {
 
 /// The io errors in an error's source chain. object_store wraps the local
 /// backend's `std::io::Error` two levels deep (`Generic` → its own error → io).
-fn io_errors_in_chain<'a>(
-    error: &'a (dyn std::error::Error + 'static),
-) -> impl Iterator<Item = &'a io::Error> {
-    std::iter::successors(Some(error), |error| error.source())
-        .filter_map(|error| error.downcast_ref::<io::Error>())
+fn io_errors_in_chain<'a>(error: &'a (dyn std::error::Error + 'static)) -> impl Iterator<Item = &'a io::Error> {
+    std::iter::successors(Some(error), |error| error.source()).filter_map(|error| error.downcast_ref::<io::Error>())
 }
 
 pub(crate) fn is_disk_full(error: &object_store::Error) -> bool {
-    io_errors_in_chain(error).any(|io_error| {
-        matches!(io_error.kind(), io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded)
-    })
+    io_errors_in_chain(error)
+        .any(|io_error| matches!(io_error.kind(), io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded))
 }
 
 /// A path component is a file where a folder is needed (`ENOTDIR`), or a
 /// folder where a file is needed (`EISDIR`).
 pub(crate) fn is_file_folder_clash(error: &object_store::Error) -> bool {
-    io_errors_in_chain(error).any(|io_error| {
-        matches!(io_error.kind(), io::ErrorKind::NotADirectory | io::ErrorKind::IsADirectory)
-    })
+    io_errors_in_chain(error)
+        .any(|io_error| matches!(io_error.kind(), io::ErrorKind::NotADirectory | io::ErrorKind::IsADirectory))
 }
 
 /// Absent, or one of its folders is an object (so it cannot exist).
 pub(crate) fn is_missing_object(error: &object_store::Error) -> bool {
     matches!(error, object_store::Error::NotFound { .. })
-        || io_errors_in_chain(error).any(|io_error| {
-            matches!(io_error.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory)
-        })
+        || io_errors_in_chain(error)
+            .any(|io_error| matches!(io_error.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory))
 }

@@ -32,7 +32,9 @@ pub enum InvalidKeyReason {
         limit = ObjectKey::MAX_SEGMENT_BYTES
     )]
     SegmentTooLong { segment: String, length: usize },
-    #[error("the segment `{segment}` ends in `#` and digits, which the local backend reserves for uploads in progress; use another suffix")]
+    #[error(
+        "the segment `{segment}` ends in `#` and digits, which the local backend reserves for uploads in progress; use another suffix"
+    )]
     ReservedUploadSuffix { segment: String },
     #[error("the object store refused it: {message}")]
     RefusedByObjectStore { message: String },
@@ -77,10 +79,7 @@ fn check_segment(segment: &str) -> Result<(), InvalidKeyReason> {
         return Err(InvalidKeyReason::DotSegment { segment: segment.to_owned() });
     }
     if segment.len() > ObjectKey::MAX_SEGMENT_BYTES {
-        return Err(InvalidKeyReason::SegmentTooLong {
-            segment: segment.to_owned(),
-            length: segment.len(),
-        });
+        return Err(InvalidKeyReason::SegmentTooLong { segment: segment.to_owned(), length: segment.len() });
     }
     if let Some((_, suffix)) = segment.rsplit_once('#')
         && !suffix.is_empty()

@@ -9,7 +9,7 @@
 //! onto a fixed set of stripes: constant memory, and an occasional unrelated
 //! key waiting a moment is harmless.
 
-use std::hash::{BuildHasher, Hash, Hasher, RandomState};
+use std::hash::{BuildHasher, RandomState};
 
 use mayfly_core::Name;
 use tokio::sync::{Mutex, MutexGuard};
@@ -28,9 +28,7 @@ impl KeyLocks {
     }
 
     pub(crate) async fn lock(&self, bucket: &Name, key: &str) -> MutexGuard<'_, ()> {
-        let mut hasher = self.hasher.build_hasher();
-        (bucket, key).hash(&mut hasher);
-        let stripe = (hasher.finish() % STRIPES as u64) as usize; // < STRIPES, fits usize
+        let stripe = (self.hasher.hash_one((bucket, key)) % STRIPES as u64) as usize; // < STRIPES, fits usize
         self.stripes[stripe].lock().await
     }
 }

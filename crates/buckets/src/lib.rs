@@ -93,11 +93,7 @@ impl std::fmt::Debug for BucketsInner {
 impl Buckets {
     /// Buckets on the local filesystem under `root` (`<project>/.mayfly/buckets`),
     /// one folder per bucket. Creates `root` if it is missing.
-    pub fn open(
-        root: &Path,
-        state: Arc<dyn StateStore>,
-        clock: Arc<dyn Clock>,
-    ) -> Result<Buckets, BucketError> {
+    pub fn open(root: &Path, state: Arc<dyn StateStore>, clock: Arc<dyn Clock>) -> Result<Buckets, BucketError> {
         Ok(Buckets::with_backend(ObjectBackend::local(root)?, state, clock))
     }
 
@@ -112,36 +108,22 @@ impl Buckets {
         Buckets::with_backend(ObjectBackend::other(store), state, clock)
     }
 
-    fn with_backend(
-        backend: ObjectBackend,
-        state: Arc<dyn StateStore>,
-        clock: Arc<dyn Clock>,
-    ) -> Buckets {
-        Buckets {
-            inner: Arc::new(BucketsInner { backend, state, clock, key_locks: KeyLocks::new() }),
-        }
+    fn with_backend(backend: ObjectBackend, state: Arc<dyn StateStore>, clock: Arc<dyn Clock>) -> Buckets {
+        Buckets { inner: Arc::new(BucketsInner { backend, state, clock, key_locks: KeyLocks::new() }) }
     }
 
     // --- buckets -------------------------------------------------------------
 
     /// Register a bucket and create its folder. `AlreadyExists` if registered.
-    pub async fn create_bucket(
-        &self,
-        name: &Name,
-        tags: &[(String, String)],
-    ) -> Result<(), BucketError> {
+    pub async fn create_bucket(&self, name: &Name, tags: &[(String, String)]) -> Result<(), BucketError> {
         // The folder first: if registering fails, an empty folder is harmless,
         // while a registered bucket without a folder would look broken.
         self.inner.backend.create_bucket_folder(name).await?;
         let bucket = name.clone();
         let tags = tags.to_vec();
-        let registered = self
-            .call_state(move |state| state.create_bucket(&bucket, &tags))
-            .await
-            .map_err(|error| match error {
-                StateError::AlreadyExists { .. } => {
-                    BucketError::AlreadyExists { bucket: name.clone() }
-                }
+        let registered =
+            self.call_state(move |state| state.create_bucket(&bucket, &tags)).await.map_err(|error| match error {
+                StateError::AlreadyExists { .. } => BucketError::AlreadyExists { bucket: name.clone() },
                 other => BucketError::State(other),
             })?;
         let leftover = self.count_objects(name).await?;
@@ -163,8 +145,7 @@ impl Buckets {
         }
         let mut deleted = 0;
         if objects > 0 {
-            let keys: Vec<String> =
-                self.list(name, None).await?.into_iter().map(|info| info.key).collect();
+            let keys: Vec<String> = self.list(name, None).await?.into_iter().map(|info| info.key).collect();
             for key in keys {
                 match self.delete(name, &key).await {
                     Ok(()) => deleted += 1,
@@ -175,11 +156,9 @@ impl Buckets {
             }
         }
         let bucket = name.clone();
-        self.call_state(move |state| state.delete_bucket(&bucket)).await.map_err(|error| {
-            match error {
-                StateError::NotFound { .. } => BucketError::NoSuchBucket { bucket: name.clone() },
-                other => BucketError::State(other),
-            }
+        self.call_state(move |state| state.delete_bucket(&bucket)).await.map_err(|error| match error {
+            StateError::NotFound { .. } => BucketError::NoSuchBucket { bucket: name.clone() },
+            other => BucketError::State(other),
         })?;
         self.inner.backend.remove_bucket_folder(name).await?;
         tracing::info!(bucket = %name, objects_deleted = deleted, "bucket deleted");
@@ -207,24 +186,17 @@ impl Buckets {
         self.require_bucket(bucket).await?;
         let location = self.inner.backend.object_location(bucket, &key)?;
         let mut body = body;
-        let read_failed = |source| BucketError::ReadBody {
-            bucket: bucket.clone(),
-            key: key.to_string(),
-            source,
-        };
+        let read_failed = |source| BucketError::ReadBody { bucket: bucket.clone(), key: key.to_string(), source };
         match upload::read_first_part(&mut body).await.map_err(read_failed)? {
             FirstPart::WholeBody(bytes) => self.put_whole_body(bucket, &key, bytes).await,
             FirstPart::MoreToCome(first_part) => {
                 let upload_failed = |failure| match failure {
                     UploadFailure::ReadBody(source) => read_failed(source),
-                    UploadFailure::Store(source) => {
-                        BucketError::from_store("upload", bucket, key.as_str(), source)
-                    }
+                    UploadFailure::Store(source) => BucketError::from_store("upload", bucket, key.as_str(), source),
                 };
                 let store = self.inner.backend.store.as_ref();
-                let parts = upload::upload_parts(store, &location, first_part, &mut body)
-                    .await
-                    .map_err(upload_failed)?;
+                let parts =
+                    upload::upload_parts(store, &location, first_part, &mut body).await.map_err(upload_failed)?;
                 let _commit = self.inner.key_locks.lock(bucket, key.as_str()).await;
                 parts.complete().await.map_err(upload_failed)?;
                 self.record_written_object(bucket, &key).await
@@ -233,23 +205,13 @@ impl Buckets {
     }
 
     /// Store the object `key` with `body`. Replaces an existing object.
-    pub async fn put_bytes(
-        &self,
-        bucket: &Name,
-        key: &str,
-        body: Bytes,
-    ) -> Result<ObjectInfo, BucketError> {
+    pub async fn put_bytes(&self, bucket: &Name, key: &str, body: Bytes) -> Result<ObjectInfo, BucketError> {
         let key = parse_key(key)?;
         self.require_bucket(bucket).await?;
         self.put_whole_body(bucket, &key, body).await
     }
 
-    async fn put_whole_body(
-        &self,
-        bucket: &Name,
-        key: &ObjectKey,
-        body: Bytes,
-    ) -> Result<ObjectInfo, BucketError> {
+    async fn put_whole_body(&self, bucket: &Name, key: &ObjectKey, body: Bytes) -> Result<ObjectInfo, BucketError> {
         let location = self.inner.backend.object_location(bucket, key)?;
         let _commit = self.inner.key_locks.lock(bucket, key.as_str()).await;
         self.inner
@@ -263,18 +225,11 @@ impl Buckets {
 
     /// Copy an object, within a bucket or across buckets. Replaces an existing
     /// destination object.
-    pub async fn copy(
-        &self,
-        from: (&Name, &str),
-        to: (&Name, &str),
-    ) -> Result<ObjectInfo, BucketError> {
+    pub async fn copy(&self, from: (&Name, &str), to: (&Name, &str)) -> Result<ObjectInfo, BucketError> {
         let (from_bucket, from_key) = (from.0, parse_key(from.1)?);
         let (to_bucket, to_key) = (to.0, parse_key(to.1)?);
         if from_bucket == to_bucket && from_key == to_key {
-            return Err(BucketError::CopyOntoItself {
-                bucket: from_bucket.clone(),
-                key: from_key.to_string(),
-            });
+            return Err(BucketError::CopyOntoItself { bucket: from_bucket.clone(), key: from_key.to_string() });
         }
         self.require_bucket(from_bucket).await?;
         self.require_bucket(to_bucket).await?;
@@ -283,9 +238,12 @@ impl Buckets {
         let _commit = self.inner.key_locks.lock(to_bucket, to_key.as_str()).await;
         // Check the source explicitly: a store's "not found" on copy could
         // mean the source or the destination's folder.
-        self.inner.backend.store.head(&from_location).await.map_err(|source| {
-            BucketError::from_store_reading("read", from_bucket, from_key.as_str(), source)
-        })?;
+        self.inner
+            .backend
+            .store
+            .head(&from_location)
+            .await
+            .map_err(|source| BucketError::from_store_reading("read", from_bucket, from_key.as_str(), source))?;
         self.inner.backend.store.copy(&from_location, &to_location).await.map_err(|source| {
             if error::is_missing_object(&source) && !error::is_file_folder_clash(&source) {
                 BucketError::NoSuchKey { bucket: from_bucket.clone(), key: from_key.to_string() }
@@ -306,14 +264,12 @@ impl Buckets {
         let key = parse_key(key)?;
         self.require_bucket(bucket).await?;
         let location = self.inner.backend.object_location(bucket, &key)?;
-        let store_failed =
-            |source| BucketError::from_store_reading("read", bucket, key.as_str(), source);
+        let store_failed = |source| BucketError::from_store_reading("read", bucket, key.as_str(), source);
         let result = self.inner.backend.store.get(&location).await.map_err(store_failed)?;
         let info = object_info(bucket, key.to_string(), &result.meta);
         let mut chunks = result.into_stream();
         let mut sink = sink;
-        let write_failed =
-            |source| BucketError::WriteSink { bucket: bucket.clone(), key: key.to_string(), source };
+        let write_failed = |source| BucketError::WriteSink { bucket: bucket.clone(), key: key.to_string(), source };
         while let Some(chunk) = chunks.try_next().await.map_err(store_failed)? {
             sink.write_all(&chunk).await.map_err(write_failed)?;
         }
@@ -322,16 +278,11 @@ impl Buckets {
     }
 
     /// The object's content, in memory.
-    pub async fn get_bytes(
-        &self,
-        bucket: &Name,
-        key: &str,
-    ) -> Result<(ObjectInfo, Bytes), BucketError> {
+    pub async fn get_bytes(&self, bucket: &Name, key: &str) -> Result<(ObjectInfo, Bytes), BucketError> {
         let key = parse_key(key)?;
         self.require_bucket(bucket).await?;
         let location = self.inner.backend.object_location(bucket, &key)?;
-        let store_failed =
-            |source| BucketError::from_store_reading("read", bucket, key.as_str(), source);
+        let store_failed = |source| BucketError::from_store_reading("read", bucket, key.as_str(), source);
         let result = self.inner.backend.store.get(&location).await.map_err(store_failed)?;
         let info = object_info(bucket, key.to_string(), &result.meta);
         let bytes = result.bytes().await.map_err(store_failed)?;
@@ -347,11 +298,7 @@ impl Buckets {
 
     /// The objects whose keys start with `prefix` (a plain string prefix, as in
     /// S3: `inc` matches `incoming/a`), sorted by key.
-    pub async fn list(
-        &self,
-        bucket: &Name,
-        prefix: Option<&str>,
-    ) -> Result<Vec<ObjectInfo>, BucketError> {
+    pub async fn list(&self, bucket: &Name, prefix: Option<&str>) -> Result<Vec<ObjectInfo>, BucketError> {
         self.require_bucket(bucket).await?;
         let mut objects: Vec<ObjectInfo> = self.object_stream(bucket, prefix).try_collect().await?;
         objects.sort_by(|left, right| left.key.cmp(&right.key));
@@ -378,9 +325,12 @@ impl Buckets {
         // Look first: S3 deletes a missing key without complaint, and a
         // deleted event must name an object that existed.
         self.head_object(bucket, &key).await?;
-        self.inner.backend.store.delete(&location).await.map_err(|source| {
-            BucketError::from_store_reading("delete", bucket, key.as_str(), source)
-        })?;
+        self.inner
+            .backend
+            .store
+            .delete(&location)
+            .await
+            .map_err(|source| BucketError::from_store_reading("delete", bucket, key.as_str(), source))?;
         if let Err(error) = self.inner.backend.tidy_after_delete(bucket, &key).await {
             // The object is gone; failing now would lose its event for good.
             tracing::warn!(%bucket, %key, error = %error, "object deleted, but tidying its folders failed");
@@ -394,24 +344,23 @@ impl Buckets {
 
     /// After an object was written: make it durable, read back what the store
     /// reports, and append its `created` event.
-    async fn record_written_object(
-        &self,
-        bucket: &Name,
-        key: &ObjectKey,
-    ) -> Result<ObjectInfo, BucketError> {
+    async fn record_written_object(&self, bucket: &Name, key: &ObjectKey) -> Result<ObjectInfo, BucketError> {
         self.inner.backend.sync_written_object(bucket, key).await?;
         let info = self.head_object(bucket, key).await?;
-        self.append_event(bucket, key, ObjectEventKind::Created, info.size, info.etag.clone())
-            .await?;
+        self.append_event(bucket, key, ObjectEventKind::Created, info.size, info.etag.clone()).await?;
         tracing::debug!(%bucket, %key, size = info.size, "object written");
         Ok(info)
     }
 
     async fn head_object(&self, bucket: &Name, key: &ObjectKey) -> Result<ObjectInfo, BucketError> {
         let location = self.inner.backend.object_location(bucket, key)?;
-        let meta = self.inner.backend.store.head(&location).await.map_err(|source| {
-            BucketError::from_store_reading("read", bucket, key.as_str(), source)
-        })?;
+        let meta = self
+            .inner
+            .backend
+            .store
+            .head(&location)
+            .await
+            .map_err(|source| BucketError::from_store_reading("read", bucket, key.as_str(), source))?;
         Ok(object_info(bucket, key.to_string(), &meta))
     }
 
@@ -441,9 +390,7 @@ impl Buckets {
         let name = bucket.clone();
         match self.call_state(move |state| state.bucket(&name)).await {
             Ok(_) => Ok(()),
-            Err(StateError::NotFound { .. }) => {
-                Err(BucketError::NoSuchBucket { bucket: bucket.clone() })
-            }
+            Err(StateError::NotFound { .. }) => Err(BucketError::NoSuchBucket { bucket: bucket.clone() }),
             Err(other) => Err(BucketError::State(other)),
         }
     }
@@ -501,15 +448,14 @@ impl Buckets {
             .list(Some(&location))
             .map_err(move |source| match source {
                 // The local backend met a file name that is no valid path.
-                object_store::Error::InvalidPath { source } => BucketError::ForeignFile {
-                    bucket: listed_bucket.clone(),
-                    detail: source.to_string(),
-                },
+                object_store::Error::InvalidPath { source } => {
+                    BucketError::ForeignFile { bucket: listed_bucket.clone(), detail: source.to_string() }
+                }
                 source => BucketError::Store {
                     operation: "list",
                     bucket: listed_bucket.clone(),
                     key: listed_folder.clone(),
-                    source,
+                    source: Box::new(source),
                 },
             })
             .try_filter_map(move |meta| {

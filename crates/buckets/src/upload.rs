@@ -40,9 +40,7 @@ pub(crate) enum FirstPart {
 }
 
 /// Read up to [`PART_SIZE`] bytes.
-pub(crate) async fn read_first_part(
-    body: &mut (impl AsyncRead + Unpin),
-) -> Result<FirstPart, std::io::Error> {
+pub(crate) async fn read_first_part(body: &mut (impl AsyncRead + Unpin)) -> Result<FirstPart, std::io::Error> {
     let (part, reached_end) = read_part(body).await?;
     Ok(if reached_end { FirstPart::WholeBody(part) } else { FirstPart::MoreToCome(part) })
 }
@@ -136,17 +134,11 @@ async fn send_parts(
     Ok(())
 }
 
-async fn wait_for_one_part(
-    parts_in_flight: &mut JoinSet<object_store::Result<()>>,
-) -> Result<(), UploadFailure> {
+async fn wait_for_one_part(parts_in_flight: &mut JoinSet<object_store::Result<()>>) -> Result<(), UploadFailure> {
     match parts_in_flight.join_next().await {
         None | Some(Ok(Ok(()))) => Ok(()),
         Some(Ok(Err(error))) => Err(UploadFailure::Store(error)),
-        Some(Err(join_error)) if join_error.is_panic() => {
-            std::panic::resume_unwind(join_error.into_panic())
-        }
-        Some(Err(join_error)) => Err(UploadFailure::Store(object_store::Error::JoinError {
-            source: join_error,
-        })),
+        Some(Err(join_error)) if join_error.is_panic() => std::panic::resume_unwind(join_error.into_panic()),
+        Some(Err(join_error)) => Err(UploadFailure::Store(object_store::Error::JoinError { source: join_error })),
     }
 }

@@ -53,7 +53,10 @@ async fn delete_bucket_refuses_a_bucket_with_objects_unless_forced() {
     let events_before = project.events().len();
 
     let refused = project.buckets.delete_bucket(&charts, false).await.unwrap_err();
-    assert!(matches!(&refused, BucketError::BucketNotEmpty { bucket, objects: 3 } if bucket.as_str() == "charts"), "{refused:?}");
+    assert!(
+        matches!(&refused, BucketError::BucketNotEmpty { bucket, objects: 3 } if bucket.as_str() == "charts"),
+        "{refused:?}"
+    );
     assert_eq!(
         refused.to_string(),
         "bucket `charts` still holds 3 object(s); delete them first, or force the deletion to delete them too"
@@ -67,10 +70,7 @@ async fn delete_bucket_refuses_a_bucket_with_objects_unless_forced() {
         .iter()
         .map(|event| (event.bucket.as_str().to_owned(), event.key.clone(), event.kind))
         .collect();
-    assert_eq!(
-        deleted,
-        ["a", "b/c", "b/d"].map(|key| ("charts".to_owned(), key.to_owned(), ObjectEventKind::Deleted))
-    );
+    assert_eq!(deleted, ["a", "b/c", "b/d"].map(|key| ("charts".to_owned(), key.to_owned(), ObjectEventKind::Deleted)));
     assert!(!project.bucket_folder("charts").exists());
     assert!(matches!(project.buckets.is_empty(&charts).await, Err(BucketError::NoSuchBucket { .. })));
     assert_eq!(project.files_on_disk("other"), ["keep"], "other buckets untouched");

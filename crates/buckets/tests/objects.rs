@@ -291,11 +291,8 @@ async fn a_body_that_fails_mid_stream_stores_nothing() {
     let project = Project::with_buckets(&["inbox"]).await;
     let inbox = name("inbox");
     for good_bytes in [10, 9 * 1024 * 1024] {
-        let error = project
-            .buckets
-            .put(&inbox, "partial", support::FailingBody::failing_after(good_bytes))
-            .await
-            .unwrap_err();
+        let error =
+            project.buckets.put(&inbox, "partial", support::FailingBody::failing_after(good_bytes)).await.unwrap_err();
         assert!(matches!(&error, BucketError::ReadBody { key, .. } if key == "partial"), "{error:?}");
         assert!(error.to_string().contains("client went away"), "{error}");
     }

@@ -68,10 +68,18 @@ async fn bad_keys_are_refused_with_the_reason_and_change_nothing() {
         ("a/../b", InvalidKeyReason::DotSegment { segment: "..".into() }, "`..` segment"),
         ("..", InvalidKeyReason::DotSegment { segment: "..".into() }, "`..` segment"),
         ("./a", InvalidKeyReason::DotSegment { segment: ".".into() }, "`.` segment"),
-        ("tab\there", InvalidKeyReason::ControlCharacter { character: '\t', position: 3 }, "control character '\\t' at byte 3"),
+        (
+            "tab\there",
+            InvalidKeyReason::ControlCharacter { character: '\t', position: 3 },
+            "control character '\\t' at byte 3",
+        ),
         ("nul\0", InvalidKeyReason::ControlCharacter { character: '\0', position: 3 }, "control character"),
         ("c1\u{85}", InvalidKeyReason::ControlCharacter { character: '\u{85}', position: 2 }, "control character"),
-        (&long_segment, InvalidKeyReason::SegmentTooLong { segment: "s".repeat(241), length: 241 }, "limit per `/`-separated segment is 240"),
+        (
+            &long_segment,
+            InvalidKeyReason::SegmentTooLong { segment: "s".repeat(241), length: 241 },
+            "limit per `/`-separated segment is 240",
+        ),
         ("file#12", InvalidKeyReason::ReservedUploadSuffix { segment: "file#12".into() }, "reserves for uploads"),
         ("dir#3/file", InvalidKeyReason::ReservedUploadSuffix { segment: "dir#3".into() }, "reserves for uploads"),
     ];

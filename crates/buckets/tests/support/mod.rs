@@ -42,8 +42,7 @@ impl Project {
             SqliteStore::open(&folder.path().join(".mayfly/state.db"), Arc::new(clock.clone()))
                 .expect("open the state store"),
         );
-        let buckets = Buckets::open(&buckets_root, state.clone(), Arc::new(clock.clone()))
-            .expect("open the buckets");
+        let buckets = Buckets::open(&buckets_root, state.clone(), Arc::new(clock.clone())).expect("open the buckets");
         Project { folder, buckets, state, clock, buckets_root }
     }
 
@@ -167,10 +166,7 @@ impl AsyncRead for FailingBody {
     ) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
         if this.inner.remaining == 0 {
-            return Poll::Ready(Err(std::io::Error::new(
-                std::io::ErrorKind::ConnectionReset,
-                "client went away",
-            )));
+            return Poll::Ready(Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "client went away")));
         }
         Pin::new(&mut this.inner).poll_read(context, buffer)
     }
@@ -190,11 +186,7 @@ impl HashingSink {
 }
 
 impl AsyncWrite for HashingSink {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        _context: &mut Context<'_>,
-        buffer: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
+    fn poll_write(self: Pin<&mut Self>, _context: &mut Context<'_>, buffer: &[u8]) -> Poll<std::io::Result<usize>> {
         let this = self.get_mut();
         this.hasher.update(buffer);
         this.length += buffer.len() as u64;
