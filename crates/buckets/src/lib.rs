@@ -11,8 +11,9 @@
 //! the method returns. So an `Ok` means both the object change and its event
 //! are durable.
 //!
-//! The crash window: if the process dies (or the state store fails) after the
-//! object store operation and before the event is appended, the object
+//! The crash window: if the process dies, the state store fails or the
+//! caller drops the future after the object store operation and before the
+//! event is appended, the object
 //! changed but has no event, and the caller got no `Ok`. A caller retries what
 //! it was not acknowledged: a retried put or copy rewrites the object and
 //! appends its event, so consumers see it then. A retried delete finds the

@@ -1,0 +1,137 @@
+//! The documented crash window: the object store operation succeeded but its
+//! event could not be appended. The caller gets no `Ok`; the object changed
+//! anyway; a retried put appends the event. The failing append is injected
+//! with a state store wrapper around the real SQLite store.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use mayfly_buckets::{BucketError, Buckets};
+use mayfly_core::queue::{QueueConfig, QueueStats, ReceiptHandle};
+use mayfly_core::{ManualClock, Name, NewObjectEvent, ObjectEvent, ObjectEventKind};
+use mayfly_state::{
+    BucketRecord, DeleteOutcome, Deployment, NewDeployment, OutgoingMessage, QueueRecord, ReceiveRequest,
+    ReceivedMessage, Result, StateError, StateStore, StoredMessage,
+};
+use mayfly_state_sqlite::SqliteStore;
+use support::{START, name};
+
+/// The real store, except that appending an event fails while `fail_appends` is set.
+struct StoreWithFailingAppends {
+    inner: SqliteStore,
+    fail_appends: AtomicBool,
+}
+
+impl StateStore for StoreWithFailingAppends {
+    fn append_object_event(&self, event: NewObjectEvent) -> Result<ObjectEvent> {
+        if self.fail_appends.load(Ordering::SeqCst) {
+            return Err(StateError::DiskFull);
+        }
+        self.inner.append_object_event(event)
+    }
+
+    fn record_deployment(&self, deployment: NewDeployment) -> Result<Deployment> {
+        self.inner.record_deployment(deployment)
+    }
+    fn deployments(&self) -> Result<Vec<Deployment>> {
+        self.inner.deployments()
+    }
+    fn latest_deployment(&self) -> Result<Option<Deployment>> {
+        self.inner.latest_deployment()
+    }
+    fn create_bucket(&self, name: &Name, tags: &[(String, String)]) -> Result<BucketRecord> {
+        self.inner.create_bucket(name, tags)
+    }
+    fn delete_bucket(&self, name: &Name) -> Result<()> {
+        self.inner.delete_bucket(name)
+    }
+    fn bucket(&self, name: &Name) -> Result<BucketRecord> {
+        self.inner.bucket(name)
+    }
+    fn buckets(&self) -> Result<Vec<BucketRecord>> {
+        self.inner.buckets()
+    }
+    fn object_events_after(&self, after: u64, limit: usize) -> Result<Vec<ObjectEvent>> {
+        self.inner.object_events_after(after, limit)
+    }
+    fn consumer_cursor(&self, consumer: &str) -> Result<u64> {
+        self.inner.consumer_cursor(consumer)
+    }
+    fn set_consumer_cursor(&self, consumer: &str, sequence: u64) -> Result<()> {
+        self.inner.set_consumer_cursor(consumer, sequence)
+    }
+    fn create_queue(&self, name: &Name, config: &QueueConfig, tags: &[(String, String)]) -> Result<QueueRecord> {
+        self.inner.create_queue(name, config, tags)
+    }
+    fn update_queue(&self, name: &Name, config: &QueueConfig, tags: &[(String, String)]) -> Result<QueueRecord> {
+        self.inner.update_queue(name, config, tags)
+    }
+    fn delete_queue(&self, name: &Name) -> Result<()> {
+        self.inner.delete_queue(name)
+    }
+    fn queue(&self, name: &Name) -> Result<QueueRecord> {
+        self.inner.queue(name)
+    }
+    fn queues(&self) -> Result<Vec<QueueRecord>> {
+        self.inner.queues()
+    }
+    fn send_messages(&self, queue: &Name, messages: &[OutgoingMessage]) -> Result<Vec<u64>> {
+        self.inner.send_messages(queue, messages)
+    }
+    fn receive_messages(&self, queue: &Name, request: ReceiveRequest) -> Result<Vec<ReceivedMessage>> {
+        self.inner.receive_messages(queue, request)
+    }
+    fn delete_messages(&self, queue: &Name, receipts: &[ReceiptHandle]) -> Result<Vec<DeleteOutcome>> {
+        self.inner.delete_messages(queue, receipts)
+    }
+    fn change_visibility(&self, queue: &Name, receipt: ReceiptHandle, timeout: Duration) -> Result<()> {
+        self.inner.change_visibility(queue, receipt, timeout)
+    }
+    fn queue_stats(&self, queue: &Name) -> Result<QueueStats> {
+        self.inner.queue_stats(queue)
+    }
+    fn peek_messages(&self, queue: &Name, limit: usize) -> Result<Vec<StoredMessage>> {
+        self.inner.peek_messages(queue, limit)
+    }
+    fn redrive_dead_letters(&self, dead_letter: &Name, to: Option<&Name>) -> Result<u64> {
+        self.inner.redrive_dead_letters(dead_letter, to)
+    }
+}
+
+#[tokio::test]
+async fn an_event_that_cannot_be_appended_fails_the_put_and_a_retry_records_it() {
+    let folder = tempfile::tempdir().unwrap();
+    let clock = ManualClock::starting_at(START);
+    let state = Arc::new(StoreWithFailingAppends {
+        inner: SqliteStore::open(&folder.path().join("state.db"), Arc::new(clock.clone())).unwrap(),
+        fail_appends: AtomicBool::new(false),
+    });
+    let buckets = Buckets::open(&folder.path().join("buckets"), state.clone(), Arc::new(clock)).unwrap();
+    let inbox = name("inbox");
+    buckets.create_bucket(&inbox, &[]).await.unwrap();
+
+    state.fail_appends.store(true, Ordering::SeqCst);
+    let error = buckets.put_bytes(&inbox, "k", Bytes::from_static(b"v1")).await.unwrap_err();
+    assert!(matches!(error, BucketError::State(StateError::DiskFull)), "{error:?}");
+    // Inside the window: the object is there, its event is not.
+    assert_eq!(buckets.get_bytes(&inbox, "k").await.unwrap().1.as_ref(), b"v1");
+    assert!(state.object_events_after(0, 10).unwrap().is_empty());
+
+    // The caller retries what was not acknowledged.
+    state.fail_appends.store(false, Ordering::SeqCst);
+    let stored = buckets.put_bytes(&inbox, "k", Bytes::from_static(b"v1")).await.unwrap();
+    let events = state.object_events_after(0, 10).unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!((events[0].kind, events[0].size, &events[0].etag), (ObjectEventKind::Created, 2, &stored.etag));
+
+    // A delete in the window: the object is gone, its event lost; the retry says so.
+    state.fail_appends.store(true, Ordering::SeqCst);
+    assert!(matches!(buckets.delete(&inbox, "k").await, Err(BucketError::State(_))));
+    state.fail_appends.store(false, Ordering::SeqCst);
+    assert!(matches!(buckets.delete(&inbox, "k").await, Err(BucketError::NoSuchKey { .. })));
+    assert_eq!(state.object_events_after(0, 10).unwrap().len(), 1, "the deleted event is lost, as the crate doc says");
+}
