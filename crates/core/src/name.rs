@@ -28,6 +28,14 @@ pub enum NameError {
 
 impl Name {
     pub const MAX_LENGTH: usize = 63;
+    /// Names starting with this belong to Mayfly's own resources (e.g. the
+    /// internal queue of a function's asynchronous invocations); the
+    /// architecture file may not declare them.
+    pub const RESERVED_PREFIX: &'static str = "mayfly-";
+
+    pub fn is_reserved(&self) -> bool {
+        self.0.starts_with(Self::RESERVED_PREFIX)
+    }
 
     pub fn new(name: impl Into<String>) -> Result<Name, NameError> {
         let name = name.into();

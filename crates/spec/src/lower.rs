@@ -208,7 +208,15 @@ fn named_tables<'t, 'i>(
     let mut tables = Vec::new();
     for (name_key, value) in section.entries.iter() {
         let raw_name = name_key.get_ref().to_string();
-        let name = reader.name(&raw_name, name_key.span(), noun);
+        let mut name = reader.name(&raw_name, name_key.span(), noun);
+        if name.as_ref().is_some_and(Name::is_reserved) {
+            reader.error(
+                name_key.span(),
+                format!("`{raw_name}` is a reserved {noun} name: names starting with `{}` belong to Mayfly's own resources", Name::RESERVED_PREFIX),
+                Some(format!("choose a name that does not start with `{}`", Name::RESERVED_PREFIX)),
+            );
+            name = None;
+        }
         if let NamedKind::Resource(resource) = kind {
             reader.declare(resource, &raw_name);
         }
