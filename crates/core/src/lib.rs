@@ -11,6 +11,7 @@ pub mod event;
 pub mod name;
 pub mod queue;
 pub mod quantity;
+pub mod retry;
 pub mod schedule;
 
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};

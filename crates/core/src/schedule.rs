@@ -8,11 +8,11 @@ use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ScheduleError {
-    #[error("`{input}` is not a schedule; write `cron(MIN HOUR DAY MONTH WEEKDAY)` or `rate(N minutes|hours|days)`")]
+    #[error("`{input}` is not a schedule; write `cron(MIN HOUR DAY MONTH WEEKDAY)` or `rate(N seconds|minutes|hours|days)`")]
     UnknownForm { input: String },
     #[error("bad cron expression `{expression}`: {reason}")]
     BadCron { expression: String, reason: String },
-    #[error("bad rate `{input}`: write a positive whole number and minute(s), hour(s) or day(s), e.g. `rate(5 minutes)`")]
+    #[error("bad rate `{input}`: write a positive whole number and second(s), minute(s), hour(s) or day(s), e.g. `rate(5 minutes)`")]
     BadRate { input: String },
 }
 
@@ -22,7 +22,8 @@ pub enum ScheduleError {
 pub enum Schedule {
     /// A five-field cron expression (minute hour day-of-month month day-of-week).
     Cron(String),
-    /// Every `Duration`, starting when the schedule is first armed.
+    /// Every `Duration`, starting when the schedule is first armed. Unlike
+    /// EventBridge, rates may be given in seconds (`rate(10 seconds)`).
     Rate(Duration),
 }
 
@@ -49,6 +50,7 @@ impl Schedule {
             let mut parts = body.split_whitespace();
             let count: u64 = parts.next().and_then(|n| n.parse().ok()).ok_or_else(bad)?;
             let unit_seconds = match parts.next().ok_or_else(bad)? {
+                "second" | "seconds" => 1,
                 "minute" | "minutes" => 60,
                 "hour" | "hours" => 3_600,
                 "day" | "days" => 86_400,
@@ -88,8 +90,10 @@ impl fmt::Display for Schedule {
                     write!(f, "rate({} days)", secs / 86_400)
                 } else if secs % 3_600 == 0 {
                     write!(f, "rate({} hours)", secs / 3_600)
-                } else {
+                } else if secs % 60 == 0 {
                     write!(f, "rate({} minutes)", secs / 60)
+                } else {
+                    write!(f, "rate({secs} seconds)")
                 }
             }
         }
@@ -119,6 +123,7 @@ mod tests {
         assert_eq!(Schedule::parse("cron(0 2 * * *)"), Ok(Schedule::Cron("0 2 * * *".into())));
         assert_eq!(Schedule::parse("rate(5 minutes)"), Ok(Schedule::Rate(Duration::from_secs(300))));
         assert_eq!(Schedule::parse("rate(1 day)"), Ok(Schedule::Rate(Duration::from_secs(86_400))));
+        assert_eq!(Schedule::parse("rate(10 seconds)"), Ok(Schedule::Rate(Duration::from_secs(10))));
     }
 
     #[test]
@@ -140,7 +145,7 @@ mod tests {
 
     #[test]
     fn round_trips_through_display() {
-        for text in ["cron(0 2 * * *)", "rate(5 minutes)", "rate(2 hours)", "rate(1 days)"] {
+        for text in ["cron(0 2 * * *)", "rate(5 minutes)", "rate(2 hours)", "rate(1 days)", "rate(90 seconds)"] {
             assert_eq!(Schedule::parse(text).unwrap().to_string(), text);
         }
     }

@@ -461,7 +461,7 @@ impl<'s> Reader<'s> {
                 let (message, hint) = match error {
                     ScheduleError::UnknownForm { input } => (
                         format!("`{key}` of {} is not a schedule: \"{input}\"", table.what),
-                        "write `cron(MIN HOUR DAY MONTH WEEKDAY)` or `rate(N minutes|hours|days)`, e.g. \"cron(0 2 * * *)\" or \"rate(5 minutes)\"",
+                        "write `cron(MIN HOUR DAY MONTH WEEKDAY)` or `rate(N seconds|minutes|hours|days)`, e.g. \"cron(0 2 * * *)\" or \"rate(5 minutes)\"",
                     ),
                     ScheduleError::BadCron { expression, reason } => (
                         format!("`{key}` of {} has a bad cron expression `{expression}`: {reason}", table.what),
@@ -469,7 +469,7 @@ impl<'s> Reader<'s> {
                     ),
                     ScheduleError::BadRate { input } => (
                         format!("`{key}` of {} has a bad rate: \"{input}\"", table.what),
-                        "write a positive whole number and minute(s), hour(s) or day(s), e.g. \"rate(5 minutes)\"",
+                        "write a positive whole number and second(s), minute(s), hour(s) or day(s), e.g. \"rate(5 minutes)\"",
                     ),
                 };
                 self.error(text.span, message, Some(hint.to_owned()));

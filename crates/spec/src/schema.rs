@@ -38,11 +38,11 @@ pub(crate) struct DurationText(#[schemars(pattern(r"^\s*[0-9]+\s*(ms|s|m|h|d)\s*
 #[serde(transparent)]
 pub(crate) struct SizeText(#[schemars(pattern(r"^\s*[0-9]+\s*(B|KB|kB|MB|GB|KiB|MiB|GiB)?\s*$"))] pub String);
 
-/// A schedule: "cron(MIN HOUR DAY MONTH WEEKDAY)" (UTC) or "rate(N minutes|hours|days)".
+/// A schedule: "cron(MIN HOUR DAY MONTH WEEKDAY)" (UTC) or "rate(N seconds|minutes|hours|days)".
 #[derive(Deserialize, JsonSchema)]
 #[serde(transparent)]
 pub(crate) struct ScheduleText(
-    #[schemars(pattern(r"^\s*(cron\(\s*\S+(\s+\S+){4}\s*\)|rate\(\s*[0-9]+\s+(minute|minutes|hour|hours|day|days)\s*\))\s*$"))]
+    #[schemars(pattern(r"^\s*(cron\(\s*\S+(\s+\S+){4}\s*\)|rate\(\s*[0-9]+\s+(second|seconds|minute|minutes|hour|hours|day|days)\s*\))\s*$"))]
     pub String,
 );
 
