@@ -1,0 +1,409 @@
+//! The invoker: runs invocations of any function on the right runtime,
+//! within the function's concurrency cap, keeps lambda instances warm for
+//! reuse and reaps idle ones (scale to zero).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use hyper::header::HeaderValue;
+use mayfly_core::{Clock, Name, SystemClock, Timestamp};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+
+use crate::definition::{FunctionDefinition, Invocation, InvocationResult, Outcome, RuntimeKind};
+use crate::lambda::{LambdaInstance, LambdaRun};
+use crate::memory::{MemoryEnforcement, MemoryEnforcementMode};
+use crate::process::run_process_invocation;
+
+/// How the invoker runs instances.
+#[derive(Debug, Clone)]
+pub struct InvokerConfig {
+    /// A warm lambda instance unused this long (by `clock`) is stopped.
+    pub idle_timeout: Duration,
+    /// The clock that idle time is measured with and `started_at` is read from.
+    pub clock: Arc<dyn Clock>,
+    /// How often (real time) idle instances are checked against `idle_timeout`.
+    pub reap_interval: Duration,
+    /// How memory limits are enforced.
+    pub memory_enforcement: MemoryEnforcementMode,
+}
+
+impl InvokerConfig {
+    pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+    pub const DEFAULT_REAP_INTERVAL: Duration = Duration::from_secs(1);
+
+    /// The defaults (5 min idle timeout, checked every second, memory
+    /// enforcement detected) on `clock`.
+    pub fn with_clock(clock: Arc<dyn Clock>) -> InvokerConfig {
+        InvokerConfig {
+            idle_timeout: Self::DEFAULT_IDLE_TIMEOUT,
+            clock,
+            reap_interval: Self::DEFAULT_REAP_INTERVAL,
+            memory_enforcement: MemoryEnforcementMode::Auto,
+        }
+    }
+}
+
+impl Default for InvokerConfig {
+    fn default() -> Self {
+        InvokerConfig::with_clock(Arc::new(SystemClock))
+    }
+}
+
+/// Runs invocations. Cheap to clone; clones share instances and limits.
+#[derive(Debug, Clone)]
+pub struct Invoker {
+    inner: Arc<InvokerInner>,
+}
+
+#[derive(Debug)]
+struct InvokerInner {
+    config: InvokerConfig,
+    enforcement: MemoryEnforcement,
+    pools: Mutex<HashMap<Name, Arc<FunctionPool>>>,
+    next_instance: AtomicU64,
+    shutdown: watch::Sender<bool>,
+    reaper_started: AtomicBool,
+}
+
+/// One function's concurrency cap and warm instances.
+#[derive(Default)]
+struct FunctionPool {
+    /// The cap it was created for, and its permits.
+    concurrency: Mutex<Option<(u32, Arc<Semaphore>)>>,
+    /// Warm lambda instances waiting for work, most recently used last.
+    idle: Mutex<Vec<LambdaInstance>>,
+    /// Lambda instances alive: idle, busy or starting.
+    live: AtomicUsize,
+    /// Invocations in progress.
+    running: AtomicUsize,
+}
+
+impl std::fmt::Debug for FunctionPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FunctionPool")
+            .field("live", &self.live.load(Ordering::Relaxed))
+            .field("running", &self.running.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // The data behind these locks stays consistent at every await-free step.
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl FunctionPool {
+    /// The permits for `concurrency`, replaced when the cap changed.
+    fn semaphore(&self, concurrency: Option<u32>) -> Option<Arc<Semaphore>> {
+        let concurrency = concurrency?;
+        let mut current = lock(&self.concurrency);
+        match &*current {
+            Some((cap, semaphore)) if *cap == concurrency => Some(Arc::clone(semaphore)),
+            _ => {
+                let semaphore = Arc::new(Semaphore::new(concurrency.max(1) as usize));
+                *current = Some((concurrency, Arc::clone(&semaphore)));
+                Some(semaphore)
+            }
+        }
+    }
+
+    /// A warm instance started from exactly this definition; instances of
+    /// other definitions (a new deployment) are returned for discarding.
+    fn take_idle(&self, function: &FunctionDefinition) -> (Option<LambdaInstance>, Vec<LambdaInstance>) {
+        let mut idle = lock(&self.idle);
+        let stale_at = idle.iter().position(|instance| instance.definition != *function);
+        let stale = match stale_at {
+            None => Vec::new(),
+            Some(_) => {
+                let (fresh, stale): (Vec<_>, Vec<_>) =
+                    idle.drain(..).partition(|instance| instance.definition == *function);
+                *idle = fresh;
+                stale
+            }
+        };
+        (idle.pop(), stale)
+    }
+
+    async fn discard(&self, instance: LambdaInstance) {
+        instance.discard().await;
+        self.live.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Counts an invocation as running until dropped.
+struct RunningGuard<'a>(&'a AtomicUsize);
+
+impl Drop for RunningGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Invoker {
+    /// An invoker with no instances. Memory enforcement is settled here
+    /// (cgroup hierarchy detected and prepared).
+    pub fn new(config: InvokerConfig) -> Invoker {
+        let enforcement = MemoryEnforcement::detect(&config.memory_enforcement);
+        tracing::debug!(?enforcement, "invoker memory enforcement");
+        let (shutdown, _) = watch::channel(false);
+        Invoker {
+            inner: Arc::new(InvokerInner {
+                config,
+                enforcement,
+                pools: Mutex::new(HashMap::new()),
+                next_instance: AtomicU64::new(1),
+                shutdown,
+                reaper_started: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// How memory limits are enforced on this machine.
+    pub fn memory_enforcement(&self) -> &MemoryEnforcement {
+        &self.inner.enforcement
+    }
+
+    /// Runs one invocation of `function`, waiting for a concurrency slot first.
+    /// Never panics; every failure is an [`Outcome`].
+    pub async fn invoke(&self, function: &FunctionDefinition, invocation: Invocation) -> InvocationResult {
+        let inner = &self.inner;
+        self.start_reaper();
+        let bytes_in = invocation.payload.len() as u64;
+        let failed = |outcome: Outcome, invocation: Invocation| InvocationResult {
+            request_id: invocation.request_id,
+            outcome,
+            response: None,
+            started_at: inner.config.clock.now(),
+            duration: Duration::ZERO,
+            init_duration: None,
+            peak_memory: None,
+            logs: Vec::new(),
+            bytes_in,
+            bytes_out: 0,
+        };
+        if bytes_in > function.max_payload.bytes() {
+            return failed(Outcome::PayloadTooLarge { size: bytes_in, limit: function.max_payload }, invocation);
+        }
+        let mut shutdown = inner.shutdown.subscribe();
+        if *shutdown.borrow() {
+            return failed(Outcome::Crashed { reason: "the invoker is shut down".into() }, invocation);
+        }
+        let pool = self.pool(&function.name);
+        pool.running.fetch_add(1, Ordering::AcqRel);
+        let _running = RunningGuard(&pool.running);
+        let _permit: Option<OwnedSemaphorePermit> = match pool.semaphore(function.concurrency) {
+            None => None,
+            Some(semaphore) => tokio::select! {
+                permit = semaphore.acquire_owned() => permit.ok(),
+                _ = shutdown.wait_for(|shutting_down| *shutting_down) => {
+                    return failed(Outcome::Crashed { reason: "the invoker shut down".into() }, invocation);
+                }
+            },
+        };
+        match function.runtime {
+            RuntimeKind::Process => self.invoke_process(function, invocation, &mut shutdown).await,
+            RuntimeKind::Lambda => self.invoke_lambda(&pool, function, invocation, &mut shutdown).await,
+        }
+    }
+
+    async fn invoke_process(
+        &self,
+        function: &FunctionDefinition,
+        invocation: Invocation,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> InvocationResult {
+        let started_at = self.inner.config.clock.now();
+        let instance_name = self.next_instance_name();
+        let run =
+            run_process_invocation(function, &invocation, &self.inner.enforcement, &instance_name, shutdown).await;
+        log_failure(function, &invocation.request_id, &run.outcome);
+        InvocationResult {
+            bytes_in: invocation.payload.len() as u64,
+            bytes_out: run.response.as_ref().map_or(0, |response| response.len() as u64),
+            request_id: invocation.request_id,
+            outcome: run.outcome,
+            response: run.response,
+            started_at,
+            duration: run.duration,
+            init_duration: Some(run.spawn_duration),
+            peak_memory: run.peak_memory,
+            logs: run.logs,
+        }
+    }
+
+    async fn invoke_lambda(
+        &self,
+        pool: &FunctionPool,
+        function: &FunctionDefinition,
+        invocation: Invocation,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> InvocationResult {
+        let started_at = self.inner.config.clock.now();
+        let bytes_in = invocation.payload.len() as u64;
+        let result = |run: LambdaRun, init_duration: Option<Duration>, request_id: String| InvocationResult {
+            request_id,
+            bytes_out: run.response.as_ref().map_or(0, |response| response.len() as u64),
+            outcome: run.outcome,
+            response: run.response,
+            started_at,
+            duration: run.duration,
+            init_duration,
+            peak_memory: run.peak_memory,
+            logs: run.logs,
+            bytes_in,
+        };
+        let Ok(request_id_header) = HeaderValue::from_str(&invocation.request_id) else {
+            let reason = "the request id cannot be sent as an HTTP header".to_owned();
+            return result(LambdaRun::failed(Outcome::Crashed { reason }, Vec::new()), None, invocation.request_id);
+        };
+        let (warm, stale) = pool.take_idle(function);
+        for instance in stale {
+            pool.discard(instance).await;
+        }
+        let (mut instance, init_duration) = match warm {
+            Some(instance) => (instance, None),
+            None => match self.start_lambda_instance(pool, function, shutdown).await {
+                Ok(started) => started,
+                Err((run, init_duration)) => {
+                    log_failure(function, &invocation.request_id, &run.outcome);
+                    return result(run, Some(init_duration), invocation.request_id);
+                }
+            },
+        };
+        let request_id = invocation.request_id.clone();
+        let run = instance.invoke(function, invocation, request_id_header, shutdown).await;
+        log_failure(function, &request_id, &run.outcome);
+        if run.reusable && !*shutdown.borrow() {
+            instance.last_used = self.inner.config.clock.now();
+            lock(&pool.idle).push(instance);
+        } else {
+            pool.discard(instance).await;
+        }
+        result(run, init_duration, request_id)
+    }
+
+    /// Starts an instance and waits for its init; on failure, the run to report.
+    async fn start_lambda_instance(
+        &self,
+        pool: &FunctionPool,
+        function: &FunctionDefinition,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<(LambdaInstance, Option<Duration>), (LambdaRun, Duration)> {
+        let spawn_started = Instant::now();
+        let instance_name = self.next_instance_name();
+        pool.live.fetch_add(1, Ordering::AcqRel);
+        let now = self.inner.config.clock.now();
+        let mut instance = match LambdaInstance::start(function, &self.inner.enforcement, &instance_name, now).await {
+            Ok(instance) => instance,
+            Err(error) => {
+                pool.live.fetch_sub(1, Ordering::AcqRel);
+                let outcome = Outcome::Crashed { reason: error.to_string() };
+                return Err((LambdaRun::failed(outcome, Vec::new()), spawn_started.elapsed()));
+            }
+        };
+        match instance.wait_until_ready(function.timeout, shutdown).await {
+            Ok(()) => Ok((instance, Some(spawn_started.elapsed()))),
+            Err(outcome) => {
+                let init_duration = spawn_started.elapsed();
+                let logs = instance.take_logs();
+                pool.discard(instance).await;
+                Err((LambdaRun::failed(outcome, logs), init_duration))
+            }
+        }
+    }
+
+    /// Warm lambda instances of `function` (idle or busy).
+    pub fn warm_instances(&self, function: &Name) -> usize {
+        lock(&self.inner.pools).get(function).map_or(0, |pool| pool.live.load(Ordering::Acquire))
+    }
+
+    /// Stops every idle instance unused for `idle_timeout` by the clock. The
+    /// invoker does this by itself every `reap_interval`.
+    pub async fn reap_idle_instances(&self) {
+        reap_idle_instances(&self.inner).await;
+    }
+
+    /// Stops every instance: idle ones at once, busy ones by ending their
+    /// invocations (as crashed); waits until all are gone. Later invocations fail.
+    pub async fn shutdown(&self) {
+        let _ = self.inner.shutdown.send(true);
+        loop {
+            let pools: Vec<Arc<FunctionPool>> = lock(&self.inner.pools).values().cloned().collect();
+            let mut busy = 0;
+            for pool in &pools {
+                let idle: Vec<LambdaInstance> = lock(&pool.idle).drain(..).collect();
+                for instance in idle {
+                    pool.discard(instance).await;
+                }
+                busy += pool.live.load(Ordering::Acquire) + pool.running.load(Ordering::Acquire);
+            }
+            if busy == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    fn pool(&self, function: &Name) -> Arc<FunctionPool> {
+        let mut pools = lock(&self.inner.pools);
+        match pools.get(function) {
+            Some(pool) => Arc::clone(pool),
+            None => {
+                let pool = Arc::new(FunctionPool::default());
+                pools.insert(function.clone(), Arc::clone(&pool));
+                pool
+            }
+        }
+    }
+
+    fn next_instance_name(&self) -> String {
+        self.inner.next_instance.fetch_add(1, Ordering::Relaxed).to_string()
+    }
+
+    fn start_reaper(&self) {
+        if self.inner.reaper_started.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let weak = Arc::downgrade(&self.inner);
+        let interval = self.inner.config.reap_interval;
+        tokio::spawn(reap_periodically(weak, interval));
+    }
+}
+
+async fn reap_periodically(inner: Weak<InvokerInner>, interval: Duration) {
+    loop {
+        tokio::time::sleep(interval).await;
+        let Some(inner) = inner.upgrade() else { return };
+        if *inner.shutdown.borrow() {
+            return;
+        }
+        reap_idle_instances(&inner).await;
+    }
+}
+
+async fn reap_idle_instances(inner: &InvokerInner) {
+    let now: Timestamp = inner.config.clock.now();
+    let idle_timeout = inner.config.idle_timeout;
+    let pools: Vec<Arc<FunctionPool>> = lock(&inner.pools).values().cloned().collect();
+    for pool in pools {
+        let expired: Vec<LambdaInstance> = {
+            let mut idle = lock(&pool.idle);
+            let (expired, kept): (Vec<_>, Vec<_>) =
+                idle.drain(..).partition(|instance| now.duration_since(instance.last_used) >= idle_timeout);
+            *idle = kept;
+            expired
+        };
+        for instance in expired {
+            tracing::debug!(function = %instance.definition.name, "stopping an idle instance");
+            pool.discard(instance).await;
+        }
+    }
+}
+
+fn log_failure(function: &FunctionDefinition, request_id: &str, outcome: &Outcome) {
+    if !outcome.is_success() {
+        tracing::info!(function = %function.name, request_id, outcome = outcome.kind(), detail = %outcome, "invocation failed");
+    }
+}

@@ -1,0 +1,300 @@
+//! Memory limits: a cgroup per instance (cgroup v2 or v1, detected at run
+//! time), or `RLIMIT_AS` where no cgroup hierarchy is writable.
+//!
+//! Instance cgroups live under `<hierarchy root>/mayfly/<invoker pid>-<instance>`
+//! (for v1 the memory controller's mount, `/sys/fs/cgroup/memory`; for v2 the
+//! unified mount). Placing them at the hierarchy root rather than under the
+//! invoker's own cgroup keeps v2's "no processes in inner cgroups" rule
+//! satisfied; it also means an instance is not charged to the invoker's own
+//! cgroup, so run Mayfly with an explicit `cgroup_parent` when it is itself
+//! confined. Cgroups of invokers that died are removed at the next start.
+//!
+//! With `RLIMIT_AS` a process that exceeds the limit sees allocation
+//! failures; most runtimes then abort, so the invocation shows as
+//! [`Outcome::Crashed`](crate::Outcome::Crashed), not out-of-memory.
+
+use std::ffi::CString;
+use std::io::{ErrorKind, Read, Seek, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use mayfly_core::ByteSize;
+
+use crate::error::SpawnError;
+
+/// How the invoker should enforce memory limits.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum MemoryEnforcementMode {
+    /// cgroup v2 if its memory controller is available, else v1, else `RLIMIT_AS`.
+    #[default]
+    Auto,
+    /// cgroup v2 with instance cgroups under this directory (which must allow
+    /// the memory controller in its children).
+    CgroupV2 { parent: PathBuf },
+    /// cgroup v1 with instance cgroups under this directory of the memory hierarchy.
+    CgroupV1 { parent: PathBuf },
+    /// `RLIMIT_AS` only; exceeding the limit shows as a crash.
+    AddressSpaceLimit,
+}
+
+/// The enforcement the invoker settled on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MemoryEnforcement {
+    CgroupV2 { parent: PathBuf },
+    CgroupV1 { parent: PathBuf },
+    AddressSpaceLimit,
+}
+
+const V1_MEMORY_MOUNT: &str = "/sys/fs/cgroup/memory";
+const V2_MOUNTS: [&str; 2] = ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"];
+
+impl MemoryEnforcement {
+    /// Settles `mode` on this machine; falls back to `RLIMIT_AS` (with a
+    /// warning) when the requested hierarchy cannot be used.
+    pub fn detect(mode: &MemoryEnforcementMode) -> MemoryEnforcement {
+        let detected = match mode {
+            MemoryEnforcementMode::Auto => detect_v2().or_else(detect_v1),
+            MemoryEnforcementMode::CgroupV2 { parent } => prepare_v2_parent(parent).ok(),
+            MemoryEnforcementMode::CgroupV1 { parent } => prepare_v1_parent(parent).ok(),
+            MemoryEnforcementMode::AddressSpaceLimit => Some(MemoryEnforcement::AddressSpaceLimit),
+        };
+        let enforcement = detected.unwrap_or_else(|| {
+            tracing::warn!(
+                ?mode,
+                "no writable memory cgroup; memory limits fall back to RLIMIT_AS and exceeding one shows as a crash"
+            );
+            MemoryEnforcement::AddressSpaceLimit
+        });
+        if let MemoryEnforcement::CgroupV1 { parent } | MemoryEnforcement::CgroupV2 { parent } = &enforcement {
+            remove_cgroups_of_dead_invokers(parent);
+        }
+        enforcement
+    }
+}
+
+fn detect_v2() -> Option<MemoryEnforcement> {
+    V2_MOUNTS.iter().map(Path::new).find_map(|mount| {
+        let controllers = std::fs::read_to_string(mount.join("cgroup.controllers")).ok()?;
+        if !controllers.split_whitespace().any(|controller| controller == "memory") {
+            return None;
+        }
+        // The root's subtree_control must pass the controller down to `mayfly/`.
+        enable_memory_controller(mount).ok()?;
+        prepare_v2_parent(&mount.join("mayfly")).ok()
+    })
+}
+
+fn enable_memory_controller(cgroup: &Path) -> std::io::Result<()> {
+    let subtree = std::fs::read_to_string(cgroup.join("cgroup.subtree_control"))?;
+    if subtree.split_whitespace().any(|controller| controller == "memory") {
+        return Ok(());
+    }
+    std::fs::write(cgroup.join("cgroup.subtree_control"), "+memory")
+}
+
+fn prepare_v2_parent(parent: &Path) -> std::io::Result<MemoryEnforcement> {
+    std::fs::create_dir_all(parent)?;
+    enable_memory_controller(parent)?;
+    Ok(MemoryEnforcement::CgroupV2 { parent: parent.to_owned() })
+}
+
+fn detect_v1() -> Option<MemoryEnforcement> {
+    let mount = Path::new(V1_MEMORY_MOUNT);
+    if !mount.join("memory.limit_in_bytes").exists() {
+        return None;
+    }
+    prepare_v1_parent(&mount.join("mayfly")).ok()
+}
+
+fn prepare_v1_parent(parent: &Path) -> std::io::Result<MemoryEnforcement> {
+    std::fs::create_dir_all(parent)?;
+    // Probe that we may create children here.
+    let probe = parent.join(format!("probe-{}", std::process::id()));
+    std::fs::create_dir(&probe).or_else(|error| if error.kind() == ErrorKind::AlreadyExists { Ok(()) } else { Err(error) })?;
+    std::fs::remove_dir(&probe)?;
+    Ok(MemoryEnforcement::CgroupV1 { parent: parent.to_owned() })
+}
+
+/// Instance cgroups are named `<pid>-<n>`; those whose invoker is gone are
+/// leftovers of a crash. Kills what is left in them and removes them.
+fn remove_cgroups_of_dead_invokers(parent: &Path) {
+    let Ok(entries) = std::fs::read_dir(parent) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|name| name.split('-').next()).and_then(|pid| pid.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if process_is_alive(pid) {
+            continue;
+        }
+        let path = entry.path();
+        kill_cgroup_members(&path);
+        if let Err(error) = std::fs::remove_dir(&path) {
+            tracing::warn!(path = %path.display(), error = %error, "cannot remove a leftover instance cgroup");
+        }
+    }
+}
+
+fn process_is_alive(pid: i32) -> bool {
+    // SAFETY: kill with signal 0 only checks whether the process exists.
+    let result = unsafe { libc::kill(pid, 0) };
+    result == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+}
+
+fn kill_cgroup_members(cgroup: &Path) {
+    if std::fs::write(cgroup.join("cgroup.kill"), "1").is_ok() {
+        return;
+    }
+    let Ok(members) = std::fs::read_to_string(cgroup.join("cgroup.procs")) else { return };
+    for pid in members.lines().filter_map(|line| line.trim().parse::<i32>().ok()) {
+        // SAFETY: plain kill(2) of a pid read from the cgroup; a pid that exited
+        // meanwhile gives ESRCH, which is ignored.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+}
+
+/// The cgroup of one instance, removed by [`InstanceCgroup::remove`].
+#[derive(Debug)]
+pub(crate) struct InstanceCgroup {
+    path: PathBuf,
+    version: CgroupVersion,
+    /// `<path>/cgroup.procs`, ready for the child to write itself into before exec.
+    procs: CString,
+    limit: ByteSize,
+    /// The OOM-kill counter when the current invocation started.
+    oom_kills_before: u64,
+    /// An open handle on the peak file (v2's `memory.peak` resets per handle).
+    peak_file: Option<std::fs::File>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CgroupVersion {
+    V1,
+    V2,
+}
+
+impl InstanceCgroup {
+    pub(crate) fn create(
+        enforcement: &MemoryEnforcement,
+        instance: &str,
+        limit: ByteSize,
+    ) -> Result<Option<InstanceCgroup>, SpawnError> {
+        let (parent, version) = match enforcement {
+            MemoryEnforcement::CgroupV1 { parent } => (parent, CgroupVersion::V1),
+            MemoryEnforcement::CgroupV2 { parent } => (parent, CgroupVersion::V2),
+            MemoryEnforcement::AddressSpaceLimit => return Ok(None),
+        };
+        let path = parent.join(format!("{}-{instance}", std::process::id()));
+        let cgroup_error = |source| SpawnError::Cgroup { path: path.clone(), source };
+        std::fs::create_dir(&path).map_err(cgroup_error)?;
+        let configured = configure_limit(&path, version, limit);
+        if let Err(source) = configured {
+            let _ = std::fs::remove_dir(&path);
+            return Err(cgroup_error(source));
+        }
+        let procs = CString::new(path.join("cgroup.procs").as_os_str().as_bytes())
+            .map_err(|_| cgroup_error(std::io::Error::from(ErrorKind::InvalidInput)))?;
+        let peak_name = match version {
+            CgroupVersion::V1 => "memory.max_usage_in_bytes",
+            CgroupVersion::V2 => "memory.peak",
+        };
+        let peak_file = std::fs::OpenOptions::new().read(true).write(true).open(path.join(peak_name)).ok();
+        Ok(Some(InstanceCgroup { path, version, procs, limit, oom_kills_before: 0, peak_file }))
+    }
+
+    /// The file a child writes `0` into (before exec) to join this cgroup.
+    pub(crate) fn procs_file(&self) -> &CString {
+        &self.procs
+    }
+
+    pub(crate) fn limit(&self) -> ByteSize {
+        self.limit
+    }
+
+    /// Starts measuring one invocation: resets the peak, remembers the OOM count.
+    pub(crate) fn begin_invocation(&mut self) {
+        self.oom_kills_before = self.oom_kills();
+        if let Some(file) = &mut self.peak_file {
+            // v1 resets max_usage_in_bytes on any write; v2 (Linux ≥ 6.12)
+            // resets memory.peak for readers of this handle.
+            let _ = file.write_all(b"0\n");
+        }
+    }
+
+    /// Peak memory since [`begin_invocation`](Self::begin_invocation) (or creation).
+    pub(crate) fn peak_memory(&mut self) -> Option<u64> {
+        let file = self.peak_file.as_mut()?;
+        file.rewind().ok()?;
+        let mut text = String::new();
+        file.read_to_string(&mut text).ok()?;
+        text.trim().parse().ok()
+    }
+
+    /// Whether the kernel's OOM killer acted in this cgroup since the invocation began.
+    pub(crate) fn oom_killed_since_begin(&self) -> bool {
+        self.oom_kills() > self.oom_kills_before
+    }
+
+    fn oom_kills(&self) -> u64 {
+        let (file, key) = match self.version {
+            CgroupVersion::V1 => ("memory.oom_control", "oom_kill"),
+            CgroupVersion::V2 => ("memory.events", "oom_kill"),
+        };
+        let Ok(text) = std::fs::read_to_string(self.path.join(file)) else { return 0 };
+        text.lines()
+            .filter_map(|line| line.split_once(' '))
+            .find(|(name, _)| *name == key)
+            .and_then(|(_, value)| value.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// SIGKILLs every process in the cgroup, including any that left the process group.
+    pub(crate) fn kill_all(&self) {
+        kill_cgroup_members(&self.path);
+    }
+
+    /// Kills what is left and removes the cgroup, retrying while the kernel
+    /// finishes tearing the processes down.
+    pub(crate) async fn remove(self) {
+        let path = self.path.clone();
+        drop(self);
+        for attempt in 0..200 {
+            kill_cgroup_members(&path);
+            match std::fs::remove_dir(&path) {
+                Ok(()) => return,
+                Err(error) if error.kind() == ErrorKind::NotFound => return,
+                Err(error) if attempt == 199 => {
+                    tracing::warn!(path = %path.display(), error = %error, "cannot remove an instance cgroup");
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+            }
+        }
+    }
+}
+
+fn configure_limit(path: &Path, version: CgroupVersion, limit: ByteSize) -> std::io::Result<()> {
+    let bytes = limit.bytes().to_string();
+    match version {
+        CgroupVersion::V1 => {
+            std::fs::write(path.join("memory.limit_in_bytes"), &bytes)?;
+            // Without swap accounting the limit would push pages to swap
+            // instead of stopping the instance.
+            let swap_limit = path.join("memory.memsw.limit_in_bytes");
+            if swap_limit.exists() {
+                std::fs::write(swap_limit, &bytes)?;
+            }
+        }
+        CgroupVersion::V2 => {
+            std::fs::write(path.join("memory.max"), &bytes)?;
+            let swap_limit = path.join("memory.swap.max");
+            if swap_limit.exists() {
+                std::fs::write(swap_limit, "0")?;
+            }
+            // Kill the whole instance on OOM, not one of its processes.
+            let _ = std::fs::write(path.join("memory.oom.group"), "1");
+        }
+    }
+    Ok(())
+}
