@@ -19,6 +19,7 @@
 //! [`mayfly_core::queue`]; this file only stores what they decide.
 
 mod errors;
+mod ledger;
 mod schema;
 
 use std::collections::BTreeMap;
@@ -32,8 +33,9 @@ use mayfly_core::queue::{
 };
 use mayfly_core::{ByteSize, Clock, Name, NewObjectEvent, ObjectEvent, ObjectEventKind, Timestamp};
 use mayfly_state::{
-    BucketRecord, DeadLetterInfo, DeleteOutcome, Deployment, NewDeployment, OutgoingMessage, QueueRecord,
-    ReceiveRequest, ReceivedMessage, Result, StateError, StateStore, StoredMessage,
+    BucketRecord, DeadLetterInfo, DeleteOutcome, Deployment, FunctionStats, InvocationFilter, InvocationRecord,
+    NewDeployment, OutgoingMessage, QueueRecord, ReceiveRequest, ReceivedMessage, Result, StateError, StateStore,
+    StoredInvocation, StoredMessage,
 };
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior, params};
 
@@ -961,6 +963,30 @@ impl StateStore for SqliteStore {
                     .context("remove redriven dead letters")?;
             }
             Ok(moved as u64)
+        })
+    }
+
+    // --- the invocation ledger -----------------------------------------------------------
+
+    fn record_invocation(&self, record: &InvocationRecord, logs: &[u8]) -> Result<u64> {
+        self.write(&format!("record invocation {}", record.request_id), |transaction| {
+            ledger::record_invocation(transaction, record, logs)
+        })
+    }
+
+    fn invocations(&self, filter: &InvocationFilter) -> Result<Vec<StoredInvocation>> {
+        self.read("list invocations", |transaction| ledger::invocations(transaction, filter))
+    }
+
+    fn invocation_logs(&self, request_id: &str) -> Result<Vec<u8>> {
+        self.read(&format!("read the logs of request {request_id}"), |transaction| {
+            ledger::invocation_logs(transaction, request_id)
+        })
+    }
+
+    fn function_stats(&self, function: &Name) -> Result<FunctionStats> {
+        self.read(&format!("summarize the invocations of `{function}`"), |transaction| {
+            ledger::function_stats(transaction, function)
         })
     }
 }

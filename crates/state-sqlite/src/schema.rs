@@ -88,6 +88,45 @@ pub const MIGRATIONS: &[&str] = &[
     -- order they became visible. It also serves stats and the cascade delete.
     CREATE INDEX messages_by_queue_and_visibility ON messages (queue_id, visible_at, message_id);
     "#,
+    // 2: the invocation ledger.
+    r#"
+    CREATE TABLE invocations (
+        -- AUTOINCREMENT: the ledger sequence; readers page by it, so an id is
+        -- never reused.
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        request_id TEXT NOT NULL,
+        function TEXT NOT NULL,
+        deployment_version INTEGER,
+        -- `trigger` is an SQL keyword.
+        trigger_source TEXT NOT NULL,
+        attempt INTEGER NOT NULL,
+        started_at INTEGER NOT NULL,
+        duration_us INTEGER NOT NULL,
+        -- Set on a cold start.
+        init_duration_us INTEGER,
+        outcome TEXT NOT NULL,
+        error_type TEXT,
+        error_message TEXT,
+        peak_memory INTEGER,
+        bytes_in INTEGER NOT NULL,
+        bytes_out INTEGER NOT NULL,
+        estimated_cost REAL NOT NULL
+    );
+
+    -- `mayfly invocations --function F` and `mayfly logs --function F` page by id.
+    CREATE INDEX invocations_by_function ON invocations (function, id);
+    -- Every attempt's logs of one request.
+    CREATE INDEX invocations_by_request_id ON invocations (request_id, id);
+    -- Percentiles: the n-th shortest duration of a function without sorting.
+    CREATE INDEX invocations_by_function_and_duration ON invocations (function, duration_us);
+
+    -- Apart from the rows, so listing invocations never reads the logs.
+    -- Only invocations that wrote something have a row.
+    CREATE TABLE invocation_logs (
+        invocation_id INTEGER PRIMARY KEY REFERENCES invocations (id) ON DELETE CASCADE,
+        logs BLOB NOT NULL
+    );
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -18,7 +18,10 @@ use std::time::Duration;
 use mayfly_core::queue::{QueueConfig, QueueRuleError, QueueStats, ReceiptHandle, max_receives_reason};
 use mayfly_core::{ByteSize, Clock, ManualClock, Name, NewObjectEvent, ObjectEventKind, Timestamp};
 
-use crate::{DeleteOutcome, NewDeployment, OutgoingMessage, ReceiveRequest, ReceivedMessage, StateError, StateStore};
+use crate::{
+    DeleteOutcome, FunctionStats, InvocationFilter, InvocationRecord, NewDeployment, OutgoingMessage, ReceiveRequest,
+    ReceivedMessage, StateError, StateStore, StoredInvocation,
+};
 
 /// A freshly opened, empty store and the clock it was opened with.
 pub struct Subject {
@@ -88,6 +91,14 @@ macro_rules! __with_every_conformance_case {
             visibility_timeout_over_twelve_hours_is_refused,
             peek_does_not_lease,
             message_ids_are_never_reused,
+            invocations_are_recorded_with_every_field_in_ascending_id_order,
+            invocations_filter_by_function_and_outcome,
+            invocations_page_by_after_id,
+            invocation_logs_join_every_attempt_of_a_request_in_order,
+            invocation_logs_of_an_unknown_request_are_not_found,
+            function_stats_are_exact,
+            function_stats_of_a_function_never_invoked_are_empty,
+            an_invocation_with_a_cost_that_is_not_finite_records_nothing,
         }
     };
 }
@@ -811,6 +822,210 @@ pub fn message_ids_are_never_reused(subject: Subject) {
     );
 }
 
+// --- the invocation ledger -------------------------------------------------------------------
+
+/// A successful, warm invocation of `function` that took `duration_ms`.
+fn invocation(function: &str, request_id: &str, started_at: Timestamp, duration_ms: u64) -> InvocationRecord {
+    InvocationRecord {
+        request_id: request_id.to_owned(),
+        function: name(function),
+        deployment_version: None,
+        trigger: "invoke".to_owned(),
+        attempt: 1,
+        started_at,
+        duration: Duration::from_millis(duration_ms),
+        init_duration: None,
+        outcome: InvocationRecord::SUCCESS.to_owned(),
+        error_type: None,
+        error_message: None,
+        peak_memory: None,
+        bytes_in: 0,
+        bytes_out: 0,
+        estimated_cost: 0.0,
+    }
+}
+
+fn failed(record: InvocationRecord, outcome: &str) -> InvocationRecord {
+    InvocationRecord {
+        outcome: outcome.to_owned(),
+        error_type: Some(outcome.to_owned()),
+        error_message: Some(format!("it {outcome}")),
+        ..record
+    }
+}
+
+fn every_invocation(subject: &Subject) -> Vec<StoredInvocation> {
+    let filter = InvocationFilter { limit: 1_000, ..InvocationFilter::default() };
+    subject.store.invocations(&filter).expect("list invocations")
+}
+
+fn request_ids(invocations: &[StoredInvocation]) -> Vec<&str> {
+    invocations.iter().map(|invocation| invocation.record.request_id.as_str()).collect()
+}
+
+pub fn invocations_are_recorded_with_every_field_in_ascending_id_order(subject: Subject) {
+    let store = &subject.store;
+    assert_eq!(every_invocation(&subject), vec![]);
+    let full = InvocationRecord {
+        request_id: "req-full".to_owned(),
+        function: name("rename"),
+        deployment_version: Some(3),
+        trigger: "bucket:inbox".to_owned(),
+        attempt: 2,
+        started_at: subject.clock.now(),
+        duration: Duration::from_micros(1_234_567),
+        init_duration: Some(Duration::from_micros(89_012)),
+        outcome: "timeout".to_owned(),
+        error_type: Some("TimedOut".to_owned()),
+        error_message: Some("timed out after 1.2 s; ünïcode ok".to_owned()),
+        peak_memory: Some(64 * 1024 * 1024),
+        bytes_in: 1_500,
+        bytes_out: 2_048,
+        estimated_cost: 0.000_016_667,
+    };
+    let bare = invocation("thumbnail", "req-bare", Timestamp(0), 0);
+    let first = store.record_invocation(&full, b"log line\n").unwrap();
+    let second = store.record_invocation(&bare, b"").unwrap();
+    subject.clock.advance(Duration::from_secs(1));
+    let third = store.record_invocation(&invocation("rename", "req-3", subject.clock.now(), 5), b"").unwrap();
+    assert!(first < second && second < third, "ids {first}, {second}, {third} increase");
+    assert_eq!(
+        every_invocation(&subject),
+        vec![
+            StoredInvocation { id: first, record: full },
+            StoredInvocation { id: second, record: bare },
+            StoredInvocation { id: third, record: invocation("rename", "req-3", subject.clock.now(), 5) },
+        ],
+        "every field round-trips, durations to the microsecond"
+    );
+}
+
+pub fn invocations_filter_by_function_and_outcome(subject: Subject) {
+    let store = &subject.store;
+    let at = subject.clock.now();
+    store.record_invocation(&invocation("rename", "a", at, 1), b"").unwrap();
+    store.record_invocation(&failed(invocation("rename", "b", at, 1), "timeout"), b"").unwrap();
+    store.record_invocation(&failed(invocation("resize", "c", at, 1), "timeout"), b"").unwrap();
+    store.record_invocation(&failed(invocation("rename", "d", at, 1), "crashed"), b"").unwrap();
+    store.record_invocation(&invocation("resize", "e", at, 1), b"").unwrap();
+    let list = |function: Option<&str>, outcome: Option<&str>| {
+        let filter = InvocationFilter {
+            function: function.map(name),
+            outcome: outcome.map(str::to_owned),
+            limit: 100,
+            after_id: 0,
+        };
+        request_ids(&store.invocations(&filter).unwrap()).into_iter().map(str::to_owned).collect::<Vec<_>>()
+    };
+    assert_eq!(list(None, None), ["a", "b", "c", "d", "e"]);
+    assert_eq!(list(Some("rename"), None), ["a", "b", "d"]);
+    assert_eq!(list(None, Some("timeout")), ["b", "c"]);
+    assert_eq!(list(Some("rename"), Some("timeout")), ["b"]);
+    assert_eq!(list(Some("resize"), Some("crashed")), Vec::<String>::new());
+    assert_eq!(list(Some("never-invoked"), None), Vec::<String>::new());
+}
+
+pub fn invocations_page_by_after_id(subject: Subject) {
+    let store = &subject.store;
+    let at = subject.clock.now();
+    for index in 0..7 {
+        store.record_invocation(&invocation("rename", &format!("req-{index}"), at, 1), b"").unwrap();
+        store.record_invocation(&invocation("other", &format!("other-{index}"), at, 1), b"").unwrap();
+    }
+    let mut seen = Vec::new();
+    let mut after_id = 0;
+    loop {
+        let filter = InvocationFilter { function: Some(name("rename")), after_id, limit: 3, outcome: None };
+        let page = store.invocations(&filter).unwrap();
+        assert!(page.len() <= 3, "a page of {}", page.len());
+        let Some(last) = page.last() else { break };
+        assert!(page.windows(2).all(|pair| pair[0].id < pair[1].id), "ascending within a page");
+        assert!(page[0].id > after_id);
+        after_id = last.id;
+        seen.extend(page.into_iter().map(|invocation| invocation.record.request_id));
+    }
+    let expected: Vec<String> = (0..7).map(|index| format!("req-{index}")).collect();
+    assert_eq!(seen, expected);
+    let none = InvocationFilter { limit: 0, ..InvocationFilter::default() };
+    assert_eq!(store.invocations(&none).unwrap(), vec![], "a limit of 0 lists nothing");
+}
+
+pub fn invocation_logs_join_every_attempt_of_a_request_in_order(subject: Subject) {
+    let store = &subject.store;
+    let at = subject.clock.now();
+    let attempt =
+        |number: u32| InvocationRecord { attempt: number, ..failed(invocation("rename", "req-1", at, 5), "error") };
+    store.record_invocation(&attempt(1), b"first attempt\n").unwrap();
+    store.record_invocation(&invocation("rename", "req-2", at, 5), b"another request\n").unwrap();
+    store.record_invocation(&attempt(2), b"").unwrap();
+    store
+        .record_invocation(&InvocationRecord { attempt: 3, ..invocation("rename", "req-1", at, 5) }, b"third\xff\x00\n")
+        .unwrap();
+    assert_eq!(store.invocation_logs("req-1").unwrap(), b"first attempt\nthird\xff\x00\n".to_vec());
+    assert_eq!(store.invocation_logs("req-2").unwrap(), b"another request\n".to_vec());
+    store.record_invocation(&invocation("rename", "silent", at, 5), b"").unwrap();
+    assert_eq!(store.invocation_logs("silent").unwrap(), Vec::<u8>::new(), "an invocation that wrote nothing");
+}
+
+pub fn invocation_logs_of_an_unknown_request_are_not_found(subject: Subject) {
+    assert_not_found(subject.store.invocation_logs("no-such-request"), "invocation", "no-such-request");
+    subject.store.record_invocation(&invocation("rename", "req-1", subject.clock.now(), 5), b"x").unwrap();
+    assert_not_found(subject.store.invocation_logs("req-"), "invocation", "req-");
+}
+
+pub fn function_stats_are_exact(subject: Subject) {
+    let store = &subject.store;
+    let start = subject.clock.now();
+    // Durations 1..=20 ms, recorded out of order; started_at out of order too.
+    for (index, duration_ms) in
+        [7_u64, 3, 20, 1, 15, 9, 12, 2, 18, 5, 11, 4, 16, 8, 19, 6, 14, 10, 17, 13].iter().enumerate()
+    {
+        let started_at = start.saturating_add(Duration::from_secs(((index as u64) * 7) % 20));
+        let mut record = invocation("rename", &format!("req-{index}"), started_at, *duration_ms);
+        if index % 5 == 0 {
+            record.init_duration = Some(Duration::from_millis(30));
+        }
+        if index % 4 == 1 {
+            record = failed(record, if index == 1 { "timeout" } else { "error" });
+        }
+        store.record_invocation(&record, b"").unwrap();
+    }
+    store
+        .record_invocation(&invocation("other", "x", start.saturating_add(Duration::from_secs(99)), 999), b"")
+        .unwrap();
+    assert_eq!(
+        store.function_stats(&name("rename")).unwrap(),
+        FunctionStats {
+            invocations: 20,
+            errors: 5,
+            cold_starts: 4,
+            p50_duration: Some(Duration::from_millis(10)),
+            p95_duration: Some(Duration::from_millis(19)),
+            last_invoked: Some(start.saturating_add(Duration::from_secs(19))),
+        }
+    );
+    let other = store.function_stats(&name("other")).unwrap();
+    assert_eq!(
+        (other.invocations, other.p50_duration, other.p95_duration),
+        (1, Some(Duration::from_millis(999)), Some(Duration::from_millis(999)))
+    );
+}
+
+pub fn function_stats_of_a_function_never_invoked_are_empty(subject: Subject) {
+    subject.store.record_invocation(&invocation("rename", "req-1", subject.clock.now(), 5), b"").unwrap();
+    assert_eq!(subject.store.function_stats(&name("never-invoked")).unwrap(), FunctionStats::default());
+}
+
+pub fn an_invocation_with_a_cost_that_is_not_finite_records_nothing(subject: Subject) {
+    for cost in [f64::NAN, f64::INFINITY] {
+        let record = InvocationRecord { estimated_cost: cost, ..invocation("rename", "req-1", subject.clock.now(), 5) };
+        let result = subject.store.record_invocation(&record, b"logs");
+        assert!(matches!(result, Err(StateError::Backend(_))), "{cost}: {result:?}");
+    }
+    assert_eq!(every_invocation(&subject), vec![]);
+    assert_not_found(subject.store.invocation_logs("req-1"), "invocation", "req-1");
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -820,6 +1035,6 @@ mod tests {
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), listed, "a case is listed twice");
-        assert!(listed >= 41, "only {listed} cases");
+        assert!(listed >= 49, "only {listed} cases");
     }
 }

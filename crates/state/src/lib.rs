@@ -1,6 +1,7 @@
 //! The state store contract: everything Mayfly keeps durably — applied
 //! deployments, the registry of buckets and queues, the bucket event log and
-//! its consumers' cursors, and queue messages — behind one trait,
+//! its consumers' cursors, queue messages, and the invocation ledger — behind
+//! one trait,
 //! [`StateStore`], that every backend implements and the shared
 //! [`conformance`] suite checks.
 //!
@@ -31,11 +32,15 @@ pub enum StateError {
     Conflict(String),
     #[error(transparent)]
     Rule(#[from] QueueRuleError),
-    #[error("receipt {receipt} no longer holds a lease on its message (the lease lapsed, or the message was deleted or received again)")]
+    #[error(
+        "receipt {receipt} no longer holds a lease on its message (the lease lapsed, or the message was deleted or received again)"
+    )]
     LeaseLost { receipt: ReceiptHandle },
     #[error("the disk holding the state store is full; nothing was written. Free space and retry")]
     DiskFull,
-    #[error("state store at {path} was written by a newer Mayfly (schema {found}, this build knows up to {known}); upgrade Mayfly")]
+    #[error(
+        "state store at {path} was written by a newer Mayfly (schema {found}, this build knows up to {known}); upgrade Mayfly"
+    )]
     SchemaTooNew { path: String, found: i64, known: i64 },
     #[error("state store backend error: {0}")]
     Backend(String),
@@ -165,6 +170,94 @@ pub enum DeleteOutcome {
     LeaseLost,
 }
 
+/// One finished invocation of a function, as the ledger records it.
+///
+/// Durations are kept to the microsecond.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InvocationRecord {
+    /// The id the function saw; every attempt of one invocation shares it.
+    pub request_id: String,
+    pub function: Name,
+    /// The deployment whose code ran, if any was applied.
+    pub deployment_version: Option<u64>,
+    /// What invoked it: `invoke`, `bucket:<bucket>`, `queue:<queue>`, `schedule:<rule>`, `api`.
+    pub trigger: String,
+    /// 1 for the first attempt, 2 for the first retry, …
+    pub attempt: u32,
+    pub started_at: Timestamp,
+    pub duration: Duration,
+    /// Present when this invocation started a new instance (a cold start).
+    pub init_duration: Option<Duration>,
+    /// [`InvocationRecord::SUCCESS`], or a failure: `error`, `timeout`,
+    /// `out_of_memory`, `crashed`, `invalid_response`, `payload_too_large`.
+    pub outcome: String,
+    pub error_type: Option<String>,
+    pub error_message: Option<String>,
+    /// Peak resident memory of the instance in bytes, if measured.
+    pub peak_memory: Option<u64>,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// The cost under the project's `[pricing]`, in its currency units. Must be finite.
+    pub estimated_cost: f64,
+}
+
+impl InvocationRecord {
+    /// The outcome of an invocation that succeeded; every other outcome counts as an error.
+    pub const SUCCESS: &str = "success";
+}
+
+/// An invocation as stored, with its place in the ledger.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredInvocation {
+    /// The ledger sequence: 1, 2, 3, … in the order recorded, never reused.
+    pub id: u64,
+    pub record: InvocationRecord,
+}
+
+/// Which invocations to list: those with an id greater than `after_id` that
+/// match every filter given, at most `limit` of them.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct InvocationFilter {
+    pub function: Option<Name>,
+    /// 0 lists from the start; the last id of a page gives the next page.
+    pub after_id: u64,
+    pub limit: usize,
+    /// An exact outcome, e.g. `timeout`.
+    pub outcome: Option<String>,
+}
+
+/// A summary of one function's recorded invocations.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct FunctionStats {
+    pub invocations: u64,
+    /// Invocations whose outcome is not [`InvocationRecord::SUCCESS`].
+    pub errors: u64,
+    /// Invocations with an init duration.
+    pub cold_starts: u64,
+    /// The median duration by the nearest-rank method ([`nearest_rank_index`]); `None` without invocations.
+    pub p50_duration: Option<Duration>,
+    /// The 95th percentile duration by the nearest-rank method; `None` without invocations.
+    pub p95_duration: Option<Duration>,
+    /// The latest `started_at`.
+    pub last_invoked: Option<Timestamp>,
+}
+
+/// Where the `percentile`th percentile (1–100) of `count` values, sorted
+/// ascending, sits (0-based) by the nearest-rank method: the smallest value
+/// that at least `percentile`% of the values are less than or equal to. Always
+/// one of the values, never an interpolation. `None` when `count` is 0.
+///
+/// Every backend computes [`FunctionStats`] percentiles with it, so they agree exactly.
+pub fn nearest_rank_index(count: u64, percentile: u32) -> Option<u64> {
+    if count == 0 {
+        return None;
+    }
+    let percentile = u64::from(percentile.clamp(1, 100));
+    // ceil(percentile / 100 * count), in integers.
+    let rank = (percentile * count).div_ceil(100);
+    Some(rank.max(1) - 1)
+}
+
 /// The durable state of one Mayfly project.
 ///
 /// Time comes from the [`mayfly_core::Clock`] the backend was opened with.
@@ -250,4 +343,43 @@ pub trait StateStore: Send + Sync {
     /// `dead_letter` info) move only when `to` is given. `NotFound` if a queue to move
     /// to does not exist, and then nothing moves.
     fn redrive_dead_letters(&self, dead_letter: &Name, to: Option<&Name>) -> Result<u64>;
+
+    // --- the invocation ledger -----------------------------------------------------
+
+    /// Record one finished invocation (one attempt) and the logs it wrote
+    /// (stdout and stderr as captured, possibly empty), both in one commit.
+    /// Returns its ledger id, greater than every id before it. An
+    /// `estimated_cost` that is not finite is refused with `Backend` and
+    /// nothing is recorded.
+    fn record_invocation(&self, record: &InvocationRecord, logs: &[u8]) -> Result<u64>;
+    /// Recorded invocations matching `filter`, in ascending id order.
+    fn invocations(&self, filter: &InvocationFilter) -> Result<Vec<StoredInvocation>>;
+    /// The logs of every attempt recorded under `request_id`, concatenated in
+    /// the order the attempts were recorded. `NotFound` (kind `invocation`) if
+    /// no invocation has that request id; empty if they wrote nothing.
+    fn invocation_logs(&self, request_id: &str) -> Result<Vec<u8>>;
+    /// A summary of `function`'s recorded invocations, exact at this instant; all
+    /// zero and `None` for a function never invoked (the ledger does not know
+    /// which functions exist).
+    fn function_stats(&self, function: &Name) -> Result<FunctionStats>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::nearest_rank_index;
+
+    #[test]
+    fn nearest_rank_index_picks_a_value_that_covers_the_percentile() {
+        assert_eq!(nearest_rank_index(0, 50), None);
+        assert_eq!(nearest_rank_index(1, 50), Some(0));
+        assert_eq!(nearest_rank_index(1, 95), Some(0));
+        assert_eq!(nearest_rank_index(2, 50), Some(0));
+        assert_eq!(nearest_rank_index(4, 50), Some(1));
+        assert_eq!(nearest_rank_index(5, 50), Some(2));
+        assert_eq!(nearest_rank_index(20, 50), Some(9));
+        assert_eq!(nearest_rank_index(20, 95), Some(18));
+        assert_eq!(nearest_rank_index(21, 95), Some(19));
+        assert_eq!(nearest_rank_index(100, 100), Some(99));
+        assert_eq!(nearest_rank_index(10, 0), Some(0), "percentiles are clamped to 1–100");
+    }
 }
