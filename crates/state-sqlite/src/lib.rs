@@ -1084,4 +1084,83 @@ mod tests {
             assert!(!plan.contains("TEMP B-TREE"), "{sql}\n{plan}");
         }
     }
+
+    fn query_plan(connection: &Connection, sql: &str) -> String {
+        let mut statement = connection.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let parameters = rusqlite::params_from_iter(std::iter::repeat_n(0, statement.parameter_count()));
+        let plan: Vec<String> = statement
+            .query_map(parameters, |row| row.get::<_, String>(3))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        plan.join("\n")
+    }
+
+    /// Percentiles and logs per request read one index range, never the whole
+    /// ledger, and never sort: `function_stats` must not grow with other functions' rows.
+    #[test]
+    fn ledger_queries_use_their_indexes() {
+        let directory = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&directory.path().join("state.db"), Arc::new(mayfly_core::SystemClock)).unwrap();
+        let connection = store.lock_connection();
+        for (sql, index) in [
+            (
+                "SELECT duration_us FROM invocations WHERE function = ?1 ORDER BY duration_us LIMIT 1 OFFSET ?2",
+                "invocations_by_function_and_duration",
+            ),
+            (
+                "SELECT invocation_logs.logs FROM invocations LEFT JOIN invocation_logs \
+                 ON invocation_logs.invocation_id = invocations.id WHERE invocations.request_id = ?1 \
+                 ORDER BY invocations.id",
+                "invocations_by_request_id",
+            ),
+        ] {
+            let plan = query_plan(&connection, sql);
+            assert!(plan.contains(index), "{sql}\n{plan}");
+            assert!(!plan.contains("TEMP B-TREE"), "{sql}\n{plan}");
+        }
+    }
+
+    /// A file written before the ledger existed (schema 1) opens, keeps its
+    /// data and gains the ledger.
+    #[test]
+    fn a_schema_1_file_is_migrated_to_the_ledger_keeping_its_data() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("state.db");
+        {
+            let connection = Connection::open(&path).unwrap();
+            connection.execute_batch(schema::MIGRATIONS[0]).unwrap();
+            connection.execute_batch("PRAGMA user_version = 1").unwrap();
+            connection
+                .execute(
+                    "INSERT INTO deployments (content_hash, applied_at, source, forced) VALUES ('h', 5, 'src', 0)",
+                    [],
+                )
+                .unwrap();
+        }
+        let store = SqliteStore::open(&path, Arc::new(mayfly_core::SystemClock)).unwrap();
+        assert_eq!(store.deployments().unwrap().len(), 1);
+        let record = InvocationRecord {
+            request_id: "req-1".to_owned(),
+            function: Name::new("rename").unwrap(),
+            deployment_version: Some(1),
+            trigger: "invoke".to_owned(),
+            attempt: 1,
+            started_at: Timestamp(10),
+            duration: Duration::from_micros(250),
+            init_duration: None,
+            outcome: InvocationRecord::SUCCESS.to_owned(),
+            error_type: None,
+            error_message: None,
+            peak_memory: None,
+            bytes_in: 0,
+            bytes_out: 0,
+            estimated_cost: 0.0,
+        };
+        assert_eq!(store.record_invocation(&record, b"hello").unwrap(), 1);
+        assert_eq!(store.invocation_logs("req-1").unwrap(), b"hello");
+        let version: i64 = store.lock_connection().query_row("PRAGMA user_version", [], |row| row.get(0)).unwrap();
+        assert_eq!(version, current_schema_version());
+        assert_eq!(current_schema_version(), 2);
+    }
 }
