@@ -14,8 +14,9 @@ use mayfly_buckets::{BucketError, Buckets};
 use mayfly_core::queue::{QueueConfig, QueueStats, ReceiptHandle};
 use mayfly_core::{ManualClock, Name, NewObjectEvent, ObjectEvent, ObjectEventKind};
 use mayfly_state::{
-    BucketRecord, DeleteOutcome, Deployment, NewDeployment, OutgoingMessage, QueueRecord, ReceiveRequest,
-    ReceivedMessage, Result, StateError, StateStore, StoredMessage,
+    BucketRecord, DeleteOutcome, Deployment, FunctionStats, InvocationFilter, InvocationRecord, NewDeployment,
+    OutgoingMessage, QueueRecord, ReceiveRequest, ReceivedMessage, Result, StateError, StateStore, StoredInvocation,
+    StoredMessage,
 };
 use mayfly_state_sqlite::SqliteStore;
 use support::{START, name};
@@ -99,6 +100,18 @@ impl StateStore for StoreWithFailingAppends {
     }
     fn redrive_dead_letters(&self, dead_letter: &Name, to: Option<&Name>) -> Result<u64> {
         self.inner.redrive_dead_letters(dead_letter, to)
+    }
+    fn record_invocation(&self, record: &InvocationRecord, logs: &[u8]) -> Result<u64> {
+        self.inner.record_invocation(record, logs)
+    }
+    fn invocations(&self, filter: &InvocationFilter) -> Result<Vec<StoredInvocation>> {
+        self.inner.invocations(filter)
+    }
+    fn invocation_logs(&self, request_id: &str) -> Result<Vec<u8>> {
+        self.inner.invocation_logs(request_id)
+    }
+    fn function_stats(&self, function: &Name) -> Result<FunctionStats> {
+        self.inner.function_stats(function)
     }
 }
 
