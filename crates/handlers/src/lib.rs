@@ -33,6 +33,10 @@ pub enum Mode {
     InvalidJson,
     /// Kill the process with SIGABRT in the middle of the invocation.
     Crash,
+    /// Return `{"pid": N, "env": {...}}`: the process id and the whole environment.
+    Environment,
+    /// Return a JSON string of `bytes` bytes.
+    Large { bytes: u64 },
     /// Record this invocation in `dir` while it sleeps `ms` ms and return
     /// `{"concurrent": N}`, the most invocations seen in `dir` at once.
     Probe { dir: String, ms: u64 },
@@ -58,6 +62,8 @@ impl Mode {
             },
             "invalid_json" => Mode::InvalidJson,
             "crash" => Mode::Crash,
+            "env" => Mode::Environment,
+            "large" => Mode::Large { bytes: number("bytes", 1024) },
             "probe" => Mode::Probe {
                 dir: event.get("dir").and_then(Value::as_str).unwrap_or("/tmp").to_owned(),
                 ms: number("ms", 200),
@@ -127,6 +133,14 @@ pub fn run_mode(mode: &Mode, event: &Value, log: &mut dyn Write) -> Behaviour {
             let _ = writeln!(log, "crashing");
             let _ = log.flush();
             std::process::abort()
+        }
+        Mode::Environment => {
+            let environment: serde_json::Map<String, Value> =
+                std::env::vars().map(|(name, value)| (name, Value::String(value))).collect();
+            Behaviour::Respond(serde_json::json!({ "pid": std::process::id(), "env": environment }))
+        }
+        Mode::Large { bytes } => {
+            Behaviour::Respond(Value::String("x".repeat(usize::try_from(*bytes).unwrap_or(1024))))
         }
         Mode::Probe { dir, ms } => Behaviour::Respond(serde_json::json!({ "concurrent": probe(dir, *ms) })),
     }

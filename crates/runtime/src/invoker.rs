@@ -197,7 +197,7 @@ impl Invoker {
             None => None,
             Some(semaphore) => tokio::select! {
                 permit = semaphore.acquire_owned() => permit.ok(),
-                _ = shutdown.wait_for(|shutting_down| *shutting_down) => {
+                () = shutdown_requested(&mut shutdown) => {
                     return failed(Outcome::Crashed { reason: "the invoker shut down".into() }, invocation);
                 }
             },
@@ -405,5 +405,13 @@ async fn reap_idle_instances(inner: &InvokerInner) {
 fn log_failure(function: &FunctionDefinition, request_id: &str, outcome: &Outcome) {
     if !outcome.is_success() {
         tracing::info!(function = %function.name, request_id, outcome = outcome.kind(), detail = %outcome, "invocation failed");
+    }
+}
+
+/// Resolves once the invoker is shutting down.
+pub(crate) async fn shutdown_requested(shutdown: &mut watch::Receiver<bool>) {
+    if shutdown.wait_for(|shutting_down| *shutting_down).await.is_err() {
+        // The invoker is gone without a shutdown; nothing will ever ask for one.
+        std::future::pending::<()>().await;
     }
 }

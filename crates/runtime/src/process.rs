@@ -127,7 +127,7 @@ pub(crate) async fn run_process_invocation(
         tokio::select! {
             _ = &mut io => Ending::Exited,
             () = &mut deadline => Ending::TimedOut,
-            _ = shutdown.wait_for(|shutting_down| *shutting_down) => Ending::ShutDown,
+            () = crate::invoker::shutdown_requested(shutdown) => Ending::ShutDown,
         }
     };
     let outcome = match ending {

@@ -119,7 +119,7 @@ impl LambdaInstance {
                     return Err(self.outcome_of_unexpected_exit("during init").await);
                 }
                 () = &mut deadline => return Err(Outcome::TimedOut { after: timeout }),
-                _ = shutdown.wait_for(|shutting_down| *shutting_down) => {
+                () = crate::invoker::shutdown_requested(shutdown) => {
                     return Err(Outcome::Crashed { reason: "the invoker shut down during init".into() });
                 }
             }
@@ -185,7 +185,7 @@ impl LambdaInstance {
                     return (self.outcome_of_unexpected_exit("before responding").await, None, false);
                 }
                 () = &mut deadline => return (Outcome::TimedOut { after: function.timeout }, None, false),
-                _ = shutdown.wait_for(|shutting_down| *shutting_down) => {
+                () = crate::invoker::shutdown_requested(shutdown) => {
                     let reason = "the invoker shut down during the invocation".into();
                     return (Outcome::Crashed { reason }, None, false);
                 }
