@@ -6,23 +6,21 @@
 //! Logs go to stdout, as a Lambda function's do. With `MAYFLY_TEST_INIT_FAIL`
 //! set the process exits during init, before polling.
 
-use lambda_runtime::{Error, LambdaEvent, service_fn};
+use lambda_runtime::{Diagnostic, Error, LambdaEvent, service_fn};
 use mayfly_test_handlers::{Behaviour, Mode, log_requested_line, run_mode};
 use serde_json::Value;
 
-/// The error type the runtime reports as `errorType`.
+/// The handled failure, reported through `/error` as `errorType` "RequestedFailure".
 #[derive(Debug)]
 struct RequestedFailure(String);
 
-impl std::fmt::Display for RequestedFailure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+impl From<RequestedFailure> for Diagnostic {
+    fn from(failure: RequestedFailure) -> Diagnostic {
+        Diagnostic { error_type: "RequestedFailure".to_owned(), error_message: failure.0 }
     }
 }
 
-impl std::error::Error for RequestedFailure {}
-
-async fn handle(event: LambdaEvent<Value>) -> Result<Value, Error> {
+async fn handle(event: LambdaEvent<Value>) -> Result<Value, RequestedFailure> {
     let (payload, _context) = event.into_parts();
     let mut stdout = std::io::stdout();
     log_requested_line(&payload, &mut stdout);
@@ -31,7 +29,7 @@ async fn handle(event: LambdaEvent<Value>) -> Result<Value, Error> {
     // task, which is what a synchronous handler does in AWS too.
     match run_mode(&mode, &payload, &mut stdout) {
         Behaviour::Respond(value) => Ok(value),
-        Behaviour::Fail(message) => Err(Box::new(RequestedFailure(message))),
+        Behaviour::Fail(message) => Err(RequestedFailure(message)),
         Behaviour::PrintInvalidJson => Ok(Value::String("this is not { json".to_owned())),
     }
 }
