@@ -139,9 +139,7 @@ pub fn run_mode(mode: &Mode, event: &Value, log: &mut dyn Write) -> Behaviour {
                 std::env::vars().map(|(name, value)| (name, Value::String(value))).collect();
             Behaviour::Respond(serde_json::json!({ "pid": std::process::id(), "env": environment }))
         }
-        Mode::Large { bytes } => {
-            Behaviour::Respond(Value::String("x".repeat(usize::try_from(*bytes).unwrap_or(1024))))
-        }
+        Mode::Large { bytes } => Behaviour::Respond(Value::String("x".repeat(usize::try_from(*bytes).unwrap_or(1024)))),
         Mode::Probe { dir, ms } => Behaviour::Respond(serde_json::json!({ "concurrent": probe(dir, *ms) })),
     }
 }

@@ -31,7 +31,10 @@ const COLD_PER_ROUND: usize = 60;
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     runtime.block_on(async {
-        println!("mayfly-runtime invoke benchmark ({} CPUs)", std::thread::available_parallelism().map_or(0, |n| n.get()));
+        println!(
+            "mayfly-runtime invoke benchmark ({} CPUs)",
+            std::thread::available_parallelism().map_or(0, |n| n.get())
+        );
         warm_lambda().await;
         cold_process().await;
     });

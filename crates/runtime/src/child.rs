@@ -169,19 +169,13 @@ impl ChildProcess {
         if self.exit.is_some() {
             return;
         }
-        loop {
-            match self.exit_watch.readable().await {
-                Ok(guard) => {
-                    // A pidfd stays readable once the process exited; keep the readiness.
-                    drop(guard);
-                    return;
-                }
-                Err(error) => {
-                    tracing::warn!(pid = self.pid, error = %error, "cannot poll the pidfd; polling the process");
-                    while process_is_running(self.pid) {
-                        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                    }
-                    return;
+        match self.exit_watch.readable().await {
+            // A pidfd stays readable once the process exited; the readiness is kept.
+            Ok(_guard) => {}
+            Err(error) => {
+                tracing::warn!(pid = self.pid, error = %error, "cannot poll the pidfd; polling the process");
+                while process_is_running(self.pid) {
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
                 }
             }
         }

@@ -112,17 +112,31 @@ pub enum Outcome {
     /// The handler reported an error (lambda `/error`), or the process exited
     /// non-zero (`error_type` "ProcessExit", the message has the status and the
     /// last stderr lines).
-    FunctionError { error_type: String, message: String },
+    FunctionError {
+        error_type: String,
+        message: String,
+    },
     /// The timeout elapsed; the whole process group was killed.
-    TimedOut { after: Duration },
+    TimedOut {
+        after: Duration,
+    },
     /// The instance exceeded its memory limit and was killed.
-    OutOfMemory { limit: ByteSize },
+    OutOfMemory {
+        limit: ByteSize,
+    },
     /// The instance died (signal, exit before responding, init error) or could not start.
-    Crashed { reason: String },
+    Crashed {
+        reason: String,
+    },
     /// The process runtime's stdout was not JSON.
-    InvalidResponse { reason: String },
+    InvalidResponse {
+        reason: String,
+    },
     /// The event or the response is larger than the function's `max_payload`.
-    PayloadTooLarge { size: u64, limit: ByteSize },
+    PayloadTooLarge {
+        size: u64,
+        limit: ByteSize,
+    },
 }
 
 impl Outcome {
@@ -163,7 +177,7 @@ impl std::fmt::Display for Outcome {
 /// `3`, `0.5`, `1.25`: seconds without trailing zeros.
 fn format_seconds(duration: Duration) -> String {
     let millis = duration.as_millis();
-    if millis % 1000 == 0 {
+    if millis.is_multiple_of(1000) {
         format!("{}", millis / 1000)
     } else {
         let text = format!("{}.{:03}", millis / 1000, millis % 1000);

@@ -21,7 +21,8 @@ fn memory_size_mb(function: &FunctionDefinition) -> u64 {
         Some(limit) => limit.bytes() / (1024 * 1024),
         None => {
             // SAFETY: sysconf only reads system configuration values.
-            let (pages, page_size) = unsafe { (libc::sysconf(libc::_SC_PHYS_PAGES), libc::sysconf(libc::_SC_PAGESIZE)) };
+            let (pages, page_size) =
+                unsafe { (libc::sysconf(libc::_SC_PHYS_PAGES), libc::sysconf(libc::_SC_PAGESIZE)) };
             (u64::try_from(pages).unwrap_or(0) * u64::try_from(page_size).unwrap_or(0)) / (1024 * 1024)
         }
     }

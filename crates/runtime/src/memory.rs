@@ -111,7 +111,8 @@ fn prepare_v1_parent(parent: &Path) -> std::io::Result<MemoryEnforcement> {
     std::fs::create_dir_all(parent)?;
     // Probe that we may create children here.
     let probe = parent.join(format!("probe-{}", std::process::id()));
-    std::fs::create_dir(&probe).or_else(|error| if error.kind() == ErrorKind::AlreadyExists { Ok(()) } else { Err(error) })?;
+    std::fs::create_dir(&probe)
+        .or_else(|error| if error.kind() == ErrorKind::AlreadyExists { Ok(()) } else { Err(error) })?;
     std::fs::remove_dir(&probe)?;
     Ok(MemoryEnforcement::CgroupV1 { parent: parent.to_owned() })
 }

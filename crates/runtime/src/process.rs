@@ -195,8 +195,11 @@ fn classify(
         },
         ExitStatus::Code(_) => {
             let tail = logs.last_lines(ERROR_TAIL_LINES);
-            let message =
-                if tail.is_empty() { exit.status.to_string() } else { format!("{}; stderr ends with:\n{tail}", exit.status) };
+            let message = if tail.is_empty() {
+                exit.status.to_string()
+            } else {
+                format!("{}; stderr ends with:\n{tail}", exit.status)
+            };
             Outcome::FunctionError { error_type: "ProcessExit".into(), message }
         }
     }

@@ -178,7 +178,8 @@ async fn a_handler_error_is_a_function_error_and_keeps_the_instance() {
     let invoker = invoker();
     let function = lambda_echo("fails");
     let first = invoker.invoke(&function, invocation(json!({ "mode": "env" }))).await;
-    let result = invoker.invoke(&function, invocation(json!({ "mode": "error", "message": "chart 17 is empty" }))).await;
+    let result =
+        invoker.invoke(&function, invocation(json!({ "mode": "error", "message": "chart 17 is empty" }))).await;
     let Outcome::FunctionError { error_type, message } = &result.outcome else {
         panic!("expected a function error, got {:?}", result.outcome);
     };
@@ -253,7 +254,9 @@ async fn shutdown_stops_every_instance_and_refuses_later_calls() {
     let pid = pid_of(&result) as i32;
     let busy = {
         let (invoker, function) = (invoker.clone(), lambda_echo("busy"));
-        tokio::spawn(async move { invoker.invoke(&function, invocation(json!({ "mode": "sleep", "ms": 60_000 }))).await })
+        tokio::spawn(
+            async move { invoker.invoke(&function, invocation(json!({ "mode": "sleep", "ms": 60_000 }))).await },
+        )
     };
     assert!(eventually(Duration::from_secs(10), || invoker.warm_instances(&Name::new("busy").unwrap()) == 1).await);
     tokio::time::sleep(Duration::from_millis(300)).await;

@@ -51,7 +51,8 @@ async fn the_handler_sees_the_functions_and_the_runtimes_variables() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn non_zero_exit_is_a_function_error_with_the_status_and_the_last_stderr_lines() {
     let function = process_echo("fails");
-    let result = invoker().invoke(&function, invocation(json!({ "mode": "error", "message": "chart 17 is empty" }))).await;
+    let result =
+        invoker().invoke(&function, invocation(json!({ "mode": "error", "message": "chart 17 is empty" }))).await;
     let Outcome::FunctionError { error_type, message } = &result.outcome else {
         panic!("expected a function error, got {:?}", result.outcome);
     };
@@ -115,15 +116,20 @@ async fn within_the_memory_limit_the_peak_is_reported() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_address_space_fallback_limits_memory_too() {
-    let mut config = InvokerConfig::default();
-    config.memory_enforcement = mayfly_runtime::MemoryEnforcementMode::AddressSpaceLimit;
-    let invoker = Invoker::new(config);
+    let invoker = Invoker::new(InvokerConfig {
+        memory_enforcement: mayfly_runtime::MemoryEnforcementMode::AddressSpaceLimit,
+        ..InvokerConfig::default()
+    });
     assert_eq!(invoker.memory_enforcement(), &MemoryEnforcement::AddressSpaceLimit);
     let mut function = process_echo("rlimited");
     function.memory = Some(ByteSize(64 * 1024 * 1024));
     let result = invoker.invoke(&function, invocation(json!({ "mode": "allocate", "mb": 256 }))).await;
     // Documented: without a cgroup, running out of memory shows as a crash.
-    assert!(matches!(&result.outcome, Outcome::Crashed { reason } if reason.contains("SIGABRT")), "{:?}", result.outcome);
+    assert!(
+        matches!(&result.outcome, Outcome::Crashed { reason } if reason.contains("SIGABRT")),
+        "{:?}",
+        result.outcome
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -69,7 +69,8 @@ async fn a_python_handler_succeeds_and_stays_warm() {
 async fn a_python_exception_is_a_function_error() {
     let invoker = Invoker::new(InvokerConfig::default());
     let function = python_function("python-fails");
-    let result = invoker.invoke(&function, invocation(json!({ "mode": "error", "message": "chart 17 is empty" }))).await;
+    let result =
+        invoker.invoke(&function, invocation(json!({ "mode": "error", "message": "chart 17 is empty" }))).await;
     assert_eq!(
         result.outcome,
         Outcome::FunctionError { error_type: "ValueError".into(), message: "chart 17 is empty".into() },

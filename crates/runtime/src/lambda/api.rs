@@ -42,10 +42,23 @@ pub(crate) struct PendingEvent {
 pub(crate) enum ApiEvent {
     /// The first `/next`: init is over.
     Ready,
-    Response { request_id: String, body: Bytes },
-    ResponseTooLarge { request_id: String, size: u64 },
-    Error { request_id: String, error_type: String, message: String },
-    InitError { error_type: String, message: String },
+    Response {
+        request_id: String,
+        body: Bytes,
+    },
+    ResponseTooLarge {
+        request_id: String,
+        size: u64,
+    },
+    Error {
+        request_id: String,
+        error_type: String,
+        message: String,
+    },
+    InitError {
+        error_type: String,
+        message: String,
+    },
 }
 
 struct ApiState {

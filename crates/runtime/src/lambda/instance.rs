@@ -83,15 +83,7 @@ impl LambdaInstance {
         let logs = LogCapture::new(pipes);
         let log_readers = logs.spawn_readers();
         tracing::debug!(function = %function.name, pid = child.pid(), runtime_api, "lambda instance started");
-        Ok(LambdaInstance {
-            definition: function.clone(),
-            last_used: now,
-            child,
-            cgroup,
-            server,
-            logs,
-            log_readers,
-        })
+        Ok(LambdaInstance { definition: function.clone(), last_used: now, child, cgroup, server, logs, log_readers })
     }
 
     /// Waits for the instance's first `/next` (the end of init), at most `timeout`.

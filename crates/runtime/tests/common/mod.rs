@@ -50,8 +50,7 @@ pub fn lambda_echo(name: &str) -> FunctionDefinition {
 }
 
 pub fn function(name: &str, runtime: RuntimeKind, command: Vec<String>) -> FunctionDefinition {
-    let mut function =
-        FunctionDefinition::new(Name::new(name).unwrap(), runtime, command, std::env::temp_dir());
+    let mut function = FunctionDefinition::new(Name::new(name).unwrap(), runtime, command, std::env::temp_dir());
     function.timeout = Duration::from_secs(20);
     function
 }
