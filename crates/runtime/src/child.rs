@@ -31,7 +31,10 @@ pub(crate) struct SpawnRequest<'a> {
     /// `RLIMIT_AS` in bytes.
     pub address_space_limit: Option<u64>,
     pub with_stdin: bool,
-    /// SIGKILL the child if the spawning thread dies (for long-lived instances).
+    /// SIGKILL the child if the spawning thread dies (for long-lived
+    /// instances, so that a killed Mayfly leaves none behind). Linux ties this
+    /// to the *thread* that spawned: spawn from runtime worker threads, which
+    /// live as long as the runtime, not from short-lived blocking threads.
     pub die_with_parent: bool,
 }
 

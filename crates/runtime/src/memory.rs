@@ -258,8 +258,8 @@ impl InstanceCgroup {
 
     /// Kills what is left and removes the cgroup, retrying while the kernel
     /// finishes tearing the processes down.
-    pub(crate) async fn remove(self) {
-        let path = self.path.clone();
+    pub(crate) async fn remove(mut self) {
+        let path = std::mem::take(&mut self.path);
         drop(self);
         for attempt in 0..200 {
             kill_cgroup_members(&path);
@@ -271,6 +271,30 @@ impl InstanceCgroup {
                 }
                 Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
             }
+        }
+    }
+}
+
+impl Drop for InstanceCgroup {
+    /// An instance dropped without [`InstanceCgroup::remove`] (its invoker was
+    /// dropped without `shutdown`): kill and remove off the async threads.
+    fn drop(&mut self) {
+        if self.path.as_os_str().is_empty() {
+            return;
+        }
+        let path = std::mem::take(&mut self.path);
+        let cleanup = std::thread::Builder::new().name("mayfly-cgroup".into()).spawn(move || {
+            for _ in 0..200 {
+                kill_cgroup_members(&path);
+                if std::fs::remove_dir(&path).is_ok() || !path.exists() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            tracing::warn!(path = %path.display(), "cannot remove an instance cgroup");
+        });
+        if let Err(error) = cleanup {
+            tracing::warn!(error = %error, "cannot start a thread to remove an instance cgroup");
         }
     }
 }

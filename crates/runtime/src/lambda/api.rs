@@ -9,6 +9,11 @@
 //! The server only moves messages: events come in on a channel from the
 //! instance's owner, and everything the handler reports goes back on another.
 //! Which request is in flight, and what its outcome is, the owner decides.
+//!
+//! FIXME: like AWS's own emulator, the API trusts whoever connects to its
+//! port; another local process that finds the port could poll events.
+//! Checking the peer's pid (SO_PEERCRED needs a Unix socket, which the
+//! runtime clients do not speak) or a per-instance secret path would close it.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
