@@ -11,11 +11,17 @@ pub const NOT_FOUND: u8 = 4;
 pub const REFUSED: u8 = 5;
 pub const LIMIT_EXCEEDED: u8 = 6;
 pub const DISK_FULL: u8 = 7;
+pub const FUNCTION_FAILED: u8 = 8;
 
 /// An error the command itself decided to refuse with (e.g. would lose data).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct Refused(pub String);
+
+/// A function invoked by the command ran and failed (the result was still printed).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct FunctionFailed(pub String);
 
 /// An error for something that does not exist (e.g. a bucket in a CLI address).
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +67,9 @@ pub fn for_error(error: &anyhow::Error) -> u8 {
         }
         if cause.downcast_ref::<NotFound>().is_some() {
             return NOT_FOUND;
+        }
+        if cause.downcast_ref::<FunctionFailed>().is_some() {
+            return FUNCTION_FAILED;
         }
     }
     FAILURE

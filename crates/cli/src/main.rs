@@ -12,7 +12,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::commands::{demo, objects, queues, spec};
+use crate::commands::{demo, functions, objects, queues, spec};
 use crate::output::Output;
 
 #[derive(Debug, Parser)]
@@ -23,7 +23,7 @@ use crate::output::Output;
     long_about = "Mayfly runs serverless batch pipelines on machines you own: buckets, durable queues, \
 functions and batch jobs declared in one architecture file, mayfly.toml.",
     after_help = "Examples:\n  mayfly init chart-coding && cd chart-coding\n  mayfly deploy\n  mayfly put inbox/notes/001.txt notes.txt\n  mayfly send work '{\"chart\": 17}'\n  mayfly queues\n\nExit codes: 0 ok, 1 failure, 2 usage error, 3 invalid architecture file, \
-4 not found, 5 refused (conflict or would lose data), 6 limit exceeded, 7 disk full."
+4 not found, 5 refused (conflict or would lose data), 6 limit exceeded, 7 disk full, 8 the invoked function failed."
 )]
 struct Cli {
     /// The project directory (default: the nearest directory upwards holding mayfly.toml).
@@ -50,7 +50,9 @@ enum Command {
     #[command(after_help = "Example:\n  mayfly schema > mayfly.schema.json")]
     Schema,
     /// Apply mayfly.toml: create its buckets and queues and record the version.
-    #[command(after_help = "Examples:\n  mayfly deploy\n  mayfly deploy --dry-run\n  mayfly deploy --force   # allow removing queues and buckets that hold data")]
+    #[command(
+        after_help = "Examples:\n  mayfly deploy\n  mayfly deploy --dry-run\n  mayfly deploy --force   # allow removing queues and buckets that hold data"
+    )]
     Deploy(spec::DeployArgs),
     /// Show what applying an architecture file would change.
     #[command(after_help = "Examples:\n  mayfly diff\n  mayfly diff next.toml")]
@@ -60,10 +62,14 @@ enum Command {
     Deployments(spec::DeploymentsArgs),
 
     /// Store an object from a file or stdin.
-    #[command(after_help = "Examples:\n  mayfly put inbox/charts/17.txt chart.txt\n  cat big.vcf | mayfly put inbox/genomes/a.vcf")]
+    #[command(
+        after_help = "Examples:\n  mayfly put inbox/charts/17.txt chart.txt\n  cat big.vcf | mayfly put inbox/genomes/a.vcf"
+    )]
     Put(objects::PutArgs),
     /// Write an object to a file or stdout.
-    #[command(after_help = "Examples:\n  mayfly get archive/charts/17.txt out.txt\n  mayfly get archive/charts/17.txt | less")]
+    #[command(
+        after_help = "Examples:\n  mayfly get archive/charts/17.txt out.txt\n  mayfly get archive/charts/17.txt | less"
+    )]
     Get(objects::GetArgs),
     /// List buckets, or the objects of a bucket under a prefix.
     #[command(after_help = "Examples:\n  mayfly ls\n  mayfly ls inbox\n  mayfly ls inbox/charts/")]
@@ -74,21 +80,30 @@ enum Command {
     /// Copy an object, within a bucket or across buckets.
     #[command(after_help = "Example:\n  mayfly cp inbox/charts/17.txt archive/2026/17.txt")]
     Cp(objects::CpArgs),
+    /// Move an object: copy, then delete the original.
+    #[command(after_help = "Example:\n  mayfly mv inbox/charts/17.txt archive/2026/17.txt")]
+    Mv(objects::CpArgs),
     /// Show the bucket event log (created/deleted, in commit order).
     #[command(after_help = "Examples:\n  mayfly events\n  mayfly events --after 120 --limit 10")]
     Events(objects::EventsArgs),
 
     /// Send messages to a queue.
-    #[command(after_help = "Examples:\n  mayfly send work '{\"chart\": 17}'\n  mayfly send work --file message.json --attribute source=ehr --delay 30s\n  mayfly send work --lines < messages.ndjson")]
+    #[command(
+        after_help = "Examples:\n  mayfly send work '{\"chart\": 17}'\n  mayfly send work --file message.json --attribute source=ehr --delay 30s\n  mayfly send work --lines < messages.ndjson"
+    )]
     Send(queues::SendArgs),
     /// Receive (lease) messages from a queue.
-    #[command(after_help = "Examples:\n  mayfly receive work\n  mayfly receive work --max 10 --visibility-timeout 5m --json")]
+    #[command(
+        after_help = "Examples:\n  mayfly receive work\n  mayfly receive work --max 10 --visibility-timeout 5m --json"
+    )]
     Receive(queues::ReceiveArgs),
     /// Delete received messages by their receipts (acknowledge them).
     #[command(after_help = "Example:\n  mayfly ack work 41.1 42.1")]
     Ack(queues::AckArgs),
     /// Change how long a received message stays leased (0s returns it at once).
-    #[command(after_help = "Examples:\n  mayfly extend work 41.1 --timeout 10m\n  mayfly extend work 41.1 --timeout 0s")]
+    #[command(
+        after_help = "Examples:\n  mayfly extend work 41.1 --timeout 10m\n  mayfly extend work 41.1 --timeout 0s"
+    )]
     Extend(queues::ExtendArgs),
     /// Show queue statistics: visible, in flight, delayed, oldest age.
     #[command(after_help = "Examples:\n  mayfly queues\n  mayfly queues work --json")]
@@ -99,6 +114,28 @@ enum Command {
     /// Dead-letter queues: list and redrive.
     #[command(subcommand)]
     Dlq(queues::DlqCommand),
+
+    /// Run the control plane: routes, queue triggers, schedules, asynchronous invocations.
+    #[command(after_help = "Examples:\n  mayfly up\n  MAYFLY_LOG=info mayfly up --idle-timeout 1m")]
+    Up(functions::UpArgs),
+    /// Invoke a deployed function synchronously and print its result, logs and report.
+    #[command(
+        after_help = "Examples:\n  mayfly invoke rename --event event.json\n  mayfly invoke rename --payload '{\"Records\": []}' --json"
+    )]
+    Invoke(functions::InvokeArgs),
+    /// List recorded invocations from the ledger.
+    #[command(
+        after_help = "Examples:\n  mayfly invocations\n  mayfly invocations --function rename --outcome timeout --limit 50"
+    )]
+    Invocations(functions::InvocationsArgs),
+    /// Print functions' captured logs, per invocation.
+    #[command(
+        after_help = "Examples:\n  mayfly logs --function rename --follow\n  mayfly logs --request 6f1c2a9e-0b1d-4c57-9a1e-3c2b7d4e5f60"
+    )]
+    Logs(functions::LogsArgs),
+    /// Per-function statistics: invocations, errors, cold starts, p50/p95 duration.
+    #[command(after_help = "Examples:\n  mayfly functions\n  mayfly functions --json")]
+    Functions(functions::FunctionsArgs),
 
     /// Run the demo pipeline end to end in a fresh project.
     #[command(after_help = "Examples:\n  mayfly demo\n  mayfly demo --dir /tmp/mayfly-demo --keep")]
@@ -148,6 +185,7 @@ async fn run(command: Command, project: Option<PathBuf>, output: Output) -> anyh
         Command::Ls(args) => objects::ls(args, project, output).await,
         Command::Rm(args) => objects::rm(args, project, output).await,
         Command::Cp(args) => objects::cp(args, project, output).await,
+        Command::Mv(args) => objects::mv(args, project, output).await,
         Command::Events(args) => objects::events(args, project, output),
         Command::Send(args) => queues::send(args, project, output),
         Command::Receive(args) => queues::receive(args, project, output),
@@ -156,6 +194,11 @@ async fn run(command: Command, project: Option<PathBuf>, output: Output) -> anyh
         Command::Queues(args) => queues::stats(args, project, output),
         Command::Peek(args) => queues::peek(args, project, output),
         Command::Dlq(command) => queues::dlq(command, project, output),
+        Command::Up(args) => functions::up(args, project, output).await,
+        Command::Invoke(args) => functions::invoke(args, project, output).await,
+        Command::Invocations(args) => functions::invocations(args, project, output),
+        Command::Logs(args) => functions::logs(args, project, output).await,
+        Command::Functions(args) => functions::functions(args, project, output),
         Command::Demo(args) => demo::run(args, output).await,
     }
 }
@@ -173,15 +216,16 @@ mod tests {
     #[test]
     fn every_command_has_an_example() {
         for command in Cli::command().get_subcommands() {
-            let has_example = command
-                .get_after_help()
-                .map(|help| help.to_string().contains("mayfly "))
-                .unwrap_or(false)
-                || command.get_subcommands().all(|sub| {
-                    sub.get_after_help().map(|help| help.to_string().contains("mayfly ")).unwrap_or(false)
-                }) && command.has_subcommands();
-            assert!(has_example || command.get_name() == "schema" || command.get_name() == "help",
-                "`mayfly {}` has no example in its help", command.get_name());
+            let has_example =
+                command.get_after_help().map(|help| help.to_string().contains("mayfly ")).unwrap_or(false)
+                    || command.get_subcommands().all(|sub| {
+                        sub.get_after_help().map(|help| help.to_string().contains("mayfly ")).unwrap_or(false)
+                    }) && command.has_subcommands();
+            assert!(
+                has_example || command.get_name() == "schema" || command.get_name() == "help",
+                "`mayfly {}` has no example in its help",
+                command.get_name()
+            );
         }
     }
 }

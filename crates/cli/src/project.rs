@@ -76,10 +76,7 @@ impl Project {
     /// Other commands need a deployed project and say so.
     pub fn open(&self, create: bool) -> Result<OpenProject> {
         if !create && !self.is_deployed() {
-            bail!(
-                "project {} has not been deployed yet; run `mayfly deploy` first",
-                self.root.display()
-            );
+            bail!("project {} has not been deployed yet; run `mayfly deploy` first", self.root.display());
         }
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let state = Arc::new(

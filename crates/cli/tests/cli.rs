@@ -2,9 +2,8 @@
 //! project directory and checks stdout, stderr and the exit code, as a user
 //! or a script would see them.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::Command;
 
 use serde_json::Value;
 
@@ -24,93 +23,25 @@ max_message_size = "1KiB"
 [queues.work-dlq]
 "#;
 
-struct Project {
-    _dir: tempfile::TempDir,
-    root: PathBuf,
+mod support;
+
+use support::{Project, assert_success};
+
+fn new_project() -> Project {
+    Project::with_spec(SPEC)
 }
 
-impl Project {
-    /// A project with `SPEC` as its mayfly.toml, not yet deployed.
-    fn new() -> Project {
-        Project::with_spec(SPEC)
-    }
-
-    fn with_spec(spec: &str) -> Project {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let root = dir.path().join("project");
-        std::fs::create_dir_all(&root).unwrap();
-        std::fs::write(root.join("mayfly.toml"), spec).unwrap();
-        Project { _dir: dir, root }
-    }
-
-    fn deployed() -> Project {
-        let project = Project::new();
-        project.ok(&["deploy"]);
-        project
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_mayfly"));
-        command.args(args).current_dir(&self.root).env_remove("MAYFLY_PROJECT");
-        command
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.command(args).output().expect("run mayfly")
-    }
-
-    fn run_with_stdin(&self, args: &[&str], stdin: &[u8]) -> Output {
-        let mut child = self
-            .command(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn mayfly");
-        child.stdin.take().unwrap().write_all(stdin).unwrap();
-        child.wait_with_output().unwrap()
-    }
-
-    /// Run, require exit 0, return stdout.
-    fn ok(&self, args: &[&str]) -> String {
-        let output = self.run(args);
-        assert_success(&output, args);
-        String::from_utf8(output.stdout).unwrap()
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        let mut with_json = args.to_vec();
-        with_json.push("--json");
-        let stdout = self.ok(&with_json);
-        serde_json::from_str(&stdout).unwrap_or_else(|error| panic!("{args:?}: not JSON ({error}): {stdout}"))
-    }
-
-    /// Run, require exit `code`, return stderr.
-    fn fails(&self, args: &[&str], code: i32) -> String {
-        let output = self.run(args);
-        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-        assert_eq!(output.status.code(), Some(code), "mayfly {args:?}: stdout {} stderr {stderr}", String::from_utf8_lossy(&output.stdout));
-        assert!(stderr.contains("error"), "errors go to stderr: {stderr}");
-        stderr
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.root.join(name)
-    }
-}
-
-fn assert_success(output: &Output, args: &[&str]) {
-    assert!(
-        output.status.success(),
-        "mayfly {args:?} exited {:?}\nstdout: {}\nstderr: {}",
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+fn deployed_project() -> Project {
+    Project::deployed_with(SPEC)
 }
 
 fn queue_row<'a>(stats: &'a Value, queue: &str) -> &'a Value {
-    stats.as_array().unwrap().iter().find(|row| row["queue"] == queue).unwrap_or_else(|| panic!("no {queue} in {stats}"))
+    stats
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|row| row["queue"] == queue)
+        .unwrap_or_else(|| panic!("no {queue} in {stats}"))
 }
 
 #[test]
@@ -166,14 +97,14 @@ colour = "blue"
 
 #[test]
 fn schema_is_json() {
-    let project = Project::new();
+    let project = new_project();
     let schema: Value = serde_json::from_str(&project.ok(&["schema"])).unwrap();
     assert!(schema["properties"]["queues"].is_object(), "{schema}");
 }
 
 #[test]
 fn deploy_records_versions_and_diff_shows_changes() {
-    let project = Project::deployed();
+    let project = deployed_project();
     let unchanged = project.json(&["deploy"]);
     assert_eq!(unchanged["recorded"], false);
     assert_eq!(unchanged["version"], 1);
@@ -198,10 +129,11 @@ fn deploy_records_versions_and_diff_shows_changes() {
 
 #[test]
 fn deploy_refuses_to_lose_data_unless_forced() {
-    let project = Project::deployed();
+    let project = deployed_project();
     project.ok(&["send", "work", "keep me"]);
     project.ok(&["put", "archive/a.txt", "mayfly.toml"]);
-    let without = "version = 1\nname = \"cli-test\"\ntags = { owner = \"tests\", data-class = \"synthetic\" }\n[buckets.inbox]\n";
+    let without =
+        "version = 1\nname = \"cli-test\"\ntags = { owner = \"tests\", data-class = \"synthetic\" }\n[buckets.inbox]\n";
     std::fs::write(project.path("mayfly.toml"), without).unwrap();
 
     let stderr = project.fails(&["deploy"], 5);
@@ -219,7 +151,7 @@ fn deploy_refuses_to_lose_data_unless_forced() {
 
 #[test]
 fn objects_put_get_list_copy_delete_and_events() {
-    let project = Project::deployed();
+    let project = deployed_project();
     std::fs::write(project.path("chart.txt"), "chest pain\n").unwrap();
     project.ok(&["put", "inbox/charts/1.txt", "chart.txt"]);
     let from_stdin = project.run_with_stdin(&["put", "inbox/charts/2.txt", "--json"], b"from stdin");
@@ -250,7 +182,12 @@ fn objects_put_get_list_copy_delete_and_events() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|e| (e["kind"].as_str().unwrap().to_owned(), format!("{}/{}", e["bucket"].as_str().unwrap(), e["key"].as_str().unwrap())))
+        .map(|e| {
+            (
+                e["kind"].as_str().unwrap().to_owned(),
+                format!("{}/{}", e["bucket"].as_str().unwrap(), e["key"].as_str().unwrap()),
+            )
+        })
         .collect();
     let expected = [
         ("created", "inbox/charts/1.txt"),
@@ -265,7 +202,7 @@ fn objects_put_get_list_copy_delete_and_events() {
 
 #[test]
 fn queues_send_receive_ack_extend_and_stats() {
-    let project = Project::deployed();
+    let project = deployed_project();
     let sent = project.json(&["send", "work", "{\"chart\": 1}", "--attribute", "source=ehr"]);
     assert_eq!(sent["message_ids"].as_array().unwrap().len(), 1);
     let lines = project.run_with_stdin(&["send", "work", "--lines", "--json"], b"a\nb\n\nc\n");
@@ -276,7 +213,10 @@ fn queues_send_receive_ack_extend_and_stats() {
 
     let stats = project.json(&["queues"]);
     let work = queue_row(&stats, "work");
-    assert_eq!((work["visible"].as_u64(), work["delayed"].as_u64(), work["in_flight"].as_u64()), (Some(4), Some(1), Some(0)));
+    assert_eq!(
+        (work["visible"].as_u64(), work["delayed"].as_u64(), work["in_flight"].as_u64()),
+        (Some(4), Some(1), Some(0))
+    );
 
     let received = project.json(&["receive", "work", "--max", "2"]);
     let received = received.as_array().unwrap();
@@ -297,7 +237,7 @@ fn queues_send_receive_ack_extend_and_stats() {
 
 #[test]
 fn bad_queue_input_is_refused_and_changes_nothing() {
-    let project = Project::deployed();
+    let project = deployed_project();
     project.ok(&["send", "work", "one"]);
     // Counts and contents, not ages: ages move with the clock.
     let snapshot = || {
@@ -324,7 +264,7 @@ fn bad_queue_input_is_refused_and_changes_nothing() {
 
 #[test]
 fn poison_messages_go_to_the_dead_letter_queue_and_redrive_back() {
-    let project = Project::deployed();
+    let project = deployed_project();
     project.ok(&["send", "work", "poison"]);
     for _ in 0..2 {
         let received = project.json(&["receive", "work", "--visibility-timeout", "1ms"]);
@@ -349,18 +289,23 @@ fn poison_messages_go_to_the_dead_letter_queue_and_redrive_back() {
 #[test]
 fn commands_outside_a_project_say_what_to_do() {
     let dir = tempfile::tempdir().unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_mayfly")).arg("queues").current_dir(dir.path()).env_remove("MAYFLY_PROJECT").output().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_mayfly"))
+        .arg("queues")
+        .current_dir(dir.path())
+        .env_remove("MAYFLY_PROJECT")
+        .output()
+        .unwrap();
     assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stderr).contains("mayfly init"));
 
-    let undeployed = Project::new();
+    let undeployed = new_project();
     let stderr = undeployed.fails(&["queues"], 1);
     assert!(stderr.contains("mayfly deploy"), "{stderr}");
 }
 
 #[test]
 fn every_command_has_help_with_an_example() {
-    let project = Project::new();
+    let project = new_project();
     let help = project.ok(&["--help"]);
     let commands: Vec<String> = help
         .lines()
@@ -390,8 +335,10 @@ fn demo_runs_end_to_end() {
     assert_success(&output, &["demo"]);
     let summary: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(summary["objects_put"], 40);
-    assert_eq!(summary["archived"], 39);
-    assert_eq!(summary["dead_lettered"], 1);
-    assert_eq!(summary["redriven"], 1);
+    assert_eq!(summary["verified"], 40);
+    assert_eq!(summary["errors"], 0);
+    assert_eq!(summary["dead_letters"], 0);
+    let invocations = summary["invocations"].as_u64().unwrap();
+    assert!((4..=40).contains(&invocations), "batches of up to 10: {invocations}");
     assert!(Path::new(&demo_dir).join("mayfly.toml").is_file(), "--dir keeps the project");
 }

@@ -9,8 +9,8 @@
 pub mod clock;
 pub mod event;
 pub mod name;
-pub mod queue;
 pub mod quantity;
+pub mod queue;
 pub mod retry;
 pub mod schedule;
 

@@ -20,9 +20,7 @@ pub enum NameError {
     TooLong { name: String, length: usize },
     #[error("name `{name}` must start with a lowercase letter or a digit")]
     BadStart { name: String },
-    #[error(
-        "name `{name}` contains `{character}`; use lowercase letters, digits, `-` and `_`"
-    )]
+    #[error("name `{name}` contains `{character}`; use lowercase letters, digits, `-` and `_`")]
     BadCharacter { name: String, character: char },
 }
 
@@ -50,9 +48,8 @@ impl Name {
         if !(first.is_ascii_lowercase() || first.is_ascii_digit()) {
             return Err(NameError::BadStart { name });
         }
-        if let Some(character) = name
-            .chars()
-            .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-' || *c == '_'))
+        if let Some(character) =
+            name.chars().find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-' || *c == '_'))
         {
             return Err(NameError::BadCharacter { name, character });
         }

@@ -10,7 +10,9 @@ use serde::{Deserialize, Serialize};
 pub enum QuantityError {
     #[error("`{input}` is not a duration; write a whole number and a unit: ms, s, m, h or d (e.g. \"30s\", \"5m\")")]
     BadDuration { input: String },
-    #[error("`{input}` is not a size; write a whole number and a unit: B, KB, MB, GB, KiB, MiB or GiB (e.g. \"512MiB\")")]
+    #[error(
+        "`{input}` is not a size; write a whole number and a unit: B, KB, MB, GB, KiB, MiB or GiB (e.g. \"512MiB\")"
+    )]
     BadSize { input: String },
     #[error("`{input}` is too large")]
     Overflow { input: String },
@@ -39,9 +41,8 @@ pub fn parse_duration(input: &str) -> Result<Duration, QuantityError> {
         "d" => 86_400_000,
         _ => return Err(bad()),
     };
-    let millis = number
-        .checked_mul(millis_per_unit)
-        .ok_or_else(|| QuantityError::Overflow { input: input.to_owned() })?;
+    let millis =
+        number.checked_mul(millis_per_unit).ok_or_else(|| QuantityError::Overflow { input: input.to_owned() })?;
     Ok(Duration::from_millis(millis))
 }
 
@@ -83,10 +84,7 @@ impl ByteSize {
             "GiB" => Self::GIB,
             _ => return Err(bad()),
         };
-        number
-            .checked_mul(multiplier)
-            .map(ByteSize)
-            .ok_or_else(|| QuantityError::Overflow { input: input.to_owned() })
+        number.checked_mul(multiplier).map(ByteSize).ok_or_else(|| QuantityError::Overflow { input: input.to_owned() })
     }
 }
 
@@ -116,10 +114,7 @@ mod tests {
         for bad in ["", "s", "5", "5 minutes", "-5s", "1.5s", "5x"] {
             assert!(matches!(parse_duration(bad), Err(QuantityError::BadDuration { .. })), "{bad}");
         }
-        assert!(matches!(
-            parse_duration("99999999999999999d"),
-            Err(QuantityError::Overflow { .. })
-        ));
+        assert!(matches!(parse_duration("99999999999999999d"), Err(QuantityError::Overflow { .. })));
     }
 
     #[test]

@@ -117,11 +117,7 @@ pub fn max_receives_reason(max_receives: u32) -> String {
 /// Check a message against the queue's size limit before it is stored.
 pub fn check_message_size(config: &QueueConfig, queue: &Name, size: u64) -> Result<(), QueueRuleError> {
     if size > config.max_message_size.bytes() {
-        return Err(QueueRuleError::MessageTooLarge {
-            queue: queue.clone(),
-            size,
-            limit: config.max_message_size,
-        });
+        return Err(QueueRuleError::MessageTooLarge { queue: queue.clone(), size, limit: config.max_message_size });
     }
     Ok(())
 }
@@ -205,10 +201,7 @@ mod tests {
     fn receive_leases_until_timeout() {
         let config = QueueConfig::default();
         let decision = decide_receive(&config, 0, Duration::from_secs(30), Timestamp(1_000));
-        assert_eq!(
-            decision,
-            ReceiveDecision::Deliver { receive_count: 1, lease_until: Timestamp(31_000) }
-        );
+        assert_eq!(decision, ReceiveDecision::Deliver { receive_count: 1, lease_until: Timestamp(31_000) });
     }
 
     #[test]

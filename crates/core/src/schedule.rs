@@ -8,11 +8,15 @@ use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ScheduleError {
-    #[error("`{input}` is not a schedule; write `cron(MIN HOUR DAY MONTH WEEKDAY)` or `rate(N seconds|minutes|hours|days)`")]
+    #[error(
+        "`{input}` is not a schedule; write `cron(MIN HOUR DAY MONTH WEEKDAY)` or `rate(N seconds|minutes|hours|days)`"
+    )]
     UnknownForm { input: String },
     #[error("bad cron expression `{expression}`: {reason}")]
     BadCron { expression: String, reason: String },
-    #[error("bad rate `{input}`: write a positive whole number and second(s), minute(s), hour(s) or day(s), e.g. `rate(5 minutes)`")]
+    #[error(
+        "bad rate `{input}`: write a positive whole number and second(s), minute(s), hour(s) or day(s), e.g. `rate(5 minutes)`"
+    )]
     BadRate { input: String },
 }
 

@@ -94,9 +94,7 @@ pub(crate) struct SourceFile<'s> {
 
 impl<'s> SourceFile<'s> {
     pub fn new(file_name: &'s str, text: &'s str) -> SourceFile<'s> {
-        let line_starts = std::iter::once(0)
-            .chain(text.match_indices('\n').map(|(offset, _)| offset + 1))
-            .collect();
+        let line_starts = std::iter::once(0).chain(text.match_indices('\n').map(|(offset, _)| offset + 1)).collect();
         SourceFile { file_name, text, line_starts }
     }
 

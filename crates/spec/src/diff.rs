@@ -118,7 +118,13 @@ pub fn diff(old: &Architecture, new: &Architecture) -> ArchitectureDiff {
     for section in ["policy", "pricing"] {
         let details = object_details(old_json.get(section), new_json.get(section));
         if !details.is_empty() {
-            changes.push(Change { action: ChangeAction::Changed, kind: section, name: String::new(), details, loses_data: false });
+            changes.push(Change {
+                action: ChangeAction::Changed,
+                kind: section,
+                name: String::new(),
+                details,
+                loses_data: false,
+            });
         }
     }
     for (section, kind, removal_loses_data) in
@@ -126,8 +132,18 @@ pub fn diff(old: &Architecture, new: &Architecture) -> ArchitectureDiff {
     {
         diff_named(&mut changes, kind, removal_loses_data, old_json.get(section), new_json.get(section));
     }
-    diff_listed(&mut changes, "route", old.routes.iter().map(ToString::to_string), new.routes.iter().map(ToString::to_string));
-    diff_listed(&mut changes, "trigger", old.triggers.iter().map(ToString::to_string), new.triggers.iter().map(ToString::to_string));
+    diff_listed(
+        &mut changes,
+        "route",
+        old.routes.iter().map(ToString::to_string),
+        new.routes.iter().map(ToString::to_string),
+    );
+    diff_listed(
+        &mut changes,
+        "trigger",
+        old.triggers.iter().map(ToString::to_string),
+        new.triggers.iter().map(ToString::to_string),
+    );
     for (section, kind) in [("alarms", "alarm"), ("jobs", "job")] {
         diff_named(&mut changes, kind, false, old_json.get(section), new_json.get(section));
     }
@@ -137,7 +153,13 @@ pub fn diff(old: &Architecture, new: &Architecture) -> ArchitectureDiff {
         (Some(_), Some(_)) => {
             let details = object_details(old_json.get("api"), new_json.get("api"));
             if !details.is_empty() {
-                changes.push(Change { action: ChangeAction::Changed, kind: "api", name: String::new(), details, loses_data: false });
+                changes.push(Change {
+                    action: ChangeAction::Changed,
+                    kind: "api",
+                    name: String::new(),
+                    details,
+                    loses_data: false,
+                });
             }
         }
         (None, None) => {}
@@ -154,7 +176,13 @@ fn simple_change(action: ChangeAction, kind: &'static str, name: String) -> Chan
     Change { action, kind, name, details: Vec::new(), loses_data: false }
 }
 
-fn diff_named(changes: &mut Vec<Change>, kind: &'static str, removal_loses_data: bool, old: Option<&Json>, new: Option<&Json>) {
+fn diff_named(
+    changes: &mut Vec<Change>,
+    kind: &'static str,
+    removal_loses_data: bool,
+    old: Option<&Json>,
+    new: Option<&Json>,
+) {
     let empty = serde_json::Map::new();
     let old = old.and_then(Json::as_object).unwrap_or(&empty);
     let new = new.and_then(Json::as_object).unwrap_or(&empty);
@@ -174,7 +202,13 @@ fn diff_named(changes: &mut Vec<Change>, kind: &'static str, removal_loses_data:
         if let Some(old_value) = old.get(name) {
             let details = object_details(Some(old_value), Some(new_value));
             if !details.is_empty() {
-                changes.push(Change { action: ChangeAction::Changed, kind, name: name.clone(), details, loses_data: false });
+                changes.push(Change {
+                    action: ChangeAction::Changed,
+                    kind,
+                    name: name.clone(),
+                    details,
+                    loses_data: false,
+                });
             }
         }
     }
@@ -280,7 +314,10 @@ mod tests {
         );
         assert!(plan.loses_data());
         let removed_queue = plan.changes.iter().find(|change| change.name == "gone").unwrap();
-        assert_eq!((removed_queue.action, removed_queue.kind, removed_queue.loses_data), (ChangeAction::Removed, "queue", true));
+        assert_eq!(
+            (removed_queue.action, removed_queue.kind, removed_queue.loses_data),
+            (ChangeAction::Removed, "queue", true)
+        );
         let changed = plan.changes.iter().find(|change| change.action == ChangeAction::Changed).unwrap();
         assert_eq!(changed.details, vec!["visibility_timeout: 30s → 2m".to_owned()]);
     }

@@ -57,7 +57,8 @@ pub fn parse(file_name: &str, source: &str) -> Result<Architecture, Diagnostics>
     let mut reader = reader::Reader::new(file_name, source);
     let architecture = match toml::de::DeTable::parse(source) {
         Ok(document) => {
-            let root = reader::Table { entries: document.get_ref(), span: 0..0, what: "the architecture file".to_owned() };
+            let root =
+                reader::Table { entries: document.get_ref(), span: 0..0, what: "the architecture file".to_owned() };
             lower::lower_document(&mut reader, &root)
         }
         Err(error) => {
@@ -119,14 +120,18 @@ mod tests {
         let diagnostics = parse("mayfly.toml", "version = 1\nname = \"demo\"\n[queues.work]\ndelay = 5\n").unwrap_err();
         let json = serde_json::to_value(&diagnostics).unwrap();
         let first = &json["diagnostics"][0];
-        assert_eq!((first["file"].as_str(), first["line"].as_u64(), first["column"].as_u64()), (Some("mayfly.toml"), Some(4), Some(9)));
+        assert_eq!(
+            (first["file"].as_str(), first["line"].as_u64(), first["column"].as_u64()),
+            (Some("mayfly.toml"), Some(4), Some(9))
+        );
         assert!(first["hint"].as_str().unwrap().contains("\"5s\""));
         assert_eq!(diagnostics.to_string().lines().last(), Some("error: mayfly.toml has 1 error"));
     }
 
     #[test]
     fn metric_written_with_escapes_points_at_the_whole_string() {
-        let source = "version = 1\nname = \"demo\"\n[alarms.a]\nmetric = \"queue.w\\u006Frk.visible\"\nwhen = \">= 1 for 1m\"\n";
+        let source =
+            "version = 1\nname = \"demo\"\n[alarms.a]\nmetric = \"queue.w\\u006Frk.visible\"\nwhen = \">= 1 for 1m\"\n";
         let diagnostics = parse("mayfly.toml", source).unwrap_err();
         assert_eq!(diagnostics.len(), 1, "{diagnostics}");
         assert_eq!(diagnostics.diagnostics[0].column, 10);

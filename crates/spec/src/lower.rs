@@ -14,8 +14,19 @@ use crate::model::*;
 use crate::reader::{Located, Reader, ResourceKind, Table, closest, describe};
 
 const TOP_LEVEL_KEYS: &[&str] = &[
-    "version", "name", "tags", "policy", "pricing", "buckets", "queues", "functions", "routes", "triggers", "alarms",
-    "jobs", "api",
+    "version",
+    "name",
+    "tags",
+    "policy",
+    "pricing",
+    "buckets",
+    "queues",
+    "functions",
+    "routes",
+    "triggers",
+    "alarms",
+    "jobs",
+    "api",
 ];
 const POLICY_KEYS: &[&str] = &["require_tags", "encryption", "tls", "networks", "max_run_cost", "log_retention"];
 const PRICING_KEYS: &[&str] = &["cpu_second", "gb_second", "invocation", "worker_hour", "currency"];
@@ -23,8 +34,18 @@ const BUCKET_KEYS: &[&str] = &["tags", "retention", "encryption"];
 const QUEUE_KEYS: &[&str] =
     &["visibility_timeout", "delay", "max_message_size", "retention", "max_receives", "dead_letter", "tags"];
 const FUNCTION_KEYS: &[&str] = &[
-    "runtime", "command", "handler", "env", "timeout", "memory", "concurrency", "retries", "on_failure", "isolation",
-    "image", "tags",
+    "runtime",
+    "command",
+    "handler",
+    "env",
+    "timeout",
+    "memory",
+    "concurrency",
+    "retries",
+    "on_failure",
+    "isolation",
+    "image",
+    "tags",
 ];
 const RETRY_KEYS: &[&str] = &["max_attempts", "backoff"];
 const ROUTE_KEYS: &[&str] = &["from", "to"];
@@ -33,8 +54,17 @@ const ROUTE_TO_KEYS: &[&str] = &["queue", "function"];
 const TRIGGER_KEYS: &[&str] = &["queue", "schedule", "function", "batch_size", "batch_window"];
 const ALARM_KEYS: &[&str] = &["metric", "when"];
 const JOB_KEYS: &[&str] = &[
-    "source", "function", "workers", "item_timeout", "max_attempts", "deadline", "budget", "logs", "provisioner",
-    "triggers", "tags",
+    "source",
+    "function",
+    "workers",
+    "item_timeout",
+    "max_attempts",
+    "deadline",
+    "budget",
+    "logs",
+    "provisioner",
+    "triggers",
+    "tags",
 ];
 const JOB_SOURCE_KEYS: &[&str] = &["queue", "batch", "bucket", "prefix", "manifest"];
 const MANIFEST_KEYS: &[&str] = &["bucket", "key"];
@@ -45,10 +75,12 @@ const API_KEYS: &[&str] = &["listen", "tls", "routes"];
 const API_TLS_KEYS: &[&str] = &["cert", "key"];
 const API_ROUTE_KEYS: &[&str] = &["method", "path", "function"];
 
-const REQUIREMENTS: &[(&str, Requirement)] = &[("required", Requirement::Required), ("optional", Requirement::Optional)];
+const REQUIREMENTS: &[(&str, Requirement)] =
+    &[("required", Requirement::Required), ("optional", Requirement::Optional)];
 const RUNTIMES: &[(&str, Runtime)] = &[("process", Runtime::Process), ("lambda", Runtime::Lambda)];
 const ISOLATIONS: &[(&str, Isolation)] = &[("process", Isolation::Process), ("container", Isolation::Container)];
-const EVENTS: &[(&str, ObjectEventKind)] = &[("created", ObjectEventKind::Created), ("deleted", ObjectEventKind::Deleted)];
+const EVENTS: &[(&str, ObjectEventKind)] =
+    &[("created", ObjectEventKind::Created), ("deleted", ObjectEventKind::Deleted)];
 const PROVISIONER_KINDS: &[(&str, ProvisionerKind)] =
     &[("local", ProvisionerKind::Local), ("docker", ProvisionerKind::Docker)];
 
@@ -83,7 +115,10 @@ pub(crate) fn lower_document(reader: &mut Reader<'_>, root: &Table<'_, '_>) -> O
                 reader.error(
                     0..0,
                     "the architecture file has no project `name`",
-                    Some("add `name = \"my-project\"` after `version`; it prefixes every resource Mayfly creates".to_owned()),
+                    Some(
+                        "add `name = \"my-project\"` after `version`; it prefixes every resource Mayfly creates"
+                            .to_owned(),
+                    ),
                 );
             }
             None
@@ -188,19 +223,13 @@ fn lower_version(reader: &mut Reader<'_>, root: &Table<'_, '_>) -> Option<u32> {
     reader.error(
         value.span(),
         format!("schema version {shown} is not supported; this Mayfly reads version {SCHEMA_VERSION}"),
-        Some(format!(
-            "write `version = {SCHEMA_VERSION}`, or use the Mayfly release that wrote this file"
-        )),
+        Some(format!("write `version = {SCHEMA_VERSION}`, or use the Mayfly release that wrote this file")),
     );
     None
 }
 
 /// Every `[KIND.NAME]` table under `key`, each name validated and declared.
-fn named_tables<'t, 'i>(
-    reader: &mut Reader<'_>,
-    root: &Table<'t, 'i>,
-    kind: NamedKind,
-) -> Vec<NamedTable<'t, 'i>> {
+fn named_tables<'t, 'i>(reader: &mut Reader<'_>, root: &Table<'t, 'i>, kind: NamedKind) -> Vec<NamedTable<'t, 'i>> {
     let (key, noun) = kind.key_and_noun();
     let Some(section) = reader.table(root, key, format!("`[{key}]`")) else {
         return Vec::new();
@@ -212,7 +241,10 @@ fn named_tables<'t, 'i>(
         if name.as_ref().is_some_and(Name::is_reserved) {
             reader.error(
                 name_key.span(),
-                format!("`{raw_name}` is a reserved {noun} name: names starting with `{}` belong to Mayfly's own resources", Name::RESERVED_PREFIX),
+                format!(
+                    "`{raw_name}` is a reserved {noun} name: names starting with `{}` belong to Mayfly's own resources",
+                    Name::RESERVED_PREFIX
+                ),
                 Some(format!("choose a name that does not start with `{}`", Name::RESERVED_PREFIX)),
             );
             name = None;
@@ -229,11 +261,7 @@ fn named_tables<'t, 'i>(
             );
             continue;
         };
-        tables.push(NamedTable {
-            raw_name,
-            name,
-            table: Table { entries, span: value.span(), what },
-        });
+        tables.push(NamedTable { raw_name, name, table: Table { entries, span: value.span(), what } });
     }
     tables
 }
@@ -252,7 +280,6 @@ impl NamedKind {
         }
     }
 }
-
 
 /// Items of an array of tables (`[[routes]]`), each a table named `noun #N`.
 fn array_of_tables<'t, 'i>(
@@ -289,9 +316,17 @@ fn lower_policy(reader: &mut Reader<'_>, root: &Table<'_, '_>, checks: &mut Cros
         let mut seen = BTreeSet::new();
         for tag in required {
             if tag.value.trim().is_empty() {
-                reader.error(tag.span.clone(), "`require_tags` of `[policy]` holds an empty tag name", Some("remove the empty entry".to_owned()));
+                reader.error(
+                    tag.span.clone(),
+                    "`require_tags` of `[policy]` holds an empty tag name",
+                    Some("remove the empty entry".to_owned()),
+                );
             } else if !seen.insert(tag.value.clone()) {
-                reader.error(tag.span.clone(), format!("`require_tags` of `[policy]` lists `{}` twice", tag.value), Some("remove the repeated entry".to_owned()));
+                reader.error(
+                    tag.span.clone(),
+                    format!("`require_tags` of `[policy]` lists `{}` twice", tag.value),
+                    Some("remove the repeated entry".to_owned()),
+                );
             } else {
                 policy.require_tags.push(tag.value.clone());
                 checks.required_tag_spans.push(tag);
@@ -417,25 +452,41 @@ fn lower_queue(reader: &mut Reader<'_>, entry: &NamedTable<'_, '_>, checks: &mut
     })
 }
 
-fn lower_function(reader: &mut Reader<'_>, entry: &NamedTable<'_, '_>, checks: &mut CrossChecks) -> Option<FunctionSpec> {
+fn lower_function(
+    reader: &mut Reader<'_>,
+    entry: &NamedTable<'_, '_>,
+    checks: &mut CrossChecks,
+) -> Option<FunctionSpec> {
     let table = &entry.table;
     reader.check_keys(table, FUNCTION_KEYS);
     let runtime = reader.choice(table, "runtime", RUNTIMES).unwrap_or_default();
     let command = match reader.string_list(table, "command") {
         Some(command) if command.is_empty() => {
             let span = table.get("command").map_or(table.span.clone(), |(_, value)| value.span());
-            reader.error(span, format!("`command` of {} is empty", table.what), Some("name the program and its arguments, e.g. [\"python3\", \"functions/handler.py\"]".to_owned()));
+            reader.error(
+                span,
+                format!("`command` of {} is empty", table.what),
+                Some("name the program and its arguments, e.g. [\"python3\", \"functions/handler.py\"]".to_owned()),
+            );
             None
         }
         Some(command) => {
             if let Some(blank) = command.iter().find(|part| part.value.is_empty()) {
-                reader.error(blank.span.clone(), format!("`command` of {} holds an empty string", table.what), Some("remove the empty argument".to_owned()));
+                reader.error(
+                    blank.span.clone(),
+                    format!("`command` of {} holds an empty string", table.what),
+                    Some("remove the empty argument".to_owned()),
+                );
             }
             Some(command.into_iter().map(|part| part.value).collect())
         }
         None => {
             if !table.has("command") {
-                reader.missing(table, "command", "add the program to run, e.g. `command = [\"python3\", \"functions/handler.py\"]`".to_owned());
+                reader.missing(
+                    table,
+                    "command",
+                    "add the program to run, e.g. `command = [\"python3\", \"functions/handler.py\"]`".to_owned(),
+                );
             }
             None
         }
@@ -529,7 +580,11 @@ fn lower_routes(reader: &mut Reader<'_>, root: &Table<'_, '_>) -> Vec<RouteSpec>
             reader.missing(&table, "from", "add `from = { bucket = \"inbox\", events = [\"created\"] }`".to_owned());
         }
         if !table.has("to") {
-            reader.missing(&table, "to", "add `to = { queue = \"work\" }` or `to = { function = \"handler\" }`".to_owned());
+            reader.missing(
+                &table,
+                "to",
+                "add `to = { queue = \"work\" }` or `to = { function = \"handler\" }`".to_owned(),
+            );
         }
         let source = from.and_then(|from| lower_route_source(reader, &from, &table.what));
         let target = to.and_then(|to| lower_route_target(reader, &to, &table.what));
@@ -547,7 +602,10 @@ fn lower_routes(reader: &mut Reader<'_>, root: &Table<'_, '_>) -> Vec<RouteSpec>
         if let Some((_, earlier_what)) = duplicate_of {
             reader.error(
                 table.span.clone(),
-                format!("{} duplicates {earlier_what}: same bucket, filters and target, overlapping events", table.what),
+                format!(
+                    "{} duplicates {earlier_what}: same bucket, filters and target, overlapping events",
+                    table.what
+                ),
                 Some("remove one of them; as written every matching event would be delivered twice".to_owned()),
             );
         }
@@ -600,7 +658,9 @@ fn lower_route_target(reader: &mut Reader<'_>, to: &Table<'_, '_>, route_what: &
     reader.check_keys(to, ROUTE_TO_KEYS);
     match (to.has("queue"), to.has("function")) {
         (true, false) => reader.reference(to, "queue", ResourceKind::Queue, "queue").map(RouteTarget::Queue),
-        (false, true) => reader.reference(to, "function", ResourceKind::Function, "function").map(RouteTarget::Function),
+        (false, true) => {
+            reader.reference(to, "function", ResourceKind::Function, "function").map(RouteTarget::Function)
+        }
         (true, true) => {
             reader.error(
                 to.span.clone(),
@@ -638,7 +698,9 @@ fn lower_triggers(reader: &mut Reader<'_>, root: &Table<'_, '_>) -> Vec<TriggerS
                     .map_or(TriggerSpec::DEFAULT_BATCH_SIZE, |size| size.value);
                 let batch_window = reader.duration(&table, "batch_window");
                 match (queue, function) {
-                    (Some(queue), Some(function)) => Some(TriggerSpec::Queue { queue, function, batch_size, batch_window }),
+                    (Some(queue), Some(function)) => {
+                        Some(TriggerSpec::Queue { queue, function, batch_size, batch_window })
+                    }
                     _ => None,
                 }
             }
@@ -721,7 +783,10 @@ fn lower_alarm(
         (Metric::Function { measure: FunctionMeasure::ErrorRate, .. }, _) if threshold > 1.0 => {
             Some("an error rate is a fraction from 0 to 1; write 0.05 or 5%")
         }
-        (Metric::Function { measure: FunctionMeasure::ErrorRate, .. }, ThresholdUnit::Number | ThresholdUnit::Percent) => None,
+        (
+            Metric::Function { measure: FunctionMeasure::ErrorRate, .. },
+            ThresholdUnit::Number | ThresholdUnit::Percent,
+        ) => None,
         (_, ThresholdUnit::Percent) => Some("only `error_rate` takes a percentage; write a plain number"),
         (Metric::Queue { measure: QueueMeasure::OldestAge, .. }, _) => None,
         (_, ThresholdUnit::Duration) => Some("only `oldest_age` takes a duration; write a plain number"),
@@ -753,14 +818,22 @@ fn lower_metric(
         function_measures.join(", ")
     );
     let [subject, resource, measure] = parts.as_slice() else {
-        reader.error(text.span, format!("`metric` of {alarm_what} is not a metric: \"{}\"", text.value), Some(form_hint));
+        reader.error(
+            text.span,
+            format!("`metric` of {alarm_what} is not a metric: \"{}\"", text.value),
+            Some(form_hint),
+        );
         return None;
     };
     // Point at the part inside the string when it is written plainly as "…";
     // with escapes or other quoting, point at the whole string.
     let written_plainly = reader.source.text.get(text.span.clone()) == Some(format!("\"{}\"", text.value).as_str());
     let part_span = |offset: usize, length: usize| {
-        if written_plainly { text.span.start + 1 + offset..text.span.start + 1 + offset + length } else { text.span.clone() }
+        if written_plainly {
+            text.span.start + 1 + offset..text.span.start + 1 + offset + length
+        } else {
+            text.span.clone()
+        }
     };
     let resource_text = Located { value: (*resource).to_owned(), span: part_span(subject.len() + 1, resource.len()) };
     let measure_span = part_span(subject.len() + 1 + resource.len() + 1, measure.len());
@@ -769,7 +842,11 @@ fn lower_metric(
             Some(suggestion) => format!("did you mean `{suggestion}`? {subject} metrics are: {}", known.join(", ")),
             None => format!("{subject} metrics are: {}", known.join(", ")),
         };
-        reader.error(measure_span.clone(), format!("`metric` of {alarm_what} has an unknown {subject} measure `{measure}`"), Some(hint));
+        reader.error(
+            measure_span.clone(),
+            format!("`metric` of {alarm_what} has an unknown {subject} measure `{measure}`"),
+            Some(hint),
+        );
     };
     match *subject {
         "queue" => {
@@ -833,8 +910,12 @@ struct ParsedCondition {
 /// Parse `">= 500 for 1m"`; the error says which part is wrong.
 fn parse_condition(input: &str) -> Result<ParsedCondition, String> {
     let trimmed = input.trim();
-    let comparators =
-        [(">=", Comparator::GreaterOrEqual), ("<=", Comparator::LessOrEqual), (">", Comparator::Greater), ("<", Comparator::Less)];
+    let comparators = [
+        (">=", Comparator::GreaterOrEqual),
+        ("<=", Comparator::LessOrEqual),
+        (">", Comparator::Greater),
+        ("<", Comparator::Less),
+    ];
     let Some((rest, comparator)) =
         comparators.iter().find_map(|(text, comparator)| trimmed.strip_prefix(text).map(|rest| (rest, *comparator)))
     else {
@@ -854,9 +935,9 @@ fn parse_condition(input: &str) -> Result<ParsedCondition, String> {
     } else {
         (parse_duration(threshold_text).ok().map(|duration| duration.as_secs_f64()), ThresholdUnit::Duration)
     };
-    let threshold = threshold
-        .filter(|value| value.is_finite() && *value >= 0.0)
-        .ok_or_else(|| format!("the threshold `{threshold_text}` is not a number of 0 or more, a percentage or a duration"))?;
+    let threshold = threshold.filter(|value| value.is_finite() && *value >= 0.0).ok_or_else(|| {
+        format!("the threshold `{threshold_text}` is not a number of 0 or more, a percentage or a duration")
+    })?;
     let period = parse_duration(period_text)
         .ok()
         .filter(|period| !period.is_zero())
@@ -876,7 +957,11 @@ fn lower_job(
         reader.missing(table, "source", "add e.g. `source = { queue = \"work\", batch = 10 }`".to_owned());
     }
     if !table.has("function") {
-        reader.missing(table, "function", "name the function that processes each item, e.g. `function = \"rename\"`".to_owned());
+        reader.missing(
+            table,
+            "function",
+            "name the function that processes each item, e.g. `function = \"rename\"`".to_owned(),
+        );
     }
     let source = reader
         .table(table, "source", format!("`source` of {}", table.what))
@@ -893,7 +978,8 @@ fn lower_job(
         None => WorkersSpec::default(),
     };
     let item_timeout = reader.duration(table, "item_timeout");
-    let max_attempts = reader.integer(table, "max_attempts", 1, 100).map_or(JobSpec::DEFAULT_MAX_ATTEMPTS, |value| value.value);
+    let max_attempts =
+        reader.integer(table, "max_attempts", 1, 100).map_or(JobSpec::DEFAULT_MAX_ATTEMPTS, |value| value.value);
     let deadline = reader.duration(table, "deadline").unwrap_or(JobSpec::DEFAULT_DEADLINE);
     let budget = reader.non_negative_number(table, "budget");
     if let (Some(budget), Some(max_run_cost)) = (&budget, policy.max_run_cost)
@@ -901,7 +987,10 @@ fn lower_job(
     {
         reader.error(
             budget.span.clone(),
-            format!("`budget` of {} is {}, above the policy's `max_run_cost` of {max_run_cost}", table.what, budget.value),
+            format!(
+                "`budget` of {} is {}, above the policy's `max_run_cost` of {max_run_cost}",
+                table.what, budget.value
+            ),
             Some("lower the budget, or raise `max_run_cost` in `[policy]`".to_owned()),
         );
     }
@@ -945,7 +1034,8 @@ fn lower_job_source(reader: &mut Reader<'_>, source: &Table<'_, '_>, job_what: &
         ["queue"] => {
             only_for(reader, "prefix", "bucket");
             let queue = reader.reference(source, "queue", ResourceKind::Queue, "source queue");
-            let batch = reader.integer(source, "batch", 1, 10_000).map_or(JobSpec::DEFAULT_QUEUE_BATCH, |batch| batch.value);
+            let batch =
+                reader.integer(source, "batch", 1, 10_000).map_or(JobSpec::DEFAULT_QUEUE_BATCH, |batch| batch.value);
             Some(JobSource::Queue { queue: queue?, batch })
         }
         ["bucket"] => {
@@ -960,10 +1050,18 @@ fn lower_job_source(reader: &mut Reader<'_>, source: &Table<'_, '_>, job_what: &
             let manifest = reader.table(source, "manifest", format!("`source.manifest` of {subject}"))?;
             reader.check_keys(&manifest, MANIFEST_KEYS);
             if !manifest.has("bucket") {
-                reader.missing(&manifest, "bucket", "name the bucket holding the manifest, e.g. `bucket = \"inbox\"`".to_owned());
+                reader.missing(
+                    &manifest,
+                    "bucket",
+                    "name the bucket holding the manifest, e.g. `bucket = \"inbox\"`".to_owned(),
+                );
             }
             if !manifest.has("key") {
-                reader.missing(&manifest, "key", "name the manifest object, e.g. `key = \"manifests/tonight.txt\"`".to_owned());
+                reader.missing(
+                    &manifest,
+                    "key",
+                    "name the manifest object, e.g. `key = \"manifests/tonight.txt\"`".to_owned(),
+                );
             }
             let bucket = reader.reference(&manifest, "bucket", ResourceKind::Bucket, "manifest bucket");
             let key = reader.non_empty_string(&manifest, "key");
@@ -1000,7 +1098,11 @@ fn lower_provisioner(reader: &mut Reader<'_>, provisioner: &Table<'_, '_>, polic
     if let Some(cpus) = &cpus
         && cpus.value == 0.0
     {
-        reader.error(cpus.span.clone(), format!("`cpus` of {} is 0", provisioner.what), Some("give each worker more than 0 CPUs, e.g. `cpus = 0.5`".to_owned()));
+        reader.error(
+            cpus.span.clone(),
+            format!("`cpus` of {} is 0", provisioner.what),
+            Some("give each worker more than 0 CPUs, e.g. `cpus = 0.5`".to_owned()),
+        );
     }
     if kind == ProvisionerKind::Local {
         for docker_only in ["network", "subnet", "image"] {
@@ -1016,14 +1118,19 @@ fn lower_provisioner(reader: &mut Reader<'_>, provisioner: &Table<'_, '_>, polic
     if kind == ProvisionerKind::Docker && !policy.networks.is_empty() {
         let allowed: Vec<String> = policy.networks.iter().map(ToString::to_string).collect();
         match (&subnet, &subnet_text) {
-            (Some(subnet), Some(text)) if !policy.networks.iter().any(|network| network.contains(*subnet)) => reader.error(
-                text.span.clone(),
-                format!("`subnet` {subnet} of {} is outside the networks `[policy]` allows", provisioner.what),
-                Some(format!("choose a subnet inside {}", allowed.join(" or "))),
-            ),
+            (Some(subnet), Some(text)) if !policy.networks.iter().any(|network| network.contains(*subnet)) => reader
+                .error(
+                    text.span.clone(),
+                    format!("`subnet` {subnet} of {} is outside the networks `[policy]` allows", provisioner.what),
+                    Some(format!("choose a subnet inside {}", allowed.join(" or "))),
+                ),
             (None, None) => reader.error(
                 provisioner.span.clone(),
-                format!("{} names no `subnet`, but `[policy]` restricts workers to {}", provisioner.what, allowed.join(", ")),
+                format!(
+                    "{} names no `subnet`, but `[policy]` restricts workers to {}",
+                    provisioner.what,
+                    allowed.join(", ")
+                ),
                 Some(format!("add `subnet = \"...\"` inside {}", allowed.join(" or "))),
             ),
             _ => {}
@@ -1053,19 +1160,31 @@ fn lower_job_triggers(reader: &mut Reader<'_>, job: &Table<'_, '_>) -> Vec<JobTr
             (true, false) => reader.reference(&table, "alarm", ResourceKind::Alarm, "alarm").map(JobTrigger::Alarm),
             (false, true) => reader.schedule(&table, "schedule").map(JobTrigger::Schedule),
             (true, true) => {
-                reader.error(item.span(), format!("{} has both `alarm` and `schedule`", table.what), Some("split it into two entries".to_owned()));
+                reader.error(
+                    item.span(),
+                    format!("{} has both `alarm` and `schedule`", table.what),
+                    Some("split it into two entries".to_owned()),
+                );
                 None
             }
             (false, false) => {
                 if entries.is_empty() {
-                    reader.error(item.span(), format!("{} is empty", table.what), Some("write `{ alarm = \"backlog\" }` or `{ schedule = \"cron(0 2 * * *)\" }`".to_owned()));
+                    reader.error(
+                        item.span(),
+                        format!("{} is empty", table.what),
+                        Some("write `{ alarm = \"backlog\" }` or `{ schedule = \"cron(0 2 * * *)\" }`".to_owned()),
+                    );
                 }
                 None
             }
         };
         if let Some(trigger) = trigger {
             if triggers.contains(&trigger) {
-                reader.error(item.span(), format!("{} repeats an earlier trigger", table.what), Some("remove the repeated entry".to_owned()));
+                reader.error(
+                    item.span(),
+                    format!("{} repeats an earlier trigger", table.what),
+                    Some("remove the repeated entry".to_owned()),
+                );
             } else {
                 triggers.push(trigger);
             }
@@ -1116,7 +1235,11 @@ fn lower_api(reader: &mut Reader<'_>, root: &Table<'_, '_>, policy: &PolicySpec)
         reader.check_keys(&route, API_ROUTE_KEYS);
         for key in API_ROUTE_KEYS {
             if !route.has(key) {
-                reader.missing(&route, key, "write e.g. `{ method = \"POST\", path = \"/charts\", function = \"code-chart\" }`".to_owned());
+                reader.missing(
+                    &route,
+                    key,
+                    "write e.g. `{ method = \"POST\", path = \"/charts\", function = \"code-chart\" }`".to_owned(),
+                );
             }
         }
         let method = reader.choice(&route, "method", HTTP_METHODS);
@@ -1153,7 +1276,9 @@ fn check_dead_letter_cycles(reader: &mut Reader<'_>, checks: &CrossChecks) {
             reader.error(
                 span.clone(),
                 format!("queue `{start}` is its own dead-letter queue"),
-                Some(format!("name another queue, e.g. `dead_letter = \"{start}-dlq\"` with a `[queues.{start}-dlq]` table")),
+                Some(format!(
+                    "name another queue, e.g. `dead_letter = \"{start}-dlq\"` with a `[queues.{start}-dlq]` table"
+                )),
             );
             reported.insert(start.clone());
             continue;
@@ -1182,7 +1307,10 @@ fn check_dead_letter_cycles(reader: &mut Reader<'_>, checks: &CrossChecks) {
         reader.error(
             span.clone(),
             format!("dead-letter queues form a cycle: {}", cycle.join(" → ")),
-            Some("a dead-letter queue must not pass messages on in a loop; remove `dead_letter` from one of them".to_owned()),
+            Some(
+                "a dead-letter queue must not pass messages on in a loop; remove `dead_letter` from one of them"
+                    .to_owned(),
+            ),
         );
         reported.extend(path);
     }
@@ -1231,7 +1359,15 @@ mod tests {
         let age = parse_condition("> 15m for 1m").unwrap();
         assert_eq!((age.threshold, age.threshold_unit), (900.0, ThresholdUnit::Duration));
         assert_eq!(parse_condition("<0.5 for 30s").unwrap().comparator, Comparator::Less);
-        for bad in ["500 for 1m", ">= lots for 1m", ">= 500", ">= 500 during 1m", ">= 500 for 0s", ">= -1 for 1m", ">= 5 for 1 minute"] {
+        for bad in [
+            "500 for 1m",
+            ">= lots for 1m",
+            ">= 500",
+            ">= 500 during 1m",
+            ">= 500 for 0s",
+            ">= -1 for 1m",
+            ">= 5 for 1 minute",
+        ] {
             assert!(parse_condition(bad).is_err(), "{bad}");
         }
     }

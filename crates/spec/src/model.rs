@@ -91,13 +91,7 @@ pub struct PricingSpec {
 
 impl Default for PricingSpec {
     fn default() -> Self {
-        PricingSpec {
-            cpu_second: 0.0,
-            gb_second: 0.0,
-            invocation: 0.0,
-            worker_hour: 0.0,
-            currency: "USD".to_owned(),
-        }
+        PricingSpec { cpu_second: 0.0, gb_second: 0.0, invocation: 0.0, worker_hour: 0.0, currency: "USD".to_owned() }
     }
 }
 
@@ -585,8 +579,7 @@ pub struct ApiSpec {
 }
 
 impl ApiSpec {
-    pub const DEFAULT_LISTEN: SocketAddr =
-        SocketAddr::V4(std::net::SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8443));
+    pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8443));
 }
 
 /// An IPv4 network in CIDR notation, e.g. `10.77.0.0/16`; host bits are zero.

@@ -123,11 +123,15 @@ pub(crate) fn closest<'c>(input: &str, candidates: impl IntoIterator<Item = &'c 
         .min_by_key(|(distance, _)| *distance)
         .map(|(_, candidate)| candidate);
     by_edit_distance.or_else(|| {
-        candidates.into_iter().filter(|candidate| candidate.len() >= 3 && input.starts_with(candidate)).max_by_key(|candidate| candidate.len())
+        candidates
+            .into_iter()
+            .filter(|candidate| candidate.len() >= 3 && input.starts_with(candidate))
+            .max_by_key(|candidate| candidate.len())
     })
 }
 
-const NAME_RULE: &str = "names are 1–63 characters: lowercase letters, digits, `-` and `_`, starting with a letter or a digit";
+const NAME_RULE: &str =
+    "names are 1–63 characters: lowercase letters, digits, `-` and `_`, starting with a letter or a digit";
 
 impl<'s> Reader<'s> {
     pub fn new(file_name: &'s str, text: &'s str) -> Reader<'s> {
@@ -159,7 +163,14 @@ impl<'s> Reader<'s> {
         }
     }
 
-    fn wrong_type(&mut self, table: &Table<'_, '_>, key: &str, value: &Value<'_>, expected: &str, hint: Option<String>) {
+    fn wrong_type(
+        &mut self,
+        table: &Table<'_, '_>,
+        key: &str,
+        value: &Value<'_>,
+        expected: &str,
+        hint: Option<String>,
+    ) {
         self.error(
             value.span(),
             format!("`{key}` of {} must be {expected}, not {}", table.what, describe(value.get_ref())),
@@ -186,7 +197,11 @@ impl<'s> Reader<'s> {
     pub fn non_empty_string(&mut self, table: &Table<'_, '_>, key: &str) -> Option<Located<String>> {
         let text = self.string(table, key)?;
         if text.value.trim().is_empty() {
-            self.error(text.span, format!("`{key}` of {} is empty", table.what), Some(format!("give `{key}` a value or remove it")));
+            self.error(
+                text.span,
+                format!("`{key}` of {} is empty", table.what),
+                Some(format!("give `{key}` a value or remove it")),
+            );
             return None;
         }
         Some(text)
@@ -211,21 +226,21 @@ impl<'s> Reader<'s> {
     /// A whole number in `minimum..=maximum`.
     pub fn integer(&mut self, table: &Table<'_, '_>, key: &str, minimum: u32, maximum: u32) -> Option<Located<u32>> {
         let (_, value) = table.get(key)?;
-        let range_text = if maximum == u32::MAX {
-            format!("{minimum} or more")
-        } else {
-            format!("from {minimum} to {maximum}")
-        };
+        let range_text =
+            if maximum == u32::MAX { format!("{minimum} or more") } else { format!("from {minimum} to {maximum}") };
         let DeValue::Integer(integer) = value.get_ref() else {
             let hint = match value.get_ref() {
-                DeValue::String(text) if text.trim().parse::<i64>().is_ok() => Some(format!("drop the quotes: `{key} = {}`", text.trim())),
+                DeValue::String(text) if text.trim().parse::<i64>().is_ok() => {
+                    Some(format!("drop the quotes: `{key} = {}`", text.trim()))
+                }
                 _ => None,
             };
             self.wrong_type(table, key, value, "a whole number", hint);
             return None;
         };
         let number = i64::from_str_radix(integer.as_str(), integer.radix()).ok();
-        match number.and_then(|number| u32::try_from(number).ok()).filter(|number| (minimum..=maximum).contains(number)) {
+        match number.and_then(|number| u32::try_from(number).ok()).filter(|number| (minimum..=maximum).contains(number))
+        {
             Some(number) => Some(Located { value: number, span: value.span() }),
             None => {
                 self.error(
@@ -268,7 +283,9 @@ impl<'s> Reader<'s> {
         let (_, value) = table.get(key)?;
         let DeValue::String(text) = value.get_ref() else {
             let hint = match value.get_ref() {
-                DeValue::Integer(integer) => format!("write the unit too, e.g. `{key} = \"{integer}s\"` for {integer} seconds"),
+                DeValue::Integer(integer) => {
+                    format!("write the unit too, e.g. `{key} = \"{integer}s\"` for {integer} seconds")
+                }
                 _ => "write a whole number and a unit: ms, s, m, h or d, e.g. \"30s\" or \"5m\"".to_owned(),
             };
             self.wrong_type(table, key, value, "a duration string such as \"30s\"", Some(hint));
@@ -391,7 +408,11 @@ impl<'s> Reader<'s> {
         for (entry_key, entry_value) in entries.entries.iter() {
             let entry_name = entry_key.get_ref().to_string();
             if entry_name.trim().is_empty() {
-                self.error(entry_key.span(), format!("{} has an empty key", entries.what), Some("give every entry a name".to_owned()));
+                self.error(
+                    entry_key.span(),
+                    format!("{} has an empty key", entries.what),
+                    Some("give every entry a name".to_owned()),
+                );
                 continue;
             }
             match entry_value.get_ref() {
@@ -400,7 +421,10 @@ impl<'s> Reader<'s> {
                 }
                 other => {
                     let hint = match other {
-                        DeValue::Table(_) => "a dotted key makes a nested table; quote the key instead, e.g. \"data.class\" = \"phi\"".to_owned(),
+                        DeValue::Table(_) => {
+                            "a dotted key makes a nested table; quote the key instead, e.g. \"data.class\" = \"phi\""
+                                .to_owned()
+                        }
                         _ => format!("quote the value, e.g. {entry_name} = \"...\""),
                     };
                     self.error(
@@ -441,7 +465,13 @@ impl<'s> Reader<'s> {
         self.reference_from(text, kind, &table.what, role)
     }
 
-    pub fn reference_from(&mut self, text: Located<String>, kind: ResourceKind, subject: &str, role: &str) -> Option<Name> {
+    pub fn reference_from(
+        &mut self,
+        text: Located<String>,
+        kind: ResourceKind,
+        subject: &str,
+        role: &str,
+    ) -> Option<Name> {
         let name = self.name(&text.value, text.span.clone(), kind.noun())?;
         self.references.push(Reference {
             kind,
@@ -519,7 +549,12 @@ impl<'s> Reader<'s> {
             } else if let Some(suggestion) = closest(&reference.name, declared.iter().map(String::as_str)) {
                 format!("did you mean `{suggestion}`? declared {noun}s are: {listing}")
             } else {
-                format!("declared {noun}s are: {listing}; declare `{}` with a `[{}.{}]` table", reference.name, reference.kind.table_key(), reference.name)
+                format!(
+                    "declared {noun}s are: {listing}; declare `{}` with a `[{}.{}]` table",
+                    reference.name,
+                    reference.kind.table_key(),
+                    reference.name
+                )
             };
             self.error(
                 reference.span.clone(),

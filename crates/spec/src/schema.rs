@@ -57,7 +57,10 @@ pub(crate) type TagsTable = BTreeMap<String, String>;
 /// The architecture file.
 #[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-#[schemars(title = "mayfly.toml", description = "A Mayfly architecture: buckets, queues, functions, triggers, alarms, jobs and the API, schema version 1.")]
+#[schemars(
+    title = "mayfly.toml",
+    description = "A Mayfly architecture: buckets, queues, functions, triggers, alarms, jobs and the API, schema version 1."
+)]
 pub(crate) struct ArchitectureFile {
     /// Schema version of this file; must be 1.
     #[schemars(range(min = 1, max = 1))]

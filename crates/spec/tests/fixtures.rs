@@ -54,10 +54,8 @@ fn fixtures() {
         }
         match fs::read_to_string(&expected_path) {
             Ok(expected) if expected == actual => {}
-            Ok(expected) => failures.push(format!(
-                "{} diagnostics differ\n--- expected\n{expected}--- actual\n{actual}",
-                path.display()
-            )),
+            Ok(expected) => failures
+                .push(format!("{} diagnostics differ\n--- expected\n{expected}--- actual\n{actual}", path.display())),
             Err(_) => failures.push(format!("{} is missing; actual output:\n{actual}", expected_path.display())),
         }
     }

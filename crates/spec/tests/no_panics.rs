@@ -21,8 +21,31 @@ fn fixture_sources() -> Vec<String> {
 }
 
 const INSERTIONS: &[&str] = &[
-    "\"", "'", "[", "]", "{", "}", "=", ",", ".", "\n", "é", "😀", "\t", "#", "[[routes]]\n", "0", "-", "\"\"\"",
-    "x = 1\n", "[queues.é]\n", "1e400", "\r\n", "/", "%", ">=",
+    "\"",
+    "'",
+    "[",
+    "]",
+    "{",
+    "}",
+    "=",
+    ",",
+    ".",
+    "\n",
+    "é",
+    "😀",
+    "\t",
+    "#",
+    "[[routes]]\n",
+    "0",
+    "-",
+    "\"\"\"",
+    "x = 1\n",
+    "[queues.é]\n",
+    "1e400",
+    "\r\n",
+    "/",
+    "%",
+    ">=",
 ];
 
 fn mutate(source: &str, random: &mut fastrand::Rng) -> String {
@@ -93,7 +116,16 @@ fn parse_never_panics_on_mutated_fixtures() {
         }
         inputs += 1;
     }
-    for source in ["", "\u{feff}", "version", "=", "[", "[[a]]", "version = 1\nname = \"x\"\n[api]\n[[api.routes]]\n", "a.b.c.d.e = 1"] {
+    for source in [
+        "",
+        "\u{feff}",
+        "version",
+        "=",
+        "[",
+        "[[a]]",
+        "version = 1\nname = \"x\"\n[api]\n[[api.routes]]\n",
+        "a.b.c.d.e = 1",
+    ] {
         let _ = mayfly_spec::parse("mayfly.toml", source);
     }
     assert_eq!(inputs, 400);

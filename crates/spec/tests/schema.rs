@@ -60,7 +60,10 @@ fn schema_rejects_unknown_keys_bad_durations_and_bad_enums() {
         ("bad runtime", "version = 1\nname = \"x\"\n[functions.f]\nruntime = \"java\"\ncommand = [\"x\"]\n"),
         ("missing version", "name = \"x\"\n"),
         ("bad name", "version = 1\nname = \"Chart Coding\"\n"),
-        ("route with two targets", "version = 1\nname = \"x\"\n[[routes]]\nfrom = { bucket = \"b\" }\nto = { queue = \"q\", function = \"f\" }\n"),
+        (
+            "route with two targets",
+            "version = 1\nname = \"x\"\n[[routes]]\nfrom = { bucket = \"b\" }\nto = { queue = \"q\", function = \"f\" }\n",
+        ),
     ] {
         assert!(!validator.is_valid(&toml_to_json(source)), "schema accepted {what}");
     }

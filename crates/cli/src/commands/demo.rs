@@ -1,32 +1,40 @@
-//! `mayfly demo`: a fresh project on embedded defaults, driven end to end
-//! through the same library calls the commands use — deploy, objects landing
-//! in a bucket, their events routed into a queue, a worker leasing, processing
-//! and acknowledging them, a poison message dead-lettered after its receives
-//! run out, and a redrive. It verifies every step and exits non-zero if any
-//! check fails.
+//! `mayfly demo`: the pipeline from the design's first talk, end to end, in a
+//! fresh project on embedded defaults. Objects land in bucket `inbox`; the
+//! control plane routes their events to queue `work`; batches invoke the
+//! `rename` function (examples/rename, process runtime), which moves each
+//! object to bucket `archive` under a new name. The demo puts the objects,
+//! waits until every one has moved, verifies each byte for byte, prints a
+//! summary from the invocation ledger, and exits non-zero if any check fails.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use clap::Args;
-use mayfly_core::Name;
-use mayfly_spec::RouteTarget;
-use mayfly_state::{DeleteOutcome, OutgoingMessage, ReceiveRequest, StateStore};
+use mayfly_core::{Clock, Name, SystemClock};
+use mayfly_runtime::{Invoker, InvokerConfig};
+use mayfly_state::StateStore;
 use serde::Serialize;
 
-use crate::commands::spec::{DeployArgs, InitArgs};
+use crate::commands::spec::DeployArgs;
 use crate::output::Output;
 use crate::project::Project;
+
+const DEMO_SPEC: &str = include_str!("../../../../examples/rename/mayfly.toml");
+const DEMO_FUNCTION: &str = include_str!("../../../../examples/rename/functions/rename.py");
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {
     /// Where to create the demo project (default: a new directory under the system temp dir).
     #[arg(long)]
     pub dir: Option<PathBuf>,
-    /// How many charts land in the inbox.
-    #[arg(long, default_value_t = 200)]
+    /// How many objects land in the inbox.
+    #[arg(long, default_value_t = 1000)]
     pub objects: u32,
+    /// Give up if the pipeline has not moved everything after this long.
+    #[arg(long, default_value = "10m", value_parser = |text: &str| mayfly_core::parse_duration(text).map_err(|e| e.to_string()))]
+    pub timeout: Duration,
     /// Keep the project afterwards (it is always kept with --dir).
     #[arg(long)]
     pub keep: bool,
@@ -36,22 +44,29 @@ pub struct DemoArgs {
 pub struct DemoSummary {
     pub project: PathBuf,
     pub objects_put: u32,
-    pub events_routed: u64,
-    pub messages_processed: u64,
-    pub archived: usize,
-    pub dead_lettered: u64,
-    pub redriven: u64,
+    pub objects_moved: usize,
+    pub verified: usize,
+    pub invocations: u64,
+    pub errors: u64,
+    pub cold_starts: u64,
+    pub p50_ms: Option<f64>,
+    pub p95_ms: Option<f64>,
+    pub dead_letters: u64,
     pub elapsed_ms: u128,
 }
 
 fn name(text: &str) -> Name {
-    Name::new(text).expect("demo resource names are valid") // constant names, checked by the demo test
+    Name::new(text).expect("demo resource names are valid") // constants of examples/rename/mayfly.toml
 }
 
-fn step(output: Output, text: impl AsRef<str>) {
+fn say(output: Output, text: impl AsRef<str>) {
     if !output.json && !output.silent {
         println!("==> {}", text.as_ref());
     }
+}
+
+fn chart(number: u32) -> String {
+    format!("chart {number:05}: chest pain, troponin elevated, ECG ST elevation; coded by the rename demo\n")
 }
 
 pub async fn run(args: DemoArgs, output: Output) -> Result<()> {
@@ -68,129 +83,116 @@ pub async fn run(args: DemoArgs, output: Output) -> Result<()> {
     let mut summary = result?;
     summary.elapsed_ms = started.elapsed().as_millis();
     output.emit(&summary, || {
+        let ms = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.1} ms"));
         format!(
-            "demo passed in {:.1}s: {} objects put, {} events routed, {} messages processed, {} archived, {} dead-lettered and redriven{}",
+            "demo passed in {:.1}s: {} objects put, {} moved and verified\n  invocations {}  errors {}  cold starts {}  p50 {}  p95 {}  dead letters {}{}",
             summary.elapsed_ms as f64 / 1000.0,
             summary.objects_put,
-            summary.events_routed,
-            summary.messages_processed,
-            summary.archived,
-            summary.dead_lettered,
+            summary.verified,
+            summary.invocations,
+            summary.errors,
+            summary.cold_starts,
+            ms(summary.p50_ms),
+            ms(summary.p95_ms),
+            summary.dead_letters,
             if keep { format!("\nproject kept in {}", dir.display()) } else { String::new() }
         )
     })
 }
 
-async fn run_in(dir: &std::path::Path, args: &DemoArgs, output: Output) -> Result<DemoSummary> {
-    let mut summary = DemoSummary { project: dir.to_path_buf(), ..DemoSummary::default() };
-    step(output, format!("creating a project in {}", dir.display()));
+fn write_project(dir: &Path) -> Result<()> {
     if dir.join(crate::project::SPEC_FILE_NAME).exists() {
         bail!("{} already holds a project; the demo needs a fresh directory", dir.display());
     }
-    // The sub-commands run silently: the demo narrates.
-    crate::commands::spec::init(InitArgs { dir: dir.to_path_buf(), name: Some("mayfly-demo".into()) }, Output::silent())?;
-    step(output, "deploying mayfly.toml (buckets inbox, archive, logs; queues work, work-dlq)");
+    std::fs::create_dir_all(dir.join("functions")).with_context(|| format!("cannot create {}", dir.display()))?;
+    std::fs::write(dir.join(crate::project::SPEC_FILE_NAME), DEMO_SPEC)?;
+    std::fs::write(dir.join("functions/rename.py"), DEMO_FUNCTION)?;
+    Ok(())
+}
+
+async fn run_in(dir: &Path, args: &DemoArgs, output: Output) -> Result<DemoSummary> {
+    let mut summary = DemoSummary { project: dir.to_path_buf(), ..DemoSummary::default() };
+    say(output, format!("creating the rename pipeline in {}", dir.display()));
+    write_project(dir)?;
     crate::commands::spec::deploy(DeployArgs { force: false, dry_run: false }, Some(dir), Output::silent()).await?;
 
     let located = Project::locate(Some(dir))?;
-    let architecture = mayfly_spec::load(&located.spec_path())?.architecture;
     let opened = located.open(false)?;
-    let (inbox, archive, work) = (name("inbox"), name("archive"), name("work"));
-    let dead_letter = opened.state.queue(&work)?.config.dead_letter.context("the scaffold's `work` queue has no dead-letter queue")?;
+    let (version, architecture) = crate::commands::functions::deployed_architecture(&opened)?;
+    let (inbox, archive, dead_letter) = (name("inbox"), name("archive"), name("work-dlq"));
 
-    step(output, format!("putting {} charts into bucket inbox", args.objects));
-    for number in 0..args.objects {
-        let body = format!("patient {number:05}: chest pain, troponin elevated, ECG ST elevation\n");
-        opened.buckets.put_bytes(&inbox, &format!("incoming/charts/{number:05}.txt"), body.into_bytes().into()).await?;
-    }
-    summary.objects_put = args.objects;
+    say(output, "starting the control plane (router, queue trigger work -> rename)");
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let state: Arc<dyn StateStore> = opened.state.clone();
+    let config = mayfly_control::ControlPlaneConfig {
+        architecture: Arc::new(architecture),
+        deployment_version: version,
+        project_root: std::path::absolute(dir)?,
+        mayfly_bin: std::env::current_exe().context("cannot find the mayfly executable")?,
+        state,
+        invoker: Invoker::new(InvokerConfig {
+            idle_timeout: Duration::from_secs(60),
+            ..InvokerConfig::with_clock(clock.clone())
+        }),
+        clock,
+        poll_interval: Duration::from_millis(20),
+    };
+    let (trigger, shutdown) = mayfly_control::ShutdownTrigger::new();
+    let control_plane = tokio::spawn(mayfly_control::run(config, shutdown));
 
-    step(output, "routing bucket events from the event log by the file's [[routes]] (inbox incoming/ -> work)");
-    let consumer = "demo-router";
-    let mut cursor = opened.state.consumer_cursor(consumer)?;
-    loop {
-        let events = opened.state.object_events_after(cursor, 500)?;
-        let Some(last) = events.last() else { break };
-        for route in &architecture.routes {
-            let RouteTarget::Queue(queue) = &route.to else { continue };
-            let messages: Vec<OutgoingMessage> = events
-                .iter()
-                .filter(|event| route.matches(event))
-                .map(|event| OutgoingMessage::new(serde_json::json!({"bucket": event.bucket, "key": event.key}).to_string()))
-                .collect();
-            // Send, then advance the cursor: a crash in between re-sends (at least once).
-            opened.state.send_messages(queue, &messages)?;
-            summary.events_routed += messages.len() as u64;
+    let pipeline = async {
+        say(output, format!("putting {} charts into inbox/incoming/", args.objects));
+        for number in 0..args.objects {
+            let key = format!("incoming/chart-{number:05}.txt");
+            opened.buckets.put_bytes(&inbox, &key, chart(number).into_bytes().into()).await?;
         }
-        cursor = last.sequence;
-        opened.state.set_consumer_cursor(consumer, cursor)?;
-    }
-    ensure!(summary.events_routed == u64::from(args.objects), "routed {} events for {} objects", summary.events_routed, args.objects);
-    print_stats(output, opened.state.as_ref(), &[work.clone(), dead_letter.clone()])?;
+        summary.objects_put = args.objects;
 
-    step(output, "a worker leases batches of 10, archives each chart under a new name and acknowledges it");
-    let poison_key = "incoming/charts/00013.txt";
-    let short_lease = Duration::from_millis(150);
-    let mut idle_rounds = 0;
-    while idle_rounds < 20 {
-        let batch = opened.state.receive_messages(&work, ReceiveRequest { max_messages: 10, visibility_timeout: Some(short_lease) })?;
-        if batch.is_empty() {
-            // Only the poison message's lease is outstanding; wait for it to lapse.
-            idle_rounds += 1;
-            tokio::time::sleep(short_lease).await;
-            continue;
-        }
-        idle_rounds = 0;
-        let mut receipts = Vec::new();
-        for message in &batch {
-            let request: serde_json::Value = serde_json::from_slice(&message.body)?;
-            let key = request["key"].as_str().context("message without a key")?;
-            if key == poison_key {
-                continue; // this chart always "fails": never acknowledged
+        say(output, "waiting for rename to move every chart to archive/coded/");
+        let deadline = Instant::now() + args.timeout;
+        let mut last_report = Instant::now();
+        loop {
+            let moved = opened.buckets.list(&archive, Some("coded/")).await?.len();
+            let waiting = opened.buckets.list(&inbox, Some("incoming/")).await?.len();
+            if moved == args.objects as usize && waiting == 0 {
+                summary.objects_moved = moved;
+                break;
             }
-            let new_key = key.replace("incoming/charts/", "coded/").replace(".txt", ".coded.txt");
-            opened.buckets.copy((&inbox, key), (&archive, &new_key)).await?;
-            receipts.push(message.receipt);
+            if control_plane.is_finished() {
+                bail!("the control plane stopped early");
+            }
+            ensure!(Instant::now() < deadline, "after {:?}, {moved} of {} charts moved", args.timeout, args.objects);
+            if last_report.elapsed() > Duration::from_secs(1) && !output.json {
+                println!("    {moved:>5} / {} moved", args.objects);
+                last_report = Instant::now();
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let outcomes = opened.state.delete_messages(&work, &receipts)?;
-        summary.messages_processed += outcomes.iter().filter(|o| **o == DeleteOutcome::Deleted).count() as u64;
-        let stats = opened.state.queue_stats(&work)?;
-        if stats.visible + stats.in_flight + stats.delayed == 0 {
-            break;
-        }
+        anyhow::Ok(())
     }
-    summary.archived = opened.buckets.list(&archive, Some("coded/")).await?.len();
-    ensure!(summary.archived == args.objects as usize - 1, "archived {} of {} charts", summary.archived, args.objects - 1);
+    .await;
+    trigger.trigger();
+    let stopped = control_plane.await.context("the control plane panicked")?;
+    pipeline?;
+    stopped?;
 
-    let dead = opened.state.peek_messages(&dead_letter, 10)?;
-    summary.dead_lettered = dead.len() as u64;
-    ensure!(summary.dead_lettered == 1, "expected the poison message in {dead_letter}, found {}", dead.len());
-    if let Some(info) = &dead[0].dead_letter {
-        step(output, format!("poison message dead-lettered from {}: {}", info.source_queue, info.reason));
+    say(output, "verifying every archived chart byte for byte");
+    for number in 0..args.objects {
+        let key = format!("coded/chart-{number:05}.coded.txt");
+        let (_, body) =
+            opened.buckets.get_bytes(&archive, &key).await.with_context(|| format!("archive/{key} is missing"))?;
+        ensure!(body.as_ref() == chart(number).as_bytes(), "archive/{key} does not hold chart {number}");
+        summary.verified += 1;
     }
-    print_stats(output, opened.state.as_ref(), &[work.clone(), dead_letter.clone()])?;
 
-    step(output, format!("redriving {dead_letter} back into work"));
-    summary.redriven = opened.state.redrive_dead_letters(&dead_letter, None)?;
-    ensure!(summary.redriven == 1, "redrove {} messages", summary.redriven);
-    print_stats(output, opened.state.as_ref(), &[work, dead_letter])?;
+    let stats = opened.state.function_stats(&name("rename"))?;
+    summary.invocations = stats.invocations;
+    summary.errors = stats.errors;
+    summary.cold_starts = stats.cold_starts;
+    summary.p50_ms = stats.p50_duration.map(|d| d.as_secs_f64() * 1000.0);
+    summary.p95_ms = stats.p95_duration.map(|d| d.as_secs_f64() * 1000.0);
+    let dlq = opened.state.queue_stats(&dead_letter)?;
+    summary.dead_letters = dlq.visible + dlq.in_flight + dlq.delayed;
+    ensure!(summary.dead_letters == 0, "{} message(s) ended in work-dlq", summary.dead_letters);
     Ok(summary)
-}
-
-fn print_stats(output: Output, state: &dyn StateStore, queues: &[Name]) -> Result<()> {
-    if output.json || output.silent {
-        return Ok(());
-    }
-    for queue in queues {
-        let stats = state.queue_stats(queue)?;
-        println!(
-            "    {:<10} visible {:>4}  in flight {:>4}  delayed {:>3}  oldest {}",
-            queue.as_str(),
-            stats.visible,
-            stats.in_flight,
-            stats.delayed,
-            stats.oldest_age.map(|age| format!("{}ms", age.as_millis())).unwrap_or_else(|| "-".into())
-        );
-    }
-    Ok(())
 }

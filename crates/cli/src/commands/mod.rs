@@ -3,6 +3,7 @@
 //! error with context rather than printing one.
 
 pub mod demo;
+pub mod functions;
 pub mod objects;
 pub mod queues;
 pub mod spec;

@@ -101,7 +101,11 @@ pub async fn get(args: GetArgs, project: Option<&Path>, output: Output) -> Resul
     let opened = Project::locate(project)?.open(false)?;
     if is_stdio(&args.file) {
         // The body goes to stdout, so nothing else may; `--json` has no effect here.
-        opened.buckets.get(&bucket, &key, tokio::io::stdout()).await.with_context(|| format!("cannot get {}", args.address))?;
+        opened
+            .buckets
+            .get(&bucket, &key, tokio::io::stdout())
+            .await
+            .with_context(|| format!("cannot get {}", args.address))?;
         return Ok(());
     }
     let path = args.file.clone().unwrap_or_default();
@@ -110,7 +114,8 @@ pub async fn get(args: GetArgs, project: Option<&Path>, output: Output) -> Resul
         "{}mayfly-partial",
         path.extension().map(|e| format!("{}.", e.to_string_lossy())).unwrap_or_default()
     ));
-    let file = tokio::fs::File::create(&partial).await.with_context(|| format!("cannot create {}", partial.display()))?;
+    let file =
+        tokio::fs::File::create(&partial).await.with_context(|| format!("cannot create {}", partial.display()))?;
     let result = opened.buckets.get(&bucket, &key, file).await;
     let info = match result {
         Ok(info) => info,
@@ -144,7 +149,8 @@ pub async fn ls(args: LsArgs, project: Option<&Path>, output: Output) -> Result<
         });
     };
     let (bucket, prefix) = parse_address(&address, false)?;
-    let objects = opened.buckets.list(&bucket, prefix.as_deref()).await.with_context(|| format!("cannot list {address}"))?;
+    let objects =
+        opened.buckets.list(&bucket, prefix.as_deref()).await.with_context(|| format!("cannot list {address}"))?;
     output.emit(&objects, || {
         if objects.is_empty() {
             return format!("no objects in {address}");
@@ -165,7 +171,11 @@ pub async fn ls(args: LsArgs, project: Option<&Path>, output: Output) -> Result<
 pub async fn rm(args: RmArgs, project: Option<&Path>, output: Output) -> Result<()> {
     let (bucket, key) = parse_address(&args.address, true)?;
     let opened = Project::locate(project)?.open(false)?;
-    opened.buckets.delete(&bucket, &key.unwrap_or_default()).await.with_context(|| format!("cannot delete {}", args.address))?;
+    opened
+        .buckets
+        .delete(&bucket, &key.unwrap_or_default())
+        .await
+        .with_context(|| format!("cannot delete {}", args.address))?;
     #[derive(Serialize)]
     struct Deleted<'a> {
         deleted: &'a str,
@@ -183,6 +193,25 @@ pub async fn cp(args: CpArgs, project: Option<&Path>, output: Output) -> Result<
         .await
         .with_context(|| format!("cannot copy {} to {}", args.from, args.to))?;
     output.emit(&info, || format!("copied {} to {}", args.from, describe(&info)))
+}
+
+pub async fn mv(args: CpArgs, project: Option<&Path>, output: Output) -> Result<()> {
+    let (from_bucket, from_key) = parse_address(&args.from, true)?;
+    let (to_bucket, to_key) = parse_address(&args.to, true)?;
+    let (from_key, to_key) = (from_key.unwrap_or_default(), to_key.unwrap_or_default());
+    let opened = Project::locate(project)?.open(false)?;
+    // Copy first, then delete: a failure in between leaves both, never neither.
+    let info = opened
+        .buckets
+        .copy((&from_bucket, &from_key), (&to_bucket, &to_key))
+        .await
+        .with_context(|| format!("cannot move {} to {}", args.from, args.to))?;
+    opened
+        .buckets
+        .delete(&from_bucket, &from_key)
+        .await
+        .with_context(|| format!("copied {} to {} but cannot delete the original", args.from, args.to))?;
+    output.emit(&info, || format!("moved {} to {}", args.from, describe(&info)))
 }
 
 pub fn events(args: EventsArgs, project: Option<&Path>, output: Output) -> Result<()> {

@@ -152,7 +152,10 @@ pub fn send(args: SendArgs, project: Option<&Path>, output: Output) -> Result<()
         }
     } else {
         let message = make(read_body(&args)?);
-        ids = opened.state.send_messages(&args.queue, std::slice::from_ref(&message)).with_context(|| format!("cannot send to `{}`", args.queue))?;
+        ids = opened
+            .state
+            .send_messages(&args.queue, std::slice::from_ref(&message))
+            .with_context(|| format!("cannot send to `{}`", args.queue))?;
     }
     #[derive(Serialize)]
     struct Sent<'a> {
@@ -191,7 +194,10 @@ pub fn receive(args: ReceiveArgs, project: Option<&Path>, output: Output) -> Res
     }
     let opened = Project::locate(project)?.open(false)?;
     let request = ReceiveRequest { max_messages: args.max, visibility_timeout: args.visibility_timeout };
-    let messages = opened.state.receive_messages(&args.queue, request).with_context(|| format!("cannot receive from `{}`", args.queue))?;
+    let messages = opened
+        .state
+        .receive_messages(&args.queue, request)
+        .with_context(|| format!("cannot receive from `{}`", args.queue))?;
     let views: Vec<ReceivedView> = messages
         .iter()
         .map(|m| {
@@ -234,7 +240,10 @@ pub fn receive(args: ReceiveArgs, project: Option<&Path>, output: Output) -> Res
 
 pub fn ack(args: AckArgs, project: Option<&Path>, output: Output) -> Result<()> {
     let opened = Project::locate(project)?.open(false)?;
-    let outcomes = opened.state.delete_messages(&args.queue, &args.receipts).with_context(|| format!("cannot delete from `{}`", args.queue))?;
+    let outcomes = opened
+        .state
+        .delete_messages(&args.queue, &args.receipts)
+        .with_context(|| format!("cannot delete from `{}`", args.queue))?;
     #[derive(Serialize)]
     struct Outcome {
         receipt: String,
@@ -252,7 +261,10 @@ pub fn ack(args: AckArgs, project: Option<&Path>, output: Output) -> Result<()> 
                 if row.deleted {
                     format!("deleted {}", row.receipt)
                 } else {
-                    format!("{}: lease lost (it lapsed, or the message was received again or deleted); not deleted", row.receipt)
+                    format!(
+                        "{}: lease lost (it lapsed, or the message was received again or deleted); not deleted",
+                        row.receipt
+                    )
                 }
             })
             .collect::<Vec<_>>()
@@ -336,7 +348,9 @@ pub fn stats(args: QueuesArgs, project: Option<&Path>, output: Output) -> Result
                         row.visible.to_string(),
                         row.in_flight.to_string(),
                         row.delayed.to_string(),
-                        row.oldest_age_ms.map(|ms| format_age(Duration::from_millis(ms as u64))).unwrap_or_else(|| "-".into()),
+                        row.oldest_age_ms
+                            .map(|ms| format_age(Duration::from_millis(ms as u64)))
+                            .unwrap_or_else(|| "-".into()),
                         match (&row.dead_letter, row.dead_letter_depth) {
                             (Some(dlq), Some(depth)) => format!("{depth} in {dlq}"),
                             _ => "-".into(),
@@ -398,7 +412,10 @@ fn render_stored(views: &[StoredView], empty: String) -> String {
     }
     let mut text = String::new();
     for view in views {
-        text.push_str(&format!("message {}  sent {}  receives {}\n", view.message_id, view.sent_at, view.receive_count));
+        text.push_str(&format!(
+            "message {}  sent {}  receives {}\n",
+            view.message_id, view.sent_at, view.receive_count
+        ));
         if let (Some(source), Some(reason)) = (&view.dead_letter_source, &view.dead_letter_reason) {
             text.push_str(&format!("  from {source}: {reason}\n"));
         }
@@ -413,7 +430,10 @@ fn render_stored(views: &[StoredView], empty: String) -> String {
 
 pub fn peek(args: PeekArgs, project: Option<&Path>, output: Output) -> Result<()> {
     let opened = Project::locate(project)?.open(false)?;
-    let messages = opened.state.peek_messages(&args.queue, args.limit).with_context(|| format!("cannot peek at `{}`", args.queue))?;
+    let messages = opened
+        .state
+        .peek_messages(&args.queue, args.limit)
+        .with_context(|| format!("cannot peek at `{}`", args.queue))?;
     let views = stored_views(&messages);
     output.emit(&views, || render_stored(&views, format!("{} is empty", args.queue)))
 }
@@ -445,7 +465,10 @@ pub fn dlq(command: DlqCommand, project: Option<&Path>, output: Output) -> Resul
         }
         DlqCommand::Redrive { queue, to } => {
             let dlq = dead_letter_queue_of(opened.state.as_ref(), &queue)?;
-            let moved = opened.state.redrive_dead_letters(&dlq, to.as_ref()).with_context(|| format!("cannot redrive `{dlq}`"))?;
+            let moved = opened
+                .state
+                .redrive_dead_letters(&dlq, to.as_ref())
+                .with_context(|| format!("cannot redrive `{dlq}`"))?;
             #[derive(Serialize)]
             struct Redriven<'a> {
                 dead_letter_queue: &'a Name,

@@ -1,12 +1,13 @@
 //! Commands about the architecture file: `init`, `validate`, `schema`,
 //! `deploy`, `diff` and `deployments`.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use mayfly_core::Name;
+use mayfly_core::queue::QueueConfig;
 use mayfly_spec::{Architecture, ArchitectureDiff};
 use mayfly_state::{NewDeployment, StateStore};
 use serde::Serialize;
@@ -278,14 +279,14 @@ async fn plan(opened: Option<&OpenProject>, architecture: &Architecture, force: 
         Some(opened) => opened.state.queues()?,
         None => Vec::new(),
     };
+    let desired = desired_queues(architecture);
     let mut created: BTreeSet<Name> = existing_queues.iter().map(|q| q.name.clone()).collect();
-    let mut pending: Vec<&Name> =
-        architecture.queues.keys().filter(|name| !created.contains(*name)).collect();
+    let mut pending: Vec<&Name> = desired.keys().filter(|name| !created.contains(*name)).collect();
     while !pending.is_empty() {
         let before = pending.len();
         pending.retain(|name| {
-            let dead_letter = architecture.queues[*name].config().dead_letter;
-            let ready = dead_letter.is_none_or(|dlq| created.contains(&dlq) || dlq == **name);
+            let dead_letter = &desired[*name].config.dead_letter;
+            let ready = dead_letter.as_ref().is_none_or(|dlq| created.contains(dlq) || dlq == *name);
             if ready {
                 steps.push(Step::CreateQueue { name: (*name).clone() });
                 created.insert((*name).clone());
@@ -297,18 +298,17 @@ async fn plan(opened: Option<&OpenProject>, architecture: &Architecture, force: 
         }
     }
     for record in &existing_queues {
-        if let Some(spec) = architecture.queues.get(&record.name) {
-            let tags = tag_pairs(&architecture.effective_tags(&spec.tags));
-            if spec.config() != record.config || tags != record.tags {
-                steps.push(Step::UpdateQueue { name: record.name.clone() });
-            }
+        if let Some(wanted) = desired.get(&record.name)
+            && (wanted.config != record.config || wanted.tags != record.tags)
+        {
+            steps.push(Step::UpdateQueue { name: record.name.clone() });
         }
     }
 
     // Removals last: nothing declared may still point at them.
     let Some(opened) = opened else { return Ok(steps) };
     for record in &existing_queues {
-        if architecture.queues.contains_key(&record.name) {
+        if desired.contains_key(&record.name) {
             continue;
         }
         let stats = opened.state.queue_stats(&record.name)?;
@@ -339,29 +339,67 @@ async fn plan(opened: Option<&OpenProject>, architecture: &Architecture, force: 
     Ok(steps)
 }
 
-fn tag_pairs(tags: &std::collections::BTreeMap<String, String>) -> Vec<(String, String)> {
+/// A queue as the architecture wants it.
+struct DesiredQueue {
+    config: QueueConfig,
+    tags: Vec<(String, String)>,
+}
+
+/// The declared queues and Mayfly's own (the failure queue and one
+/// asynchronous-invocation queue per function), by name.
+fn desired_queues(architecture: &Architecture) -> BTreeMap<Name, DesiredQueue> {
+    let mut desired: BTreeMap<Name, DesiredQueue> = architecture
+        .queues
+        .iter()
+        .map(|(name, spec)| {
+            let tags = tag_pairs(&architecture.effective_tags(&spec.tags));
+            (name.clone(), DesiredQueue { config: spec.config(), tags })
+        })
+        .collect();
+    let mut internal_tags = architecture.effective_tags(&BTreeMap::new());
+    internal_tags.insert("mayfly-role".to_owned(), "internal".to_owned());
+    for (name, config) in mayfly_control::internal_queues(architecture) {
+        desired.insert(name, DesiredQueue { config, tags: tag_pairs(&internal_tags) });
+    }
+    desired
+}
+
+fn tag_pairs(tags: &BTreeMap<String, String>) -> Vec<(String, String)> {
     tags.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
 }
 
 async fn apply(opened: &OpenProject, architecture: &Architecture, steps: &[Step]) -> Result<()> {
+    let desired = desired_queues(architecture);
     for step in steps {
         match step {
             Step::CreateBucket { name } => {
                 let tags = tag_pairs(&architecture.effective_tags(&architecture.buckets[name].tags));
-                opened.buckets.create_bucket(name, &tags).await.with_context(|| format!("cannot create bucket `{name}`"))?;
+                opened
+                    .buckets
+                    .create_bucket(name, &tags)
+                    .await
+                    .with_context(|| format!("cannot create bucket `{name}`"))?;
             }
             Step::DeleteBucket { name, .. } => {
-                opened.buckets.delete_bucket(name, true).await.with_context(|| format!("cannot delete bucket `{name}`"))?;
+                opened
+                    .buckets
+                    .delete_bucket(name, true)
+                    .await
+                    .with_context(|| format!("cannot delete bucket `{name}`"))?;
             }
             Step::CreateQueue { name } => {
-                let spec = &architecture.queues[name];
-                let tags = tag_pairs(&architecture.effective_tags(&spec.tags));
-                opened.state.create_queue(name, &spec.config(), &tags).with_context(|| format!("cannot create queue `{name}`"))?;
+                let wanted = &desired[name];
+                opened
+                    .state
+                    .create_queue(name, &wanted.config, &wanted.tags)
+                    .with_context(|| format!("cannot create queue `{name}`"))?;
             }
             Step::UpdateQueue { name } => {
-                let spec = &architecture.queues[name];
-                let tags = tag_pairs(&architecture.effective_tags(&spec.tags));
-                opened.state.update_queue(name, &spec.config(), &tags).with_context(|| format!("cannot update queue `{name}`"))?;
+                let wanted = &desired[name];
+                opened
+                    .state
+                    .update_queue(name, &wanted.config, &wanted.tags)
+                    .with_context(|| format!("cannot update queue `{name}`"))?;
             }
             Step::DeleteQueue { name, .. } => {
                 opened.state.delete_queue(name).with_context(|| format!("cannot delete queue `{name}`"))?;
@@ -417,9 +455,16 @@ pub async fn deploy(args: DeployArgs, project: Option<&Path>, output: Output) ->
         }
         let short_hash = &report.content_hash[..12.min(report.content_hash.len())];
         match (report.dry_run, report.recorded, report.version) {
-            (true, _, _) => text.push_str(&format!("dry run: {} step(s) would be applied; nothing changed", report.steps.len())),
-            (false, true, Some(version)) => text.push_str(&format!("deployed version {version} ({short_hash}) of `{}`", loaded.architecture.name)),
-            (false, _, Some(version)) => text.push_str(&format!("mayfly.toml unchanged since version {version}; resources checked, {} step(s) applied", report.steps.len())),
+            (true, _, _) => {
+                text.push_str(&format!("dry run: {} step(s) would be applied; nothing changed", report.steps.len()))
+            }
+            (false, true, Some(version)) => {
+                text.push_str(&format!("deployed version {version} ({short_hash}) of `{}`", loaded.architecture.name))
+            }
+            (false, _, Some(version)) => text.push_str(&format!(
+                "mayfly.toml unchanged since version {version}; resources checked, {} step(s) applied",
+                report.steps.len()
+            )),
             (false, _, None) => {}
         }
         text
@@ -430,10 +475,9 @@ pub fn deployments(args: DeploymentsArgs, project: Option<&Path>, output: Output
     let opened = Project::locate(project)?.open(false)?;
     let deployments = opened.state.deployments()?;
     if let Some(version) = args.show {
-        let deployment = deployments
-            .into_iter()
-            .find(|d| d.version == version)
-            .ok_or_else(|| crate::exit_code::NotFound(format!("there is no deployment version {version}; see `mayfly deployments`")))?;
+        let deployment = deployments.into_iter().find(|d| d.version == version).ok_or_else(|| {
+            crate::exit_code::NotFound(format!("there is no deployment version {version}; see `mayfly deployments`"))
+        })?;
         if output.json {
             return output.emit(&deployment, String::new);
         }
@@ -450,7 +494,12 @@ pub fn deployments(args: DeploymentsArgs, project: Option<&Path>, output: Output
     }
     let rows: Vec<Row> = deployments
         .iter()
-        .map(|d| Row { version: d.version, applied_at: d.applied_at.to_rfc3339(), content_hash: d.content_hash.clone(), forced: d.forced })
+        .map(|d| Row {
+            version: d.version,
+            applied_at: d.applied_at.to_rfc3339(),
+            content_hash: d.content_hash.clone(),
+            forced: d.forced,
+        })
         .collect();
     output.emit(&rows, || {
         if rows.is_empty() {
@@ -460,7 +509,14 @@ pub fn deployments(args: DeploymentsArgs, project: Option<&Path>, output: Output
             &["VERSION", "APPLIED", "HASH", "FORCED"],
             &rows
                 .iter()
-                .map(|r| vec![r.version.to_string(), r.applied_at.clone(), r.content_hash[..12.min(r.content_hash.len())].to_owned(), if r.forced { "yes".into() } else { String::new() }])
+                .map(|r| {
+                    vec![
+                        r.version.to_string(),
+                        r.applied_at.clone(),
+                        r.content_hash[..12.min(r.content_hash.len())].to_owned(),
+                        if r.forced { "yes".into() } else { String::new() },
+                    ]
+                })
                 .collect::<Vec<_>>(),
         )
     })

@@ -1,0 +1,513 @@
+//! Function commands: `up` (the control plane), `invoke`, `invocations`,
+//! `logs` and `functions` (statistics from the ledger).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use mayfly_core::{Clock, Name, SystemClock};
+use mayfly_runtime::{Invocation, Invoker, InvokerConfig};
+use mayfly_spec::Architecture;
+use mayfly_state::{InvocationFilter, StateStore, StoredInvocation};
+use serde::Serialize;
+
+use crate::exit_code::{FunctionFailed, NotFound};
+use crate::output::{Output, human_bytes, table};
+use crate::project::{OpenProject, Project};
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// How often idle loops look for new work, e.g. 20ms.
+    #[arg(long, default_value = "20ms", value_parser = parse_duration_arg)]
+    pub poll_interval: Duration,
+    /// Reap warm function instances idle this long (scale to zero).
+    #[arg(long, default_value = "5m", value_parser = parse_duration_arg)]
+    pub idle_timeout: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct InvokeArgs {
+    /// The function.
+    pub function: Name,
+    /// A file holding the event JSON (`-`: stdin).
+    #[arg(long, conflicts_with = "payload")]
+    pub event: Option<PathBuf>,
+    /// The event JSON inline (default: `{}`).
+    #[arg(long)]
+    pub payload: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct InvocationsArgs {
+    /// Only this function's invocations.
+    #[arg(long)]
+    pub function: Option<Name>,
+    /// Only this outcome: success, error, timeout, out_of_memory, crashed, invalid_response, payload_too_large.
+    #[arg(long)]
+    pub outcome: Option<String>,
+    /// The most recent N.
+    #[arg(long, default_value_t = 20)]
+    pub limit: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// Only this function's logs.
+    #[arg(long)]
+    pub function: Option<Name>,
+    /// The logs of one request id (all its attempts).
+    #[arg(long, conflicts_with_all = ["function", "follow"])]
+    pub request: Option<String>,
+    /// Keep printing new invocations' logs as they are recorded.
+    #[arg(long, short)]
+    pub follow: bool,
+    /// Start with the most recent N invocations.
+    #[arg(long, default_value_t = 10)]
+    pub tail: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct FunctionsArgs {}
+
+fn parse_duration_arg(text: &str) -> Result<Duration, String> {
+    mayfly_core::parse_duration(text).map_err(|error| error.to_string())
+}
+
+/// The deployed architecture (what `up` and `invoke` run), not the file on disk.
+pub fn deployed_architecture(opened: &OpenProject) -> Result<(Option<u64>, Architecture)> {
+    let deployment = opened
+        .state
+        .latest_deployment()?
+        .ok_or_else(|| NotFound("nothing is deployed; run `mayfly deploy` first".into()))?;
+    let architecture = mayfly_spec::parse(&format!("deployment {}", deployment.version), &deployment.source)
+        .with_context(|| format!("the recorded deployment {} no longer parses", deployment.version))?;
+    Ok((Some(deployment.version), architecture))
+}
+
+fn mayfly_bin() -> Result<PathBuf> {
+    std::env::current_exe().context("cannot find the mayfly executable's path")
+}
+
+/// Hold `.mayfly/control.lock` so that one project has one control plane.
+fn lock_control_plane(project: &Project) -> Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    let path = project.data_dir().join("control.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .read(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    // SAFETY: flock on a file descriptor we own and keep open for the lock's lifetime.
+    let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
+    if !locked {
+        let holder = std::fs::read_to_string(&path).unwrap_or_default();
+        return Err(crate::exit_code::Refused(format!(
+            "a control plane is already running for {} (pid {}); stop it first",
+            project.root.display(),
+            holder.trim()
+        ))
+        .into());
+    }
+    file.set_len(0).ok();
+    writeln!(&file, "{}", std::process::id()).ok();
+    Ok(file)
+}
+
+pub async fn up(args: UpArgs, project: Option<&Path>, output: Output) -> Result<()> {
+    let located = Project::locate(project)?;
+    let opened = located.open(false)?;
+    let _lock = lock_control_plane(&located)?;
+    let (version, architecture) = deployed_architecture(&opened)?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let invoker =
+        Invoker::new(InvokerConfig { idle_timeout: args.idle_timeout, ..InvokerConfig::with_clock(clock.clone()) });
+    let state: Arc<dyn StateStore> = opened.state.clone();
+    let config = mayfly_control::ControlPlaneConfig {
+        architecture: Arc::new(architecture),
+        deployment_version: version,
+        project_root: std::path::absolute(&located.root)?,
+        mayfly_bin: mayfly_bin()?,
+        state,
+        invoker,
+        clock,
+        poll_interval: args.poll_interval,
+    };
+    let (trigger, shutdown) = mayfly_control::ShutdownTrigger::new();
+    let name = config.architecture.name.clone();
+    if !output.silent {
+        eprintln!(
+            "mayfly: control plane for `{name}` (deployment {}) running; {} function(s), {} trigger(s), {} route(s). Ctrl-C stops it gracefully.",
+            version.map_or("-".into(), |v| v.to_string()),
+            config.architecture.functions.len(),
+            config.architecture.triggers.len(),
+            config.architecture.routes.len()
+        );
+    }
+    let mut running = tokio::spawn(mayfly_control::run(config, shutdown));
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let result = tokio::select! {
+        result = &mut running => result,
+        _ = interrupt.recv() => { trigger.trigger(); eprintln!("mayfly: stopping; in-flight invocations finish first"); running.await }
+        _ = terminate.recv() => { trigger.trigger(); eprintln!("mayfly: stopping; in-flight invocations finish first"); running.await }
+    };
+    result.context("the control plane task panicked")??;
+    eprintln!("mayfly: control plane stopped");
+    Ok(())
+}
+
+fn read_event(args: &InvokeArgs) -> Result<Vec<u8>> {
+    let bytes = match (&args.event, &args.payload) {
+        (Some(path), _) if path == Path::new("-") => {
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::stdin(), &mut bytes).context("cannot read stdin")?;
+            bytes
+        }
+        (Some(path), _) => std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?,
+        (None, Some(payload)) => payload.clone().into_bytes(),
+        (None, None) => b"{}".to_vec(),
+    };
+    serde_json::from_slice::<serde_json::Value>(&bytes).context("the event is not valid JSON")?;
+    Ok(bytes)
+}
+
+#[derive(Serialize)]
+struct InvokeReport {
+    request_id: String,
+    outcome: String,
+    error_type: Option<String>,
+    error_message: Option<String>,
+    response: Option<serde_json::Value>,
+    logs: String,
+    duration_ms: f64,
+    init_duration_ms: Option<f64>,
+    peak_memory: Option<u64>,
+}
+
+pub async fn invoke(args: InvokeArgs, project: Option<&Path>, output: Output) -> Result<()> {
+    let located = Project::locate(project)?;
+    let opened = located.open(false)?;
+    let (version, architecture) = deployed_architecture(&opened)?;
+    let spec = architecture.functions.get(&args.function).ok_or_else(|| {
+        let known: Vec<String> = architecture.functions.keys().map(Name::to_string).collect();
+        NotFound(format!(
+            "function `{}` is not deployed; deployed functions: {}",
+            args.function,
+            if known.is_empty() { "none".into() } else { known.join(", ") }
+        ))
+    })?;
+    let payload = read_event(&args)?;
+    let definition = mayfly_control::function_definition(
+        &args.function,
+        spec,
+        version,
+        &std::path::absolute(&located.root)?,
+        &mayfly_bin()?,
+    );
+    let invoker = Invoker::new(InvokerConfig {
+        idle_timeout: Duration::from_secs(1),
+        ..InvokerConfig::with_clock(Arc::new(SystemClock))
+    });
+    let request_id = mayfly_control::new_request_id();
+    let result = invoker.invoke(&definition, Invocation { request_id, payload, trace_id: None }).await;
+    invoker.shutdown().await;
+    mayfly_control::record_invocation(
+        opened.state.as_ref(),
+        &architecture,
+        version,
+        &args.function,
+        "invoke",
+        1,
+        &result,
+    )?;
+
+    let (error_type, error_message) = mayfly_control::describe_failure(&result.outcome);
+    let report = InvokeReport {
+        request_id: result.request_id.clone(),
+        outcome: result.outcome.kind().to_owned(),
+        error_type,
+        error_message,
+        response: result.response.as_deref().and_then(|r| serde_json::from_slice(r).ok()),
+        logs: String::from_utf8_lossy(&result.logs).into_owned(),
+        duration_ms: result.duration.as_secs_f64() * 1000.0,
+        init_duration_ms: result.init_duration.map(|d| d.as_secs_f64() * 1000.0),
+        peak_memory: result.peak_memory,
+    };
+    output.emit(&report, || {
+        let mut text = String::new();
+        if let Some(response) = &report.response {
+            text.push_str(&format!("{response}\n"));
+        }
+        if !report.logs.is_empty() {
+            text.push_str("--- logs ---\n");
+            text.push_str(&report.logs);
+            if !report.logs.ends_with('\n') {
+                text.push('\n');
+            }
+        }
+        if let (Some(kind), Some(message)) = (&report.error_type, &report.error_message) {
+            text.push_str(&format!("error: {kind}: {message}\n"));
+        }
+        text.push_str(&report_line(
+            &report.request_id,
+            &report.outcome,
+            result.duration,
+            result.init_duration,
+            result.peak_memory,
+        ));
+        text
+    })?;
+    if !result.outcome.is_success() {
+        return Err(FunctionFailed(format!("function `{}` failed: {}", args.function, result.outcome.kind())).into());
+    }
+    Ok(())
+}
+
+/// The Lambda-style REPORT line.
+fn report_line(
+    request_id: &str,
+    outcome: &str,
+    duration: Duration,
+    init: Option<Duration>,
+    memory: Option<u64>,
+) -> String {
+    let mut line = format!("REPORT RequestId: {request_id}\tDuration: {:.2} ms", duration.as_secs_f64() * 1000.0);
+    if let Some(init) = init {
+        line.push_str(&format!("\tInit Duration: {:.2} ms", init.as_secs_f64() * 1000.0));
+    }
+    if let Some(memory) = memory {
+        line.push_str(&format!("\tMax Memory Used: {}", human_bytes(memory)));
+    }
+    line.push_str(&format!("\tOutcome: {outcome}"));
+    line
+}
+
+fn last_invocations(
+    state: &dyn StateStore,
+    function: Option<&Name>,
+    outcome: Option<&str>,
+    limit: usize,
+) -> Result<Vec<StoredInvocation>> {
+    // The ledger pages forward by id; walk it and keep the newest `limit`.
+    let mut newest = std::collections::VecDeque::with_capacity(limit + 1);
+    let mut after_id = 0;
+    loop {
+        let page = state.invocations(&InvocationFilter {
+            function: function.cloned(),
+            after_id,
+            limit: 1_000,
+            outcome: outcome.map(str::to_owned),
+        })?;
+        let Some(last) = page.last() else { break };
+        after_id = last.id;
+        for invocation in page {
+            newest.push_back(invocation);
+            if newest.len() > limit {
+                newest.pop_front();
+            }
+        }
+    }
+    Ok(newest.into_iter().collect())
+}
+
+/// One ledger entry as `--json` prints it: flat, times in RFC 3339 and milliseconds.
+#[derive(Serialize)]
+struct InvocationView {
+    id: u64,
+    request_id: String,
+    function: Name,
+    deployment_version: Option<u64>,
+    trigger: String,
+    attempt: u32,
+    started_at: String,
+    duration_ms: f64,
+    init_duration_ms: Option<f64>,
+    outcome: String,
+    error_type: Option<String>,
+    error_message: Option<String>,
+    peak_memory: Option<u64>,
+    bytes_in: u64,
+    bytes_out: u64,
+    estimated_cost: f64,
+}
+
+impl From<&StoredInvocation> for InvocationView {
+    fn from(stored: &StoredInvocation) -> Self {
+        let r = &stored.record;
+        InvocationView {
+            id: stored.id,
+            request_id: r.request_id.clone(),
+            function: r.function.clone(),
+            deployment_version: r.deployment_version,
+            trigger: r.trigger.clone(),
+            attempt: r.attempt,
+            started_at: r.started_at.to_rfc3339(),
+            duration_ms: r.duration.as_secs_f64() * 1000.0,
+            init_duration_ms: r.init_duration.map(|d| d.as_secs_f64() * 1000.0),
+            outcome: r.outcome.clone(),
+            error_type: r.error_type.clone(),
+            error_message: r.error_message.clone(),
+            peak_memory: r.peak_memory,
+            bytes_in: r.bytes_in,
+            bytes_out: r.bytes_out,
+            estimated_cost: r.estimated_cost,
+        }
+    }
+}
+
+pub fn invocations(args: InvocationsArgs, project: Option<&Path>, output: Output) -> Result<()> {
+    let opened = Project::locate(project)?.open(false)?;
+    let rows = last_invocations(opened.state.as_ref(), args.function.as_ref(), args.outcome.as_deref(), args.limit)?;
+    let views: Vec<InvocationView> = rows.iter().map(InvocationView::from).collect();
+    output.emit(&views, || {
+        if rows.is_empty() {
+            return "no invocations recorded".to_owned();
+        }
+        table(
+            &["STARTED", "FUNCTION", "TRIGGER", "ATTEMPT", "OUTCOME", "DURATION", "INIT", "MEMORY", "REQUEST", "ERROR"],
+            &rows
+                .iter()
+                .map(|row| {
+                    let r = &row.record;
+                    vec![
+                        r.started_at.to_rfc3339(),
+                        r.function.to_string(),
+                        r.trigger.clone(),
+                        r.attempt.to_string(),
+                        r.outcome.clone(),
+                        format!("{:.1} ms", r.duration.as_secs_f64() * 1000.0),
+                        r.init_duration.map(|d| format!("{:.1} ms", d.as_secs_f64() * 1000.0)).unwrap_or_default(),
+                        r.peak_memory.map(human_bytes).unwrap_or_default(),
+                        r.request_id.clone(),
+                        r.error_message.clone().unwrap_or_default().chars().take(60).collect(),
+                    ]
+                })
+                .collect::<Vec<_>>(),
+        )
+    })
+}
+
+fn print_invocation_logs(state: &dyn StateStore, invocation: &StoredInvocation) -> Result<()> {
+    let r = &invocation.record;
+    let logs = state.invocation_logs(&r.request_id).unwrap_or_default();
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "--- {} {} {} attempt {} ({}) ---", r.started_at, r.function, r.request_id, r.attempt, r.outcome)?;
+    stdout.write_all(&logs)?;
+    if !logs.is_empty() && !logs.ends_with(b"\n") {
+        writeln!(stdout)?;
+    }
+    stdout.flush()?;
+    Ok(())
+}
+
+pub async fn logs(args: LogsArgs, project: Option<&Path>, _output: Output) -> Result<()> {
+    let opened = Project::locate(project)?.open(false)?;
+    let state = opened.state.as_ref();
+    if let Some(request) = &args.request {
+        let logs = state.invocation_logs(request).with_context(|| format!("no logs for request {request}"))?;
+        std::io::stdout().write_all(&logs)?;
+        return Ok(());
+    }
+    let recent = last_invocations(state, args.function.as_ref(), None, args.tail)?;
+    let mut after_id = recent.last().map_or(0, |i| i.id);
+    for invocation in &recent {
+        print_invocation_logs(state, invocation)?;
+    }
+    if !args.follow {
+        return Ok(());
+    }
+    if after_id == 0 {
+        after_id = state
+            .invocations(&InvocationFilter {
+                function: args.function.clone(),
+                after_id: 0,
+                limit: usize::MAX >> 1,
+                outcome: None,
+            })?
+            .last()
+            .map_or(0, |i| i.id);
+    }
+    loop {
+        let page = state.invocations(&InvocationFilter {
+            function: args.function.clone(),
+            after_id,
+            limit: 100,
+            outcome: None,
+        })?;
+        for invocation in &page {
+            print_invocation_logs(state, invocation)?;
+            after_id = invocation.id;
+        }
+        if page.is_empty() {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                _ = tokio::signal::ctrl_c() => return Ok(()),
+            }
+        }
+    }
+}
+
+pub fn functions(_args: FunctionsArgs, project: Option<&Path>, output: Output) -> Result<()> {
+    let opened = Project::locate(project)?.open(false)?;
+    let (_, architecture) = deployed_architecture(&opened)?;
+    #[derive(Serialize)]
+    struct Row {
+        function: Name,
+        runtime: String,
+        invocations: u64,
+        errors: u64,
+        cold_starts: u64,
+        p50_ms: Option<f64>,
+        p95_ms: Option<f64>,
+        last_invoked: Option<String>,
+        #[serde(skip)]
+        stats: mayfly_state::FunctionStats,
+    }
+    let millis = |d: Option<Duration>| d.map(|d| d.as_secs_f64() * 1000.0);
+    let mut rows = Vec::new();
+    for (name, spec) in &architecture.functions {
+        let stats = opened.state.function_stats(name)?;
+        rows.push(Row {
+            function: name.clone(),
+            runtime: format!("{:?}", spec.runtime).to_lowercase(),
+            invocations: stats.invocations,
+            errors: stats.errors,
+            cold_starts: stats.cold_starts,
+            p50_ms: millis(stats.p50_duration),
+            p95_ms: millis(stats.p95_duration),
+            last_invoked: stats.last_invoked.map(|t| t.to_rfc3339()),
+            stats,
+        });
+    }
+    output.emit(&rows, || {
+        if rows.is_empty() {
+            return "no functions deployed".to_owned();
+        }
+        let ms = |d: Option<Duration>| {
+            d.map(|d| format!("{:.1} ms", d.as_secs_f64() * 1000.0)).unwrap_or_else(|| "-".into())
+        };
+        table(
+            &["FUNCTION", "RUNTIME", "INVOCATIONS", "ERRORS", "COLD STARTS", "P50", "P95", "LAST"],
+            &rows
+                .iter()
+                .map(|row| {
+                    vec![
+                        row.function.to_string(),
+                        row.runtime.clone(),
+                        row.stats.invocations.to_string(),
+                        row.stats.errors.to_string(),
+                        row.stats.cold_starts.to_string(),
+                        ms(row.stats.p50_duration),
+                        ms(row.stats.p95_duration),
+                        row.stats.last_invoked.map(|t| t.to_rfc3339()).unwrap_or_else(|| "-".into()),
+                    ]
+                })
+                .collect::<Vec<_>>(),
+        )
+    })
+}

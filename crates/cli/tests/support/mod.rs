@@ -1,0 +1,117 @@
+//! Shared helpers for the CLI tests: a project in a temporary directory and
+//! ways to run the real `mayfly` binary in it.
+#![allow(dead_code)] // each test file uses a different subset
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+
+use serde_json::Value;
+
+pub struct Project {
+    pub _dir: tempfile::TempDir,
+    pub root: PathBuf,
+}
+
+impl Project {
+    pub fn with_spec(spec: &str) -> Project {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let root = dir.path().join("project");
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::write(root.join("mayfly.toml"), spec).unwrap();
+        Project { _dir: dir, root }
+    }
+
+    pub fn deployed_with(spec: &str) -> Project {
+        let project = Project::with_spec(spec);
+        project.ok(&["deploy"]);
+        project
+    }
+
+    /// Start `mayfly up` in the background.
+    pub fn spawn_up(&self) -> Child {
+        self.command(&["up", "--poll-interval", "10ms"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn mayfly up")
+    }
+
+    /// Poll `mayfly ARGS --json` until `done` holds, or panic after `timeout`.
+    pub fn wait_for(&self, args: &[&str], timeout: std::time::Duration, done: impl Fn(&Value) -> bool) -> Value {
+        let started = std::time::Instant::now();
+        loop {
+            let value = self.json(args);
+            if done(&value) {
+                return value;
+            }
+            assert!(started.elapsed() < timeout, "gave up waiting on {args:?} after {timeout:?}; last: {value}");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_mayfly"));
+        command.args(args).current_dir(&self.root).env_remove("MAYFLY_PROJECT");
+        command
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("run mayfly")
+    }
+
+    pub fn run_with_stdin(&self, args: &[&str], stdin: &[u8]) -> Output {
+        let mut child = self
+            .command(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn mayfly");
+        child.stdin.take().unwrap().write_all(stdin).unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    /// Run, require exit 0, return stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let output = self.run(args);
+        assert_success(&output, args);
+        String::from_utf8(output.stdout).unwrap()
+    }
+
+    pub fn json(&self, args: &[&str]) -> Value {
+        let mut with_json = args.to_vec();
+        with_json.push("--json");
+        let stdout = self.ok(&with_json);
+        serde_json::from_str(&stdout).unwrap_or_else(|error| panic!("{args:?}: not JSON ({error}): {stdout}"))
+    }
+
+    /// Run, require exit `code`, return stderr.
+    pub fn fails(&self, args: &[&str], code: i32) -> String {
+        let output = self.run(args);
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert_eq!(
+            output.status.code(),
+            Some(code),
+            "mayfly {args:?}: stdout {} stderr {stderr}",
+            String::from_utf8_lossy(&output.stdout)
+        );
+        assert!(stderr.contains("error"), "errors go to stderr: {stderr}");
+        stderr
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.root.join(name)
+    }
+}
+
+pub fn assert_success(output: &Output, args: &[&str]) {
+    assert!(
+        output.status.success(),
+        "mayfly {args:?} exited {:?}\nstdout: {}\nstderr: {}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

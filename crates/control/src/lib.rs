@@ -1,0 +1,170 @@
+//! The control plane of one project (`mayfly up`): it makes the architecture
+//! file's triggers live.
+//!
+//! - the **router** reads the bucket event log with a durable cursor and sends
+//!   each event that matches a `[[routes]]` entry to its queue (as an S3
+//!   notification) or to its function's asynchronous-invocation queue;
+//! - a **queue poller** per queue trigger leases batches and invokes the
+//!   function with an SQS event, deleting what succeeded (honouring
+//!   `batchItemFailures`) and backing off what failed; the queue's own
+//!   `max_receives` and dead-letter queue bound the retries;
+//! - the **scheduler** fires `cron(...)`/`rate(...)` triggers, keeping the last
+//!   firing in a durable cursor, and enqueues an EventBridge-shaped event;
+//! - an **async invoker** per function drains its internal queue
+//!   (`mayfly-async-<function>`): each message is one asynchronous invocation,
+//!   retried with exponential backoff and jitter up to `retries.max_attempts`,
+//!   then sent to the function's `on_failure` queue (or `mayfly-failed`).
+//!
+//! Every invocation is recorded in the ledger with its logs. All work is
+//! leased from durable queues, so the control plane may be killed at any
+//! moment: whatever it had not acknowledged is delivered again (at least once).
+
+mod async_invoker;
+mod functions;
+mod ledger;
+mod queue_poller;
+mod router;
+mod scheduler;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mayfly_core::{Clock, Name};
+use mayfly_runtime::Invoker;
+use mayfly_spec::{Architecture, TriggerSpec};
+use mayfly_state::StateStore;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+pub use async_invoker::new_request_id;
+pub use functions::{
+    AsyncEnvelope, FAILED_QUEUE, async_queue_name, estimate_cost, function_definition, internal_queues,
+};
+pub use ledger::{describe_failure, record_invocation};
+
+/// What the control plane runs against.
+#[derive(Clone)]
+pub struct ControlPlaneConfig {
+    /// The deployed architecture (parsed from the recorded deployment, not the file on disk).
+    pub architecture: Arc<Architecture>,
+    pub deployment_version: Option<u64>,
+    /// The project directory: functions' working directory and `MAYFLY_PROJECT`.
+    pub project_root: PathBuf,
+    /// The `mayfly` executable functions may call (`MAYFLY_BIN`).
+    pub mayfly_bin: PathBuf,
+    pub state: Arc<dyn StateStore>,
+    pub invoker: Invoker,
+    pub clock: Arc<dyn Clock>,
+    /// How long an idle loop sleeps before looking for work again.
+    pub poll_interval: Duration,
+}
+
+/// Tells the loops to stop taking new work; in-flight invocations finish.
+#[derive(Clone)]
+pub struct Shutdown {
+    receiver: watch::Receiver<bool>,
+}
+
+/// The sending half of [`Shutdown`].
+pub struct ShutdownTrigger {
+    sender: watch::Sender<bool>,
+}
+
+impl ShutdownTrigger {
+    pub fn new() -> (ShutdownTrigger, Shutdown) {
+        let (sender, receiver) = watch::channel(false);
+        (ShutdownTrigger { sender }, Shutdown { receiver })
+    }
+
+    pub fn trigger(&self) {
+        let _ = self.sender.send(true);
+    }
+}
+
+impl Shutdown {
+    pub fn is_triggered(&self) -> bool {
+        *self.receiver.borrow()
+    }
+
+    /// Sleep for `duration`, returning early (with `true`) if shutdown is triggered.
+    pub async fn sleep_or_stop(&mut self, duration: Duration) -> bool {
+        if self.is_triggered() {
+            return true;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(duration) => self.is_triggered(),
+            _ = self.receiver.changed() => true,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error(transparent)]
+    State(#[from] mayfly_state::StateError),
+    #[error("a control plane task failed: {0}")]
+    Task(String),
+}
+
+/// Run every loop until `shutdown` is triggered, then wait for in-flight
+/// invocations to finish and stop the warm function instances.
+pub async fn run(config: ControlPlaneConfig, shutdown: Shutdown) -> Result<(), ControlError> {
+    let config = Arc::new(config);
+    let mut tasks = JoinSet::new();
+
+    tasks.spawn(router::run(config.clone(), shutdown.clone()));
+    tasks.spawn(scheduler::run(config.clone(), shutdown.clone()));
+    for trigger in &config.architecture.triggers {
+        if let TriggerSpec::Queue { queue, function, batch_size, batch_window } = trigger {
+            let poller = queue_poller::QueueTrigger {
+                queue: queue.clone(),
+                function: function.clone(),
+                batch_size: *batch_size as usize,
+                batch_window: *batch_window,
+            };
+            tasks.spawn(queue_poller::run(config.clone(), poller, shutdown.clone()));
+        }
+    }
+    for function in config.architecture.functions.keys() {
+        tasks.spawn(async_invoker::run(config.clone(), function.clone(), shutdown.clone()));
+    }
+    tracing::info!(
+        functions = config.architecture.functions.len(),
+        triggers = config.architecture.triggers.len(),
+        routes = config.architecture.routes.len(),
+        "control plane running"
+    );
+
+    let mut first_error = None;
+    while let Some(joined) = tasks.join_next().await {
+        let outcome = match joined {
+            Ok(result) => result,
+            Err(error) => Err(ControlError::Task(error.to_string())),
+        };
+        if let Err(error) = outcome {
+            tracing::error!(error = %error, "control plane loop failed; stopping");
+            first_error.get_or_insert(error);
+            // One loop failing stops the others: a half-running control plane hides problems.
+            tasks.abort_all();
+        }
+    }
+    config.invoker.shutdown().await;
+    match first_error {
+        Some(error) => Err(error),
+        None => Ok(()),
+    }
+}
+
+/// The names of the functions whose triggers or routes need the control plane.
+pub fn active_functions(architecture: &Architecture) -> Vec<Name> {
+    let mut names: Vec<Name> = architecture.triggers.iter().map(|t| t.function().clone()).collect();
+    for route in &architecture.routes {
+        if let mayfly_spec::RouteTarget::Function(function) = &route.to {
+            names.push(function.clone());
+        }
+    }
+    names.sort();
+    names.dedup();
+    names
+}

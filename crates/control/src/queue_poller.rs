@@ -1,0 +1,155 @@
+//! Queue → function triggers, the SQS event source mapping model.
+//!
+//! Workers (as many as the function's concurrency, at most 16) each lease a
+//! batch of up to `batch_size` messages (waiting up to `batch_window` to fill
+//! it), invoke the function once with an SQS event, delete the messages that
+//! succeeded — all of them, or all but those the function named in
+//! `batchItemFailures` — and put the failed ones back after a backoff. The
+//! queue's `max_receives` and dead-letter queue bound the retries.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mayfly_core::Name;
+use mayfly_core::retry::backoff_delay;
+use mayfly_runtime::Invocation;
+use mayfly_state::{DeleteOutcome, ReceiveRequest, ReceivedMessage};
+
+use crate::functions::function_definition;
+use crate::{ControlError, ControlPlaneConfig, Shutdown, ledger};
+
+#[derive(Debug, Clone)]
+pub struct QueueTrigger {
+    pub queue: Name,
+    pub function: Name,
+    pub batch_size: usize,
+    pub batch_window: Option<Duration>,
+}
+
+/// Most batches of one trigger in flight at once when the function sets no concurrency.
+const DEFAULT_PARALLEL_BATCHES: u32 = 4;
+const MAX_PARALLEL_BATCHES: u32 = 16;
+
+pub async fn run(
+    config: Arc<ControlPlaneConfig>,
+    trigger: QueueTrigger,
+    shutdown: Shutdown,
+) -> Result<(), ControlError> {
+    let Some(spec) = config.architecture.functions.get(&trigger.function) else { return Ok(()) };
+    let parallel = spec.concurrency.unwrap_or(DEFAULT_PARALLEL_BATCHES).clamp(1, MAX_PARALLEL_BATCHES);
+    let trigger = Arc::new(trigger);
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..parallel {
+        workers.spawn(worker(config.clone(), trigger.clone(), shutdown.clone()));
+    }
+    while let Some(joined) = workers.join_next().await {
+        joined.map_err(|error| ControlError::Task(error.to_string()))??;
+    }
+    Ok(())
+}
+
+async fn worker(
+    config: Arc<ControlPlaneConfig>,
+    trigger: Arc<QueueTrigger>,
+    mut shutdown: Shutdown,
+) -> Result<(), ControlError> {
+    loop {
+        if shutdown.is_triggered() {
+            return Ok(());
+        }
+        let batch = lease_batch(&config, &trigger, &mut shutdown).await?;
+        if batch.is_empty() {
+            if shutdown.sleep_or_stop(config.poll_interval).await {
+                return Ok(());
+            }
+            continue;
+        }
+        process_batch(&config, &trigger, batch).await?;
+    }
+}
+
+async fn lease_batch(
+    config: &ControlPlaneConfig,
+    trigger: &QueueTrigger,
+    shutdown: &mut Shutdown,
+) -> Result<Vec<ReceivedMessage>, ControlError> {
+    let mut batch = config.state.receive_messages(&trigger.queue, ReceiveRequest::up_to(trigger.batch_size))?;
+    let Some(window) = trigger.batch_window else { return Ok(batch) };
+    if batch.is_empty() {
+        return Ok(batch);
+    }
+    let started = Instant::now();
+    while batch.len() < trigger.batch_size && started.elapsed() < window {
+        let wait = (window - started.elapsed()).min(config.poll_interval);
+        if shutdown.sleep_or_stop(wait).await {
+            break;
+        }
+        let more =
+            config.state.receive_messages(&trigger.queue, ReceiveRequest::up_to(trigger.batch_size - batch.len()))?;
+        batch.extend(more);
+    }
+    Ok(batch)
+}
+
+async fn process_batch(
+    config: &ControlPlaneConfig,
+    trigger: &QueueTrigger,
+    batch: Vec<ReceivedMessage>,
+) -> Result<(), ControlError> {
+    let Some(spec) = config.architecture.functions.get(&trigger.function) else { return Ok(()) };
+    let definition = function_definition(
+        &trigger.function,
+        spec,
+        config.deployment_version,
+        &config.project_root,
+        &config.mayfly_bin,
+    );
+    let event = mayfly_events::sqs_event(&trigger.queue, &batch);
+    let invocation = Invocation {
+        request_id: crate::async_invoker::new_request_id(),
+        payload: serde_json::to_vec(&event).expect("JSON values serialise"), // plain JSON
+        trace_id: None,
+    };
+    let result = config.invoker.invoke(&definition, invocation).await;
+    let attempt = batch.iter().map(|m| m.receive_count).max().unwrap_or(1);
+    ledger::record_invocation(
+        config.state.as_ref(),
+        &config.architecture,
+        config.deployment_version,
+        &trigger.function,
+        &format!("queue:{}", trigger.queue),
+        attempt,
+        &result,
+    )?;
+
+    // Which messages failed: all on a failed invocation, or those the function names.
+    let failed_ids: Vec<String> = if result.outcome.is_success() {
+        match mayfly_events::parse_batch_item_failures(result.response.as_deref().unwrap_or(b"null")) {
+            Ok(Some(ids)) => ids,
+            Ok(None) => Vec::new(),
+            Err(error) => {
+                tracing::warn!(function = %trigger.function, error = %error, "unreadable batchItemFailures; retrying the whole batch");
+                batch.iter().map(|m| m.message_id.to_string()).collect()
+            }
+        }
+    } else {
+        batch.iter().map(|m| m.message_id.to_string()).collect()
+    };
+
+    let (failed, succeeded): (Vec<&ReceivedMessage>, Vec<&ReceivedMessage>) =
+        batch.iter().partition(|m| failed_ids.contains(&m.message_id.to_string()));
+    let receipts: Vec<_> = succeeded.iter().map(|m| m.receipt).collect();
+    let outcomes = config.state.delete_messages(&trigger.queue, &receipts)?;
+    let lost = outcomes.iter().filter(|o| **o == DeleteOutcome::LeaseLost).count();
+    if lost > 0 {
+        tracing::warn!(queue = %trigger.queue, lost, "leases lapsed before the batch finished; those messages will be delivered again (raise visibility_timeout)");
+    }
+    for message in failed {
+        let delay = backoff_delay(spec.retries.backoff, message.receive_count, rand::random::<f64>());
+        match config.state.change_visibility(&trigger.queue, message.receipt, delay) {
+            Ok(()) | Err(mayfly_state::StateError::LeaseLost { .. }) => {}
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Ok(())
+}
