@@ -115,3 +115,46 @@ pub fn assert_success(output: &Output, args: &[&str]) {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+/// The directory holding the test handler binaries (`lambda-echo`,
+/// `process-echo`), built on first use with `cargo build -p
+/// mayfly-test-handlers` into this test binary's own target directory and
+/// profile (derived from its path, `<target>/<profile>/deps/<test>`).
+pub fn handler_directory() -> &'static std::path::Path {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT.get_or_init(|| {
+        let test_binary = std::env::current_exe().expect("the test binary's path");
+        let profile_dir =
+            test_binary.parent().and_then(std::path::Path::parent).expect("<target>/<profile>/deps/<test>");
+        let target_dir = profile_dir.parent().expect("<target>/<profile>");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+        let mut build = Command::new(cargo);
+        build.args(["build", "--quiet", "-p", "mayfly-test-handlers", "--bins", "--target-dir"]).arg(target_dir);
+        if profile_dir.file_name().is_some_and(|name| name == "release") {
+            build.arg("--release");
+        }
+        let status = build.status().expect("cargo build of the test handlers runs");
+        assert!(status.success(), "cargo build -p mayfly-test-handlers failed: {status}");
+        profile_dir.to_owned()
+    })
+}
+
+/// The path of a test handler binary.
+pub fn handler(name: &str) -> String {
+    handler_directory().join(name).display().to_string()
+}
+
+/// Make sure Python's `awslambdaric` (the AWS Lambda runtime interface client) is importable.
+pub fn ensure_awslambdaric() {
+    let importable =
+        || Command::new("python3").args(["-c", "import awslambdaric"]).status().is_ok_and(|status| status.success());
+    if importable() {
+        return;
+    }
+    let status = Command::new("python3")
+        .args(["-m", "pip", "install", "--quiet", "awslambdaric"])
+        .status()
+        .expect("python3 -m pip runs");
+    assert!(status.success(), "pip install awslambdaric failed: {status}");
+    assert!(importable(), "awslambdaric is installed but cannot be imported");
+}
