@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs Mayfly's whole test suite on a fresh machine: installs what the suite
-# needs, builds everything, and runs every test (unit, conformance, crash,
-# full-disk, CLI end to end). Needs root for the full-disk tests, which mount
+# needs (cargo-nextest, python3 with awslambdaric), builds everything, and
+# runs every test (unit, conformance, crash, full-disk, runtimes, control
+# plane and CLI end to end). Needs root for the full-disk tests, which mount
 # small tmpfs file systems.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +16,17 @@ fi
 if [ "$(id -u)" != 0 ]; then
     echo "error: the full-disk tests mount tmpfs file systems and need root; run as root (or in a root container)" >&2
     exit 1
+fi
+# Functions in the tests are Python programs; the lambda-runtime tests run a
+# Python handler through AWS's unmodified runtime interface client.
+if ! command -v python3 >/dev/null 2>&1 || ! python3 -m pip --version >/dev/null 2>&1; then
+    step "installing python3 and pip from Debian's packages"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 python3-pip >/dev/null
+fi
+if ! python3 -c "import awslambdaric" >/dev/null 2>&1; then
+    step "installing awslambdaric from PyPI"
+    python3 -m pip install --quiet awslambdaric || python3 -m pip install --quiet --break-system-packages awslambdaric
 fi
 if ! cargo nextest --version >/dev/null 2>&1; then
     step "installing cargo-nextest from crates.io"
