@@ -12,6 +12,7 @@ pub mod name;
 pub mod quantity;
 pub mod queue;
 pub mod retry;
+pub mod run;
 pub mod schedule;
 
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
