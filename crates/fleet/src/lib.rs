@@ -1,0 +1,24 @@
+//! Provisioners: how Mayfly starts, watches, stops and finds the processes
+//! (later containers) that make up a run — its coordinator and its workers.
+//!
+//! - [`Provisioner`] is the contract every backend implements; it is object
+//!   safe, so callers hold an `Arc<dyn Provisioner>`.
+//! - [`Tags`] label every resource a provisioner creates (the project's tags
+//!   plus Mayfly's own: [`TAG_PROJECT`], [`TAG_RUN`], [`TAG_ROLE`],
+//!   [`TAG_WORKER`]); [`Provisioner::inventory`] finds live resources from the
+//!   system itself by those tags, so a reaper started after a control plane
+//!   restart still finds every orphan ([`reap_orphans`]).
+//! - [`LocalProvisioner`] runs resources as local processes, each in its own
+//!   process group, tagged through its environment.
+
+mod error;
+mod local;
+mod provisioner;
+mod reaper;
+mod tags;
+
+pub use error::FleetError;
+pub use local::LocalProvisioner;
+pub use provisioner::{BoxFuture, LiveResource, ProcessSpec, Provisioner, ResourceId, ResourceState};
+pub use reaper::reap_orphans;
+pub use tags::{TAG_PROJECT, TAG_ROLE, TAG_RUN, TAG_WORKER, TagFilter, Tags};

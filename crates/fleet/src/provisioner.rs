@@ -1,0 +1,132 @@
+//! The provisioner contract: what a run's coordinator and workers are started
+//! from ([`ProcessSpec`]), how they are named ([`ResourceId`]), observed
+//! ([`ResourceState`]) and found again ([`LiveResource`]).
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::time::Duration;
+
+use mayfly_core::{ByteSize, Timestamp};
+
+use crate::error::FleetError;
+use crate::tags::{TagFilter, Tags};
+
+/// The future every [`Provisioner`] method returns; boxed so that the trait is
+/// object safe and `Arc<dyn Provisioner>` works.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct ProcessSpec {
+    /// An absolute path, a path relative to `working_dir`, or a bare name
+    /// looked up on `PATH`.
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    /// The whole environment of the resource (nothing is inherited from the
+    /// caller) plus the tag variables the provisioner adds.
+    pub env: BTreeMap<String, String>,
+    pub working_dir: PathBuf,
+    pub tags: Tags,
+    /// File to append standard output to; `None` discards it.
+    pub stdout: Option<PathBuf>,
+    /// File to append standard error to; `None` discards it.
+    pub stderr: Option<PathBuf>,
+    /// Memory limit; advisory for local processes, enforced by containers.
+    pub memory: Option<ByteSize>,
+    /// CPU limit; advisory for local processes, enforced by containers.
+    pub cpus: Option<f64>,
+}
+
+impl ProcessSpec {
+    /// A spec for `program` with `args` in `working_dir`, with no environment,
+    /// no tags, output discarded and no limits.
+    pub fn new(program: impl Into<PathBuf>, args: impl IntoIterator<Item = impl Into<String>>) -> ProcessSpec {
+        ProcessSpec {
+            program: program.into(),
+            args: args.into_iter().map(Into::into).collect(),
+            env: BTreeMap::new(),
+            working_dir: PathBuf::from("/"),
+            tags: Tags::new(),
+            stdout: None,
+            stderr: None,
+            memory: None,
+            cpus: None,
+        }
+    }
+}
+
+/// A resource's id, unique for the provisioner's kind over time. Local
+/// processes: `pid:<pid>:<start time in clock ticks since boot>`, so that a
+/// recycled pid is never mistaken for the process it once named.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ResourceId(pub String);
+
+impl std::fmt::Display for ResourceId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A live resource found by an inventory.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LiveResource {
+    pub id: ResourceId,
+    /// `process` (later `container`).
+    pub kind: &'static str,
+    pub tags: Tags,
+    pub started_at: Option<Timestamp>,
+    /// Where it can be reached, for backends that give resources addresses.
+    pub address: Option<String>,
+}
+
+/// What a resource is doing now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResourceState {
+    /// At least one of its processes is alive.
+    Running,
+    /// It ended and its exit is known: an exit code, or the signal that killed it.
+    Exited { code: Option<i32>, signal: Option<i32> },
+    /// Nothing of it remains and its exit is not known (it was not started by
+    /// this provisioner, or the id names nothing that exists).
+    Gone,
+}
+
+impl ResourceState {
+    pub fn is_running(self) -> bool {
+        self == ResourceState::Running
+    }
+}
+
+/// Starts, watches, stops and finds the resources of one kind.
+///
+/// Every method is safe to call on resources this instance did not start
+/// (for example after a control plane restart): ids are self-describing and
+/// the inventory reads the system, not memory.
+pub trait Provisioner: Send + Sync {
+    /// `local` (later `docker`).
+    fn kind(&self) -> &'static str;
+
+    /// Starts a resource from `spec`, tagged with `spec.tags`.
+    /// [`FleetError::CannotStart`] names the program and the OS error.
+    fn start(&self, spec: ProcessSpec) -> BoxFuture<'_, Result<ResourceId, FleetError>>;
+
+    fn state<'a>(&'a self, id: &'a ResourceId) -> BoxFuture<'a, Result<ResourceState, FleetError>>;
+
+    /// Waits until the resource is no longer running (or `timeout`, then
+    /// returns [`ResourceState::Running`]); returns its final state.
+    fn wait<'a>(&'a self, id: &'a ResourceId, timeout: Duration) -> BoxFuture<'a, Result<ResourceState, FleetError>>;
+
+    /// Asks the resource to stop (SIGTERM to the whole process group), waits
+    /// `grace`, then kills it (SIGKILL); `Ok` once verified gone. Stopping a
+    /// resource that is already gone is `Ok`.
+    fn stop<'a>(&'a self, id: &'a ResourceId, grace: Duration) -> BoxFuture<'a, Result<(), FleetError>>;
+
+    /// Kills the resource at once (SIGKILL to the whole group); `Ok` once verified gone.
+    fn kill<'a>(&'a self, id: &'a ResourceId) -> BoxFuture<'a, Result<(), FleetError>>;
+
+    /// Every live resource of this provisioner's kind whose tags match
+    /// `filter`, found from the system itself (not from memory).
+    fn inventory<'a>(&'a self, filter: &'a TagFilter) -> BoxFuture<'a, Result<Vec<LiveResource>, FleetError>>;
+}
