@@ -66,10 +66,9 @@ async fn output_is_appended_to_the_given_files_and_stdin_is_empty() {
 #[tokio::test]
 async fn the_process_sees_its_environment_and_tags_but_nothing_inherited() {
     let fleet = TestFleet::new("environment");
-    // SAFETY: a test-only variable set before any process is started by this test.
-    unsafe { std::env::set_var("MAYFLY_FLEET_TEST_LEAK", "leaked") };
+    assert!(std::env::var("CARGO_MANIFEST_DIR").is_ok(), "the test runner sets it, the child must not see it");
     let mut spec = fleet.shell(
-        "echo \"$GREETING|$MAYFLY_TAG_MAYFLY_RUN|$MAYFLY_TAG_DATA_CLASS|$MAYFLY_FLEET_TEST_LEAK|$MAYFLY_TAGS\"",
+        "echo \"$GREETING|$MAYFLY_TAG_MAYFLY_RUN|$MAYFLY_TAG_DATA_CLASS|$CARGO_MANIFEST_DIR|$MAYFLY_TAGS\"",
         &[(TAG_RUN, "run-7"), ("data-class", "phi")],
     );
     spec.env.insert("GREETING".to_owned(), "hello".to_owned());
