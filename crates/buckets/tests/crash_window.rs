@@ -12,11 +12,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use mayfly_buckets::{BucketError, Buckets};
 use mayfly_core::queue::{QueueConfig, QueueStats, ReceiptHandle};
+use mayfly_core::run::{ItemStatus, RunStatus};
 use mayfly_core::{ManualClock, Name, NewObjectEvent, ObjectEvent, ObjectEventKind};
 use mayfly_state::{
-    BucketRecord, DeleteOutcome, Deployment, FunctionStats, InvocationFilter, InvocationRecord, NewDeployment,
-    OutgoingMessage, QueueRecord, ReceiveRequest, ReceivedMessage, Result, StateError, StateStore, StoredInvocation,
-    StoredMessage,
+    BucketRecord, DeleteOutcome, Deployment, FunctionStats, InvocationFilter, InvocationRecord, ItemCompletion,
+    NewDeployment, NewRun, NewRunItem, OutgoingMessage, QueueRecord, ReceiveRequest, ReceivedMessage, Result,
+    ResultRecord, RunItem, RunItemCounts, RunRecord, StateError, StateStore, StoredInvocation, StoredMessage,
+    WorkerRecord,
 };
 use mayfly_state_sqlite::SqliteStore;
 use support::{START, name};
@@ -112,6 +114,92 @@ impl StateStore for StoreWithFailingAppends {
     }
     fn function_stats(&self, function: &Name) -> Result<FunctionStats> {
         self.inner.function_stats(function)
+    }
+    fn create_run(&self, run: NewRun) -> Result<RunRecord> {
+        self.inner.create_run(run)
+    }
+    fn run(&self, id: &str) -> Result<RunRecord> {
+        self.inner.run(id)
+    }
+    fn runs(&self, job: Option<&Name>, limit: usize) -> Result<Vec<RunRecord>> {
+        self.inner.runs(job, limit)
+    }
+    fn claim_run(&self, id: &str, owner: &str, ttl: Duration) -> Result<bool> {
+        self.inner.claim_run(id, owner, ttl)
+    }
+    fn renew_run_lease(&self, id: &str, owner: &str, ttl: Duration) -> Result<()> {
+        self.inner.renew_run_lease(id, owner, ttl)
+    }
+    fn runs_needing_coordinator(&self, grace: Duration) -> Result<Vec<RunRecord>> {
+        self.inner.runs_needing_coordinator(grace)
+    }
+    fn finish_run(
+        &self,
+        id: &str,
+        owner: &str,
+        status: RunStatus,
+        error: Option<&str>,
+        report: Option<&str>,
+    ) -> Result<()> {
+        self.inner.finish_run(id, owner, status, error, report)
+    }
+    fn set_run_status(&self, id: &str, owner: &str, status: RunStatus) -> Result<()> {
+        self.inner.set_run_status(id, owner, status)
+    }
+    fn add_run_items(&self, run: &str, items: &[NewRunItem]) -> Result<u64> {
+        self.inner.add_run_items(run, items)
+    }
+    fn move_queue_messages_into_run(&self, run: &str, queue: &Name, max: usize) -> Result<u64> {
+        self.inner.move_queue_messages_into_run(run, queue, max)
+    }
+    fn lease_run_items(&self, run: &str, worker: &str, max: usize) -> Result<Vec<RunItem>> {
+        self.inner.lease_run_items(run, worker, max)
+    }
+    fn complete_run_item(
+        &self,
+        run: &str,
+        item: &str,
+        worker: &str,
+        attempt: u32,
+        completion: ItemCompletion,
+    ) -> Result<bool> {
+        self.inner.complete_run_item(run, item, worker, attempt, completion)
+    }
+    fn release_worker_items(&self, run: &str, worker: &str) -> Result<u64> {
+        self.inner.release_worker_items(run, worker)
+    }
+    fn release_all_leased_items(&self, run: &str) -> Result<u64> {
+        self.inner.release_all_leased_items(run)
+    }
+    fn run_item_counts(&self, run: &str) -> Result<RunItemCounts> {
+        self.inner.run_item_counts(run)
+    }
+    fn run_items(
+        &self,
+        run: &str,
+        status: Option<ItemStatus>,
+        after_item: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<RunItem>> {
+        self.inner.run_items(run, status, after_item, limit)
+    }
+    fn results(
+        &self,
+        job: &Name,
+        run: Option<&str>,
+        after_item: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ResultRecord>> {
+        self.inner.results(job, run, after_item, limit)
+    }
+    fn result(&self, job: &Name, item: &str) -> Result<ResultRecord> {
+        self.inner.result(job, item)
+    }
+    fn upsert_worker(&self, worker: &WorkerRecord) -> Result<()> {
+        self.inner.upsert_worker(worker)
+    }
+    fn run_workers(&self, run: &str) -> Result<Vec<WorkerRecord>> {
+        self.inner.run_workers(run)
     }
 }
 

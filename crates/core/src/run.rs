@@ -104,7 +104,8 @@ pub enum ItemStatus {
 }
 
 impl ItemStatus {
-    pub const ALL: [ItemStatus; 4] = [ItemStatus::Pending, ItemStatus::Leased, ItemStatus::Done, ItemStatus::DeadLettered];
+    pub const ALL: [ItemStatus; 4] =
+        [ItemStatus::Pending, ItemStatus::Leased, ItemStatus::Done, ItemStatus::DeadLettered];
 
     /// The snake_case spelling, as serialized.
     pub fn as_str(self) -> &'static str {

@@ -20,6 +20,7 @@
 
 mod errors;
 mod ledger;
+mod runs;
 mod schema;
 
 use std::collections::BTreeMap;
@@ -31,11 +32,13 @@ use mayfly_core::queue::{
     QueueConfig, QueueStats, ReceiptHandle, ReceiveDecision, check_message_size, check_visibility_timeout,
     decide_receive,
 };
+use mayfly_core::run::{ItemStatus, RunStatus};
 use mayfly_core::{ByteSize, Clock, Name, NewObjectEvent, ObjectEvent, ObjectEventKind, Timestamp};
 use mayfly_state::{
     BucketRecord, DeadLetterInfo, DeleteOutcome, Deployment, FunctionStats, InvocationFilter, InvocationRecord,
-    NewDeployment, OutgoingMessage, QueueRecord, ReceiveRequest, ReceivedMessage, Result, StateError, StateStore,
-    StoredInvocation, StoredMessage,
+    ItemCompletion, NewDeployment, NewRun, NewRunItem, OutgoingMessage, QueueRecord, ReceiveRequest, ReceivedMessage,
+    Result, ResultRecord, RunItem, RunItemCounts, RunRecord, StateError, StateStore, StoredInvocation, StoredMessage,
+    WorkerRecord,
 };
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior, params};
 
@@ -989,6 +992,153 @@ impl StateStore for SqliteStore {
             ledger::function_stats(transaction, function)
         })
     }
+    // --- batch-job runs ---------------------------------------------------------------------
+
+    fn create_run(&self, run: NewRun) -> Result<RunRecord> {
+        let now = self.now();
+        self.write(&format!("create run `{}`", run.id), |transaction| runs::create_run(transaction, run, now))
+    }
+
+    fn run(&self, id: &str) -> Result<RunRecord> {
+        self.read(&format!("look up run `{id}`"), |transaction| runs::run(transaction, id))
+    }
+
+    fn runs(&self, job: Option<&Name>, limit: usize) -> Result<Vec<RunRecord>> {
+        self.read("list runs", |transaction| runs::runs(transaction, job, limit))
+    }
+
+    fn claim_run(&self, id: &str, owner: &str, ttl: Duration) -> Result<bool> {
+        let now = self.now();
+        self.write(&format!("claim run `{id}`"), |transaction| runs::claim_run(transaction, id, owner, ttl, now))
+    }
+
+    fn renew_run_lease(&self, id: &str, owner: &str, ttl: Duration) -> Result<()> {
+        let now = self.now();
+        self.write(&format!("renew the lease of run `{id}`"), |transaction| {
+            runs::renew_run_lease(transaction, id, owner, ttl, now)
+        })
+    }
+
+    fn runs_needing_coordinator(&self, grace: Duration) -> Result<Vec<RunRecord>> {
+        let now = self.now();
+        self.read("find runs without a live coordinator", |transaction| {
+            runs::runs_needing_coordinator(transaction, grace, now)
+        })
+    }
+
+    fn finish_run(
+        &self,
+        id: &str,
+        owner: &str,
+        status: RunStatus,
+        error: Option<&str>,
+        report: Option<&str>,
+    ) -> Result<()> {
+        let now = self.now();
+        self.write(&format!("finish run `{id}`"), |transaction| {
+            runs::finish_run(transaction, id, owner, status, error, report, now)
+        })
+    }
+
+    fn set_run_status(&self, id: &str, owner: &str, status: RunStatus) -> Result<()> {
+        let now = self.now();
+        self.write(&format!("set the status of run `{id}`"), |transaction| {
+            runs::set_run_status(transaction, id, owner, status, now)
+        })
+    }
+
+    fn add_run_items(&self, run: &str, items: &[NewRunItem]) -> Result<u64> {
+        let now = self.now();
+        self.write(&format!("add items to run `{run}`"), |transaction| {
+            runs::add_run_items(transaction, run, items, now)
+        })
+    }
+
+    fn move_queue_messages_into_run(&self, run: &str, queue: &Name, max: usize) -> Result<u64> {
+        let now = self.now();
+        self.write(&format!("move messages of queue `{queue}` into run `{run}`"), |transaction| {
+            runs::move_queue_messages_into_run(transaction, run, queue, max, now)
+        })
+    }
+
+    fn lease_run_items(&self, run: &str, worker: &str, max: usize) -> Result<Vec<RunItem>> {
+        let now = self.now();
+        self.write(&format!("lease items of run `{run}`"), |transaction| {
+            runs::lease_run_items(transaction, run, worker, max, now)
+        })
+    }
+
+    fn complete_run_item(
+        &self,
+        run: &str,
+        item: &str,
+        worker: &str,
+        attempt: u32,
+        completion: ItemCompletion,
+    ) -> Result<bool> {
+        let now = self.now();
+        self.write(&format!("complete item `{item}` of run `{run}`"), |transaction| {
+            runs::complete_run_item(transaction, run, item, worker, attempt, completion, now)
+        })
+    }
+
+    fn release_worker_items(&self, run: &str, worker: &str) -> Result<u64> {
+        let now = self.now();
+        self.write(&format!("release the items of worker `{worker}` of run `{run}`"), |transaction| {
+            runs::release_leased_items(transaction, run, Some(worker), now)
+        })
+    }
+
+    fn release_all_leased_items(&self, run: &str) -> Result<u64> {
+        let now = self.now();
+        self.write(&format!("release the leased items of run `{run}`"), |transaction| {
+            runs::release_leased_items(transaction, run, None, now)
+        })
+    }
+
+    fn run_item_counts(&self, run: &str) -> Result<RunItemCounts> {
+        self.read(&format!("count the items of run `{run}`"), |transaction| runs::run_item_counts(transaction, run))
+    }
+
+    fn run_items(
+        &self,
+        run: &str,
+        status: Option<ItemStatus>,
+        after_item: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<RunItem>> {
+        self.read(&format!("list the items of run `{run}`"), |transaction| {
+            runs::run_items(transaction, run, status, after_item, limit)
+        })
+    }
+
+    fn results(
+        &self,
+        job: &Name,
+        run: Option<&str>,
+        after_item: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ResultRecord>> {
+        self.read(&format!("list the results of job `{job}`"), |transaction| {
+            runs::results(transaction, job, run, after_item, limit)
+        })
+    }
+
+    fn result(&self, job: &Name, item: &str) -> Result<ResultRecord> {
+        self.read(&format!("look up the result of item `{item}` of job `{job}`"), |transaction| {
+            runs::result(transaction, job, item)
+        })
+    }
+
+    fn upsert_worker(&self, worker: &WorkerRecord) -> Result<()> {
+        self.write(&format!("record worker `{}` of run `{}`", worker.worker, worker.run_id), |transaction| {
+            runs::upsert_worker(transaction, worker)
+        })
+    }
+
+    fn run_workers(&self, run: &str) -> Result<Vec<WorkerRecord>> {
+        self.read(&format!("list the workers of run `{run}`"), |transaction| runs::run_workers(transaction, run))
+    }
 }
 
 /// Up to `limit` visible messages of a queue after the keyset position `after`,
@@ -1161,6 +1311,6 @@ mod tests {
         assert_eq!(store.invocation_logs("req-1").unwrap(), b"hello");
         let version: i64 = store.lock_connection().query_row("PRAGMA user_version", [], |row| row.get(0)).unwrap();
         assert_eq!(version, current_schema_version());
-        assert_eq!(current_schema_version(), 2);
+        assert_eq!(current_schema_version(), 3);
     }
 }

@@ -127,6 +127,90 @@ pub const MIGRATIONS: &[&str] = &[
         logs BLOB NOT NULL
     );
     "#,
+    // 3: the ledger of batch-job runs.
+    r#"
+    CREATE TABLE runs (
+        -- Items and workers refer to a run by this integer; AUTOINCREMENT so
+        -- it also orders runs by creation and is never reused.
+        run_seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        job TEXT NOT NULL,
+        deployment_version INTEGER,
+        -- `trigger` is an SQL keyword.
+        trigger_source TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('requested', 'running', 'finishing', 'succeeded', 'failed',
+            'cancelled', 'deadline_exceeded', 'budget_exceeded')),
+        created_at INTEGER NOT NULL,
+        started_at INTEGER,
+        -- Set exactly when the status is a finished one.
+        finished_at INTEGER,
+        deadline INTEGER NOT NULL,
+        budget REAL,
+        lease_owner TEXT,
+        lease_until INTEGER,
+        coordinator_attempts INTEGER NOT NULL DEFAULT 0,
+        error TEXT,
+        report TEXT
+    );
+
+    -- `mayfly runs --job J`, newest first.
+    CREATE INDEX runs_by_job ON runs (job, run_seq);
+    -- The control plane's sweep for runs without a live coordinator reads
+    -- only the unfinished runs.
+    CREATE INDEX runs_unfinished ON runs (created_at) WHERE finished_at IS NULL;
+
+    CREATE TABLE run_items (
+        -- Insertion order; AUTOINCREMENT so it never goes backwards.
+        item_seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        run_seq INTEGER NOT NULL REFERENCES runs (run_seq) ON DELETE CASCADE,
+        item TEXT NOT NULL,
+        payload BLOB NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('pending', 'leased', 'done', 'dead_lettered')),
+        attempts INTEGER NOT NULL DEFAULT 0,
+        worker TEXT,
+        not_before INTEGER NOT NULL,
+        last_error TEXT,
+        updated_at INTEGER NOT NULL,
+        -- Also the index for listing a run's items by id and finding one item.
+        UNIQUE (run_seq, item)
+    );
+
+    -- Leasing walks this index: the pending items of one run in the order
+    -- they became available. Releasing and counting a run's leased items
+    -- read the same range.
+    CREATE INDEX run_items_to_lease ON run_items (run_seq, status, not_before, item_seq);
+
+    -- One result per (job, item): a re-execution replaces it.
+    CREATE TABLE results (
+        job TEXT NOT NULL,
+        item TEXT NOT NULL,
+        run_id TEXT NOT NULL,
+        attempt INTEGER NOT NULL,
+        worker TEXT NOT NULL,
+        result BLOB NOT NULL,
+        recorded_at INTEGER NOT NULL,
+        UNIQUE (job, item)
+    );
+
+    -- `mayfly results JOB --run R`, by item.
+    CREATE INDEX results_by_run ON results (job, run_id, item);
+
+    CREATE TABLE run_workers (
+        run_seq INTEGER NOT NULL REFERENCES runs (run_seq) ON DELETE CASCADE,
+        worker TEXT NOT NULL,
+        resource TEXT NOT NULL,
+        started_at INTEGER NOT NULL,
+        stopped_at INTEGER,
+        -- `end` is an SQL keyword.
+        end_reason TEXT,
+        items_done INTEGER NOT NULL,
+        items_failed INTEGER NOT NULL,
+        busy_ms INTEGER NOT NULL,
+        log_object TEXT,
+        log_sha256 TEXT,
+        PRIMARY KEY (run_seq, worker)
+    );
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -1,7 +1,8 @@
 //! The state store contract: everything Mayfly keeps durably — applied
 //! deployments, the registry of buckets and queues, the bucket event log and
-//! its consumers' cursors, queue messages, and the invocation ledger — behind
-//! one trait,
+//! its consumers' cursors, queue messages, the invocation ledger, and the
+//! durable ledger of batch-job runs (runs, their items, results, workers) —
+//! behind one trait,
 //! [`StateStore`], that every backend implements and the shared
 //! [`conformance`] suite checks.
 //!
@@ -16,6 +17,7 @@ use std::time::Duration;
 
 use mayfly_core::event::NewObjectEvent;
 use mayfly_core::queue::{QueueConfig, QueueRuleError, QueueStats, ReceiptHandle};
+use mayfly_core::run::{ItemStatus, RunStatus};
 use mayfly_core::{Name, ObjectEvent, Timestamp};
 use serde::{Deserialize, Serialize};
 
@@ -258,6 +260,127 @@ pub fn nearest_rank_index(count: u64, percentile: u32) -> Option<u64> {
     Some(rank.max(1) - 1)
 }
 
+/// A run to create.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewRun {
+    /// Unique; see [`mayfly_core::run::new_run_id`].
+    pub id: String,
+    pub job: Name,
+    /// The deployment whose job definition the run follows, if any was applied.
+    pub deployment_version: Option<u64>,
+    /// What started it: `manual`, `alarm:<name>`, `schedule:<expr>`.
+    pub trigger: String,
+    pub deadline: Timestamp,
+    /// The most the run may cost, in the project's currency units.
+    pub budget: Option<f64>,
+}
+
+/// A run as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub id: String,
+    pub job: Name,
+    pub deployment_version: Option<u64>,
+    pub trigger: String,
+    pub status: RunStatus,
+    pub created_at: Timestamp,
+    /// When a coordinator first claimed it.
+    pub started_at: Option<Timestamp>,
+    pub finished_at: Option<Timestamp>,
+    pub deadline: Timestamp,
+    pub budget: Option<f64>,
+    /// The coordinator that holds (or last held) the run's lease; cleared when it finishes.
+    pub lease_owner: Option<String>,
+    /// The lease is live while `now < lease_until`.
+    pub lease_until: Option<Timestamp>,
+    /// How many different coordinators have claimed it (1 for a run that never lost its coordinator).
+    pub coordinator_attempts: u32,
+    pub error: Option<String>,
+    /// The [`mayfly_core::run::RunReport`] as JSON.
+    pub report: Option<String>,
+}
+
+/// An item to add to a run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewRunItem {
+    /// Unique within the run, e.g. an object key or a message id.
+    pub item: String,
+    pub payload: Vec<u8>,
+}
+
+/// An item of a run as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunItem {
+    pub run_id: String,
+    pub item: String,
+    pub payload: Vec<u8>,
+    pub status: ItemStatus,
+    /// How many times it was leased: the current (or last) attempt's number.
+    pub attempts: u32,
+    /// The worker holding it (leased), or the one that finished it (done, dead-lettered).
+    pub worker: Option<String>,
+    /// A pending item is not leased before this instant.
+    pub not_before: Timestamp,
+    pub last_error: Option<String>,
+    pub updated_at: Timestamp,
+}
+
+/// How one attempt at an item ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ItemCompletion {
+    Done {
+        result: Vec<u8>,
+    },
+    /// `retry_at` from [`mayfly_core::run::after_item_failure`]: `None` dead-letters the item.
+    Failed {
+        error: String,
+        retry_at: Option<Timestamp>,
+    },
+}
+
+/// How many items of a run are where, exact at an instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct RunItemCounts {
+    pub total: u64,
+    pub pending: u64,
+    pub leased: u64,
+    pub done: u64,
+    pub dead_lettered: u64,
+    /// The sum of every item's attempts (leases).
+    pub attempts: u64,
+}
+
+/// The stored result of one item of a job: one per (job, item), whichever run produced it last.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResultRecord {
+    pub job: Name,
+    pub item: String,
+    pub run_id: String,
+    pub attempt: u32,
+    pub worker: String,
+    pub result: Vec<u8>,
+    pub recorded_at: Timestamp,
+}
+
+/// A worker of a run, as bookkeeping for the report. Durations are kept to the millisecond.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerRecord {
+    pub run_id: String,
+    pub worker: String,
+    /// What the provisioner knows it by, e.g. a process id.
+    pub resource: String,
+    pub started_at: Timestamp,
+    pub stopped_at: Option<Timestamp>,
+    /// How it ended: `stopped`, `lost`, `killed`, `failed_to_start`.
+    pub end: Option<String>,
+    pub items_done: u64,
+    pub items_failed: u64,
+    pub busy: Duration,
+    /// The key of its sealed logs in the logs bucket.
+    pub log_object: Option<String>,
+    pub log_sha256: Option<String>,
+}
+
 /// The durable state of one Mayfly project.
 ///
 /// Time comes from the [`mayfly_core::Clock`] the backend was opened with.
@@ -362,6 +485,110 @@ pub trait StateStore: Send + Sync {
     /// zero and `None` for a function never invoked (the ledger does not know
     /// which functions exist).
     fn function_stats(&self, function: &Name) -> Result<FunctionStats>;
+
+    // --- batch-job runs -------------------------------------------------------------
+    //
+    // A coordinator "holds" a run's lease while it is the recorded owner and
+    // the lease has not lapsed (`now < lease_until`). Unknown runs are
+    // `NotFound` (kind `run`) in every method that names one.
+
+    /// Create a run, status `Requested`, created now. `AlreadyExists` (kind `run`) on a duplicate id.
+    fn create_run(&self, run: NewRun) -> Result<RunRecord>;
+    fn run(&self, id: &str) -> Result<RunRecord>;
+    /// Runs (of `job`, if given), newest first (by creation), at most `limit`.
+    fn runs(&self, job: Option<&Name>, limit: usize) -> Result<Vec<RunRecord>>;
+    /// Take the run's lease for `ttl` if it is unowned, lapsed, or already
+    /// `owner`'s (then it is extended). Sets status `Running` (from
+    /// `Requested`) and `started_at` once; increments `coordinator_attempts`
+    /// when the owner changes (so the first claim makes it 1). `Ok(false)`,
+    /// changing nothing, if someone else holds a live lease or the run is finished.
+    fn claim_run(&self, id: &str, owner: &str, ttl: Duration) -> Result<bool>;
+    /// Extend `owner`'s lease to `ttl` from now. `Conflict` if `owner` does not
+    /// hold it (another owner, a lapsed lease — claim it again —, a finished run).
+    fn renew_run_lease(&self, id: &str, owner: &str, ttl: Duration) -> Result<()>;
+    /// Runs not finished whose lease lapsed, or that were never claimed and
+    /// were created more than `grace` ago, oldest first: the control plane
+    /// restarts their coordinator.
+    fn runs_needing_coordinator(&self, grace: Duration) -> Result<Vec<RunRecord>>;
+    /// End the run with a finished `status` (see [`RunStatus::is_finished`]),
+    /// its error and report JSON; sets `finished_at` and clears the lease.
+    /// `Conflict` if `owner` does not hold the lease or `status` is not a finished one.
+    fn finish_run(
+        &self,
+        id: &str,
+        owner: &str,
+        status: RunStatus,
+        error: Option<&str>,
+        report: Option<&str>,
+    ) -> Result<()>;
+    /// Change the status of a run `owner` holds to an unfinished one (e.g.
+    /// `Finishing`). `Conflict` if `owner` does not hold the lease or
+    /// `status` is finished (use `finish_run`).
+    fn set_run_status(&self, id: &str, owner: &str, status: RunStatus) -> Result<()>;
+
+    /// Add items, pending at once, in one commit; items whose id the run already
+    /// has are ignored (as are repeats within `items`). Returns how many were new.
+    /// `Conflict` if the run is finished.
+    fn add_run_items(&self, run: &str, items: &[NewRunItem]) -> Result<u64>;
+    /// Move up to `max` visible messages of `queue` (oldest first, as
+    /// `receive_messages` orders them) into the run as pending items, in ONE
+    /// commit: item id = the message id in decimal, payload = the body; the
+    /// messages are deleted from the queue. Delayed and in-flight messages
+    /// stay; `max_receives` does not apply (the job's attempts do). Returns how
+    /// many messages moved. `NotFound` for an unknown queue; `Conflict` if the run is finished.
+    fn move_queue_messages_into_run(&self, run: &str, queue: &Name, max: usize) -> Result<u64>;
+    /// Lease up to `max` pending items whose `not_before` has come to `worker`:
+    /// status `Leased`, attempts + 1. Oldest first: in the order they became
+    /// available (`not_before`), ties by insertion — so items never retried
+    /// come in insertion order, and a released item keeps its place.
+    fn lease_run_items(&self, run: &str, worker: &str, max: usize) -> Result<Vec<RunItem>>;
+    /// Record how attempt `attempt` of `item` ended. `Done`: stores the result
+    /// keyed by (job, item) — replacing any earlier result of that item of that
+    /// job, from any run — and marks the item `Done`. `Failed`: `Pending` with
+    /// `not_before = retry_at`, or `DeadLettered` when `retry_at` is `None`;
+    /// `last_error` set either way. `Ok(false)`, changing nothing, unless the
+    /// item is `Leased` by `worker` with that attempt number (a stale
+    /// completion after the item was released and leased again). `NotFound`
+    /// (kind `item`) for an item the run does not have.
+    fn complete_run_item(
+        &self,
+        run: &str,
+        item: &str,
+        worker: &str,
+        attempt: u32,
+        completion: ItemCompletion,
+    ) -> Result<bool>;
+    /// Return `worker`'s leased items to `Pending` at once (it died), keeping
+    /// their attempts and place. Returns how many.
+    fn release_worker_items(&self, run: &str, worker: &str) -> Result<u64>;
+    /// Return every leased item to `Pending` (a new coordinator resumes). Returns how many.
+    fn release_all_leased_items(&self, run: &str) -> Result<u64>;
+    fn run_item_counts(&self, run: &str) -> Result<RunItemCounts>;
+    /// Items (with `status`, if given) whose id sorts after `after_item`, by item id, at most `limit`.
+    fn run_items(
+        &self,
+        run: &str,
+        status: Option<ItemStatus>,
+        after_item: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<RunItem>>;
+
+    /// Results of `job` (produced last by run `run`, if given) whose item sorts
+    /// after `after_item`, by item id, at most `limit`.
+    fn results(
+        &self,
+        job: &Name,
+        run: Option<&str>,
+        after_item: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ResultRecord>>;
+    /// `NotFound` (kind `result`, named `<job>/<item>`) if there is none.
+    fn result(&self, job: &Name, item: &str) -> Result<ResultRecord>;
+
+    /// Insert or replace the record of worker `worker.worker` of run `worker.run_id`.
+    fn upsert_worker(&self, worker: &WorkerRecord) -> Result<()>;
+    /// The run's workers, by start time then name.
+    fn run_workers(&self, run: &str) -> Result<Vec<WorkerRecord>>;
 }
 
 #[cfg(test)]

@@ -1,0 +1,666 @@
+//! The ledger of batch-job runs in SQL: `runs` (with the coordinator's lease),
+//! `run_items` (each item's status, attempts and holder), `results` (one per
+//! job and item) and `run_workers` (bookkeeping for the report).
+//!
+//! Every function runs inside the transaction the caller opened, so each
+//! trait method is one commit. The rules (what a status means, when to retry)
+//! come from [`mayfly_core::run`]; this file only stores what they decide.
+
+use std::time::Duration;
+
+use mayfly_core::run::{ItemStatus, RunStatus};
+use mayfly_core::{Name, Timestamp};
+use mayfly_state::{
+    ItemCompletion, NewRun, NewRunItem, Result, ResultRecord, RunItem, RunItemCounts, RunRecord, StateError,
+    WorkerRecord,
+};
+use rusqlite::types::Type;
+use rusqlite::{OptionalExtension, Transaction, params};
+
+use crate::errors::SqliteResultExt;
+use crate::{
+    duration_from_millis, from_sql_integer, limit_to_sql, millis, require_queue, to_sql_integer, visible_messages_after,
+};
+
+// --- conversions --------------------------------------------------------------------
+
+fn conversion_error(column: usize, error: impl std::error::Error + Send + Sync + 'static) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(column, Type::Text, Box::new(error))
+}
+
+fn name_at(row: &rusqlite::Row<'_>, column: usize) -> rusqlite::Result<Name> {
+    Name::new(row.get::<_, String>(column)?).map_err(|error| conversion_error(column, error))
+}
+
+fn run_status_at(row: &rusqlite::Row<'_>, column: usize) -> rusqlite::Result<RunStatus> {
+    row.get::<_, String>(column)?.parse().map_err(|error| conversion_error(column, error))
+}
+
+fn item_status_at(row: &rusqlite::Row<'_>, column: usize) -> rusqlite::Result<ItemStatus> {
+    row.get::<_, String>(column)?.parse().map_err(|error| conversion_error(column, error))
+}
+
+fn count_at(row: &rusqlite::Row<'_>, column: usize) -> rusqlite::Result<u32> {
+    Ok(u32::try_from(row.get::<_, i64>(column)?).unwrap_or(u32::MAX))
+}
+
+fn check_budget(run: &NewRun) -> Result<()> {
+    match run.budget {
+        Some(budget) if !budget.is_finite() => Err(StateError::Backend(format!(
+            "run `{}` has a budget of {budget}, which is not a finite number; nothing was recorded",
+            run.id
+        ))),
+        _ => Ok(()),
+    }
+}
+
+// --- runs -----------------------------------------------------------------------------
+
+const RUN_COLUMNS: &str = "id, job, deployment_version, trigger_source, status, created_at, started_at, finished_at, \
+                           deadline, budget, lease_owner, lease_until, coordinator_attempts, error, report";
+
+fn run_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
+    Ok(RunRecord {
+        id: row.get(0)?,
+        job: name_at(row, 1)?,
+        deployment_version: row.get::<_, Option<i64>>(2)?.map(from_sql_integer),
+        trigger: row.get(3)?,
+        status: run_status_at(row, 4)?,
+        created_at: Timestamp(row.get(5)?),
+        started_at: row.get::<_, Option<i64>>(6)?.map(Timestamp),
+        finished_at: row.get::<_, Option<i64>>(7)?.map(Timestamp),
+        deadline: Timestamp(row.get(8)?),
+        budget: row.get(9)?,
+        lease_owner: row.get(10)?,
+        lease_until: row.get::<_, Option<i64>>(11)?.map(Timestamp),
+        coordinator_attempts: count_at(row, 12)?,
+        error: row.get(13)?,
+        report: row.get(14)?,
+    })
+}
+
+fn find_run(transaction: &Transaction<'_>, id: &str) -> Result<Option<(i64, RunRecord)>> {
+    // `run_seq` last, so `run_from_row` reads the record's columns from 0.
+    let sql = format!("SELECT {RUN_COLUMNS}, run_seq FROM runs WHERE id = ?1");
+    transaction
+        .prepare_cached(&sql)
+        .and_then(|mut statement| statement.query_row([id], |row| Ok((row.get(15)?, run_from_row(row)?))).optional())
+        .with_context(|| format!("look up run `{id}`"))
+}
+
+fn require_run(transaction: &Transaction<'_>, id: &str) -> Result<(i64, RunRecord)> {
+    find_run(transaction, id)?.ok_or_else(|| StateError::not_found("run", id))
+}
+
+/// What the item methods need to know about a run.
+struct RunKey {
+    run_seq: i64,
+    job: Name,
+    status: RunStatus,
+}
+
+fn require_run_key(transaction: &Transaction<'_>, id: &str) -> Result<RunKey> {
+    transaction
+        .prepare_cached("SELECT run_seq, job, status FROM runs WHERE id = ?1")
+        .and_then(|mut statement| {
+            statement
+                .query_row([id], |row| {
+                    Ok(RunKey { run_seq: row.get(0)?, job: name_at(row, 1)?, status: run_status_at(row, 2)? })
+                })
+                .optional()
+        })
+        .with_context(|| format!("look up run `{id}`"))?
+        .ok_or_else(|| StateError::not_found("run", id))
+}
+
+fn require_unfinished_run_key(transaction: &Transaction<'_>, id: &str, doing: &str) -> Result<RunKey> {
+    let key = require_run_key(transaction, id)?;
+    if key.status.is_finished() {
+        return Err(StateError::Conflict(format!(
+            "run `{id}` is already {}; cannot {doing}. Start a new run",
+            key.status
+        )));
+    }
+    Ok(key)
+}
+
+/// Whether `owner` holds the run's lease at `now`; if not, why.
+fn check_holds_lease(run: &RunRecord, owner: &str, now: Timestamp) -> Result<()> {
+    let refuse = |why: String| {
+        Err(StateError::Conflict(format!("coordinator `{owner}` does not hold the lease of run `{}`: {why}", run.id)))
+    };
+    if run.status.is_finished() {
+        return refuse(format!("the run is already {}", run.status));
+    }
+    match (&run.lease_owner, run.lease_until) {
+        (Some(holder), _) if holder != owner => refuse(format!("coordinator `{holder}` holds it")),
+        (Some(_), Some(until)) if until > now => Ok(()),
+        (Some(_), _) => refuse("the lease lapsed; claim the run again".to_owned()),
+        (None, _) => refuse("nobody has claimed the run".to_owned()),
+    }
+}
+
+pub fn create_run(transaction: &Transaction<'_>, run: NewRun, now: Timestamp) -> Result<RunRecord> {
+    check_budget(&run)?;
+    let inserted = transaction
+        .prepare_cached(
+            "INSERT INTO runs (id, job, deployment_version, trigger_source, status, created_at, deadline, budget, \
+             coordinator_attempts) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0) ON CONFLICT DO NOTHING",
+        )
+        .and_then(|mut statement| {
+            statement.execute(params![
+                run.id,
+                run.job.as_str(),
+                run.deployment_version.map(to_sql_integer),
+                run.trigger,
+                RunStatus::Requested.as_str(),
+                now.as_millis(),
+                run.deadline.as_millis(),
+                run.budget,
+            ])
+        })
+        .with_context(|| format!("insert run `{}`", run.id))?;
+    if inserted == 0 {
+        return Err(StateError::AlreadyExists { kind: "run", name: run.id });
+    }
+    Ok(require_run(transaction, &run.id)?.1)
+}
+
+pub fn run(transaction: &Transaction<'_>, id: &str) -> Result<RunRecord> {
+    Ok(require_run(transaction, id)?.1)
+}
+
+pub fn runs(transaction: &Transaction<'_>, job: Option<&Name>, limit: usize) -> Result<Vec<RunRecord>> {
+    // Two statements rather than `?1 IS NULL OR job = ?1`, so each walks its own index backwards.
+    let rows = match job {
+        Some(job) => {
+            let sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE job = ?1 ORDER BY run_seq DESC LIMIT ?2");
+            transaction.prepare_cached(&sql).and_then(|mut statement| {
+                statement
+                    .query_map(params![job.as_str(), limit_to_sql(limit)], run_from_row)?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+            })
+        }
+        None => {
+            let sql = format!("SELECT {RUN_COLUMNS} FROM runs ORDER BY run_seq DESC LIMIT ?1");
+            transaction.prepare_cached(&sql).and_then(|mut statement| {
+                statement.query_map(params![limit_to_sql(limit)], run_from_row)?.collect::<rusqlite::Result<Vec<_>>>()
+            })
+        }
+    };
+    rows.context("list runs")
+}
+
+pub fn claim_run(transaction: &Transaction<'_>, id: &str, owner: &str, ttl: Duration, now: Timestamp) -> Result<bool> {
+    let (run_seq, run) = require_run(transaction, id)?;
+    if run.status.is_finished() {
+        return Ok(false);
+    }
+    let held_by_someone_else = run.lease_owner.as_deref().is_some_and(|holder| holder != owner)
+        && run.lease_until.is_some_and(|until| until > now);
+    if held_by_someone_else {
+        return Ok(false);
+    }
+    let new_owner = run.lease_owner.as_deref() != Some(owner);
+    transaction
+        .prepare_cached(
+            "UPDATE runs SET lease_owner = ?2, lease_until = ?3, started_at = COALESCE(started_at, ?4), \
+             status = CASE status WHEN 'requested' THEN 'running' ELSE status END, \
+             coordinator_attempts = coordinator_attempts + ?5 WHERE run_seq = ?1",
+        )
+        .and_then(|mut statement| {
+            statement.execute(params![
+                run_seq,
+                owner,
+                now.saturating_add(ttl).as_millis(),
+                now.as_millis(),
+                i64::from(new_owner)
+            ])
+        })
+        .with_context(|| format!("claim run `{id}`"))?;
+    Ok(true)
+}
+
+pub fn renew_run_lease(
+    transaction: &Transaction<'_>,
+    id: &str,
+    owner: &str,
+    ttl: Duration,
+    now: Timestamp,
+) -> Result<()> {
+    let (run_seq, run) = require_run(transaction, id)?;
+    check_holds_lease(&run, owner, now)?;
+    transaction
+        .prepare_cached("UPDATE runs SET lease_until = ?2 WHERE run_seq = ?1")
+        .and_then(|mut statement| statement.execute(params![run_seq, now.saturating_add(ttl).as_millis()]))
+        .with_context(|| format!("renew the lease of run `{id}`"))?;
+    Ok(())
+}
+
+pub fn runs_needing_coordinator(
+    transaction: &Transaction<'_>,
+    grace: Duration,
+    now: Timestamp,
+) -> Result<Vec<RunRecord>> {
+    let created_before = now.as_millis().saturating_sub(millis(grace));
+    let sql = format!(
+        "SELECT {RUN_COLUMNS} FROM runs WHERE finished_at IS NULL \
+         AND ((lease_owner IS NOT NULL AND lease_until <= ?1) OR (lease_owner IS NULL AND created_at < ?2)) \
+         ORDER BY created_at, run_seq"
+    );
+    transaction
+        .prepare_cached(&sql)
+        .and_then(|mut statement| {
+            statement
+                .query_map(params![now.as_millis(), created_before], run_from_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+        })
+        .context("find runs without a live coordinator")
+}
+
+pub fn finish_run(
+    transaction: &Transaction<'_>,
+    id: &str,
+    owner: &str,
+    status: RunStatus,
+    error: Option<&str>,
+    report: Option<&str>,
+    now: Timestamp,
+) -> Result<()> {
+    if !status.is_finished() {
+        return Err(StateError::Conflict(format!(
+            "cannot finish run `{id}` as `{status}`: that status is not a finished one (use set_run_status)"
+        )));
+    }
+    let (run_seq, run) = require_run(transaction, id)?;
+    check_holds_lease(&run, owner, now)?;
+    transaction
+        .prepare_cached(
+            "UPDATE runs SET status = ?2, finished_at = ?3, error = ?4, report = ?5, lease_owner = NULL, \
+             lease_until = NULL WHERE run_seq = ?1",
+        )
+        .and_then(|mut statement| statement.execute(params![run_seq, status.as_str(), now.as_millis(), error, report]))
+        .with_context(|| format!("finish run `{id}`"))?;
+    Ok(())
+}
+
+pub fn set_run_status(
+    transaction: &Transaction<'_>,
+    id: &str,
+    owner: &str,
+    status: RunStatus,
+    now: Timestamp,
+) -> Result<()> {
+    if status.is_finished() {
+        return Err(StateError::Conflict(format!(
+            "cannot set run `{id}` to `{status}` with set_run_status: a finished status needs finish_run"
+        )));
+    }
+    let (run_seq, run) = require_run(transaction, id)?;
+    check_holds_lease(&run, owner, now)?;
+    transaction
+        .prepare_cached("UPDATE runs SET status = ?2 WHERE run_seq = ?1")
+        .and_then(|mut statement| statement.execute(params![run_seq, status.as_str()]))
+        .with_context(|| format!("set the status of run `{id}`"))?;
+    Ok(())
+}
+
+// --- items -------------------------------------------------------------------------------
+
+fn insert_pending_item(
+    transaction: &Transaction<'_>,
+    run_seq: i64,
+    item: &str,
+    payload: &[u8],
+    now: Timestamp,
+) -> Result<bool> {
+    let inserted = transaction
+        .prepare_cached(
+            "INSERT INTO run_items (run_seq, item, payload, status, attempts, not_before, updated_at) \
+             VALUES (?1, ?2, ?3, 'pending', 0, ?4, ?4) ON CONFLICT (run_seq, item) DO NOTHING",
+        )
+        .and_then(|mut statement| statement.execute(params![run_seq, item, payload, now.as_millis()]))
+        .with_context(|| format!("add item `{item}`"))?;
+    Ok(inserted > 0)
+}
+
+pub fn add_run_items(transaction: &Transaction<'_>, run: &str, items: &[NewRunItem], now: Timestamp) -> Result<u64> {
+    let key = require_unfinished_run_key(transaction, run, "add items to it")?;
+    let mut added = 0;
+    for item in items {
+        added += u64::from(insert_pending_item(transaction, key.run_seq, &item.item, &item.payload, now)?);
+    }
+    Ok(added)
+}
+
+pub fn move_queue_messages_into_run(
+    transaction: &Transaction<'_>,
+    run: &str,
+    queue: &Name,
+    max: usize,
+    now: Timestamp,
+) -> Result<u64> {
+    let key = require_unfinished_run_key(transaction, run, &format!("move messages of queue `{queue}` into it"))?;
+    let stored_queue = require_queue(transaction, queue)?;
+    let messages = visible_messages_after(transaction, stored_queue.queue_id, now, (i64::MIN, i64::MIN), max)?;
+    let mut delete = transaction
+        .prepare_cached("DELETE FROM messages WHERE message_id = ?1")
+        .context("prepare to delete moved messages")?;
+    for message in &messages {
+        insert_pending_item(transaction, key.run_seq, &message.message_id.to_string(), &message.body, now)?;
+        delete.execute([message.message_id]).with_context(|| format!("delete moved message {}", message.message_id))?;
+    }
+    Ok(messages.len() as u64)
+}
+
+pub fn lease_run_items(
+    transaction: &Transaction<'_>,
+    run: &str,
+    worker: &str,
+    max: usize,
+    now: Timestamp,
+) -> Result<Vec<RunItem>> {
+    let key = require_run_key(transaction, run)?;
+    // Walks `run_items_to_lease`: no sort, however large the backlog.
+    let candidates: Vec<(i64, String, Vec<u8>, u32, i64, Option<String>)> = transaction
+        .prepare_cached(
+            "SELECT item_seq, item, payload, attempts, not_before, last_error FROM run_items \
+             WHERE run_seq = ?1 AND status = 'pending' AND not_before <= ?2 ORDER BY not_before, item_seq LIMIT ?3",
+        )
+        .and_then(|mut statement| {
+            statement
+                .query_map(params![key.run_seq, now.as_millis(), limit_to_sql(max)], |row| {
+                    Ok((row.get(0)?, row.get(1)?, row.get(2)?, count_at(row, 3)?, row.get(4)?, row.get(5)?))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()
+        })
+        .with_context(|| format!("find pending items of run `{run}`"))?;
+    let mut lease = transaction
+        .prepare_cached(
+            "UPDATE run_items SET status = 'leased', worker = ?2, attempts = attempts + 1, updated_at = ?3 \
+             WHERE item_seq = ?1",
+        )
+        .context("prepare to lease items")?;
+    let mut leased = Vec::with_capacity(candidates.len());
+    for (item_seq, item, payload, attempts, not_before, last_error) in candidates {
+        lease
+            .execute(params![item_seq, worker, now.as_millis()])
+            .with_context(|| format!("lease item `{item}` of run `{run}`"))?;
+        leased.push(RunItem {
+            run_id: run.to_owned(),
+            item,
+            payload,
+            status: ItemStatus::Leased,
+            attempts: attempts.saturating_add(1),
+            worker: Some(worker.to_owned()),
+            not_before: Timestamp(not_before),
+            last_error,
+            updated_at: now,
+        });
+    }
+    Ok(leased)
+}
+
+pub fn complete_run_item(
+    transaction: &Transaction<'_>,
+    run: &str,
+    item: &str,
+    worker: &str,
+    attempt: u32,
+    completion: ItemCompletion,
+    now: Timestamp,
+) -> Result<bool> {
+    let key = require_run_key(transaction, run)?;
+    let (item_seq, status, holder, attempts): (i64, ItemStatus, Option<String>, u32) = transaction
+        .prepare_cached("SELECT item_seq, status, worker, attempts FROM run_items WHERE run_seq = ?1 AND item = ?2")
+        .and_then(|mut statement| {
+            statement
+                .query_row(params![key.run_seq, item], |row| {
+                    Ok((row.get(0)?, item_status_at(row, 1)?, row.get(2)?, count_at(row, 3)?))
+                })
+                .optional()
+        })
+        .with_context(|| format!("look up item `{item}` of run `{run}`"))?
+        .ok_or_else(|| StateError::not_found("item", format!("{run}/{item}")))?;
+    if status != ItemStatus::Leased || holder.as_deref() != Some(worker) || attempts != attempt {
+        tracing::debug!(run, item, worker, attempt, current_attempt = attempts, status = %status, "stale item completion ignored");
+        return Ok(false);
+    }
+    match completion {
+        ItemCompletion::Done { result } => {
+            transaction
+                .prepare_cached(
+                    "INSERT INTO results (job, item, run_id, attempt, worker, result, recorded_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (job, item) DO UPDATE SET \
+                     run_id = excluded.run_id, attempt = excluded.attempt, worker = excluded.worker, \
+                     result = excluded.result, recorded_at = excluded.recorded_at",
+                )
+                .and_then(|mut statement| {
+                    statement.execute(params![
+                        key.job.as_str(),
+                        item,
+                        run,
+                        i64::from(attempt),
+                        worker,
+                        result,
+                        now.as_millis()
+                    ])
+                })
+                .with_context(|| format!("store the result of item `{item}` of run `{run}`"))?;
+            transaction
+                .prepare_cached("UPDATE run_items SET status = 'done', updated_at = ?2 WHERE item_seq = ?1")
+                .and_then(|mut statement| statement.execute(params![item_seq, now.as_millis()]))
+                .with_context(|| format!("mark item `{item}` of run `{run}` done"))?;
+        }
+        ItemCompletion::Failed { error, retry_at: Some(retry_at) } => {
+            transaction
+                .prepare_cached(
+                    "UPDATE run_items SET status = 'pending', worker = NULL, not_before = ?2, last_error = ?3, \
+                     updated_at = ?4 WHERE item_seq = ?1",
+                )
+                .and_then(|mut statement| {
+                    statement.execute(params![item_seq, retry_at.as_millis(), error, now.as_millis()])
+                })
+                .with_context(|| format!("schedule a retry of item `{item}` of run `{run}`"))?;
+        }
+        ItemCompletion::Failed { error, retry_at: None } => {
+            transaction
+                .prepare_cached(
+                    "UPDATE run_items SET status = 'dead_lettered', last_error = ?2, updated_at = ?3 \
+                     WHERE item_seq = ?1",
+                )
+                .and_then(|mut statement| statement.execute(params![item_seq, error, now.as_millis()]))
+                .with_context(|| format!("dead-letter item `{item}` of run `{run}`"))?;
+        }
+    }
+    Ok(true)
+}
+
+pub fn release_leased_items(
+    transaction: &Transaction<'_>,
+    run: &str,
+    worker: Option<&str>,
+    now: Timestamp,
+) -> Result<u64> {
+    let key = require_run_key(transaction, run)?;
+    // `?2 IS NULL` releases every worker's items. `not_before` is kept, so a
+    // released item goes back to its place at the front.
+    let released = transaction
+        .prepare_cached(
+            "UPDATE run_items SET status = 'pending', worker = NULL, updated_at = ?3 \
+             WHERE run_seq = ?1 AND status = 'leased' AND (?2 IS NULL OR worker = ?2)",
+        )
+        .and_then(|mut statement| statement.execute(params![key.run_seq, worker, now.as_millis()]))
+        .with_context(|| format!("release the leased items of run `{run}`"))?;
+    Ok(released as u64)
+}
+
+pub fn run_item_counts(transaction: &Transaction<'_>, run: &str) -> Result<RunItemCounts> {
+    let key = require_run_key(transaction, run)?;
+    transaction
+        .prepare_cached(
+            "SELECT COUNT(*), COALESCE(SUM(status = 'pending'), 0), COALESCE(SUM(status = 'leased'), 0), \
+             COALESCE(SUM(status = 'done'), 0), COALESCE(SUM(status = 'dead_lettered'), 0), \
+             COALESCE(SUM(attempts), 0) FROM run_items WHERE run_seq = ?1",
+        )
+        .and_then(|mut statement| {
+            statement.query_row([key.run_seq], |row| {
+                Ok(RunItemCounts {
+                    total: from_sql_integer(row.get(0)?),
+                    pending: from_sql_integer(row.get(1)?),
+                    leased: from_sql_integer(row.get(2)?),
+                    done: from_sql_integer(row.get(3)?),
+                    dead_lettered: from_sql_integer(row.get(4)?),
+                    attempts: from_sql_integer(row.get(5)?),
+                })
+            })
+        })
+        .with_context(|| format!("count the items of run `{run}`"))
+}
+
+pub fn run_items(
+    transaction: &Transaction<'_>,
+    run: &str,
+    status: Option<ItemStatus>,
+    after_item: Option<&str>,
+    limit: usize,
+) -> Result<Vec<RunItem>> {
+    let key = require_run_key(transaction, run)?;
+    // A page starts inside the `(run_seq, item)` index rather than filtering from its start.
+    let after = if after_item.is_some() { "AND item > ?3" } else { "AND ?3 IS NULL" };
+    let sql = format!(
+        "SELECT item, payload, status, attempts, worker, not_before, last_error, updated_at FROM run_items \
+         WHERE run_seq = ?1 AND (?2 IS NULL OR status = ?2) {after} ORDER BY item LIMIT ?4"
+    );
+    transaction
+        .prepare_cached(&sql)
+        .and_then(|mut statement| {
+            statement
+                .query_map(
+                    params![key.run_seq, status.map(ItemStatus::as_str), after_item, limit_to_sql(limit)],
+                    |row| {
+                        Ok(RunItem {
+                            run_id: run.to_owned(),
+                            item: row.get(0)?,
+                            payload: row.get(1)?,
+                            status: item_status_at(row, 2)?,
+                            attempts: count_at(row, 3)?,
+                            worker: row.get(4)?,
+                            not_before: Timestamp(row.get(5)?),
+                            last_error: row.get(6)?,
+                            updated_at: Timestamp(row.get(7)?),
+                        })
+                    },
+                )?
+                .collect::<rusqlite::Result<Vec<_>>>()
+        })
+        .with_context(|| format!("list the items of run `{run}`"))
+}
+
+// --- results ---------------------------------------------------------------------------
+
+const RESULT_COLUMNS: &str = "job, item, run_id, attempt, worker, result, recorded_at";
+
+fn result_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ResultRecord> {
+    Ok(ResultRecord {
+        job: name_at(row, 0)?,
+        item: row.get(1)?,
+        run_id: row.get(2)?,
+        attempt: count_at(row, 3)?,
+        worker: row.get(4)?,
+        result: row.get(5)?,
+        recorded_at: Timestamp(row.get(6)?),
+    })
+}
+
+pub fn results(
+    transaction: &Transaction<'_>,
+    job: &Name,
+    run: Option<&str>,
+    after_item: Option<&str>,
+    limit: usize,
+) -> Result<Vec<ResultRecord>> {
+    // Fixed statements per filter shape, so each walks `results_by_run` or
+    // the `(job, item)` index from the page's first item.
+    let by_run = if run.is_some() { "AND run_id = ?2" } else { "AND ?2 IS NULL" };
+    let after = if after_item.is_some() { "AND item > ?3" } else { "AND ?3 IS NULL" };
+    let sql = format!("SELECT {RESULT_COLUMNS} FROM results WHERE job = ?1 {by_run} {after} ORDER BY item LIMIT ?4");
+    transaction
+        .prepare_cached(&sql)
+        .and_then(|mut statement| {
+            statement
+                .query_map(params![job.as_str(), run, after_item, limit_to_sql(limit)], result_from_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+        })
+        .with_context(|| format!("list the results of job `{job}`"))
+}
+
+pub fn result(transaction: &Transaction<'_>, job: &Name, item: &str) -> Result<ResultRecord> {
+    let sql = format!("SELECT {RESULT_COLUMNS} FROM results WHERE job = ?1 AND item = ?2");
+    transaction
+        .prepare_cached(&sql)
+        .and_then(|mut statement| statement.query_row(params![job.as_str(), item], result_from_row).optional())
+        .with_context(|| format!("look up the result of item `{item}` of job `{job}`"))?
+        .ok_or_else(|| StateError::not_found("result", format!("{job}/{item}")))
+}
+
+// --- workers ----------------------------------------------------------------------------
+
+pub fn upsert_worker(transaction: &Transaction<'_>, worker: &WorkerRecord) -> Result<()> {
+    let key = require_run_key(transaction, &worker.run_id)?;
+    transaction
+        .prepare_cached(
+            "INSERT INTO run_workers (run_seq, worker, resource, started_at, stopped_at, end_reason, items_done, \
+             items_failed, busy_ms, log_object, log_sha256) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) \
+             ON CONFLICT (run_seq, worker) DO UPDATE SET resource = excluded.resource, \
+             started_at = excluded.started_at, stopped_at = excluded.stopped_at, end_reason = excluded.end_reason, \
+             items_done = excluded.items_done, items_failed = excluded.items_failed, busy_ms = excluded.busy_ms, \
+             log_object = excluded.log_object, log_sha256 = excluded.log_sha256",
+        )
+        .and_then(|mut statement| {
+            statement.execute(params![
+                key.run_seq,
+                worker.worker,
+                worker.resource,
+                worker.started_at.as_millis(),
+                worker.stopped_at.map(Timestamp::as_millis),
+                worker.end,
+                to_sql_integer(worker.items_done),
+                to_sql_integer(worker.items_failed),
+                millis(worker.busy),
+                worker.log_object,
+                worker.log_sha256,
+            ])
+        })
+        .with_context(|| format!("record worker `{}` of run `{}`", worker.worker, worker.run_id))?;
+    Ok(())
+}
+
+pub fn run_workers(transaction: &Transaction<'_>, run: &str) -> Result<Vec<WorkerRecord>> {
+    let key = require_run_key(transaction, run)?;
+    transaction
+        .prepare_cached(
+            "SELECT worker, resource, started_at, stopped_at, end_reason, items_done, items_failed, busy_ms, \
+             log_object, log_sha256 FROM run_workers WHERE run_seq = ?1 ORDER BY started_at, worker",
+        )
+        .and_then(|mut statement| {
+            statement
+                .query_map([key.run_seq], |row| {
+                    Ok(WorkerRecord {
+                        run_id: run.to_owned(),
+                        worker: row.get(0)?,
+                        resource: row.get(1)?,
+                        started_at: Timestamp(row.get(2)?),
+                        stopped_at: row.get::<_, Option<i64>>(3)?.map(Timestamp),
+                        end: row.get(4)?,
+                        items_done: from_sql_integer(row.get(5)?),
+                        items_failed: from_sql_integer(row.get(6)?),
+                        busy: duration_from_millis(row.get(7)?),
+                        log_object: row.get(8)?,
+                        log_sha256: row.get(9)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()
+        })
+        .with_context(|| format!("list the workers of run `{run}`"))
+}
