@@ -387,3 +387,35 @@ async fn fifty_processes_started_and_stopped_leave_no_zombie() {
     assert_eq!(own_zombies, []);
     assert_eq!(fleet.provisioner.inventory(&fleet.filter()).await.unwrap(), []);
 }
+
+#[tokio::test]
+async fn programs_are_found_on_path_or_relative_to_the_working_directory() {
+    let fleet = TestFleet::new("program-lookup");
+    std::fs::create_dir(fleet.path("bin")).unwrap();
+    std::fs::write(fleet.path("bin/worker"), "#!/bin/sh\nexit 7\n").unwrap();
+    std::fs::set_permissions(fleet.path("bin/worker"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+
+    let mut relative = fleet.shell("", &[]);
+    relative.program = "bin/worker".into();
+    relative.args.clear();
+    let id = fleet.provisioner.start(relative).await.unwrap();
+    assert_eq!(fleet.provisioner.wait(&id, LONG).await.unwrap(), exited(7));
+
+    let mut on_spec_path = fleet.shell("exit 5", &[]);
+    on_spec_path.program = "worker".into();
+    on_spec_path.env.insert("PATH".to_owned(), fleet.path("bin").display().to_string());
+    let id = fleet.provisioner.start(on_spec_path).await.unwrap();
+    assert_eq!(fleet.provisioner.wait(&id, LONG).await.unwrap(), exited(7), "found on the spec's PATH");
+
+    let mut not_on_spec_path = fleet.shell("exit 5", &[]);
+    not_on_spec_path.program = "sh".into();
+    not_on_spec_path.env.insert("PATH".to_owned(), fleet.path("bin").display().to_string());
+    let error = fleet.provisioner.start(not_on_spec_path).await.unwrap_err();
+    assert!(matches!(error, FleetError::CannotStart { .. }), "{error}");
+
+    let mut on_own_path = fleet.shell("exit 5", &[]);
+    on_own_path.program = "sh".into();
+    on_own_path.env.clear();
+    let id = fleet.provisioner.start(on_own_path).await.unwrap();
+    assert_eq!(fleet.provisioner.wait(&id, LONG).await.unwrap(), exited(5), "found on Mayfly's own PATH");
+}
