@@ -309,10 +309,10 @@ mod tests {
     #[test]
     fn run_ids_carry_the_time_and_six_hex_digits_and_are_names() {
         let at = Timestamp(1_795_588_702_123); // 2026-11-25T06:38:22.123Z
-        assert_eq!(new_run_id(at, 0x00be_ef), "run-20261125t063822-00beef");
+        assert_eq!(new_run_id(at, 0xbeef), "run-20261125t063822-00beef");
         assert_eq!(new_run_id(at, 0xffff_ffff), "run-20261125t063822-ffffff", "only the low 24 bits");
         assert_eq!(new_run_id(Timestamp(0), 1), "run-19700101t000000-000001");
-        assert!(Name::new(new_run_id(at, 0xabc_def)).is_ok());
+        assert!(Name::new(new_run_id(at, 0x00ab_cdef)).is_ok());
         assert!(new_run_id(at, 1) < new_run_id(at.saturating_add(Duration::from_secs(1)), 0), "ids sort by time");
     }
 }

@@ -353,6 +353,20 @@ pub fn move_queue_messages_into_run(
     Ok(messages.len() as u64)
 }
 
+/// A pending item about to be leased.
+struct LeaseCandidate {
+    item_seq: i64,
+    item: String,
+    payload: Vec<u8>,
+    attempts: u32,
+    not_before: Timestamp,
+    last_error: Option<String>,
+}
+
+/// The pending, due items of a run in the order they became available.
+const LEASE_CANDIDATES_SQL: &str = "SELECT item_seq, item, payload, attempts, not_before, last_error FROM run_items \
+     WHERE run_seq = ?1 AND status = 'pending' AND not_before <= ?2 ORDER BY not_before, item_seq LIMIT ?3";
+
 pub fn lease_run_items(
     transaction: &Transaction<'_>,
     run: &str,
@@ -362,15 +376,19 @@ pub fn lease_run_items(
 ) -> Result<Vec<RunItem>> {
     let key = require_run_key(transaction, run)?;
     // Walks `run_items_to_lease`: no sort, however large the backlog.
-    let candidates: Vec<(i64, String, Vec<u8>, u32, i64, Option<String>)> = transaction
-        .prepare_cached(
-            "SELECT item_seq, item, payload, attempts, not_before, last_error FROM run_items \
-             WHERE run_seq = ?1 AND status = 'pending' AND not_before <= ?2 ORDER BY not_before, item_seq LIMIT ?3",
-        )
+    let candidates: Vec<LeaseCandidate> = transaction
+        .prepare_cached(LEASE_CANDIDATES_SQL)
         .and_then(|mut statement| {
             statement
                 .query_map(params![key.run_seq, now.as_millis(), limit_to_sql(max)], |row| {
-                    Ok((row.get(0)?, row.get(1)?, row.get(2)?, count_at(row, 3)?, row.get(4)?, row.get(5)?))
+                    Ok(LeaseCandidate {
+                        item_seq: row.get(0)?,
+                        item: row.get(1)?,
+                        payload: row.get(2)?,
+                        attempts: count_at(row, 3)?,
+                        not_before: Timestamp(row.get(4)?),
+                        last_error: row.get(5)?,
+                    })
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()
         })
@@ -382,19 +400,19 @@ pub fn lease_run_items(
         )
         .context("prepare to lease items")?;
     let mut leased = Vec::with_capacity(candidates.len());
-    for (item_seq, item, payload, attempts, not_before, last_error) in candidates {
+    for candidate in candidates {
         lease
-            .execute(params![item_seq, worker, now.as_millis()])
-            .with_context(|| format!("lease item `{item}` of run `{run}`"))?;
+            .execute(params![candidate.item_seq, worker, now.as_millis()])
+            .with_context(|| format!("lease item `{}` of run `{run}`", candidate.item))?;
         leased.push(RunItem {
             run_id: run.to_owned(),
-            item,
-            payload,
+            item: candidate.item,
+            payload: candidate.payload,
             status: ItemStatus::Leased,
-            attempts: attempts.saturating_add(1),
+            attempts: candidate.attempts.saturating_add(1),
             worker: Some(worker.to_owned()),
-            not_before: Timestamp(not_before),
-            last_error,
+            not_before: candidate.not_before,
+            last_error: candidate.last_error,
             updated_at: now,
         });
     }
@@ -663,4 +681,105 @@ pub fn run_workers(transaction: &Transaction<'_>, run: &str) -> Result<Vec<Worke
                 .collect::<rusqlite::Result<Vec<_>>>()
         })
         .with_context(|| format!("list the workers of run `{run}`"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use mayfly_state::StateStore;
+
+    use super::*;
+    use crate::SqliteStore;
+
+    fn query_plan(store: &SqliteStore, sql: &str) -> String {
+        let connection = store.lock_connection();
+        let mut statement = connection.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let parameters = rusqlite::params_from_iter(std::iter::repeat_n(0, statement.parameter_count()));
+        let plan: Vec<String> = statement
+            .query_map(parameters, |row| row.get::<_, String>(3))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        plan.join("\n")
+    }
+
+    /// The coordinator's hot paths read one index range and never sort, so
+    /// their cost does not grow with the backlog or with other runs.
+    #[test]
+    fn run_queries_use_their_indexes() {
+        let directory = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&directory.path().join("state.db"), Arc::new(mayfly_core::SystemClock)).unwrap();
+        for (sql, index) in [
+            (LEASE_CANDIDATES_SQL, "run_items_to_lease"),
+            (
+                "UPDATE run_items SET status = 'pending' WHERE run_seq = ?1 AND status = 'leased' \
+                 AND (?2 IS NULL OR worker = ?2)",
+                "run_items_to_lease",
+            ),
+            ("SELECT item_seq, status FROM run_items WHERE run_seq = ?1 AND item = ?2", "sqlite_autoindex_run_items_1"),
+            (
+                "SELECT item FROM run_items WHERE run_seq = ?1 AND (?2 IS NULL OR status = ?2) AND item > ?3 \
+                 ORDER BY item LIMIT ?4",
+                "sqlite_autoindex_run_items_1",
+            ),
+            ("SELECT COUNT(*), SUM(attempts) FROM run_items WHERE run_seq = ?1", "run_items_to_lease"),
+            (
+                "SELECT id FROM runs WHERE finished_at IS NULL AND ((lease_owner IS NOT NULL AND lease_until <= ?1) \
+                 OR (lease_owner IS NULL AND created_at < ?2)) ORDER BY created_at, run_seq",
+                "runs_unfinished",
+            ),
+            ("SELECT id FROM runs WHERE job = ?1 ORDER BY run_seq DESC LIMIT ?2", "runs_by_job"),
+            (
+                "SELECT item FROM results WHERE job = ?1 AND run_id = ?2 AND item > ?3 ORDER BY item LIMIT ?4",
+                "results_by_run",
+            ),
+            (
+                "SELECT item FROM results WHERE job = ?1 AND ?2 IS NULL AND item > ?3 ORDER BY item LIMIT ?4",
+                "sqlite_autoindex_results_1",
+            ),
+        ] {
+            let plan = query_plan(&store, sql);
+            let uses_index = plan
+                .lines()
+                .any(|line| line.contains(&format!("INDEX {index} ")) || line.ends_with(&format!("INDEX {index}")));
+            assert!(uses_index, "{sql}\n{plan}");
+            assert!(!plan.contains("TEMP B-TREE"), "{sql}\n{plan}");
+            // A scan of the partial index `runs_unfinished` reads only unfinished runs.
+            let table_scan = plan.lines().any(|line| line.starts_with("SCAN") && !line.contains("INDEX"));
+            assert!(!table_scan, "{sql}\n{plan}");
+        }
+    }
+
+    /// A file written before runs existed (schema 2) opens, keeps its data and gains the run ledger.
+    #[test]
+    fn a_schema_2_file_is_migrated_to_the_run_ledger_keeping_its_data() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("state.db");
+        {
+            let connection = rusqlite::Connection::open(&path).unwrap();
+            connection.execute_batch(crate::schema::MIGRATIONS[0]).unwrap();
+            connection.execute_batch(crate::schema::MIGRATIONS[1]).unwrap();
+            connection.execute_batch("PRAGMA user_version = 2").unwrap();
+            connection
+                .execute(
+                    "INSERT INTO deployments (content_hash, applied_at, source, forced) VALUES ('h', 5, 'src', 0)",
+                    [],
+                )
+                .unwrap();
+        }
+        let clock = mayfly_core::ManualClock::starting_at(Timestamp(1_000));
+        let store = SqliteStore::open(&path, Arc::new(clock)).unwrap();
+        assert_eq!(store.deployments().unwrap().len(), 1);
+        let run = NewRun {
+            id: "run-1".to_owned(),
+            job: Name::new("thumbnails").unwrap(),
+            deployment_version: Some(1),
+            trigger: "manual".to_owned(),
+            deadline: Timestamp(10_000),
+            budget: None,
+        };
+        assert_eq!(store.create_run(run).unwrap().status, RunStatus::Requested);
+        assert_eq!(crate::current_schema_version(), 3);
+    }
 }
