@@ -16,7 +16,9 @@
 //! yet; the contract does not say whether receive or a reaper should.
 //!
 //! Only this crate knows SQL. The queue rules come from
-//! [`mayfly_core::queue`]; this file only stores what they decide.
+//! [`mayfly_core::queue`] and the run rules from [`mayfly_core::run`]; this
+//! crate only stores what they decide (`ledger.rs`: invocations; `runs.rs`:
+//! batch-job runs, their items, results and workers).
 
 mod errors;
 mod ledger;
