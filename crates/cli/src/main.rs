@@ -12,7 +12,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::commands::{demo, functions, objects, queues, spec};
+use crate::commands::{demo, functions, jobs, objects, queues, spec};
 use crate::output::Output;
 
 #[derive(Debug, Parser)]
@@ -137,6 +137,33 @@ enum Command {
     #[command(after_help = "Examples:\n  mayfly functions\n  mayfly functions --json")]
     Functions(functions::FunctionsArgs),
 
+    /// Start a run of a batch job and watch its progress until it ends.
+    #[command(after_help = "Examples:\n  mayfly run nightly\n  mayfly run nightly --detach")]
+    Run(jobs::RunArgs),
+    /// List runs of batch jobs.
+    #[command(after_help = "Examples:\n  mayfly runs\n  mayfly runs --job nightly --json")]
+    Runs(jobs::RunsArgs),
+    /// Print the report of a finished run: items, retries, workers, makespan, cost.
+    #[command(name = "run-report", after_help = "Example:\n  mayfly run-report run-20261125T073000-a1b2c3")]
+    RunReport(jobs::RunReportArgs),
+    /// List a job's results, one per item (a re-execution replaces, never duplicates).
+    #[command(
+        after_help = "Examples:\n  mayfly results nightly\n  mayfly results nightly --run run-20261125T073000-a1b2c3 --json"
+    )]
+    Results(jobs::ResultsArgs),
+    /// Compare a bucket-prefix job's objects with its results and run what is missing.
+    #[command(after_help = "Example:\n  mayfly reconcile nightly")]
+    Reconcile(jobs::ReconcileArgs),
+    /// List live Mayfly processes of this project (found by their tags); --reap stops orphans.
+    #[command(after_help = "Examples:\n  mayfly ps\n  mayfly ps --reap")]
+    Ps(jobs::PsArgs),
+    /// (internal) The coordinator of one run; started by Mayfly.
+    #[command(hide = true)]
+    Coordinator(jobs::CoordinatorArgs),
+    /// (internal) One worker of a run; started by its coordinator.
+    #[command(hide = true)]
+    Worker(jobs::WorkerArgs),
+
     /// Run the demo pipeline end to end in a fresh project.
     #[command(after_help = "Examples:\n  mayfly demo\n  mayfly demo --dir /tmp/mayfly-demo --keep")]
     Demo(demo::DemoArgs),
@@ -199,6 +226,14 @@ async fn run(command: Command, project: Option<PathBuf>, output: Output) -> anyh
         Command::Invocations(args) => functions::invocations(args, project, output),
         Command::Logs(args) => functions::logs(args, project, output).await,
         Command::Functions(args) => functions::functions(args, project, output),
+        Command::Run(args) => jobs::run(args, project, output).await,
+        Command::Runs(args) => jobs::runs(args, project, output),
+        Command::RunReport(args) => jobs::run_report(args, project, output),
+        Command::Results(args) => jobs::results(args, project, output),
+        Command::Reconcile(args) => jobs::reconcile(args, project, output).await,
+        Command::Ps(args) => jobs::ps(args, project, output).await,
+        Command::Coordinator(args) => jobs::coordinator(args, project).await,
+        Command::Worker(args) => jobs::worker(args, project).await,
         Command::Demo(args) => demo::run(args, output).await,
     }
 }

@@ -19,8 +19,10 @@
 //! leased from durable queues, so the control plane may be killed at any
 //! moment: whatever it had not acknowledged is delivered again (at least once).
 
+mod alarms;
 mod async_invoker;
 mod functions;
+pub mod jobs;
 mod ledger;
 mod queue_poller;
 mod router;
@@ -58,6 +60,15 @@ pub struct ControlPlaneConfig {
     pub clock: Arc<dyn Clock>,
     /// How long an idle loop sleeps before looking for work again.
     pub poll_interval: Duration,
+    /// Batch jobs: how coordinators are started; `None` leaves runs alone.
+    pub jobs: Option<JobsConfig>,
+}
+
+/// What the control plane needs to supervise batch runs.
+#[derive(Clone)]
+pub struct JobsConfig {
+    pub provisioner: Arc<dyn mayfly_fleet::Provisioner>,
+    pub launch: jobs::CoordinatorLaunch,
 }
 
 /// Tells the loops to stop taking new work; in-flight invocations finish.
@@ -115,6 +126,7 @@ pub async fn run(config: ControlPlaneConfig, shutdown: Shutdown) -> Result<(), C
 
     tasks.spawn(router::run(config.clone(), shutdown.clone()));
     tasks.spawn(scheduler::run(config.clone(), shutdown.clone()));
+    tasks.spawn(jobs::supervise(config.clone(), shutdown.clone()));
     for trigger in &config.architecture.triggers {
         if let TriggerSpec::Queue { queue, function, batch_size, batch_window } = trigger {
             let poller = queue_poller::QueueTrigger {

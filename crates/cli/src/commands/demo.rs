@@ -136,6 +136,7 @@ async fn run_in(dir: &Path, args: &DemoArgs, output: Output) -> Result<DemoSumma
         }),
         clock,
         poll_interval: Duration::from_millis(20),
+        jobs: None,
     };
     let (trigger, shutdown) = mayfly_control::ShutdownTrigger::new();
     let control_plane = tokio::spawn(mayfly_control::run(config, shutdown));

@@ -55,8 +55,13 @@ pub struct InvocationsArgs {
 
 #[derive(Debug, Args)]
 pub struct LogsArgs {
+    /// A batch run: its workers' logs (live while it runs, from the sealed archive after).
+    pub run: Option<String>,
+    /// With RUN: only this worker's log.
+    #[arg(long, requires = "run")]
+    pub worker: Option<String>,
     /// Only this function's logs.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "run")]
     pub function: Option<Name>,
     /// The logs of one request id (all its attempts).
     #[arg(long, conflicts_with_all = ["function", "follow"])]
@@ -136,6 +141,10 @@ pub async fn up(args: UpArgs, project: Option<&Path>, output: Output) -> Result<
         invoker,
         clock,
         poll_interval: args.poll_interval,
+        jobs: Some(mayfly_control::JobsConfig {
+            provisioner: Arc::new(mayfly_fleet::LocalProvisioner::new()),
+            launch: crate::commands::jobs::coordinator_launch(&located)?,
+        }),
     };
     let (trigger, shutdown) = mayfly_control::ShutdownTrigger::new();
     let name = config.architecture.name.clone();
@@ -406,8 +415,12 @@ fn print_invocation_logs(state: &dyn StateStore, invocation: &StoredInvocation) 
 }
 
 pub async fn logs(args: LogsArgs, project: Option<&Path>, _output: Output) -> Result<()> {
-    let opened = Project::locate(project)?.open(false)?;
+    let located = Project::locate(project)?;
+    let opened = located.open(false)?;
     let state = opened.state.as_ref();
+    if let Some(run) = &args.run {
+        return run_logs(&located, &opened, run, args.worker.as_deref(), args.follow).await;
+    }
     if let Some(request) = &args.request {
         let logs = state.invocation_logs(request).with_context(|| format!("no logs for request {request}"))?;
         std::io::stdout().write_all(&logs)?;
@@ -510,4 +523,79 @@ pub fn functions(_args: FunctionsArgs, project: Option<&Path>, output: Output) -
                 .collect::<Vec<_>>(),
         )
     })
+}
+
+/// A run's worker logs: the live files while the run is going, the sealed
+/// archive (checked against its checksum) once it has ended.
+async fn run_logs(
+    located: &Project,
+    opened: &OpenProject,
+    run: &str,
+    worker: Option<&str>,
+    follow: bool,
+) -> Result<()> {
+    let record = opened.state.run(run)?;
+    let live_dir = located.data_dir().join("runs").join(run).join("workers");
+    let mut offsets: std::collections::BTreeMap<PathBuf, u64> = std::collections::BTreeMap::new();
+    let mut stdout = std::io::stdout();
+    if !record.status.is_finished() {
+        loop {
+            let mut files: Vec<PathBuf> = std::fs::read_dir(&live_dir)
+                .map(|entries| entries.filter_map(|e| e.ok().map(|e| e.path())).collect())
+                .unwrap_or_default();
+            files.retain(|path| {
+                path.extension().is_some_and(|e| e == "log")
+                    && worker.is_none_or(|w| path.file_stem().is_some_and(|s| s == w))
+            });
+            files.sort();
+            for path in files {
+                let bytes = std::fs::read(&path).unwrap_or_default();
+                let offset = offsets.entry(path.clone()).or_insert(0);
+                if (bytes.len() as u64) > *offset {
+                    let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+                    for line in String::from_utf8_lossy(&bytes[*offset as usize..]).lines() {
+                        writeln!(stdout, "[{name}] {line}")?;
+                    }
+                    *offset = bytes.len() as u64;
+                }
+            }
+            stdout.flush()?;
+            if !follow || opened.state.run(run)?.status.is_finished() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        if !opened.state.run(run)?.status.is_finished() {
+            return Ok(());
+        }
+        if follow {
+            writeln!(stdout, "--- run {run} ended; its logs are sealed in the logs bucket ---")?;
+            return Ok(());
+        }
+    }
+    let workers = opened.state.run_workers(run)?;
+    let mut printed = 0;
+    for record in workers.iter().filter(|w| worker.is_none_or(|name| w.worker == name)) {
+        let Some(key) = &record.log_object else { continue };
+        let (_, architecture) = deployed_architecture(opened)?;
+        let bucket = architecture
+            .jobs
+            .get(&opened.state.run(run)?.job)
+            .and_then(|job| job.logs.clone())
+            .context("the run's job names no logs bucket")?;
+        let (_, compressed) = opened.buckets.get_bytes(&bucket, key).await?;
+        let plain = mayfly_jobs::logs::unseal(&compressed, record.log_sha256.as_deref())
+            .map_err(|error| anyhow::anyhow!("the sealed log {bucket}/{key} is damaged: {error}"))?;
+        writeln!(stdout, "--- worker {} ({bucket}/{key}) ---", record.worker)?;
+        stdout.write_all(&plain)?;
+        printed += 1;
+    }
+    if printed == 0 {
+        return Err(NotFound(format!(
+            "run {run} has no sealed logs{}",
+            worker.map(|w| format!(" for worker {w}")).unwrap_or_default()
+        ))
+        .into());
+    }
+    Ok(())
 }

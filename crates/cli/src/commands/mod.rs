@@ -4,6 +4,7 @@
 
 pub mod demo;
 pub mod functions;
+pub mod jobs;
 pub mod objects;
 pub mod queues;
 pub mod spec;

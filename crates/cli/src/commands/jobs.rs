@@ -1,0 +1,620 @@
+//! Batch-job commands: `run` (start a run and watch it), `runs`,
+//! `run-report`, `results`, `reconcile`, `ps` (live Mayfly processes by tag),
+//! and the hidden `coordinator` and `worker` commands that the provisioner
+//! starts as processes of their own.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use mayfly_control::jobs::{CoordinatorLaunch, project_tags};
+use mayfly_core::run::{RunReport, RunStatus, new_run_id};
+use mayfly_core::{Clock, Name, SystemClock};
+use mayfly_fleet::{LocalProvisioner, Provisioner, TAG_PROJECT, TAG_ROLE, TAG_RUN, TagFilter};
+use mayfly_jobs::coordinator::{CoordinatorConfig, CoordinatorTiming, WorkerLaunch};
+use mayfly_runtime::InvokerConfig;
+use mayfly_spec::{Architecture, JobSource};
+use mayfly_state::{NewRun, NewRunItem, RunRecord, StateStore};
+use serde::Serialize;
+
+use crate::commands::functions::deployed_architecture;
+use crate::exit_code::{NotFound, Refused};
+use crate::output::{Output, table};
+use crate::project::{OpenProject, Project};
+
+fn parse_duration_arg(text: &str) -> Result<Duration, String> {
+    mayfly_core::parse_duration(text).map_err(|error| error.to_string())
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The job.
+    pub job: Name,
+    /// Start the run and return at once, without watching it.
+    #[arg(long)]
+    pub detach: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RunsArgs {
+    /// Only this job's runs.
+    #[arg(long)]
+    pub job: Option<Name>,
+    #[arg(long, default_value_t = 20)]
+    pub limit: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct RunReportArgs {
+    pub run: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ResultsArgs {
+    pub job: Name,
+    /// Only results written by this run.
+    #[arg(long)]
+    pub run: Option<String>,
+    #[arg(long, default_value_t = 100)]
+    pub limit: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct ReconcileArgs {
+    pub job: Name,
+}
+
+#[derive(Debug, Args)]
+pub struct PsArgs {
+    /// Stop processes of runs that are finished or unknown (orphans).
+    #[arg(long)]
+    pub reap: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CoordinatorArgs {
+    #[arg(long)]
+    pub run: String,
+}
+
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    #[arg(long)]
+    pub coordinator: String,
+    #[arg(long)]
+    pub run: String,
+    #[arg(long)]
+    pub worker: String,
+    #[arg(long, default_value = "1s", value_parser = parse_duration_arg)]
+    pub heartbeat_interval: Duration,
+}
+
+fn run_dir(project: &Project, run: &str) -> PathBuf {
+    project.data_dir().join("runs").join(run)
+}
+
+/// How this binary starts coordinators for the project.
+pub fn coordinator_launch(located: &Project) -> Result<CoordinatorLaunch> {
+    Ok(CoordinatorLaunch {
+        mayfly_bin: std::env::current_exe().context("cannot find the mayfly executable")?,
+        project_root: std::path::absolute(&located.root)?,
+        data_dir: std::path::absolute(located.data_dir())?,
+        log_filter: std::env::var("MAYFLY_LOG").unwrap_or_else(|_| "info".into()),
+    })
+}
+
+/// Create a run of `job` and start its coordinator as a process of its own.
+pub async fn start_run(located: &Project, opened: &OpenProject, job: &Name, trigger: &str) -> Result<RunRecord> {
+    let (version, architecture) = deployed_architecture(opened)?;
+    if !architecture.jobs.contains_key(job) {
+        let known: Vec<String> = architecture.jobs.keys().map(Name::to_string).collect();
+        return Err(NotFound(format!(
+            "job `{job}` is not deployed; deployed jobs: {}",
+            if known.is_empty() { "none".into() } else { known.join(", ") }
+        ))
+        .into());
+    }
+    let run = mayfly_control::jobs::start_run(
+        opened.state.as_ref(),
+        &LocalProvisioner::new(),
+        &coordinator_launch(located)?,
+        mayfly_control::jobs::Deployed { architecture: &architecture, version },
+        job,
+        trigger,
+        &SystemClock,
+    )
+    .await?;
+    Ok(run)
+}
+
+pub async fn run(args: RunArgs, project: Option<&Path>, output: Output) -> Result<()> {
+    let located = Project::locate(project)?;
+    let opened = located.open(false)?;
+    let run = start_run(&located, &opened, &args.job, "manual").await?;
+    if args.detach {
+        return output.emit(&serde_json::json!({"run": run.id}), || format!("started run {}", run.id));
+    }
+    if !output.json {
+        eprintln!("run {} of job `{}` started", run.id, args.job);
+    }
+    let record = watch_run(opened.state.as_ref(), &run.id, !output.json).await?;
+    // The coordinator writes the report, then exits: wait until no process of the run is left.
+    let provisioner = LocalProvisioner::new();
+    let filter = TagFilter::new().with(TAG_RUN, &run.id);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !provisioner.inventory(&filter).await?.is_empty() {
+        if Instant::now() > deadline {
+            tracing::warn!(run = %run.id, "processes of the finished run are still running; `mayfly ps --reap` stops them");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let report: Option<RunReport> = record.report.as_deref().and_then(|r| serde_json::from_str(r).ok());
+    output.emit(
+        &serde_json::json!({"run": record.id, "status": record.status, "error": record.error, "report": report}),
+        || {
+            report
+                .as_ref()
+                .map_or_else(|| format!("run {} ended: {}", record.id, record.status.as_str()), render_report)
+        },
+    )?;
+    if record.status != RunStatus::Succeeded {
+        return Err(Refused(format!(
+            "run {} ended {}{}",
+            record.id,
+            record.status.as_str(),
+            record.error.as_deref().map(|e| format!(": {e}")).unwrap_or_default()
+        ))
+        .into());
+    }
+    Ok(())
+}
+
+/// Poll the ledger until the run finishes, drawing a progress bar on stderr.
+async fn watch_run(state: &dyn StateStore, run: &str, draw: bool) -> Result<RunRecord> {
+    let bar = if draw {
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} items  {per_sec}  eta {eta}  {msg}",
+            )
+            .expect("a constant template parses")
+            .progress_chars("=> "),
+        );
+        bar.enable_steady_tick(Duration::from_millis(200));
+        Some(bar)
+    } else {
+        None
+    };
+    loop {
+        let record = state.run(run)?;
+        let counts = state.run_item_counts(run)?;
+        if let Some(bar) = &bar {
+            bar.set_length(counts.total);
+            bar.set_position(counts.done + counts.dead_lettered);
+            let workers = state.run_workers(run)?;
+            let live = workers.iter().filter(|w| w.stopped_at.is_none()).count();
+            let failures = counts.attempts.saturating_sub(counts.done + counts.dead_lettered + counts.leased);
+            bar.set_message(format!(
+                "{live} worker(s) live, {} failed attempt(s), {} dead-lettered, {}",
+                failures,
+                counts.dead_lettered,
+                record.status.as_str()
+            ));
+        }
+        if record.status.is_finished() {
+            if let Some(bar) = bar {
+                bar.finish_and_clear();
+            }
+            return Ok(record);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn render_report(report: &RunReport) -> String {
+    let mut text = format!(
+        "run {} of `{}`: {}\n  items {} expected, {} done, {} dead-lettered; {} retries\n  makespan {:.1} s, estimated cost {:.6}\n",
+        report.run_id,
+        report.job,
+        report.status.as_str(),
+        report.items_expected,
+        report.items_done,
+        report.items_dead_lettered,
+        report.retries,
+        report.makespan.as_secs_f64(),
+        report.estimated_cost
+    );
+    text.push_str(&table(
+        &["WORKER", "DONE", "FAILED", "BUSY", "END", "LOG"],
+        &report
+            .workers
+            .iter()
+            .map(|w| {
+                vec![
+                    w.worker.clone(),
+                    w.items_done.to_string(),
+                    w.items_failed.to_string(),
+                    format!("{:.1} s", w.busy.as_secs_f64()),
+                    w.end.clone(),
+                    w.log_object.clone().unwrap_or_else(|| "-".into()),
+                ]
+            })
+            .collect::<Vec<_>>(),
+    ));
+    for note in &report.notes {
+        text.push_str(&format!("note: {note}\n"));
+    }
+    text
+}
+
+pub fn runs(args: RunsArgs, project: Option<&Path>, output: Output) -> Result<()> {
+    let opened = Project::locate(project)?.open(false)?;
+    let runs = opened.state.runs(args.job.as_ref(), args.limit)?;
+    #[derive(Serialize)]
+    struct Row {
+        run: String,
+        job: Name,
+        status: RunStatus,
+        trigger: String,
+        created_at: String,
+        finished_at: Option<String>,
+        total: u64,
+        done: u64,
+        dead_lettered: u64,
+        error: Option<String>,
+    }
+    let mut rows = Vec::new();
+    for run in runs {
+        let counts = opened.state.run_item_counts(&run.id)?;
+        rows.push(Row {
+            run: run.id,
+            job: run.job,
+            status: run.status,
+            trigger: run.trigger,
+            created_at: run.created_at.to_rfc3339(),
+            finished_at: run.finished_at.map(|t| t.to_rfc3339()),
+            total: counts.total,
+            done: counts.done,
+            dead_lettered: counts.dead_lettered,
+            error: run.error,
+        });
+    }
+    output.emit(&rows, || {
+        if rows.is_empty() {
+            return "no runs yet; start one with `mayfly run JOB`".into();
+        }
+        table(
+            &["RUN", "JOB", "STATUS", "TRIGGER", "CREATED", "DONE/TOTAL", "DEAD"],
+            &rows
+                .iter()
+                .map(|r| {
+                    vec![
+                        r.run.clone(),
+                        r.job.to_string(),
+                        r.status.as_str().to_owned(),
+                        r.trigger.clone(),
+                        r.created_at.clone(),
+                        format!("{}/{}", r.done, r.total),
+                        r.dead_lettered.to_string(),
+                    ]
+                })
+                .collect::<Vec<_>>(),
+        )
+    })
+}
+
+pub fn run_report(args: RunReportArgs, project: Option<&Path>, output: Output) -> Result<()> {
+    let opened = Project::locate(project)?.open(false)?;
+    let record = opened.state.run(&args.run)?;
+    let Some(report) = record.report.as_deref() else {
+        return Err(NotFound(format!("run {} has no report yet (it is {})", args.run, record.status.as_str())).into());
+    };
+    let report: RunReport = serde_json::from_str(report).context("the stored report does not parse")?;
+    output.emit(&report, || render_report(&report))
+}
+
+pub fn results(args: ResultsArgs, project: Option<&Path>, output: Output) -> Result<()> {
+    let opened = Project::locate(project)?.open(false)?;
+    let results = opened.state.results(&args.job, args.run.as_deref(), None, args.limit)?;
+    #[derive(Serialize)]
+    struct Row {
+        item: String,
+        run: String,
+        attempt: u32,
+        worker: String,
+        recorded_at: String,
+        result: serde_json::Value,
+    }
+    let rows: Vec<Row> = results
+        .into_iter()
+        .map(|r| Row {
+            item: r.item,
+            run: r.run_id,
+            attempt: r.attempt,
+            worker: r.worker,
+            recorded_at: r.recorded_at.to_rfc3339(),
+            result: serde_json::from_slice(&r.result)
+                .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&r.result).into_owned())),
+        })
+        .collect();
+    output.emit(&rows, || {
+        if rows.is_empty() {
+            return format!("no results for job `{}`", args.job);
+        }
+        table(
+            &["ITEM", "RUN", "ATTEMPT", "WORKER", "RESULT"],
+            &rows
+                .iter()
+                .map(|r| {
+                    vec![
+                        r.item.clone(),
+                        r.run.clone(),
+                        r.attempt.to_string(),
+                        r.worker.clone(),
+                        r.result.to_string().chars().take(80).collect(),
+                    ]
+                })
+                .collect::<Vec<_>>(),
+        )
+    })
+}
+
+/// Compare a bucket-prefix job's source with its results and dead letters; queue what is missing.
+pub async fn reconcile(args: ReconcileArgs, project: Option<&Path>, output: Output) -> Result<()> {
+    let located = Project::locate(project)?;
+    let opened = located.open(false)?;
+    let (_, architecture) = deployed_architecture(&opened)?;
+    let spec =
+        architecture.jobs.get(&args.job).ok_or_else(|| NotFound(format!("job `{}` is not deployed", args.job)))?;
+    let JobSource::Bucket { bucket, prefix } = &spec.source else {
+        bail!("reconcile compares a bucket-prefix source with its results; job `{}` reads from elsewhere", args.job);
+    };
+    let objects = opened.buckets.list(bucket, prefix.as_deref()).await?;
+    let mut missing = Vec::new();
+    for object in &objects {
+        match opened.state.result(&args.job, &object.key) {
+            Ok(_) => {}
+            Err(mayfly_state::StateError::NotFound { .. }) => missing.push(object.key.clone()),
+            Err(error) => return Err(error.into()),
+        }
+    }
+    let mut requeued_run = None;
+    if !missing.is_empty() {
+        let run = start_reconcile_run(&located, &opened, &architecture, &args.job, bucket, &missing).await?;
+        requeued_run = Some(run);
+    }
+    #[derive(Serialize)]
+    struct Reconciled {
+        objects: usize,
+        with_results: usize,
+        missing: Vec<String>,
+        run: Option<String>,
+    }
+    let report =
+        Reconciled { objects: objects.len(), with_results: objects.len() - missing.len(), missing, run: requeued_run };
+    output.emit(&report, || match &report.run {
+        None => format!("all {} object(s) under the source have results", report.objects),
+        Some(run) => format!(
+            "{} of {} object(s) had no result; run {run} processes them (mayfly runs)",
+            report.missing.len(),
+            report.objects
+        ),
+    })
+}
+
+async fn start_reconcile_run(
+    located: &Project,
+    opened: &OpenProject,
+    architecture: &Architecture,
+    job: &Name,
+    bucket: &Name,
+    missing: &[String],
+) -> Result<String> {
+    let spec = &architecture.jobs[job];
+    let now = SystemClock.now();
+    let run = opened.state.create_run(NewRun {
+        id: new_run_id(now, rand::random()),
+        job: job.clone(),
+        deployment_version: opened.state.latest_deployment()?.map(|d| d.version),
+        trigger: "reconcile".into(),
+        deadline: now.saturating_add(spec.deadline),
+        budget: spec.budget.or(architecture.policy.max_run_cost),
+    })?;
+    let items: Vec<NewRunItem> = missing
+        .iter()
+        .map(|key| NewRunItem {
+            item: key.clone(),
+            payload: serde_json::json!({"bucket": bucket, "key": key}).to_string().into_bytes(),
+        })
+        .collect();
+    opened.state.add_run_items(&run.id, &items)?;
+    mayfly_control::jobs::launch_coordinator(
+        &LocalProvisioner::new(),
+        &coordinator_launch(located)?,
+        architecture,
+        &run.id,
+    )
+    .await?;
+    Ok(run.id)
+}
+
+pub async fn ps(args: PsArgs, project: Option<&Path>, output: Output) -> Result<()> {
+    let located = Project::locate(project)?;
+    let opened = located.open(false)?;
+    let (_, architecture) = deployed_architecture(&opened)?;
+    let provisioner = LocalProvisioner::new();
+    let filter = TagFilter::new().with(TAG_PROJECT, architecture.name.as_str());
+    let live = provisioner.inventory(&filter).await?;
+    let mut reaped = Vec::new();
+    if args.reap {
+        let live_runs =
+            opened.state.runs(None, 10_000)?.into_iter().filter(|r| !r.status.is_finished()).map(|r| r.id).collect();
+        reaped = mayfly_fleet::reap_orphans(&provisioner, &filter, &live_runs, Duration::from_secs(5)).await?;
+    }
+    #[derive(Serialize)]
+    struct Row {
+        id: String,
+        kind: String,
+        role: Option<String>,
+        run: Option<String>,
+        tags: BTreeMap<String, String>,
+        reaped: bool,
+    }
+    let rows: Vec<Row> = live
+        .iter()
+        .map(|resource| Row {
+            id: resource.id.0.clone(),
+            kind: resource.kind.to_owned(),
+            role: resource.tags.get(TAG_ROLE).map(str::to_owned),
+            run: resource.tags.get(TAG_RUN).map(str::to_owned),
+            tags: resource.tags.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect(),
+            reaped: reaped.iter().any(|r| r.id == resource.id),
+        })
+        .collect();
+    output.emit(&rows, || {
+        if rows.is_empty() {
+            return "no live Mayfly processes for this project".into();
+        }
+        table(
+            &["RESOURCE", "KIND", "ROLE", "RUN", "REAPED"],
+            &rows
+                .iter()
+                .map(|r| {
+                    vec![
+                        r.id.clone(),
+                        r.kind.clone(),
+                        r.role.clone().unwrap_or_default(),
+                        r.run.clone().unwrap_or_default(),
+                        if r.reaped { "yes".into() } else { String::new() },
+                    ]
+                })
+                .collect::<Vec<_>>(),
+        )
+    })
+}
+
+/// `mayfly coordinator --run R`: the ephemeral master of one run (started by the provisioner).
+pub async fn coordinator(args: CoordinatorArgs, project: Option<&Path>) -> Result<()> {
+    let located = Project::locate(project)?;
+    let opened = located.open(false)?;
+    let record = opened.state.run(&args.run)?;
+    let source = opened
+        .state
+        .deployments()?
+        .into_iter()
+        .find(|d| Some(d.version) == record.deployment_version)
+        .map(|d| d.source);
+    let architecture = match source {
+        Some(source) => mayfly_spec::parse("deployment", &source)?,
+        None => deployed_architecture(&opened)?.1,
+    };
+    let root = std::path::absolute(&located.root)?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let state: Arc<dyn StateStore> = opened.state.clone();
+    let config = CoordinatorConfig {
+        run_id: args.run.clone(),
+        job: record.job.clone(),
+        tags: project_tags(&architecture),
+        architecture: Arc::new(architecture),
+        state,
+        buckets: opened.buckets.clone(),
+        provisioner: Arc::new(LocalProvisioner::new()),
+        clock,
+        launch: WorkerLaunch {
+            program: std::env::current_exe().context("cannot find the mayfly executable")?,
+            args: vec!["--project".into(), root.display().to_string(), "worker".into()],
+            env: {
+                let mut env = mayfly_control::jobs::inherited_env();
+                env.insert("MAYFLY_LOG".to_owned(), "warn".to_owned());
+                env
+            },
+            working_dir: root.clone(),
+        },
+        run_dir: run_dir(&located, &args.run),
+        owner: format!("coordinator-{}", std::process::id()),
+        timing: CoordinatorTiming::default(),
+    };
+    let status = mayfly_jobs::coordinator::run(config).await?;
+    tracing::info!(run = %args.run, status = status.as_str(), "coordinator exiting");
+    Ok(())
+}
+
+/// `mayfly worker …`: one worker of a run (started by its coordinator through the provisioner).
+pub async fn worker(args: WorkerArgs, project: Option<&Path>) -> Result<()> {
+    let located = Project::locate(project)?;
+    let opened = located.open(false)?;
+    let record = opened.state.run(&args.run)?;
+    let source = opened
+        .state
+        .deployments()?
+        .into_iter()
+        .find(|d| Some(d.version) == record.deployment_version)
+        .map(|d| d.source);
+    let architecture = match source {
+        Some(source) => mayfly_spec::parse("deployment", &source)?,
+        None => deployed_architecture(&opened)?.1,
+    };
+    let job = architecture
+        .jobs
+        .get(&record.job)
+        .with_context(|| format!("job `{}` is not in the run's deployment", record.job))?;
+    let function = architecture
+        .functions
+        .get(&job.function)
+        .with_context(|| format!("function `{}` is not in the run's deployment", job.function))?;
+    let root = std::path::absolute(&located.root)?;
+    let mut definition = mayfly_control::function_definition(
+        &job.function,
+        function,
+        record.deployment_version,
+        &root,
+        &std::env::current_exe()?,
+    );
+    // An item may run longer than the function's own timeout: the job's item timeout governs.
+    if let Some(item_timeout) = job.item_timeout {
+        definition.timeout = item_timeout;
+    }
+    drop(opened);
+    check_program_exists(&definition.command, &root)?;
+    let batch = match &job.source {
+        JobSource::Queue { batch, .. } => (*batch as usize).max(1),
+        _ => 1,
+    };
+    let config = mayfly_jobs::worker::WorkerConfig {
+        coordinator: args.coordinator,
+        identity: mayfly_jobs::protocol::WorkerIdentity { run: args.run, worker: args.worker },
+        job: record.job.to_string(),
+        function: definition,
+        batch,
+        heartbeat_interval: args.heartbeat_interval,
+        coordinator_timeout: Duration::from_secs(30),
+        invoker: InvokerConfig::with_clock(Arc::new(SystemClock)),
+    };
+    let started = Instant::now();
+    let processed = mayfly_jobs::worker::run(config).await?;
+    tracing::info!(processed, seconds = started.elapsed().as_secs_f64(), "worker done");
+    Ok(())
+}
+
+/// A worker that cannot run its function must not pretend to start: fail
+/// before calling in, so the coordinator counts a failed start and, after a
+/// few, fails the run with this message.
+fn check_program_exists(command: &[String], root: &Path) -> Result<()> {
+    let Some(program) = command.first() else { bail!("the function has an empty command") };
+    let found = if program.contains('/') {
+        let path = if Path::new(program).is_absolute() { PathBuf::from(program) } else { root.join(program) };
+        path.is_file()
+    } else {
+        std::env::var_os("PATH")
+            .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
+            .unwrap_or(false)
+    };
+    if !found {
+        bail!("the function's program `{program}` does not exist (looked in {} and on PATH)", root.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,222 @@
+//! Batch jobs end to end: `mayfly run` starts a coordinator process that
+//! provisions local worker processes; the tests check results, sealed logs,
+//! reports and that nothing is left running — including under chaos (workers
+//! and the coordinator SIGKILLed mid-run).
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::Project;
+
+/// A function that reads its event, sleeps `$SLEEP` seconds and answers with the item.
+const SLEEPER: &str = r#"#!/bin/sh
+event=$(cat)
+echo "working on $event" >&2
+sleep "${SLEEP:-0}"
+printf '{"done": true}'
+"#;
+
+fn job_project(items: usize, workers: u32, extra_function: &str, extra_job: &str) -> Project {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    // A name of its own, so `mayfly ps` sees only this test's processes.
+    let name = format!("jobs-{}-{}", std::process::id(), NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst));
+    let spec = format!(
+        r#"version = 1
+name = "{name}"
+tags = {{ owner = "tests" }}
+[buckets.scans]
+[buckets.logs]
+[functions.work]
+command = ["sh", "functions/sleeper.sh"]
+{extra_function}
+[jobs.scan]
+source = {{ bucket = "scans", prefix = "in/" }}
+function = "work"
+workers = {{ max = {workers} }}
+max_attempts = 3
+logs = "logs"
+{extra_job}
+"#
+    );
+    let project = Project::with_spec(&spec);
+    std::fs::create_dir_all(project.path("functions")).unwrap();
+    std::fs::write(project.path("functions/sleeper.sh"), SLEEPER).unwrap();
+    project.ok(&["deploy"]);
+    let lines: String = (0..items).map(|i| format!("{i:05}\n")).collect();
+    // One object per item, sent through stdin lines would be one message; put them one by one.
+    for line in lines.lines() {
+        let output = project.run_with_stdin(&["put", &format!("scans/in/{line}")], line.as_bytes());
+        support::assert_success(&output, &["put"]);
+    }
+    project
+}
+
+fn live_processes(project: &Project) -> Vec<Value> {
+    project.json(&["ps"]).as_array().unwrap().clone()
+}
+
+fn result_items(project: &Project, job: &str) -> Vec<String> {
+    project
+        .json(&["results", job, "--limit", "100000"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["item"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn kill_group(resource_id: &str) {
+    let pgid: i32 = resource_id.split(':').nth(1).unwrap().parse().unwrap();
+    // SAFETY: kill(2) with a negative pid signals that process group; the group belongs to this test's run.
+    unsafe { libc::kill(-pgid, libc::SIGKILL) };
+}
+
+#[test]
+fn a_run_processes_every_item_once_seals_logs_and_leaves_nothing_running() {
+    let project = job_project(40, 3, "env = { SLEEP = \"0.05\" }", "");
+    let outcome = project.json(&["run", "scan"]);
+    assert_eq!(outcome["status"], "succeeded", "{outcome}");
+    let report = &outcome["report"];
+    assert_eq!(report["items_expected"], 40);
+    assert_eq!(report["items_done"], 40);
+    assert_eq!(report["items_dead_lettered"], 0);
+    let run = outcome["run"].as_str().unwrap();
+
+    let items = result_items(&project, "scan");
+    assert_eq!(items.len(), 40);
+    assert_eq!(items.iter().collect::<BTreeSet<_>>().len(), 40, "one result per item");
+    assert!(live_processes(&project).is_empty(), "no worker or coordinator remains");
+
+    let workers = report["workers"].as_array().unwrap();
+    assert!(!workers.is_empty() && workers.len() <= 3, "{report}");
+    for worker in workers {
+        assert_eq!(worker["end"], "stopped", "{worker}");
+        let name = worker["worker"].as_str().unwrap();
+        let log = project.ok(&["logs", run, "--worker", name]);
+        assert!(log.contains(&format!("worker {name} of run {run} started")), "{log}");
+        assert!(log.contains("stopping after"), "{log}");
+        assert!(log.contains("working on"), "function output is in the worker's log: {log}");
+    }
+    let listing = project.json(&["ls", &format!("logs/runs/{run}/")]);
+    assert_eq!(listing.as_array().unwrap().len(), workers.len() * 2, "a .zst and a .sha256 per worker: {listing}");
+    let runs = project.json(&["runs"]);
+    assert_eq!(runs[0]["status"], "succeeded");
+}
+
+#[test]
+fn an_item_may_outlast_the_function_timeout_within_the_item_timeout() {
+    let project = job_project(2, 1, "env = { SLEEP = \"2\" }\ntimeout = \"1s\"", "item_timeout = \"10s\"");
+    let outcome = project.json(&["run", "scan"]);
+    assert_eq!(outcome["status"], "succeeded", "{outcome}");
+    assert_eq!(outcome["report"]["items_done"], 2);
+    assert_eq!(outcome["report"]["retries"], 0);
+}
+
+#[test]
+fn failing_items_are_retried_then_dead_lettered_and_the_run_says_so() {
+    let project = job_project(3, 1, "env = { SLEEP = \"0\" }\nretries = { max_attempts = 1, backoff = \"50ms\" }", "");
+    std::fs::write(
+        project.path("functions/sleeper.sh"),
+        "#!/bin/sh\ncat >/dev/null\necho 'cannot read this scan' >&2\nexit 2\n",
+    )
+    .unwrap();
+    let outcome = project.json(&["run", "scan"]);
+    let report = &outcome["report"];
+    assert_eq!(report["items_dead_lettered"], 3, "{outcome}");
+    assert_eq!(report["items_done"], 0);
+    assert_eq!(report["items_failed_attempts"], 9, "3 attempts each: {report}");
+    assert!(result_items(&project, "scan").is_empty());
+}
+
+#[test]
+fn a_worker_that_cannot_start_fails_the_run_with_a_clear_error_and_tears_everything_down() {
+    let project = job_project(5, 2, "", "");
+    let spec = std::fs::read_to_string(project.path("mayfly.toml"))
+        .unwrap()
+        .replace("[\"sh\", \"functions/sleeper.sh\"]", "[\"functions/no-such-binary\"]");
+    std::fs::write(project.path("mayfly.toml"), spec).unwrap();
+    project.ok(&["deploy"]);
+    let output = project.run(&["run", "scan", "--json"]);
+    assert_eq!(output.status.code(), Some(5), "{}", String::from_utf8_lossy(&output.stderr));
+    let outcome: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(outcome["status"], "failed");
+    let error = outcome["error"].as_str().unwrap();
+    assert!(error.contains("failed to start") && error.contains("no-such-binary"), "{error}");
+    assert!(live_processes(&project).is_empty());
+}
+
+#[test]
+fn chaos_workers_and_the_coordinator_killed_mid_run_lose_nothing() {
+    const ITEMS: usize = 2000;
+    let project = job_project(ITEMS, 8, "env = { SLEEP = \"0.08\" }", "");
+    let up = project.spawn_up();
+    let started = project.json(&["run", "scan", "--detach"]);
+    let run = started["run"].as_str().unwrap().to_owned();
+
+    let began = Instant::now();
+    let mut worker_kills = 0;
+    let mut coordinator_killed = false;
+    while worker_kills < 10 || !coordinator_killed {
+        std::thread::sleep(Duration::from_millis(1500));
+        let status = project.json(&["runs"])[0]["status"].as_str().unwrap().to_owned();
+        assert!(
+            status != "succeeded" && status != "failed",
+            "the run ended ({status}) before the chaos did: make it longer"
+        );
+        let live = live_processes(&project);
+        if worker_kills >= 10 {
+            if let Some(coordinator) = live.iter().find(|p| p["role"] == "coordinator") {
+                kill_group(coordinator["id"].as_str().unwrap());
+                coordinator_killed = true;
+            }
+            continue;
+        }
+        let workers: Vec<&Value> = live.iter().filter(|p| p["role"] == "worker").collect();
+        if let Some(victim) = workers.get(worker_kills % workers.len().max(1)) {
+            kill_group(victim["id"].as_str().unwrap());
+            worker_kills += 1;
+        }
+        assert!(began.elapsed() < Duration::from_secs(120), "chaos took too long");
+    }
+
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let finished = loop {
+        let runs = project.json(&["runs"]);
+        let status = runs[0]["status"].as_str().unwrap().to_owned();
+        if status == "succeeded" || status == "failed" {
+            break runs[0].clone();
+        }
+        assert!(Instant::now() < deadline, "the run did not finish: {runs}");
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    // SAFETY: kill(2) on the pid of our own child.
+    let mut up = up;
+    unsafe { libc::kill(up.id() as i32, libc::SIGTERM) };
+    assert!(up.wait().unwrap().success());
+
+    assert_eq!(finished["status"], "succeeded", "{finished}");
+    let items = result_items(&project, "scan");
+    assert_eq!(items.len(), ITEMS, "exactly one result per item");
+    assert_eq!(items.iter().collect::<BTreeSet<_>>().len(), ITEMS);
+
+    let report = project.json(&["run-report", &run]);
+    assert_eq!(report["items_done"], ITEMS as u64);
+    assert!(report["retries"].as_u64().unwrap() > 0, "killed workers' items were re-executed: {report}");
+    let workers = report["workers"].as_array().unwrap();
+    let normal: Vec<&Value> = workers.iter().filter(|w| w["end"] == "stopped").collect();
+    assert!(!normal.is_empty(), "{report}");
+    for worker in normal {
+        let name = worker["worker"].as_str().unwrap();
+        let log = project.ok(&["logs", &run, "--worker", name]);
+        assert!(log.contains("stopping after"), "{name}: {log}");
+    }
+    assert!(live_processes(&project).is_empty(), "no worker or coordinator remains: {:?}", live_processes(&project));
+    eprintln!(
+        "chaos: {worker_kills} workers and 1 coordinator killed; {ITEMS} items, {} retries, {} workers in the report",
+        report["retries"],
+        workers.len()
+    );
+}

@@ -1,0 +1,247 @@
+//! Batch jobs from the control plane's side: starting a run (a ledger entry
+//! and a coordinator process), restarting the coordinator of a run whose
+//! lease lapsed (after tearing its fleet down by tags), reaping orphans, and
+//! the job triggers — schedules and alarms.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mayfly_core::run::new_run_id;
+use mayfly_core::{Clock, Name};
+use mayfly_fleet::{ProcessSpec, Provisioner, ResourceId, TAG_PROJECT, TAG_ROLE, TAG_RUN, TagFilter, Tags};
+use mayfly_spec::{Architecture, JobTrigger};
+use mayfly_state::{NewRun, RunRecord, StateStore};
+
+use crate::{ControlError, ControlPlaneConfig, Shutdown};
+
+/// How to start a coordinator process: `mayfly --project ROOT coordinator --run R`.
+#[derive(Debug, Clone)]
+pub struct CoordinatorLaunch {
+    pub mayfly_bin: PathBuf,
+    pub project_root: PathBuf,
+    /// `.mayfly/`: runs keep their working files under `runs/<run>/`.
+    pub data_dir: PathBuf,
+    pub log_filter: String,
+}
+
+/// The project's tags on every process Mayfly starts for it.
+pub fn project_tags(architecture: &Architecture) -> Tags {
+    let mut tags = Tags::new().with(TAG_PROJECT, architecture.name.as_str());
+    for (key, value) in &architecture.tags {
+        tags = tags.with(key, value);
+    }
+    tags
+}
+
+/// The part of this process's environment that coordinators and workers need
+/// (the provisioner passes nothing else): where programs are, the user, the
+/// locale, the temporary directory, Python's version manager.
+pub fn inherited_env() -> BTreeMap<String, String> {
+    std::env::vars()
+        .filter(|(key, _)| {
+            matches!(key.as_str(), "PATH" | "HOME" | "USER" | "LOGNAME" | "LANG" | "LC_ALL" | "TMPDIR" | "TZ")
+                || key.starts_with("PYENV")
+        })
+        .collect()
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error("job `{job}` is not deployed; deployed jobs: {known}")]
+    UnknownJob { job: Name, known: String },
+    #[error(transparent)]
+    State(#[from] mayfly_state::StateError),
+    #[error("cannot start the coordinator of run {run}: {source}")]
+    Launch { run: String, source: mayfly_fleet::FleetError },
+    #[error("cannot create the working directory of run {run}: {source}")]
+    RunDir { run: String, source: std::io::Error },
+}
+
+/// Start the coordinator of `run` as a process of its own, tagged with the run and its role.
+pub async fn launch_coordinator(
+    provisioner: &dyn Provisioner,
+    launch: &CoordinatorLaunch,
+    architecture: &Architecture,
+    run: &str,
+) -> Result<ResourceId, JobError> {
+    let run_dir = launch.data_dir.join("runs").join(run);
+    std::fs::create_dir_all(&run_dir).map_err(|source| JobError::RunDir { run: run.to_owned(), source })?;
+    let log = run_dir.join("coordinator.log");
+    provisioner
+        .start(ProcessSpec {
+            program: launch.mayfly_bin.clone(),
+            args: vec![
+                "--project".into(),
+                launch.project_root.display().to_string(),
+                "coordinator".into(),
+                "--run".into(),
+                run.into(),
+            ],
+            env: {
+                let mut env = inherited_env();
+                env.insert("MAYFLY_LOG".to_owned(), launch.log_filter.clone());
+                env
+            },
+            working_dir: launch.project_root.clone(),
+            tags: project_tags(architecture).with(TAG_RUN, run).with(TAG_ROLE, "coordinator"),
+            stdout: Some(log.clone()),
+            stderr: Some(log),
+            memory: None,
+            cpus: None,
+        })
+        .await
+        .map_err(|source| JobError::Launch { run: run.to_owned(), source })
+}
+
+/// An architecture as deployed: the parsed file and its deployment version.
+#[derive(Clone, Copy)]
+pub struct Deployed<'a> {
+    pub architecture: &'a Architecture,
+    pub version: Option<u64>,
+}
+
+/// Record a new run of `job` and start its coordinator.
+pub async fn start_run(
+    state: &dyn StateStore,
+    provisioner: &dyn Provisioner,
+    launch: &CoordinatorLaunch,
+    deployed: Deployed<'_>,
+    job: &Name,
+    trigger: &str,
+    clock: &dyn Clock,
+) -> Result<RunRecord, JobError> {
+    let (architecture, deployment_version) = (deployed.architecture, deployed.version);
+    let spec = architecture.jobs.get(job).ok_or_else(|| JobError::UnknownJob {
+        job: job.clone(),
+        known: if architecture.jobs.is_empty() {
+            "none".into()
+        } else {
+            architecture.jobs.keys().map(Name::to_string).collect::<Vec<_>>().join(", ")
+        },
+    })?;
+    let now = clock.now();
+    let run = state.create_run(NewRun {
+        id: new_run_id(now, rand::random()),
+        job: job.clone(),
+        deployment_version,
+        trigger: trigger.to_owned(),
+        deadline: now.saturating_add(spec.deadline),
+        budget: spec.budget.or(architecture.policy.max_run_cost),
+    })?;
+    launch_coordinator(provisioner, launch, architecture, &run.id).await?;
+    Ok(run)
+}
+
+/// Stop every live process of `run` (found by its tags, not from memory).
+pub async fn tear_down_run(provisioner: &dyn Provisioner, run: &str) -> Result<usize, mayfly_fleet::FleetError> {
+    let live = provisioner.inventory(&TagFilter::new().with(TAG_RUN, run)).await?;
+    for resource in &live {
+        provisioner.stop(&resource.id, Duration::from_secs(2)).await?;
+    }
+    Ok(live.len())
+}
+
+/// How long a requested run may wait for its first coordinator before the supervisor starts one.
+const UNCLAIMED_GRACE: Duration = Duration::from_secs(15);
+const SUPERVISE_EVERY: Duration = Duration::from_secs(1);
+const REAP_EVERY: Duration = Duration::from_secs(30);
+
+/// The supervisor loop of `mayfly up`: restart coordinators of runs whose
+/// lease lapsed (tearing their fleet down first), reap orphans, and fire job
+/// schedules and alarms.
+pub async fn supervise(config: Arc<ControlPlaneConfig>, mut shutdown: Shutdown) -> Result<(), ControlError> {
+    let Some(jobs) = config.jobs.clone() else { return Ok(()) };
+    let provisioner = jobs.provisioner.as_ref();
+    let mut alarms = crate::alarms::AlarmState::default();
+    let mut since_reap = REAP_EVERY;
+    loop {
+        for run in config.state.runs_needing_coordinator(UNCLAIMED_GRACE)? {
+            let stopped = tear_down_run(provisioner, &run.id).await.unwrap_or_else(|error| {
+                tracing::error!(run = %run.id, error = %error, "cannot tear down the fleet of a lapsed run");
+                0
+            });
+            tracing::warn!(run = %run.id, stopped, "run lease lapsed; fleet torn down, starting a new coordinator");
+            if let Err(error) = launch_coordinator(provisioner, &jobs.launch, &config.architecture, &run.id).await {
+                tracing::error!(run = %run.id, error = %error, "cannot restart the coordinator");
+            }
+        }
+        since_reap += SUPERVISE_EVERY;
+        if since_reap >= REAP_EVERY {
+            since_reap = Duration::ZERO;
+            let live_runs: BTreeSet<String> = config
+                .state
+                .runs(None, 100_000)?
+                .into_iter()
+                .filter(|r| !r.status.is_finished())
+                .map(|r| r.id)
+                .collect();
+            let filter = TagFilter::new().with(TAG_PROJECT, config.architecture.name.as_str());
+            match mayfly_fleet::reap_orphans(provisioner, &filter, &live_runs, Duration::from_secs(5)).await {
+                Ok(reaped) if !reaped.is_empty() => tracing::warn!(reaped = reaped.len(), "reaped orphaned processes"),
+                Ok(_) => {}
+                Err(error) => tracing::error!(error = %error, "orphan reaping failed"),
+            }
+        }
+        for (job, trigger) in due_job_triggers(&config, &mut alarms)? {
+            let busy = config.state.runs(Some(&job), 20)?.iter().any(|r| !r.status.is_finished());
+            if busy {
+                tracing::info!(job = %job, trigger = %trigger, "job trigger fired while a run is going; skipped");
+                continue;
+            }
+            match start_run(
+                config.state.as_ref(),
+                provisioner,
+                &jobs.launch,
+                Deployed { architecture: &config.architecture, version: config.deployment_version },
+                &job,
+                &trigger,
+                config.clock.as_ref(),
+            )
+            .await
+            {
+                Ok(run) => tracing::info!(job = %job, run = %run.id, trigger = %trigger, "run started"),
+                Err(error) => tracing::error!(job = %job, error = %error, "cannot start a triggered run"),
+            }
+        }
+        if shutdown.sleep_or_stop(SUPERVISE_EVERY).await {
+            return Ok(());
+        }
+    }
+}
+
+/// Jobs whose schedule or alarm fired since the last look, with the trigger's name.
+fn due_job_triggers(
+    config: &ControlPlaneConfig,
+    alarms: &mut crate::alarms::AlarmState,
+) -> Result<Vec<(Name, String)>, ControlError> {
+    let fired_alarms = alarms.evaluate(config)?;
+    let mut due = Vec::new();
+    for (job, spec) in &config.architecture.jobs {
+        for trigger in &spec.triggers {
+            match trigger {
+                JobTrigger::Alarm(alarm) if fired_alarms.contains(alarm) => {
+                    due.push((job.clone(), format!("alarm:{alarm}")))
+                }
+                JobTrigger::Schedule(schedule) => {
+                    let cursor = format!("job-schedule:{job}:{schedule}");
+                    let now = config.clock.now();
+                    let last = config.state.consumer_cursor(&cursor)?;
+                    if last == 0 {
+                        config.state.set_consumer_cursor(&cursor, now.as_millis().max(1) as u64)?;
+                        continue;
+                    }
+                    if let Some(next) = schedule.next_after(mayfly_core::Timestamp::from_millis(last as i64))
+                        && next <= now
+                    {
+                        config.state.set_consumer_cursor(&cursor, now.as_millis() as u64)?;
+                        due.push((job.clone(), format!("schedule:{schedule}")));
+                    }
+                }
+                JobTrigger::Alarm(_) => {}
+            }
+        }
+    }
+    Ok(due)
+}

@@ -1,0 +1,825 @@
+//! The coordinator of one run: the ephemeral "master".
+//!
+//! It holds a renewable lease on its run, fills the run's durable item ledger
+//! from the job's source, keeps a fleet of workers sized to the backlog,
+//! serves them items over HTTP (they pull), watches their heartbeats and the
+//! provisioner, returns a lost worker's items to the pool at once and
+//! provisions a replacement, and retries failed items with backoff up to the
+//! job's attempts before dead-lettering them. Then it ends the run in a fixed
+//! order, each step verified: nothing pending or in flight → every worker's
+//! log sealed → every worker stopped and verified gone by an inventory of the
+//! run's tags → the report written and the lease released.
+//!
+//! Everything it knows that matters is in the state store, so a coordinator
+//! may die at any moment: the control plane tears down its fleet by tags and
+//! starts another, which releases the items the dead fleet held and goes on.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::post;
+use axum::{Json, Router};
+use mayfly_buckets::Buckets;
+use mayfly_core::run::{AfterFailure, RunReport, RunStatus, WorkerReport, after_item_failure, fleet_size};
+use mayfly_core::{Clock, Name, Timestamp};
+use mayfly_fleet::{
+    ProcessSpec, Provisioner, ResourceId, ResourceState, TAG_ROLE, TAG_RUN, TAG_WORKER, TagFilter, Tags,
+};
+use mayfly_spec::{Architecture, JobSource, JobSpec};
+use mayfly_state::{ItemCompletion, NewRunItem, StateStore, WorkerRecord};
+use tokio::sync::Mutex;
+
+use crate::logs;
+use crate::protocol::{
+    AttemptOutcome, COMPLETE_PATH, CompleteRequest, CompleteResponse, HEARTBEAT_PATH, HeartbeatRequest,
+    HeartbeatResponse, LEASE_PATH, LOGS_PATH, LeaseRequest, LeaseResponse, LeasedItem, LogsRequest, WorkerIdentity,
+    decode, encode,
+};
+
+/// Timings of one coordinator; the defaults suit local processes.
+#[derive(Debug, Clone)]
+pub struct CoordinatorTiming {
+    /// How long the run lease lasts without renewal; renewed every third of it.
+    pub run_lease_ttl: Duration,
+    /// How often workers heartbeat (passed to them).
+    pub heartbeat_interval: Duration,
+    /// A worker silent this long is lost: its items go back at once.
+    pub worker_timeout: Duration,
+    /// A worker that has not called in this long after starting failed to start.
+    pub worker_start_timeout: Duration,
+    /// How often the coordinator looks at its fleet and the ledger.
+    pub tick: Duration,
+    /// How long a worker told to stop may take before it is killed.
+    pub stop_grace: Duration,
+    /// Workers that fail to start in a row before the run fails.
+    pub max_start_failures: u32,
+}
+
+impl Default for CoordinatorTiming {
+    fn default() -> Self {
+        CoordinatorTiming {
+            run_lease_ttl: Duration::from_secs(10),
+            heartbeat_interval: Duration::from_secs(1),
+            worker_timeout: Duration::from_secs(5),
+            worker_start_timeout: Duration::from_secs(30),
+            tick: Duration::from_millis(100),
+            stop_grace: Duration::from_secs(10),
+            max_start_failures: 3,
+        }
+    }
+}
+
+/// How to start a worker process: `program args… --coordinator URL --run R --worker W`.
+#[derive(Debug, Clone)]
+pub struct WorkerLaunch {
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    pub working_dir: PathBuf,
+}
+
+pub struct CoordinatorConfig {
+    pub run_id: String,
+    pub job: Name,
+    pub architecture: Arc<Architecture>,
+    pub state: Arc<dyn StateStore>,
+    pub buckets: Buckets,
+    pub provisioner: Arc<dyn Provisioner>,
+    pub clock: Arc<dyn Clock>,
+    pub launch: WorkerLaunch,
+    /// The run's working directory (worker logs while the run lives).
+    pub run_dir: PathBuf,
+    /// The project's tags (with `mayfly.project`); the run's id and roles are added.
+    pub tags: Tags,
+    /// Who holds the run lease, e.g. `coordinator-<pid>`.
+    pub owner: String,
+    pub timing: CoordinatorTiming,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CoordinatorError {
+    #[error("run {run} is held by another coordinator or already finished")]
+    NotClaimed { run: String },
+    #[error("job `{job}` is not in the deployed architecture")]
+    UnknownJob { job: Name },
+    #[error("the run lease of {run} was lost to another coordinator; this one stops without touching the fleet")]
+    LeaseLost { run: String },
+    #[error(transparent)]
+    State(#[from] mayfly_state::StateError),
+    #[error(transparent)]
+    Fleet(#[from] mayfly_fleet::FleetError),
+    #[error(transparent)]
+    Buckets(#[from] mayfly_buckets::BucketError),
+    #[error("cannot serve workers: {0}")]
+    Serve(std::io::Error),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WorkerPhase {
+    /// Started; has not called in yet.
+    Starting,
+    Alive,
+    /// Told to stop; waiting for it to exit.
+    Stopping,
+    /// Exited or was stopped; its log is to be sealed.
+    Gone,
+}
+
+#[derive(Debug)]
+struct TrackedWorker {
+    resource: ResourceId,
+    phase: WorkerPhase,
+    started: Instant,
+    started_at: Timestamp,
+    last_contact: Instant,
+    holding: BTreeSet<String>,
+    items_done: u64,
+    items_failed: u64,
+    busy: Duration,
+    end: Option<String>,
+    /// Told to stop because the fleet is larger than the backlog needs.
+    surplus: bool,
+}
+
+/// What the HTTP handlers and the main loop share.
+struct Shared {
+    run_id: String,
+    max_attempts: u32,
+    backoff: Duration,
+    state: Arc<dyn StateStore>,
+    clock: Arc<dyn Clock>,
+    run_dir: PathBuf,
+    workers: Mutex<BTreeMap<String, TrackedWorker>>,
+    finishing: std::sync::atomic::AtomicBool,
+}
+
+type Refusal = (StatusCode, String);
+
+fn refuse(status: StatusCode, message: impl Into<String>) -> Refusal {
+    (status, message.into())
+}
+
+impl Shared {
+    fn is_finishing(&self) -> bool {
+        self.finishing.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The worker must belong to this run and be known to this coordinator.
+    async fn check_identity(&self, identity: &WorkerIdentity) -> Result<(), Refusal> {
+        if identity.run != self.run_id {
+            return Err(refuse(
+                StatusCode::FORBIDDEN,
+                format!("this coordinator serves run {}, not {}", self.run_id, identity.run),
+            ));
+        }
+        let mut workers = self.workers.lock().await;
+        let worker = workers.get_mut(&identity.worker).ok_or_else(|| {
+            refuse(StatusCode::FORBIDDEN, format!("worker {} is not part of run {}", identity.worker, self.run_id))
+        })?;
+        if worker.phase == WorkerPhase::Gone {
+            return Err(refuse(
+                StatusCode::GONE,
+                format!("worker {} was declared lost; its items were given to others", identity.worker),
+            ));
+        }
+        worker.last_contact = Instant::now();
+        if worker.phase == WorkerPhase::Starting {
+            worker.phase = WorkerPhase::Alive;
+        }
+        Ok(())
+    }
+
+    async fn should_stop(&self, worker: &str) -> bool {
+        self.is_finishing()
+            || self.workers.lock().await.get(worker).is_none_or(|w| w.surplus || w.phase == WorkerPhase::Stopping)
+    }
+}
+
+fn internal(error: impl std::fmt::Display) -> Refusal {
+    refuse(StatusCode::INTERNAL_SERVER_ERROR, error.to_string())
+}
+
+async fn lease_handler(
+    State(shared): State<Arc<Shared>>,
+    Json(request): Json<LeaseRequest>,
+) -> Result<Json<LeaseResponse>, Refusal> {
+    shared.check_identity(&request.identity).await?;
+    let worker = &request.identity.worker;
+    if shared.should_stop(worker).await {
+        return Ok(Json(LeaseResponse { items: Vec::new(), stop: true }));
+    }
+    let items = shared.state.lease_run_items(&shared.run_id, worker, request.max.clamp(1, 100)).map_err(internal)?;
+    let mut workers = shared.workers.lock().await;
+    if let Some(tracked) = workers.get_mut(worker) {
+        tracked.holding.extend(items.iter().map(|i| i.item.clone()));
+    }
+    let items = items
+        .into_iter()
+        .map(|item| LeasedItem { item: item.item, attempt: item.attempts, payload: encode(&item.payload) })
+        .collect();
+    Ok(Json(LeaseResponse { items, stop: false }))
+}
+
+async fn complete_handler(
+    State(shared): State<Arc<Shared>>,
+    Json(request): Json<CompleteRequest>,
+) -> Result<Json<CompleteResponse>, Refusal> {
+    shared.check_identity(&request.identity).await?;
+    let worker = &request.identity.worker;
+    let completion = match request.outcome {
+        AttemptOutcome::Done => {
+            let result = request
+                .result
+                .as_deref()
+                .map(decode)
+                .transpose()
+                .map_err(|error| refuse(StatusCode::BAD_REQUEST, format!("result is not base64: {error}")))?;
+            ItemCompletion::Done { result: result.unwrap_or_default() }
+        }
+        AttemptOutcome::Failed => {
+            let error = request.error.clone().unwrap_or_else(|| "failed".to_owned());
+            let retry_at = match after_item_failure(
+                request.attempt,
+                shared.max_attempts,
+                shared.backoff,
+                shared.clock.now(),
+                rand::random::<f64>(),
+            ) {
+                AfterFailure::RetryAt(at) => Some(at),
+                AfterFailure::DeadLetter => None,
+            };
+            ItemCompletion::Failed { error, retry_at }
+        }
+    };
+    let accepted = shared
+        .state
+        .complete_run_item(&shared.run_id, &request.item, worker, request.attempt, completion)
+        .map_err(internal)?;
+    let mut workers = shared.workers.lock().await;
+    if let Some(tracked) = workers.get_mut(worker) {
+        tracked.holding.remove(&request.item);
+        tracked.busy += Duration::from_millis(request.duration_ms);
+        match request.outcome {
+            AttemptOutcome::Done => tracked.items_done += 1,
+            AttemptOutcome::Failed => tracked.items_failed += 1,
+        }
+    }
+    Ok(Json(CompleteResponse { accepted }))
+}
+
+async fn heartbeat_handler(
+    State(shared): State<Arc<Shared>>,
+    Json(request): Json<HeartbeatRequest>,
+) -> Result<Json<HeartbeatResponse>, Refusal> {
+    shared.check_identity(&request.identity).await?;
+    let stop = shared.should_stop(&request.identity.worker).await;
+    Ok(Json(HeartbeatResponse { stop }))
+}
+
+async fn logs_handler(
+    State(shared): State<Arc<Shared>>,
+    Json(request): Json<LogsRequest>,
+) -> Result<Json<serde_json::Value>, Refusal> {
+    shared.check_identity(&request.identity).await?;
+    let chunk = decode(&request.chunk)
+        .map_err(|error| refuse(StatusCode::BAD_REQUEST, format!("chunk is not base64: {error}")))?;
+    logs::append(&shared.run_dir, &request.identity.worker, &chunk).map_err(internal)?;
+    Ok(Json(serde_json::json!({})))
+}
+
+/// Run the coordinator to the end of its run. Returns the final status.
+pub async fn run(config: CoordinatorConfig) -> Result<RunStatus, CoordinatorError> {
+    let timing = config.timing.clone();
+    let state = config.state.clone();
+    let run_id = config.run_id.clone();
+    let job: JobSpec = config
+        .architecture
+        .jobs
+        .get(&config.job)
+        .cloned()
+        .ok_or_else(|| CoordinatorError::UnknownJob { job: config.job.clone() })?;
+    if !state.claim_run(&run_id, &config.owner, timing.run_lease_ttl)? {
+        return Err(CoordinatorError::NotClaimed { run: run_id });
+    }
+    let run_record = state.run(&run_id)?;
+    // The fleet of a previous coordinator was torn down; what it held is pending again.
+    let released = state.release_all_leased_items(&run_id)?;
+    if released > 0 {
+        tracing::info!(run = %run_id, released, "resumed: items held by the previous fleet are pending again");
+    }
+    std::fs::create_dir_all(config.run_dir.join("workers")).map_err(CoordinatorError::Serve)?;
+    fill_from_source(&config, &job).await?;
+
+    let backoff = config
+        .architecture
+        .functions
+        .get(&job.function)
+        .map_or(Duration::from_secs(1), |function| function.retries.backoff);
+    let shared = Arc::new(Shared {
+        run_id: run_id.clone(),
+        max_attempts: job.max_attempts,
+        backoff,
+        state: state.clone(),
+        clock: config.clock.clone(),
+        run_dir: config.run_dir.clone(),
+        workers: Mutex::new(BTreeMap::new()),
+        finishing: std::sync::atomic::AtomicBool::new(false),
+    });
+    let router = Router::new()
+        .route(LEASE_PATH, post(lease_handler))
+        .route(COMPLETE_PATH, post(complete_handler))
+        .route(HEARTBEAT_PATH, post(heartbeat_handler))
+        .route(LOGS_PATH, post(logs_handler))
+        .with_state(shared.clone());
+    let listener =
+        tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await.map_err(CoordinatorError::Serve)?;
+    let address = listener.local_addr().map_err(CoordinatorError::Serve)?;
+    let server = tokio::spawn(async move { axum::serve(listener, router).await });
+    let url = format!("http://{address}");
+    tracing::info!(run = %run_id, url = %url, "coordinator serving workers");
+
+    let mut fleet = Fleet {
+        config: &config,
+        job: &job,
+        shared: shared.clone(),
+        url,
+        next_worker: 0,
+        start_failures: 0,
+        last_start_error: None,
+        incarnation: run_record.coordinator_attempts.max(1),
+    };
+    let outcome = fleet.drive(&timing).await;
+    server.abort();
+    outcome
+}
+
+/// Put the job's items into the run's ledger (idempotent: a resumed run adds nothing twice).
+async fn fill_from_source(config: &CoordinatorConfig, job: &JobSpec) -> Result<(), CoordinatorError> {
+    let items: Vec<NewRunItem> = match &job.source {
+        JobSource::Bucket { bucket, prefix } => config
+            .buckets
+            .list(bucket, prefix.as_deref())
+            .await?
+            .into_iter()
+            .map(|object| NewRunItem {
+                payload: serde_json::json!({"bucket": bucket, "key": object.key, "size": object.size})
+                    .to_string()
+                    .into_bytes(),
+                item: object.key,
+            })
+            .collect(),
+        JobSource::Manifest { bucket, key } => {
+            let (_, body) = config.buckets.get_bytes(bucket, key).await?;
+            String::from_utf8_lossy(&body)
+                .lines()
+                .map(str::trim)
+                .filter(|line| !line.is_empty())
+                .map(|line| NewRunItem { item: line.to_owned(), payload: line.as_bytes().to_vec() })
+                .collect()
+        }
+        JobSource::Queue { .. } => Vec::new(), // drained continuously by the main loop
+    };
+    for chunk in items.chunks(1_000) {
+        config.state.add_run_items(&config.run_id, chunk)?;
+    }
+    Ok(())
+}
+
+struct Fleet<'c> {
+    config: &'c CoordinatorConfig,
+    job: &'c JobSpec,
+    shared: Arc<Shared>,
+    url: String,
+    next_worker: u32,
+    start_failures: u32,
+    last_start_error: Option<String>,
+    incarnation: u32,
+}
+
+impl Fleet<'_> {
+    fn run_id(&self) -> &str {
+        &self.config.run_id
+    }
+
+    async fn drive(&mut self, timing: &CoordinatorTiming) -> Result<RunStatus, CoordinatorError> {
+        let state = self.config.state.clone();
+        let run = state.run(self.run_id())?;
+        let mut last_renewal = Instant::now();
+        let (status, error) = loop {
+            if last_renewal.elapsed() >= timing.run_lease_ttl / 3 {
+                if let Err(error) = state.renew_run_lease(self.run_id(), &self.config.owner, timing.run_lease_ttl) {
+                    tracing::error!(error = %error, "run lease lost");
+                    return Err(CoordinatorError::LeaseLost { run: self.run_id().to_owned() });
+                }
+                last_renewal = Instant::now();
+            }
+            if let JobSource::Queue { queue, batch } = &self.job.source {
+                state.move_queue_messages_into_run(self.run_id(), queue, (*batch as usize).max(100))?;
+            }
+            self.watch_workers(timing).await?;
+            if self.start_failures >= timing.max_start_failures {
+                let reason = self.last_start_error.clone().unwrap_or_else(|| "no detail".into());
+                break (
+                    RunStatus::Failed,
+                    Some(format!("{} workers in a row failed to start: {reason}", self.start_failures)),
+                );
+            }
+            let now = self.config.clock.now();
+            if now > run.deadline {
+                break (RunStatus::DeadlineExceeded, Some(format!("deadline {} passed", run.deadline)));
+            }
+            if let Some(budget) = run.budget {
+                let cost = self.estimated_cost(&run).await;
+                if cost > budget {
+                    break (
+                        RunStatus::BudgetExceeded,
+                        Some(format!("estimated cost {cost:.4} exceeds the budget {budget:.4}")),
+                    );
+                }
+            }
+            let counts = state.run_item_counts(self.run_id())?;
+            let source_drained = match &self.job.source {
+                JobSource::Queue { queue, .. } => {
+                    let stats = state.queue_stats(queue)?;
+                    stats.visible + stats.delayed + stats.in_flight == 0
+                }
+                _ => true,
+            };
+            if counts.pending == 0 && counts.leased == 0 && source_drained {
+                break (RunStatus::Succeeded, None);
+            }
+            self.size_fleet(counts.pending + counts.leased).await?;
+            tokio::time::sleep(timing.tick).await;
+        };
+        self.finish(status, error, timing).await
+    }
+
+    /// Workers × wall time × `worker_hour` plus attempts × `invocation`, from `[pricing]`.
+    async fn estimated_cost(&self, run: &mayfly_state::RunRecord) -> f64 {
+        let pricing = &self.config.architecture.pricing;
+        let workers = self.config.state.run_workers(self.run_id()).unwrap_or_default();
+        let now = self.config.clock.now();
+        let worker_seconds: f64 =
+            workers.iter().map(|w| w.stopped_at.unwrap_or(now).duration_since(w.started_at).as_secs_f64()).sum();
+        let live: f64 = {
+            let tracked = self.shared.workers.lock().await;
+            tracked.values().filter(|w| w.phase != WorkerPhase::Gone).map(|w| w.started.elapsed().as_secs_f64()).sum()
+        };
+        let attempts = self.config.state.run_item_counts(&run.id).map(|c| c.attempts).unwrap_or(0) as f64;
+        (worker_seconds + live) / 3600.0 * pricing.worker_hour + attempts * pricing.invocation
+    }
+
+    fn worker_tags(&self, worker: &str) -> Tags {
+        self.config.tags.clone().with(TAG_RUN, self.run_id()).with(TAG_ROLE, "worker").with(TAG_WORKER, worker)
+    }
+
+    async fn start_worker(&mut self) -> Result<(), CoordinatorError> {
+        self.next_worker += 1;
+        let worker = format!("w{}-{:03}", self.incarnation, self.next_worker);
+        let mut args = self.config.launch.args.clone();
+        args.extend([
+            "--coordinator".to_owned(),
+            self.url.clone(),
+            "--run".to_owned(),
+            self.run_id().to_owned(),
+            "--worker".to_owned(),
+            worker.clone(),
+            "--heartbeat-interval".to_owned(),
+            format!("{}ms", self.config.timing.heartbeat_interval.as_millis()),
+        ]);
+        let stderr = self.config.run_dir.join("workers").join(format!("{worker}.stderr"));
+        let spec = ProcessSpec {
+            program: self.config.launch.program.clone(),
+            args,
+            env: self.config.launch.env.clone(),
+            working_dir: self.config.launch.working_dir.clone(),
+            tags: self.worker_tags(&worker),
+            stdout: Some(stderr.clone()),
+            stderr: Some(stderr),
+            memory: None,
+            cpus: None,
+        };
+        let now = self.config.clock.now();
+        match self.config.provisioner.start(spec).await {
+            Ok(resource) => {
+                tracing::info!(run = %self.run_id(), worker = %worker, resource = %resource.0, "worker started");
+                self.config.state.upsert_worker(&WorkerRecord {
+                    run_id: self.run_id().to_owned(),
+                    worker: worker.clone(),
+                    resource: resource.0.clone(),
+                    started_at: now,
+                    stopped_at: None,
+                    end: None,
+                    items_done: 0,
+                    items_failed: 0,
+                    busy: Duration::ZERO,
+                    log_object: None,
+                    log_sha256: None,
+                })?;
+                self.shared.workers.lock().await.insert(
+                    worker,
+                    TrackedWorker {
+                        resource,
+                        phase: WorkerPhase::Starting,
+                        started: Instant::now(),
+                        started_at: now,
+                        last_contact: Instant::now(),
+                        holding: BTreeSet::new(),
+                        items_done: 0,
+                        items_failed: 0,
+                        busy: Duration::ZERO,
+                        end: None,
+                        surplus: false,
+                    },
+                );
+            }
+            Err(error) => {
+                tracing::error!(run = %self.run_id(), error = %error, "cannot start a worker");
+                self.start_failures += 1;
+                self.last_start_error = Some(error.to_string());
+            }
+        }
+        Ok(())
+    }
+
+    /// Notice workers that exited, went silent or never started; put their items back.
+    async fn watch_workers(&mut self, timing: &CoordinatorTiming) -> Result<(), CoordinatorError> {
+        let candidates: Vec<(String, ResourceId, WorkerPhase, Instant, Instant)> = {
+            let workers = self.shared.workers.lock().await;
+            workers
+                .iter()
+                .filter(|(_, w)| w.phase != WorkerPhase::Gone)
+                .map(|(name, w)| (name.clone(), w.resource.clone(), w.phase, w.started, w.last_contact))
+                .collect()
+        };
+        for (worker, resource, phase, started, last_contact) in candidates {
+            let resource_state = self.config.provisioner.state(&resource).await?;
+            let exited = !matches!(resource_state, ResourceState::Running);
+            let silent = phase == WorkerPhase::Alive && last_contact.elapsed() > timing.worker_timeout;
+            let never_started = phase == WorkerPhase::Starting && started.elapsed() > timing.worker_start_timeout;
+            if !(exited || silent || never_started) {
+                continue;
+            }
+            let told_to_stop = phase == WorkerPhase::Stopping || self.shared.is_finishing();
+            let end = match (phase, exited) {
+                (_, true) if told_to_stop => "stopped",
+                (WorkerPhase::Starting, _) => "failed_to_start",
+                (_, true) => "lost",
+                _ => "killed",
+            };
+            if !exited {
+                // Silent but running (frozen, or cut off): make sure it can do no more.
+                self.config.provisioner.kill(&resource).await.ok();
+            }
+            if phase == WorkerPhase::Starting {
+                self.start_failures += 1;
+                let stderr =
+                    std::fs::read_to_string(self.config.run_dir.join("workers").join(format!("{worker}.stderr")))
+                        .unwrap_or_default();
+                let tail: Vec<&str> = stderr.lines().rev().take(3).collect();
+                self.last_start_error = Some(format!(
+                    "worker {worker} {} before calling in{}",
+                    match resource_state {
+                        ResourceState::Exited { code: Some(code), .. } => format!("exited with status {code}"),
+                        ResourceState::Exited { signal: Some(signal), .. } => format!("was killed by signal {signal}"),
+                        _ => "did not respond".to_owned(),
+                    },
+                    if tail.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {}", tail.into_iter().rev().collect::<Vec<_>>().join(" / "))
+                    }
+                ));
+            } else if phase == WorkerPhase::Alive {
+                self.start_failures = 0;
+            }
+            let released = self.config.state.release_worker_items(self.run_id(), &worker)?;
+            if end != "stopped" {
+                tracing::warn!(run = %self.run_id(), worker = %worker, end, released, "worker gone; its items are back in the pool");
+            }
+            let mut workers = self.shared.workers.lock().await;
+            if let Some(tracked) = workers.get_mut(&worker) {
+                tracked.phase = WorkerPhase::Gone;
+                tracked.holding.clear();
+                tracked.end = Some(end.to_owned());
+            }
+            drop(workers);
+            self.record_worker(&worker, None).await?;
+        }
+        Ok(())
+    }
+
+    async fn record_worker(&self, worker: &str, sealed: Option<&logs::SealedLog>) -> Result<(), CoordinatorError> {
+        let workers = self.shared.workers.lock().await;
+        let Some(tracked) = workers.get(worker) else { return Ok(()) };
+        let gone = tracked.phase == WorkerPhase::Gone;
+        self.config.state.upsert_worker(&WorkerRecord {
+            run_id: self.run_id().to_owned(),
+            worker: worker.to_owned(),
+            resource: tracked.resource.0.clone(),
+            started_at: tracked.started_at,
+            stopped_at: gone.then(|| self.config.clock.now()),
+            end: tracked.end.clone(),
+            items_done: tracked.items_done,
+            items_failed: tracked.items_failed,
+            busy: tracked.busy,
+            log_object: sealed.map(|s| s.key.clone()),
+            log_sha256: sealed.map(|s| s.sha256.clone()),
+        })?;
+        Ok(())
+    }
+
+    /// Start workers up to what the backlog needs; retire idle surplus ones.
+    async fn size_fleet(&mut self, backlog: u64) -> Result<(), CoordinatorError> {
+        let wanted = fleet_size(backlog, self.job.workers.items_per_worker, self.job.workers.max) as usize;
+        let (live, idle_surplus): (usize, Vec<String>) = {
+            let workers = self.shared.workers.lock().await;
+            let live: Vec<(&String, &TrackedWorker)> = workers
+                .iter()
+                .filter(|(_, w)| matches!(w.phase, WorkerPhase::Starting | WorkerPhase::Alive) && !w.surplus)
+                .collect();
+            let surplus = live.len().saturating_sub(wanted);
+            let idle: Vec<String> = live
+                .iter()
+                .filter(|(_, w)| w.holding.is_empty() && w.phase == WorkerPhase::Alive)
+                .map(|(n, _)| (*n).clone())
+                .take(surplus)
+                .collect();
+            (live.len(), idle)
+        };
+        if !idle_surplus.is_empty() {
+            let mut workers = self.shared.workers.lock().await;
+            for worker in idle_surplus {
+                if let Some(tracked) = workers.get_mut(&worker) {
+                    tracked.surplus = true;
+                    tracked.phase = WorkerPhase::Stopping;
+                }
+            }
+        }
+        for _ in live..wanted {
+            self.start_worker().await?;
+        }
+        Ok(())
+    }
+
+    /// The end of a run, in order: stop handing out work → workers exit → logs sealed →
+    /// every worker stopped and verified gone by inventory → report → lease released.
+    async fn finish(
+        &mut self,
+        status: RunStatus,
+        error: Option<String>,
+        timing: &CoordinatorTiming,
+    ) -> Result<RunStatus, CoordinatorError> {
+        let state = self.config.state.clone();
+        let run_id = self.run_id().to_owned();
+        self.shared.finishing.store(true, std::sync::atomic::Ordering::SeqCst);
+        state.set_run_status(&run_id, &self.config.owner, RunStatus::Finishing)?;
+        let mut notes = Vec::new();
+        if let Some(error) = &error {
+            notes.push(error.clone());
+        }
+
+        // 1. Workers see `stop` on their next call, finish what they hold and exit.
+        let deadline = Instant::now() + timing.stop_grace;
+        loop {
+            self.watch_workers(timing).await?;
+            let remaining = self.shared.workers.lock().await.values().filter(|w| w.phase != WorkerPhase::Gone).count();
+            if remaining == 0 || Instant::now() > deadline {
+                break;
+            }
+            tokio::time::sleep(timing.tick).await;
+        }
+        // Whatever is still running after the grace period is stopped now; its items go back.
+        let stragglers: Vec<(String, ResourceId)> = self
+            .shared
+            .workers
+            .lock()
+            .await
+            .iter()
+            .filter(|(_, w)| w.phase != WorkerPhase::Gone)
+            .map(|(n, w)| (n.clone(), w.resource.clone()))
+            .collect();
+        for (worker, resource) in &stragglers {
+            self.config.provisioner.stop(resource, Duration::from_secs(2)).await?;
+            let released = state.release_worker_items(&run_id, worker)?;
+            if released > 0 {
+                notes.push(format!("worker {worker} was stopped holding {released} item(s); they are pending again"));
+            }
+            if let Some(tracked) = self.shared.workers.lock().await.get_mut(worker) {
+                tracked.phase = WorkerPhase::Gone;
+                tracked.end = Some("stopped".into());
+            }
+        }
+
+        // 2. Seal every log of this run (this coordinator's workers and any earlier fleet's).
+        let logs_bucket = self.job.logs.clone();
+        let mut sealed_by_worker = BTreeMap::new();
+        if let Some(bucket) = &logs_bucket {
+            for worker in self.logged_workers() {
+                let sealed = logs::seal(&self.config.buckets, bucket, &self.config.run_dir, &run_id, &worker)
+                    .await
+                    .map_err(|error| CoordinatorError::Serve(std::io::Error::other(error.to_string())))?;
+                sealed_by_worker.insert(worker, sealed);
+            }
+        } else {
+            notes.push("the job names no `logs` bucket; worker logs were not kept".into());
+        }
+        let tracked_names: Vec<String> = self.shared.workers.lock().await.keys().cloned().collect();
+        for worker in &tracked_names {
+            self.record_worker(worker, sealed_by_worker.get(worker)).await?;
+        }
+        for (worker, sealed) in &sealed_by_worker {
+            if !tracked_names.contains(worker) {
+                // A worker of an earlier coordinator: record where its log went.
+                if let Some(mut record) = state.run_workers(&run_id)?.into_iter().find(|r| &r.worker == worker) {
+                    record.log_object = Some(sealed.key.clone());
+                    record.log_sha256 = Some(sealed.sha256.clone());
+                    record.end = record.end.or(Some("lost".into()));
+                    record.stopped_at = record.stopped_at.or(Some(self.config.clock.now()));
+                    state.upsert_worker(&record)?;
+                }
+            }
+        }
+
+        // 3. Every worker of the run stopped and verified gone by an inventory of its tags.
+        let filter = TagFilter::new().with(TAG_RUN, &run_id).with(TAG_ROLE, "worker");
+        for attempt in 0..3 {
+            let live = self.config.provisioner.inventory(&filter).await?;
+            if live.is_empty() {
+                break;
+            }
+            for resource in &live {
+                self.config.provisioner.stop(&resource.id, Duration::from_secs(2)).await?;
+            }
+            if attempt == 2 {
+                notes.push(format!("{} worker(s) could not be verified gone", live.len()));
+            }
+        }
+
+        // 4. The report, then the lease.
+        let report = self.report(status, notes).await?;
+        let report_json = serde_json::to_string(&report).expect("reports serialise"); // plain data
+        state.finish_run(&run_id, &self.config.owner, status, error.as_deref(), Some(&report_json))?;
+        if logs_bucket.is_some() {
+            // The plaintext copies are sealed in the bucket now.
+            std::fs::remove_dir_all(&self.config.run_dir).ok();
+        }
+        tracing::info!(run = %run_id, status = status.as_str(), "run finished");
+        Ok(status)
+    }
+
+    /// Workers with a log file in the run directory.
+    fn logged_workers(&self) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(self.config.run_dir.join("workers")) else { return Vec::new() };
+        let mut workers: Vec<String> = entries
+            .filter_map(Result::ok)
+            .filter_map(|entry| entry.file_name().to_str().and_then(|n| n.strip_suffix(".log")).map(str::to_owned))
+            .collect();
+        workers.sort();
+        workers
+    }
+
+    async fn report(&self, status: RunStatus, notes: Vec<String>) -> Result<RunReport, CoordinatorError> {
+        let state = &self.config.state;
+        let run = state.run(self.run_id())?;
+        let counts = state.run_item_counts(self.run_id())?;
+        let workers = state.run_workers(self.run_id())?;
+        let finished_at = self.config.clock.now();
+        let started_at = run.started_at.unwrap_or(run.created_at);
+        let failed_attempts: u64 = workers.iter().map(|w| w.items_failed).sum();
+        Ok(RunReport {
+            run_id: run.id.clone(),
+            job: run.job.clone(),
+            status,
+            items_expected: counts.total,
+            items_done: counts.done,
+            items_failed_attempts: failed_attempts,
+            items_dead_lettered: counts.dead_lettered,
+            retries: counts.attempts.saturating_sub(counts.done + counts.dead_lettered),
+            workers: workers
+                .iter()
+                .map(|w| WorkerReport {
+                    worker: w.worker.clone(),
+                    items_done: w.items_done,
+                    items_failed: w.items_failed,
+                    busy: w.busy,
+                    started_at: w.started_at,
+                    stopped_at: w.stopped_at,
+                    end: w.end.clone().unwrap_or_else(|| "stopped".into()),
+                    log_object: w.log_object.clone(),
+                    log_sha256: w.log_sha256.clone(),
+                })
+                .collect(),
+            started_at,
+            finished_at,
+            makespan: finished_at.duration_since(started_at),
+            estimated_cost: self.estimated_cost(&run).await,
+            notes,
+        })
+    }
+}

@@ -1,0 +1,20 @@
+//! Batch jobs: one ephemeral coordinator per run and its workers.
+//!
+//! The coordinator ([`coordinator::run`]) holds a renewable lease on its run
+//! in the state store, fills the run's durable item ledger from the job's
+//! source, sizes and provisions a fleet of workers through a
+//! [`mayfly_fleet::Provisioner`], hands items to workers that pull them,
+//! watches heartbeats and the provisioner, puts a lost worker's items back at
+//! once, and ends the run in a fixed order: source drained and nothing in
+//! flight → every worker's log sealed into the logs bucket → every worker
+//! stopped and verified gone by an inventory of the run's tags → the report
+//! written → the lease released.
+//!
+//! A worker ([`worker::run`]) is stateless: it pulls items over HTTP, runs
+//! the job's function warm through [`mayfly_runtime::Invoker`], heartbeats,
+//! and streams its log to the coordinator.
+
+pub mod coordinator;
+pub mod logs;
+pub mod protocol;
+pub mod worker;

@@ -1,0 +1,112 @@
+//! The coordinator ↔ worker protocol: JSON over HTTP, every call made by the
+//! worker (workers pull, so pulling is the load balancer).
+//!
+//! - `POST /v1/lease` — a worker asks for up to `max` items; the answer may
+//!   also tell it to stop (the run is finishing, or it is surplus).
+//! - `POST /v1/complete` — the outcome of one attempt of one item.
+//! - `POST /v1/heartbeat` — "I am alive and hold these items"; the
+//!   coordinator extends their leases while heartbeats arrive.
+//! - `POST /v1/logs` — a chunk of the worker's log, appended in order.
+//!
+//! Item payloads and results are bytes, carried base64-encoded.
+
+use serde::{Deserialize, Serialize};
+
+pub const LEASE_PATH: &str = "/v1/lease";
+pub const COMPLETE_PATH: &str = "/v1/complete";
+pub const HEARTBEAT_PATH: &str = "/v1/heartbeat";
+pub const LOGS_PATH: &str = "/v1/logs";
+
+/// Every request names the run and the worker, so a worker of another run is refused.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct WorkerIdentity {
+    pub run: String,
+    pub worker: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LeaseRequest {
+    pub identity: WorkerIdentity,
+    pub max: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LeasedItem {
+    pub item: String,
+    pub attempt: u32,
+    /// base64 of the item's payload.
+    pub payload: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LeaseResponse {
+    pub items: Vec<LeasedItem>,
+    /// Finish what you hold, send your logs, and exit.
+    pub stop: bool,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptOutcome {
+    Done,
+    Failed,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CompleteRequest {
+    pub identity: WorkerIdentity,
+    pub item: String,
+    pub attempt: u32,
+    pub outcome: AttemptOutcome,
+    /// base64 of the function's response, for `done`.
+    pub result: Option<String>,
+    /// What went wrong, for `failed`.
+    pub error: Option<String>,
+    pub duration_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CompleteResponse {
+    /// False when the attempt no longer held the item (it was re-leased elsewhere).
+    pub accepted: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HeartbeatRequest {
+    pub identity: WorkerIdentity,
+    /// Items the worker is working on now.
+    pub holding: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HeartbeatResponse {
+    pub stop: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LogsRequest {
+    pub identity: WorkerIdentity,
+    /// base64 of the bytes to append.
+    pub chunk: String,
+}
+
+/// The event a function receives for one item.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ItemEvent {
+    pub job: String,
+    pub run: String,
+    pub item: String,
+    pub attempt: u32,
+    /// The payload as JSON when it is JSON, else as a string (lossy UTF-8).
+    pub payload: serde_json::Value,
+}
+
+pub fn encode(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+pub fn decode(text: &str) -> Result<Vec<u8>, base64::DecodeError> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.decode(text)
+}

@@ -1,0 +1,219 @@
+//! A worker: a stateless process that pulls items from its coordinator, runs
+//! the job's function on each (warm, through the runtime's `Invoker`),
+//! reports the outcome, heartbeats, and streams its log as it goes.
+//!
+//! It stops when the coordinator says so (the run is finishing, or the
+//! worker is surplus), when the coordinator cannot be reached for
+//! `coordinator_timeout` (it died; the control plane tears the fleet down),
+//! or on SIGTERM from the provisioner.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use mayfly_runtime::{FunctionDefinition, Invocation, Invoker, InvokerConfig};
+use tokio::sync::Mutex;
+
+use crate::protocol::{
+    AttemptOutcome, COMPLETE_PATH, CompleteRequest, CompleteResponse, HEARTBEAT_PATH, HeartbeatRequest,
+    HeartbeatResponse, ItemEvent, LEASE_PATH, LOGS_PATH, LeaseRequest, LeaseResponse, LogsRequest, WorkerIdentity,
+    decode, encode,
+};
+
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// `http://127.0.0.1:PORT` of the coordinator.
+    pub coordinator: String,
+    pub identity: WorkerIdentity,
+    pub job: String,
+    /// The job's function, with the item timeout as its timeout.
+    pub function: FunctionDefinition,
+    /// Items to ask for at once.
+    pub batch: usize,
+    pub heartbeat_interval: Duration,
+    /// Give up (exit non-zero) after the coordinator has been unreachable this long.
+    pub coordinator_timeout: Duration,
+    pub invoker: InvokerConfig,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("cannot reach the coordinator at {url} for {seconds} s: {source}")]
+    CoordinatorUnreachable { url: String, seconds: u64, source: reqwest::Error },
+    #[error("the coordinator refused {path}: HTTP {status}: {body}")]
+    Refused { path: &'static str, status: u16, body: String },
+}
+
+struct Client {
+    http: reqwest::Client,
+    base: String,
+    timeout: Duration,
+}
+
+impl Client {
+    /// POST `body` to `path`, retrying connection failures until `timeout`.
+    async fn post<Req: serde::Serialize, Resp: serde::de::DeserializeOwned>(
+        &self,
+        path: &'static str,
+        body: &Req,
+    ) -> Result<Resp, WorkerError> {
+        let url = format!("{}{path}", self.base);
+        let started = Instant::now();
+        loop {
+            match self.http.post(&url).json(body).send().await {
+                Ok(response) if response.status().is_success() => match response.json::<Resp>().await {
+                    Ok(parsed) => return Ok(parsed),
+                    Err(error) if started.elapsed() < self.timeout => {
+                        tracing::warn!(error = %error, path, "unreadable coordinator response; retrying");
+                    }
+                    Err(source) => {
+                        return Err(WorkerError::CoordinatorUnreachable {
+                            url,
+                            seconds: self.timeout.as_secs(),
+                            source,
+                        });
+                    }
+                },
+                Ok(response) => {
+                    let status = response.status().as_u16();
+                    let body = response.text().await.unwrap_or_default();
+                    return Err(WorkerError::Refused { path, status, body });
+                }
+                Err(source) if started.elapsed() >= self.timeout => {
+                    return Err(WorkerError::CoordinatorUnreachable { url, seconds: self.timeout.as_secs(), source });
+                }
+                Err(error) => tracing::debug!(error = %error, path, "coordinator not reachable yet; retrying"),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// Run until told to stop. Returns the number of items processed.
+pub async fn run(config: WorkerConfig) -> Result<u64, WorkerError> {
+    let client = Arc::new(Client {
+        http: reqwest::Client::builder().pool_max_idle_per_host(4).build().expect("a plain HTTP client builds"),
+        base: config.coordinator.trim_end_matches('/').to_owned(),
+        timeout: config.coordinator_timeout,
+    });
+    let invoker = Invoker::new(config.invoker.clone());
+    let holding: Arc<Mutex<Vec<String>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+
+    let heartbeat = tokio::spawn(heartbeat_loop(
+        client.clone(),
+        config.identity.clone(),
+        holding.clone(),
+        stop.clone(),
+        config.heartbeat_interval,
+    ));
+    let result = work_loop(&config, &client, &invoker, &holding, &stop).await;
+    stop.store(true, Ordering::SeqCst);
+    heartbeat.abort();
+    invoker.shutdown().await;
+    result
+}
+
+async fn heartbeat_loop(
+    client: Arc<Client>,
+    identity: WorkerIdentity,
+    holding: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+    interval: Duration,
+) {
+    loop {
+        tokio::time::sleep(interval).await;
+        let request = HeartbeatRequest { identity: identity.clone(), holding: holding.lock().await.clone() };
+        match client.post::<_, HeartbeatResponse>(HEARTBEAT_PATH, &request).await {
+            Ok(response) if response.stop => stop.store(true, Ordering::SeqCst),
+            Ok(_) => {}
+            Err(error) => {
+                tracing::error!(error = %error, "heartbeats failed; stopping");
+                stop.store(true, Ordering::SeqCst);
+                return;
+            }
+        }
+    }
+}
+
+async fn send_log(client: &Client, identity: &WorkerIdentity, text: &[u8]) -> Result<(), WorkerError> {
+    if text.is_empty() {
+        return Ok(());
+    }
+    let request = LogsRequest { identity: identity.clone(), chunk: encode(text) };
+    client.post::<_, serde_json::Value>(LOGS_PATH, &request).await.map(|_| ())
+}
+
+async fn work_loop(
+    config: &WorkerConfig,
+    client: &Client,
+    invoker: &Invoker,
+    holding: &Mutex<Vec<String>>,
+    stop: &AtomicBool,
+) -> Result<u64, WorkerError> {
+    let identity = &config.identity;
+    let mut processed = 0;
+    send_log(client, identity, format!("worker {} of run {} started\n", identity.worker, identity.run).as_bytes())
+        .await?;
+    loop {
+        if stop.load(Ordering::SeqCst) {
+            break;
+        }
+        let lease: LeaseResponse =
+            client.post(LEASE_PATH, &LeaseRequest { identity: identity.clone(), max: config.batch }).await?;
+        if lease.items.is_empty() {
+            if lease.stop {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        }
+        for item in lease.items {
+            holding.lock().await.push(item.item.clone());
+            let payload = decode(&item.payload).unwrap_or_default();
+            let event = ItemEvent {
+                job: config.job.clone(),
+                run: identity.run.clone(),
+                item: item.item.clone(),
+                attempt: item.attempt,
+                payload: serde_json::from_slice(&payload)
+                    .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&payload).into_owned())),
+            };
+            let invocation = Invocation {
+                request_id: format!("{}-{}-{}", identity.run, item.item, item.attempt),
+                payload: serde_json::to_vec(&event).expect("JSON values serialise"), // plain JSON
+                trace_id: None,
+            };
+            let result = invoker.invoke(&config.function, invocation).await;
+            let mut log = format!(
+                "--- item {} attempt {}: {} in {} ms\n",
+                item.item,
+                item.attempt,
+                result.outcome.kind(),
+                result.duration.as_millis()
+            )
+            .into_bytes();
+            log.extend_from_slice(&result.logs);
+            if !log.ends_with(b"\n") {
+                log.push(b'\n');
+            }
+            send_log(client, identity, &log).await?;
+            let succeeded = result.outcome.is_success();
+            let request = CompleteRequest {
+                identity: identity.clone(),
+                item: item.item.clone(),
+                attempt: item.attempt,
+                outcome: if succeeded { AttemptOutcome::Done } else { AttemptOutcome::Failed },
+                result: result.response.as_deref().map(encode),
+                error: (!succeeded).then(|| result.outcome.to_string()),
+                duration_ms: result.duration.as_millis() as u64,
+            };
+            let _: CompleteResponse = client.post(COMPLETE_PATH, &request).await?;
+            holding.lock().await.retain(|held| held != &item.item);
+            processed += 1;
+        }
+    }
+    send_log(client, identity, format!("worker {} stopping after {processed} item(s)\n", identity.worker).as_bytes())
+        .await?;
+    Ok(processed)
+}
