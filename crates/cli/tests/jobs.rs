@@ -220,3 +220,50 @@ fn chaos_workers_and_the_coordinator_killed_mid_run_lose_nothing() {
         workers.len()
     );
 }
+
+#[test]
+fn an_alarm_on_a_queue_backlog_starts_a_run_that_drains_the_queue() {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let name = format!("alarm-{}-{}", std::process::id(), NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst));
+    let spec = format!(
+        r#"version = 1
+name = "{name}"
+[buckets.logs]
+[queues.work]
+[functions.work]
+command = ["sh", "functions/sleeper.sh"]
+[alarms.backlog]
+metric = "queue.work.visible"
+when = ">= 5 for 1s"
+[jobs.drain]
+source = {{ queue = "work", batch = 10 }}
+function = "work"
+workers = {{ max = 2 }}
+logs = "logs"
+triggers = [{{ alarm = "backlog" }}]
+"#
+    );
+    let project = Project::with_spec(&spec);
+    std::fs::create_dir_all(project.path("functions")).unwrap();
+    std::fs::write(project.path("functions/sleeper.sh"), SLEEPER).unwrap();
+    project.ok(&["deploy"]);
+    let up = project.spawn_up();
+    for message in ["a", "b", "c", "d"] {
+        project.ok(&["send", "work", message]);
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(project.json(&["runs"]).as_array().unwrap().is_empty(), "4 messages are below the threshold");
+    project.ok(&["send", "work", "e"]);
+    let runs = project.wait_for(&["runs"], Duration::from_secs(60), |runs| {
+        runs.as_array().unwrap().first().is_some_and(|run| run["status"] == "succeeded")
+    });
+    let mut up = up;
+    // SAFETY: kill(2) on the pid of our own child.
+    unsafe { libc::kill(up.id() as i32, libc::SIGTERM) };
+    assert!(up.wait().unwrap().success());
+    assert_eq!(runs[0]["trigger"], "alarm:backlog", "{runs}");
+    assert_eq!(runs[0]["done"], 5, "{runs}");
+    assert_eq!(result_items(&project, "drain").len(), 5);
+    assert_eq!(project.json(&["queues", "work"])[0]["visible"], 0);
+    assert!(live_processes(&project).is_empty());
+}

@@ -450,7 +450,7 @@ pub enum JobSource {
 pub struct WorkersSpec {
     /// Most workers at once (≥ 1).
     pub max: u32,
-    /// Items one worker takes before it is replaced; `None` is no limit.
+    /// Backlog one worker is sized for: the fleet is ceil(backlog / items_per_worker) workers, at most `max`; `None` sizes it to `max`.
     pub items_per_worker: Option<u32>,
 }
 

@@ -387,7 +387,7 @@ pub(crate) struct WorkersFile {
     /// Most workers at once (default 1).
     #[schemars(range(min = 1, max = 10000))]
     pub max: Option<u32>,
-    /// Items one worker takes before it is replaced.
+    /// Backlog one worker is sized for: the fleet is ceil(backlog / items_per_worker) workers, at most `max`.
     #[schemars(range(min = 1))]
     pub items_per_worker: Option<u32>,
 }
