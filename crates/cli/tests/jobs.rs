@@ -267,3 +267,38 @@ triggers = [{{ alarm = "backlog" }}]
     assert_eq!(project.json(&["queues", "work"])[0]["visible"], 0);
     assert!(live_processes(&project).is_empty());
 }
+
+#[test]
+fn a_run_past_its_deadline_ends_the_same_orderly_way_with_unfinished_items_pending() {
+    let project = job_project(20, 1, "env = { SLEEP = \"0.5\" }", "deadline = \"2s\"");
+    let output = project.run(&["run", "scan", "--json"]);
+    assert_eq!(output.status.code(), Some(5));
+    let outcome: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(outcome["status"], "deadline_exceeded", "{outcome}");
+    let report = &outcome["report"];
+    let done = report["items_done"].as_u64().unwrap();
+    assert!(done > 0 && done < 20, "{report}");
+    assert_eq!(result_items(&project, "scan").len() as u64, done);
+    assert!(report["workers"][0]["log_object"].is_string(), "logs sealed even so: {report}");
+    assert!(live_processes(&project).is_empty());
+}
+
+#[test]
+fn reconcile_runs_the_objects_that_have_no_result() {
+    let project = job_project(5, 2, "", "");
+    assert_eq!(project.json(&["run", "scan"])["status"], "succeeded");
+    let nothing = project.json(&["reconcile", "scan"]);
+    assert_eq!(nothing["missing"].as_array().unwrap().len(), 0, "{nothing}");
+    for late in ["00100", "00101"] {
+        let output = project.run_with_stdin(&["put", &format!("scans/in/{late}")], late.as_bytes());
+        support::assert_success(&output, &["put"]);
+    }
+    let reconciled = project.json(&["reconcile", "scan"]);
+    assert_eq!(reconciled["missing"], serde_json::json!(["in/00100", "in/00101"]), "{reconciled}");
+    let run = reconciled["run"].as_str().unwrap().to_owned();
+    project.wait_for(&["runs"], Duration::from_secs(60), |runs| {
+        runs.as_array().unwrap().iter().any(|r| r["run"] == run.as_str() && r["status"] == "succeeded")
+    });
+    assert_eq!(result_items(&project, "scan").len(), 7);
+    project.wait_for(&["ps"], Duration::from_secs(15), |live| live.as_array().unwrap().is_empty());
+}
