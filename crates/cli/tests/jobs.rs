@@ -302,3 +302,19 @@ fn reconcile_runs_the_objects_that_have_no_result() {
     assert_eq!(result_items(&project, "scan").len(), 7);
     project.wait_for(&["ps"], Duration::from_secs(15), |live| live.as_array().unwrap().is_empty());
 }
+
+#[test]
+fn a_manifest_source_runs_one_item_per_line() {
+    let project = job_project(0, 2, "", "");
+    let spec = std::fs::read_to_string(project.path("mayfly.toml")).unwrap().replace(
+        "source = { bucket = \"scans\", prefix = \"in/\" }",
+        "source = { manifest = { bucket = \"scans\", key = \"manifest.txt\" } }",
+    );
+    std::fs::write(project.path("mayfly.toml"), spec).unwrap();
+    project.ok(&["deploy"]);
+    let output = project.run_with_stdin(&["put", "scans/manifest.txt"], b"sample-a\nsample-b\n\nsample-c\n");
+    support::assert_success(&output, &["put"]);
+    let outcome = project.json(&["run", "scan"]);
+    assert_eq!(outcome["status"], "succeeded", "{outcome}");
+    assert_eq!(result_items(&project, "scan"), ["sample-a", "sample-b", "sample-c"]);
+}

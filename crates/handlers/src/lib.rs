@@ -6,7 +6,10 @@
 //! other fields parametrise it. Anything without a known `mode` is echoed.
 //! The same switch can come from the `MAYFLY_TEST_MODE` environment variable
 //! (with the event's fields as parameters), for functions whose every
-//! invocation should behave the same way.
+//! invocation should behave the same way. A numeric parameter the event does
+//! not carry falls back to the variable `MAYFLY_TEST_<FIELD>` (`MAYFLY_TEST_MS`
+//! for `ms`), so a function can be configured wholly by `env = {...}` in
+//! `mayfly.toml` — a batch job's item event has no top-level `ms`.
 
 use std::io::Write;
 use std::time::Duration;
@@ -20,6 +23,10 @@ pub enum Mode {
     Echo,
     /// Sleep `ms` milliseconds, then return the event.
     Sleep { ms: u64 },
+    /// Busy-loop until this thread has used `ms` milliseconds of CPU time
+    /// (not wall time, so the work is the same however busy the machine is),
+    /// then return the event.
+    Spin { ms: u64 },
     /// Spawn a child `sleep 1000` in the same process group, log its pid as
     /// `child-pid=N`, then sleep `ms` milliseconds.
     SpawnChildAndSleep { ms: u64 },
@@ -51,9 +58,18 @@ impl Mode {
             .map(str::to_owned)
             .or_else(|| std::env::var("MAYFLY_TEST_MODE").ok())
             .unwrap_or_default();
-        let number = |field: &str, default: u64| event.get(field).and_then(Value::as_u64).unwrap_or(default);
+        let number = |field: &str, default: u64| {
+            event
+                .get(field)
+                .and_then(Value::as_u64)
+                .or_else(|| {
+                    std::env::var(format!("MAYFLY_TEST_{}", field.to_ascii_uppercase())).ok()?.trim().parse().ok()
+                })
+                .unwrap_or(default)
+        };
         match mode.as_str() {
             "sleep" => Mode::Sleep { ms: number("ms", 1000) },
+            "spin" => Mode::Spin { ms: number("ms", 10) },
             "spawn_child_and_sleep" => Mode::SpawnChildAndSleep { ms: number("ms", 60_000) },
             "allocate" => Mode::Allocate { mb: number("mb", 64) },
             "exit" => Mode::Exit { code: i32::try_from(number("code", 3)).unwrap_or(3) },
@@ -100,6 +116,10 @@ pub fn run_mode(mode: &Mode, event: &Value, log: &mut dyn Write) -> Behaviour {
             std::thread::sleep(Duration::from_millis(*ms));
             Behaviour::Respond(event.clone())
         }
+        Mode::Spin { ms } => {
+            spin(Duration::from_millis(*ms));
+            Behaviour::Respond(event.clone())
+        }
         Mode::SpawnChildAndSleep { ms } => {
             match std::process::Command::new("sleep").arg("1000").spawn() {
                 Ok(child) => {
@@ -141,6 +161,29 @@ pub fn run_mode(mode: &Mode, event: &Value, log: &mut dyn Write) -> Behaviour {
         }
         Mode::Large { bytes } => Behaviour::Respond(Value::String("x".repeat(usize::try_from(*bytes).unwrap_or(1024)))),
         Mode::Probe { dir, ms } => Behaviour::Respond(serde_json::json!({ "concurrent": probe(dir, *ms) })),
+    }
+}
+
+/// The CPU time this thread has used.
+fn thread_cpu_time() -> Duration {
+    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes one timespec through a valid pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
+    Duration::new(u64::try_from(now.tv_sec).unwrap_or(0), u32::try_from(now.tv_nsec).unwrap_or(0))
+}
+
+/// Burns `cpu` of this thread's CPU time in a loop of integer work.
+fn spin(cpu: Duration) {
+    let until = thread_cpu_time() + cpu;
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    while thread_cpu_time() < until {
+        for _ in 0..1_000 {
+            // xorshift: work the optimiser cannot remove (the result is observed below).
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+        }
+        std::hint::black_box(state);
     }
 }
 
