@@ -427,23 +427,13 @@ pub async fn logs(args: LogsArgs, project: Option<&Path>, _output: Output) -> Re
         return Ok(());
     }
     let recent = last_invocations(state, args.function.as_ref(), None, args.tail)?;
+    // With nothing recorded yet, following from id 0 prints every invocation as it comes.
     let mut after_id = recent.last().map_or(0, |i| i.id);
     for invocation in &recent {
         print_invocation_logs(state, invocation)?;
     }
     if !args.follow {
         return Ok(());
-    }
-    if after_id == 0 {
-        after_id = state
-            .invocations(&InvocationFilter {
-                function: args.function.clone(),
-                after_id: 0,
-                limit: usize::MAX >> 1,
-                outcome: None,
-            })?
-            .last()
-            .map_or(0, |i| i.id);
     }
     loop {
         let page = state.invocations(&InvocationFilter {
