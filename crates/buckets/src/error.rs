@@ -7,6 +7,7 @@ use std::io;
 use std::path::PathBuf;
 
 use mayfly_core::Name;
+use mayfly_crypto::CryptoError;
 use mayfly_state::StateError;
 
 use crate::key::InvalidKeyReason;
@@ -54,6 +55,12 @@ pub enum BucketError {
     )]
     ForeignFile { bucket: Name, detail: String },
 
+    #[error("object {bucket}/{key} cannot be read: {source}{}", decrypt_hint(source))]
+    Decrypt { bucket: Name, key: String, source: CryptoError },
+
+    #[error("these buckets were opened without a keyring, so they store objects unencrypted; {action} needs one")]
+    NoKeyring { action: &'static str },
+
     #[error(transparent)]
     State(#[from] StateError),
 
@@ -95,6 +102,22 @@ impl BucketError {
         BucketError::Store { operation, bucket, key, source: Box::new(source) }
     }
 
+    /// An error reading an object's body: an envelope that fails to open
+    /// becomes `Decrypt`, an object store error is mapped as on any read.
+    pub(crate) fn from_body_read(bucket: &Name, key: &str, error: io::Error) -> BucketError {
+        if let Some(crypto) = CryptoError::from_io(&error) {
+            return BucketError::Decrypt { bucket: bucket.clone(), key: key.to_owned(), source: crypto.clone() };
+        }
+        let from_store = error.get_ref().is_some_and(|inner| inner.is::<object_store::Error>());
+        let source = match error.into_inner() {
+            // Just checked: the inner error is an object_store error.
+            Some(inner) if from_store => *inner.downcast::<object_store::Error>().expect("an object_store error"),
+            Some(inner) => object_store::Error::Generic { store: "object body", source: inner },
+            None => object_store::Error::Generic { store: "object body", source: "the read failed".into() },
+        };
+        BucketError::from_store_reading("read", bucket, key, source)
+    }
+
     /// Like [`BucketError::from_store`], and a missing object is `NoSuchKey`.
     pub(crate) fn from_store_reading(
         operation: &'static str,
@@ -132,4 +155,14 @@ pub(crate) fn is_missing_object(error: &object_store::Error) -> bool {
     matches!(error, object_store::Error::NotFound { .. })
         || io_errors_in_chain(error)
             .any(|io_error| matches!(io_error.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory))
+}
+
+/// What to do about an object that is not encrypted.
+fn decrypt_hint(error: &CryptoError) -> &'static str {
+    match error {
+        CryptoError::NotEncrypted { .. } => {
+            ". If it was stored before encryption was on, encrypt it in place with a rewrap that encrypts plaintext (`mayfly keys rewrap --encrypt-plaintext`)"
+        }
+        _ => "",
+    }
 }

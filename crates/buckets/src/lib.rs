@@ -29,6 +29,26 @@
 //! rename it into place only when complete; the temp file is removed on
 //! failure, and never listed if a kill leaves it behind).
 //!
+//! # Encryption at rest
+//!
+//! Buckets opened with a keyring ([`Buckets::open_encrypted`]) store every
+//! object as an envelope of `mayfly-crypto`: its own random data key wrapped
+//! by the keyring's current key, the body in authenticated 64 KiB chunks, the
+//! whole bound to `bucket/key`. Puts, copies and gets stream through it in
+//! constant memory; `ObjectInfo::size` and events report the plaintext size
+//! (computed from the stored size, which the format fixes). A get of a
+//! changed, truncated or moved object fails with [`BucketError::Decrypt`]
+//! naming it; a streamed get writes only verified chunks to its sink before
+//! failing. A copy decrypts and re-encrypts under a new data key and the new
+//! name. [`Buckets::rewrap`] moves an object to the current key by rewriting
+//! its header (the body is copied as it is, never decrypted) and appends no
+//! event: the content did not change.
+//!
+//! [`Buckets::open`] encrypts nothing and is for tests and tools; the CLI
+//! always opens a project's buckets with its keyring, because every bucket's
+//! `encryption` setting defaults to `true` (and `[policy] encryption =
+//! "required"`, the default, forbids turning it off).
+//!
 //! # Ordering
 //!
 //! Within one process, the commit of writes to one key (the rename or delete
@@ -49,22 +69,29 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::stream::{BoxStream, StreamExt, TryStreamExt};
 use mayfly_core::{Clock, Name, NewObjectEvent, ObjectEventKind, Timestamp};
+use mayfly_crypto::{CryptoError, DecryptingReader, EncryptingReader, HEADER_LEN, Keyring};
 use mayfly_state::{StateError, StateStore};
 use object_store::{ObjectMeta, ObjectStore, PutPayload};
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_util::io::StreamReader;
 
 use crate::backend::ObjectBackend;
 pub use crate::error::BucketError;
 pub use crate::key::{InvalidKeyReason, ObjectKey};
 use crate::key_locks::KeyLocks;
-use crate::upload::{FirstPart, UploadFailure};
+use crate::upload::{FirstPart, UploadFailure, UploadedParts};
+
+/// The encryption crate, for callers that manage the keyring.
+pub use mayfly_crypto as crypto;
 
 /// What a bucket operation reports about an object.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ObjectInfo {
     pub bucket: Name,
     pub key: String,
+    /// The size of the object's content (for encrypted buckets, the
+    /// plaintext; what is stored is slightly larger).
     pub size: u64,
     /// The store's entity tag. On the local filesystem it is derived from the
     /// file's inode, modification time and size, not from its content.
@@ -85,19 +112,59 @@ struct BucketsInner {
     state: Arc<dyn StateStore>,
     clock: Arc<dyn Clock>,
     key_locks: KeyLocks,
+    /// `Some`: every object is stored as an envelope under this keyring.
+    keyring: Option<Arc<Keyring>>,
+}
+
+/// What [`Buckets::rewrap`] did to one object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RewrapOutcome {
+    /// Its data key was already wrapped by the current key.
+    AlreadyCurrent,
+    /// Its data key is now wrapped by the current key.
+    Rewrapped,
+    /// It was stored unencrypted and is now encrypted.
+    Encrypted,
+    /// It is stored unencrypted and was left so (plaintext not asked to be encrypted).
+    LeftUnencrypted,
+    /// Another process replaced it while it was being rewrapped; the new
+    /// version is kept as that process wrote it.
+    ReplacedMeanwhile,
+}
+
+/// A body read whole or uploaded in parts, waiting for its commit.
+enum PreparedBody {
+    Whole(Bytes),
+    Parts(UploadedParts),
 }
 
 impl std::fmt::Debug for BucketsInner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Buckets").field("backend", &self.backend).finish_non_exhaustive()
+        f.debug_struct("Buckets")
+            .field("backend", &self.backend)
+            .field("encrypted", &self.keyring.is_some())
+            .finish_non_exhaustive()
     }
 }
 
 impl Buckets {
     /// Buckets on the local filesystem under `root` (`<project>/.mayfly/buckets`),
-    /// one folder per bucket. Creates `root` if it is missing.
+    /// one folder per bucket, storing objects **unencrypted**. Creates `root`
+    /// if it is missing. The CLI uses [`Buckets::open_encrypted`].
     pub fn open(root: &Path, state: Arc<dyn StateStore>, clock: Arc<dyn Clock>) -> Result<Buckets, BucketError> {
-        Ok(Buckets::with_backend(ObjectBackend::local(root)?, state, clock))
+        Ok(Buckets::with_backend(ObjectBackend::local(root)?, state, clock, None))
+    }
+
+    /// Like [`Buckets::open`], and every object is encrypted at rest under
+    /// `keyring` (see the crate documentation).
+    pub fn open_encrypted(
+        root: &Path,
+        state: Arc<dyn StateStore>,
+        clock: Arc<dyn Clock>,
+        keyring: Arc<Keyring>,
+    ) -> Result<Buckets, BucketError> {
+        Ok(Buckets::with_backend(ObjectBackend::local(root)?, state, clock, Some(keyring)))
     }
 
     /// Buckets on any object store, each bucket under the prefix `<bucket>/`.
@@ -108,11 +175,31 @@ impl Buckets {
         state: Arc<dyn StateStore>,
         clock: Arc<dyn Clock>,
     ) -> Buckets {
-        Buckets::with_backend(ObjectBackend::other(store), state, clock)
+        Buckets::with_backend(ObjectBackend::other(store), state, clock, None)
     }
 
-    fn with_backend(backend: ObjectBackend, state: Arc<dyn StateStore>, clock: Arc<dyn Clock>) -> Buckets {
-        Buckets { inner: Arc::new(BucketsInner { backend, state, clock, key_locks: KeyLocks::new() }) }
+    /// Like [`Buckets::open_on_object_store`], encrypted under `keyring`.
+    pub fn open_on_object_store_encrypted(
+        store: Arc<dyn ObjectStore>,
+        state: Arc<dyn StateStore>,
+        clock: Arc<dyn Clock>,
+        keyring: Arc<Keyring>,
+    ) -> Buckets {
+        Buckets::with_backend(ObjectBackend::other(store), state, clock, Some(keyring))
+    }
+
+    fn with_backend(
+        backend: ObjectBackend,
+        state: Arc<dyn StateStore>,
+        clock: Arc<dyn Clock>,
+        keyring: Option<Arc<Keyring>>,
+    ) -> Buckets {
+        Buckets { inner: Arc::new(BucketsInner { backend, state, clock, key_locks: KeyLocks::new(), keyring }) }
+    }
+
+    /// Whether objects are encrypted at rest.
+    pub fn is_encrypted(&self) -> bool {
+        self.inner.keyring.is_some()
     }
 
     // --- buckets -------------------------------------------------------------
@@ -192,42 +279,77 @@ impl Buckets {
         let key = parse_key(key)?;
         self.require_bucket(bucket).await?;
         let location = self.inner.backend.object_location(bucket, &key)?;
+        let prepared = match &self.inner.keyring {
+            None => self.prepare_body(bucket, &key, &location, body).await?,
+            Some(keyring) => {
+                let encrypting = EncryptingReader::new(body, keyring, &object_context(bucket, &key));
+                self.prepare_body(bucket, &key, &location, encrypting).await?
+            }
+        };
+        let _commit = self.inner.key_locks.lock(bucket, key.as_str()).await;
+        self.commit_body(bucket, &key, &location, prepared).await?;
+        self.record_written_object(bucket, &key).await
+    }
+
+    /// Read `body` whole if it fits in one part, or upload it in parts; the
+    /// object does not change until [`Buckets::commit_body`].
+    async fn prepare_body(
+        &self,
+        bucket: &Name,
+        key: &ObjectKey,
+        location: &object_store::path::Path,
+        body: impl AsyncRead + Unpin + Send,
+    ) -> Result<PreparedBody, BucketError> {
         let mut body = body;
         let read_failed = |source| BucketError::ReadBody { bucket: bucket.clone(), key: key.to_string(), source };
         match upload::read_first_part(&mut body).await.map_err(read_failed)? {
-            FirstPart::WholeBody(bytes) => self.put_whole_body(bucket, &key, bytes).await,
+            FirstPart::WholeBody(bytes) => Ok(PreparedBody::Whole(bytes)),
             FirstPart::MoreToCome(first_part) => {
-                let upload_failed = |failure| match failure {
-                    UploadFailure::ReadBody(source) => read_failed(source),
-                    UploadFailure::Store(source) => BucketError::from_store("upload", bucket, key.as_str(), source),
-                };
                 let store = self.inner.backend.store.as_ref();
-                let parts =
-                    upload::upload_parts(store, &location, first_part, &mut body).await.map_err(upload_failed)?;
-                let _commit = self.inner.key_locks.lock(bucket, key.as_str()).await;
-                parts.complete().await.map_err(upload_failed)?;
-                self.record_written_object(bucket, &key).await
+                let parts = upload::upload_parts(store, location, first_part, &mut body)
+                    .await
+                    .map_err(|failure| upload_failed(bucket, key, failure))?;
+                Ok(PreparedBody::Parts(parts))
             }
         }
+    }
+
+    /// Make a prepared body the object: the commit point. The caller holds the key's lock.
+    async fn commit_body(
+        &self,
+        bucket: &Name,
+        key: &ObjectKey,
+        location: &object_store::path::Path,
+        prepared: PreparedBody,
+    ) -> Result<(), BucketError> {
+        match prepared {
+            PreparedBody::Whole(bytes) => {
+                self.inner
+                    .backend
+                    .store
+                    .put(location, PutPayload::from(bytes))
+                    .await
+                    .map_err(|source| BucketError::from_store("put", bucket, key.as_str(), source))?;
+            }
+            PreparedBody::Parts(parts) => {
+                parts.complete().await.map_err(|failure| upload_failed(bucket, key, failure))?
+            }
+        }
+        Ok(())
     }
 
     /// Store the object `key` with `body`. Replaces an existing object.
     pub async fn put_bytes(&self, bucket: &Name, key: &str, body: Bytes) -> Result<ObjectInfo, BucketError> {
         let key = parse_key(key)?;
         self.require_bucket(bucket).await?;
-        self.put_whole_body(bucket, &key, body).await
-    }
-
-    async fn put_whole_body(&self, bucket: &Name, key: &ObjectKey, body: Bytes) -> Result<ObjectInfo, BucketError> {
-        let location = self.inner.backend.object_location(bucket, key)?;
+        let location = self.inner.backend.object_location(bucket, &key)?;
+        let stored = match &self.inner.keyring {
+            None => body,
+            Some(keyring) => mayfly_crypto::encrypt_bytes(keyring, &object_context(bucket, &key), &body).into(),
+        };
         let _commit = self.inner.key_locks.lock(bucket, key.as_str()).await;
-        self.inner
-            .backend
-            .store
-            .put(&location, PutPayload::from(body))
-            .await
-            .map_err(|source| BucketError::from_store("put", bucket, key.as_str(), source))?;
-        self.record_written_object(bucket, key).await
+        self.commit_body(bucket, &key, &location, PreparedBody::Whole(stored)).await?;
+        self.record_written_object(bucket, &key).await
     }
 
     /// Copy an object, within a bucket or across buckets. Replaces an existing
@@ -242,6 +364,21 @@ impl Buckets {
         self.require_bucket(to_bucket).await?;
         let from_location = self.inner.backend.object_location(from_bucket, &from_key)?;
         let to_location = self.inner.backend.object_location(to_bucket, &to_key)?;
+        if let Some(keyring) = &self.inner.keyring {
+            // An envelope is bound to its name: decrypt and re-encrypt, streaming.
+            let (_, source) = self.open_decrypting(keyring, from_bucket, &from_key, &from_location).await?;
+            let encrypting = EncryptingReader::new(source, keyring, &object_context(to_bucket, &to_key));
+            let prepared = match self.prepare_body(to_bucket, &to_key, &to_location, encrypting).await {
+                Ok(prepared) => prepared,
+                Err(BucketError::ReadBody { source, .. }) => {
+                    return Err(BucketError::from_body_read(from_bucket, from_key.as_str(), source));
+                }
+                Err(other) => return Err(other),
+            };
+            let _commit = self.inner.key_locks.lock(to_bucket, to_key.as_str()).await;
+            self.commit_body(to_bucket, &to_key, &to_location, prepared).await?;
+            return self.record_written_object(to_bucket, &to_key).await;
+        }
         let _commit = self.inner.key_locks.lock(to_bucket, to_key.as_str()).await;
         // Check the source explicitly: a store's "not found" on copy could
         // mean the source or the destination's folder.
@@ -272,11 +409,28 @@ impl Buckets {
         self.require_bucket(bucket).await?;
         let location = self.inner.backend.object_location(bucket, &key)?;
         let store_failed = |source| BucketError::from_store_reading("read", bucket, key.as_str(), source);
-        let result = self.inner.backend.store.get(&location).await.map_err(store_failed)?;
-        let info = object_info(bucket, key.to_string(), &result.meta);
-        let mut chunks = result.into_stream();
         let mut sink = sink;
         let write_failed = |source| BucketError::WriteSink { bucket: bucket.clone(), key: key.to_string(), source };
+        if let Some(keyring) = &self.inner.keyring {
+            let (meta, mut plaintext) = self.open_decrypting(keyring, bucket, &key, &location).await?;
+            let info = self.object_info(bucket, key.to_string(), &meta);
+            let mut buffer = vec![0u8; 64 * 1024];
+            loop {
+                let read = plaintext
+                    .read(&mut buffer)
+                    .await
+                    .map_err(|error| BucketError::from_body_read(bucket, key.as_str(), error))?;
+                if read == 0 {
+                    break;
+                }
+                sink.write_all(&buffer[..read]).await.map_err(write_failed)?;
+            }
+            sink.flush().await.map_err(write_failed)?;
+            return Ok(info);
+        }
+        let result = self.inner.backend.store.get(&location).await.map_err(store_failed)?;
+        let info = self.object_info(bucket, key.to_string(), &result.meta);
+        let mut chunks = result.into_stream();
         while let Some(chunk) = chunks.try_next().await.map_err(store_failed)? {
             sink.write_all(&chunk).await.map_err(write_failed)?;
         }
@@ -291,9 +445,15 @@ impl Buckets {
         let location = self.inner.backend.object_location(bucket, &key)?;
         let store_failed = |source| BucketError::from_store_reading("read", bucket, key.as_str(), source);
         let result = self.inner.backend.store.get(&location).await.map_err(store_failed)?;
-        let info = object_info(bucket, key.to_string(), &result.meta);
+        let info = self.object_info(bucket, key.to_string(), &result.meta);
         let bytes = result.bytes().await.map_err(store_failed)?;
-        Ok((info, bytes))
+        match &self.inner.keyring {
+            None => Ok((info, bytes)),
+            Some(keyring) => match mayfly_crypto::decrypt_bytes(keyring, &object_context(bucket, &key), &bytes) {
+                Ok(plaintext) => Ok((info, plaintext.into())),
+                Err(source) => Err(BucketError::Decrypt { bucket: bucket.clone(), key: key.to_string(), source }),
+            },
+        }
     }
 
     /// The object's size, entity tag and time, without its content.
@@ -321,6 +481,78 @@ impl Buckets {
     ) -> Result<BoxStream<'static, Result<ObjectInfo, BucketError>>, BucketError> {
         self.require_bucket(bucket).await?;
         Ok(self.object_stream(bucket, prefix))
+    }
+
+    /// Move an object to the keyring's current key: its data key is unwrapped
+    /// with the key that wrapped it and wrapped again with the current one.
+    /// Only the header changes; the body is copied as stored, never
+    /// decrypted. An unencrypted object (stored before encryption was on) is
+    /// encrypted if `encrypt_plaintext`, else left as it is. No event is
+    /// appended: the content does not change.
+    ///
+    /// Writes of the key from this process wait for the rewrap. A put from
+    /// another process that lands during it is detected by the object's
+    /// entity tag just before the commit and kept (`ReplacedMeanwhile`); one
+    /// landing in the instant between that check and the rename would be
+    /// overwritten by the old content (FIXME: a conditional put, once the S3
+    /// backend brings one; until then rewrap while `mayfly up` is stopped).
+    pub async fn rewrap(
+        &self,
+        bucket: &Name,
+        key: &str,
+        encrypt_plaintext: bool,
+    ) -> Result<RewrapOutcome, BucketError> {
+        let keyring = self.inner.keyring.clone().ok_or(BucketError::NoKeyring { action: "rewrap" })?;
+        let key = parse_key(key)?;
+        self.require_bucket(bucket).await?;
+        let location = self.inner.backend.object_location(bucket, &key)?;
+        let context = object_context(bucket, &key);
+        let read_failed = |error| BucketError::from_body_read(bucket, key.as_str(), error);
+        let _commit = self.inner.key_locks.lock(bucket, key.as_str()).await;
+
+        let result = self
+            .inner
+            .backend
+            .store
+            .get(&location)
+            .await
+            .map_err(|source| BucketError::from_store_reading("read", bucket, key.as_str(), source))?;
+        let etag_before = result.meta.e_tag.clone();
+        let mut stored = StreamReader::new(result.into_stream().map_err(std::io::Error::other));
+        let mut header = Vec::with_capacity(HEADER_LEN);
+        (&mut stored).take(HEADER_LEN as u64).read_to_end(&mut header).await.map_err(read_failed)?;
+        let (outcome, new_body): (RewrapOutcome, Box<dyn AsyncRead + Unpin + Send>) =
+            match mayfly_crypto::rewrap_header(&keyring, &context, &header) {
+                Ok(None) => return Ok(RewrapOutcome::AlreadyCurrent),
+                Ok(Some(new_header)) => {
+                    (RewrapOutcome::Rewrapped, Box::new(std::io::Cursor::new(new_header.to_vec()).chain(stored)))
+                }
+                Err(CryptoError::NotEncrypted { .. }) if encrypt_plaintext => {
+                    let plaintext = std::io::Cursor::new(header).chain(stored);
+                    (RewrapOutcome::Encrypted, Box::new(EncryptingReader::new(plaintext, &keyring, &context)))
+                }
+                Err(CryptoError::NotEncrypted { .. }) => return Ok(RewrapOutcome::LeftUnencrypted),
+                Err(source) => {
+                    return Err(BucketError::Decrypt { bucket: bucket.clone(), key: key.to_string(), source });
+                }
+            };
+        let prepared = match self.prepare_body(bucket, &key, &location, new_body).await {
+            Ok(prepared) => prepared,
+            Err(BucketError::ReadBody { source, .. }) => return Err(read_failed(source)),
+            Err(other) => return Err(other),
+        };
+        let etag_now = self.inner.backend.store.head(&location).await.ok().and_then(|meta| meta.e_tag);
+        if etag_now != etag_before {
+            if let PreparedBody::Parts(parts) = prepared {
+                parts.abort().await;
+            }
+            tracing::info!(%bucket, %key, "object replaced while being rewrapped; keeping the new version");
+            return Ok(RewrapOutcome::ReplacedMeanwhile);
+        }
+        self.commit_body(bucket, &key, &location, prepared).await?;
+        self.inner.backend.sync_written_object(bucket, &key).await?;
+        tracing::debug!(%bucket, %key, ?outcome, key_id = keyring.current().id(), "object rewrapped");
+        Ok(outcome)
     }
 
     /// Delete an object. `NoSuchKey` if it does not exist.
@@ -368,7 +600,35 @@ impl Buckets {
             .head(&location)
             .await
             .map_err(|source| BucketError::from_store_reading("read", bucket, key.as_str(), source))?;
-        Ok(object_info(bucket, key.to_string(), &meta))
+        Ok(self.object_info(bucket, key.to_string(), &meta))
+    }
+
+    /// Reader of an object's verified plaintext (its header checked already).
+    async fn open_decrypting(
+        &self,
+        keyring: &Keyring,
+        bucket: &Name,
+        key: &ObjectKey,
+        location: &object_store::path::Path,
+    ) -> Result<(ObjectMeta, DecryptingReader<impl AsyncRead + Unpin + Send + use<>>), BucketError> {
+        let result = self
+            .inner
+            .backend
+            .store
+            .get(location)
+            .await
+            .map_err(|source| BucketError::from_store_reading("read", bucket, key.as_str(), source))?;
+        let meta = result.meta.clone();
+        let envelope = StreamReader::new(result.into_stream().map_err(std::io::Error::other));
+        let plaintext = DecryptingReader::open(envelope, keyring, &object_context(bucket, key))
+            .await
+            .map_err(|error| BucketError::from_body_read(bucket, key.as_str(), error))?;
+        Ok((meta, plaintext))
+    }
+
+    /// An object's info; for encrypted buckets the size is the plaintext's.
+    fn object_info(&self, bucket: &Name, key: String, meta: &ObjectMeta) -> ObjectInfo {
+        object_info(bucket, key, meta, self.inner.keyring.is_some())
     }
 
     async fn append_event(
@@ -446,6 +706,7 @@ impl Buckets {
         };
         let location = self.inner.backend.folder_location(bucket, folder.as_ref());
         let backend = self.inner.backend.clone();
+        let encrypted = self.is_encrypted();
         let bucket = bucket.clone();
         let listed_bucket = bucket.clone();
         let listed_folder = folder.map(|folder| format!("{folder}/")).unwrap_or_default();
@@ -468,7 +729,7 @@ impl Buckets {
             .try_filter_map(move |meta| {
                 let info = match backend.key_of(&bucket, &meta.location) {
                     Some(key) if key.starts_with(&prefix) && ObjectKey::parse(key).is_ok() => {
-                        Some(object_info(&bucket, key.to_owned(), &meta))
+                        Some(object_info(&bucket, key.to_owned(), &meta, encrypted))
                     }
                     _ => {
                         tracing::trace!(location = %meta.location, "listing skips a file that is not an object");
@@ -485,11 +746,31 @@ fn parse_key(key: &str) -> Result<ObjectKey, BucketError> {
     ObjectKey::parse(key).map_err(|reason| BucketError::invalid_key(key, reason))
 }
 
-fn object_info(bucket: &Name, key: String, meta: &ObjectMeta) -> ObjectInfo {
+/// What an envelope is bound to: its object's name.
+fn object_context(bucket: &Name, key: &ObjectKey) -> String {
+    format!("{bucket}/{key}")
+}
+
+fn upload_failed(bucket: &Name, key: &ObjectKey, failure: UploadFailure) -> BucketError {
+    match failure {
+        UploadFailure::ReadBody(source) => {
+            BucketError::ReadBody { bucket: bucket.clone(), key: key.to_string(), source }
+        }
+        UploadFailure::Store(source) => BucketError::from_store("upload", bucket, key.as_str(), source),
+    }
+}
+
+fn object_info(bucket: &Name, key: String, meta: &ObjectMeta, encrypted: bool) -> ObjectInfo {
+    // Computed from the stored size, which the envelope format fixes, so a
+    // listing reads no object. FIXME: an unencrypted leftover from before
+    // encryption was on reports its size less the envelope overhead until a
+    // rewrap encrypts it (checking each object's magic would cost a read per
+    // object).
+    let size = if encrypted { mayfly_crypto::plaintext_len(meta.size).unwrap_or(meta.size) } else { meta.size };
     ObjectInfo {
         bucket: bucket.clone(),
         key,
-        size: meta.size,
+        size,
         etag: meta.e_tag.clone(),
         last_modified: Timestamp::from_millis(meta.last_modified.timestamp_millis()),
     }

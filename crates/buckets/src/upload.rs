@@ -65,6 +65,11 @@ pub(crate) struct UploadedParts {
 }
 
 impl UploadedParts {
+    /// Give the upload up: its parts are removed and the object stays as it was.
+    pub(crate) async fn abort(mut self) {
+        abort(self.upload.as_mut(), &self.location).await;
+    }
+
     /// Complete the upload: the commit point, where the object appears.
     pub(crate) async fn complete(mut self) -> Result<(), UploadFailure> {
         match self.upload.complete().await {

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use mayfly_buckets::Buckets;
+use mayfly_buckets::crypto::Keyring;
 use mayfly_core::{ManualClock, Name, ObjectEvent, Timestamp};
 use mayfly_state::StateStore;
 use mayfly_state_sqlite::SqliteStore;
@@ -25,6 +26,8 @@ pub struct Project {
     pub state: Arc<SqliteStore>,
     pub clock: ManualClock,
     pub buckets_root: PathBuf,
+    /// `Some` for an encrypted project.
+    pub keyring: Option<Arc<Keyring>>,
 }
 
 impl Project {
@@ -37,13 +40,50 @@ impl Project {
 
     /// A fresh project whose buckets live at `buckets_root` (e.g. on a tmpfs).
     pub fn with_buckets_root(folder: tempfile::TempDir, buckets_root: PathBuf) -> Project {
+        Project::build(folder, buckets_root, None)
+    }
+
+    /// A fresh project whose buckets encrypt every object under a new keyring.
+    pub fn encrypted() -> Project {
+        let folder = tempfile::tempdir().expect("create a temp folder");
+        let buckets_root = folder.path().join(".mayfly/buckets");
+        Project::build(folder, buckets_root, Some(Arc::new(Keyring::generate(START))))
+    }
+
+    /// An encrypted project with the buckets `names` already created.
+    pub async fn encrypted_with_buckets(names: &[&str]) -> Project {
+        let project = Project::encrypted();
+        for bucket in names {
+            project.buckets.create_bucket(&name(bucket), &[]).await.expect("create bucket");
+        }
+        project
+    }
+
+    /// The same project's buckets opened again, with `keyring` (or unencrypted).
+    pub fn reopen(&self, keyring: Option<Arc<Keyring>>) -> Buckets {
+        let state: Arc<dyn StateStore> = self.state.clone();
+        let clock = Arc::new(self.clock.clone());
+        match keyring {
+            Some(keyring) => Buckets::open_encrypted(&self.buckets_root, state, clock, keyring),
+            None => Buckets::open(&self.buckets_root, state, clock),
+        }
+        .expect("open the buckets")
+    }
+
+    fn build(folder: tempfile::TempDir, buckets_root: PathBuf, keyring: Option<Arc<Keyring>>) -> Project {
         let clock = ManualClock::starting_at(START);
         let state = Arc::new(
             SqliteStore::open(&folder.path().join(".mayfly/state.db"), Arc::new(clock.clone()))
                 .expect("open the state store"),
         );
-        let buckets = Buckets::open(&buckets_root, state.clone(), Arc::new(clock.clone())).expect("open the buckets");
-        Project { folder, buckets, state, clock, buckets_root }
+        let buckets = match &keyring {
+            Some(keyring) => {
+                Buckets::open_encrypted(&buckets_root, state.clone(), Arc::new(clock.clone()), keyring.clone())
+            }
+            None => Buckets::open(&buckets_root, state.clone(), Arc::new(clock.clone())),
+        }
+        .expect("open the buckets");
+        Project { folder, buckets, state, clock, buckets_root, keyring }
     }
 
     /// A project with the buckets `names` already created.
@@ -72,6 +112,25 @@ impl Project {
 
     pub fn bucket_folder(&self, bucket: &str) -> PathBuf {
         self.buckets_root.join(bucket)
+    }
+
+    /// The file holding an object on disk.
+    pub fn object_file(&self, bucket: &str, key: &str) -> PathBuf {
+        self.buckets_root.join(bucket).join(key)
+    }
+
+    /// Every file under the project folder (state store and buckets), with its bytes.
+    pub fn every_file_with_bytes(&self) -> Vec<(PathBuf, Vec<u8>)> {
+        let mut files = Vec::new();
+        collect_files(self.folder.path(), self.folder.path(), &mut files);
+        files
+            .into_iter()
+            .map(|relative| {
+                let path = self.folder.path().join(relative);
+                let bytes = std::fs::read(&path).expect("read a file");
+                (path, bytes)
+            })
+            .collect()
     }
 }
 
