@@ -12,7 +12,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::commands::{demo, functions, jobs, objects, queues, spec};
+use crate::commands::{demo, functions, jobs, keys, objects, queues, spec};
 use crate::output::Output;
 
 #[derive(Debug, Parser)]
@@ -164,6 +164,10 @@ enum Command {
     #[command(hide = true)]
     Worker(jobs::WorkerArgs),
 
+    /// The keyring that encrypts objects at rest: list, rotate, rewrap.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
+
     /// Run the demo pipeline end to end in a fresh project.
     #[command(after_help = "Examples:\n  mayfly demo\n  mayfly demo --dir /tmp/mayfly-demo --keep")]
     Demo(demo::DemoArgs),
@@ -234,6 +238,7 @@ async fn run(command: Command, project: Option<PathBuf>, output: Output) -> anyh
         Command::Ps(args) => jobs::ps(args, project, output).await,
         Command::Coordinator(args) => jobs::coordinator(args, project).await,
         Command::Worker(args) => jobs::worker(args, project).await,
+        Command::Keys(command) => keys::run(command, project, output).await,
         Command::Demo(args) => demo::run(args, output).await,
     }
 }

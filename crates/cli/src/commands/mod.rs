@@ -5,6 +5,7 @@
 pub mod demo;
 pub mod functions;
 pub mod jobs;
+pub mod keys;
 pub mod objects;
 pub mod queues;
 pub mod spec;
