@@ -12,6 +12,7 @@ pub const REFUSED: u8 = 5;
 pub const LIMIT_EXCEEDED: u8 = 6;
 pub const DISK_FULL: u8 = 7;
 pub const FUNCTION_FAILED: u8 = 8;
+pub const DATA_DAMAGED: u8 = 9;
 
 /// An error the command itself decided to refuse with (e.g. would lose data).
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +59,7 @@ pub fn for_error(error: &anyhow::Error) -> u8 {
                 BucketError::BucketNotEmpty { .. } | BucketError::AlreadyExists { .. } => REFUSED,
                 BucketError::InvalidKey { .. } => LIMIT_EXCEEDED,
                 BucketError::DiskFull { .. } => DISK_FULL,
+                BucketError::Decrypt { .. } => DATA_DAMAGED,
                 BucketError::State(state) => code_for_state_error(state),
                 _ => FAILURE,
             };

@@ -23,7 +23,7 @@ use crate::output::Output;
     long_about = "Mayfly runs serverless batch pipelines on machines you own: buckets, durable queues, \
 functions and batch jobs declared in one architecture file, mayfly.toml.",
     after_help = "Examples:\n  mayfly init chart-coding && cd chart-coding\n  mayfly deploy\n  mayfly put inbox/notes/001.txt notes.txt\n  mayfly send work '{\"chart\": 17}'\n  mayfly queues\n\nExit codes: 0 ok, 1 failure, 2 usage error, 3 invalid architecture file, \
-4 not found, 5 refused (conflict or would lose data), 6 limit exceeded, 7 disk full, 8 the invoked function failed."
+4 not found, 5 refused (conflict or would lose data), 6 limit exceeded, 7 disk full, 8 the invoked function failed, 9 stored data failed its integrity check."
 )]
 struct Cli {
     /// The project directory (default: the nearest directory upwards holding mayfly.toml).
