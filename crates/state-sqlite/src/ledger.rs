@@ -10,6 +10,7 @@ use mayfly_state::{
 use rusqlite::{OptionalExtension, Transaction, params};
 
 use crate::errors::SqliteResultExt;
+use crate::sealing::{Record, Sealer};
 use crate::{from_sql_integer, limit_to_sql, to_sql_integer};
 
 const COLUMNS: &str = "id, request_id, function, deployment_version, trigger_source, attempt, started_at, duration_us, \
@@ -50,7 +51,12 @@ fn stored_invocation_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Store
     })
 }
 
-pub fn record_invocation(transaction: &Transaction<'_>, record: &InvocationRecord, logs: &[u8]) -> Result<u64> {
+pub fn record_invocation(
+    transaction: &Transaction<'_>,
+    record: &InvocationRecord,
+    logs: &[u8],
+    sealer: &Sealer,
+) -> Result<u64> {
     if !record.estimated_cost.is_finite() {
         return Err(StateError::Backend(format!(
             "invocation {} of `{}` has an estimated cost of {}, which is not a finite number; nothing was recorded",
@@ -89,7 +95,7 @@ pub fn record_invocation(transaction: &Transaction<'_>, record: &InvocationRecor
     if !logs.is_empty() {
         transaction
             .prepare_cached("INSERT INTO invocation_logs (invocation_id, logs) VALUES (?1, ?2)")
-            .and_then(|mut statement| statement.execute(params![id, logs]))
+            .and_then(|mut statement| statement.execute(params![id, sealer.seal(Record::InvocationLogs(id), logs)]))
             .with_context(|| format!("record the logs of invocation {}", record.request_id))?;
     }
     Ok(from_sql_integer(id))
@@ -120,21 +126,29 @@ pub fn invocations(transaction: &Transaction<'_>, filter: &InvocationFilter) -> 
         .context("list invocations")
 }
 
-pub fn invocation_logs(transaction: &Transaction<'_>, request_id: &str) -> Result<Vec<u8>> {
-    let attempts: Vec<Option<Vec<u8>>> = transaction
+pub fn invocation_logs(transaction: &Transaction<'_>, request_id: &str, sealer: &Sealer) -> Result<Vec<u8>> {
+    let attempts: Vec<(i64, Option<Vec<u8>>)> = transaction
         .prepare_cached(
-            "SELECT invocation_logs.logs FROM invocations \
+            "SELECT invocations.id, invocation_logs.logs FROM invocations \
              LEFT JOIN invocation_logs ON invocation_logs.invocation_id = invocations.id \
              WHERE invocations.request_id = ?1 ORDER BY invocations.id",
         )
         .and_then(|mut statement| {
-            statement.query_map([request_id], |row| row.get(0))?.collect::<rusqlite::Result<Vec<_>>>()
+            statement
+                .query_map([request_id], |row| Ok((row.get(0)?, row.get(1)?)))?
+                .collect::<rusqlite::Result<Vec<_>>>()
         })
         .with_context(|| format!("read the logs of request {request_id}"))?;
     if attempts.is_empty() {
         return Err(StateError::not_found("invocation", request_id));
     }
-    Ok(attempts.into_iter().flatten().flatten().collect())
+    let mut logs = Vec::new();
+    for (id, stored) in attempts {
+        if let Some(stored) = stored {
+            logs.extend_from_slice(&sealer.open(Record::InvocationLogs(id), stored)?);
+        }
+    }
+    Ok(logs)
 }
 
 pub fn function_stats(transaction: &Transaction<'_>, function: &Name) -> Result<FunctionStats> {

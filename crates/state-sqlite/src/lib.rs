@@ -24,6 +24,7 @@ mod errors;
 mod ledger;
 mod runs;
 mod schema;
+mod sealing;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -46,6 +47,8 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, Transactio
 
 use crate::errors::SqliteResultExt;
 pub use crate::schema::current_schema_version;
+use crate::sealing::{ENVELOPE_V1, Record, Sealer};
+pub use mayfly_crypto::Keyring;
 
 /// How long a writer waits for another process's write transaction before
 /// giving up with a "database is locked" error.
@@ -62,6 +65,7 @@ pub struct SqliteStore {
     path: PathBuf,
     clock: Arc<dyn Clock>,
     connection: Mutex<Connection>,
+    sealer: Sealer,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -71,13 +75,34 @@ impl std::fmt::Debug for SqliteStore {
 }
 
 impl SqliteStore {
-    /// Open the store at `path`, creating the file and its parent directory if
-    /// needed and applying any missing schema migrations.
+    /// Open the store at `path` WITHOUT encryption, creating the file and its
+    /// parent directory if needed and applying any missing schema migrations.
+    /// Customer payloads are stored as given: this is for tests and
+    /// benchmarks. The CLI always opens projects with [`SqliteStore::open_encrypted`].
     ///
-    /// Fails with `SchemaTooNew` for a file written by a newer Mayfly, and with
-    /// a `Backend` error naming the path for a file that is not a SQLite
-    /// database or cannot be opened.
+    /// Fails with `SchemaTooNew` for a file written by a newer Mayfly, with a
+    /// `Backend` error naming the path for a file that is not a SQLite
+    /// database or cannot be opened, and with a `Backend` error for a store
+    /// whose payloads are encrypted (open it with its keyring).
     pub fn open(path: &Path, clock: Arc<dyn Clock>) -> Result<SqliteStore> {
+        SqliteStore::open_with(path, clock, Sealer::default())
+    }
+
+    /// Open the store at `path` (as [`SqliteStore::open`] does) with every
+    /// customer payload — message bodies and attributes, run item payloads,
+    /// results, invocation logs — encrypted under `keyring` (see the
+    /// `sealing` module for the envelope contexts). Sizes and limits are
+    /// those of the plaintext. A payload that fails to verify is reported as
+    /// `StateError::Damaged` naming the record.
+    ///
+    /// A store that was used unencrypted has its existing payloads encrypted
+    /// here, once, in one transaction; from then on [`SqliteStore::open`]
+    /// refuses it.
+    pub fn open_encrypted(path: &Path, clock: Arc<dyn Clock>, keyring: Arc<Keyring>) -> Result<SqliteStore> {
+        SqliteStore::open_with(path, clock, Sealer::new(Some(keyring)))
+    }
+
+    fn open_with(path: &Path, clock: Arc<dyn Clock>, sealer: Sealer) -> Result<SqliteStore> {
         let at_path = |what: &str, error: &dyn std::fmt::Display| {
             StateError::Backend(format!("state store at {}: {what}: {error}", path.display()))
         };
@@ -100,12 +125,98 @@ impl SqliteStore {
             StateError::Backend(message) => at_path("cannot migrate the schema", &message),
             other => other,
         })?;
-        Ok(SqliteStore { path: path.to_owned(), clock, connection: Mutex::new(connection) })
+        let store = SqliteStore { path: path.to_owned(), clock, connection: Mutex::new(connection), sealer };
+        store.settle_payload_encryption()?;
+        Ok(store)
+    }
+
+    /// Check that the store's payloads are encrypted exactly when this
+    /// handle encrypts; an encrypted handle encrypts a store used unencrypted.
+    fn settle_payload_encryption(&self) -> Result<()> {
+        let path = self.path.display().to_string();
+        self.write("check the encryption of stored payloads", |transaction| {
+            let setting: Option<String> = transaction
+                .query_row("SELECT value FROM store_settings WHERE key = 'payloads'", [], |row| row.get(0))
+                .optional()
+                .context("read the payload encryption setting")?;
+            match (setting.as_deref(), self.sealer.is_on()) {
+                (Some(ENVELOPE_V1), true) | (None, false) => Ok(()),
+                (Some(ENVELOPE_V1), false) => Err(StateError::Backend(format!(
+                    "state store at {path} holds encrypted payloads; open it with its keyring (the CLI does)"
+                ))),
+                (Some(other), _) => Err(StateError::Backend(format!(
+                    "state store at {path} stores payloads as `{other}`, which this Mayfly does not know; upgrade Mayfly"
+                ))),
+                (None, true) => {
+                    let mut encrypted = 0u64;
+                    for kind in PayloadColumn::ALL {
+                        encrypted += kind.transform_all(transaction, |record, plaintext| {
+                            Ok(Some(self.sealer.seal(record, plaintext).into_owned()))
+                        })?;
+                    }
+                    if encrypted > 0 {
+                        tracing::info!(path, encrypted, "encrypted the payloads the state store held unencrypted");
+                    }
+                    transaction
+                        .execute("INSERT INTO store_settings (key, value) VALUES ('payloads', ?1)", [ENVELOPE_V1])
+                        .context("record that payloads are encrypted")?;
+                    Ok(())
+                }
+            }
+        })
+    }
+
+    /// Rewrap the data key of every encrypted payload under the keyring's
+    /// current key (only the envelope headers change), row by row in
+    /// transactions of a few hundred rows. Returns how many envelopes were
+    /// rewrapped; 0 for an unencrypted store. Older keys must stay in the
+    /// keyring until this has run.
+    pub fn rewrap_all(&self) -> Result<u64> {
+        if !self.sealer.is_on() {
+            return Ok(0);
+        }
+        let mut rewrapped = 0;
+        for kind in PayloadColumn::ALL {
+            let mut after = i64::MIN;
+            loop {
+                let (changed, last) = self.write("rewrap stored payloads", |transaction| {
+                    kind.transform_page(transaction, after, REWRAP_PAGE, |record, stored| {
+                        self.sealer.rewrap(record, stored)
+                    })
+                })?;
+                rewrapped += changed;
+                match last {
+                    Some(last) => after = last,
+                    None => break,
+                }
+            }
+        }
+        Ok(rewrapped)
     }
 
     /// The file this store lives in.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    fn open_items(&self, items: Vec<RunItem>) -> Result<Vec<RunItem>> {
+        if !self.sealer.is_on() {
+            return Ok(items);
+        }
+        items
+            .into_iter()
+            .map(|mut item| {
+                let stored = std::mem::take(&mut item.payload);
+                item.payload = self.sealer.open(Record::RunItem { run: &item.run_id, item: &item.item }, stored)?;
+                Ok(item)
+            })
+            .collect()
+    }
+
+    fn open_result(&self, mut result: ResultRecord) -> Result<ResultRecord> {
+        let stored = std::mem::take(&mut result.result);
+        result.result = self.sealer.open(Record::Result { job: result.job.as_str(), item: &result.item }, stored)?;
+        Ok(result)
     }
 
     fn now(&self) -> Timestamp {
@@ -139,6 +250,144 @@ impl SqliteStore {
         let value = body(&transaction)?;
         transaction.commit().with_context(|| format!("finish reading ({what})"))?;
         Ok(value)
+    }
+}
+
+/// Rows per transaction when `rewrap_all` walks the payloads.
+const REWRAP_PAGE: usize = 256;
+
+/// A column holding customer payloads, walked by `rewrap_all` and by the
+/// one-time encryption of a store used unencrypted.
+#[derive(Debug, Clone, Copy)]
+enum PayloadColumn {
+    MessageBody,
+    MessageAttributes,
+    RunItemPayload,
+    Result,
+    InvocationLogs,
+}
+
+impl PayloadColumn {
+    const ALL: [PayloadColumn; 5] = [
+        PayloadColumn::MessageBody,
+        PayloadColumn::MessageAttributes,
+        PayloadColumn::RunItemPayload,
+        PayloadColumn::Result,
+        PayloadColumn::InvocationLogs,
+    ];
+
+    /// Rows after a key, in key order: (key, name 1, name 2, payload).
+    fn select_sql(self) -> &'static str {
+        match self {
+            PayloadColumn::MessageBody => {
+                "SELECT message_id, NULL, NULL, body FROM messages WHERE message_id > ?1 ORDER BY message_id LIMIT ?2"
+            }
+            PayloadColumn::MessageAttributes => {
+                "SELECT message_id, NULL, NULL, attributes FROM messages \
+                 WHERE message_id > ?1 AND attributes IS NOT NULL ORDER BY message_id LIMIT ?2"
+            }
+            PayloadColumn::RunItemPayload => {
+                "SELECT run_items.item_seq, runs.id, run_items.item, run_items.payload FROM run_items \
+                 JOIN runs ON runs.run_seq = run_items.run_seq \
+                 WHERE run_items.item_seq > ?1 ORDER BY run_items.item_seq LIMIT ?2"
+            }
+            PayloadColumn::Result => {
+                "SELECT rowid, job, item, result FROM results WHERE rowid > ?1 ORDER BY rowid LIMIT ?2"
+            }
+            PayloadColumn::InvocationLogs => {
+                "SELECT invocation_id, NULL, NULL, logs FROM invocation_logs WHERE invocation_id > ?1 \
+                 ORDER BY invocation_id LIMIT ?2"
+            }
+        }
+    }
+
+    fn update_sql(self) -> &'static str {
+        match self {
+            PayloadColumn::MessageBody => "UPDATE messages SET body = ?2 WHERE message_id = ?1",
+            PayloadColumn::MessageAttributes => "UPDATE messages SET attributes = ?2 WHERE message_id = ?1",
+            PayloadColumn::RunItemPayload => "UPDATE run_items SET payload = ?2 WHERE item_seq = ?1",
+            PayloadColumn::Result => "UPDATE results SET result = ?2 WHERE rowid = ?1",
+            PayloadColumn::InvocationLogs => "UPDATE invocation_logs SET logs = ?2 WHERE invocation_id = ?1",
+        }
+    }
+
+    fn record<'a>(self, key: i64, first: &'a str, second: &'a str) -> Record<'a> {
+        match self {
+            PayloadColumn::MessageBody => Record::MessageBody(key),
+            PayloadColumn::MessageAttributes => Record::MessageAttributes(key),
+            PayloadColumn::RunItemPayload => Record::RunItem { run: first, item: second },
+            PayloadColumn::Result => Record::Result { job: first, item: second },
+            PayloadColumn::InvocationLogs => Record::InvocationLogs(key),
+        }
+    }
+
+    /// Replace the payload of up to `limit` rows after `after` with what
+    /// `transform` returns (`None` keeps it). Returns how many changed and
+    /// the last key seen (`None` when there were no rows).
+    fn transform_page(
+        self,
+        transaction: &Transaction<'_>,
+        after: i64,
+        limit: usize,
+        mut transform: impl FnMut(Record<'_>, &[u8]) -> Result<Option<Vec<u8>>>,
+    ) -> Result<(u64, Option<i64>)> {
+        let rows: Vec<PayloadRow> = transaction
+            .prepare_cached(self.select_sql())
+            .and_then(|mut statement| {
+                statement
+                    .query_map(params![after, limit_to_sql(limit)], |row| {
+                        Ok((row.get(0)?, row.get(1)?, row.get(2)?, bytes_at(row, 3)?.unwrap_or_default()))
+                    })?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .with_context(|| format!("read stored payloads ({self:?})"))?;
+        let mut update = transaction.prepare_cached(self.update_sql()).context("prepare to rewrite payloads")?;
+        let mut changed = 0;
+        for (key, first, second, payload) in &rows {
+            let record = self.record(*key, first.as_deref().unwrap_or(""), second.as_deref().unwrap_or(""));
+            if let Some(replacement) = transform(record, payload)? {
+                update
+                    .execute(params![key, replacement])
+                    .with_context(|| format!("rewrite the {}", record.describe()))?;
+                changed += 1;
+            }
+        }
+        Ok((changed, rows.last().map(|row| row.0)))
+    }
+
+    fn transform_all(
+        self,
+        transaction: &Transaction<'_>,
+        mut transform: impl FnMut(Record<'_>, &[u8]) -> Result<Option<Vec<u8>>>,
+    ) -> Result<u64> {
+        let (mut total, mut after) = (0, i64::MIN);
+        loop {
+            let (changed, last) = self.transform_page(transaction, after, REWRAP_PAGE, &mut transform)?;
+            total += changed;
+            match last {
+                Some(last) => after = last,
+                None => return Ok(total),
+            }
+        }
+    }
+}
+
+/// A payload row as `PayloadColumn::select_sql` reads it: key, two names, payload.
+type PayloadRow = (i64, Option<String>, Option<String>, Vec<u8>);
+
+/// A message's body and attributes, opened.
+type MessagePayload = (Vec<u8>, Vec<(String, String)>);
+
+/// A dead letter as redrive reads it: id, sent at, body, attributes.
+type DeadLetterRow = (i64, i64, Vec<u8>, Option<Vec<u8>>);
+
+/// A column that holds TEXT (unencrypted JSON) or a BLOB (an envelope), as bytes.
+fn bytes_at(row: &rusqlite::Row<'_>, column: usize) -> rusqlite::Result<Option<Vec<u8>>> {
+    use rusqlite::types::ValueRef;
+    match row.get_ref(column)? {
+        ValueRef::Null => Ok(None),
+        ValueRef::Text(bytes) | ValueRef::Blob(bytes) => Ok(Some(bytes.to_vec())),
+        other => Err(rusqlite::Error::InvalidColumnType(column, "payload".to_owned(), other.data_type())),
     }
 }
 
@@ -204,11 +453,22 @@ fn attributes_to_json(attributes: &[(String, String)]) -> Result<Option<String>>
         .map_err(|error| StateError::Backend(format!("could not encode message attributes: {error}")))
 }
 
-fn attributes_from_json(json: Option<String>) -> Result<Vec<(String, String)>> {
-    match json {
-        None => Ok(Vec::new()),
-        Some(json) => pairs_from_json(&json),
-    }
+fn attributes_from_json_bytes(json: &[u8]) -> Result<Vec<(String, String)>> {
+    serde_json::from_slice(json)
+        .map_err(|error| StateError::Backend(format!("the state file holds unreadable message attributes: {error}")))
+}
+
+/// The id the next message inserted into `messages` gets: what
+/// `AUTOINCREMENT` would choose. Only meaningful inside a write transaction.
+/// An encrypted store needs the id before the insert, to bind the body to it.
+fn next_message_id(transaction: &Transaction<'_>) -> Result<i64> {
+    transaction
+        .prepare_cached(
+            "SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'messages'), 0), \
+                        COALESCE((SELECT MAX(message_id) FROM messages), 0)) + 1",
+        )
+        .and_then(|mut statement| statement.query_row([], |row| row.get(0)))
+        .context("allocate message ids")
 }
 
 fn kind_to_column(kind: ObjectEventKind) -> &'static str {
@@ -368,7 +628,8 @@ struct MessageRow {
     receive_count: i64,
     sent_at: i64,
     body: Vec<u8>,
-    attributes: Option<String>,
+    /// JSON text, or its envelope in an encrypted store.
+    attributes: Option<Vec<u8>>,
 }
 
 impl MessageRow {
@@ -381,8 +642,20 @@ impl MessageRow {
             receive_count: row.get(2)?,
             sent_at: row.get(3)?,
             body: row.get(4)?,
-            attributes: row.get(5)?,
+            attributes: bytes_at(row, 5)?,
         })
+    }
+
+    /// The body and attributes, opened.
+    fn open_payload(&mut self, sealer: &Sealer) -> Result<MessagePayload> {
+        let body = sealer.open(Record::MessageBody(self.message_id), std::mem::take(&mut self.body))?;
+        let attributes = match self.attributes.take() {
+            None => Vec::new(),
+            Some(stored) => {
+                attributes_from_json_bytes(&sealer.open(Record::MessageAttributes(self.message_id), stored)?)?
+            }
+        };
+        Ok((body, attributes))
     }
 
     fn receive_count(&self) -> u32 {
@@ -686,13 +959,42 @@ impl StateStore for SqliteStore {
             for message in messages {
                 check_message_size(config, queue, message.size())?;
             }
+            let mut ids = Vec::with_capacity(messages.len());
+            if self.sealer.is_on() {
+                // The ids are chosen here (as AUTOINCREMENT would) so each
+                // body is sealed bound to its message id before it is written.
+                let first_id = next_message_id(transaction)?;
+                let mut insert = transaction
+                    .prepare_cached(
+                        "INSERT INTO messages (message_id, queue_id, visible_at, receive_count, sent_at, body, \
+                         attributes) VALUES (?1, ?2, ?3, 0, ?4, ?5, ?6)",
+                    )
+                    .context("prepare to insert messages")?;
+                for (next_id, message) in (first_id..).zip(messages) {
+                    let visible_at = now.saturating_add(message.delay.unwrap_or(config.delay));
+                    let body = self.sealer.seal(Record::MessageBody(next_id), &message.body);
+                    let attributes = attributes_to_json(&message.attributes)?
+                        .map(|json| self.sealer.seal(Record::MessageAttributes(next_id), json.as_bytes()).into_owned());
+                    insert
+                        .execute(params![
+                            next_id,
+                            stored.queue_id,
+                            visible_at.as_millis(),
+                            now.as_millis(),
+                            body,
+                            attributes
+                        ])
+                        .with_context(|| format!("insert a message into queue `{queue}`"))?;
+                    ids.push(from_sql_integer(next_id));
+                }
+                return Ok(ids);
+            }
             let mut insert = transaction
                 .prepare_cached(
                     "INSERT INTO messages (queue_id, visible_at, receive_count, sent_at, body, attributes) \
                      VALUES (?1, ?2, 0, ?3, ?4, ?5)",
                 )
                 .context("prepare to insert messages")?;
-            let mut ids = Vec::with_capacity(messages.len());
             for message in messages {
                 let visible_at = now.saturating_add(message.delay.unwrap_or(config.delay));
                 let attributes = attributes_to_json(&message.attributes)?;
@@ -731,9 +1033,12 @@ impl StateStore for SqliteStore {
                 let candidates = visible_messages_after(transaction, stored.queue_id, now, after, wanted)?;
                 let Some(last) = candidates.last() else { break };
                 after = (last.visible_at, last.message_id);
-                for candidate in candidates {
+                for mut candidate in candidates {
                     match decide_receive(config, candidate.receive_count(), visibility_timeout, now) {
                         ReceiveDecision::Deliver { receive_count, lease_until } => {
+                            // Opened before the lease: a damaged message fails the
+                            // receive (rolled back), it is never handed out.
+                            let (body, attributes) = candidate.open_payload(&self.sealer)?;
                             lease_message(transaction, candidate.message_id, receive_count, lease_until)?;
                             received.push(ReceivedMessage {
                                 message_id: from_sql_integer(candidate.message_id),
@@ -741,8 +1046,8 @@ impl StateStore for SqliteStore {
                                     message_id: from_sql_integer(candidate.message_id),
                                     receive_count,
                                 },
-                                body: candidate.body,
-                                attributes: attributes_from_json(candidate.attributes)?,
+                                body,
+                                attributes,
                                 sent_at: Timestamp(candidate.sent_at),
                                 receive_count,
                                 lease_until,
@@ -891,18 +1196,19 @@ impl StateStore for SqliteStore {
                 .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
                 .with_context(|| format!("peek at queue `{queue}`"))?;
             rows.into_iter()
-                .map(|(message, source, reason, at)| {
+                .map(|(mut message, source, reason, at)| {
                     let dead_letter = match (source, reason, at) {
                         (Some(source), Some(reason), Some(at)) => {
                             Some(DeadLetterInfo { source_queue: name_from_column(source)?, reason, at: Timestamp(at) })
                         }
                         _ => None,
                     };
+                    let (body, attributes) = message.open_payload(&self.sealer)?;
                     Ok(StoredMessage {
                         message_id: from_sql_integer(message.message_id),
                         receive_count: message.receive_count(),
-                        body: message.body,
-                        attributes: attributes_from_json(message.attributes)?,
+                        body,
+                        attributes,
                         sent_at: Timestamp(message.sent_at),
                         visible_at: Timestamp(message.visible_at),
                         dead_letter,
@@ -944,22 +1250,58 @@ impl StateStore for SqliteStore {
                     }
                 }
             }
-            let mut moved = 0;
+            let mut moved: u64 = 0;
             for (source, target_queue_id) in moves {
                 // `?2 IS NULL` selects every message of the dead-letter queue.
                 // A redriven message gets a new id, so no receipt handed out
                 // before it was dead-lettered can ever match it again (its
                 // receive count starts over).
-                moved += transaction
+                // In an encrypted store the payloads are bound to the message
+                // id, so they are resealed under the new one.
+                let dead_letters: Vec<DeadLetterRow> = transaction
                     .prepare_cached(
-                        "INSERT INTO messages (queue_id, visible_at, receive_count, sent_at, body, attributes) \
-                         SELECT ?3, ?4, 0, sent_at, body, attributes FROM messages \
+                        "SELECT message_id, sent_at, body, attributes FROM messages \
                          WHERE queue_id = ?1 AND (?2 IS NULL OR dead_letter_source = ?2) ORDER BY message_id",
                     )
                     .and_then(|mut statement| {
-                        statement.execute(params![dead_letter_queue.queue_id, source, target_queue_id, now.as_millis()])
+                        statement
+                            .query_map(params![dead_letter_queue.queue_id, source], |row| {
+                                Ok((row.get(0)?, row.get(1)?, row.get(2)?, bytes_at(row, 3)?))
+                            })?
+                            .collect::<rusqlite::Result<Vec<_>>>()
                     })
-                    .context("copy dead letters back")?;
+                    .context("read dead letters")?;
+                let first_id = next_message_id(transaction)?;
+                let mut insert = transaction
+                    .prepare_cached(
+                        "INSERT INTO messages (message_id, queue_id, visible_at, receive_count, sent_at, body, \
+                         attributes) VALUES (?1, ?2, ?3, 0, ?4, ?5, ?6)",
+                    )
+                    .context("prepare to copy dead letters back")?;
+                for (next_id, (old_id, sent_at, body, attributes)) in (first_id..).zip(dead_letters) {
+                    let body = self.sealer.reseal(Record::MessageBody(old_id), Record::MessageBody(next_id), body)?;
+                    let attributes = attributes
+                        .map(|stored| {
+                            self.sealer.reseal(
+                                Record::MessageAttributes(old_id),
+                                Record::MessageAttributes(next_id),
+                                stored,
+                            )
+                        })
+                        .transpose()?;
+                    // Unencrypted attributes stay JSON text.
+                    let attributes: Option<rusqlite::types::Value> = attributes.map(|bytes| {
+                        if self.sealer.is_on() {
+                            rusqlite::types::Value::Blob(bytes)
+                        } else {
+                            rusqlite::types::Value::Text(String::from_utf8_lossy(&bytes).into_owned())
+                        }
+                    });
+                    insert
+                        .execute(params![next_id, target_queue_id, now.as_millis(), sent_at, body, attributes])
+                        .context("copy a dead letter back")?;
+                    moved += 1;
+                }
                 transaction
                     .prepare_cached(
                         "DELETE FROM messages WHERE queue_id = ?1 AND (?2 IS NULL OR dead_letter_source = ?2)",
@@ -967,7 +1309,7 @@ impl StateStore for SqliteStore {
                     .and_then(|mut statement| statement.execute(params![dead_letter_queue.queue_id, source]))
                     .context("remove redriven dead letters")?;
             }
-            Ok(moved as u64)
+            Ok(moved)
         })
     }
 
@@ -975,7 +1317,7 @@ impl StateStore for SqliteStore {
 
     fn record_invocation(&self, record: &InvocationRecord, logs: &[u8]) -> Result<u64> {
         self.write(&format!("record invocation {}", record.request_id), |transaction| {
-            ledger::record_invocation(transaction, record, logs)
+            ledger::record_invocation(transaction, record, logs, &self.sealer)
         })
     }
 
@@ -985,7 +1327,7 @@ impl StateStore for SqliteStore {
 
     fn invocation_logs(&self, request_id: &str) -> Result<Vec<u8>> {
         self.read(&format!("read the logs of request {request_id}"), |transaction| {
-            ledger::invocation_logs(transaction, request_id)
+            ledger::invocation_logs(transaction, request_id, &self.sealer)
         })
     }
 
@@ -1051,6 +1393,19 @@ impl StateStore for SqliteStore {
 
     fn add_run_items(&self, run: &str, items: &[NewRunItem]) -> Result<u64> {
         let now = self.now();
+        let sealed: Vec<NewRunItem>;
+        let items = if self.sealer.is_on() {
+            sealed = items
+                .iter()
+                .map(|item| NewRunItem {
+                    payload: self.sealer.seal(Record::RunItem { run, item: &item.item }, &item.payload).into_owned(),
+                    item: item.item.clone(),
+                })
+                .collect();
+            &sealed
+        } else {
+            items
+        };
         self.write(&format!("add items to run `{run}`"), |transaction| {
             runs::add_run_items(transaction, run, items, now)
         })
@@ -1059,14 +1414,15 @@ impl StateStore for SqliteStore {
     fn move_queue_messages_into_run(&self, run: &str, queue: &Name, max: usize) -> Result<u64> {
         let now = self.now();
         self.write(&format!("move messages of queue `{queue}` into run `{run}`"), |transaction| {
-            runs::move_queue_messages_into_run(transaction, run, queue, max, now)
+            runs::move_queue_messages_into_run(transaction, run, queue, max, now, &self.sealer)
         })
     }
 
     fn lease_run_items(&self, run: &str, worker: &str, max: usize) -> Result<Vec<RunItem>> {
         let now = self.now();
         self.write(&format!("lease items of run `{run}`"), |transaction| {
-            runs::lease_run_items(transaction, run, worker, max, now)
+            // Opened before the commit: a damaged item fails the lease (rolled back).
+            self.open_items(runs::lease_run_items(transaction, run, worker, max, now)?)
         })
     }
 
@@ -1080,7 +1436,7 @@ impl StateStore for SqliteStore {
     ) -> Result<bool> {
         let now = self.now();
         self.write(&format!("complete item `{item}` of run `{run}`"), |transaction| {
-            runs::complete_run_item(transaction, run, item, worker, attempt, completion, now)
+            runs::complete_run_item(transaction, run, item, worker, attempt, completion, now, &self.sealer)
         })
     }
 
@@ -1110,7 +1466,7 @@ impl StateStore for SqliteStore {
         limit: usize,
     ) -> Result<Vec<RunItem>> {
         self.read(&format!("list the items of run `{run}`"), |transaction| {
-            runs::run_items(transaction, run, status, after_item, limit)
+            self.open_items(runs::run_items(transaction, run, status, after_item, limit)?)
         })
     }
 
@@ -1122,13 +1478,16 @@ impl StateStore for SqliteStore {
         limit: usize,
     ) -> Result<Vec<ResultRecord>> {
         self.read(&format!("list the results of job `{job}`"), |transaction| {
-            runs::results(transaction, job, run, after_item, limit)
+            runs::results(transaction, job, run, after_item, limit)?
+                .into_iter()
+                .map(|result| self.open_result(result))
+                .collect()
         })
     }
 
     fn result(&self, job: &Name, item: &str) -> Result<ResultRecord> {
         self.read(&format!("look up the result of item `{item}` of job `{job}`"), |transaction| {
-            runs::result(transaction, job, item)
+            self.open_result(runs::result(transaction, job, item)?)
         })
     }
 
@@ -1313,6 +1672,6 @@ mod tests {
         assert_eq!(store.invocation_logs("req-1").unwrap(), b"hello");
         let version: i64 = store.lock_connection().query_row("PRAGMA user_version", [], |row| row.get(0)).unwrap();
         assert_eq!(version, current_schema_version());
-        assert_eq!(current_schema_version(), 3);
+        assert_eq!(current_schema_version(), 4);
     }
 }

@@ -18,6 +18,7 @@ use rusqlite::types::Type;
 use rusqlite::{OptionalExtension, Transaction, params};
 
 use crate::errors::SqliteResultExt;
+use crate::sealing::{Record, Sealer};
 use crate::{
     duration_from_millis, from_sql_integer, limit_to_sql, millis, require_queue, to_sql_integer, visible_messages_after,
 };
@@ -339,6 +340,7 @@ pub fn move_queue_messages_into_run(
     queue: &Name,
     max: usize,
     now: Timestamp,
+    sealer: &Sealer,
 ) -> Result<u64> {
     let key = require_unfinished_run_key(transaction, run, &format!("move messages of queue `{queue}` into it"))?;
     let stored_queue = require_queue(transaction, queue)?;
@@ -346,8 +348,15 @@ pub fn move_queue_messages_into_run(
     let mut delete = transaction
         .prepare_cached("DELETE FROM messages WHERE message_id = ?1")
         .context("prepare to delete moved messages")?;
-    for message in &messages {
-        insert_pending_item(transaction, key.run_seq, &message.message_id.to_string(), &message.body, now)?;
+    for message in messages.iter() {
+        let item = message.message_id.to_string();
+        // The body moves from the message's context to the item's.
+        let payload = sealer.reseal(
+            Record::MessageBody(message.message_id),
+            Record::RunItem { run, item: &item },
+            message.body.clone(),
+        )?;
+        insert_pending_item(transaction, key.run_seq, &item, &payload, now)?;
         delete.execute([message.message_id]).with_context(|| format!("delete moved message {}", message.message_id))?;
     }
     Ok(messages.len() as u64)
@@ -419,6 +428,7 @@ pub fn lease_run_items(
     Ok(leased)
 }
 
+#[allow(clippy::too_many_arguments)] // the trait method's arguments, plus the transaction, clock and sealer
 pub fn complete_run_item(
     transaction: &Transaction<'_>,
     run: &str,
@@ -427,6 +437,7 @@ pub fn complete_run_item(
     attempt: u32,
     completion: ItemCompletion,
     now: Timestamp,
+    sealer: &Sealer,
 ) -> Result<bool> {
     let key = require_run_key(transaction, run)?;
     let (item_seq, status, holder, attempts): (i64, ItemStatus, Option<String>, u32) = transaction
@@ -460,7 +471,7 @@ pub fn complete_run_item(
                         run,
                         i64::from(attempt),
                         worker,
-                        result,
+                        sealer.seal(Record::Result { job: key.job.as_str(), item }, &result),
                         now.as_millis()
                     ])
                 })
@@ -780,6 +791,6 @@ mod tests {
             budget: None,
         };
         assert_eq!(store.create_run(run).unwrap().status, RunStatus::Requested);
-        assert_eq!(crate::current_schema_version(), 3);
+        assert_eq!(crate::current_schema_version(), 4);
     }
 }

@@ -211,6 +211,15 @@ pub const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (run_seq, worker)
     );
     "#,
+    // 4: store-wide settings; `payloads` = `envelope-v1` once customer
+    // payloads are encrypted (see `sealing.rs`), so an unencrypted handle
+    // never mixes plaintext in.
+    r#"
+    CREATE TABLE store_settings (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -46,6 +46,15 @@ pub enum StateError {
     SchemaTooNew { path: String, found: i64, known: i64 },
     #[error("state store backend error: {0}")]
     Backend(String),
+    /// A stored record failed its integrity check (an encrypted payload was
+    /// altered, truncated, moved to another record, or its key is missing):
+    /// nothing of it was returned, and nothing else is affected.
+    #[error("the state store's {what} cannot be read: it failed its integrity check and no byte of it was returned")]
+    Damaged {
+        /// Which record, e.g. "body of message 12".
+        what: String,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 impl StateError {

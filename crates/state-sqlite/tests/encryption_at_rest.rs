@@ -1,0 +1,287 @@
+//! Customer payloads written through an encrypted store never reach the disk
+//! in plaintext, and a damaged or moved ciphertext fails to read with
+//! `StateError::Damaged` naming the record, leaving every other record readable.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mayfly_core::queue::QueueConfig;
+use mayfly_core::{Clock, ManualClock, Name, Timestamp};
+use mayfly_state::{
+    InvocationRecord, ItemCompletion, NewRun, NewRunItem, OutgoingMessage, ReceiveRequest, StateError, StateStore,
+};
+use mayfly_state_sqlite::{Keyring, SqliteStore};
+use rusqlite::Connection;
+
+const MARKER: &str = "PHI-MARKER-7f3e2a-patient-chart";
+
+fn name(text: &str) -> Name {
+    Name::new(text).expect("valid name")
+}
+
+fn with_marker(what: &str) -> Vec<u8> {
+    format!("{what}: {MARKER} {MARKER}").into_bytes()
+}
+
+/// Every file under `directory` in which `marker` appears.
+fn files_containing(directory: &Path, marker: &[u8]) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut pending = vec![directory.to_path_buf()];
+    let mut scanned = 0;
+    while let Some(path) = pending.pop() {
+        if path.is_dir() {
+            pending.extend(std::fs::read_dir(&path).unwrap().map(|entry| entry.unwrap().path()));
+            continue;
+        }
+        let bytes = std::fs::read(&path).unwrap();
+        scanned += 1;
+        if bytes.windows(marker.len()).any(|window| window == marker) {
+            found.push(path.display().to_string());
+        }
+    }
+    assert!(scanned >= 1, "scanned nothing under {}", directory.display());
+    found
+}
+
+fn invocation(request_id: &str, started_at: Timestamp) -> InvocationRecord {
+    InvocationRecord {
+        request_id: request_id.to_owned(),
+        function: name("summarize"),
+        deployment_version: None,
+        trigger: "invoke".to_owned(),
+        attempt: 1,
+        started_at,
+        duration: Duration::from_millis(12),
+        init_duration: None,
+        outcome: InvocationRecord::SUCCESS.to_owned(),
+        error_type: None,
+        error_message: None,
+        peak_memory: None,
+        bytes_in: 0,
+        bytes_out: 0,
+        estimated_cost: 0.0,
+    }
+}
+
+fn is_damaged(error: &StateError, naming: &str) -> bool {
+    matches!(error, StateError::Damaged { what, .. } if what.contains(naming))
+}
+
+#[test]
+fn payloads_are_encrypted_on_disk_and_damage_is_reported_per_record() {
+    let directory = tempfile::tempdir().unwrap();
+    let data = directory.path().join(".mayfly");
+    let path = data.join("state.db");
+    let clock = ManualClock::starting_at(Timestamp::from_millis(1_795_588_702_000));
+    let keyring = Arc::new(Keyring::generate(clock.now()));
+    let store = SqliteStore::open_encrypted(&path, Arc::new(clock.clone()), keyring.clone()).unwrap();
+
+    // Messages with attributes, in two queues.
+    let queue_config = QueueConfig { visibility_timeout: Duration::from_secs(30), ..QueueConfig::default() };
+    for queue in ["orders", "other", "intake", "retry-dlq"] {
+        store.create_queue(&name(queue), &queue_config, &[]).unwrap();
+    }
+    let retry = QueueConfig { max_receives: Some(1), dead_letter: Some(name("retry-dlq")), ..queue_config.clone() };
+    store.create_queue(&name("retry"), &retry, &[]).unwrap();
+    let message = |what: &str| OutgoingMessage {
+        body: with_marker(what),
+        attributes: vec![("note".to_owned(), format!("{what} attribute {MARKER}"))],
+        delay: None,
+    };
+    let orders =
+        store.send_messages(&name("orders"), &[message("first"), message("second"), message("third")]).unwrap();
+    store.send_messages(&name("other"), &[message("other")]).unwrap();
+    store.send_messages(&name("intake"), &[message("intake-1"), message("intake-2")]).unwrap();
+    // A message dead-lettered then redriven is resealed under its new id.
+    store.send_messages(&name("retry"), &[message("retried")]).unwrap();
+    assert_eq!(store.receive_messages(&name("retry"), ReceiveRequest::up_to(1)).unwrap().len(), 1);
+    clock.advance(Duration::from_secs(31));
+    assert!(store.receive_messages(&name("retry"), ReceiveRequest::up_to(1)).unwrap().is_empty());
+    assert_eq!(store.redrive_dead_letters(&name("retry-dlq"), None).unwrap(), 1);
+    let redriven = store.receive_messages(&name("retry"), ReceiveRequest::up_to(1)).unwrap();
+    assert_eq!(redriven[0].body, with_marker("retried"));
+    assert_eq!(redriven[0].attributes, vec![("note".to_owned(), format!("retried attribute {MARKER}"))]);
+
+    // Run items (added, and moved from a queue), results, invocation logs.
+    let run = NewRun {
+        id: "run-1".to_owned(),
+        job: name("charts"),
+        deployment_version: None,
+        trigger: "manual".to_owned(),
+        deadline: clock.now().saturating_add(Duration::from_secs(3_600)),
+        budget: None,
+    };
+    store.create_run(run).unwrap();
+    let items: Vec<NewRunItem> = ["a", "b", "c"]
+        .iter()
+        .map(|item| NewRunItem { item: (*item).to_owned(), payload: with_marker(item) })
+        .collect();
+    assert_eq!(store.add_run_items("run-1", &items).unwrap(), 3);
+    assert_eq!(store.move_queue_messages_into_run("run-1", &name("intake"), 10).unwrap(), 2);
+    let leased = store.lease_run_items("run-1", "w1", 10).unwrap();
+    assert_eq!(leased.len(), 5);
+    assert_eq!(leased[0].payload, with_marker("a"));
+    assert_eq!(leased[3].payload, with_marker("intake-1"));
+    for item in &leased {
+        let result = ItemCompletion::Done { result: with_marker(&format!("result of {}", item.item)) };
+        assert!(store.complete_run_item("run-1", &item.item, "w1", 1, result).unwrap());
+    }
+    let invocation_id = store.record_invocation(&invocation("req-1", clock.now()), &with_marker("logs")).unwrap();
+    assert_eq!(store.invocation_logs("req-1").unwrap(), with_marker("logs"));
+
+    // Every file of the store, before and after a checkpoint: no marker.
+    assert_eq!(files_containing(&data, MARKER.as_bytes()), Vec::<String>::new(), "before the checkpoint");
+    let raw = Connection::open(&path).unwrap();
+    raw.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())).unwrap();
+    assert_eq!(files_containing(&data, MARKER.as_bytes()), Vec::<String>::new(), "after the checkpoint");
+    // …while the plaintext was really written (the scan would have seen it).
+    let plain_directory = tempfile::tempdir().unwrap();
+    let plain = SqliteStore::open(&plain_directory.path().join("state.db"), Arc::new(clock.clone())).unwrap();
+    plain.create_queue(&name("orders"), &queue_config, &[]).unwrap();
+    plain.send_messages(&name("orders"), &[message("first")]).unwrap();
+    assert!(!files_containing(plain_directory.path(), MARKER.as_bytes()).is_empty());
+
+    // An unencrypted handle refuses the encrypted store.
+    let refused = SqliteStore::open(&path, Arc::new(clock.clone())).unwrap_err();
+    assert!(refused.to_string().contains("encrypted"), "{refused}");
+
+    // Flip one byte of the second message's body.
+    let flip = |table: &str, column: &str, key: &str, value: &dyn rusqlite::ToSql| {
+        let stored: Vec<u8> = raw
+            .query_row(&format!("SELECT {column} FROM {table} WHERE {key} = ?1"), [value], |row| row.get(0))
+            .unwrap();
+        let mut damaged = stored.clone();
+        let middle = damaged.len() - 20;
+        damaged[middle] ^= 0x01;
+        raw.execute(&format!("UPDATE {table} SET {column} = ?1 WHERE {key} = ?2"), rusqlite::params![damaged, value])
+            .unwrap();
+        stored
+    };
+    let second = i64::try_from(orders[1]).unwrap();
+    flip("messages", "body", "message_id", &second);
+    let error = store.peek_messages(&name("orders"), 10).unwrap_err();
+    assert!(is_damaged(&error, &format!("body of message {second}")), "{error:?}");
+    assert!(error.to_string().contains(&format!("body of message {second}")), "{error}");
+    let source = std::error::Error::source(&error).expect("the envelope error").to_string();
+    assert!(source.contains(&format!("message/{second}/body")) && source.contains("failed authentication"), "{source}");
+    // The message before it is still received; the other queue is untouched.
+    let first = store.receive_messages(&name("orders"), ReceiveRequest::up_to(1)).unwrap();
+    assert_eq!(first[0].body, with_marker("first"));
+    let error = store.receive_messages(&name("orders"), ReceiveRequest::up_to(1)).unwrap_err();
+    assert!(is_damaged(&error, &format!("body of message {second}")), "{error:?}");
+    assert_eq!(store.peek_messages(&name("other"), 10).unwrap()[0].body, with_marker("other"));
+
+    // Flip a byte of a result: only that result fails.
+    flip("results", "result", "item", &"a");
+    let error = store.result(&name("charts"), "a").unwrap_err();
+    assert!(is_damaged(&error, "result of item `a` of job `charts`"), "{error:?}");
+    assert!(store.results(&name("charts"), None, None, 10).is_err(), "a page holding it fails too");
+    assert_eq!(store.result(&name("charts"), "b").unwrap().result, with_marker("result of b"));
+    // Items moved from a queue are named by message id, so they sort before the letters.
+    assert_eq!(store.results(&name("charts"), None, Some("a"), 10).unwrap().len(), 2);
+
+    // Swapped ciphertexts fail both ways: results, message bodies, item payloads.
+    let swap = |table: &str, column: &str, key: &str, one: &dyn rusqlite::ToSql, other: &dyn rusqlite::ToSql| {
+        let read = |value: &dyn rusqlite::ToSql| -> Vec<u8> {
+            raw.query_row(&format!("SELECT {column} FROM {table} WHERE {key} = ?1"), [value], |row| row.get(0)).unwrap()
+        };
+        let (first, second) = (read(one), read(other));
+        let write = |value: &dyn rusqlite::ToSql, bytes: &[u8]| {
+            raw.execute(&format!("UPDATE {table} SET {column} = ?1 WHERE {key} = ?2"), rusqlite::params![bytes, value])
+                .unwrap();
+        };
+        write(one, &second);
+        write(other, &first);
+    };
+    swap("results", "result", "item", &"b", &"c");
+    assert!(is_damaged(&store.result(&name("charts"), "b").unwrap_err(), "item `b`"));
+    assert!(is_damaged(&store.result(&name("charts"), "c").unwrap_err(), "item `c`"));
+    let (third, other_id): (i64, i64) = (
+        i64::try_from(orders[2]).unwrap(),
+        i64::try_from(store.peek_messages(&name("other"), 1).unwrap()[0].message_id).unwrap(),
+    );
+    swap("messages", "body", "message_id", &third, &other_id);
+    assert!(is_damaged(&store.peek_messages(&name("other"), 1).unwrap_err(), &format!("message {other_id}")));
+    swap("run_items", "payload", "item", &"a", &"b");
+    let last_moved_item = leased[4].item.clone();
+    let error = store.run_items("run-1", None, Some(&last_moved_item), 1).unwrap_err();
+    assert!(is_damaged(&error, "payload of item `a` of run `run-1`"), "{error:?}");
+    assert_eq!(store.run_items("run-1", None, Some("b"), 10).unwrap().len(), 1, "items after the swapped ones read");
+    assert_eq!(store.run_items("run-1", None, None, 2).unwrap().len(), 2, "items before them read");
+
+    // Invocation logs: flipping them fails that request's logs only.
+    let second_invocation = store.record_invocation(&invocation("req-2", clock.now()), b"other logs").unwrap();
+    flip("invocation_logs", "logs", "invocation_id", &i64::try_from(invocation_id).unwrap());
+    let error = store.invocation_logs("req-1").unwrap_err();
+    assert!(is_damaged(&error, &format!("logs of invocation {invocation_id}")), "{error:?}");
+    assert_eq!(store.invocation_logs("req-2").unwrap(), b"other logs", "invocation {second_invocation}");
+}
+
+#[test]
+fn rewrap_all_moves_every_envelope_to_the_current_key() {
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join("state.db");
+    let clock = ManualClock::starting_at(Timestamp::from_millis(1_795_588_702_000));
+    let mut keyring = Keyring::generate(clock.now());
+    let store = SqliteStore::open_encrypted(&path, Arc::new(clock.clone()), Arc::new(keyring.clone())).unwrap();
+    store.create_queue(&name("q"), &QueueConfig::default(), &[]).unwrap();
+    let with_attributes = OutgoingMessage { attributes: vec![("k".into(), "v".into())], ..OutgoingMessage::new("one") };
+    store.send_messages(&name("q"), &[with_attributes, OutgoingMessage::new("two")]).unwrap();
+    store
+        .create_run(NewRun {
+            id: "r".into(),
+            job: name("j"),
+            deployment_version: None,
+            trigger: "manual".into(),
+            deadline: clock.now().saturating_add(Duration::from_secs(60)),
+            budget: None,
+        })
+        .unwrap();
+    store.add_run_items("r", &[NewRunItem { item: "i".into(), payload: b"p".to_vec() }]).unwrap();
+    store.lease_run_items("r", "w", 1).unwrap();
+    store.complete_run_item("r", "i", "w", 1, ItemCompletion::Done { result: b"res".to_vec() }).unwrap();
+    store.record_invocation(&invocation("req", clock.now()), b"logs").unwrap();
+    drop(store);
+
+    keyring.rotate(clock.now());
+    let store = SqliteStore::open_encrypted(&path, Arc::new(clock.clone()), Arc::new(keyring.clone())).unwrap();
+    // Two bodies, one attributes, one item, one result, one log.
+    assert_eq!(store.rewrap_all().unwrap(), 6);
+    assert_eq!(store.rewrap_all().unwrap(), 0, "everything is under the current key");
+    let raw = Connection::open(&path).unwrap();
+    let body: Vec<u8> = raw.query_row("SELECT body FROM messages LIMIT 1", [], |row| row.get(0)).unwrap();
+    assert_eq!(mayfly_crypto_key_id(&body), keyring.current().id());
+    let messages = store.peek_messages(&name("q"), 10).unwrap();
+    assert_eq!(messages[0].body, b"one");
+    assert_eq!(messages[0].attributes, vec![("k".to_owned(), "v".to_owned())]);
+    assert_eq!(store.result(&name("j"), "i").unwrap().result, b"res");
+    assert_eq!(store.invocation_logs("req").unwrap(), b"logs");
+}
+
+/// The key id in an envelope header (bytes 10.., length at byte 9).
+fn mayfly_crypto_key_id(envelope: &[u8]) -> String {
+    let length = usize::from(envelope[9]);
+    String::from_utf8(envelope[10..10 + length].to_vec()).unwrap()
+}
+
+#[test]
+fn a_store_used_unencrypted_is_encrypted_when_first_opened_with_a_keyring() {
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join("state.db");
+    let clock = ManualClock::starting_at(Timestamp::from_millis(1_795_588_702_000));
+    let plain = SqliteStore::open(&path, Arc::new(clock.clone())).unwrap();
+    plain.create_queue(&name("q"), &QueueConfig::default(), &[]).unwrap();
+    let message =
+        OutgoingMessage { attributes: vec![("k".into(), MARKER.into())], ..OutgoingMessage::new(with_marker("old")) };
+    plain.send_messages(&name("q"), &[message]).unwrap();
+    drop(plain);
+    let keyring = Arc::new(Keyring::generate(clock.now()));
+    let store = SqliteStore::open_encrypted(&path, Arc::new(clock.clone()), keyring).unwrap();
+    let messages = store.peek_messages(&name("q"), 10).unwrap();
+    assert_eq!(messages[0].body, with_marker("old"));
+    assert_eq!(messages[0].attributes, vec![("k".to_owned(), MARKER.to_owned())]);
+    let raw = Connection::open(&path).unwrap();
+    raw.execute_batch("VACUUM; PRAGMA wal_checkpoint(TRUNCATE);").unwrap();
+    assert_eq!(files_containing(directory.path(), MARKER.as_bytes()), Vec::<String>::new());
+}
