@@ -1,8 +1,10 @@
 //! A Mayfly project on disk: the directory holding `mayfly.toml`, and its data
 //! directory `.mayfly/` (owner-only) with the state store (`state.db`), the
-//! keyring (`keyring.json`, owner-only) and the buckets, which are always
+//! keyring (`keyring.json`, owner-only) and the buckets. Both are always
 //! opened encrypted under the keyring: every bucket's `encryption` defaults to
-//! on and the default policy requires it.
+//! on and the default policy requires it, and the state store seals every
+//! customer payload it keeps (message bodies and attributes, run items,
+//! results, invocation logs) with the same keyring.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -146,7 +148,7 @@ restore the keyring file from your backup (or set {KEYRING_ENV_VAR}), or, for a 
         let keyring = self.load_keyring(create)?;
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let state = Arc::new(
-            SqliteStore::open(&self.state_path(), clock.clone())
+            SqliteStore::open_encrypted(&self.state_path(), clock.clone(), keyring.keyring.clone())
                 .with_context(|| format!("cannot open the state store {}", self.state_path().display()))?,
         );
         let state_for_buckets: Arc<dyn StateStore> = state.clone();

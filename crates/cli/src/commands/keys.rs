@@ -1,6 +1,7 @@
 //! `mayfly keys`: the project's keyring of key-encryption keys — list them
 //! (never their material), rotate to a new current key, and rewrap every
-//! object of every bucket under the current key.
+//! object of every bucket, and every encrypted payload of the state store,
+//! under the current key.
 
 use std::path::Path;
 
@@ -26,7 +27,7 @@ pub enum KeysCommand {
         after_help = "Example:\n  mayfly keys rotate && mayfly keys rewrap\n\nRestart a running `mayfly up` afterwards: it reads the keyring when it starts."
     )]
     Rotate,
-    /// Re-wrap every object's data key under the current key (bodies are not re-encrypted).
+    /// Re-wrap every object's and state store payload's data key under the current key (bodies are not re-encrypted).
     #[command(
         after_help = "Examples:\n  mayfly keys rewrap\n  mayfly keys rewrap --encrypt-plaintext   # also encrypt objects stored before encryption was on\n\nRun it while `mayfly up` is stopped: a put from another process at the same instant could be overwritten."
     )]
@@ -121,6 +122,8 @@ struct RewrapCounts {
     left_unencrypted: u64,
     replaced_meanwhile: u64,
     failed: u64,
+    /// Envelopes in the state store (messages, run items, results, logs) rewrapped.
+    state_rewrapped: u64,
 }
 
 async fn rewrap(args: RewrapArgs, project: Option<&Path>, output: Output) -> Result<()> {
@@ -151,10 +154,19 @@ async fn rewrap(args: RewrapArgs, project: Option<&Path>, output: Output) -> Res
             }
         }
     }
+    // The state store's payloads: only their envelope headers change.
+    let state = opened.state.clone();
+    match tokio::task::spawn_blocking(move || state.rewrap_all()).await.context("the state store rewrap panicked")? {
+        Ok(rewrapped) => counts.state_rewrapped = rewrapped,
+        Err(error) => {
+            counts.failed += 1;
+            failures.push(format!("state store: {error}"));
+        }
+    }
     let summary = || {
         let mut text = format!(
-            "rewrapped {} object(s) to key {current}; {} already used it",
-            counts.rewrapped, counts.already_current
+            "rewrapped {} object(s) to key {current}; {} already used it; rewrapped {} state store record(s)",
+            counts.rewrapped, counts.already_current, counts.state_rewrapped
         );
         if counts.encrypted > 0 {
             text.push_str(&format!("; encrypted {} unencrypted object(s)", counts.encrypted));
