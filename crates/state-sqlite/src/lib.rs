@@ -458,6 +458,49 @@ fn attributes_from_json_bytes(json: &[u8]) -> Result<Vec<(String, String)>> {
         .map_err(|error| StateError::Backend(format!("the state file holds unreadable message attributes: {error}")))
 }
 
+/// A message's stored body and attributes.
+type SealedMessage = (Vec<u8>, Option<Vec<u8>>);
+
+/// Batches at least this large are sealed on several threads.
+const PARALLEL_SEAL_MIN: usize = 256;
+
+/// The stored body and attributes of each message, sealed for ids
+/// `first_id`, `first_id + 1`, …; large batches are split across the cores
+/// (sealing is CPU-bound and independent per message).
+fn seal_messages(sealer: &Sealer, first_id: i64, messages: &[OutgoingMessage]) -> Result<Vec<SealedMessage>> {
+    let seal_range = |first_id: i64, messages: &[OutgoingMessage]| -> Result<Vec<SealedMessage>> {
+        (first_id..)
+            .zip(messages)
+            .map(|(id, message)| {
+                let body = sealer.seal(Record::MessageBody(id), &message.body).into_owned();
+                let attributes = attributes_to_json(&message.attributes)?
+                    .map(|json| sealer.seal(Record::MessageAttributes(id), json.as_bytes()).into_owned());
+                Ok((body, attributes))
+            })
+            .collect()
+    };
+    let threads = std::thread::available_parallelism().map_or(1, usize::from).min(8);
+    if threads < 2 || messages.len() < PARALLEL_SEAL_MIN {
+        return seal_range(first_id, messages);
+    }
+    let chunk = messages.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = messages
+            .chunks(chunk)
+            .enumerate()
+            .map(|(index, part)| {
+                let part_first_id = first_id + (index * chunk) as i64;
+                scope.spawn(move || seal_range(part_first_id, part))
+            })
+            .collect();
+        let mut sealed = Vec::with_capacity(messages.len());
+        for handle in handles {
+            sealed.extend(handle.join().map_err(|_| StateError::Backend("sealing messages panicked".to_owned()))??);
+        }
+        Ok(sealed)
+    })
+}
+
 /// The id the next message inserted into `messages` gets: what
 /// `AUTOINCREMENT` would choose. Only meaningful inside a write transaction.
 /// An encrypted store needs the id before the insert, to bind the body to it.
@@ -970,11 +1013,9 @@ impl StateStore for SqliteStore {
                          attributes) VALUES (?1, ?2, ?3, 0, ?4, ?5, ?6)",
                     )
                     .context("prepare to insert messages")?;
-                for (next_id, message) in (first_id..).zip(messages) {
+                let sealed = seal_messages(&self.sealer, first_id, messages)?;
+                for ((next_id, message), (body, attributes)) in (first_id..).zip(messages).zip(sealed) {
                     let visible_at = now.saturating_add(message.delay.unwrap_or(config.delay));
-                    let body = self.sealer.seal(Record::MessageBody(next_id), &message.body);
-                    let attributes = attributes_to_json(&message.attributes)?
-                        .map(|json| self.sealer.seal(Record::MessageAttributes(next_id), json.as_bytes()).into_owned());
                     insert
                         .execute(params![
                             next_id,

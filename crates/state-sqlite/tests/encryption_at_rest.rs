@@ -285,3 +285,25 @@ fn a_store_used_unencrypted_is_encrypted_when_first_opened_with_a_keyring() {
     raw.execute_batch("VACUUM; PRAGMA wal_checkpoint(TRUNCATE);").unwrap();
     assert_eq!(files_containing(directory.path(), MARKER.as_bytes()), Vec::<String>::new());
 }
+
+#[test]
+fn a_large_batch_sealed_on_several_threads_reads_back_in_order() {
+    let directory = tempfile::tempdir().unwrap();
+    let clock = ManualClock::starting_at(Timestamp::from_millis(1_795_588_702_000));
+    let keyring = Arc::new(Keyring::generate(clock.now()));
+    let store = SqliteStore::open_encrypted(&directory.path().join("state.db"), Arc::new(clock), keyring).unwrap();
+    store.create_queue(&name("q"), &QueueConfig::default(), &[]).unwrap();
+    let messages: Vec<OutgoingMessage> = (0..1_001)
+        .map(|index| OutgoingMessage {
+            attributes: vec![("index".to_owned(), index.to_string())],
+            ..OutgoingMessage::new(format!("body {index}"))
+        })
+        .collect();
+    let ids = store.send_messages(&name("q"), &messages).unwrap();
+    let stored = store.peek_messages(&name("q"), 2_000).unwrap();
+    assert_eq!(stored.len(), 1_001);
+    for (index, (message, id)) in stored.iter().zip(&ids).enumerate() {
+        assert_eq!((message.message_id, &message.body), (*id, &format!("body {index}").into_bytes()));
+        assert_eq!(message.attributes, vec![("index".to_owned(), index.to_string())]);
+    }
+}
