@@ -505,9 +505,29 @@ impl Fleet<'_> {
             cpus: None,
         };
         let now = self.config.clock.now();
+        // Known before it exists: a worker may call in before `start` returns.
+        self.shared.workers.lock().await.insert(
+            worker.clone(),
+            TrackedWorker {
+                resource: ResourceId(String::new()),
+                phase: WorkerPhase::Starting,
+                started: Instant::now(),
+                started_at: now,
+                last_contact: Instant::now(),
+                holding: BTreeSet::new(),
+                items_done: 0,
+                items_failed: 0,
+                busy: Duration::ZERO,
+                end: None,
+                surplus: false,
+            },
+        );
         match self.config.provisioner.start(spec).await {
             Ok(resource) => {
                 tracing::info!(run = %self.run_id(), worker = %worker, resource = %resource.0, "worker started");
+                if let Some(tracked) = self.shared.workers.lock().await.get_mut(&worker) {
+                    tracked.resource = resource.clone();
+                }
                 self.config.state.upsert_worker(&WorkerRecord {
                     run_id: self.run_id().to_owned(),
                     worker: worker.clone(),
@@ -521,25 +541,10 @@ impl Fleet<'_> {
                     log_object: None,
                     log_sha256: None,
                 })?;
-                self.shared.workers.lock().await.insert(
-                    worker,
-                    TrackedWorker {
-                        resource,
-                        phase: WorkerPhase::Starting,
-                        started: Instant::now(),
-                        started_at: now,
-                        last_contact: Instant::now(),
-                        holding: BTreeSet::new(),
-                        items_done: 0,
-                        items_failed: 0,
-                        busy: Duration::ZERO,
-                        end: None,
-                        surplus: false,
-                    },
-                );
             }
             Err(error) => {
                 tracing::error!(run = %self.run_id(), error = %error, "cannot start a worker");
+                self.shared.workers.lock().await.remove(&worker);
                 self.start_failures += 1;
                 self.last_start_error = Some(error.to_string());
             }
