@@ -126,13 +126,15 @@ impl Header {
     }
 
     /// Wrap `data_key` under `kek`, filling the key id, wrapping nonce and wrapped key.
-    fn wrap(&mut self, kek: &Kek, data_key: &[u8; 32], context: &str) {
+    /// `wrap_nonce` must be fresh random bytes.
+    fn wrap(&mut self, kek: &Kek, data_key: &[u8; 32], wrap_nonce: [u8; 12], context: &str) {
         self.kek_id = kek.id().to_owned();
-        OsRng.fill_bytes(&mut self.wrap_nonce);
+        self.wrap_nonce = wrap_nonce;
         let aad = self.wrap_aad(context);
         let mut sealed = [0u8; 32];
         sealed.copy_from_slice(data_key);
-        let tag = Aes256Gcm::new(kek.key_bytes().into())
+        let tag = kek
+            .cipher()
             .encrypt_in_place_detached(Nonce::from_slice(&self.wrap_nonce), &aad, &mut sealed)
             .expect("AES-GCM seals 32 bytes");
         self.wrapped_key[..32].copy_from_slice(&sealed);
@@ -146,7 +148,7 @@ impl Header {
             .ok_or_else(|| CryptoError::UnknownKey { id: self.kek_id.clone(), context: context.to_owned() })?;
         let mut data_key = Zeroizing::new([0u8; 32]);
         data_key.copy_from_slice(&self.wrapped_key[..32]);
-        Aes256Gcm::new(kek.key_bytes().into())
+        kek.cipher()
             .decrypt_in_place_detached(
                 Nonce::from_slice(&self.wrap_nonce),
                 &self.wrap_aad(context),
@@ -170,10 +172,15 @@ impl ChunkCipher {
     /// A new envelope for `context`: a fresh data key wrapped under the
     /// keyring's current KEK. Returns the header to write first.
     pub(crate) fn for_new_envelope(keyring: &Keyring, context: &str) -> (ChunkCipher, [u8; HEADER_LEN]) {
+        // One call to the OS for all of an envelope's randomness: data key, nonce prefix, wrapping nonce.
+        let mut random = Zeroizing::new([0u8; 48]);
+        OsRng.fill_bytes(random.as_mut());
         let mut data_key = Zeroizing::new([0u8; 32]);
-        OsRng.fill_bytes(data_key.as_mut());
+        data_key.copy_from_slice(&random[..32]);
         let mut nonce_prefix = [0u8; 4];
-        OsRng.fill_bytes(&mut nonce_prefix);
+        nonce_prefix.copy_from_slice(&random[32..36]);
+        let mut wrap_nonce = [0u8; 12];
+        wrap_nonce.copy_from_slice(&random[36..48]);
         let mut header = Header {
             kek_id: String::new(),
             chunk_size: CHUNK_SIZE,
@@ -181,7 +188,7 @@ impl ChunkCipher {
             wrap_nonce: [0; 12],
             wrapped_key: [0; WRAPPED_KEY_LEN],
         };
-        header.wrap(keyring.current(), &data_key, context);
+        header.wrap(keyring.current(), &data_key, wrap_nonce, context);
         let cipher = ChunkCipher {
             cipher: Aes256Gcm::new(data_key.as_ref().into()),
             nonce_prefix,
@@ -335,7 +342,9 @@ pub fn rewrap_header(keyring: &Keyring, context: &str, header: &[u8]) -> Result<
         return Ok(None);
     }
     let data_key = parsed.unwrap(keyring, context)?;
-    parsed.wrap(keyring.current(), &data_key, context);
+    let mut wrap_nonce = [0u8; 12];
+    OsRng.fill_bytes(&mut wrap_nonce);
+    parsed.wrap(keyring.current(), &data_key, wrap_nonce, context);
     Ok(Some(parsed.encode()))
 }
 

@@ -44,19 +44,27 @@ pub struct Kek {
     id: String,
     created_at: Timestamp,
     key: Zeroizing<[u8; 32]>,
+    /// The key schedule, set up once: wrapping a data key per object must not redo it.
+    cipher: aes_gcm::Aes256Gcm,
 }
 
 impl Kek {
+    fn new(id: String, created_at: Timestamp, key: Zeroizing<[u8; 32]>) -> Kek {
+        use aes_gcm::KeyInit;
+        let cipher = aes_gcm::Aes256Gcm::new(key.as_ref().into());
+        Kek { id, created_at, key, cipher }
+    }
+
+    pub(crate) fn cipher(&self) -> &aes_gcm::Aes256Gcm {
+        &self.cipher
+    }
+
     pub fn id(&self) -> &str {
         &self.id
     }
 
     pub fn created_at(&self) -> Timestamp {
         self.created_at
-    }
-
-    pub(crate) fn key_bytes(&self) -> &[u8; 32] {
-        &self.key
     }
 }
 
@@ -94,7 +102,7 @@ impl Keyring {
     /// A keyring with one fresh random key, current.
     pub fn generate(now: Timestamp) -> Keyring {
         let key = random_key();
-        Keyring { keys: vec![Kek { id: key_id(1, &key), created_at: now, key }], current: 0 }
+        Keyring { keys: vec![Kek::new(key_id(1, &key), now, key)], current: 0 }
     }
 
     /// Add a fresh random key and make it current; the older keys stay, to
@@ -102,7 +110,7 @@ impl Keyring {
     pub fn rotate(&mut self, now: Timestamp) -> &Kek {
         let next_number = self.keys.iter().filter_map(|kek| key_number(&kek.id)).max().unwrap_or(0) + 1;
         let key = random_key();
-        self.keys.push(Kek { id: key_id(next_number, &key), created_at: now, key });
+        self.keys.push(Kek::new(key_id(next_number, &key), now, key));
         self.current = self.keys.len() - 1;
         &self.keys[self.current]
     }
@@ -164,7 +172,7 @@ impl Keyring {
             origin: KEYRING_ENV_VAR.to_owned(),
             detail: format!("{detail}; set it to the keyring file's JSON or one base64 key"),
         })?;
-        Ok(Keyring { keys: vec![Kek { id: key_id(1, &key), created_at: Timestamp::EPOCH, key }], current: 0 })
+        Ok(Keyring { keys: vec![Kek::new(key_id(1, &key), Timestamp::EPOCH, key)], current: 0 })
     }
 
     /// Parse a keyring file's JSON; `origin` names where it came from in errors.
@@ -184,7 +192,7 @@ impl Keyring {
                 return Err(invalid(format!("key id `{}` appears twice", entry.id)));
             }
             let key = decode_key(&entry.key).map_err(|detail| invalid(format!("key `{}`: {detail}", entry.id)))?;
-            keys.push(Kek { id: entry.id, created_at: entry.created_at, key });
+            keys.push(Kek::new(entry.id, entry.created_at, key));
         }
         let current = keys
             .iter()
