@@ -35,6 +35,7 @@ fn code_for_state_error(error: &StateError) -> u8 {
         StateError::AlreadyExists { .. } | StateError::Conflict(_) | StateError::LeaseLost { .. } => REFUSED,
         StateError::Rule(_) => LIMIT_EXCEEDED,
         StateError::DiskFull => DISK_FULL,
+        StateError::Damaged { .. } => DATA_DAMAGED,
         _ => FAILURE,
     }
 }
