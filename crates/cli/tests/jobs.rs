@@ -151,7 +151,7 @@ fn a_worker_that_cannot_start_fails_the_run_with_a_clear_error_and_tears_everyth
 #[test]
 fn chaos_workers_and_the_coordinator_killed_mid_run_lose_nothing() {
     const ITEMS: usize = 2000;
-    let project = job_project(ITEMS, 8, "env = { SLEEP = \"0.08\" }", "");
+    let project = job_project(ITEMS, 8, "env = { SLEEP = \"0.1\" }", "");
     let up = project.spawn_up();
     let started = project.json(&["run", "scan", "--detach"]);
     let run = started["run"].as_str().unwrap().to_owned();

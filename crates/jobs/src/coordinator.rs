@@ -52,8 +52,10 @@ pub struct CoordinatorTiming {
     pub worker_timeout: Duration,
     /// A worker that has not called in this long after starting failed to start.
     pub worker_start_timeout: Duration,
-    /// How often the coordinator looks at its fleet and the ledger.
+    /// How often the coordinator looks at the ledger (counts, completion, fleet size).
     pub tick: Duration,
+    /// How often it asks the provisioner whether each worker still runs, and checks the budget.
+    pub process_check_interval: Duration,
     /// How long a worker told to stop may take before it is killed.
     pub stop_grace: Duration,
     /// Workers that fail to start in a row before the run fails.
@@ -67,7 +69,8 @@ impl Default for CoordinatorTiming {
             heartbeat_interval: Duration::from_secs(1),
             worker_timeout: Duration::from_secs(5),
             worker_start_timeout: Duration::from_secs(30),
-            tick: Duration::from_millis(100),
+            tick: Duration::from_millis(200),
+            process_check_interval: Duration::from_secs(1),
             stop_grace: Duration::from_secs(10),
             max_start_failures: 3,
         }
@@ -204,16 +207,12 @@ fn internal(error: impl std::fmt::Display) -> Refusal {
     refuse(StatusCode::INTERNAL_SERVER_ERROR, error.to_string())
 }
 
-async fn lease_handler(
-    State(shared): State<Arc<Shared>>,
-    Json(request): Json<LeaseRequest>,
-) -> Result<Json<LeaseResponse>, Refusal> {
-    shared.check_identity(&request.identity).await?;
-    let worker = &request.identity.worker;
+/// Lease up to `max` items to `worker`, or tell it to stop.
+async fn lease_for(shared: &Shared, worker: &str, max: usize) -> Result<(Vec<LeasedItem>, bool), Refusal> {
     if shared.should_stop(worker).await {
-        return Ok(Json(LeaseResponse { items: Vec::new(), stop: true }));
+        return Ok((Vec::new(), true));
     }
-    let items = shared.state.lease_run_items(&shared.run_id, worker, request.max.clamp(1, 100)).map_err(internal)?;
+    let items = shared.state.lease_run_items(&shared.run_id, worker, max.clamp(1, 100)).map_err(internal)?;
     let mut workers = shared.workers.lock().await;
     if let Some(tracked) = workers.get_mut(worker) {
         tracked.holding.extend(items.iter().map(|i| i.item.clone()));
@@ -222,7 +221,16 @@ async fn lease_handler(
         .into_iter()
         .map(|item| LeasedItem { item: item.item, attempt: item.attempts, payload: encode(&item.payload) })
         .collect();
-    Ok(Json(LeaseResponse { items, stop: false }))
+    Ok((items, false))
+}
+
+async fn lease_handler(
+    State(shared): State<Arc<Shared>>,
+    Json(request): Json<LeaseRequest>,
+) -> Result<Json<LeaseResponse>, Refusal> {
+    shared.check_identity(&request.identity).await?;
+    let (items, stop) = lease_for(&shared, &request.identity.worker, request.max).await?;
+    Ok(Json(LeaseResponse { items, stop }))
 }
 
 async fn complete_handler(
@@ -256,6 +264,11 @@ async fn complete_handler(
             ItemCompletion::Failed { error, retry_at }
         }
     };
+    if let Some(chunk) = &request.log {
+        let chunk = decode(chunk)
+            .map_err(|error| refuse(StatusCode::BAD_REQUEST, format!("log chunk is not base64: {error}")))?;
+        logs::append(&shared.run_dir, worker, &chunk).map_err(internal)?;
+    }
     let accepted = shared
         .state
         .complete_run_item(&shared.run_id, &request.item, worker, request.attempt, completion)
@@ -269,7 +282,14 @@ async fn complete_handler(
             AttemptOutcome::Failed => tracked.items_failed += 1,
         }
     }
-    Ok(Json(CompleteResponse { accepted }))
+    drop(workers);
+    // The next items ride on the answer: one round trip per item instead of two.
+    let (items, stop) = if request.lease_next > 0 {
+        lease_for(&shared, worker, request.lease_next).await?
+    } else {
+        (Vec::new(), false)
+    };
+    Ok(Json(CompleteResponse { accepted, items, stop }))
 }
 
 async fn heartbeat_handler(
@@ -410,6 +430,7 @@ impl Fleet<'_> {
         let state = self.config.state.clone();
         let run = state.run(self.run_id())?;
         let mut last_renewal = Instant::now();
+        let mut last_process_check: Option<Instant> = None;
         let (status, error) = loop {
             if last_renewal.elapsed() >= timing.run_lease_ttl / 3 {
                 if let Err(error) = state.renew_run_lease(self.run_id(), &self.config.owner, timing.run_lease_ttl) {
@@ -421,7 +442,12 @@ impl Fleet<'_> {
             if let JobSource::Queue { queue, batch } = &self.job.source {
                 state.move_queue_messages_into_run(self.run_id(), queue, (*batch as usize).max(100))?;
             }
-            self.watch_workers(timing).await?;
+            // Asking the provisioner about every worker costs a /proc read each: not on every tick.
+            let check_processes = last_process_check.is_none_or(|at| at.elapsed() >= timing.process_check_interval);
+            if check_processes {
+                self.watch_workers(timing).await?;
+                last_process_check = Some(Instant::now());
+            }
             if self.start_failures >= timing.max_start_failures {
                 let reason = self.last_start_error.clone().unwrap_or_else(|| "no detail".into());
                 break (
@@ -433,7 +459,7 @@ impl Fleet<'_> {
             if now > run.deadline {
                 break (RunStatus::DeadlineExceeded, Some(format!("deadline {} passed", run.deadline)));
             }
-            if let Some(budget) = run.budget {
+            if let (Some(budget), true) = (run.budget, check_processes) {
                 let cost = self.estimated_cost(&run).await;
                 if cost > budget {
                     break (

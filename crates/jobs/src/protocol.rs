@@ -3,7 +3,8 @@
 //!
 //! - `POST /v1/lease` — a worker asks for up to `max` items; the answer may
 //!   also tell it to stop (the run is finishing, or it is surplus).
-//! - `POST /v1/complete` — the outcome of one attempt of one item.
+//! - `POST /v1/complete` — the outcome of one attempt of one item, with its
+//!   log, and (optionally) the lease of the next items in the same round trip.
 //! - `POST /v1/heartbeat` — "I am alive and hold these items"; the
 //!   coordinator extends their leases while heartbeats arrive.
 //! - `POST /v1/logs` — a chunk of the worker's log, appended in order.
@@ -63,12 +64,24 @@ pub struct CompleteRequest {
     /// What went wrong, for `failed`.
     pub error: Option<String>,
     pub duration_ms: u64,
+    /// base64 of this attempt's log, appended to the worker's log before the outcome is recorded.
+    #[serde(default)]
+    pub log: Option<String>,
+    /// Lease up to this many next items in the same call (0: none).
+    #[serde(default)]
+    pub lease_next: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CompleteResponse {
     /// False when the attempt no longer held the item (it was re-leased elsewhere).
     pub accepted: bool,
+    /// The next items, when `lease_next` asked for them.
+    #[serde(default)]
+    pub items: Vec<LeasedItem>,
+    /// Finish and exit: no more items for this worker.
+    #[serde(default)]
+    pub stop: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

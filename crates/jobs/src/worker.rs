@@ -16,8 +16,8 @@ use tokio::sync::Mutex;
 
 use crate::protocol::{
     AttemptOutcome, COMPLETE_PATH, CompleteRequest, CompleteResponse, HEARTBEAT_PATH, HeartbeatRequest,
-    HeartbeatResponse, ItemEvent, LEASE_PATH, LOGS_PATH, LeaseRequest, LeaseResponse, LogsRequest, WorkerIdentity,
-    decode, encode,
+    HeartbeatResponse, ItemEvent, LEASE_PATH, LOGS_PATH, LeaseRequest, LeaseResponse, LeasedItem, LogsRequest,
+    WorkerIdentity, decode, encode,
 };
 
 #[derive(Debug, Clone)]
@@ -155,63 +155,73 @@ async fn work_loop(
     let mut processed = 0;
     send_log(client, identity, format!("worker {} of run {} started\n", identity.worker, identity.run).as_bytes())
         .await?;
+    // Items leased and not yet run. Each completion leases the next ones in the
+    // same round trip, so a busy worker makes one call per item.
+    let mut queue: std::collections::VecDeque<LeasedItem> = std::collections::VecDeque::new();
+    let mut told_to_stop = false;
     loop {
-        if stop.load(Ordering::SeqCst) {
-            break;
-        }
-        let lease: LeaseResponse =
-            client.post(LEASE_PATH, &LeaseRequest { identity: identity.clone(), max: config.batch }).await?;
-        if lease.items.is_empty() {
-            if lease.stop {
+        if queue.is_empty() {
+            if told_to_stop || stop.load(Ordering::SeqCst) {
                 break;
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            continue;
-        }
-        for item in lease.items {
-            holding.lock().await.push(item.item.clone());
-            let payload = decode(&item.payload).unwrap_or_default();
-            let event = ItemEvent {
-                job: config.job.clone(),
-                run: identity.run.clone(),
-                item: item.item.clone(),
-                attempt: item.attempt,
-                payload: serde_json::from_slice(&payload)
-                    .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&payload).into_owned())),
-            };
-            let invocation = Invocation {
-                request_id: format!("{}-{}-{}", identity.run, item.item, item.attempt),
-                payload: serde_json::to_vec(&event).expect("JSON values serialise"), // plain JSON
-                trace_id: None,
-            };
-            let result = invoker.invoke(&config.function, invocation).await;
-            let mut log = format!(
-                "--- item {} attempt {}: {} in {} ms\n",
-                item.item,
-                item.attempt,
-                result.outcome.kind(),
-                result.duration.as_millis()
-            )
-            .into_bytes();
-            log.extend_from_slice(&result.logs);
-            if !log.ends_with(b"\n") {
-                log.push(b'\n');
+            let lease: LeaseResponse =
+                client.post(LEASE_PATH, &LeaseRequest { identity: identity.clone(), max: config.batch }).await?;
+            if lease.items.is_empty() {
+                if lease.stop {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
             }
-            send_log(client, identity, &log).await?;
-            let succeeded = result.outcome.is_success();
-            let request = CompleteRequest {
-                identity: identity.clone(),
-                item: item.item.clone(),
-                attempt: item.attempt,
-                outcome: if succeeded { AttemptOutcome::Done } else { AttemptOutcome::Failed },
-                result: result.response.as_deref().map(encode),
-                error: (!succeeded).then(|| result.outcome.to_string()),
-                duration_ms: result.duration.as_millis() as u64,
-            };
-            let _: CompleteResponse = client.post(COMPLETE_PATH, &request).await?;
-            holding.lock().await.retain(|held| held != &item.item);
-            processed += 1;
+            queue.extend(lease.items);
         }
+        let Some(item) = queue.pop_front() else { continue };
+        holding.lock().await.push(item.item.clone());
+        let payload = decode(&item.payload).unwrap_or_default();
+        let event = ItemEvent {
+            job: config.job.clone(),
+            run: identity.run.clone(),
+            item: item.item.clone(),
+            attempt: item.attempt,
+            payload: serde_json::from_slice(&payload)
+                .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&payload).into_owned())),
+        };
+        let invocation = Invocation {
+            request_id: format!("{}-{}-{}", identity.run, item.item, item.attempt),
+            payload: serde_json::to_vec(&event).expect("JSON values serialise"), // plain JSON
+            trace_id: None,
+        };
+        let result = invoker.invoke(&config.function, invocation).await;
+        let mut log = format!(
+            "--- item {} attempt {}: {} in {} ms\n",
+            item.item,
+            item.attempt,
+            result.outcome.kind(),
+            result.duration.as_millis()
+        )
+        .into_bytes();
+        log.extend_from_slice(&result.logs);
+        if !log.ends_with(b"\n") {
+            log.push(b'\n');
+        }
+        let succeeded = result.outcome.is_success();
+        let wants_more = queue.is_empty() && !told_to_stop && !stop.load(Ordering::SeqCst);
+        let request = CompleteRequest {
+            identity: identity.clone(),
+            item: item.item.clone(),
+            attempt: item.attempt,
+            outcome: if succeeded { AttemptOutcome::Done } else { AttemptOutcome::Failed },
+            result: result.response.as_deref().map(encode),
+            error: (!succeeded).then(|| result.outcome.to_string()),
+            duration_ms: result.duration.as_millis() as u64,
+            log: Some(encode(&log)),
+            lease_next: if wants_more { config.batch } else { 0 },
+        };
+        let response: CompleteResponse = client.post(COMPLETE_PATH, &request).await?;
+        holding.lock().await.retain(|held| held != &item.item);
+        processed += 1;
+        told_to_stop |= response.stop;
+        queue.extend(response.items);
     }
     send_log(client, identity, format!("worker {} stopping after {processed} item(s)\n", identity.worker).as_bytes())
         .await?;
