@@ -497,21 +497,27 @@ pub async fn ps(args: PsArgs, project: Option<&Path>, output: Output) -> Result<
     })
 }
 
+/// The architecture a run was started under: its deployment version's file
+/// (a later deploy does not change a run in flight), or the latest if unknown.
+fn run_architecture(opened: &OpenProject, run: &RunRecord) -> Result<Architecture> {
+    let source = opened
+        .state
+        .deployments()?
+        .into_iter()
+        .find(|d| Some(d.version) == run.deployment_version)
+        .map(|d| d.source);
+    Ok(match source {
+        Some(source) => mayfly_spec::parse(&format!("deployment of run {}", run.id), &source)?,
+        None => deployed_architecture(opened)?.1,
+    })
+}
+
 /// `mayfly coordinator --run R`: the ephemeral master of one run (started by the provisioner).
 pub async fn coordinator(args: CoordinatorArgs, project: Option<&Path>) -> Result<()> {
     let located = Project::locate(project)?;
     let opened = located.open(false)?;
     let record = opened.state.run(&args.run)?;
-    let source = opened
-        .state
-        .deployments()?
-        .into_iter()
-        .find(|d| Some(d.version) == record.deployment_version)
-        .map(|d| d.source);
-    let architecture = match source {
-        Some(source) => mayfly_spec::parse("deployment", &source)?,
-        None => deployed_architecture(&opened)?.1,
-    };
+    let architecture = run_architecture(&opened, &record)?;
     let root = std::path::absolute(&located.root)?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let state: Arc<dyn StateStore> = opened.state.clone();
@@ -548,16 +554,7 @@ pub async fn worker(args: WorkerArgs, project: Option<&Path>) -> Result<()> {
     let located = Project::locate(project)?;
     let opened = located.open(false)?;
     let record = opened.state.run(&args.run)?;
-    let source = opened
-        .state
-        .deployments()?
-        .into_iter()
-        .find(|d| Some(d.version) == record.deployment_version)
-        .map(|d| d.source);
-    let architecture = match source {
-        Some(source) => mayfly_spec::parse("deployment", &source)?,
-        None => deployed_architecture(&opened)?.1,
-    };
+    let architecture = run_architecture(&opened, &record)?;
     let job = architecture
         .jobs
         .get(&record.job)
