@@ -318,3 +318,18 @@ fn a_manifest_source_runs_one_item_per_line() {
     assert_eq!(outcome["status"], "succeeded", "{outcome}");
     assert_eq!(result_items(&project, "scan"), ["sample-a", "sample-b", "sample-c"]);
 }
+
+#[test]
+fn logs_follow_a_live_run_until_it_ends_then_read_the_sealed_archive() {
+    let project = job_project(30, 2, "env = { SLEEP = \"0.1\" }", "");
+    let started = project.json(&["run", "scan", "--detach"]);
+    let run = started["run"].as_str().unwrap().to_owned();
+    // Follows the live worker logs and returns once the run has ended.
+    let followed = project.ok(&["logs", &run, "--follow"]);
+    assert!(followed.contains("] working on"), "live lines are prefixed with their worker: {followed}");
+    assert!(followed.contains(&format!("run {run} ended")), "{followed}");
+    project.wait_for(&["ps"], Duration::from_secs(15), |live| live.as_array().unwrap().is_empty());
+    let archived = project.ok(&["logs", &run]);
+    assert!(archived.contains("--- worker w1-001"), "{archived}");
+    assert_eq!(archived.matches("working on").count(), 30, "every item's function output, once: {archived}");
+}
