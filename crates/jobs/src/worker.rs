@@ -7,12 +7,14 @@
 //! `coordinator_timeout` (it died; the control plane tears the fleet down),
 //! or on SIGTERM from the provisioner.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use mayfly_runtime::{FunctionDefinition, Invocation, Invoker, InvokerConfig};
 use tokio::sync::Mutex;
+use tokio::task::JoinHandle;
 
 use crate::protocol::{
     AttemptOutcome, COMPLETE_PATH, CompleteRequest, CompleteResponse, HEARTBEAT_PATH, HeartbeatRequest,
@@ -42,6 +44,8 @@ pub enum WorkerError {
     CoordinatorUnreachable { url: String, seconds: u64, source: reqwest::Error },
     #[error("the coordinator refused {path}: HTTP {status}: {body}")]
     Refused { path: &'static str, status: u16, body: String },
+    #[error("{0}")]
+    Internal(String),
 }
 
 struct Client {
@@ -146,26 +150,35 @@ async fn send_log(client: &Client, identity: &WorkerIdentity, text: &[u8]) -> Re
 
 async fn work_loop(
     config: &WorkerConfig,
-    client: &Client,
+    client: &Arc<Client>,
     invoker: &Invoker,
-    holding: &Mutex<Vec<String>>,
+    holding: &Arc<Mutex<Vec<String>>>,
     stop: &AtomicBool,
 ) -> Result<u64, WorkerError> {
     let identity = &config.identity;
     let mut processed = 0;
     send_log(client, identity, format!("worker {} of run {} started\n", identity.worker, identity.run).as_bytes())
         .await?;
-    // Items leased and not yet run. Each completion leases the next ones in the
-    // same round trip, so a busy worker makes one call per item.
-    let mut queue: std::collections::VecDeque<LeasedItem> = std::collections::VecDeque::new();
+    // Items leased and not yet run, kept one ahead: while item N runs, the
+    // completion of item N-1 travels (with its log) and leases the next one,
+    // so the worker never waits on the coordinator between items.
+    let ahead = config.batch.max(2);
+    let mut queue: VecDeque<LeasedItem> = VecDeque::new();
+    let mut in_flight: Option<JoinHandle<Result<CompleteResponse, WorkerError>>> = None;
     let mut told_to_stop = false;
     loop {
         if queue.is_empty() {
+            if let Some(completion) = in_flight.take() {
+                let response = join_completion(completion).await?;
+                told_to_stop |= response.stop;
+                queue.extend(response.items);
+                continue;
+            }
             if told_to_stop || stop.load(Ordering::SeqCst) {
                 break;
             }
             let lease: LeaseResponse =
-                client.post(LEASE_PATH, &LeaseRequest { identity: identity.clone(), max: config.batch }).await?;
+                client.post(LEASE_PATH, &LeaseRequest { identity: identity.clone(), max: ahead }).await?;
             if lease.items.is_empty() {
                 if lease.stop {
                     break;
@@ -204,8 +217,14 @@ async fn work_loop(
         if !log.ends_with(b"\n") {
             log.push(b'\n');
         }
+        // One completion in flight at a time, so they arrive in order.
+        if let Some(completion) = in_flight.take() {
+            let response = join_completion(completion).await?;
+            told_to_stop |= response.stop;
+            queue.extend(response.items);
+        }
         let succeeded = result.outcome.is_success();
-        let wants_more = queue.is_empty() && !told_to_stop && !stop.load(Ordering::SeqCst);
+        let wanted = if told_to_stop || stop.load(Ordering::SeqCst) { 0 } else { ahead.saturating_sub(queue.len()) };
         let request = CompleteRequest {
             identity: identity.clone(),
             item: item.item.clone(),
@@ -215,15 +234,23 @@ async fn work_loop(
             error: (!succeeded).then(|| result.outcome.to_string()),
             duration_ms: result.duration.as_millis() as u64,
             log: Some(encode(&log)),
-            lease_next: if wants_more { config.batch } else { 0 },
+            lease_next: wanted,
         };
-        let response: CompleteResponse = client.post(COMPLETE_PATH, &request).await?;
-        holding.lock().await.retain(|held| held != &item.item);
+        let (client, holding) = (client.clone(), holding.clone());
+        in_flight = Some(tokio::spawn(async move {
+            let response: CompleteResponse = client.post(COMPLETE_PATH, &request).await?;
+            holding.lock().await.retain(|held| held != &request.item);
+            Ok(response)
+        }));
         processed += 1;
-        told_to_stop |= response.stop;
-        queue.extend(response.items);
     }
     send_log(client, identity, format!("worker {} stopping after {processed} item(s)\n", identity.worker).as_bytes())
         .await?;
     Ok(processed)
+}
+
+async fn join_completion(
+    completion: JoinHandle<Result<CompleteResponse, WorkerError>>,
+) -> Result<CompleteResponse, WorkerError> {
+    completion.await.map_err(|error| WorkerError::Internal(format!("the completion task failed: {error}")))?
 }
