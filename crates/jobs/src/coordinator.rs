@@ -269,9 +269,12 @@ async fn complete_handler(
             .map_err(|error| refuse(StatusCode::BAD_REQUEST, format!("log chunk is not base64: {error}")))?;
         logs::append(&shared.run_dir, worker, &chunk).map_err(internal)?;
     }
-    let accepted = shared
+    // The next items ride on the answer, leased in the same commit: one round trip and one commit per item.
+    let stop = shared.should_stop(worker).await;
+    let lease_max = if stop { 0 } else { request.lease_next.min(100) };
+    let (accepted, next) = shared
         .state
-        .complete_run_item(&shared.run_id, &request.item, worker, request.attempt, completion)
+        .complete_and_lease_run_items(&shared.run_id, &request.item, worker, request.attempt, completion, lease_max)
         .map_err(internal)?;
     let mut workers = shared.workers.lock().await;
     if let Some(tracked) = workers.get_mut(worker) {
@@ -281,14 +284,13 @@ async fn complete_handler(
             AttemptOutcome::Done => tracked.items_done += 1,
             AttemptOutcome::Failed => tracked.items_failed += 1,
         }
+        tracked.holding.extend(next.iter().map(|i| i.item.clone()));
     }
     drop(workers);
-    // The next items ride on the answer: one round trip per item instead of two.
-    let (items, stop) = if request.lease_next > 0 {
-        lease_for(&shared, worker, request.lease_next).await?
-    } else {
-        (Vec::new(), false)
-    };
+    let items = next
+        .into_iter()
+        .map(|item| LeasedItem { item: item.item, attempt: item.attempts, payload: encode(&item.payload) })
+        .collect();
     Ok(Json(CompleteResponse { accepted, items, stop }))
 }
 

@@ -1481,6 +1481,28 @@ impl StateStore for SqliteStore {
         })
     }
 
+    fn complete_and_lease_run_items(
+        &self,
+        run: &str,
+        item: &str,
+        worker: &str,
+        attempt: u32,
+        completion: ItemCompletion,
+        lease_max: usize,
+    ) -> Result<(bool, Vec<RunItem>)> {
+        let now = self.now();
+        self.write(&format!("complete item `{item}` of run `{run}` and lease the next"), |transaction| {
+            let accepted =
+                runs::complete_run_item(transaction, run, item, worker, attempt, completion, now, &self.sealer)?;
+            let items = if lease_max > 0 {
+                self.open_items(runs::lease_run_items(transaction, run, worker, lease_max, now)?)?
+            } else {
+                Vec::new()
+            };
+            Ok((accepted, items))
+        })
+    }
+
     fn release_worker_items(&self, run: &str, worker: &str) -> Result<u64> {
         let now = self.now();
         self.write(&format!("release the items of worker `{worker}` of run `{run}`"), |transaction| {

@@ -114,6 +114,7 @@ macro_rules! __with_every_conformance_case {
             a_done_item_stores_its_result,
             re_executing_an_item_of_a_job_replaces_its_result,
             a_stale_completion_is_ignored,
+            completing_and_leasing_together_records_the_result_and_leases_the_next_items,
             a_failed_attempt_is_pending_again_at_retry_at_or_dead_lettered,
             releasing_a_workers_items_returns_only_them_to_pending,
             releasing_all_leased_items_returns_them_to_pending,
@@ -1445,6 +1446,29 @@ pub fn a_stale_completion_is_ignored(subject: Subject) {
         (result.result.as_slice(), result.attempt, result.worker.as_str()),
         (b"fresh".as_slice(), 2, "worker-2")
     );
+}
+
+pub fn completing_and_leasing_together_records_the_result_and_leases_the_next_items(subject: Subject) {
+    let store = &subject.store;
+    claimed_run(&subject, "run-1", "thumbnails");
+    add_items(&subject, "run-1", &["a", "b", "c"]);
+    lease(&subject, "run-1", "worker-1", 1);
+    let (accepted, next) = store.complete_and_lease_run_items("run-1", "a", "worker-1", 1, done("x"), 5).unwrap();
+    assert!(accepted);
+    let next: Vec<(&str, u32, Option<&str>)> =
+        next.iter().map(|i| (i.item.as_str(), i.attempts, i.worker.as_deref())).collect();
+    assert_eq!(next, [("b", 1, Some("worker-1")), ("c", 1, Some("worker-1"))]);
+    assert_eq!(store.result(&name("thumbnails"), "a").unwrap().result, b"x");
+    // A stale completion records nothing, but the worker still gets work.
+    add_items(&subject, "run-1", &["d"]);
+    let (accepted, next) = store.complete_and_lease_run_items("run-1", "a", "worker-1", 1, done("late"), 1).unwrap();
+    assert!(!accepted);
+    assert_eq!(next.len(), 1);
+    assert_eq!(store.result(&name("thumbnails"), "a").unwrap().result, b"x");
+    let (accepted, none) = store.complete_and_lease_run_items("run-1", "b", "worker-1", 1, done("y"), 0).unwrap();
+    assert!(accepted && none.is_empty(), "lease_max 0 leases nothing");
+    let counts = store.run_item_counts("run-1").unwrap();
+    assert_eq!((counts.done, counts.leased, counts.pending), (2, 2, 0));
 }
 
 pub fn a_failed_attempt_is_pending_again_at_retry_at_or_dead_lettered(subject: Subject) {

@@ -567,6 +567,23 @@ pub trait StateStore: Send + Sync {
         attempt: u32,
         completion: ItemCompletion,
     ) -> Result<bool>;
+    /// [`StateStore::complete_run_item`], then [`StateStore::lease_run_items`]
+    /// of up to `lease_max` items to the same worker (none when 0): a worker's
+    /// completion usually asks for its next item. Backends should do both in
+    /// one commit; the default makes two.
+    fn complete_and_lease_run_items(
+        &self,
+        run: &str,
+        item: &str,
+        worker: &str,
+        attempt: u32,
+        completion: ItemCompletion,
+        lease_max: usize,
+    ) -> Result<(bool, Vec<RunItem>)> {
+        let accepted = self.complete_run_item(run, item, worker, attempt, completion)?;
+        let items = if lease_max > 0 { self.lease_run_items(run, worker, lease_max)? } else { Vec::new() };
+        Ok((accepted, items))
+    }
     /// Return `worker`'s leased items to `Pending` at once (it died), keeping
     /// their attempts and place. Returns how many.
     fn release_worker_items(&self, run: &str, worker: &str) -> Result<u64>;
