@@ -500,12 +500,8 @@ pub async fn ps(args: PsArgs, project: Option<&Path>, output: Output) -> Result<
 /// The architecture a run was started under: its deployment version's file
 /// (a later deploy does not change a run in flight), or the latest if unknown.
 fn run_architecture(opened: &OpenProject, run: &RunRecord) -> Result<Architecture> {
-    let source = opened
-        .state
-        .deployments()?
-        .into_iter()
-        .find(|d| Some(d.version) == run.deployment_version)
-        .map(|d| d.source);
+    let source =
+        opened.state.deployments()?.into_iter().find(|d| Some(d.version) == run.deployment_version).map(|d| d.source);
     Ok(match source {
         Some(source) => mayfly_spec::parse(&format!("deployment of run {}", run.id), &source)?,
         None => deployed_architecture(opened)?.1,
