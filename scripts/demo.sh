@@ -9,5 +9,11 @@ if ! command -v cargo >/dev/null 2>&1; then
     echo "error: cargo is not installed; install Rust from your distribution or rustup first" >&2
     exit 1
 fi
+# The demo's function is a Python program.
+if ! command -v python3 >/dev/null 2>&1; then
+    echo "==> installing python3 from Debian's packages"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 >/dev/null
+fi
 cargo build --release --locked -p mayfly
 exec target/release/mayfly demo "$@"
