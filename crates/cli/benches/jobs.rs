@@ -730,9 +730,13 @@ logs = "logs"
                 .expect("the state store"),
         );
         let state: Arc<dyn StateStore> = sqlite;
-        let buckets =
-            mayfly_buckets::Buckets::open_encrypted(&data.join("buckets"), state.clone(), clock.clone(), keyring)
-                .expect("the buckets");
+        let buckets = mayfly_buckets::Buckets::open_encrypted(
+            &data.join("buckets"),
+            state.clone(),
+            clock.clone(),
+            keyring.clone(),
+        )
+        .expect("the buckets");
         let source = std::fs::read_to_string(root.join("mayfly.toml")).expect("mayfly.toml");
         let architecture = mayfly_spec::parse("mayfly.toml", &source).expect("the architecture parses");
         let job = architecture.jobs.keys().next().expect("one job").clone();
@@ -764,6 +768,7 @@ logs = "logs"
             },
             run_dir: data.join("runs").join(&run.id),
             owner: format!("coordinator-{}", std::process::id()),
+            keyring: Some(keyring.clone()),
             timing: CoordinatorTiming {
                 heartbeat_interval: HEARTBEAT,
                 worker_timeout: WORKER_TIMEOUT,

@@ -101,6 +101,8 @@ pub struct CoordinatorConfig {
     pub tags: Tags,
     /// Who holds the run lease, e.g. `coordinator-<pid>`.
     pub owner: String,
+    /// Encrypts workers' live log files until they are sealed (the CLI always gives one).
+    pub keyring: Option<Arc<mayfly_buckets::crypto::Keyring>>,
     pub timing: CoordinatorTiming,
 }
 
@@ -157,6 +159,7 @@ struct Shared {
     state: Arc<dyn StateStore>,
     clock: Arc<dyn Clock>,
     run_dir: PathBuf,
+    keyring: Option<Arc<mayfly_buckets::crypto::Keyring>>,
     workers: Mutex<BTreeMap<String, TrackedWorker>>,
     finishing: std::sync::atomic::AtomicBool,
 }
@@ -267,7 +270,7 @@ async fn complete_handler(
     if let Some(chunk) = &request.log {
         let chunk = decode(chunk)
             .map_err(|error| refuse(StatusCode::BAD_REQUEST, format!("log chunk is not base64: {error}")))?;
-        logs::append(&shared.run_dir, worker, &chunk).map_err(internal)?;
+        logs::append(&shared.run_dir, &shared.run_id, worker, &chunk, shared.keyring.as_deref()).map_err(internal)?;
     }
     // The next items ride on the answer, leased in the same commit: one round trip and one commit per item.
     let stop = shared.should_stop(worker).await;
@@ -310,7 +313,8 @@ async fn logs_handler(
     shared.check_identity(&request.identity).await?;
     let chunk = decode(&request.chunk)
         .map_err(|error| refuse(StatusCode::BAD_REQUEST, format!("chunk is not base64: {error}")))?;
-    logs::append(&shared.run_dir, &request.identity.worker, &chunk).map_err(internal)?;
+    logs::append(&shared.run_dir, &shared.run_id, &request.identity.worker, &chunk, shared.keyring.as_deref())
+        .map_err(internal)?;
     Ok(Json(serde_json::json!({})))
 }
 
@@ -349,6 +353,7 @@ pub async fn run(config: CoordinatorConfig) -> Result<RunStatus, CoordinatorErro
         state: state.clone(),
         clock: config.clock.clone(),
         run_dir: config.run_dir.clone(),
+        keyring: config.keyring.clone(),
         workers: Mutex::new(BTreeMap::new()),
         finishing: std::sync::atomic::AtomicBool::new(false),
     });
@@ -754,9 +759,16 @@ impl Fleet<'_> {
         let mut sealed_by_worker = BTreeMap::new();
         if let Some(bucket) = &logs_bucket {
             for worker in self.logged_workers() {
-                let sealed = logs::seal(&self.config.buckets, bucket, &self.config.run_dir, &run_id, &worker)
-                    .await
-                    .map_err(|error| CoordinatorError::Serve(std::io::Error::other(error.to_string())))?;
+                let sealed = logs::seal(
+                    &self.config.buckets,
+                    bucket,
+                    &self.config.run_dir,
+                    &run_id,
+                    &worker,
+                    self.config.keyring.as_deref(),
+                )
+                .await
+                .map_err(|error| CoordinatorError::Serve(std::io::Error::other(error.to_string())))?;
                 sealed_by_worker.insert(worker, sealed);
             }
         } else {

@@ -525,28 +525,32 @@ async fn run_logs(
     follow: bool,
 ) -> Result<()> {
     let record = opened.state.run(run)?;
-    let live_dir = located.data_dir().join("runs").join(run).join("workers");
-    let mut offsets: std::collections::BTreeMap<PathBuf, u64> = std::collections::BTreeMap::new();
+    let run_dir = located.data_dir().join("runs").join(run);
+    let keyring = Some(opened.keyring.keyring.as_ref());
+    // Plaintext bytes already printed, per worker.
+    let mut printed: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
     let mut stdout = std::io::stdout();
     if !record.status.is_finished() {
         loop {
-            let mut files: Vec<PathBuf> = std::fs::read_dir(&live_dir)
-                .map(|entries| entries.filter_map(|e| e.ok().map(|e| e.path())).collect())
+            let mut workers: Vec<String> = std::fs::read_dir(run_dir.join("workers"))
+                .map(|entries| {
+                    entries
+                        .filter_map(|e| e.ok())
+                        .filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_suffix(".log")).map(str::to_owned))
+                        .collect()
+                })
                 .unwrap_or_default();
-            files.retain(|path| {
-                path.extension().is_some_and(|e| e == "log")
-                    && worker.is_none_or(|w| path.file_stem().is_some_and(|s| s == w))
-            });
-            files.sort();
-            for path in files {
-                let bytes = std::fs::read(&path).unwrap_or_default();
-                let offset = offsets.entry(path.clone()).or_insert(0);
-                if (bytes.len() as u64) > *offset {
-                    let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-                    for line in String::from_utf8_lossy(&bytes[*offset as usize..]).lines() {
+            workers.retain(|name| worker.is_none_or(|w| w == name));
+            workers.sort();
+            for name in workers {
+                // The run may end (and its files go) between listing and reading.
+                let Ok(plain) = mayfly_jobs::logs::read_live(&run_dir, run, &name, keyring) else { continue };
+                let done = printed.entry(name.clone()).or_insert(0);
+                if plain.len() > *done {
+                    for line in String::from_utf8_lossy(&plain[*done..]).lines() {
                         writeln!(stdout, "[{name}] {line}")?;
                     }
-                    *offset = bytes.len() as u64;
+                    *done = plain.len();
                 }
             }
             stdout.flush()?;

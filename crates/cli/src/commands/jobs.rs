@@ -538,6 +538,7 @@ pub async fn coordinator(args: CoordinatorArgs, project: Option<&Path>) -> Resul
         },
         run_dir: run_dir(&located, &args.run),
         owner: format!("coordinator-{}", std::process::id()),
+        keyring: Some(opened.keyring.keyring.clone()),
         timing: CoordinatorTiming::default(),
     };
     let status = mayfly_jobs::coordinator::run(config).await?;
