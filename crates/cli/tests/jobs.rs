@@ -192,10 +192,7 @@ fn chaos_workers_and_the_coordinator_killed_mid_run_lose_nothing() {
         assert!(Instant::now() < deadline, "the run did not finish: {runs}");
         std::thread::sleep(Duration::from_millis(500));
     };
-    // SAFETY: kill(2) on the pid of our own child.
-    let mut up = up;
-    unsafe { libc::kill(up.id() as i32, libc::SIGTERM) };
-    assert!(up.wait().unwrap().success());
+    up.stop();
 
     assert_eq!(finished["status"], "succeeded", "{finished}");
     let items = result_items(&project, "scan");
@@ -257,10 +254,7 @@ triggers = [{{ alarm = "backlog" }}]
     let runs = project.wait_for(&["runs"], Duration::from_secs(60), |runs| {
         runs.as_array().unwrap().first().is_some_and(|run| run["status"] == "succeeded")
     });
-    let mut up = up;
-    // SAFETY: kill(2) on the pid of our own child.
-    unsafe { libc::kill(up.id() as i32, libc::SIGTERM) };
-    assert!(up.wait().unwrap().success());
+    up.stop();
     assert_eq!(runs[0]["trigger"], "alarm:backlog", "{runs}");
     assert_eq!(runs[0]["done"], 5, "{runs}");
     assert_eq!(result_items(&project, "drain").len(), 5);

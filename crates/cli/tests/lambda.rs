@@ -16,10 +16,8 @@ fn invocations_of(project: &Project, function: &str) -> Vec<Value> {
     project.json(&["invocations", "--function", function, "--limit", "1000"]).as_array().unwrap().clone()
 }
 
-fn stop(mut up: std::process::Child) {
-    // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
-    unsafe { libc::kill(up.id() as i32, libc::SIGTERM) };
-    assert!(up.wait().unwrap().success(), "mayfly up exits cleanly on SIGTERM");
+fn stop(up: support::ControlPlane) {
+    up.stop();
 }
 
 #[test]

@@ -6,7 +6,6 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::process::Child;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -67,16 +66,8 @@ fn project(spec: &str) -> Project {
 }
 
 /// Stop `mayfly up` with SIGTERM and require a clean exit.
-fn stop_gracefully(mut child: Child) {
-    // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let status = child.wait().unwrap();
-    let mut stderr = String::new();
-    if let Some(mut pipe) = child.stderr.take() {
-        std::io::Read::read_to_string(&mut pipe, &mut stderr).ok();
-    }
-    assert!(status.success(), "mayfly up exited {status:?} after SIGTERM; stderr:\n{stderr}");
-    assert!(stderr.contains("stopped"), "{stderr}");
+fn stop_gracefully(up: support::ControlPlane) {
+    up.stop();
 }
 
 fn invocations_of(project: &Project, function: &str) -> Vec<Value> {
@@ -279,8 +270,7 @@ batch_size = 25
         let output = project.run_with_stdin(&["put", &format!("inbox/burst/{number:04}")], b"x");
         support::assert_success(&output, &["put"]);
         if number == OBJECTS / 3 {
-            up.kill().unwrap(); // SIGKILL mid-burst
-            up.wait().unwrap();
+            up.sigkill(); // mid-burst
         }
         if number == OBJECTS / 2 {
             up = project.spawn_up();

@@ -28,14 +28,16 @@ impl Project {
         project
     }
 
-    /// Start `mayfly up` in the background.
-    pub fn spawn_up(&self) -> Child {
-        self.command(&["up", "--poll-interval", "10ms"])
+    /// Start `mayfly up` in the background; it is killed if the test ends without stopping it.
+    pub fn spawn_up(&self) -> ControlPlane {
+        let child = self
+            .command(&["up", "--poll-interval", "10ms"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("spawn mayfly up")
+            .expect("spawn mayfly up");
+        ControlPlane { child }
     }
 
     /// Poll `mayfly ARGS --json` until `done` holds, or panic after `timeout`.
@@ -157,4 +159,41 @@ pub fn ensure_awslambdaric() {
         .expect("python3 -m pip runs");
     assert!(status.success(), "pip install awslambdaric failed: {status}");
     assert!(importable(), "awslambdaric is installed but cannot be imported");
+}
+
+/// A running `mayfly up`. A failing test must not leave it behind: dropping
+/// it kills it.
+pub struct ControlPlane {
+    child: Child,
+}
+
+impl ControlPlane {
+    /// SIGKILL it, as a crash would.
+    pub fn sigkill(&mut self) {
+        self.child.kill().expect("SIGKILL mayfly up");
+        self.child.wait().expect("reap mayfly up");
+    }
+
+    /// SIGTERM it and require a clean, graceful exit; returns what it printed on stderr.
+    pub fn stop(mut self) -> String {
+        // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let status = self.child.wait().expect("wait for mayfly up");
+        let mut stderr = String::new();
+        if let Some(mut pipe) = self.child.stderr.take() {
+            std::io::Read::read_to_string(&mut pipe, &mut stderr).ok();
+        }
+        assert!(status.success(), "mayfly up exited {status:?} after SIGTERM; stderr:\n{stderr}");
+        assert!(stderr.contains("stopped"), "{stderr}");
+        stderr
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
 }
