@@ -1646,20 +1646,14 @@ mod tests {
         );
         let stats_sql = "SELECT SUM(visible_at <= ?2), MIN(sent_at) FROM messages WHERE queue_id = ?1";
         for sql in [receive_sql.as_str(), stats_sql] {
-            let mut statement = connection.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
-            let parameters = rusqlite::params_from_iter(std::iter::repeat_n(0, statement.parameter_count()));
-            let plan: Vec<String> = statement
-                .query_map(parameters, |row| row.get::<_, String>(3))
-                .unwrap()
-                .collect::<rusqlite::Result<_>>()
-                .unwrap();
-            let plan = plan.join("\n");
+            let plan = query_plan(&connection, sql);
             assert!(plan.contains("USING INDEX messages_by_queue_and_visibility"), "{sql}\n{plan}");
             assert!(!plan.contains("TEMP B-TREE"), "{sql}\n{plan}");
         }
     }
 
-    fn query_plan(connection: &Connection, sql: &str) -> String {
+    /// SQLite's plan for `sql` (every parameter bound to 0), one step per line.
+    pub(crate) fn query_plan(connection: &Connection, sql: &str) -> String {
         let mut statement = connection.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
         let parameters = rusqlite::params_from_iter(std::iter::repeat_n(0, statement.parameter_count()));
         let plan: Vec<String> = statement

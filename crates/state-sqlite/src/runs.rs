@@ -704,15 +704,7 @@ mod tests {
     use crate::SqliteStore;
 
     fn query_plan(store: &SqliteStore, sql: &str) -> String {
-        let connection = store.lock_connection();
-        let mut statement = connection.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
-        let parameters = rusqlite::params_from_iter(std::iter::repeat_n(0, statement.parameter_count()));
-        let plan: Vec<String> = statement
-            .query_map(parameters, |row| row.get::<_, String>(3))
-            .unwrap()
-            .collect::<rusqlite::Result<_>>()
-            .unwrap();
-        plan.join("\n")
+        crate::tests::query_plan(&store.lock_connection(), sql)
     }
 
     /// The coordinator's hot paths read one index range and never sort, so
