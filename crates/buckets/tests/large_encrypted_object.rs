@@ -5,7 +5,7 @@
 
 mod support;
 
-use support::{GeneratedBody, HashingSink, Project, name, peak_resident_bytes};
+use support::{Project, name, stream_in_and_out};
 
 const LENGTH: u64 = 32 * 1024 * 1024 + 3;
 
@@ -13,18 +13,7 @@ const LENGTH: u64 = 32 * 1024 * 1024 + 3;
 async fn a_32_mib_encrypted_object_streams_in_and_out_in_bounded_memory() {
     let project = Project::encrypted_with_buckets(&["inbox"]).await;
     let inbox = name("inbox");
-    let expected_sha256 = GeneratedBody::expected_sha256_hex(LENGTH);
-    let peak_before = peak_resident_bytes();
-
-    let stored = project.buckets.put(&inbox, "scans/big.bin", GeneratedBody::new(LENGTH)).await.unwrap();
-    assert_eq!(stored.size, LENGTH);
-    let mut sink = HashingSink::default();
-    let read = project.buckets.get(&inbox, "scans/big.bin", &mut sink).await.unwrap();
-
-    let peak_growth = peak_resident_bytes().saturating_sub(peak_before);
-    assert_eq!(read, stored);
-    assert_eq!(sink.length, LENGTH);
-    assert_eq!(sink.sha256_hex(), expected_sha256);
+    let peak_growth = stream_in_and_out(&project, &inbox, "scans/big.bin", LENGTH).await;
     // Parts are 8 MiB with at most three in memory at once, plus one 64 KiB
     // chunk in each direction; the whole object is 32 MiB.
     println!("peak resident memory grew by {} KiB while moving 32 MiB encrypted", peak_growth / 1024);

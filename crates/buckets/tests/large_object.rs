@@ -4,7 +4,7 @@
 
 mod support;
 
-use support::{GeneratedBody, HashingSink, Project, name, peak_resident_bytes};
+use support::{Project, name, stream_in_and_out};
 
 const LENGTH: u64 = 64 * 1024 * 1024;
 
@@ -12,18 +12,7 @@ const LENGTH: u64 = 64 * 1024 * 1024;
 async fn a_64_mib_object_streams_in_and_out_in_bounded_memory() {
     let project = Project::with_buckets(&["inbox"]).await;
     let inbox = name("inbox");
-    let expected_sha256 = GeneratedBody::expected_sha256_hex(LENGTH);
-    let peak_before = peak_resident_bytes();
-
-    let stored = project.buckets.put(&inbox, "scans/big.bin", GeneratedBody::new(LENGTH)).await.unwrap();
-    assert_eq!(stored.size, LENGTH);
-    let mut sink = HashingSink::default();
-    let read = project.buckets.get(&inbox, "scans/big.bin", &mut sink).await.unwrap();
-
-    let peak_growth = peak_resident_bytes().saturating_sub(peak_before);
-    assert_eq!(read, stored);
-    assert_eq!(sink.length, LENGTH);
-    assert_eq!(sink.sha256_hex(), expected_sha256);
+    let peak_growth = stream_in_and_out(&project, &inbox, "scans/big.bin", LENGTH).await;
     // Parts are 8 MiB with at most three in memory at once; the whole object
     // is 64 MiB. Allow for allocator slack, not for buffering the object.
     println!("peak resident memory grew by {} KiB while moving 64 MiB", peak_growth / 1024);

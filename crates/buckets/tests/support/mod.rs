@@ -268,3 +268,20 @@ pub fn peak_resident_bytes() -> u64 {
     let kib: u64 = line.split_whitespace().nth(1).and_then(|kib| kib.parse().ok()).expect("VmHWM in kB");
     kib * 1024
 }
+
+/// Stream a generated body of `length` bytes into `bucket/key` and back out,
+/// checking the reported size, the object info and the content (SHA-256).
+/// Returns how much the process's peak resident memory grew meanwhile.
+pub async fn stream_in_and_out(project: &Project, bucket: &Name, key: &str, length: u64) -> u64 {
+    let expected_sha256 = GeneratedBody::expected_sha256_hex(length);
+    let peak_before = peak_resident_bytes();
+    let stored = project.buckets.put(bucket, key, GeneratedBody::new(length)).await.unwrap();
+    assert_eq!(stored.size, length);
+    let mut sink = HashingSink::default();
+    let read = project.buckets.get(bucket, key, &mut sink).await.unwrap();
+    let peak_growth = peak_resident_bytes().saturating_sub(peak_before);
+    assert_eq!(read, stored);
+    assert_eq!(sink.length, length);
+    assert_eq!(sink.sha256_hex(), expected_sha256);
+    peak_growth
+}
