@@ -65,6 +65,9 @@ pub fn for_error(error: &anyhow::Error) -> u8 {
                 _ => FAILURE,
             };
         }
+        if let Some(mayfly_control::jobs::JobError::UnknownJob { .. }) = cause.downcast_ref() {
+            return NOT_FOUND;
+        }
         if cause.downcast_ref::<Refused>().is_some() {
             return REFUSED;
         }

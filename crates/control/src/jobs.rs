@@ -26,6 +26,11 @@ pub struct CoordinatorLaunch {
     pub log_filter: String,
 }
 
+/// A run's working directory under the project's data directory: `runs/<run>/`.
+pub fn run_dir(data_dir: &std::path::Path, run: &str) -> PathBuf {
+    data_dir.join("runs").join(run)
+}
+
 /// The project's tags on every process Mayfly starts for it.
 pub fn project_tags(architecture: &Architecture) -> Tags {
     let mut tags = Tags::new().with(TAG_PROJECT, architecture.name.as_str());
@@ -66,7 +71,7 @@ pub async fn launch_coordinator(
     architecture: &Architecture,
     run: &str,
 ) -> Result<ResourceId, JobError> {
-    let run_dir = launch.data_dir.join("runs").join(run);
+    let run_dir = run_dir(&launch.data_dir, run);
     std::fs::create_dir_all(&run_dir).map_err(|source| JobError::RunDir { run: run.to_owned(), source })?;
     let log = run_dir.join("coordinator.log");
     provisioner

@@ -525,7 +525,7 @@ async fn run_logs(
     follow: bool,
 ) -> Result<()> {
     let record = opened.state.run(run)?;
-    let run_dir = located.data_dir().join("runs").join(run);
+    let run_dir = mayfly_control::jobs::run_dir(&located.data_dir(), run);
     let keyring = Some(opened.keyring.keyring.as_ref());
     // Plaintext bytes already printed, per worker.
     let mut printed: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();

@@ -93,7 +93,7 @@ pub struct WorkerArgs {
 }
 
 fn run_dir(project: &Project, run: &str) -> PathBuf {
-    project.data_dir().join("runs").join(run)
+    mayfly_control::jobs::run_dir(&project.data_dir(), run)
 }
 
 /// How this binary starts coordinators for the project.
@@ -109,14 +109,7 @@ pub fn coordinator_launch(located: &Project) -> Result<CoordinatorLaunch> {
 /// Create a run of `job` and start its coordinator as a process of its own.
 pub async fn start_run(located: &Project, opened: &OpenProject, job: &Name, trigger: &str) -> Result<RunRecord> {
     let (version, architecture) = deployed_architecture(opened)?;
-    if !architecture.jobs.contains_key(job) {
-        let known: Vec<String> = architecture.jobs.keys().map(Name::to_string).collect();
-        return Err(NotFound(format!(
-            "job `{job}` is not deployed; deployed jobs: {}",
-            if known.is_empty() { "none".into() } else { known.join(", ") }
-        ))
-        .into());
-    }
+    // An unknown job is refused there, with the deployed jobs listed (exit code 4).
     let run = mayfly_control::jobs::start_run(
         opened.state.as_ref(),
         &LocalProvisioner::new(),
