@@ -16,4 +16,4 @@ if ! command -v python3 >/dev/null 2>&1; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 >/dev/null
 fi
 cargo build --release --locked -p mayfly
-exec target/release/mayfly demo "$@"
+exec "${CARGO_TARGET_DIR:-target}/release/mayfly" demo "$@"
