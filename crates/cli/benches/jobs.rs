@@ -12,7 +12,8 @@
 //! - (b) 2,000 CPU-bound items (10 ms of CPU time each, `lambda-echo` in
 //!   `spin` mode) on 2 workers: ideal = items × 10 ms / 2.
 //! - (c) a coordinator serving 900 simulated workers that heartbeat every 5 s
-//!   over HTTP with the real protocol: its CPU (% of one core) and peak RSS.
+//!   with the real protocol over mutual TLS (each simulated worker with a
+//!   certificate and a connection of its own): its CPU (% of one core) and peak RSS.
 //! - (d) the extra makespan of a run in which one worker is SIGKILLed, against
 //!   the same run undisturbed; bound: worker timeout + one item.
 //!
@@ -508,7 +509,7 @@ mod heartbeats {
         BoxFuture, FleetError, LiveResource, LocalProvisioner, ProcessSpec, Provisioner, ResourceId, ResourceState,
         TagFilter, Tags,
     };
-    use mayfly_jobs::coordinator::{CoordinatorConfig, CoordinatorTiming, WorkerLaunch};
+    use mayfly_jobs::coordinator::{CoordinatorConfig, CoordinatorTiming, CoordinatorTls, WorkerLaunch};
     use mayfly_jobs::protocol::{
         HEARTBEAT_PATH, HeartbeatRequest, HeartbeatResponse, LEASE_PATH, LOGS_PATH, LeaseRequest, LeaseResponse,
         LogsRequest, WorkerIdentity, encode,
@@ -625,10 +626,11 @@ logs = "logs"
                 };
                 let worker = argument("--worker");
                 self.command(&format!(
-                    "start {worker} {} {} {}",
+                    "start {worker} {} {} {} {}",
                     argument("--coordinator"),
                     argument("--run"),
-                    argument("--heartbeat-interval")
+                    argument("--heartbeat-interval"),
+                    argument("--tls-dir")
                 ))?;
                 let id = ResourceId(format!("sim:{worker}"));
                 self.workers.lock().expect("not poisoned").insert(id.clone(), (worker, spec.tags));
@@ -774,6 +776,7 @@ logs = "logs"
                 worker_timeout: WORKER_TIMEOUT,
                 ..CoordinatorTiming::default()
             },
+            tls: CoordinatorTls::default(),
         };
         let began = Instant::now();
         let coordinator = runtime.spawn(mayfly_jobs::coordinator::run(config));
@@ -871,12 +874,13 @@ logs = "logs"
             while let Ok(Some(line)) = lines.next_line().await {
                 let words: Vec<&str> = line.split_whitespace().collect();
                 match words.as_slice() {
-                    ["start", worker, url, run, interval] => {
+                    ["start", worker, url, run, interval, tls_dir] => {
                         let stop = Arc::new(AtomicBool::new(false));
                         stops.insert((*worker).to_owned(), stop.clone());
                         let interval = mayfly_core::parse_duration(interval).unwrap_or(HEARTBEAT);
                         tokio::spawn(simulated_worker(
                             (*url).to_owned(),
+                            PathBuf::from(tls_dir),
                             WorkerIdentity { run: (*run).to_owned(), worker: (*worker).to_owned() },
                             interval,
                             stop,
@@ -901,13 +905,21 @@ logs = "logs"
     /// heartbeats every `interval`, as the real worker's heartbeat loop does.
     async fn simulated_worker(
         url: String,
+        tls_dir: PathBuf,
         identity: WorkerIdentity,
         interval: Duration,
         stop: Arc<AtomicBool>,
         (alive, beats, failures): Counters,
     ) {
-        // Like the real worker: a client of its own, so a connection of its own.
-        let http = reqwest::Client::builder().pool_max_idle_per_host(4).build().expect("a plain HTTP client builds");
+        // Like the real worker: a client of its own with its own certificate, so a TLS connection of its own.
+        let http = match mayfly_jobs::worker::coordinator_client(&tls_dir) {
+            Ok(http) => http,
+            Err(error) => {
+                eprintln!("simulator: worker {}: {error}", identity.worker);
+                failures.fetch_add(1, Ordering::SeqCst);
+                return;
+            }
+        };
         let post = |path: &'static str, body: serde_json::Value| {
             let request = http.post(format!("{url}{path}")).json(&body);
             async move {

@@ -327,3 +327,121 @@ fn logs_follow_a_live_run_until_it_ends_then_read_the_sealed_archive() {
     assert!(archived.contains("--- worker w1-001"), "{archived}");
     assert_eq!(archived.matches("working on").count(), 30, "every item's function output, once: {archived}");
 }
+
+/// The worker arguments the coordinator started a live worker process with.
+fn worker_arguments(resource_id: &str) -> std::collections::BTreeMap<String, String> {
+    let pid: i32 = resource_id.split(':').nth(1).unwrap().parse().unwrap();
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    let words: Vec<String> =
+        cmdline.split(|b| *b == 0).map(|w| String::from_utf8_lossy(w).into_owned()).filter(|w| !w.is_empty()).collect();
+    words.windows(2).filter(|pair| pair[0].starts_with("--")).map(|pair| (pair[0].clone(), pair[1].clone())).collect()
+}
+
+/// Every file under `dir` whose text holds a PEM private key.
+fn pem_private_keys(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(pem_private_keys(&path));
+        } else if std::fs::read(&path).is_ok_and(|bytes| bytes.windows(11).any(|w| w == b"PRIVATE KEY")) {
+            found.push(path);
+        }
+    }
+    found
+}
+
+#[test]
+fn the_coordinator_serves_only_its_runs_workers_each_under_its_own_certificate() {
+    use std::os::unix::fs::PermissionsExt;
+    let project = job_project(4, 2, "env = { SLEEP = \"2\" }", "");
+    let started = project.json(&["run", "scan", "--detach"]);
+    let run = started["run"].as_str().unwrap().to_owned();
+    let live = project.wait_for(&["ps"], Duration::from_secs(30), |live| {
+        live.as_array().unwrap().iter().filter(|p| p["role"] == "worker").count() == 2
+    });
+    let mut workers: Vec<_> = live
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["role"] == "worker")
+        .map(|p| worker_arguments(p["id"].as_str().unwrap()))
+        .collect();
+    workers.sort_by(|a, b| a["--worker"].cmp(&b["--worker"]));
+    let (a, b) = (&workers[0], &workers[1]);
+    let url = a["--coordinator"].clone();
+    assert!(url.starts_with("https://127.0.0.1:"), "{url}");
+    let a_dir = std::path::PathBuf::from(&a["--tls-dir"]);
+    assert!(a_dir.ends_with(format!("runs/{run}/tls/{}", a["--worker"])), "{}", a_dir.display());
+    for file in ["ca.pem", "cert.pem", "key.pem"] {
+        let mode = std::fs::metadata(a_dir.join(file)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{file} is owner-only");
+    }
+    let keys = pem_private_keys(&project.path(".mayfly"));
+    assert_eq!(keys.len(), 2, "only the two workers' keys are on disk, never the authority's: {keys:?}");
+    assert!(keys.iter().all(|k| k.ends_with("key.pem")), "{keys:?}");
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let identity = |worker: &str| serde_json::json!({"run": run, "worker": worker});
+    runtime.block_on(async {
+        let as_a = mayfly_jobs::worker::coordinator_client(&a_dir).unwrap();
+        // Worker A, under its own certificate, is answered.
+        let own = as_a
+            .post(format!("{url}/v1/heartbeat"))
+            .json(&serde_json::json!({"identity": identity(&a["--worker"]), "holding": []}))
+            .send()
+            .await
+            .expect("worker A is served");
+        assert_eq!(own.status(), 200, "{:?}", own.text().await);
+
+        // Worker A's certificate claiming to be worker B: refused, and it gets no items.
+        let impersonation = as_a
+            .post(format!("{url}/v1/lease"))
+            .json(&serde_json::json!({"identity": identity(&b["--worker"]), "max": 10}))
+            .send()
+            .await
+            .expect("an answer");
+        assert_eq!(impersonation.status(), 403);
+        let text = impersonation.text().await.unwrap();
+        assert!(text.contains(&format!("not issued to worker {}", b["--worker"])), "{text}");
+
+        // A certificate for the same run and worker from another authority: no handshake, no items.
+        let forged = tempfile::tempdir().unwrap();
+        let now = mayfly_core::Clock::now(&mayfly_core::SystemClock);
+        let policy = mayfly_jobs::tls::CertificatePolicy::default();
+        let deadline = now.saturating_add(Duration::from_secs(600));
+        let other = mayfly_jobs::tls::RunAuthority::create(&run, policy.authority_validity(now, deadline)).unwrap();
+        other.issue_worker_files(&a["--worker"], policy.worker_validity(now, deadline), forged.path()).unwrap();
+        // The forger trusts the real authority, so only its own certificate can fail.
+        std::fs::copy(a_dir.join("ca.pem"), forged.path().join("ca.pem")).unwrap();
+        let as_forger = mayfly_jobs::worker::coordinator_client(forged.path()).unwrap();
+        let outcome = as_forger
+            .post(format!("{url}/v1/lease"))
+            .json(&serde_json::json!({"identity": identity(&a["--worker"]), "max": 10}))
+            .send()
+            .await;
+        assert!(outcome.is_err(), "another authority's certificate was answered: {outcome:?}");
+
+        // No client certificate at all, and plain HTTP: no answer either.
+        let no_certificate = reqwest::Client::builder()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(a_dir.join("ca.pem")).unwrap()).unwrap())
+            .build()
+            .unwrap();
+        let outcome = no_certificate.post(format!("{url}/v1/lease")).body("{}").send().await;
+        assert!(outcome.is_err(), "a client without a certificate was answered: {outcome:?}");
+        let outcome = reqwest::Client::new()
+            .post(format!("{}/v1/lease", url.replace("https://", "http://")))
+            .json(&serde_json::json!({"identity": identity(&a["--worker"]), "max": 10}))
+            .send()
+            .await;
+        assert!(outcome.is_err(), "plain HTTP was answered: {outcome:?}");
+    });
+
+    project.wait_for(&["runs"], Duration::from_secs(60), |runs| runs[0]["status"] == "succeeded");
+    project.wait_for(&["ps"], Duration::from_secs(15), |live| live.as_array().unwrap().is_empty());
+    let items = result_items(&project, "scan");
+    assert_eq!(items.len(), 4, "every item once, none lost to the refused callers: {items:?}");
+    assert!(!a_dir.exists(), "a worker's TLS files are removed when the run ends");
+    assert!(pem_private_keys(&project.path(".mayfly")).is_empty(), "no private key is left on disk");
+}

@@ -2,7 +2,8 @@
 //!
 //! It holds a renewable lease on its run, fills the run's durable item ledger
 //! from the job's source, keeps a fleet of workers sized to the backlog,
-//! serves them items over HTTP (they pull), watches their heartbeats and the
+//! serves them items over mutual TLS with a certificate authority of its own
+//! (they pull; see [`crate::tls`]), watches their heartbeats and the
 //! provisioner, returns a lost worker's items to the pool at once and
 //! provisions a replacement, and retries failed items with backoff up to the
 //! job's attempts before dead-lettering them. Then it ends the run in a fixed
@@ -20,6 +21,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use axum::Extension;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
@@ -35,6 +37,7 @@ use mayfly_state::{ItemCompletion, NewRunItem, StateStore, WorkerRecord};
 use tokio::sync::Mutex;
 
 use crate::logs;
+use crate::tls::{self, CertificateFingerprint, CertificatePolicy, RunAuthority};
 use crate::protocol::{
     AttemptOutcome, COMPLETE_PATH, CompleteRequest, CompleteResponse, HEARTBEAT_PATH, HeartbeatRequest,
     HeartbeatResponse, LEASE_PATH, LOGS_PATH, LeaseRequest, LeaseResponse, LeasedItem, LogsRequest, WorkerIdentity,
@@ -77,7 +80,7 @@ impl Default for CoordinatorTiming {
     }
 }
 
-/// How to start a worker process: `program args… --coordinator URL --run R --worker W`.
+/// How to start a worker process: `program args… --coordinator URL --run R --worker W --tls-dir DIR`.
 #[derive(Debug, Clone)]
 pub struct WorkerLaunch {
     pub program: PathBuf,
@@ -104,6 +107,25 @@ pub struct CoordinatorConfig {
     /// Encrypts workers' live log files until they are sealed (the CLI always gives one).
     pub keyring: Option<Arc<mayfly_buckets::crypto::Keyring>>,
     pub timing: CoordinatorTiming,
+    pub tls: CoordinatorTls,
+}
+
+/// The coordinator's side of mutual TLS with its workers.
+#[derive(Debug, Clone)]
+pub struct CoordinatorTls {
+    /// Every name workers may dial the coordinator by (IP addresses or DNS
+    /// names), named in its certificate. The address it listens on is always added.
+    pub server_names: Vec<String>,
+    pub certificates: CertificatePolicy,
+}
+
+impl Default for CoordinatorTls {
+    fn default() -> Self {
+        CoordinatorTls {
+            server_names: vec!["127.0.0.1".to_owned(), "localhost".to_owned()],
+            certificates: CertificatePolicy::default(),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -122,6 +144,8 @@ pub enum CoordinatorError {
     Buckets(#[from] mayfly_buckets::BucketError),
     #[error("cannot serve workers: {0}")]
     Serve(std::io::Error),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,6 +173,10 @@ struct TrackedWorker {
     end: Option<String>,
     /// Told to stop because the fleet is larger than the backlog needs.
     surplus: bool,
+    /// The client certificate issued to it: the only one it may call in with.
+    certificate: CertificateFingerprint,
+    /// When its certificate's life is three-quarters spent (long runs only).
+    retire_at: Option<Timestamp>,
 }
 
 /// What the HTTP handlers and the main loop share.
@@ -175,8 +203,9 @@ impl Shared {
         self.finishing.load(std::sync::atomic::Ordering::SeqCst)
     }
 
-    /// The worker must belong to this run and be known to this coordinator.
-    async fn check_identity(&self, identity: &WorkerIdentity) -> Result<(), Refusal> {
+    /// The worker must belong to this run, be known to this coordinator, and
+    /// call in with the certificate issued to it (no worker speaks for another).
+    async fn check_identity(&self, identity: &WorkerIdentity, peer: CertificateFingerprint) -> Result<(), Refusal> {
         if identity.run != self.run_id {
             return Err(refuse(
                 StatusCode::FORBIDDEN,
@@ -187,6 +216,12 @@ impl Shared {
         let worker = workers.get_mut(&identity.worker).ok_or_else(|| {
             refuse(StatusCode::FORBIDDEN, format!("worker {} is not part of run {}", identity.worker, self.run_id))
         })?;
+        if worker.certificate != peer {
+            return Err(refuse(
+                StatusCode::FORBIDDEN,
+                format!("the client certificate of this connection was not issued to worker {}", identity.worker),
+            ));
+        }
         if worker.phase == WorkerPhase::Gone {
             return Err(refuse(
                 StatusCode::GONE,
@@ -229,18 +264,20 @@ async fn lease_for(shared: &Shared, worker: &str, max: usize) -> Result<(Vec<Lea
 
 async fn lease_handler(
     State(shared): State<Arc<Shared>>,
+    Extension(peer): Extension<CertificateFingerprint>,
     Json(request): Json<LeaseRequest>,
 ) -> Result<Json<LeaseResponse>, Refusal> {
-    shared.check_identity(&request.identity).await?;
+    shared.check_identity(&request.identity, peer).await?;
     let (items, stop) = lease_for(&shared, &request.identity.worker, request.max).await?;
     Ok(Json(LeaseResponse { items, stop }))
 }
 
 async fn complete_handler(
     State(shared): State<Arc<Shared>>,
+    Extension(peer): Extension<CertificateFingerprint>,
     Json(request): Json<CompleteRequest>,
 ) -> Result<Json<CompleteResponse>, Refusal> {
-    shared.check_identity(&request.identity).await?;
+    shared.check_identity(&request.identity, peer).await?;
     let worker = &request.identity.worker;
     let completion = match request.outcome {
         AttemptOutcome::Done => {
@@ -299,18 +336,20 @@ async fn complete_handler(
 
 async fn heartbeat_handler(
     State(shared): State<Arc<Shared>>,
+    Extension(peer): Extension<CertificateFingerprint>,
     Json(request): Json<HeartbeatRequest>,
 ) -> Result<Json<HeartbeatResponse>, Refusal> {
-    shared.check_identity(&request.identity).await?;
+    shared.check_identity(&request.identity, peer).await?;
     let stop = shared.should_stop(&request.identity.worker).await;
     Ok(Json(HeartbeatResponse { stop }))
 }
 
 async fn logs_handler(
     State(shared): State<Arc<Shared>>,
+    Extension(peer): Extension<CertificateFingerprint>,
     Json(request): Json<LogsRequest>,
 ) -> Result<Json<serde_json::Value>, Refusal> {
-    shared.check_identity(&request.identity).await?;
+    shared.check_identity(&request.identity, peer).await?;
     let chunk = decode(&request.chunk)
         .map_err(|error| refuse(StatusCode::BAD_REQUEST, format!("chunk is not base64: {error}")))?;
     logs::append(&shared.run_dir, &shared.run_id, &request.identity.worker, &chunk, shared.keyring.as_deref())
@@ -366,8 +405,17 @@ pub async fn run(config: CoordinatorConfig) -> Result<RunStatus, CoordinatorErro
     let listener =
         tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await.map_err(CoordinatorError::Serve)?;
     let address = listener.local_addr().map_err(CoordinatorError::Serve)?;
-    let server = tokio::spawn(async move { axum::serve(listener, router).await });
-    let url = format!("http://{address}");
+    // A fresh authority per coordinator: the fleet of an earlier one is gone, and so are its certificates.
+    tls::remove_tls_directory(&config.run_dir.join("tls"))?;
+    let validity = config.tls.certificates.authority_validity(config.clock.now(), run_record.deadline);
+    let authority = RunAuthority::create(&run_id, validity)?;
+    let mut server_names = config.tls.server_names.clone();
+    server_names.push(address.ip().to_string());
+    server_names.sort();
+    server_names.dedup();
+    let server_config = authority.server_config(&server_names, validity)?;
+    let server = tokio::spawn(tls::serve(listener, server_config, router));
+    let url = format!("https://{address}");
     tracing::info!(run = %run_id, url = %url, "coordinator serving workers");
 
     let mut fleet = Fleet {
@@ -375,6 +423,8 @@ pub async fn run(config: CoordinatorConfig) -> Result<RunStatus, CoordinatorErro
         job: &job,
         shared: shared.clone(),
         url,
+        authority,
+        deadline: run_record.deadline,
         next_worker: 0,
         start_failures: 0,
         last_start_error: None,
@@ -422,6 +472,8 @@ struct Fleet<'c> {
     job: &'c JobSpec,
     shared: Arc<Shared>,
     url: String,
+    authority: RunAuthority,
+    deadline: Timestamp,
     next_worker: u32,
     start_failures: u32,
     last_start_error: Option<String>,
@@ -452,6 +504,7 @@ impl Fleet<'_> {
             // Asking the provisioner about every worker costs a /proc read each: not on every tick.
             let check_processes = last_process_check.is_none_or(|at| at.elapsed() >= timing.process_check_interval);
             if check_processes {
+                self.retire_expiring_certificates().await;
                 self.watch_workers(timing).await?;
                 last_process_check = Some(Instant::now());
             }
@@ -511,9 +564,31 @@ impl Fleet<'_> {
         self.config.tags.clone().with(TAG_RUN, self.run_id()).with(TAG_ROLE, "worker").with(TAG_WORKER, worker)
     }
 
+    /// Where a worker's TLS files are while it lives.
+    fn worker_tls_dir(&self, worker: &str) -> PathBuf {
+        self.config.run_dir.join("tls").join(worker)
+    }
+
+    /// Workers whose certificates are three-quarters spent take no new items;
+    /// they finish what they hold and exit, and replacements get fresh ones.
+    async fn retire_expiring_certificates(&self) {
+        let now = self.config.clock.now();
+        let mut workers = self.shared.workers.lock().await;
+        for (name, worker) in workers.iter_mut() {
+            let expiring = worker.retire_at.is_some_and(|at| now >= at);
+            if expiring && matches!(worker.phase, WorkerPhase::Starting | WorkerPhase::Alive) {
+                tracing::info!(run = %self.run_id(), worker = %name, "worker certificate nearly spent; the worker makes way for a replacement");
+                worker.phase = WorkerPhase::Stopping;
+            }
+        }
+    }
+
     async fn start_worker(&mut self) -> Result<(), CoordinatorError> {
         self.next_worker += 1;
         let worker = format!("w{}-{:03}", self.incarnation, self.next_worker);
+        let tls_dir = self.worker_tls_dir(&worker);
+        let validity = self.config.tls.certificates.worker_validity(self.config.clock.now(), self.deadline);
+        let certificate = self.authority.issue_worker_files(&worker, validity, &tls_dir)?;
         let mut args = self.config.launch.args.clone();
         args.extend([
             "--coordinator".to_owned(),
@@ -524,6 +599,8 @@ impl Fleet<'_> {
             worker.clone(),
             "--heartbeat-interval".to_owned(),
             format!("{}ms", self.config.timing.heartbeat_interval.as_millis()),
+            "--tls-dir".to_owned(),
+            tls_dir.display().to_string(),
         ]);
         let stderr = self.config.run_dir.join("workers").join(format!("{worker}.stderr"));
         let spec = ProcessSpec {
@@ -553,6 +630,8 @@ impl Fleet<'_> {
                 busy: Duration::ZERO,
                 end: None,
                 surplus: false,
+                certificate,
+                retire_at: validity.retire_at,
             },
         );
         match self.config.provisioner.start(spec).await {
@@ -578,6 +657,7 @@ impl Fleet<'_> {
             Err(error) => {
                 tracing::error!(run = %self.run_id(), error = %error, "cannot start a worker");
                 self.shared.workers.lock().await.remove(&worker);
+                tls::remove_tls_directory(&tls_dir)?;
                 self.start_failures += 1;
                 self.last_start_error = Some(error.to_string());
             }
@@ -647,6 +727,7 @@ impl Fleet<'_> {
                 tracked.end = Some(end.to_owned());
             }
             drop(workers);
+            tls::remove_tls_directory(&self.worker_tls_dir(&worker))?;
             self.record_worker(&worker, None).await?;
         }
         Ok(())
@@ -752,6 +833,7 @@ impl Fleet<'_> {
                 tracked.phase = WorkerPhase::Gone;
                 tracked.end = Some("stopped".into());
             }
+            tls::remove_tls_directory(&self.worker_tls_dir(worker))?;
         }
 
         // 2. Seal every log of this run (this coordinator's workers and any earlier fleet's).
@@ -805,6 +887,9 @@ impl Fleet<'_> {
                 notes.push(format!("{} worker(s) could not be verified gone", live.len()));
             }
         }
+
+        // No worker is left to use a certificate.
+        tls::remove_tls_directory(&self.config.run_dir.join("tls"))?;
 
         // 4. The report, then the lease.
         let report = self.report(status, notes).await?;

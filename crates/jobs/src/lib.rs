@@ -10,11 +10,13 @@
 //! stopped and verified gone by an inventory of the run's tags → the report
 //! written → the lease released.
 //!
-//! A worker ([`worker::run`]) is stateless: it pulls items over HTTP, runs
+//! A worker ([`worker::run`]) is stateless: it pulls items over HTTPS with
+//! mutual TLS (a per-run certificate authority, [`tls`]), runs
 //! the job's function warm through [`mayfly_runtime::Invoker`], heartbeats,
 //! and streams its log to the coordinator.
 
 pub mod coordinator;
 pub mod logs;
 pub mod protocol;
+pub mod tls;
 pub mod worker;

@@ -1,5 +1,6 @@
-//! The coordinator ↔ worker protocol: JSON over HTTP, every call made by the
-//! worker (workers pull, so pulling is the load balancer).
+//! The coordinator ↔ worker protocol: JSON over HTTPS with mutual TLS (see
+//! [`crate::tls`]), every call made by the worker (workers pull, so pulling
+//! is the load balancer).
 //!
 //! - `POST /v1/lease` — a worker asks for up to `max` items; the answer may
 //!   also tell it to stop (the run is finishing, or it is surplus).
@@ -18,7 +19,8 @@ pub const COMPLETE_PATH: &str = "/v1/complete";
 pub const HEARTBEAT_PATH: &str = "/v1/heartbeat";
 pub const LOGS_PATH: &str = "/v1/logs";
 
-/// Every request names the run and the worker, so a worker of another run is refused.
+/// Every request names the run and the worker, so a worker of another run is
+/// refused; the name must be the one the connection's client certificate was issued to.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct WorkerIdentity {
     pub run: String,

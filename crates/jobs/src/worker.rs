@@ -1,4 +1,5 @@
-//! A worker: a stateless process that pulls items from its coordinator, runs
+//! A worker: a stateless process that pulls items from its coordinator (over
+//! mutual TLS, with the certificate in its `--tls-dir`), runs
 //! the job's function on each (warm, through the runtime's `Invoker`),
 //! reports the outcome, heartbeats, and streams its log as it goes.
 //!
@@ -8,6 +9,7 @@
 //! or on SIGTERM from the provisioner.
 
 use std::collections::VecDeque;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -24,8 +26,11 @@ use crate::protocol::{
 
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
-    /// `http://127.0.0.1:PORT` of the coordinator.
+    /// `https://127.0.0.1:PORT` of the coordinator.
     pub coordinator: String,
+    /// The worker's TLS files from its coordinator: `ca.pem` (the run's
+    /// authority, the only one trusted), `cert.pem` and `key.pem` (its own).
+    pub tls_dir: PathBuf,
     pub identity: WorkerIdentity,
     pub job: String,
     /// The job's function, with the item timeout as its timeout.
@@ -44,6 +49,10 @@ pub enum WorkerError {
     CoordinatorUnreachable { url: String, seconds: u64, source: reqwest::Error },
     #[error("the coordinator refused {path}: HTTP {status}: {body}")]
     Refused { path: &'static str, status: u16, body: String },
+    #[error("cannot set up TLS to the coordinator: {0}")]
+    Tls(#[from] crate::tls::TlsError),
+    #[error("cannot build the HTTPS client: {0}")]
+    Client(reqwest::Error),
     #[error("{0}")]
     Internal(String),
 }
@@ -93,10 +102,22 @@ impl Client {
     }
 }
 
+/// The HTTPS client a worker calls its coordinator with: its own certificate,
+/// only the run's authority trusted, `https://` only, connections kept alive.
+pub fn coordinator_client(tls_dir: &std::path::Path) -> Result<reqwest::Client, WorkerError> {
+    let tls = crate::tls::worker_client_config(tls_dir)?;
+    reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .https_only(true)
+        .pool_max_idle_per_host(4)
+        .build()
+        .map_err(WorkerError::Client)
+}
+
 /// Run until told to stop. Returns the number of items processed.
 pub async fn run(config: WorkerConfig) -> Result<u64, WorkerError> {
     let client = Arc::new(Client {
-        http: reqwest::Client::builder().pool_max_idle_per_host(4).build().expect("a plain HTTP client builds"),
+        http: coordinator_client(&config.tls_dir)?,
         base: config.coordinator.trim_end_matches('/').to_owned(),
         timeout: config.coordinator_timeout,
     });

@@ -14,7 +14,7 @@ use mayfly_control::jobs::{CoordinatorLaunch, project_tags};
 use mayfly_core::run::{RunReport, RunStatus, new_run_id};
 use mayfly_core::{Clock, Name, SystemClock};
 use mayfly_fleet::{LocalProvisioner, Provisioner, TAG_PROJECT, TAG_ROLE, TAG_RUN, TagFilter};
-use mayfly_jobs::coordinator::{CoordinatorConfig, CoordinatorTiming, WorkerLaunch};
+use mayfly_jobs::coordinator::{CoordinatorConfig, CoordinatorTiming, CoordinatorTls, WorkerLaunch};
 use mayfly_runtime::InvokerConfig;
 use mayfly_spec::{Architecture, JobSource};
 use mayfly_state::{NewRun, NewRunItem, RunRecord, StateStore};
@@ -82,8 +82,13 @@ pub struct CoordinatorArgs {
 
 #[derive(Debug, Args)]
 pub struct WorkerArgs {
+    /// The coordinator's `https://` URL.
     #[arg(long)]
     pub coordinator: String,
+    /// The worker's TLS files from its coordinator: ca.pem (the run's
+    /// authority, the only one trusted), cert.pem and key.pem (its own).
+    #[arg(long, env = "MAYFLY_TLS_DIR")]
+    pub tls_dir: PathBuf,
     #[arg(long)]
     pub run: String,
     #[arg(long)]
@@ -533,6 +538,7 @@ pub async fn coordinator(args: CoordinatorArgs, project: Option<&Path>) -> Resul
         owner: format!("coordinator-{}", std::process::id()),
         keyring: Some(opened.keyring.keyring.clone()),
         timing: CoordinatorTiming::default(),
+        tls: CoordinatorTls::default(),
     };
     let status = mayfly_jobs::coordinator::run(config).await?;
     tracing::info!(run = %args.run, status = status.as_str(), "coordinator exiting");
@@ -573,6 +579,7 @@ pub async fn worker(args: WorkerArgs, project: Option<&Path>) -> Result<()> {
     };
     let config = mayfly_jobs::worker::WorkerConfig {
         coordinator: args.coordinator,
+        tls_dir: args.tls_dir,
         identity: mayfly_jobs::protocol::WorkerIdentity { run: args.run, worker: args.worker },
         job: record.job.to_string(),
         function: definition,
