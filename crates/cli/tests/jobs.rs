@@ -425,7 +425,9 @@ fn the_coordinator_serves_only_its_runs_workers_each_under_its_own_certificate()
         // No client certificate at all, and plain HTTP: no answer either.
         let no_certificate = reqwest::Client::builder()
             .tls_built_in_root_certs(false)
-            .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(a_dir.join("ca.pem")).unwrap()).unwrap())
+            .add_root_certificate(
+                reqwest::Certificate::from_pem(&std::fs::read(a_dir.join("ca.pem")).unwrap()).unwrap(),
+            )
             .build()
             .unwrap();
         let outcome = no_certificate.post(format!("{url}/v1/lease")).body("{}").send().await;

@@ -37,12 +37,12 @@ use mayfly_state::{ItemCompletion, NewRunItem, StateStore, WorkerRecord};
 use tokio::sync::Mutex;
 
 use crate::logs;
-use crate::tls::{self, CertificateFingerprint, CertificatePolicy, RunAuthority};
 use crate::protocol::{
     AttemptOutcome, COMPLETE_PATH, CompleteRequest, CompleteResponse, HEARTBEAT_PATH, HeartbeatRequest,
     HeartbeatResponse, LEASE_PATH, LOGS_PATH, LeaseRequest, LeaseResponse, LeasedItem, LogsRequest, WorkerIdentity,
     decode, encode,
 };
+use crate::tls::{self, CertificateFingerprint, CertificatePolicy, RunAuthority};
 
 /// Timings of one coordinator; the defaults suit local processes.
 #[derive(Debug, Clone)]

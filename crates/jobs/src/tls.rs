@@ -368,8 +368,12 @@ pub async fn serve(listener: tokio::net::TcpListener, config: Arc<ServerConfig>,
                 }
             };
             // The verifier demands a client certificate, so a finished handshake has one.
-            let Some(fingerprint) =
-                stream.get_ref().1.peer_certificates().and_then(|chain| chain.first()).map(|c| CertificateFingerprint::of(c))
+            let Some(fingerprint) = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .map(|c| CertificateFingerprint::of(c))
             else {
                 tracing::warn!(peer = %peer, "refused a connection without a client certificate");
                 return;

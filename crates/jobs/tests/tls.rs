@@ -19,10 +19,8 @@ async fn serve(run: &str) -> (RunAuthority, String, tokio::task::JoinHandle<()>)
     let validity = CertificatePolicy::default().authority_validity(now, now.saturating_add(Duration::from_secs(60)));
     let authority = RunAuthority::create(run, validity).expect("an authority");
     let config = authority.server_config(&["127.0.0.1".to_owned(), "localhost".to_owned()], validity).unwrap();
-    let router = axum::Router::new().route(
-        "/who",
-        get(|Extension(peer): Extension<CertificateFingerprint>| async move { hex_of(&peer.0) }),
-    );
+    let router = axum::Router::new()
+        .route("/who", get(|Extension(peer): Extension<CertificateFingerprint>| async move { hex_of(&peer.0) }));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let server = tokio::spawn(tls::serve(listener, config, router));
@@ -70,13 +68,12 @@ async fn a_client_without_a_certificate_is_refused() {
     let mut roots = rustls::RootCertStore::empty();
     let ca = rustls::pki_types::pem::PemObject::from_pem_slice(authority.certificate_pem().as_bytes()).unwrap();
     roots.add(ca).unwrap();
-    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let config =
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
     let client = reqwest::Client::builder().use_preconfigured_tls(config).build().unwrap();
     let outcome = client.get(format!("{url}/who")).send().await;
     assert!(outcome.is_err(), "a client without a certificate was answered: {outcome:?}");
