@@ -569,6 +569,14 @@ impl Fleet<'_> {
         self.config.run_dir.join("tls").join(worker)
     }
 
+    /// A gone worker's key has no use left. Failing to remove it does not
+    /// stop the run: the run's whole TLS directory is removed again at its end.
+    fn remove_worker_tls(&self, worker: &str) {
+        if let Err(error) = tls::remove_tls_directory(&self.worker_tls_dir(worker)) {
+            tracing::warn!(run = %self.run_id(), worker = %worker, error = %error, "cannot remove a gone worker's TLS files");
+        }
+    }
+
     /// Workers whose certificates are three-quarters spent take no new items;
     /// they finish what they hold and exit, and replacements get fresh ones.
     async fn retire_expiring_certificates(&self) {
@@ -657,7 +665,7 @@ impl Fleet<'_> {
             Err(error) => {
                 tracing::error!(run = %self.run_id(), error = %error, "cannot start a worker");
                 self.shared.workers.lock().await.remove(&worker);
-                tls::remove_tls_directory(&tls_dir)?;
+                self.remove_worker_tls(&worker);
                 self.start_failures += 1;
                 self.last_start_error = Some(error.to_string());
             }
@@ -727,7 +735,7 @@ impl Fleet<'_> {
                 tracked.end = Some(end.to_owned());
             }
             drop(workers);
-            tls::remove_tls_directory(&self.worker_tls_dir(&worker))?;
+            self.remove_worker_tls(&worker);
             self.record_worker(&worker, None).await?;
         }
         Ok(())
@@ -833,7 +841,7 @@ impl Fleet<'_> {
                 tracked.phase = WorkerPhase::Gone;
                 tracked.end = Some("stopped".into());
             }
-            tls::remove_tls_directory(&self.worker_tls_dir(worker))?;
+            self.remove_worker_tls(worker);
         }
 
         // 2. Seal every log of this run (this coordinator's workers and any earlier fleet's).
@@ -889,7 +897,9 @@ impl Fleet<'_> {
         }
 
         // No worker is left to use a certificate.
-        tls::remove_tls_directory(&self.config.run_dir.join("tls"))?;
+        if let Err(error) = tls::remove_tls_directory(&self.config.run_dir.join("tls")) {
+            notes.push(format!("the workers' TLS files could not be removed: {error}"));
+        }
 
         // 4. The report, then the lease.
         let report = self.report(status, notes).await?;
