@@ -12,7 +12,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::commands::{demo, functions, jobs, keys, objects, queues, spec};
+use crate::commands::{demo, functions, image, jobs, keys, objects, queues, spec};
 use crate::output::Output;
 
 #[derive(Debug, Parser)]
@@ -167,6 +167,9 @@ enum Command {
     /// The keyring that encrypts objects at rest: list, rotate, rewrap.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
+    /// Worker images for Docker jobs: build one from files on this machine.
+    #[command(subcommand)]
+    Image(image::ImageCommand),
 
     /// Run the demo pipeline end to end in a fresh project.
     #[command(after_help = "Examples:\n  mayfly demo\n  mayfly demo --dir /tmp/mayfly-demo --keep")]
@@ -237,8 +240,9 @@ async fn run(command: Command, project: Option<PathBuf>, output: Output) -> anyh
         Command::Reconcile(args) => jobs::reconcile(args, project, output).await,
         Command::Ps(args) => jobs::ps(args, project, output).await,
         Command::Coordinator(args) => jobs::coordinator(args, project).await,
-        Command::Worker(args) => jobs::worker(args, project).await,
+        Command::Worker(args) => jobs::worker(args).await,
         Command::Keys(command) => keys::run(command, project, output).await,
+        Command::Image(command) => image::run(command, output).await,
         Command::Demo(args) => demo::run(args, output).await,
     }
 }

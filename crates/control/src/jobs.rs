@@ -95,6 +95,7 @@ pub async fn launch_coordinator(
             stderr: Some(log),
             memory: None,
             cpus: None,
+            read_only_mounts: Vec::new(),
         })
         .await
         .map_err(|source| JobError::Launch { run: run.to_owned(), source })
@@ -139,13 +140,38 @@ pub async fn start_run(
     Ok(run)
 }
 
-/// Stop every live process of `run` (found by its tags, not from memory).
-pub async fn tear_down_run(provisioner: &dyn Provisioner, run: &str) -> Result<usize, mayfly_fleet::FleetError> {
-    let live = provisioner.inventory(&TagFilter::new().with(TAG_RUN, run)).await?;
-    for resource in &live {
-        provisioner.stop(&resource.id, Duration::from_secs(2)).await?;
+/// Stop every live process and container of `run` (found by its tags, not
+/// from memory) through each of `provisioners`.
+pub async fn tear_down_run(
+    provisioners: &[Arc<dyn Provisioner>],
+    run: &str,
+) -> Result<usize, mayfly_fleet::FleetError> {
+    let mut stopped = 0;
+    for provisioner in provisioners {
+        let live = provisioner.inventory(&TagFilter::new().with(TAG_RUN, run)).await?;
+        for resource in &live {
+            provisioner.stop(&resource.id, Duration::from_secs(2)).await?;
+        }
+        stopped += live.len();
     }
-    Ok(live.len())
+    Ok(stopped)
+}
+
+/// Reap orphans (resources of runs not in `live_runs`) through each of
+/// `provisioners`, then the networks no container uses any more.
+pub async fn reap_fleet_orphans(
+    provisioners: &[Arc<dyn Provisioner>],
+    filter: &TagFilter,
+    live_runs: &BTreeSet<String>,
+    grace: Duration,
+) -> Result<(Vec<mayfly_fleet::LiveResource>, Vec<String>), mayfly_fleet::FleetError> {
+    let mut reaped = Vec::new();
+    let mut networks = Vec::new();
+    for provisioner in provisioners {
+        reaped.extend(mayfly_fleet::reap_orphans(provisioner.as_ref(), filter, live_runs, grace).await?);
+        networks.extend(provisioner.remove_unused_networks(filter).await?);
+    }
+    Ok((reaped, networks))
 }
 
 /// How long a requested run may wait for its first coordinator before the supervisor starts one.
@@ -163,7 +189,7 @@ pub async fn supervise(config: Arc<ControlPlaneConfig>, mut shutdown: Shutdown) 
     let mut since_reap = REAP_EVERY;
     loop {
         for run in config.state.runs_needing_coordinator(UNCLAIMED_GRACE)? {
-            let stopped = tear_down_run(provisioner, &run.id).await.unwrap_or_else(|error| {
+            let stopped = tear_down_run(&jobs.fleet, &run.id).await.unwrap_or_else(|error| {
                 tracing::error!(run = %run.id, error = %error, "cannot tear down the fleet of a lapsed run");
                 0
             });
@@ -183,8 +209,10 @@ pub async fn supervise(config: Arc<ControlPlaneConfig>, mut shutdown: Shutdown) 
                 .map(|r| r.id)
                 .collect();
             let filter = TagFilter::new().with(TAG_PROJECT, config.architecture.name.as_str());
-            match mayfly_fleet::reap_orphans(provisioner, &filter, &live_runs, Duration::from_secs(5)).await {
-                Ok(reaped) if !reaped.is_empty() => tracing::warn!(reaped = reaped.len(), "reaped orphaned processes"),
+            match reap_fleet_orphans(&jobs.fleet, &filter, &live_runs, Duration::from_secs(5)).await {
+                Ok((reaped, networks)) if !reaped.is_empty() || !networks.is_empty() => {
+                    tracing::warn!(reaped = reaped.len(), networks = ?networks, "reaped orphaned processes and containers")
+                }
                 Ok(_) => {}
                 Err(error) => tracing::error!(error = %error, "orphan reaping failed"),
             }

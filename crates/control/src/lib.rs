@@ -67,7 +67,12 @@ pub struct ControlPlaneConfig {
 /// What the control plane needs to supervise batch runs.
 #[derive(Clone)]
 pub struct JobsConfig {
+    /// Starts coordinators (local processes).
     pub provisioner: Arc<dyn mayfly_fleet::Provisioner>,
+    /// Every provisioner a run's resources may live in (local processes, and
+    /// Docker containers when a job uses them): fleets are torn down and
+    /// orphans reaped through all of them.
+    pub fleet: Vec<Arc<dyn mayfly_fleet::Provisioner>>,
     pub launch: jobs::CoordinatorLaunch,
 }
 

@@ -15,7 +15,7 @@
 //! starts another, which releases the items the dead fleet held and goes on.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -36,9 +36,9 @@ use tokio::sync::Mutex;
 
 use crate::logs;
 use crate::protocol::{
-    AttemptOutcome, COMPLETE_PATH, CompleteRequest, CompleteResponse, HEARTBEAT_PATH, HeartbeatRequest,
-    HeartbeatResponse, LEASE_PATH, LOGS_PATH, LeaseRequest, LeaseResponse, LeasedItem, LogsRequest, WorkerIdentity,
-    decode, encode,
+    AttemptOutcome, COMPLETE_PATH, CompleteRequest, CompleteResponse, FunctionHandoff, HEARTBEAT_PATH, HELLO_PATH,
+    HeartbeatRequest, HeartbeatResponse, HelloRequest, LEASE_PATH, LOGS_PATH, LeaseRequest, LeaseResponse, LeasedItem,
+    LogsRequest, WorkerAssignment, WorkerIdentity, decode, encode,
 };
 
 /// Timings of one coordinator; the defaults suit local processes.
@@ -84,6 +84,8 @@ pub struct WorkerLaunch {
     pub args: Vec<String>,
     pub env: BTreeMap<String, String>,
     pub working_dir: PathBuf,
+    /// Host paths every worker reads (mounted read-only into containers).
+    pub read_only_mounts: Vec<PathBuf>,
 }
 
 pub struct CoordinatorConfig {
@@ -95,6 +97,12 @@ pub struct CoordinatorConfig {
     pub provisioner: Arc<dyn Provisioner>,
     pub clock: Arc<dyn Clock>,
     pub launch: WorkerLaunch,
+    /// The address the coordinator listens on and tells workers to call:
+    /// loopback for local workers, the network's gateway for containers.
+    pub listen: IpAddr,
+    /// The function workers run (handed to them in `/v1/hello`), its
+    /// timeout already the job's item timeout.
+    pub worker_function: mayfly_runtime::FunctionDefinition,
     /// The run's working directory (worker logs while the run lives).
     pub run_dir: PathBuf,
     /// The project's tags (with `mayfly.project`); the run's id and roles are added.
@@ -154,6 +162,7 @@ struct TrackedWorker {
 /// What the HTTP handlers and the main loop share.
 struct Shared {
     run_id: String,
+    assignment: WorkerAssignment,
     max_attempts: u32,
     backoff: Duration,
     state: Arc<dyn StateStore>,
@@ -175,8 +184,13 @@ impl Shared {
         self.finishing.load(std::sync::atomic::Ordering::SeqCst)
     }
 
-    /// The worker must belong to this run and be known to this coordinator.
+    /// The worker must belong to this run and be known to this coordinator;
+    /// it has called in (it is alive) from then on.
     async fn check_identity(&self, identity: &WorkerIdentity) -> Result<(), Refusal> {
+        self.check_worker(identity, true).await
+    }
+
+    async fn check_worker(&self, identity: &WorkerIdentity, calling_in: bool) -> Result<(), Refusal> {
         if identity.run != self.run_id {
             return Err(refuse(
                 StatusCode::FORBIDDEN,
@@ -192,6 +206,9 @@ impl Shared {
                 StatusCode::GONE,
                 format!("worker {} was declared lost; its items were given to others", identity.worker),
             ));
+        }
+        if !calling_in {
+            return Ok(());
         }
         worker.last_contact = Instant::now();
         if worker.phase == WorkerPhase::Starting {
@@ -225,6 +242,15 @@ async fn lease_for(shared: &Shared, worker: &str, max: usize) -> Result<(Vec<Lea
         .map(|item| LeasedItem { item: item.item, attempt: item.attempts, payload: encode(&item.payload) })
         .collect();
     Ok((items, false))
+}
+
+/// What to run; not yet calling in (see the protocol).
+async fn hello_handler(
+    State(shared): State<Arc<Shared>>,
+    Json(request): Json<HelloRequest>,
+) -> Result<Json<WorkerAssignment>, Refusal> {
+    shared.check_worker(&request.identity, false).await?;
+    Ok(Json(shared.assignment.clone()))
 }
 
 async fn lease_handler(
@@ -346,8 +372,18 @@ pub async fn run(config: CoordinatorConfig) -> Result<RunStatus, CoordinatorErro
         .functions
         .get(&job.function)
         .map_or(Duration::from_secs(1), |function| function.retries.backoff);
+    let batch = match &job.source {
+        JobSource::Queue { batch, .. } => (*batch as usize).max(1),
+        _ => 1,
+    };
+    let assignment = WorkerAssignment {
+        job: config.job.to_string(),
+        function: FunctionHandoff::from_definition(&config.worker_function),
+        batch,
+    };
     let shared = Arc::new(Shared {
         run_id: run_id.clone(),
+        assignment,
         max_attempts: job.max_attempts,
         backoff,
         state: state.clone(),
@@ -358,13 +394,14 @@ pub async fn run(config: CoordinatorConfig) -> Result<RunStatus, CoordinatorErro
         finishing: std::sync::atomic::AtomicBool::new(false),
     });
     let router = Router::new()
+        .route(HELLO_PATH, post(hello_handler))
         .route(LEASE_PATH, post(lease_handler))
         .route(COMPLETE_PATH, post(complete_handler))
         .route(HEARTBEAT_PATH, post(heartbeat_handler))
         .route(LOGS_PATH, post(logs_handler))
         .with_state(shared.clone());
     let listener =
-        tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await.map_err(CoordinatorError::Serve)?;
+        tokio::net::TcpListener::bind(SocketAddr::new(config.listen, 0)).await.map_err(CoordinatorError::Serve)?;
     let address = listener.local_addr().map_err(CoordinatorError::Serve)?;
     let server = tokio::spawn(async move { axum::serve(listener, router).await });
     let url = format!("http://{address}");
@@ -534,8 +571,9 @@ impl Fleet<'_> {
             tags: self.worker_tags(&worker),
             stdout: Some(stderr.clone()),
             stderr: Some(stderr),
-            memory: None,
-            cpus: None,
+            memory: self.job.provisioner.memory,
+            cpus: self.job.provisioner.cpus,
+            read_only_mounts: self.config.launch.read_only_mounts.clone(),
         };
         let now = self.config.clock.now();
         // Known before it exists: a worker may call in before `start` returns.

@@ -1,5 +1,5 @@
-//! A worker: a stateless process that pulls items from its coordinator, runs
-//! the job's function on each (warm, through the runtime's `Invoker`),
+//! A worker: a stateless process that asks its coordinator what to run
+//! (`/v1/hello`), pulls items from it, runs the job's function on each (warm, through the runtime's `Invoker`),
 //! reports the outcome, heartbeats, and streams its log as it goes.
 //!
 //! It stops when the coordinator says so (the run is finishing, or the
@@ -8,6 +8,7 @@
 //! or on SIGTERM from the provisioner.
 
 use std::collections::VecDeque;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -17,9 +18,9 @@ use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 
 use crate::protocol::{
-    AttemptOutcome, COMPLETE_PATH, CompleteRequest, CompleteResponse, HEARTBEAT_PATH, HeartbeatRequest,
-    HeartbeatResponse, ItemEvent, LEASE_PATH, LOGS_PATH, LeaseRequest, LeaseResponse, LeasedItem, LogsRequest,
-    WorkerIdentity, decode, encode,
+    AttemptOutcome, COMPLETE_PATH, CompleteRequest, CompleteResponse, HEARTBEAT_PATH, HELLO_PATH, HeartbeatRequest,
+    HeartbeatResponse, HelloRequest, ItemEvent, LEASE_PATH, LOGS_PATH, LeaseRequest, LeaseResponse, LeasedItem,
+    LogsRequest, WorkerAssignment, WorkerIdentity, decode, encode,
 };
 
 #[derive(Debug, Clone)]
@@ -27,11 +28,6 @@ pub struct WorkerConfig {
     /// `http://127.0.0.1:PORT` of the coordinator.
     pub coordinator: String,
     pub identity: WorkerIdentity,
-    pub job: String,
-    /// The job's function, with the item timeout as its timeout.
-    pub function: FunctionDefinition,
-    /// Items to ask for at once.
-    pub batch: usize,
     pub heartbeat_interval: Duration,
     /// Give up (exit non-zero) after the coordinator has been unreachable this long.
     pub coordinator_timeout: Duration,
@@ -44,6 +40,10 @@ pub enum WorkerError {
     CoordinatorUnreachable { url: String, seconds: u64, source: reqwest::Error },
     #[error("the coordinator refused {path}: HTTP {status}: {body}")]
     Refused { path: &'static str, status: u16, body: String },
+    #[error("the coordinator handed over an unusable function: {0}")]
+    BadAssignment(String),
+    #[error("the function's program `{program}` does not exist (looked in {working_dir} and on PATH)")]
+    ProgramMissing { program: String, working_dir: String },
     #[error("{0}")]
     Internal(String),
 }
@@ -100,6 +100,14 @@ pub async fn run(config: WorkerConfig) -> Result<u64, WorkerError> {
         base: config.coordinator.trim_end_matches('/').to_owned(),
         timeout: config.coordinator_timeout,
     });
+    let assignment: WorkerAssignment =
+        client.post(HELLO_PATH, &HelloRequest { identity: config.identity.clone() }).await?;
+    let function = assignment.function.clone().into_definition().map_err(WorkerError::BadAssignment)?;
+    // A worker that cannot run its function must not pretend to start: fail
+    // before calling in, so the coordinator counts a failed start and, after
+    // a few, fails the run with this message.
+    check_program_exists(&function)?;
+    let task = Task { job: assignment.job, function, batch: assignment.batch.max(1) };
     let invoker = Invoker::new(config.invoker.clone());
     let holding: Arc<Mutex<Vec<String>>> = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
@@ -111,7 +119,7 @@ pub async fn run(config: WorkerConfig) -> Result<u64, WorkerError> {
         stop.clone(),
         config.heartbeat_interval,
     ));
-    let result = work_loop(&config, &client, &invoker, &holding, &stop).await;
+    let result = work_loop(&config, &task, &client, &invoker, &holding, &stop).await;
     stop.store(true, Ordering::SeqCst);
     heartbeat.abort();
     invoker.shutdown().await;
@@ -148,8 +156,37 @@ async fn send_log(client: &Client, identity: &WorkerIdentity, text: &[u8]) -> Re
     client.post::<_, serde_json::Value>(LOGS_PATH, &request).await.map(|_| ())
 }
 
+/// What this worker runs, as its coordinator handed it over.
+struct Task {
+    job: String,
+    function: FunctionDefinition,
+    batch: usize,
+}
+
+fn check_program_exists(function: &FunctionDefinition) -> Result<(), WorkerError> {
+    let Some(program) = function.command.first() else {
+        return Err(WorkerError::BadAssignment("the function has an empty command".into()));
+    };
+    let found = if program.contains('/') {
+        let path = Path::new(program);
+        if path.is_absolute() { path.is_file() } else { function.working_dir.join(path).is_file() }
+    } else {
+        let path = function.env.get("PATH").cloned().or_else(|| std::env::var("PATH").ok()).unwrap_or_default();
+        std::env::split_paths(&path).any(|dir| dir.join(program).is_file())
+    };
+    if found {
+        Ok(())
+    } else {
+        Err(WorkerError::ProgramMissing {
+            program: program.clone(),
+            working_dir: function.working_dir.display().to_string(),
+        })
+    }
+}
+
 async fn work_loop(
     config: &WorkerConfig,
+    task: &Task,
     client: &Arc<Client>,
     invoker: &Invoker,
     holding: &Arc<Mutex<Vec<String>>>,
@@ -162,7 +199,7 @@ async fn work_loop(
     // Items leased and not yet run, kept one ahead: while item N runs, the
     // completion of item N-1 travels (with its log) and leases the next one,
     // so the worker never waits on the coordinator between items.
-    let ahead = config.batch.max(2);
+    let ahead = task.batch.max(2);
     let mut queue: VecDeque<LeasedItem> = VecDeque::new();
     let mut in_flight: Option<JoinHandle<Result<CompleteResponse, WorkerError>>> = None;
     let mut told_to_stop = false;
@@ -192,7 +229,7 @@ async fn work_loop(
         holding.lock().await.push(item.item.clone());
         let payload = decode(&item.payload).unwrap_or_default();
         let event = ItemEvent {
-            job: config.job.clone(),
+            job: task.job.clone(),
             run: identity.run.clone(),
             item: item.item.clone(),
             attempt: item.attempt,
@@ -204,7 +241,7 @@ async fn work_loop(
             payload: serde_json::to_vec(&event).expect("JSON values serialise"), // plain JSON
             trace_id: None,
         };
-        let result = invoker.invoke(&config.function, invocation).await;
+        let result = invoker.invoke(&task.function, invocation).await;
         let mut log = format!(
             "--- item {} attempt {}: {} in {} ms\n",
             item.item,

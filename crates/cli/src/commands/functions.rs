@@ -132,6 +132,7 @@ pub async fn up(args: UpArgs, project: Option<&Path>, output: Output) -> Result<
     let invoker =
         Invoker::new(InvokerConfig { idle_timeout: args.idle_timeout, ..InvokerConfig::with_clock(clock.clone()) });
     let state: Arc<dyn StateStore> = opened.state.clone();
+    let fleet = crate::commands::jobs::fleet_provisioners(&architecture).await?;
     let config = mayfly_control::ControlPlaneConfig {
         architecture: Arc::new(architecture),
         deployment_version: version,
@@ -143,6 +144,7 @@ pub async fn up(args: UpArgs, project: Option<&Path>, output: Output) -> Result<
         poll_interval: args.poll_interval,
         jobs: Some(mayfly_control::JobsConfig {
             provisioner: Arc::new(mayfly_fleet::LocalProvisioner::new()),
+            fleet,
             launch: crate::commands::jobs::coordinator_launch(&located)?,
         }),
     };

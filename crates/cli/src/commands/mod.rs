@@ -4,6 +4,7 @@
 
 pub mod demo;
 pub mod functions;
+pub mod image;
 pub mod jobs;
 pub mod keys;
 pub mod objects;
