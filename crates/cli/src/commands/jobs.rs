@@ -468,6 +468,8 @@ pub async fn ps(args: PsArgs, project: Option<&Path>, output: Output) -> Result<
         kind: String,
         role: Option<String>,
         run: Option<String>,
+        /// A container's address on its network.
+        address: Option<String>,
         tags: BTreeMap<String, String>,
         reaped: bool,
     }
@@ -478,6 +480,7 @@ pub async fn ps(args: PsArgs, project: Option<&Path>, output: Output) -> Result<
             kind: resource.kind.to_owned(),
             role: resource.tags.get(TAG_ROLE).map(str::to_owned),
             run: resource.tags.get(TAG_RUN).map(str::to_owned),
+            address: resource.address.clone(),
             tags: resource.tags.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect(),
             reaped: reaped.iter().any(|r| r.id == resource.id),
         })
