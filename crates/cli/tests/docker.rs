@@ -139,7 +139,9 @@ impl DockerJob {
             let results = self.project.json(&["results", "scan", "--limit", "100000"]);
             let workers: BTreeSet<&str> =
                 results.as_array().unwrap().iter().filter_map(|r| r["worker"].as_str()).collect();
-            if let Some(alive) = containers.iter().find(|c| workers.contains(c["tags"]["mayfly.worker"].as_str().unwrap())) {
+            if let Some(alive) =
+                containers.iter().find(|c| workers.contains(c["tags"]["mayfly.worker"].as_str().unwrap()))
+            {
                 return alive.clone();
             }
             assert!(started.elapsed() < Duration::from_secs(60), "no worker container has results yet");
@@ -354,9 +356,8 @@ fn a_container_with_mayfly_labels_and_an_unknown_run_is_an_orphan_and_is_reaped(
 #[test]
 fn a_job_whose_image_is_missing_fails_the_run_with_a_clear_error_and_leaves_nothing() {
     let job = docker_job(7, 5, 2, 0);
-    let spec = std::fs::read_to_string(job.project.path("mayfly.toml"))
-        .unwrap()
-        .replace(IMAGE, "mayfly-test-no-such-image:1");
+    let spec =
+        std::fs::read_to_string(job.project.path("mayfly.toml")).unwrap().replace(IMAGE, "mayfly-test-no-such-image:1");
     std::fs::write(job.project.path("mayfly.toml"), spec).unwrap();
     job.project.ok(&["deploy"]);
     let output = job.project.run(&["run", "scan", "--json"]);

@@ -39,8 +39,9 @@ use bollard::models::{
     NetworkCreateRequest, NetworkingConfig,
 };
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, InspectNetworkOptions, KillContainerOptionsBuilder, ListContainersOptionsBuilder,
-    ListNetworksOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, InspectNetworkOptions, KillContainerOptionsBuilder,
+    ListContainersOptionsBuilder, ListNetworksOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+    StopContainerOptionsBuilder,
 };
 use futures::StreamExt;
 use mayfly_core::Timestamp;
@@ -277,7 +278,9 @@ impl DockerProvisioner {
     /// The value of `label` on image `reference`; `None` if the image or the label does not exist.
     pub async fn image_label(&self, reference: &str, label: &str) -> Result<Option<String>, FleetError> {
         match self.docker.inspect_image(reference).await {
-            Ok(image) => Ok(image.config.and_then(|config| config.labels).and_then(|labels| labels.get(label).cloned())),
+            Ok(image) => {
+                Ok(image.config.and_then(|config| config.labels).and_then(|labels| labels.get(label).cloned()))
+            }
             Err(error) if is_not_found(&error) => Ok(None),
             Err(error) => Err(FleetError::Image { image: reference.to_owned(), reason: error.to_string() }),
         }
@@ -293,16 +296,16 @@ impl DockerProvisioner {
         labels.insert(MANAGED_LABEL.to_owned(), "true".to_owned());
         let mut command = vec![program_in_container(&spec.program, &spec.working_dir)];
         command.extend(spec.args.iter().cloned());
-        let binds = spec
-            .read_only_mounts
-            .iter()
-            .map(|path| {
-                let path = path.to_str().filter(|p| path.is_absolute() && !p.contains(':')).ok_or_else(|| {
-                    invalid(format!("mount {} must be an absolute path without `:`", path.display()))
-                })?;
-                Ok(format!("{path}:{path}:ro"))
-            })
-            .collect::<Result<Vec<String>, FleetError>>()?;
+        let binds =
+            spec.read_only_mounts
+                .iter()
+                .map(|path| {
+                    let path = path.to_str().filter(|p| path.is_absolute() && !p.contains(':')).ok_or_else(|| {
+                        invalid(format!("mount {} must be an absolute path without `:`", path.display()))
+                    })?;
+                    Ok(format!("{path}:{path}:ro"))
+                })
+                .collect::<Result<Vec<String>, FleetError>>()?;
         let memory = spec
             .memory
             .map(|memory| i64::try_from(memory.bytes()))
@@ -333,10 +336,7 @@ impl DockerProvisioner {
             working_dir: Some(spec.working_dir.display().to_string()),
             host_config: Some(host_config),
             networking_config: Some(NetworkingConfig {
-                endpoints_config: Some(HashMap::from([(
-                    placement.network.name.clone(),
-                    EndpointSettings::default(),
-                )])),
+                endpoints_config: Some(HashMap::from([(placement.network.name.clone(), EndpointSettings::default())])),
             }),
             ..Default::default()
         };
@@ -375,7 +375,8 @@ impl DockerProvisioner {
         let docker = self.docker.clone();
         let id = id.to_owned();
         tokio::spawn(async move {
-            let options = LogsOptionsBuilder::new().follow(true).stdout(stdout.is_some()).stderr(stderr.is_some()).build();
+            let options =
+                LogsOptionsBuilder::new().follow(true).stdout(stdout.is_some()).stderr(stderr.is_some()).build();
             let mut stream = docker.logs(&id, Some(options));
             let mut files: HashMap<PathBuf, tokio::fs::File> = HashMap::new();
             while let Some(Ok(output)) = stream.next().await {
@@ -409,9 +410,10 @@ impl DockerProvisioner {
             Ok(container) => {
                 let state = container.state.unwrap_or_default();
                 Ok(match state.status {
-                    Some(ContainerStateStatusEnum::EXITED | ContainerStateStatusEnum::DEAD) => {
-                        ResourceState::Exited { code: state.exit_code.and_then(|code| i32::try_from(code).ok()), signal: None }
-                    }
+                    Some(ContainerStateStatusEnum::EXITED | ContainerStateStatusEnum::DEAD) => ResourceState::Exited {
+                        code: state.exit_code.and_then(|code| i32::try_from(code).ok()),
+                        signal: None,
+                    },
                     Some(ContainerStateStatusEnum::REMOVING) => ResourceState::Gone,
                     // Created, running, paused (frozen, but alive), restarting, stopping.
                     _ => ResourceState::Running,
@@ -475,7 +477,10 @@ impl DockerProvisioner {
                 Err(error) => tracing::debug!(id = %resource, %error, "docker stop did not succeed; removing"),
             }
         } else {
-            let _ = self.docker.kill_container(id, Some(KillContainerOptionsBuilder::new().signal("SIGKILL").build())).await;
+            let _ = self
+                .docker
+                .kill_container(id, Some(KillContainerOptionsBuilder::new().signal("SIGKILL").build()))
+                .await;
         }
         self.remove(id).await
     }
@@ -494,12 +499,9 @@ impl DockerProvisioner {
             if !tags.matches(filter) {
                 continue;
             }
-            let address = container
-                .network_settings
-                .and_then(|settings| settings.networks)
-                .and_then(|networks| {
-                    networks.into_values().find_map(|endpoint| endpoint.ip_address.filter(|ip| !ip.is_empty()))
-                });
+            let address = container.network_settings.and_then(|settings| settings.networks).and_then(|networks| {
+                networks.into_values().find_map(|endpoint| endpoint.ip_address.filter(|ip| !ip.is_empty()))
+            });
             resources.push(LiveResource {
                 id: ResourceId(format!("{ID_PREFIX}{id}")),
                 kind: "container",
@@ -657,10 +659,7 @@ mod tests {
     fn resource_ids_name_containers() {
         assert_eq!(container_id(&ResourceId("container:abc123".into())).unwrap(), "abc123");
         for bad in ["abc123", "container:", "container:xyz", "pid:1:2"] {
-            assert!(matches!(
-                container_id(&ResourceId(bad.into())),
-                Err(FleetError::InvalidResourceId { .. })
-            ));
+            assert!(matches!(container_id(&ResourceId(bad.into())), Err(FleetError::InvalidResourceId { .. })));
         }
     }
 }

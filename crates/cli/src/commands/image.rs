@@ -75,8 +75,8 @@ async fn build(args: BuildArgs, output: Output) -> Result<()> {
     entries.insert(PathBuf::from(MAYFLY_PATH), mayfly.clone());
     for include in &args.include {
         let absolute = std::path::absolute(include).with_context(|| format!("--include {}", include.display()))?;
-        let metadata = std::fs::metadata(&absolute)
-            .with_context(|| format!("--include {}: cannot read it", include.display()))?;
+        let metadata =
+            std::fs::metadata(&absolute).with_context(|| format!("--include {}: cannot read it", include.display()))?;
         if metadata.is_dir() {
             add_folder(&absolute, &mut entries)?;
         } else {
@@ -162,7 +162,8 @@ fn shared_libraries(program: &Path) -> Result<Vec<PathBuf>> {
         .context("cannot run `ldd` to find the shared libraries of the image's programs (install libc-bin)")?;
     let text = String::from_utf8_lossy(&listed.stdout);
     if !listed.status.success() {
-        if text.contains("not a dynamic executable") || String::from_utf8_lossy(&listed.stderr).contains("not a dynamic")
+        if text.contains("not a dynamic executable")
+            || String::from_utf8_lossy(&listed.stderr).contains("not a dynamic")
         {
             return Ok(Vec::new());
         }
@@ -214,7 +215,9 @@ fn write_root_filesystem(tarball: &Path, entries: &[Entry]) -> Result<()> {
     add_text(
         "etc/passwd",
         0o644,
-        &format!("root:x:0:0:root:/root:/sbin/nologin\nmayfly:x:{USER_ID}:{USER_ID}:mayfly worker:/tmp:/sbin/nologin\n"),
+        &format!(
+            "root:x:0:0:root:/root:/sbin/nologin\nmayfly:x:{USER_ID}:{USER_ID}:mayfly worker:/tmp:/sbin/nologin\n"
+        ),
     )?;
     add_text("etc/group", 0o644, &format!("root:x:0:\nmayfly:x:{USER_ID}:\n"))?;
     let mut folder = |path: &str, mode: u32| -> Result<()> {
@@ -240,7 +243,10 @@ fn write_root_filesystem(tarball: &Path, entries: &[Entry]) -> Result<()> {
         header.set_cksum();
         archive.append_data(&mut header, inside, file).with_context(cannot_add)?;
     }
-    archive.into_inner().and_then(|mut writer| std::io::Write::flush(&mut writer)).context("cannot finish the image archive")?;
+    archive
+        .into_inner()
+        .and_then(|mut writer| std::io::Write::flush(&mut writer))
+        .context("cannot finish the image archive")?;
     Ok(())
 }
 

@@ -451,13 +451,9 @@ pub async fn ps(args: PsArgs, project: Option<&Path>, output: Output) -> Result<
         let live_runs =
             opened.state.runs(None, 10_000)?.into_iter().filter(|r| !r.status.is_finished()).map(|r| r.id).collect();
         let networks;
-        (reaped, networks) = mayfly_control::jobs::reap_fleet_orphans(
-            &provisioners,
-            &filter,
-            &live_runs,
-            Duration::from_secs(5),
-        )
-        .await?;
+        (reaped, networks) =
+            mayfly_control::jobs::reap_fleet_orphans(&provisioners, &filter, &live_runs, Duration::from_secs(5))
+                .await?;
         for network in networks {
             tracing::info!(network = %network, "removed a network no container uses");
         }
