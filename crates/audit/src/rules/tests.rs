@@ -262,7 +262,9 @@ fn encryption() {
 #[test]
 fn tls() {
     let optional = policy(|p| p.tls = Requirement::Optional);
-    let api = |listen: &str, tls: bool| move |i: &mut Inventory| i.api = Some(ApiEntry { listen: listen.parse().unwrap(), tls });
+    let api = |listen: &'static str, tls: bool| {
+        move |i: &mut Inventory| i.api = Some(ApiEntry { listen: listen.parse().unwrap(), tls })
+    };
     run_cases(vec![
         case("no api", PolicySpec::default(), |_| {}),
         case("loopback without tls", PolicySpec::default(), api("127.0.0.1:8443", false)),
