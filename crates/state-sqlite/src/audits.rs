@@ -142,4 +142,29 @@ mod tests {
         assert_eq!(count("SELECT COUNT(*) FROM audit_findings"), 2 * AUDITS_KEPT as i64);
         assert_eq!(count("SELECT MIN(audit_id) FROM audits"), 4, "the three oldest are gone");
     }
+
+    /// A file written before audits existed (schema 4) opens, keeps its data and gains them.
+    #[test]
+    fn a_schema_4_file_is_migrated_to_audits_keeping_its_data() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("state.db");
+        {
+            let connection = rusqlite::Connection::open(&path).unwrap();
+            for migration in &crate::schema::MIGRATIONS[..4] {
+                connection.execute_batch(migration).unwrap();
+            }
+            connection.execute_batch("PRAGMA user_version = 4").unwrap();
+            connection
+                .execute(
+                    "INSERT INTO deployments (content_hash, applied_at, source, forced) VALUES ('h', 5, 'src', 0)",
+                    [],
+                )
+                .unwrap();
+        }
+        let store = SqliteStore::open(&path, Arc::new(mayfly_core::SystemClock)).unwrap();
+        assert_eq!(store.deployments().unwrap().len(), 1);
+        assert_eq!(store.latest_audit().unwrap(), None);
+        let recorded = store.record_audit(&NewAudit { trigger: "deploy".into(), resources_checked: 3, findings: vec![] });
+        assert_eq!(store.latest_audit().unwrap(), Some(recorded.unwrap()));
+    }
 }
