@@ -15,8 +15,8 @@ use mayfly_buckets::Buckets;
 use mayfly_core::run::RunReport;
 use mayfly_core::{Clock, Name};
 use mayfly_fleet::{
-    BoxFuture, FleetError, LiveResource, Provisioner, ResourceId, TAG_PROJECT, TAG_ROLE, TAG_RUN, TAG_WORKER, TagFilter,
-    Tags,
+    BoxFuture, FleetError, LiveResource, Provisioner, ResourceId, TAG_PROJECT, TAG_ROLE, TAG_RUN, TAG_WORKER,
+    TagFilter, Tags,
 };
 use mayfly_spec::{Architecture, Ipv4Cidr, ProvisionerKind};
 use mayfly_state::StateStore;

@@ -52,7 +52,11 @@ impl Inventory {
             project,
             taken_at,
             deployments: Vec::new(),
-            state_store: StateStoreEntry { backend: "sqlite".to_owned(), location: String::new(), payloads_encrypted: true },
+            state_store: StateStoreEntry {
+                backend: "sqlite".to_owned(),
+                location: String::new(),
+                payloads_encrypted: true,
+            },
             api: None,
             buckets: Vec::new(),
             queues: Vec::new(),
@@ -234,8 +238,10 @@ pub struct SealedLogEntry {
 /// A run's cost so far under `[pricing]`: the workers' wall time × `worker_hour`
 /// plus attempts × `invocation` — the model the coordinator enforces budgets with.
 pub fn estimate_run_cost(workers: &[WorkerRecord], attempts: u64, pricing: &PricingSpec, now: Timestamp) -> f64 {
-    let worker_seconds: f64 =
-        workers.iter().map(|worker| worker.stopped_at.unwrap_or(now).duration_since(worker.started_at).as_secs_f64()).sum();
+    let worker_seconds: f64 = workers
+        .iter()
+        .map(|worker| worker.stopped_at.unwrap_or(now).duration_since(worker.started_at).as_secs_f64())
+        .sum();
     worker_seconds / 3600.0 * pricing.worker_hour + attempts as f64 * pricing.invocation
 }
 

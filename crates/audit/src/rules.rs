@@ -64,8 +64,16 @@ pub struct Rule {
 
 /// Every rule, in the order they run.
 pub const RULES: &[Rule] = &[
-    Rule { name: "required-tags", summary: "every resource carries the tags `[policy].require_tags` lists", check: required_tags },
-    Rule { name: "encryption", summary: "buckets and the state store's payloads are encrypted at rest", check: encryption },
+    Rule {
+        name: "required-tags",
+        summary: "every resource carries the tags `[policy].require_tags` lists",
+        check: required_tags,
+    },
+    Rule {
+        name: "encryption",
+        summary: "buckets and the state store's payloads are encrypted at rest",
+        check: encryption,
+    },
     Rule { name: "tls", summary: "the API is served over TLS when it listens off loopback", check: tls },
     Rule {
         name: "network-boundary",
@@ -142,7 +150,9 @@ fn required_tags(input: &RuleInput<'_>) -> Vec<AuditFinding> {
     let inventory = input.inventory;
     let declared = "add them to the project `tags` in mayfly.toml (every resource carries those) or to this resource's `tags`, then `mayfly deploy`";
     let project_only = |what: &str| {
-        format!("{what} carry the project tags only: add them to the project `tags` in mayfly.toml, then `mayfly deploy`")
+        format!(
+            "{what} carry the project tags only: add them to the project `tags` in mayfly.toml, then `mayfly deploy`"
+        )
     };
     let mut resources: Vec<(&str, String, &TagMap, String)> = Vec::new();
     for bucket in &inventory.buckets {
@@ -213,14 +223,19 @@ fn encryption(input: &RuleInput<'_>) -> Vec<AuditFinding> {
                 "open the project's buckets with its keyring (the `mayfly` command always does), then encrypt what is stored with `mayfly keys rewrap --encrypt-plaintext`".to_owned(),
             ));
         } else if bucket.declared_encryption == Some(false) {
+            // FIXME: the per-bucket setting is not honoured: every bucket is opened with the keyring.
+            let remedy = if required {
+                "remove `encryption = false` from the bucket in mayfly.toml"
+            } else {
+                "nothing to do: its objects are encrypted regardless (the per-bucket setting is not honoured yet)"
+            };
             findings.push(finding(
                 "encryption",
                 severity,
                 "bucket",
                 bucket.name.to_string(),
                 format!("bucket `{}` declares `encryption = false`{because}", bucket.name),
-                "remove `encryption = false` from the bucket in mayfly.toml (its objects are encrypted regardless today)"
-                    .to_owned(),
+                remedy.to_owned(),
             ));
         }
     }
@@ -329,20 +344,26 @@ fn network_boundary(input: &RuleInput<'_>) -> Vec<AuditFinding> {
         }
     }
     for network in &input.inventory.networks {
-        for subnet in network.subnets.iter().filter(|subnet| !allowed.iter().any(|network| network.contains(**subnet))) {
+        for subnet in network.subnets.iter().filter(|subnet| !allowed.iter().any(|network| network.contains(**subnet)))
+        {
             findings.push(finding(
                 "network-boundary",
                 AuditSeverity::Violation,
                 "network",
                 network.name.clone(),
-                format!("network `{}` has subnet {subnet}, outside the networks `[policy]` allows ({allowed_list})", network.name),
+                format!(
+                    "network `{}` has subnet {subnet}, outside the networks `[policy]` allows ({allowed_list})",
+                    network.name
+                ),
                 format!("remove the network and give the jobs using it a `subnet` inside {allowed_list}"),
             ));
         }
     }
     for job in input.inventory.jobs.iter().filter(|job| job.provisioner == "docker") {
         let outside = match job.subnet {
-            Some(subnet) => (!allowed.iter().any(|network| network.contains(subnet))).then(|| format!("subnet {subnet}")),
+            Some(subnet) => {
+                (!allowed.iter().any(|network| network.contains(subnet))).then(|| format!("subnet {subnet}"))
+            }
             None => Some("no subnet".to_owned()),
         };
         if let Some(outside) = outside {
@@ -508,9 +529,12 @@ fn log_retention(input: &RuleInput<'_>) -> Vec<AuditFinding> {
     let inventory = input.inventory;
     let mut findings = Vec::new();
     for log in &inventory.sealed_logs {
-        let bucket_retention = inventory.buckets.iter().find(|bucket| bucket.name == log.bucket).and_then(|b| b.retention);
+        let bucket_retention =
+            inventory.buckets.iter().find(|bucket| bucket.name == log.bucket).and_then(|b| b.retention);
         let limit = match (input.policy.log_retention, bucket_retention) {
-            (Some(policy), Some(bucket)) if bucket < policy => (bucket, format!("bucket `{}`'s `retention`", log.bucket)),
+            (Some(policy), Some(bucket)) if bucket < policy => {
+                (bucket, format!("bucket `{}`'s `retention`", log.bucket))
+            }
             (Some(policy), _) => (policy, "`[policy].log_retention`".to_owned()),
             (None, Some(bucket)) => (bucket, format!("bucket `{}`'s `retention`", log.bucket)),
             (None, None) => continue,
@@ -530,7 +554,10 @@ fn log_retention(input: &RuleInput<'_>) -> Vec<AuditFinding> {
                     format_duration(limit.0),
                     limit.1
                 ),
-                format!("delete it: `mayfly rm {}/{}` (Mayfly does not expire objects by itself yet)", log.bucket, log.key),
+                format!(
+                    "delete it: `mayfly rm {}/{}` (Mayfly does not expire objects by itself yet)",
+                    log.bucket, log.key
+                ),
             ));
         }
     }

@@ -58,7 +58,11 @@ fn findings(document: &Value) -> Vec<(String, String, String)> {
         .unwrap_or_else(|| panic!("no findings array: {document}"))
         .iter()
         .map(|f| {
-            (f["rule"].as_str().unwrap().to_owned(), f["severity"].as_str().unwrap().to_owned(), f["resource"].as_str().unwrap().to_owned())
+            (
+                f["rule"].as_str().unwrap().to_owned(),
+                f["severity"].as_str().unwrap().to_owned(),
+                f["resource"].as_str().unwrap().to_owned(),
+            )
         })
         .collect()
 }
@@ -90,11 +94,19 @@ fn a_clean_project_audits_with_no_violations_after_deploy_and_by_hand() {
     assert!(document["audit"].as_u64() > after_deploy["audit"].as_u64(), "a new audit is recorded");
     assert_eq!(findings(&document), vec![]);
     let inventory = &document["inventory"];
-    let buckets: Vec<&str> = inventory["buckets"].as_array().unwrap().iter().map(|b| b["name"].as_str().unwrap()).collect();
+    let buckets: Vec<&str> =
+        inventory["buckets"].as_array().unwrap().iter().map(|b| b["name"].as_str().unwrap()).collect();
     assert_eq!(buckets, ["charts", "logs"]);
-    assert!(inventory["buckets"].as_array().unwrap().iter().all(|b| b["encrypted"] == true && b["owner"] == "clinical-data"));
+    assert!(
+        inventory["buckets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|b| b["encrypted"] == true && b["owner"] == "clinical-data")
+    );
     assert_eq!(inventory["state_store"]["payloads_encrypted"], true);
-    let queues: Vec<&str> = inventory["queues"].as_array().unwrap().iter().map(|q| q["name"].as_str().unwrap()).collect();
+    let queues: Vec<&str> =
+        inventory["queues"].as_array().unwrap().iter().map(|q| q["name"].as_str().unwrap()).collect();
     assert!(queues.contains(&"to-code") && queues.iter().any(|q| q.starts_with("mayfly-async-")), "{queues:?}");
     assert_eq!(inventory["functions"][0]["tags"]["data-class"], "phi");
     assert_eq!(inventory["api"]["listen"], "127.0.0.1:8443");
@@ -231,8 +243,8 @@ fn job_project(items: usize, policy: &str, pricing: &str, jobs: &[(&str, &str)])
 fn run_job(project: &Project, job: &str) -> (String, String) {
     let output = project.run(&["run", job, "--json"]);
     let stdout = String::from_utf8_lossy(&output.stdout);
-    let outcome: Value =
-        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout} {}", String::from_utf8_lossy(&output.stderr)));
+    let outcome: Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("{e}: {stdout} {}", String::from_utf8_lossy(&output.stderr)));
     (outcome["run"].as_str().unwrap().to_owned(), outcome["status"].as_str().unwrap().to_owned())
 }
 
@@ -252,7 +264,10 @@ fn runs_stopped_at_their_deadline_or_budget_show_in_the_audit_after_the_run() {
     assert_eq!(after_run["trigger"], format!("run:{late_run}"), "{after_run}");
     assert!(findings(&after_run).contains(&("run-deadline".into(), "warning".into(), late_run.clone())), "{after_run}");
     // The late run's own budget (the policy's 5.0) was not reached in its one second.
-    assert!(!findings(&after_run).iter().any(|(rule, _, _)| rule == "orphaned-resource"), "the coordinator is not its own orphan: {after_run}");
+    assert!(
+        !findings(&after_run).iter().any(|(rule, _, _)| rule == "orphaned-resource"),
+        "the coordinator is not its own orphan: {after_run}"
+    );
 
     let (costly_run, status) = run_job(&project, "costly");
     assert_eq!(status, "budget_exceeded");
@@ -272,7 +287,8 @@ fn runs_stopped_at_their_deadline_or_budget_show_in_the_audit_after_the_run() {
         .map(|f| f["message"].as_str().unwrap().to_owned())
         .unwrap();
     assert!(message.contains("ended budget_exceeded") && message.contains("against its budget of 0.5000"), "{message}");
-    let run = document["inventory"]["runs"].as_array().unwrap().iter().find(|r| r["id"] == costly_run.as_str()).unwrap();
+    let run =
+        document["inventory"]["runs"].as_array().unwrap().iter().find(|r| r["id"] == costly_run.as_str()).unwrap();
     assert!(run["estimated_cost"].as_f64().unwrap() > 0.5, "{run}");
     assert_eq!(document["inventory"]["live"], serde_json::json!([]), "nothing of either run is left");
 }
@@ -292,7 +308,8 @@ fn sealed_logs_older_than_log_retention_are_violations_until_deleted() {
     assert!(!logs.is_empty() && logs.iter().all(|log| log.starts_with(&format!("logs/runs/{run}/"))), "{logs:?}");
 
     let spec = std::fs::read_to_string(project.path("mayfly.toml")).unwrap();
-    std::fs::write(project.path("mayfly.toml"), spec.replace("[policy]\n", "[policy]\nlog_retention = \"1s\"\n")).unwrap();
+    std::fs::write(project.path("mayfly.toml"), spec.replace("[policy]\n", "[policy]\nlog_retention = \"1s\"\n"))
+        .unwrap();
     project.ok(&["deploy"]);
     std::thread::sleep(Duration::from_millis(1_500));
     let document = audit_json(&project, &[], VIOLATIONS_FOUND);

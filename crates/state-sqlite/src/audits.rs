@@ -164,7 +164,8 @@ mod tests {
         let store = SqliteStore::open(&path, Arc::new(mayfly_core::SystemClock)).unwrap();
         assert_eq!(store.deployments().unwrap().len(), 1);
         assert_eq!(store.latest_audit().unwrap(), None);
-        let recorded = store.record_audit(&NewAudit { trigger: "deploy".into(), resources_checked: 3, findings: vec![] });
+        let recorded =
+            store.record_audit(&NewAudit { trigger: "deploy".into(), resources_checked: 3, findings: vec![] });
         assert_eq!(store.latest_audit().unwrap(), Some(recorded.unwrap()));
     }
 }

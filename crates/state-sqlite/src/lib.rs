@@ -40,10 +40,10 @@ use mayfly_core::queue::{
 use mayfly_core::run::{ItemStatus, RunStatus};
 use mayfly_core::{ByteSize, Clock, Name, NewObjectEvent, ObjectEvent, ObjectEventKind, Timestamp};
 use mayfly_state::{
-    AuditRecord, BucketRecord, DeadLetterInfo, DeleteOutcome, Deployment, FunctionStats, InvocationFilter, InvocationRecord,
-    ItemCompletion, NewAudit, NewDeployment, NewRun, NewRunItem, OutgoingMessage, QueueRecord, ReceiveRequest, ReceivedMessage,
-    Result, ResultRecord, RunItem, RunItemCounts, RunRecord, StateError, StateStore, StoredInvocation, StoredMessage,
-    WorkerRecord,
+    AuditRecord, BucketRecord, DeadLetterInfo, DeleteOutcome, Deployment, FunctionStats, InvocationFilter,
+    InvocationRecord, ItemCompletion, NewAudit, NewDeployment, NewRun, NewRunItem, OutgoingMessage, QueueRecord,
+    ReceiveRequest, ReceivedMessage, Result, ResultRecord, RunItem, RunItemCounts, RunRecord, StateError, StateStore,
+    StoredInvocation, StoredMessage, WorkerRecord,
 };
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior, params};
 

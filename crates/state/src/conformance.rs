@@ -20,9 +20,9 @@ use mayfly_core::run::{ItemStatus, RunStatus};
 use mayfly_core::{ByteSize, Clock, ManualClock, Name, NewObjectEvent, ObjectEventKind, Timestamp};
 
 use crate::{
-    AUDITS_KEPT, AuditFinding, AuditSeverity, DeleteOutcome, NewAudit, FunctionStats, InvocationFilter, InvocationRecord, ItemCompletion, NewDeployment, NewRun,
-    NewRunItem, OutgoingMessage, ReceiveRequest, ReceivedMessage, ResultRecord, RunItem, RunItemCounts, RunRecord,
-    StateError, StateStore, StoredInvocation, WorkerRecord,
+    AUDITS_KEPT, AuditFinding, AuditSeverity, DeleteOutcome, FunctionStats, InvocationFilter, InvocationRecord,
+    ItemCompletion, NewAudit, NewDeployment, NewRun, NewRunItem, OutgoingMessage, ReceiveRequest, ReceivedMessage,
+    ResultRecord, RunItem, RunItemCounts, RunRecord, StateError, StateStore, StoredInvocation, WorkerRecord,
 };
 
 /// A freshly opened, empty store and the clock it was opened with.
@@ -1689,7 +1689,8 @@ fn finding(rule: &str, severity: AuditSeverity, resource: &str) -> AuditFinding 
 pub fn audits_are_recorded_with_their_findings_in_order_and_the_latest_is_read_back(subject: Subject) {
     let store = &subject.store;
     assert_eq!(store.latest_audit().unwrap(), None, "no audit yet");
-    let first = store.record_audit(&NewAudit { trigger: "deploy".into(), resources_checked: 0, findings: vec![] }).unwrap();
+    let first =
+        store.record_audit(&NewAudit { trigger: "deploy".into(), resources_checked: 0, findings: vec![] }).unwrap();
     assert_eq!((first.trigger.as_str(), first.at, first.findings.len()), ("deploy", subject.clock.now(), 0));
     assert_eq!(store.latest_audit().unwrap(), Some(first.clone()));
 

@@ -239,8 +239,11 @@ fn encryption() {
         case("unencrypted bucket, required", PolicySpec::default(), unencrypted)
             .finds("encryption", AuditSeverity::Violation, "plain")
             .saying("written unencrypted, but `[policy]` requires encryption"),
-        case("unencrypted bucket, optional", optional.clone(), unencrypted)
-            .finds("encryption", AuditSeverity::Notice, "plain"),
+        case("unencrypted bucket, optional", optional.clone(), unencrypted).finds(
+            "encryption",
+            AuditSeverity::Notice,
+            "plain",
+        ),
         case("declares encryption off, required", PolicySpec::default(), |i| {
             let mut declared_off = bucket("plain", &[]);
             declared_off.declared_encryption = Some(false);
@@ -254,8 +257,11 @@ fn encryption() {
         })
         .finds("encryption", AuditSeverity::Violation, ".mayfly/state.db")
         .saying("in plaintext"),
-        case("plaintext state store, optional", optional, |i| i.state_store.payloads_encrypted = false)
-            .finds("encryption", AuditSeverity::Notice, ""),
+        case("plaintext state store, optional", optional, |i| i.state_store.payloads_encrypted = false).finds(
+            "encryption",
+            AuditSeverity::Notice,
+            "",
+        ),
     ]);
 }
 

@@ -84,7 +84,11 @@ async fn audit_project(
     let findings = mayfly_audit::check(&inventory, &architecture.policy, &AuditSettings::default());
     let record = opened
         .state
-        .record_audit(&NewAudit { trigger: trigger.to_owned(), resources_checked: inventory.resource_count(), findings })
+        .record_audit(&NewAudit {
+            trigger: trigger.to_owned(),
+            resources_checked: inventory.resource_count(),
+            findings,
+        })
         .context("cannot record the audit")?;
     Ok(Audited { record, inventory })
 }
@@ -241,7 +245,11 @@ fn heading(severity: AuditSeverity) -> &'static str {
 /// The audit after a deploy: it reports and never undoes the deployment
 /// (deploy has already refused what the file itself breaks). `None`, with a
 /// warning logged, if it could not run.
-pub async fn after_deploy(located: &Project, opened: &OpenProject, architecture: &Architecture) -> Option<AuditSummary> {
+pub async fn after_deploy(
+    located: &Project,
+    opened: &OpenProject,
+    architecture: &Architecture,
+) -> Option<AuditSummary> {
     match audit_project(located, opened, architecture, "deploy", &[]).await {
         Ok(audited) => Some(AuditSummary::of(&audited.record)),
         Err(error) => {
@@ -265,7 +273,12 @@ pub async fn after_run(located: &Project, opened: &OpenProject, run: &str) {
         Ok(audited) => {
             let summary = AuditSummary::of(&audited.record);
             if summary.violations > 0 {
-                tracing::warn!(run, audit = summary.audit, counts = summary.counts(), "the audit after the run found violations; see `mayfly audit --latest`");
+                tracing::warn!(
+                    run,
+                    audit = summary.audit,
+                    counts = summary.counts(),
+                    "the audit after the run found violations; see `mayfly audit --latest`"
+                );
             } else {
                 tracing::info!(run, audit = summary.audit, counts = summary.counts(), "audited after the run");
             }
