@@ -1,6 +1,7 @@
 //! `mayfly audit` through the real binary: a clean project, an orphan started
 //! by hand and reaped, policy violations refused at deploy, runs stopped at
-//! their deadline or budget, sealed logs past their retention, and the audits
+//! their deadline or budget, a run left past its deadline when its coordinator
+//! died, sealed logs past their retention, and the audits
 //! recorded after every deploy and every run.
 
 mod support;
@@ -325,4 +326,40 @@ fn sealed_logs_older_than_log_retention_are_violations_until_deleted() {
     }
     let document = audit_json(&project, &[], 0);
     assert_eq!(findings(&document), vec![]);
+}
+
+/// SIGKILL a live resource's process group (`pid:<pgid>:<start>`).
+fn kill_group(resource_id: &str) {
+    let pgid: i32 = resource_id.split(':').nth(1).unwrap().parse().unwrap();
+    // SAFETY: kill(2) with a negative pid signals that process group; it belongs to this test's run.
+    unsafe { libc::kill(-pgid, libc::SIGKILL) };
+}
+
+#[test]
+fn a_run_whose_coordinator_died_is_a_violation_once_past_its_deadline() {
+    let project = job_project(2, "", "", &[("stranded", "deadline = \"2s\"")]);
+    let started = project.json(&["run", "stranded", "--detach"]);
+    let run = started["run"].as_str().unwrap().to_owned();
+    // No `mayfly up` runs, so nothing restarts the coordinator once it is killed.
+    let coordinator = project.wait_for(&["ps"], Duration::from_secs(20), |live| {
+        live.as_array().unwrap().iter().any(|p| p["role"] == "coordinator")
+    });
+    let coordinator = coordinator.as_array().unwrap().iter().find(|p| p["role"] == "coordinator").unwrap();
+    kill_group(coordinator["id"].as_str().unwrap());
+    std::thread::sleep(Duration::from_millis(2_500));
+
+    let document = audit_json(&project, &[], VIOLATIONS_FOUND);
+    let found = findings(&document);
+    assert!(found.contains(&("run-deadline".into(), "violation".into(), run.clone())), "{document}");
+    let message =
+        document["findings"].as_array().unwrap().iter().find(|f| f["rule"] == "run-deadline").unwrap()["message"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+    assert!(message.contains("after its deadline"), "{message}");
+    // Its workers outlive it (they belong to a run that is not over): not orphans, and left to stop here.
+    assert!(!found.iter().any(|(rule, _, _)| rule == "orphaned-resource"), "{document}");
+    for live in project.json(&["ps"]).as_array().unwrap() {
+        kill_group(live["id"].as_str().unwrap());
+    }
 }
