@@ -18,8 +18,10 @@
 //! Only this crate knows SQL. The queue rules come from
 //! [`mayfly_core::queue`] and the run rules from [`mayfly_core::run`]; this
 //! crate only stores what they decide (`ledger.rs`: invocations; `runs.rs`:
-//! batch-job runs, their items, results and workers).
+//! batch-job runs, their items, results and workers; `audits.rs`: the latest
+//! audits' findings).
 
+mod audits;
 mod errors;
 mod ledger;
 mod runs;
@@ -38,10 +40,10 @@ use mayfly_core::queue::{
 use mayfly_core::run::{ItemStatus, RunStatus};
 use mayfly_core::{ByteSize, Clock, Name, NewObjectEvent, ObjectEvent, ObjectEventKind, Timestamp};
 use mayfly_state::{
-    BucketRecord, DeadLetterInfo, DeleteOutcome, Deployment, FunctionStats, InvocationFilter, InvocationRecord,
-    ItemCompletion, NewDeployment, NewRun, NewRunItem, OutgoingMessage, QueueRecord, ReceiveRequest, ReceivedMessage,
-    Result, ResultRecord, RunItem, RunItemCounts, RunRecord, StateError, StateStore, StoredInvocation, StoredMessage,
-    WorkerRecord,
+    AuditRecord, BucketRecord, DeadLetterInfo, DeleteOutcome, Deployment, FunctionStats, InvocationFilter,
+    InvocationRecord, ItemCompletion, NewAudit, NewDeployment, NewRun, NewRunItem, OutgoingMessage, QueueRecord,
+    ReceiveRequest, ReceivedMessage, Result, ResultRecord, RunItem, RunItemCounts, RunRecord, StateError, StateStore,
+    StoredInvocation, StoredMessage, WorkerRecord,
 };
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior, params};
 
@@ -192,6 +194,13 @@ impl SqliteStore {
             }
         }
         Ok(rewrapped)
+    }
+
+    /// Whether this store seals customer payloads (opened with
+    /// [`SqliteStore::open_encrypted`]). Opening settles it: an encrypted
+    /// store is never opened unencrypted, so this is also what the file holds.
+    pub fn payloads_encrypted(&self) -> bool {
+        self.sealer.is_on()
     }
 
     /// The file this store lives in.
@@ -1563,6 +1572,19 @@ impl StateStore for SqliteStore {
     fn run_workers(&self, run: &str) -> Result<Vec<WorkerRecord>> {
         self.read(&format!("list the workers of run `{run}`"), |transaction| runs::run_workers(transaction, run))
     }
+
+    // --- audits -----------------------------------------------------------------------------
+
+    fn record_audit(&self, audit: &NewAudit) -> Result<AuditRecord> {
+        let now = self.now();
+        self.write(&format!("record an audit ({})", audit.trigger), |transaction| {
+            audits::record_audit(transaction, audit, now)
+        })
+    }
+
+    fn latest_audit(&self) -> Result<Option<AuditRecord>> {
+        self.read("read the latest audit", audits::latest_audit)
+    }
 }
 
 /// Up to `limit` visible messages of a queue after the keyset position `after`,
@@ -1729,6 +1751,6 @@ mod tests {
         assert_eq!(store.invocation_logs("req-1").unwrap(), b"hello");
         let version: i64 = store.lock_connection().query_row("PRAGMA user_version", [], |row| row.get(0)).unwrap();
         assert_eq!(version, current_schema_version());
-        assert_eq!(current_schema_version(), 4);
+        assert_eq!(current_schema_version(), 5);
     }
 }

@@ -220,6 +220,30 @@ pub const MIGRATIONS: &[&str] = &[
         value TEXT NOT NULL
     );
     "#,
+    // 5: the latest audits and their findings (`mayfly audit`).
+    r#"
+    CREATE TABLE audits (
+        -- AUTOINCREMENT: ids are never reused, even after old audits are pruned.
+        audit_id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at INTEGER NOT NULL,
+        -- `trigger` is an SQL keyword.
+        trigger_source TEXT NOT NULL,
+        resources_checked INTEGER NOT NULL
+    );
+
+    CREATE TABLE audit_findings (
+        audit_id INTEGER NOT NULL REFERENCES audits (audit_id) ON DELETE CASCADE,
+        -- The finding's place in the audit's list.
+        position INTEGER NOT NULL,
+        rule TEXT NOT NULL,
+        severity TEXT NOT NULL CHECK (severity IN ('violation', 'warning', 'notice')),
+        resource_kind TEXT NOT NULL,
+        resource TEXT NOT NULL,
+        message TEXT NOT NULL,
+        remedy TEXT NOT NULL,
+        PRIMARY KEY (audit_id, position)
+    );
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -20,9 +20,9 @@ use mayfly_core::run::{ItemStatus, RunStatus};
 use mayfly_core::{ByteSize, Clock, ManualClock, Name, NewObjectEvent, ObjectEventKind, Timestamp};
 
 use crate::{
-    DeleteOutcome, FunctionStats, InvocationFilter, InvocationRecord, ItemCompletion, NewDeployment, NewRun,
-    NewRunItem, OutgoingMessage, ReceiveRequest, ReceivedMessage, ResultRecord, RunItem, RunItemCounts, RunRecord,
-    StateError, StateStore, StoredInvocation, WorkerRecord,
+    AUDITS_KEPT, AuditFinding, AuditSeverity, DeleteOutcome, FunctionStats, InvocationFilter, InvocationRecord,
+    ItemCompletion, NewAudit, NewDeployment, NewRun, NewRunItem, OutgoingMessage, ReceiveRequest, ReceivedMessage,
+    ResultRecord, RunItem, RunItemCounts, RunRecord, StateError, StateStore, StoredInvocation, WorkerRecord,
 };
 
 /// A freshly opened, empty store and the clock it was opened with.
@@ -122,6 +122,8 @@ macro_rules! __with_every_conformance_case {
             moving_queue_messages_into_a_run_moves_only_visible_ones_in_one_commit,
             run_items_and_results_page_by_item,
             workers_are_upserted_and_listed_by_start,
+            audits_are_recorded_with_their_findings_in_order_and_the_latest_is_read_back,
+            only_the_newest_audits_are_kept,
         }
     };
 }
@@ -1669,6 +1671,64 @@ pub fn workers_are_upserted_and_listed_by_start(subject: Subject) {
     store.upsert_worker(&stopped).unwrap();
     assert_eq!(store.run_workers("run-1").unwrap(), vec![stopped, late], "replaced, not duplicated");
     assert_eq!(store.run_workers("run-2").unwrap().len(), 1);
+}
+
+// --- audits ------------------------------------------------------------------------
+
+fn finding(rule: &str, severity: AuditSeverity, resource: &str) -> AuditFinding {
+    AuditFinding {
+        rule: rule.to_owned(),
+        severity,
+        resource_kind: "bucket".to_owned(),
+        resource: resource.to_owned(),
+        message: format!("`{resource}` breaks {rule} — with ünïcode and 'quotes'"),
+        remedy: "fix it".to_owned(),
+    }
+}
+
+pub fn audits_are_recorded_with_their_findings_in_order_and_the_latest_is_read_back(subject: Subject) {
+    let store = &subject.store;
+    assert_eq!(store.latest_audit().unwrap(), None, "no audit yet");
+    let first =
+        store.record_audit(&NewAudit { trigger: "deploy".into(), resources_checked: 0, findings: vec![] }).unwrap();
+    assert_eq!((first.trigger.as_str(), first.at, first.findings.len()), ("deploy", subject.clock.now(), 0));
+    assert_eq!(store.latest_audit().unwrap(), Some(first.clone()));
+
+    subject.clock.advance(Duration::from_secs(60));
+    // Deliberately not sorted by severity or name: the order given is kept.
+    let findings = vec![
+        finding("required-tags", AuditSeverity::Warning, "zeta"),
+        finding("encryption", AuditSeverity::Violation, "alpha"),
+        finding("encryption", AuditSeverity::Notice, "alpha"),
+        finding("orphaned-resource", AuditSeverity::Violation, "pid:1:2"),
+    ];
+    let second = store
+        .record_audit(&NewAudit { trigger: "run:run-1".into(), resources_checked: 17, findings: findings.clone() })
+        .unwrap();
+    assert!(second.id > first.id, "ids increase");
+    assert_eq!(second.at, subject.clock.now());
+    assert_eq!(second.resources_checked, 17);
+    assert_eq!(second.findings, findings);
+    assert_eq!(second.count(AuditSeverity::Violation), 2);
+    assert_eq!(store.latest_audit().unwrap(), Some(second));
+}
+
+pub fn only_the_newest_audits_are_kept(subject: Subject) {
+    let store = &subject.store;
+    let mut last = None;
+    for index in 0..AUDITS_KEPT + 5 {
+        let findings = vec![finding("log-retention", AuditSeverity::Violation, &format!("log-{index}"))];
+        let audit = store
+            .record_audit(&NewAudit { trigger: format!("manual-{index}"), resources_checked: 1, findings })
+            .unwrap();
+        if let Some(previous) = last {
+            assert!(audit.id > previous, "ids keep increasing past pruning");
+        }
+        last = Some(audit.id);
+    }
+    let latest = store.latest_audit().unwrap().expect("an audit");
+    assert_eq!(latest.trigger, format!("manual-{}", AUDITS_KEPT + 4));
+    assert_eq!(latest.findings[0].resource, format!("log-{}", AUDITS_KEPT + 4));
 }
 
 #[cfg(test)]

@@ -1,8 +1,8 @@
 //! The state store contract: everything Mayfly keeps durably — applied
 //! deployments, the registry of buckets and queues, the bucket event log and
 //! its consumers' cursors, queue messages, the invocation ledger, and the
-//! durable ledger of batch-job runs (runs, their items, results, workers) —
-//! behind one trait,
+//! durable ledger of batch-job runs (runs, their items, results, workers),
+//! and the latest audits' findings — behind one trait,
 //! [`StateStore`], that every backend implements and the shared
 //! [`conformance`] suite checks.
 //!
@@ -390,6 +390,97 @@ pub struct WorkerRecord {
     pub log_sha256: Option<String>,
 }
 
+/// How much an audit finding matters. Ordered from the most serious.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditSeverity {
+    /// The policy is broken: `mayfly audit` exits non-zero.
+    Violation,
+    /// Something to look at that the policy does not forbid outright
+    /// (a run the coordinator stopped at its deadline, a worker outside any network boundary).
+    Warning,
+    /// For the record (e.g. an unencrypted bucket that the policy allows).
+    Notice,
+}
+
+impl AuditSeverity {
+    pub const ALL: [AuditSeverity; 3] = [AuditSeverity::Violation, AuditSeverity::Warning, AuditSeverity::Notice];
+
+    /// The snake_case spelling, as serialized.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditSeverity::Violation => "violation",
+            AuditSeverity::Warning => "warning",
+            AuditSeverity::Notice => "notice",
+        }
+    }
+}
+
+impl std::fmt::Display for AuditSeverity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for AuditSeverity {
+    type Err = StateError;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        AuditSeverity::ALL
+            .into_iter()
+            .find(|severity| severity.as_str() == text)
+            .ok_or_else(|| StateError::Backend(format!("`{text}` is not an audit severity")))
+    }
+}
+
+/// One thing an audit found: which rule, how serious, about which resource,
+/// what is wrong and what to do about it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditFinding {
+    /// The rule's stable name, e.g. `required-tags`.
+    pub rule: String,
+    pub severity: AuditSeverity,
+    /// `bucket`, `queue`, `function`, `job`, `run`, `process`, `container`, `network`, `api`, `state-store`, `object`.
+    pub resource_kind: String,
+    /// The resource's name or id within its kind.
+    pub resource: String,
+    /// What is wrong.
+    pub message: String,
+    /// What to do about it.
+    pub remedy: String,
+}
+
+/// An audit to record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewAudit {
+    /// What ran it: `manual`, `deploy`, `run:<run id>`.
+    pub trigger: String,
+    /// How many resources the inventory held.
+    pub resources_checked: u64,
+    pub findings: Vec<AuditFinding>,
+}
+
+/// A recorded audit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    /// 1, 2, 3, … in the order recorded, never reused.
+    pub id: u64,
+    pub at: Timestamp,
+    pub trigger: String,
+    pub resources_checked: u64,
+    /// In the order the audit produced them.
+    pub findings: Vec<AuditFinding>,
+}
+
+impl AuditRecord {
+    /// How many findings have `severity`.
+    pub fn count(&self, severity: AuditSeverity) -> usize {
+        self.findings.iter().filter(|finding| finding.severity == severity).count()
+    }
+}
+
+/// How many audits a store keeps: recording one more forgets the oldest.
+pub const AUDITS_KEPT: usize = 100;
+
 /// The durable state of one Mayfly project.
 ///
 /// Time comes from the [`mayfly_core::Clock`] the backend was opened with.
@@ -615,6 +706,18 @@ pub trait StateStore: Send + Sync {
     fn upsert_worker(&self, worker: &WorkerRecord) -> Result<()>;
     /// The run's workers, by start time then name.
     fn run_workers(&self, run: &str) -> Result<Vec<WorkerRecord>>;
+
+    // --- audits ---------------------------------------------------------------------
+    //
+    // The findings of `mayfly audit` (run by hand, after every deploy and after
+    // every run), kept so the API and the dashboard can show the latest.
+
+    /// Record an audit, at now, with its findings in order; forgets the oldest
+    /// audits beyond [`AUDITS_KEPT`] in the same commit. Returns it with its id,
+    /// greater than every id before it.
+    fn record_audit(&self, audit: &NewAudit) -> Result<AuditRecord>;
+    /// The most recently recorded audit, if any.
+    fn latest_audit(&self) -> Result<Option<AuditRecord>>;
 }
 
 #[cfg(test)]

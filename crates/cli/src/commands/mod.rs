@@ -2,6 +2,7 @@
 //! arguments, the `--project` override and the output mode, and returns an
 //! error with context rather than printing one.
 
+pub mod audit;
 pub mod demo;
 pub mod functions;
 pub mod jobs;

@@ -428,6 +428,8 @@ pub async fn deploy(args: DeployArgs, project: Option<&Path>, output: Output) ->
         content_hash: String,
         steps: Vec<Step>,
         recorded: bool,
+        /// The audit run after the deploy; `None` for a dry run or if it could not run.
+        audit: Option<crate::commands::audit::AuditSummary>,
     }
     let mut report = DeployReport {
         dry_run: args.dry_run,
@@ -435,6 +437,7 @@ pub async fn deploy(args: DeployArgs, project: Option<&Path>, output: Output) ->
         content_hash: loaded.content_hash.clone(),
         steps: steps.clone(),
         recorded: false,
+        audit: None,
     };
     if let (false, Some(opened)) = (args.dry_run, &opened) {
         apply(opened, &loaded.architecture, &steps).await?;
@@ -447,6 +450,7 @@ pub async fn deploy(args: DeployArgs, project: Option<&Path>, output: Output) ->
             report.version = Some(deployment.version);
             report.recorded = true;
         }
+        report.audit = crate::commands::audit::after_deploy(&located, opened, &loaded.architecture).await;
     }
     output.emit(&report, || {
         let mut text = String::new();
@@ -466,6 +470,10 @@ pub async fn deploy(args: DeployArgs, project: Option<&Path>, output: Output) ->
                 report.steps.len()
             )),
             (false, _, None) => {}
+        }
+        if let Some(audit) = &report.audit {
+            let next = if audit.violations > 0 { "; the deployment stands, see `mayfly audit`" } else { "" };
+            text.push_str(&format!("\naudit: {}{next}", audit.counts()));
         }
         text
     })
