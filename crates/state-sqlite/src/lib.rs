@@ -18,8 +18,10 @@
 //! Only this crate knows SQL. The queue rules come from
 //! [`mayfly_core::queue`] and the run rules from [`mayfly_core::run`]; this
 //! crate only stores what they decide (`ledger.rs`: invocations; `runs.rs`:
-//! batch-job runs, their items, results and workers).
+//! batch-job runs, their items, results and workers; `access.rs`: the API's
+//! tokens and access log).
 
+mod access;
 mod errors;
 mod ledger;
 mod runs;
@@ -38,6 +40,7 @@ use mayfly_core::queue::{
 use mayfly_core::run::{ItemStatus, RunStatus};
 use mayfly_core::{ByteSize, Clock, Name, NewObjectEvent, ObjectEvent, ObjectEventKind, Timestamp};
 use mayfly_state::{
+    AccessRecord, ApiTokenRecord, NewApiToken, StoredAccessRecord,
     BucketRecord, DeadLetterInfo, DeleteOutcome, Deployment, FunctionStats, InvocationFilter, InvocationRecord,
     ItemCompletion, NewDeployment, NewRun, NewRunItem, OutgoingMessage, QueueRecord, ReceiveRequest, ReceivedMessage,
     Result, ResultRecord, RunItem, RunItemCounts, RunRecord, StateError, StateStore, StoredInvocation, StoredMessage,
@@ -1562,6 +1565,44 @@ impl StateStore for SqliteStore {
 
     fn run_workers(&self, run: &str) -> Result<Vec<WorkerRecord>> {
         self.read(&format!("list the workers of run `{run}`"), |transaction| runs::run_workers(transaction, run))
+    }
+
+    fn cancel_run(&self, id: &str, reason: &str) -> Result<RunRecord> {
+        let now = self.now();
+        self.write(&format!("cancel run `{id}`"), |transaction| runs::cancel_run(transaction, id, reason, now))
+    }
+
+    // --- API tokens and the access log ------------------------------------------------------
+
+    fn create_api_token(&self, token: NewApiToken) -> Result<ApiTokenRecord> {
+        let now = self.now();
+        self.write(&format!("create token `{}`", token.name), |transaction| {
+            access::create_api_token(transaction, token, now)
+        })
+    }
+
+    fn api_token(&self, id: &str) -> Result<ApiTokenRecord> {
+        self.read(&format!("look up token `{id}`"), |transaction| access::api_token(transaction, id))
+    }
+
+    fn api_tokens(&self) -> Result<Vec<ApiTokenRecord>> {
+        self.read("list tokens", access::api_tokens)
+    }
+
+    fn revoke_api_token(&self, id: &str) -> Result<ApiTokenRecord> {
+        let now = self.now();
+        self.write(&format!("revoke token `{id}`"), |transaction| access::revoke_api_token(transaction, id, now))
+    }
+
+    fn append_access_records(&self, records: &[AccessRecord]) -> Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        self.write("append to the access log", |transaction| access::append_access_records(transaction, records))
+    }
+
+    fn access_records(&self, before_id: Option<u64>, limit: usize) -> Result<Vec<StoredAccessRecord>> {
+        self.read("read the access log", |transaction| access::access_records(transaction, before_id, limit))
     }
 }
 
