@@ -10,7 +10,7 @@ use super::{page_limit, rfc3339};
 use crate::access::{Resource, Scope};
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::extract::ApiQuery;
+use crate::extract::LazyQuery;
 use crate::ApiState;
 
 /// One access to the API.
@@ -69,9 +69,10 @@ pub struct AccessLogQuery {
 pub async fn read_access_log(
     State(api): State<ApiState>,
     caller: Caller,
-    ApiQuery(query): ApiQuery<AccessLogQuery>,
+    query: LazyQuery,
 ) -> Result<Json<AccessLogPage>, ApiError> {
     api.authorize_caller(&caller, Scope::Admin, Resource::Unlimited, "access-log")?;
+    let query: AccessLogQuery = query.parse()?;
     let limit = page_limit(query.limit, 100, 1_000)?;
     let mut records = api.config().state.access_records(query.before, limit + 1)?;
     let more = records.len() > limit;

@@ -13,7 +13,7 @@ use super::parse_name;
 use crate::access::{Resource, Scope};
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::extract::{ApiJson, ApiPath};
+use crate::extract::{ApiPath, JsonBody};
 use crate::{ApiState, ApiConfig};
 
 /// What one invocation did. A function that failed still answers 200: its `outcome` says how it failed.
@@ -84,10 +84,11 @@ pub async fn invoke_function(
     State(api): State<ApiState>,
     caller: Caller,
     ApiPath(function): ApiPath<String>,
-    ApiJson(event): ApiJson<serde_json::Value>,
+    body: JsonBody,
 ) -> Result<Json<InvocationReport>, ApiError> {
     api.authorize_caller(&caller, Scope::FunctionsInvoke, Resource::Unlimited, format!("function/{function}"))?;
     let name = parse_name("function", &function)?;
+    let event: serde_json::Value = body.parse()?;
     let payload = serde_json::to_vec(&event).map_err(|error| ApiError::internal(error.to_string()))?;
     let result = invoke(api.config(), &name, "api", payload).await?;
     Ok(Json(InvocationReport::from(result)))

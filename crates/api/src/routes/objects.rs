@@ -20,7 +20,7 @@ use super::{page_limit, parse_name, rfc3339};
 use crate::access::{Resource, Scope};
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::extract::{ApiPath, ApiQuery};
+use crate::extract::{ApiPath, LazyQuery};
 use crate::ApiState;
 
 /// A bucket.
@@ -113,9 +113,10 @@ pub async fn list_objects(
     State(api): State<ApiState>,
     caller: Caller,
     ApiPath(bucket): ApiPath<String>,
-    ApiQuery(query): ApiQuery<ListObjectsQuery>,
+    query: LazyQuery,
 ) -> Result<Json<ObjectList>, ApiError> {
     api.authorize_caller(&caller, Scope::ObjectsRead, Resource::Bucket(&bucket), format!("bucket/{bucket}"))?;
+    let query: ListObjectsQuery = query.parse()?;
     let limit = page_limit(query.limit, 100, 1_000)?;
     let name = parse_name("bucket", &bucket)?;
     let mut objects: Vec<ObjectInfo> = api.config().buckets.list(&name, query.prefix.as_deref()).await?;

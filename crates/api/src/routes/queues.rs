@@ -14,7 +14,7 @@ use super::parse_name;
 use crate::access::{Resource, Scope};
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::extract::{ApiJson, ApiPath};
+use crate::extract::{ApiPath, JsonBody};
 use crate::ApiState;
 
 /// The longest delay a message may ask for (as SQS).
@@ -127,10 +127,11 @@ pub async fn send_messages(
     State(api): State<ApiState>,
     caller: Caller,
     ApiPath(queue): ApiPath<String>,
-    ApiJson(request): ApiJson<SendMessagesRequest>,
+    body: JsonBody,
 ) -> Result<(StatusCode, Json<SendMessagesResponse>), ApiError> {
     api.authorize_caller(&caller, Scope::MessagesWrite, Resource::Unlimited, format!("queue/{queue}"))?;
     let name = parse_name("queue", &queue)?;
+    let request: SendMessagesRequest = body.parse()?;
     if name.as_str().starts_with("mayfly-") {
         return Err(ApiError::bad_request(format!(
             "queue `{name}` is one of Mayfly's own (names starting with `mayfly-`); send to a queue of the architecture"

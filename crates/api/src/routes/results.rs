@@ -13,7 +13,7 @@ use super::{json_or_text, page_limit, parse_name, rfc3339};
 use crate::access::{Resource, Scope};
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::extract::{ApiPath, ApiQuery};
+use crate::extract::{ApiPath, LazyQuery};
 use crate::ApiState;
 
 /// One item's outcome: its result when done, its error when dead-lettered.
@@ -94,9 +94,10 @@ pub async fn list_results(
     State(api): State<ApiState>,
     caller: Caller,
     ApiPath(job): ApiPath<String>,
-    ApiQuery(query): ApiQuery<ResultsQuery>,
+    query: LazyQuery,
 ) -> Result<Json<ResultPage>, ApiError> {
     api.authorize_caller(&caller, Scope::ResultsRead, Resource::Job(&job), format!("job/{job}/results"))?;
+    let query: ResultsQuery = query.parse()?;
     let name = parse_name("job", &job)?;
     let limit = page_limit(query.limit, 100, 1_000)?;
     let status = match query.status.as_deref() {

@@ -21,7 +21,7 @@ use super::{page_limit, parse_name, rfc3339};
 use crate::access::{Resource, Scope};
 use crate::auth::{Caller, Principal};
 use crate::error::ApiError;
-use crate::extract::{ApiPath, ApiQuery};
+use crate::extract::{ApiPath, LazyQuery};
 use crate::ApiState;
 
 /// How often a live log stream looks for new lines.
@@ -199,11 +199,17 @@ pub async fn start_run(
 pub async fn list_runs(
     State(api): State<ApiState>,
     caller: Caller,
-    ApiQuery(query): ApiQuery<ListRunsQuery>,
+    query: LazyQuery,
 ) -> Result<Json<RunList>, ApiError> {
-    let resource = query.job.as_deref().map_or(Resource::Unlimited, Resource::Job);
-    let label = query.job.as_deref().map_or_else(|| "runs".to_owned(), |job| format!("job/{job}/runs"));
-    let principal = api.authorize_caller(&caller, Scope::RunsRead, resource, label)?;
+    let principal = api.authorize_caller(&caller, Scope::RunsRead, Resource::Unlimited, "runs")?;
+    let query: ListRunsQuery = query.parse()?;
+    if let Some(job) = &query.job {
+        caller.note.set_resource(format!("job/{job}/runs"));
+        if let Err(error) = principal.permits(Scope::RunsRead, Resource::Job(job)) {
+            caller.note.set_outcome(error.outcome());
+            return Err(error.into());
+        }
+    }
     let limit = page_limit(query.limit, 20, 1_000)?;
     let job = query.job.as_deref().map(|job| parse_name("job", job)).transpose()?;
     // A token limited to some jobs sees only theirs: ask for more and keep those.
@@ -271,9 +277,10 @@ pub async fn stream_run_logs(
     State(api): State<ApiState>,
     caller: Caller,
     ApiPath(run): ApiPath<String>,
-    ApiQuery(query): ApiQuery<RunLogsQuery>,
+    query: LazyQuery,
 ) -> Result<Sse<impl futures::Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let (_, record) = authorize_run(&api, &caller, Scope::LogsRead, &run, "/logs")?;
+    let query: RunLogsQuery = query.parse()?;
     let (sender, receiver) = mpsc::channel::<Event>(64);
     tokio::spawn(follow_logs(api, record, query.worker, sender));
     let stream = futures::stream::unfold(receiver, |mut receiver| async move {
