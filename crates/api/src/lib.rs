@@ -200,7 +200,7 @@ pub fn router(state: ApiState) -> Router {
                 async move { axum::Json(document) }
             }),
         )
-        .layer(axum::middleware::from_fn_with_state(state.clone(), record_access))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), record_access))
         .with_state(state)
 }
 

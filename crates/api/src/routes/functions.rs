@@ -25,7 +25,6 @@ pub struct InvocationReport {
     pub error_type: Option<String>,
     pub error_message: Option<String>,
     /// The function's result, when it gave one (JSON).
-    #[schema(value_type = Object)]
     pub response: Option<serde_json::Value>,
     /// What the function wrote to its logs during this invocation.
     pub logs: String,

@@ -29,7 +29,6 @@ pub struct ResultView {
     /// When the result was recorded (done items), RFC 3339.
     pub recorded_at: Option<String>,
     /// The function's result: its JSON, or its text as a string.
-    #[schema(value_type = Object)]
     pub result: Option<serde_json::Value>,
     /// The last error (items that are not done).
     pub error: Option<String>,

@@ -105,7 +105,6 @@ pub struct RunDetail {
     pub run: RunView,
     pub workers: Vec<WorkerView>,
     /// The run report (items, retries, makespan, cost), once written.
-    #[schema(value_type = Object)]
     pub report: Option<serde_json::Value>,
 }
 
