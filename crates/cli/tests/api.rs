@@ -378,7 +378,8 @@ fn a_token_reads_and_writes_objects_messages_runs_results_logs_and_user_routes()
     assert_eq!(rest["results"][0]["item"], "in/2.json");
     assert_eq!(rest["next_after"], Value::Null);
     let one = server.get_json("/v1/jobs/nightly/results/in%2F0.json", &nightly_only);
-    assert_eq!((one["status"].as_str(), &one["result"]["key"]), (Some("done"), &json!("in/0.json")));
+    assert_eq!(one["status"], "done");
+    assert!(one["result"].to_string().contains("in/0.json"), "the function's answer, as JSON: {one}");
     let none = server.get_json(&format!("/v1/jobs/nightly/results?run={run_id}&status=dead_lettered"), &nightly_only);
     assert_eq!(none["results"], json!([]));
     let other_job = server.request("GET", "/v1/jobs/weekly/results", Some(&nightly_only)).send().unwrap();
