@@ -471,5 +471,6 @@ fn schemathesis_finds_no_server_errors_and_no_schema_violations() {
         .expect("run schemathesis");
     let report = format!("{}\n{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     assert!(output.status.success(), "schemathesis found problems:\n{report}");
+    eprintln!("{report}");
     server.stop();
 }
