@@ -74,7 +74,10 @@ impl FromStr for Scope {
     type Err = UnknownScope;
 
     fn from_str(text: &str) -> Result<Scope, UnknownScope> {
-        Scope::ALL.into_iter().find(|scope| scope.as_str() == text).ok_or_else(|| UnknownScope { given: text.to_owned() })
+        Scope::ALL
+            .into_iter()
+            .find(|scope| scope.as_str() == text)
+            .ok_or_else(|| UnknownScope { given: text.to_owned() })
     }
 }
 
@@ -160,7 +163,9 @@ impl Grant {
         }
         match resource {
             Resource::Job(job) if !self.allows_job(job) => Err(Refusal::JobNotAllowed(job.to_owned())),
-            Resource::Bucket(bucket) if !self.allows_bucket(bucket) => Err(Refusal::BucketNotAllowed(bucket.to_owned())),
+            Resource::Bucket(bucket) if !self.allows_bucket(bucket) => {
+                Err(Refusal::BucketNotAllowed(bucket.to_owned()))
+            }
             _ => Ok(()),
         }
     }
@@ -268,8 +273,9 @@ mod tests {
 
     #[test]
     fn limits_to_jobs_and_buckets_hold() {
-        let grant = Grant::parse(&strings(&["results:read", "objects:read"]), strings(&["nightly"]), strings(&["inbox"]))
-            .unwrap();
+        let grant =
+            Grant::parse(&strings(&["results:read", "objects:read"]), strings(&["nightly"]), strings(&["inbox"]))
+                .unwrap();
         assert_eq!(grant.permits(Scope::ResultsRead, Resource::Job("nightly")), Ok(()));
         assert_eq!(
             grant.permits(Scope::ResultsRead, Resource::Job("weekly")),

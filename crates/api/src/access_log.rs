@@ -77,7 +77,9 @@ impl AccessLog {
     /// Append `record` and wait until it is committed.
     pub async fn append(&self, record: AccessRecord) -> Result<(), AccessLogError> {
         let (sender, receiver) = oneshot::channel();
-        self.sender.send(Pending { record, committed: Committed::Async(sender) }).map_err(|_| AccessLogError::Stopped)?;
+        self.sender
+            .send(Pending { record, committed: Committed::Async(sender) })
+            .map_err(|_| AccessLogError::Stopped)?;
         receiver.await.map_err(|_| AccessLogError::Stopped)?
     }
 

@@ -31,7 +31,9 @@ impl Principal {
 /// Why a token was not accepted. Everything but `Forbidden` and `Store` is a 401.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
-    #[error("this endpoint needs a token: send `Authorization: Bearer <token>` (create one with `mayfly tokens create`)")]
+    #[error(
+        "this endpoint needs a token: send `Authorization: Bearer <token>` (create one with `mayfly tokens create`)"
+    )]
     MissingToken,
     #[error("the bearer token is malformed; tokens look like `mf_<16 hex digits>_<64 hex digits>`")]
     MalformedToken,
@@ -114,7 +116,10 @@ pub(crate) fn check_token(
         return Err(AuthError::Expired { token_id: record.id });
     }
     let grant = Grant::parse(&record.scopes, record.jobs, record.buckets).map_err(|error| {
-        AuthError::Store(StateError::Backend(format!("token `{}` holds a grant that no longer parses: {error}", record.id)))
+        AuthError::Store(StateError::Backend(format!(
+            "token `{}` holds a grant that no longer parses: {error}",
+            record.id
+        )))
     })?;
     Ok(Principal { token_id: record.id, name: record.name, grant })
 }

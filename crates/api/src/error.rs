@@ -83,7 +83,9 @@ impl From<StateError> for ApiError {
             StateError::AlreadyExists { .. } | StateError::Conflict(_) | StateError::LeaseLost { .. } => {
                 ApiError::conflict(message)
             }
-            StateError::Rule(mayfly_core::queue::QueueRuleError::MessageTooLarge { .. }) => ApiError::too_large(message),
+            StateError::Rule(mayfly_core::queue::QueueRuleError::MessageTooLarge { .. }) => {
+                ApiError::too_large(message)
+            }
             StateError::Rule(_) => ApiError::bad_request(message),
             StateError::DiskFull
             | StateError::SchemaTooNew { .. }
@@ -101,9 +103,9 @@ impl From<BucketError> for ApiError {
             BucketError::InvalidKey { .. } | BucketError::CopyOntoItself { .. } | BucketError::ReadBody { .. } => {
                 ApiError::bad_request(message)
             }
-            BucketError::KeyConflict { .. } | BucketError::AlreadyExists { .. } | BucketError::BucketNotEmpty { .. } => {
-                ApiError::conflict(message)
-            }
+            BucketError::KeyConflict { .. }
+            | BucketError::AlreadyExists { .. }
+            | BucketError::BucketNotEmpty { .. } => ApiError::conflict(message),
             BucketError::State(state) => ApiError::from(state),
             _ => ApiError::internal(message),
         }

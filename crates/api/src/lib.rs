@@ -133,7 +133,13 @@ impl ApiState {
     /// `path` is what was asked for (e.g. the dashboard page). For code
     /// outside `/v1`, e.g. the dashboard; a refusal is recorded with the
     /// status it would answer (401/403).
-    pub fn authorize(&self, token: &str, scope: Scope, resource: Resource<'_>, path: &str) -> Result<Principal, AuthError> {
+    pub fn authorize(
+        &self,
+        token: &str,
+        scope: Scope,
+        resource: Resource<'_>,
+        path: &str,
+    ) -> Result<Principal, AuthError> {
         let checked = self.check(Some(token).filter(|token| !token.is_empty()), scope, resource);
         let (token_id, status, outcome) = match &checked {
             Ok(principal) => (Some(principal.token_id.clone()), 200, "ok".to_owned()),
@@ -220,12 +226,10 @@ async fn record_access(State(api): State<ApiState>, mut request: Request, next: 
     let response = next.run(request).await;
     let status = response.status();
     let fields = note.fields();
-    let outcome = fields.outcome.unwrap_or_else(|| {
-        match response.extensions().get::<error::ErrorOutcome>() {
-            Some(error::ErrorOutcome(message)) => format!("error: {message}"),
-            None if status.is_success() => "ok".to_owned(),
-            None => format!("error: {status}"),
-        }
+    let outcome = fields.outcome.unwrap_or_else(|| match response.extensions().get::<error::ErrorOutcome>() {
+        Some(error::ErrorOutcome(message)) => format!("error: {message}"),
+        None if status.is_success() => "ok".to_owned(),
+        None => format!("error: {status}"),
     });
     let record = AccessRecord {
         at: api.config().clock.now(),

@@ -91,7 +91,10 @@ fn document_operation() -> Operation {
         .tag("meta")
         .summary(Some("This document"))
         .security(SecurityRequirement::default())
-        .response("200", ResponseBuilder::new().description("The OpenAPI document").content("application/json", content))
+        .response(
+            "200",
+            ResponseBuilder::new().description("The OpenAPI document").content("application/json", content),
+        )
         .build()
 }
 
@@ -102,7 +105,9 @@ mod tests {
     fn architecture(extra: &str) -> Architecture {
         mayfly_spec::parse(
             "mayfly.toml",
-            &format!("version = 1\nname = \"doc\"\n[functions.echo]\nruntime = \"process\"\ncommand = [\"echo\"]\n{extra}"),
+            &format!(
+                "version = 1\nname = \"doc\"\n[functions.echo]\nruntime = \"process\"\ncommand = [\"echo\"]\n{extra}"
+            ),
         )
         .expect("a valid architecture")
     }

@@ -54,7 +54,8 @@ pub fn ensure_self_signed(tls_dir: &Path) -> Result<(TlsPaths, bool), TlsError> 
         move |source| TlsError::Io { action, path, source }
     };
     std::fs::DirBuilder::new().recursive(true).mode(0o700).create(tls_dir).map_err(io("create", tls_dir))?;
-    std::fs::set_permissions(tls_dir, std::fs::Permissions::from_mode(0o700)).map_err(io("make owner-only", tls_dir))?;
+    std::fs::set_permissions(tls_dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(io("make owner-only", tls_dir))?;
     let names: Vec<String> = SELF_SIGNED_NAMES.iter().map(|name| (*name).to_owned()).collect();
     let certified = rcgen::generate_simple_self_signed(names)?;
     // The key first, each file written aside and renamed, so a crash never leaves a certificate without its key.

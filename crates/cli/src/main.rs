@@ -175,7 +175,10 @@ enum Command {
     #[command(subcommand)]
     Tokens(tokens::TokensCommand),
     /// Show the HTTPS API's access log: who read or changed what, when, and the outcome.
-    #[command(name = "access-log", after_help = "Examples:\n  mayfly access-log\n  mayfly access-log --limit 500 --json")]
+    #[command(
+        name = "access-log",
+        after_help = "Examples:\n  mayfly access-log\n  mayfly access-log --limit 500 --json"
+    )]
     AccessLog(access_log::AccessLogArgs),
 
     /// Run the demo pipeline end to end in a fresh project.

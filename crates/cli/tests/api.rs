@@ -213,8 +213,10 @@ fn every_endpoint_refuses_missing_wrong_revoked_expired_and_under_scoped_tokens(
     let mut wrong_secret = admin.clone();
     let last = wrong_secret.pop().unwrap();
     wrong_secret.push(if last == '0' { '1' } else { '0' });
-    let single_scope: Vec<(&str, String)> =
-        SCOPES.iter().map(|scope| (*scope, create_token(&project, &format!("only-{scope}"), &["--scope", scope]))).collect();
+    let single_scope: Vec<(&str, String)> = SCOPES
+        .iter()
+        .map(|scope| (*scope, create_token(&project, &format!("only-{scope}"), &["--scope", scope])))
+        .collect();
     let server = Server::start(&project);
 
     let document: Value = server.client.get(server.url("/v1/openapi.json")).send().unwrap().json().unwrap();
@@ -227,7 +229,10 @@ fn every_endpoint_refuses_missing_wrong_revoked_expired_and_under_scoped_tokens(
         }
     }
     assert!(operations.len() >= 16, "the document lists the API's operations: {operations:?}");
-    assert!(operations.contains(&("GET".to_owned(), "/v1/routes/charts/{id}".to_owned())), "user routes are documented");
+    assert!(
+        operations.contains(&("GET".to_owned(), "/v1/routes/charts/{id}".to_owned())),
+        "user routes are documented"
+    );
 
     let bad_tokens: [(&str, Option<&str>); 5] = [
         ("missing", None),
@@ -255,7 +260,10 @@ fn every_endpoint_refuses_missing_wrong_revoked_expired_and_under_scoped_tokens(
         let expected_allowed = if path == "/v1/access-log" { 0 } else { 1 };
         assert_eq!(allowed.len(), expected_allowed, "{method} {path} is open to exactly one scope, not {allowed:?}");
         let status = sample_request(&server, method, path, Some(&admin)).send().unwrap().status();
-        assert!(status != StatusCode::UNAUTHORIZED && status != StatusCode::FORBIDDEN, "{method} {path}: admin got {status}");
+        assert!(
+            status != StatusCode::UNAUTHORIZED && status != StatusCode::FORBIDDEN,
+            "{method} {path}: admin got {status}"
+        );
     }
 
     // Every one of those accesses, refused ones too, is in the access log.
@@ -298,8 +306,11 @@ fn a_token_reads_and_writes_objects_messages_runs_results_logs_and_user_routes()
         "nightly-reader",
         &["--scope", "results:read", "--scope", "runs:read", "--scope", "logs:read", "--job", "nightly"],
     );
-    let inbox_writer =
-        create_token(&project, "inbox-writer", &["--scope", "objects:write", "--scope", "objects:read", "--bucket", "inbox"]);
+    let inbox_writer = create_token(
+        &project,
+        "inbox-writer",
+        &["--scope", "objects:write", "--scope", "objects:read", "--bucket", "inbox"],
+    );
     let listed = project.ok(&["tokens", "list", "--json"]);
     assert!(!listed.contains(&admin[20..]), "no secret in the token list");
     let server = Server::start(&project);
@@ -338,10 +349,12 @@ fn a_token_reads_and_writes_objects_messages_runs_results_logs_and_user_routes()
         .json(&json!({"messages": [{"body": "x", "delay_seconds": 901}]}))
         .send()
         .unwrap();
-    assert!(assert_error_body(too_long, StatusCode::BAD_REQUEST, "delay too long")["error"]
-        .as_str()
-        .unwrap()
-        .contains("messages[0].delay_seconds"));
+    assert!(
+        assert_error_body(too_long, StatusCode::BAD_REQUEST, "delay too long")["error"]
+            .as_str()
+            .unwrap()
+            .contains("messages[0].delay_seconds")
+    );
 
     // Invoke: the same ledger as `mayfly invoke`.
     let invoked = server
@@ -362,7 +375,10 @@ fn a_token_reads_and_writes_objects_messages_runs_results_logs_and_user_routes()
     let deadline = Instant::now() + Duration::from_secs(60);
     let detail = loop {
         let detail = server.get_json(&format!("/v1/runs/{run_id}"), &nightly_only);
-        if detail["run"]["status"] != "requested" && detail["run"]["status"] != "running" && detail["run"]["status"] != "finishing" {
+        if detail["run"]["status"] != "requested"
+            && detail["run"]["status"] != "running"
+            && detail["run"]["status"] != "finishing"
+        {
             break detail;
         }
         assert!(Instant::now() < deadline, "the run did not end: {detail}");
@@ -408,7 +424,8 @@ fn a_token_reads_and_writes_objects_messages_runs_results_logs_and_user_routes()
     let log = server.get_json("/v1/access-log?limit=1000", &admin);
     let records = log["records"].as_array().unwrap();
     assert!(records.iter().any(|r| r["resource"] == "job/nightly/result/in/0.json" && r["status"] == 200));
-    assert!(records.iter().any(|r| r["resource"] == "job/weekly/results" && r["status"] == 403
+    assert!(records.iter().any(|r| r["resource"] == "job/weekly/results"
+        && r["status"] == 403
         && r["outcome"].as_str().unwrap().contains("limited to other jobs")));
     let forbidden = server.request("GET", "/v1/access-log", Some(&nightly_only)).send().unwrap();
     assert_error_body(forbidden, StatusCode::FORBIDDEN, "the access log needs admin");

@@ -153,9 +153,8 @@ pub async fn cancel_run(
     reason: &str,
 ) -> Result<(RunRecord, usize), JobError> {
     let cancelled = state.cancel_run(run, reason)?;
-    let stopped = tear_down_run(provisioner, run)
-        .await
-        .map_err(|source| JobError::TearDown { run: run.to_owned(), source })?;
+    let stopped =
+        tear_down_run(provisioner, run).await.map_err(|source| JobError::TearDown { run: run.to_owned(), source })?;
     tracing::info!(run, stopped, reason, "run cancelled");
     Ok((cancelled, stopped))
 }

@@ -59,8 +59,9 @@ fn list_to_json(list: &[String]) -> Result<String> {
 }
 
 fn list_from_json(token: &str, json: &str) -> Result<Vec<String>> {
-    serde_json::from_str(json)
-        .map_err(|error| StateError::Backend(format!("the state file holds an unreadable list for token `{token}`: {error}")))
+    serde_json::from_str(json).map_err(|error| {
+        StateError::Backend(format!("the state file holds an unreadable list for token `{token}`: {error}"))
+    })
 }
 
 fn find_token(transaction: &Transaction<'_>, id: &str) -> Result<Option<ApiTokenRecord>> {
@@ -81,7 +82,8 @@ pub fn create_api_token(transaction: &Transaction<'_>, token: NewApiToken, now: 
     if name_taken {
         return Err(StateError::AlreadyExists { kind: "token", name: token.name });
     }
-    let (scopes, jobs, buckets) = (list_to_json(&token.scopes)?, list_to_json(&token.jobs)?, list_to_json(&token.buckets)?);
+    let (scopes, jobs, buckets) =
+        (list_to_json(&token.scopes)?, list_to_json(&token.jobs)?, list_to_json(&token.buckets)?);
     let inserted = transaction
         .prepare_cached(
             "INSERT INTO api_tokens (id, name, secret_sha256, scopes, jobs, buckets, created_at, expires_at) \

@@ -40,11 +40,10 @@ use mayfly_core::queue::{
 use mayfly_core::run::{ItemStatus, RunStatus};
 use mayfly_core::{ByteSize, Clock, Name, NewObjectEvent, ObjectEvent, ObjectEventKind, Timestamp};
 use mayfly_state::{
-    AccessRecord, ApiTokenRecord, NewApiToken, StoredAccessRecord,
-    BucketRecord, DeadLetterInfo, DeleteOutcome, Deployment, FunctionStats, InvocationFilter, InvocationRecord,
-    ItemCompletion, NewDeployment, NewRun, NewRunItem, OutgoingMessage, QueueRecord, ReceiveRequest, ReceivedMessage,
-    Result, ResultRecord, RunItem, RunItemCounts, RunRecord, StateError, StateStore, StoredInvocation, StoredMessage,
-    WorkerRecord,
+    AccessRecord, ApiTokenRecord, BucketRecord, DeadLetterInfo, DeleteOutcome, Deployment, FunctionStats,
+    InvocationFilter, InvocationRecord, ItemCompletion, NewApiToken, NewDeployment, NewRun, NewRunItem,
+    OutgoingMessage, QueueRecord, ReceiveRequest, ReceivedMessage, Result, ResultRecord, RunItem, RunItemCounts,
+    RunRecord, StateError, StateStore, StoredAccessRecord, StoredInvocation, StoredMessage, WorkerRecord,
 };
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior, params};
 

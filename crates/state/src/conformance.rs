@@ -20,10 +20,9 @@ use mayfly_core::run::{ItemStatus, RunStatus};
 use mayfly_core::{ByteSize, Clock, ManualClock, Name, NewObjectEvent, ObjectEventKind, Timestamp};
 
 use crate::{
-    AccessRecord, ApiTokenRecord, NewApiToken, StoredAccessRecord,
-    DeleteOutcome, FunctionStats, InvocationFilter, InvocationRecord, ItemCompletion, NewDeployment, NewRun,
-    NewRunItem, OutgoingMessage, ReceiveRequest, ReceivedMessage, ResultRecord, RunItem, RunItemCounts, RunRecord,
-    StateError, StateStore, StoredInvocation, WorkerRecord,
+    AccessRecord, ApiTokenRecord, DeleteOutcome, FunctionStats, InvocationFilter, InvocationRecord, ItemCompletion,
+    NewApiToken, NewDeployment, NewRun, NewRunItem, OutgoingMessage, ReceiveRequest, ReceivedMessage, ResultRecord,
+    RunItem, RunItemCounts, RunRecord, StateError, StateStore, StoredAccessRecord, StoredInvocation, WorkerRecord,
 };
 
 /// A freshly opened, empty store and the clock it was opened with.
@@ -1706,7 +1705,11 @@ pub fn cancelling_a_run_ends_it_whoever_holds_its_lease(subject: Subject) {
     assert_conflict(store.finish_run("run-1", "coordinator-1", RunStatus::Succeeded, None, None));
     assert!(!store.claim_run("run-1", "coordinator-2", RUN_TTL).unwrap(), "a cancelled run is never claimed");
     assert_conflict(store.cancel_run("run-1", "again"));
-    assert_eq!(store.run("run-1").unwrap().error.as_deref(), Some("cancelled by token tok-1"), "refusal changes nothing");
+    assert_eq!(
+        store.run("run-1").unwrap().error.as_deref(),
+        Some("cancelled by token tok-1"),
+        "refusal changes nothing"
+    );
     // A run no coordinator ever claimed can be cancelled too, and then needs none.
     assert_eq!(store.cancel_run("run-2", "not needed").unwrap().status, RunStatus::Cancelled);
     subject.clock.advance(Duration::from_secs(3_600));
@@ -1732,7 +1735,8 @@ pub fn api_tokens_are_stored_listed_and_revoked(subject: Subject) {
     let store = &subject.store;
     let created_at = subject.clock.now();
     let expires_at = created_at.saturating_add(Duration::from_secs(86_400));
-    let first = store.create_api_token(NewApiToken { expires_at: Some(expires_at), ..new_token("tok-1", "ci") }).unwrap();
+    let first =
+        store.create_api_token(NewApiToken { expires_at: Some(expires_at), ..new_token("tok-1", "ci") }).unwrap();
     assert_eq!(
         first,
         ApiTokenRecord {
@@ -1749,7 +1753,11 @@ pub fn api_tokens_are_stored_listed_and_revoked(subject: Subject) {
     );
     subject.clock.advance(Duration::from_secs(1));
     let second = store
-        .create_api_token(NewApiToken { buckets: vec!["inbox".to_owned()], jobs: Vec::new(), ..new_token("tok-2", "dashboard") })
+        .create_api_token(NewApiToken {
+            buckets: vec!["inbox".to_owned()],
+            jobs: Vec::new(),
+            ..new_token("tok-2", "dashboard")
+        })
         .unwrap();
     assert_eq!(store.api_token("tok-1").unwrap(), first);
     assert_eq!(store.api_tokens().unwrap(), vec![first.clone(), second.clone()], "oldest first");
@@ -1800,12 +1808,16 @@ pub fn access_records_are_appended_in_order_and_read_newest_first(subject: Subje
     let store = &subject.store;
     assert!(store.access_records(None, 10).unwrap().is_empty());
     let now = subject.clock.now();
-    let batch: Vec<AccessRecord> = (1..=5).map(|n| access(&format!("/v1/x/{n}"), if n == 3 { 401 } else { 200 }, now)).collect();
+    let batch: Vec<AccessRecord> =
+        (1..=5).map(|n| access(&format!("/v1/x/{n}"), if n == 3 { 401 } else { 200 }, now)).collect();
     store.append_access_records(&batch[..2]).unwrap();
     store.append_access_records(&[]).unwrap();
     store.append_access_records(&batch[2..]).unwrap();
     let newest: Vec<StoredAccessRecord> = store.access_records(None, 3).unwrap();
-    assert_eq!(newest.iter().map(|r| r.record.clone()).collect::<Vec<_>>(), vec![batch[4].clone(), batch[3].clone(), batch[2].clone()]);
+    assert_eq!(
+        newest.iter().map(|r| r.record.clone()).collect::<Vec<_>>(),
+        vec![batch[4].clone(), batch[3].clone(), batch[2].clone()]
+    );
     assert!(newest.windows(2).all(|pair| pair[0].id > pair[1].id), "ids increase in append order");
     let older = store.access_records(Some(newest[2].id), 10).unwrap();
     assert_eq!(older.iter().map(|r| r.record.clone()).collect::<Vec<_>>(), vec![batch[1].clone(), batch[0].clone()]);

@@ -7,11 +7,11 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::{page_limit, rfc3339};
+use crate::ApiState;
 use crate::access::{Resource, Scope};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::LazyQuery;
-use crate::ApiState;
 
 /// One access to the API.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]

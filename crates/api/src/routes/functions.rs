@@ -14,7 +14,7 @@ use crate::access::{Resource, Scope};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{ApiPath, JsonBody};
-use crate::{ApiState, ApiConfig};
+use crate::{ApiConfig, ApiState};
 
 /// What one invocation did. A function that failed still answers 200: its `outcome` says how it failed.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]

@@ -17,11 +17,11 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::{page_limit, parse_name, rfc3339};
+use crate::ApiState;
 use crate::access::{Resource, Scope};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{ApiPath, LazyQuery};
-use crate::ApiState;
 
 /// A bucket.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -139,7 +139,12 @@ pub async fn get_object(
     caller: Caller,
     ApiPath((bucket, key)): ApiPath<(String, String)>,
 ) -> Result<Response, ApiError> {
-    api.authorize_caller(&caller, Scope::ObjectsRead, Resource::Bucket(&bucket), format!("bucket/{bucket}/object/{key}"))?;
+    api.authorize_caller(
+        &caller,
+        Scope::ObjectsRead,
+        Resource::Bucket(&bucket),
+        format!("bucket/{bucket}/object/{key}"),
+    )?;
     let name = parse_name("bucket", &bucket)?;
     let buckets = api.config().buckets.clone();
     // Look first, so a missing object is a 404 and not a broken stream.
@@ -171,7 +176,12 @@ pub async fn put_object(
     ApiPath((bucket, key)): ApiPath<(String, String)>,
     body: Body,
 ) -> Result<Json<ObjectView>, ApiError> {
-    api.authorize_caller(&caller, Scope::ObjectsWrite, Resource::Bucket(&bucket), format!("bucket/{bucket}/object/{key}"))?;
+    api.authorize_caller(
+        &caller,
+        Scope::ObjectsWrite,
+        Resource::Bucket(&bucket),
+        format!("bucket/{bucket}/object/{key}"),
+    )?;
     let name = parse_name("bucket", &bucket)?;
     let limit = api.config().limits.max_object_size;
     let too_large = Arc::new(AtomicBool::new(false));
@@ -183,7 +193,11 @@ pub async fn put_object(
         if over {
             flag.store(true, Ordering::SeqCst);
         }
-        std::future::ready(if over { Err(std::io::Error::other("the object is over the size limit")) } else { Ok(chunk) })
+        std::future::ready(if over {
+            Err(std::io::Error::other("the object is over the size limit"))
+        } else {
+            Ok(chunk)
+        })
     });
     let reader = tokio_util::io::StreamReader::new(stream);
     match api.config().buckets.put(&name, &key, reader).await {

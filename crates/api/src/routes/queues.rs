@@ -11,11 +11,11 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::parse_name;
+use crate::ApiState;
 use crate::access::{Resource, Scope};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{ApiPath, JsonBody};
-use crate::ApiState;
 
 /// The longest delay a message may ask for (as SQS).
 const MAX_DELAY: Duration = Duration::from_secs(900);

@@ -10,11 +10,11 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::{json_or_text, page_limit, parse_name, rfc3339};
+use crate::ApiState;
 use crate::access::{Resource, Scope};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{ApiPath, LazyQuery};
-use crate::ApiState;
 
 /// One item's outcome: its result when done, its error when dead-lettered.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -111,7 +111,11 @@ pub async fn list_results(
     let state = &api.config().state;
     // One more than asked tells whether there is a next page.
     let mut results: Vec<ResultView> = if status == ItemStatus::Done {
-        state.results(&name, query.run.as_deref(), query.after.as_deref(), limit + 1)?.into_iter().map(Into::into).collect()
+        state
+            .results(&name, query.run.as_deref(), query.after.as_deref(), limit + 1)?
+            .into_iter()
+            .map(Into::into)
+            .collect()
     } else {
         let Some(run) = query.run.as_deref() else {
             return Err(ApiError::bad_request(format!(

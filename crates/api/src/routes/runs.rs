@@ -18,11 +18,11 @@ use tokio::sync::mpsc;
 use utoipa::{IntoParams, ToSchema};
 
 use super::{page_limit, parse_name, rfc3339};
+use crate::ApiState;
 use crate::access::{Resource, Scope};
 use crate::auth::{Caller, Principal};
 use crate::error::ApiError;
 use crate::extract::{ApiPath, LazyQuery};
-use crate::ApiState;
 
 /// How often a live log stream looks for new lines.
 const LOG_POLL_INTERVAL: Duration = Duration::from_millis(250);
@@ -302,7 +302,9 @@ async fn follow_logs(api: ApiState, record: RunRecord, worker: Option<String>, s
             .map(|entries| {
                 entries
                     .filter_map(Result::ok)
-                    .filter_map(|entry| entry.file_name().to_str().and_then(|n| n.strip_suffix(".log")).map(str::to_owned))
+                    .filter_map(|entry| {
+                        entry.file_name().to_str().and_then(|n| n.strip_suffix(".log")).map(str::to_owned)
+                    })
                     .collect()
             })
             .unwrap_or_default();
@@ -371,7 +373,8 @@ async fn send_sealed_remainder(
                 if !plain.ends_with(b"\n") {
                     plain.push(b'\n');
                 }
-                if !send_new_lines(sender, &stored.worker, &plain, sent.entry(stored.worker.clone()).or_insert(0)).await {
+                if !send_new_lines(sender, &stored.worker, &plain, sent.entry(stored.worker.clone()).or_insert(0)).await
+                {
                     return;
                 }
             }

@@ -50,13 +50,18 @@ fn route_key(route: &ApiRouteSpec) -> String {
 }
 
 /// Add one axum route per declared `[[api.routes]]` entry.
-pub(super) fn add_user_routes(mut router: OpenApiRouter<ApiState>, architecture: &Architecture) -> OpenApiRouter<ApiState> {
+pub(super) fn add_user_routes(
+    mut router: OpenApiRouter<ApiState>,
+    architecture: &Architecture,
+) -> OpenApiRouter<ApiState> {
     let Some(api) = &architecture.api else { return router };
     for route in &api.routes {
         let spec = Arc::new(route.clone());
         let handler = move |State(api): State<ApiState>, caller: Caller, params: RawPathParams, request: Request| {
             let spec = spec.clone();
-            async move { invoke_route(api, caller, &spec, params, request).await.unwrap_or_else(IntoResponse::into_response) }
+            async move {
+                invoke_route(api, caller, &spec, params, request).await.unwrap_or_else(IntoResponse::into_response)
+            }
         };
         let method_router: MethodRouter<ApiState> = match route.method {
             HttpMethod::Any => any(handler),
@@ -80,7 +85,12 @@ async fn invoke_route(
     request: Request,
 ) -> Result<Response, ApiError> {
     let key = route_key(route);
-    api.authorize_caller(&caller, Scope::FunctionsInvoke, Resource::Unlimited, format!("route/{key} function/{}", route.function))?;
+    api.authorize_caller(
+        &caller,
+        Scope::FunctionsInvoke,
+        Resource::Unlimited,
+        format!("route/{key} function/{}", route.function),
+    )?;
     let (parts, body) = request.into_parts();
     let limit = api.config().limits.max_route_body;
     let body = axum::body::to_bytes(body, limit).await.map_err(|error| {
@@ -126,16 +136,19 @@ async fn invoke_route(
     let response = parse_api_gateway_v2_response(result.response.as_deref().unwrap_or(b"null"))
         .map_err(|error| bad_gateway(format!("answered something that is not an HTTP response: {error}")))?;
     let status = StatusCode::from_u16(response.status).map_err(|error| bad_gateway(error.to_string()))?;
-    let mut answer = Response::builder().status(status).body(Body::from(response.body)).map_err(|error| {
-        bad_gateway(format!("answered a response that cannot be sent: {error}"))
-    })?;
+    let mut answer = Response::builder()
+        .status(status)
+        .body(Body::from(response.body))
+        .map_err(|error| bad_gateway(format!("answered a response that cannot be sent: {error}")))?;
     let headers = answer.headers_mut();
     for (name, value) in response.headers {
         match (HeaderName::try_from(name.as_str()), HeaderValue::try_from(value.as_str())) {
             (Ok(name), Ok(value)) => {
                 headers.append(name, value);
             }
-            _ => tracing::warn!(route = %key, header = %name, "dropped a header the function answered that HTTP cannot carry"),
+            _ => {
+                tracing::warn!(route = %key, header = %name, "dropped a header the function answered that HTTP cannot carry")
+            }
         }
     }
     for cookie in response.cookies {

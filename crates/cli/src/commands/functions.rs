@@ -161,16 +161,20 @@ pub async fn up(args: UpArgs, project: Option<&Path>, output: Output) -> Result<
     let api = match &config.architecture.api {
         Some(_) => {
             let deployed = (version, config.architecture.as_ref().clone());
-            let server = crate::commands::serve::bind_api_server(&located, &opened, deployed, config.invoker.clone(), None)
-                .await
-                .context("cannot start the HTTPS API that `[api]` declares")?;
+            let server =
+                crate::commands::serve::bind_api_server(&located, &opened, deployed, config.invoker.clone(), None)
+                    .await
+                    .context("cannot start the HTTPS API that `[api]` declares")?;
             if !output.silent {
                 server.announce();
             }
             let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-            Some((stop, tokio::spawn(server.run(async move {
-                let _ = stopped.await;
-            }))))
+            Some((
+                stop,
+                tokio::spawn(server.run(async move {
+                    let _ = stopped.await;
+                })),
+            ))
         }
         None => None,
     };
@@ -243,7 +247,9 @@ pub async fn invoke(args: InvokeArgs, project: Option<&Path>, output: Output) ->
     invoker.shutdown().await;
     let result = match invoked {
         Ok(result) => result,
-        Err(error @ mayfly_control::InvokeError::UnknownFunction { .. }) => return Err(NotFound(error.to_string()).into()),
+        Err(error @ mayfly_control::InvokeError::UnknownFunction { .. }) => {
+            return Err(NotFound(error.to_string()).into());
+        }
         Err(error) => return Err(error.into()),
     };
 

@@ -48,8 +48,8 @@ pub fn certificate_paths(project: &Project, api: Option<&ApiSpec>) -> Result<Tls
     if let Some(files) = api.and_then(|api| api.tls.as_ref()) {
         return Ok(TlsPaths { cert: project.root.join(&files.cert), key: project.root.join(&files.key) });
     }
-    let (paths, generated) = tls::ensure_self_signed(&tls_dir(project))
-        .context("cannot create the API's self-signed certificate")?;
+    let (paths, generated) =
+        tls::ensure_self_signed(&tls_dir(project)).context("cannot create the API's self-signed certificate")?;
     if generated {
         eprintln!("mayfly: generated a self-signed certificate for localhost at {}", paths.cert.display());
     }
@@ -108,7 +108,9 @@ pub async fn bind_api_server(
     // The access log gets a connection of its own, so its commits never wait behind reads.
     let log_store: Arc<dyn StateStore> = Arc::new(
         SqliteStore::open_encrypted(&located.state_path(), clock.clone(), opened.keyring.keyring.clone())
-            .with_context(|| format!("cannot open the state store {} for the access log", located.state_path().display()))?,
+            .with_context(|| {
+                format!("cannot open the state store {} for the access log", located.state_path().display())
+            })?,
     );
     let listen = listen.or(architecture.api.as_ref().map(|api| api.listen)).unwrap_or(ApiSpec::DEFAULT_LISTEN);
     let state: Arc<dyn StateStore> = opened.state.clone();
@@ -161,8 +163,10 @@ pub async fn serve(args: ServeArgs, project: Option<&Path>, _output: Output) -> 
     let located = Project::locate(project)?;
     let opened = located.open(false)?;
     let deployed = deployed_architecture(&opened)?;
-    let invoker =
-        Invoker::new(InvokerConfig { idle_timeout: args.idle_timeout, ..InvokerConfig::with_clock(Arc::new(SystemClock)) });
+    let invoker = Invoker::new(InvokerConfig {
+        idle_timeout: args.idle_timeout,
+        ..InvokerConfig::with_clock(Arc::new(SystemClock))
+    });
     let server = bind_api_server(&located, &opened, deployed, invoker.clone(), args.listen).await?;
     server.announce();
     server.run(stop_signal()).await?;
