@@ -1675,19 +1675,6 @@ pub fn workers_are_upserted_and_listed_by_start(subject: Subject) {
     assert_eq!(store.run_workers("run-2").unwrap().len(), 1);
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn every_case_is_listed_once() {
-        let mut names: Vec<&str> = super::all().into_iter().map(|(name, _)| name).collect();
-        let listed = names.len();
-        names.sort_unstable();
-        names.dedup();
-        assert_eq!(names.len(), listed, "a case is listed twice");
-        assert!(listed >= 69, "only {listed} cases");
-    }
-}
-
 // --- cancelling runs ---------------------------------------------------------------
 
 pub fn cancelling_a_run_ends_it_whoever_holds_its_lease(subject: Subject) {
@@ -1824,4 +1811,17 @@ pub fn access_records_are_appended_in_order_and_read_newest_first(subject: Subje
     assert_eq!(store.access_records(Some(older[1].id), 10).unwrap(), Vec::new());
     assert_eq!(older[1].record.token_id.as_deref(), Some("tok-1"));
     assert_eq!(newest[2].record.token_id, None, "a refused access without a known token names none");
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_case_is_listed_once() {
+        let mut names: Vec<&str> = super::all().into_iter().map(|(name, _)| name).collect();
+        let listed = names.len();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), listed, "a case is listed twice");
+        assert!(listed >= 69, "only {listed} cases");
+    }
 }
