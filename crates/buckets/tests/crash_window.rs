@@ -201,6 +201,9 @@ impl StateStore for StoreWithFailingAppends {
     fn run_workers(&self, run: &str) -> Result<Vec<WorkerRecord>> {
         self.inner.run_workers(run)
     }
+    fn run_item_attempts(&self, run: &str, limit: usize) -> Result<Vec<mayfly_state::ItemAttempt>> {
+        self.inner.run_item_attempts(run, limit)
+    }
 }
 
 #[tokio::test]

@@ -39,7 +39,7 @@ use mayfly_core::run::{ItemStatus, RunStatus};
 use mayfly_core::{ByteSize, Clock, Name, NewObjectEvent, ObjectEvent, ObjectEventKind, Timestamp};
 use mayfly_state::{
     BucketRecord, DeadLetterInfo, DeleteOutcome, Deployment, FunctionStats, InvocationFilter, InvocationRecord,
-    ItemCompletion, NewDeployment, NewRun, NewRunItem, OutgoingMessage, QueueRecord, ReceiveRequest, ReceivedMessage,
+    ItemAttempt, ItemCompletion, NewDeployment, NewRun, NewRunItem, OutgoingMessage, QueueRecord, ReceiveRequest, ReceivedMessage,
     Result, ResultRecord, RunItem, RunItemCounts, RunRecord, StateError, StateStore, StoredInvocation, StoredMessage,
     WorkerRecord,
 };
@@ -1562,6 +1562,12 @@ impl StateStore for SqliteStore {
 
     fn run_workers(&self, run: &str) -> Result<Vec<WorkerRecord>> {
         self.read(&format!("list the workers of run `{run}`"), |transaction| runs::run_workers(transaction, run))
+    }
+
+    fn run_item_attempts(&self, run: &str, limit: usize) -> Result<Vec<ItemAttempt>> {
+        self.read(&format!("list the attempts of run `{run}`"), |transaction| {
+            runs::run_item_attempts(transaction, run, limit)
+        })
     }
 }
 
