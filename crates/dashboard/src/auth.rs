@@ -11,7 +11,7 @@ use axum::extract::{Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Redirect, Response};
-use percent_encoding::{NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
 use serde::Deserialize;
 
 use crate::views;
@@ -21,6 +21,10 @@ use crate::{Authorize, DashboardState, Denied};
 pub const COOKIE_NAME: &str = "mayfly_dashboard";
 /// Where a person signs in.
 pub const SIGN_IN_PATH: &str = "/sign-in";
+
+/// What percent-encoding escapes in a query value or a cookie: everything but
+/// letters, digits and the unreserved `-_.~`.
+pub const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
 
 /// Who the request's token belongs to, as [`Authorize`] named them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,7 +45,7 @@ pub fn token_from_cookies(headers: &HeaderMap) -> Option<String> {
 
 /// The `Set-Cookie` value that keeps `token` for this browser session.
 pub fn session_cookie(token: &str) -> String {
-    format!("{COOKIE_NAME}={}; Path=/; HttpOnly; Secure; SameSite=Strict", utf8_percent_encode(token, NON_ALPHANUMERIC))
+    format!("{COOKIE_NAME}={}; Path=/; HttpOnly; Secure; SameSite=Strict", utf8_percent_encode(token, QUERY_VALUE))
 }
 
 /// The `Set-Cookie` value that forgets the token.
@@ -95,11 +99,15 @@ pub async fn require_token(State(state): State<Arc<DashboardState>>, mut request
     }
     match denied {
         Denied::Unauthenticated(_) => {
-            let target = format!("{SIGN_IN_PATH}?next={}", utf8_percent_encode(&path_and_query, NON_ALPHANUMERIC));
+            let target = format!("{SIGN_IN_PATH}?next={}", utf8_percent_encode(&path_and_query, QUERY_VALUE));
             Redirect::to(&target).into_response()
         }
         Denied::Forbidden(_) => {
-            let page = views::sign_in(&state.project, &path_and_query, Some(&format!("{denied}. Sign in with another token.")));
+            let page = views::sign_in(
+                &state.project,
+                &path_and_query,
+                Some(&format!("{denied}. Sign in with another token.")),
+            );
             (status, Html(page.into_string())).into_response()
         }
     }

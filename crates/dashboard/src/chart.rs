@@ -99,8 +99,7 @@ pub fn timeline(workers: &[String], attempts: &[ItemAttempt], start: Timestamp, 
 
 /// A round step for about four to eight ticks across `span`.
 pub fn tick_step(span: Duration) -> Duration {
-    const STEPS: [u64; 16] =
-        [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1_800, 3_600, 7_200, 21_600, 86_400];
+    const STEPS: [u64; 16] = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1_800, 3_600, 7_200, 21_600, 86_400];
     let seconds = span.as_secs_f64();
     let step = STEPS.into_iter().find(|step| seconds / *step as f64 <= 8.0).unwrap_or(86_400);
     Duration::from_secs(step)
@@ -168,12 +167,13 @@ pub struct LatencyRow {
 
 /// Horizontal bars of p50 (solid) and p95 (light) per function, on one scale.
 pub fn latency_svg(rows: &[LatencyRow]) -> Markup {
-    const WIDTH: f64 = 640.0;
+    const WIDTH: f64 = 700.0;
     const LABEL: f64 = 150.0;
     const ROW: f64 = 30.0;
-    const VALUE: f64 = 90.0;
+    const VALUE: f64 = 150.0;
     let longest = rows.iter().map(|row| row.p95.max(row.p50)).max().unwrap_or_default().as_secs_f64();
-    let scale = |value: Duration| if longest > 0.0 { value.as_secs_f64() / longest * (WIDTH - LABEL - VALUE) } else { 0.0 };
+    let scale =
+        |value: Duration| if longest > 0.0 { value.as_secs_f64() / longest * (WIDTH - LABEL - VALUE) } else { 0.0 };
     let height = rows.len() as f64 * ROW + 8.0;
     html! {
         svg class="latency" viewBox={ "0 0 " (WIDTH) " " (height) } role="img" aria-label="p50 and p95 duration per function" {
@@ -261,7 +261,11 @@ mod tests {
     fn latency_bars_share_one_scale() {
         let rows = [
             LatencyRow { function: "fast".to_owned(), p50: Duration::from_millis(10), p95: Duration::from_millis(20) },
-            LatencyRow { function: "slow".to_owned(), p50: Duration::from_millis(200), p95: Duration::from_millis(400) },
+            LatencyRow {
+                function: "slow".to_owned(),
+                p50: Duration::from_millis(200),
+                p95: Duration::from_millis(400),
+            },
         ];
         let svg = latency_svg(&rows).into_string();
         assert!(svg.contains("width=\"400\""), "the longest p95 fills the plot: {svg}");

@@ -127,7 +127,10 @@ mod tests {
         assert_eq!(cursor.render(), "w1-001=12,w1-002=0");
         assert_eq!(Cursor::parse("").unwrap(), Cursor::default());
         let error = Cursor::parse("w1=x").unwrap_err();
-        assert_eq!(error.to_string(), "log cursor `w1=x` is not a list of worker=offset pairs separated by commas: `x` is not a byte offset");
+        assert_eq!(
+            error.to_string(),
+            "log cursor `w1=x` is not a list of worker=offset pairs separated by commas: `x` is not a byte offset"
+        );
         assert!(Cursor::parse("../etc=1").is_err(), "a worker name cannot leave the run's directory");
         assert!(Cursor::parse("w1").is_err());
     }
@@ -148,8 +151,7 @@ mod tests {
 
     #[test]
     fn the_tail_keeps_the_last_lines() {
-        let lines: Vec<LogLine> =
-            (0..5).map(|n| LogLine { worker: "w".to_owned(), text: n.to_string() }).collect();
+        let lines: Vec<LogLine> = (0..5).map(|n| LogLine { worker: "w".to_owned(), text: n.to_string() }).collect();
         let (kept, skipped) = tail(lines, 2);
         assert_eq!((kept[0].text.as_str(), kept[1].text.as_str(), skipped), ("3", "4", 3));
     }
@@ -161,10 +163,13 @@ mod tests {
         mayfly_jobs::logs::append(dir.path(), "run-1", "w1-001", b"patient 17 coded\npartial", Some(&keyring)).unwrap();
         mayfly_jobs::logs::append(dir.path(), "run-1", "w1-002", b"hello\n", Some(&keyring)).unwrap();
         let (lines, cursor) = read_since(dir.path(), "run-1", Some(&keyring), &Cursor::default(), false).unwrap();
-        assert_eq!(lines, [
-            LogLine { worker: "w1-001".to_owned(), text: "patient 17 coded".to_owned() },
-            LogLine { worker: "w1-002".to_owned(), text: "hello".to_owned() },
-        ]);
+        assert_eq!(
+            lines,
+            [
+                LogLine { worker: "w1-001".to_owned(), text: "patient 17 coded".to_owned() },
+                LogLine { worker: "w1-002".to_owned(), text: "hello".to_owned() },
+            ]
+        );
         assert_eq!(cursor.render(), "w1-001=17,w1-002=6");
         mayfly_jobs::logs::append(dir.path(), "run-1", "w1-001", b" line\n", Some(&keyring)).unwrap();
         let (lines, _) = read_since(dir.path(), "run-1", Some(&keyring), &cursor, false).unwrap();

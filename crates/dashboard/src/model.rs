@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
+use mayfly_core::Timestamp;
 use mayfly_core::queue::QueueStats;
 use mayfly_core::run::{RunReport, RunStatus};
-use mayfly_core::Timestamp;
 use mayfly_state::{FunctionStats, RunItemCounts, RunRecord};
 use serde::Serialize;
 
@@ -90,6 +90,7 @@ impl RunSummary {
             attempts: format::count(counts.attempts),
             percent: format!("{:.0}%", format::percent(finished_items, counts.total).floor()),
             summary: format!("{} of {} items", format::count(finished_items), format::count(counts.total)),
+            makespan_label: if self.is_finished() { "Makespan" } else { "Running for" },
             makespan: self.makespan.map(format::duration).unwrap_or_else(|| "—".to_owned()),
             cost: self.cost.map(format::cost).unwrap_or_else(|| "—".to_owned()),
             segments: ProgressSegments { done: segment(0), dead_lettered: segment(1), leased: segment(2) },
@@ -116,6 +117,8 @@ pub struct Progress {
     pub percent: String,
     /// `42 of 100 items`.
     pub summary: String,
+    /// `Running for` while it runs, `Makespan` once finished.
+    pub makespan_label: &'static str,
     pub makespan: String,
     pub cost: String,
     pub segments: ProgressSegments,
@@ -249,8 +252,11 @@ mod tests {
         };
         let json = serde_json::to_string(&report).unwrap();
         let counts = RunItemCounts { total: 2, done: 2, attempts: 2, ..RunItemCounts::default() };
-        let summary =
-            RunSummary::new(&record(RunStatus::Succeeded, Some(1_000), Some(9_500), Some(json)), counts, Timestamp(99_000));
+        let summary = RunSummary::new(
+            &record(RunStatus::Succeeded, Some(1_000), Some(9_500), Some(json)),
+            counts,
+            Timestamp(99_000),
+        );
         let progress = summary.progress();
         assert_eq!((progress.makespan.as_str(), progress.cost.as_str()), ("8.0 s", "0.0125"));
         assert_eq!((progress.percent.as_str(), progress.finished), ("100%", true));
@@ -264,7 +270,9 @@ mod tests {
             RunItemCounts::default(),
             Timestamp(10),
         );
-        assert!(summary.report_error.as_deref().unwrap_or_default().starts_with("the stored report is not a run report"));
+        assert!(
+            summary.report_error.as_deref().unwrap_or_default().starts_with("the stored report is not a run report")
+        );
         assert_eq!(summary.makespan, None);
         assert_eq!(summary.progress().percent, "0%");
     }

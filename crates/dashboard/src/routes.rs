@@ -17,12 +17,12 @@ use mayfly_core::run::ItemStatus;
 use mayfly_state::{StateError, StateStore};
 use serde::{Deserialize, Serialize};
 
+use crate::DashboardState;
 use crate::auth::{self, Principal};
 use crate::chart;
 use crate::live_logs::{self, Cursor};
 use crate::model::{FunctionRow, QueueRow, RunSummary};
 use crate::views::{self, Chrome, LedgerPage, LogLine, LogTail, RunDetail};
-use crate::DashboardState;
 
 /// Items per page of a run's ledger.
 pub const LEDGER_PAGE: usize = 50;
@@ -191,7 +191,11 @@ fn parse_item_status(status: Option<&str>) -> Result<Option<ItemStatus>, Dashboa
     }
 }
 
-fn timeline_of(state: &DashboardState, run: &RunSummary, now: mayfly_core::Timestamp) -> Result<chart::Timeline, DashboardError> {
+fn timeline_of(
+    state: &DashboardState,
+    run: &RunSummary,
+    now: mayfly_core::Timestamp,
+) -> Result<chart::Timeline, DashboardError> {
     let workers: Vec<String> = state.store.run_workers(&run.id)?.into_iter().map(|worker| worker.worker).collect();
     let attempts = state.store.run_item_attempts(&run.id, TIMELINE_ATTEMPTS)?;
     let start = run.started_at.unwrap_or(run.created_at);
@@ -220,10 +224,8 @@ async fn run_page(
 }
 
 async fn run_progress(State(state): State<Arc<DashboardState>>, Path(run): Path<String>) -> Response {
-    respond_data(state, move |state| {
-        Ok(axum::Json(summary(state.store.as_ref(), &run, state.clock.now())?.progress()))
-    })
-    .await
+    respond_data(state, move |state| Ok(axum::Json(summary(state.store.as_ref(), &run, state.clock.now())?.progress())))
+        .await
 }
 
 async fn run_timeline(State(state): State<Arc<DashboardState>>, Path(run): Path<String>) -> Response {
@@ -264,7 +266,10 @@ async fn logs_page(
         };
         let (lines, skipped) = live_logs::tail(lines, live_logs::TAIL_LINES);
         let cursor = cursor.render();
-        Ok(views::log_tail(chrome, &LogTail { run: &summary, lines: &lines, cursor: &cursor, skipped, workers: &workers }))
+        Ok(views::log_tail(
+            chrome,
+            &LogTail { run: &summary, lines: &lines, cursor: &cursor, skipped, workers: &workers },
+        ))
     })
     .await
 }
@@ -293,8 +298,9 @@ async fn logs_since(
         let cursor = Cursor::parse(query.cursor.as_deref().unwrap_or(""))
             .map_err(|error| DashboardError::BadRequest(error.to_string()))?;
         let finished = state.store.run(&run)?.status.is_finished();
-        let (lines, cursor) = live_logs::read_since(&run_dir(state, &run), &run, state.keyring.as_deref(), &cursor, finished)
-            .map_err(|source| DashboardError::Logs { run: run.clone(), source })?;
+        let (lines, cursor) =
+            live_logs::read_since(&run_dir(state, &run), &run, state.keyring.as_deref(), &cursor, finished)
+                .map_err(|source| DashboardError::Logs { run: run.clone(), source })?;
         Ok(axum::Json(NewLogLines { lines, cursor: cursor.render(), finished }))
     })
     .await
@@ -324,7 +330,10 @@ async fn queues_page(State(state): State<Arc<DashboardState>>, Extension(princip
     .await
 }
 
-async fn functions_page(State(state): State<Arc<DashboardState>>, Extension(principal): Extension<Principal>) -> Response {
+async fn functions_page(
+    State(state): State<Arc<DashboardState>>,
+    Extension(principal): Extension<Principal>,
+) -> Response {
     respond_page(state, principal, |state, chrome| {
         let Some(deployment) = state.store.latest_deployment()? else {
             return Ok(views::functions(chrome, &[], false));

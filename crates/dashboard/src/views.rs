@@ -241,14 +241,13 @@ pub fn run(chrome: &Chrome<'_>, detail: &RunDetail<'_>) -> Markup {
                         div class="stat-label" { "Progress" }
                         div class="stat-value" { span data-field="percent" id="progress-percent" { (progress.percent) } }
                         (progress_bar(&progress, true))
-                        div class="stat-note" { span data-field="summary" id="progress-summary" { (progress.summary) } " finished" }
+                        div class="stat-note" { span data-field="summary" id="progress-summary" { (progress.summary) } " finished · " span data-field="attempts" { (progress.attempts) } " attempts" }
                     }
                     div class="card stat" { div class="stat-label" { "Done" } div class="stat-value num" data-field="done" { (progress.done) } }
                     div class="card stat" { div class="stat-label" { "In flight" } div class="stat-value num" data-field="leased" { (progress.leased) } }
                     div class="card stat" { div class="stat-label" { "Pending" } div class="stat-value num" data-field="pending" { (progress.pending) } }
                     div class="card stat" { div class="stat-label" { "Dead-lettered" } div class="stat-value num" data-field="dead_lettered" { (progress.dead_lettered) } }
-                    div class="card stat" { div class="stat-label" { "Attempts" } div class="stat-value num" data-field="attempts" { (progress.attempts) } }
-                    div class="card stat" { div class="stat-label" { @if run.is_finished() { "Makespan" } @else { "Running for" } } div class="stat-value num" data-field="makespan" { (progress.makespan) } }
+                    div class="card stat" { div class="stat-label" data-field="makespan_label" { (progress.makespan_label) } div class="stat-value num" data-field="makespan" { (progress.makespan) } }
                     div class="card stat" { div class="stat-label" { "Estimated cost" } div class="stat-value num" data-field="cost" { (progress.cost) } @if run.cost.is_none() { div class="stat-note" { "known when the run reports" } } }
                 }
             }
@@ -388,7 +387,7 @@ fn ledger(run: &str, page: &LedgerPage<'_>) -> Markup {
 
 /// Percent-encode a query value.
 fn encode(value: &str) -> String {
-    percent_encoding::utf8_percent_encode(value, percent_encoding::NON_ALPHANUMERIC).to_string()
+    percent_encoding::utf8_percent_encode(value, crate::auth::QUERY_VALUE).to_string()
 }
 
 /// One line of a live log, as the tail shows it.
@@ -611,8 +610,9 @@ mod tests {
 
     #[test]
     fn only_unfinished_runs_poll_for_progress_and_names_are_escaped() {
-        let html = runs(&chrome(), &[summary("run-live", RunStatus::Running), summary("run-<b>", RunStatus::Succeeded)])
-            .into_string();
+        let html =
+            runs(&chrome(), &[summary("run-live", RunStatus::Running), summary("run-<b>", RunStatus::Succeeded)])
+                .into_string();
         assert!(html.contains(r#"data-live="/runs/run-live/progress.json""#), "{html}");
         assert_eq!(html.matches("data-live=").count(), 1, "a finished run does not poll");
         assert!(html.contains("run-&lt;b&gt;") && !html.contains("run-<b>"));
@@ -648,7 +648,12 @@ mod tests {
             last_error: Some("exit 3".to_owned()),
             updated_at: Timestamp(5_000),
         };
-        let page = LedgerPage { items: std::slice::from_ref(&item), status: Some(ItemStatus::DeadLettered), after: None, has_more: true };
+        let page = LedgerPage {
+            items: std::slice::from_ref(&item),
+            status: Some(ItemStatus::DeadLettered),
+            after: None,
+            has_more: true,
+        };
         let html = ledger("run-1", &page).into_string();
         assert!(html.contains("/runs/run-1?status=dead_lettered&amp;after=a%2Fb%20c#ledger"), "{html}");
         assert!(html.contains("dead-lettered") && html.contains("exit 3"));

@@ -12,8 +12,8 @@ use std::time::Duration;
 use mayfly_core::run::{ItemStatus, RunStatus};
 use mayfly_core::{Name, Timestamp};
 use mayfly_state::{
-    AttemptOutcome, ItemAttempt, ItemCompletion, NewRun, NewRunItem, Result, ResultRecord, RunItem, RunItemCounts, RunRecord, StateError,
-    WorkerRecord,
+    AttemptOutcome, ItemAttempt, ItemCompletion, NewRun, NewRunItem, Result, ResultRecord, RunItem, RunItemCounts,
+    RunRecord, StateError, WorkerRecord,
 };
 use rusqlite::types::Type;
 use rusqlite::{OptionalExtension, Transaction, params};
@@ -477,9 +477,7 @@ pub fn complete_run_item(
         ItemCompletion::Failed { retry_at: None, .. } => AttemptOutcome::DeadLettered,
     };
     transaction
-        .prepare_cached(
-            "UPDATE run_item_attempts SET ended_at = ?3, outcome = ?4 WHERE item_seq = ?1 AND attempt = ?2",
-        )
+        .prepare_cached("UPDATE run_item_attempts SET ended_at = ?3, outcome = ?4 WHERE item_seq = ?1 AND attempt = ?2")
         .and_then(|mut statement| {
             statement.execute(params![item_seq, i64::from(attempt), now.as_millis(), outcome.as_str()])
         })
@@ -808,6 +806,11 @@ mod tests {
                 "SELECT item FROM results WHERE job = ?1 AND ?2 IS NULL AND item > ?3 ORDER BY item LIMIT ?4",
                 "sqlite_autoindex_results_1",
             ),
+            (
+                "SELECT attempt FROM run_item_attempts WHERE run_seq = ?1 \
+                 ORDER BY started_at DESC, item_seq DESC, attempt DESC LIMIT ?2",
+                "run_item_attempts_by_start",
+            ),
         ] {
             let plan = query_plan(&store, sql);
             let uses_index = plan
@@ -850,6 +853,6 @@ mod tests {
             budget: None,
         };
         assert_eq!(store.create_run(run).unwrap().status, RunStatus::Requested);
-        assert_eq!(crate::current_schema_version(), 4);
+        assert_eq!(crate::current_schema_version(), 5);
     }
 }

@@ -234,8 +234,8 @@ pub const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (item_seq, attempt)
     );
 
-    -- The latest attempts of a run, newest first.
-    CREATE INDEX run_item_attempts_by_start ON run_item_attempts (run_seq, started_at);
+    -- The latest attempts of a run, newest first, without a sort.
+    CREATE INDEX run_item_attempts_by_start ON run_item_attempts (run_seq, started_at, item_seq, attempt);
     "#,
 ];
 

@@ -20,9 +20,9 @@ use mayfly_core::run::{ItemStatus, RunStatus};
 use mayfly_core::{ByteSize, Clock, ManualClock, Name, NewObjectEvent, ObjectEventKind, Timestamp};
 
 use crate::{
-    AttemptOutcome, DeleteOutcome, FunctionStats, ItemAttempt, InvocationFilter, InvocationRecord, ItemCompletion, NewDeployment, NewRun,
-    NewRunItem, OutgoingMessage, ReceiveRequest, ReceivedMessage, ResultRecord, RunItem, RunItemCounts, RunRecord,
-    StateError, StateStore, StoredInvocation, WorkerRecord,
+    AttemptOutcome, DeleteOutcome, FunctionStats, InvocationFilter, InvocationRecord, ItemAttempt, ItemCompletion,
+    NewDeployment, NewRun, NewRunItem, OutgoingMessage, ReceiveRequest, ReceivedMessage, ResultRecord, RunItem,
+    RunItemCounts, RunRecord, StateError, StateStore, StoredInvocation, WorkerRecord,
 };
 
 /// A freshly opened, empty store and the clock it was opened with.
@@ -1718,10 +1718,10 @@ pub fn every_lease_of_an_item_is_an_attempt_ended_by_its_completion_or_release(s
     subject.clock.advance(Duration::from_secs(1));
     assert_eq!(store.release_all_leased_items("run-1").unwrap(), 2);
     let after_release = store.run_item_attempts("run-1", 2).unwrap();
-    assert_eq!(after_release.iter().map(|a| (a.ended_at, a.outcome)).collect::<Vec<_>>(), [
-        (Some(at(4)), AttemptOutcome::Released),
-        (Some(at(4)), AttemptOutcome::Released)
-    ]);
+    assert_eq!(
+        after_release.iter().map(|a| (a.ended_at, a.outcome)).collect::<Vec<_>>(),
+        [(Some(at(4)), AttemptOutcome::Released), (Some(at(4)), AttemptOutcome::Released)]
+    );
     assert!(matches!(store.run_item_attempts("no-such-run", 10), Err(StateError::NotFound { kind: "run", .. })));
 }
 
