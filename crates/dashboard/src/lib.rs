@@ -43,8 +43,8 @@ pub enum Denied {
     Forbidden(String),
 }
 
-/// Decides whether `token` may read `path` (e.g. `/runs/run-1/progress.json`),
-/// and names who it belongs to. The API server implements it with its token
+/// Decides whether `token` may read `path` (e.g. `/runs/run-1/progress.json`;
+/// signing in asks about `/`), and names who it belongs to. The API server implements it with its token
 /// check, which also records the access.
 pub trait Authorize: Send + Sync {
     /// The principal (a name to show and log) or why not.

@@ -246,9 +246,9 @@ pub fn run(chrome: &Chrome<'_>, detail: &RunDetail<'_>) -> Markup {
                     div class="card stat" { div class="stat-label" { "Done" } div class="stat-value num" data-field="done" { (progress.done) } }
                     div class="card stat" { div class="stat-label" { "In flight" } div class="stat-value num" data-field="leased" { (progress.leased) } }
                     div class="card stat" { div class="stat-label" { "Pending" } div class="stat-value num" data-field="pending" { (progress.pending) } }
-                    div class="card stat" { div class="stat-label" { "Dead-lettered" } div class="stat-value num" data-field="dead_lettered" { (progress.dead_lettered) } }
+                    div class="card stat" { div class="stat-label" title="Items that failed their last allowed attempt" { "Dead letters" } div class="stat-value num" data-field="dead_lettered" { (progress.dead_lettered) } }
                     div class="card stat" { div class="stat-label" data-field="makespan_label" { (progress.makespan_label) } div class="stat-value num" data-field="makespan" { (progress.makespan) } }
-                    div class="card stat" { div class="stat-label" { "Estimated cost" } div class="stat-value num" data-field="cost" { (progress.cost) } @if run.cost.is_none() { div class="stat-note" { "known when the run reports" } } }
+                    div class="card stat" title="Estimated under the project's pricing; known when the run reports" { div class="stat-label" { "Cost (est.)" } div class="stat-value num" data-field="cost" { (progress.cost) } }
                 }
             }
             @if let Some(error) = &run.error { p class="alert" role="alert" { strong { "The run failed: " } (error) } }
