@@ -2,6 +2,8 @@
 // - [data-live=URL]: JSON whose string fields fill [data-field=NAME] inside,
 //   whose `segments` move the progress bar's [data-segment=NAME] rects, and
 //   whose `status_label`/`tone` restyle the [data-badge]; stops when `finished`.
+// - [data-live-rows=URL]: one JSON of every run's progress by id, applied as
+//   above to each [data-live-row] (by its data-run-id) until all have finished.
 // - [data-fragment=URL]: markup that replaces the element's content while the
 //   page's run is live.
 // - [data-log-url=URL]: appends new log lines, resuming from data-cursor.
@@ -66,6 +68,25 @@
     setTimeout(tick, POLL_MS);
   }
 
+  function followRows(table) {
+    const url = table.dataset.liveRows;
+    const tick = async () => {
+      try {
+        const answer = await (await fetchOk(url, "application/json")).json();
+        table.querySelectorAll("[data-live-row]").forEach((row) => {
+          const progress = answer.runs[row.dataset.runId];
+          if (!progress) return;
+          applyProgress(row, progress);
+          if (progress.finished) row.removeAttribute("data-live-row");
+        });
+      } catch (error) {
+        if (error.message === "signed out") return;
+      }
+      if (table.querySelector("[data-live-row]")) setTimeout(tick, POLL_MS);
+    };
+    setTimeout(tick, POLL_MS);
+  }
+
   function followFragment(element) {
     const url = element.dataset.fragment;
     const tick = async () => {
@@ -117,6 +138,7 @@
   }
 
   document.querySelectorAll("[data-live]").forEach(followProgress);
+  document.querySelectorAll("[data-live-rows]").forEach(followRows);
   document.querySelectorAll("[data-fragment]").forEach(followFragment);
   document.querySelectorAll("[data-log-url]").forEach(followLog);
 })();

@@ -66,6 +66,7 @@ pub fn router(state: DashboardState) -> Router {
     let state = Arc::new(state);
     let signed_in = Router::new()
         .route("/", get(runs_page))
+        .route("/runs.json", get(runs_progress))
         .route("/runs/{run}", get(run_page))
         .route("/runs/{run}/progress.json", get(run_progress))
         .route("/runs/{run}/timeline.svg", get(run_timeline))
@@ -162,14 +163,29 @@ fn summary(store: &dyn StateStore, run: &str, now: mayfly_core::Timestamp) -> Re
 }
 
 async fn runs_page(State(state): State<Arc<DashboardState>>, Extension(principal): Extension<Principal>) -> Response {
-    respond_page(state, principal, |state, chrome| {
-        let runs = state
-            .store
-            .runs(None, RUNS_SHOWN)?
-            .iter()
-            .map(|record| Ok(RunSummary::new(record, state.store.run_item_counts(&record.id)?, chrome.now)))
-            .collect::<Result<Vec<_>, DashboardError>>()?;
-        Ok(views::runs(chrome, &runs))
+    respond_page(state, principal, |state, chrome| Ok(views::runs(chrome, &latest_runs(state, chrome.now)?)))
+    .await
+}
+
+fn latest_runs(state: &DashboardState, now: mayfly_core::Timestamp) -> Result<Vec<RunSummary>, DashboardError> {
+    state
+        .store
+        .runs(None, RUNS_SHOWN)?
+        .iter()
+        .map(|record| Ok(RunSummary::new(record, state.store.run_item_counts(&record.id)?, now)))
+        .collect()
+}
+
+/// The progress of every run the runs page shows, by id: one poll for the whole list.
+#[derive(Debug, Serialize)]
+struct RunsProgress {
+    runs: std::collections::BTreeMap<String, crate::model::Progress>,
+}
+
+async fn runs_progress(State(state): State<Arc<DashboardState>>) -> Response {
+    respond_data(state, |state| {
+        let runs = latest_runs(state, state.clock.now())?;
+        Ok(axum::Json(RunsProgress { runs: runs.iter().map(|run| (run.id.clone(), run.progress())).collect() }))
     })
     .await
 }

@@ -1,7 +1,8 @@
 //! The pages, rendered with `maud` (every interpolated value is
 //! HTML-escaped). Pure: view models and records in, markup out. Live parts
-//! carry `data-live` (a JSON URL whose fields update `data-field` elements)
-//! or `data-fragment` (a URL whose markup replaces the element's content);
+//! carry `data-live` (a JSON URL whose fields update `data-field` elements),
+//! `data-live-rows` (one JSON URL for every `data-live-row` of a table) or
+//! `data-fragment` (a URL whose markup replaces the element's content);
 //! `assets/dashboard.js` polls them.
 
 use maud::{DOCTYPE, Markup, PreEscaped, html};
@@ -172,10 +173,10 @@ pub fn runs(chrome: &Chrome<'_>, runs: &[RunSummary]) -> Markup {
                             th { "Run" } th { "Job" } th { "Status" } th class="progress-col" { "Progress" }
                             th { "Started" } th class="num" { "Makespan" } th class="num" { "Cost" }
                         } }
-                        tbody {
+                        tbody data-live-rows=[runs.iter().any(|run| !run.is_finished()).then_some("/runs.json")] {
                             @for run in runs {
                                 @let progress = run.progress();
-                                tr data-run-id=(run.id) data-live=[(!run.is_finished()).then(|| format!("/runs/{}/progress.json", run.id))] {
+                                tr data-run-id=(run.id) data-live-row=[(!run.is_finished()).then_some("")] {
                                     td { a class="mono" href={ "/runs/" (run.id) } { (run.id) } }
                                     td { (run.job) }
                                     td { (badge(run.status)) }
@@ -610,11 +611,14 @@ mod tests {
 
     #[test]
     fn only_unfinished_runs_poll_for_progress_and_names_are_escaped() {
+        let finished_only = runs(&chrome(), &[summary("run-old", RunStatus::Succeeded)]).into_string();
+        assert!(!finished_only.contains("data-live"), "nothing to poll when every run has finished");
         let html =
             runs(&chrome(), &[summary("run-live", RunStatus::Running), summary("run-<b>", RunStatus::Succeeded)])
                 .into_string();
-        assert!(html.contains(r#"data-live="/runs/run-live/progress.json""#), "{html}");
-        assert_eq!(html.matches("data-live=").count(), 1, "a finished run does not poll");
+        assert!(html.contains(r#"<tbody data-live-rows="/runs.json">"#), "{html}");
+        assert!(html.contains(r#"<tr data-run-id="run-live" data-live-row="">"#), "{html}");
+        assert_eq!(html.matches("data-live-row=").count(), 1, "a finished run does not poll");
         assert!(html.contains("run-&lt;b&gt;") && !html.contains("run-<b>"));
         assert!(html.contains("1 of 4 items") && html.contains("25%"));
         assert!(html.contains(r#"aria-current="page">Runs"#));

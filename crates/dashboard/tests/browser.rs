@@ -463,6 +463,9 @@ async fn a_person_signs_in_follows_a_running_job_and_tails_its_logs() {
     .await;
     assert_eq!(text_of(&browser, "#progress-percent").await, "100%");
     screenshot(&browser, "07-run-finished").await;
+    browser.set_window_size(400, 900).await.expect("a narrow window");
+    screenshot(&browser, "08-run-finished-narrow").await;
+    browser.set_window_size(1360, 1000).await.expect("a wide window");
 
     // Signing out forgets the token: pages send you back to sign in.
     browser.find(Locator::Css("form.who button")).await.expect("sign out").click().await.expect("click");

@@ -92,8 +92,8 @@ async fn serve() -> (SocketAddr, tempfile::TempDir) {
 }
 
 const PAGES: [&str; 6] = ["/", "/runs/run-1", "/runs/run-1/logs", "/queues", "/functions", "/audit"];
-const DATA: [&str; 4] =
-    ["/runs/run-1/progress.json", "/runs/run-1/timeline.svg", "/runs/run-1/workers.html", "/runs/run-1/logs.json"];
+const DATA: [&str; 5] =
+    ["/runs.json", "/runs/run-1/progress.json", "/runs/run-1/timeline.svg", "/runs/run-1/workers.html", "/runs/run-1/logs.json"];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_valid_token_pages_redirect_and_data_is_refused() {
