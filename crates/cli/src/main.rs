@@ -12,7 +12,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::commands::{audit, demo, functions, jobs, keys, objects, queues, spec};
+use crate::commands::{access_log, audit, demo, functions, jobs, keys, objects, queues, serve, spec, tokens};
 use crate::output::Output;
 
 #[derive(Debug, Parser)]
@@ -173,6 +173,19 @@ enum Command {
     #[command(subcommand)]
     Keys(keys::KeysCommand),
 
+    /// Serve the project's HTTPS API (TLS only) until Ctrl-C.
+    #[command(after_help = "Examples:\n  mayfly serve\n  mayfly serve --listen 0.0.0.0:8443")]
+    Serve(serve::ServeArgs),
+    /// The HTTPS API's bearer tokens: create, list, revoke.
+    #[command(subcommand)]
+    Tokens(tokens::TokensCommand),
+    /// Show the HTTPS API's access log: who read or changed what, when, and the outcome.
+    #[command(
+        name = "access-log",
+        after_help = "Examples:\n  mayfly access-log\n  mayfly access-log --limit 500 --json"
+    )]
+    AccessLog(access_log::AccessLogArgs),
+
     /// Run the demo pipeline end to end in a fresh project.
     #[command(after_help = "Examples:\n  mayfly demo\n  mayfly demo --dir /tmp/mayfly-demo --keep")]
     Demo(demo::DemoArgs),
@@ -245,6 +258,9 @@ async fn run(command: Command, project: Option<PathBuf>, output: Output) -> anyh
         Command::Coordinator(args) => jobs::coordinator(args, project).await,
         Command::Worker(args) => jobs::worker(args, project).await,
         Command::Keys(command) => keys::run(command, project, output).await,
+        Command::Serve(args) => serve::serve(args, project, output).await,
+        Command::Tokens(command) => tokens::run(command, project, output),
+        Command::AccessLog(args) => access_log::run(args, project, output),
         Command::Demo(args) => demo::run(args, output).await,
     }
 }

@@ -19,8 +19,9 @@
 //! [`mayfly_core::queue`] and the run rules from [`mayfly_core::run`]; this
 //! crate only stores what they decide (`ledger.rs`: invocations; `runs.rs`:
 //! batch-job runs, their items, results and workers; `audits.rs`: the latest
-//! audits' findings).
+//! audits' findings; `access.rs`: the API's tokens and access log).
 
+mod access;
 mod audits;
 mod errors;
 mod ledger;
@@ -40,10 +41,10 @@ use mayfly_core::queue::{
 use mayfly_core::run::{ItemStatus, RunStatus};
 use mayfly_core::{ByteSize, Clock, Name, NewObjectEvent, ObjectEvent, ObjectEventKind, Timestamp};
 use mayfly_state::{
-    AuditRecord, BucketRecord, DeadLetterInfo, DeleteOutcome, Deployment, FunctionStats, InvocationFilter,
-    InvocationRecord, ItemCompletion, NewAudit, NewDeployment, NewRun, NewRunItem, OutgoingMessage, QueueRecord,
-    ReceiveRequest, ReceivedMessage, Result, ResultRecord, RunItem, RunItemCounts, RunRecord, StateError, StateStore,
-    StoredInvocation, StoredMessage, WorkerRecord,
+    AccessRecord, ApiTokenRecord, AuditRecord, BucketRecord, DeadLetterInfo, DeleteOutcome, Deployment, FunctionStats,
+    InvocationFilter, InvocationRecord, ItemCompletion, NewApiToken, NewAudit, NewDeployment, NewRun, NewRunItem,
+    OutgoingMessage, QueueRecord, ReceiveRequest, ReceivedMessage, Result, ResultRecord, RunItem, RunItemCounts,
+    RunRecord, StateError, StateStore, StoredAccessRecord, StoredInvocation, StoredMessage, WorkerRecord,
 };
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior, params};
 
@@ -1585,6 +1586,44 @@ impl StateStore for SqliteStore {
     fn latest_audit(&self) -> Result<Option<AuditRecord>> {
         self.read("read the latest audit", audits::latest_audit)
     }
+
+    fn cancel_run(&self, id: &str, reason: &str) -> Result<RunRecord> {
+        let now = self.now();
+        self.write(&format!("cancel run `{id}`"), |transaction| runs::cancel_run(transaction, id, reason, now))
+    }
+
+    // --- API tokens and the access log ------------------------------------------------------
+
+    fn create_api_token(&self, token: NewApiToken) -> Result<ApiTokenRecord> {
+        let now = self.now();
+        self.write(&format!("create token `{}`", token.name), |transaction| {
+            access::create_api_token(transaction, token, now)
+        })
+    }
+
+    fn api_token(&self, id: &str) -> Result<ApiTokenRecord> {
+        self.read(&format!("look up token `{id}`"), |transaction| access::api_token(transaction, id))
+    }
+
+    fn api_tokens(&self) -> Result<Vec<ApiTokenRecord>> {
+        self.read("list tokens", access::api_tokens)
+    }
+
+    fn revoke_api_token(&self, id: &str) -> Result<ApiTokenRecord> {
+        let now = self.now();
+        self.write(&format!("revoke token `{id}`"), |transaction| access::revoke_api_token(transaction, id, now))
+    }
+
+    fn append_access_records(&self, records: &[AccessRecord]) -> Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        self.write("append to the access log", |transaction| access::append_access_records(transaction, records))
+    }
+
+    fn access_records(&self, before_id: Option<u64>, limit: usize) -> Result<Vec<StoredAccessRecord>> {
+        self.read("read the access log", |transaction| access::access_records(transaction, before_id, limit))
+    }
 }
 
 /// Up to `limit` visible messages of a queue after the keyset position `after`,
@@ -1751,6 +1790,6 @@ mod tests {
         assert_eq!(store.invocation_logs("req-1").unwrap(), b"hello");
         let version: i64 = store.lock_connection().query_row("PRAGMA user_version", [], |row| row.get(0)).unwrap();
         assert_eq!(version, current_schema_version());
-        assert_eq!(current_schema_version(), 5);
+        assert_eq!(current_schema_version(), 6);
     }
 }

@@ -243,6 +243,45 @@ pub const MIGRATIONS: &[&str] = &[
         remedy TEXT NOT NULL,
         PRIMARY KEY (audit_id, position)
     );
+    // 6: the HTTPS API's bearer tokens (only a hash of each secret) and its
+    // append-only access log.
+    r#"
+    CREATE TABLE api_tokens (
+        token_seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        name TEXT NOT NULL,
+        -- Hex SHA-256 of the secret; the secret itself is never stored.
+        secret_sha256 TEXT NOT NULL,
+        -- JSON arrays of strings.
+        scopes TEXT NOT NULL,
+        jobs TEXT NOT NULL,
+        buckets TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER,
+        revoked_at INTEGER
+    );
+
+    -- A name picks out one live token; a revoked token's name may be reused.
+    CREATE UNIQUE INDEX api_tokens_live_name ON api_tokens (name) WHERE revoked_at IS NULL;
+
+    CREATE TABLE access_log (
+        -- AUTOINCREMENT: ids are never reused.
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at INTEGER NOT NULL,
+        token_id TEXT,
+        client TEXT NOT NULL,
+        method TEXT NOT NULL,
+        path TEXT NOT NULL,
+        resource TEXT NOT NULL,
+        status INTEGER NOT NULL,
+        outcome TEXT NOT NULL
+    );
+
+    -- Append-only, enforced by the file itself and not only by the code.
+    CREATE TRIGGER access_log_refuses_updates BEFORE UPDATE ON access_log
+    BEGIN SELECT RAISE(ABORT, 'the access log is append-only'); END;
+    CREATE TRIGGER access_log_refuses_deletes BEFORE DELETE ON access_log
+    BEGIN SELECT RAISE(ABORT, 'the access log is append-only'); END;
     "#,
 ];
 

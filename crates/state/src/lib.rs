@@ -2,7 +2,8 @@
 //! deployments, the registry of buckets and queues, the bucket event log and
 //! its consumers' cursors, queue messages, the invocation ledger, and the
 //! durable ledger of batch-job runs (runs, their items, results, workers),
-//! and the latest audits' findings — behind one trait,
+//! the latest audits' findings, and the HTTPS API's tokens and access log
+//! ([`access`]) — behind one trait,
 //! [`StateStore`], that every backend implements and the shared
 //! [`conformance`] suite checks.
 //!
@@ -11,6 +12,7 @@
 //! changes state commits before it returns: a returned `Ok` is durable, and a
 //! returned `Err` has changed nothing.
 
+pub mod access;
 pub mod conformance;
 
 use std::time::Duration;
@@ -20,6 +22,8 @@ use mayfly_core::queue::{QueueConfig, QueueRuleError, QueueStats, ReceiptHandle}
 use mayfly_core::run::{ItemStatus, RunStatus};
 use mayfly_core::{Name, ObjectEvent, Timestamp};
 use serde::{Deserialize, Serialize};
+
+pub use crate::access::{AccessRecord, ApiTokenRecord, NewApiToken, StoredAccessRecord};
 
 pub type Result<T, E = StateError> = std::result::Result<T, E>;
 
@@ -718,6 +722,32 @@ pub trait StateStore: Send + Sync {
     fn record_audit(&self, audit: &NewAudit) -> Result<AuditRecord>;
     /// The most recently recorded audit, if any.
     fn latest_audit(&self) -> Result<Option<AuditRecord>>;
+    /// End an unfinished run as `Cancelled` whoever holds its lease: sets
+    /// `finished_at`, records `reason` as its error and clears the lease (so
+    /// its coordinator can no longer renew, finish or change it). Returns the
+    /// run as it now is. `Conflict` if the run has already finished.
+    fn cancel_run(&self, id: &str, reason: &str) -> Result<RunRecord>;
+
+    // --- API tokens and the access log --------------------------------------------
+    //
+    // Tokens are stored only as hashes of their secret. The access log is
+    // append-only: nothing changes or removes a record once appended.
+
+    /// Store a token, created now. `AlreadyExists` (kind `token`) if its id is
+    /// taken or a token not revoked has its name.
+    fn create_api_token(&self, token: NewApiToken) -> Result<ApiTokenRecord>;
+    /// `NotFound` (kind `token`) for an unknown id.
+    fn api_token(&self, id: &str) -> Result<ApiTokenRecord>;
+    /// Every token, revoked ones too, oldest first.
+    fn api_tokens(&self) -> Result<Vec<ApiTokenRecord>>;
+    /// Revoke a token now; revoking it again keeps the first `revoked_at`.
+    /// Returns it as it now is; `NotFound` (kind `token`) for an unknown id.
+    fn revoke_api_token(&self, id: &str) -> Result<ApiTokenRecord>;
+    /// Append records to the access log in one commit, in order.
+    fn append_access_records(&self, records: &[AccessRecord]) -> Result<()>;
+    /// Access records with an id below `before_id` (all, if `None`), newest
+    /// first, at most `limit`.
+    fn access_records(&self, before_id: Option<u64>, limit: usize) -> Result<Vec<StoredAccessRecord>>;
 }
 
 #[cfg(test)]

@@ -110,17 +110,22 @@ pub fn init(args: InitArgs, output: Output) -> Result<()> {
         std::fs::write(&gitignore, format!("/{DATA_DIR_NAME}/\n"))
             .with_context(|| format!("cannot write {}", gitignore.display()))?;
     }
+    // The HTTPS API's certificate for localhost (`[api].tls` may name the user's own instead).
+    let (tls, _) = mayfly_api::tls::ensure_self_signed(&args.dir.join(DATA_DIR_NAME).join("tls"))
+        .context("cannot create the API's self-signed certificate")?;
     #[derive(Serialize)]
     struct Initialised {
         name: String,
         spec: PathBuf,
+        tls_cert: PathBuf,
     }
-    output.emit(&Initialised { name: name.to_string(), spec: spec_path.clone() }, || {
+    output.emit(&Initialised { name: name.to_string(), spec: spec_path.clone(), tls_cert: tls.cert.clone() }, || {
         format!(
-            "created project `{name}` in {}\n  {}\n  {}\nnext: cd {} && mayfly deploy",
+            "created project `{name}` in {}\n  {}\n  {}\n  {} (the API's self-signed certificate)\nnext: cd {} && mayfly deploy",
             args.dir.display(),
             spec_path.display(),
             function_path.display(),
+            tls.cert.display(),
             args.dir.display()
         )
     })
