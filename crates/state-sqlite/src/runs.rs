@@ -286,6 +286,27 @@ pub fn finish_run(
     Ok(())
 }
 
+/// Cancel an unfinished run whoever holds it (see `StateStore::cancel_run`).
+pub fn cancel_run(transaction: &Transaction<'_>, id: &str, reason: &str, now: Timestamp) -> Result<RunRecord> {
+    let (run_seq, run) = require_run(transaction, id)?;
+    if run.status.is_finished() {
+        return Err(StateError::Conflict(format!(
+            "run `{id}` has already finished ({}); only a run that is still going can be cancelled",
+            run.status
+        )));
+    }
+    transaction
+        .prepare_cached(
+            "UPDATE runs SET status = ?2, finished_at = ?3, error = ?4, lease_owner = NULL, lease_until = NULL \
+             WHERE run_seq = ?1",
+        )
+        .and_then(|mut statement| {
+            statement.execute(params![run_seq, RunStatus::Cancelled.as_str(), now.as_millis(), reason])
+        })
+        .with_context(|| format!("cancel run `{id}`"))?;
+    Ok(require_run(transaction, id)?.1)
+}
+
 pub fn set_run_status(
     transaction: &Transaction<'_>,
     id: &str,
@@ -853,6 +874,6 @@ mod tests {
             budget: None,
         };
         assert_eq!(store.create_run(run).unwrap().status, RunStatus::Requested);
-        assert_eq!(crate::current_schema_version(), 5);
+        assert_eq!(crate::current_schema_version(), 7);
     }
 }

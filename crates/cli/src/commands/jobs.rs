@@ -535,6 +535,7 @@ pub async fn coordinator(args: CoordinatorArgs, project: Option<&Path>) -> Resul
         timing: CoordinatorTiming::default(),
     };
     let status = mayfly_jobs::coordinator::run(config).await?;
+    crate::commands::audit::after_run(&located, &opened, &args.run).await;
     tracing::info!(run = %args.run, status = status.as_str(), "coordinator exiting");
     Ok(())
 }
