@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs Mayfly's whole test suite on a fresh machine: installs what the suite
-# needs (cargo-nextest, python3 with awslambdaric and schemathesis), builds everything, and
+# needs (cargo-nextest, python3 with awslambdaric and schemathesis,
+# chromium and chromedriver), builds everything, and
 # runs every test (unit, conformance, crash, full-disk, runtimes, control
 # plane and CLI end to end). Needs root for the full-disk tests, which mount
 # small tmpfs file systems.
@@ -32,6 +33,12 @@ fi
 if ! python3 -m schemathesis.cli --version >/dev/null 2>&1; then
     step "installing schemathesis from PyPI"
     python3 -m pip install --quiet schemathesis || python3 -m pip install --quiet --break-system-packages schemathesis
+fi
+# The dashboard's browser tests drive headless Chromium through chromedriver.
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+    step "installing chromium and chromium-driver from Debian's packages"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
 fi
 if ! cargo nextest --version >/dev/null 2>&1; then
     step "installing cargo-nextest from crates.io"

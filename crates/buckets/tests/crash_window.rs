@@ -222,6 +222,9 @@ impl StateStore for StoreWithFailingAppends {
     fn access_records(&self, before_id: Option<u64>, limit: usize) -> Result<Vec<mayfly_state::StoredAccessRecord>> {
         self.inner.access_records(before_id, limit)
     }
+    fn run_item_attempts(&self, run: &str, limit: usize) -> Result<Vec<mayfly_state::ItemAttempt>> {
+        self.inner.run_item_attempts(run, limit)
+    }
 }
 
 #[tokio::test]

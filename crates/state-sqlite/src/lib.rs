@@ -42,7 +42,7 @@ use mayfly_core::run::{ItemStatus, RunStatus};
 use mayfly_core::{ByteSize, Clock, Name, NewObjectEvent, ObjectEvent, ObjectEventKind, Timestamp};
 use mayfly_state::{
     AccessRecord, ApiTokenRecord, AuditRecord, BucketRecord, DeadLetterInfo, DeleteOutcome, Deployment, FunctionStats,
-    InvocationFilter, InvocationRecord, ItemCompletion, NewApiToken, NewAudit, NewDeployment, NewRun, NewRunItem,
+    InvocationFilter, InvocationRecord, ItemAttempt, ItemCompletion, NewApiToken, NewAudit, NewDeployment, NewRun, NewRunItem,
     OutgoingMessage, QueueRecord, ReceiveRequest, ReceivedMessage, Result, ResultRecord, RunItem, RunItemCounts,
     RunRecord, StateError, StateStore, StoredAccessRecord, StoredInvocation, StoredMessage, WorkerRecord,
 };
@@ -1624,6 +1624,12 @@ impl StateStore for SqliteStore {
     fn access_records(&self, before_id: Option<u64>, limit: usize) -> Result<Vec<StoredAccessRecord>> {
         self.read("read the access log", |transaction| access::access_records(transaction, before_id, limit))
     }
+
+    fn run_item_attempts(&self, run: &str, limit: usize) -> Result<Vec<ItemAttempt>> {
+        self.read(&format!("list the attempts of run `{run}`"), |transaction| {
+            runs::run_item_attempts(transaction, run, limit)
+        })
+    }
 }
 
 /// Up to `limit` visible messages of a queue after the keyset position `after`,
@@ -1790,6 +1796,6 @@ mod tests {
         assert_eq!(store.invocation_logs("req-1").unwrap(), b"hello");
         let version: i64 = store.lock_connection().query_row("PRAGMA user_version", [], |row| row.get(0)).unwrap();
         assert_eq!(version, current_schema_version());
-        assert_eq!(current_schema_version(), 6);
+        assert_eq!(current_schema_version(), 7);
     }
 }

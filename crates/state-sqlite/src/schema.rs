@@ -284,6 +284,23 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE TRIGGER access_log_refuses_deletes BEFORE DELETE ON access_log
     BEGIN SELECT RAISE(ABORT, 'the access log is append-only'); END;
     "#,
+    // 7: one row per lease of a run item (the dashboard's timeline), written
+    // in the same commit as the lease, the completion or the release.
+    r#"
+    CREATE TABLE run_item_attempts (
+        item_seq INTEGER NOT NULL REFERENCES run_items (item_seq) ON DELETE CASCADE,
+        attempt INTEGER NOT NULL,
+        run_seq INTEGER NOT NULL REFERENCES runs (run_seq) ON DELETE CASCADE,
+        worker TEXT NOT NULL,
+        started_at INTEGER NOT NULL,
+        ended_at INTEGER,
+        outcome TEXT NOT NULL CHECK (outcome IN ('running', 'done', 'failed', 'dead_lettered', 'released')),
+        PRIMARY KEY (item_seq, attempt)
+    );
+
+    -- The latest attempts of a run, newest first, without a sort.
+    CREATE INDEX run_item_attempts_by_start ON run_item_attempts (run_seq, started_at, item_seq, attempt);
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -20,7 +20,7 @@ use mayfly_core::run::{ItemStatus, RunStatus};
 use mayfly_core::{ByteSize, Clock, ManualClock, Name, NewObjectEvent, ObjectEventKind, Timestamp};
 
 use crate::{
-    AUDITS_KEPT, AccessRecord, ApiTokenRecord, AuditFinding, AuditSeverity, DeleteOutcome, FunctionStats,
+    AUDITS_KEPT, AccessRecord, ApiTokenRecord, AttemptOutcome, AuditFinding, AuditSeverity, DeleteOutcome, ItemAttempt, FunctionStats,
     InvocationFilter, InvocationRecord, ItemCompletion, NewApiToken, NewAudit, NewDeployment, NewRun, NewRunItem,
     OutgoingMessage, ReceiveRequest, ReceivedMessage, ResultRecord, RunItem, RunItemCounts, RunRecord, StateError,
     StateStore, StoredAccessRecord, StoredInvocation, WorkerRecord,
@@ -123,6 +123,7 @@ macro_rules! __with_every_conformance_case {
             moving_queue_messages_into_a_run_moves_only_visible_ones_in_one_commit,
             run_items_and_results_page_by_item,
             workers_are_upserted_and_listed_by_start,
+            every_lease_of_an_item_is_an_attempt_ended_by_its_completion_or_release,
     access_records_are_appended_in_order_and_read_newest_first, api_token_names_are_unique_among_live_tokens, api_tokens_are_stored_listed_and_revoked, audits_are_recorded_with_their_findings_in_order_and_the_latest_is_read_back, cancelling_a_run_ends_it_whoever_holds_its_lease, only_the_newest_audits_are_kept,
         }
     };
@@ -1867,6 +1868,59 @@ pub fn access_records_are_appended_in_order_and_read_newest_first(subject: Subje
     assert_eq!(store.access_records(Some(older[1].id), 10).unwrap(), Vec::new());
     assert_eq!(older[1].record.token_id.as_deref(), Some("tok-1"));
     assert_eq!(newest[2].record.token_id, None, "a refused access without a known token names none");
+}
+
+pub fn every_lease_of_an_item_is_an_attempt_ended_by_its_completion_or_release(subject: Subject) {
+    let store = &subject.store;
+    claimed_run(&subject, "run-1", "thumbnails");
+    claimed_run(&subject, "run-2", "thumbnails");
+    add_items(&subject, "run-1", &["a", "b", "c", "d"]);
+    add_items(&subject, "run-2", &["a"]);
+    let t0 = subject.clock.now();
+    let at = |seconds: u64| t0.saturating_add(Duration::from_secs(seconds));
+    lease(&subject, "run-1", "worker-1", 2);
+    lease(&subject, "run-2", "worker-1", 1);
+    subject.clock.advance(Duration::from_secs(1));
+    lease(&subject, "run-1", "worker-2", 2);
+    subject.clock.advance(Duration::from_secs(1));
+    assert!(store.complete_run_item("run-1", "a", "worker-1", 1, done("x")).unwrap());
+    let retry = ItemCompletion::Failed { error: "timeout".to_owned(), retry_at: Some(at(2)) };
+    assert!(store.complete_run_item("run-1", "b", "worker-1", 1, retry).unwrap());
+    let dead = ItemCompletion::Failed { error: "bad input".to_owned(), retry_at: None };
+    assert!(store.complete_run_item("run-1", "c", "worker-2", 1, dead).unwrap());
+    assert!(!store.complete_run_item("run-1", "d", "worker-1", 1, done("stale")).unwrap());
+    subject.clock.advance(Duration::from_secs(1));
+    assert_eq!(store.release_worker_items("run-1", "worker-2").unwrap(), 1, "d");
+    lease(&subject, "run-1", "worker-3", 2);
+
+    let attempt = |item: &str, attempt: u32, worker: &str, started: u64, ended: Option<u64>, outcome| ItemAttempt {
+        item: item.to_owned(),
+        attempt,
+        worker: worker.to_owned(),
+        started_at: at(started),
+        ended_at: ended.map(at),
+        outcome,
+    };
+    let every = vec![
+        attempt("a", 1, "worker-1", 0, Some(2), AttemptOutcome::Done),
+        attempt("b", 1, "worker-1", 0, Some(2), AttemptOutcome::Failed),
+        attempt("c", 1, "worker-2", 1, Some(2), AttemptOutcome::DeadLettered),
+        attempt("d", 1, "worker-2", 1, Some(3), AttemptOutcome::Released),
+        attempt("b", 2, "worker-3", 3, None, AttemptOutcome::Running),
+        attempt("d", 2, "worker-3", 3, None, AttemptOutcome::Running),
+    ];
+    assert_eq!(store.run_item_attempts("run-1", 100).unwrap(), every);
+    assert_eq!(store.run_item_attempts("run-1", 2).unwrap(), every[4..].to_vec(), "the latest, in start order");
+    assert_eq!(store.run_item_attempts("run-2", 100).unwrap().len(), 1, "runs are apart");
+
+    subject.clock.advance(Duration::from_secs(1));
+    assert_eq!(store.release_all_leased_items("run-1").unwrap(), 2);
+    let after_release = store.run_item_attempts("run-1", 2).unwrap();
+    assert_eq!(
+        after_release.iter().map(|a| (a.ended_at, a.outcome)).collect::<Vec<_>>(),
+        [(Some(at(4)), AttemptOutcome::Released), (Some(at(4)), AttemptOutcome::Released)]
+    );
+    assert!(matches!(store.run_item_attempts("no-such-run", 10), Err(StateError::NotFound { kind: "run", .. })));
 }
 
 #[cfg(test)]

@@ -485,6 +485,62 @@ impl AuditRecord {
 /// How many audits a store keeps: recording one more forgets the oldest.
 pub const AUDITS_KEPT: usize = 100;
 
+/// How one attempt at an item ended, as its timeline shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptOutcome {
+    /// Leased and not finished yet.
+    Running,
+    /// Its result is stored.
+    Done,
+    /// Failed; the item was retried.
+    Failed,
+    /// Failed its last allowed attempt.
+    DeadLettered,
+    /// Its worker died or its coordinator restarted; the item went back to pending.
+    Released,
+}
+
+impl AttemptOutcome {
+    pub const ALL: [AttemptOutcome; 5] = [
+        AttemptOutcome::Running,
+        AttemptOutcome::Done,
+        AttemptOutcome::Failed,
+        AttemptOutcome::DeadLettered,
+        AttemptOutcome::Released,
+    ];
+
+    /// The snake_case spelling, as serialized.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttemptOutcome::Running => "running",
+            AttemptOutcome::Done => "done",
+            AttemptOutcome::Failed => "failed",
+            AttemptOutcome::DeadLettered => "dead_lettered",
+            AttemptOutcome::Released => "released",
+        }
+    }
+
+    /// The spelling [`AttemptOutcome::as_str`] gives, back; `None` for anything else.
+    pub fn parse(text: &str) -> Option<AttemptOutcome> {
+        AttemptOutcome::ALL.into_iter().find(|outcome| outcome.as_str() == text)
+    }
+}
+
+/// One attempt at one item of a run: which worker held it, from when to when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ItemAttempt {
+    pub item: String,
+    /// 1 for the first lease of the item, 2 for the next, …
+    pub attempt: u32,
+    pub worker: String,
+    /// When it was leased.
+    pub started_at: Timestamp,
+    /// When it was completed or released; `None` while running.
+    pub ended_at: Option<Timestamp>,
+    pub outcome: AttemptOutcome,
+}
+
 /// The durable state of one Mayfly project.
 ///
 /// Time comes from the [`mayfly_core::Clock`] the backend was opened with.
@@ -710,6 +766,16 @@ pub trait StateStore: Send + Sync {
     fn upsert_worker(&self, worker: &WorkerRecord) -> Result<()>;
     /// The run's workers, by start time then name.
     fn run_workers(&self, run: &str) -> Result<Vec<WorkerRecord>>;
+
+    // --- item attempts (the dashboard's timeline) -------------------------------------
+    //
+    // Every lease of an item starts an attempt; completing it (done, failed,
+    // dead-lettered) or releasing it (its worker died, a new coordinator
+    // resumed) ends it, in the same commit as the item's change.
+
+    /// The `limit` most recently started attempts of the run's items, in the
+    /// order they started (ties by item insertion, then attempt).
+    fn run_item_attempts(&self, run: &str, limit: usize) -> Result<Vec<ItemAttempt>>;
 
     // --- audits ---------------------------------------------------------------------
     //
