@@ -60,6 +60,8 @@ pub enum JobError {
     State(#[from] mayfly_state::StateError),
     #[error("cannot start the coordinator of run {run}: {source}")]
     Launch { run: String, source: mayfly_fleet::FleetError },
+    #[error("cannot stop the processes of run {run}: {source}")]
+    TearDown { run: String, source: mayfly_fleet::FleetError },
     #[error("cannot create the working directory of run {run}: {source}")]
     RunDir { run: String, source: std::io::Error },
 }
@@ -138,6 +140,25 @@ pub async fn start_run(
     })?;
     launch_coordinator(provisioner, launch, architecture, &run.id).await?;
     Ok(run)
+}
+
+/// Cancel a run that is still going: end it as `Cancelled` in the ledger
+/// (so its coordinator can no longer renew or finish it, and no supervisor
+/// restarts it), then stop every process and container of the run, found by
+/// its tags through each of `provisioners`. Items in flight are abandoned
+/// where they are; their results, if any arrive, are refused. `Conflict` (in
+/// `JobError::State`) for a finished run.
+pub async fn cancel_run(
+    state: &dyn StateStore,
+    provisioners: &[Arc<dyn Provisioner>],
+    run: &str,
+    reason: &str,
+) -> Result<(RunRecord, usize), JobError> {
+    let cancelled = state.cancel_run(run, reason)?;
+    let stopped =
+        tear_down_run(provisioners, run).await.map_err(|source| JobError::TearDown { run: run.to_owned(), source })?;
+    tracing::info!(run, stopped, reason, "run cancelled");
+    Ok((cancelled, stopped))
 }
 
 /// Stop every live process and container of `run` (found by its tags, not

@@ -22,6 +22,7 @@
 mod alarms;
 mod async_invoker;
 mod functions;
+mod invoke;
 pub mod jobs;
 mod ledger;
 mod queue_poller;
@@ -43,6 +44,7 @@ pub use async_invoker::new_request_id;
 pub use functions::{
     AsyncEnvelope, FAILED_QUEUE, async_queue_name, estimate_cost, function_definition, internal_queues,
 };
+pub use invoke::{InvokeContext, InvokeError, invoke_and_record};
 pub use ledger::{describe_failure, record_invocation};
 
 /// What the control plane runs against.

@@ -194,15 +194,28 @@ async fn work_loop(
 ) -> Result<u64, WorkerError> {
     let identity = &config.identity;
     let mut processed = 0;
-    send_log(client, identity, format!("worker {} of run {} started\n", identity.worker, identity.run).as_bytes())
-        .await?;
     // Items leased and not yet run, kept one ahead: while item N runs, the
     // completion of item N-1 travels (with its log) and leases the next one,
     // so the worker never waits on the coordinator between items.
     let ahead = task.batch.max(2);
-    let mut queue: VecDeque<LeasedItem> = VecDeque::new();
+    // The function's cold start (a lambda instance's init) overlaps the
+    // worker's first round trips instead of delaying its first item.
+    let announce_and_lease = async {
+        let started = format!("worker {} of run {} started\n", identity.worker, identity.run);
+        send_log(client, identity, started.as_bytes()).await?;
+        client.post::<_, LeaseResponse>(LEASE_PATH, &LeaseRequest { identity: identity.clone(), max: ahead }).await
+    };
+    let (first_lease, warmed) = tokio::join!(announce_and_lease, invoker.prewarm(&task.function));
+    match warmed {
+        Ok(Some(init)) => tracing::debug!(init_ms = init.as_millis() as u64, "function instance warmed"),
+        Ok(None) => {}
+        // The first item's invocation starts an instance again and records the failure as its outcome.
+        Err(outcome) => tracing::warn!(outcome = %outcome, "the function instance failed its init while warming"),
+    }
+    let first_lease = first_lease?;
+    let mut told_to_stop = first_lease.stop && first_lease.items.is_empty();
+    let mut queue: VecDeque<LeasedItem> = first_lease.items.into();
     let mut in_flight: Option<JoinHandle<Result<CompleteResponse, WorkerError>>> = None;
-    let mut told_to_stop = false;
     loop {
         if queue.is_empty() {
             if let Some(completion) = in_flight.take() {

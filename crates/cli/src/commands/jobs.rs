@@ -571,6 +571,7 @@ pub async fn coordinator(args: CoordinatorArgs, project: Option<&Path>) -> Resul
         }
     }
     let status = status?;
+    crate::commands::audit::after_run(&located, &opened, &args.run).await;
     tracing::info!(run = %args.run, status = status.as_str(), "coordinator exiting");
     Ok(())
 }
