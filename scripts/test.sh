@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs Mayfly's whole test suite on a fresh machine: installs what the suite
-# needs (cargo-nextest, python3 with awslambdaric), builds everything, and
+# needs (cargo-nextest, python3 with awslambdaric and schemathesis,
+# chromium and chromedriver), builds everything, and
 # runs every test (unit, conformance, crash, full-disk, runtimes, control
 # plane and CLI end to end). Needs root for the full-disk tests, which mount
 # small tmpfs file systems.
@@ -27,6 +28,17 @@ fi
 if ! python3 -c "import awslambdaric" >/dev/null 2>&1; then
     step "installing awslambdaric from PyPI"
     python3 -m pip install --quiet awslambdaric || python3 -m pip install --quiet --break-system-packages awslambdaric
+fi
+# The HTTPS API's OpenAPI document is exercised by Schemathesis against the running server.
+if ! python3 -m schemathesis.cli --version >/dev/null 2>&1; then
+    step "installing schemathesis from PyPI"
+    python3 -m pip install --quiet schemathesis || python3 -m pip install --quiet --break-system-packages schemathesis
+fi
+# The dashboard's browser tests drive headless Chromium through chromedriver.
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+    step "installing chromium and chromium-driver from Debian's packages"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
 fi
 if ! cargo nextest --version >/dev/null 2>&1; then
     step "installing cargo-nextest from crates.io"

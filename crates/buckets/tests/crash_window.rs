@@ -201,6 +201,30 @@ impl StateStore for StoreWithFailingAppends {
     fn run_workers(&self, run: &str) -> Result<Vec<WorkerRecord>> {
         self.inner.run_workers(run)
     }
+    fn cancel_run(&self, id: &str, reason: &str) -> Result<RunRecord> {
+        self.inner.cancel_run(id, reason)
+    }
+    fn create_api_token(&self, token: mayfly_state::NewApiToken) -> Result<mayfly_state::ApiTokenRecord> {
+        self.inner.create_api_token(token)
+    }
+    fn api_token(&self, id: &str) -> Result<mayfly_state::ApiTokenRecord> {
+        self.inner.api_token(id)
+    }
+    fn api_tokens(&self) -> Result<Vec<mayfly_state::ApiTokenRecord>> {
+        self.inner.api_tokens()
+    }
+    fn revoke_api_token(&self, id: &str) -> Result<mayfly_state::ApiTokenRecord> {
+        self.inner.revoke_api_token(id)
+    }
+    fn append_access_records(&self, records: &[mayfly_state::AccessRecord]) -> Result<()> {
+        self.inner.append_access_records(records)
+    }
+    fn access_records(&self, before_id: Option<u64>, limit: usize) -> Result<Vec<mayfly_state::StoredAccessRecord>> {
+        self.inner.access_records(before_id, limit)
+    }
+    fn run_item_attempts(&self, run: &str, limit: usize) -> Result<Vec<mayfly_state::ItemAttempt>> {
+        self.inner.run_item_attempts(run, limit)
+    }
 }
 
 #[tokio::test]

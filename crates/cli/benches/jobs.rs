@@ -753,8 +753,19 @@ logs = "logs"
                 budget: None,
             })
             .expect("a run");
+        // Simulated workers never say hello; the definition is only handed over, never run.
+        let function = &architecture.jobs[&job].function;
+        let worker_function = mayfly_control::function_definition(
+            function,
+            &architecture.functions[function],
+            None,
+            &root,
+            std::path::Path::new(super::MAYFLY),
+        );
         let config = CoordinatorConfig {
             run_id: run.id.clone(),
+            listen: std::net::Ipv4Addr::LOCALHOST.into(),
+            worker_function,
             job,
             tags: mayfly_control::jobs::project_tags(&architecture),
             architecture: Arc::new(architecture),
@@ -767,6 +778,7 @@ logs = "logs"
                 args: Vec::new(),
                 env: BTreeMap::new(),
                 working_dir: root.clone(),
+                read_only_mounts: Vec::new(),
             },
             run_dir: data.join("runs").join(&run.id),
             owner: format!("coordinator-{}", std::process::id()),

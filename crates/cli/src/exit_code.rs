@@ -13,6 +13,7 @@ pub const LIMIT_EXCEEDED: u8 = 6;
 pub const DISK_FULL: u8 = 7;
 pub const FUNCTION_FAILED: u8 = 8;
 pub const DATA_DAMAGED: u8 = 9;
+pub const VIOLATIONS_FOUND: u8 = 10;
 
 /// An error the command itself decided to refuse with (e.g. would lose data).
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +24,11 @@ pub struct Refused(pub String);
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct FunctionFailed(pub String);
+
+/// `mayfly audit` found policy violations (the findings were still printed).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ViolationsFound(pub String);
 
 /// An error for something that does not exist (e.g. a bucket in a CLI address).
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +82,9 @@ pub fn for_error(error: &anyhow::Error) -> u8 {
         }
         if cause.downcast_ref::<FunctionFailed>().is_some() {
             return FUNCTION_FAILED;
+        }
+        if cause.downcast_ref::<ViolationsFound>().is_some() {
+            return VIOLATIONS_FOUND;
         }
     }
     FAILURE

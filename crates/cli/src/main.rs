@@ -12,7 +12,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::commands::{demo, functions, jobs, keys, objects, queues, spec};
+use crate::commands::{access_log, audit, demo, functions, image, jobs, keys, objects, queues, serve, spec, tokens};
 use crate::output::Output;
 
 #[derive(Debug, Parser)]
@@ -23,7 +23,7 @@ use crate::output::Output;
     long_about = "Mayfly runs serverless batch pipelines on machines you own: buckets, durable queues, \
 functions and batch jobs declared in one architecture file, mayfly.toml.",
     after_help = "Examples:\n  mayfly init chart-coding && cd chart-coding\n  mayfly deploy\n  mayfly put inbox/notes/001.txt notes.txt\n  mayfly send work '{\"chart\": 17}'\n  mayfly queues\n\nExit codes: 0 ok, 1 failure, 2 usage error, 3 invalid architecture file, \
-4 not found, 5 refused (conflict or would lose data), 6 limit exceeded, 7 disk full, 8 the invoked function failed, 9 stored data failed its integrity check."
+4 not found, 5 refused (conflict or would lose data), 6 limit exceeded, 7 disk full, 8 the invoked function failed, 9 stored data failed its integrity check, 10 the audit found policy violations."
 )]
 struct Cli {
     /// The project directory (default: the nearest directory upwards holding mayfly.toml).
@@ -157,6 +157,11 @@ enum Command {
     /// List this project's live Mayfly processes, found by their tags.
     #[command(after_help = "Examples:\n  mayfly ps\n  mayfly ps --reap")]
     Ps(jobs::PsArgs),
+    /// Inventory every resource and check it against [policy]: tags, encryption, TLS, networks, orphans, budgets, retention.
+    #[command(
+        after_help = "Examples:\n  mayfly audit\n  mayfly audit --json\n  mayfly audit --reap      # stop orphans first\n  mayfly audit --latest    # the audit recorded after the last deploy or run\n\nExit code 10 when there are violations; warnings and notices do not fail it."
+    )]
+    Audit(audit::AuditArgs),
     /// (internal) The coordinator of one run; started by Mayfly.
     #[command(hide = true)]
     Coordinator(jobs::CoordinatorArgs),
@@ -167,6 +172,22 @@ enum Command {
     /// The keyring that encrypts objects at rest: list, rotate, rewrap.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
+    /// Worker images for Docker jobs: build one from files on this machine.
+    #[command(subcommand)]
+    Image(image::ImageCommand),
+
+    /// Serve the project's HTTPS API (TLS only) until Ctrl-C.
+    #[command(after_help = "Examples:\n  mayfly serve\n  mayfly serve --listen 0.0.0.0:8443")]
+    Serve(serve::ServeArgs),
+    /// The HTTPS API's bearer tokens: create, list, revoke.
+    #[command(subcommand)]
+    Tokens(tokens::TokensCommand),
+    /// Show the HTTPS API's access log: who read or changed what, when, and the outcome.
+    #[command(
+        name = "access-log",
+        after_help = "Examples:\n  mayfly access-log\n  mayfly access-log --limit 500 --json"
+    )]
+    AccessLog(access_log::AccessLogArgs),
 
     /// Run the demo pipeline end to end in a fresh project.
     #[command(after_help = "Examples:\n  mayfly demo\n  mayfly demo --dir /tmp/mayfly-demo --keep")]
@@ -236,9 +257,14 @@ async fn run(command: Command, project: Option<PathBuf>, output: Output) -> anyh
         Command::Results(args) => jobs::results(args, project, output),
         Command::Reconcile(args) => jobs::reconcile(args, project, output).await,
         Command::Ps(args) => jobs::ps(args, project, output).await,
+        Command::Audit(args) => audit::audit(args, project, output).await,
         Command::Coordinator(args) => jobs::coordinator(args, project).await,
-        Command::Worker(args) => jobs::worker(args, project).await,
+        Command::Worker(args) => jobs::worker(args).await,
         Command::Keys(command) => keys::run(command, project, output).await,
+        Command::Image(command) => image::run(command, output).await,
+        Command::Serve(args) => serve::serve(args, project, output).await,
+        Command::Tokens(command) => tokens::run(command, project, output),
+        Command::AccessLog(args) => access_log::run(args, project, output),
         Command::Demo(args) => demo::run(args, output).await,
     }
 }

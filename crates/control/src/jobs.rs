@@ -60,6 +60,8 @@ pub enum JobError {
     State(#[from] mayfly_state::StateError),
     #[error("cannot start the coordinator of run {run}: {source}")]
     Launch { run: String, source: mayfly_fleet::FleetError },
+    #[error("cannot stop the processes of run {run}: {source}")]
+    TearDown { run: String, source: mayfly_fleet::FleetError },
     #[error("cannot create the working directory of run {run}: {source}")]
     RunDir { run: String, source: std::io::Error },
 }
@@ -95,6 +97,7 @@ pub async fn launch_coordinator(
             stderr: Some(log),
             memory: None,
             cpus: None,
+            read_only_mounts: Vec::new(),
         })
         .await
         .map_err(|source| JobError::Launch { run: run.to_owned(), source })
@@ -139,13 +142,57 @@ pub async fn start_run(
     Ok(run)
 }
 
-/// Stop every live process of `run` (found by its tags, not from memory).
-pub async fn tear_down_run(provisioner: &dyn Provisioner, run: &str) -> Result<usize, mayfly_fleet::FleetError> {
-    let live = provisioner.inventory(&TagFilter::new().with(TAG_RUN, run)).await?;
-    for resource in &live {
-        provisioner.stop(&resource.id, Duration::from_secs(2)).await?;
+/// Cancel a run that is still going: end it as `Cancelled` in the ledger
+/// (so its coordinator can no longer renew or finish it, and no supervisor
+/// restarts it), then stop every process and container of the run, found by
+/// its tags through each of `provisioners`. Items in flight are abandoned
+/// where they are; their results, if any arrive, are refused. `Conflict` (in
+/// `JobError::State`) for a finished run.
+pub async fn cancel_run(
+    state: &dyn StateStore,
+    provisioners: &[Arc<dyn Provisioner>],
+    run: &str,
+    reason: &str,
+) -> Result<(RunRecord, usize), JobError> {
+    let cancelled = state.cancel_run(run, reason)?;
+    let stopped =
+        tear_down_run(provisioners, run).await.map_err(|source| JobError::TearDown { run: run.to_owned(), source })?;
+    tracing::info!(run, stopped, reason, "run cancelled");
+    Ok((cancelled, stopped))
+}
+
+/// Stop every live process and container of `run` (found by its tags, not
+/// from memory) through each of `provisioners`.
+pub async fn tear_down_run(
+    provisioners: &[Arc<dyn Provisioner>],
+    run: &str,
+) -> Result<usize, mayfly_fleet::FleetError> {
+    let mut stopped = 0;
+    for provisioner in provisioners {
+        let live = provisioner.inventory(&TagFilter::new().with(TAG_RUN, run)).await?;
+        for resource in &live {
+            provisioner.stop(&resource.id, Duration::from_secs(2)).await?;
+        }
+        stopped += live.len();
     }
-    Ok(live.len())
+    Ok(stopped)
+}
+
+/// Reap orphans (resources of runs not in `live_runs`) through each of
+/// `provisioners`, then the networks no container uses any more.
+pub async fn reap_fleet_orphans(
+    provisioners: &[Arc<dyn Provisioner>],
+    filter: &TagFilter,
+    live_runs: &BTreeSet<String>,
+    grace: Duration,
+) -> Result<(Vec<mayfly_fleet::LiveResource>, Vec<String>), mayfly_fleet::FleetError> {
+    let mut reaped = Vec::new();
+    let mut networks = Vec::new();
+    for provisioner in provisioners {
+        reaped.extend(mayfly_fleet::reap_orphans(provisioner.as_ref(), filter, live_runs, grace).await?);
+        networks.extend(provisioner.remove_unused_networks(filter).await?);
+    }
+    Ok((reaped, networks))
 }
 
 /// How long a requested run may wait for its first coordinator before the supervisor starts one.
@@ -163,7 +210,7 @@ pub async fn supervise(config: Arc<ControlPlaneConfig>, mut shutdown: Shutdown) 
     let mut since_reap = REAP_EVERY;
     loop {
         for run in config.state.runs_needing_coordinator(UNCLAIMED_GRACE)? {
-            let stopped = tear_down_run(provisioner, &run.id).await.unwrap_or_else(|error| {
+            let stopped = tear_down_run(&jobs.fleet, &run.id).await.unwrap_or_else(|error| {
                 tracing::error!(run = %run.id, error = %error, "cannot tear down the fleet of a lapsed run");
                 0
             });
@@ -183,8 +230,10 @@ pub async fn supervise(config: Arc<ControlPlaneConfig>, mut shutdown: Shutdown) 
                 .map(|r| r.id)
                 .collect();
             let filter = TagFilter::new().with(TAG_PROJECT, config.architecture.name.as_str());
-            match mayfly_fleet::reap_orphans(provisioner, &filter, &live_runs, Duration::from_secs(5)).await {
-                Ok(reaped) if !reaped.is_empty() => tracing::warn!(reaped = reaped.len(), "reaped orphaned processes"),
+            match reap_fleet_orphans(&jobs.fleet, &filter, &live_runs, Duration::from_secs(5)).await {
+                Ok((reaped, networks)) if !reaped.is_empty() || !networks.is_empty() => {
+                    tracing::warn!(reaped = reaped.len(), networks = ?networks, "reaped orphaned processes and containers")
+                }
                 Ok(_) => {}
                 Err(error) => tracing::error!(error = %error, "orphan reaping failed"),
             }

@@ -22,6 +22,7 @@
 mod alarms;
 mod async_invoker;
 mod functions;
+mod invoke;
 pub mod jobs;
 mod ledger;
 mod queue_poller;
@@ -43,6 +44,7 @@ pub use async_invoker::new_request_id;
 pub use functions::{
     AsyncEnvelope, FAILED_QUEUE, async_queue_name, estimate_cost, function_definition, internal_queues,
 };
+pub use invoke::{InvokeContext, InvokeError, invoke_and_record};
 pub use ledger::{describe_failure, record_invocation};
 
 /// What the control plane runs against.
@@ -67,7 +69,12 @@ pub struct ControlPlaneConfig {
 /// What the control plane needs to supervise batch runs.
 #[derive(Clone)]
 pub struct JobsConfig {
+    /// Starts coordinators (local processes).
     pub provisioner: Arc<dyn mayfly_fleet::Provisioner>,
+    /// Every provisioner a run's resources may live in (local processes, and
+    /// Docker containers when a job uses them): fleets are torn down and
+    /// orphans reaped through all of them.
+    pub fleet: Vec<Arc<dyn mayfly_fleet::Provisioner>>,
     pub launch: jobs::CoordinatorLaunch,
 }
 

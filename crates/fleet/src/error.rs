@@ -32,6 +32,15 @@ pub enum FleetError {
     /// The system's process table (or container list) could not be read.
     #[error("cannot list live resources: {reason}")]
     Inventory { reason: String },
+    /// The Docker engine could not be reached or refused the API version.
+    #[error("cannot reach the Docker engine: {reason}; is it running, and may this user use /var/run/docker.sock?")]
+    EngineUnreachable { reason: String },
+    /// A Docker network could not be created, inspected or removed.
+    #[error("Docker network `{network}`: {reason}")]
+    Network { network: String, reason: String },
+    /// An image could not be imported or inspected.
+    #[error("Docker image `{image}`: {reason}")]
+    Image { image: String, reason: String },
     /// Some orphans were reaped and some could not be stopped.
     #[error("reaped {} orphan(s) but could not stop {}: {}", reaped.len(), failures.len(), describe_failures(failures))]
     ReapIncomplete { reaped: Vec<LiveResource>, failures: Vec<(ResourceId, String)> },

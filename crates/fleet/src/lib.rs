@@ -1,5 +1,5 @@
 //! Provisioners: how Mayfly starts, watches, stops and finds the processes
-//! (later containers) that make up a run — its coordinator and its workers.
+//! and containers that make up a run — its coordinator and its workers.
 //!
 //! - [`Provisioner`] is the contract every backend implements; it is object
 //!   safe, so callers hold an `Arc<dyn Provisioner>`.
@@ -10,13 +10,17 @@
 //!   restart still finds every orphan ([`reap_orphans`]).
 //! - [`LocalProvisioner`] runs resources as local processes, each in its own
 //!   process group, tagged through its environment.
+//! - [`DockerProvisioner`] runs them as containers of the local Docker engine
+//!   on a user-defined network, tagged through their labels.
 
+mod docker;
 mod error;
 mod local;
 mod provisioner;
 mod reaper;
 mod tags;
 
+pub use docker::{ContainerPlacement, DockerProvisioner, MANAGED_LABEL, NetworkInfo, NetworkRequest};
 pub use error::FleetError;
 pub use local::LocalProvisioner;
 pub use provisioner::{BoxFuture, LiveResource, ProcessSpec, Provisioner, ResourceId, ResourceState};

@@ -37,6 +37,10 @@ pub struct ProcessSpec {
     pub memory: Option<ByteSize>,
     /// CPU limit; advisory for local processes, enforced by containers.
     pub cpus: Option<f64>,
+    /// Absolute host paths the resource needs to read (a worker's TLS
+    /// directory): local processes see the whole file system anyway;
+    /// containers get exactly these, bound read-only at the same path.
+    pub read_only_mounts: Vec<PathBuf>,
 }
 
 impl ProcessSpec {
@@ -53,6 +57,7 @@ impl ProcessSpec {
             stderr: None,
             memory: None,
             cpus: None,
+            read_only_mounts: Vec::new(),
         }
     }
 }
@@ -73,7 +78,7 @@ impl std::fmt::Display for ResourceId {
 #[derive(Debug, Clone, PartialEq)]
 pub struct LiveResource {
     pub id: ResourceId,
-    /// `process` (later `container`).
+    /// `process` or `container`.
     pub kind: &'static str,
     pub tags: Tags,
     pub started_at: Option<Timestamp>,
@@ -105,7 +110,7 @@ impl ResourceState {
 /// (for example after a control plane restart): ids are self-describing and
 /// the inventory reads the system, not memory.
 pub trait Provisioner: Send + Sync {
-    /// `local` (later `docker`).
+    /// `local` or `docker`.
     fn kind(&self) -> &'static str;
 
     /// Starts a resource from `spec`, tagged with `spec.tags`.
@@ -129,4 +134,12 @@ pub trait Provisioner: Send + Sync {
     /// Every live resource of this provisioner's kind whose tags match
     /// `filter`, found from the system itself (not from memory).
     fn inventory<'a>(&'a self, filter: &'a TagFilter) -> BoxFuture<'a, Result<Vec<LiveResource>, FleetError>>;
+
+    /// Removes what this provisioner shares between runs (Docker networks)
+    /// once nothing uses it any more, among what matches `filter`; returns
+    /// what was removed. Most provisioners share nothing.
+    fn remove_unused_networks<'a>(&'a self, filter: &'a TagFilter) -> BoxFuture<'a, Result<Vec<String>, FleetError>> {
+        let _ = filter;
+        Box::pin(async { Ok(Vec::new()) })
+    }
 }

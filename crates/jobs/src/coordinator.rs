@@ -16,7 +16,7 @@
 //! starts another, which releases the items the dead fleet held and goes on.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -38,9 +38,9 @@ use tokio::sync::Mutex;
 
 use crate::logs;
 use crate::protocol::{
-    AttemptOutcome, COMPLETE_PATH, CompleteRequest, CompleteResponse, HEARTBEAT_PATH, HeartbeatRequest,
-    HeartbeatResponse, LEASE_PATH, LOGS_PATH, LeaseRequest, LeaseResponse, LeasedItem, LogsRequest, WorkerIdentity,
-    decode, encode,
+    AttemptOutcome, COMPLETE_PATH, CompleteRequest, CompleteResponse, FunctionHandoff, HEARTBEAT_PATH, HELLO_PATH,
+    HeartbeatRequest, HeartbeatResponse, HelloRequest, LEASE_PATH, LOGS_PATH, LeaseRequest, LeaseResponse, LeasedItem,
+    LogsRequest, WorkerAssignment, WorkerIdentity, decode, encode,
 };
 use crate::tls::{self, CertificateFingerprint, CertificatePolicy, RunAuthority};
 
@@ -87,6 +87,8 @@ pub struct WorkerLaunch {
     pub args: Vec<String>,
     pub env: BTreeMap<String, String>,
     pub working_dir: PathBuf,
+    /// Host paths every worker reads (mounted read-only into containers).
+    pub read_only_mounts: Vec<PathBuf>,
 }
 
 pub struct CoordinatorConfig {
@@ -98,6 +100,12 @@ pub struct CoordinatorConfig {
     pub provisioner: Arc<dyn Provisioner>,
     pub clock: Arc<dyn Clock>,
     pub launch: WorkerLaunch,
+    /// The address the coordinator listens on and tells workers to call:
+    /// loopback for local workers, the network's gateway for containers.
+    pub listen: IpAddr,
+    /// The function workers run (handed to them in `/v1/hello`), its
+    /// timeout already the job's item timeout.
+    pub worker_function: mayfly_runtime::FunctionDefinition,
     /// The run's working directory (worker logs while the run lives).
     pub run_dir: PathBuf,
     /// The project's tags (with `mayfly.project`); the run's id and roles are added.
@@ -182,6 +190,7 @@ struct TrackedWorker {
 /// What the HTTP handlers and the main loop share.
 struct Shared {
     run_id: String,
+    assignment: WorkerAssignment,
     max_attempts: u32,
     backoff: Duration,
     state: Arc<dyn StateStore>,
@@ -204,8 +213,18 @@ impl Shared {
     }
 
     /// The worker must belong to this run, be known to this coordinator, and
-    /// call in with the certificate issued to it (no worker speaks for another).
+    /// call in with the certificate issued to it (no worker speaks for
+    /// another); it has called in (it is alive) from then on.
     async fn check_identity(&self, identity: &WorkerIdentity, peer: CertificateFingerprint) -> Result<(), Refusal> {
+        self.check_worker(identity, peer, true).await
+    }
+
+    async fn check_worker(
+        &self,
+        identity: &WorkerIdentity,
+        peer: CertificateFingerprint,
+        calling_in: bool,
+    ) -> Result<(), Refusal> {
         if identity.run != self.run_id {
             return Err(refuse(
                 StatusCode::FORBIDDEN,
@@ -227,6 +246,9 @@ impl Shared {
                 StatusCode::GONE,
                 format!("worker {} was declared lost; its items were given to others", identity.worker),
             ));
+        }
+        if !calling_in {
+            return Ok(());
         }
         worker.last_contact = Instant::now();
         if worker.phase == WorkerPhase::Starting {
@@ -260,6 +282,16 @@ async fn lease_for(shared: &Shared, worker: &str, max: usize) -> Result<(Vec<Lea
         .map(|item| LeasedItem { item: item.item, attempt: item.attempts, payload: encode(&item.payload) })
         .collect();
     Ok((items, false))
+}
+
+/// What to run; not yet calling in (see the protocol).
+async fn hello_handler(
+    State(shared): State<Arc<Shared>>,
+    Extension(peer): Extension<CertificateFingerprint>,
+    Json(request): Json<HelloRequest>,
+) -> Result<Json<WorkerAssignment>, Refusal> {
+    shared.check_worker(&request.identity, peer, false).await?;
+    Ok(Json(shared.assignment.clone()))
 }
 
 async fn lease_handler(
@@ -385,8 +417,18 @@ pub async fn run(config: CoordinatorConfig) -> Result<RunStatus, CoordinatorErro
         .functions
         .get(&job.function)
         .map_or(Duration::from_secs(1), |function| function.retries.backoff);
+    let batch = match &job.source {
+        JobSource::Queue { batch, .. } => (*batch as usize).max(1),
+        _ => 1,
+    };
+    let assignment = WorkerAssignment {
+        job: config.job.to_string(),
+        function: FunctionHandoff::from_definition(&config.worker_function),
+        batch,
+    };
     let shared = Arc::new(Shared {
         run_id: run_id.clone(),
+        assignment,
         max_attempts: job.max_attempts,
         backoff,
         state: state.clone(),
@@ -397,13 +439,14 @@ pub async fn run(config: CoordinatorConfig) -> Result<RunStatus, CoordinatorErro
         finishing: std::sync::atomic::AtomicBool::new(false),
     });
     let router = Router::new()
+        .route(HELLO_PATH, post(hello_handler))
         .route(LEASE_PATH, post(lease_handler))
         .route(COMPLETE_PATH, post(complete_handler))
         .route(HEARTBEAT_PATH, post(heartbeat_handler))
         .route(LOGS_PATH, post(logs_handler))
         .with_state(shared.clone());
     let listener =
-        tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await.map_err(CoordinatorError::Serve)?;
+        tokio::net::TcpListener::bind(SocketAddr::new(config.listen, 0)).await.map_err(CoordinatorError::Serve)?;
     let address = listener.local_addr().map_err(CoordinatorError::Serve)?;
     // A fresh authority per coordinator: the fleet of an earlier one is gone, and so are its certificates.
     tls::remove_tls_directory(&config.run_dir.join("tls"))?;
@@ -619,8 +662,10 @@ impl Fleet<'_> {
             tags: self.worker_tags(&worker),
             stdout: Some(stderr.clone()),
             stderr: Some(stderr),
-            memory: None,
-            cpus: None,
+            memory: self.job.provisioner.memory,
+            cpus: self.job.provisioner.cpus,
+            // A container sees its own TLS files, read-only, at the same path.
+            read_only_mounts: self.config.launch.read_only_mounts.iter().cloned().chain([tls_dir.clone()]).collect(),
         };
         let now = self.config.clock.now();
         // Known before it exists: a worker may call in before `start` returns.

@@ -2,6 +2,11 @@
 //! [`crate::tls`]), every call made by the worker (workers pull, so pulling
 //! is the load balancer).
 //!
+//! - `POST /v1/hello` — a starting worker asks what to run: the job, the
+//!   function's definition and the batch size (workers read nothing from
+//!   the state store, so they can run in containers with no access to it).
+//!   Saying hello is not yet calling in: a worker that cannot run the
+//!   function exits before its first lease and counts as failing to start.
 //! - `POST /v1/lease` — a worker asks for up to `max` items; the answer may
 //!   also tell it to stop (the run is finishing, or it is surplus).
 //! - `POST /v1/complete` — the outcome of one attempt of one item, with its
@@ -12,8 +17,15 @@
 //!
 //! Item payloads and results are bytes, carried base64-encoded.
 
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use mayfly_core::{ByteSize, Name};
+use mayfly_runtime::{FunctionDefinition, RuntimeKind};
 use serde::{Deserialize, Serialize};
 
+pub const HELLO_PATH: &str = "/v1/hello";
 pub const LEASE_PATH: &str = "/v1/lease";
 pub const COMPLETE_PATH: &str = "/v1/complete";
 pub const HEARTBEAT_PATH: &str = "/v1/heartbeat";
@@ -25,6 +37,73 @@ pub const LOGS_PATH: &str = "/v1/logs";
 pub struct WorkerIdentity {
     pub run: String,
     pub worker: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HelloRequest {
+    pub identity: WorkerIdentity,
+}
+
+/// What a worker of this run runs.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct WorkerAssignment {
+    pub job: String,
+    pub function: FunctionHandoff,
+    /// Items to ask for at once.
+    pub batch: usize,
+}
+
+/// A function's definition as it travels to a worker: the runtime's
+/// [`FunctionDefinition`], with the item timeout as its timeout.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FunctionHandoff {
+    pub name: String,
+    pub version: String,
+    pub runtime: RuntimeKind,
+    pub command: Vec<String>,
+    pub handler: Option<String>,
+    pub env: BTreeMap<String, String>,
+    pub working_dir: PathBuf,
+    pub timeout_ms: u64,
+    pub memory_bytes: Option<u64>,
+    pub concurrency: Option<u32>,
+    pub max_payload_bytes: u64,
+}
+
+impl FunctionHandoff {
+    pub fn from_definition(definition: &FunctionDefinition) -> FunctionHandoff {
+        FunctionHandoff {
+            name: definition.name.to_string(),
+            version: definition.version.clone(),
+            runtime: definition.runtime,
+            command: definition.command.clone(),
+            handler: definition.handler.clone(),
+            env: definition.env.clone(),
+            working_dir: definition.working_dir.clone(),
+            timeout_ms: u64::try_from(definition.timeout.as_millis()).unwrap_or(u64::MAX),
+            memory_bytes: definition.memory.map(|memory| memory.bytes()),
+            concurrency: definition.concurrency,
+            max_payload_bytes: definition.max_payload.bytes(),
+        }
+    }
+
+    /// The definition back; an unusable function name is refused.
+    pub fn into_definition(self) -> Result<FunctionDefinition, String> {
+        let name: Name = self.name.parse().map_err(|error| format!("function name `{}`: {error}", self.name))?;
+        Ok(FunctionDefinition {
+            name,
+            version: self.version,
+            runtime: self.runtime,
+            command: self.command,
+            handler: self.handler,
+            env: self.env,
+            working_dir: self.working_dir,
+            timeout: Duration::from_millis(self.timeout_ms),
+            memory: self.memory_bytes.map(ByteSize),
+            concurrency: self.concurrency,
+            max_payload: ByteSize(self.max_payload_bytes),
+        })
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

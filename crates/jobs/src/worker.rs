@@ -1,6 +1,7 @@
-//! A worker: a stateless process that pulls items from its coordinator (over
-//! mutual TLS, with the certificate in its `--tls-dir`), runs
-//! the job's function on each (warm, through the runtime's `Invoker`),
+//! A worker: a stateless process that asks its coordinator what to run
+//! (`/v1/hello`), pulls items from it (over mutual TLS, with the certificate
+//! in its `--tls-dir`), runs the job's function on each (warm, through the
+//! runtime's `Invoker`),
 //! reports the outcome, heartbeats, and streams its log as it goes.
 //!
 //! It stops when the coordinator says so (the run is finishing, or the
@@ -9,7 +10,7 @@
 //! or on SIGTERM from the provisioner.
 
 use std::collections::VecDeque;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -19,9 +20,9 @@ use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 
 use crate::protocol::{
-    AttemptOutcome, COMPLETE_PATH, CompleteRequest, CompleteResponse, HEARTBEAT_PATH, HeartbeatRequest,
-    HeartbeatResponse, ItemEvent, LEASE_PATH, LOGS_PATH, LeaseRequest, LeaseResponse, LeasedItem, LogsRequest,
-    WorkerIdentity, decode, encode,
+    AttemptOutcome, COMPLETE_PATH, CompleteRequest, CompleteResponse, HEARTBEAT_PATH, HELLO_PATH, HeartbeatRequest,
+    HeartbeatResponse, HelloRequest, ItemEvent, LEASE_PATH, LOGS_PATH, LeaseRequest, LeaseResponse, LeasedItem,
+    LogsRequest, WorkerAssignment, WorkerIdentity, decode, encode,
 };
 
 #[derive(Debug, Clone)]
@@ -32,11 +33,6 @@ pub struct WorkerConfig {
     /// authority, the only one trusted), `cert.pem` and `key.pem` (its own).
     pub tls_dir: PathBuf,
     pub identity: WorkerIdentity,
-    pub job: String,
-    /// The job's function, with the item timeout as its timeout.
-    pub function: FunctionDefinition,
-    /// Items to ask for at once.
-    pub batch: usize,
     pub heartbeat_interval: Duration,
     /// Give up (exit non-zero) after the coordinator has been unreachable this long.
     pub coordinator_timeout: Duration,
@@ -53,6 +49,10 @@ pub enum WorkerError {
     Tls(#[from] crate::tls::TlsError),
     #[error("cannot build the HTTPS client: {0}")]
     Client(reqwest::Error),
+    #[error("the coordinator handed over an unusable function: {0}")]
+    BadAssignment(String),
+    #[error("the function's program `{program}` does not exist (looked in {working_dir} and on PATH)")]
+    ProgramMissing { program: String, working_dir: String },
     #[error("{0}")]
     Internal(String),
 }
@@ -121,6 +121,14 @@ pub async fn run(config: WorkerConfig) -> Result<u64, WorkerError> {
         base: config.coordinator.trim_end_matches('/').to_owned(),
         timeout: config.coordinator_timeout,
     });
+    let assignment: WorkerAssignment =
+        client.post(HELLO_PATH, &HelloRequest { identity: config.identity.clone() }).await?;
+    let function = assignment.function.clone().into_definition().map_err(WorkerError::BadAssignment)?;
+    // A worker that cannot run its function must not pretend to start: fail
+    // before calling in, so the coordinator counts a failed start and, after
+    // a few, fails the run with this message.
+    check_program_exists(&function)?;
+    let task = Task { job: assignment.job, function, batch: assignment.batch.max(1) };
     let invoker = Invoker::new(config.invoker.clone());
     let holding: Arc<Mutex<Vec<String>>> = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
@@ -132,7 +140,7 @@ pub async fn run(config: WorkerConfig) -> Result<u64, WorkerError> {
         stop.clone(),
         config.heartbeat_interval,
     ));
-    let result = work_loop(&config, &client, &invoker, &holding, &stop).await;
+    let result = work_loop(&config, &task, &client, &invoker, &holding, &stop).await;
     stop.store(true, Ordering::SeqCst);
     heartbeat.abort();
     invoker.shutdown().await;
@@ -169,8 +177,37 @@ async fn send_log(client: &Client, identity: &WorkerIdentity, text: &[u8]) -> Re
     client.post::<_, serde_json::Value>(LOGS_PATH, &request).await.map(|_| ())
 }
 
+/// What this worker runs, as its coordinator handed it over.
+struct Task {
+    job: String,
+    function: FunctionDefinition,
+    batch: usize,
+}
+
+fn check_program_exists(function: &FunctionDefinition) -> Result<(), WorkerError> {
+    let Some(program) = function.command.first() else {
+        return Err(WorkerError::BadAssignment("the function has an empty command".into()));
+    };
+    let found = if program.contains('/') {
+        let path = Path::new(program);
+        if path.is_absolute() { path.is_file() } else { function.working_dir.join(path).is_file() }
+    } else {
+        let path = function.env.get("PATH").cloned().or_else(|| std::env::var("PATH").ok()).unwrap_or_default();
+        std::env::split_paths(&path).any(|dir| dir.join(program).is_file())
+    };
+    if found {
+        Ok(())
+    } else {
+        Err(WorkerError::ProgramMissing {
+            program: program.clone(),
+            working_dir: function.working_dir.display().to_string(),
+        })
+    }
+}
+
 async fn work_loop(
     config: &WorkerConfig,
+    task: &Task,
     client: &Arc<Client>,
     invoker: &Invoker,
     holding: &Arc<Mutex<Vec<String>>>,
@@ -178,15 +215,28 @@ async fn work_loop(
 ) -> Result<u64, WorkerError> {
     let identity = &config.identity;
     let mut processed = 0;
-    send_log(client, identity, format!("worker {} of run {} started\n", identity.worker, identity.run).as_bytes())
-        .await?;
     // Items leased and not yet run, kept one ahead: while item N runs, the
     // completion of item N-1 travels (with its log) and leases the next one,
     // so the worker never waits on the coordinator between items.
-    let ahead = config.batch.max(2);
-    let mut queue: VecDeque<LeasedItem> = VecDeque::new();
+    let ahead = task.batch.max(2);
+    // The function's cold start (a lambda instance's init) overlaps the
+    // worker's first round trips instead of delaying its first item.
+    let announce_and_lease = async {
+        let started = format!("worker {} of run {} started\n", identity.worker, identity.run);
+        send_log(client, identity, started.as_bytes()).await?;
+        client.post::<_, LeaseResponse>(LEASE_PATH, &LeaseRequest { identity: identity.clone(), max: ahead }).await
+    };
+    let (first_lease, warmed) = tokio::join!(announce_and_lease, invoker.prewarm(&task.function));
+    match warmed {
+        Ok(Some(init)) => tracing::debug!(init_ms = init.as_millis() as u64, "function instance warmed"),
+        Ok(None) => {}
+        // The first item's invocation starts an instance again and records the failure as its outcome.
+        Err(outcome) => tracing::warn!(outcome = %outcome, "the function instance failed its init while warming"),
+    }
+    let first_lease = first_lease?;
+    let mut told_to_stop = first_lease.stop && first_lease.items.is_empty();
+    let mut queue: VecDeque<LeasedItem> = first_lease.items.into();
     let mut in_flight: Option<JoinHandle<Result<CompleteResponse, WorkerError>>> = None;
-    let mut told_to_stop = false;
     loop {
         if queue.is_empty() {
             if let Some(completion) = in_flight.take() {
@@ -213,7 +263,7 @@ async fn work_loop(
         holding.lock().await.push(item.item.clone());
         let payload = decode(&item.payload).unwrap_or_default();
         let event = ItemEvent {
-            job: config.job.clone(),
+            job: task.job.clone(),
             run: identity.run.clone(),
             item: item.item.clone(),
             attempt: item.attempt,
@@ -225,7 +275,7 @@ async fn work_loop(
             payload: serde_json::to_vec(&event).expect("JSON values serialise"), // plain JSON
             trace_id: None,
         };
-        let result = invoker.invoke(&config.function, invocation).await;
+        let result = invoker.invoke(&task.function, invocation).await;
         let mut log = format!(
             "--- item {} attempt {}: {} in {} ms\n",
             item.item,

@@ -314,6 +314,36 @@ impl Invoker {
         }
     }
 
+    /// Starts one `lambda` instance of `function` ahead of its first
+    /// invocation (its init phase), if none is alive, and keeps it idle for the
+    /// next [`Invoker::invoke`]; like provisioned concurrency, so that a caller
+    /// can overlap the cold start with other work. Returns the init time, or
+    /// `None` when nothing was started (a `process` function, or an instance
+    /// already alive). An instance that fails its init is discarded and its
+    /// outcome returned; the next invocation starts (and reports) one itself.
+    pub async fn prewarm(&self, function: &FunctionDefinition) -> Result<Option<Duration>, Outcome> {
+        if function.runtime != RuntimeKind::Lambda {
+            return Ok(None);
+        }
+        self.start_reaper();
+        let mut shutdown = self.inner.shutdown.subscribe();
+        if *shutdown.borrow() {
+            return Ok(None);
+        }
+        let pool = self.pool(&function.name);
+        if pool.live.load(Ordering::Acquire) > 0 {
+            return Ok(None);
+        }
+        match self.start_lambda_instance(&pool, function, &mut shutdown).await {
+            Ok((mut instance, init_duration)) => {
+                instance.last_used = self.inner.config.clock.now();
+                lock(&pool.idle).push(instance);
+                Ok(init_duration)
+            }
+            Err((run, _)) => Err(run.outcome),
+        }
+    }
+
     /// Warm lambda instances of `function` (idle or busy).
     pub fn warm_instances(&self, function: &Name) -> usize {
         lock(&self.inner.pools).get(function).map_or(0, |pool| pool.live.load(Ordering::Acquire))

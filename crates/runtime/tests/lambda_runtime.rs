@@ -72,6 +72,34 @@ async fn a_warm_instance_is_reused_without_init() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prewarmed_instance_serves_the_first_invocation_without_init() {
+    let invoker = invoker();
+    let function = lambda_echo("prewarmed");
+    let init = invoker.prewarm(&function).await.expect("the instance starts");
+    assert!(init.is_some(), "prewarming started an instance");
+    assert_eq!(invoker.warm_instances(&function.name), 1);
+    assert_eq!(invoker.prewarm(&function).await, Ok(None), "one instance alive: nothing more to warm");
+    let first = invoker.invoke(&function, invocation(json!({ "mode": "env" }))).await;
+    assert_eq!(first.outcome, Outcome::Success, "logs: {}", logs_text(&first.logs));
+    assert_eq!(first.init_duration, None, "the first invocation found the instance warm");
+    assert_eq!(invoker.warm_instances(&function.name), 1);
+    invoker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prewarm_that_fails_its_init_leaves_no_instance_and_the_invocation_reports_the_crash() {
+    let invoker = invoker();
+    let mut function = lambda_echo("broken-prewarm");
+    function.env.insert("MAYFLY_TEST_INIT_FAIL".into(), "1".into());
+    let outcome = invoker.prewarm(&function).await.expect_err("the init fails");
+    assert_eq!(outcome, Outcome::Crashed { reason: "the instance exited during init (exit status 4)".into() });
+    assert_eq!(invoker.warm_instances(&function.name), 0);
+    let result = invoker.invoke(&function, invocation(json!({}))).await;
+    assert_eq!(result.outcome, outcome, "the invocation starts its own instance and reports its crash");
+    assert!(result.init_duration.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_instances_are_reaped_to_zero() {
     let clock = ManualClock::starting_at(Timestamp::from_millis(1_000_000));
     let mut config = InvokerConfig::with_clock(Arc::new(clock.clone()));

@@ -18,8 +18,11 @@
 //! Only this crate knows SQL. The queue rules come from
 //! [`mayfly_core::queue`] and the run rules from [`mayfly_core::run`]; this
 //! crate only stores what they decide (`ledger.rs`: invocations; `runs.rs`:
-//! batch-job runs, their items, results and workers).
+//! batch-job runs, their items, results and workers; `audits.rs`: the latest
+//! audits' findings; `access.rs`: the API's tokens and access log).
 
+mod access;
+mod audits;
 mod errors;
 mod ledger;
 mod runs;
@@ -38,9 +41,10 @@ use mayfly_core::queue::{
 use mayfly_core::run::{ItemStatus, RunStatus};
 use mayfly_core::{ByteSize, Clock, Name, NewObjectEvent, ObjectEvent, ObjectEventKind, Timestamp};
 use mayfly_state::{
-    BucketRecord, DeadLetterInfo, DeleteOutcome, Deployment, FunctionStats, InvocationFilter, InvocationRecord,
-    ItemCompletion, NewDeployment, NewRun, NewRunItem, OutgoingMessage, QueueRecord, ReceiveRequest, ReceivedMessage,
-    Result, ResultRecord, RunItem, RunItemCounts, RunRecord, StateError, StateStore, StoredInvocation, StoredMessage,
+    AccessRecord, ApiTokenRecord, AuditRecord, BucketRecord, DeadLetterInfo, DeleteOutcome, Deployment, FunctionStats,
+    InvocationFilter, InvocationRecord, ItemAttempt, ItemCompletion, NewApiToken, NewAudit, NewDeployment, NewRun,
+    NewRunItem, OutgoingMessage, QueueRecord, ReceiveRequest, ReceivedMessage, Result, ResultRecord, RunItem,
+    RunItemCounts, RunRecord, StateError, StateStore, StoredAccessRecord, StoredInvocation, StoredMessage,
     WorkerRecord,
 };
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior, params};
@@ -192,6 +196,13 @@ impl SqliteStore {
             }
         }
         Ok(rewrapped)
+    }
+
+    /// Whether this store seals customer payloads (opened with
+    /// [`SqliteStore::open_encrypted`]). Opening settles it: an encrypted
+    /// store is never opened unencrypted, so this is also what the file holds.
+    pub fn payloads_encrypted(&self) -> bool {
+        self.sealer.is_on()
     }
 
     /// The file this store lives in.
@@ -1563,6 +1574,63 @@ impl StateStore for SqliteStore {
     fn run_workers(&self, run: &str) -> Result<Vec<WorkerRecord>> {
         self.read(&format!("list the workers of run `{run}`"), |transaction| runs::run_workers(transaction, run))
     }
+
+    // --- audits -----------------------------------------------------------------------------
+
+    fn record_audit(&self, audit: &NewAudit) -> Result<AuditRecord> {
+        let now = self.now();
+        self.write(&format!("record an audit ({})", audit.trigger), |transaction| {
+            audits::record_audit(transaction, audit, now)
+        })
+    }
+
+    fn latest_audit(&self) -> Result<Option<AuditRecord>> {
+        self.read("read the latest audit", audits::latest_audit)
+    }
+
+    fn cancel_run(&self, id: &str, reason: &str) -> Result<RunRecord> {
+        let now = self.now();
+        self.write(&format!("cancel run `{id}`"), |transaction| runs::cancel_run(transaction, id, reason, now))
+    }
+
+    // --- API tokens and the access log ------------------------------------------------------
+
+    fn create_api_token(&self, token: NewApiToken) -> Result<ApiTokenRecord> {
+        let now = self.now();
+        self.write(&format!("create token `{}`", token.name), |transaction| {
+            access::create_api_token(transaction, token, now)
+        })
+    }
+
+    fn api_token(&self, id: &str) -> Result<ApiTokenRecord> {
+        self.read(&format!("look up token `{id}`"), |transaction| access::api_token(transaction, id))
+    }
+
+    fn api_tokens(&self) -> Result<Vec<ApiTokenRecord>> {
+        self.read("list tokens", access::api_tokens)
+    }
+
+    fn revoke_api_token(&self, id: &str) -> Result<ApiTokenRecord> {
+        let now = self.now();
+        self.write(&format!("revoke token `{id}`"), |transaction| access::revoke_api_token(transaction, id, now))
+    }
+
+    fn append_access_records(&self, records: &[AccessRecord]) -> Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        self.write("append to the access log", |transaction| access::append_access_records(transaction, records))
+    }
+
+    fn access_records(&self, before_id: Option<u64>, limit: usize) -> Result<Vec<StoredAccessRecord>> {
+        self.read("read the access log", |transaction| access::access_records(transaction, before_id, limit))
+    }
+
+    fn run_item_attempts(&self, run: &str, limit: usize) -> Result<Vec<ItemAttempt>> {
+        self.read(&format!("list the attempts of run `{run}`"), |transaction| {
+            runs::run_item_attempts(transaction, run, limit)
+        })
+    }
 }
 
 /// Up to `limit` visible messages of a queue after the keyset position `after`,
@@ -1729,6 +1797,6 @@ mod tests {
         assert_eq!(store.invocation_logs("req-1").unwrap(), b"hello");
         let version: i64 = store.lock_connection().query_row("PRAGMA user_version", [], |row| row.get(0)).unwrap();
         assert_eq!(version, current_schema_version());
-        assert_eq!(current_schema_version(), 4);
+        assert_eq!(current_schema_version(), 7);
     }
 }

@@ -1,6 +1,7 @@
 //! The ledger of batch-job runs in SQL: `runs` (with the coordinator's lease),
 //! `run_items` (each item's status, attempts and holder), `results` (one per
-//! job and item) and `run_workers` (bookkeeping for the report).
+//! job and item), `run_workers` (bookkeeping for the report) and
+//! `run_item_attempts` (one row per lease of an item, for the timeline).
 //!
 //! Every function runs inside the transaction the caller opened, so each
 //! trait method is one commit. The rules (what a status means, when to retry)
@@ -11,8 +12,8 @@ use std::time::Duration;
 use mayfly_core::run::{ItemStatus, RunStatus};
 use mayfly_core::{Name, Timestamp};
 use mayfly_state::{
-    ItemCompletion, NewRun, NewRunItem, Result, ResultRecord, RunItem, RunItemCounts, RunRecord, StateError,
-    WorkerRecord,
+    AttemptOutcome, ItemAttempt, ItemCompletion, NewRun, NewRunItem, Result, ResultRecord, RunItem, RunItemCounts,
+    RunRecord, StateError, WorkerRecord,
 };
 use rusqlite::types::Type;
 use rusqlite::{OptionalExtension, Transaction, params};
@@ -285,6 +286,27 @@ pub fn finish_run(
     Ok(())
 }
 
+/// Cancel an unfinished run whoever holds it (see `StateStore::cancel_run`).
+pub fn cancel_run(transaction: &Transaction<'_>, id: &str, reason: &str, now: Timestamp) -> Result<RunRecord> {
+    let (run_seq, run) = require_run(transaction, id)?;
+    if run.status.is_finished() {
+        return Err(StateError::Conflict(format!(
+            "run `{id}` has already finished ({}); only a run that is still going can be cancelled",
+            run.status
+        )));
+    }
+    transaction
+        .prepare_cached(
+            "UPDATE runs SET status = ?2, finished_at = ?3, error = ?4, lease_owner = NULL, lease_until = NULL \
+             WHERE run_seq = ?1",
+        )
+        .and_then(|mut statement| {
+            statement.execute(params![run_seq, RunStatus::Cancelled.as_str(), now.as_millis(), reason])
+        })
+        .with_context(|| format!("cancel run `{id}`"))?;
+    Ok(require_run(transaction, id)?.1)
+}
+
 pub fn set_run_status(
     transaction: &Transaction<'_>,
     id: &str,
@@ -408,11 +430,26 @@ pub fn lease_run_items(
              WHERE item_seq = ?1",
         )
         .context("prepare to lease items")?;
+    let mut start_attempt = transaction
+        .prepare_cached(
+            "INSERT INTO run_item_attempts (item_seq, attempt, run_seq, worker, started_at, outcome) \
+             VALUES (?1, ?2, ?3, ?4, ?5, 'running')",
+        )
+        .context("prepare to record attempts")?;
     let mut leased = Vec::with_capacity(candidates.len());
     for candidate in candidates {
         lease
             .execute(params![candidate.item_seq, worker, now.as_millis()])
             .with_context(|| format!("lease item `{}` of run `{run}`", candidate.item))?;
+        start_attempt
+            .execute(params![
+                candidate.item_seq,
+                i64::from(candidate.attempts.saturating_add(1)),
+                key.run_seq,
+                worker,
+                now.as_millis()
+            ])
+            .with_context(|| format!("record the attempt at item `{}` of run `{run}`", candidate.item))?;
         leased.push(RunItem {
             run_id: run.to_owned(),
             item: candidate.item,
@@ -455,6 +492,17 @@ pub fn complete_run_item(
         tracing::debug!(run, item, worker, attempt, current_attempt = attempts, status = %status, "stale item completion ignored");
         return Ok(false);
     }
+    let outcome = match &completion {
+        ItemCompletion::Done { .. } => AttemptOutcome::Done,
+        ItemCompletion::Failed { retry_at: Some(_), .. } => AttemptOutcome::Failed,
+        ItemCompletion::Failed { retry_at: None, .. } => AttemptOutcome::DeadLettered,
+    };
+    transaction
+        .prepare_cached("UPDATE run_item_attempts SET ended_at = ?3, outcome = ?4 WHERE item_seq = ?1 AND attempt = ?2")
+        .and_then(|mut statement| {
+            statement.execute(params![item_seq, i64::from(attempt), now.as_millis(), outcome.as_str()])
+        })
+        .with_context(|| format!("end attempt {attempt} at item `{item}` of run `{run}`"))?;
     match completion {
         ItemCompletion::Done { result } => {
             transaction
@@ -513,7 +561,15 @@ pub fn release_leased_items(
 ) -> Result<u64> {
     let key = require_run_key(transaction, run)?;
     // `?2 IS NULL` releases every worker's items. `not_before` is kept, so a
-    // released item goes back to its place at the front.
+    // released item goes back to its place at the front. Their attempts end first.
+    transaction
+        .prepare_cached(
+            "UPDATE run_item_attempts SET ended_at = ?3, outcome = 'released' \
+             WHERE (item_seq, attempt) IN (SELECT item_seq, attempts FROM run_items \
+             WHERE run_seq = ?1 AND status = 'leased' AND (?2 IS NULL OR worker = ?2))",
+        )
+        .and_then(|mut statement| statement.execute(params![key.run_seq, worker, now.as_millis()]))
+        .with_context(|| format!("end the attempts of the leased items of run `{run}`"))?;
     let released = transaction
         .prepare_cached(
             "UPDATE run_items SET status = 'pending', worker = NULL, updated_at = ?3 \
@@ -694,6 +750,36 @@ pub fn run_workers(transaction: &Transaction<'_>, run: &str) -> Result<Vec<Worke
         .with_context(|| format!("list the workers of run `{run}`"))
 }
 
+pub fn run_item_attempts(transaction: &Transaction<'_>, run: &str, limit: usize) -> Result<Vec<ItemAttempt>> {
+    let key = require_run_key(transaction, run)?;
+    transaction
+        .prepare_cached(
+            "SELECT items.item, latest.attempt, latest.worker, latest.started_at, latest.ended_at, latest.outcome \
+             FROM (SELECT * FROM run_item_attempts WHERE run_seq = ?1 \
+                   ORDER BY started_at DESC, item_seq DESC, attempt DESC LIMIT ?2) AS latest \
+             JOIN run_items AS items ON items.item_seq = latest.item_seq \
+             ORDER BY latest.started_at, latest.item_seq, latest.attempt",
+        )
+        .and_then(|mut statement| {
+            statement
+                .query_map(params![key.run_seq, limit_to_sql(limit)], |row| {
+                    let outcome: String = row.get(5)?;
+                    Ok(ItemAttempt {
+                        item: row.get(0)?,
+                        attempt: count_at(row, 1)?,
+                        worker: row.get(2)?,
+                        started_at: Timestamp(row.get(3)?),
+                        ended_at: row.get::<_, Option<i64>>(4)?.map(Timestamp),
+                        outcome: AttemptOutcome::parse(&outcome).ok_or_else(|| {
+                            conversion_error(5, StateError::Backend(format!("unknown attempt outcome `{outcome}`")))
+                        })?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()
+        })
+        .with_context(|| format!("list the attempts of run `{run}`"))
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -741,6 +827,11 @@ mod tests {
                 "SELECT item FROM results WHERE job = ?1 AND ?2 IS NULL AND item > ?3 ORDER BY item LIMIT ?4",
                 "sqlite_autoindex_results_1",
             ),
+            (
+                "SELECT attempt FROM run_item_attempts WHERE run_seq = ?1 \
+                 ORDER BY started_at DESC, item_seq DESC, attempt DESC LIMIT ?2",
+                "run_item_attempts_by_start",
+            ),
         ] {
             let plan = query_plan(&store, sql);
             let uses_index = plan
@@ -783,6 +874,6 @@ mod tests {
             budget: None,
         };
         assert_eq!(store.create_run(run).unwrap().status, RunStatus::Requested);
-        assert_eq!(crate::current_schema_version(), 4);
+        assert_eq!(crate::current_schema_version(), 7);
     }
 }

@@ -220,6 +220,87 @@ pub const MIGRATIONS: &[&str] = &[
         value TEXT NOT NULL
     );
     "#,
+    // 5: the latest audits and their findings (`mayfly audit`).
+    r#"
+    CREATE TABLE audits (
+        -- AUTOINCREMENT: ids are never reused, even after old audits are pruned.
+        audit_id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at INTEGER NOT NULL,
+        -- `trigger` is an SQL keyword.
+        trigger_source TEXT NOT NULL,
+        resources_checked INTEGER NOT NULL
+    );
+
+    CREATE TABLE audit_findings (
+        audit_id INTEGER NOT NULL REFERENCES audits (audit_id) ON DELETE CASCADE,
+        -- The finding's place in the audit's list.
+        position INTEGER NOT NULL,
+        rule TEXT NOT NULL,
+        severity TEXT NOT NULL CHECK (severity IN ('violation', 'warning', 'notice')),
+        resource_kind TEXT NOT NULL,
+        resource TEXT NOT NULL,
+        message TEXT NOT NULL,
+        remedy TEXT NOT NULL,
+        PRIMARY KEY (audit_id, position)
+    );
+    "#,
+    // 6: the HTTPS API's bearer tokens (only a hash of each secret) and its
+    // append-only access log.
+    r#"
+    CREATE TABLE api_tokens (
+        token_seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        name TEXT NOT NULL,
+        -- Hex SHA-256 of the secret; the secret itself is never stored.
+        secret_sha256 TEXT NOT NULL,
+        -- JSON arrays of strings.
+        scopes TEXT NOT NULL,
+        jobs TEXT NOT NULL,
+        buckets TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER,
+        revoked_at INTEGER
+    );
+
+    -- A name picks out one live token; a revoked token's name may be reused.
+    CREATE UNIQUE INDEX api_tokens_live_name ON api_tokens (name) WHERE revoked_at IS NULL;
+
+    CREATE TABLE access_log (
+        -- AUTOINCREMENT: ids are never reused.
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at INTEGER NOT NULL,
+        token_id TEXT,
+        client TEXT NOT NULL,
+        method TEXT NOT NULL,
+        path TEXT NOT NULL,
+        resource TEXT NOT NULL,
+        status INTEGER NOT NULL,
+        outcome TEXT NOT NULL
+    );
+
+    -- Append-only, enforced by the file itself and not only by the code.
+    CREATE TRIGGER access_log_refuses_updates BEFORE UPDATE ON access_log
+    BEGIN SELECT RAISE(ABORT, 'the access log is append-only'); END;
+    CREATE TRIGGER access_log_refuses_deletes BEFORE DELETE ON access_log
+    BEGIN SELECT RAISE(ABORT, 'the access log is append-only'); END;
+    "#,
+    // 7: one row per lease of a run item (the dashboard's timeline), written
+    // in the same commit as the lease, the completion or the release.
+    r#"
+    CREATE TABLE run_item_attempts (
+        item_seq INTEGER NOT NULL REFERENCES run_items (item_seq) ON DELETE CASCADE,
+        attempt INTEGER NOT NULL,
+        run_seq INTEGER NOT NULL REFERENCES runs (run_seq) ON DELETE CASCADE,
+        worker TEXT NOT NULL,
+        started_at INTEGER NOT NULL,
+        ended_at INTEGER,
+        outcome TEXT NOT NULL CHECK (outcome IN ('running', 'done', 'failed', 'dead_lettered', 'released')),
+        PRIMARY KEY (item_seq, attempt)
+    );
+
+    -- The latest attempts of a run, newest first, without a sort.
+    CREATE INDEX run_item_attempts_by_start ON run_item_attempts (run_seq, started_at, item_seq, attempt);
+    "#,
 ];
 
 /// The schema version this build writes.

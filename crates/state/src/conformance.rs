@@ -20,9 +20,10 @@ use mayfly_core::run::{ItemStatus, RunStatus};
 use mayfly_core::{ByteSize, Clock, ManualClock, Name, NewObjectEvent, ObjectEventKind, Timestamp};
 
 use crate::{
-    DeleteOutcome, FunctionStats, InvocationFilter, InvocationRecord, ItemCompletion, NewDeployment, NewRun,
-    NewRunItem, OutgoingMessage, ReceiveRequest, ReceivedMessage, ResultRecord, RunItem, RunItemCounts, RunRecord,
-    StateError, StateStore, StoredInvocation, WorkerRecord,
+    AUDITS_KEPT, AccessRecord, ApiTokenRecord, AttemptOutcome, AuditFinding, AuditSeverity, DeleteOutcome,
+    FunctionStats, InvocationFilter, InvocationRecord, ItemAttempt, ItemCompletion, NewApiToken, NewAudit,
+    NewDeployment, NewRun, NewRunItem, OutgoingMessage, ReceiveRequest, ReceivedMessage, ResultRecord, RunItem,
+    RunItemCounts, RunRecord, StateError, StateStore, StoredAccessRecord, StoredInvocation, WorkerRecord,
 };
 
 /// A freshly opened, empty store and the clock it was opened with.
@@ -122,6 +123,8 @@ macro_rules! __with_every_conformance_case {
             moving_queue_messages_into_a_run_moves_only_visible_ones_in_one_commit,
             run_items_and_results_page_by_item,
             workers_are_upserted_and_listed_by_start,
+            every_lease_of_an_item_is_an_attempt_ended_by_its_completion_or_release,
+    access_records_are_appended_in_order_and_read_newest_first, api_token_names_are_unique_among_live_tokens, api_tokens_are_stored_listed_and_revoked, audits_are_recorded_with_their_findings_in_order_and_the_latest_is_read_back, cancelling_a_run_ends_it_whoever_holds_its_lease, only_the_newest_audits_are_kept,
         }
     };
 }
@@ -1669,6 +1672,255 @@ pub fn workers_are_upserted_and_listed_by_start(subject: Subject) {
     store.upsert_worker(&stopped).unwrap();
     assert_eq!(store.run_workers("run-1").unwrap(), vec![stopped, late], "replaced, not duplicated");
     assert_eq!(store.run_workers("run-2").unwrap().len(), 1);
+}
+
+// --- audits ------------------------------------------------------------------------
+
+fn finding(rule: &str, severity: AuditSeverity, resource: &str) -> AuditFinding {
+    AuditFinding {
+        rule: rule.to_owned(),
+        severity,
+        resource_kind: "bucket".to_owned(),
+        resource: resource.to_owned(),
+        message: format!("`{resource}` breaks {rule} — with ünïcode and 'quotes'"),
+        remedy: "fix it".to_owned(),
+    }
+}
+
+pub fn audits_are_recorded_with_their_findings_in_order_and_the_latest_is_read_back(subject: Subject) {
+    let store = &subject.store;
+    assert_eq!(store.latest_audit().unwrap(), None, "no audit yet");
+    let first =
+        store.record_audit(&NewAudit { trigger: "deploy".into(), resources_checked: 0, findings: vec![] }).unwrap();
+    assert_eq!((first.trigger.as_str(), first.at, first.findings.len()), ("deploy", subject.clock.now(), 0));
+    assert_eq!(store.latest_audit().unwrap(), Some(first.clone()));
+
+    subject.clock.advance(Duration::from_secs(60));
+    // Deliberately not sorted by severity or name: the order given is kept.
+    let findings = vec![
+        finding("required-tags", AuditSeverity::Warning, "zeta"),
+        finding("encryption", AuditSeverity::Violation, "alpha"),
+        finding("encryption", AuditSeverity::Notice, "alpha"),
+        finding("orphaned-resource", AuditSeverity::Violation, "pid:1:2"),
+    ];
+    let second = store
+        .record_audit(&NewAudit { trigger: "run:run-1".into(), resources_checked: 17, findings: findings.clone() })
+        .unwrap();
+    assert!(second.id > first.id, "ids increase");
+    assert_eq!(second.at, subject.clock.now());
+    assert_eq!(second.resources_checked, 17);
+    assert_eq!(second.findings, findings);
+    assert_eq!(second.count(AuditSeverity::Violation), 2);
+    assert_eq!(store.latest_audit().unwrap(), Some(second));
+}
+
+pub fn only_the_newest_audits_are_kept(subject: Subject) {
+    let store = &subject.store;
+    let mut last = None;
+    for index in 0..AUDITS_KEPT + 5 {
+        let findings = vec![finding("log-retention", AuditSeverity::Violation, &format!("log-{index}"))];
+        let audit = store
+            .record_audit(&NewAudit { trigger: format!("manual-{index}"), resources_checked: 1, findings })
+            .unwrap();
+        if let Some(previous) = last {
+            assert!(audit.id > previous, "ids keep increasing past pruning");
+        }
+        last = Some(audit.id);
+    }
+    let latest = store.latest_audit().unwrap().expect("an audit");
+    assert_eq!(latest.trigger, format!("manual-{}", AUDITS_KEPT + 4));
+    assert_eq!(latest.findings[0].resource, format!("log-{}", AUDITS_KEPT + 4));
+}
+
+// --- cancelling runs ---------------------------------------------------------------
+
+pub fn cancelling_a_run_ends_it_whoever_holds_its_lease(subject: Subject) {
+    let store = &subject.store;
+    claimed_run(&subject, "run-1", "thumbnails");
+    create_run(&subject, "run-2", "thumbnails");
+    subject.clock.advance(Duration::from_secs(5));
+    let cancelled = store.cancel_run("run-1", "cancelled by token tok-1").unwrap();
+    assert_eq!(cancelled, store.run("run-1").unwrap(), "returns the run as stored");
+    assert_eq!(cancelled.status, RunStatus::Cancelled);
+    assert_eq!(cancelled.finished_at, Some(subject.clock.now()));
+    assert_eq!((cancelled.lease_owner.as_deref(), cancelled.lease_until), (None, None));
+    assert_eq!(cancelled.error.as_deref(), Some("cancelled by token tok-1"));
+    assert_conflict(store.renew_run_lease("run-1", "coordinator-1", RUN_TTL));
+    assert_conflict(store.finish_run("run-1", "coordinator-1", RunStatus::Succeeded, None, None));
+    assert!(!store.claim_run("run-1", "coordinator-2", RUN_TTL).unwrap(), "a cancelled run is never claimed");
+    assert_conflict(store.cancel_run("run-1", "again"));
+    assert_eq!(
+        store.run("run-1").unwrap().error.as_deref(),
+        Some("cancelled by token tok-1"),
+        "refusal changes nothing"
+    );
+    // A run no coordinator ever claimed can be cancelled too, and then needs none.
+    assert_eq!(store.cancel_run("run-2", "not needed").unwrap().status, RunStatus::Cancelled);
+    subject.clock.advance(Duration::from_secs(3_600));
+    assert!(store.runs_needing_coordinator(Duration::ZERO).unwrap().is_empty());
+    assert_not_found(store.cancel_run("run-9", "unknown"), "run", "run-9");
+}
+
+// --- API tokens and the access log ---------------------------------------------------
+
+fn new_token(id: &str, name: &str) -> NewApiToken {
+    NewApiToken {
+        id: id.to_owned(),
+        name: name.to_owned(),
+        secret_sha256: format!("{:0>64}", id.len()),
+        scopes: vec!["results:read".to_owned(), "runs:read".to_owned()],
+        jobs: vec!["nightly".to_owned()],
+        buckets: Vec::new(),
+        expires_at: None,
+    }
+}
+
+pub fn api_tokens_are_stored_listed_and_revoked(subject: Subject) {
+    let store = &subject.store;
+    let created_at = subject.clock.now();
+    let expires_at = created_at.saturating_add(Duration::from_secs(86_400));
+    let first =
+        store.create_api_token(NewApiToken { expires_at: Some(expires_at), ..new_token("tok-1", "ci") }).unwrap();
+    assert_eq!(
+        first,
+        ApiTokenRecord {
+            id: "tok-1".to_owned(),
+            name: "ci".to_owned(),
+            secret_sha256: format!("{:0>64}", 5),
+            scopes: vec!["results:read".to_owned(), "runs:read".to_owned()],
+            jobs: vec!["nightly".to_owned()],
+            buckets: Vec::new(),
+            created_at,
+            expires_at: Some(expires_at),
+            revoked_at: None,
+        }
+    );
+    subject.clock.advance(Duration::from_secs(1));
+    let second = store
+        .create_api_token(NewApiToken {
+            buckets: vec!["inbox".to_owned()],
+            jobs: Vec::new(),
+            ..new_token("tok-2", "dashboard")
+        })
+        .unwrap();
+    assert_eq!(store.api_token("tok-1").unwrap(), first);
+    assert_eq!(store.api_tokens().unwrap(), vec![first.clone(), second.clone()], "oldest first");
+    assert!(matches!(
+        store.create_api_token(new_token("tok-1", "other")),
+        Err(StateError::AlreadyExists { kind: "token", .. })
+    ));
+
+    subject.clock.advance(Duration::from_secs(1));
+    let revoked_at = subject.clock.now();
+    let revoked = store.revoke_api_token("tok-1").unwrap();
+    assert_eq!(revoked, ApiTokenRecord { revoked_at: Some(revoked_at), ..first.clone() });
+    subject.clock.advance(Duration::from_secs(1));
+    assert_eq!(store.revoke_api_token("tok-1").unwrap().revoked_at, Some(revoked_at), "the first revocation stands");
+    assert_eq!(store.api_token("tok-2").unwrap(), second, "revoking one token leaves the others");
+    assert_not_found(store.api_token("tok-9"), "token", "tok-9");
+    assert_not_found(store.revoke_api_token("tok-9"), "token", "tok-9");
+}
+
+pub fn api_token_names_are_unique_among_live_tokens(subject: Subject) {
+    let store = &subject.store;
+    store.create_api_token(new_token("tok-1", "ci")).unwrap();
+    match store.create_api_token(new_token("tok-2", "ci")) {
+        Err(StateError::AlreadyExists { kind: "token", name }) => assert_eq!(name, "ci"),
+        other => panic!("expected AlreadyExists for the name, got {other:?}"),
+    }
+    assert_not_found(store.api_token("tok-2"), "token", "tok-2");
+    store.revoke_api_token("tok-1").unwrap();
+    let again = store.create_api_token(new_token("tok-2", "ci")).unwrap();
+    assert_eq!((again.name.as_str(), again.revoked_at), ("ci", None), "a revoked token's name may be reused");
+    assert_eq!(store.api_tokens().unwrap().len(), 2);
+}
+
+fn access(path: &str, status: u16, at: Timestamp) -> AccessRecord {
+    AccessRecord {
+        at,
+        token_id: (status != 401).then(|| "tok-1".to_owned()),
+        client: "127.0.0.1:50000".to_owned(),
+        method: "GET".to_owned(),
+        path: path.to_owned(),
+        resource: format!("resource{path}"),
+        status,
+        outcome: if status == 200 { "ok".to_owned() } else { "refused".to_owned() },
+    }
+}
+
+pub fn access_records_are_appended_in_order_and_read_newest_first(subject: Subject) {
+    let store = &subject.store;
+    assert!(store.access_records(None, 10).unwrap().is_empty());
+    let now = subject.clock.now();
+    let batch: Vec<AccessRecord> =
+        (1..=5).map(|n| access(&format!("/v1/x/{n}"), if n == 3 { 401 } else { 200 }, now)).collect();
+    store.append_access_records(&batch[..2]).unwrap();
+    store.append_access_records(&[]).unwrap();
+    store.append_access_records(&batch[2..]).unwrap();
+    let newest: Vec<StoredAccessRecord> = store.access_records(None, 3).unwrap();
+    assert_eq!(
+        newest.iter().map(|r| r.record.clone()).collect::<Vec<_>>(),
+        vec![batch[4].clone(), batch[3].clone(), batch[2].clone()]
+    );
+    assert!(newest.windows(2).all(|pair| pair[0].id > pair[1].id), "ids increase in append order");
+    let older = store.access_records(Some(newest[2].id), 10).unwrap();
+    assert_eq!(older.iter().map(|r| r.record.clone()).collect::<Vec<_>>(), vec![batch[1].clone(), batch[0].clone()]);
+    assert_eq!(store.access_records(Some(older[1].id), 10).unwrap(), Vec::new());
+    assert_eq!(older[1].record.token_id.as_deref(), Some("tok-1"));
+    assert_eq!(newest[2].record.token_id, None, "a refused access without a known token names none");
+}
+
+pub fn every_lease_of_an_item_is_an_attempt_ended_by_its_completion_or_release(subject: Subject) {
+    let store = &subject.store;
+    claimed_run(&subject, "run-1", "thumbnails");
+    claimed_run(&subject, "run-2", "thumbnails");
+    add_items(&subject, "run-1", &["a", "b", "c", "d"]);
+    add_items(&subject, "run-2", &["a"]);
+    let t0 = subject.clock.now();
+    let at = |seconds: u64| t0.saturating_add(Duration::from_secs(seconds));
+    lease(&subject, "run-1", "worker-1", 2);
+    lease(&subject, "run-2", "worker-1", 1);
+    subject.clock.advance(Duration::from_secs(1));
+    lease(&subject, "run-1", "worker-2", 2);
+    subject.clock.advance(Duration::from_secs(1));
+    assert!(store.complete_run_item("run-1", "a", "worker-1", 1, done("x")).unwrap());
+    let retry = ItemCompletion::Failed { error: "timeout".to_owned(), retry_at: Some(at(2)) };
+    assert!(store.complete_run_item("run-1", "b", "worker-1", 1, retry).unwrap());
+    let dead = ItemCompletion::Failed { error: "bad input".to_owned(), retry_at: None };
+    assert!(store.complete_run_item("run-1", "c", "worker-2", 1, dead).unwrap());
+    assert!(!store.complete_run_item("run-1", "d", "worker-1", 1, done("stale")).unwrap());
+    subject.clock.advance(Duration::from_secs(1));
+    assert_eq!(store.release_worker_items("run-1", "worker-2").unwrap(), 1, "d");
+    lease(&subject, "run-1", "worker-3", 2);
+
+    let attempt = |item: &str, attempt: u32, worker: &str, started: u64, ended: Option<u64>, outcome| ItemAttempt {
+        item: item.to_owned(),
+        attempt,
+        worker: worker.to_owned(),
+        started_at: at(started),
+        ended_at: ended.map(at),
+        outcome,
+    };
+    let every = vec![
+        attempt("a", 1, "worker-1", 0, Some(2), AttemptOutcome::Done),
+        attempt("b", 1, "worker-1", 0, Some(2), AttemptOutcome::Failed),
+        attempt("c", 1, "worker-2", 1, Some(2), AttemptOutcome::DeadLettered),
+        attempt("d", 1, "worker-2", 1, Some(3), AttemptOutcome::Released),
+        attempt("b", 2, "worker-3", 3, None, AttemptOutcome::Running),
+        attempt("d", 2, "worker-3", 3, None, AttemptOutcome::Running),
+    ];
+    assert_eq!(store.run_item_attempts("run-1", 100).unwrap(), every);
+    assert_eq!(store.run_item_attempts("run-1", 2).unwrap(), every[4..].to_vec(), "the latest, in start order");
+    assert_eq!(store.run_item_attempts("run-2", 100).unwrap().len(), 1, "runs are apart");
+
+    subject.clock.advance(Duration::from_secs(1));
+    assert_eq!(store.release_all_leased_items("run-1").unwrap(), 2);
+    let after_release = store.run_item_attempts("run-1", 2).unwrap();
+    assert_eq!(
+        after_release.iter().map(|a| (a.ended_at, a.outcome)).collect::<Vec<_>>(),
+        [(Some(at(4)), AttemptOutcome::Released), (Some(at(4)), AttemptOutcome::Released)]
+    );
+    assert!(matches!(store.run_item_attempts("no-such-run", 10), Err(StateError::NotFound { kind: "run", .. })));
 }
 
 #[cfg(test)]

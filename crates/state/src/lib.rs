@@ -1,8 +1,9 @@
 //! The state store contract: everything Mayfly keeps durably — applied
 //! deployments, the registry of buckets and queues, the bucket event log and
 //! its consumers' cursors, queue messages, the invocation ledger, and the
-//! durable ledger of batch-job runs (runs, their items, results, workers) —
-//! behind one trait,
+//! durable ledger of batch-job runs (runs, their items, results, workers),
+//! the latest audits' findings, and the HTTPS API's tokens and access log
+//! ([`access`]) — behind one trait,
 //! [`StateStore`], that every backend implements and the shared
 //! [`conformance`] suite checks.
 //!
@@ -11,6 +12,7 @@
 //! changes state commits before it returns: a returned `Ok` is durable, and a
 //! returned `Err` has changed nothing.
 
+pub mod access;
 pub mod conformance;
 
 use std::time::Duration;
@@ -20,6 +22,8 @@ use mayfly_core::queue::{QueueConfig, QueueRuleError, QueueStats, ReceiptHandle}
 use mayfly_core::run::{ItemStatus, RunStatus};
 use mayfly_core::{Name, ObjectEvent, Timestamp};
 use serde::{Deserialize, Serialize};
+
+pub use crate::access::{AccessRecord, ApiTokenRecord, NewApiToken, StoredAccessRecord};
 
 pub type Result<T, E = StateError> = std::result::Result<T, E>;
 
@@ -390,6 +394,153 @@ pub struct WorkerRecord {
     pub log_sha256: Option<String>,
 }
 
+/// How much an audit finding matters. Ordered from the most serious.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditSeverity {
+    /// The policy is broken: `mayfly audit` exits non-zero.
+    Violation,
+    /// Something to look at that the policy does not forbid outright
+    /// (a run the coordinator stopped at its deadline, a worker outside any network boundary).
+    Warning,
+    /// For the record (e.g. an unencrypted bucket that the policy allows).
+    Notice,
+}
+
+impl AuditSeverity {
+    pub const ALL: [AuditSeverity; 3] = [AuditSeverity::Violation, AuditSeverity::Warning, AuditSeverity::Notice];
+
+    /// The snake_case spelling, as serialized.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditSeverity::Violation => "violation",
+            AuditSeverity::Warning => "warning",
+            AuditSeverity::Notice => "notice",
+        }
+    }
+}
+
+impl std::fmt::Display for AuditSeverity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for AuditSeverity {
+    type Err = StateError;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        AuditSeverity::ALL
+            .into_iter()
+            .find(|severity| severity.as_str() == text)
+            .ok_or_else(|| StateError::Backend(format!("`{text}` is not an audit severity")))
+    }
+}
+
+/// One thing an audit found: which rule, how serious, about which resource,
+/// what is wrong and what to do about it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditFinding {
+    /// The rule's stable name, e.g. `required-tags`.
+    pub rule: String,
+    pub severity: AuditSeverity,
+    /// `bucket`, `queue`, `function`, `job`, `run`, `process`, `container`, `network`, `api`, `state-store`, `object`.
+    pub resource_kind: String,
+    /// The resource's name or id within its kind.
+    pub resource: String,
+    /// What is wrong.
+    pub message: String,
+    /// What to do about it.
+    pub remedy: String,
+}
+
+/// An audit to record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewAudit {
+    /// What ran it: `manual`, `deploy`, `run:<run id>`.
+    pub trigger: String,
+    /// How many resources the inventory held.
+    pub resources_checked: u64,
+    pub findings: Vec<AuditFinding>,
+}
+
+/// A recorded audit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    /// 1, 2, 3, … in the order recorded, never reused.
+    pub id: u64,
+    pub at: Timestamp,
+    pub trigger: String,
+    pub resources_checked: u64,
+    /// In the order the audit produced them.
+    pub findings: Vec<AuditFinding>,
+}
+
+impl AuditRecord {
+    /// How many findings have `severity`.
+    pub fn count(&self, severity: AuditSeverity) -> usize {
+        self.findings.iter().filter(|finding| finding.severity == severity).count()
+    }
+}
+
+/// How many audits a store keeps: recording one more forgets the oldest.
+pub const AUDITS_KEPT: usize = 100;
+
+/// How one attempt at an item ended, as its timeline shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptOutcome {
+    /// Leased and not finished yet.
+    Running,
+    /// Its result is stored.
+    Done,
+    /// Failed; the item was retried.
+    Failed,
+    /// Failed its last allowed attempt.
+    DeadLettered,
+    /// Its worker died or its coordinator restarted; the item went back to pending.
+    Released,
+}
+
+impl AttemptOutcome {
+    pub const ALL: [AttemptOutcome; 5] = [
+        AttemptOutcome::Running,
+        AttemptOutcome::Done,
+        AttemptOutcome::Failed,
+        AttemptOutcome::DeadLettered,
+        AttemptOutcome::Released,
+    ];
+
+    /// The snake_case spelling, as serialized.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttemptOutcome::Running => "running",
+            AttemptOutcome::Done => "done",
+            AttemptOutcome::Failed => "failed",
+            AttemptOutcome::DeadLettered => "dead_lettered",
+            AttemptOutcome::Released => "released",
+        }
+    }
+
+    /// The spelling [`AttemptOutcome::as_str`] gives, back; `None` for anything else.
+    pub fn parse(text: &str) -> Option<AttemptOutcome> {
+        AttemptOutcome::ALL.into_iter().find(|outcome| outcome.as_str() == text)
+    }
+}
+
+/// One attempt at one item of a run: which worker held it, from when to when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ItemAttempt {
+    pub item: String,
+    /// 1 for the first lease of the item, 2 for the next, …
+    pub attempt: u32,
+    pub worker: String,
+    /// When it was leased.
+    pub started_at: Timestamp,
+    /// When it was completed or released; `None` while running.
+    pub ended_at: Option<Timestamp>,
+    pub outcome: AttemptOutcome,
+}
+
 /// The durable state of one Mayfly project.
 ///
 /// Time comes from the [`mayfly_core::Clock`] the backend was opened with.
@@ -615,6 +766,54 @@ pub trait StateStore: Send + Sync {
     fn upsert_worker(&self, worker: &WorkerRecord) -> Result<()>;
     /// The run's workers, by start time then name.
     fn run_workers(&self, run: &str) -> Result<Vec<WorkerRecord>>;
+
+    // --- item attempts (the dashboard's timeline) -------------------------------------
+    //
+    // Every lease of an item starts an attempt; completing it (done, failed,
+    // dead-lettered) or releasing it (its worker died, a new coordinator
+    // resumed) ends it, in the same commit as the item's change.
+
+    /// The `limit` most recently started attempts of the run's items, in the
+    /// order they started (ties by item insertion, then attempt).
+    fn run_item_attempts(&self, run: &str, limit: usize) -> Result<Vec<ItemAttempt>>;
+
+    // --- audits ---------------------------------------------------------------------
+    //
+    // The findings of `mayfly audit` (run by hand, after every deploy and after
+    // every run), kept so the API and the dashboard can show the latest.
+
+    /// Record an audit, at now, with its findings in order; forgets the oldest
+    /// audits beyond [`AUDITS_KEPT`] in the same commit. Returns it with its id,
+    /// greater than every id before it.
+    fn record_audit(&self, audit: &NewAudit) -> Result<AuditRecord>;
+    /// The most recently recorded audit, if any.
+    fn latest_audit(&self) -> Result<Option<AuditRecord>>;
+    /// End an unfinished run as `Cancelled` whoever holds its lease: sets
+    /// `finished_at`, records `reason` as its error and clears the lease (so
+    /// its coordinator can no longer renew, finish or change it). Returns the
+    /// run as it now is. `Conflict` if the run has already finished.
+    fn cancel_run(&self, id: &str, reason: &str) -> Result<RunRecord>;
+
+    // --- API tokens and the access log --------------------------------------------
+    //
+    // Tokens are stored only as hashes of their secret. The access log is
+    // append-only: nothing changes or removes a record once appended.
+
+    /// Store a token, created now. `AlreadyExists` (kind `token`) if its id is
+    /// taken or a token not revoked has its name.
+    fn create_api_token(&self, token: NewApiToken) -> Result<ApiTokenRecord>;
+    /// `NotFound` (kind `token`) for an unknown id.
+    fn api_token(&self, id: &str) -> Result<ApiTokenRecord>;
+    /// Every token, revoked ones too, oldest first.
+    fn api_tokens(&self) -> Result<Vec<ApiTokenRecord>>;
+    /// Revoke a token now; revoking it again keeps the first `revoked_at`.
+    /// Returns it as it now is; `NotFound` (kind `token`) for an unknown id.
+    fn revoke_api_token(&self, id: &str) -> Result<ApiTokenRecord>;
+    /// Append records to the access log in one commit, in order.
+    fn append_access_records(&self, records: &[AccessRecord]) -> Result<()>;
+    /// Access records with an id below `before_id` (all, if `None`), newest
+    /// first, at most `limit`.
+    fn access_records(&self, before_id: Option<u64>, limit: usize) -> Result<Vec<StoredAccessRecord>>;
 }
 
 #[cfg(test)]

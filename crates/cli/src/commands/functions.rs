@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Args;
 use mayfly_core::{Clock, Name, SystemClock};
-use mayfly_runtime::{Invocation, Invoker, InvokerConfig};
+use mayfly_runtime::{Invoker, InvokerConfig};
 use mayfly_spec::Architecture;
 use mayfly_state::{InvocationFilter, StateStore, StoredInvocation};
 use serde::Serialize;
@@ -132,6 +132,7 @@ pub async fn up(args: UpArgs, project: Option<&Path>, output: Output) -> Result<
     let invoker =
         Invoker::new(InvokerConfig { idle_timeout: args.idle_timeout, ..InvokerConfig::with_clock(clock.clone()) });
     let state: Arc<dyn StateStore> = opened.state.clone();
+    let fleet = crate::commands::jobs::fleet_provisioners(&architecture).await?;
     let config = mayfly_control::ControlPlaneConfig {
         architecture: Arc::new(architecture),
         deployment_version: version,
@@ -143,6 +144,7 @@ pub async fn up(args: UpArgs, project: Option<&Path>, output: Output) -> Result<
         poll_interval: args.poll_interval,
         jobs: Some(mayfly_control::JobsConfig {
             provisioner: Arc::new(mayfly_fleet::LocalProvisioner::new()),
+            fleet,
             launch: crate::commands::jobs::coordinator_launch(&located)?,
         }),
     };
@@ -157,6 +159,27 @@ pub async fn up(args: UpArgs, project: Option<&Path>, output: Output) -> Result<
             config.architecture.routes.len()
         );
     }
+    // A project that declares `[api]` gets its HTTPS API served by the control plane too.
+    let api = match &config.architecture.api {
+        Some(_) => {
+            let deployed = (version, config.architecture.as_ref().clone());
+            let server =
+                crate::commands::serve::bind_api_server(&located, &opened, deployed, config.invoker.clone(), None)
+                    .await
+                    .context("cannot start the HTTPS API that `[api]` declares")?;
+            if !output.silent {
+                server.announce();
+            }
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            Some((
+                stop,
+                tokio::spawn(server.run(async move {
+                    let _ = stopped.await;
+                })),
+            ))
+        }
+        None => None,
+    };
     let mut running = tokio::spawn(mayfly_control::run(config, shutdown));
     let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -165,6 +188,10 @@ pub async fn up(args: UpArgs, project: Option<&Path>, output: Output) -> Result<
         _ = interrupt.recv() => { trigger.trigger(); eprintln!("mayfly: stopping; in-flight invocations finish first"); running.await }
         _ = terminate.recv() => { trigger.trigger(); eprintln!("mayfly: stopping; in-flight invocations finish first"); running.await }
     };
+    if let Some((stop, server)) = api {
+        let _ = stop.send(());
+        server.await.context("the API server task panicked")??;
+    }
     result.context("the control plane task panicked")??;
     eprintln!("mayfly: control plane stopped");
     Ok(())
@@ -202,38 +229,31 @@ pub async fn invoke(args: InvokeArgs, project: Option<&Path>, output: Output) ->
     let located = Project::locate(project)?;
     let opened = located.open(false)?;
     let (version, architecture) = deployed_architecture(&opened)?;
-    let spec = architecture.functions.get(&args.function).ok_or_else(|| {
-        let known: Vec<String> = architecture.functions.keys().map(Name::to_string).collect();
-        NotFound(format!(
-            "function `{}` is not deployed; deployed functions: {}",
-            args.function,
-            if known.is_empty() { "none".into() } else { known.join(", ") }
-        ))
-    })?;
     let payload = read_event(&args)?;
-    let definition = mayfly_control::function_definition(
-        &args.function,
-        spec,
-        version,
-        &std::path::absolute(&located.root)?,
-        &mayfly_bin()?,
-    );
     let invoker = Invoker::new(InvokerConfig {
         idle_timeout: Duration::from_secs(1),
         ..InvokerConfig::with_clock(Arc::new(SystemClock))
     });
-    let request_id = mayfly_control::new_request_id();
-    let result = invoker.invoke(&definition, Invocation { request_id, payload, trace_id: None }).await;
-    invoker.shutdown().await;
-    mayfly_control::record_invocation(
+    let root = std::path::absolute(&located.root)?;
+    let bin = mayfly_bin()?;
+    let invoked = mayfly_control::invoke_and_record(
         opened.state.as_ref(),
-        &architecture,
-        version,
+        &invoker,
+        mayfly_control::jobs::Deployed { architecture: &architecture, version },
+        mayfly_control::InvokeContext { project_root: &root, mayfly_bin: &bin },
         &args.function,
         "invoke",
-        1,
-        &result,
-    )?;
+        payload,
+    )
+    .await;
+    invoker.shutdown().await;
+    let result = match invoked {
+        Ok(result) => result,
+        Err(error @ mayfly_control::InvokeError::UnknownFunction { .. }) => {
+            return Err(NotFound(error.to_string()).into());
+        }
+        Err(error) => return Err(error.into()),
+    };
 
     let (error_type, error_message) = mayfly_control::describe_failure(&result.outcome);
     let report = InvokeReport {

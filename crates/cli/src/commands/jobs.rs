@@ -13,10 +13,13 @@ use clap::Args;
 use mayfly_control::jobs::{CoordinatorLaunch, project_tags};
 use mayfly_core::run::{RunReport, RunStatus, new_run_id};
 use mayfly_core::{Clock, Name, SystemClock};
-use mayfly_fleet::{LocalProvisioner, Provisioner, TAG_PROJECT, TAG_ROLE, TAG_RUN, TagFilter};
+use mayfly_fleet::{
+    ContainerPlacement, DockerProvisioner, LocalProvisioner, NetworkRequest, Provisioner, TAG_PROJECT, TAG_ROLE,
+    TAG_RUN, TagFilter,
+};
 use mayfly_jobs::coordinator::{CoordinatorConfig, CoordinatorTiming, CoordinatorTls, WorkerLaunch};
 use mayfly_runtime::InvokerConfig;
-use mayfly_spec::{Architecture, JobSource};
+use mayfly_spec::{Architecture, JobSource, JobSpec, ProvisionerKind};
 use mayfly_state::{NewRun, NewRunItem, RunRecord, StateStore};
 use serde::Serialize;
 
@@ -139,11 +142,12 @@ pub async fn run(args: RunArgs, project: Option<&Path>, output: Output) -> Resul
         eprintln!("run {} of job `{}` started", run.id, args.job);
     }
     let record = watch_run(opened.state.as_ref(), &run.id, !output.json).await?;
-    // The coordinator writes the report, then exits: wait until no process of the run is left.
-    let provisioner = LocalProvisioner::new();
+    // The coordinator writes the report, then exits: wait until no process or container of the run is left.
+    let (_, architecture) = deployed_architecture(&opened)?;
+    let provisioners = fleet_provisioners(&architecture).await?;
     let filter = TagFilter::new().with(TAG_RUN, &run.id);
     let deadline = Instant::now() + Duration::from_secs(15);
-    while !provisioner.inventory(&filter).await?.is_empty() {
+    while !fleet_inventory(&provisioners, &filter).await?.is_empty() {
         if Instant::now() > deadline {
             tracing::warn!(run = %run.id, "processes of the finished run are still running; `mayfly ps --reap` stops them");
             break;
@@ -444,14 +448,20 @@ pub async fn ps(args: PsArgs, project: Option<&Path>, output: Output) -> Result<
     let located = Project::locate(project)?;
     let opened = located.open(false)?;
     let (_, architecture) = deployed_architecture(&opened)?;
-    let provisioner = LocalProvisioner::new();
+    let provisioners = fleet_provisioners(&architecture).await?;
     let filter = TagFilter::new().with(TAG_PROJECT, architecture.name.as_str());
-    let live = provisioner.inventory(&filter).await?;
+    let live = fleet_inventory(&provisioners, &filter).await?;
     let mut reaped = Vec::new();
     if args.reap {
         let live_runs =
             opened.state.runs(None, 10_000)?.into_iter().filter(|r| !r.status.is_finished()).map(|r| r.id).collect();
-        reaped = mayfly_fleet::reap_orphans(&provisioner, &filter, &live_runs, Duration::from_secs(5)).await?;
+        let networks;
+        (reaped, networks) =
+            mayfly_control::jobs::reap_fleet_orphans(&provisioners, &filter, &live_runs, Duration::from_secs(5))
+                .await?;
+        for network in networks {
+            tracing::info!(network = %network, "removed a network no container uses");
+        }
     }
     #[derive(Serialize)]
     struct Row {
@@ -459,6 +469,8 @@ pub async fn ps(args: PsArgs, project: Option<&Path>, output: Output) -> Result<
         kind: String,
         role: Option<String>,
         run: Option<String>,
+        /// A container's address on its network.
+        address: Option<String>,
         tags: BTreeMap<String, String>,
         reaped: bool,
     }
@@ -469,13 +481,14 @@ pub async fn ps(args: PsArgs, project: Option<&Path>, output: Output) -> Result<
             kind: resource.kind.to_owned(),
             role: resource.tags.get(TAG_ROLE).map(str::to_owned),
             run: resource.tags.get(TAG_RUN).map(str::to_owned),
+            address: resource.address.clone(),
             tags: resource.tags.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect(),
             reaped: reaped.iter().any(|r| r.id == resource.id),
         })
         .collect();
     output.emit(&rows, || {
         if rows.is_empty() {
-            return "no live Mayfly processes for this project".into();
+            return "no live Mayfly processes or containers for this project".into();
         }
         table(
             &["RESOURCE", "KIND", "ROLE", "RUN", "REAPED"],
@@ -513,6 +526,27 @@ pub async fn coordinator(args: CoordinatorArgs, project: Option<&Path>) -> Resul
     let record = opened.state.run(&args.run)?;
     let architecture = run_architecture(&opened, &record)?;
     let root = std::path::absolute(&located.root)?;
+    let job = architecture
+        .jobs
+        .get(&record.job)
+        .with_context(|| format!("job `{}` is not in the run's deployment", record.job))?
+        .clone();
+    let function = architecture
+        .functions
+        .get(&job.function)
+        .with_context(|| format!("function `{}` is not in the run's deployment", job.function))?;
+    let mut worker_function = mayfly_control::function_definition(
+        &job.function,
+        function,
+        record.deployment_version,
+        &root,
+        &std::env::current_exe()?,
+    );
+    // An item may run longer than the function's own timeout: the job's item timeout governs.
+    if let Some(item_timeout) = job.item_timeout {
+        worker_function.timeout = item_timeout;
+    }
+    let placement = worker_placement(&architecture, &record.job, &job, &root, &mut worker_function).await?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let state: Arc<dyn StateStore> = opened.state.clone();
     let config = CoordinatorConfig {
@@ -522,68 +556,163 @@ pub async fn coordinator(args: CoordinatorArgs, project: Option<&Path>) -> Resul
         architecture: Arc::new(architecture),
         state,
         buckets: opened.buckets.clone(),
-        provisioner: Arc::new(LocalProvisioner::new()),
+        provisioner: placement.provisioner.clone(),
         clock,
-        launch: WorkerLaunch {
-            program: std::env::current_exe().context("cannot find the mayfly executable")?,
-            args: vec!["--project".into(), root.display().to_string(), "worker".into()],
-            env: {
-                let mut env = mayfly_control::jobs::inherited_env();
-                env.insert("MAYFLY_LOG".to_owned(), "warn".to_owned());
-                env
-            },
-            working_dir: root.clone(),
-        },
+        launch: placement.launch,
+        listen: placement.listen,
+        worker_function,
         run_dir: run_dir(&located, &args.run),
         owner: format!("coordinator-{}", std::process::id()),
         keyring: Some(opened.keyring.keyring.clone()),
         timing: CoordinatorTiming::default(),
         tls: CoordinatorTls::default(),
     };
-    let status = mayfly_jobs::coordinator::run(config).await?;
+    let status = mayfly_jobs::coordinator::run(config).await;
+    if let Some(network) = &placement.network {
+        // Shared by every run on it: removed only when no container uses it any more.
+        match placement.provisioner.remove_unused_networks(&TagFilter::new()).await {
+            Ok(removed) if removed.contains(network) => tracing::info!(network = %network, "network removed"),
+            Ok(_) => tracing::info!(network = %network, "network still in use; kept"),
+            Err(error) => tracing::warn!(network = %network, error = %error, "cannot remove the network"),
+        }
+    }
+    let status = status?;
+    crate::commands::audit::after_run(&located, &opened, &args.run).await;
     tracing::info!(run = %args.run, status = status.as_str(), "coordinator exiting");
     Ok(())
 }
 
-/// `mayfly worker …`: one worker of a run (started by its coordinator through the provisioner).
-pub async fn worker(args: WorkerArgs, project: Option<&Path>) -> Result<()> {
-    let located = Project::locate(project)?;
-    let opened = located.open(false)?;
-    let record = opened.state.run(&args.run)?;
-    let architecture = run_architecture(&opened, &record)?;
-    let job = architecture
-        .jobs
-        .get(&record.job)
-        .with_context(|| format!("job `{}` is not in the run's deployment", record.job))?;
-    let function = architecture
-        .functions
-        .get(&job.function)
-        .with_context(|| format!("function `{}` is not in the run's deployment", job.function))?;
-    let root = std::path::absolute(&located.root)?;
-    let mut definition = mayfly_control::function_definition(
-        &job.function,
-        function,
-        record.deployment_version,
-        &root,
-        &std::env::current_exe()?,
-    );
-    // An item may run longer than the function's own timeout: the job's item timeout governs.
-    if let Some(item_timeout) = job.item_timeout {
-        definition.timeout = item_timeout;
-    }
-    drop(opened);
-    check_program_exists(&definition.command, &root)?;
-    let batch = match &job.source {
-        JobSource::Queue { batch, .. } => (*batch as usize).max(1),
-        _ => 1,
+/// Where a run's workers run, how they are started and where the coordinator listens for them.
+struct WorkerPlacement {
+    provisioner: Arc<dyn Provisioner>,
+    launch: WorkerLaunch,
+    listen: std::net::IpAddr,
+    /// The Docker network of the run, if its workers are containers.
+    network: Option<String>,
+}
+
+/// Where the image keeps the `mayfly` binary (`mayfly image build` puts it there).
+const MAYFLY_IN_IMAGE: &str = crate::commands::image::MAYFLY_PATH;
+/// The working directory of workers and functions in containers: the
+/// container's private tmpfs (the root file system is read-only).
+const CONTAINER_WORKING_DIR: &str = "/tmp";
+
+/// Local workers: `mayfly worker` processes, coordinator on loopback.
+/// Docker workers: containers from the job's image on its network, the
+/// coordinator (a local process) listening on the network's gateway, and
+/// the function's relative program made absolute (images keep included
+/// files at their host paths).
+async fn worker_placement(
+    architecture: &Architecture,
+    job_name: &Name,
+    job: &JobSpec,
+    root: &Path,
+    function: &mut mayfly_runtime::FunctionDefinition,
+) -> Result<WorkerPlacement> {
+    let worker_env = |path: &str| {
+        let mut env = mayfly_control::jobs::inherited_env();
+        if !path.is_empty() {
+            env.insert("PATH".to_owned(), path.to_owned());
+            env.remove("HOME");
+        }
+        env.insert("MAYFLY_LOG".to_owned(), "warn".to_owned());
+        env
     };
+    if job.provisioner.kind == ProvisionerKind::Local {
+        return Ok(WorkerPlacement {
+            provisioner: Arc::new(LocalProvisioner::new()),
+            launch: WorkerLaunch {
+                program: std::env::current_exe().context("cannot find the mayfly executable")?,
+                args: vec!["worker".into()],
+                env: worker_env(""),
+                working_dir: root.to_owned(),
+                read_only_mounts: Vec::new(),
+            },
+            listen: std::net::Ipv4Addr::LOCALHOST.into(),
+            network: None,
+        });
+    }
+    let settings = &job.provisioner;
+    let image = settings.image.clone().unwrap_or_else(|| DEFAULT_IMAGE.to_owned());
+    let network = settings.network.clone().unwrap_or_else(|| format!("mayfly-{}", architecture.name));
+    let request = NetworkRequest {
+        name: network.clone(),
+        subnet: settings.subnet.map(|subnet| subnet.to_string()),
+        gateway: settings.subnet.map(|subnet| std::net::Ipv4Addr::from(u32::from(subnet.network()) + 1)),
+        tags: project_tags(architecture),
+    };
+    let docker = DockerProvisioner::connect()
+        .await
+        .with_context(|| format!("job `{job_name}` runs its workers in Docker containers"))?;
+    let info = docker.ensure_network(&request).await?;
+    let gateway = info.gateway.with_context(|| {
+        format!("Docker network `{network}` has no gateway address for the coordinator to listen on")
+    })?;
+    let docker = docker.with_placement(ContainerPlacement { image, network: request });
+    if let Some(program) = function.command.first_mut()
+        && program.contains('/')
+        && Path::new(program.as_str()).is_relative()
+    {
+        *program = function.working_dir.join(program.as_str()).display().to_string();
+    }
+    function.working_dir = PathBuf::from(CONTAINER_WORKING_DIR);
+    function.env.insert("MAYFLY_BIN".to_owned(), MAYFLY_IN_IMAGE.to_owned());
+    function.env.remove("MAYFLY_PROJECT");
+    tracing::info!(network = %network, subnet = ?info.subnet, gateway = %gateway, "workers are containers");
+    Ok(WorkerPlacement {
+        provisioner: Arc::new(docker),
+        launch: WorkerLaunch {
+            program: PathBuf::from(MAYFLY_IN_IMAGE),
+            args: vec!["worker".into()],
+            env: worker_env("/usr/local/bin:/usr/bin:/bin"),
+            working_dir: PathBuf::from(CONTAINER_WORKING_DIR),
+            read_only_mounts: Vec::new(),
+        },
+        listen: gateway,
+        network: Some(network),
+    })
+}
+
+/// The image a Docker job runs when it names none: what `mayfly image build` makes by default.
+pub const DEFAULT_IMAGE: &str = crate::commands::image::DEFAULT_TAG;
+
+/// Every provisioner the project's runs may have resources in: local
+/// processes always; Docker containers when a job uses them (the engine
+/// must then answer) or when the engine answers anyway (containers of a
+/// job since changed to local).
+pub async fn fleet_provisioners(architecture: &Architecture) -> Result<Vec<Arc<dyn Provisioner>>> {
+    let mut provisioners: Vec<Arc<dyn Provisioner>> = vec![Arc::new(LocalProvisioner::new())];
+    let uses_docker = architecture.jobs.values().any(|job| job.provisioner.kind == ProvisionerKind::Docker);
+    match DockerProvisioner::connect().await {
+        Ok(docker) => provisioners.push(Arc::new(docker)),
+        Err(error) if uses_docker => {
+            return Err(anyhow::Error::new(error).context("a job of this project runs its workers in Docker"));
+        }
+        Err(error) => tracing::debug!(error = %error, "no Docker engine; listing local processes only"),
+    }
+    Ok(provisioners)
+}
+
+/// What every provisioner finds for `filter`.
+pub async fn fleet_inventory(
+    provisioners: &[Arc<dyn Provisioner>],
+    filter: &TagFilter,
+) -> Result<Vec<mayfly_fleet::LiveResource>> {
+    let mut live = Vec::new();
+    for provisioner in provisioners {
+        live.extend(provisioner.inventory(filter).await?);
+    }
+    Ok(live)
+}
+
+/// `mayfly worker …`: one worker of a run (started by its coordinator through
+/// the provisioner). It needs no project: the coordinator hands it the
+/// function, so it runs the same in a container.
+pub async fn worker(args: WorkerArgs) -> Result<()> {
     let config = mayfly_jobs::worker::WorkerConfig {
         coordinator: args.coordinator,
         tls_dir: args.tls_dir,
         identity: mayfly_jobs::protocol::WorkerIdentity { run: args.run, worker: args.worker },
-        job: record.job.to_string(),
-        function: definition,
-        batch,
         heartbeat_interval: args.heartbeat_interval,
         coordinator_timeout: Duration::from_secs(30),
         invoker: InvokerConfig::with_clock(Arc::new(SystemClock)),
@@ -591,24 +720,5 @@ pub async fn worker(args: WorkerArgs, project: Option<&Path>) -> Result<()> {
     let started = Instant::now();
     let processed = mayfly_jobs::worker::run(config).await?;
     tracing::info!(processed, seconds = started.elapsed().as_secs_f64(), "worker done");
-    Ok(())
-}
-
-/// A worker that cannot run its function must not pretend to start: fail
-/// before calling in, so the coordinator counts a failed start and, after a
-/// few, fails the run with this message.
-fn check_program_exists(command: &[String], root: &Path) -> Result<()> {
-    let Some(program) = command.first() else { bail!("the function has an empty command") };
-    let found = if program.contains('/') {
-        let path = if Path::new(program).is_absolute() { PathBuf::from(program) } else { root.join(program) };
-        path.is_file()
-    } else {
-        std::env::var_os("PATH")
-            .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
-            .unwrap_or(false)
-    };
-    if !found {
-        bail!("the function's program `{program}` does not exist (looked in {} and on PATH)", root.display());
-    }
     Ok(())
 }

@@ -2,10 +2,15 @@
 //! arguments, the `--project` override and the output mode, and returns an
 //! error with context rather than printing one.
 
+pub mod access_log;
+pub mod audit;
 pub mod demo;
 pub mod functions;
+pub mod image;
 pub mod jobs;
 pub mod keys;
 pub mod objects;
 pub mod queues;
+pub mod serve;
 pub mod spec;
+pub mod tokens;

@@ -110,17 +110,22 @@ pub fn init(args: InitArgs, output: Output) -> Result<()> {
         std::fs::write(&gitignore, format!("/{DATA_DIR_NAME}/\n"))
             .with_context(|| format!("cannot write {}", gitignore.display()))?;
     }
+    // The HTTPS API's certificate for localhost (`[api].tls` may name the user's own instead).
+    let (tls, _) = mayfly_api::tls::ensure_self_signed(&args.dir.join(DATA_DIR_NAME).join("tls"))
+        .context("cannot create the API's self-signed certificate")?;
     #[derive(Serialize)]
     struct Initialised {
         name: String,
         spec: PathBuf,
+        tls_cert: PathBuf,
     }
-    output.emit(&Initialised { name: name.to_string(), spec: spec_path.clone() }, || {
+    output.emit(&Initialised { name: name.to_string(), spec: spec_path.clone(), tls_cert: tls.cert.clone() }, || {
         format!(
-            "created project `{name}` in {}\n  {}\n  {}\nnext: cd {} && mayfly deploy",
+            "created project `{name}` in {}\n  {}\n  {}\n  {} (the API's self-signed certificate)\nnext: cd {} && mayfly deploy",
             args.dir.display(),
             spec_path.display(),
             function_path.display(),
+            tls.cert.display(),
             args.dir.display()
         )
     })
@@ -428,6 +433,8 @@ pub async fn deploy(args: DeployArgs, project: Option<&Path>, output: Output) ->
         content_hash: String,
         steps: Vec<Step>,
         recorded: bool,
+        /// The audit run after the deploy; `None` for a dry run or if it could not run.
+        audit: Option<crate::commands::audit::AuditSummary>,
     }
     let mut report = DeployReport {
         dry_run: args.dry_run,
@@ -435,6 +442,7 @@ pub async fn deploy(args: DeployArgs, project: Option<&Path>, output: Output) ->
         content_hash: loaded.content_hash.clone(),
         steps: steps.clone(),
         recorded: false,
+        audit: None,
     };
     if let (false, Some(opened)) = (args.dry_run, &opened) {
         apply(opened, &loaded.architecture, &steps).await?;
@@ -447,6 +455,7 @@ pub async fn deploy(args: DeployArgs, project: Option<&Path>, output: Output) ->
             report.version = Some(deployment.version);
             report.recorded = true;
         }
+        report.audit = crate::commands::audit::after_deploy(&located, opened, &loaded.architecture).await;
     }
     output.emit(&report, || {
         let mut text = String::new();
@@ -466,6 +475,10 @@ pub async fn deploy(args: DeployArgs, project: Option<&Path>, output: Output) ->
                 report.steps.len()
             )),
             (false, _, None) => {}
+        }
+        if let Some(audit) = &report.audit {
+            let next = if audit.violations > 0 { "; the deployment stands, see `mayfly audit`" } else { "" };
+            text.push_str(&format!("\naudit: {}{next}", audit.counts()));
         }
         text
     })

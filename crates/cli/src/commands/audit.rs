@@ -1,0 +1,296 @@
+//! `mayfly audit`: take the inventory of the project (state store, buckets,
+//! live processes by tag), check it against the deployed `[policy]`, record
+//! the findings in the state store and print them; `--reap` first stops
+//! orphans. Also the two hooks that audit after every deploy and after every
+//! run (called from `deploy` and from the `coordinator` command).
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use mayfly_audit::{
+    AuditFinding, AuditSettings, AuditSeverity, Inventory, InventorySources, NetworkInventory, ReapedResource,
+    StateStoreEntry,
+};
+use mayfly_core::SystemClock;
+use mayfly_fleet::{LocalProvisioner, Provisioner, ResourceId, TAG_RUN, TagFilter};
+use mayfly_spec::Architecture;
+use mayfly_state::{AuditRecord, NewAudit, StateStore};
+use serde::Serialize;
+
+use crate::commands::functions::deployed_architecture;
+use crate::exit_code::{NotFound, ViolationsFound};
+use crate::output::Output;
+use crate::project::{OpenProject, Project};
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// First stop every process of a finished or unknown run (orphans), then audit.
+    #[arg(long, conflicts_with = "latest")]
+    pub reap: bool,
+    /// Print the latest recorded audit (e.g. the one after the last deploy or run) instead of running one.
+    #[arg(long)]
+    pub latest: bool,
+}
+
+/// How long an orphan gets between SIGTERM and SIGKILL.
+const REAP_GRACE: Duration = Duration::from_secs(5);
+
+/// The provisioners whose live resources the audit inventories. The Docker
+/// provisioner joins this list; its networks join [`network_inventories`].
+fn provisioners() -> Vec<Arc<dyn Provisioner>> {
+    vec![Arc::new(LocalProvisioner::new())]
+}
+
+/// Where networks come from: none yet (local processes have none of their own).
+fn network_inventories() -> Vec<Arc<dyn NetworkInventory>> {
+    Vec::new()
+}
+
+/// One audit, recorded, with the inventory it checked.
+struct Audited {
+    record: AuditRecord,
+    inventory: Inventory,
+}
+
+/// Take the inventory, check the policy of `architecture` (the deployed one), record the findings.
+async fn audit_project(
+    located: &Project,
+    opened: &OpenProject,
+    architecture: &Architecture,
+    trigger: &str,
+    ignore: &[ResourceId],
+) -> Result<Audited> {
+    let provisioners = provisioners();
+    let networks = network_inventories();
+    let sources = InventorySources {
+        architecture,
+        state: opened.state.as_ref(),
+        state_store: StateStoreEntry {
+            backend: "sqlite".to_owned(),
+            location: located.state_path().display().to_string(),
+            payloads_encrypted: opened.state.payloads_encrypted(),
+        },
+        buckets: &opened.buckets,
+        provisioners: &provisioners,
+        networks: &networks,
+        ignore,
+        clock: &SystemClock,
+    };
+    let inventory = mayfly_audit::take_inventory(&sources).await.context("cannot take the inventory")?;
+    let findings = mayfly_audit::check(&inventory, &architecture.policy, &AuditSettings::default());
+    let record = opened
+        .state
+        .record_audit(&NewAudit {
+            trigger: trigger.to_owned(),
+            resources_checked: inventory.resource_count(),
+            findings,
+        })
+        .context("cannot record the audit")?;
+    Ok(Audited { record, inventory })
+}
+
+/// Counts by severity, as deploy and the JSON document show them.
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditSummary {
+    pub audit: u64,
+    pub resources_checked: u64,
+    pub violations: usize,
+    pub warnings: usize,
+    pub notices: usize,
+}
+
+impl AuditSummary {
+    fn of(record: &AuditRecord) -> AuditSummary {
+        AuditSummary {
+            audit: record.id,
+            resources_checked: record.resources_checked,
+            violations: record.count(AuditSeverity::Violation),
+            warnings: record.count(AuditSeverity::Warning),
+            notices: record.count(AuditSeverity::Notice),
+        }
+    }
+
+    /// `2 violation(s), 1 warning(s), 0 notice(s)`.
+    pub fn counts(&self) -> String {
+        format!("{} violation(s), {} warning(s), {} notice(s)", self.violations, self.warnings, self.notices)
+    }
+}
+
+#[derive(Serialize)]
+struct AuditDocument<'a> {
+    audit: u64,
+    at: String,
+    trigger: &'a str,
+    project: Option<&'a str>,
+    summary: AuditSummary,
+    findings: &'a [AuditFinding],
+    reaped: &'a [ReapedResource],
+    /// Absent for `--latest` (the store keeps findings, not inventories).
+    inventory: Option<&'a Inventory>,
+}
+
+pub async fn audit(args: AuditArgs, project: Option<&Path>, output: Output) -> Result<()> {
+    let located = Project::locate(project)?;
+    let opened = located.open(false)?;
+    if args.latest {
+        let record = opened
+            .state
+            .latest_audit()?
+            .ok_or_else(|| NotFound("no audit has been recorded yet; run `mayfly audit`".into()))?;
+        emit(&record, None, &[], output)?;
+        return fail_on_violations(&record);
+    }
+    let (_, architecture) = deployed_architecture(&opened)?;
+    let mut reaped = Vec::new();
+    if args.reap {
+        let live_runs: BTreeSet<String> =
+            opened.state.runs(None, 100_000)?.into_iter().filter(|r| !r.status.is_finished()).map(|r| r.id).collect();
+        reaped = mayfly_audit::reap_orphans_everywhere(&provisioners(), &architecture.name, &live_runs, REAP_GRACE)
+            .await
+            .context("cannot reap orphans")?;
+    }
+    let trigger = if args.reap { "manual --reap" } else { "manual" };
+    let audited = audit_project(&located, &opened, &architecture, trigger, &[]).await?;
+    emit(&audited.record, Some(&audited.inventory), &reaped, output)?;
+    fail_on_violations(&audited.record)
+}
+
+fn fail_on_violations(record: &AuditRecord) -> Result<()> {
+    let violations = record.count(AuditSeverity::Violation);
+    if violations > 0 {
+        return Err(ViolationsFound(format!(
+            "the audit found {violations} policy violation(s); each says what to do (`mayfly audit --reap` stops orphans)"
+        ))
+        .into());
+    }
+    Ok(())
+}
+
+fn emit(record: &AuditRecord, inventory: Option<&Inventory>, reaped: &[ReapedResource], output: Output) -> Result<()> {
+    let summary = AuditSummary::of(record);
+    let document = AuditDocument {
+        audit: record.id,
+        at: record.at.to_rfc3339(),
+        trigger: &record.trigger,
+        project: inventory.map(|inventory| inventory.project.as_str()),
+        summary: summary.clone(),
+        findings: &record.findings,
+        reaped,
+        inventory,
+    };
+    output.emit(&document, || render(record, &summary, reaped))
+}
+
+/// Findings grouped by severity, rule and resource aligned, each remedy under its message.
+fn render(record: &AuditRecord, summary: &AuditSummary, reaped: &[ReapedResource]) -> String {
+    let mut text = format!(
+        "audit {} ({}) at {}: {} resource(s) checked, {}\n",
+        record.id,
+        record.trigger,
+        record.at.to_rfc3339(),
+        summary.resources_checked,
+        summary.counts()
+    );
+    for resource in reaped {
+        text.push_str(&format!(
+            "reaped {} {} of run {}\n",
+            resource.kind,
+            resource.id,
+            resource.run.as_deref().unwrap_or("?")
+        ));
+    }
+    if record.findings.is_empty() {
+        text.push_str("no findings: every rule passed\n");
+        return text;
+    }
+    let resource_of = |finding: &AuditFinding| format!("{} {}", finding.resource_kind, finding.resource);
+    let rule_width = record.findings.iter().map(|f| f.rule.chars().count()).max().unwrap_or(0);
+    let resource_width = record.findings.iter().map(|f| resource_of(f).chars().count()).max().unwrap_or(0);
+    for severity in AuditSeverity::ALL {
+        let group: Vec<&AuditFinding> = record.findings.iter().filter(|f| f.severity == severity).collect();
+        if group.is_empty() {
+            continue;
+        }
+        text.push_str(&format!("\n{} ({})\n", heading(severity), group.len()));
+        for finding in group {
+            text.push_str(&format!(
+                "  {:rule_width$}  {:resource_width$}  {}\n  {:rule_width$}  {:resource_width$}  → {}\n",
+                finding.rule,
+                resource_of(finding),
+                finding.message,
+                "",
+                "",
+                finding.remedy
+            ));
+        }
+    }
+    if summary.violations == 0 {
+        text.push_str("\nno violations\n");
+    }
+    text
+}
+
+fn heading(severity: AuditSeverity) -> &'static str {
+    match severity {
+        AuditSeverity::Violation => "VIOLATIONS",
+        AuditSeverity::Warning => "WARNINGS",
+        AuditSeverity::Notice => "NOTICES",
+    }
+}
+
+/// The audit after a deploy: it reports and never undoes the deployment
+/// (deploy has already refused what the file itself breaks). `None`, with a
+/// warning logged, if it could not run.
+pub async fn after_deploy(
+    located: &Project,
+    opened: &OpenProject,
+    architecture: &Architecture,
+) -> Option<AuditSummary> {
+    match audit_project(located, opened, architecture, "deploy", &[]).await {
+        Ok(audited) => Some(AuditSummary::of(&audited.record)),
+        Err(error) => {
+            tracing::warn!(error = format!("{error:#}"), "the audit after the deploy could not run");
+            None
+        }
+    }
+}
+
+/// The audit after run `run` ended, from its coordinator (still alive and
+/// tagged with the run, so left out of the inventory). Findings go to the
+/// state store and the log; nothing here changes the run's outcome.
+pub async fn after_run(located: &Project, opened: &OpenProject, run: &str) {
+    let audited = async {
+        let (_, architecture) = deployed_architecture(opened)?;
+        let own = own_resources(run).await?;
+        audit_project(located, opened, &architecture, &format!("run:{run}"), &own).await
+    }
+    .await;
+    match audited {
+        Ok(audited) => {
+            let summary = AuditSummary::of(&audited.record);
+            if summary.violations > 0 {
+                tracing::warn!(
+                    run,
+                    audit = summary.audit,
+                    counts = summary.counts(),
+                    "the audit after the run found violations; see `mayfly audit --latest`"
+                );
+            } else {
+                tracing::info!(run, audit = summary.audit, counts = summary.counts(), "audited after the run");
+            }
+        }
+        Err(error) => tracing::warn!(run, error = format!("{error:#}"), "the audit after the run could not run"),
+    }
+}
+
+/// This process's own resource among run `run`'s: the local process group it leads.
+async fn own_resources(run: &str) -> Result<Vec<ResourceId>> {
+    // SAFETY: getpgrp(2) takes no arguments and cannot fail.
+    let own_group = format!("pid:{}:", unsafe { libc::getpgrp() });
+    let live = LocalProvisioner::new().inventory(&TagFilter::new().with(TAG_RUN, run)).await?;
+    Ok(live.into_iter().filter(|resource| resource.id.0.starts_with(&own_group)).map(|resource| resource.id).collect())
+}

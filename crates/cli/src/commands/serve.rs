@@ -1,0 +1,178 @@
+//! `mayfly serve`: the project's HTTPS API (over TLS only) until SIGINT or
+//! SIGTERM; and the same server for `mayfly up` when the deployed
+//! architecture declares `[api]`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use mayfly_api::tls::{self, TlsPaths};
+use mayfly_api::{AccessLog, ApiConfig, ApiLimits, ApiState};
+use mayfly_core::{Clock, SystemClock};
+use mayfly_runtime::{Invoker, InvokerConfig};
+use mayfly_spec::{ApiSpec, Architecture};
+use mayfly_state::StateStore;
+use mayfly_state_sqlite::SqliteStore;
+use tokio::net::TcpListener;
+
+use crate::commands::functions::deployed_architecture;
+use crate::output::Output;
+use crate::project::{OpenProject, Project};
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The address to listen on (default: `[api].listen`, else 127.0.0.1:8443). Port 0 picks a free port.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Reap warm function instances idle this long.
+    #[arg(long, default_value = "5m", value_parser = parse_duration_arg)]
+    pub idle_timeout: Duration,
+}
+
+fn parse_duration_arg(text: &str) -> Result<Duration, String> {
+    mayfly_core::parse_duration(text).map_err(|error| error.to_string())
+}
+
+/// The project's generated certificate lives here.
+pub fn tls_dir(project: &Project) -> PathBuf {
+    project.data_dir().join("tls")
+}
+
+/// The certificate the API serves: `[api].tls` (paths relative to the
+/// project) if declared, else the project's self-signed one, generated now
+/// if it is missing.
+pub fn certificate_paths(project: &Project, api: Option<&ApiSpec>) -> Result<TlsPaths> {
+    if let Some(files) = api.and_then(|api| api.tls.as_ref()) {
+        return Ok(TlsPaths { cert: project.root.join(&files.cert), key: project.root.join(&files.key) });
+    }
+    let (paths, generated) =
+        tls::ensure_self_signed(&tls_dir(project)).context("cannot create the API's self-signed certificate")?;
+    if generated {
+        eprintln!("mayfly: generated a self-signed certificate for localhost at {}", paths.cert.display());
+    }
+    Ok(paths)
+}
+
+/// A bound, configured API server, not yet serving.
+pub struct ApiServer {
+    listener: TcpListener,
+    router: axum::Router,
+    tls: Arc<rustls::ServerConfig>,
+    pub address: SocketAddr,
+    pub fingerprint_sha256: String,
+    pub cert: PathBuf,
+}
+
+impl ApiServer {
+    pub fn url(&self) -> String {
+        let host = match self.address {
+            SocketAddr::V4(address) if address.ip().is_loopback() => format!("localhost:{}", address.port()),
+            SocketAddr::V6(address) if address.ip().is_loopback() => format!("localhost:{}", address.port()),
+            address => address.to_string(),
+        };
+        format!("https://{host}/v1")
+    }
+
+    pub fn announce(&self) {
+        eprintln!(
+            "mayfly: API listening on {} (address {}); OpenAPI at {}/openapi.json\nmayfly: certificate {} SHA-256 fingerprint {}",
+            self.url(),
+            self.address,
+            self.url(),
+            self.cert.display(),
+            self.fingerprint_sha256
+        );
+    }
+
+    /// Serve until `shutdown` completes.
+    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
+        mayfly_api::serve::serve(self.listener, self.router, self.tls, shutdown).await.context("the API server failed")
+    }
+}
+
+/// Configure and bind the API of an open project.
+pub async fn bind_api_server(
+    located: &Project,
+    opened: &OpenProject,
+    deployed: (Option<u64>, Architecture),
+    invoker: Invoker,
+    listen: Option<SocketAddr>,
+) -> Result<ApiServer> {
+    let (version, architecture) = deployed;
+    let paths = certificate_paths(located, architecture.api.as_ref())?;
+    let loaded = tls::load(&paths).context("cannot load the API's certificate")?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    // The access log gets a connection of its own, so its commits never wait behind reads.
+    let log_store: Arc<dyn StateStore> = Arc::new(
+        SqliteStore::open_encrypted(&located.state_path(), clock.clone(), opened.keyring.keyring.clone())
+            .with_context(|| {
+                format!("cannot open the state store {} for the access log", located.state_path().display())
+            })?,
+    );
+    let listen = listen.or(architecture.api.as_ref().map(|api| api.listen)).unwrap_or(ApiSpec::DEFAULT_LISTEN);
+    let state: Arc<dyn StateStore> = opened.state.clone();
+    let fleet = crate::commands::jobs::fleet_provisioners(&architecture).await?;
+    let config = ApiConfig {
+        architecture: Arc::new(architecture),
+        deployment_version: version,
+        state,
+        buckets: opened.buckets.clone(),
+        invoker,
+        provisioner: Arc::new(mayfly_fleet::LocalProvisioner::new()),
+        fleet,
+        coordinator_launch: crate::commands::jobs::coordinator_launch(located)?,
+        project_root: std::path::absolute(&located.root)?,
+        data_dir: std::path::absolute(located.data_dir())?,
+        mayfly_bin: std::env::current_exe().context("cannot find the mayfly executable")?,
+        keyring: Some(opened.keyring.keyring.clone()),
+        clock,
+        limits: ApiLimits::default(),
+    };
+    let router = mayfly_api::router(ApiState::new(config, AccessLog::start(log_store)));
+    let listener = TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+    let address = listener.local_addr()?;
+    Ok(ApiServer {
+        listener,
+        router,
+        tls: loaded.config,
+        address,
+        fingerprint_sha256: loaded.fingerprint_sha256,
+        cert: paths.cert,
+    })
+}
+
+/// Resolves when the process gets SIGINT or SIGTERM.
+pub async fn stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+        (Ok(mut interrupt), Ok(mut terminate)) => {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+            }
+        }
+        _ => {
+            tracing::error!("cannot listen for SIGINT/SIGTERM; stop the server with SIGKILL");
+            std::future::pending::<()>().await
+        }
+    }
+}
+
+pub async fn serve(args: ServeArgs, project: Option<&Path>, _output: Output) -> Result<()> {
+    let located = Project::locate(project)?;
+    let opened = located.open(false)?;
+    let deployed = deployed_architecture(&opened)?;
+    let invoker = Invoker::new(InvokerConfig {
+        idle_timeout: args.idle_timeout,
+        ..InvokerConfig::with_clock(Arc::new(SystemClock))
+    });
+    let server = bind_api_server(&located, &opened, deployed, invoker.clone(), args.listen).await?;
+    server.announce();
+    server.run(stop_signal()).await?;
+    invoker.shutdown().await;
+    eprintln!("mayfly: API stopped");
+    Ok(())
+}

@@ -1,0 +1,182 @@
+//! The router over real HTTP on loopback, without a browser: what a request
+//! without a token, with a token whose scopes do not cover the path, or with
+//! bad input gets — and that none of them returns data.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::time::Duration;
+
+use mayfly_core::{Clock, Name, SystemClock};
+use mayfly_dashboard::{Authorize, DashboardState, Denied};
+use mayfly_state::{NewRun, NewRunItem, StateStore};
+use mayfly_state_sqlite::SqliteStore;
+use subtle::ConstantTimeEq;
+
+const OPERATOR: &str = "mf_operator_token";
+/// May read runs but not queues.
+const RUNS_ONLY: &str = "mf_runs_only_token";
+
+struct TwoTokens;
+
+impl Authorize for TwoTokens {
+    fn authorize(&self, token: &str, path: &str) -> Result<String, Denied> {
+        let is = |expected: &str| bool::from(token.as_bytes().ct_eq(expected.as_bytes()));
+        if is(OPERATOR) {
+            Ok("operator".to_owned())
+        } else if is(RUNS_ONLY) {
+            if path.starts_with("/queues") {
+                Err(Denied::Forbidden("scope runs:read".to_owned()))
+            } else {
+                Ok("runs-only".to_owned())
+            }
+        } else {
+            Err(Denied::Unauthenticated("unknown token".to_owned()))
+        }
+    }
+}
+
+struct Answer {
+    status: u16,
+    head: String,
+    body: String,
+}
+
+fn request(address: SocketAddr, method: &str, path: &str, token: Option<&str>, body: &str) -> Answer {
+    let mut stream = TcpStream::connect(address).expect("connect");
+    let cookie = token.map(|token| format!("Cookie: mayfly_dashboard={token}\r\n")).unwrap_or_default();
+    let form =
+        if body.is_empty() { String::new() } else { "Content-Type: application/x-www-form-urlencoded\r\n".to_owned() };
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {address}\r\n{cookie}{form}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("send");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read");
+    let (head, body) = response.split_once("\r\n\r\n").expect("a head and a body");
+    let status = head.split(' ').nth(1).and_then(|code| code.parse().ok()).expect("a status line");
+    Answer { status, head: head.to_ascii_lowercase(), body: body.to_owned() }
+}
+
+async fn serve() -> (SocketAddr, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store: Arc<dyn StateStore> =
+        Arc::new(SqliteStore::open(&dir.path().join("state.db"), Arc::new(SystemClock)).expect("open the store"));
+    store
+        .create_run(NewRun {
+            id: "run-1".to_owned(),
+            job: Name::new("nightly").expect("name"),
+            deployment_version: None,
+            trigger: "manual".to_owned(),
+            deadline: SystemClock.now().saturating_add(Duration::from_secs(60)),
+            budget: None,
+        })
+        .expect("create a run");
+    store
+        .add_run_items("run-1", &[NewRunItem { item: "patient-0042.json".to_owned(), payload: b"secret".to_vec() }])
+        .expect("add an item");
+    let state = DashboardState {
+        store,
+        authorize: Arc::new(TwoTokens),
+        clock: Arc::new(SystemClock),
+        project: "chart-coding".to_owned(),
+        data_dir: dir.path().to_owned(),
+        keyring: None,
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("address");
+    tokio::spawn(async move { axum::serve(listener, mayfly_dashboard::router(state)).await });
+    (address, dir)
+}
+
+const PAGES: [&str; 6] = ["/", "/runs/run-1", "/runs/run-1/logs", "/queues", "/functions", "/audit"];
+const DATA: [&str; 5] = [
+    "/runs.json",
+    "/runs/run-1/progress.json",
+    "/runs/run-1/timeline.svg",
+    "/runs/run-1/workers.html",
+    "/runs/run-1/logs.json",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_valid_token_pages_redirect_and_data_is_refused() {
+    let (address, _dir) = serve().await;
+    for token in [None, Some("mf_wrong")] {
+        for page in PAGES {
+            let answer = tokio::task::spawn_blocking(move || request(address, "GET", page, token, "")).await.unwrap();
+            assert_eq!(answer.status, 303, "{page} with {token:?}");
+            assert!(answer.head.contains("location: /sign-in?next="), "{page}: {}", answer.head);
+            assert!(!answer.body.contains("patient-0042"), "no data");
+        }
+        for data in DATA {
+            let answer = tokio::task::spawn_blocking(move || request(address, "GET", data, token, "")).await.unwrap();
+            assert_eq!(answer.status, 401, "{data} with {token:?}");
+            assert!(answer.body.contains("\"error\"") && !answer.body.contains("patient-0042"), "{}", answer.body);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_whose_scopes_do_not_cover_a_path_gets_403_and_no_data() {
+    let (address, _dir) = serve().await;
+    let answer =
+        tokio::task::spawn_blocking(move || request(address, "GET", "/queues", Some(RUNS_ONLY), "")).await.unwrap();
+    assert_eq!(answer.status, 403);
+    assert!(answer.body.contains("may not read this: scope runs:read"), "{}", answer.body);
+    assert!(!answer.body.contains("<table"), "no data");
+    let answer =
+        tokio::task::spawn_blocking(move || request(address, "GET", "/runs/run-1", Some(RUNS_ONLY), "")).await.unwrap();
+    assert_eq!(answer.status, 200);
+    assert!(answer.body.contains("patient-0042.json"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signing_in_sets_a_strict_cookie_and_bad_input_says_what_is_wrong() {
+    let (address, _dir) = serve().await;
+    let answer = tokio::task::spawn_blocking(move || {
+        request(address, "POST", "/sign-in", None, &format!("token={OPERATOR}&next=%2Fruns%2Frun-1"))
+    })
+    .await
+    .unwrap();
+    assert_eq!(answer.status, 303);
+    assert!(answer.head.contains("location: /runs/run-1"), "{}", answer.head);
+    assert!(
+        answer
+            .head
+            .contains(&format!("set-cookie: mayfly_dashboard={OPERATOR}; path=/; httponly; secure; samesite=strict")),
+        "{}",
+        answer.head
+    );
+    let answer = tokio::task::spawn_blocking(move || {
+        request(address, "POST", "/sign-in", None, "token=mf_wrong&next=https%3A%2F%2Fevil.example%2F")
+    })
+    .await
+    .unwrap();
+    assert_eq!(answer.status, 401);
+    assert!(!answer.head.contains("set-cookie") && answer.body.contains("not accepted"));
+    assert!(answer.body.contains(r#"name="next" value="/""#), "a foreign next is dropped");
+
+    let cases = [
+        ("/runs/no-such-run", 404, "run `no-such-run` does not exist"),
+        ("/runs/no-such-run/progress.json", 404, "run `no-such-run` does not exist"),
+        ("/runs/run-1?status=finished", 400, "status `finished` is not an item status"),
+        ("/runs/run-1/logs.json?cursor=w1%3Dx", 400, "`x` is not a byte offset"),
+    ];
+    for (path, status, message) in cases {
+        let answer =
+            tokio::task::spawn_blocking(move || request(address, "GET", path, Some(OPERATOR), "")).await.unwrap();
+        assert_eq!(answer.status, status, "{path}: {}", answer.body);
+        assert!(answer.body.contains(message), "{path}: {}", answer.body);
+    }
+
+    let answer = tokio::task::spawn_blocking(move || request(address, "GET", "/", Some(OPERATOR), "")).await.unwrap();
+    assert!(answer.head.contains("content-security-policy: default-src 'none'; script-src 'self'"), "{}", answer.head);
+    assert!(answer.head.contains("cache-control: no-store") && answer.head.contains("x-content-type-options: nosniff"));
+    let answer =
+        tokio::task::spawn_blocking(move || request(address, "POST", "/sign-out", Some(OPERATOR), "")).await.unwrap();
+    assert!(
+        answer.head.contains("set-cookie: mayfly_dashboard=; path=/; httponly; secure; samesite=strict; max-age=0")
+    );
+}
