@@ -225,6 +225,12 @@ impl StateStore for StoreWithFailingAppends {
     fn run_item_attempts(&self, run: &str, limit: usize) -> Result<Vec<mayfly_state::ItemAttempt>> {
         self.inner.run_item_attempts(run, limit)
     }
+    fn record_audit(&self, audit: &mayfly_state::NewAudit) -> Result<mayfly_state::AuditRecord> {
+        self.inner.record_audit(audit)
+    }
+    fn latest_audit(&self) -> Result<Option<mayfly_state::AuditRecord>> {
+        self.inner.latest_audit()
+    }
 }
 
 #[tokio::test]

@@ -491,3 +491,69 @@ fn schemathesis_finds_no_server_errors_and_no_schema_violations() {
     eprintln!("{report}");
     server.stop();
 }
+
+#[test]
+fn the_dashboard_is_served_beside_the_api_and_checks_the_same_tokens() {
+    let project = api_project();
+    let server = Server::start(&project);
+    let viewer = create_token(&project, "viewer", &["--scope", "runs:read"]);
+    let nightly_only = create_token(&project, "nightly-viewer", &["--scope", "runs:read", "--job", "nightly"]);
+    let cert = std::fs::read(project.path(".mayfly/tls/cert.pem")).unwrap();
+    let browser = Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(&cert).unwrap())
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+
+    // Signed out: a page sends the browser to sign in; the API's routes are still the API's.
+    let page = browser.get(server.url("/")).send().unwrap();
+    assert_eq!(page.status(), StatusCode::SEE_OTHER);
+    assert!(page.headers()["location"].to_str().unwrap().starts_with("/sign-in"));
+    let api = server.request("GET", "/v1/runs", None).send().unwrap();
+    assert_error_body(api, StatusCode::UNAUTHORIZED, "the API beside the dashboard");
+
+    let sign_in = |token: &str| {
+        let answer = browser
+            .post(server.url("/sign-in"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("token={token}"))
+            .send()
+            .unwrap();
+        let cookie = answer.headers().get("set-cookie").map(|value| value.to_str().unwrap().to_owned());
+        (answer.status(), cookie)
+    };
+    // A token that is not one of the project's is refused at sign-in.
+    let (status, cookie) =
+        sign_in("mf_0123456789abcdef_0000000000000000000000000000000000000000000000000000000000000000");
+    assert!(cookie.is_none() && status.is_client_error(), "an unknown token signs nobody in: {status}");
+
+    let (status, cookie) = sign_in(&viewer);
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let cookie = cookie.expect("signing in sets the session cookie");
+    assert!(cookie.contains("HttpOnly") && cookie.contains("Secure"), "{cookie}");
+    let session = cookie.split(';').next().unwrap().to_owned();
+    let runs = browser.get(server.url("/")).header("cookie", &session).send().unwrap();
+    assert_eq!(runs.status(), StatusCode::OK);
+    let page = runs.text().unwrap();
+    assert!(page.contains(&format!("api-{}-", std::process::id())), "the runs page names the project: {page}");
+    // runs:read does not read the audit (admin).
+    let audit = browser.get(server.url("/audit")).header("cookie", &session).send().unwrap();
+    assert_eq!(audit.status(), StatusCode::FORBIDDEN);
+
+    // A token limited to one job would see every job's runs here: refused.
+    let limited = format!("mayfly_dashboard={nightly_only}");
+    let refused = browser.get(server.url("/runs.json")).header("cookie", &limited).send().unwrap();
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+
+    // The dashboard's accesses are in the API's access log.
+    let log = project.json(&["access-log", "--limit", "1000"]);
+    let records = log.as_array().unwrap();
+    assert!(
+        records.iter().any(|r| r["client"] == "dashboard" && r["path"] == "/" && r["status"] == 200),
+        "the signed-in page view is logged: {log}"
+    );
+    assert!(records.iter().any(|r| r["client"] == "dashboard" && r["path"] == "/audit" && r["status"] == 403));
+    server.stop();
+}

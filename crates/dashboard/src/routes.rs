@@ -369,5 +369,5 @@ async fn functions_page(
 }
 
 async fn audit_page(State(state): State<Arc<DashboardState>>, Extension(principal): Extension<Principal>) -> Response {
-    respond_page(state, principal, |_, chrome| Ok(views::audit(chrome))).await
+    respond_page(state, principal, |state, chrome| Ok(views::audit(chrome, state.store.latest_audit()?.as_ref()))).await
 }

@@ -8,7 +8,7 @@
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 use mayfly_core::Timestamp;
 use mayfly_core::run::ItemStatus;
-use mayfly_state::{AttemptOutcome, RunItem, WorkerRecord};
+use mayfly_state::{AttemptOutcome, AuditRecord, AuditSeverity, RunItem, WorkerRecord};
 
 use crate::chart::{self, LatencyRow, Timeline};
 use crate::format;
@@ -555,21 +555,69 @@ pub fn functions(chrome: &Chrome<'_>, functions: &[FunctionRow], deployed: bool)
     )
 }
 
-/// The audit findings. The state store holds no audit yet, so this says so.
-pub fn audit(chrome: &Chrome<'_>) -> Markup {
+/// The latest audit: when, what ran it, how much it checked, and its findings
+/// in the order the audit gave them (most serious rules first).
+pub fn audit(chrome: &Chrome<'_>, latest: Option<&AuditRecord>) -> Markup {
     page(
         chrome,
         Section::Audit,
         "Audit",
         html! {
-            div class="page-head" { h1 { "Audit findings" } }
-            section class="empty card" {
-                h2 { "No audit has run" }
-                p { "The state store holds no audit findings: " code { "mayfly audit" } " has not recorded any. "
-                    "When it does, its findings (required tags, encryption, networks, orphaned workers, budgets) appear here." }
+            div class="page-head" {
+                h1 { "Audit findings" }
+                p class="muted" { "The latest " code { "mayfly audit" } ": it runs after every deploy and every run, and by hand." }
+            }
+            @match latest {
+                None => {
+                    section class="empty card" {
+                        h2 { "No audit has run" }
+                        p { "The state store holds no audit: run " code { "mayfly audit" } ". "
+                            "Its findings (required tags, encryption, networks, orphaned workers, budgets) appear here." }
+                    }
+                }
+                Some(audit) => {
+                    div class="cards" {
+                        div class="card stat" { div class="stat-label" { "Audited" } div class="stat-value" { (format::ago(audit.at, chrome.now)) } }
+                        div class="card stat" { div class="stat-label" { "Trigger" } div class="stat-value mono" { (audit.trigger) } }
+                        div class="card stat" { div class="stat-label" { "Resources" } div class="stat-value num" { (format::count(audit.resources_checked)) } }
+                        div class="card stat" { div class="stat-label" { "Violations" } div class="stat-value num" { (audit.count(AuditSeverity::Violation)) } }
+                        div class="card stat" { div class="stat-label" { "Warnings" } div class="stat-value num" { (audit.count(AuditSeverity::Warning)) } }
+                    }
+                    @if audit.findings.is_empty() {
+                        section class="empty card" {
+                            h2 { "Nothing found" }
+                            p { "Every resource the audit inventoried meets the policy." }
+                        }
+                    } @else {
+                        div class="table-wrap card" {
+                            table class="data" {
+                                thead { tr { th { "Severity" } th { "Rule" } th { "Resource" } th { "Finding" } th { "Remedy" } } }
+                                tbody {
+                                    @for finding in &audit.findings {
+                                        tr data-severity=(finding.severity.as_str()) {
+                                            td { span class={ "badge " (severity_tone(finding.severity)) } { (finding.severity.as_str()) } }
+                                            td class="mono" { (finding.rule) }
+                                            td { span class="muted" { (finding.resource_kind) " " } span class="mono" { (finding.resource) } }
+                                            td { (finding.message) }
+                                            td { (finding.remedy) }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
             }
         },
     )
+}
+
+fn severity_tone(severity: AuditSeverity) -> &'static str {
+    match severity {
+        AuditSeverity::Violation => "badge-bad",
+        AuditSeverity::Warning => "badge-active",
+        AuditSeverity::Notice => "badge-neutral",
+    }
 }
 
 /// Raw markup for an SVG fragment served alone.
@@ -610,6 +658,33 @@ mod tests {
     }
 
     #[test]
+    fn the_audit_page_lists_the_latest_findings_escaped_or_says_none_ran() {
+        assert!(audit(&chrome(), None).into_string().contains("No audit has run"));
+        let finding = |severity, resource: &str| mayfly_state::AuditFinding {
+            rule: "required-tags".to_owned(),
+            severity,
+            resource_kind: "bucket".to_owned(),
+            resource: resource.to_owned(),
+            message: "lacks <owner>".to_owned(),
+            remedy: "add it".to_owned(),
+        };
+        let record = AuditRecord {
+            id: 3,
+            at: Timestamp(9_000),
+            trigger: "run:run-1".to_owned(),
+            resources_checked: 12,
+            findings: vec![finding(AuditSeverity::Violation, "inbox"), finding(AuditSeverity::Notice, "logs")],
+        };
+        let html = audit(&chrome(), Some(&record)).into_string();
+        assert!(html.contains("run:run-1") && html.contains("inbox") && html.contains("logs"), "{html}");
+        assert!(html.contains("lacks &lt;owner&gt;"), "messages are escaped: {html}");
+        assert_eq!(html.matches(r#"data-severity="violation""#).count(), 1);
+        assert!(html.contains(r#"<span class="badge badge-bad">violation</span>"#), "{html}");
+        let clean = AuditRecord { findings: Vec::new(), ..record };
+        assert!(audit(&chrome(), Some(&clean)).into_string().contains("Nothing found"));
+    }
+
+    #[test]
     fn only_unfinished_runs_poll_for_progress_and_names_are_escaped() {
         let finished_only = runs(&chrome(), &[summary("run-old", RunStatus::Succeeded)]).into_string();
         assert!(!finished_only.contains("data-live"), "nothing to poll when every run has finished");
@@ -629,7 +704,7 @@ mod tests {
         assert!(runs(&chrome(), &[]).into_string().contains("No runs yet"));
         assert!(queues(&chrome(), &[]).into_string().contains("No queues"));
         assert!(functions(&chrome(), &[], false).into_string().contains("Nothing is deployed yet"));
-        assert!(audit(&chrome()).into_string().contains("No audit has run"));
+        assert!(audit(&chrome(), None).into_string().contains("No audit has run"));
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! `mayfly serve`: the project's HTTPS API (over TLS only) until SIGINT or
+//! `mayfly serve`: the project's HTTPS API and web dashboard (over TLS only) until SIGINT or
 //! SIGTERM; and the same server for `mayfly up` when the deployed
 //! architecture declares `[api]`.
 
@@ -12,12 +12,14 @@ use clap::Args;
 use mayfly_api::tls::{self, TlsPaths};
 use mayfly_api::{AccessLog, ApiConfig, ApiLimits, ApiState};
 use mayfly_core::{Clock, SystemClock};
+use mayfly_dashboard::DashboardState;
 use mayfly_runtime::{Invoker, InvokerConfig};
 use mayfly_spec::{ApiSpec, Architecture};
 use mayfly_state::StateStore;
 use mayfly_state_sqlite::SqliteStore;
 use tokio::net::TcpListener;
 
+use crate::commands::dashboard_access::DashboardAccess;
 use crate::commands::functions::deployed_architecture;
 use crate::output::Output;
 use crate::project::{OpenProject, Project};
@@ -78,10 +80,11 @@ impl ApiServer {
 
     pub fn announce(&self) {
         eprintln!(
-            "mayfly: API listening on {} (address {}); OpenAPI at {}/openapi.json\nmayfly: certificate {} SHA-256 fingerprint {}",
+            "mayfly: API listening on {} (address {}); OpenAPI at {}/openapi.json; dashboard at {}/\nmayfly: certificate {} SHA-256 fingerprint {}",
             self.url(),
             self.address,
             self.url(),
+            self.url().trim_end_matches("/v1"),
             self.cert.display(),
             self.fingerprint_sha256
         );
@@ -131,7 +134,17 @@ pub async fn bind_api_server(
         clock,
         limits: ApiLimits::default(),
     };
-    let router = mayfly_api::router(ApiState::new(config, AccessLog::start(log_store)));
+    let api = ApiState::new(config, AccessLog::start(log_store));
+    // The dashboard at `/`, the API under `/v1`: one port, one certificate, one access log.
+    let dashboard = mayfly_dashboard::router(DashboardState {
+        store: opened.state.clone(),
+        authorize: Arc::new(DashboardAccess { api: api.clone() }),
+        clock: api.config().clock.clone(),
+        project: api.config().architecture.name.to_string(),
+        data_dir: api.config().data_dir.clone(),
+        keyring: Some(opened.keyring.keyring.clone()),
+    });
+    let router = mayfly_api::router(api).merge(dashboard);
     let listener = TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     let address = listener.local_addr()?;
     Ok(ApiServer {
