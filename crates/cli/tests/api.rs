@@ -257,7 +257,8 @@ fn every_endpoint_refuses_missing_wrong_revoked_expired_and_under_scoped_tokens(
                 _ => allowed.push(*scope),
             }
         }
-        let expected_allowed = if path == "/v1/access-log" { 0 } else { 1 };
+        let admin_only = ["/v1/access-log", "/v1/audit"];
+        let expected_allowed = if admin_only.contains(&path.as_str()) { 0 } else { 1 };
         assert_eq!(allowed.len(), expected_allowed, "{method} {path} is open to exactly one scope, not {allowed:?}");
         let status = sample_request(&server, method, path, Some(&admin)).send().unwrap().status();
         assert!(
@@ -546,6 +547,15 @@ fn the_dashboard_is_served_beside_the_api_and_checks_the_same_tokens() {
     let limited = format!("mayfly_dashboard={nightly_only}");
     let refused = browser.get(server.url("/runs.json")).header("cookie", &limited).send().unwrap();
     assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+
+    // The latest audit (deploy ran one) is in the API too, for admins.
+    let admin = create_token(&project, "admin", &["--scope", "admin"]);
+    let audit = server.get_json("/v1/audit", &admin);
+    assert_eq!(audit["audit"]["trigger"], "deploy", "{audit}");
+    assert!(
+        audit["audit"]["findings"].is_array() && audit["audit"]["resources_checked"].as_u64().unwrap() > 0,
+        "{audit}"
+    );
 
     // The dashboard's accesses are in the API's access log.
     let log = project.json(&["access-log", "--limit", "1000"]);

@@ -242,6 +242,15 @@ fn a_thousand_items_on_six_worker_containers_in_a_named_subnet_complete_and_leav
     assert_eq!(seen.len(), 6, "six worker containers ran");
     let report = job.assert_complete_and_clean(&run, ITEMS);
     assert_eq!(report["workers"].as_array().unwrap().len(), 6, "{report}");
+    // The audit afterwards: no violation, nothing of the run alive, its network gone.
+    let audit = job.project.json(&["audit"]);
+    assert_eq!(audit["summary"]["violations"], 0, "{audit}");
+    let inventory = &audit["inventory"];
+    assert!(!inventory["live"].as_array().unwrap().iter().any(|entry| entry.to_string().contains(&run)), "{inventory}");
+    assert!(
+        !inventory["networks"].as_array().unwrap().iter().any(|network| network["name"] == job.network.as_str()),
+        "{inventory}"
+    );
     let log = job.project.ok(&["logs", &run, "--worker", "w1-001"]);
     assert!(log.contains("worker w1-001 of run") && log.contains("stopping after"), "{log}");
 }

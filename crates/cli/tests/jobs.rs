@@ -411,7 +411,14 @@ fn the_coordinator_serves_only_its_runs_workers_each_under_its_own_certificate()
         let policy = mayfly_jobs::tls::CertificatePolicy::default();
         let deadline = now.saturating_add(Duration::from_secs(600));
         let other = mayfly_jobs::tls::RunAuthority::create(&run, policy.authority_validity(now, deadline)).unwrap();
-        other.issue_worker_files(&a["--worker"], policy.worker_validity(now, deadline), forged.path()).unwrap();
+        other
+            .issue_worker_files(
+                &a["--worker"],
+                policy.worker_validity(now, deadline),
+                forged.path(),
+                mayfly_jobs::tls::FileAccess::OwnerOnly,
+            )
+            .unwrap();
         // The forger trusts the real authority, so only its own certificate can fail.
         std::fs::copy(a_dir.join("ca.pem"), forged.path().join("ca.pem")).unwrap();
         let as_forger = mayfly_jobs::worker::coordinator_client(forged.path()).unwrap();

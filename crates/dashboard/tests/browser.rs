@@ -469,7 +469,12 @@ async fn a_person_signs_in_follows_a_running_job_and_tails_its_logs() {
 
     // Signing out forgets the token: pages send you back to sign in.
     browser.find(Locator::Css("form.who button")).await.expect("sign out").click().await.expect("click");
-    assert_eq!(browser.current_url().await.expect("url").path(), "/sign-in");
+    // The click submits a form: the next page arrives a moment later.
+    eventually("signing out lands on the sign-in page", Duration::from_secs(10), || {
+        let browser = browser.clone();
+        async move { browser.current_url().await.is_ok_and(|url| url.path() == "/sign-in") }
+    })
+    .await;
     browser.goto(&format!("{base}/runs/{RUN}/logs")).await.expect("the log page");
     let url = browser.current_url().await.expect("url");
     assert_eq!((url.path(), url.query()), ("/sign-in", Some("next=%2Fruns%2Frun-20261201t210000-c0ffee%2Flogs")));

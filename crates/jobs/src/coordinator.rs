@@ -32,7 +32,7 @@ use mayfly_core::{Clock, Name, Timestamp};
 use mayfly_fleet::{
     ProcessSpec, Provisioner, ResourceId, ResourceState, TAG_ROLE, TAG_RUN, TAG_WORKER, TagFilter, Tags,
 };
-use mayfly_spec::{Architecture, JobSource, JobSpec};
+use mayfly_spec::{Architecture, JobSource, JobSpec, ProvisionerKind};
 use mayfly_state::{ItemCompletion, NewRunItem, StateStore, WorkerRecord};
 use tokio::sync::Mutex;
 
@@ -42,7 +42,7 @@ use crate::protocol::{
     HeartbeatRequest, HeartbeatResponse, HelloRequest, LEASE_PATH, LOGS_PATH, LeaseRequest, LeaseResponse, LeasedItem,
     LogsRequest, WorkerAssignment, WorkerIdentity, decode, encode,
 };
-use crate::tls::{self, CertificateFingerprint, CertificatePolicy, RunAuthority};
+use crate::tls::{self, CertificateFingerprint, CertificatePolicy, FileAccess, RunAuthority};
 
 /// Timings of one coordinator; the defaults suit local processes.
 #[derive(Debug, Clone)]
@@ -639,7 +639,13 @@ impl Fleet<'_> {
         let worker = format!("w{}-{:03}", self.incarnation, self.next_worker);
         let tls_dir = self.worker_tls_dir(&worker);
         let validity = self.config.tls.certificates.worker_validity(self.config.clock.now(), self.deadline);
-        let certificate = self.authority.issue_worker_files(&worker, validity, &tls_dir)?;
+        // A container's user is the image's, not ours: it reads its files
+        // through the bind mount while the run's `tls/` stays owner-only.
+        let access = match self.job.provisioner.kind {
+            ProvisionerKind::Docker => FileAccess::ThroughPrivateParent,
+            ProvisionerKind::Local => FileAccess::OwnerOnly,
+        };
+        let certificate = self.authority.issue_worker_files(&worker, validity, &tls_dir, access)?;
         let mut args = self.config.launch.args.clone();
         args.extend([
             "--coordinator".to_owned(),

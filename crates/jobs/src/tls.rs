@@ -217,13 +217,14 @@ impl RunAuthority {
     }
 
     /// Issue `worker` a client certificate and write it, its key and the
-    /// authority's certificate into `directory` (created owner-only; anything
-    /// already there is replaced). Returns the certificate's fingerprint.
+    /// authority's certificate into `directory` (anything already there is
+    /// replaced), readable as `access` says. Returns the certificate's fingerprint.
     pub fn issue_worker_files(
         &self,
         worker: &str,
         validity: Validity,
         directory: &Path,
+        access: FileAccess,
     ) -> Result<CertificateFingerprint, TlsError> {
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::default();
@@ -236,10 +237,19 @@ impl RunAuthority {
         let certificate = params.signed_by(&key, &self.issuer)?;
 
         remove_tls_directory(directory)?;
-        create_private_directory(directory)?;
-        write_private_file(&directory.join(CA_FILE), self.certificate_pem.as_bytes())?;
-        write_private_file(&directory.join(CERTIFICATE_FILE), certificate.pem().as_bytes())?;
-        write_private_file(&directory.join(KEY_FILE), key.serialize_pem().as_bytes())?;
+        if access == FileAccess::ThroughPrivateParent {
+            let parent = directory.parent().ok_or_else(|| TlsError::Write {
+                path: directory.to_owned(),
+                source: std::io::Error::other("a worker's TLS directory needs a private parent directory"),
+            })?;
+            create_private_directory(parent)?;
+            set_mode(parent, 0o700)?;
+        }
+        let (directory_mode, file_mode) = access.modes();
+        create_directory(directory, directory_mode)?;
+        write_file(&directory.join(CA_FILE), self.certificate_pem.as_bytes(), file_mode)?;
+        write_file(&directory.join(CERTIFICATE_FILE), certificate.pem().as_bytes(), file_mode)?;
+        write_file(&directory.join(KEY_FILE), key.serialize_pem().as_bytes(), file_mode)?;
         Ok(CertificateFingerprint::of(certificate.der()))
     }
 }
@@ -272,25 +282,61 @@ fn server_name(name: &str) -> Result<SanType, TlsError> {
     Ok(SanType::DnsName(dns))
 }
 
+/// Who may read a worker's TLS files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileAccess {
+    /// Only this user: the directory 0700, the files 0600. For a worker that
+    /// runs as this user (a local process).
+    OwnerOnly,
+    /// Any user that can reach the directory (0755, files 0644), while its
+    /// parent directory is made owner-only (0700), so no other user of the
+    /// host can. For a worker in a container, whose user (the image's) is
+    /// not this one and which sees the directory through a bind mount, not
+    /// through its parent.
+    ThroughPrivateParent,
+}
+
+impl FileAccess {
+    fn modes(self) -> (u32, u32) {
+        match self {
+            FileAccess::OwnerOnly => (0o700, 0o600),
+            FileAccess::ThroughPrivateParent => (0o755, 0o644),
+        }
+    }
+}
+
 fn create_private_directory(directory: &Path) -> Result<(), TlsError> {
+    create_directory(directory, 0o700)
+}
+
+fn create_directory(directory: &Path, mode: u32) -> Result<(), TlsError> {
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new()
         .recursive(true)
-        .mode(0o700)
+        .mode(mode)
         .create(directory)
-        .map_err(|source| TlsError::Write { path: directory.to_owned(), source })
+        .map_err(|source| TlsError::Write { path: directory.to_owned(), source })?;
+    // The umask may have narrowed the mode.
+    set_mode(directory, mode)
 }
 
-fn write_private_file(path: &Path, contents: &[u8]) -> Result<(), TlsError> {
+fn set_mode(path: &Path, mode: u32) -> Result<(), TlsError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(|source| TlsError::Write { path: path.to_owned(), source })
+}
+
+fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), TlsError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
-        .mode(0o600)
+        .mode(mode)
         .open(path)
         .and_then(|mut file| file.write_all(contents))
-        .map_err(|source| TlsError::Write { path: path.to_owned(), source })
+        .map_err(|source| TlsError::Write { path: path.to_owned(), source })?;
+    set_mode(path, mode)
 }
 
 /// Remove a worker's TLS directory; a missing one is fine.
@@ -442,8 +488,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let files = dir.path().join("tls").join("w1-001");
         let validity = CertificatePolicy::default().worker_validity(at(0), at(60));
-        let first = authority.issue_worker_files("w1-001", validity, &files).unwrap();
-        let second = authority.issue_worker_files("w1-001", validity, &files).unwrap();
+        let first = authority.issue_worker_files("w1-001", validity, &files, FileAccess::OwnerOnly).unwrap();
+        let second = authority.issue_worker_files("w1-001", validity, &files, FileAccess::OwnerOnly).unwrap();
         assert_ne!(first, second, "a reissue is a new certificate");
         assert_eq!(std::fs::metadata(&files).unwrap().permissions().mode() & 0o777, 0o700);
         for file in [CA_FILE, CERTIFICATE_FILE, KEY_FILE] {
@@ -455,6 +501,24 @@ mod tests {
         remove_tls_directory(&files).unwrap();
         assert!(!files.exists());
         remove_tls_directory(&files).expect("removing twice is fine");
+    }
+
+    #[test]
+    fn a_container_workers_files_are_readable_below_an_owner_only_parent() {
+        use std::os::unix::fs::PermissionsExt;
+        let authority = RunAuthority::create("r1", CertificatePolicy::default().authority_validity(at(0), at(60)))
+            .expect("an authority");
+        let dir = tempfile::tempdir().unwrap();
+        let files = dir.path().join("tls").join("w1-001");
+        let validity = CertificatePolicy::default().worker_validity(at(0), at(60));
+        authority.issue_worker_files("w1-001", validity, &files, FileAccess::ThroughPrivateParent).unwrap();
+        let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir.path().join("tls")), 0o700, "no other user of the host gets past the parent");
+        assert_eq!(mode(&files), 0o755);
+        for file in [CA_FILE, CERTIFICATE_FILE, KEY_FILE] {
+            assert_eq!(mode(&files.join(file)), 0o644, "{file}");
+        }
+        worker_client_config(&files).expect("the files make a client configuration");
     }
 
     #[test]

@@ -34,7 +34,7 @@ fn hex_of(bytes: &[u8]) -> String {
 fn issue(authority: &RunAuthority, worker: &str, dir: &Path) -> CertificateFingerprint {
     let now = SystemClock.now();
     let validity = CertificatePolicy::default().worker_validity(now, now.saturating_add(Duration::from_secs(60)));
-    authority.issue_worker_files(worker, validity, dir).expect("worker files")
+    authority.issue_worker_files(worker, validity, dir, mayfly_jobs::tls::FileAccess::OwnerOnly).expect("worker files")
 }
 
 #[tokio::test]

@@ -3,6 +3,7 @@
 //! and the document cannot drift apart.
 
 mod access_log;
+mod audit;
 mod functions;
 mod objects;
 mod queues;
@@ -37,7 +38,8 @@ pub fn api_router(architecture: &Architecture) -> OpenApiRouter<ApiState> {
         .routes(routes!(runs::stream_run_logs))
         .routes(routes!(results::list_results))
         .routes(routes!(results::get_result))
-        .routes(routes!(access_log::read_access_log));
+        .routes(routes!(access_log::read_access_log))
+        .routes(routes!(audit::latest_audit));
     user_routes::add_user_routes(router, architecture)
 }
 

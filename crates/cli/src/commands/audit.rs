@@ -11,12 +11,13 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
+use futures::future::BoxFuture;
 use mayfly_audit::{
-    AuditFinding, AuditSettings, AuditSeverity, Inventory, InventorySources, NetworkInventory, ReapedResource,
-    StateStoreEntry,
+    AuditFinding, AuditSettings, AuditSeverity, Inventory, InventorySources, LiveNetwork, NetworkInventory,
+    ReapedResource, StateStoreEntry,
 };
 use mayfly_core::SystemClock;
-use mayfly_fleet::{LocalProvisioner, Provisioner, ResourceId, TAG_RUN, TagFilter};
+use mayfly_fleet::{DockerProvisioner, FleetError, LocalProvisioner, Provisioner, ResourceId, TAG_RUN, TagFilter};
 use mayfly_spec::Architecture;
 use mayfly_state::{AuditRecord, NewAudit, StateStore};
 use serde::Serialize;
@@ -39,15 +40,42 @@ pub struct AuditArgs {
 /// How long an orphan gets between SIGTERM and SIGKILL.
 const REAP_GRACE: Duration = Duration::from_secs(5);
 
-/// The provisioners whose live resources the audit inventories. The Docker
-/// provisioner joins this list; its networks join [`network_inventories`].
-fn provisioners() -> Vec<Arc<dyn Provisioner>> {
-    vec![Arc::new(LocalProvisioner::new())]
+/// Where the audit looks: every provisioner the project's runs may have
+/// resources in (local processes; Docker containers when the engine answers,
+/// which it must when a job uses it), and the Docker networks.
+async fn sources(architecture: &Architecture) -> Result<(Vec<Arc<dyn Provisioner>>, Vec<Arc<dyn NetworkInventory>>)> {
+    let mut provisioners: Vec<Arc<dyn Provisioner>> = vec![Arc::new(LocalProvisioner::new())];
+    let mut networks: Vec<Arc<dyn NetworkInventory>> = Vec::new();
+    if let Some(docker) = crate::commands::jobs::docker_engine(architecture).await? {
+        provisioners.push(Arc::new(docker.clone()));
+        networks.push(Arc::new(DockerNetworks(docker)));
+    }
+    Ok((provisioners, networks))
 }
 
-/// Where networks come from: none yet (local processes have none of their own).
-fn network_inventories() -> Vec<Arc<dyn NetworkInventory>> {
-    Vec::new()
+/// The Docker networks Mayfly created, as the audit sees networks.
+struct DockerNetworks(DockerProvisioner);
+
+impl NetworkInventory for DockerNetworks {
+    fn provider(&self) -> &'static str {
+        "docker"
+    }
+
+    fn networks<'a>(&'a self, filter: &'a TagFilter) -> BoxFuture<'a, Result<Vec<LiveNetwork>, FleetError>> {
+        Box::pin(async move {
+            let networks = self.0.networks(filter).await?;
+            Ok(networks
+                .into_iter()
+                .map(|network| LiveNetwork {
+                    id: network.id,
+                    // A subnet Docker reports that is not IPv4 CIDR is left out, not guessed at.
+                    subnets: network.subnet.and_then(|subnet| subnet.parse().ok()).into_iter().collect(),
+                    name: network.name,
+                    tags: network.tags,
+                })
+                .collect())
+        })
+    }
 }
 
 /// One audit, recorded, with the inventory it checked.
@@ -64,8 +92,7 @@ async fn audit_project(
     trigger: &str,
     ignore: &[ResourceId],
 ) -> Result<Audited> {
-    let provisioners = provisioners();
-    let networks = network_inventories();
+    let (provisioners, networks) = sources(architecture).await?;
     let sources = InventorySources {
         architecture,
         state: opened.state.as_ref(),
@@ -149,7 +176,8 @@ pub async fn audit(args: AuditArgs, project: Option<&Path>, output: Output) -> R
     if args.reap {
         let live_runs: BTreeSet<String> =
             opened.state.runs(None, 100_000)?.into_iter().filter(|r| !r.status.is_finished()).map(|r| r.id).collect();
-        reaped = mayfly_audit::reap_orphans_everywhere(&provisioners(), &architecture.name, &live_runs, REAP_GRACE)
+        let (provisioners, _) = sources(&architecture).await?;
+        reaped = mayfly_audit::reap_orphans_everywhere(&provisioners, &architecture.name, &live_runs, REAP_GRACE)
             .await
             .context("cannot reap orphans")?;
     }

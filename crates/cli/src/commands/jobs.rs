@@ -682,15 +682,26 @@ pub const DEFAULT_IMAGE: &str = crate::commands::image::DEFAULT_TAG;
 /// job since changed to local).
 pub async fn fleet_provisioners(architecture: &Architecture) -> Result<Vec<Arc<dyn Provisioner>>> {
     let mut provisioners: Vec<Arc<dyn Provisioner>> = vec![Arc::new(LocalProvisioner::new())];
-    let uses_docker = architecture.jobs.values().any(|job| job.provisioner.kind == ProvisionerKind::Docker);
-    match DockerProvisioner::connect().await {
-        Ok(docker) => provisioners.push(Arc::new(docker)),
-        Err(error) if uses_docker => {
-            return Err(anyhow::Error::new(error).context("a job of this project runs its workers in Docker"));
-        }
-        Err(error) => tracing::debug!(error = %error, "no Docker engine; listing local processes only"),
+    if let Some(docker) = docker_engine(architecture).await? {
+        provisioners.push(Arc::new(docker));
     }
     Ok(provisioners)
+}
+
+/// The Docker engine, when it answers; an error when it does not and a job
+/// of the project runs its workers in Docker.
+pub async fn docker_engine(architecture: &Architecture) -> Result<Option<DockerProvisioner>> {
+    let uses_docker = architecture.jobs.values().any(|job| job.provisioner.kind == ProvisionerKind::Docker);
+    match DockerProvisioner::connect().await {
+        Ok(docker) => Ok(Some(docker)),
+        Err(error) if uses_docker => {
+            Err(anyhow::Error::new(error).context("a job of this project runs its workers in Docker"))
+        }
+        Err(error) => {
+            tracing::debug!(error = %error, "no Docker engine; listing local processes only");
+            Ok(None)
+        }
+    }
 }
 
 /// What every provisioner finds for `filter`.
