@@ -205,7 +205,15 @@ fn main() -> ExitCode {
 
     let cli = Cli::parse();
     let output = Output::new(cli.json);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // A worker is one pipeline (its function instance, its coordinator): one
+    // thread runs it without waking others across cores, so more of the
+    // machine is left to the function. Everything else may serve many
+    // requests at once and blocks on state-store commits: many threads.
+    let mut builder = match cli.command {
+        Command::Worker(_) => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("error: cannot start the async runtime: {error}");
