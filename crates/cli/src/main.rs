@@ -176,7 +176,7 @@ enum Command {
     #[command(subcommand)]
     Image(image::ImageCommand),
 
-    /// Serve the project's HTTPS API (TLS only) until Ctrl-C.
+    /// Serve the project's HTTPS API under /v1 and its web dashboard at / (TLS only) until Ctrl-C.
     #[command(after_help = "Examples:\n  mayfly serve\n  mayfly serve --listen 0.0.0.0:8443")]
     Serve(serve::ServeArgs),
     /// The HTTPS API's bearer tokens: create, list, revoke.
