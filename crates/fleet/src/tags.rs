@@ -13,6 +13,13 @@ pub const TAG_RUN: &str = "mayfly.run";
 pub const TAG_ROLE: &str = "mayfly.role";
 /// A worker's id within its run.
 pub const TAG_WORKER: &str = "mayfly.worker";
+/// The function a function instance (role `function`) belongs to.
+pub const TAG_FUNCTION: &str = "mayfly.function";
+/// The local process that owns a resource outside any run (a function
+/// container): `pid:<pid>:<start time in clock ticks>`, as
+/// [`owner_of_this_process`] gives it. Once that process is gone the
+/// resource is an orphan ([`reap_orphans`](crate::reap_orphans)).
+pub const TAG_OWNER: &str = "mayfly.owner";
 
 /// Labels on every resource Mayfly creates: the project's tags plus Mayfly's own.
 ///
@@ -122,4 +129,25 @@ pub(crate) fn check_tag(key: &str, value: &str) -> Result<(), String> {
         return Err(format!("the value of tag `{key}` contains a NUL byte"));
     }
     Ok(())
+}
+
+/// This process as a [`TAG_OWNER`] value: its pid and start time, so that a
+/// recycled pid is never taken for it.
+pub fn owner_of_this_process() -> String {
+    let pid = std::process::id() as i32;
+    let start_ticks = crate::local::procfs_start_ticks(pid).unwrap_or(0);
+    format!("pid:{pid}:{start_ticks}")
+}
+
+/// Whether the process a [`TAG_OWNER`] value names is still alive (a value
+/// that names no process in this form counts as alive: it is not ours to judge).
+pub fn owner_is_alive(owner: &str) -> bool {
+    let parsed = owner
+        .strip_prefix("pid:")
+        .and_then(|rest| rest.split_once(':'))
+        .and_then(|(pid, ticks)| Some((pid.parse::<i32>().ok()?, ticks.parse::<u64>().ok()?)));
+    match parsed {
+        Some((pid, start_ticks)) => crate::local::procfs_is_alive(pid, start_ticks),
+        None => true,
+    }
 }

@@ -112,6 +112,11 @@ impl LogCapture {
         }
     }
 
+    /// Adds what an instance wrote through another channel than its pipes (a container's attached output).
+    pub(crate) fn push(&self, bytes: &[u8]) {
+        lock(&self.buffer).push(bytes);
+    }
+
     /// Everything written so far, this request's logs; resets for the next request.
     pub(crate) fn take_request_logs(&self) -> Vec<u8> {
         let mut buffer = lock(&self.buffer);
