@@ -138,7 +138,21 @@ except OSError as error:
 json.dump(seen, sys.stdout)
 "#;
 
-const HANDLER: &str = "import os, time\n\ndef handler(event, context):\n    print('coding chart', event.get('chart'))\n    if event.get('sleep'):\n        time.sleep(event['sleep'])\n    if event.get('fail'):\n        raise ValueError('chart is empty')\n    return {'chart': event.get('chart'), 'request': context.aws_request_id, 'uid': os.getuid()}\n";
+const HANDLER: &str = r#"import os, socket, time
+
+def handler(event, context):
+    print('coding chart', event.get('chart'))
+    if event.get('sleep'):
+        time.sleep(event['sleep'])
+    if event.get('fail'):
+        raise ValueError('chart is empty')
+    try:
+        socket.create_connection(('1.1.1.1', 53), timeout=2).close()
+        network = True
+    except OSError:
+        network = False
+    return {'chart': event.get('chart'), 'request': context.aws_request_id, 'uid': os.getuid(), 'network': network}
+"#;
 
 /// A deployed project with container functions `probe` (process runtime)
 /// and `py` (lambda runtime, `awslambdaric`), both with `extra` appended to
@@ -236,6 +250,7 @@ fn a_lambda_function_in_a_container_answers_through_the_runtime_api() {
     assert_eq!(report["response"]["chart"], 3);
     assert_eq!(report["response"]["request"], report["request_id"]);
     assert_eq!(report["response"]["uid"], 10001, "it ran in the image, as its user: {report}");
+    assert_eq!(report["response"]["network"], false, "its network is internal: only the host's gateway: {report}");
     assert!(report["logs"].as_str().unwrap().contains("coding chart 3"), "{report}");
     assert_no_container_left(&name);
     assert_no_network_left(&name);

@@ -19,6 +19,11 @@ use crate::error::SpawnError;
 use crate::logs::LogCapture;
 use crate::memory::{InstanceCgroup, MemoryEnforcement};
 
+/// How long a container's output must be quiet after its answer before the
+/// request's logs are taken, and the longest wait for that.
+const CONTAINER_LOG_QUIET: Duration = Duration::from_millis(20);
+const CONTAINER_LOG_SETTLE_LIMIT: Duration = Duration::from_millis(200);
+
 /// A started instance of a lambda function.
 pub(crate) struct LambdaInstance {
     /// The definition it was started from; a changed definition needs a new instance.
@@ -225,6 +230,9 @@ impl LambdaInstance {
             Err(_) => (Outcome::Crashed { reason: "the instance is not polling for events".into() }, None, false),
         };
         let duration = started.elapsed();
+        if matches!(self.body, InstanceBody::Container(_)) {
+            self.logs.settle(CONTAINER_LOG_QUIET, CONTAINER_LOG_SETTLE_LIMIT).await;
+        }
         let logs = self.logs.take_request_logs();
         let peak_memory = match &mut self.body {
             InstanceBody::Process { cgroup, .. } => cgroup.as_mut().and_then(InstanceCgroup::peak_memory),
