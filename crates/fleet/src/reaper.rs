@@ -10,7 +10,8 @@ use crate::tags::{TAG_OWNER, TAG_RUN, TagFilter, owner_is_alive};
 /// Stops (with `grace`) every live resource matching `filter` whose
 /// [`TAG_RUN`] is not in `live_runs`, or which has no run but a
 /// [`TAG_OWNER`] process that is gone (a function container of a Mayfly
-/// that was killed), concurrently; returns what was reaped.
+/// that was killed; owners in another pid namespace are never judged),
+/// concurrently; returns what was reaped.
 ///
 /// Resources with neither tag are left alone: nothing says they are over. If some orphans cannot be stopped the error
 /// [`FleetError::ReapIncomplete`] lists both what was reaped and what was not.
@@ -74,6 +75,10 @@ mod tests {
         // Pid 1 exists, but did not start at tick 1: that owner is gone.
         assert!(orphan(Tags::new().with(TAG_OWNER, "pid:1:1")));
         assert!(!orphan(Tags::new().with(TAG_OWNER, "not a pid")), "not ours to judge");
+        assert!(!orphan(Tags::new().with(TAG_OWNER, "pid:1:1@1")), "another pid namespace's: not ours to judge");
+        let this = owner_of_this_process();
+        let (_, namespace) = this.split_once('@').expect("this process's namespace is readable");
+        assert!(orphan(Tags::new().with(TAG_OWNER, format!("pid:1:1@{namespace}"))));
         assert!(!orphan(Tags::new().with("owner", "tests")), "nothing says it is over");
     }
 }
