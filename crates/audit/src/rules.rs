@@ -407,7 +407,7 @@ fn orphaned_resources(input: &RuleInput<'_>) -> Vec<AuditFinding> {
                 &live.kind,
                 live.id.clone(),
                 format!("{what} {} is still there but the Mayfly process that started it is gone", live.kind),
-                "`mayfly audit --reap` removes it (so does `mayfly ps --reap`, and `mayfly up` every 30 s)".to_owned(),
+                "`mayfly ps --reap` removes it (so does `mayfly up` every 30 s)".to_owned(),
             ));
         }
         let Some(run) = &live.run else { continue };

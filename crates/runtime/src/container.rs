@@ -18,8 +18,8 @@
 //! Every container is labelled with the function's tags, the role
 //! `function`, the function and its owner (this process), and removed when
 //! its instance ends; containers of owners that died are reaped when an
-//! invoker first connects to the engine, and by `mayfly ps --reap`, `mayfly
-//! audit --reap` and `mayfly up`.
+//! invoker first connects to the engine, and by `mayfly ps --reap` and
+//! `mayfly up`.
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
