@@ -143,6 +143,12 @@ impl LambdaInstance {
         let environment = instance_environment(function, Some(&runtime_api), None);
         let spec = engine.spec(function, isolation, environment, Some(network), false);
         let container = engine.start(spec).await.map_err(container_error)?;
+        if container.address.is_none() {
+            // Its Runtime API would wait for an address that never comes.
+            engine.remove(&container.id).await;
+            let reason = format!("the container has no address on Docker network `{}`", isolation.network);
+            return Err(container_error(reason));
+        }
         let _ = container_address.send(container.address);
         let mayfly_fleet::FunctionContainer { id, mut output, .. } = container;
         let logs = LogCapture::new(Vec::new());
