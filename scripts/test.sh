@@ -25,6 +25,13 @@ if ! command -v python3 >/dev/null 2>&1 || ! python3 -m pip --version >/dev/null
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 python3-pip >/dev/null
 fi
+# The container-function tests put the system's Python (its interpreter and
+# standard library, small, unlike a pyenv tree) into their test image.
+if [ ! -x /usr/bin/python3 ]; then
+    step "installing Debian's python3 for the container-function tests' image"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 >/dev/null
+fi
 if ! python3 -c "import awslambdaric" >/dev/null 2>&1; then
     step "installing awslambdaric from PyPI"
     python3 -m pip install --quiet awslambdaric || python3 -m pip install --quiet --break-system-packages awslambdaric

@@ -15,8 +15,8 @@ use mayfly_buckets::Buckets;
 use mayfly_core::run::RunReport;
 use mayfly_core::{Clock, Name};
 use mayfly_fleet::{
-    BoxFuture, FleetError, LiveResource, Provisioner, ResourceId, TAG_PROJECT, TAG_ROLE, TAG_RUN, TAG_WORKER,
-    TagFilter, Tags,
+    BoxFuture, FleetError, LiveResource, Provisioner, ResourceId, TAG_OWNER, TAG_PROJECT, TAG_ROLE, TAG_RUN,
+    TAG_WORKER, TagFilter, Tags,
 };
 use mayfly_spec::{Architecture, Ipv4Cidr, ProvisionerKind};
 use mayfly_state::StateStore;
@@ -236,6 +236,7 @@ fn live_entry(provisioner: &'static str, resource: LiveResource) -> LiveEntry {
         run: tags.get(TAG_RUN).cloned(),
         worker: tags.get(TAG_WORKER).cloned(),
         owner: owner_of(&tags),
+        owner_process_gone: resource.tags.get(TAG_OWNER).is_some_and(|owner| !mayfly_fleet::owner_is_alive(owner)),
         tags,
         address: resource.address,
         started_at: resource.started_at,

@@ -205,6 +205,9 @@ pub struct LiveEntry {
     pub worker: Option<String>,
     pub tags: TagMap,
     pub owner: Option<String>,
+    /// It names the Mayfly process that owns it (`mayfly.owner`, a function
+    /// container) and that process is gone.
+    pub owner_process_gone: bool,
     /// Where it can be reached, for resources that have an address of their own (containers).
     pub address: Option<String>,
     #[serde(serialize_with = "optional_rfc3339")]

@@ -8,7 +8,7 @@
 //! | `encryption` | buckets and the state store's payloads are encrypted when `encryption = "required"` |
 //! | `tls` | the API off loopback has TLS |
 //! | `network-boundary` | live resources' addresses, networks' subnets and docker jobs' subnets lie inside `networks` |
-//! | `orphaned-resource` | no live resource or network of a finished or unknown run |
+//! | `orphaned-resource` | no live resource or network of a finished or unknown run, nor one whose owner process is gone |
 //! | `run-deadline` | no run goes on past its deadline |
 //! | `run-budget` | no run costs more than its budget |
 //! | `log-retention` | no sealed log is older than `log_retention` or its bucket's `retention` |
@@ -82,7 +82,7 @@ pub const RULES: &[Rule] = &[
     },
     Rule {
         name: "orphaned-resource",
-        summary: "no process, container or network of a finished or unknown run is left",
+        summary: "no process, container or network of a finished or unknown run, or of a dead owner, is left",
         check: orphaned_resources,
     },
     Rule { name: "run-deadline", summary: "no run goes on past its deadline", check: run_deadline },
@@ -399,6 +399,17 @@ fn orphaned_resources(input: &RuleInput<'_>) -> Vec<AuditFinding> {
     let inventory = input.inventory;
     let mut findings = Vec::new();
     for live in &inventory.live {
+        if live.run.is_none() && live.owner_process_gone {
+            let what = live.role.as_deref().unwrap_or(&live.kind);
+            findings.push(finding(
+                "orphaned-resource",
+                AuditSeverity::Violation,
+                &live.kind,
+                live.id.clone(),
+                format!("{what} {} is still there but the Mayfly process that started it is gone", live.kind),
+                "`mayfly ps --reap` removes it (so does `mayfly up` every 30 s)".to_owned(),
+            ));
+        }
         let Some(run) = &live.run else { continue };
         if let Some(because) = orphaned_because(inventory, run) {
             let what = live.role.as_deref().unwrap_or(&live.kind);

@@ -756,6 +756,7 @@ logs = "logs"
         // Simulated workers never say hello; the definition is only handed over, never run.
         let function = &architecture.jobs[&job].function;
         let worker_function = mayfly_control::function_definition(
+            &architecture,
             function,
             &architecture.functions[function],
             None,

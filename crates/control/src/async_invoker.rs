@@ -83,8 +83,14 @@ async fn invoke_one(
             return Ok(());
         }
     };
-    let definition =
-        function_definition(function, spec, config.deployment_version, &config.project_root, &config.mayfly_bin);
+    let definition = function_definition(
+        &config.architecture,
+        function,
+        spec,
+        config.deployment_version,
+        &config.project_root,
+        &config.mayfly_bin,
+    );
     let request_id = new_request_id();
     let invocation = Invocation {
         request_id: request_id.clone(),

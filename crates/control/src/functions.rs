@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use mayfly_core::queue::QueueConfig;
 use mayfly_core::{ByteSize, Name};
-use mayfly_runtime::{FunctionDefinition, RuntimeKind};
-use mayfly_spec::{Architecture, FunctionSpec, PricingSpec, Runtime};
+use mayfly_runtime::{ContainerIsolation, FunctionDefinition, Isolation, RuntimeKind};
+use mayfly_spec::{Architecture, FunctionSpec, Isolation as SpecIsolation, PricingSpec, Runtime};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -83,8 +83,20 @@ pub struct AsyncEnvelope {
     pub event: serde_json::Value,
 }
 
-/// What the runtime needs to run `spec`.
+/// The Docker network lambda instances of `architecture`'s container
+/// functions join to reach the Runtime API on its gateway.
+pub fn function_network_name(architecture: &Architecture) -> String {
+    format!("mayfly-fn-{}", architecture.name)
+}
+
+/// What the runtime needs to run `spec`, function `name` of `architecture`.
+///
+/// A container function (`isolation = "container"`) gets its image, the
+/// project's network for lambda instances and the project's and function's
+/// tags as labels; it gets no `MAYFLY_PROJECT` / `MAYFLY_BIN`, because the
+/// project's store is not reachable from inside its container.
 pub fn function_definition(
+    architecture: &Architecture,
     name: &Name,
     spec: &FunctionSpec,
     deployment_version: Option<u64>,
@@ -92,8 +104,25 @@ pub fn function_definition(
     mayfly_bin: &Path,
 ) -> FunctionDefinition {
     let mut env = spec.env.clone();
-    env.insert("MAYFLY_PROJECT".into(), project_root.display().to_string());
-    env.insert("MAYFLY_BIN".into(), mayfly_bin.display().to_string());
+    let isolation = match (spec.isolation, &spec.image) {
+        (SpecIsolation::Container, Some(image)) => {
+            let mut tags = crate::jobs::project_tags(architecture);
+            for (key, value) in &spec.tags {
+                tags.insert(key, value);
+            }
+            Isolation::Container(ContainerIsolation {
+                image: image.clone(),
+                network: function_network_name(architecture),
+                tags,
+            })
+        }
+        // Validation refuses a container function without an image.
+        _ => {
+            env.insert("MAYFLY_PROJECT".into(), project_root.display().to_string());
+            env.insert("MAYFLY_BIN".into(), mayfly_bin.display().to_string());
+            Isolation::Process
+        }
+    };
     FunctionDefinition {
         name: name.clone(),
         version: deployment_version.map_or_else(|| "$LATEST".to_owned(), |v| v.to_string()),
@@ -109,6 +138,7 @@ pub fn function_definition(
         memory: spec.memory,
         concurrency: spec.concurrency,
         max_payload: ByteSize(6 * 1024 * 1024),
+        isolation,
     }
 }
 

@@ -45,8 +45,14 @@ pub async fn invoke_and_record(
             deployed.architecture.functions.keys().map(Name::to_string).collect::<Vec<_>>().join(", ")
         },
     })?;
-    let definition =
-        crate::function_definition(function, spec, deployed.version, context.project_root, context.mayfly_bin);
+    let definition = crate::function_definition(
+        deployed.architecture,
+        function,
+        spec,
+        deployed.version,
+        context.project_root,
+        context.mayfly_bin,
+    );
     let request_id = crate::new_request_id();
     let result = invoker.invoke(&definition, Invocation { request_id, payload, trace_id: None }).await;
     crate::record_invocation(state, deployed.architecture, deployed.version, function, trigger, 1, &result)

@@ -42,7 +42,8 @@ use tokio::task::JoinSet;
 
 pub use async_invoker::new_request_id;
 pub use functions::{
-    AsyncEnvelope, FAILED_QUEUE, async_queue_name, estimate_cost, function_definition, internal_queues,
+    AsyncEnvelope, FAILED_QUEUE, async_queue_name, estimate_cost, function_definition, function_network_name,
+    internal_queues,
 };
 pub use invoke::{InvokeContext, InvokeError, invoke_and_record};
 pub use ledger::{describe_failure, record_invocation};

@@ -98,6 +98,7 @@ async fn process_batch(
 ) -> Result<(), ControlError> {
     let Some(spec) = config.architecture.functions.get(&trigger.function) else { return Ok(()) };
     let definition = function_definition(
+        &config.architecture,
         &trigger.function,
         spec,
         config.deployment_version,

@@ -22,6 +22,12 @@
 //!   to the spec's `stdout`/`stderr` files, as a local process would write
 //!   them.
 //!
+//! - **Function instances** (`function_container.rs`): one container per
+//!   instance of a function with `isolation = "container"`, with the same
+//!   hardening ([`hardened_host_config`]), its standard streams attached,
+//!   on network `none` or an *internal* function network (whose containers
+//!   reach the host's gateway address and nothing beyond it).
+//!
 //! A container that exited stays until it is stopped (removed): the
 //! inventory lists it — it still exists — so the end of a run, or the
 //! reaper, removes it, and its exit code stays readable until then.
@@ -51,6 +57,10 @@ use tokio::time::Instant;
 use crate::error::FleetError;
 use crate::provisioner::{BoxFuture, LiveResource, ProcessSpec, Provisioner, ResourceId, ResourceState};
 use crate::tags::{TagFilter, Tags, check_tag};
+
+mod function_container;
+
+pub use function_container::{ContainerExit, ContainerOutput, FunctionContainer, FunctionContainerSpec};
 
 /// Every container and network Mayfly creates carries this label (value `true`).
 pub const MANAGED_LABEL: &str = "mayfly.managed";
@@ -131,6 +141,12 @@ impl DockerProvisioner {
     /// The network `request` names, created (labelled with its tags) if it
     /// does not exist. An existing network with another subnet is refused.
     pub async fn ensure_network(&self, request: &NetworkRequest) -> Result<NetworkInfo, FleetError> {
+        self.ensure_bridge_network(request, false).await
+    }
+
+    /// [`ensure_network`](Self::ensure_network); an `internal` network is
+    /// created so that its containers reach only the host and each other.
+    async fn ensure_bridge_network(&self, request: &NetworkRequest, internal: bool) -> Result<NetworkInfo, FleetError> {
         let failed = |reason: String| FleetError::Network { network: request.name.clone(), reason };
         if let Some(existing) = self.network(&request.name).await? {
             if let Some(wanted) = &request.subnet
@@ -160,7 +176,7 @@ impl DockerProvisioner {
             .create_network(NetworkCreateRequest {
                 name: request.name.clone(),
                 driver: Some("bridge".to_owned()),
-                internal: Some(false),
+                internal: Some(internal),
                 attachable: Some(false),
                 ipam,
                 labels: Some(labels),
@@ -312,19 +328,8 @@ impl DockerProvisioner {
             .transpose()
             .map_err(|_| invalid("the memory limit does not fit the engine's range".into()))?;
         let host_config = HostConfig {
-            network_mode: Some(placement.network.name.clone()),
-            memory,
-            // No swap beyond the memory limit.
-            memory_swap: memory,
             nano_cpus: spec.cpus.map(|cpus| (cpus * 1e9).round() as i64),
-            pids_limit: Some(1024),
-            privileged: Some(false),
-            readonly_rootfs: Some(true),
-            tmpfs: Some(HashMap::from([("/tmp".to_owned(), TMPFS_OPTIONS.to_owned())])),
-            cap_drop: Some(vec!["ALL".to_owned()]),
-            security_opt: Some(vec!["no-new-privileges".to_owned()]),
-            binds: (!binds.is_empty()).then_some(binds),
-            ..Default::default()
+            ..hardened_host_config(placement.network.name.clone(), memory, binds)
         };
         let body = ContainerCreateBody {
             image: Some(placement.image.clone()),
@@ -545,6 +550,29 @@ impl Provisioner for DockerProvisioner {
 
     fn remove_unused_networks<'a>(&'a self, filter: &'a TagFilter) -> BoxFuture<'a, Result<Vec<String>, FleetError>> {
         Box::pin(self.reap_unused_networks(filter))
+    }
+}
+
+/// The host configuration every Mayfly container starts with, workers and
+/// function instances alike: on `network_mode` (a user-defined network or
+/// `none`, never the host's), unprivileged, every capability dropped, no new
+/// privileges, a read-only root file system with a private `/tmp`, at most
+/// 1024 processes, `memory` without swap beyond it, and nothing of the host
+/// but `binds`.
+fn hardened_host_config(network_mode: String, memory: Option<i64>, binds: Vec<String>) -> HostConfig {
+    HostConfig {
+        network_mode: Some(network_mode),
+        memory,
+        // No swap beyond the memory limit.
+        memory_swap: memory,
+        pids_limit: Some(1024),
+        privileged: Some(false),
+        readonly_rootfs: Some(true),
+        tmpfs: Some(HashMap::from([("/tmp".to_owned(), TMPFS_OPTIONS.to_owned())])),
+        cap_drop: Some(vec!["ALL".to_owned()]),
+        security_opt: Some(vec!["no-new-privileges".to_owned()]),
+        binds: (!binds.is_empty()).then_some(binds),
+        ..Default::default()
     }
 }
 

@@ -11,7 +11,9 @@
 //! - [`LocalProvisioner`] runs resources as local processes, each in its own
 //!   process group, tagged through its environment.
 //! - [`DockerProvisioner`] runs them as containers of the local Docker engine
-//!   on a user-defined network, tagged through their labels.
+//!   on a user-defined network, tagged through their labels, and function
+//!   instances with `isolation = "container"` as containers
+//!   ([`DockerProvisioner::start_function_container`]).
 
 mod docker;
 mod error;
@@ -20,9 +22,15 @@ mod provisioner;
 mod reaper;
 mod tags;
 
-pub use docker::{ContainerPlacement, DockerProvisioner, MANAGED_LABEL, NetworkInfo, NetworkRequest};
+pub use docker::{
+    ContainerExit, ContainerOutput, ContainerPlacement, DockerProvisioner, FunctionContainer, FunctionContainerSpec,
+    MANAGED_LABEL, NetworkInfo, NetworkRequest,
+};
 pub use error::FleetError;
 pub use local::LocalProvisioner;
 pub use provisioner::{BoxFuture, LiveResource, ProcessSpec, Provisioner, ResourceId, ResourceState};
 pub use reaper::reap_orphans;
-pub use tags::{TAG_PROJECT, TAG_ROLE, TAG_RUN, TAG_WORKER, TagFilter, Tags};
+pub use tags::{
+    TAG_FUNCTION, TAG_OWNER, TAG_PROJECT, TAG_ROLE, TAG_RUN, TAG_WORKER, TagFilter, Tags, owner_is_alive,
+    owner_of_this_process,
+};

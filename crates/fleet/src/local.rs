@@ -434,6 +434,16 @@ fn inventory_from_proc(filter: &TagFilter) -> Result<Vec<LiveResource>, FleetErr
     Ok(resources)
 }
 
+/// The start time (clock ticks after boot) of process `pid`, if it exists.
+pub(crate) fn procfs_start_ticks(pid: i32) -> Option<u64> {
+    procfs::read_stat(pid).map(|stat| stat.start_ticks)
+}
+
+/// Whether process `pid`, started at `start_ticks`, is alive (not a zombie).
+pub(crate) fn procfs_is_alive(pid: i32, start_ticks: u64) -> bool {
+    procfs::read_stat(pid).is_some_and(|stat| stat.start_ticks == start_ticks && !stat.is_dead())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,6 +13,13 @@ pub const TAG_RUN: &str = "mayfly.run";
 pub const TAG_ROLE: &str = "mayfly.role";
 /// A worker's id within its run.
 pub const TAG_WORKER: &str = "mayfly.worker";
+/// The function a function instance (role `function`) belongs to.
+pub const TAG_FUNCTION: &str = "mayfly.function";
+/// The local process that owns a resource outside any run (a function
+/// container): `pid:<pid>:<start time in clock ticks>@<pid namespace>`, as
+/// [`owner_of_this_process`] gives it. Once that process is gone the
+/// resource is an orphan ([`reap_orphans`](crate::reap_orphans)).
+pub const TAG_OWNER: &str = "mayfly.owner";
 
 /// Labels on every resource Mayfly creates: the project's tags plus Mayfly's own.
 ///
@@ -122,4 +129,45 @@ pub(crate) fn check_tag(key: &str, value: &str) -> Result<(), String> {
         return Err(format!("the value of tag `{key}` contains a NUL byte"));
     }
     Ok(())
+}
+
+/// This process as a [`TAG_OWNER`] value: its pid and start time, so that a
+/// recycled pid is never taken for it, and its pid namespace
+/// (`pid:<pid>:<start ticks>@<namespace inode>`), so that a reaper in
+/// another namespace sharing the engine never judges it.
+pub fn owner_of_this_process() -> String {
+    let pid = std::process::id() as i32;
+    let start_ticks = crate::local::procfs_start_ticks(pid).unwrap_or(0);
+    match pid_namespace() {
+        Some(namespace) => format!("pid:{pid}:{start_ticks}@{namespace}"),
+        None => format!("pid:{pid}:{start_ticks}"),
+    }
+}
+
+/// Whether the process a [`TAG_OWNER`] value names is still alive. A value
+/// that names no process in this form, or one in another pid namespace,
+/// counts as alive: it is not ours to judge.
+pub fn owner_is_alive(owner: &str) -> bool {
+    let (process, namespace) = match owner.split_once('@') {
+        Some((process, namespace)) => (process, Some(namespace)),
+        None => (owner, None),
+    };
+    if namespace.is_some_and(|namespace| pid_namespace().as_deref() != Some(namespace)) {
+        return true;
+    }
+    let parsed = process
+        .strip_prefix("pid:")
+        .and_then(|rest| rest.split_once(':'))
+        .and_then(|(pid, ticks)| Some((pid.parse::<i32>().ok()?, ticks.parse::<u64>().ok()?)));
+    match parsed {
+        Some((pid, start_ticks)) => crate::local::procfs_is_alive(pid, start_ticks),
+        None => true,
+    }
+}
+
+/// The inode of this process's pid namespace (`/proc/self/ns/pid` → `pid:[N]`).
+fn pid_namespace() -> Option<String> {
+    let link = std::fs::read_link("/proc/self/ns/pid").ok()?;
+    let text = link.to_str()?;
+    Some(text.strip_prefix("pid:[")?.strip_suffix(']')?.to_owned())
 }

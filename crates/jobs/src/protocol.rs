@@ -22,7 +22,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use mayfly_core::{ByteSize, Name};
-use mayfly_runtime::{FunctionDefinition, RuntimeKind};
+use mayfly_runtime::{FunctionDefinition, Isolation, RuntimeKind};
 use serde::{Deserialize, Serialize};
 
 pub const HELLO_PATH: &str = "/v1/hello";
@@ -68,6 +68,9 @@ pub struct FunctionHandoff {
     pub memory_bytes: Option<u64>,
     pub concurrency: Option<u32>,
     pub max_payload_bytes: u64,
+    /// Absent from coordinators older than container isolation: a process.
+    #[serde(default)]
+    pub isolation: Isolation,
 }
 
 impl FunctionHandoff {
@@ -84,6 +87,7 @@ impl FunctionHandoff {
             memory_bytes: definition.memory.map(|memory| memory.bytes()),
             concurrency: definition.concurrency,
             max_payload_bytes: definition.max_payload.bytes(),
+            isolation: definition.isolation.clone(),
         }
     }
 
@@ -102,6 +106,7 @@ impl FunctionHandoff {
             memory: self.memory_bytes.map(ByteSize),
             concurrency: self.concurrency,
             max_payload: ByteSize(self.max_payload_bytes),
+            isolation: self.isolation,
         })
     }
 }

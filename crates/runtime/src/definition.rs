@@ -19,6 +19,31 @@ pub enum RuntimeKind {
     Lambda,
 }
 
+/// What a function's instances are isolated in.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Isolation {
+    /// A local process group (and memory cgroup) per instance.
+    #[default]
+    Process,
+    /// A Docker container per instance.
+    Container(ContainerIsolation),
+}
+
+/// How a function's instances run as containers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerIsolation {
+    /// The image every instance starts from; it must be in the local engine.
+    pub image: String,
+    /// The Mayfly network lambda instances join to reach the Runtime API on
+    /// its gateway (created when missing, internal, labelled with `tags`).
+    /// Process-runtime instances have no network at all.
+    pub network: String,
+    /// Labels of every container (the project's tags): the invoker adds the
+    /// role, the function and itself as the owner.
+    pub tags: mayfly_fleet::Tags,
+}
+
 /// Everything the invoker needs to run a function: its code, environment and limits.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FunctionDefinition {
@@ -42,6 +67,8 @@ pub struct FunctionDefinition {
     pub concurrency: Option<u32>,
     /// Largest event and largest response accepted.
     pub max_payload: ByteSize,
+    /// A process group per instance, or a container.
+    pub isolation: Isolation,
 }
 
 impl FunctionDefinition {
@@ -52,7 +79,8 @@ impl FunctionDefinition {
     pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3);
 
     /// A definition with the defaults: `$LATEST`, no handler, no extra
-    /// environment, 3 s timeout, no memory limit, unbounded concurrency, 6 MB payloads.
+    /// environment, 3 s timeout, no memory limit, unbounded concurrency, 6 MB
+    /// payloads, process isolation.
     pub fn new(name: Name, runtime: RuntimeKind, command: Vec<String>, working_dir: PathBuf) -> FunctionDefinition {
         FunctionDefinition {
             name,
@@ -66,6 +94,7 @@ impl FunctionDefinition {
             memory: None,
             concurrency: None,
             max_payload: Self::DEFAULT_MAX_PAYLOAD,
+            isolation: Isolation::Process,
         }
     }
 }

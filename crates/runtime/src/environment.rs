@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::definition::{FunctionDefinition, RuntimeKind};
+use crate::definition::{FunctionDefinition, Isolation, RuntimeKind};
 
 /// Variables passed through from Mayfly's own environment; nothing else of it
 /// (credentials, tokens) reaches a function.
@@ -35,8 +35,11 @@ pub(crate) fn instance_environment(
     runtime_api: Option<&str>,
     request_id: Option<&str>,
 ) -> BTreeMap<String, String> {
+    // A container has its image's `PATH` and home; nothing of the host's environment applies there.
+    let inherit = matches!(function.isolation, Isolation::Process);
     let mut environment: BTreeMap<String, String> = INHERITED_VARIABLES
         .iter()
+        .filter(|_| inherit)
         .filter_map(|name| std::env::var(name).ok().map(|value| ((*name).to_owned(), value)))
         .collect();
     environment.extend(function.env.iter().map(|(name, value)| (name.clone(), value.clone())));

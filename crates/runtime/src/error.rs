@@ -14,6 +14,9 @@ pub enum SpawnError {
     ExitWatch { pid: i32, source: std::io::Error },
     #[error("cannot set up the memory cgroup {path}: {source}")]
     Cgroup { path: PathBuf, source: std::io::Error },
-    #[error("cannot serve the Lambda Runtime API on loopback: {source}")]
-    RuntimeApi { source: std::io::Error },
+    #[error("cannot serve the Lambda Runtime API on {address}: {source}")]
+    RuntimeApi { address: std::net::IpAddr, source: std::io::Error },
+    /// A container instance could not be started (no engine, no image, …).
+    #[error("{reason}")]
+    Container { reason: String },
 }

@@ -11,7 +11,8 @@ use hyper::header::HeaderValue;
 use mayfly_core::{Clock, Name, SystemClock, Timestamp};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
-use crate::definition::{FunctionDefinition, Invocation, InvocationResult, Outcome, RuntimeKind};
+use crate::container::{SharedEngine, run_container_process_invocation, shared_engine};
+use crate::definition::{FunctionDefinition, Invocation, InvocationResult, Isolation, Outcome, RuntimeKind};
 use crate::lambda::{LambdaInstance, LambdaRun};
 use crate::memory::{MemoryEnforcement, MemoryEnforcementMode};
 use crate::process::run_process_invocation;
@@ -65,6 +66,8 @@ struct InvokerInner {
     next_instance: AtomicU64,
     shutdown: watch::Sender<bool>,
     reaper_started: AtomicBool,
+    /// The Docker engine, connected when a container function first runs.
+    containers: SharedEngine,
 }
 
 /// One function's concurrency cap and warm instances.
@@ -156,6 +159,7 @@ impl Invoker {
                 next_instance: AtomicU64::new(1),
                 shutdown,
                 reaper_started: AtomicBool::new(false),
+                containers: SharedEngine::new(),
             }),
         }
     }
@@ -215,9 +219,18 @@ impl Invoker {
         shutdown: &mut watch::Receiver<bool>,
     ) -> InvocationResult {
         let started_at = self.inner.config.clock.now();
-        let instance_name = self.next_instance_name();
-        let run =
-            run_process_invocation(function, &invocation, &self.inner.enforcement, &instance_name, shutdown).await;
+        let run = match &function.isolation {
+            Isolation::Process => {
+                let instance_name = self.next_instance_name();
+                run_process_invocation(function, &invocation, &self.inner.enforcement, &instance_name, shutdown).await
+            }
+            Isolation::Container(isolation) => match shared_engine(&self.inner.containers).await {
+                Ok(engine) => {
+                    run_container_process_invocation(&engine, function, isolation, &invocation, shutdown).await
+                }
+                Err(reason) => crate::process::ProcessRun::failed_to_start(reason),
+            },
+        };
         log_failure(function, &invocation.request_id, &run.outcome);
         InvocationResult {
             bytes_in: invocation.payload.len() as u64,
@@ -295,7 +308,14 @@ impl Invoker {
         let instance_name = self.next_instance_name();
         pool.live.fetch_add(1, Ordering::AcqRel);
         let now = self.inner.config.clock.now();
-        let mut instance = match LambdaInstance::start(function, &self.inner.enforcement, &instance_name, now).await {
+        let started = match &function.isolation {
+            Isolation::Process => LambdaInstance::start(function, &self.inner.enforcement, &instance_name, now).await,
+            Isolation::Container(isolation) => match shared_engine(&self.inner.containers).await {
+                Ok(engine) => LambdaInstance::start_in_container(function, isolation, engine, now).await,
+                Err(reason) => Err(crate::SpawnError::Container { reason }),
+            },
+        };
+        let mut instance = match started {
             Ok(instance) => instance,
             Err(error) => {
                 pool.live.fetch_sub(1, Ordering::AcqRel);
@@ -370,6 +390,9 @@ impl Invoker {
                 busy += pool.live.load(Ordering::Acquire) + pool.running.load(Ordering::Acquire);
             }
             if busy == 0 {
+                if let Some(engine) = self.inner.containers.get() {
+                    engine.remove_unused_networks().await;
+                }
                 return;
             }
             tokio::time::sleep(Duration::from_millis(5)).await;

@@ -10,14 +10,16 @@
 //!   idle timeout. Handlers built on `lambda_runtime` (Rust) or `awslambdaric`
 //!   (Python) run unmodified.
 //!
-//! Every instance runs in its own process group; a timeout kills the whole
-//! group. A memory limit is enforced by a cgroup per instance (v2 or v1,
+//! Every instance runs in its own process group, or, with
+//! [`Isolation::Container`], in a Docker container of its own (see
+//! `container.rs`); a timeout kills the whole group (the container). A memory limit is enforced by a cgroup per instance (v2 or v1,
 //! detected at run time) or, where no cgroup hierarchy is writable, by
 //! `RLIMIT_AS` (then exceeding it shows as a crash, not as out-of-memory).
 //! Every failure is an [`Outcome`]; `invoke` never panics and never returns an
 //! error.
 
 mod child;
+mod container;
 mod definition;
 mod environment;
 mod error;
@@ -27,7 +29,9 @@ mod logs;
 mod memory;
 mod process;
 
-pub use definition::{FunctionDefinition, Invocation, InvocationResult, Outcome, RuntimeKind};
+pub use definition::{
+    ContainerIsolation, FunctionDefinition, Invocation, InvocationResult, Isolation, Outcome, RuntimeKind,
+};
 pub use error::SpawnError;
 pub use invoker::{Invoker, InvokerConfig};
 pub use logs::LOG_CAPTURE_LIMIT;

@@ -82,11 +82,13 @@ impl LogBuffer {
 pub(crate) struct LogCapture {
     buffer: Mutex<LogBuffer>,
     pipes: Vec<pipe::Receiver>,
+    /// Chunks [`push`](Self::push)ed so far.
+    pushed: std::sync::atomic::AtomicU64,
 }
 
 impl LogCapture {
     pub(crate) fn new(pipes: Vec<pipe::Receiver>) -> Arc<LogCapture> {
-        Arc::new(LogCapture { buffer: Mutex::new(LogBuffer::default()), pipes })
+        Arc::new(LogCapture { buffer: Mutex::new(LogBuffer::default()), pipes, pushed: Default::default() })
     }
 
     /// Starts one reader task per pipe; they end at end of file.
@@ -109,6 +111,29 @@ impl LogCapture {
             if drain_pipe(pipe, &mut buffer) == PipeState::Closed {
                 return;
             }
+        }
+    }
+
+    /// Adds what an instance wrote through another channel than its pipes (a container's attached output).
+    pub(crate) fn push(&self, bytes: &[u8]) {
+        lock(&self.buffer).push(bytes);
+        self.pushed.fetch_add(1, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Waits until nothing was [`push`](Self::push)ed for `quiet`, at most
+    /// `longest`: a container's output reaches Mayfly through the engine, a
+    /// little after the handler answered, unlike a pipe's, which is drained
+    /// in the same step.
+    pub(crate) async fn settle(&self, quiet: std::time::Duration, longest: std::time::Duration) {
+        let started = std::time::Instant::now();
+        let mut seen = self.pushed.load(std::sync::atomic::Ordering::Acquire);
+        while started.elapsed() < longest {
+            tokio::time::sleep(quiet).await;
+            let now = self.pushed.load(std::sync::atomic::Ordering::Acquire);
+            if now == seen {
+                return;
+            }
+            seen = now;
         }
     }
 

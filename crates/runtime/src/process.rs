@@ -25,6 +25,20 @@ pub(crate) struct ProcessRun {
     pub logs: Vec<u8>,
 }
 
+impl ProcessRun {
+    /// An invocation whose instance never started.
+    pub(crate) fn failed_to_start(reason: String) -> ProcessRun {
+        ProcessRun {
+            outcome: Outcome::Crashed { reason },
+            response: None,
+            spawn_duration: Duration::ZERO,
+            duration: Duration::ZERO,
+            peak_memory: None,
+            logs: Vec::new(),
+        }
+    }
+}
+
 pub(crate) async fn run_process_invocation(
     function: &FunctionDefinition,
     invocation: &Invocation,
@@ -173,7 +187,7 @@ fn peak(cgroup: &mut Option<InstanceCgroup>, exit: &ChildExit) -> Option<u64> {
     cgroup.as_mut().and_then(InstanceCgroup::peak_memory).or(Some(exit.max_resident_bytes))
 }
 
-fn classify(
+pub(crate) fn classify(
     exit: &ChildExit,
     oom_killed: bool,
     memory_limit: Option<mayfly_core::ByteSize>,

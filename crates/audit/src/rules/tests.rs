@@ -61,6 +61,7 @@ fn live(id: &str, role: &str, run: Option<&str>, address: Option<&str>) -> LiveE
         worker: None,
         tags: live_tags,
         owner: Some("clinical".into()),
+        owner_process_gone: false,
         address: address.map(str::to_owned),
         started_at: Some(ago(Duration::from_secs(60))),
     }
@@ -350,6 +351,15 @@ fn orphaned_resources() {
         .saying("which ended succeeded at")
         .saying("mayfly audit --reap")
         .saying("docker network rm phi"),
+        case("a function container whose Mayfly is gone", PolicySpec::default(), |i| {
+            let mut alive = live("container:a1", "function", None, Some("172.20.0.2"));
+            alive.tags.insert("mayfly.owner".into(), "pid:10:1".into());
+            let mut orphan = live("container:b2", "function", None, Some("172.20.0.3"));
+            orphan.owner_process_gone = true;
+            i.live.extend([alive, orphan]);
+        })
+        .finds("orphaned-resource", AuditSeverity::Violation, "container:b2")
+        .saying("the Mayfly process that started it is gone"),
     ]);
 }
 

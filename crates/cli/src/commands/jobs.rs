@@ -536,6 +536,7 @@ pub async fn coordinator(args: CoordinatorArgs, project: Option<&Path>) -> Resul
         .get(&job.function)
         .with_context(|| format!("function `{}` is not in the run's deployment", job.function))?;
     let mut worker_function = mayfly_control::function_definition(
+        &architecture,
         &job.function,
         function,
         record.deployment_version,

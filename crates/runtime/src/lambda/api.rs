@@ -10,13 +10,18 @@
 //! instance's owner, and everything the handler reports goes back on another.
 //! Which request is in flight, and what its outcome is, the owner decides.
 //!
-//! FIXME: like AWS's own emulator, the API trusts whoever connects to its
-//! port; another local process that finds the port could poll events.
+//! A container instance's server listens on the gateway of its Mayfly
+//! network instead of loopback, and answers only connections from that
+//! container's address ([`AllowedPeer::Only`]): other containers on the
+//! network cannot poll its events.
+//!
+//! FIXME: like AWS's own emulator, a loopback server trusts whoever connects
+//! to its port; another local process that finds the port could poll events.
 //! Checking the peer's pid (SO_PEERCRED needs a Unix socket, which the
 //! runtime clients do not speak) or a per-instance secret path would close it.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -26,7 +31,7 @@ use hyper::body::Incoming;
 use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use tokio::net::TcpListener;
-use tokio::sync::{Mutex, mpsc};
+use tokio::sync::{Mutex, mpsc, watch};
 
 const NEXT_PATH: &str = "/2018-06-01/runtime/invocation/next";
 const INIT_ERROR_PATH: &str = "/2018-06-01/runtime/init/error";
@@ -74,6 +79,18 @@ struct ApiState {
     ready_reported: AtomicBool,
 }
 
+/// Who may talk to a server.
+#[derive(Debug, Clone)]
+pub(crate) enum AllowedPeer {
+    /// Anyone who reaches its address (loopback servers of local processes).
+    Anyone,
+    /// Only this address, once known (a container's, known after it started).
+    Only(watch::Receiver<Option<IpAddr>>),
+}
+
+/// How long a connection waits for the address of the container it must come from.
+const PEER_ADDRESS_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// The running server; dropping it stops the server and its connections.
 pub(crate) struct RuntimeApiServer {
     pub address: SocketAddr,
@@ -89,8 +106,14 @@ impl Drop for RuntimeApiServer {
 }
 
 impl RuntimeApiServer {
-    pub(crate) async fn start(function_arn: &str, max_body: usize) -> std::io::Result<RuntimeApiServer> {
-        let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
+    /// Serves on `bind` (a free port), to `allowed` peers.
+    pub(crate) async fn start(
+        function_arn: &str,
+        max_body: usize,
+        bind: IpAddr,
+        allowed: AllowedPeer,
+    ) -> std::io::Result<RuntimeApiServer> {
+        let listener = TcpListener::bind((bind, 0)).await?;
         let address = listener.local_addr()?;
         let (pending_sender, pending_receiver) = mpsc::channel(1);
         let (event_sender, event_receiver) = mpsc::unbounded_channel();
@@ -102,18 +125,18 @@ impl RuntimeApiServer {
             pending: Mutex::new(pending_receiver),
             ready_reported: AtomicBool::new(false),
         });
-        let task = tokio::spawn(serve(listener, state));
+        let task = tokio::spawn(serve(listener, state, allowed));
         Ok(RuntimeApiServer { address, pending: pending_sender, events: event_receiver, task })
     }
 }
 
-async fn serve(listener: TcpListener, state: Arc<ApiState>) {
+async fn serve(listener: TcpListener, state: Arc<ApiState>, allowed: AllowedPeer) {
     // Connections live in this set so that aborting the server aborts them too.
     let mut connections = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let (stream, _) = match accepted {
+                let (stream, peer) = match accepted {
                     Ok(accepted) => accepted,
                     Err(error) => {
                         tracing::warn!(error = %error, "runtime API accept failed");
@@ -123,7 +146,12 @@ async fn serve(listener: TcpListener, state: Arc<ApiState>) {
                 };
                 let _ = stream.set_nodelay(true);
                 let state = Arc::clone(&state);
+                let allowed = allowed.clone();
                 connections.spawn(async move {
+                    if !peer_is_allowed(allowed, peer.ip()).await {
+                        tracing::warn!(%peer, "refused a runtime API connection from another address than its instance's");
+                        return;
+                    }
                     let service = hyper::service::service_fn(move |request| {
                         let state = Arc::clone(&state);
                         async move { Ok::<_, Infallible>(route(&state, request).await) }
@@ -137,6 +165,16 @@ async fn serve(listener: TcpListener, state: Arc<ApiState>) {
                 });
             }
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+}
+
+async fn peer_is_allowed(allowed: AllowedPeer, peer: IpAddr) -> bool {
+    match allowed {
+        AllowedPeer::Anyone => true,
+        AllowedPeer::Only(mut address) => {
+            let known = tokio::time::timeout(PEER_ADDRESS_WAIT, address.wait_for(Option::is_some)).await;
+            matches!(known, Ok(Ok(expected)) if *expected == Some(peer))
         }
     }
 }

@@ -1,5 +1,5 @@
-//! One warm lambda instance: its process, its Runtime API server, its log
-//! pipes and its cgroup, and the two things the invoker does with it — wait
+//! One warm lambda instance: its process (and cgroup) or its container, its
+//! Runtime API server, its logs, and the two things the invoker does with it — wait
 //! for a cold start's init, and run one invocation.
 
 use std::sync::Arc;
@@ -10,13 +10,19 @@ use hyper::header::HeaderValue;
 use mayfly_core::Timestamp;
 use tokio::sync::watch;
 
-use super::api::{ApiEvent, PendingEvent, RuntimeApiServer};
+use super::api::{AllowedPeer, ApiEvent, PendingEvent, RuntimeApiServer};
 use crate::child::{ChildProcess, SpawnRequest};
-use crate::definition::{FunctionDefinition, Invocation, Outcome};
+use crate::container::{ContainerEngine, exit_status_of};
+use crate::definition::{ContainerIsolation, FunctionDefinition, Invocation, Outcome};
 use crate::environment::{function_arn, instance_environment};
 use crate::error::SpawnError;
 use crate::logs::LogCapture;
 use crate::memory::{InstanceCgroup, MemoryEnforcement};
+
+/// How long a container's output must be quiet after its answer before the
+/// request's logs are taken, and the longest wait for that.
+const CONTAINER_LOG_QUIET: Duration = Duration::from_millis(20);
+const CONTAINER_LOG_SETTLE_LIMIT: Duration = Duration::from_millis(200);
 
 /// A started instance of a lambda function.
 pub(crate) struct LambdaInstance {
@@ -24,11 +30,41 @@ pub(crate) struct LambdaInstance {
     pub definition: FunctionDefinition,
     /// When it last finished an invocation, by the invoker's clock.
     pub last_used: Timestamp,
-    child: ChildProcess,
-    cgroup: Option<InstanceCgroup>,
+    body: InstanceBody,
     server: RuntimeApiServer,
     logs: Arc<LogCapture>,
     log_readers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// What an instance runs in.
+enum InstanceBody {
+    /// A local process group, in its memory cgroup if there is one.
+    Process { child: ChildProcess, cgroup: Option<InstanceCgroup> },
+    /// A Docker container.
+    Container(ContainerBody),
+}
+
+struct ContainerBody {
+    engine: Arc<ContainerEngine>,
+    id: String,
+    /// `Some` once the container exited, with how.
+    exit: watch::Receiver<Option<mayfly_fleet::ContainerExit>>,
+    watcher: tokio::task::JoinHandle<()>,
+}
+
+impl InstanceBody {
+    /// Resolves when the instance's process (container) has exited.
+    async fn exited(&self) {
+        match self {
+            InstanceBody::Process { child, .. } => child.exited().await,
+            InstanceBody::Container(container) => {
+                let mut exit = container.exit.clone();
+                if exit.wait_for(Option::is_some).await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+        }
+    }
 }
 
 /// What one invocation on an instance produced, and whether the instance may be reused.
@@ -49,9 +85,10 @@ impl LambdaInstance {
         now: Timestamp,
     ) -> Result<LambdaInstance, SpawnError> {
         let max_body = usize::try_from(function.max_payload.bytes()).unwrap_or(usize::MAX);
-        let server = RuntimeApiServer::start(&function_arn(function), max_body)
+        let loopback = std::net::IpAddr::from(std::net::Ipv4Addr::LOCALHOST);
+        let server = RuntimeApiServer::start(&function_arn(function), max_body, loopback, AllowedPeer::Anyone)
             .await
-            .map_err(|source| SpawnError::RuntimeApi { source })?;
+            .map_err(|source| SpawnError::RuntimeApi { address: loopback, source })?;
         let cgroup = match function.memory {
             Some(limit) => InstanceCgroup::create(enforcement, instance_name, limit)?,
             None => None,
@@ -83,7 +120,64 @@ impl LambdaInstance {
         let logs = LogCapture::new(pipes);
         let log_readers = logs.spawn_readers();
         tracing::debug!(function = %function.name, pid = child.pid(), runtime_api, "lambda instance started");
-        Ok(LambdaInstance { definition: function.clone(), last_used: now, child, cgroup, server, logs, log_readers })
+        let body = InstanceBody::Process { child, cgroup };
+        Ok(LambdaInstance { definition: function.clone(), last_used: now, body, server, logs, log_readers })
+    }
+
+    /// Starts an instance in a container on the function's Mayfly network,
+    /// its Runtime API served on the network's gateway to that container only.
+    pub(crate) async fn start_in_container(
+        function: &FunctionDefinition,
+        isolation: &ContainerIsolation,
+        engine: Arc<ContainerEngine>,
+        now: Timestamp,
+    ) -> Result<LambdaInstance, SpawnError> {
+        let container_error = |reason: String| SpawnError::Container { reason };
+        let (network, gateway) = engine.ensure_network(isolation).await.map_err(container_error)?;
+        let max_body = usize::try_from(function.max_payload.bytes()).unwrap_or(usize::MAX);
+        let (container_address, allowed) = watch::channel(None);
+        let server = RuntimeApiServer::start(&function_arn(function), max_body, gateway, AllowedPeer::Only(allowed))
+            .await
+            .map_err(|source| SpawnError::RuntimeApi { address: gateway, source })?;
+        let runtime_api = server.address.to_string();
+        let environment = instance_environment(function, Some(&runtime_api), None);
+        let spec = engine.spec(function, isolation, environment, Some(network), false);
+        let container = engine.start(spec).await.map_err(container_error)?;
+        if container.address.is_none() {
+            // Its Runtime API would wait for an address that never comes.
+            engine.remove(&container.id).await;
+            let reason = format!("the container has no address on Docker network `{}`", isolation.network);
+            return Err(container_error(reason));
+        }
+        let _ = container_address.send(container.address);
+        let mayfly_fleet::FunctionContainer { id, mut output, .. } = container;
+        let logs = LogCapture::new(Vec::new());
+        let capture = Arc::clone(&logs);
+        let log_readers = vec![tokio::spawn(async move {
+            while let Some(chunk) = futures::StreamExt::next(&mut output).await {
+                match chunk {
+                    mayfly_fleet::ContainerOutput::Stdout(bytes) | mayfly_fleet::ContainerOutput::Stderr(bytes) => {
+                        capture.push(&bytes)
+                    }
+                }
+            }
+        })];
+        let (exit_sender, exit) = watch::channel(None);
+        let watcher = {
+            let engine = Arc::clone(&engine);
+            let id = id.clone();
+            tokio::spawn(async move {
+                let exit = engine
+                    .docker
+                    .wait_for_container_exit(&id)
+                    .await
+                    .unwrap_or(mayfly_fleet::ContainerExit { code: None, oom_killed: false });
+                let _ = exit_sender.send(Some(exit));
+            })
+        };
+        tracing::debug!(function = %function.name, container = %id, runtime_api, "lambda instance started in a container");
+        let body = InstanceBody::Container(ContainerBody { engine, id, exit, watcher });
+        Ok(LambdaInstance { definition: function.clone(), last_used: now, body, server, logs, log_readers })
     }
 
     /// Waits for the instance's first `/next` (the end of init), at most `timeout`.
@@ -96,7 +190,7 @@ impl LambdaInstance {
         let deadline = tokio::time::sleep(timeout);
         tokio::pin!(deadline);
         let events = &mut self.server.events;
-        let child = &self.child;
+        let body = &self.body;
         loop {
             tokio::select! {
                 event = events.recv() => match event {
@@ -107,7 +201,7 @@ impl LambdaInstance {
                     Some(_) => continue,
                     None => return Err(Outcome::Crashed { reason: "the runtime API stopped".into() }),
                 },
-                () = child.exited() => {
+                () = body.exited() => {
                     return Err(self.outcome_of_unexpected_exit("during init").await);
                 }
                 () = &mut deadline => return Err(Outcome::TimedOut { after: timeout }),
@@ -127,7 +221,7 @@ impl LambdaInstance {
         request_id: HeaderValue,
         shutdown: &mut watch::Receiver<bool>,
     ) -> LambdaRun {
-        if let Some(cgroup) = &mut self.cgroup {
+        if let InstanceBody::Process { cgroup: Some(cgroup), .. } = &mut self.body {
             cgroup.begin_invocation();
         }
         let started = Instant::now();
@@ -142,8 +236,14 @@ impl LambdaInstance {
             Err(_) => (Outcome::Crashed { reason: "the instance is not polling for events".into() }, None, false),
         };
         let duration = started.elapsed();
+        if matches!(self.body, InstanceBody::Container(_)) {
+            self.logs.settle(CONTAINER_LOG_QUIET, CONTAINER_LOG_SETTLE_LIMIT).await;
+        }
         let logs = self.logs.take_request_logs();
-        let peak_memory = self.cgroup.as_mut().and_then(InstanceCgroup::peak_memory);
+        let peak_memory = match &mut self.body {
+            InstanceBody::Process { cgroup, .. } => cgroup.as_mut().and_then(InstanceCgroup::peak_memory),
+            InstanceBody::Container(_) => None,
+        };
         LambdaRun { outcome, response, duration, peak_memory, logs, reusable }
     }
 
@@ -157,7 +257,7 @@ impl LambdaInstance {
         tokio::pin!(deadline);
         loop {
             let events = &mut self.server.events;
-            let child = &self.child;
+            let body = &self.body;
             tokio::select! {
                 event = events.recv() => {
                     let Some(event) = event else {
@@ -167,7 +267,7 @@ impl LambdaInstance {
                         return completion;
                     }
                 }
-                () = child.exited() => {
+                () = body.exited() => {
                     // It may have answered just before dying.
                     while let Ok(event) = self.server.events.try_recv() {
                         if let Some((outcome, response, _)) = completion_of(event, request_id, function) {
@@ -185,27 +285,49 @@ impl LambdaInstance {
         }
     }
 
-    /// Why the process died: the cgroup's OOM killer, or its exit status.
+    /// Why the process died: the cgroup's (container's) OOM killer, or its exit status.
     async fn outcome_of_unexpected_exit(&mut self, when: &str) -> Outcome {
-        let exit = self.child.wait().await;
-        match &self.cgroup {
-            Some(cgroup) if cgroup.oom_killed_since_begin() => Outcome::OutOfMemory { limit: cgroup.limit() },
-            _ => Outcome::Crashed { reason: format!("the instance exited {when} ({})", exit.status) },
+        match &mut self.body {
+            InstanceBody::Process { child, cgroup } => {
+                let exit = child.wait().await;
+                match cgroup {
+                    Some(cgroup) if cgroup.oom_killed_since_begin() => Outcome::OutOfMemory { limit: cgroup.limit() },
+                    _ => Outcome::Crashed { reason: format!("the instance exited {when} ({})", exit.status) },
+                }
+            }
+            InstanceBody::Container(container) => {
+                let exit =
+                    (*container.exit.borrow()).unwrap_or(mayfly_fleet::ContainerExit { code: None, oom_killed: false });
+                match self.definition.memory {
+                    Some(limit) if exit.oom_killed => Outcome::OutOfMemory { limit },
+                    _ => Outcome::Crashed {
+                        reason: format!("the instance's container exited {when} ({})", exit_status_of(&exit)),
+                    },
+                }
+            }
         }
     }
 
     /// Stops the instance: kills its process group (and cgroup), reaps it,
-    /// stops its server and removes its cgroup.
-    pub(crate) async fn discard(mut self) {
-        if let Some(cgroup) = &self.cgroup {
-            cgroup.kill_all();
+    /// stops its server and removes its cgroup; or kills and removes its container.
+    pub(crate) async fn discard(self) {
+        match self.body {
+            InstanceBody::Process { mut child, cgroup } => {
+                if let Some(cgroup) = &cgroup {
+                    cgroup.kill_all();
+                }
+                child.kill_group_and_reap().await;
+                if let Some(cgroup) = cgroup {
+                    cgroup.remove().await;
+                }
+            }
+            InstanceBody::Container(container) => {
+                container.engine.remove(&container.id).await;
+                container.watcher.abort();
+            }
         }
-        self.child.kill_group_and_reap().await;
         for reader in &self.log_readers {
             reader.abort();
-        }
-        if let Some(cgroup) = self.cgroup.take() {
-            cgroup.remove().await;
         }
     }
 }
