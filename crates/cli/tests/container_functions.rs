@@ -367,6 +367,16 @@ fn the_container_of_a_killed_mayfly_is_reaped() {
     let listed = listed.unwrap_or_else(|| panic!("mayfly ps lists the container: {live}"));
     assert_eq!(listed["role"], "function", "{listed}");
     assert_eq!(listed["tags"]["mayfly.function"], "probe", "{listed}");
+    // The audit finds it too: an orphan is a violation (exit 10).
+    let audit = project.run(&["audit", "--json"]);
+    assert_eq!(audit.status.code(), Some(10), "{}", String::from_utf8_lossy(&audit.stderr));
+    let audit: serde_json::Value = serde_json::from_slice(&audit.stdout).unwrap();
+    assert!(
+        audit["findings"].as_array().unwrap().iter().any(|finding| finding["rule"] == "orphaned-resource"
+            && finding["resource_kind"] == "container"
+            && finding["severity"] == "violation"),
+        "{audit}"
+    );
     project.ok(&["ps", "--reap"]);
     assert_no_container_left(&name);
 }
