@@ -719,7 +719,8 @@ logs = "logs"
             workers: Mutex::default(),
         });
 
-        let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a tokio runtime");
+        // The runtime `mayfly coordinator` runs on.
+        let runtime = mayfly_jobs::coordinator::runtime().expect("a tokio runtime");
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let data = root.join(".mayfly");
         // Opened as the CLI opens a project: state store and buckets sealed under its keyring.

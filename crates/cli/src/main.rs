@@ -205,15 +205,14 @@ fn main() -> ExitCode {
 
     let cli = Cli::parse();
     let output = Output::new(cli.json);
-    // A worker is one pipeline (its function instance, its coordinator): one
-    // thread runs it without waking others across cores, so more of the
-    // machine is left to the function. Everything else may serve many
-    // requests at once and blocks on state-store commits: many threads.
-    let mut builder = match cli.command {
-        Command::Worker(_) => tokio::runtime::Builder::new_current_thread(),
-        _ => tokio::runtime::Builder::new_multi_thread(),
+    // Workers and coordinators leave the cores to the functions (see their
+    // `runtime`); every other command may serve many requests at once.
+    let runtime = match cli.command {
+        Command::Worker(_) => mayfly_jobs::worker::runtime(),
+        Command::Coordinator(_) => mayfly_jobs::coordinator::runtime(),
+        _ => tokio::runtime::Builder::new_multi_thread().enable_all().build(),
     };
-    let runtime = match builder.enable_all().build() {
+    let runtime = match runtime {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("error: cannot start the async runtime: {error}");

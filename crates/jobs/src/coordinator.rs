@@ -390,6 +390,14 @@ async fn logs_handler(
 }
 
 /// Run the coordinator to the end of its run. Returns the final status.
+/// The runtime a coordinator process runs [`run`] on: one thread for its
+/// tasks (serving workers, watching them, renewing the lease) plus the
+/// blocking pool. Its work per request is small, and with one thread it
+/// wakes no other core, which is left to the workers' functions.
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()
+}
+
 pub async fn run(config: CoordinatorConfig) -> Result<RunStatus, CoordinatorError> {
     let timing = config.timing.clone();
     let state = config.state.clone();

@@ -115,6 +115,14 @@ pub fn coordinator_client(tls_dir: &std::path::Path) -> Result<reqwest::Client, 
 }
 
 /// Run until told to stop. Returns the number of items processed.
+/// The runtime a worker process runs [`run`] on: a current-thread runtime.
+/// A worker is one pipeline (its function instance, its coordinator, its
+/// heartbeats); one thread serves it without waking threads on other
+/// cores, so more of the machine is left to the function.
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build()
+}
+
 pub async fn run(config: WorkerConfig) -> Result<u64, WorkerError> {
     let client = Arc::new(Client {
         http: coordinator_client(&config.tls_dir)?,
