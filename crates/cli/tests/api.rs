@@ -69,6 +69,15 @@ function = "http"
     project
 }
 
+/// A TLS client that trusts the project's generated certificate and nothing else.
+fn trusting_only_the_project(project: &Project) -> reqwest::blocking::ClientBuilder {
+    let cert = std::fs::read(project.path(".mayfly/tls/cert.pem")).expect("serve generated the certificate");
+    Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(&cert).unwrap())
+}
+
 /// A running `mayfly serve`; killed when dropped.
 struct Server {
     child: Child,
@@ -100,14 +109,7 @@ impl Server {
         assert!(seen.contains("SHA-256 fingerprint"), "the certificate's fingerprint is printed at start:\n{seen}");
         // Keep draining stderr so the server never blocks on a full pipe.
         std::thread::spawn(move || lines.for_each(drop));
-        let cert = std::fs::read(project.path(".mayfly/tls/cert.pem")).expect("serve generated the certificate");
-        let client = Client::builder()
-            .use_rustls_tls()
-            .tls_built_in_root_certs(false)
-            .add_root_certificate(reqwest::Certificate::from_pem(&cert).unwrap())
-            .timeout(Duration::from_secs(60))
-            .build()
-            .unwrap();
+        let client = trusting_only_the_project(project).timeout(Duration::from_secs(60)).build().unwrap();
         Server { child, address, client }
     }
 
@@ -499,14 +501,7 @@ fn the_dashboard_is_served_beside_the_api_and_checks_the_same_tokens() {
     let server = Server::start(&project);
     let viewer = create_token(&project, "viewer", &["--scope", "runs:read"]);
     let nightly_only = create_token(&project, "nightly-viewer", &["--scope", "runs:read", "--job", "nightly"]);
-    let cert = std::fs::read(project.path(".mayfly/tls/cert.pem")).unwrap();
-    let browser = Client::builder()
-        .use_rustls_tls()
-        .tls_built_in_root_certs(false)
-        .add_root_certificate(reqwest::Certificate::from_pem(&cert).unwrap())
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
+    let browser = trusting_only_the_project(&project).redirect(reqwest::redirect::Policy::none()).build().unwrap();
 
     // Signed out: a page sends the browser to sign in; the API's routes are still the API's.
     let page = browser.get(server.url("/")).send().unwrap();

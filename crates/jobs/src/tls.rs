@@ -242,8 +242,7 @@ impl RunAuthority {
                 path: directory.to_owned(),
                 source: std::io::Error::other("a worker's TLS directory needs a private parent directory"),
             })?;
-            create_private_directory(parent)?;
-            set_mode(parent, 0o700)?;
+            create_directory(parent, 0o700)?;
         }
         let (directory_mode, file_mode) = access.modes();
         create_directory(directory, directory_mode)?;
@@ -303,10 +302,6 @@ impl FileAccess {
             FileAccess::ThroughPrivateParent => (0o755, 0o644),
         }
     }
-}
-
-fn create_private_directory(directory: &Path) -> Result<(), TlsError> {
-    create_directory(directory, 0o700)
 }
 
 fn create_directory(directory: &Path, mode: u32) -> Result<(), TlsError> {

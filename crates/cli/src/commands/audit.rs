@@ -43,14 +43,20 @@ const REAP_GRACE: Duration = Duration::from_secs(5);
 /// Where the audit looks: every provisioner the project's runs may have
 /// resources in (local processes; Docker containers when the engine answers,
 /// which it must when a job uses it), and the Docker networks.
-async fn sources(architecture: &Architecture) -> Result<(Vec<Arc<dyn Provisioner>>, Vec<Arc<dyn NetworkInventory>>)> {
-    let mut provisioners: Vec<Arc<dyn Provisioner>> = vec![Arc::new(LocalProvisioner::new())];
-    let mut networks: Vec<Arc<dyn NetworkInventory>> = Vec::new();
-    if let Some(docker) = crate::commands::jobs::docker_engine(architecture).await? {
-        provisioners.push(Arc::new(docker.clone()));
-        networks.push(Arc::new(DockerNetworks(docker)));
+struct Sources {
+    provisioners: Vec<Arc<dyn Provisioner>>,
+    networks: Vec<Arc<dyn NetworkInventory>>,
+}
+
+impl Sources {
+    async fn find(architecture: &Architecture) -> Result<Sources> {
+        let mut sources = Sources { provisioners: vec![Arc::new(LocalProvisioner::new())], networks: Vec::new() };
+        if let Some(docker) = crate::commands::jobs::docker_engine(architecture).await? {
+            sources.provisioners.push(Arc::new(docker.clone()));
+            sources.networks.push(Arc::new(DockerNetworks(docker)));
+        }
+        Ok(sources)
     }
-    Ok((provisioners, networks))
 }
 
 /// The Docker networks Mayfly created, as the audit sees networks.
@@ -91,8 +97,8 @@ async fn audit_project(
     architecture: &Architecture,
     trigger: &str,
     ignore: &[ResourceId],
+    found: &Sources,
 ) -> Result<Audited> {
-    let (provisioners, networks) = sources(architecture).await?;
     let sources = InventorySources {
         architecture,
         state: opened.state.as_ref(),
@@ -102,8 +108,8 @@ async fn audit_project(
             payloads_encrypted: opened.state.payloads_encrypted(),
         },
         buckets: &opened.buckets,
-        provisioners: &provisioners,
-        networks: &networks,
+        provisioners: &found.provisioners,
+        networks: &found.networks,
         ignore,
         clock: &SystemClock,
     };
@@ -172,17 +178,18 @@ pub async fn audit(args: AuditArgs, project: Option<&Path>, output: Output) -> R
         return fail_on_violations(&record);
     }
     let (_, architecture) = deployed_architecture(&opened)?;
+    let sources = Sources::find(&architecture).await?;
     let mut reaped = Vec::new();
     if args.reap {
         let live_runs: BTreeSet<String> =
             opened.state.runs(None, 100_000)?.into_iter().filter(|r| !r.status.is_finished()).map(|r| r.id).collect();
-        let (provisioners, _) = sources(&architecture).await?;
-        reaped = mayfly_audit::reap_orphans_everywhere(&provisioners, &architecture.name, &live_runs, REAP_GRACE)
-            .await
-            .context("cannot reap orphans")?;
+        reaped =
+            mayfly_audit::reap_orphans_everywhere(&sources.provisioners, &architecture.name, &live_runs, REAP_GRACE)
+                .await
+                .context("cannot reap orphans")?;
     }
     let trigger = if args.reap { "manual --reap" } else { "manual" };
-    let audited = audit_project(&located, &opened, &architecture, trigger, &[]).await?;
+    let audited = audit_project(&located, &opened, &architecture, trigger, &[], &sources).await?;
     emit(&audited.record, Some(&audited.inventory), &reaped, output)?;
     fail_on_violations(&audited.record)
 }
@@ -278,7 +285,10 @@ pub async fn after_deploy(
     opened: &OpenProject,
     architecture: &Architecture,
 ) -> Option<AuditSummary> {
-    match audit_project(located, opened, architecture, "deploy", &[]).await {
+    let audited = async {
+        audit_project(located, opened, architecture, "deploy", &[], &Sources::find(architecture).await?).await
+    };
+    match audited.await {
         Ok(audited) => Some(AuditSummary::of(&audited.record)),
         Err(error) => {
             tracing::warn!(error = format!("{error:#}"), "the audit after the deploy could not run");
@@ -294,7 +304,8 @@ pub async fn after_run(located: &Project, opened: &OpenProject, run: &str) {
     let audited = async {
         let (_, architecture) = deployed_architecture(opened)?;
         let own = own_resources(run).await?;
-        audit_project(located, opened, &architecture, &format!("run:{run}"), &own).await
+        let sources = Sources::find(&architecture).await?;
+        audit_project(located, opened, &architecture, &format!("run:{run}"), &own, &sources).await
     }
     .await;
     match audited {

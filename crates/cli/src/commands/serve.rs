@@ -137,7 +137,7 @@ pub async fn bind_api_server(
     let api = ApiState::new(config, AccessLog::start(log_store));
     // The dashboard at `/`, the API under `/v1`: one port, one certificate, one access log.
     let dashboard = mayfly_dashboard::router(DashboardState {
-        store: opened.state.clone(),
+        store: api.config().state.clone(),
         authorize: Arc::new(DashboardAccess { api: api.clone() }),
         clock: api.config().clock.clone(),
         project: api.config().architecture.name.to_string(),
