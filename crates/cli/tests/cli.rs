@@ -346,3 +346,11 @@ fn demo_runs_end_to_end() {
     assert!((4..=40).contains(&invocations), "batches of up to 10: {invocations}");
     assert!(Path::new(&demo_dir).join("mayfly.toml").is_file(), "--dir keeps the project");
 }
+
+#[test]
+fn an_image_include_under_tmp_is_refused_before_anything_is_built() {
+    let project = new_project();
+    let hidden = tempfile::tempdir_in("/tmp").unwrap();
+    let stderr = project.fails(&["image", "build", "--include", &hidden.path().display().to_string()], 1);
+    assert!(stderr.contains("under /tmp") && stderr.contains("private, empty scratch folder"), "{stderr}");
+}

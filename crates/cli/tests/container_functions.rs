@@ -56,7 +56,7 @@ fn image_python() -> ImagePython {
         ask("python3", "import awslambdaric, os; print(os.path.dirname(os.path.dirname(awslambdaric.__file__)))");
     let versions = [&interpreter, "python3"].map(|python| ask(python, "import sys; print(sys.version_info[:2])"));
     assert_eq!(versions[0], versions[1], "awslambdaric's compiled part must match Debian's Python version");
-    let packages = support::handler_directory().join("container-python");
+    let packages = support::image_files_directory().join("container-python");
     if !packages.join("awslambdaric").exists() {
         std::fs::create_dir_all(&packages).unwrap();
         let mut copy = Command::new("cp");

@@ -49,7 +49,7 @@ fn ensure_image(project: &Project) {
     let lock = std::fs::File::create(&lock_path).expect("create the image lock file");
     // SAFETY: flock(2) on a file descriptor this function owns; released when `lock` is dropped.
     assert_eq!(unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) }, 0);
-    project.ok(&["image", "build", "--tag", IMAGE, "--include", &support::handler("lambda-echo")]);
+    project.ok(&["image", "build", "--tag", IMAGE, "--include", &support::image_handler("lambda-echo")]);
     drop(lock);
 }
 
@@ -67,7 +67,7 @@ fn docker_job(case: u8, items: usize, workers: u32, sleep_ms: u64) -> DockerJob 
     let name = format!("docker-{}-{}", std::process::id(), NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst));
     let network = format!("mayfly-test-{case}");
     let subnet_prefix = format!("10.77.{}.", 100 + u32::from(case));
-    let echo = support::handler("lambda-echo");
+    let echo = support::image_handler("lambda-echo");
     let spec = format!(
         r#"version = 1
 name = "{name}"

@@ -72,6 +72,9 @@ const REMOVE_VERIFY_TIMEOUT: Duration = Duration::from_secs(20);
 const POLL: Duration = Duration::from_millis(100);
 /// The private, writable `/tmp` of every container (the root file system is read-only).
 const TMPFS_OPTIONS: &str = "rw,nosuid,nodev,size=256m,mode=1777";
+/// Every container's private, writable scratch folder (a tmpfs): whatever
+/// an image holds under it is hidden by it.
+pub const CONTAINER_TMP: &str = "/tmp";
 
 /// Where and from what the provisioner starts containers.
 #[derive(Debug, Clone)]
@@ -568,7 +571,7 @@ fn hardened_host_config(network_mode: String, memory: Option<i64>, binds: Vec<St
         pids_limit: Some(1024),
         privileged: Some(false),
         readonly_rootfs: Some(true),
-        tmpfs: Some(HashMap::from([("/tmp".to_owned(), TMPFS_OPTIONS.to_owned())])),
+        tmpfs: Some(HashMap::from([(CONTAINER_TMP.to_owned(), TMPFS_OPTIONS.to_owned())])),
         cap_drop: Some(vec!["ALL".to_owned()]),
         security_opt: Some(vec!["no-new-privileges".to_owned()]),
         binds: (!binds.is_empty()).then_some(binds),

@@ -23,8 +23,8 @@ mod reaper;
 mod tags;
 
 pub use docker::{
-    ContainerExit, ContainerOutput, ContainerPlacement, DockerProvisioner, FunctionContainer, FunctionContainerSpec,
-    MANAGED_LABEL, NetworkInfo, NetworkRequest,
+    CONTAINER_TMP, ContainerExit, ContainerOutput, ContainerPlacement, DockerProvisioner, FunctionContainer,
+    FunctionContainerSpec, MANAGED_LABEL, NetworkInfo, NetworkRequest,
 };
 pub use error::FleetError;
 pub use local::LocalProvisioner;

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
-use mayfly_fleet::DockerProvisioner;
+use mayfly_fleet::{CONTAINER_TMP, DockerProvisioner};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -75,6 +75,12 @@ async fn build(args: BuildArgs, output: Output) -> Result<()> {
     entries.insert(PathBuf::from(MAYFLY_PATH), mayfly.clone());
     for include in &args.include {
         let absolute = std::path::absolute(include).with_context(|| format!("--include {}", include.display()))?;
+        if absolute.starts_with(CONTAINER_TMP) {
+            bail!(
+                "--include {}: it is under {CONTAINER_TMP}, which every Mayfly container replaces with a private, empty scratch folder, so it would not be seen there; move it elsewhere (e.g. under /opt or /var/tmp) and include it from there",
+                include.display()
+            );
+        }
         let metadata =
             std::fs::metadata(&absolute).with_context(|| format!("--include {}: cannot read it", include.display()))?;
         if metadata.is_dir() {

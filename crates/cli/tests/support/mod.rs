@@ -146,6 +146,39 @@ pub fn handler(name: &str) -> String {
     handler_directory().join(name).display().to_string()
 }
 
+/// Where the Docker tests keep what they put into images: the handlers'
+/// folder, unless it lies under /tmp (a clone there), which containers
+/// replace with a private scratch folder (`mayfly image build` refuses
+/// it); then a folder of this target's own under /var/tmp.
+pub fn image_files_directory() -> PathBuf {
+    let handlers = handler_directory();
+    if !handlers.starts_with("/tmp") {
+        return handlers.to_owned();
+    }
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    std::hash::Hash::hash(handlers, &mut hasher);
+    let directory = PathBuf::from(format!("/var/tmp/mayfly-tests-{:016x}", std::hash::Hasher::finish(&hasher)));
+    std::fs::create_dir_all(&directory).expect("create the image files folder under /var/tmp");
+    directory
+}
+
+/// A test handler binary where images can include it (see [`image_files_directory`]):
+/// copied there when the handlers' folder is not.
+pub fn image_handler(name: &str) -> String {
+    let source = handler_directory().join(name);
+    let target = image_files_directory().join(name);
+    let modified = |path: &std::path::Path| std::fs::metadata(path).and_then(|metadata| metadata.modified()).ok();
+    // Copied once per build of the handler (so the image's fingerprint stays put), and
+    // renamed into place, so a concurrent test never reads half a file.
+    if target != source && modified(&target) < modified(&source) {
+        let partial = target.with_extension(format!("partial-{}", std::process::id()));
+        std::fs::copy(&source, &partial)
+            .unwrap_or_else(|error| panic!("copy {} for the image: {error}", source.display()));
+        std::fs::rename(&partial, &target).expect("move the copy into place");
+    }
+    target.display().to_string()
+}
+
 /// Make sure Python's `awslambdaric` (the AWS Lambda runtime interface client) is importable.
 pub fn ensure_awslambdaric() {
     let importable =
