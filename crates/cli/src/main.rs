@@ -12,7 +12,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::commands::{access_log, audit, demo, functions, image, jobs, keys, objects, queues, serve, spec, tokens};
+use crate::commands::{
+    access_log, audit, broker, demo, functions, image, jobs, keys, objects, queues, serve, spec, tokens,
+};
 use crate::output::Output;
 
 #[derive(Debug, Parser)]
@@ -165,6 +167,9 @@ enum Command {
     /// (internal) The coordinator of one run; started by Mayfly.
     #[command(hide = true)]
     Coordinator(jobs::CoordinatorArgs),
+    /// (internal) The host side of a Docker job's run: starts its coordinator's container and its workers for it.
+    #[command(hide = true)]
+    Broker(broker::BrokerArgs),
     /// (internal) One worker of a run; started by its coordinator.
     #[command(hide = true)]
     Worker(jobs::WorkerArgs),
@@ -209,7 +214,7 @@ fn main() -> ExitCode {
     // `runtime`); every other command may serve many requests at once.
     let runtime = match cli.command {
         Command::Worker(_) => mayfly_jobs::worker::runtime(),
-        Command::Coordinator(_) => mayfly_jobs::coordinator::runtime(),
+        Command::Coordinator(_) | Command::Broker(_) => mayfly_jobs::coordinator::runtime(),
         _ => tokio::runtime::Builder::new_multi_thread().enable_all().build(),
     };
     let runtime = match runtime {
@@ -266,6 +271,7 @@ async fn run(command: Command, project: Option<PathBuf>, output: Output) -> anyh
         Command::Ps(args) => jobs::ps(args, project, output).await,
         Command::Audit(args) => audit::audit(args, project, output).await,
         Command::Coordinator(args) => jobs::coordinator(args, project).await,
+        Command::Broker(args) => broker::broker(args, project).await,
         Command::Worker(args) => jobs::worker(args).await,
         Command::Keys(command) => keys::run(command, project, output).await,
         Command::Image(command) => image::run(command, output).await,

@@ -234,6 +234,25 @@ fn a_thousand_items_on_six_worker_containers_in_a_named_subnet_complete_and_leav
         &container_id(&containers[0]),
     ]);
     assert_eq!(inspected.trim(), format!("{} false true 268435456 500000000 [ALL] 10001:10001", job.network));
+    // The coordinator is a container on the same subnet, as hardened, running as the owner of the project's
+    // files (which it binds: its state store, buckets and keyring), with no Docker engine inside; its broker,
+    // a host process, starts the workers for it.
+    let live = job.live();
+    let coordinator = live.iter().find(|r| r["role"] == "coordinator").expect("a coordinator runs");
+    assert_eq!(coordinator["kind"], "container", "{coordinator}");
+    assert!(coordinator["address"].as_str().unwrap().starts_with(&job.subnet_prefix), "{coordinator}");
+    assert!(live.iter().any(|r| r["role"] == "broker" && r["kind"] == "process"), "{live:?}");
+    let inspected = docker_ok(&[
+        "inspect",
+        "--format",
+        "{{.HostConfig.NetworkMode}} {{.HostConfig.Privileged}} {{.HostConfig.ReadonlyRootfs}} {{.HostConfig.CapDrop}} {{.Config.User}} {{json .HostConfig.Binds}}",
+        &container_id(coordinator),
+    ]);
+    let root = std::fs::canonicalize(job.project.path("")).unwrap();
+    assert_eq!(
+        inspected.trim(),
+        format!(r#"{} false true [ALL] 0:0 ["{}:{}:rw"]"#, job.network, root.display(), root.display())
+    );
     let network_labels = docker_ok(&["network", "inspect", "--format", "{{json .Labels}}", &job.network]);
     assert!(network_labels.contains(r#""mayfly.tag.owner":"tests""#), "{network_labels}");
 
@@ -305,10 +324,12 @@ fn chaos_the_coordinator_killed_its_containers_are_torn_down_and_a_new_one_finis
     let up = job.project.spawn_up();
     let run = job.start();
     let old_fleet: BTreeSet<String> = job.wait_for_progress(30).iter().map(container_id).collect();
-    let coordinator = job.live().into_iter().find(|r| r["role"] == "coordinator").expect("a coordinator runs");
-    let pgid: i32 = coordinator["id"].as_str().unwrap().split(':').nth(1).unwrap().parse().unwrap();
-    // SAFETY: kill(2) with a negative pid signals that process group: this test's coordinator.
-    unsafe { libc::kill(-pgid, libc::SIGKILL) };
+    let coordinator = job
+        .live()
+        .into_iter()
+        .find(|r| r["role"] == "coordinator" && r["kind"] == "container")
+        .expect("a coordinator container runs");
+    docker_ok(&["kill", &container_id(&coordinator)]);
     let row = job.wait_for_end();
     up.stop();
     assert_eq!(row["status"], "succeeded", "{row}");

@@ -11,7 +11,7 @@ use std::time::Duration;
 use mayfly_core::run::new_run_id;
 use mayfly_core::{Clock, Name};
 use mayfly_fleet::{ProcessSpec, Provisioner, ResourceId, TAG_PROJECT, TAG_ROLE, TAG_RUN, TagFilter, Tags};
-use mayfly_spec::{Architecture, JobTrigger};
+use mayfly_spec::{Architecture, JobTrigger, ProvisionerKind};
 use mayfly_state::{NewRun, RunRecord, StateStore};
 
 use crate::{ControlError, ControlPlaneConfig, Shutdown};
@@ -66,23 +66,37 @@ pub enum JobError {
     RunDir { run: String, source: std::io::Error },
 }
 
-/// Start the coordinator of `run` as a process of its own, tagged with the run and its role.
+/// The role of the host process that starts a run: the coordinator itself
+/// for local workers; for Docker workers, the broker that starts the
+/// coordinator's container and starts workers for it.
+pub const ROLE_BROKER: &str = "broker";
+
+/// Start the coordinator of `run` (a run of `job`) as a process of its own,
+/// tagged with the run and its role: `mayfly coordinator --run R`, or for a
+/// job whose workers are Docker containers `mayfly broker --run R`, which
+/// runs the coordinator in a container of the job's network.
 pub async fn launch_coordinator(
     provisioner: &dyn Provisioner,
     launch: &CoordinatorLaunch,
     architecture: &Architecture,
+    job: &Name,
     run: &str,
 ) -> Result<ResourceId, JobError> {
     let run_dir = run_dir(&launch.data_dir, run);
     std::fs::create_dir_all(&run_dir).map_err(|source| JobError::RunDir { run: run.to_owned(), source })?;
-    let log = run_dir.join("coordinator.log");
+    let in_container = architecture.jobs.get(job).is_some_and(|job| job.provisioner.kind == ProvisionerKind::Docker);
+    let (command, role, log) = if in_container {
+        ("broker", ROLE_BROKER, run_dir.join("broker.log"))
+    } else {
+        ("coordinator", "coordinator", run_dir.join("coordinator.log"))
+    };
     provisioner
         .start(ProcessSpec {
             program: launch.mayfly_bin.clone(),
             args: vec![
                 "--project".into(),
                 launch.project_root.display().to_string(),
-                "coordinator".into(),
+                command.into(),
                 "--run".into(),
                 run.into(),
             ],
@@ -92,12 +106,14 @@ pub async fn launch_coordinator(
                 env
             },
             working_dir: launch.project_root.clone(),
-            tags: project_tags(architecture).with(TAG_RUN, run).with(TAG_ROLE, "coordinator"),
+            tags: project_tags(architecture).with(TAG_RUN, run).with(TAG_ROLE, role),
             stdout: Some(log.clone()),
             stderr: Some(log),
             memory: None,
             cpus: None,
             read_only_mounts: Vec::new(),
+            read_write_mounts: Vec::new(),
+            user: None,
         })
         .await
         .map_err(|source| JobError::Launch { run: run.to_owned(), source })
@@ -138,7 +154,7 @@ pub async fn start_run(
         deadline: now.saturating_add(spec.deadline),
         budget: spec.budget.or(architecture.policy.max_run_cost),
     })?;
-    launch_coordinator(provisioner, launch, architecture, &run.id).await?;
+    launch_coordinator(provisioner, launch, architecture, job, &run.id).await?;
     Ok(run)
 }
 
@@ -215,7 +231,9 @@ pub async fn supervise(config: Arc<ControlPlaneConfig>, mut shutdown: Shutdown) 
                 0
             });
             tracing::warn!(run = %run.id, stopped, "run lease lapsed; fleet torn down, starting a new coordinator");
-            if let Err(error) = launch_coordinator(provisioner, &jobs.launch, &config.architecture, &run.id).await {
+            if let Err(error) =
+                launch_coordinator(provisioner, &jobs.launch, &config.architecture, &run.job, &run.id).await
+            {
                 tracing::error!(run = %run.id, error = %error, "cannot restart the coordinator");
             }
         }

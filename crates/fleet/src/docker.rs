@@ -315,16 +315,20 @@ impl DockerProvisioner {
         labels.insert(MANAGED_LABEL.to_owned(), "true".to_owned());
         let mut command = vec![program_in_container(&spec.program, &spec.working_dir)];
         command.extend(spec.args.iter().cloned());
-        let binds =
-            spec.read_only_mounts
-                .iter()
-                .map(|path| {
-                    let path = path.to_str().filter(|p| path.is_absolute() && !p.contains(':')).ok_or_else(|| {
-                        invalid(format!("mount {} must be an absolute path without `:`", path.display()))
-                    })?;
-                    Ok(format!("{path}:{path}:ro"))
-                })
-                .collect::<Result<Vec<String>, FleetError>>()?;
+        let mounts = spec
+            .read_only_mounts
+            .iter()
+            .map(|path| (path, "ro"))
+            .chain(spec.read_write_mounts.iter().map(|path| (path, "rw")));
+        let binds = mounts
+            .map(|(path, mode)| {
+                let path = path
+                    .to_str()
+                    .filter(|p| path.is_absolute() && !p.contains(':'))
+                    .ok_or_else(|| invalid(format!("mount {} must be an absolute path without `:`", path.display())))?;
+                Ok(format!("{path}:{path}:{mode}"))
+            })
+            .collect::<Result<Vec<String>, FleetError>>()?;
         let memory = spec
             .memory
             .map(|memory| i64::try_from(memory.bytes()))
@@ -342,6 +346,7 @@ impl DockerProvisioner {
             env: Some(spec.env.iter().map(|(key, value)| format!("{key}={value}")).collect()),
             labels: Some(labels),
             working_dir: Some(spec.working_dir.display().to_string()),
+            user: spec.user.clone(),
             host_config: Some(host_config),
             networking_config: Some(NetworkingConfig {
                 endpoints_config: Some(HashMap::from([(placement.network.name.clone(), EndpointSettings::default())])),

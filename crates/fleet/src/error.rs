@@ -41,6 +41,10 @@ pub enum FleetError {
     /// An image could not be imported or inspected.
     #[error("Docker image `{image}`: {reason}")]
     Image { image: String, reason: String },
+    /// The provisioning broker could not be reached, refused the request, or
+    /// its provisioner failed (the reason says which).
+    #[error("provisioning broker: {reason}")]
+    Broker { reason: String },
     /// Some orphans were reaped and some could not be stopped.
     #[error("reaped {} orphan(s) but could not stop {}: {}", reaped.len(), failures.len(), describe_failures(failures))]
     ReapIncomplete { reaped: Vec<LiveResource>, failures: Vec<(ResourceId, String)> },

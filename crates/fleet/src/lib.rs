@@ -14,7 +14,11 @@
 //!   on a user-defined network, tagged through their labels, and function
 //!   instances with `isolation = "container"` as containers
 //!   ([`DockerProvisioner::start_function_container`]).
+//! - [`ProvisionerBroker`] serves a provisioner over a Unix socket, confined
+//!   to one run's workers, to a coordinator that runs in a container;
+//!   [`BrokeredProvisioner`] is its client.
 
+mod broker;
 mod docker;
 mod error;
 mod local;
@@ -22,6 +26,7 @@ mod provisioner;
 mod reaper;
 mod tags;
 
+pub use broker::{BrokeredProvisioner, Confinement, ProvisionerBroker};
 pub use docker::{
     CONTAINER_TMP, ContainerExit, ContainerOutput, ContainerPlacement, DockerProvisioner, FunctionContainer,
     FunctionContainerSpec, MANAGED_LABEL, NetworkInfo, NetworkRequest,

@@ -41,6 +41,14 @@ pub struct ProcessSpec {
     /// directory): local processes see the whole file system anyway;
     /// containers get exactly these, bound read-only at the same path.
     pub read_only_mounts: Vec<PathBuf>,
+    /// Absolute host paths the resource writes (a containerised
+    /// coordinator's project directory): containers get them bound
+    /// read-write at the same path; local processes see them anyway.
+    pub read_write_mounts: Vec<PathBuf>,
+    /// `uid:gid` to run as, for containers (a coordinator runs as the owner
+    /// of the project's files); `None` runs as the image's user. Local
+    /// processes always run as their starter.
+    pub user: Option<String>,
 }
 
 impl ProcessSpec {
@@ -58,6 +66,8 @@ impl ProcessSpec {
             memory: None,
             cpus: None,
             read_only_mounts: Vec::new(),
+            read_write_mounts: Vec::new(),
+            user: None,
         }
     }
 }

@@ -680,6 +680,8 @@ impl Fleet<'_> {
             cpus: self.job.provisioner.cpus,
             // A container sees its own TLS files, read-only, at the same path.
             read_only_mounts: self.config.launch.read_only_mounts.iter().cloned().chain([tls_dir.clone()]).collect(),
+            read_write_mounts: Vec::new(),
+            user: None,
         };
         let now = self.config.clock.now();
         // Known before it exists: a worker may call in before `start` returns.

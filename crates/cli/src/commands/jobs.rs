@@ -14,8 +14,8 @@ use mayfly_control::jobs::{CoordinatorLaunch, project_tags};
 use mayfly_core::run::{RunReport, RunStatus, new_run_id};
 use mayfly_core::{Clock, Name, SystemClock};
 use mayfly_fleet::{
-    ContainerPlacement, DockerProvisioner, LocalProvisioner, NetworkRequest, Provisioner, TAG_PROJECT, TAG_ROLE,
-    TAG_RUN, TagFilter,
+    BrokeredProvisioner, ContainerPlacement, DockerProvisioner, LocalProvisioner, NetworkRequest, Provisioner,
+    TAG_PROJECT, TAG_ROLE, TAG_RUN, TagFilter,
 };
 use mayfly_jobs::coordinator::{CoordinatorConfig, CoordinatorTiming, CoordinatorTls, WorkerLaunch};
 use mayfly_runtime::InvokerConfig;
@@ -81,6 +81,14 @@ pub struct PsArgs {
 pub struct CoordinatorArgs {
     #[arg(long)]
     pub run: String,
+    /// The broker's socket, for a coordinator in a container: it starts,
+    /// watches and stops the run's worker containers (`mayfly broker`).
+    #[arg(long, requires = "gateway")]
+    pub broker: Option<PathBuf>,
+    /// The gateway of the job's network, for a coordinator in a container:
+    /// its own address on that network is the one that reaches the gateway.
+    #[arg(long, requires = "broker")]
+    pub gateway: Option<std::net::IpAddr>,
 }
 
 #[derive(Debug, Args)]
@@ -100,7 +108,7 @@ pub struct WorkerArgs {
     pub heartbeat_interval: Duration,
 }
 
-fn run_dir(project: &Project, run: &str) -> PathBuf {
+pub(crate) fn run_dir(project: &Project, run: &str) -> PathBuf {
     mayfly_control::jobs::run_dir(&project.data_dir(), run)
 }
 
@@ -438,6 +446,7 @@ async fn start_reconcile_run(
         &LocalProvisioner::new(),
         &coordinator_launch(located)?,
         architecture,
+        &run.job,
         &run.id,
     )
     .await?;
@@ -510,7 +519,7 @@ pub async fn ps(args: PsArgs, project: Option<&Path>, output: Output) -> Result<
 
 /// The architecture a run was started under: its deployment version's file
 /// (a later deploy does not change a run in flight), or the latest if unknown.
-fn run_architecture(opened: &OpenProject, run: &RunRecord) -> Result<Architecture> {
+pub(crate) fn run_architecture(opened: &OpenProject, run: &RunRecord) -> Result<Architecture> {
     let source =
         opened.state.deployments()?.into_iter().find(|d| Some(d.version) == run.deployment_version).map(|d| d.source);
     Ok(match source {
@@ -547,7 +556,15 @@ pub async fn coordinator(args: CoordinatorArgs, project: Option<&Path>) -> Resul
     if let Some(item_timeout) = job.item_timeout {
         worker_function.timeout = item_timeout;
     }
-    let placement = worker_placement(&architecture, &record.job, &job, &root, &mut worker_function).await?;
+    let placement = match (&args.broker, args.gateway) {
+        (Some(socket), Some(gateway)) => container_worker_placement(socket, gateway, &mut worker_function)?,
+        _ if job.provisioner.kind == ProvisionerKind::Docker => bail!(
+            "job `{}` runs its workers in Docker containers, so its coordinator runs in a container that `mayfly broker --run {}` starts (as `mayfly run` and `mayfly up` do)",
+            record.job,
+            args.run
+        ),
+        _ => local_worker_placement(&root)?,
+    };
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let state: Arc<dyn StateStore> = opened.state.clone();
     let config = CoordinatorConfig {
@@ -557,28 +574,24 @@ pub async fn coordinator(args: CoordinatorArgs, project: Option<&Path>) -> Resul
         architecture: Arc::new(architecture),
         state,
         buckets: opened.buckets.clone(),
-        provisioner: placement.provisioner.clone(),
+        provisioner: placement.provisioner,
         clock,
         launch: placement.launch,
         listen: placement.listen,
         worker_function,
         run_dir: run_dir(&located, &args.run),
-        owner: format!("coordinator-{}", std::process::id()),
+        // Unique across containers too, where every coordinator may be pid 1.
+        owner: format!("coordinator-{}-{:08x}", std::process::id(), rand::random::<u32>()),
         keyring: Some(opened.keyring.keyring.clone()),
         timing: CoordinatorTiming::default(),
         tls: CoordinatorTls::default(),
     };
-    let status = mayfly_jobs::coordinator::run(config).await;
-    if let Some(network) = &placement.network {
-        // Shared by every run on it: removed only when no container uses it any more.
-        match placement.provisioner.remove_unused_networks(&TagFilter::new()).await {
-            Ok(removed) if removed.contains(network) => tracing::info!(network = %network, "network removed"),
-            Ok(_) => tracing::info!(network = %network, "network still in use; kept"),
-            Err(error) => tracing::warn!(network = %network, error = %error, "cannot remove the network"),
-        }
+    let status = mayfly_jobs::coordinator::run(config).await?;
+    // A containerised coordinator sees neither the host's processes nor the
+    // engine: its broker audits the run once the container is gone.
+    if args.broker.is_none() {
+        crate::commands::audit::after_run(&located, &opened, &args.run).await;
     }
-    let status = status?;
-    crate::commands::audit::after_run(&located, &opened, &args.run).await;
     tracing::info!(run = %args.run, status = status.as_str(), "coordinator exiting");
     Ok(())
 }
@@ -588,68 +601,57 @@ struct WorkerPlacement {
     provisioner: Arc<dyn Provisioner>,
     launch: WorkerLaunch,
     listen: std::net::IpAddr,
-    /// The Docker network of the run, if its workers are containers.
-    network: Option<String>,
 }
 
 /// Where the image keeps the `mayfly` binary (`mayfly image build` puts it there).
-const MAYFLY_IN_IMAGE: &str = crate::commands::image::MAYFLY_PATH;
+pub(crate) const MAYFLY_IN_IMAGE: &str = crate::commands::image::MAYFLY_PATH;
 /// The working directory of workers and functions in containers: the
 /// container's private tmpfs (the root file system is read-only).
 const CONTAINER_WORKING_DIR: &str = "/tmp";
+/// `PATH` in Mayfly's containers.
+pub(crate) const CONTAINER_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 
-/// Local workers: `mayfly worker` processes, coordinator on loopback.
-/// Docker workers: containers from the job's image on its network, the
-/// coordinator (a local process) listening on the network's gateway, and
-/// the function's relative program made absolute (images keep included
-/// files at their host paths).
-async fn worker_placement(
-    architecture: &Architecture,
-    job_name: &Name,
-    job: &JobSpec,
-    root: &Path,
+/// The environment of a worker: the inherited basics, `PATH` replaced in a container, quiet logs.
+fn worker_env(path: Option<&str>) -> BTreeMap<String, String> {
+    let mut env = mayfly_control::jobs::inherited_env();
+    if let Some(path) = path {
+        env.insert("PATH".to_owned(), path.to_owned());
+        env.remove("HOME");
+    }
+    env.insert("MAYFLY_LOG".to_owned(), "warn".to_owned());
+    env
+}
+
+/// Local workers: `mayfly worker` processes, the coordinator on loopback.
+fn local_worker_placement(root: &Path) -> Result<WorkerPlacement> {
+    Ok(WorkerPlacement {
+        provisioner: Arc::new(LocalProvisioner::new()),
+        launch: WorkerLaunch {
+            program: std::env::current_exe().context("cannot find the mayfly executable")?,
+            args: vec!["worker".into()],
+            env: worker_env(None),
+            working_dir: root.to_owned(),
+            read_only_mounts: Vec::new(),
+        },
+        listen: std::net::Ipv4Addr::LOCALHOST.into(),
+    })
+}
+
+/// Docker workers, for a coordinator in a container of the job's network:
+/// containers from the job's image that its broker starts on that network,
+/// the coordinator listening on its own address there, and the function's
+/// relative program made absolute (images keep included files at their host
+/// paths).
+fn container_worker_placement(
+    broker: &Path,
+    gateway: std::net::IpAddr,
     function: &mut mayfly_runtime::FunctionDefinition,
 ) -> Result<WorkerPlacement> {
-    let worker_env = |path: &str| {
-        let mut env = mayfly_control::jobs::inherited_env();
-        if !path.is_empty() {
-            env.insert("PATH".to_owned(), path.to_owned());
-            env.remove("HOME");
-        }
-        env.insert("MAYFLY_LOG".to_owned(), "warn".to_owned());
-        env
-    };
-    if job.provisioner.kind == ProvisionerKind::Local {
-        return Ok(WorkerPlacement {
-            provisioner: Arc::new(LocalProvisioner::new()),
-            launch: WorkerLaunch {
-                program: std::env::current_exe().context("cannot find the mayfly executable")?,
-                args: vec!["worker".into()],
-                env: worker_env(""),
-                working_dir: root.to_owned(),
-                read_only_mounts: Vec::new(),
-            },
-            listen: std::net::Ipv4Addr::LOCALHOST.into(),
-            network: None,
-        });
-    }
-    let settings = &job.provisioner;
-    let image = settings.image.clone().unwrap_or_else(|| DEFAULT_IMAGE.to_owned());
-    let network = settings.network.clone().unwrap_or_else(|| format!("mayfly-{}", architecture.name));
-    let request = NetworkRequest {
-        name: network.clone(),
-        subnet: settings.subnet.map(|subnet| subnet.to_string()),
-        gateway: settings.subnet.map(|subnet| std::net::Ipv4Addr::from(u32::from(subnet.network()) + 1)),
-        tags: project_tags(architecture),
-    };
-    let docker = DockerProvisioner::connect()
-        .await
-        .with_context(|| format!("job `{job_name}` runs its workers in Docker containers"))?;
-    let info = docker.ensure_network(&request).await?;
-    let gateway = info.gateway.with_context(|| {
-        format!("Docker network `{network}` has no gateway address for the coordinator to listen on")
-    })?;
-    let docker = docker.with_placement(ContainerPlacement { image, network: request });
+    // Connecting a datagram socket sends nothing; it picks the address that routes to the gateway.
+    let own_address = std::net::UdpSocket::bind((std::net::Ipv4Addr::UNSPECIFIED, 0))
+        .and_then(|socket| socket.connect((gateway, 9)).and_then(|()| socket.local_addr()))
+        .with_context(|| format!("cannot find this container's address on the network of gateway {gateway}"))?
+        .ip();
     if let Some(program) = function.command.first_mut()
         && program.contains('/')
         && Path::new(program.as_str()).is_relative()
@@ -659,19 +661,47 @@ async fn worker_placement(
     function.working_dir = PathBuf::from(CONTAINER_WORKING_DIR);
     function.env.insert("MAYFLY_BIN".to_owned(), MAYFLY_IN_IMAGE.to_owned());
     function.env.remove("MAYFLY_PROJECT");
-    tracing::info!(network = %network, subnet = ?info.subnet, gateway = %gateway, "workers are containers");
+    tracing::info!(address = %own_address, broker = %broker.display(), "workers are containers");
     Ok(WorkerPlacement {
-        provisioner: Arc::new(docker),
+        provisioner: Arc::new(BrokeredProvisioner::new(broker, "docker")),
         launch: WorkerLaunch {
             program: PathBuf::from(MAYFLY_IN_IMAGE),
             args: vec!["worker".into()],
-            env: worker_env("/usr/local/bin:/usr/bin:/bin"),
+            env: worker_env(Some(CONTAINER_PATH)),
             working_dir: PathBuf::from(CONTAINER_WORKING_DIR),
             read_only_mounts: Vec::new(),
         },
-        listen: gateway,
-        network: Some(network),
+        listen: own_address,
     })
+}
+
+/// The network a Docker job's coordinator and workers join: the job's
+/// `network` (default `mayfly-<project>`) with its subnet, the subnet's
+/// first address as the gateway.
+pub(crate) fn job_network(architecture: &Architecture, job: &JobSpec) -> NetworkRequest {
+    let settings = &job.provisioner;
+    NetworkRequest {
+        name: settings.network.clone().unwrap_or_else(|| format!("mayfly-{}", architecture.name)),
+        subnet: settings.subnet.map(|subnet| subnet.to_string()),
+        gateway: settings.subnet.map(|subnet| std::net::Ipv4Addr::from(u32::from(subnet.network()) + 1)),
+        tags: project_tags(architecture),
+    }
+}
+
+/// The Docker provisioner of a Docker job: connected, its network made if
+/// missing, placing containers from the job's image on it.
+pub(crate) async fn job_docker(
+    architecture: &Architecture,
+    job_name: &Name,
+    job: &JobSpec,
+) -> Result<(DockerProvisioner, mayfly_fleet::NetworkInfo)> {
+    let image = job.provisioner.image.clone().unwrap_or_else(|| DEFAULT_IMAGE.to_owned());
+    let request = job_network(architecture, job);
+    let docker = DockerProvisioner::connect()
+        .await
+        .with_context(|| format!("job `{job_name}` runs its workers in Docker containers"))?;
+    let info = docker.ensure_network(&request).await?;
+    Ok((docker.with_placement(ContainerPlacement { image, network: request }), info))
 }
 
 /// The image a Docker job runs when it names none: what `mayfly image build` makes by default.

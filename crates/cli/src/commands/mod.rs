@@ -4,6 +4,7 @@
 
 pub mod access_log;
 pub mod audit;
+pub mod broker;
 pub mod dashboard_access;
 pub mod demo;
 pub mod functions;
