@@ -101,7 +101,7 @@ pub struct CoordinatorConfig {
     pub clock: Arc<dyn Clock>,
     pub launch: WorkerLaunch,
     /// The address the coordinator listens on and tells workers to call:
-    /// loopback for local workers, the network's gateway for containers.
+    /// loopback for local workers, its own address on the job's network when it runs in a container.
     pub listen: IpAddr,
     /// The function workers run (handed to them in `/v1/hello`), its
     /// timeout already the job's item timeout.
