@@ -342,6 +342,25 @@ fn chaos_the_coordinator_killed_its_containers_are_torn_down_and_a_new_one_finis
 }
 
 #[test]
+fn chaos_the_broker_killed_the_coordinator_ends_and_a_new_broker_and_coordinator_finish() {
+    const ITEMS: usize = 300;
+    let job = docker_job(8, ITEMS, 3, 40);
+    let up = job.project.spawn_up();
+    let run = job.start();
+    job.wait_for_progress(30);
+    let broker = job.live().into_iter().find(|r| r["role"] == "broker").expect("a broker runs");
+    let pgid: i32 = broker["id"].as_str().unwrap().split(':').nth(1).unwrap().parse().unwrap();
+    // SAFETY: kill(2) with a negative pid signals that process group: this test's broker.
+    unsafe { libc::kill(-pgid, libc::SIGKILL) };
+    let row = job.wait_for_end();
+    up.stop();
+    assert_eq!(row["status"], "succeeded", "{row}");
+    let report = job.assert_complete_and_clean(&run, ITEMS);
+    let workers = report["workers"].as_array().unwrap();
+    assert!(workers.iter().any(|w| w["worker"].as_str().unwrap().starts_with("w2-")), "a second fleet ran: {report}");
+}
+
+#[test]
 fn a_container_with_mayfly_labels_and_an_unknown_run_is_an_orphan_and_is_reaped() {
     let job = docker_job(6, 1, 1, 0);
     assert!(job.live().is_empty());
