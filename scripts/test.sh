@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs Mayfly's whole test suite on a fresh machine: installs what the suite
 # needs (cargo-nextest, python3 with awslambdaric and schemathesis,
-# chromium and chromedriver), builds everything, and
+# chromium and chromedriver, the Docker engine), builds everything, and
 # runs every test (unit, conformance, crash, full-disk, runtimes, control
 # plane and CLI end to end). Needs root for the full-disk tests, which mount
 # small tmpfs file systems.
@@ -46,6 +46,25 @@ if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null
     step "installing chromium and chromium-driver from Debian's packages"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+fi
+# The Docker tests (workers, coordinators and functions in containers) need a
+# running engine; they build every image they use from files on the machine.
+if ! command -v dockerd >/dev/null 2>&1; then
+    step "installing the Docker engine (docker.io) from Debian's packages"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io >/dev/null
+fi
+if ! docker info >/dev/null 2>&1; then
+    step "starting the Docker engine"
+    # An init script where there is one; else the daemon itself, in the background.
+    if ! service docker start >/dev/null 2>&1; then
+        setsid dockerd >/var/log/mayfly-test-dockerd.log 2>&1 </dev/null &
+    fi
+    for _ in $(seq 120); do docker info >/dev/null 2>&1 && break; sleep 0.5; done
+    if ! docker info >/dev/null 2>&1; then
+        echo "error: the Docker engine did not start within 60 s; see /var/log/mayfly-test-dockerd.log or 'service docker status'" >&2
+        exit 1
+    fi
 fi
 if ! cargo nextest --version >/dev/null 2>&1; then
     step "installing cargo-nextest from crates.io"
