@@ -93,7 +93,10 @@ fn the_readme_first_project_runs_as_written_and_its_route_triggers_the_function(
     let triggers: Vec<&str> =
         invocations.as_array().unwrap().iter().filter_map(|invocation| invocation["trigger"].as_str()).collect();
     assert!(triggers.contains(&"invoke"), "the explicit invoke is in the ledger: {invocations}");
-    assert!(triggers.contains(&"queue:work"), "the route queued the chart and the trigger invoked rename: {invocations}");
+    assert!(
+        triggers.contains(&"queue:work"),
+        "the route queued the chart and the trigger invoked rename: {invocations}"
+    );
     assert!(
         invocations.as_array().unwrap().iter().all(|invocation| invocation["outcome"] == "success"),
         "every invocation succeeded: {invocations}"
