@@ -82,3 +82,53 @@ async fn a_python_exception_is_a_function_error() {
     assert_eq!(after.init_duration, None, "the instance survived the exception");
     invoker.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_trace_id_reaches_the_handler_through_the_lambda_runtime_trace_id_header() {
+    let invoker = Invoker::new(InvokerConfig::default());
+    let function = python_function("python-trace");
+    let trace_id = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1";
+    let mut traced = invocation(json!({ "mode": "trace" }));
+    traced.trace_id = Some(trace_id.to_owned());
+    let result = invoker.invoke(&function, traced).await;
+    assert_eq!(result.outcome, Outcome::Success, "logs: {}", logs_text(&result.logs));
+    assert_eq!(response_json(&result.response), json!({ "trace_id": trace_id }));
+
+    // The next invocation without a trace id must not inherit the previous one.
+    let untraced = invoker.invoke(&function, invocation(json!({ "mode": "trace" }))).await;
+    assert_eq!(untraced.outcome, Outcome::Success, "logs: {}", logs_text(&untraced.logs));
+    assert_eq!(response_json(&untraced.response), json!({ "trace_id": null }));
+    invoker.shutdown().await;
+}
+
+/// A handler module that raises while it is imported: awslambdaric posts to
+/// `/runtime/init/error` and exits, and the invocation reports the init error
+/// by its type and message (repeated: the post and the exit race).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_that_fails_at_import_reports_its_init_error() {
+    ensure_awslambdaric();
+    let directory = tempfile::tempdir().unwrap();
+    std::fs::write(directory.path().join("broken.py"), "raise RuntimeError('model file icd10.bin is missing')\n")
+        .unwrap();
+    let mut function = function(
+        "python-broken",
+        RuntimeKind::Lambda,
+        vec!["python3".into(), "-m".into(), "awslambdaric".into(), "broken.handler".into()],
+    );
+    function.working_dir = directory.path().to_path_buf();
+    function.handler = Some("broken.handler".into());
+    let invoker = Invoker::new(InvokerConfig::default());
+    for attempt in 1..=3 {
+        let result = invoker.invoke(&function, invocation(json!({}))).await;
+        match &result.outcome {
+            Outcome::Crashed { reason } => assert!(
+                reason.contains("init failed")
+                    && reason.contains("RuntimeError")
+                    && reason.contains("model file icd10.bin is missing"),
+                "attempt {attempt}: the init error is reported by type and message, got: {reason}"
+            ),
+            other => panic!("attempt {attempt}: expected a crash at init, got {other:?}"),
+        }
+    }
+    invoker.shutdown().await;
+}

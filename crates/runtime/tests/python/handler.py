@@ -1,7 +1,8 @@
 """A Python handler for the lambda runtime, run by awslambdaric.
 
 The event's "mode" selects the behaviour, as for the Rust test handlers:
-echo (default), error, sleep, env.
+echo (default), error, sleep, env, trace (the X-Ray trace id awslambdaric
+set from the `Lambda-Runtime-Trace-Id` header).
 """
 
 import os
@@ -25,4 +26,6 @@ def handler(event, context):
             "invoked_function_arn": context.invoked_function_arn,
             "remaining_ms_positive": context.get_remaining_time_in_millis() > 0,
         }
+    if mode == "trace":
+        return {"trace_id": os.environ.get("_X_AMZN_TRACE_ID")}
     return event
