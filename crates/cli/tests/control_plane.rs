@@ -261,3 +261,37 @@ triggers = [{{ alarm = "failing" }}]
         assert_eq!(runs[0]["job"], job, "{runs:?}");
     }
 }
+
+#[test]
+fn a_job_schedule_starts_runs_from_up_that_process_the_source() {
+    let spec = format!(
+        r#"version = 1
+name = "{}"
+[buckets.charts]
+[functions.noop]
+command = ["python3", "functions/noop.py"]
+[jobs.nightly]
+source = {{ bucket = "charts", prefix = "in/" }}
+function = "noop"
+triggers = [{{ schedule = "rate(2 seconds)" }}]
+"#,
+        unique_name("job-schedule")
+    );
+    let project = project_with_functions(&spec, &[("noop.py", NOOP)]);
+    let chart = project.path("chart.txt");
+    std::fs::write(&chart, "chart").unwrap();
+    for key in ["charts/in/1.txt", "charts/in/2.txt"] {
+        project.ok(&["put", key, chart.to_str().unwrap()]);
+    }
+    let up = project.spawn_up();
+    let runs = project.wait_for(&["runs"], WAIT, |runs| {
+        runs.as_array().unwrap().iter().filter(|run| run["status"] != "running").count() >= 2
+    });
+    up.stop();
+    let scheduled: Vec<&Value> =
+        runs.as_array().unwrap().iter().filter(|run| run["trigger"] == "schedule:rate(2 seconds)").collect();
+    assert!(scheduled.len() >= 2, "the schedule fired repeatedly: {runs}");
+    assert!(scheduled.iter().all(|run| run["job"] == "nightly"), "{runs}");
+    let finished = scheduled.iter().find(|run| run["status"] != "running").unwrap();
+    assert_eq!(finished["done"], 2, "a scheduled run processes the whole prefix: {finished}");
+}
