@@ -562,3 +562,47 @@ fn the_dashboard_is_served_beside_the_api_and_checks_the_same_tokens() {
     assert!(records.iter().any(|r| r["client"] == "dashboard" && r["path"] == "/audit" && r["status"] == 403));
     server.stop();
 }
+
+/// The logs endpoint streams a running run's worker logs live, as server-sent
+/// events, while the run is still going, then ends with `end`.
+#[test]
+fn logs_stream_live_as_server_sent_events_while_the_run_is_going() {
+    let project = api_project();
+    std::fs::write(
+        project.path("functions/item.sh"),
+        "#!/bin/sh\nevent=$(cat)\necho \"item-log live\" >&2\nsleep 1\nprintf '{}'\n",
+    )
+    .unwrap();
+    for n in 0..4 {
+        support::assert_success(&project.run_with_stdin(&["put", &format!("inbox/in/{n}")], b"x"), &["put"]);
+    }
+    let admin = create_token(&project, "admin", &["--scope", "admin"]);
+    let server = Server::start(&project);
+    let run: Value = server.request("POST", "/v1/jobs/nightly/runs", Some(&admin)).send().unwrap().json().unwrap();
+    let run_id = run["id"].as_str().unwrap().to_owned();
+
+    let response = server.request("GET", &format!("/v1/runs/{run_id}/logs"), Some(&admin)).send().unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let mut lines = BufReader::new(response).lines();
+    let mut seen = String::new();
+    loop {
+        let line = lines.next().unwrap_or_else(|| panic!("the stream ended before a log line:\n{seen}")).unwrap();
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.starts_with("data:") && line.contains("item-log live") {
+            break;
+        }
+    }
+    let status = server.get_json(&format!("/v1/runs/{run_id}"), &admin)["run"]["status"].clone();
+    assert_eq!(status, "running", "the first log line arrived while the run was going:\n{seen}");
+    assert!(seen.contains("event: log"), "{seen}");
+    for line in lines {
+        let line = line.unwrap();
+        seen.push_str(&line);
+        seen.push('\n');
+    }
+    assert!(seen.contains("event: end"), "the stream ends with `end` when the run has ended:\n{seen}");
+    assert_eq!(seen.matches("item-log live").count(), 4, "each item's line once, live then sealed:\n{seen}");
+    server.stop();
+}
