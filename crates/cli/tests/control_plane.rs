@@ -12,14 +12,9 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::Project;
+use support::{Project, unique_name};
 
 const WAIT: Duration = Duration::from_secs(60);
-
-fn unique_name(prefix: &str) -> String {
-    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    format!("{prefix}-{}-{}", std::process::id(), NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst))
-}
 
 fn project_with_functions(spec: &str, functions: &[(&str, &str)]) -> Project {
     let project = Project::with_spec(spec);

@@ -11,8 +11,7 @@ use support::Project;
 const SLEEPER: &str = "#!/bin/sh\ncat >/dev/null\nsleep 0.4\nprintf '{\"done\": true}'\n";
 
 fn project_with_items(items: usize) -> Project {
-    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let name = format!("progress-{}-{}", std::process::id(), NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst));
+    let name = support::unique_name("progress");
     let spec = format!(
         "version = 1\nname = \"{name}\"\n[buckets.scans]\n[functions.work]\ncommand = [\"sh\", \"functions/sleeper.sh\"]\n[jobs.scan]\nsource = {{ bucket = \"scans\", prefix = \"in/\" }}\nfunction = \"work\"\n"
     );

@@ -8,6 +8,13 @@ use std::process::{Child, Command, Output, Stdio};
 
 use serde_json::Value;
 
+/// A name no other test of this run uses (project names must differ so that
+/// `mayfly ps` and the audit see only their own test's processes).
+pub fn unique_name(prefix: &str) -> String {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    format!("{prefix}-{}-{}", std::process::id(), NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst))
+}
+
 pub struct Project {
     pub _dir: tempfile::TempDir,
     pub root: PathBuf,
