@@ -566,7 +566,7 @@ fn log_retention(input: &RuleInput<'_>) -> Vec<AuditFinding> {
                     limit.1
                 ),
                 format!(
-                    "delete it: `mayfly rm {}/{}` (Mayfly does not expire objects by itself yet)",
+                    "`mayfly prune` (or a running `mayfly up`, every minute) deletes it; or now: `mayfly rm {}/{}`",
                     log.bucket, log.key
                 ),
             ));

@@ -68,7 +68,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::stream::{BoxStream, StreamExt, TryStreamExt};
-use mayfly_core::{Clock, Name, NewObjectEvent, ObjectEventKind, Timestamp};
+use mayfly_core::{Clock, DeletionReason, Name, NewObjectEvent, ObjectEventKind, Timestamp};
 use mayfly_crypto::{CryptoError, DecryptingReader, EncryptingReader, HEADER_LEN, Keyring};
 use mayfly_state::{StateError, StateStore};
 use object_store::{ObjectMeta, ObjectStore, PutPayload};
@@ -557,6 +557,16 @@ impl Buckets {
 
     /// Delete an object. `NoSuchKey` if it does not exist.
     pub async fn delete(&self, bucket: &Name, key: &str) -> Result<(), BucketError> {
+        self.delete_object(bucket, key, None).await
+    }
+
+    /// Delete an object that outlived a retention rule: its `deleted` event
+    /// carries the reason. `NoSuchKey` if it is already gone.
+    pub async fn expire(&self, bucket: &Name, key: &str, reason: DeletionReason) -> Result<(), BucketError> {
+        self.delete_object(bucket, key, Some(reason)).await
+    }
+
+    async fn delete_object(&self, bucket: &Name, key: &str, reason: Option<DeletionReason>) -> Result<(), BucketError> {
         let key = parse_key(key)?;
         self.require_bucket(bucket).await?;
         let location = self.inner.backend.object_location(bucket, &key)?;
@@ -574,8 +584,11 @@ impl Buckets {
             // The object is gone; failing now would lose its event for good.
             tracing::warn!(%bucket, %key, error = %error, "object deleted, but tidying its folders failed");
         }
-        self.append_event(bucket, &key, ObjectEventKind::Deleted, 0, None).await?;
-        tracing::debug!(%bucket, %key, "object deleted");
+        self.append_event(bucket, &key, ObjectEventKind::Deleted, 0, None, reason).await?;
+        match reason {
+            Some(reason) => tracing::info!(%bucket, %key, reason = reason.as_str(), "object expired"),
+            None => tracing::debug!(%bucket, %key, "object deleted"),
+        }
         Ok(())
     }
 
@@ -586,7 +599,7 @@ impl Buckets {
     async fn record_written_object(&self, bucket: &Name, key: &ObjectKey) -> Result<ObjectInfo, BucketError> {
         self.inner.backend.sync_written_object(bucket, key).await?;
         let info = self.head_object(bucket, key).await?;
-        self.append_event(bucket, key, ObjectEventKind::Created, info.size, info.etag.clone()).await?;
+        self.append_event(bucket, key, ObjectEventKind::Created, info.size, info.etag.clone(), None).await?;
         tracing::debug!(%bucket, %key, size = info.size, "object written");
         Ok(info)
     }
@@ -638,6 +651,7 @@ impl Buckets {
         kind: ObjectEventKind,
         size: u64,
         etag: Option<String>,
+        reason: Option<DeletionReason>,
     ) -> Result<(), BucketError> {
         let event = NewObjectEvent {
             bucket: bucket.clone(),
@@ -646,6 +660,7 @@ impl Buckets {
             size,
             etag,
             at: self.inner.clock.now(),
+            reason,
         };
         self.call_state(move |state| state.append_object_event(event)).await?;
         Ok(())

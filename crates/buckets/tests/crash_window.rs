@@ -222,6 +222,21 @@ impl StateStore for StoreWithFailingAppends {
     fn access_records(&self, before_id: Option<u64>, limit: usize) -> Result<Vec<mayfly_state::StoredAccessRecord>> {
         self.inner.access_records(before_id, limit)
     }
+    fn expire_messages(&self, queue: &Name, sent_before: mayfly_core::Timestamp, limit: usize) -> Result<u64> {
+        self.inner.expire_messages(queue, sent_before, limit)
+    }
+    fn prune_invocations(&self, started_before: mayfly_core::Timestamp, limit: usize) -> Result<u64> {
+        self.inner.prune_invocations(started_before, limit)
+    }
+    fn prune_finished_runs(&self, finished_before: mayfly_core::Timestamp, limit: usize) -> Result<u64> {
+        self.inner.prune_finished_runs(finished_before, limit)
+    }
+    fn prune_object_events(&self, before: mayfly_core::Timestamp, limit: usize) -> Result<u64> {
+        self.inner.prune_object_events(before, limit)
+    }
+    fn prune_access_records(&self, before: mayfly_core::Timestamp, limit: usize) -> Result<u64> {
+        self.inner.prune_access_records(before, limit)
+    }
     fn run_item_attempts(&self, run: &str, limit: usize) -> Result<Vec<mayfly_state::ItemAttempt>> {
         self.inner.run_item_attempts(run, limit)
     }

@@ -13,7 +13,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::commands::{
-    access_log, audit, broker, demo, functions, image, jobs, keys, objects, queues, serve, spec, tokens,
+    access_log, audit, broker, demo, functions, image, jobs, keys, objects, prune, queues, serve, spec, tokens,
 };
 use crate::output::Output;
 
@@ -164,6 +164,11 @@ enum Command {
         after_help = "Examples:\n  mayfly audit\n  mayfly audit --json\n  mayfly audit --reap      # stop orphans first\n  mayfly audit --latest    # the audit recorded after the last deploy or run\n\nExit code 10 when there are violations; warnings and notices do not fail it."
     )]
     Audit(audit::AuditArgs),
+    /// Delete now what has outlived its retention (as `mayfly up` does every minute): objects, sealed logs, messages, ledgers.
+    #[command(
+        after_help = "Examples:\n  mayfly prune\n  mayfly prune --json\n\nKept: objects by their bucket's `retention`, sealed run logs by `[policy].log_retention`,\nmessages by their queue's `retention`; invocations and finished runs 90 days, bucket events\n30 days once every consumer read them, the API's access log 6 years. Results are kept."
+    )]
+    Prune(prune::PruneArgs),
     /// (internal) The coordinator of one run; started by Mayfly.
     #[command(hide = true)]
     Coordinator(jobs::CoordinatorArgs),
@@ -270,6 +275,7 @@ async fn run(command: Command, project: Option<PathBuf>, output: Output) -> anyh
         Command::Reconcile(args) => jobs::reconcile(args, project, output).await,
         Command::Ps(args) => jobs::ps(args, project, output).await,
         Command::Audit(args) => audit::audit(args, project, output).await,
+        Command::Prune(args) => prune::run(args, project, output).await,
         Command::Coordinator(args) => jobs::coordinator(args, project).await,
         Command::Broker(args) => broker::broker(args, project).await,
         Command::Worker(args) => jobs::worker(args).await,

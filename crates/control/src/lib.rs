@@ -26,6 +26,7 @@ mod invoke;
 pub mod jobs;
 mod ledger;
 mod queue_poller;
+pub mod retention;
 mod router;
 mod scheduler;
 

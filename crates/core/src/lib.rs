@@ -16,7 +16,7 @@ pub mod run;
 pub mod schedule;
 
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
-pub use event::{NewObjectEvent, ObjectEvent, ObjectEventKind};
+pub use event::{DeletionReason, NewObjectEvent, ObjectEvent, ObjectEventKind};
 pub use name::{Name, NameError};
 pub use quantity::{ByteSize, QuantityError, format_duration, parse_duration};
 pub use schedule::{Schedule, ScheduleError};

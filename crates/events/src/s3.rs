@@ -28,7 +28,8 @@ pub fn s3_event(events: &[ObjectEvent]) -> Value {
 ///
 /// A `created` event is `ObjectCreated:Put` with the object's size and entity
 /// tag; a `deleted` event is `ObjectRemoved:Delete` without them, as S3 sends
-/// it. Keys are URL-encoded as S3 encodes them ([`s3_key_url_encoded`]); the
+/// it, or `LifecycleExpiration:Delete` when Mayfly expired the object under
+/// a retention rule. Keys are URL-encoded as S3 encodes them ([`s3_key_url_encoded`]); the
 /// sequencer is Mayfly's event sequence number ([`s3_sequencer`]).
 pub fn s3_event_for_route(configuration_id: &str, events: &[ObjectEvent]) -> Value {
     let records: Vec<Value> = events.iter().map(|event| s3_record(configuration_id, event)).collect();
@@ -49,6 +50,8 @@ fn s3_record(configuration_id: &str, event: &ObjectEvent) -> Value {
             }
             "ObjectCreated:Put"
         }
+        // An object Mayfly expired is a lifecycle expiration, as S3 names one.
+        ObjectEventKind::Deleted if event.reason.is_some() => "LifecycleExpiration:Delete",
         ObjectEventKind::Deleted => "ObjectRemoved:Delete",
     };
     object.insert("sequencer".into(), Value::String(sequencer.clone()));

@@ -35,6 +35,7 @@ fn created(sequence: u64, key: &str) -> ObjectEvent {
         size: 1024,
         etag: Some("\"d41d8cd98f00b204e9800998ecf8427e\"".to_owned()),
         at: AT,
+        reason: None,
     }
 }
 

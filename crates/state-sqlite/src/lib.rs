@@ -25,6 +25,7 @@ mod access;
 mod audits;
 mod errors;
 mod ledger;
+mod retention;
 mod runs;
 mod schema;
 mod sealing;
@@ -39,7 +40,7 @@ use mayfly_core::queue::{
     decide_receive,
 };
 use mayfly_core::run::{ItemStatus, RunStatus};
-use mayfly_core::{ByteSize, Clock, Name, NewObjectEvent, ObjectEvent, ObjectEventKind, Timestamp};
+use mayfly_core::{ByteSize, Clock, DeletionReason, Name, NewObjectEvent, ObjectEvent, ObjectEventKind, Timestamp};
 use mayfly_state::{
     AccessRecord, ApiTokenRecord, AuditRecord, BucketRecord, DeadLetterInfo, DeleteOutcome, Deployment, FunctionStats,
     InvocationFilter, InvocationRecord, ItemAttempt, ItemCompletion, NewApiToken, NewAudit, NewDeployment, NewRun,
@@ -529,6 +530,11 @@ fn kind_to_column(kind: ObjectEventKind) -> &'static str {
     kind.as_str()
 }
 
+fn reason_from_column(reason: &str) -> Result<DeletionReason> {
+    DeletionReason::parse(reason)
+        .ok_or_else(|| StateError::Backend(format!("unknown deletion reason `{reason}` in the event log")))
+}
+
 fn kind_from_column(kind: &str) -> Result<ObjectEventKind> {
     match kind {
         "created" => Ok(ObjectEventKind::Created),
@@ -819,8 +825,8 @@ impl StateStore for SqliteStore {
         self.write("append an object event", |transaction| {
             let sequence: i64 = transaction
                 .prepare_cached(
-                    "INSERT INTO object_events (bucket, key, kind, size, etag, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
-                     RETURNING sequence",
+                    "INSERT INTO object_events (bucket, key, kind, size, etag, at, reason) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) RETURNING sequence",
                 )
                 .and_then(|mut statement| {
                     statement.query_row(
@@ -830,7 +836,8 @@ impl StateStore for SqliteStore {
                             kind_to_column(event.kind),
                             to_sql_integer(event.size),
                             event.etag,
-                            event.at.as_millis()
+                            event.at.as_millis(),
+                            event.reason.map(DeletionReason::as_str)
                         ],
                         |row| row.get(0),
                     )
@@ -844,6 +851,7 @@ impl StateStore for SqliteStore {
                 size: event.size,
                 etag: event.etag,
                 at: event.at,
+                reason: event.reason,
             })
         })
     }
@@ -852,7 +860,7 @@ impl StateStore for SqliteStore {
         self.read("read the object event log", |transaction| {
             let mut statement = transaction
                 .prepare_cached(
-                    "SELECT sequence, bucket, key, kind, size, etag, at FROM object_events \
+                    "SELECT sequence, bucket, key, kind, size, etag, at, reason FROM object_events \
                      WHERE sequence > ?1 ORDER BY sequence LIMIT ?2",
                 )
                 .context("read the object event log")?;
@@ -866,12 +874,13 @@ impl StateStore for SqliteStore {
                         row.get::<_, i64>(4)?,
                         row.get::<_, Option<String>>(5)?,
                         row.get::<_, i64>(6)?,
+                        row.get::<_, Option<String>>(7)?,
                     ))
                 })
                 .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
                 .context("read the object event log")?;
             rows.into_iter()
-                .map(|(sequence, bucket, key, kind, size, etag, at)| {
+                .map(|(sequence, bucket, key, kind, size, etag, at, reason)| {
                     Ok(ObjectEvent {
                         sequence: from_sql_integer(sequence),
                         bucket: name_from_column(bucket)?,
@@ -880,6 +889,7 @@ impl StateStore for SqliteStore {
                         size: from_sql_integer(size),
                         etag,
                         at: Timestamp(at),
+                        reason: reason.as_deref().map(reason_from_column).transpose()?,
                     })
                 })
                 .collect()
@@ -1626,6 +1636,35 @@ impl StateStore for SqliteStore {
         self.read("read the access log", |transaction| access::access_records(transaction, before_id, limit))
     }
 
+    fn expire_messages(&self, queue: &Name, sent_before: Timestamp, limit: usize) -> Result<u64> {
+        self.write(&format!("expire old messages of queue `{queue}`"), |transaction| {
+            let queue = require_queue(transaction, queue)?;
+            retention::expire_messages(transaction, queue.queue_id, sent_before, limit)
+        })
+    }
+
+    fn prune_invocations(&self, started_before: Timestamp, limit: usize) -> Result<u64> {
+        self.write("prune old invocations", |transaction| {
+            retention::prune_invocations(transaction, started_before, limit)
+        })
+    }
+
+    fn prune_finished_runs(&self, finished_before: Timestamp, limit: usize) -> Result<u64> {
+        self.write("prune old finished runs", |transaction| {
+            retention::prune_finished_runs(transaction, finished_before, limit)
+        })
+    }
+
+    fn prune_object_events(&self, before: Timestamp, limit: usize) -> Result<u64> {
+        self.write("prune old events", |transaction| retention::prune_object_events(transaction, before, limit))
+    }
+
+    fn prune_access_records(&self, before: Timestamp, limit: usize) -> Result<u64> {
+        self.write("prune old access records", |transaction| {
+            retention::prune_access_records(transaction, before, limit)
+        })
+    }
+
     fn run_item_attempts(&self, run: &str, limit: usize) -> Result<Vec<ItemAttempt>> {
         self.read(&format!("list the attempts of run `{run}`"), |transaction| {
             runs::run_item_attempts(transaction, run, limit)
@@ -1797,6 +1836,6 @@ mod tests {
         assert_eq!(store.invocation_logs("req-1").unwrap(), b"hello");
         let version: i64 = store.lock_connection().query_row("PRAGMA user_version", [], |row| row.get(0)).unwrap();
         assert_eq!(version, current_schema_version());
-        assert_eq!(current_schema_version(), 7);
+        assert_eq!(current_schema_version(), 8);
     }
 }

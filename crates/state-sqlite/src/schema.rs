@@ -301,6 +301,18 @@ pub const MIGRATIONS: &[&str] = &[
     -- The latest attempts of a run, newest first, without a sort.
     CREATE INDEX run_item_attempts_by_start ON run_item_attempts (run_seq, started_at, item_seq, attempt);
     "#,
+    // 8: retention. A `deleted` event says why when Mayfly expired the
+    // object itself; the access log may lose a record only once it is six
+    // years old (`mayfly_state::ACCESS_LOG_RETENTION`, by the wall clock),
+    // which the file enforces for every SQL client as before. -- retention
+    r#"
+    ALTER TABLE object_events ADD COLUMN reason TEXT;
+
+    DROP TRIGGER access_log_refuses_deletes;
+    CREATE TRIGGER access_log_refuses_deletes BEFORE DELETE ON access_log
+    WHEN old.at > CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER) - 189216000000
+    BEGIN SELECT RAISE(ABORT, 'the access log is append-only: a record is kept for six years'); END;
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -814,7 +814,34 @@ pub trait StateStore: Send + Sync {
     /// Access records with an id below `before_id` (all, if `None`), newest
     /// first, at most `limit`.
     fn access_records(&self, before_id: Option<u64>, limit: usize) -> Result<Vec<StoredAccessRecord>>;
+
+    // --- retention ------------------------------------------------------------------
+    //
+    // Deleting what has outlived its retention, in bounded batches: each call
+    // deletes at most `limit` records, the oldest first, in one commit, and
+    // returns how many it deleted (fewer than `limit`: nothing older is left).
+
+    /// Messages of `queue` sent before `sent_before` (a queue's `retention`),
+    /// whatever their state: visible, delayed, in flight or dead-lettered.
+    fn expire_messages(&self, queue: &Name, sent_before: Timestamp, limit: usize) -> Result<u64>;
+    /// Invocations (with their logs) started before `started_before`.
+    fn prune_invocations(&self, started_before: Timestamp, limit: usize) -> Result<u64>;
+    /// Runs that finished before `finished_before`, with their items, item
+    /// attempts and workers. Results stay: they are keyed by (job, item), not
+    /// by run, and are the job's output.
+    fn prune_finished_runs(&self, finished_before: Timestamp, limit: usize) -> Result<u64>;
+    /// The oldest events of the event log appended before `before`, but never
+    /// one that a consumer has not read yet (past the lowest consumer cursor).
+    fn prune_object_events(&self, before: Timestamp, limit: usize) -> Result<u64>;
+    /// Access records before `before`. A backend may refuse to delete records
+    /// younger than its own floor ([`ACCESS_LOG_RETENTION`]) whatever it is asked.
+    fn prune_access_records(&self, before: Timestamp, limit: usize) -> Result<u64>;
 }
+
+/// How long the access log is kept at the least: six years, the retention
+/// HIPAA sets for documentation of access to health information. The SQLite
+/// backend refuses, in the file itself, to delete a younger record.
+pub const ACCESS_LOG_RETENTION: Duration = Duration::from_secs(6 * 365 * 86_400);
 
 #[cfg(test)]
 mod tests {

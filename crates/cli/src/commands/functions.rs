@@ -180,6 +180,13 @@ pub async fn up(args: UpArgs, project: Option<&Path>, output: Output) -> Result<
         }
         None => None,
     };
+    // Retention runs beside the control plane, under the deployment current at each pass.
+    let retention = tokio::spawn(mayfly_control::retention::run(
+        opened.state.clone(),
+        opened.buckets.clone(),
+        config.clock.clone(),
+        shutdown.clone(),
+    ));
     let mut running = tokio::spawn(mayfly_control::run(config, shutdown));
     let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -192,6 +199,9 @@ pub async fn up(args: UpArgs, project: Option<&Path>, output: Output) -> Result<
         let _ = stop.send(());
         server.await.context("the API server task panicked")??;
     }
+    // The control plane may have ended on its own (a failed loop): stop retention too.
+    trigger.trigger();
+    retention.await.context("the retention task panicked")??;
     result.context("the control plane task panicked")??;
     eprintln!("mayfly: control plane stopped");
     Ok(())

@@ -12,6 +12,7 @@ pub mod image;
 pub mod jobs;
 pub mod keys;
 pub mod objects;
+pub mod prune;
 pub mod queues;
 pub mod serve;
 pub mod spec;

@@ -222,7 +222,7 @@ pub fn events(args: EventsArgs, project: Option<&Path>, output: Output) -> Resul
             return format!("no events after {}", args.after);
         }
         table(
-            &["SEQ", "AT", "EVENT", "OBJECT", "SIZE"],
+            &["SEQ", "AT", "EVENT", "OBJECT", "SIZE", "REASON"],
             &events
                 .iter()
                 .map(|e| {
@@ -232,6 +232,7 @@ pub fn events(args: EventsArgs, project: Option<&Path>, output: Output) -> Resul
                         e.kind.as_str().to_owned(),
                         format!("{}/{}", e.bucket, e.key),
                         human_bytes(e.size),
+                        e.reason.map_or("-", |reason| reason.as_str()).to_owned(),
                     ]
                 })
                 .collect::<Vec<_>>(),
