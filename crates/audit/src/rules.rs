@@ -9,6 +9,7 @@
 //! | `tls` | the API off loopback has TLS |
 //! | `network-boundary` | live resources' addresses, networks' subnets and docker jobs' subnets lie inside `networks` |
 //! | `orphaned-resource` | no live resource or network of a finished or unknown run, nor one whose owner process is gone |
+//! | `run-coordinator` | every running (or finishing) run has a live coordinator |
 //! | `run-deadline` | no run goes on past its deadline |
 //! | `run-budget` | no run costs more than its budget |
 //! | `log-retention` | no sealed log is older than `log_retention` or its bucket's `retention` |
@@ -84,6 +85,11 @@ pub const RULES: &[Rule] = &[
         name: "orphaned-resource",
         summary: "no process, container or network of a finished or unknown run, or of a dead owner, is left",
         check: orphaned_resources,
+    },
+    Rule {
+        name: "run-coordinator",
+        summary: "every running or finishing run has a live coordinator",
+        check: run_coordinator,
     },
     Rule { name: "run-deadline", summary: "no run goes on past its deadline", check: run_deadline },
     Rule { name: "run-budget", summary: "no run costs more than its budget", check: run_budget },
@@ -435,6 +441,49 @@ fn orphaned_resources(input: &RuleInput<'_>) -> Vec<AuditFinding> {
                 format!("remove it (`docker network rm {}`) once no container uses it", network.name),
             ));
         }
+    }
+    findings
+}
+
+// --- run-coordinator -----------------------------------------------------------------
+
+/// The roles of the process that drives a run: its coordinator, or for a
+/// Docker job the host broker whose container is the coordinator.
+const COORDINATOR_ROLES: [&str; 2] = ["coordinator", "broker"];
+
+/// A run that is `running` or `finishing` with no live coordinator stays so
+/// for ever unless something resumes it: nothing renews its lease, nothing
+/// ends it. (A `requested` run is not checked: its first coordinator may still
+/// be starting, and the control plane starts one after a grace period.)
+fn run_coordinator(input: &RuleInput<'_>) -> Vec<AuditFinding> {
+    let inventory = input.inventory;
+    let mut findings = Vec::new();
+    for run in &inventory.runs {
+        if !matches!(run.status, RunStatus::Running | RunStatus::Finishing) {
+            continue;
+        }
+        let coordinated = inventory.live.iter().any(|live| {
+            live.run.as_deref() == Some(run.id.as_str())
+                && live.role.as_deref().is_some_and(|role| COORDINATOR_ROLES.contains(&role))
+        });
+        if coordinated {
+            continue;
+        }
+        let workers = inventory.live.iter().filter(|live| live.run.as_deref() == Some(run.id.as_str())).count();
+        findings.push(finding(
+            "run-coordinator",
+            AuditSeverity::Violation,
+            "run",
+            run.id.clone(),
+            format!(
+                "run of job `{}` is {} but no coordinator of it is alive ({workers} other process(es) of the run are); {} of {} item(s) are unprocessed and nothing will finish them",
+                run.job,
+                run.status.as_str(),
+                unprocessed(run),
+                run.items.total
+            ),
+            "`mayfly up` resumes it within a lease period (tears down what is left of its fleet and starts a new coordinator), as a foreground `mayfly run` of it does; or cancel it (`POST /v1/runs/RUN/cancel`)".to_owned(),
+        ));
     }
     findings
 }

@@ -140,6 +140,8 @@ async fn the_inventory_reads_the_store_buckets_and_live_processes_and_reaping_re
             ("encryption", AuditSeverity::Violation, "logs"),
             ("encryption", AuditSeverity::Violation, "state.db"),
             ("orphaned-resource", AuditSeverity::Violation, orphan.0.as_str()),
+            // Only a worker of the running run is alive, no coordinator.
+            ("run-coordinator", AuditSeverity::Violation, "run-1"),
             ("run-budget", AuditSeverity::Violation, "run-1"),
         ]
     );

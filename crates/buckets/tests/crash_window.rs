@@ -240,6 +240,12 @@ impl StateStore for StoreWithFailingAppends {
     fn run_item_attempts(&self, run: &str, limit: usize) -> Result<Vec<mayfly_state::ItemAttempt>> {
         self.inner.run_item_attempts(run, limit)
     }
+    fn run_attempt_counts_by_worker(
+        &self,
+        run: &str,
+    ) -> Result<std::collections::BTreeMap<String, mayfly_state::WorkerAttemptCounts>> {
+        self.inner.run_attempt_counts_by_worker(run)
+    }
     fn record_audit(&self, audit: &mayfly_state::NewAudit) -> Result<mayfly_state::AuditRecord> {
         self.inner.record_audit(audit)
     }

@@ -14,6 +14,7 @@ pub const DISK_FULL: u8 = 7;
 pub const FUNCTION_FAILED: u8 = 8;
 pub const DATA_DAMAGED: u8 = 9;
 pub const VIOLATIONS_FOUND: u8 = 10;
+pub const COMPLETED_WITH_FAILURES: u8 = 11;
 
 /// An error the command itself decided to refuse with (e.g. would lose data).
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +30,12 @@ pub struct FunctionFailed(pub String);
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct ViolationsFound(pub String);
+
+/// A run ended `completed_with_failures`: every item settled, some
+/// dead-lettered (the report was still printed).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct CompletedWithFailures(pub String);
 
 /// An error for something that does not exist (e.g. a bucket in a CLI address).
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +92,9 @@ pub fn for_error(error: &anyhow::Error) -> u8 {
         }
         if cause.downcast_ref::<ViolationsFound>().is_some() {
             return VIOLATIONS_FOUND;
+        }
+        if cause.downcast_ref::<CompletedWithFailures>().is_some() {
+            return COMPLETED_WITH_FAILURES;
         }
     }
     FAILURE

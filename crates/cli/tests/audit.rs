@@ -363,3 +363,33 @@ fn a_run_whose_coordinator_died_is_a_violation_once_past_its_deadline() {
         kill_group(live["id"].as_str().unwrap());
     }
 }
+
+#[test]
+fn a_running_run_whose_coordinator_is_gone_is_a_violation_within_its_deadline() {
+    let project = job_project(3, "", "", &[("stranded", "deadline = \"1h\"\nworkers = { max = 1 }")]);
+    let started = project.json(&["run", "stranded", "--detach"]);
+    let run = started["run"].as_str().unwrap().to_owned();
+    let live = project.wait_for(&["ps"], Duration::from_secs(20), |live| {
+        let live = live.as_array().unwrap();
+        live.iter().any(|p| p["role"] == "coordinator") && live.iter().any(|p| p["role"] == "worker")
+    });
+    let clean = audit_json(&project, &[], 0);
+    assert!(!findings(&clean).iter().any(|(rule, _, _)| rule == "run-coordinator"), "{clean}");
+
+    let coordinator = live.as_array().unwrap().iter().find(|p| p["role"] == "coordinator").unwrap();
+    kill_group(coordinator["id"].as_str().unwrap());
+    // No `mayfly up` runs: the run stays `running` with nothing to finish it.
+    let document = audit_json(&project, &[], VIOLATIONS_FOUND);
+    let found = findings(&document);
+    assert_eq!(
+        found.iter().filter(|(_, severity, _)| severity == "violation").collect::<Vec<_>>(),
+        [&("run-coordinator".to_owned(), "violation".to_owned(), run.clone())],
+        "{document}"
+    );
+    let finding = document["findings"].as_array().unwrap().iter().find(|f| f["rule"] == "run-coordinator").unwrap();
+    assert!(finding["message"].as_str().unwrap().contains("no coordinator of it is alive"), "{finding}");
+    assert!(finding["remedy"].as_str().unwrap().contains("mayfly up"), "{finding}");
+    for live in project.json(&["ps"]).as_array().unwrap() {
+        kill_group(live["id"].as_str().unwrap());
+    }
+}

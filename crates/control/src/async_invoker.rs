@@ -23,11 +23,9 @@ use crate::{ControlError, ControlPlaneConfig, Shutdown, ledger};
 const DEFAULT_WORKERS: u32 = 4;
 const MAX_WORKERS: u32 = 16;
 
-/// A random request id in the UUID layout Lambda uses.
+/// A random request id in the UUID layout Lambda uses (opaque and URL-safe; see `mayfly_runtime::random_request_id`).
 pub fn new_request_id() -> String {
-    let bytes: [u8; 16] = rand::random();
-    let hex = hex::encode(bytes);
-    format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32])
+    mayfly_runtime::random_request_id()
 }
 
 pub async fn run(config: Arc<ControlPlaneConfig>, function: Name, shutdown: Shutdown) -> Result<(), ControlError> {

@@ -212,7 +212,33 @@ pub async fn reap_fleet_orphans(
 }
 
 /// How long a requested run may wait for its first coordinator before the supervisor starts one.
-const UNCLAIMED_GRACE: Duration = Duration::from_secs(15);
+pub const UNCLAIMED_GRACE: Duration = Duration::from_secs(15);
+
+/// `run` if it needs a new coordinator now — its lease lapsed, or it was
+/// never claimed within [`UNCLAIMED_GRACE`] — by the rule `mayfly up` uses.
+pub fn run_needing_coordinator(state: &dyn StateStore, run: &str) -> Result<Option<RunRecord>, JobError> {
+    Ok(state.runs_needing_coordinator(UNCLAIMED_GRACE)?.into_iter().find(|record| record.id == run))
+}
+
+/// Resume a run whose coordinator is gone (see [`run_needing_coordinator`]):
+/// stop whatever is left of its fleet, found by the run's tags through every
+/// provisioner (the old coordinator's workers must not work on beside the new
+/// one's), then start a new coordinator, which claims the lapsed lease and
+/// puts the items the old fleet held back in the pool. The one path for
+/// `mayfly up` and for a foreground `mayfly run` that saw its coordinator go.
+/// Returns how many resources of the old fleet were stopped.
+pub async fn resume_run(
+    jobs: &crate::JobsConfig,
+    architecture: &Architecture,
+    run: &RunRecord,
+) -> Result<usize, JobError> {
+    let stopped = tear_down_run(&jobs.fleet, &run.id)
+        .await
+        .map_err(|source| JobError::TearDown { run: run.id.clone(), source })?;
+    tracing::warn!(run = %run.id, stopped, "run lease lapsed; fleet torn down, starting a new coordinator");
+    launch_coordinator(jobs.provisioner.as_ref(), &jobs.launch, architecture, &run.job, &run.id).await?;
+    Ok(stopped)
+}
 const SUPERVISE_EVERY: Duration = Duration::from_secs(1);
 const REAP_EVERY: Duration = Duration::from_secs(30);
 
@@ -226,14 +252,7 @@ pub async fn supervise(config: Arc<ControlPlaneConfig>, mut shutdown: Shutdown) 
     let mut since_reap = REAP_EVERY;
     loop {
         for run in config.state.runs_needing_coordinator(UNCLAIMED_GRACE)? {
-            let stopped = tear_down_run(&jobs.fleet, &run.id).await.unwrap_or_else(|error| {
-                tracing::error!(run = %run.id, error = %error, "cannot tear down the fleet of a lapsed run");
-                0
-            });
-            tracing::warn!(run = %run.id, stopped, "run lease lapsed; fleet torn down, starting a new coordinator");
-            if let Err(error) =
-                launch_coordinator(provisioner, &jobs.launch, &config.architecture, &run.job, &run.id).await
-            {
+            if let Err(error) = resume_run(&jobs, &config.architecture, &run).await {
                 tracing::error!(run = %run.id, error = %error, "cannot restart the coordinator");
             }
         }

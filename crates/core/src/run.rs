@@ -27,7 +27,13 @@ pub enum RunStatus {
     Running,
     /// Nothing is left to do; logs are being sealed and workers torn down.
     Finishing,
+    /// Every item is done.
     Succeeded,
+    /// Every item settled and at least one is done, but some were
+    /// dead-lettered: the results are there, with gaps to look at.
+    CompletedWithFailures,
+    /// The run could not do its work: its workers could not start, or every
+    /// item was dead-lettered.
     Failed,
     Cancelled,
     DeadlineExceeded,
@@ -35,11 +41,12 @@ pub enum RunStatus {
 }
 
 impl RunStatus {
-    pub const ALL: [RunStatus; 8] = [
+    pub const ALL: [RunStatus; 9] = [
         RunStatus::Requested,
         RunStatus::Running,
         RunStatus::Finishing,
         RunStatus::Succeeded,
+        RunStatus::CompletedWithFailures,
         RunStatus::Failed,
         RunStatus::Cancelled,
         RunStatus::DeadlineExceeded,
@@ -51,6 +58,7 @@ impl RunStatus {
         match self {
             RunStatus::Requested | RunStatus::Running | RunStatus::Finishing => false,
             RunStatus::Succeeded
+            | RunStatus::CompletedWithFailures
             | RunStatus::Failed
             | RunStatus::Cancelled
             | RunStatus::DeadlineExceeded
@@ -65,6 +73,7 @@ impl RunStatus {
             RunStatus::Running => "running",
             RunStatus::Finishing => "finishing",
             RunStatus::Succeeded => "succeeded",
+            RunStatus::CompletedWithFailures => "completed_with_failures",
             RunStatus::Failed => "failed",
             RunStatus::Cancelled => "cancelled",
             RunStatus::DeadlineExceeded => "deadline_exceeded",
@@ -154,6 +163,33 @@ pub fn fleet_size(backlog: u64, items_per_worker: Option<u32>, max_workers: u32)
         _ => u64::from(max_workers),
     };
     u32::try_from(wanted.clamp(1, u64::from(max_workers))).unwrap_or(max_workers)
+}
+
+/// How a run ends once every item has settled (none pending or leased, its
+/// source drained), from how many items are `done` and `dead_lettered`:
+/// succeeded when none was dead-lettered (an empty run too), failed when
+/// every item was, completed with failures otherwise.
+pub fn status_of_settled_run(done: u64, dead_lettered: u64) -> RunStatus {
+    match (done, dead_lettered) {
+        (_, 0) => RunStatus::Succeeded,
+        (0, _) => RunStatus::Failed,
+        _ => RunStatus::CompletedWithFailures,
+    }
+}
+
+/// The error a settled run that did not succeed records: how many items were
+/// dead-lettered, and where to look.
+pub fn settled_run_error(done: u64, dead_lettered: u64) -> Option<String> {
+    match status_of_settled_run(done, dead_lettered) {
+        RunStatus::Succeeded => None,
+        RunStatus::Failed => Some(format!(
+            "every item ({dead_lettered}) was dead-lettered; each item's last error is on the run's page and in `mayfly logs`"
+        )),
+        _ => Some(format!(
+            "{dead_lettered} of {} items were dead-lettered; {done} are done",
+            done.saturating_add(dead_lettered)
+        )),
+    }
 }
 
 /// What happens to an item after one of its attempts failed.
@@ -263,12 +299,30 @@ mod tests {
             finished,
             [
                 RunStatus::Succeeded,
+                RunStatus::CompletedWithFailures,
                 RunStatus::Failed,
                 RunStatus::Cancelled,
                 RunStatus::DeadlineExceeded,
                 RunStatus::BudgetExceeded
             ]
         );
+    }
+
+    #[test]
+    fn a_settled_run_succeeds_only_when_no_item_was_dead_lettered() {
+        // (done, dead_lettered) -> status
+        let cases = [
+            (0, 0, RunStatus::Succeeded),
+            (40, 0, RunStatus::Succeeded),
+            (39, 1, RunStatus::CompletedWithFailures),
+            (1, 39, RunStatus::CompletedWithFailures),
+            (0, 3, RunStatus::Failed),
+        ];
+        for (done, dead_lettered, expected) in cases {
+            assert_eq!(status_of_settled_run(done, dead_lettered), expected, "{done} done, {dead_lettered} dead");
+            assert_eq!(settled_run_error(done, dead_lettered).is_none(), expected == RunStatus::Succeeded);
+        }
+        assert_eq!(settled_run_error(39, 1).unwrap(), "1 of 40 items were dead-lettered; 39 are done");
     }
 
     #[test]

@@ -139,6 +139,7 @@ pub fn status_label(status: RunStatus) -> &'static str {
         RunStatus::Running => "running",
         RunStatus::Finishing => "finishing",
         RunStatus::Succeeded => "succeeded",
+        RunStatus::CompletedWithFailures => "completed with failures",
         RunStatus::Failed => "failed",
         RunStatus::Cancelled => "cancelled",
         RunStatus::DeadlineExceeded => "deadline exceeded",
@@ -153,7 +154,11 @@ pub fn status_tone(status: RunStatus) -> &'static str {
         RunStatus::Running | RunStatus::Finishing => "active",
         RunStatus::Succeeded => "good",
         RunStatus::Cancelled => "neutral",
-        RunStatus::Failed | RunStatus::DeadlineExceeded | RunStatus::BudgetExceeded => "bad",
+        // Results with gaps are not a success: the badge says so as loudly as a failure.
+        RunStatus::CompletedWithFailures
+        | RunStatus::Failed
+        | RunStatus::DeadlineExceeded
+        | RunStatus::BudgetExceeded => "bad",
     }
 }
 

@@ -27,7 +27,10 @@ use axum::http::StatusCode;
 use axum::routing::post;
 use axum::{Json, Router};
 use mayfly_buckets::Buckets;
-use mayfly_core::run::{AfterFailure, RunReport, RunStatus, WorkerReport, after_item_failure, fleet_size};
+use mayfly_core::run::{
+    AfterFailure, RunReport, RunStatus, WorkerReport, after_item_failure, fleet_size, settled_run_error,
+    status_of_settled_run,
+};
 use mayfly_core::{Clock, Name, Timestamp};
 use mayfly_fleet::{
     ProcessSpec, Provisioner, ResourceId, ResourceState, TAG_ROLE, TAG_RUN, TAG_WORKER, TagFilter, Tags,
@@ -588,7 +591,10 @@ impl Fleet<'_> {
                 _ => true,
             };
             if counts.pending == 0 && counts.leased == 0 && source_drained {
-                break (RunStatus::Succeeded, None);
+                break (
+                    status_of_settled_run(counts.done, counts.dead_lettered),
+                    settled_run_error(counts.done, counts.dead_lettered),
+                );
             }
             self.size_fleet(counts.pending + counts.leased).await?;
             tokio::time::sleep(timing.tick).await;
@@ -990,9 +996,13 @@ impl Fleet<'_> {
         let run = state.run(self.run_id())?;
         let counts = state.run_item_counts(self.run_id())?;
         let workers = state.run_workers(self.run_id())?;
+        // Per-worker counts come from the attempts ledger, not from what each
+        // coordinator kept in memory: a coordinator that died took its
+        // workers' tallies with it, the ledger did not lose them.
+        let attempts_by_worker = state.run_attempt_counts_by_worker(self.run_id())?;
         let finished_at = self.config.clock.now();
         let started_at = run.started_at.unwrap_or(run.created_at);
-        let failed_attempts: u64 = workers.iter().map(|w| w.items_failed).sum();
+        let failed_attempts: u64 = attempts_by_worker.values().map(|counts| counts.failed).sum();
         Ok(RunReport {
             run_id: run.id.clone(),
             job: run.job.clone(),
@@ -1006,8 +1016,8 @@ impl Fleet<'_> {
                 .iter()
                 .map(|w| WorkerReport {
                     worker: w.worker.clone(),
-                    items_done: w.items_done,
-                    items_failed: w.items_failed,
+                    items_done: attempts_by_worker.get(&w.worker).map_or(0, |counts| counts.done),
+                    items_failed: attempts_by_worker.get(&w.worker).map_or(0, |counts| counts.failed),
                     busy: w.busy,
                     started_at: w.started_at,
                     stopped_at: w.stopped_at,

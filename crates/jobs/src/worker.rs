@@ -279,7 +279,9 @@ async fn work_loop(
                 .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&payload).into_owned())),
         };
         let invocation = Invocation {
-            request_id: format!("{}-{}-{}", identity.run, item.item, item.attempt),
+            // Opaque and URL-safe: the item id (any object key or manifest
+            // line) travels in the event, never in the Runtime API's URL paths.
+            request_id: mayfly_runtime::derived_request_id(&[&identity.run, &item.item, &item.attempt.to_string()]),
             payload: serde_json::to_vec(&event).expect("JSON values serialise"), // plain JSON
             trace_id: None,
         };

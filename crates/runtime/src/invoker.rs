@@ -187,6 +187,17 @@ impl Invoker {
             bytes_in,
             bytes_out: 0,
         };
+        // An id that needs escaping would reach the handler altered (or not at
+        // all): refuse it here, naming it, rather than as a handler crash.
+        if !crate::is_url_safe_request_id(&invocation.request_id) {
+            let reason = format!(
+                "the request id {:?} is not URL-safe (1 to {} letters, digits, `-`, `.`, `_` or `~`); \
+                 request ids are opaque: make them with random_request_id or derived_request_id",
+                invocation.request_id,
+                crate::MAX_REQUEST_ID_BYTES
+            );
+            return failed(Outcome::Crashed { reason }, invocation);
+        }
         if bytes_in > function.max_payload.bytes() {
             return failed(Outcome::PayloadTooLarge { size: bytes_in, limit: function.max_payload }, invocation);
         }
@@ -268,6 +279,7 @@ impl Invoker {
             bytes_in,
         };
         let Ok(request_id_header) = HeaderValue::from_str(&invocation.request_id) else {
+            // Unreachable for ids `invoke` let through (URL-safe ids are valid header values).
             let reason = "the request id cannot be sent as an HTTP header".to_owned();
             return result(LambdaRun::failed(Outcome::Crashed { reason }, Vec::new()), None, invocation.request_id);
         };

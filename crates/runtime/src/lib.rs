@@ -28,6 +28,7 @@ mod lambda;
 mod logs;
 mod memory;
 mod process;
+mod request_id;
 
 pub use definition::{
     ContainerIsolation, FunctionDefinition, Invocation, InvocationResult, Isolation, Outcome, RuntimeKind,
@@ -36,3 +37,4 @@ pub use error::SpawnError;
 pub use invoker::{Invoker, InvokerConfig};
 pub use logs::LOG_CAPTURE_LIMIT;
 pub use memory::{MemoryEnforcement, MemoryEnforcementMode};
+pub use request_id::{MAX_REQUEST_ID_BYTES, derived_request_id, is_url_safe_request_id, random_request_id};

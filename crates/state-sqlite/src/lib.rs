@@ -1670,6 +1670,15 @@ impl StateStore for SqliteStore {
             runs::run_item_attempts(transaction, run, limit)
         })
     }
+
+    fn run_attempt_counts_by_worker(
+        &self,
+        run: &str,
+    ) -> Result<std::collections::BTreeMap<String, mayfly_state::WorkerAttemptCounts>> {
+        self.read(&format!("count the attempts of run `{run}` by worker"), |transaction| {
+            runs::run_attempt_counts_by_worker(transaction, run)
+        })
+    }
 }
 
 /// Up to `limit` visible messages of a queue after the keyset position `after`,
@@ -1836,6 +1845,6 @@ mod tests {
         assert_eq!(store.invocation_logs("req-1").unwrap(), b"hello");
         let version: i64 = store.lock_connection().query_row("PRAGMA user_version", [], |row| row.get(0)).unwrap();
         assert_eq!(version, current_schema_version());
-        assert_eq!(current_schema_version(), 8);
+        assert_eq!(current_schema_version(), 9);
     }
 }

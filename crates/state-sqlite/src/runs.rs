@@ -780,6 +780,31 @@ pub fn run_item_attempts(transaction: &Transaction<'_>, run: &str, limit: usize)
         .with_context(|| format!("list the attempts of run `{run}`"))
 }
 
+pub fn run_attempt_counts_by_worker(
+    transaction: &Transaction<'_>,
+    run: &str,
+) -> Result<std::collections::BTreeMap<String, mayfly_state::WorkerAttemptCounts>> {
+    let key = require_run_key(transaction, run)?;
+    transaction
+        .prepare_cached(
+            "SELECT worker, SUM(outcome = 'done'), SUM(outcome IN ('failed', 'dead_lettered')) \
+             FROM run_item_attempts WHERE run_seq = ?1 AND outcome IN ('done', 'failed', 'dead_lettered') \
+             GROUP BY worker",
+        )
+        .and_then(|mut statement| {
+            statement
+                .query_map([key.run_seq], |row| {
+                    let counts = mayfly_state::WorkerAttemptCounts {
+                        done: from_sql_integer(row.get(1)?),
+                        failed: from_sql_integer(row.get(2)?),
+                    };
+                    Ok((row.get::<_, String>(0)?, counts))
+                })?
+                .collect::<rusqlite::Result<_>>()
+        })
+        .with_context(|| format!("count the attempts of run `{run}` by worker"))
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -845,6 +870,50 @@ mod tests {
         }
     }
 
+    /// A schema-7 file (runs could not end `completed_with_failures`) opens:
+    /// the runs table is rebuilt, and the rows that refer to it — items,
+    /// attempts, workers — are all still there (dropping the old table must
+    /// not cascade into them).
+    #[test]
+    fn a_schema_7_file_keeps_its_runs_items_and_workers_and_accepts_completed_with_failures() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("state.db");
+        {
+            let connection = rusqlite::Connection::open(&path).unwrap();
+            connection.pragma_update(None, "foreign_keys", "ON").unwrap();
+            for migration in &crate::schema::MIGRATIONS[..7] {
+                connection.execute_batch(migration).unwrap();
+            }
+            connection
+                .execute_batch(
+                    "PRAGMA user_version = 7;
+                     INSERT INTO runs (id, job, trigger_source, status, created_at, started_at, deadline, lease_owner,
+                         lease_until, coordinator_attempts)
+                         VALUES ('run-1', 'thumbnails', 'manual', 'running', 1, 1, 999999, 'c-1', 999999, 1);
+                     INSERT INTO run_items (run_seq, item, payload, status, attempts, worker, not_before, updated_at)
+                         VALUES (1, 'a', x'7b7d', 'done', 1, 'w1-001', 1, 2),
+                                (1, 'b', x'7b7d', 'dead_lettered', 1, 'w1-001', 1, 2);
+                     INSERT INTO run_item_attempts (item_seq, attempt, run_seq, worker, started_at, ended_at, outcome)
+                         VALUES (1, 1, 1, 'w1-001', 1, 2, 'done'), (2, 1, 1, 'w1-001', 1, 2, 'dead_lettered');
+                     INSERT INTO run_workers (run_seq, worker, resource, started_at, items_done, items_failed, busy_ms)
+                         VALUES (1, 'w1-001', 'pid:1:1', 1, 0, 0, 0);",
+                )
+                .unwrap();
+        }
+        let clock = mayfly_core::ManualClock::starting_at(Timestamp(1_000));
+        let store = SqliteStore::open(&path, Arc::new(clock)).unwrap();
+        let counts = store.run_item_counts("run-1").unwrap();
+        assert_eq!((counts.total, counts.done, counts.dead_lettered), (2, 1, 1));
+        assert_eq!(store.run_workers("run-1").unwrap().len(), 1);
+        let by_worker = store.run_attempt_counts_by_worker("run-1").unwrap();
+        assert_eq!(by_worker["w1-001"], mayfly_state::WorkerAttemptCounts { done: 1, failed: 1 });
+        store.finish_run("run-1", "c-1", RunStatus::CompletedWithFailures, Some("1 of 2"), None).unwrap();
+        assert_eq!(store.run("run-1").unwrap().status, RunStatus::CompletedWithFailures);
+        let foreign_keys: bool =
+            store.lock_connection().query_row("PRAGMA foreign_keys", [], |row| row.get(0)).unwrap();
+        assert!(foreign_keys, "foreign keys are on again after the migration");
+    }
+
     /// A file written before runs existed (schema 2) opens, keeps its data and gains the run ledger.
     #[test]
     fn a_schema_2_file_is_migrated_to_the_run_ledger_keeping_its_data() {
@@ -874,6 +943,6 @@ mod tests {
             budget: None,
         };
         assert_eq!(store.create_run(run).unwrap().status, RunStatus::Requested);
-        assert_eq!(crate::current_schema_version(), 8);
+        assert_eq!(crate::current_schema_version(), 9);
     }
 }

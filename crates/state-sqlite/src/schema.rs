@@ -8,7 +8,7 @@
 use std::path::Path;
 
 use mayfly_state::{Result, StateError};
-use rusqlite::{Connection, TransactionBehavior};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 
 use crate::errors::SqliteResultExt;
 
@@ -301,7 +301,43 @@ pub const MIGRATIONS: &[&str] = &[
     -- The latest attempts of a run, newest first, without a sort.
     CREATE INDEX run_item_attempts_by_start ON run_item_attempts (run_seq, started_at, item_seq, attempt);
     "#,
-    // 8: retention. A `deleted` event says why when Mayfly expired the
+    // 8: a run may end `completed_with_failures` (every item settled, some
+    // dead-lettered). SQLite cannot change a CHECK constraint in place, so
+    // the table is rebuilt the way SQLite documents (`migrate` turns foreign
+    // keys off around the migrations, so dropping the old table cascades
+    // nothing, and checks them before it commits).
+    r#"
+    -- jobs
+    CREATE TABLE runs_with_completed_with_failures (
+        run_seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        job TEXT NOT NULL,
+        deployment_version INTEGER,
+        trigger_source TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('requested', 'running', 'finishing', 'succeeded',
+            'completed_with_failures', 'failed', 'cancelled', 'deadline_exceeded', 'budget_exceeded')),
+        created_at INTEGER NOT NULL,
+        started_at INTEGER,
+        finished_at INTEGER,
+        deadline INTEGER NOT NULL,
+        budget REAL,
+        lease_owner TEXT,
+        lease_until INTEGER,
+        coordinator_attempts INTEGER NOT NULL DEFAULT 0,
+        error TEXT,
+        report TEXT
+    );
+    INSERT INTO runs_with_completed_with_failures (run_seq, id, job, deployment_version, trigger_source, status,
+        created_at, started_at, finished_at, deadline, budget, lease_owner, lease_until, coordinator_attempts, error,
+        report)
+        SELECT run_seq, id, job, deployment_version, trigger_source, status, created_at, started_at, finished_at,
+            deadline, budget, lease_owner, lease_until, coordinator_attempts, error, report FROM runs;
+    DROP TABLE runs;
+    ALTER TABLE runs_with_completed_with_failures RENAME TO runs;
+    CREATE INDEX runs_by_job ON runs (job, run_seq);
+    CREATE INDEX runs_unfinished ON runs (created_at) WHERE finished_at IS NULL;
+    "#,
+    // 9: retention. A `deleted` event says why when Mayfly expired the
     // object itself; the access log may lose a record only once it is six
     // years old (`mayfly_state::ACCESS_LOG_RETENTION`, by the wall clock),
     // which the file enforces for every SQL client as before. -- retention
@@ -322,6 +358,20 @@ pub fn current_schema_version() -> i64 {
 
 /// Bring the file up to [`current_schema_version`], or refuse it if it is newer.
 pub fn migrate(connection: &mut Connection, path: &Path) -> Result<()> {
+    // A migration that rebuilds a table must not cascade the drop of the old
+    // one into its children; the pragma is a no-op inside a transaction, so
+    // it is set around it, and the keys are checked before the commit.
+    let foreign_keys: bool =
+        connection.query_row("PRAGMA foreign_keys", [], |row| row.get(0)).context("read the foreign key setting")?;
+    connection.pragma_update(None, "foreign_keys", "OFF").context("turn foreign keys off to migrate")?;
+    let migrated = apply_missing_migrations(connection, path);
+    if foreign_keys {
+        connection.pragma_update(None, "foreign_keys", "ON").context("turn foreign keys back on")?;
+    }
+    migrated
+}
+
+fn apply_missing_migrations(connection: &mut Connection, path: &Path) -> Result<()> {
     let transaction = connection
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .context("start the migration transaction")?;
@@ -339,6 +389,16 @@ pub fn migrate(connection: &mut Connection, path: &Path) -> Result<()> {
     if found < known {
         // PRAGMA does not take bound parameters; `known` is an integer we computed.
         transaction.execute_batch(&format!("PRAGMA user_version = {known}")).context("record the schema version")?;
+    }
+    let broken_reference: Option<String> = transaction
+        .query_row("PRAGMA foreign_key_check", [], |row| row.get(0))
+        .optional()
+        .context("check foreign keys after the migrations")?;
+    if let Some(table) = broken_reference {
+        return Err(StateError::Backend(format!(
+            "the schema migrations of {} left a row of `{table}` referring to nothing; nothing was changed",
+            path.display()
+        )));
     }
     transaction.commit().context("commit the schema migrations")?;
     Ok(())

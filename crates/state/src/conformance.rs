@@ -13,6 +13,7 @@
 //! or loop over [`all`] / call [`run_all`]. The list of cases lives once, in
 //! `__with_every_conformance_case!`, so the two cannot drift apart.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use mayfly_core::queue::{QueueConfig, QueueRuleError, QueueStats, ReceiptHandle, max_receives_reason};
@@ -23,7 +24,8 @@ use crate::{
     AUDITS_KEPT, AccessRecord, ApiTokenRecord, AttemptOutcome, AuditFinding, AuditSeverity, DeleteOutcome,
     FunctionStats, InvocationFilter, InvocationRecord, ItemAttempt, ItemCompletion, NewApiToken, NewAudit,
     NewDeployment, NewRun, NewRunItem, OutgoingMessage, ReceiveRequest, ReceivedMessage, ResultRecord, RunItem,
-    RunItemCounts, RunRecord, StateError, StateStore, StoredAccessRecord, StoredInvocation, WorkerRecord,
+    RunItemCounts, RunRecord, StateError, StateStore, StoredAccessRecord, StoredInvocation, WorkerAttemptCounts,
+    WorkerRecord,
 };
 
 /// A freshly opened, empty store and the clock it was opened with.
@@ -124,6 +126,8 @@ macro_rules! __with_every_conformance_case {
             run_items_and_results_page_by_item,
             workers_are_upserted_and_listed_by_start,
             every_lease_of_an_item_is_an_attempt_ended_by_its_completion_or_release,
+            attempts_are_counted_by_the_worker_that_ended_them,
+            a_run_ends_in_any_finished_status,
     access_records_are_appended_in_order_and_read_newest_first, api_token_names_are_unique_among_live_tokens, api_tokens_are_stored_listed_and_revoked, audits_are_recorded_with_their_findings_in_order_and_the_latest_is_read_back, cancelling_a_run_ends_it_whoever_holds_its_lease, only_the_newest_audits_are_kept,
             expired_messages_are_deleted_whatever_their_state_oldest_first_in_batches,
             invocations_started_before_the_cutoff_are_pruned_with_their_logs,
@@ -2028,6 +2032,55 @@ pub fn access_records_older_than_the_cutoff_are_pruned_oldest_first(subject: Sub
     assert_eq!(store.prune_access_records(cutoff, 2).unwrap(), 0);
     let left: Vec<String> = store.access_records(None, 10).unwrap().into_iter().map(|r| r.record.path).collect();
     assert_eq!(left, ["/v1/young"]);
+}
+
+pub fn attempts_are_counted_by_the_worker_that_ended_them(subject: Subject) {
+    let store = &subject.store;
+    claimed_run(&subject, "run-1", "thumbnails");
+    claimed_run(&subject, "run-2", "thumbnails");
+    add_items(&subject, "run-1", &["a", "b", "c", "d", "e"]);
+    add_items(&subject, "run-2", &["a"]);
+    assert_eq!(store.run_attempt_counts_by_worker("run-1").unwrap(), BTreeMap::new(), "nothing ended yet");
+    lease(&subject, "run-1", "worker-1", 3);
+    lease(&subject, "run-2", "worker-1", 1);
+    lease(&subject, "run-1", "worker-2", 2);
+    assert!(store.complete_run_item("run-1", "a", "worker-1", 1, done("x")).unwrap());
+    let retry = ItemCompletion::Failed { error: "timeout".to_owned(), retry_at: Some(subject.clock.now()) };
+    assert!(store.complete_run_item("run-1", "b", "worker-1", 1, retry).unwrap());
+    let dead = ItemCompletion::Failed { error: "bad input".to_owned(), retry_at: None };
+    assert!(store.complete_run_item("run-1", "d", "worker-2", 1, dead).unwrap());
+    assert!(store.complete_run_item("run-2", "a", "worker-1", 1, done("y")).unwrap());
+    // worker-2 dies holding `e`; worker-1 still holds `c`: neither counts.
+    assert_eq!(store.release_worker_items("run-1", "worker-2").unwrap(), 1);
+    // A worker of a later coordinator takes `b` again and `e`.
+    lease(&subject, "run-1", "worker-3", 2);
+    assert!(store.complete_run_item("run-1", "b", "worker-3", 2, done("z")).unwrap());
+    assert!(store.complete_run_item("run-1", "e", "worker-3", 2, done("w")).unwrap());
+
+    let counts = |done, failed| WorkerAttemptCounts { done, failed };
+    let expected: BTreeMap<String, WorkerAttemptCounts> = [
+        ("worker-1".to_owned(), counts(1, 1)),
+        ("worker-2".to_owned(), counts(0, 1)),
+        ("worker-3".to_owned(), counts(2, 0)),
+    ]
+    .into();
+    assert_eq!(store.run_attempt_counts_by_worker("run-1").unwrap(), expected);
+    assert_eq!(
+        store.run_attempt_counts_by_worker("run-2").unwrap(),
+        [("worker-1".to_owned(), counts(1, 0))].into(),
+        "runs are apart"
+    );
+    assert!(matches!(store.run_attempt_counts_by_worker("no-such-run"), Err(StateError::NotFound { kind: "run", .. })));
+}
+
+pub fn a_run_ends_in_any_finished_status(subject: Subject) {
+    let store = &subject.store;
+    for status in RunStatus::ALL.into_iter().filter(|status| status.is_finished()) {
+        let id = format!("run-{}", status.as_str().replace('_', "-"));
+        claimed_run(&subject, &id, "thumbnails");
+        store.finish_run(&id, "coordinator-1", status, Some("why"), None).unwrap();
+        assert_eq!(store.run(&id).unwrap().status, status);
+    }
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@
 pub mod access;
 pub mod conformance;
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use mayfly_core::event::NewObjectEvent;
@@ -392,6 +393,17 @@ pub struct WorkerRecord {
     /// The key of its sealed logs in the logs bucket.
     pub log_object: Option<String>,
     pub log_sha256: Option<String>,
+}
+
+/// What one worker's attempts at a run's items came to, read from the
+/// attempts ledger (so exact whichever coordinator served the worker, and
+/// after any of them died).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct WorkerAttemptCounts {
+    /// Attempts that ended `done`.
+    pub done: u64,
+    /// Attempts that ended `failed` or `dead_lettered`.
+    pub failed: u64,
 }
 
 /// How much an audit finding matters. Ordered from the most serious.
@@ -776,6 +788,10 @@ pub trait StateStore: Send + Sync {
     /// The `limit` most recently started attempts of the run's items, in the
     /// order they started (ties by item insertion, then attempt).
     fn run_item_attempts(&self, run: &str, limit: usize) -> Result<Vec<ItemAttempt>>;
+    /// Every worker that ended an attempt at the run's items done, failed or
+    /// dead-lettered, with how many of each, by worker name. Released and
+    /// running attempts count for nobody.
+    fn run_attempt_counts_by_worker(&self, run: &str) -> Result<BTreeMap<String, WorkerAttemptCounts>>;
 
     // --- audits ---------------------------------------------------------------------
     //

@@ -32,7 +32,8 @@ const LOG_POLL_INTERVAL: Duration = Duration::from_millis(250);
 pub struct RunView {
     pub id: String,
     pub job: String,
-    /// `requested`, `running`, `finishing`, `succeeded`, `failed`, `cancelled`, `deadline_exceeded`, `budget_exceeded`.
+    /// `requested`, `running`, `finishing`, `succeeded` (every item done), `completed_with_failures`
+    /// (every item settled, some dead-lettered), `failed`, `cancelled`, `deadline_exceeded`, `budget_exceeded`.
     pub status: String,
     /// `manual`, `api`, `alarm:<name>`, `schedule:<expr>`, `reconcile`.
     pub trigger: String,

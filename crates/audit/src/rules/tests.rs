@@ -106,6 +106,12 @@ fn run(id: &str, status: RunStatus) -> RunEntry {
     }
 }
 
+/// `entry`, and a live coordinator of it.
+fn coordinated(inventory: &mut Inventory, entry: RunEntry) {
+    inventory.live.push(live(&format!("pid:c-{}:1", entry.id), "coordinator", Some(&entry.id), None));
+    inventory.runs.push(entry);
+}
+
 fn sealed_log(key: &str, age: Duration) -> SealedLogEntry {
     SealedLogEntry { bucket: name("logs"), key: key.into(), size: 100, stored_at: ago(age) }
 }
@@ -187,7 +193,7 @@ fn required_tags() {
             i.buckets.push(bucket("charts", &[("owner", "a")]));
             i.queues.push(queue("work", &[("owner", "a")], false));
             i.live.push(live("pid:1:1", "worker", Some("r1"), None));
-            i.runs.push(run("r1", RunStatus::Running));
+            i.runs.push(run("r1", RunStatus::Requested));
         }),
         case("a bucket lacks one of two", require(&["owner", "data-class"]), |i| {
             i.buckets.push(bucket("charts", &[("owner", "a")]))
@@ -205,7 +211,7 @@ fn required_tags() {
         case("internal queue and a live process", require(&["cost-center"]), |i| {
             i.queues.push(queue("mayfly-async-f", &[("owner", "a")], true));
             i.live.push(live("pid:7:1", "worker", Some("r1"), None));
-            i.runs.push(run("r1", RunStatus::Running));
+            i.runs.push(run("r1", RunStatus::Requested));
         })
         .finds("required-tags", AuditSeverity::Violation, "mayfly-async-f")
         .finds("required-tags", AuditSeverity::Violation, "pid:7:1")
@@ -364,13 +370,42 @@ fn orphaned_resources() {
 }
 
 #[test]
+fn run_coordinator() {
+    run_cases(vec![
+        case("running and finishing runs with their coordinator or broker", PolicySpec::default(), |i| {
+            coordinated(i, run("r1", RunStatus::Running));
+            i.runs.push(run("r2", RunStatus::Finishing));
+            i.live.push(live("pid:9:1", "broker", Some("r2"), None));
+        }),
+        case("requested and finished runs need none", PolicySpec::default(), |i| {
+            i.runs.push(run("r0", RunStatus::Requested));
+            i.runs.push(run("r-done", RunStatus::CompletedWithFailures));
+        }),
+        case("a running run whose coordinator is gone", PolicySpec::default(), |i| {
+            let mut stranded = run("r1", RunStatus::Running);
+            stranded.items = RunItemCounts { total: 300, done: 219, ..RunItemCounts::default() };
+            i.runs.push(stranded);
+            i.live.push(live("pid:2:1", "worker", Some("r1"), None));
+            i.live.push(live("pid:3:1", "coordinator", Some("r-other"), None));
+            i.runs.push(run("r2", RunStatus::Finishing));
+        })
+        .finds("orphaned-resource", AuditSeverity::Violation, "pid:3:1")
+        .finds("run-coordinator", AuditSeverity::Violation, "r1")
+        .finds("run-coordinator", AuditSeverity::Violation, "r2")
+        .saying("is running but no coordinator of it is alive (1 other process(es) of the run are)")
+        .saying("81 of 300 item(s) are unprocessed")
+        .saying("`mayfly up` resumes it"),
+    ]);
+}
+
+#[test]
 fn run_deadline() {
     run_cases(vec![
-        case("running within its deadline", PolicySpec::default(), |i| i.runs.push(run("r1", RunStatus::Running))),
+        case("running within its deadline", PolicySpec::default(), |i| coordinated(i, run("r1", RunStatus::Running))),
         case("running past its deadline", PolicySpec::default(), |i| {
             let mut late = run("r1", RunStatus::Running);
             late.deadline = ago(Duration::from_secs(2 * 3600 + 5));
-            i.runs.push(late);
+            coordinated(i, late);
         })
         .finds("run-deadline", AuditSeverity::Violation, "r1")
         .saying("still running 2h after its deadline"),
@@ -400,10 +435,10 @@ fn run_budget() {
         case("no budget", PolicySpec::default(), |i| {
             let mut unbounded = run("r1", RunStatus::Running);
             unbounded.estimated_cost = 1e9;
-            i.runs.push(unbounded);
+            coordinated(i, unbounded);
         }),
-        case("within budget", PolicySpec::default(), |i| i.runs.push(with_cost(RunStatus::Running, 0.4))),
-        case("running over budget", PolicySpec::default(), |i| i.runs.push(with_cost(RunStatus::Running, 0.75)))
+        case("within budget", PolicySpec::default(), |i| coordinated(i, with_cost(RunStatus::Running, 0.4))),
+        case("running over budget", PolicySpec::default(), |i| coordinated(i, with_cost(RunStatus::Running, 0.75)))
             .finds("run-budget", AuditSeverity::Violation, "r1")
             .saying("estimated cost of 0.7500, over its budget of 0.5000"),
         case("stopped at its budget", PolicySpec::default(), |i| {

@@ -24,7 +24,7 @@ use mayfly_state::{NewRun, NewRunItem, RunRecord, StateStore};
 use serde::Serialize;
 
 use crate::commands::functions::deployed_architecture;
-use crate::exit_code::{NotFound, Refused};
+use crate::exit_code::{CompletedWithFailures, NotFound, Refused};
 use crate::output::{Output, table};
 use crate::project::{OpenProject, Project};
 
@@ -149,10 +149,20 @@ pub async fn run(args: RunArgs, project: Option<&Path>, output: Output) -> Resul
     if !output.json {
         eprintln!("run {} of job `{}` started", run.id, args.job);
     }
-    let record = watch_run(opened.state.as_ref(), &run.id, !output.json).await?;
-    // The coordinator writes the report, then exits: wait until no process or container of the run is left.
     let (_, architecture) = deployed_architecture(&opened)?;
     let provisioners = fleet_provisioners(&architecture).await?;
+    // With no `mayfly up` watching, a coordinator that dies would leave the
+    // run `running` for ever: the watcher resumes it the way `mayfly up` does.
+    let supervisor = RunSupervisor {
+        jobs: mayfly_control::JobsConfig {
+            provisioner: Arc::new(LocalProvisioner::new()),
+            fleet: provisioners.clone(),
+            launch: coordinator_launch(&located)?,
+        },
+        architecture: &architecture,
+    };
+    let record = watch_run(opened.state.as_ref(), &run.id, !output.json, &supervisor).await?;
+    // The coordinator writes the report, then exits: wait until no process or container of the run is left.
     let filter = TagFilter::new().with(TAG_RUN, &run.id);
     let deadline = Instant::now() + Duration::from_secs(15);
     while !fleet_inventory(&provisioners, &filter).await?.is_empty() {
@@ -171,20 +181,32 @@ pub async fn run(args: RunArgs, project: Option<&Path>, output: Output) -> Resul
                 .map_or_else(|| format!("run {} ended: {}", record.id, record.status.as_str()), render_report)
         },
     )?;
-    if record.status != RunStatus::Succeeded {
-        return Err(Refused(format!(
-            "run {} ended {}{}",
-            record.id,
-            record.status.as_str(),
-            record.error.as_deref().map(|e| format!(": {e}")).unwrap_or_default()
-        ))
-        .into());
+    let ended = format!(
+        "run {} ended {}{}",
+        record.id,
+        record.status.as_str(),
+        record.error.as_deref().map(|e| format!(": {e}")).unwrap_or_default()
+    );
+    match record.status {
+        RunStatus::Succeeded => Ok(()),
+        RunStatus::CompletedWithFailures => Err(CompletedWithFailures(ended).into()),
+        _ => Err(Refused(ended).into()),
     }
-    Ok(())
 }
 
-/// Poll the ledger until the run finishes, drawing a progress bar on stderr.
-async fn watch_run(state: &dyn StateStore, run: &str, draw: bool) -> Result<RunRecord> {
+/// What a foreground `mayfly run` needs to resume its run when its coordinator dies.
+struct RunSupervisor<'a> {
+    jobs: mayfly_control::JobsConfig,
+    architecture: &'a Architecture,
+}
+
+/// How often the watcher checks that the run's coordinator still holds its lease.
+const LEASE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Poll the ledger until the run finishes, drawing a progress bar on stderr;
+/// resume the run (new coordinator, old fleet torn down) whenever its
+/// coordinator's lease lapses, by the rule and the path `mayfly up` uses.
+async fn watch_run(state: &dyn StateStore, run: &str, draw: bool, supervisor: &RunSupervisor<'_>) -> Result<RunRecord> {
     let bar = if draw {
         let bar = indicatif::ProgressBar::new(0);
         bar.set_style(
@@ -199,7 +221,23 @@ async fn watch_run(state: &dyn StateStore, run: &str, draw: bool) -> Result<RunR
     } else {
         None
     };
+    let mut last_lease_check = Instant::now();
     loop {
+        if last_lease_check.elapsed() >= LEASE_CHECK_INTERVAL {
+            last_lease_check = Instant::now();
+            if let Some(lapsed) = mayfly_control::jobs::run_needing_coordinator(state, run)? {
+                let notice = format!(
+                    "the coordinator of run {run} stopped renewing its lease (it died?); resuming the run here: its workers are torn down and a new coordinator takes over"
+                );
+                match &bar {
+                    Some(bar) => bar.println(&notice),
+                    None => eprintln!("{notice}"),
+                }
+                mayfly_control::jobs::resume_run(&supervisor.jobs, supervisor.architecture, &lapsed)
+                    .await
+                    .with_context(|| format!("cannot resume run {run}; `mayfly up` resumes it too"))?;
+            }
+        }
         let record = state.run(run)?;
         let counts = state.run_item_counts(run)?;
         if let Some(bar) = &bar {
