@@ -301,6 +301,15 @@ pub const MIGRATIONS: &[&str] = &[
     -- The latest attempts of a run, newest first, without a sort.
     CREATE INDEX run_item_attempts_by_start ON run_item_attempts (run_seq, started_at, item_seq, attempt);
     "#,
+    // 8: item ids sealed (see `sealing.rs`). In an encrypted store `item`
+    // holds the id's keyed hash (the lookup key) and `item_sealed` the id's
+    // envelope, base64; both are filled when the store is first opened
+    // with its keyring after this migration.
+    r#"
+    -- seal
+    ALTER TABLE run_items ADD COLUMN item_sealed TEXT;
+    ALTER TABLE results ADD COLUMN item_sealed TEXT;
+    "#,
 ];
 
 /// The schema version this build writes.
