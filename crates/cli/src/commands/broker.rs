@@ -47,6 +47,7 @@ const COORDINATOR_STOP_GRACE: Duration = Duration::from_secs(10);
 pub async fn broker(args: BrokerArgs, project: Option<&Path>) -> Result<()> {
     let located = Project::locate(project)?;
     let opened = located.open(false)?;
+    crate::commands::jobs::seal_own_output(&opened, &args.run, "broker")?;
     let record = opened.state.run(&args.run)?;
     let architecture = run_architecture(&opened, &record)?;
     let job = architecture
