@@ -130,7 +130,7 @@ impl Record<'_> {
             Record::RunReport(run) => format!("report of run `{run}`"),
             Record::RunItemId { run, key } => format!("id of the item with lookup key {key} of run `{run}`"),
             Record::ResultItemId { job, key } => format!("item id of the result with lookup key {key} of job `{job}`"),
-            Record::ItemKey => "the item lookup key".to_owned(),
+            Record::ItemKey => "item lookup key".to_owned(),
         }
     }
 }
