@@ -401,3 +401,76 @@ fn a_large_batch_sealed_on_several_threads_reads_back_in_order() {
         assert_eq!(message.attributes, vec![("index".to_owned(), index.to_string())]);
     }
 }
+
+/// A store written before error text, reports and item ids were sealed
+/// (`envelope-v1`: payloads only) is sealed whole when next opened with its
+/// keyring, and everything reads back. The v1 store is made by writing a v2
+/// store and putting back, in raw SQL, what v1 kept in plaintext.
+#[test]
+fn an_envelope_v1_store_has_its_error_text_reports_and_item_ids_sealed_on_open() {
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join("state.db");
+    let clock = ManualClock::starting_at(Timestamp::from_millis(1_795_588_702_000));
+    let keyring = Arc::new(Keyring::generate(clock.now()));
+    let store = SqliteStore::open_encrypted(&path, Arc::new(clock.clone()), keyring.clone()).unwrap();
+    store
+        .create_run(NewRun {
+            id: "r".into(),
+            job: name("j"),
+            deployment_version: None,
+            trigger: "manual".into(),
+            deadline: clock.now().saturating_add(Duration::from_secs(60)),
+            budget: None,
+        })
+        .unwrap();
+    let (done, failed) = (format!("done {MARKER}"), format!("failed {MARKER}"));
+    let items = [done.clone(), failed.clone()].map(|item| NewRunItem { item, payload: with_marker("p") });
+    store.add_run_items("r", &items).unwrap();
+    store.lease_run_items("r", "w", 2).unwrap();
+    store.complete_run_item("r", &done, "w", 1, ItemCompletion::Done { result: with_marker("res") }).unwrap();
+    store
+        .complete_run_item("r", &failed, "w", 1, ItemCompletion::Failed { error: "x".into(), retry_at: None })
+        .unwrap();
+    store.claim_run("r", "c", Duration::from_secs(60)).unwrap();
+    store.finish_run("r", "c", mayfly_core::run::RunStatus::Failed, Some("x"), Some("x")).unwrap();
+    let failed_invocation =
+        InvocationRecord { outcome: "error".into(), error_message: Some("x".into()), ..invocation("req", clock.now()) };
+    store.record_invocation(&failed_invocation, b"").unwrap();
+    drop(store);
+
+    let raw = Connection::open(&path).unwrap();
+    raw.execute_batch(&format!(
+        "UPDATE run_items SET item = CASE item_seq WHEN 1 THEN '{done}' ELSE '{failed}' END, item_sealed = NULL, \
+         last_error = CASE item_seq WHEN 2 THEN 'stderr: {MARKER}' END;
+         UPDATE results SET item = '{done}', item_sealed = NULL;
+         UPDATE runs SET error = 'run: {MARKER}', report = 'report: {MARKER}';
+         UPDATE invocations SET error_message = 'message: {MARKER}';
+         DELETE FROM store_settings WHERE key = 'item-key';
+         UPDATE store_settings SET value = 'envelope-v1' WHERE key = 'payloads';
+         PRAGMA wal_checkpoint(TRUNCATE);"
+    ))
+    .unwrap();
+    assert!(!files_containing(directory.path(), MARKER.as_bytes()).is_empty(), "v1 kept these in plaintext");
+    drop(raw);
+
+    let store = SqliteStore::open_encrypted(&path, Arc::new(clock.clone()), keyring).unwrap();
+    let mut items: Vec<(String, Option<String>, Vec<u8>)> = store
+        .run_items("r", None, None, 10)
+        .unwrap()
+        .into_iter()
+        .map(|item| (item.item, item.last_error, item.payload))
+        .collect();
+    items.sort();
+    assert_eq!(
+        items,
+        [(done.clone(), None, with_marker("p")), (failed, Some(format!("stderr: {MARKER}")), with_marker("p"))]
+    );
+    assert_eq!(store.result(&name("j"), &done).unwrap().result, with_marker("res"));
+    let run = store.run("r").unwrap();
+    assert_eq!((run.error, run.report), (Some(format!("run: {MARKER}")), Some(format!("report: {MARKER}"))));
+    let ledger = store.invocations(&mayfly_state::InvocationFilter { limit: 10, ..Default::default() }).unwrap();
+    assert_eq!(ledger[0].record.error_message, Some(format!("message: {MARKER}")));
+    let raw = Connection::open(&path).unwrap();
+    raw.execute_batch("VACUUM; PRAGMA wal_checkpoint(TRUNCATE);").unwrap();
+    assert_eq!(files_containing(directory.path(), MARKER.as_bytes()), Vec::<String>::new());
+}
