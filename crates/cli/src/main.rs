@@ -230,14 +230,17 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(run(cli.command, cli.project, output));
-    match result {
+    let code = match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             let code = exit_code::for_error(&error);
             exit_code::print_error(&error);
             ExitCode::from(code)
         }
-    }
+    };
+    // A coordinator or broker seals its own output: its last lines (and the error above) are written now.
+    mayfly_jobs::output::finish_own_output();
+    code
 }
 
 async fn run(command: Command, project: Option<PathBuf>, output: Output) -> anyhow::Result<()> {

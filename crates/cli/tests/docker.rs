@@ -158,8 +158,9 @@ impl DockerJob {
             }
             if started.elapsed() > Duration::from_secs(180) {
                 let run = row["run"].as_str().unwrap_or_default();
-                let log = std::fs::read_to_string(self.project.path(&format!(".mayfly/runs/{run}/coordinator.log")))
-                    .unwrap_or_default();
+                // The log is sealed on disk; `mayfly logs --process` opens it.
+                let output = self.project.run(&["logs", run, "--process", "coordinator"]);
+                let log = String::from_utf8_lossy(&output.stdout).into_owned();
                 panic!("the run did not finish: {row}\ncoordinator log:\n{log}");
             }
             std::thread::sleep(Duration::from_millis(300));

@@ -40,6 +40,7 @@ use mayfly_state::{ItemCompletion, NewRunItem, StateStore, WorkerRecord};
 use tokio::sync::Mutex;
 
 use crate::logs;
+use crate::output::{self, CapturedOutput};
 use crate::protocol::{
     AttemptOutcome, COMPLETE_PATH, CompleteRequest, CompleteResponse, FunctionHandoff, HEARTBEAT_PATH, HELLO_PATH,
     HeartbeatRequest, HeartbeatResponse, HelloRequest, LEASE_PATH, LOGS_PATH, LeaseRequest, LeaseResponse, LeasedItem,
@@ -483,6 +484,7 @@ pub async fn run(config: CoordinatorConfig) -> Result<RunStatus, CoordinatorErro
         start_failures: 0,
         last_start_error: None,
         incarnation: run_record.coordinator_attempts.max(1),
+        captures: BTreeMap::new(),
     };
     let outcome = fleet.drive(&timing).await;
     server.abort();
@@ -532,6 +534,8 @@ struct Fleet<'c> {
     start_failures: u32,
     last_start_error: Option<String>,
     incarnation: u32,
+    /// Each live worker's stdout and stderr, sealed as they come (it holds no keyring).
+    captures: BTreeMap<String, CapturedOutput>,
 }
 
 impl Fleet<'_> {
@@ -673,7 +677,14 @@ impl Fleet<'_> {
             "--tls-dir".to_owned(),
             tls_dir.display().to_string(),
         ]);
-        let stderr = self.config.run_dir.join("workers").join(format!("{worker}.stderr"));
+        let capture = output::capture_output(
+            output::worker_output_path(&self.config.run_dir, &worker),
+            output::output_stream(self.run_id(), &worker),
+            self.config.keyring.clone(),
+        )
+        .map_err(CoordinatorError::Serve)?;
+        let stderr = capture.fifo().to_owned();
+        self.captures.insert(worker.clone(), capture);
         let spec = ProcessSpec {
             program: self.config.launch.program.clone(),
             args,
@@ -733,6 +744,9 @@ impl Fleet<'_> {
                 tracing::error!(run = %self.run_id(), error = %error, "cannot start a worker");
                 self.shared.workers.lock().await.remove(&worker);
                 self.remove_worker_tls(&worker);
+                if let Some(capture) = self.captures.remove(&worker) {
+                    capture.finish().await;
+                }
                 self.start_failures += 1;
                 self.last_start_error = Some(error.to_string());
             }
@@ -769,11 +783,18 @@ impl Fleet<'_> {
                 // Silent but running (frozen, or cut off): make sure it can do no more.
                 self.config.provisioner.kill(&resource).await.ok();
             }
+            if let Some(capture) = self.captures.remove(&worker) {
+                capture.finish().await;
+            }
             if phase == WorkerPhase::Starting {
                 self.start_failures += 1;
-                let stderr =
-                    std::fs::read_to_string(self.config.run_dir.join("workers").join(format!("{worker}.stderr")))
-                        .unwrap_or_default();
+                let stderr = output::read_output(
+                    &output::worker_output_path(&self.config.run_dir, &worker),
+                    &output::output_stream(self.run_id(), &worker),
+                    self.config.keyring.as_deref(),
+                )
+                .unwrap_or_default();
+                let stderr = String::from_utf8_lossy(&stderr);
                 let tail: Vec<&str> = stderr.lines().rev().take(3).collect();
                 self.last_start_error = Some(format!(
                     "worker {worker} {} before calling in{}",
@@ -909,6 +930,9 @@ impl Fleet<'_> {
                 tracked.end = Some("stopped".into());
             }
             self.remove_worker_tls(worker);
+        }
+        for (_, capture) in std::mem::take(&mut self.captures) {
+            capture.finish().await;
         }
 
         // 2. Seal every log of this run (this coordinator's workers and any earlier fleet's).

@@ -14,9 +14,13 @@
 //! mutual TLS (a per-run certificate authority, [`tls`]), runs
 //! the job's function warm through [`mayfly_runtime::Invoker`], heartbeats,
 //! and streams its log to the coordinator.
+//!
+//! What the processes of a run write to their own stdout and stderr is kept
+//! only sealed ([`output`]).
 
 pub mod coordinator;
 pub mod logs;
+pub mod output;
 pub mod protocol;
 pub mod tls;
 pub mod worker;

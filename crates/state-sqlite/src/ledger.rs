@@ -25,6 +25,7 @@ fn duration_from_micros(micros: i64) -> Duration {
     Duration::from_micros(u64::try_from(micros).unwrap_or(0))
 }
 
+/// The invocation as stored: its error message still sealed.
 fn stored_invocation_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredInvocation> {
     let function: String = row.get(2)?;
     let function = Name::new(function)
@@ -82,7 +83,8 @@ pub fn record_invocation(
                     record.init_duration.map(micros),
                     record.outcome,
                     record.error_type,
-                    record.error_message,
+                    // Sealed below, once the id it is bound to is known.
+                    None::<String>,
                     record.peak_memory.map(to_sql_integer),
                     to_sql_integer(record.bytes_in),
                     to_sql_integer(record.bytes_out),
@@ -92,6 +94,15 @@ pub fn record_invocation(
             )
         })
         .with_context(|| format!("record invocation {} of `{}`", record.request_id, record.function))?;
+    if let Some(message) = &record.error_message {
+        // The same transaction: the row is never committed without its message.
+        transaction
+            .prepare_cached("UPDATE invocations SET error_message = ?2 WHERE id = ?1")
+            .and_then(|mut statement| {
+                statement.execute(params![id, sealer.seal_text(Record::InvocationError(id), message)])
+            })
+            .with_context(|| format!("record the error message of invocation {}", record.request_id))?;
+    }
     if !logs.is_empty() {
         transaction
             .prepare_cached("INSERT INTO invocation_logs (invocation_id, logs) VALUES (?1, ?2)")
@@ -101,7 +112,11 @@ pub fn record_invocation(
     Ok(from_sql_integer(id))
 }
 
-pub fn invocations(transaction: &Transaction<'_>, filter: &InvocationFilter) -> Result<Vec<StoredInvocation>> {
+pub fn invocations(
+    transaction: &Transaction<'_>,
+    filter: &InvocationFilter,
+    sealer: &Sealer,
+) -> Result<Vec<StoredInvocation>> {
     // NULL filters match everything; SQLite's planner still uses
     // `invocations_by_function` when a function is given.
     let sql = format!(
@@ -123,7 +138,15 @@ pub fn invocations(transaction: &Transaction<'_>, filter: &InvocationFilter) -> 
                 )?
                 .collect::<rusqlite::Result<Vec<_>>>()
         })
-        .context("list invocations")
+        .context("list invocations")?
+        .into_iter()
+        .map(|mut invocation| {
+            let record = Record::InvocationError(to_sql_integer(invocation.id));
+            invocation.record.error_message =
+                sealer.open_optional_text(record, invocation.record.error_message.take())?;
+            Ok(invocation)
+        })
+        .collect()
 }
 
 pub fn invocation_logs(transaction: &Transaction<'_>, request_id: &str, sealer: &Sealer) -> Result<Vec<u8>> {

@@ -52,7 +52,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, Transactio
 
 use crate::errors::SqliteResultExt;
 pub use crate::schema::current_schema_version;
-use crate::sealing::{ENVELOPE_V1, Record, Sealer};
+use crate::sealing::{ENVELOPE_V1, ENVELOPE_V2, ItemIds, Record, Sealer};
 pub use mayfly_crypto::Keyring;
 
 /// How long a writer waits for another process's write transaction before
@@ -130,14 +130,18 @@ impl SqliteStore {
             StateError::Backend(message) => at_path("cannot migrate the schema", &message),
             other => other,
         })?;
-        let store = SqliteStore { path: path.to_owned(), clock, connection: Mutex::new(connection), sealer };
-        store.settle_payload_encryption()?;
+        let mut store = SqliteStore { path: path.to_owned(), clock, connection: Mutex::new(connection), sealer };
+        let ids = store.settle_payload_encryption()?;
+        store.sealer.set_item_ids(ids);
         Ok(store)
     }
 
     /// Check that the store's payloads are encrypted exactly when this
-    /// handle encrypts; an encrypted handle encrypts a store used unencrypted.
-    fn settle_payload_encryption(&self) -> Result<()> {
+    /// handle encrypts; an encrypted handle encrypts a store used
+    /// unencrypted, and seals the error text, reports and item ids of a
+    /// store whose payloads alone were encrypted (`envelope-v1`). Returns
+    /// how the store keeps item ids.
+    fn settle_payload_encryption(&self) -> Result<ItemIds> {
         let path = self.path.display().to_string();
         self.write("check the encryption of stored payloads", |transaction| {
             let setting: Option<String> = transaction
@@ -145,33 +149,68 @@ impl SqliteStore {
                 .optional()
                 .context("read the payload encryption setting")?;
             match (setting.as_deref(), self.sealer.is_on()) {
-                (Some(ENVELOPE_V1), true) | (None, false) => Ok(()),
-                (Some(ENVELOPE_V1), false) => Err(StateError::Backend(format!(
+                (None, false) => Ok(ItemIds::plain()),
+                (Some(ENVELOPE_V2), true) => self.item_ids(transaction),
+                (Some(ENVELOPE_V1 | ENVELOPE_V2), false) => Err(StateError::Backend(format!(
                     "state store at {path} holds encrypted payloads; open it with its keyring (the CLI does)"
                 ))),
-                (Some(other), _) => Err(StateError::Backend(format!(
+                (Some(other), _) if other != ENVELOPE_V1 => Err(StateError::Backend(format!(
                     "state store at {path} stores payloads as `{other}`, which this Mayfly does not know; upgrade Mayfly"
                 ))),
-                (None, true) => {
-                    let mut encrypted = 0u64;
-                    for kind in PayloadColumn::ALL {
-                        encrypted += kind.transform_all(transaction, |record, plaintext| {
-                            Ok(Some(self.sealer.seal(record, plaintext).into_owned()))
+                (previous, _) => {
+                    // Everything is sealed while item ids are still plaintext, so
+                    // each record's context is what it will stay; then the ids.
+                    let mut sealed = 0u64;
+                    let columns: &[SealedColumn] =
+                        if previous.is_none() { &SealedColumn::ALL[..] } else { &SealedColumn::SEALED_IN_V2[..] };
+                    for kind in columns.iter().filter(|kind| !kind.is_item_id()) {
+                        sealed += kind.transform_all(transaction, &self.sealer, |record, stored| {
+                            Ok(Some(kind.seal(&self.sealer, record, stored)?))
                         })?;
                     }
-                    if encrypted > 0 {
-                        tracing::info!(path, encrypted, "encrypted the payloads the state store held unencrypted");
+                    let ids = self.item_ids(transaction)?;
+                    let mut sealer = self.sealer.clone();
+                    sealer.set_item_ids(ids.clone());
+                    sealed += seal_item_ids(transaction, &sealer)?;
+                    if sealed > 0 {
+                        tracing::info!(path, sealed, "sealed the records the state store held unencrypted");
                     }
                     transaction
-                        .execute("INSERT INTO store_settings (key, value) VALUES ('payloads', ?1)", [ENVELOPE_V1])
+                        .execute(
+                            "INSERT INTO store_settings (key, value) VALUES ('payloads', ?1) \
+                             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                            [ENVELOPE_V2],
+                        )
                         .context("record that payloads are encrypted")?;
-                    Ok(())
+                    Ok(ids)
                 }
             }
         })
     }
 
-    /// Rewrap the data key of every encrypted payload under the keyring's
+    /// The store's item lookup key, made (and stored sealed) on first use.
+    fn item_ids(&self, transaction: &Transaction<'_>) -> Result<ItemIds> {
+        let stored: Option<String> = transaction
+            .query_row("SELECT value FROM store_settings WHERE key = ?1", [ITEM_KEY_SETTING], |row| row.get(0))
+            .optional()
+            .context("read the item lookup key")?;
+        if let Some(stored) = stored {
+            let key = hex::decode(self.sealer.open_text(Record::ItemKey, stored)?)
+                .map_err(|error| StateError::Damaged { what: Record::ItemKey.describe(), source: Box::new(error) })?;
+            return Ok(ItemIds::keyed(&key));
+        }
+        let key = ItemIds::generate_key()?;
+        transaction
+            .execute(
+                "INSERT INTO store_settings (key, value) VALUES (?1, ?2)",
+                params![ITEM_KEY_SETTING, self.sealer.seal_text(Record::ItemKey, &hex::encode(key))],
+            )
+            .context("store the item lookup key")?;
+        Ok(ItemIds::keyed(&key))
+    }
+
+    /// Rewrap the data key of every encrypted record (payloads, error text,
+    /// reports, item ids and the item lookup key) under the keyring's
     /// current key (only the envelope headers change), row by row in
     /// transactions of a few hundred rows. Returns how many envelopes were
     /// rewrapped; 0 for an unencrypted store. Older keys must stay in the
@@ -180,13 +219,29 @@ impl SqliteStore {
         if !self.sealer.is_on() {
             return Ok(0);
         }
-        let mut rewrapped = 0;
-        for kind in PayloadColumn::ALL {
+        let mut rewrapped = self.write("rewrap the item lookup key", |transaction| {
+            let stored: String = transaction
+                .query_row("SELECT value FROM store_settings WHERE key = ?1", [ITEM_KEY_SETTING], |row| row.get(0))
+                .context("read the item lookup key")?;
+            let Some(replacement) = self.sealer.rewrap_text(Record::ItemKey, stored.as_bytes())? else {
+                return Ok(0);
+            };
+            let replacement = String::from_utf8(replacement).expect("base64 is ASCII");
+            transaction
+                .execute("UPDATE store_settings SET value = ?2 WHERE key = ?1", params![ITEM_KEY_SETTING, replacement])
+                .context("rewrap the item lookup key")?;
+            Ok(1)
+        })?;
+        for kind in SealedColumn::ALL {
             let mut after = i64::MIN;
             loop {
                 let (changed, last) = self.write("rewrap stored payloads", |transaction| {
-                    kind.transform_page(transaction, after, REWRAP_PAGE, |record, stored| {
-                        self.sealer.rewrap(record, stored)
+                    kind.transform_page(transaction, &self.sealer, after, REWRAP_PAGE, |record, stored| {
+                        if kind.is_text() {
+                            self.sealer.rewrap_text(record, stored)
+                        } else {
+                            self.sealer.rewrap(record, stored)
+                        }
                     })
                 })?;
                 rewrapped += changed;
@@ -211,6 +266,7 @@ impl SqliteStore {
         &self.path
     }
 
+    /// Items with their ids already opened (by `runs`): payloads and last errors opened.
     fn open_items(&self, items: Vec<RunItem>) -> Result<Vec<RunItem>> {
         if !self.sealer.is_on() {
             return Ok(items);
@@ -219,10 +275,24 @@ impl SqliteStore {
             .into_iter()
             .map(|mut item| {
                 let stored = std::mem::take(&mut item.payload);
-                item.payload = self.sealer.open(Record::RunItem { run: &item.run_id, item: &item.item }, stored)?;
+                let record = Record::RunItem { run: &item.run_id, item: &item.item };
+                item.payload = self.sealer.open(record, stored)?;
+                let record = Record::ItemError { run: &item.run_id, item: &item.item };
+                item.last_error = self.sealer.open_optional_text(record, item.last_error.take())?;
                 Ok(item)
             })
             .collect()
+    }
+
+    /// A run with its error and report opened.
+    fn open_run(&self, mut run: RunRecord) -> Result<RunRecord> {
+        run.error = self.sealer.open_optional_text(Record::RunError(&run.id), run.error.take())?;
+        run.report = self.sealer.open_optional_text(Record::RunReport(&run.id), run.report.take())?;
+        Ok(run)
+    }
+
+    fn open_runs(&self, runs: Vec<RunRecord>) -> Result<Vec<RunRecord>> {
+        runs.into_iter().map(|run| self.open_run(run)).collect()
     }
 
     fn open_result(&self, mut result: ResultRecord) -> Result<ResultRecord> {
@@ -268,99 +338,214 @@ impl SqliteStore {
 /// Rows per transaction when `rewrap_all` walks the payloads.
 const REWRAP_PAGE: usize = 256;
 
-/// A column holding customer payloads, walked by `rewrap_all` and by the
-/// one-time encryption of a store used unencrypted.
+/// The `store_settings` key of the sealed item lookup key.
+const ITEM_KEY_SETTING: &str = "item-key";
+
+/// A column holding sealed records, walked by `rewrap_all` and by the
+/// one-time sealing of a store used unencrypted (or with only its payloads
+/// encrypted). Payloads are BLOB envelopes; error text, reports and item ids
+/// are TEXT (base64 envelopes).
 #[derive(Debug, Clone, Copy)]
-enum PayloadColumn {
+enum SealedColumn {
     MessageBody,
     MessageAttributes,
     RunItemPayload,
     Result,
     InvocationLogs,
+    InvocationError,
+    ItemLastError,
+    RunError,
+    RunReport,
+    RunItemId,
+    ResultItemId,
 }
 
-impl PayloadColumn {
-    const ALL: [PayloadColumn; 5] = [
-        PayloadColumn::MessageBody,
-        PayloadColumn::MessageAttributes,
-        PayloadColumn::RunItemPayload,
-        PayloadColumn::Result,
-        PayloadColumn::InvocationLogs,
+impl SealedColumn {
+    const ALL: [SealedColumn; 11] = [
+        SealedColumn::MessageBody,
+        SealedColumn::MessageAttributes,
+        SealedColumn::RunItemPayload,
+        SealedColumn::Result,
+        SealedColumn::InvocationLogs,
+        SealedColumn::InvocationError,
+        SealedColumn::ItemLastError,
+        SealedColumn::RunError,
+        SealedColumn::RunReport,
+        SealedColumn::RunItemId,
+        SealedColumn::ResultItemId,
     ];
 
-    /// Rows after a key, in key order: (key, name 1, name 2, payload).
+    /// What `envelope-v2` seals beyond the payloads of `envelope-v1`.
+    const SEALED_IN_V2: [SealedColumn; 6] = [
+        SealedColumn::InvocationError,
+        SealedColumn::ItemLastError,
+        SealedColumn::RunError,
+        SealedColumn::RunReport,
+        SealedColumn::RunItemId,
+        SealedColumn::ResultItemId,
+    ];
+
+    fn is_text(self) -> bool {
+        !matches!(
+            self,
+            SealedColumn::MessageBody
+                | SealedColumn::MessageAttributes
+                | SealedColumn::RunItemPayload
+                | SealedColumn::Result
+                | SealedColumn::InvocationLogs
+        )
+    }
+
+    /// Item ids are sealed by `seal_item_ids` (with their lookup keys), not by `seal`.
+    fn is_item_id(self) -> bool {
+        matches!(self, SealedColumn::RunItemId | SealedColumn::ResultItemId)
+    }
+
+    /// The stored form of plaintext `stored`.
+    fn seal(self, sealer: &Sealer, record: Record<'_>, stored: &[u8]) -> Result<Vec<u8>> {
+        if self.is_text() {
+            let text = std::str::from_utf8(stored)
+                .map_err(|error| StateError::Damaged { what: record.describe(), source: Box::new(error) })?;
+            Ok(sealer.seal_text(record, text).into_bytes())
+        } else {
+            Ok(sealer.seal(record, stored).into_owned())
+        }
+    }
+
+    /// Rows after a key, in key order: (key, name 1, name 2, stored, sealed item id).
+    /// Name 2 is the item's lookup key where there is one.
     fn select_sql(self) -> &'static str {
         match self {
-            PayloadColumn::MessageBody => {
-                "SELECT message_id, NULL, NULL, body FROM messages WHERE message_id > ?1 ORDER BY message_id LIMIT ?2"
+            SealedColumn::MessageBody => {
+                "SELECT message_id, NULL, NULL, body, NULL FROM messages WHERE message_id > ?1 \
+                 ORDER BY message_id LIMIT ?2"
             }
-            PayloadColumn::MessageAttributes => {
-                "SELECT message_id, NULL, NULL, attributes FROM messages \
+            SealedColumn::MessageAttributes => {
+                "SELECT message_id, NULL, NULL, attributes, NULL FROM messages \
                  WHERE message_id > ?1 AND attributes IS NOT NULL ORDER BY message_id LIMIT ?2"
             }
-            PayloadColumn::RunItemPayload => {
-                "SELECT run_items.item_seq, runs.id, run_items.item, run_items.payload FROM run_items \
-                 JOIN runs ON runs.run_seq = run_items.run_seq \
+            SealedColumn::RunItemPayload => {
+                "SELECT run_items.item_seq, runs.id, run_items.item, run_items.payload, run_items.item_sealed \
+                 FROM run_items JOIN runs ON runs.run_seq = run_items.run_seq \
                  WHERE run_items.item_seq > ?1 ORDER BY run_items.item_seq LIMIT ?2"
             }
-            PayloadColumn::Result => {
-                "SELECT rowid, job, item, result FROM results WHERE rowid > ?1 ORDER BY rowid LIMIT ?2"
+            SealedColumn::Result => {
+                "SELECT rowid, job, item, result, item_sealed FROM results WHERE rowid > ?1 ORDER BY rowid LIMIT ?2"
             }
-            PayloadColumn::InvocationLogs => {
-                "SELECT invocation_id, NULL, NULL, logs FROM invocation_logs WHERE invocation_id > ?1 \
+            SealedColumn::InvocationLogs => {
+                "SELECT invocation_id, NULL, NULL, logs, NULL FROM invocation_logs WHERE invocation_id > ?1 \
                  ORDER BY invocation_id LIMIT ?2"
+            }
+            SealedColumn::InvocationError => {
+                "SELECT id, NULL, NULL, error_message, NULL FROM invocations \
+                 WHERE id > ?1 AND error_message IS NOT NULL ORDER BY id LIMIT ?2"
+            }
+            SealedColumn::ItemLastError => {
+                "SELECT run_items.item_seq, runs.id, run_items.item, run_items.last_error, run_items.item_sealed \
+                 FROM run_items JOIN runs ON runs.run_seq = run_items.run_seq \
+                 WHERE run_items.item_seq > ?1 AND run_items.last_error IS NOT NULL \
+                 ORDER BY run_items.item_seq LIMIT ?2"
+            }
+            SealedColumn::RunError => {
+                "SELECT run_seq, id, NULL, error, NULL FROM runs WHERE run_seq > ?1 AND error IS NOT NULL \
+                 ORDER BY run_seq LIMIT ?2"
+            }
+            SealedColumn::RunReport => {
+                "SELECT run_seq, id, NULL, report, NULL FROM runs WHERE run_seq > ?1 AND report IS NOT NULL \
+                 ORDER BY run_seq LIMIT ?2"
+            }
+            SealedColumn::RunItemId => {
+                "SELECT run_items.item_seq, runs.id, run_items.item, run_items.item_sealed, NULL \
+                 FROM run_items JOIN runs ON runs.run_seq = run_items.run_seq \
+                 WHERE run_items.item_seq > ?1 AND run_items.item_sealed IS NOT NULL \
+                 ORDER BY run_items.item_seq LIMIT ?2"
+            }
+            SealedColumn::ResultItemId => {
+                "SELECT rowid, job, item, item_sealed, NULL FROM results WHERE rowid > ?1 \
+                 AND item_sealed IS NOT NULL ORDER BY rowid LIMIT ?2"
             }
         }
     }
 
     fn update_sql(self) -> &'static str {
         match self {
-            PayloadColumn::MessageBody => "UPDATE messages SET body = ?2 WHERE message_id = ?1",
-            PayloadColumn::MessageAttributes => "UPDATE messages SET attributes = ?2 WHERE message_id = ?1",
-            PayloadColumn::RunItemPayload => "UPDATE run_items SET payload = ?2 WHERE item_seq = ?1",
-            PayloadColumn::Result => "UPDATE results SET result = ?2 WHERE rowid = ?1",
-            PayloadColumn::InvocationLogs => "UPDATE invocation_logs SET logs = ?2 WHERE invocation_id = ?1",
+            SealedColumn::MessageBody => "UPDATE messages SET body = ?2 WHERE message_id = ?1",
+            SealedColumn::MessageAttributes => "UPDATE messages SET attributes = ?2 WHERE message_id = ?1",
+            SealedColumn::RunItemPayload => "UPDATE run_items SET payload = ?2 WHERE item_seq = ?1",
+            SealedColumn::Result => "UPDATE results SET result = ?2 WHERE rowid = ?1",
+            SealedColumn::InvocationLogs => "UPDATE invocation_logs SET logs = ?2 WHERE invocation_id = ?1",
+            SealedColumn::InvocationError => "UPDATE invocations SET error_message = ?2 WHERE id = ?1",
+            SealedColumn::ItemLastError => "UPDATE run_items SET last_error = ?2 WHERE item_seq = ?1",
+            SealedColumn::RunError => "UPDATE runs SET error = ?2 WHERE run_seq = ?1",
+            SealedColumn::RunReport => "UPDATE runs SET report = ?2 WHERE run_seq = ?1",
+            SealedColumn::RunItemId => "UPDATE run_items SET item_sealed = ?2 WHERE item_seq = ?1",
+            SealedColumn::ResultItemId => "UPDATE results SET item_sealed = ?2 WHERE rowid = ?1",
         }
     }
 
-    fn record<'a>(self, key: i64, first: &'a str, second: &'a str) -> Record<'a> {
+    /// The record of a row; `item` is the plaintext item id where the
+    /// record is bound to it, the lookup key for an item id's own envelope.
+    fn record<'a>(self, key: i64, first: &'a str, item: &'a str) -> Record<'a> {
         match self {
-            PayloadColumn::MessageBody => Record::MessageBody(key),
-            PayloadColumn::MessageAttributes => Record::MessageAttributes(key),
-            PayloadColumn::RunItemPayload => Record::RunItem { run: first, item: second },
-            PayloadColumn::Result => Record::Result { job: first, item: second },
-            PayloadColumn::InvocationLogs => Record::InvocationLogs(key),
+            SealedColumn::MessageBody => Record::MessageBody(key),
+            SealedColumn::MessageAttributes => Record::MessageAttributes(key),
+            SealedColumn::RunItemPayload => Record::RunItem { run: first, item },
+            SealedColumn::Result => Record::Result { job: first, item },
+            SealedColumn::InvocationLogs => Record::InvocationLogs(key),
+            SealedColumn::InvocationError => Record::InvocationError(key),
+            SealedColumn::ItemLastError => Record::ItemError { run: first, item },
+            SealedColumn::RunError => Record::RunError(first),
+            SealedColumn::RunReport => Record::RunReport(first),
+            SealedColumn::RunItemId => Record::RunItemId { run: first, key: item },
+            SealedColumn::ResultItemId => Record::ResultItemId { job: first, key: item },
         }
     }
 
-    /// Replace the payload of up to `limit` rows after `after` with what
+    /// Replace the stored value of up to `limit` rows after `after` with what
     /// `transform` returns (`None` keeps it). Returns how many changed and
     /// the last key seen (`None` when there were no rows).
     fn transform_page(
         self,
         transaction: &Transaction<'_>,
+        sealer: &Sealer,
         after: i64,
         limit: usize,
         mut transform: impl FnMut(Record<'_>, &[u8]) -> Result<Option<Vec<u8>>>,
     ) -> Result<(u64, Option<i64>)> {
-        let rows: Vec<PayloadRow> = transaction
+        let rows: Vec<SealedRow> = transaction
             .prepare_cached(self.select_sql())
             .and_then(|mut statement| {
                 statement
                     .query_map(params![after, limit_to_sql(limit)], |row| {
-                        Ok((row.get(0)?, row.get(1)?, row.get(2)?, bytes_at(row, 3)?.unwrap_or_default()))
+                        Ok((row.get(0)?, row.get(1)?, row.get(2)?, bytes_at(row, 3)?.unwrap_or_default(), row.get(4)?))
                     })?
                     .collect::<rusqlite::Result<Vec<_>>>()
             })
-            .with_context(|| format!("read stored payloads ({self:?})"))?;
-        let mut update = transaction.prepare_cached(self.update_sql()).context("prepare to rewrite payloads")?;
+            .with_context(|| format!("read stored records ({self:?})"))?;
+        let mut update = transaction.prepare_cached(self.update_sql()).context("prepare to rewrite records")?;
         let mut changed = 0;
-        for (key, first, second, payload) in &rows {
-            let record = self.record(*key, first.as_deref().unwrap_or(""), second.as_deref().unwrap_or(""));
-            if let Some(replacement) = transform(record, payload)? {
-                update
-                    .execute(params![key, replacement])
-                    .with_context(|| format!("rewrite the {}", record.describe()))?;
+        for (key, first, second, stored, sealed_id) in &rows {
+            let first = first.as_deref().unwrap_or("");
+            let second = second.clone().unwrap_or_default();
+            // Records bound to an item are bound to its id, which an encrypted store keeps sealed.
+            let item = match (self, sealed_id) {
+                (SealedColumn::RunItemPayload | SealedColumn::ItemLastError, Some(sealed)) => {
+                    sealer.open_run_item_id(first, second, Some(sealed.clone()))?
+                }
+                (SealedColumn::Result, Some(sealed)) => {
+                    sealer.open_result_item_id(first, second, Some(sealed.clone()))?
+                }
+                _ => second,
+            };
+            let record = self.record(*key, first, &item);
+            if let Some(replacement) = transform(record, stored)? {
+                let written = if self.is_text() {
+                    let text = String::from_utf8(replacement).expect("sealed text is base64, so UTF-8");
+                    update.execute(params![key, text])
+                } else {
+                    update.execute(params![key, replacement])
+                };
+                written.with_context(|| format!("rewrite the {}", record.describe()))?;
                 changed += 1;
             }
         }
@@ -370,11 +555,12 @@ impl PayloadColumn {
     fn transform_all(
         self,
         transaction: &Transaction<'_>,
+        sealer: &Sealer,
         mut transform: impl FnMut(Record<'_>, &[u8]) -> Result<Option<Vec<u8>>>,
     ) -> Result<u64> {
         let (mut total, mut after) = (0, i64::MIN);
         loop {
-            let (changed, last) = self.transform_page(transaction, after, REWRAP_PAGE, &mut transform)?;
+            let (changed, last) = self.transform_page(transaction, sealer, after, REWRAP_PAGE, &mut transform)?;
             total += changed;
             match last {
                 Some(last) => after = last,
@@ -384,8 +570,51 @@ impl PayloadColumn {
     }
 }
 
-/// A payload row as `PayloadColumn::select_sql` reads it: key, two names, payload.
-type PayloadRow = (i64, Option<String>, Option<String>, Vec<u8>);
+/// A row as `SealedColumn::select_sql` reads it: key, two names, stored value, sealed item id.
+type SealedRow = (i64, Option<String>, Option<String>, Vec<u8>, Option<String>);
+
+/// Replace every plaintext item id (of run items and of results) with its
+/// lookup key and sealed id. Returns how many.
+fn seal_item_ids(transaction: &Transaction<'_>, sealer: &Sealer) -> Result<u64> {
+    let items: Vec<(i64, String, String)> = transaction
+        .prepare(
+            "SELECT run_items.item_seq, runs.id, run_items.item FROM run_items \
+             JOIN runs ON runs.run_seq = run_items.run_seq WHERE run_items.item_sealed IS NULL",
+        )
+        .and_then(|mut statement| {
+            statement
+                .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
+                .collect::<rusqlite::Result<Vec<_>>>()
+        })
+        .context("read plaintext item ids")?;
+    for (item_seq, run, item) in &items {
+        let stored = sealer.seal_run_item_id(run, item);
+        transaction
+            .execute(
+                "UPDATE run_items SET item = ?2, item_sealed = ?3 WHERE item_seq = ?1",
+                params![item_seq, stored.key, stored.sealed],
+            )
+            .with_context(|| format!("seal the id of an item of run `{run}`"))?;
+    }
+    let results: Vec<(i64, String, String)> = transaction
+        .prepare("SELECT rowid, job, item FROM results WHERE item_sealed IS NULL")
+        .and_then(|mut statement| {
+            statement
+                .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
+                .collect::<rusqlite::Result<Vec<_>>>()
+        })
+        .context("read plaintext result item ids")?;
+    for (rowid, job, item) in &results {
+        let stored = sealer.seal_result_item_id(job, item);
+        transaction
+            .execute(
+                "UPDATE results SET item = ?2, item_sealed = ?3 WHERE rowid = ?1",
+                params![rowid, stored.key, stored.sealed],
+            )
+            .with_context(|| format!("seal the item id of a result of job `{job}`"))?;
+    }
+    Ok((items.len() + results.len()) as u64)
+}
 
 /// A message's body and attributes, opened.
 type MessagePayload = (Vec<u8>, Vec<(String, String)>);
@@ -1384,7 +1613,7 @@ impl StateStore for SqliteStore {
     }
 
     fn invocations(&self, filter: &InvocationFilter) -> Result<Vec<StoredInvocation>> {
-        self.read("list invocations", |transaction| ledger::invocations(transaction, filter))
+        self.read("list invocations", |transaction| ledger::invocations(transaction, filter, &self.sealer))
     }
 
     fn invocation_logs(&self, request_id: &str) -> Result<Vec<u8>> {
@@ -1402,15 +1631,17 @@ impl StateStore for SqliteStore {
 
     fn create_run(&self, run: NewRun) -> Result<RunRecord> {
         let now = self.now();
-        self.write(&format!("create run `{}`", run.id), |transaction| runs::create_run(transaction, run, now))
+        self.write(&format!("create run `{}`", run.id), |transaction| {
+            self.open_run(runs::create_run(transaction, run, now)?)
+        })
     }
 
     fn run(&self, id: &str) -> Result<RunRecord> {
-        self.read(&format!("look up run `{id}`"), |transaction| runs::run(transaction, id))
+        self.read(&format!("look up run `{id}`"), |transaction| self.open_run(runs::run(transaction, id)?))
     }
 
     fn runs(&self, job: Option<&Name>, limit: usize) -> Result<Vec<RunRecord>> {
-        self.read("list runs", |transaction| runs::runs(transaction, job, limit))
+        self.read("list runs", |transaction| self.open_runs(runs::runs(transaction, job, limit)?))
     }
 
     fn claim_run(&self, id: &str, owner: &str, ttl: Duration) -> Result<bool> {
@@ -1428,7 +1659,7 @@ impl StateStore for SqliteStore {
     fn runs_needing_coordinator(&self, grace: Duration) -> Result<Vec<RunRecord>> {
         let now = self.now();
         self.read("find runs without a live coordinator", |transaction| {
-            runs::runs_needing_coordinator(transaction, grace, now)
+            self.open_runs(runs::runs_needing_coordinator(transaction, grace, now)?)
         })
     }
 
@@ -1442,7 +1673,9 @@ impl StateStore for SqliteStore {
     ) -> Result<()> {
         let now = self.now();
         self.write(&format!("finish run `{id}`"), |transaction| {
-            runs::finish_run(transaction, id, owner, status, error, report, now)
+            let error = self.sealer.seal_optional_text(Record::RunError(id), error);
+            let report = self.sealer.seal_optional_text(Record::RunReport(id), report);
+            runs::finish_run(transaction, id, owner, status, error.as_deref(), report.as_deref(), now)
         })
     }
 
@@ -1469,7 +1702,7 @@ impl StateStore for SqliteStore {
             items
         };
         self.write(&format!("add items to run `{run}`"), |transaction| {
-            runs::add_run_items(transaction, run, items, now)
+            runs::add_run_items(transaction, run, items, now, &self.sealer)
         })
     }
 
@@ -1484,7 +1717,7 @@ impl StateStore for SqliteStore {
         let now = self.now();
         self.write(&format!("lease items of run `{run}`"), |transaction| {
             // Opened before the commit: a damaged item fails the lease (rolled back).
-            self.open_items(runs::lease_run_items(transaction, run, worker, max, now)?)
+            self.open_items(runs::lease_run_items(transaction, run, worker, max, now, &self.sealer)?)
         })
     }
 
@@ -1516,7 +1749,7 @@ impl StateStore for SqliteStore {
             let accepted =
                 runs::complete_run_item(transaction, run, item, worker, attempt, completion, now, &self.sealer)?;
             let items = if lease_max > 0 {
-                self.open_items(runs::lease_run_items(transaction, run, worker, lease_max, now)?)?
+                self.open_items(runs::lease_run_items(transaction, run, worker, lease_max, now, &self.sealer)?)?
             } else {
                 Vec::new()
             };
@@ -1550,7 +1783,7 @@ impl StateStore for SqliteStore {
         limit: usize,
     ) -> Result<Vec<RunItem>> {
         self.read(&format!("list the items of run `{run}`"), |transaction| {
-            self.open_items(runs::run_items(transaction, run, status, after_item, limit)?)
+            self.open_items(runs::run_items(transaction, run, status, after_item, limit, &self.sealer)?)
         })
     }
 
@@ -1562,7 +1795,7 @@ impl StateStore for SqliteStore {
         limit: usize,
     ) -> Result<Vec<ResultRecord>> {
         self.read(&format!("list the results of job `{job}`"), |transaction| {
-            runs::results(transaction, job, run, after_item, limit)?
+            runs::results(transaction, job, run, after_item, limit, &self.sealer)?
                 .into_iter()
                 .map(|result| self.open_result(result))
                 .collect()
@@ -1571,7 +1804,7 @@ impl StateStore for SqliteStore {
 
     fn result(&self, job: &Name, item: &str) -> Result<ResultRecord> {
         self.read(&format!("look up the result of item `{item}` of job `{job}`"), |transaction| {
-            self.open_result(runs::result(transaction, job, item)?)
+            self.open_result(runs::result(transaction, job, item, &self.sealer)?)
         })
     }
 
@@ -1600,7 +1833,10 @@ impl StateStore for SqliteStore {
 
     fn cancel_run(&self, id: &str, reason: &str) -> Result<RunRecord> {
         let now = self.now();
-        self.write(&format!("cancel run `{id}`"), |transaction| runs::cancel_run(transaction, id, reason, now))
+        self.write(&format!("cancel run `{id}`"), |transaction| {
+            let reason = self.sealer.seal_text(Record::RunError(id), reason);
+            self.open_run(runs::cancel_run(transaction, id, &reason, now)?)
+        })
     }
 
     // --- API tokens and the access log ------------------------------------------------------
@@ -1667,7 +1903,7 @@ impl StateStore for SqliteStore {
 
     fn run_item_attempts(&self, run: &str, limit: usize) -> Result<Vec<ItemAttempt>> {
         self.read(&format!("list the attempts of run `{run}`"), |transaction| {
-            runs::run_item_attempts(transaction, run, limit)
+            runs::run_item_attempts(transaction, run, limit, &self.sealer)
         })
     }
 
@@ -1845,6 +2081,6 @@ mod tests {
         assert_eq!(store.invocation_logs("req-1").unwrap(), b"hello");
         let version: i64 = store.lock_connection().query_row("PRAGMA user_version", [], |row| row.get(0)).unwrap();
         assert_eq!(version, current_schema_version());
-        assert_eq!(current_schema_version(), 9);
+        assert_eq!(current_schema_version(), 10);
     }
 }

@@ -2,7 +2,7 @@
 //! records past their cutoff in one transaction, so a pass over a large
 //! ledger never holds the write lock for long. Cascades (`ON DELETE
 //! CASCADE`) take a run's items, attempts and workers, and an invocation's
-//! logs, with it. The access log's delete trigger (migration 8) refuses any
+//! logs, with it. The access log's delete trigger (migration 9) refuses any
 //! record younger than `ACCESS_LOG_RETENTION`, whatever client asks.
 
 use mayfly_core::Timestamp;
@@ -96,7 +96,7 @@ pub(crate) fn prune_access_records(transaction: &Transaction<'_>, before: Timest
 
 #[cfg(test)]
 mod tests {
-    /// The trigger of migration 8 spells the access log's floor in milliseconds.
+    /// The trigger of migration 9 spells the access log's floor in milliseconds.
     #[test]
     fn the_access_log_trigger_uses_the_contracts_retention() {
         let millis = mayfly_state::ACCESS_LOG_RETENTION.as_millis().to_string();

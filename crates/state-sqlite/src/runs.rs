@@ -19,7 +19,7 @@ use rusqlite::types::Type;
 use rusqlite::{OptionalExtension, Transaction, params};
 
 use crate::errors::SqliteResultExt;
-use crate::sealing::{Record, Sealer};
+use crate::sealing::{Record, Sealer, StoredItemId};
 use crate::{
     duration_from_millis, from_sql_integer, limit_to_sql, millis, require_queue, to_sql_integer, visible_messages_after,
 };
@@ -333,25 +333,33 @@ pub fn set_run_status(
 fn insert_pending_item(
     transaction: &Transaction<'_>,
     run_seq: i64,
-    item: &str,
+    item: &StoredItemId,
     payload: &[u8],
     now: Timestamp,
 ) -> Result<bool> {
     let inserted = transaction
         .prepare_cached(
-            "INSERT INTO run_items (run_seq, item, payload, status, attempts, not_before, updated_at) \
-             VALUES (?1, ?2, ?3, 'pending', 0, ?4, ?4) ON CONFLICT (run_seq, item) DO NOTHING",
+            "INSERT INTO run_items (run_seq, item, item_sealed, payload, status, attempts, not_before, updated_at) \
+             VALUES (?1, ?2, ?3, ?4, 'pending', 0, ?5, ?5) ON CONFLICT (run_seq, item) DO NOTHING",
         )
-        .and_then(|mut statement| statement.execute(params![run_seq, item, payload, now.as_millis()]))
-        .with_context(|| format!("add item `{item}`"))?;
+        .and_then(|mut statement| statement.execute(params![run_seq, item.key, item.sealed, payload, now.as_millis()]))
+        .with_context(|| format!("add item `{}`", item.key))?;
     Ok(inserted > 0)
 }
 
-pub fn add_run_items(transaction: &Transaction<'_>, run: &str, items: &[NewRunItem], now: Timestamp) -> Result<u64> {
+/// Items whose payloads are already sealed (`items`) go in under their stored ids.
+pub fn add_run_items(
+    transaction: &Transaction<'_>,
+    run: &str,
+    items: &[NewRunItem],
+    now: Timestamp,
+    sealer: &Sealer,
+) -> Result<u64> {
     let key = require_unfinished_run_key(transaction, run, "add items to it")?;
     let mut added = 0;
     for item in items {
-        added += u64::from(insert_pending_item(transaction, key.run_seq, &item.item, &item.payload, now)?);
+        let id = sealer.seal_run_item_id(run, &item.item);
+        added += u64::from(insert_pending_item(transaction, key.run_seq, &id, &item.payload, now)?);
     }
     Ok(added)
 }
@@ -378,7 +386,7 @@ pub fn move_queue_messages_into_run(
             Record::RunItem { run, item: &item },
             message.body.clone(),
         )?;
-        insert_pending_item(transaction, key.run_seq, &item, &payload, now)?;
+        insert_pending_item(transaction, key.run_seq, &sealer.seal_run_item_id(run, &item), &payload, now)?;
         delete.execute([message.message_id]).with_context(|| format!("delete moved message {}", message.message_id))?;
     }
     Ok(messages.len() as u64)
@@ -387,7 +395,9 @@ pub fn move_queue_messages_into_run(
 /// A pending item about to be leased.
 struct LeaseCandidate {
     item_seq: i64,
+    /// The lookup key.
     item: String,
+    item_sealed: Option<String>,
     payload: Vec<u8>,
     attempts: u32,
     not_before: Timestamp,
@@ -395,15 +405,18 @@ struct LeaseCandidate {
 }
 
 /// The pending, due items of a run in the order they became available.
-const LEASE_CANDIDATES_SQL: &str = "SELECT item_seq, item, payload, attempts, not_before, last_error FROM run_items \
+const LEASE_CANDIDATES_SQL: &str = "SELECT item_seq, item, payload, attempts, not_before, last_error, item_sealed \
+     FROM run_items \
      WHERE run_seq = ?1 AND status = 'pending' AND not_before <= ?2 ORDER BY not_before, item_seq LIMIT ?3";
 
+/// Items come back with their ids opened; payloads and errors are still as stored.
 pub fn lease_run_items(
     transaction: &Transaction<'_>,
     run: &str,
     worker: &str,
     max: usize,
     now: Timestamp,
+    sealer: &Sealer,
 ) -> Result<Vec<RunItem>> {
     let key = require_run_key(transaction, run)?;
     // Walks `run_items_to_lease`: no sort, however large the backlog.
@@ -419,6 +432,7 @@ pub fn lease_run_items(
                         attempts: count_at(row, 3)?,
                         not_before: Timestamp(row.get(4)?),
                         last_error: row.get(5)?,
+                        item_sealed: row.get(6)?,
                     })
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()
@@ -452,7 +466,7 @@ pub fn lease_run_items(
             .with_context(|| format!("record the attempt at item `{}` of run `{run}`", candidate.item))?;
         leased.push(RunItem {
             run_id: run.to_owned(),
-            item: candidate.item,
+            item: sealer.open_run_item_id(run, candidate.item, candidate.item_sealed)?,
             payload: candidate.payload,
             status: ItemStatus::Leased,
             attempts: candidate.attempts.saturating_add(1),
@@ -477,11 +491,12 @@ pub fn complete_run_item(
     sealer: &Sealer,
 ) -> Result<bool> {
     let key = require_run_key(transaction, run)?;
+    let item_key = sealer.lookup_key(item);
     let (item_seq, status, holder, attempts): (i64, ItemStatus, Option<String>, u32) = transaction
         .prepare_cached("SELECT item_seq, status, worker, attempts FROM run_items WHERE run_seq = ?1 AND item = ?2")
         .and_then(|mut statement| {
             statement
-                .query_row(params![key.run_seq, item], |row| {
+                .query_row(params![key.run_seq, item_key], |row| {
                     Ok((row.get(0)?, item_status_at(row, 1)?, row.get(2)?, count_at(row, 3)?))
                 })
                 .optional()
@@ -505,22 +520,24 @@ pub fn complete_run_item(
         .with_context(|| format!("end attempt {attempt} at item `{item}` of run `{run}`"))?;
     match completion {
         ItemCompletion::Done { result } => {
+            let result_id = sealer.seal_result_item_id(key.job.as_str(), item);
             transaction
                 .prepare_cached(
-                    "INSERT INTO results (job, item, run_id, attempt, worker, result, recorded_at) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (job, item) DO UPDATE SET \
+                    "INSERT INTO results (job, item, item_sealed, run_id, attempt, worker, result, recorded_at) \
+                     VALUES (?1, ?2, ?8, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (job, item) DO UPDATE SET \
                      run_id = excluded.run_id, attempt = excluded.attempt, worker = excluded.worker, \
-                     result = excluded.result, recorded_at = excluded.recorded_at",
+                     result = excluded.result, recorded_at = excluded.recorded_at, item_sealed = excluded.item_sealed",
                 )
                 .and_then(|mut statement| {
                     statement.execute(params![
                         key.job.as_str(),
-                        item,
+                        result_id.key,
                         run,
                         i64::from(attempt),
                         worker,
                         sealer.seal(Record::Result { job: key.job.as_str(), item }, &result),
-                        now.as_millis()
+                        now.as_millis(),
+                        result_id.sealed,
                     ])
                 })
                 .with_context(|| format!("store the result of item `{item}` of run `{run}`"))?;
@@ -536,6 +553,7 @@ pub fn complete_run_item(
                      updated_at = ?4 WHERE item_seq = ?1",
                 )
                 .and_then(|mut statement| {
+                    let error = sealer.seal_text(Record::ItemError { run, item }, &error);
                     statement.execute(params![item_seq, retry_at.as_millis(), error, now.as_millis()])
                 })
                 .with_context(|| format!("schedule a retry of item `{item}` of run `{run}`"))?;
@@ -546,7 +564,10 @@ pub fn complete_run_item(
                     "UPDATE run_items SET status = 'dead_lettered', last_error = ?2, updated_at = ?3 \
                      WHERE item_seq = ?1",
                 )
-                .and_then(|mut statement| statement.execute(params![item_seq, error, now.as_millis()]))
+                .and_then(|mut statement| {
+                    let error = sealer.seal_text(Record::ItemError { run, item }, &error);
+                    statement.execute(params![item_seq, error, now.as_millis()])
+                })
                 .with_context(|| format!("dead-letter item `{item}` of run `{run}`"))?;
         }
     }
@@ -603,28 +624,31 @@ pub fn run_item_counts(transaction: &Transaction<'_>, run: &str) -> Result<RunIt
         .with_context(|| format!("count the items of run `{run}`"))
 }
 
+/// Items come back with their ids opened; payloads and errors are still as stored.
 pub fn run_items(
     transaction: &Transaction<'_>,
     run: &str,
     status: Option<ItemStatus>,
     after_item: Option<&str>,
     limit: usize,
+    sealer: &Sealer,
 ) -> Result<Vec<RunItem>> {
     let key = require_run_key(transaction, run)?;
+    let after_item = after_item.map(|item| sealer.lookup_key(item));
     // A page starts inside the `(run_seq, item)` index rather than filtering from its start.
     let after = if after_item.is_some() { "AND item > ?3" } else { "AND ?3 IS NULL" };
     let sql = format!(
-        "SELECT item, payload, status, attempts, worker, not_before, last_error, updated_at FROM run_items \
+        "SELECT item, payload, status, attempts, worker, not_before, last_error, updated_at, item_sealed FROM run_items \
          WHERE run_seq = ?1 AND (?2 IS NULL OR status = ?2) {after} ORDER BY item LIMIT ?4"
     );
-    transaction
+    let rows: Vec<(RunItem, Option<String>)> = transaction
         .prepare_cached(&sql)
         .and_then(|mut statement| {
             statement
                 .query_map(
                     params![key.run_seq, status.map(ItemStatus::as_str), after_item, limit_to_sql(limit)],
                     |row| {
-                        Ok(RunItem {
+                        let item = RunItem {
                             run_id: run.to_owned(),
                             item: row.get(0)?,
                             payload: row.get(1)?,
@@ -634,20 +658,28 @@ pub fn run_items(
                             not_before: Timestamp(row.get(5)?),
                             last_error: row.get(6)?,
                             updated_at: Timestamp(row.get(7)?),
-                        })
+                        };
+                        Ok((item, row.get(8)?))
                     },
                 )?
                 .collect::<rusqlite::Result<Vec<_>>>()
         })
-        .with_context(|| format!("list the items of run `{run}`"))
+        .with_context(|| format!("list the items of run `{run}`"))?;
+    rows.into_iter()
+        .map(|(mut item, sealed)| {
+            item.item = sealer.open_run_item_id(run, std::mem::take(&mut item.item), sealed)?;
+            Ok(item)
+        })
+        .collect()
 }
 
 // --- results ---------------------------------------------------------------------------
 
-const RESULT_COLUMNS: &str = "job, item, run_id, attempt, worker, result, recorded_at";
+const RESULT_COLUMNS: &str = "job, item, run_id, attempt, worker, result, recorded_at, item_sealed";
 
-fn result_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ResultRecord> {
-    Ok(ResultRecord {
+/// A result as stored (its item the lookup key) and its sealed item id.
+fn result_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(ResultRecord, Option<String>)> {
+    let record = ResultRecord {
         job: name_at(row, 0)?,
         item: row.get(1)?,
         run_id: row.get(2)?,
@@ -655,7 +687,14 @@ fn result_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ResultRecord> {
         worker: row.get(4)?,
         result: row.get(5)?,
         recorded_at: Timestamp(row.get(6)?),
-    })
+    };
+    Ok((record, row.get(7)?))
+}
+
+/// The result with its item id opened; the result itself is still as stored.
+fn open_result_id(sealer: &Sealer, (mut record, sealed): (ResultRecord, Option<String>)) -> Result<ResultRecord> {
+    record.item = sealer.open_result_item_id(record.job.as_str(), std::mem::take(&mut record.item), sealed)?;
+    Ok(record)
 }
 
 pub fn results(
@@ -664,7 +703,9 @@ pub fn results(
     run: Option<&str>,
     after_item: Option<&str>,
     limit: usize,
+    sealer: &Sealer,
 ) -> Result<Vec<ResultRecord>> {
+    let after_item = after_item.map(|item| sealer.lookup_key(item));
     // Fixed statements per filter shape, so each walks `results_by_run` or
     // the `(job, item)` index from the page's first item.
     let by_run = if run.is_some() { "AND run_id = ?2" } else { "AND ?2 IS NULL" };
@@ -677,16 +718,22 @@ pub fn results(
                 .query_map(params![job.as_str(), run, after_item, limit_to_sql(limit)], result_from_row)?
                 .collect::<rusqlite::Result<Vec<_>>>()
         })
-        .with_context(|| format!("list the results of job `{job}`"))
+        .with_context(|| format!("list the results of job `{job}`"))?
+        .into_iter()
+        .map(|row| open_result_id(sealer, row))
+        .collect()
 }
 
-pub fn result(transaction: &Transaction<'_>, job: &Name, item: &str) -> Result<ResultRecord> {
+pub fn result(transaction: &Transaction<'_>, job: &Name, item: &str, sealer: &Sealer) -> Result<ResultRecord> {
     let sql = format!("SELECT {RESULT_COLUMNS} FROM results WHERE job = ?1 AND item = ?2");
-    transaction
+    let row = transaction
         .prepare_cached(&sql)
-        .and_then(|mut statement| statement.query_row(params![job.as_str(), item], result_from_row).optional())
+        .and_then(|mut statement| {
+            statement.query_row(params![job.as_str(), sealer.lookup_key(item)], result_from_row).optional()
+        })
         .with_context(|| format!("look up the result of item `{item}` of job `{job}`"))?
-        .ok_or_else(|| StateError::not_found("result", format!("{job}/{item}")))
+        .ok_or_else(|| StateError::not_found("result", format!("{job}/{item}")))?;
+    open_result_id(sealer, row)
 }
 
 // --- workers ----------------------------------------------------------------------------
@@ -750,11 +797,17 @@ pub fn run_workers(transaction: &Transaction<'_>, run: &str) -> Result<Vec<Worke
         .with_context(|| format!("list the workers of run `{run}`"))
 }
 
-pub fn run_item_attempts(transaction: &Transaction<'_>, run: &str, limit: usize) -> Result<Vec<ItemAttempt>> {
+pub fn run_item_attempts(
+    transaction: &Transaction<'_>,
+    run: &str,
+    limit: usize,
+    sealer: &Sealer,
+) -> Result<Vec<ItemAttempt>> {
     let key = require_run_key(transaction, run)?;
-    transaction
+    let rows: Vec<(ItemAttempt, Option<String>)> = transaction
         .prepare_cached(
-            "SELECT items.item, latest.attempt, latest.worker, latest.started_at, latest.ended_at, latest.outcome \
+            "SELECT items.item, latest.attempt, latest.worker, latest.started_at, latest.ended_at, latest.outcome, \
+             items.item_sealed \
              FROM (SELECT * FROM run_item_attempts WHERE run_seq = ?1 \
                    ORDER BY started_at DESC, item_seq DESC, attempt DESC LIMIT ?2) AS latest \
              JOIN run_items AS items ON items.item_seq = latest.item_seq \
@@ -764,7 +817,7 @@ pub fn run_item_attempts(transaction: &Transaction<'_>, run: &str, limit: usize)
             statement
                 .query_map(params![key.run_seq, limit_to_sql(limit)], |row| {
                     let outcome: String = row.get(5)?;
-                    Ok(ItemAttempt {
+                    let attempt = ItemAttempt {
                         item: row.get(0)?,
                         attempt: count_at(row, 1)?,
                         worker: row.get(2)?,
@@ -773,11 +826,18 @@ pub fn run_item_attempts(transaction: &Transaction<'_>, run: &str, limit: usize)
                         outcome: AttemptOutcome::parse(&outcome).ok_or_else(|| {
                             conversion_error(5, StateError::Backend(format!("unknown attempt outcome `{outcome}`")))
                         })?,
-                    })
+                    };
+                    Ok((attempt, row.get(6)?))
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()
         })
-        .with_context(|| format!("list the attempts of run `{run}`"))
+        .with_context(|| format!("list the attempts of run `{run}`"))?;
+    rows.into_iter()
+        .map(|(mut attempt, sealed)| {
+            attempt.item = sealer.open_run_item_id(run, std::mem::take(&mut attempt.item), sealed)?;
+            Ok(attempt)
+        })
+        .collect()
 }
 
 pub fn run_attempt_counts_by_worker(
@@ -943,6 +1003,6 @@ mod tests {
             budget: None,
         };
         assert_eq!(store.create_run(run).unwrap().status, RunStatus::Requested);
-        assert_eq!(crate::current_schema_version(), 9);
+        assert_eq!(crate::current_schema_version(), 10);
     }
 }

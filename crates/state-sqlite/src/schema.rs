@@ -349,6 +349,15 @@ pub const MIGRATIONS: &[&str] = &[
     WHEN old.at > CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER) - 189216000000
     BEGIN SELECT RAISE(ABORT, 'the access log is append-only: a record is kept for six years'); END;
     "#,
+    // 10: item ids sealed (see `sealing.rs`). In an encrypted store `item`
+    // holds the id's keyed hash (the lookup key) and `item_sealed` the id's
+    // envelope, base64; both are filled when the store is first opened
+    // with its keyring after this migration.
+    r#"
+    -- seal
+    ALTER TABLE run_items ADD COLUMN item_sealed TEXT;
+    ALTER TABLE results ADD COLUMN item_sealed TEXT;
+    "#,
 ];
 
 /// The schema version this build writes.

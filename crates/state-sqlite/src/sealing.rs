@@ -1,9 +1,11 @@
-//! Encryption of the customer payloads the store keeps: queue message bodies
-//! and attributes, run item payloads, job results and captured invocation
-//! logs. A store opened with [`crate::SqliteStore::open_encrypted`] seals each
-//! one right before it is written and opens it right after it is read, with
-//! the same envelope as bucket objects ([`mayfly_crypto`]: a random data key
-//! per record, wrapped by the keyring's current key).
+//! Encryption of everything the store keeps that can carry customer data:
+//! queue message bodies and attributes, run item payloads, job results,
+//! captured invocation logs, error text (a function's error message and
+//! stderr tail), run errors and reports, and item ids. A store opened with
+//! [`crate::SqliteStore::open_encrypted`] seals each one right before it is
+//! written and opens it right after it is read, with the same envelope as
+//! bucket objects ([`mayfly_crypto`]: a random data key per record, wrapped
+//! by the keyring's current key).
 //!
 //! Every envelope is bound to a context naming its record, so a ciphertext
 //! copied or swapped into another record fails to open:
@@ -15,6 +17,13 @@
 //! | run item payload | `run/<run id>/item/<item>` |
 //! | job result | `job/<job>/result/<item>` |
 //! | invocation logs | `invocation/<ledger id>/logs` |
+//! | invocation error message | `invocation-error/<ledger id>` |
+//! | an item's last error | `run-item-error/<run id>/<item>` |
+//! | a run's error | `run-error/<run id>` |
+//! | a run's report | `run-report/<run id>` |
+//! | a run item's id | `run-item-id/<run id>/<lookup key>` |
+//! | a result's item id | `result-item-id/<job>/<lookup key>` |
+//! | the item lookup key | `store/item-key` |
 //!
 //! These are the records' stable identities. A message keeps its id when it
 //! is leased or dead-lettered (its queue changes, so the queue is not bound);
@@ -23,11 +32,22 @@
 //! old context and seals it under the new one in the same transaction.
 //! Message ids are assigned on insert, so an encrypted store allocates them
 //! itself inside the write transaction (`AUTOINCREMENT` semantics kept). In
-//! a run id, `%` and `/` are escaped so contexts cannot collide.
+//! run ids and item ids, `%` and `/` are escaped so contexts cannot collide.
 //!
-//! Not encrypted: names, ids, timestamps, statuses, error strings
-//! (`last_error`, invocation `error_message`), run reports and worker
-//! bookkeeping.
+//! Item ids may be content (a manifest line is its own id), yet the ledger
+//! must find an item by its id. An encrypted store keeps, in the `item`
+//! column, a lookup key — hex HMAC-SHA256 of the id under a random 256-bit
+//! key made once per store ([`ItemIds`]) — and the sealed id beside it in
+//! `item_sealed` for display. The HMAC key is itself stored sealed (context
+//! `store/item-key`), so it survives key rotation and `rewrap_all` rewraps it.
+//! Items therefore list in lookup-key order, not in id order, in an
+//! encrypted store. Error strings, run errors, reports and item ids are
+//! stored as base64 text of their envelopes in their TEXT columns.
+//!
+//! Not encrypted: names (queues, buckets, functions, jobs), generated ids
+//! (messages, runs, requests, workers, tokens), timestamps, statuses,
+//! counts, an invocation's `error_type` (a class name such as `TimedOut`),
+//! and worker bookkeeping.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -35,17 +55,46 @@ use std::sync::Arc;
 use mayfly_crypto::{Keyring, decrypt_bytes, encrypt_bytes, rewrap_header};
 use mayfly_state::{Result, StateError};
 
-/// The value of the `payloads` setting of a store whose payloads are envelopes.
+/// The value of the `payloads` setting of a store whose payloads are
+/// envelopes but whose error text, reports and item ids are still plaintext
+/// (what Mayfly wrote before they were sealed); opening it encrypted upgrades it.
 pub const ENVELOPE_V1: &str = "envelope-v1";
+/// The value of the `payloads` setting of a store whose payloads, error
+/// text, reports and item ids are all sealed.
+pub const ENVELOPE_V2: &str = "envelope-v2";
 
 /// One stored payload: where it is, for its context and for error messages.
 #[derive(Debug, Clone, Copy)]
 pub enum Record<'a> {
     MessageBody(i64),
     MessageAttributes(i64),
-    RunItem { run: &'a str, item: &'a str },
-    Result { job: &'a str, item: &'a str },
+    RunItem {
+        run: &'a str,
+        item: &'a str,
+    },
+    Result {
+        job: &'a str,
+        item: &'a str,
+    },
     InvocationLogs(i64),
+    InvocationError(i64),
+    ItemError {
+        run: &'a str,
+        item: &'a str,
+    },
+    RunError(&'a str),
+    RunReport(&'a str),
+    /// The id of a run item, by its lookup key.
+    RunItemId {
+        run: &'a str,
+        key: &'a str,
+    },
+    /// The item id of a result, by its lookup key.
+    ResultItemId {
+        job: &'a str,
+        key: &'a str,
+    },
+    ItemKey,
 }
 
 impl Record<'_> {
@@ -57,6 +106,13 @@ impl Record<'_> {
             Record::RunItem { run, item } => format!("run/{}/item/{item}", escape(run)),
             Record::Result { job, item } => format!("job/{}/result/{item}", escape(job)),
             Record::InvocationLogs(id) => format!("invocation/{id}/logs"),
+            Record::InvocationError(id) => format!("invocation-error/{id}"),
+            Record::ItemError { run, item } => format!("run-item-error/{}/{}", escape(run), escape(item)),
+            Record::RunError(run) => format!("run-error/{}", escape(run)),
+            Record::RunReport(run) => format!("run-report/{}", escape(run)),
+            Record::RunItemId { run, key } => format!("run-item-id/{}/{key}", escape(run)),
+            Record::ResultItemId { job, key } => format!("result-item-id/{}/{key}", escape(job)),
+            Record::ItemKey => "store/item-key".to_owned(),
         }
     }
 
@@ -68,6 +124,13 @@ impl Record<'_> {
             Record::RunItem { run, item } => format!("payload of item `{item}` of run `{run}`"),
             Record::Result { job, item } => format!("result of item `{item}` of job `{job}`"),
             Record::InvocationLogs(id) => format!("logs of invocation {id}"),
+            Record::InvocationError(id) => format!("error message of invocation {id}"),
+            Record::ItemError { run, item } => format!("last error of item `{item}` of run `{run}`"),
+            Record::RunError(run) => format!("error of run `{run}`"),
+            Record::RunReport(run) => format!("report of run `{run}`"),
+            Record::RunItemId { run, key } => format!("id of the item with lookup key {key} of run `{run}`"),
+            Record::ResultItemId { job, key } => format!("item id of the result with lookup key {key} of job `{job}`"),
+            Record::ItemKey => "item lookup key".to_owned(),
         }
     }
 }
@@ -84,11 +147,60 @@ fn escape(component: &str) -> Cow<'_, str> {
 #[derive(Clone, Default)]
 pub struct Sealer {
     keyring: Option<Arc<Keyring>>,
+    /// Set once the store's item key is read (an encrypted store).
+    ids: ItemIds,
+}
+
+/// An item id as the ledger stores it: the lookup key (the `item` column)
+/// and, in an encrypted store, the sealed id (`item_sealed`).
+pub struct StoredItemId {
+    pub key: String,
+    pub sealed: Option<String>,
 }
 
 impl Sealer {
     pub fn new(keyring: Option<Arc<Keyring>>) -> Sealer {
-        Sealer { keyring }
+        Sealer { keyring, ids: ItemIds::plain() }
+    }
+
+    /// Use `ids` for item lookup keys from now on.
+    pub fn set_item_ids(&mut self, ids: ItemIds) {
+        self.ids = ids;
+    }
+
+    /// What the `item` column holds for `item`.
+    pub fn lookup_key<'a>(&self, item: &'a str) -> Cow<'a, str> {
+        self.ids.lookup_key(item)
+    }
+
+    /// How a run's item id is stored.
+    pub fn seal_run_item_id(&self, run: &str, item: &str) -> StoredItemId {
+        let key = self.ids.lookup_key(item).into_owned();
+        let sealed = self.ids.is_keyed().then(|| self.seal_text(Record::RunItemId { run, key: &key }, item));
+        StoredItemId { key, sealed }
+    }
+
+    /// How the item id of a job's result is stored.
+    pub fn seal_result_item_id(&self, job: &str, item: &str) -> StoredItemId {
+        let key = self.ids.lookup_key(item).into_owned();
+        let sealed = self.ids.is_keyed().then(|| self.seal_text(Record::ResultItemId { job, key: &key }, item));
+        StoredItemId { key, sealed }
+    }
+
+    /// A run item's id from its stored columns.
+    pub fn open_run_item_id(&self, run: &str, key: String, sealed: Option<String>) -> Result<String> {
+        match sealed {
+            Some(sealed) => self.open_text(Record::RunItemId { run, key: &key }, sealed),
+            None => Ok(key),
+        }
+    }
+
+    /// A result's item id from its stored columns.
+    pub fn open_result_item_id(&self, job: &str, key: String, sealed: Option<String>) -> Result<String> {
+        match sealed {
+            Some(sealed) => self.open_text(Record::ResultItemId { job, key: &key }, sealed),
+            None => Ok(key),
+        }
     }
 
     pub fn is_on(&self) -> bool {
@@ -112,6 +224,55 @@ impl Sealer {
         }
     }
 
+    /// The text to store for `text`: the base64 of its envelope, or `text` itself unencrypted.
+    pub fn seal_text(&self, record: Record<'_>, text: &str) -> String {
+        use base64::Engine as _;
+        match &self.keyring {
+            Some(_) => base64::engine::general_purpose::STANDARD.encode(self.seal(record, text.as_bytes())),
+            None => text.to_owned(),
+        }
+    }
+
+    /// The plaintext of text stored by [`Sealer::seal_text`].
+    pub fn open_text(&self, record: Record<'_>, stored: String) -> Result<String> {
+        use base64::Engine as _;
+        if self.keyring.is_none() {
+            return Ok(stored);
+        }
+        let damaged = |error: Box<dyn std::error::Error + Send + Sync>| StateError::Damaged {
+            what: record.describe(),
+            source: error,
+        };
+        let envelope =
+            base64::engine::general_purpose::STANDARD.decode(stored).map_err(|error| damaged(Box::new(error)))?;
+        let plaintext = self.open(record, envelope)?;
+        String::from_utf8(plaintext).map_err(|error| damaged(Box::new(error)))
+    }
+
+    /// Optional text, sealed.
+    pub fn seal_optional_text(&self, record: Record<'_>, text: Option<&str>) -> Option<String> {
+        text.map(|text| self.seal_text(record, text))
+    }
+
+    /// Optional text, opened.
+    pub fn open_optional_text(&self, record: Record<'_>, stored: Option<String>) -> Result<Option<String>> {
+        stored.map(|stored| self.open_text(record, stored)).transpose()
+    }
+
+    /// [`Sealer::rewrap`] for text stored by [`Sealer::seal_text`].
+    pub fn rewrap_text(&self, record: Record<'_>, stored: &[u8]) -> Result<Option<Vec<u8>>> {
+        use base64::Engine as _;
+        if self.keyring.is_none() {
+            return Ok(None);
+        }
+        let envelope = base64::engine::general_purpose::STANDARD
+            .decode(stored)
+            .map_err(|error| StateError::Damaged { what: record.describe(), source: Box::new(error) })?;
+        Ok(self
+            .rewrap(record, &envelope)?
+            .map(|rewrapped| base64::engine::general_purpose::STANDARD.encode(rewrapped).into_bytes()))
+    }
+
     /// Open under `from` and seal under `to`: a payload that changes identity.
     pub fn reseal(&self, from: Record<'_>, to: Record<'_>, stored: Vec<u8>) -> Result<Vec<u8>> {
         if self.keyring.is_none() {
@@ -132,5 +293,49 @@ impl Sealer {
         let mut rewrapped = stored.to_vec();
         rewrapped[..header.len()].copy_from_slice(&header);
         Ok(Some(rewrapped))
+    }
+}
+
+/// How item ids are kept: as given (an unencrypted store), or as the hex
+/// HMAC-SHA256 of the id under the store's item key (an encrypted one).
+#[derive(Clone, Default)]
+pub struct ItemIds {
+    key: Option<ring::hmac::Key>,
+}
+
+/// Bytes of the item lookup key.
+pub const ITEM_KEY_LEN: usize = 32;
+
+impl ItemIds {
+    /// Ids stored as given.
+    pub fn plain() -> ItemIds {
+        ItemIds { key: None }
+    }
+
+    /// Ids stored as their HMAC under `key`.
+    pub fn keyed(key: &[u8]) -> ItemIds {
+        ItemIds { key: Some(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key)) }
+    }
+
+    /// A fresh random item key.
+    pub fn generate_key() -> Result<[u8; ITEM_KEY_LEN]> {
+        use ring::rand::SecureRandom as _;
+        let mut key = [0u8; ITEM_KEY_LEN];
+        ring::rand::SystemRandom::new()
+            .fill(&mut key)
+            .map_err(|_| StateError::Backend("the system random number generator failed".to_owned()))?;
+        Ok(key)
+    }
+
+    pub fn is_keyed(&self) -> bool {
+        self.key.is_some()
+    }
+
+    /// What the `item` column holds for `item`.
+    pub fn lookup_key<'a>(&self, item: &'a str) -> Cow<'a, str> {
+        match &self.key {
+            Some(key) => Cow::Owned(hex::encode(ring::hmac::sign(key, item.as_bytes()).as_ref())),
+            None => Cow::Borrowed(item),
+        }
     }
 }

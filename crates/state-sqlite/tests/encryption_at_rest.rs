@@ -44,6 +44,10 @@ fn files_containing(directory: &Path, marker: &[u8]) -> Vec<String> {
     found
 }
 
+fn with_marker_text(what: &str) -> String {
+    format!("{what}: {MARKER}")
+}
+
 fn invocation(request_id: &str, started_at: Timestamp) -> InvocationRecord {
     InvocationRecord {
         request_id: request_id.to_owned(),
@@ -118,17 +122,48 @@ fn payloads_are_encrypted_on_disk_and_damage_is_reported_per_record() {
         .map(|item| NewRunItem { item: (*item).to_owned(), payload: with_marker(item) })
         .collect();
     assert_eq!(store.add_run_items("run-1", &items).unwrap(), 3);
+    // Ids that are content (a manifest line), error text and reports.
+    let manifest_line = format!("chart of {MARKER}");
+    store.add_run_items("run-1", &[NewRunItem { item: manifest_line.clone(), payload: with_marker("line") }]).unwrap();
     assert_eq!(store.move_queue_messages_into_run("run-1", &name("intake"), 10).unwrap(), 2);
     let leased = store.lease_run_items("run-1", "w1", 10).unwrap();
-    assert_eq!(leased.len(), 5);
+    assert_eq!(leased.len(), 6);
     assert_eq!(leased[0].payload, with_marker("a"));
-    assert_eq!(leased[3].payload, with_marker("intake-1"));
+    assert_eq!(
+        (leased[3].item.as_str(), leased[3].payload.as_slice()),
+        (manifest_line.as_str(), &with_marker("line")[..])
+    );
+    assert_eq!(leased[4].payload, with_marker("intake-1"));
+    let failure = ItemCompletion::Failed { error: format!("stderr ends with: {MARKER}"), retry_at: None };
+    assert!(store.complete_run_item("run-1", &manifest_line, "w1", 1, failure).unwrap());
+    let dead = store.run_items("run-1", Some(mayfly_core::run::ItemStatus::DeadLettered), None, 10).unwrap();
+    assert_eq!(
+        (dead[0].item.as_str(), dead[0].last_error.clone()),
+        (manifest_line.as_str(), Some(format!("stderr ends with: {MARKER}")))
+    );
+    let leased: Vec<_> = leased.into_iter().filter(|item| item.item != manifest_line).collect();
     for item in &leased {
         let result = ItemCompletion::Done { result: with_marker(&format!("result of {}", item.item)) };
         assert!(store.complete_run_item("run-1", &item.item, "w1", 1, result).unwrap());
     }
     let invocation_id = store.record_invocation(&invocation("req-1", clock.now()), &with_marker("logs")).unwrap();
     assert_eq!(store.invocation_logs("req-1").unwrap(), with_marker("logs"));
+    let failed = InvocationRecord {
+        outcome: "error".to_owned(),
+        error_type: Some("ValueError".to_owned()),
+        error_message: Some(format!("cannot read {MARKER}")),
+        ..invocation("req-failed", clock.now())
+    };
+    store.record_invocation(&failed, b"").unwrap();
+    let ledger = store.invocations(&mayfly_state::InvocationFilter { limit: 10, ..Default::default() }).unwrap();
+    assert_eq!(ledger[1].record.error_message, Some(format!("cannot read {MARKER}")));
+    store.claim_run("run-1", "c1", Duration::from_secs(60)).unwrap();
+    let report = format!("{{\"notes\": [\"{MARKER}\"]}}");
+    store
+        .finish_run("run-1", "c1", mayfly_core::run::RunStatus::Failed, Some(&format!("error {MARKER}")), Some(&report))
+        .unwrap();
+    let run = store.run("run-1").unwrap();
+    assert_eq!((run.error, run.report), (Some(format!("error {MARKER}")), Some(report)));
 
     // Every file of the store, before and after a checkpoint: no marker.
     assert_eq!(files_containing(&data, MARKER.as_bytes()), Vec::<String>::new(), "before the checkpoint");
@@ -172,14 +207,14 @@ fn payloads_are_encrypted_on_disk_and_damage_is_reported_per_record() {
     assert!(is_damaged(&error, &format!("body of message {second}")), "{error:?}");
     assert_eq!(store.peek_messages(&name("other"), 10).unwrap()[0].body, with_marker("other"));
 
-    // Flip a byte of a result: only that result fails.
-    flip("results", "result", "item", &"a");
+    // Flip a byte of a result: only that result fails. (Rows by insertion:
+    // item ids are keyed hashes on disk.)
+    flip("results", "result", "rowid", &1);
     let error = store.result(&name("charts"), "a").unwrap_err();
     assert!(is_damaged(&error, "result of item `a` of job `charts`"), "{error:?}");
     assert!(store.results(&name("charts"), None, None, 10).is_err(), "a page holding it fails too");
     assert_eq!(store.result(&name("charts"), "b").unwrap().result, with_marker("result of b"));
-    // Items moved from a queue are named by message id, so they sort before the letters.
-    assert_eq!(store.results(&name("charts"), None, Some("a"), 10).unwrap().len(), 2);
+    assert!(store.results(&name("charts"), None, Some("a"), 10).is_ok(), "a page after it reads");
 
     // Swapped ciphertexts fail both ways: results, message bodies, item payloads.
     let swap = |table: &str, column: &str, key: &str, one: &dyn rusqlite::ToSql, other: &dyn rusqlite::ToSql| {
@@ -194,7 +229,7 @@ fn payloads_are_encrypted_on_disk_and_damage_is_reported_per_record() {
         write(one, &second);
         write(other, &first);
     };
-    swap("results", "result", "item", &"b", &"c");
+    swap("results", "result", "rowid", &2, &3);
     assert!(is_damaged(&store.result(&name("charts"), "b").unwrap_err(), "item `b`"));
     assert!(is_damaged(&store.result(&name("charts"), "c").unwrap_err(), "item `c`"));
     let (third, other_id): (i64, i64) = (
@@ -203,12 +238,23 @@ fn payloads_are_encrypted_on_disk_and_damage_is_reported_per_record() {
     );
     swap("messages", "body", "message_id", &third, &other_id);
     assert!(is_damaged(&store.peek_messages(&name("other"), 1).unwrap_err(), &format!("message {other_id}")));
-    swap("run_items", "payload", "item", &"a", &"b");
-    let last_moved_item = leased[4].item.clone();
-    let error = store.run_items("run-1", None, Some(&last_moved_item), 1).unwrap_err();
-    assert!(is_damaged(&error, "payload of item `a` of run `run-1`"), "{error:?}");
-    assert_eq!(store.run_items("run-1", None, Some("b"), 10).unwrap().len(), 1, "items after the swapped ones read");
-    assert_eq!(store.run_items("run-1", None, None, 2).unwrap().len(), 2, "items before them read");
+    swap("run_items", "payload", "item_seq", &1, &2);
+    let error = store.run_items("run-1", None, None, 10).unwrap_err();
+    assert!(
+        is_damaged(&error, "payload of item `a` of run `run-1`")
+            || is_damaged(&error, "payload of item `b` of run `run-1`"),
+        "{error:?}"
+    );
+    // Sealed ids swapped between items fail too: each is bound to its lookup key.
+    let sealed_id = |seq: i64| -> String {
+        raw.query_row("SELECT item_sealed FROM run_items WHERE item_seq = ?1", [seq], |row| row.get(0)).unwrap()
+    };
+    let (third_id, fourth_id) = (sealed_id(3), sealed_id(4));
+    for (seq, id) in [(3, &fourth_id), (4, &third_id)] {
+        raw.execute("UPDATE run_items SET item_sealed = ?1 WHERE item_seq = ?2", rusqlite::params![id, seq]).unwrap();
+    }
+    let error = store.run_items("run-1", Some(mayfly_core::run::ItemStatus::DeadLettered), None, 10).unwrap_err();
+    assert!(is_damaged(&error, "id of the item with lookup key"), "{error:?}");
 
     // Invocation logs: flipping them fails that request's logs only.
     let second_invocation = store.record_invocation(&invocation("req-2", clock.now()), b"other logs").unwrap();
@@ -246,8 +292,9 @@ fn rewrap_all_moves_every_envelope_to_the_current_key() {
 
     keyring.rotate(clock.now());
     let store = SqliteStore::open_encrypted(&path, Arc::new(clock.clone()), Arc::new(keyring.clone())).unwrap();
-    // Two bodies, one attributes, one item, one result, one log.
-    assert_eq!(store.rewrap_all().unwrap(), 6);
+    // The item lookup key, two bodies, one attributes, one item (payload and
+    // id), one result (payload and item id), one log.
+    assert_eq!(store.rewrap_all().unwrap(), 9);
     assert_eq!(store.rewrap_all().unwrap(), 0, "everything is under the current key");
     let raw = Connection::open(&path).unwrap();
     let body: Vec<u8> = raw.query_row("SELECT body FROM messages LIMIT 1", [], |row| row.get(0)).unwrap();
@@ -275,12 +322,59 @@ fn a_store_used_unencrypted_is_encrypted_when_first_opened_with_a_keyring() {
     let message =
         OutgoingMessage { attributes: vec![("k".into(), MARKER.into())], ..OutgoingMessage::new(with_marker("old")) };
     plain.send_messages(&name("q"), &[message]).unwrap();
+    // Item ids that are content, error text, a report and a failed invocation.
+    plain
+        .create_run(NewRun {
+            id: "r".into(),
+            job: name("j"),
+            deployment_version: None,
+            trigger: "manual".into(),
+            deadline: clock.now().saturating_add(Duration::from_secs(60)),
+            budget: None,
+        })
+        .unwrap();
+    let (done, failed) = (format!("done {MARKER}"), format!("failed {MARKER}"));
+    let items = [done.clone(), failed.clone()].map(|item| NewRunItem { item, payload: with_marker("p") });
+    plain.add_run_items("r", &items).unwrap();
+    plain.lease_run_items("r", "w", 2).unwrap();
+    plain.complete_run_item("r", &done, "w", 1, ItemCompletion::Done { result: with_marker("res") }).unwrap();
+    let error = ItemCompletion::Failed { error: with_marker_text("stderr"), retry_at: None };
+    plain.complete_run_item("r", &failed, "w", 1, error).unwrap();
+    plain.claim_run("r", "c", Duration::from_secs(60)).unwrap();
+    plain
+        .finish_run(
+            "r",
+            "c",
+            mayfly_core::run::RunStatus::Failed,
+            Some(&with_marker_text("run")),
+            Some(&with_marker_text("report")),
+        )
+        .unwrap();
+    let failed_invocation = InvocationRecord {
+        outcome: "error".into(),
+        error_message: Some(with_marker_text("message")),
+        ..invocation("req", clock.now())
+    };
+    plain.record_invocation(&failed_invocation, &with_marker("logs")).unwrap();
     drop(plain);
     let keyring = Arc::new(Keyring::generate(clock.now()));
-    let store = SqliteStore::open_encrypted(&path, Arc::new(clock.clone()), keyring).unwrap();
+    let store = SqliteStore::open_encrypted(&path, Arc::new(clock.clone()), keyring.clone()).unwrap();
     let messages = store.peek_messages(&name("q"), 10).unwrap();
     assert_eq!(messages[0].body, with_marker("old"));
     assert_eq!(messages[0].attributes, vec![("k".to_owned(), MARKER.to_owned())]);
+    let mut items: Vec<(String, Option<String>)> =
+        store.run_items("r", None, None, 10).unwrap().into_iter().map(|item| (item.item, item.last_error)).collect();
+    items.sort();
+    assert_eq!(items, [(done.clone(), None), (failed.clone(), Some(with_marker_text("stderr")))]);
+    assert_eq!(store.result(&name("j"), &done).unwrap().result, with_marker("res"));
+    let run = store.run("r").unwrap();
+    assert_eq!((run.error, run.report), (Some(with_marker_text("run")), Some(with_marker_text("report"))));
+    let ledger = store.invocations(&mayfly_state::InvocationFilter { limit: 10, ..Default::default() }).unwrap();
+    assert_eq!(ledger[0].record.error_message, Some(with_marker_text("message")));
+    // Opened again, the lookup key is the same: items are still found by id.
+    drop(store);
+    let store = SqliteStore::open_encrypted(&path, Arc::new(clock.clone()), keyring).unwrap();
+    assert_eq!(store.result(&name("j"), &done).unwrap().item, done);
     let raw = Connection::open(&path).unwrap();
     raw.execute_batch("VACUUM; PRAGMA wal_checkpoint(TRUNCATE);").unwrap();
     assert_eq!(files_containing(directory.path(), MARKER.as_bytes()), Vec::<String>::new());
@@ -306,4 +400,77 @@ fn a_large_batch_sealed_on_several_threads_reads_back_in_order() {
         assert_eq!((message.message_id, &message.body), (*id, &format!("body {index}").into_bytes()));
         assert_eq!(message.attributes, vec![("index".to_owned(), index.to_string())]);
     }
+}
+
+/// A store written before error text, reports and item ids were sealed
+/// (`envelope-v1`: payloads only) is sealed whole when next opened with its
+/// keyring, and everything reads back. The v1 store is made by writing a v2
+/// store and putting back, in raw SQL, what v1 kept in plaintext.
+#[test]
+fn an_envelope_v1_store_has_its_error_text_reports_and_item_ids_sealed_on_open() {
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join("state.db");
+    let clock = ManualClock::starting_at(Timestamp::from_millis(1_795_588_702_000));
+    let keyring = Arc::new(Keyring::generate(clock.now()));
+    let store = SqliteStore::open_encrypted(&path, Arc::new(clock.clone()), keyring.clone()).unwrap();
+    store
+        .create_run(NewRun {
+            id: "r".into(),
+            job: name("j"),
+            deployment_version: None,
+            trigger: "manual".into(),
+            deadline: clock.now().saturating_add(Duration::from_secs(60)),
+            budget: None,
+        })
+        .unwrap();
+    let (done, failed) = (format!("done {MARKER}"), format!("failed {MARKER}"));
+    let items = [done.clone(), failed.clone()].map(|item| NewRunItem { item, payload: with_marker("p") });
+    store.add_run_items("r", &items).unwrap();
+    store.lease_run_items("r", "w", 2).unwrap();
+    store.complete_run_item("r", &done, "w", 1, ItemCompletion::Done { result: with_marker("res") }).unwrap();
+    store
+        .complete_run_item("r", &failed, "w", 1, ItemCompletion::Failed { error: "x".into(), retry_at: None })
+        .unwrap();
+    store.claim_run("r", "c", Duration::from_secs(60)).unwrap();
+    store.finish_run("r", "c", mayfly_core::run::RunStatus::Failed, Some("x"), Some("x")).unwrap();
+    let failed_invocation =
+        InvocationRecord { outcome: "error".into(), error_message: Some("x".into()), ..invocation("req", clock.now()) };
+    store.record_invocation(&failed_invocation, b"").unwrap();
+    drop(store);
+
+    let raw = Connection::open(&path).unwrap();
+    raw.execute_batch(&format!(
+        "UPDATE run_items SET item = CASE item_seq WHEN 1 THEN '{done}' ELSE '{failed}' END, item_sealed = NULL, \
+         last_error = CASE item_seq WHEN 2 THEN 'stderr: {MARKER}' END;
+         UPDATE results SET item = '{done}', item_sealed = NULL;
+         UPDATE runs SET error = 'run: {MARKER}', report = 'report: {MARKER}';
+         UPDATE invocations SET error_message = 'message: {MARKER}';
+         DELETE FROM store_settings WHERE key = 'item-key';
+         UPDATE store_settings SET value = 'envelope-v1' WHERE key = 'payloads';
+         PRAGMA wal_checkpoint(TRUNCATE);"
+    ))
+    .unwrap();
+    assert!(!files_containing(directory.path(), MARKER.as_bytes()).is_empty(), "v1 kept these in plaintext");
+    drop(raw);
+
+    let store = SqliteStore::open_encrypted(&path, Arc::new(clock.clone()), keyring).unwrap();
+    let mut items: Vec<(String, Option<String>, Vec<u8>)> = store
+        .run_items("r", None, None, 10)
+        .unwrap()
+        .into_iter()
+        .map(|item| (item.item, item.last_error, item.payload))
+        .collect();
+    items.sort();
+    assert_eq!(
+        items,
+        [(done.clone(), None, with_marker("p")), (failed, Some(format!("stderr: {MARKER}")), with_marker("p"))]
+    );
+    assert_eq!(store.result(&name("j"), &done).unwrap().result, with_marker("res"));
+    let run = store.run("r").unwrap();
+    assert_eq!((run.error, run.report), (Some(format!("run: {MARKER}")), Some(format!("report: {MARKER}"))));
+    let ledger = store.invocations(&mayfly_state::InvocationFilter { limit: 10, ..Default::default() }).unwrap();
+    assert_eq!(ledger[0].record.error_message, Some(format!("message: {MARKER}")));
+    let raw = Connection::open(&path).unwrap();
+    raw.execute_batch("VACUUM; PRAGMA wal_checkpoint(TRUNCATE);").unwrap();
+    assert_eq!(files_containing(directory.path(), MARKER.as_bytes()), Vec::<String>::new());
 }

@@ -753,7 +753,10 @@ pub trait StateStore: Send + Sync {
     /// Return every leased item to `Pending` (a new coordinator resumes). Returns how many.
     fn release_all_leased_items(&self, run: &str) -> Result<u64>;
     fn run_item_counts(&self, run: &str) -> Result<RunItemCounts>;
-    /// Items (with `status`, if given) whose id sorts after `after_item`, by item id, at most `limit`.
+    /// Items (with `status`, if given) after `after_item` in the store's item
+    /// order, at most `limit`. That order is by item id, or by a keyed hash
+    /// of it where the store keeps ids sealed (an encrypted SQLite store):
+    /// stable, so paging by the last item seen lists every item once.
     fn run_items(
         &self,
         run: &str,
@@ -762,8 +765,9 @@ pub trait StateStore: Send + Sync {
         limit: usize,
     ) -> Result<Vec<RunItem>>;
 
-    /// Results of `job` (produced last by run `run`, if given) whose item sorts
-    /// after `after_item`, by item id, at most `limit`.
+    /// Results of `job` (produced last by run `run`, if given) after
+    /// `after_item` in the store's item order (see [`StateStore::run_items`]),
+    /// at most `limit`.
     fn results(
         &self,
         job: &Name,

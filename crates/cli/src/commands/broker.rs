@@ -47,6 +47,7 @@ const COORDINATOR_STOP_GRACE: Duration = Duration::from_secs(10);
 pub async fn broker(args: BrokerArgs, project: Option<&Path>) -> Result<()> {
     let located = Project::locate(project)?;
     let opened = located.open(false)?;
+    crate::commands::jobs::seal_own_output(&opened, &args.run, "broker")?;
     let record = opened.state.run(&args.run)?;
     let architecture = run_architecture(&opened, &record)?;
     let job = architecture
@@ -147,7 +148,8 @@ pub async fn broker(args: BrokerArgs, project: Option<&Path>) -> Result<()> {
     match ended {
         ResourceState::Exited { code: Some(0), .. } if finished => Ok(()),
         ended => bail!(
-            "the coordinator container of run {} ended ({ended:?}) before the run did; its log is {}/coordinator.log, and `mayfly up` starts a new one once its lease lapses",
+            "the coordinator container of run {} ended ({ended:?}) before the run did; read its log with `mayfly logs {} --process coordinator` (sealed in {}/coordinator.log), and `mayfly up` starts a new one once its lease lapses",
+            args.run,
             args.run,
             run_dir.display()
         ),

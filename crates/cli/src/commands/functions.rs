@@ -60,6 +60,11 @@ pub struct LogsArgs {
     /// With RUN: only this worker's log.
     #[arg(long, requires = "run")]
     pub worker: Option<String>,
+    /// With RUN: what one of its processes (`coordinator`, `broker` or a
+    /// worker) wrote to its own stdout and stderr, kept sealed in the run's
+    /// directory while it exists.
+    #[arg(long, requires = "run", conflicts_with_all = ["worker", "follow"])]
+    pub process: Option<String>,
     /// Only this function's logs.
     #[arg(long, conflicts_with = "run")]
     pub function: Option<Name>,
@@ -448,6 +453,9 @@ pub async fn logs(args: LogsArgs, project: Option<&Path>, _output: Output) -> Re
     let located = Project::locate(project)?;
     let opened = located.open(false)?;
     let state = opened.state.as_ref();
+    if let (Some(run), Some(process)) = (&args.run, &args.process) {
+        return process_output(&located, &opened, run, process);
+    }
     if let Some(run) = &args.run {
         return run_logs(&located, &opened, run, args.worker.as_deref(), args.follow).await;
     }
@@ -547,6 +555,28 @@ pub fn functions(_args: FunctionsArgs, project: Option<&Path>, output: Output) -
 
 /// A run's worker logs: the live files while the run is going, the sealed
 /// archive (checked against its checksum) once it has ended.
+/// `mayfly logs RUN --process NAME`: a process's own output, opened.
+fn process_output(located: &Project, opened: &OpenProject, run: &str, process: &str) -> Result<()> {
+    opened.state.run(run)?;
+    let run_dir = mayfly_control::jobs::run_dir(&located.data_dir(), run);
+    let path = match process {
+        "coordinator" | "broker" => run_dir.join(format!("{process}.log")),
+        worker => mayfly_jobs::output::worker_output_path(&run_dir, worker),
+    };
+    if !path.exists() {
+        return Err(NotFound(format!(
+            "run {run} has no output of `{process}` (looked for {}); a run's directory is removed once its logs are sealed in the logs bucket",
+            path.display()
+        ))
+        .into());
+    }
+    let stream = mayfly_jobs::output::output_stream(run, process);
+    let plain = mayfly_jobs::output::read_output(&path, &stream, Some(opened.keyring.keyring.as_ref()))
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    std::io::stdout().write_all(&plain)?;
+    Ok(())
+}
+
 async fn run_logs(
     located: &Project,
     opened: &OpenProject,

@@ -570,6 +570,7 @@ pub(crate) fn run_architecture(opened: &OpenProject, run: &RunRecord) -> Result<
 pub async fn coordinator(args: CoordinatorArgs, project: Option<&Path>) -> Result<()> {
     let located = Project::locate(project)?;
     let opened = located.open(false)?;
+    seal_own_output(&opened, &args.run, "coordinator")?;
     let record = opened.state.run(&args.run)?;
     let architecture = run_architecture(&opened, &record)?;
     let root = std::path::absolute(&located.root)?;
@@ -632,6 +633,22 @@ pub async fn coordinator(args: CoordinatorArgs, project: Option<&Path>) -> Resul
     }
     tracing::info!(run = %args.run, status = status.as_str(), "coordinator exiting");
     Ok(())
+}
+
+/// From here on this process's stdout and stderr (the provisioner's
+/// `coordinator.log` or `broker.log`, or a container's log) hold only sealed
+/// frames: its tracing may quote item ids or a function's error text. A
+/// person running the command in a terminal sees it plainly.
+pub(crate) fn seal_own_output(opened: &OpenProject, run: &str, process: &str) -> Result<()> {
+    use std::io::IsTerminal as _;
+    if std::io::stderr().is_terminal() {
+        return Ok(());
+    }
+    mayfly_jobs::output::seal_own_output(
+        opened.keyring.keyring.clone(),
+        mayfly_jobs::output::output_stream(run, process),
+    )
+    .context("cannot seal this process's output")
 }
 
 /// Where a run's workers run, how they are started and where the coordinator listens for them.
