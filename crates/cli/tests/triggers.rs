@@ -299,3 +299,84 @@ batch_size = 25
     assert_eq!(counts.len(), OBJECTS);
     assert!(counts.keys().all(|k| k.starts_with("burst/")));
 }
+
+/// Defect 3 of issue 10: a running `mayfly up` follows a new deployment, and
+/// every event is routed by the deployment in force when it was committed —
+/// objects put before the deploy by the old routes, after it by the new ones,
+/// none lost — while the new queue trigger and schedule start without a restart.
+#[test]
+fn a_running_control_plane_follows_a_new_deployment_at_its_event_boundary() {
+    let version_one = r#"version = 1
+name = "follow"
+[buckets.inbox]
+[functions.first]
+command = ["python3", "functions/record.py"]
+[[routes]]
+from = { bucket = "inbox" }
+to = { function = "first" }
+"#;
+    let version_two = r#"version = 1
+name = "follow"
+[buckets.inbox]
+[queues.work]
+[functions.first]
+command = ["python3", "functions/record.py"]
+[functions.second]
+command = ["python3", "functions/record.py"]
+[functions.mark]
+command = ["python3", "functions/mark.py"]
+[functions.ticker]
+command = ["python3", "functions/record.py"]
+[[routes]]
+from = { bucket = "inbox" }
+to = { function = "second" }
+[[routes]]
+from = { bucket = "inbox" }
+to = { queue = "work" }
+[[triggers]]
+queue = "work"
+function = "mark"
+[[triggers]]
+schedule = "rate(1 second)"
+function = "ticker"
+"#;
+    let project = project(version_one);
+    let up = project.spawn_up();
+    const EACH: usize = 3;
+    for number in 0..EACH {
+        project.run_with_stdin(&["put", &format!("inbox/before/{number}")], b"x");
+    }
+    // Deployed while `up` runs, with objects put right after: no pause for it to notice.
+    std::fs::write(project.path("mayfly.toml"), version_two).unwrap();
+    project.ok(&["deploy"]);
+    for number in 0..EACH {
+        project.run_with_stdin(&["put", &format!("inbox/after/{number}")], b"x");
+    }
+
+    let keys_seen_by = |function: &str| -> Vec<String> {
+        let logs = project.ok(&["logs", "--function", function, "--tail", "100"]);
+        let mut keys: Vec<String> =
+            logs.lines().filter_map(|line| line.split("event aws:s3 ").nth(1)).map(str::to_owned).collect();
+        keys.sort();
+        keys
+    };
+    let marks = || {
+        let mut keys: Vec<String> =
+            std::fs::read_to_string(project.path("marks.log")).unwrap_or_default().lines().map(str::to_owned).collect();
+        keys.sort();
+        keys
+    };
+    project.wait_for(&["invocations", "--limit", "1000"], WAIT, |v| {
+        let of = |function: &str| v.as_array().unwrap().iter().filter(|i| i["function"] == function).count();
+        of("first") >= EACH && of("second") >= EACH && of("ticker") >= 1 && marks().len() >= EACH
+    });
+    std::thread::sleep(Duration::from_millis(300)); // anything routed by the wrong deployment would show by now
+    let stderr = up.stop();
+
+    let expected = |prefix: &str| (0..EACH).map(|n| format!("{prefix}/{n}")).collect::<Vec<_>>();
+    assert_eq!(keys_seen_by("first"), expected("before"), "deployment 1 routes the objects put before the deploy");
+    assert_eq!(keys_seen_by("second"), expected("after"), "deployment 2 routes the objects put after it");
+    assert_eq!(marks(), expected("after"), "deployment 2's queue route and queue trigger");
+    let boundary = EACH + 1;
+    assert!(stderr.contains(&format!("deployment 2 in force from event {boundary}")), "{stderr}");
+}

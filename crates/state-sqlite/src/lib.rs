@@ -539,7 +539,7 @@ fn kind_from_column(kind: &str) -> Result<ObjectEventKind> {
 
 // --- rows -------------------------------------------------------------------------
 
-const DEPLOYMENT_COLUMNS: &str = "version, content_hash, applied_at, source, forced";
+const DEPLOYMENT_COLUMNS: &str = "version, content_hash, applied_at, source, forced, event_log_head";
 
 fn deployment_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Deployment> {
     Ok(Deployment {
@@ -548,6 +548,7 @@ fn deployment_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Deployment> 
         applied_at: Timestamp(row.get(2)?),
         source: row.get(3)?,
         forced: row.get(4)?,
+        event_log_head: from_sql_integer(row.get(5)?),
     })
 }
 
@@ -723,8 +724,11 @@ impl StateStore for SqliteStore {
     fn record_deployment(&self, deployment: NewDeployment) -> Result<Deployment> {
         let now = self.now();
         self.write("record a deployment", |transaction| {
+            // The event log's head in the same transaction: writers are serialised, so every
+            // event numbered above it commits after this deployment (and is routed by it).
             let sql = format!(
-                "INSERT INTO deployments (content_hash, applied_at, source, forced) VALUES (?1, ?2, ?3, ?4) \
+                "INSERT INTO deployments (content_hash, applied_at, source, forced, event_log_head) \
+                 VALUES (?1, ?2, ?3, ?4, (SELECT COALESCE(MAX(seq), 0) FROM sqlite_sequence WHERE name = 'object_events')) \
                  RETURNING {DEPLOYMENT_COLUMNS}"
             );
             transaction

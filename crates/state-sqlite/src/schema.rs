@@ -301,6 +301,13 @@ pub const MIGRATIONS: &[&str] = &[
     -- The latest attempts of a run, newest first, without a sort.
     CREATE INDEX run_item_attempts_by_start ON run_item_attempts (run_seq, started_at, item_seq, attempt);
     "#,
+    // 8: each deployment records the bucket event log's head when it was
+    // recorded, so the router knows which deployment routes each event.
+    // Older deployments get 0 (in force from the first event).
+    r#"
+    -- control
+    ALTER TABLE deployments ADD COLUMN event_log_head INTEGER NOT NULL DEFAULT 0;
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -79,6 +79,25 @@ pub struct Deployment {
     pub source: String,
     /// Whether changes that lose data were forced through.
     pub forced: bool,
+    /// The bucket event log's head (the highest sequence number ever
+    /// appended, 0 for none) when this deployment was recorded, read in the
+    /// same transaction. Events after it were committed under this deployment
+    /// (or a later one): the router routes event `S` by the newest deployment
+    /// whose head is below `S` (see [`deployment_governing`]). Deployments
+    /// recorded before Mayfly kept this say 0.
+    #[serde(default)]
+    pub event_log_head: u64,
+}
+
+/// The deployment that routes the bucket event numbered `sequence`: the
+/// newest of `deployments` (in any order) recorded before the event was
+/// committed, i.e. whose [`Deployment::event_log_head`] is below `sequence`.
+/// `None` when the event predates every deployment.
+pub fn deployment_governing(deployments: &[Deployment], sequence: u64) -> Option<&Deployment> {
+    deployments
+        .iter()
+        .filter(|deployment| deployment.event_log_head < sequence)
+        .max_by_key(|deployment| deployment.version)
 }
 
 /// A deployment before the store has numbered it.
