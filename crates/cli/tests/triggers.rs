@@ -380,3 +380,53 @@ function = "ticker"
     let boundary = EACH + 1;
     assert!(stderr.contains(&format!("deployment 2 in force from event {boundary}")), "{stderr}");
 }
+
+/// Defect 14 of issue 10: an asynchronous invocation leased by a `mayfly up`
+/// killed mid-invocation is delivered again about the function's timeout
+/// (plus a margin of seconds) later, not minutes later.
+#[test]
+fn an_invocation_leased_by_a_killed_control_plane_is_redelivered_after_about_its_timeout() {
+    let project = project(
+        r#"version = 1
+name = "redelivery"
+[buckets.inbox]
+[functions.slow]
+command = ["python3", "functions/slow.py"]
+timeout = "4s"
+[[routes]]
+from = { bucket = "inbox" }
+to = { function = "slow" }
+"#,
+    );
+    std::fs::write(
+        project.path("functions/slow.py"),
+        "import os, sys, time\nsys.stdin.read()\nopen(os.path.join(os.environ['MAYFLY_PROJECT'], 'started.log'), 'a').write('started\\n')\ntime.sleep(3)\nprint('{}')\n",
+    )
+    .unwrap();
+    let starts = || std::fs::read_to_string(project.path("started.log")).unwrap_or_default().lines().count();
+    let wait_for_starts = |count: usize| {
+        let started = std::time::Instant::now();
+        while starts() < count {
+            assert!(started.elapsed() < WAIT, "{count} start(s) of the function never came");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let mut up = project.spawn_up();
+    project.run_with_stdin(&["put", "inbox/chart"], b"x");
+    wait_for_starts(1);
+    up.sigkill(); // mid-invocation: the message stays leased
+    let killed_at = std::time::Instant::now();
+    assert_eq!(invocations_of(&project, "slow"), Vec::<Value>::new(), "killed before the invocation ended");
+    let up = project.spawn_up();
+    wait_for_starts(2);
+    let redelivered_after = killed_at.elapsed();
+    stop_gracefully(up); // the redelivered invocation finishes first
+    let invocations = invocations_of(&project, "slow");
+    assert_eq!(invocations.len(), 1, "{invocations:?}");
+    assert_eq!(invocations[0]["attempt"], 2, "{invocations:?}");
+    // The lease is the timeout (4 s) plus a 5 s margin, counted from before the kill.
+    assert!(
+        redelivered_after < Duration::from_secs(12),
+        "redelivered {redelivered_after:?} after the kill; expected within the 4 s timeout plus the 5 s margin"
+    );
+}
