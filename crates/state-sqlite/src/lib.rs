@@ -1092,9 +1092,40 @@ impl StateStore for SqliteStore {
                 for mut candidate in candidates {
                     match decide_receive(config, candidate.receive_count(), visibility_timeout, now) {
                         ReceiveDecision::Deliver { receive_count, lease_until } => {
-                            // Opened before the lease: a damaged message fails the
-                            // receive (rolled back), it is never handed out.
-                            let (body, attributes) = candidate.open_payload(&self.sealer)?;
+                            // Opened before the lease: a damaged message is never handed
+                            // out, and it is set aside so it no longer blocks the queue.
+                            let (body, attributes) = match candidate.open_payload(&self.sealer) {
+                                Ok(payload) => payload,
+                                Err(error) if failed_integrity(&error) => {
+                                    let reason = format!("integrity: {error}");
+                                    let dead_letter = match &config.dead_letter {
+                                        Some(dead_letter) if dead_letter != queue => {
+                                            find_queue(transaction, dead_letter)?.map(|queue| queue.queue_id)
+                                        }
+                                        _ => None,
+                                    };
+                                    tracing::error!(
+                                        queue = %queue,
+                                        message_id = candidate.message_id,
+                                        dead_letter_queue = ?config.dead_letter,
+                                        reason = %reason,
+                                        "a message failed its integrity check; dead-lettered (or set aside) so the queue goes on"
+                                    );
+                                    match dead_letter {
+                                        Some(dead_letter_queue_id) => move_to_dead_letter_queue(
+                                            transaction,
+                                            candidate.message_id,
+                                            dead_letter_queue_id,
+                                            queue,
+                                            &reason,
+                                            now,
+                                        )?,
+                                        None => set_aside_in_place(transaction, candidate.message_id, queue, &reason, now)?,
+                                    }
+                                    continue;
+                                }
+                                Err(error) => return Err(error),
+                            };
                             lease_message(transaction, candidate.message_id, receive_count, lease_until)?;
                             received.push(ReceivedMessage {
                                 message_id: from_sql_integer(candidate.message_id),
@@ -1680,6 +1711,40 @@ fn lease_message(
 
 /// Move a message to its dead-letter queue, visible there at once, keeping
 /// its id and receive count (so old receipts stay stale) and recording why.
+/// Whether `error` says a stored payload failed its integrity check (changed,
+/// cut short, not an envelope) — not a keyring that lacks the key, which
+/// damages nothing and must not move messages.
+fn failed_integrity(error: &StateError) -> bool {
+    match error {
+        StateError::Damaged { source, .. } => !matches!(
+            source.downcast_ref::<mayfly_crypto::CryptoError>(),
+            Some(mayfly_crypto::CryptoError::UnknownKey { .. })
+        ),
+        _ => false,
+    }
+}
+
+/// Keep a damaged message of a queue without a dead-letter queue where it is,
+/// never visible again, with the reason a dead letter would carry.
+fn set_aside_in_place(
+    transaction: &Transaction<'_>,
+    message_id: i64,
+    queue: &Name,
+    reason: &str,
+    now: Timestamp,
+) -> Result<()> {
+    transaction
+        .prepare_cached(
+            "UPDATE messages SET visible_at = ?2, dead_letter_source = ?3, dead_letter_reason = ?4, \
+             dead_letter_at = ?5 WHERE message_id = ?1",
+        )
+        .and_then(|mut statement| {
+            statement.execute(params![message_id, i64::MAX, queue.as_str(), reason, now.as_millis()])
+        })
+        .with_context(|| format!("set damaged message {message_id} aside"))?;
+    Ok(())
+}
+
 fn move_to_dead_letter_queue(
     transaction: &Transaction<'_>,
     message_id: i64,
@@ -1801,6 +1866,6 @@ mod tests {
         assert_eq!(store.invocation_logs("req-1").unwrap(), b"hello");
         let version: i64 = store.lock_connection().query_row("PRAGMA user_version", [], |row| row.get(0)).unwrap();
         assert_eq!(version, current_schema_version());
-        assert_eq!(current_schema_version(), 7);
+        assert_eq!(current_schema_version(), 8);
     }
 }
