@@ -1097,7 +1097,7 @@ impl StateStore for SqliteStore {
                             let (body, attributes) = match candidate.open_payload(&self.sealer) {
                                 Ok(payload) => payload,
                                 Err(error) if failed_integrity(&error) => {
-                                    let reason = format!("integrity: {error}");
+                                    let reason = format!("{}{error}", mayfly_state::INTEGRITY_REASON_PREFIX);
                                     let dead_letter = match &config.dead_letter {
                                         Some(dead_letter) if dead_letter != queue => {
                                             find_queue(transaction, dead_letter)?.map(|queue| queue.queue_id)
@@ -1172,6 +1172,42 @@ impl StateStore for SqliteStore {
                 }
             }
             Ok(received)
+        })
+    }
+
+    fn damaged_messages(&self, limit: usize) -> Result<Vec<mayfly_state::DamagedMessage>> {
+        self.read("list damaged messages", |transaction| {
+            let mut statement = transaction
+                .prepare_cached(
+                    "SELECT q.name, m.message_id, m.dead_letter_source, m.dead_letter_reason, m.dead_letter_at \
+                     FROM messages m JOIN queues q ON q.queue_id = m.queue_id \
+                     WHERE substr(m.dead_letter_reason, 1, ?1) = ?2 ORDER BY m.message_id LIMIT ?3",
+                )
+                .context("list damaged messages")?;
+            let prefix = mayfly_state::INTEGRITY_REASON_PREFIX;
+            let rows = statement
+                .query_map(params![prefix.len() as i64, prefix, limit_to_sql(limit)], |row| {
+                    Ok((
+                        row.get::<_, String>(0)?,
+                        row.get::<_, i64>(1)?,
+                        row.get::<_, Option<String>>(2)?,
+                        row.get::<_, String>(3)?,
+                        row.get::<_, Option<i64>>(4)?,
+                    ))
+                })
+                .context("list damaged messages")?;
+            let mut damaged = Vec::new();
+            for row in rows {
+                let (queue, message_id, source_queue, reason, at) = row.context("read a damaged message")?;
+                damaged.push(mayfly_state::DamagedMessage {
+                    queue: name_from_column(queue)?,
+                    message_id: from_sql_integer(message_id),
+                    source_queue: source_queue.unwrap_or_default(),
+                    reason,
+                    set_aside_at: Timestamp(at.unwrap_or_default()),
+                });
+            }
+            Ok(damaged)
         })
     }
 

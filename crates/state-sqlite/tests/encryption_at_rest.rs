@@ -204,6 +204,17 @@ fn payloads_are_encrypted_on_disk_and_damage_is_reported_per_record() {
         .unwrap();
     assert_eq!(queue, "retry-dlq");
     assert!(reason.starts_with("integrity: "), "{reason}");
+    // Both are listed for the audit, without opening them.
+    let damaged = store.damaged_messages(10).unwrap();
+    let listed: Vec<(String, i64, String)> = damaged
+        .iter()
+        .map(|m| (m.queue.to_string(), i64::try_from(m.message_id).unwrap(), m.source_queue.clone()))
+        .collect();
+    assert_eq!(
+        listed,
+        vec![("orders".into(), second, "orders".into()), ("retry-dlq".into(), damaged_retry, "retry".into())]
+    );
+    assert!(damaged.iter().all(|m| m.reason.starts_with("integrity: ")));
 
     // Flip a byte of a result: only that result fails.
     flip("results", "result", "item", &"a");

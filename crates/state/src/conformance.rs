@@ -56,6 +56,7 @@ macro_rules! __with_every_conformance_case {
             deployments_are_numbered_in_order_with_source_and_hash,
             latest_deployment_is_none_then_the_newest,
             deployments_record_the_event_log_head_that_bounds_the_events_they_route,
+            damaged_messages_are_none_in_a_healthy_store_even_with_dead_letters,
             buckets_are_created_read_listed_by_name_and_deleted,
             creating_an_existing_bucket_is_already_exists,
             unknown_bucket_is_not_found,
@@ -295,6 +296,21 @@ pub fn deployments_record_the_event_log_head_that_bounds_the_events_they_route(s
     let deployments = store.deployments().unwrap();
     assert_eq!(crate::deployment_governing(&deployments, after.sequence).map(|d| d.version), Some(2));
     assert_eq!(crate::deployment_governing(&deployments, after.sequence + 1).map(|d| d.version), Some(3));
+}
+
+/// Defect 12 of issue 10: only messages set aside for integrity are listed;
+/// ordinary dead letters (past `max_receives`) are not damage.
+pub fn damaged_messages_are_none_in_a_healthy_store_even_with_dead_letters(subject: Subject) {
+    let store = &subject.store;
+    store.create_queue(&name("dlq"), &QueueConfig::default(), &[]).unwrap();
+    let config = QueueConfig { max_receives: Some(1), dead_letter: Some(name("dlq")), ..QueueConfig::default() };
+    store.create_queue(&name("work"), &config, &[]).unwrap();
+    send_bodies(&subject, &name("work"), &["a"]);
+    let received = receive(&subject, &name("work"), 1);
+    store.change_visibility(&name("work"), received[0].receipt, Duration::ZERO).unwrap();
+    assert_eq!(receive(&subject, &name("work"), 1), vec![], "dead-lettered past max_receives");
+    assert_eq!(stats(&subject, &name("dlq")).visible, 1);
+    assert_eq!(store.damaged_messages(100).unwrap(), vec![]);
 }
 
 // --- buckets --------------------------------------------------------------------------

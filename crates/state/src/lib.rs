@@ -100,6 +100,22 @@ pub fn deployment_governing(deployments: &[Deployment], sequence: u64) -> Option
         .max_by_key(|deployment| deployment.version)
 }
 
+/// How the dead-letter reason of a message that failed its integrity check starts.
+pub const INTEGRITY_REASON_PREFIX: &str = "integrity: ";
+
+/// A message set aside because its stored payload failed its integrity check.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DamagedMessage {
+    /// Where it is now: the dead-letter queue, or its own queue without one.
+    pub queue: Name,
+    pub message_id: u64,
+    /// The queue it was received from.
+    pub source_queue: String,
+    /// `integrity: …`, saying what failed.
+    pub reason: String,
+    pub set_aside_at: Timestamp,
+}
+
 /// A deployment before the store has numbered it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewDeployment {
@@ -645,6 +661,11 @@ pub trait StateStore: Send + Sync {
     /// `dead_letter` info) move only when `to` is given. `NotFound` if a queue to move
     /// to does not exist, and then nothing moves.
     fn redrive_dead_letters(&self, dead_letter: &Name, to: Option<&Name>) -> Result<u64>;
+    /// Messages a receive set aside because they failed their integrity check
+    /// (dead-lettered, or kept in place without a dead-letter queue, with a
+    /// reason starting [`INTEGRITY_REASON_PREFIX`]), oldest first, at most
+    /// `limit`. Their payloads are not opened.
+    fn damaged_messages(&self, limit: usize) -> Result<Vec<DamagedMessage>>;
 
     // --- the invocation ledger -----------------------------------------------------
 
