@@ -121,6 +121,8 @@ pub async fn take_inventory(sources: &InventorySources<'_>) -> Result<Inventory,
             name: record.name,
         });
     }
+    // Enough to report; more than this many damaged messages is one problem, not many.
+    inventory.damaged_messages = state.damaged_messages(1_000)?;
     for (name, spec) in &architecture.functions {
         let tags = architecture.effective_tags(&spec.tags);
         inventory.functions.push(FunctionEntry {

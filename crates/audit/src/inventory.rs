@@ -42,6 +42,8 @@ pub struct Inventory {
     pub networks: Vec<NetworkEntry>,
     /// Sealed worker logs in the jobs' logs buckets.
     pub sealed_logs: Vec<SealedLogEntry>,
+    /// Queue messages set aside because they failed their integrity check.
+    pub damaged_messages: Vec<mayfly_state::DamagedMessage>,
 }
 
 impl Inventory {
@@ -66,6 +68,7 @@ impl Inventory {
             live: Vec::new(),
             networks: Vec::new(),
             sealed_logs: Vec::new(),
+            damaged_messages: Vec::new(),
         }
     }
 

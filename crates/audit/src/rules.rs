@@ -13,6 +13,7 @@
 //! | `run-deadline` | no run goes on past its deadline |
 //! | `run-budget` | no run costs more than its budget |
 //! | `log-retention` | no sealed log is older than `log_retention` or its bucket's `retention` |
+//! | `message-integrity` | no queue message was set aside because it failed its integrity check |
 //!
 //! FIXME: coordinator ↔ worker mutual TLS is not checked: run records do not
 //! say how a coordinator serves its workers yet. Once they do, `tls` should
@@ -97,6 +98,11 @@ pub const RULES: &[Rule] = &[
         name: "log-retention",
         summary: "no sealed log is older than `[policy].log_retention` or its bucket's `retention`",
         check: log_retention,
+    },
+    Rule {
+        name: "message-integrity",
+        summary: "no queue message was set aside because it failed its integrity check",
+        check: message_integrity,
     },
 ];
 
@@ -626,3 +632,28 @@ fn log_retention(input: &RuleInput<'_>) -> Vec<AuditFinding> {
 
 #[cfg(test)]
 mod tests;
+
+// --- message-integrity ----------------------------------------------------------------
+
+fn message_integrity(input: &RuleInput<'_>) -> Vec<AuditFinding> {
+    input
+        .inventory
+        .damaged_messages
+        .iter()
+        .map(|message| {
+            let place = if message.queue.as_str() == message.source_queue {
+                format!("set aside in queue `{}` (it has no dead-letter queue)", message.queue)
+            } else {
+                format!("received from queue `{}` and moved to its dead-letter queue `{}`", message.source_queue, message.queue)
+            };
+            finding(
+                "message-integrity",
+                AuditSeverity::Warning,
+                "message",
+                format!("{}/{}", message.queue, message.message_id),
+                format!("message {} failed its integrity check and was {place}: {}", message.message_id, message.reason),
+                "restore the message from a backup of the state store or resend it, then delete it from the queue; look for what changed the state file".to_owned(),
+            )
+        })
+        .collect()
+}

@@ -100,6 +100,9 @@ impl StateStore for StoreWithFailingAppends {
     fn peek_messages(&self, queue: &Name, limit: usize) -> Result<Vec<StoredMessage>> {
         self.inner.peek_messages(queue, limit)
     }
+    fn damaged_messages(&self, limit: usize) -> Result<Vec<mayfly_state::DamagedMessage>> {
+        self.inner.damaged_messages(limit)
+    }
     fn redrive_dead_letters(&self, dead_letter: &Name, to: Option<&Name>) -> Result<u64> {
         self.inner.redrive_dead_letters(dead_letter, to)
     }

@@ -299,3 +299,134 @@ batch_size = 25
     assert_eq!(counts.len(), OBJECTS);
     assert!(counts.keys().all(|k| k.starts_with("burst/")));
 }
+
+/// Defect 3 of issue 10: a running `mayfly up` follows a new deployment, and
+/// every event is routed by the deployment in force when it was committed —
+/// objects put before the deploy by the old routes, after it by the new ones,
+/// none lost — while the new queue trigger and schedule start without a restart.
+#[test]
+fn a_running_control_plane_follows_a_new_deployment_at_its_event_boundary() {
+    let version_one = r#"version = 1
+name = "follow"
+[buckets.inbox]
+[functions.first]
+command = ["python3", "functions/record.py"]
+[[routes]]
+from = { bucket = "inbox" }
+to = { function = "first" }
+"#;
+    let version_two = r#"version = 1
+name = "follow"
+[buckets.inbox]
+[queues.work]
+[functions.first]
+command = ["python3", "functions/record.py"]
+[functions.second]
+command = ["python3", "functions/record.py"]
+[functions.mark]
+command = ["python3", "functions/mark.py"]
+[functions.ticker]
+command = ["python3", "functions/record.py"]
+[[routes]]
+from = { bucket = "inbox" }
+to = { function = "second" }
+[[routes]]
+from = { bucket = "inbox" }
+to = { queue = "work" }
+[[triggers]]
+queue = "work"
+function = "mark"
+[[triggers]]
+schedule = "rate(1 second)"
+function = "ticker"
+"#;
+    let project = project(version_one);
+    let up = project.spawn_up();
+    const EACH: usize = 3;
+    for number in 0..EACH {
+        project.run_with_stdin(&["put", &format!("inbox/before/{number}")], b"x");
+    }
+    // Deployed while `up` runs, with objects put right after: no pause for it to notice.
+    std::fs::write(project.path("mayfly.toml"), version_two).unwrap();
+    project.ok(&["deploy"]);
+    for number in 0..EACH {
+        project.run_with_stdin(&["put", &format!("inbox/after/{number}")], b"x");
+    }
+
+    let keys_seen_by = |function: &str| -> Vec<String> {
+        let logs = project.ok(&["logs", "--function", function, "--tail", "100"]);
+        let mut keys: Vec<String> =
+            logs.lines().filter_map(|line| line.split("event aws:s3 ").nth(1)).map(str::to_owned).collect();
+        keys.sort();
+        keys
+    };
+    let marks = || {
+        let mut keys: Vec<String> =
+            std::fs::read_to_string(project.path("marks.log")).unwrap_or_default().lines().map(str::to_owned).collect();
+        keys.sort();
+        keys
+    };
+    project.wait_for(&["invocations", "--limit", "1000"], WAIT, |v| {
+        let of = |function: &str| v.as_array().unwrap().iter().filter(|i| i["function"] == function).count();
+        of("first") >= EACH && of("second") >= EACH && of("ticker") >= 1 && marks().len() >= EACH
+    });
+    std::thread::sleep(Duration::from_millis(300)); // anything routed by the wrong deployment would show by now
+    let stderr = up.stop();
+
+    let expected = |prefix: &str| (0..EACH).map(|n| format!("{prefix}/{n}")).collect::<Vec<_>>();
+    assert_eq!(keys_seen_by("first"), expected("before"), "deployment 1 routes the objects put before the deploy");
+    assert_eq!(keys_seen_by("second"), expected("after"), "deployment 2 routes the objects put after it");
+    assert_eq!(marks(), expected("after"), "deployment 2's queue route and queue trigger");
+    let boundary = EACH + 1;
+    assert!(stderr.contains(&format!("deployment 2 in force from event {boundary}")), "{stderr}");
+}
+
+/// Defect 14 of issue 10: an asynchronous invocation leased by a `mayfly up`
+/// killed mid-invocation is delivered again about the function's timeout
+/// (plus a margin of seconds) later, not minutes later.
+#[test]
+fn an_invocation_leased_by_a_killed_control_plane_is_redelivered_after_about_its_timeout() {
+    let project = project(
+        r#"version = 1
+name = "redelivery"
+[buckets.inbox]
+[functions.slow]
+command = ["python3", "functions/slow.py"]
+timeout = "4s"
+[[routes]]
+from = { bucket = "inbox" }
+to = { function = "slow" }
+"#,
+    );
+    std::fs::write(
+        project.path("functions/slow.py"),
+        "import os, sys, time\nsys.stdin.read()\nopen(os.path.join(os.environ['MAYFLY_PROJECT'], 'started.log'), 'a').write('started\\n')\ntime.sleep(3)\nprint('{}')\n",
+    )
+    .unwrap();
+    let starts = || std::fs::read_to_string(project.path("started.log")).unwrap_or_default().lines().count();
+    let wait_for_starts = |count: usize| {
+        let started = std::time::Instant::now();
+        while starts() < count {
+            assert!(started.elapsed() < WAIT, "{count} start(s) of the function never came");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let mut up = project.spawn_up();
+    project.run_with_stdin(&["put", "inbox/chart"], b"x");
+    wait_for_starts(1);
+    up.sigkill(); // mid-invocation: the message stays leased
+    let killed_at = std::time::Instant::now();
+    assert_eq!(invocations_of(&project, "slow"), Vec::<Value>::new(), "killed before the invocation ended");
+    let up = project.spawn_up();
+    wait_for_starts(2);
+    let redelivered_after = killed_at.elapsed();
+    stop_gracefully(up); // the redelivered invocation finishes first
+    let invocations = invocations_of(&project, "slow");
+    assert_eq!(invocations.len(), 1, "{invocations:?}");
+    assert_eq!(invocations[0]["attempt"], 2, "{invocations:?}");
+    // The lease is the timeout (4 s) plus a 5 s margin, counted from before the kill.
+    assert!(
+        redelivered_after < Duration::from_secs(12),
+        "redelivered {redelivered_after:?} after the kill; expected within the 4 s timeout plus the 5 s margin"
+    );
+}

@@ -8,6 +8,12 @@
 //! or to `mayfly-failed`, before the message is deleted. Should the control
 //! plane die mid-invocation over and over, the internal queue's
 //! `max_receives` moves the message to the same destination.
+//!
+//! A message is leased for the function's timeout plus a small margin
+//! (`async_lease`), renewed every half lease while the invocation waits for a
+//! concurrency slot or runs: a control plane killed mid-invocation leaves its
+//! message to be delivered again about one lease later, and a long wait for a
+//! slot never lets a live invocation's lease lapse.
 
 use std::sync::Arc;
 
@@ -17,7 +23,7 @@ use mayfly_runtime::{Invocation, InvocationResult};
 use mayfly_state::{OutgoingMessage, ReceiveRequest, ReceivedMessage};
 use serde_json::json;
 
-use crate::functions::{AsyncEnvelope, async_queue_name, failed_queue_name, function_definition};
+use crate::functions::{AsyncEnvelope, async_lease, async_queue_name, failed_queue_name, function_definition};
 use crate::{ControlError, ControlPlaneConfig, Shutdown, ledger};
 
 const DEFAULT_WORKERS: u32 = 4;
@@ -48,11 +54,14 @@ async fn worker(
     mut shutdown: Shutdown,
 ) -> Result<(), ControlError> {
     let queue = async_queue_name(&function);
+    // The deployed function's lease, whatever the queue was created with.
+    let lease = config.architecture.functions.get(&*function).map(async_lease);
     loop {
         if shutdown.is_triggered() {
             return Ok(());
         }
-        let mut messages = config.state.receive_messages(&queue, ReceiveRequest::up_to(1))?;
+        let request = ReceiveRequest { max_messages: 1, visibility_timeout: lease };
+        let mut messages = config.state.receive_messages(&queue, request)?;
         let Some(message) = messages.pop() else {
             if shutdown.sleep_or_stop(config.poll_interval).await {
                 return Ok(());
@@ -95,7 +104,8 @@ async fn invoke_one(
         payload: serde_json::to_vec(&envelope.event).expect("JSON values serialise"), // plain JSON
         trace_id: None,
     };
-    let result = config.invoker.invoke(&definition, invocation).await;
+    let invocation = config.invoker.invoke(&definition, invocation);
+    let result = invoke_renewing_lease(config, queue, &message, async_lease(spec), invocation).await;
     let attempt = message.receive_count;
     ledger::record_invocation(
         config.state.as_ref(),
@@ -125,6 +135,33 @@ async fn invoke_one(
     config.state.send_messages(&destination, &[OutgoingMessage::new(record.to_string())])?;
     config.state.delete_messages(queue, &[message.receipt])?;
     Ok(())
+}
+
+/// Await `invocation`, renewing `message`'s lease to `lease` every half lease
+/// until it ends. A renewal that fails is logged and given up: the message
+/// may then be delivered again while this invocation runs (at least once).
+async fn invoke_renewing_lease(
+    config: &ControlPlaneConfig,
+    queue: &Name,
+    message: &ReceivedMessage,
+    lease: std::time::Duration,
+    invocation: impl std::future::Future<Output = InvocationResult>,
+) -> InvocationResult {
+    let mut renewals = tokio::time::interval(lease / 2);
+    renewals.tick().await; // the first tick is immediate, and the lease was just taken
+    tokio::pin!(invocation);
+    let mut renewing = true;
+    loop {
+        tokio::select! {
+            result = &mut invocation => return result,
+            _ = renewals.tick(), if renewing => {
+                if let Err(error) = config.state.change_visibility(queue, message.receipt, lease) {
+                    tracing::warn!(queue = %queue, message = message.message_id, error = %error, "cannot renew the lease of an asynchronous invocation; it may be delivered again");
+                    renewing = false;
+                }
+            }
+        }
+    }
 }
 
 /// The record an on-failure destination receives, in the shape of AWS Lambda's

@@ -43,9 +43,21 @@ pub fn function_timeout(spec: &FunctionSpec) -> Duration {
     spec.timeout.unwrap_or(DEFAULT_TIMEOUT)
 }
 
+/// How much longer than the function's timeout an asynchronous invocation
+/// leases its message: time to record the invocation and delete the message.
+pub const ASYNC_LEASE_MARGIN: Duration = Duration::from_secs(5);
+
+/// The lease an asynchronous invocation of `spec` takes on its message: the
+/// function's timeout plus [`ASYNC_LEASE_MARGIN`]. The invoker renews it while
+/// the invocation waits for a concurrency slot or runs, so a message is
+/// delivered again about this long after the control plane holding it died.
+pub fn async_lease(spec: &FunctionSpec) -> Duration {
+    (function_timeout(spec) + ASYNC_LEASE_MARGIN).min(QueueConfig::MAX_VISIBILITY_TIMEOUT)
+}
+
 /// The queues Mayfly creates for itself for this architecture: `mayfly-failed`
 /// and one asynchronous-invocation queue per function. An invocation holds its
-/// message's lease for the function's timeout plus a margin; a message
+/// message's lease for [`async_lease`]; a message
 /// received more often than the function's attempts (the control plane died
 /// mid-invocation each time) goes to the failure destination, so not even a
 /// crash loop retries forever.
@@ -59,7 +71,7 @@ pub fn internal_queues(architecture: &Architecture) -> Vec<(Name, QueueConfig)> 
     )];
     for (name, spec) in &architecture.functions {
         let destination = spec.on_failure.clone().unwrap_or_else(failed_queue_name);
-        let lease = (function_timeout(spec) + Duration::from_secs(30)).min(QueueConfig::MAX_VISIBILITY_TIMEOUT);
+        let lease = async_lease(spec);
         queues.push((
             async_queue_name(name),
             QueueConfig {

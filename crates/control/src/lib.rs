@@ -18,6 +18,14 @@
 //! Every invocation is recorded in the ledger with its logs. All work is
 //! leased from durable queues, so the control plane may be killed at any
 //! moment: whatever it had not acknowledged is delivered again (at least once).
+//!
+//! The control plane follows the recorded deployments without a restart.
+//! The router decides when a newer deployment takes over (at the first
+//! event committed after it was recorded, or once every earlier event is
+//! routed); the loops of the deployment held so far (queue pollers, async
+//! invokers, the scheduler, the jobs supervisor with its alarms) are told to
+//! stop taking work, and those of the new one start, all at once. Invocations
+//! in flight finish under the definition they started with.
 
 mod alarms;
 mod async_invoker;
@@ -53,6 +61,9 @@ pub use ledger::{describe_failure, record_invocation};
 #[derive(Clone)]
 pub struct ControlPlaneConfig {
     /// The deployed architecture (parsed from the recorded deployment, not the file on disk).
+    /// [`run`] replaces it with the deployment that governs the router's next
+    /// event, and follows newer ones; it is only used as is when no
+    /// deployment is recorded.
     pub architecture: Arc<Architecture>,
     pub deployment_version: Option<u64>,
     /// The project directory: functions' working directory and `MAYFLY_PROJECT`.
@@ -80,10 +91,22 @@ pub struct JobsConfig {
     pub launch: jobs::CoordinatorLaunch,
 }
 
+/// The deployment the control plane runs, and the first event it routes.
+#[derive(Clone, Debug)]
+pub struct DeploymentInForce {
+    /// `None` only for an architecture that was never recorded as a deployment.
+    pub version: Option<u64>,
+    pub architecture: Arc<Architecture>,
+    /// The first bucket event (sequence number) this deployment routes.
+    pub from_event: u64,
+}
+
 /// Tells the loops to stop taking new work; in-flight invocations finish.
 #[derive(Clone)]
 pub struct Shutdown {
     receiver: watch::Receiver<bool>,
+    /// The loops of one deployment also stop when a newer one takes over.
+    superseded: Option<watch::Receiver<bool>>,
 }
 
 /// The sending half of [`Shutdown`].
@@ -94,17 +117,18 @@ pub struct ShutdownTrigger {
 impl ShutdownTrigger {
     pub fn new() -> (ShutdownTrigger, Shutdown) {
         let (sender, receiver) = watch::channel(false);
-        (ShutdownTrigger { sender }, Shutdown { receiver })
+        (ShutdownTrigger { sender }, Shutdown { receiver, superseded: None })
     }
 
     pub fn trigger(&self) {
-        let _ = self.sender.send(true);
+        // `send_replace`: the value changes even when no loop is listening at this moment.
+        self.sender.send_replace(true);
     }
 }
 
 impl Shutdown {
     pub fn is_triggered(&self) -> bool {
-        *self.receiver.borrow()
+        *self.receiver.borrow() || self.superseded.as_ref().is_some_and(|superseded| *superseded.borrow())
     }
 
     /// Sleep for `duration`, returning early (with `true`) if shutdown is triggered.
@@ -112,10 +136,23 @@ impl Shutdown {
         if self.is_triggered() {
             return true;
         }
+        let superseded = async {
+            match &mut self.superseded {
+                Some(superseded) => superseded.changed().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
-            _ = tokio::time::sleep(duration) => self.is_triggered(),
-            _ = self.receiver.changed() => true,
+            _ = tokio::time::sleep(duration) => {}
+            _ = self.receiver.changed() => {}
+            _ = superseded => {}
         }
+        self.is_triggered()
+    }
+
+    /// This shutdown, or `superseded`'s trigger, whichever comes first.
+    fn or_superseded(&self, superseded: &ShutdownTrigger) -> Shutdown {
+        Shutdown { receiver: self.receiver.clone(), superseded: Some(superseded.sender.subscribe()) }
     }
 }
 
@@ -125,55 +162,120 @@ pub enum ControlError {
     State(#[from] mayfly_state::StateError),
     #[error("a control plane task failed: {0}")]
     Task(String),
+    #[error("the recorded deployment {version} no longer parses: {reason}")]
+    Deployment { version: u64, reason: String },
 }
 
 /// Run every loop until `shutdown` is triggered, then wait for in-flight
 /// invocations to finish and stop the warm function instances.
 pub async fn run(config: ControlPlaneConfig, shutdown: Shutdown) -> Result<(), ControlError> {
-    let config = Arc::new(config);
+    run_announcing(config, shutdown, |_| {}).await
+}
+
+/// [`run`], calling `announce` with the deployment in force at the start and
+/// with every deployment that takes over later.
+pub async fn run_announcing(
+    config: ControlPlaneConfig,
+    shutdown: Shutdown,
+    announce: impl Fn(&DeploymentInForce) + Send,
+) -> Result<(), ControlError> {
+    let router = router::Router::start(&config)?;
+    let initial = router.held().clone();
+    let base = Arc::new(config);
+    let (switch_sender, mut switches) = watch::channel(initial.clone());
     let mut tasks = JoinSet::new();
+    tasks.spawn(router::run(base.clone(), router, switch_sender, shutdown.clone()));
+    let mut generation = Generation::start(&base, &initial, &shutdown, &mut tasks);
+    announce(&initial);
 
-    tasks.spawn(router::run(config.clone(), shutdown.clone()));
-    tasks.spawn(scheduler::run(config.clone(), shutdown.clone()));
-    tasks.spawn(jobs::supervise(config.clone(), shutdown.clone()));
-    for trigger in &config.architecture.triggers {
-        if let TriggerSpec::Queue { queue, function, batch_size, batch_window } = trigger {
-            let poller = queue_poller::QueueTrigger {
-                queue: queue.clone(),
-                function: function.clone(),
-                batch_size: *batch_size as usize,
-                batch_window: *batch_window,
-            };
-            tasks.spawn(queue_poller::run(config.clone(), poller, shutdown.clone()));
-        }
-    }
-    for function in config.architecture.functions.keys() {
-        tasks.spawn(async_invoker::run(config.clone(), function.clone(), shutdown.clone()));
-    }
-    tracing::info!(
-        functions = config.architecture.functions.len(),
-        triggers = config.architecture.triggers.len(),
-        routes = config.architecture.routes.len(),
-        "control plane running"
-    );
-
+    let mut following = true;
     let mut first_error = None;
-    while let Some(joined) = tasks.join_next().await {
-        let outcome = match joined {
-            Ok(result) => result,
-            Err(error) => Err(ControlError::Task(error.to_string())),
-        };
-        if let Err(error) = outcome {
-            tracing::error!(error = %error, "control plane loop failed; stopping");
-            first_error.get_or_insert(error);
-            // One loop failing stops the others: a half-running control plane hides problems.
-            tasks.abort_all();
+    loop {
+        tokio::select! {
+            joined = tasks.join_next() => {
+                let Some(joined) = joined else { break };
+                let outcome = match joined {
+                    Ok(result) => result,
+                    Err(error) if error.is_cancelled() => Ok(()),
+                    Err(error) => Err(ControlError::Task(error.to_string())),
+                };
+                if let Err(error) = outcome {
+                    tracing::error!(error = %error, "control plane loop failed; stopping");
+                    first_error.get_or_insert(error);
+                    // One loop failing stops the others: a half-running control plane hides problems.
+                    tasks.abort_all();
+                    following = false;
+                }
+            }
+            changed = switches.changed(), if following => {
+                if changed.is_err() {
+                    following = false; // the router stopped
+                    continue;
+                }
+                let in_force = switches.borrow_and_update().clone();
+                generation.supersede();
+                generation = Generation::start(&base, &in_force, &shutdown, &mut tasks);
+                announce(&in_force);
+            }
         }
     }
-    config.invoker.shutdown().await;
+    drop(generation);
+    base.invoker.shutdown().await;
     match first_error {
         Some(error) => Err(error),
         None => Ok(()),
+    }
+}
+
+/// The loops of one deployment: they stop taking work when it is superseded.
+struct Generation {
+    superseded: ShutdownTrigger,
+}
+
+impl Generation {
+    fn start(
+        base: &ControlPlaneConfig,
+        in_force: &DeploymentInForce,
+        shutdown: &Shutdown,
+        tasks: &mut JoinSet<Result<(), ControlError>>,
+    ) -> Generation {
+        let config = Arc::new(ControlPlaneConfig {
+            architecture: in_force.architecture.clone(),
+            deployment_version: in_force.version,
+            ..base.clone()
+        });
+        let (superseded, _) = ShutdownTrigger::new();
+        let shutdown = shutdown.or_superseded(&superseded);
+        tasks.spawn(scheduler::run(config.clone(), shutdown.clone()));
+        tasks.spawn(jobs::supervise(config.clone(), shutdown.clone()));
+        for trigger in &config.architecture.triggers {
+            if let TriggerSpec::Queue { queue, function, batch_size, batch_window } = trigger {
+                let poller = queue_poller::QueueTrigger {
+                    queue: queue.clone(),
+                    function: function.clone(),
+                    batch_size: *batch_size as usize,
+                    batch_window: *batch_window,
+                };
+                tasks.spawn(queue_poller::run(config.clone(), poller, shutdown.clone()));
+            }
+        }
+        for function in config.architecture.functions.keys() {
+            tasks.spawn(async_invoker::run(config.clone(), function.clone(), shutdown.clone()));
+        }
+        tracing::info!(
+            deployment = ?in_force.version,
+            from_event = in_force.from_event,
+            functions = config.architecture.functions.len(),
+            triggers = config.architecture.triggers.len(),
+            routes = config.architecture.routes.len(),
+            "control plane running"
+        );
+        Generation { superseded }
+    }
+
+    /// Stop taking work under this deployment; what is in flight finishes.
+    fn supersede(&self) {
+        self.superseded.trigger();
     }
 }
 

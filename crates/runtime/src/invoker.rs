@@ -81,6 +81,9 @@ struct FunctionPool {
     live: AtomicUsize,
     /// Invocations in progress.
     running: AtomicUsize,
+    /// Invocations that found every concurrency slot taken and had to wait
+    /// (Lambda's throttles, except that Mayfly queues them instead of refusing).
+    throttled: AtomicU64,
 }
 
 impl std::fmt::Debug for FunctionPool {
@@ -210,10 +213,16 @@ impl Invoker {
         let _running = RunningGuard(&pool.running);
         let _permit: Option<OwnedSemaphorePermit> = match pool.semaphore(function.concurrency) {
             None => None,
-            Some(semaphore) => tokio::select! {
-                permit = semaphore.acquire_owned() => permit.ok(),
-                () = shutdown_requested(&mut shutdown) => {
-                    return failed(Outcome::Crashed { reason: "the invoker shut down".into() }, invocation);
+            Some(semaphore) => match Arc::clone(&semaphore).try_acquire_owned() {
+                Ok(permit) => Some(permit),
+                Err(_) => {
+                    pool.throttled.fetch_add(1, Ordering::AcqRel);
+                    tokio::select! {
+                        permit = semaphore.acquire_owned() => permit.ok(),
+                        () = shutdown_requested(&mut shutdown) => {
+                            return failed(Outcome::Crashed { reason: "the invoker shut down".into() }, invocation);
+                        }
+                    }
                 }
             },
         };
@@ -374,6 +383,12 @@ impl Invoker {
             }
             Err((run, _)) => Err(run.outcome),
         }
+    }
+
+    /// How many invocations of `function` this invoker has throttled so far:
+    /// found its concurrency cap reached and waited for a slot.
+    pub fn throttled_invocations(&self, function: &Name) -> u64 {
+        lock(&self.inner.pools).get(function).map_or(0, |pool| pool.throttled.load(Ordering::Acquire))
     }
 
     /// Warm lambda instances of `function` (idle or busy).

@@ -194,4 +194,11 @@ async fn parallel_invocations_respect_the_concurrency_cap() {
         most = most.max(response_json(&result.response)["concurrent"].as_u64().unwrap());
     }
     assert_eq!(most, 2, "at most 2 at once, and the cap was reached");
+    // Defect 13 of issue 10: those that waited for a slot are counted as throttled
+    // (four, unless a call started only after an earlier one ended).
+    let throttled = invoker.throttled_invocations(&function.name);
+    assert!((1..=4).contains(&throttled), "{throttled} throttled");
+    let uncapped = process_echo("uncapped");
+    assert_eq!(invoker.invoke(&uncapped, invocation(json!({}))).await.outcome, Outcome::Success);
+    assert_eq!(invoker.throttled_invocations(&uncapped.name), 0, "no cap, no throttle");
 }

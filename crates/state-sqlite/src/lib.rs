@@ -774,7 +774,7 @@ fn kind_from_column(kind: &str) -> Result<ObjectEventKind> {
 
 // --- rows -------------------------------------------------------------------------
 
-const DEPLOYMENT_COLUMNS: &str = "version, content_hash, applied_at, source, forced";
+const DEPLOYMENT_COLUMNS: &str = "version, content_hash, applied_at, source, forced, event_log_head";
 
 fn deployment_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Deployment> {
     Ok(Deployment {
@@ -783,6 +783,7 @@ fn deployment_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Deployment> 
         applied_at: Timestamp(row.get(2)?),
         source: row.get(3)?,
         forced: row.get(4)?,
+        event_log_head: from_sql_integer(row.get(5)?),
     })
 }
 
@@ -958,8 +959,11 @@ impl StateStore for SqliteStore {
     fn record_deployment(&self, deployment: NewDeployment) -> Result<Deployment> {
         let now = self.now();
         self.write("record a deployment", |transaction| {
+            // The event log's head in the same transaction: writers are serialised, so every
+            // event numbered above it commits after this deployment (and is routed by it).
             let sql = format!(
-                "INSERT INTO deployments (content_hash, applied_at, source, forced) VALUES (?1, ?2, ?3, ?4) \
+                "INSERT INTO deployments (content_hash, applied_at, source, forced, event_log_head) \
+                 VALUES (?1, ?2, ?3, ?4, (SELECT COALESCE(MAX(seq), 0) FROM sqlite_sequence WHERE name = 'object_events')) \
                  RETURNING {DEPLOYMENT_COLUMNS}"
             );
             transaction
@@ -1327,9 +1331,40 @@ impl StateStore for SqliteStore {
                 for mut candidate in candidates {
                     match decide_receive(config, candidate.receive_count(), visibility_timeout, now) {
                         ReceiveDecision::Deliver { receive_count, lease_until } => {
-                            // Opened before the lease: a damaged message fails the
-                            // receive (rolled back), it is never handed out.
-                            let (body, attributes) = candidate.open_payload(&self.sealer)?;
+                            // Opened before the lease: a damaged message is never handed
+                            // out, and it is set aside so it no longer blocks the queue.
+                            let (body, attributes) = match candidate.open_payload(&self.sealer) {
+                                Ok(payload) => payload,
+                                Err(error) if failed_integrity(&error) => {
+                                    let reason = format!("{}{error}", mayfly_state::INTEGRITY_REASON_PREFIX);
+                                    let dead_letter = match &config.dead_letter {
+                                        Some(dead_letter) if dead_letter != queue => {
+                                            find_queue(transaction, dead_letter)?.map(|queue| queue.queue_id)
+                                        }
+                                        _ => None,
+                                    };
+                                    tracing::error!(
+                                        queue = %queue,
+                                        message_id = candidate.message_id,
+                                        dead_letter_queue = ?config.dead_letter,
+                                        reason = %reason,
+                                        "a message failed its integrity check; dead-lettered (or set aside) so the queue goes on"
+                                    );
+                                    match dead_letter {
+                                        Some(dead_letter_queue_id) => move_to_dead_letter_queue(
+                                            transaction,
+                                            candidate.message_id,
+                                            dead_letter_queue_id,
+                                            queue,
+                                            &reason,
+                                            now,
+                                        )?,
+                                        None => set_aside_in_place(transaction, candidate.message_id, queue, &reason, now)?,
+                                    }
+                                    continue;
+                                }
+                                Err(error) => return Err(error),
+                            };
                             lease_message(transaction, candidate.message_id, receive_count, lease_until)?;
                             received.push(ReceivedMessage {
                                 message_id: from_sql_integer(candidate.message_id),
@@ -1376,6 +1411,42 @@ impl StateStore for SqliteStore {
                 }
             }
             Ok(received)
+        })
+    }
+
+    fn damaged_messages(&self, limit: usize) -> Result<Vec<mayfly_state::DamagedMessage>> {
+        self.read("list damaged messages", |transaction| {
+            let mut statement = transaction
+                .prepare_cached(
+                    "SELECT q.name, m.message_id, m.dead_letter_source, m.dead_letter_reason, m.dead_letter_at \
+                     FROM messages m JOIN queues q ON q.queue_id = m.queue_id \
+                     WHERE substr(m.dead_letter_reason, 1, ?1) = ?2 ORDER BY m.message_id LIMIT ?3",
+                )
+                .context("list damaged messages")?;
+            let prefix = mayfly_state::INTEGRITY_REASON_PREFIX;
+            let rows = statement
+                .query_map(params![prefix.len() as i64, prefix, limit_to_sql(limit)], |row| {
+                    Ok((
+                        row.get::<_, String>(0)?,
+                        row.get::<_, i64>(1)?,
+                        row.get::<_, Option<String>>(2)?,
+                        row.get::<_, String>(3)?,
+                        row.get::<_, Option<i64>>(4)?,
+                    ))
+                })
+                .context("list damaged messages")?;
+            let mut damaged = Vec::new();
+            for row in rows {
+                let (queue, message_id, source_queue, reason, at) = row.context("read a damaged message")?;
+                damaged.push(mayfly_state::DamagedMessage {
+                    queue: name_from_column(queue)?,
+                    message_id: from_sql_integer(message_id),
+                    source_queue: source_queue.unwrap_or_default(),
+                    reason,
+                    set_aside_at: Timestamp(at.unwrap_or_default()),
+                });
+            }
+            Ok(damaged)
         })
     }
 
@@ -1960,6 +2031,40 @@ fn lease_message(
 
 /// Move a message to its dead-letter queue, visible there at once, keeping
 /// its id and receive count (so old receipts stay stale) and recording why.
+/// Whether `error` says a stored payload failed its integrity check (changed,
+/// cut short, not an envelope) — not a keyring that lacks the key, which
+/// damages nothing and must not move messages.
+fn failed_integrity(error: &StateError) -> bool {
+    match error {
+        StateError::Damaged { source, .. } => !matches!(
+            source.downcast_ref::<mayfly_crypto::CryptoError>(),
+            Some(mayfly_crypto::CryptoError::UnknownKey { .. })
+        ),
+        _ => false,
+    }
+}
+
+/// Keep a damaged message of a queue without a dead-letter queue where it is,
+/// never visible again, with the reason a dead letter would carry.
+fn set_aside_in_place(
+    transaction: &Transaction<'_>,
+    message_id: i64,
+    queue: &Name,
+    reason: &str,
+    now: Timestamp,
+) -> Result<()> {
+    transaction
+        .prepare_cached(
+            "UPDATE messages SET visible_at = ?2, dead_letter_source = ?3, dead_letter_reason = ?4, \
+             dead_letter_at = ?5 WHERE message_id = ?1",
+        )
+        .and_then(|mut statement| {
+            statement.execute(params![message_id, i64::MAX, queue.as_str(), reason, now.as_millis()])
+        })
+        .with_context(|| format!("set damaged message {message_id} aside"))?;
+    Ok(())
+}
+
 fn move_to_dead_letter_queue(
     transaction: &Transaction<'_>,
     message_id: i64,
@@ -2081,6 +2186,6 @@ mod tests {
         assert_eq!(store.invocation_logs("req-1").unwrap(), b"hello");
         let version: i64 = store.lock_connection().query_row("PRAGMA user_version", [], |row| row.get(0)).unwrap();
         assert_eq!(version, current_schema_version());
-        assert_eq!(current_schema_version(), 10);
+        assert_eq!(current_schema_version(), 11);
     }
 }

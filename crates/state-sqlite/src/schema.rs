@@ -358,6 +358,13 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE run_items ADD COLUMN item_sealed TEXT;
     ALTER TABLE results ADD COLUMN item_sealed TEXT;
     "#,
+    // 11: each deployment records the bucket event log's head when it was
+    // recorded, so the router knows which deployment routes each event.
+    // Older deployments get 0 (in force from the first event).
+    r#"
+    -- control
+    ALTER TABLE deployments ADD COLUMN event_log_head INTEGER NOT NULL DEFAULT 0;
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -57,6 +57,8 @@ macro_rules! __with_every_conformance_case {
             ($($arguments)*)
             deployments_are_numbered_in_order_with_source_and_hash,
             latest_deployment_is_none_then_the_newest,
+            deployments_record_the_event_log_head_that_bounds_the_events_they_route,
+            damaged_messages_are_none_in_a_healthy_store_even_with_dead_letters,
             buckets_are_created_read_listed_by_name_and_deleted,
             creating_an_existing_bucket_is_already_exists,
             unknown_bucket_is_not_found,
@@ -279,6 +281,46 @@ pub fn latest_deployment_is_none_then_the_newest(subject: Subject) {
     store.record_deployment(deployment("one")).unwrap();
     let second = store.record_deployment(deployment("two")).unwrap();
     assert_eq!(store.latest_deployment().unwrap(), Some(second));
+}
+
+/// Defect 3 of issue 10: the router must know which deployment governs each
+/// event, so each deployment records the event log's head when it is recorded.
+pub fn deployments_record_the_event_log_head_that_bounds_the_events_they_route(subject: Subject) {
+    let store = &subject.store;
+    let first = store.record_deployment(deployment("one")).unwrap();
+    assert_eq!(first.event_log_head, 0, "no event yet");
+    let before = store.append_object_event(event("inbox", "a", subject.clock.now())).unwrap();
+    store.append_object_event(event("inbox", "b", subject.clock.now())).unwrap();
+    let second = store.record_deployment(deployment("two")).unwrap();
+    let after = store.append_object_event(event("inbox", "c", subject.clock.now())).unwrap();
+    assert_eq!(second.event_log_head, after.sequence - 1, "the head when `two` was recorded");
+    assert_eq!(store.deployments().unwrap()[1].event_log_head, second.event_log_head, "stored, not computed on read");
+
+    let deployments = store.deployments().unwrap();
+    assert_eq!(crate::deployment_governing(&deployments, before.sequence).map(|d| d.version), Some(1));
+    assert_eq!(crate::deployment_governing(&deployments, second.event_log_head).map(|d| d.version), Some(1));
+    assert_eq!(crate::deployment_governing(&deployments, after.sequence).map(|d| d.version), Some(2));
+    // A third deployment with no event in between takes over from the same point on.
+    let third = store.record_deployment(deployment("three")).unwrap();
+    assert_eq!(third.event_log_head, after.sequence);
+    let deployments = store.deployments().unwrap();
+    assert_eq!(crate::deployment_governing(&deployments, after.sequence).map(|d| d.version), Some(2));
+    assert_eq!(crate::deployment_governing(&deployments, after.sequence + 1).map(|d| d.version), Some(3));
+}
+
+/// Defect 12 of issue 10: only messages set aside for integrity are listed;
+/// ordinary dead letters (past `max_receives`) are not damage.
+pub fn damaged_messages_are_none_in_a_healthy_store_even_with_dead_letters(subject: Subject) {
+    let store = &subject.store;
+    store.create_queue(&name("dlq"), &QueueConfig::default(), &[]).unwrap();
+    let config = QueueConfig { max_receives: Some(1), dead_letter: Some(name("dlq")), ..QueueConfig::default() };
+    store.create_queue(&name("work"), &config, &[]).unwrap();
+    send_bodies(&subject, &name("work"), &["a"]);
+    let received = receive(&subject, &name("work"), 1);
+    store.change_visibility(&name("work"), received[0].receipt, Duration::ZERO).unwrap();
+    assert_eq!(receive(&subject, &name("work"), 1), vec![], "dead-lettered past max_receives");
+    assert_eq!(stats(&subject, &name("dlq")).visible, 1);
+    assert_eq!(store.damaged_messages(100).unwrap(), vec![]);
 }
 
 // --- buckets --------------------------------------------------------------------------

@@ -80,6 +80,41 @@ pub struct Deployment {
     pub source: String,
     /// Whether changes that lose data were forced through.
     pub forced: bool,
+    /// The bucket event log's head (the highest sequence number ever
+    /// appended, 0 for none) when this deployment was recorded, read in the
+    /// same transaction. Events after it were committed under this deployment
+    /// (or a later one): the router routes event `S` by the newest deployment
+    /// whose head is below `S` (see [`deployment_governing`]). Deployments
+    /// recorded before Mayfly kept this say 0.
+    #[serde(default)]
+    pub event_log_head: u64,
+}
+
+/// The deployment that routes the bucket event numbered `sequence`: the
+/// newest of `deployments` (in any order) recorded before the event was
+/// committed, i.e. whose [`Deployment::event_log_head`] is below `sequence`.
+/// `None` when the event predates every deployment.
+pub fn deployment_governing(deployments: &[Deployment], sequence: u64) -> Option<&Deployment> {
+    deployments
+        .iter()
+        .filter(|deployment| deployment.event_log_head < sequence)
+        .max_by_key(|deployment| deployment.version)
+}
+
+/// How the dead-letter reason of a message that failed its integrity check starts.
+pub const INTEGRITY_REASON_PREFIX: &str = "integrity: ";
+
+/// A message set aside because its stored payload failed its integrity check.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DamagedMessage {
+    /// Where it is now: the dead-letter queue, or its own queue without one.
+    pub queue: Name,
+    pub message_id: u64,
+    /// The queue it was received from.
+    pub source_queue: String,
+    /// `integrity: …`, saying what failed.
+    pub reason: String,
+    pub set_aside_at: Timestamp,
 }
 
 /// A deployment before the store has numbered it.
@@ -638,6 +673,11 @@ pub trait StateStore: Send + Sync {
     /// `dead_letter` info) move only when `to` is given. `NotFound` if a queue to move
     /// to does not exist, and then nothing moves.
     fn redrive_dead_letters(&self, dead_letter: &Name, to: Option<&Name>) -> Result<u64>;
+    /// Messages a receive set aside because they failed their integrity check
+    /// (dead-lettered, or kept in place without a dead-letter queue, with a
+    /// reason starting [`INTEGRITY_REASON_PREFIX`]), oldest first, at most
+    /// `limit`. Their payloads are not opened.
+    fn damaged_messages(&self, limit: usize) -> Result<Vec<DamagedMessage>>;
 
     // --- the invocation ledger -----------------------------------------------------
 

@@ -509,3 +509,23 @@ fn findings_come_violations_first() {
         check(&inventory, &policy, &AuditSettings::default()).iter().map(|f| f.severity).collect();
     assert_eq!(severities, [AuditSeverity::Violation, AuditSeverity::Warning, AuditSeverity::Notice]);
 }
+
+/// Defect 12 of issue 10: a message dead-lettered for integrity is a finding.
+#[test]
+fn a_message_set_aside_for_integrity_is_a_warning_naming_it_and_where_it_went() {
+    let mut inventory = inventory();
+    inventory.damaged_messages.push(mayfly_state::DamagedMessage {
+        queue: name("work-dlq"),
+        message_id: 12,
+        source_queue: "work".to_owned(),
+        reason: "integrity: the state store's body of message 12 cannot be read".to_owned(),
+        set_aside_at: ago(Duration::from_secs(60)),
+    });
+    let findings = check(&inventory, &PolicySpec::default(), &AuditSettings::default());
+    let found: Vec<_> = findings.iter().filter(|f| f.rule == "message-integrity").collect();
+    assert_eq!(found.len(), 1, "{findings:?}");
+    assert_eq!(found[0].severity, AuditSeverity::Warning);
+    assert_eq!(found[0].resource, "work-dlq/12");
+    assert!(found[0].message.contains("moved to its dead-letter queue `work-dlq`"), "{}", found[0].message);
+    assert!(found[0].message.contains("integrity: "), "{}", found[0].message);
+}

@@ -192,7 +192,21 @@ pub async fn up(args: UpArgs, project: Option<&Path>, output: Output) -> Result<
         config.clock.clone(),
         shutdown.clone(),
     ));
-    let mut running = tokio::spawn(mayfly_control::run(config, shutdown));
+    // The control plane follows new deployments; say which one is in force, from which event on.
+    let silent = output.silent;
+    let announce = move |in_force: &mayfly_control::DeploymentInForce| {
+        if !silent {
+            eprintln!(
+                "mayfly: deployment {} in force from event {}; {} function(s), {} trigger(s), {} route(s)",
+                in_force.version.map_or("-".into(), |v| v.to_string()),
+                in_force.from_event,
+                in_force.architecture.functions.len(),
+                in_force.architecture.triggers.len(),
+                in_force.architecture.routes.len()
+            );
+        }
+    };
+    let mut running = tokio::spawn(mayfly_control::run_announcing(config, shutdown, announce));
     let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let result = tokio::select! {
