@@ -354,3 +354,47 @@ fn an_image_include_under_tmp_is_refused_before_anything_is_built() {
     let stderr = project.fails(&["image", "build", "--include", &hidden.path().display().to_string()], 1);
     assert!(stderr.contains("under /tmp") && stderr.contains("private, empty scratch folder"), "{stderr}");
 }
+
+/// Run `mayfly ARGS` with its stdout a pipe whose reader is already gone, as
+/// `mayfly runs | head -1` leaves it once `head` has its line.
+fn run_with_stdout_closed(project: &Project, args: &[&str]) -> std::process::Output {
+    let mut child = project
+        .command(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn no_command_panics_when_its_stdout_is_closed_early() {
+    let project = deployed_project();
+    project.ok(&["put", "inbox/a.txt", "mayfly.toml"]);
+    project.ok(&["send", "work", "hello"]);
+    for args in [
+        &["ls"][..],
+        &["ls", "inbox/"],
+        &["ls", "inbox/", "--json"],
+        &["get", "inbox/a.txt"],
+        &["queues"],
+        &["queues", "--json"],
+        &["peek", "work"],
+        &["events"],
+        &["runs"],
+        &["runs", "--json"],
+        &["invocations"],
+        &["deployments"],
+        &["keys", "list"],
+        &["functions"],
+        &["logs"],
+    ] {
+        let output = run_with_stdout_closed(&project, args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?} panicked on a closed stdout: {stderr}");
+        assert_eq!(output.status.code(), Some(0), "{args:?} exits quietly: {stderr}");
+        assert!(stderr.is_empty(), "{args:?} printed to stderr: {stderr}");
+    }
+}

@@ -59,6 +59,18 @@ pub enum StateError {
         what: String,
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// The keyring a store was opened with lacks keys that sealed its data
+    /// (recorded by id and fingerprint, never the material): nothing was
+    /// read or written with it.
+    #[error(
+        "state store at {path} holds data sealed by key(s) {} which this keyring does not hold (or holds with other material)",
+        missing.join(", ")
+    )]
+    KeyringLacksKeys {
+        path: String,
+        /// The ids of the recorded keys the keyring lacks.
+        missing: Vec<String>,
+    },
 }
 
 impl StateError {
