@@ -398,3 +398,26 @@ fn no_command_panics_when_its_stdout_is_closed_early() {
         assert!(stderr.is_empty(), "{args:?} printed to stderr: {stderr}");
     }
 }
+
+#[test]
+fn zero_and_out_of_range_flags_are_refused_and_change_nothing() {
+    let project = deployed_project();
+    // The queue keeps messages 4 days by default: a longer delay would drop the message unseen.
+    let stderr = project.fails(&["send", "work", "hello", "--delay", "100d"], 1);
+    assert!(stderr.contains("--delay 100d") && stderr.contains("retention") && stderr.contains("4d"), "{stderr}");
+    assert_eq!(queue_row(&project.json(&["queues"]), "work")["delayed"], 0, "nothing was sent");
+    project.ok(&["send", "work", "hello", "--delay", "1h"]);
+
+    let stderr = project.fails(&["tokens", "create", "--name", "instant", "--scope", "admin", "--expires", "0s"], 2);
+    assert!(stderr.contains("--expires") && stderr.contains("expiring at once"), "{stderr}");
+    assert_eq!(project.json(&["tokens", "list"]).as_array().unwrap().len(), 0, "no token was made");
+}
+
+#[test]
+fn a_binary_architecture_file_is_an_invalid_architecture() {
+    let project = new_project();
+    std::fs::write(project.path("mayfly.toml"), b"version = 1\nname = \"x\"\n\xff\xfe\x00\x01binary").unwrap();
+    let stderr = project.fails(&["deploy"], 3);
+    assert!(stderr.contains("not UTF-8") && stderr.contains("mayfly.toml:3:1"), "{stderr}");
+    project.fails(&["validate"], 3);
+}
