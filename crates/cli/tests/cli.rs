@@ -278,6 +278,9 @@ fn poison_messages_go_to_the_dead_letter_queue_and_redrive_back() {
     assert_eq!(dead[0]["dead_letter_source"], "work");
     assert!(dead[0]["dead_letter_reason"].as_str().unwrap().contains("received 2 times"), "{dead}");
     assert_eq!(queue_row(&project.json(&["queues"]), "work")["dead_letter_depth"], 1);
+    // A message sent to the dead-letter queue directly is not `work`'s dead letter.
+    project.ok(&["send", "work-dlq", "sent directly"]);
+    assert_eq!(queue_row(&project.json(&["queues"]), "work")["dead_letter_depth"], 1, "work's own dead letters only");
 
     let redriven = project.json(&["dlq", "redrive", "work"]);
     assert_eq!(redriven["moved"], 1);

@@ -1376,6 +1376,20 @@ impl StateStore for SqliteStore {
         })
     }
 
+    fn dead_letters_from(&self, dead_letter: &Name, source: &Name) -> Result<u64> {
+        self.read(&format!("count the dead letters of `{source}` in `{dead_letter}`"), |transaction| {
+            let dead_letter_queue = require_queue(transaction, dead_letter)?;
+            let count: i64 = transaction
+                .query_row(
+                    "SELECT COUNT(*) FROM messages WHERE queue_id = ?1 AND dead_letter_source = ?2",
+                    params![dead_letter_queue.queue_id, source.as_str()],
+                    |row| row.get(0),
+                )
+                .context("count dead letters by source")?;
+            Ok(u64::try_from(count).unwrap_or(0))
+        })
+    }
+
     fn redrive_dead_letters(&self, dead_letter: &Name, to: Option<&Name>) -> Result<u64> {
         let now = self.now();
         self.write(&format!("redrive dead-letter queue `{dead_letter}`"), |transaction| {

@@ -638,6 +638,11 @@ pub trait StateStore: Send + Sync {
     /// `dead_letter` info) move only when `to` is given. `NotFound` if a queue to move
     /// to does not exist, and then nothing moves.
     fn redrive_dead_letters(&self, dead_letter: &Name, to: Option<&Name>) -> Result<u64>;
+    /// How many messages in dead-letter queue `dead_letter` were moved there
+    /// from queue `source` (not counting those from other queues sharing it,
+    /// or sent to it directly): `source`'s own dead-letter depth. `NotFound`
+    /// if `dead_letter` does not exist.
+    fn dead_letters_from(&self, dead_letter: &Name, source: &Name) -> Result<u64>;
 
     // --- the invocation ledger -----------------------------------------------------
 

@@ -329,11 +329,9 @@ pub fn stats(args: QueuesArgs, project: Option<&Path>, output: Output) -> Result
     let mut rows = Vec::new();
     for record in records {
         let stats = opened.state.queue_stats(&record.name)?;
+        // This queue's own dead letters: a dead-letter queue may serve several queues.
         let dead_letter_depth = match &record.config.dead_letter {
-            Some(dlq) => {
-                let dlq_stats = opened.state.queue_stats(dlq)?;
-                Some(dlq_stats.visible + dlq_stats.in_flight + dlq_stats.delayed)
-            }
+            Some(dlq) => Some(opened.state.dead_letters_from(dlq, &record.name)?),
             None => None,
         };
         rows.push(QueueRow {
