@@ -90,7 +90,8 @@ impl From<StateError> for ApiError {
             StateError::DiskFull
             | StateError::SchemaTooNew { .. }
             | StateError::Backend(_)
-            | StateError::Damaged { .. } => ApiError::internal(message),
+            | StateError::Damaged { .. }
+            | StateError::KeyringLacksKeys { .. } => ApiError::internal(message),
         }
     }
 }

@@ -49,23 +49,30 @@ impl LazyQuery {
     }
 }
 
-/// A JSON body, read whole (up to the server's limit), parsed on demand.
-pub struct JsonBody(pub bytes::Bytes);
+/// A JSON body, left unread until the handler asks for it: it is read whole
+/// (up to the server's limit) and parsed only after the token check, so a
+/// caller without a valid token gets its 401/403 even for an oversized body,
+/// and the access log names the token of a caller whose body was too large.
+pub struct JsonBody {
+    body: axum::body::Body,
+    limit: usize,
+}
 
 impl FromRequest<ApiState> for JsonBody {
-    type Rejection = ApiError;
+    type Rejection = std::convert::Infallible;
 
-    async fn from_request(request: Request, state: &ApiState) -> Result<Self, ApiError> {
-        let limit = state.config().limits.max_json_body;
-        axum::body::to_bytes(request.into_body(), limit)
-            .await
-            .map(JsonBody)
-            .map_err(|_| ApiError::too_large(format!("the body is larger than the {limit} bytes a JSON body may be")))
+    async fn from_request(request: Request, state: &ApiState) -> Result<Self, Self::Rejection> {
+        Ok(JsonBody { body: request.into_body(), limit: state.config().limits.max_json_body })
     }
 }
 
 impl JsonBody {
-    pub fn parse<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
-        serde_json::from_slice(&self.0).map_err(|error| ApiError::bad_request(format!("bad JSON body: {error}")))
+    /// Read and parse the body: 413 over the limit, 400 for bad JSON.
+    pub async fn parse<T: DeserializeOwned>(self) -> Result<T, ApiError> {
+        let limit = self.limit;
+        let bytes = axum::body::to_bytes(self.body, limit).await.map_err(|_| {
+            ApiError::too_large(format!("the body is larger than the {limit} bytes a JSON body may be"))
+        })?;
+        serde_json::from_slice(&bytes).map_err(|error| ApiError::bad_request(format!("bad JSON body: {error}")))
     }
 }

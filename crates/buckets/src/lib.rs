@@ -113,7 +113,9 @@ struct BucketsInner {
     clock: Arc<dyn Clock>,
     key_locks: KeyLocks,
     /// `Some`: every object is stored as an envelope under this keyring.
-    keyring: Option<Arc<Keyring>>,
+    /// Behind a lock so a long-running process can take up a rotated keyring
+    /// ([`Buckets::replace_keyring`]); each operation uses one snapshot.
+    keyring: Option<std::sync::RwLock<Arc<Keyring>>>,
 }
 
 /// What [`Buckets::rewrap`] did to one object.
@@ -194,12 +196,30 @@ impl Buckets {
         clock: Arc<dyn Clock>,
         keyring: Option<Arc<Keyring>>,
     ) -> Buckets {
+        let keyring = keyring.map(std::sync::RwLock::new);
         Buckets { inner: Arc::new(BucketsInner { backend, state, clock, key_locks: KeyLocks::new(), keyring }) }
     }
 
     /// Whether objects are encrypted at rest.
     pub fn is_encrypted(&self) -> bool {
         self.inner.keyring.is_some()
+    }
+
+    /// The keyring as it is now (`None` for unencrypted buckets).
+    fn keyring_snapshot(&self) -> Option<Arc<Keyring>> {
+        // A panic while holding the lock cannot leave a half-written Arc.
+        self.inner.keyring.as_ref().map(|lock| lock.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone())
+    }
+
+    /// Take up a new keyring (rotated, or with a key retired): operations
+    /// from now on wrap new data keys with its current key and unwrap with
+    /// any of its keys. Every clone of these buckets shares it. The caller
+    /// checks it first (the CLI, against the state store's recorded keys);
+    /// unencrypted buckets stay unencrypted.
+    pub fn replace_keyring(&self, keyring: Arc<Keyring>) {
+        if let Some(lock) = &self.inner.keyring {
+            *lock.write().unwrap_or_else(std::sync::PoisonError::into_inner) = keyring;
+        }
     }
 
     // --- buckets -------------------------------------------------------------
@@ -279,7 +299,7 @@ impl Buckets {
         let key = parse_key(key)?;
         self.require_bucket(bucket).await?;
         let location = self.inner.backend.object_location(bucket, &key)?;
-        let prepared = match &self.inner.keyring {
+        let prepared = match &self.keyring_snapshot() {
             None => self.prepare_body(bucket, &key, &location, body).await?,
             Some(keyring) => {
                 let encrypting = EncryptingReader::new(body, keyring, &object_context(bucket, &key));
@@ -343,7 +363,7 @@ impl Buckets {
         let key = parse_key(key)?;
         self.require_bucket(bucket).await?;
         let location = self.inner.backend.object_location(bucket, &key)?;
-        let stored = match &self.inner.keyring {
+        let stored = match &self.keyring_snapshot() {
             None => body,
             Some(keyring) => mayfly_crypto::encrypt_bytes(keyring, &object_context(bucket, &key), &body).into(),
         };
@@ -364,7 +384,7 @@ impl Buckets {
         self.require_bucket(to_bucket).await?;
         let from_location = self.inner.backend.object_location(from_bucket, &from_key)?;
         let to_location = self.inner.backend.object_location(to_bucket, &to_key)?;
-        if let Some(keyring) = &self.inner.keyring {
+        if let Some(keyring) = &self.keyring_snapshot() {
             // An envelope is bound to its name: decrypt and re-encrypt, streaming.
             let (_, source) = self.open_decrypting(keyring, from_bucket, &from_key, &from_location).await?;
             let encrypting = EncryptingReader::new(source, keyring, &object_context(to_bucket, &to_key));
@@ -411,7 +431,7 @@ impl Buckets {
         let store_failed = |source| BucketError::from_store_reading("read", bucket, key.as_str(), source);
         let mut sink = sink;
         let write_failed = |source| BucketError::WriteSink { bucket: bucket.clone(), key: key.to_string(), source };
-        if let Some(keyring) = &self.inner.keyring {
+        if let Some(keyring) = &self.keyring_snapshot() {
             let (meta, mut plaintext) = self.open_decrypting(keyring, bucket, &key, &location).await?;
             let info = self.object_info(bucket, key.to_string(), &meta);
             let mut buffer = vec![0u8; 64 * 1024];
@@ -447,7 +467,7 @@ impl Buckets {
         let result = self.inner.backend.store.get(&location).await.map_err(store_failed)?;
         let info = self.object_info(bucket, key.to_string(), &result.meta);
         let bytes = result.bytes().await.map_err(store_failed)?;
-        match &self.inner.keyring {
+        match &self.keyring_snapshot() {
             None => Ok((info, bytes)),
             Some(keyring) => match mayfly_crypto::decrypt_bytes(keyring, &object_context(bucket, &key), &bytes) {
                 Ok(plaintext) => Ok((info, plaintext.into())),
@@ -502,7 +522,7 @@ impl Buckets {
         key: &str,
         encrypt_plaintext: bool,
     ) -> Result<RewrapOutcome, BucketError> {
-        let keyring = self.inner.keyring.clone().ok_or(BucketError::NoKeyring { action: "rewrap" })?;
+        let keyring = self.keyring_snapshot().ok_or(BucketError::NoKeyring { action: "rewrap" })?;
         let key = parse_key(key)?;
         self.require_bucket(bucket).await?;
         let location = self.inner.backend.object_location(bucket, &key)?;
@@ -553,6 +573,34 @@ impl Buckets {
         self.inner.backend.sync_written_object(bucket, &key).await?;
         tracing::debug!(%bucket, %key, ?outcome, key_id = keyring.current().id(), "object rewrapped");
         Ok(outcome)
+    }
+
+    /// The id of the key that wraps an object's data key, read from its
+    /// envelope header; `None` for an object stored unencrypted (from before
+    /// encryption was on). `mayfly keys retire` counts objects by it.
+    pub async fn object_key_id(&self, bucket: &Name, key: &str) -> Result<Option<String>, BucketError> {
+        let key = parse_key(key)?;
+        self.require_bucket(bucket).await?;
+        let location = self.inner.backend.object_location(bucket, &key)?;
+        let result = self
+            .inner
+            .backend
+            .store
+            .get(&location)
+            .await
+            .map_err(|source| BucketError::from_store_reading("read", bucket, key.as_str(), source))?;
+        let mut stored = StreamReader::new(result.into_stream().map_err(std::io::Error::other));
+        let mut header = Vec::with_capacity(HEADER_LEN);
+        (&mut stored)
+            .take(HEADER_LEN as u64)
+            .read_to_end(&mut header)
+            .await
+            .map_err(|error| BucketError::from_body_read(bucket, key.as_str(), error))?;
+        match mayfly_crypto::envelope_key_id(&header, &object_context(bucket, &key)) {
+            Ok(id) => Ok(Some(id)),
+            Err(CryptoError::NotEncrypted { .. }) => Ok(None),
+            Err(source) => Err(BucketError::Decrypt { bucket: bucket.clone(), key: key.to_string(), source }),
+        }
     }
 
     /// Delete an object. `NoSuchKey` if it does not exist.

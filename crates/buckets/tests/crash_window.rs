@@ -106,6 +106,9 @@ impl StateStore for StoreWithFailingAppends {
     fn redrive_dead_letters(&self, dead_letter: &Name, to: Option<&Name>) -> Result<u64> {
         self.inner.redrive_dead_letters(dead_letter, to)
     }
+    fn dead_letters_from(&self, dead_letter: &Name, source: &Name) -> Result<u64> {
+        self.inner.dead_letters_from(dead_letter, source)
+    }
     fn record_invocation(&self, record: &InvocationRecord, logs: &[u8]) -> Result<u64> {
         self.inner.record_invocation(record, logs)
     }

@@ -45,7 +45,10 @@ pub struct NotFound(pub String);
 fn code_for_state_error(error: &StateError) -> u8 {
     match error {
         StateError::NotFound { .. } => NOT_FOUND,
-        StateError::AlreadyExists { .. } | StateError::Conflict(_) | StateError::LeaseLost { .. } => REFUSED,
+        StateError::AlreadyExists { .. }
+        | StateError::Conflict(_)
+        | StateError::LeaseLost { .. }
+        | StateError::KeyringLacksKeys { .. } => REFUSED,
         StateError::Rule(_) => LIMIT_EXCEEDED,
         StateError::DiskFull => DISK_FULL,
         StateError::Damaged { .. } => DATA_DAMAGED,

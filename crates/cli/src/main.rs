@@ -179,7 +179,7 @@ enum Command {
     #[command(hide = true)]
     Worker(jobs::WorkerArgs),
 
-    /// The keyring that encrypts objects at rest: list, rotate, rewrap.
+    /// The keyring that encrypts data at rest: list, rotate, rewrap, retire, init.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
     /// Worker images for Docker jobs: build one from files on this machine.
@@ -232,6 +232,8 @@ fn main() -> ExitCode {
     let result = runtime.block_on(run(cli.command, cli.project, output));
     let code = match result {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader of stdout went away (`mayfly runs | head -1`): nothing to report.
+        Err(error) if error.chain().any(|cause| cause.is::<output::StdoutClosed>()) => ExitCode::SUCCESS,
         Err(error) => {
             let code = exit_code::for_error(&error);
             exit_code::print_error(&error);

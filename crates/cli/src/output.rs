@@ -1,7 +1,49 @@
 //! How commands print: human text by default, one JSON document with `--json`.
 //! Errors never come through here; they go to stderr from `main`.
+//!
+//! Everything bound for stdout goes through [`print_stdout`] (or maps its
+//! write errors with [`stdout_error`]), never `println!`, which panics when
+//! the reader has gone (`mayfly runs | head -1`): a closed stdout becomes
+//! [`StdoutClosed`], which `main` turns into a quiet exit 0.
+
+use std::io::Write;
 
 use serde::Serialize;
+
+/// The reader of stdout closed it before everything was written (a pipe to
+/// `head`): the command stops quietly, as it would have printed nothing more
+/// anyone reads.
+#[derive(Debug, thiserror::Error)]
+#[error("stdout was closed before all output was written")]
+pub struct StdoutClosed;
+
+/// Write `text` to stdout and flush it.
+pub fn print_stdout(text: &str) -> anyhow::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()).map_err(stdout_error)
+}
+
+/// An error writing to stdout: `StdoutClosed` for a reader that went away.
+pub fn stdout_error(error: std::io::Error) -> anyhow::Error {
+    if error.kind() == std::io::ErrorKind::BrokenPipe {
+        StdoutClosed.into()
+    } else {
+        anyhow::Error::new(error).context("cannot write to stdout")
+    }
+}
+
+/// Whether an error's causes include a closed pipe (for writers that wrap
+/// the io error, like an object streamed to stdout).
+pub fn is_broken_pipe(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(current) = cause {
+        if current.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe) {
+            return true;
+        }
+        cause = current.source();
+    }
+    false
+}
 
 #[derive(Debug, Clone, Copy)]
 pub struct Output {
@@ -25,11 +67,11 @@ impl Output {
             return Ok(());
         }
         if self.json {
-            println!("{}", serde_json::to_string_pretty(value)?);
+            print_stdout(&format!("{}\n", serde_json::to_string_pretty(value)?))?;
         } else {
             let text = text();
             if !text.is_empty() {
-                println!("{}", text.trim_end_matches('\n'));
+                print_stdout(&format!("{}\n", text.trim_end_matches('\n')))?;
             }
         }
         Ok(())

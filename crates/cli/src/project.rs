@@ -13,8 +13,10 @@ use anyhow::{Context, Result, bail};
 use mayfly_buckets::Buckets;
 use mayfly_buckets::crypto::{KEYRING_ENV_VAR, Keyring, KeyringError};
 use mayfly_core::{Clock, SystemClock};
-use mayfly_state::StateStore;
+use mayfly_state::{StateError, StateStore};
 use mayfly_state_sqlite::SqliteStore;
+
+use crate::exit_code::Refused;
 
 pub const SPEC_FILE_NAME: &str = "mayfly.toml";
 pub const DATA_DIR_NAME: &str = ".mayfly";
@@ -30,6 +32,74 @@ pub struct OpenProject {
     pub state: Arc<SqliteStore>,
     pub buckets: Buckets,
     pub keyring: LoadedKeyring,
+}
+
+/// How often a long-running process looks whether the keyring file changed.
+pub const KEYRING_FILE_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
+
+impl OpenProject {
+    /// For a long-running process (`mayfly up`, `serve`, a coordinator):
+    /// take up the keyring file again whenever it changes (`mayfly keys
+    /// rotate`, `retire`), so new data is sealed with the current key; a
+    /// state store payload sealed by a key added meanwhile opens at once (the
+    /// store reads the file again when it meets a key it lacks). The new keyring is
+    /// checked against the state store's recorded keys first; one that fails
+    /// the check, or cannot be read, is logged and the old one kept. A keyring
+    /// from `MAYFLY_KEYRING` cannot change, so nothing is watched then.
+    pub fn follow_keyring_file(&self, project: &Project) -> Option<tokio::task::JoinHandle<()>> {
+        if self.keyring.source != KeyringSource::File {
+            return None;
+        }
+        let path = project.keyring_path();
+        // A payload sealed by a key added a moment ago opens at once, before the next look.
+        let reload_path = path.clone();
+        self.state.set_keyring_reloader(Box::new(move || Keyring::load(&reload_path).ok().map(Arc::new)));
+        let state = self.state.clone();
+        let buckets = self.buckets.clone();
+        let signature = |path: &Path| {
+            std::fs::metadata(path).ok().map(|metadata| (metadata.modified().ok(), metadata.len(), inode(&metadata)))
+        };
+        let mut seen = signature(&path);
+        let mut in_use = self.keyring.keyring.current().id().to_owned();
+        Some(tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(KEYRING_FILE_CHECK_INTERVAL);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                let now = signature(&path);
+                if now == seen || now.is_none() {
+                    continue;
+                }
+                seen = now;
+                let keyring = match Keyring::load(&path) {
+                    Ok(keyring) => Arc::new(keyring),
+                    Err(error) => {
+                        tracing::warn!(path = %path.display(), %error, "the keyring file changed but cannot be read; keeping the keyring in use");
+                        continue;
+                    }
+                };
+                let checking = state.clone();
+                let candidate = keyring.clone();
+                match tokio::task::spawn_blocking(move || checking.replace_keyring(candidate)).await {
+                    Ok(Ok(())) => {
+                        buckets.replace_keyring(keyring.clone());
+                        let current = keyring.current().id().to_owned();
+                        tracing::info!(path = %path.display(), previous = %in_use, current = %current, "took up the changed keyring");
+                        in_use = current;
+                    }
+                    Ok(Err(error)) => {
+                        tracing::warn!(path = %path.display(), %error, "the changed keyring was refused; keeping the keyring in use");
+                    }
+                    Err(error) => tracing::warn!(%error, "checking the changed keyring panicked"),
+                }
+            }
+        }))
+    }
+}
+
+fn inode(metadata: &std::fs::Metadata) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    metadata.ino()
 }
 
 /// Where the keyring came from: the project's file, or `MAYFLY_KEYRING`.
@@ -93,9 +163,13 @@ impl Project {
         self.data_dir().join("keyring.json")
     }
 
-    /// The keyring: `MAYFLY_KEYRING` if set, else the project's keyring file,
-    /// created (owner-only, in an owner-only data directory) if missing and
-    /// `create`.
+    /// The keyring: `MAYFLY_KEYRING` if set, else the project's keyring file.
+    /// A missing file is created (owner-only, in an owner-only data
+    /// directory) only if `create` and the project has no data yet (no state
+    /// store): for a project with data a new keyring would leave the old data
+    /// unreadable and seal new data the restored keyring cannot read, so that
+    /// is refused and replacing a lost keyring is the explicit `mayfly keys
+    /// init --replace-lost-keyring`.
     pub fn load_keyring(&self, create: bool) -> Result<LoadedKeyring> {
         if let Some(keyring) = Keyring::from_env()? {
             return Ok(LoadedKeyring { keyring: Arc::new(keyring), source: KeyringSource::Environment });
@@ -103,15 +177,21 @@ impl Project {
         let path = self.keyring_path();
         let keyring = match Keyring::load(&path) {
             Ok(keyring) => keyring,
-            Err(KeyringError::Missing { .. }) if create => {
-                self.create_private_data_dir()?;
-                let keyring = Keyring::generate(SystemClock.now());
-                keyring.save(&path).with_context(|| format!("cannot create the keyring {}", path.display()))?;
-                tracing::info!(path = %path.display(), key_id = keyring.current().id(), "created the project's keyring");
-                keyring
+            Err(KeyringError::Missing { .. }) if self.is_deployed() => {
+                return Err(Refused(format!(
+                    "project {} has data (its state store {}) but no keyring at {} and {KEYRING_ENV_VAR} is not set, so its encrypted data cannot be read or written; \
+restore the keyring file from your backup to {} (owner-only: chmod 600), or set {KEYRING_ENV_VAR} to its contents. \
+If it is lost for good, `mayfly keys init --replace-lost-keyring` creates a new one; the data sealed by the lost keys stays unreadable",
+                    self.root.display(),
+                    self.state_path().display(),
+                    path.display(),
+                    path.display(),
+                ))
+                .into());
             }
+            Err(KeyringError::Missing { .. }) if create => self.create_keyring()?,
             Err(KeyringError::Missing { .. }) => bail!(
-                "project {} has no keyring at {} and {KEYRING_ENV_VAR} is not set, so its encrypted objects cannot be read or written; \
+                "project {} has no keyring at {} and {KEYRING_ENV_VAR} is not set; \
 restore the keyring file from your backup (or set {KEYRING_ENV_VAR}), or, for a project that never had one, run `mayfly deploy` to create it",
                 self.root.display(),
                 path.display()
@@ -119,6 +199,24 @@ restore the keyring file from your backup (or set {KEYRING_ENV_VAR}), or, for a 
             Err(error) => return Err(error).context("cannot load the project's keyring"),
         };
         Ok(LoadedKeyring { keyring: Arc::new(keyring), source: KeyringSource::File })
+    }
+
+    /// Generate and save a new keyring file (the caller checked there is none).
+    pub fn create_keyring(&self) -> Result<Keyring> {
+        let path = self.keyring_path();
+        self.create_private_data_dir()?;
+        let keyring = Keyring::generate(SystemClock.now());
+        keyring.save(&path).with_context(|| format!("cannot create the keyring {}", path.display()))?;
+        tracing::info!(path = %path.display(), key_id = keyring.current().id(), "created the project's keyring");
+        Ok(keyring)
+    }
+
+    /// Where a loaded keyring came from, for messages.
+    pub fn keyring_origin(&self, source: KeyringSource) -> String {
+        match source {
+            KeyringSource::File => self.keyring_path().display().to_string(),
+            KeyringSource::Environment => KEYRING_ENV_VAR.to_owned(),
+        }
     }
 
     /// Create the data directory readable by the owner only (it holds the
@@ -149,11 +247,28 @@ restore the keyring file from your backup (or set {KEYRING_ENV_VAR}), or, for a 
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let state = Arc::new(
             SqliteStore::open_encrypted(&self.state_path(), clock.clone(), keyring.keyring.clone())
-                .with_context(|| format!("cannot open the state store {}", self.state_path().display()))?,
+                .map_err(|error| self.explain_state_open_error(error, keyring.source))?,
         );
         let state_for_buckets: Arc<dyn StateStore> = state.clone();
         let buckets = Buckets::open_encrypted(&self.buckets_dir(), state_for_buckets, clock, keyring.keyring.clone())
             .with_context(|| format!("cannot open the buckets under {}", self.buckets_dir().display()))?;
         Ok(OpenProject { state, buckets, keyring })
+    }
+
+    /// The error of opening the state store, with what to do about a keyring
+    /// that lacks the keys the data needs.
+    fn explain_state_open_error(&self, error: StateError, source: KeyringSource) -> anyhow::Error {
+        let origin = self.keyring_origin(source);
+        let message = match &error {
+            StateError::KeyringLacksKeys { missing, .. } => format!(
+                "refusing to use the keyring from {origin}: it lacks key(s) {} that sealed this project's data (old data would not read, and new data would not read with the right keyring); \
+restore the keyring file {} from your backup (or set {KEYRING_ENV_VAR} to it). A key is dropped with `mayfly keys retire KEY`, which checks nothing uses it; \
+if the keys are lost for good, move the keyring aside and run `mayfly keys init --replace-lost-keyring`",
+                missing.join(", "),
+                self.keyring_path().display()
+            ),
+            _ => format!("cannot open the state store {}", self.state_path().display()),
+        };
+        anyhow::Error::new(error).context(message)
     }
 }

@@ -613,3 +613,41 @@ fn logs_stream_live_as_server_sent_events_while_the_run_is_going() {
     assert_eq!(seen.matches("item-log live").count(), 4, "each item's line once, live then sealed:\n{seen}");
     server.stop();
 }
+
+/// ARCHITECTURE.md "The token before the input": an oversized JSON body gets
+/// the caller's 401/403 first; only a caller allowed to send gets the 413,
+/// and the access log names the token in every case it could tell.
+#[test]
+fn an_oversized_json_body_meets_the_token_check_before_the_size_limit() {
+    let project = api_project();
+    let server = Server::start(&project);
+    let writer = create_token(&project, "writer", &["--scope", "messages:write"]);
+    let reader = create_token(&project, "reader", &["--scope", "queues:read"]);
+    let token_id = |token: &str| token.split('_').nth(1).unwrap().to_owned();
+    let mut wrong_secret = writer.clone();
+    let last = wrong_secret.pop().unwrap();
+    wrong_secret.push(if last == '0' { '1' } else { '0' });
+    let oversized = json!({"messages": [{"body": "x".repeat((1 << 20) + 1)}]});
+    let path = "/v1/queues/work/messages";
+    for (token, expected) in [
+        (None, StatusCode::UNAUTHORIZED),
+        (Some("mf_0123456789abcdef_not-a-token"), StatusCode::UNAUTHORIZED),
+        (Some(wrong_secret.as_str()), StatusCode::UNAUTHORIZED),
+        (Some(reader.as_str()), StatusCode::FORBIDDEN),
+        (Some(writer.as_str()), StatusCode::PAYLOAD_TOO_LARGE),
+    ] {
+        let response = server.request("POST", path, token).json(&oversized).send().unwrap();
+        assert_error_body(response, expected, &format!("an oversized body with {token:?}"));
+    }
+    let log = project.json(&["access-log", "--limit", "1000"]);
+    let records: Vec<&Value> =
+        log.as_array().unwrap().iter().filter(|record| record["path"].as_str() == Some(path)).collect();
+    let statuses: Vec<(Option<&str>, u64)> =
+        records.iter().map(|record| (record["token_id"].as_str(), record["status"].as_u64().unwrap())).collect();
+    let (writer_id, reader_id) = (token_id(&writer), token_id(&reader));
+    assert!(statuses.contains(&(Some(writer_id.as_str()), 401)), "the wrong secret is logged under its id: {log}");
+    assert!(statuses.contains(&(Some(reader_id.as_str()), 403)), "{log}");
+    assert!(statuses.contains(&(Some(writer_id.as_str()), 413)), "the 413 names its token: {log}");
+    assert_eq!(project.json(&["queues", "work"])[0]["visible"], 0, "nothing was sent");
+    server.stop();
+}

@@ -278,6 +278,9 @@ fn poison_messages_go_to_the_dead_letter_queue_and_redrive_back() {
     assert_eq!(dead[0]["dead_letter_source"], "work");
     assert!(dead[0]["dead_letter_reason"].as_str().unwrap().contains("received 2 times"), "{dead}");
     assert_eq!(queue_row(&project.json(&["queues"]), "work")["dead_letter_depth"], 1);
+    // A message sent to the dead-letter queue directly is not `work`'s dead letter.
+    project.ok(&["send", "work-dlq", "sent directly"]);
+    assert_eq!(queue_row(&project.json(&["queues"]), "work")["dead_letter_depth"], 1, "work's own dead letters only");
 
     let redriven = project.json(&["dlq", "redrive", "work"]);
     assert_eq!(redriven["moved"], 1);
@@ -353,4 +356,71 @@ fn an_image_include_under_tmp_is_refused_before_anything_is_built() {
     let hidden = tempfile::tempdir_in("/tmp").unwrap();
     let stderr = project.fails(&["image", "build", "--include", &hidden.path().display().to_string()], 1);
     assert!(stderr.contains("under /tmp") && stderr.contains("private, empty scratch folder"), "{stderr}");
+}
+
+/// Run `mayfly ARGS` with its stdout a pipe whose reader is already gone, as
+/// `mayfly runs | head -1` leaves it once `head` has its line.
+fn run_with_stdout_closed(project: &Project, args: &[&str]) -> std::process::Output {
+    let mut child = project
+        .command(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn no_command_panics_when_its_stdout_is_closed_early() {
+    let project = deployed_project();
+    project.ok(&["put", "inbox/a.txt", "mayfly.toml"]);
+    project.ok(&["send", "work", "hello"]);
+    for args in [
+        &["ls"][..],
+        &["ls", "inbox/"],
+        &["ls", "inbox/", "--json"],
+        &["get", "inbox/a.txt"],
+        &["queues"],
+        &["queues", "--json"],
+        &["peek", "work"],
+        &["events"],
+        &["runs"],
+        &["runs", "--json"],
+        &["invocations"],
+        &["deployments"],
+        &["keys", "list"],
+        &["functions"],
+        &["logs"],
+    ] {
+        let output = run_with_stdout_closed(&project, args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?} panicked on a closed stdout: {stderr}");
+        assert_eq!(output.status.code(), Some(0), "{args:?} exits quietly: {stderr}");
+        assert!(stderr.is_empty(), "{args:?} printed to stderr: {stderr}");
+    }
+}
+
+#[test]
+fn zero_and_out_of_range_flags_are_refused_and_change_nothing() {
+    let project = deployed_project();
+    // The queue keeps messages 4 days by default: a longer delay would drop the message unseen.
+    let stderr = project.fails(&["send", "work", "hello", "--delay", "100d"], 1);
+    assert!(stderr.contains("--delay 100d") && stderr.contains("retention") && stderr.contains("4d"), "{stderr}");
+    assert_eq!(queue_row(&project.json(&["queues"]), "work")["delayed"], 0, "nothing was sent");
+    project.ok(&["send", "work", "hello", "--delay", "1h"]);
+
+    let stderr = project.fails(&["tokens", "create", "--name", "instant", "--scope", "admin", "--expires", "0s"], 2);
+    assert!(stderr.contains("--expires") && stderr.contains("expiring at once"), "{stderr}");
+    assert_eq!(project.json(&["tokens", "list"]).as_array().unwrap().len(), 0, "no token was made");
+}
+
+#[test]
+fn a_binary_architecture_file_is_an_invalid_architecture() {
+    let project = new_project();
+    std::fs::write(project.path("mayfly.toml"), b"version = 1\nname = \"x\"\n\xff\xfe\x00\x01binary").unwrap();
+    let stderr = project.fails(&["deploy"], 3);
+    assert!(stderr.contains("not UTF-8") && stderr.contains("mayfly.toml:3:1"), "{stderr}");
+    project.fails(&["validate"], 3);
 }

@@ -24,6 +24,11 @@ pub struct CoordinatorLaunch {
     /// `.mayfly/`: runs keep their working files under `runs/<run>/`.
     pub data_dir: PathBuf,
     pub log_filter: String,
+    /// Variables only the coordinator (or broker) gets, beyond the inherited
+    /// ones: the keyring when it is given in `MAYFLY_KEYRING`, since the
+    /// coordinator opens the project. Workers never get them: they open
+    /// nothing and run customers' functions.
+    pub secret_env: BTreeMap<String, String>,
 }
 
 /// A run's working directory under the project's data directory: `runs/<run>/`.
@@ -103,6 +108,7 @@ pub async fn launch_coordinator(
             env: {
                 let mut env = inherited_env();
                 env.insert("MAYFLY_LOG".to_owned(), launch.log_filter.clone());
+                env.extend(launch.secret_env.clone());
                 env
             },
             working_dir: launch.project_root.clone(),

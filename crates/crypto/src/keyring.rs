@@ -66,6 +66,17 @@ impl Kek {
     pub fn created_at(&self) -> Timestamp {
         self.created_at
     }
+
+    /// The key's identity without its material: the hex SHA-256 of the key
+    /// (domain-separated from the key id's hash). The state store records it
+    /// for every key that sealed data, so a keyring whose key of the same id
+    /// holds other material is told apart.
+    pub fn fingerprint(&self) -> String {
+        let mut hasher = Sha256::new();
+        hasher.update(b"mayfly key fingerprint\0");
+        hasher.update(self.key.as_ref());
+        hex::encode(hasher.finalize())
+    }
 }
 
 impl std::fmt::Debug for Kek {
@@ -122,6 +133,20 @@ impl Keyring {
 
     pub fn get(&self, id: &str) -> Option<&Kek> {
         self.keys.iter().find(|kek| kek.id == id)
+    }
+
+    /// Remove a key that nothing uses any more (`mayfly keys retire` checks
+    /// that first). The current key cannot be removed: rotate first.
+    pub fn remove(&mut self, id: &str) -> Result<Kek, KeyRemovalError> {
+        let position = self.keys.iter().position(|kek| kek.id == id).ok_or(KeyRemovalError::Unknown)?;
+        if position == self.current {
+            return Err(KeyRemovalError::Current);
+        }
+        let removed = self.keys.remove(position);
+        if position < self.current {
+            self.current -= 1;
+        }
+        Ok(removed)
     }
 
     /// Every key, oldest first.
@@ -241,6 +266,15 @@ impl Keyring {
         }
         Ok(())
     }
+}
+
+/// Why [`Keyring::remove`] refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum KeyRemovalError {
+    #[error("the keyring holds no such key")]
+    Unknown,
+    #[error("it is the current key, which wraps every new data key; rotate to a new key first")]
+    Current,
 }
 
 fn random_key() -> Zeroizing<[u8; 32]> {

@@ -24,5 +24,5 @@ pub use crate::envelope::{
     CHUNK_SIZE, HEADER_LEN, decrypt_bytes, encrypt_bytes, envelope_key_id, envelope_len, plaintext_len, rewrap_header,
 };
 pub use crate::error::{CryptoError, KeyringError};
-pub use crate::keyring::{KEYRING_ENV_VAR, Kek, Keyring, MAX_KEY_ID_LENGTH};
+pub use crate::keyring::{KEYRING_ENV_VAR, Kek, KeyRemovalError, Keyring, MAX_KEY_ID_LENGTH};
 pub use crate::stream::{DecryptingReader, EncryptingReader, decrypt_stream, encrypt_stream};

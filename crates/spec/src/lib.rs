@@ -45,11 +45,31 @@ pub enum LoadError {
 
 /// Read and validate the architecture file at `path`.
 pub fn load(path: &Path) -> Result<Loaded, LoadError> {
-    let source = std::fs::read_to_string(path).map_err(|source| LoadError::Io { path: path.to_owned(), source })?;
+    let bytes = std::fs::read(path).map_err(|source| LoadError::Io { path: path.to_owned(), source })?;
     let file_name = path.display().to_string();
+    let source = String::from_utf8(bytes).map_err(|error| LoadError::Invalid(not_text(&file_name, &error)))?;
     let architecture = parse(&file_name, &source).map_err(LoadError::Invalid)?;
     let content_hash = content_hash(&source);
     Ok(Loaded { architecture, source, content_hash })
+}
+
+/// The diagnostic for a file that is not UTF-8 text (a binary file, another
+/// encoding): an invalid architecture file (exit code 3), pointing at the
+/// first byte that is not UTF-8, not an I/O failure.
+fn not_text(file_name: &str, error: &std::string::FromUtf8Error) -> Diagnostics {
+    let valid = error.utf8_error().valid_up_to();
+    // The bytes before `valid_up_to` are valid UTF-8 by definition.
+    let before = std::str::from_utf8(&error.as_bytes()[..valid]).unwrap_or_default();
+    let mut reader = reader::Reader::new(file_name, before);
+    reader.error(
+        valid..valid,
+        format!("the architecture file is not UTF-8 text: byte {valid} is not valid UTF-8"),
+        Some(
+            "mayfly.toml is a TOML text file in UTF-8; is this the right file, or was it saved in another encoding?"
+                .to_owned(),
+        ),
+    );
+    Diagnostics { diagnostics: reader.diagnostics }
 }
 
 /// Parse and validate `source`; diagnostics name `file_name`.

@@ -411,7 +411,26 @@ fn lower_queue(reader: &mut Reader<'_>, entry: &NamedTable<'_, '_>, checks: &mut
     }
     let delay = reader.duration(table, "delay");
     let max_message_size = reader.size(table, "max_message_size");
-    let retention = reader.duration(table, "retention");
+    let retention = reader.positive_duration(table, "retention");
+    let kept_for = retention.unwrap_or(mayfly_core::queue::QueueConfig::DEFAULT_RETENTION);
+    if let Some(delay) = delay
+        && delay >= kept_for
+    {
+        // A message would expire before it ever became visible.
+        let span = table.get("delay").map_or(table.span.clone(), |(_, value)| value.span());
+        reader.error(
+            span,
+            format!(
+                "`delay` of {} is {}, not shorter than the queue's retention of {}",
+                table.what,
+                mayfly_core::format_duration(delay),
+                mayfly_core::format_duration(kept_for)
+            ),
+            Some(
+                "a message would be dropped before it became visible; shorten `delay` or raise `retention`".to_owned(),
+            ),
+        );
+    }
     let max_receives = reader.integer(table, "max_receives", 1, u32::MAX);
     let dead_letter = reader.reference(table, "dead_letter", ResourceKind::Queue, "dead-letter queue");
     let tags = reader.string_map(table, "tags");
@@ -518,8 +537,8 @@ fn lower_function(
             }
         }
     }
-    let timeout = reader.duration(table, "timeout");
-    let memory = reader.size(table, "memory");
+    let timeout = reader.positive_duration(table, "timeout");
+    let memory = reader.positive_size(table, "memory");
     let concurrency = reader.integer(table, "concurrency", 1, u32::MAX).map(|value| value.value);
     let retries = match reader.table(table, "retries", format!("`retries` of {}", table.what)) {
         Some(retries_table) => {
@@ -977,10 +996,10 @@ fn lower_job(
         }
         None => WorkersSpec::default(),
     };
-    let item_timeout = reader.duration(table, "item_timeout");
+    let item_timeout = reader.positive_duration(table, "item_timeout");
     let max_attempts =
         reader.integer(table, "max_attempts", 1, 100).map_or(JobSpec::DEFAULT_MAX_ATTEMPTS, |value| value.value);
-    let deadline = reader.duration(table, "deadline").unwrap_or(JobSpec::DEFAULT_DEADLINE);
+    let deadline = reader.positive_duration(table, "deadline").unwrap_or(JobSpec::DEFAULT_DEADLINE);
     let budget = reader.non_negative_number(table, "budget");
     if let (Some(budget), Some(max_run_cost)) = (&budget, policy.max_run_cost)
         && budget.value > max_run_cost
@@ -1093,7 +1112,7 @@ fn lower_provisioner(reader: &mut Reader<'_>, provisioner: &Table<'_, '_>, polic
     let subnet_text = reader.string(provisioner, "subnet");
     let subnet = subnet_text.as_ref().and_then(|text| reader.cidr(text, &format!("`subnet` of {}", provisioner.what)));
     let image = reader.non_empty_string(provisioner, "image").map(|image| image.value);
-    let memory = reader.size(provisioner, "memory");
+    let memory = reader.positive_size(provisioner, "memory");
     let cpus = reader.non_negative_number(provisioner, "cpus");
     if let Some(cpus) = &cpus
         && cpus.value == 0.0

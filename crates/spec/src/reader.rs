@@ -300,6 +300,40 @@ impl<'s> Reader<'s> {
         }
     }
 
+    /// A duration that must be longer than zero (a timeout, a deadline):
+    /// `0s` is reported at its place, and gives `None`.
+    pub fn positive_duration(&mut self, table: &Table<'_, '_>, key: &str) -> Option<Duration> {
+        let duration = self.duration(table, key)?;
+        if duration.is_zero() {
+            let span = table.get(key).map_or(table.span.clone(), |(_, value)| value.span());
+            self.error(
+                span,
+                format!("`{key}` of {} is zero", table.what),
+                Some(format!("give a duration longer than zero, e.g. \"30s\", or remove `{key}` for the default")),
+            );
+            return None;
+        }
+        Some(duration)
+    }
+
+    /// A size that must be more than zero bytes (a memory limit): `0B` is
+    /// reported at its place, and gives `None`.
+    pub fn positive_size(&mut self, table: &Table<'_, '_>, key: &str) -> Option<ByteSize> {
+        let size = self.size(table, key)?;
+        if size.bytes() == 0 {
+            let span = table.get(key).map_or(table.span.clone(), |(_, value)| value.span());
+            self.error(
+                span,
+                format!("`{key}` of {} is zero bytes", table.what),
+                Some(format!(
+                    "nothing runs in zero bytes; give a size such as \"512MiB\", or remove `{key}` for the default"
+                )),
+            );
+            return None;
+        }
+        Some(size)
+    }
+
     /// A size string such as `"512MiB"`.
     pub fn size(&mut self, table: &Table<'_, '_>, key: &str) -> Option<ByteSize> {
         let (_, value) = table.get(key)?;

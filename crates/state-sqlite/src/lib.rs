@@ -24,6 +24,7 @@
 mod access;
 mod audits;
 mod errors;
+mod key_identity;
 mod ledger;
 mod retention;
 mod runs;
@@ -52,6 +53,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, Transactio
 
 use crate::errors::SqliteResultExt;
 pub use crate::schema::current_schema_version;
+pub use crate::sealing::KeyringReloader;
 use crate::sealing::{ENVELOPE_V1, ENVELOPE_V2, ItemIds, Record, Sealer};
 pub use mayfly_crypto::Keyring;
 
@@ -90,7 +92,7 @@ impl SqliteStore {
     /// database or cannot be opened, and with a `Backend` error for a store
     /// whose payloads are encrypted (open it with its keyring).
     pub fn open(path: &Path, clock: Arc<dyn Clock>) -> Result<SqliteStore> {
-        SqliteStore::open_with(path, clock, Sealer::default())
+        SqliteStore::open_with(path, clock, Sealer::default(), KeyringAdoption::CheckRecorded)
     }
 
     /// Open the store at `path` (as [`SqliteStore::open`] does) with every
@@ -103,11 +105,125 @@ impl SqliteStore {
     /// A store that was used unencrypted has its existing payloads encrypted
     /// here, once, in one transaction; from then on [`SqliteStore::open`]
     /// refuses it.
+    ///
+    /// The store records the identity (id and fingerprint) of every key that
+    /// may have sealed its data (`key_identity.rs`); a keyring lacking one of
+    /// them is refused with `KeyringLacksKeys` before anything is read or
+    /// written.
     pub fn open_encrypted(path: &Path, clock: Arc<dyn Clock>, keyring: Arc<Keyring>) -> Result<SqliteStore> {
-        SqliteStore::open_with(path, clock, Sealer::new(Some(keyring)))
+        SqliteStore::open_with(path, clock, Sealer::new(Some(keyring)), KeyringAdoption::CheckRecorded)
     }
 
-    fn open_with(path: &Path, clock: Arc<dyn Clock>, sealer: Sealer) -> Result<SqliteStore> {
+    /// Open the store with a new `keyring` that replaces a lost one: the
+    /// recorded keys are forgotten and the new keyring's recorded instead.
+    /// Payloads sealed by the lost keys stay unreadable (`Damaged`). Returns
+    /// the store and the ids of the keys forgotten. Only for an explicit
+    /// request from the person who lost the keyring (`mayfly keys init
+    /// --replace-lost-keyring`).
+    pub fn open_encrypted_replacing_lost_keyring(
+        path: &Path,
+        clock: Arc<dyn Clock>,
+        keyring: Arc<Keyring>,
+    ) -> Result<(SqliteStore, Vec<String>)> {
+        let store = SqliteStore::open_with(path, clock, Sealer::new(Some(keyring.clone())), KeyringAdoption::Skip)?;
+        let forgotten =
+            store.write("replace the recorded keys", |transaction| key_identity::replace_all(transaction, &keyring))?;
+        Ok((store, forgotten))
+    }
+
+    /// How many encrypted payloads have their data key wrapped by key `key_id`
+    /// (`mayfly keys retire` refuses while any does). A payload whose header
+    /// cannot be parsed is reported as `Damaged`.
+    pub fn count_envelopes_sealed_by(&self, key_id: &str) -> Result<u64> {
+        use base64::Engine as _;
+        if !self.sealer.is_on() {
+            return Ok(0);
+        }
+        let sealed_by = |record: Record<'_>, envelope: &[u8]| -> Result<bool> {
+            let id = mayfly_crypto::envelope_key_id(envelope, &record.context())
+                .map_err(|error| StateError::Damaged { what: record.describe(), source: Box::new(error) })?;
+            Ok(id == key_id)
+        };
+        let decode = |record: Record<'_>, text: &[u8]| -> Result<Vec<u8>> {
+            base64::engine::general_purpose::STANDARD
+                .decode(text)
+                .map_err(|error| StateError::Damaged { what: record.describe(), source: Box::new(error) })
+        };
+        // The item lookup key is an envelope of its own.
+        let item_key: Option<String> = self.read("read the item lookup key", |transaction| {
+            transaction
+                .query_row("SELECT value FROM store_settings WHERE key = ?1", [ITEM_KEY_SETTING], |row| row.get(0))
+                .optional()
+                .context("read the item lookup key")
+        })?;
+        let mut count = 0;
+        if let Some(stored) = item_key
+            && sealed_by(Record::ItemKey, &decode(Record::ItemKey, stored.as_bytes())?)?
+        {
+            count += 1;
+        }
+        for kind in SealedColumn::ALL {
+            let mut after = i64::MIN;
+            loop {
+                let (_, last) = self.read("count the records sealed by a key", |transaction| {
+                    kind.transform_page(transaction, &self.sealer, after, REWRAP_PAGE, |record, stored| {
+                        let envelope = if kind.is_text() { decode(record, stored)? } else { stored.to_vec() };
+                        if sealed_by(record, &envelope)? {
+                            count += 1;
+                        }
+                        Ok(None)
+                    })
+                })?;
+                match last {
+                    Some(last) => after = last,
+                    None => break,
+                }
+            }
+        }
+        Ok(count)
+    }
+
+    /// Take up a new keyring (rotated, or with a key retired) in this open
+    /// store: it is checked against the recorded keys and its current key
+    /// recorded, as on opening, then every payload sealed from now on uses
+    /// it. Refused with `KeyringLacksKeys` (the old keyring stays) if it lacks
+    /// a recorded key. No-op for an unencrypted store.
+    pub fn replace_keyring(&self, keyring: Arc<Keyring>) -> Result<()> {
+        if !self.sealer.is_on() {
+            return Ok(());
+        }
+        let path = self.path.display().to_string();
+        self.write("take up a new keyring", |transaction| {
+            key_identity::check_and_record(transaction, &keyring, &path)?;
+            // Swapped inside the transaction: no payload is sealed with the
+            // new current key before it is recorded.
+            self.sealer.replace(keyring.clone());
+            Ok(())
+        })
+    }
+
+    /// Set how to read the keyring again when a payload was sealed by a key
+    /// the keyring in use lacks (rotated by another process a moment ago):
+    /// that payload is opened with the fresh keyring. Sealing keeps using the
+    /// keyring in use until [`SqliteStore::replace_keyring`].
+    pub fn set_keyring_reloader(&self, reloader: KeyringReloader) {
+        self.sealer.set_reloader(reloader);
+    }
+
+    /// The ids of the keys recorded as possibly having sealed this store's data.
+    pub fn recorded_key_ids(&self) -> Result<Vec<String>> {
+        self.read("read the recorded keys", |transaction| {
+            Ok(key_identity::recorded_keys(transaction)?.into_iter().map(|(id, _)| id).collect())
+        })
+    }
+
+    /// Forget a retired key (the caller checked nothing uses it): a keyring
+    /// without it opens the store from now on. Returns whether it was recorded.
+    pub fn forget_retired_key(&self, key_id: &str) -> Result<bool> {
+        self.write("forget a retired key", |transaction| key_identity::forget(transaction, key_id))
+    }
+
+    fn open_with(path: &Path, clock: Arc<dyn Clock>, sealer: Sealer, adoption: KeyringAdoption) -> Result<SqliteStore> {
         let at_path = |what: &str, error: &dyn std::fmt::Display| {
             StateError::Backend(format!("state store at {}: {what}: {error}", path.display()))
         };
@@ -131,7 +247,7 @@ impl SqliteStore {
             other => other,
         })?;
         let mut store = SqliteStore { path: path.to_owned(), clock, connection: Mutex::new(connection), sealer };
-        let ids = store.settle_payload_encryption()?;
+        let ids = store.settle_payload_encryption(adoption)?;
         store.sealer.set_item_ids(ids);
         Ok(store)
     }
@@ -141,9 +257,12 @@ impl SqliteStore {
     /// unencrypted, and seals the error text, reports and item ids of a
     /// store whose payloads alone were encrypted (`envelope-v1`). Returns
     /// how the store keeps item ids.
-    fn settle_payload_encryption(&self) -> Result<ItemIds> {
+    fn settle_payload_encryption(&self, adoption: KeyringAdoption) -> Result<ItemIds> {
         let path = self.path.display().to_string();
         self.write("check the encryption of stored payloads", |transaction| {
+            if let (Some(keyring), KeyringAdoption::CheckRecorded) = (self.sealer.keyring(), adoption) {
+                key_identity::check_and_record(transaction, &keyring, &path)?;
+            }
             let setting: Option<String> = transaction
                 .query_row("SELECT value FROM store_settings WHERE key = 'payloads'", [], |row| row.get(0))
                 .optional()
@@ -333,6 +452,14 @@ impl SqliteStore {
         transaction.commit().with_context(|| format!("finish reading ({what})"))?;
         Ok(value)
     }
+}
+
+/// Whether opening checks the keyring against the recorded keys, or skips
+/// that because the caller replaces the record (a lost keyring).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KeyringAdoption {
+    CheckRecorded,
+    Skip,
 }
 
 /// Rows per transaction when `rewrap_all` walks the payloads.
@@ -1577,6 +1704,20 @@ impl StateStore for SqliteStore {
                     })
                 })
                 .collect()
+        })
+    }
+
+    fn dead_letters_from(&self, dead_letter: &Name, source: &Name) -> Result<u64> {
+        self.read(&format!("count the dead letters of `{source}` in `{dead_letter}`"), |transaction| {
+            let dead_letter_queue = require_queue(transaction, dead_letter)?;
+            let count: i64 = transaction
+                .query_row(
+                    "SELECT COUNT(*) FROM messages WHERE queue_id = ?1 AND dead_letter_source = ?2",
+                    params![dead_letter_queue.queue_id, source.as_str()],
+                    |row| row.get(0),
+                )
+                .context("count dead letters by source")?;
+            Ok(u64::try_from(count).unwrap_or(0))
         })
     }
 

@@ -50,9 +50,9 @@
 //! and worker bookkeeping.
 
 use std::borrow::Cow;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 
-use mayfly_crypto::{Keyring, decrypt_bytes, encrypt_bytes, rewrap_header};
+use mayfly_crypto::{CryptoError, Keyring, decrypt_bytes, encrypt_bytes, rewrap_header};
 use mayfly_state::{Result, StateError};
 
 /// The value of the `payloads` setting of a store whose payloads are
@@ -144,9 +144,19 @@ fn escape(component: &str) -> Cow<'_, str> {
 }
 
 /// Seals and opens payloads, or passes them through for an unencrypted store.
+/// The keyring sits behind a lock shared by every clone, so a long-running
+/// process can take up a rotated keyring (`SqliteStore::replace_keyring`);
+/// each payload is sealed or opened with one snapshot.
+///
+/// A payload sealed by a key this keyring does not hold yet (another process
+/// rotated the keyring a moment ago) is opened with a keyring freshly read by
+/// the reloader, if one is set ([`Sealer::set_reloader`]); only for opening:
+/// the keyring that seals changes through [`Sealer::replace`] alone, after
+/// the store checked and recorded it.
 #[derive(Clone, Default)]
 pub struct Sealer {
-    keyring: Option<Arc<Keyring>>,
+    keyring: Option<Arc<RwLock<Arc<Keyring>>>>,
+    reloader: Arc<OnceLock<KeyringReloader>>,
     /// Set once the store's item key is read (an encrypted store).
     ids: ItemIds,
 }
@@ -158,9 +168,16 @@ pub struct StoredItemId {
     pub sealed: Option<String>,
 }
 
+/// Reads the keyring again (from its file), or `None` if it cannot.
+pub type KeyringReloader = Box<dyn Fn() -> Option<Arc<Keyring>> + Send + Sync>;
+
 impl Sealer {
     pub fn new(keyring: Option<Arc<Keyring>>) -> Sealer {
-        Sealer { keyring, ids: ItemIds::plain() }
+        Sealer {
+            keyring: keyring.map(|keyring| Arc::new(RwLock::new(keyring))),
+            reloader: Arc::default(),
+            ids: ItemIds::plain(),
+        }
     }
 
     /// Use `ids` for item lookup keys from now on.
@@ -203,13 +220,32 @@ impl Sealer {
         }
     }
 
+    /// Set how to read the keyring again for a payload sealed by a key it
+    /// lacks. Only the first call counts.
+    pub fn set_reloader(&self, reloader: KeyringReloader) {
+        let _ = self.reloader.set(reloader);
+    }
+
+    /// The keyring as it is now.
+    pub fn keyring(&self) -> Option<Arc<Keyring>> {
+        // A panic while holding the lock cannot leave a half-written Arc.
+        self.keyring.as_ref().map(|lock| lock.read().unwrap_or_else(PoisonError::into_inner).clone())
+    }
+
+    /// Use `keyring` from now on (no-op for an unencrypted store).
+    pub fn replace(&self, keyring: Arc<Keyring>) {
+        if let Some(lock) = &self.keyring {
+            *lock.write().unwrap_or_else(PoisonError::into_inner) = keyring;
+        }
+    }
+
     pub fn is_on(&self) -> bool {
         self.keyring.is_some()
     }
 
     /// The bytes to store for `plaintext`.
     pub fn seal<'a>(&self, record: Record<'_>, plaintext: &'a [u8]) -> Cow<'a, [u8]> {
-        match &self.keyring {
+        match &self.keyring() {
             Some(keyring) => Cow::Owned(encrypt_bytes(keyring, &record.context(), plaintext)),
             None => Cow::Borrowed(plaintext),
         }
@@ -217,11 +253,16 @@ impl Sealer {
 
     /// The plaintext of stored bytes; `Damaged` naming the record if they do not verify.
     pub fn open(&self, record: Record<'_>, stored: Vec<u8>) -> Result<Vec<u8>> {
-        match &self.keyring {
-            Some(keyring) => decrypt_bytes(keyring, &record.context(), &stored)
-                .map_err(|error| StateError::Damaged { what: record.describe(), source: Box::new(error) }),
-            None => Ok(stored),
-        }
+        let Some(keyring) = self.keyring() else { return Ok(stored) };
+        let context = record.context();
+        let opened = match decrypt_bytes(&keyring, &context, &stored) {
+            Err(CryptoError::UnknownKey { .. }) => match self.reloader.get().and_then(|reload| reload()) {
+                Some(fresh) => decrypt_bytes(&fresh, &context, &stored),
+                None => decrypt_bytes(&keyring, &context, &stored),
+            },
+            other => other,
+        };
+        opened.map_err(|error| StateError::Damaged { what: record.describe(), source: Box::new(error) })
     }
 
     /// The text to store for `text`: the base64 of its envelope, or `text` itself unencrypted.
@@ -285,7 +326,7 @@ impl Sealer {
     /// The envelope with its data key rewrapped under the current key, or
     /// `None` if it already is (or the store is not encrypted).
     pub fn rewrap(&self, record: Record<'_>, stored: &[u8]) -> Result<Option<Vec<u8>>> {
-        let Some(keyring) = &self.keyring else { return Ok(None) };
+        let Some(keyring) = &self.keyring() else { return Ok(None) };
         let damaged = |error| StateError::Damaged { what: record.describe(), source: Box::new(error) };
         let Some(header) = rewrap_header(keyring, &record.context(), stored).map_err(damaged)? else {
             return Ok(None);

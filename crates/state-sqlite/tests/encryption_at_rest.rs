@@ -518,3 +518,55 @@ fn an_envelope_v1_store_has_its_error_text_reports_and_item_ids_sealed_on_open()
     raw.execute_batch("VACUUM; PRAGMA wal_checkpoint(TRUNCATE);").unwrap();
     assert_eq!(files_containing(directory.path(), MARKER.as_bytes()), Vec::<String>::new());
 }
+
+fn lacks_keys(result: Result<SqliteStore, StateError>) -> Vec<String> {
+    match result {
+        Err(StateError::KeyringLacksKeys { missing, .. }) => missing,
+        Err(other) => panic!("expected KeyringLacksKeys, got {other:?}"),
+        Ok(_) => panic!("a keyring lacking a recorded key was accepted"),
+    }
+}
+
+#[test]
+fn a_keyring_lacking_a_key_that_sealed_data_is_refused_and_retiring_forgets_it() {
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join("state.db");
+    let clock = ManualClock::starting_at(Timestamp::from_millis(1_795_588_702_000));
+    let open =
+        |keyring: &Keyring| SqliteStore::open_encrypted(&path, Arc::new(clock.clone()), Arc::new(keyring.clone()));
+    let original = Keyring::generate(clock.now());
+    let first = original.current().id().to_owned();
+    let store = open(&original).unwrap();
+    store.create_queue(&name("q"), &QueueConfig::default(), &[]).unwrap();
+    store.send_messages(&name("q"), &[OutgoingMessage::new("under the first key")]).unwrap();
+    drop(store);
+
+    // A regenerated keyring: refused before anything is read or written.
+    assert_eq!(lacks_keys(open(&Keyring::generate(clock.now()))), [first.as_str()]);
+
+    // Rotated: opening records the new current key before it seals anything.
+    let mut rotated = original.clone();
+    let second = rotated.rotate(clock.now()).id().to_owned();
+    let store = open(&rotated).unwrap();
+    assert_eq!(store.recorded_key_ids().unwrap(), [first.clone(), second.clone()]);
+    store.send_messages(&name("q"), &[OutgoingMessage::new("under the second key")]).unwrap();
+    // The first message and the store's item lookup key (sealed when the store was made).
+    assert_eq!(store.count_envelopes_sealed_by(&first).unwrap(), 2);
+    assert_eq!(store.count_envelopes_sealed_by(&second).unwrap(), 1);
+    // The backup from before the rotation lacks the second key, in a running process too.
+    assert!(matches!(store.replace_keyring(Arc::new(original.clone())), Err(StateError::KeyringLacksKeys { .. })));
+    assert_eq!(store.peek_messages(&name("q"), 10).unwrap().len(), 2, "the refused keyring was not taken up");
+    drop(store);
+    assert_eq!(lacks_keys(open(&original)), [second.as_str()]);
+
+    // Rewrapped and retired: the keyring without the first key opens the store.
+    let store = open(&rotated).unwrap();
+    store.rewrap_all().unwrap();
+    assert_eq!(store.count_envelopes_sealed_by(&first).unwrap(), 0);
+    assert!(store.forget_retired_key(&first).unwrap());
+    drop(store);
+    rotated.remove(&first).unwrap();
+    let store = open(&rotated).unwrap();
+    let bodies: Vec<Vec<u8>> = store.peek_messages(&name("q"), 10).unwrap().into_iter().map(|m| m.body).collect();
+    assert_eq!(bodies, [b"under the first key".to_vec(), b"under the second key".to_vec()]);
+}

@@ -92,6 +92,7 @@ macro_rules! __with_every_conformance_case {
             past_max_receives_without_an_existing_dead_letter_queue_stays_put,
             redrive_moves_dead_letters_back_with_receive_count_reset,
             redrive_to_a_named_queue,
+            dead_letters_are_counted_per_source_queue,
             queue_stats_are_exact_under_a_manual_clock,
             attributes_round_trip,
             bodies_are_arbitrary_bytes,
@@ -803,6 +804,29 @@ pub fn redrive_to_a_named_queue(subject: Subject) {
     assert_eq!(stats(&subject, &queue), QueueStats::default());
     assert_eq!(stats(&subject, &dead_letter), QueueStats::default());
     assert_eq!(bodies_of(&receive(&subject, &elsewhere, 10)), ["one", "sent-directly"]);
+}
+
+pub fn dead_letters_are_counted_per_source_queue(subject: Subject) {
+    let (queue, dead_letter) = queue_with_dead_letters(&subject, 1);
+    let other = name("other");
+    let config = QueueConfig {
+        max_receives: Some(1),
+        dead_letter: Some(dead_letter.clone()),
+        ..queue_config(Duration::from_secs(10))
+    };
+    subject.store.create_queue(&other, &config, &[]).unwrap();
+    send_bodies(&subject, &queue, &["one", "two"]);
+    send_bodies(&subject, &other, &["three"]);
+    send_bodies(&subject, &dead_letter, &["sent-directly"]);
+    receive(&subject, &queue, 10);
+    receive(&subject, &other, 10);
+    subject.clock.advance(Duration::from_secs(10));
+    assert_eq!(receive(&subject, &queue, 10), vec![]);
+    assert_eq!(receive(&subject, &other, 10), vec![]);
+    assert_eq!(subject.store.dead_letters_from(&dead_letter, &queue).unwrap(), 2);
+    assert_eq!(subject.store.dead_letters_from(&dead_letter, &other).unwrap(), 1);
+    assert_eq!(subject.store.dead_letters_from(&dead_letter, &dead_letter).unwrap(), 0);
+    assert_not_found(subject.store.dead_letters_from(&name("missing"), &queue), "queue", "missing");
 }
 
 // --- queues: stats, contents, limits -------------------------------------------------------------

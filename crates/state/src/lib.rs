@@ -60,6 +60,18 @@ pub enum StateError {
         what: String,
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// The keyring a store was opened with lacks keys that sealed its data
+    /// (recorded by id and fingerprint, never the material): nothing was
+    /// read or written with it.
+    #[error(
+        "state store at {path} holds data sealed by key(s) {} which this keyring does not hold (or holds with other material)",
+        missing.join(", ")
+    )]
+    KeyringLacksKeys {
+        path: String,
+        /// The ids of the recorded keys the keyring lacks.
+        missing: Vec<String>,
+    },
 }
 
 impl StateError {
@@ -678,6 +690,11 @@ pub trait StateStore: Send + Sync {
     /// reason starting [`INTEGRITY_REASON_PREFIX`]), oldest first, at most
     /// `limit`. Their payloads are not opened.
     fn damaged_messages(&self, limit: usize) -> Result<Vec<DamagedMessage>>;
+    /// How many messages in dead-letter queue `dead_letter` were moved there
+    /// from queue `source` (not counting those from other queues sharing it,
+    /// or sent to it directly): `source`'s own dead-letter depth. `NotFound`
+    /// if `dead_letter` does not exist.
+    fn dead_letters_from(&self, dead_letter: &Name, source: &Name) -> Result<u64>;
 
     // --- the invocation ledger -----------------------------------------------------
 

@@ -87,7 +87,7 @@ pub async fn invoke_function(
 ) -> Result<Json<InvocationReport>, ApiError> {
     api.authorize_caller(&caller, Scope::FunctionsInvoke, Resource::Unlimited, format!("function/{function}"))?;
     let name = parse_name("function", &function)?;
-    let event: serde_json::Value = body.parse()?;
+    let event: serde_json::Value = body.parse().await?;
     let payload = serde_json::to_vec(&event).map_err(|error| ApiError::internal(error.to_string()))?;
     let result = invoke(api.config(), &name, "api", payload).await?;
     Ok(Json(InvocationReport::from(result)))

@@ -131,7 +131,7 @@ pub async fn send_messages(
 ) -> Result<(StatusCode, Json<SendMessagesResponse>), ApiError> {
     api.authorize_caller(&caller, Scope::MessagesWrite, Resource::Unlimited, format!("queue/{queue}"))?;
     let name = parse_name("queue", &queue)?;
-    let request: SendMessagesRequest = body.parse()?;
+    let request: SendMessagesRequest = body.parse().await?;
     if name.as_str().starts_with("mayfly-") {
         return Err(ApiError::bad_request(format!(
             "queue `{name}` is one of Mayfly's own (names starting with `mayfly-`); send to a queue of the architecture"

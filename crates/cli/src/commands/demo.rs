@@ -61,7 +61,8 @@ fn name(text: &str) -> Name {
 
 fn say(output: Output, text: impl AsRef<str>) {
     if !output.json && !output.silent {
-        println!("==> {}", text.as_ref());
+        // The demo's narration is best effort: a closed stdout must not stop it.
+        let _ = crate::output::print_stdout(&format!("==> {}\n", text.as_ref()));
     }
 }
 
@@ -164,7 +165,7 @@ async fn run_in(dir: &Path, args: &DemoArgs, output: Output) -> Result<DemoSumma
             }
             ensure!(Instant::now() < deadline, "after {:?}, {moved} of {} charts moved", args.timeout, args.objects);
             if last_report.elapsed() > Duration::from_secs(1) && !output.json {
-                println!("    {moved:>5} / {} moved", args.objects);
+                let _ = crate::output::print_stdout(&format!("    {moved:>5} / {} moved\n", args.objects));
                 last_report = Instant::now();
             }
             tokio::time::sleep(Duration::from_millis(100)).await;

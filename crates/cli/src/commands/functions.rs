@@ -132,6 +132,7 @@ pub async fn up(args: UpArgs, project: Option<&Path>, output: Output) -> Result<
     let located = Project::locate(project)?;
     let opened = located.open(false)?;
     let _lock = lock_control_plane(&located)?;
+    let _keyring_follower = opened.follow_keyring_file(&located);
     let (version, architecture) = deployed_architecture(&opened)?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let invoker =
@@ -454,13 +455,19 @@ fn print_invocation_logs(state: &dyn StateStore, invocation: &StoredInvocation) 
     let r = &invocation.record;
     let logs = state.invocation_logs(&r.request_id).unwrap_or_default();
     let mut stdout = std::io::stdout().lock();
-    writeln!(stdout, "--- {} {} {} attempt {} ({}) ---", r.started_at, r.function, r.request_id, r.attempt, r.outcome)?;
-    stdout.write_all(&logs)?;
-    if !logs.is_empty() && !logs.ends_with(b"\n") {
-        writeln!(stdout)?;
-    }
-    stdout.flush()?;
-    Ok(())
+    (|| {
+        writeln!(
+            stdout,
+            "--- {} {} {} attempt {} ({}) ---",
+            r.started_at, r.function, r.request_id, r.attempt, r.outcome
+        )?;
+        stdout.write_all(&logs)?;
+        if !logs.is_empty() && !logs.ends_with(b"\n") {
+            writeln!(stdout)?;
+        }
+        stdout.flush()
+    })()
+    .map_err(crate::output::stdout_error)
 }
 
 pub async fn logs(args: LogsArgs, project: Option<&Path>, _output: Output) -> Result<()> {
@@ -475,7 +482,7 @@ pub async fn logs(args: LogsArgs, project: Option<&Path>, _output: Output) -> Re
     }
     if let Some(request) = &args.request {
         let logs = state.invocation_logs(request).with_context(|| format!("no logs for request {request}"))?;
-        std::io::stdout().write_all(&logs)?;
+        std::io::stdout().write_all(&logs).map_err(crate::output::stdout_error)?;
         return Ok(());
     }
     let recent = last_invocations(state, args.function.as_ref(), None, args.tail)?;
@@ -622,12 +629,12 @@ async fn run_logs(
                 let done = printed.entry(name.clone()).or_insert(0);
                 if plain.len() > *done {
                     for line in String::from_utf8_lossy(&plain[*done..]).lines() {
-                        writeln!(stdout, "[{name}] {line}")?;
+                        writeln!(stdout, "[{name}] {line}").map_err(crate::output::stdout_error)?;
                     }
                     *done = plain.len();
                 }
             }
-            stdout.flush()?;
+            stdout.flush().map_err(crate::output::stdout_error)?;
             if !follow || opened.state.run(run)?.status.is_finished() {
                 break;
             }
@@ -637,7 +644,8 @@ async fn run_logs(
             return Ok(());
         }
         if follow {
-            writeln!(stdout, "--- run {run} ended; its logs are sealed in the logs bucket ---")?;
+            writeln!(stdout, "--- run {run} ended; its logs are sealed in the logs bucket ---")
+                .map_err(crate::output::stdout_error)?;
             return Ok(());
         }
     }
@@ -654,8 +662,8 @@ async fn run_logs(
         let (_, compressed) = opened.buckets.get_bytes(&bucket, key).await?;
         let plain = mayfly_jobs::logs::unseal(&compressed, record.log_sha256.as_deref())
             .map_err(|error| anyhow::anyhow!("the sealed log {bucket}/{key} is damaged: {error}"))?;
-        writeln!(stdout, "--- worker {} ({bucket}/{key}) ---", record.worker)?;
-        stdout.write_all(&plain)?;
+        writeln!(stdout, "--- worker {} ({bucket}/{key}) ---", record.worker).map_err(crate::output::stdout_error)?;
+        stdout.write_all(&plain).map_err(crate::output::stdout_error)?;
         printed += 1;
     }
     if printed == 0 {

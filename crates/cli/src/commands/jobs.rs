@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
+use mayfly_buckets::crypto::KEYRING_ENV_VAR;
 use mayfly_control::jobs::{CoordinatorLaunch, project_tags};
 use mayfly_core::run::{RunReport, RunStatus, new_run_id};
 use mayfly_core::{Clock, Name, SystemClock};
@@ -119,6 +120,9 @@ pub fn coordinator_launch(located: &Project) -> Result<CoordinatorLaunch> {
         project_root: std::path::absolute(&located.root)?,
         data_dir: std::path::absolute(located.data_dir())?,
         log_filter: std::env::var("MAYFLY_LOG").unwrap_or_else(|_| "info".into()),
+        secret_env: std::env::var(KEYRING_ENV_VAR)
+            .map(|keyring| BTreeMap::from([(KEYRING_ENV_VAR.to_owned(), keyring)]))
+            .unwrap_or_default(),
     })
 }
 
@@ -571,6 +575,7 @@ pub async fn coordinator(args: CoordinatorArgs, project: Option<&Path>) -> Resul
     let located = Project::locate(project)?;
     let opened = located.open(false)?;
     seal_own_output(&opened, &args.run, "coordinator")?;
+    let _keyring_follower = opened.follow_keyring_file(&located);
     let record = opened.state.run(&args.run)?;
     let architecture = run_architecture(&opened, &record)?;
     let root = std::path::absolute(&located.root)?;

@@ -1,9 +1,11 @@
 //! `mayfly keys`: the project's keyring of key-encryption keys — list them
-//! (never their material), rotate to a new current key, and rewrap every
-//! object of every bucket, and every encrypted payload of the state store,
-//! under the current key.
+//! (never their material), rotate to a new current key, rewrap every object
+//! of every bucket and every encrypted payload of the state store under the
+//! current key, retire a key nothing uses any more, and create a keyring
+//! explicitly (for a project with data: only to replace a lost one).
 
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
@@ -24,7 +26,7 @@ pub enum KeysCommand {
     List,
     /// Add a new key and make it current: new writes use it, older data stays readable.
     #[command(
-        after_help = "Example:\n  mayfly keys rotate && mayfly keys rewrap\n\nRestart a running `mayfly up` afterwards: it reads the keyring when it starts."
+        after_help = "Example:\n  mayfly keys rotate && mayfly keys rewrap\n\nA running `mayfly up`, `mayfly serve` or coordinator takes up the rotated keyring file within a second."
     )]
     Rotate,
     /// Re-wrap every object's and state store payload's data key under the current key (bodies are not re-encrypted).
@@ -32,6 +34,29 @@ pub enum KeysCommand {
         after_help = "Examples:\n  mayfly keys rewrap\n  mayfly keys rewrap --encrypt-plaintext   # also encrypt objects stored before encryption was on\n\nRun it while `mayfly up` is stopped: a put from another process at the same instant could be overwritten."
     )]
     Rewrap(RewrapArgs),
+    /// Remove a key from the keyring once no object or state store payload uses it.
+    #[command(
+        after_help = "Example:\n  mayfly keys rotate && mayfly keys rewrap && mayfly keys retire k1-3e7b52\n\nRefused while anything still uses the key (run `mayfly keys rewrap` first) and for the current key."
+    )]
+    Retire(RetireArgs),
+    /// Create the project's keyring. `mayfly deploy` does this for a new project; for a project with data it is only for replacing a lost keyring.
+    #[command(
+        after_help = "Examples:\n  mayfly keys init                          # a project with no data yet\n  mayfly keys init --replace-lost-keyring   # the keyring is lost and no backup exists\n\nWith --replace-lost-keyring, everything sealed by the lost keys (objects, messages, run items, results, logs) stays unreadable for good."
+    )]
+    Init(InitArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RetireArgs {
+    /// The id of the key to remove, as `mayfly keys list` shows it.
+    pub key: String,
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// The project has data but its keyring is lost with no backup: create a new one and stop requiring the lost keys.
+    #[arg(long)]
+    pub replace_lost_keyring: bool,
 }
 
 #[derive(Debug, Args)]
@@ -46,6 +71,8 @@ pub async fn run(command: KeysCommand, project: Option<&Path>, output: Output) -
         KeysCommand::List => list(project, output),
         KeysCommand::Rotate => rotate(project, output),
         KeysCommand::Rewrap(args) => rewrap(args, project, output).await,
+        KeysCommand::Retire(args) => retire(args, project, output).await,
+        KeysCommand::Init(args) => init(args, project, output),
     }
 }
 
@@ -108,7 +135,7 @@ fn rotate(project: Option<&Path>, output: Output) -> Result<()> {
     output.emit(&rotated, || {
         format!(
             "new current key {new_id} (was {previous}); new writes use it and older objects stay readable\n\
-next: mayfly keys rewrap   # move existing objects to {new_id}; restart a running `mayfly up` so it knows the new key"
+next: mayfly keys rewrap   # move existing data to {new_id}; then `mayfly keys retire {previous}`"
         )
     })
 }
@@ -194,4 +221,146 @@ async fn rewrap(args: RewrapArgs, project: Option<&Path>, output: Output) -> Res
         );
     }
     output.emit(&counts, summary)
+}
+
+/// Refuse to change a keyring that comes from `MAYFLY_KEYRING`.
+fn refuse_environment_keyring(what: &str) -> Result<()> {
+    if std::env::var_os(KEYRING_ENV_VAR).is_some() {
+        return Err(Refused(format!(
+            "{KEYRING_ENV_VAR} is set, and Mayfly cannot change a keyring it comes from; {what} where that value is kept, or unset it to work on the project's keyring file"
+        ))
+        .into());
+    }
+    Ok(())
+}
+
+async fn retire(args: RetireArgs, project: Option<&Path>, output: Output) -> Result<()> {
+    let located = Project::locate(project)?;
+    refuse_environment_keyring("remove the key")?;
+    // Opening checks the keyring holds every key the data needs.
+    let opened = located.open(false)?;
+    let mut keyring = Keyring::clone(&opened.keyring.keyring);
+    let path = located.keyring_path();
+    if keyring.get(&args.key).is_none() {
+        let known: Vec<&str> = keyring.keys().map(|kek| kek.id()).collect();
+        return Err(crate::exit_code::NotFound(format!(
+            "the keyring {} holds no key `{}`; its keys: {}",
+            path.display(),
+            args.key,
+            known.join(", ")
+        ))
+        .into());
+    }
+    if keyring.current().id() == args.key {
+        return Err(Refused(format!(
+            "key {} is the current key, which wraps every new data key; run `mayfly keys rotate` and `mayfly keys rewrap` first",
+            args.key
+        ))
+        .into());
+    }
+    let mut objects = 0u64;
+    for bucket in opened.state.buckets().context("cannot list the buckets")? {
+        let listed = opened
+            .buckets
+            .list(&bucket.name, None)
+            .await
+            .with_context(|| format!("cannot list bucket `{}`", bucket.name))?;
+        for object in listed {
+            match opened.buckets.object_key_id(&bucket.name, &object.key).await {
+                Ok(Some(id)) if id == args.key => objects += 1,
+                Ok(_) | Err(mayfly_buckets::BucketError::NoSuchKey { .. }) => {}
+                Err(error) => {
+                    return Err(error).with_context(|| {
+                        format!("cannot tell which key wraps `{}/{}`; nothing was retired", bucket.name, object.key)
+                    });
+                }
+            }
+        }
+    }
+    let state = opened.state.clone();
+    let key = args.key.clone();
+    let records = tokio::task::spawn_blocking(move || state.count_envelopes_sealed_by(&key))
+        .await
+        .context("counting the state store's payloads panicked")?
+        .context("cannot count the state store payloads sealed by the key; nothing was retired")?;
+    if objects + records > 0 {
+        return Err(Refused(format!(
+            "key {} still wraps {objects} object(s) and {records} state store record(s); run `mayfly keys rewrap` to move them to the current key {}, then retire it",
+            args.key,
+            keyring.current().id()
+        ))
+        .into());
+    }
+    // Forget it in the store first: if saving the keyring then fails, the
+    // key merely stays in the file, and the project still opens.
+    opened.state.forget_retired_key(&args.key).context("cannot forget the retired key in the state store")?;
+    keyring.remove(&args.key).with_context(|| format!("cannot remove key {}", args.key))?;
+    keyring.save(&path).with_context(|| format!("cannot save the keyring {}", path.display()))?;
+    #[derive(Serialize)]
+    struct Retired {
+        retired: String,
+        keys: Vec<KeyListing>,
+    }
+    let retired = Retired { retired: args.key.clone(), keys: listing(&keyring) };
+    output.emit(&retired, || format!("retired key {}: nothing used it; it is gone from {}", args.key, path.display()))
+}
+
+fn init(args: InitArgs, project: Option<&Path>, output: Output) -> Result<()> {
+    let located = Project::locate(project)?;
+    refuse_environment_keyring("create the keyring")?;
+    let path = located.keyring_path();
+    if path.exists() {
+        return Err(Refused(format!(
+            "the project already has a keyring at {}; `mayfly keys rotate` adds a new key to it",
+            path.display()
+        ))
+        .into());
+    }
+    let has_data = located.is_deployed();
+    if has_data && !args.replace_lost_keyring {
+        return Err(Refused(format!(
+            "project {} has data (its state store {}) sealed by keys of its keyring: restore the keyring file to {} from your backup. \
+If it is lost for good, `mayfly keys init --replace-lost-keyring` creates a new one; the data sealed by the lost keys stays unreadable",
+            located.root.display(),
+            located.state_path().display(),
+            path.display()
+        ))
+        .into());
+    }
+    let keyring = Arc::new(located.create_keyring()?);
+    let mut forgotten = Vec::new();
+    if has_data {
+        let (_, lost) = mayfly_state_sqlite::SqliteStore::open_encrypted_replacing_lost_keyring(
+            &located.state_path(),
+            Arc::new(SystemClock),
+            keyring.clone(),
+        )
+        .with_context(|| {
+            format!("cannot record the new keyring in the state store {}", located.state_path().display())
+        })?;
+        tracing::warn!(lost = ?lost, "replaced a lost keyring; data sealed by the lost keys stays unreadable");
+        forgotten = lost;
+    }
+    #[derive(Serialize)]
+    struct Created {
+        keyring: String,
+        current: String,
+        replaced_lost_keys: Vec<String>,
+    }
+    let created = Created {
+        keyring: path.display().to_string(),
+        current: keyring.current().id().to_owned(),
+        replaced_lost_keys: forgotten,
+    };
+    output.emit(&created, || {
+        let mut text = format!("created the keyring {} with key {}", created.keyring, created.current);
+        if !created.replaced_lost_keys.is_empty() {
+            text.push_str(&format!(
+                "; it replaces the lost key(s) {}, and what they sealed stays unreadable",
+                created.replaced_lost_keys.join(", ")
+            ));
+        }
+        text.push_str("\nback it up now: without it the project's encrypted data cannot be read");
+        text
+    })
 }

@@ -101,11 +101,14 @@ pub async fn get(args: GetArgs, project: Option<&Path>, output: Output) -> Resul
     let opened = Project::locate(project)?.open(false)?;
     if is_stdio(&args.file) {
         // The body goes to stdout, so nothing else may; `--json` has no effect here.
-        opened
-            .buckets
-            .get(&bucket, &key, tokio::io::stdout())
-            .await
-            .with_context(|| format!("cannot get {}", args.address))?;
+        opened.buckets.get(&bucket, &key, tokio::io::stdout()).await.map_err(|error| {
+            // Only stdout is written here: a closed pipe is its reader leaving.
+            if crate::output::is_broken_pipe(&error) {
+                crate::output::StdoutClosed.into()
+            } else {
+                anyhow::Error::new(error).context(format!("cannot get {}", args.address))
+            }
+        })?;
         return Ok(());
     }
     let path = args.file.clone().unwrap_or_default();

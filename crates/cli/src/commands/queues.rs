@@ -127,6 +127,18 @@ fn read_body(args: &SendArgs) -> Result<Vec<u8>> {
 
 pub fn send(args: SendArgs, project: Option<&Path>, output: Output) -> Result<()> {
     let opened = Project::locate(project)?.open(false)?;
+    if let Some(delay) = args.delay {
+        let retention = opened.state.queue(&args.queue)?.config.retention;
+        if delay >= retention {
+            // The message would be dropped before it ever became visible.
+            bail!(
+                "--delay {} is not shorter than the retention of queue `{}` ({}), so the message would expire before it became visible; nothing was sent. Use a shorter --delay",
+                mayfly_core::format_duration(delay),
+                args.queue,
+                mayfly_core::format_duration(retention)
+            );
+        }
+    }
     let make = |body: Vec<u8>| OutgoingMessage { body, attributes: args.attributes.clone(), delay: args.delay };
     let mut ids = Vec::new();
     if args.lines {
@@ -317,11 +329,9 @@ pub fn stats(args: QueuesArgs, project: Option<&Path>, output: Output) -> Result
     let mut rows = Vec::new();
     for record in records {
         let stats = opened.state.queue_stats(&record.name)?;
+        // This queue's own dead letters: a dead-letter queue may serve several queues.
         let dead_letter_depth = match &record.config.dead_letter {
-            Some(dlq) => {
-                let dlq_stats = opened.state.queue_stats(dlq)?;
-                Some(dlq_stats.visible + dlq_stats.in_flight + dlq_stats.delayed)
-            }
+            Some(dlq) => Some(opened.state.dead_letters_from(dlq, &record.name)?),
             None => None,
         };
         rows.push(QueueRow {

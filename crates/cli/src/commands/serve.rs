@@ -177,6 +177,7 @@ pub async fn stop_signal() {
 pub async fn serve(args: ServeArgs, project: Option<&Path>, _output: Output) -> Result<()> {
     let located = Project::locate(project)?;
     let opened = located.open(false)?;
+    let _keyring_follower = opened.follow_keyring_file(&located);
     let deployed = deployed_architecture(&opened)?;
     let invoker = Invoker::new(InvokerConfig {
         idle_timeout: args.idle_timeout,

@@ -175,7 +175,7 @@ pub fn validate(args: ValidateArgs, project: Option<&Path>, output: Output) -> R
 }
 
 pub fn schema() -> Result<()> {
-    println!("{}", serde_json::to_string_pretty(&mayfly_spec::json_schema())?);
+    crate::output::print_stdout(&format!("{}\n", serde_json::to_string_pretty(&mayfly_spec::json_schema())?))?;
     Ok(())
 }
 
@@ -495,7 +495,7 @@ pub fn deployments(args: DeploymentsArgs, project: Option<&Path>, output: Output
             return output.emit(&deployment, String::new);
         }
         // The file exactly as applied, byte for byte, so it can be redirected and re-deployed.
-        print!("{}", deployment.source);
+        crate::output::print_stdout(&deployment.source)?;
         return Ok(());
     }
     #[derive(Serialize)]

@@ -44,7 +44,7 @@ pub struct CreateArgs {
     #[arg(long = "bucket", value_name = "BUCKET")]
     pub buckets: Vec<String>,
     /// Make the token expire after this long, e.g. 12h or 30d.
-    #[arg(long, value_parser = parse_duration_arg)]
+    #[arg(long, value_parser = parse_expiry_arg)]
     pub expires: Option<Duration>,
 }
 
@@ -54,8 +54,14 @@ pub struct RevokeArgs {
     pub id: String,
 }
 
-fn parse_duration_arg(text: &str) -> Result<Duration, String> {
-    mayfly_core::parse_duration(text).map_err(|error| error.to_string())
+/// A token's lifetime: a duration longer than zero (a token expiring at once
+/// would be refused on its first use).
+fn parse_expiry_arg(text: &str) -> Result<Duration, String> {
+    let duration = mayfly_core::parse_duration(text).map_err(|error| error.to_string())?;
+    if duration.is_zero() {
+        return Err("a token expiring at once could never be used; give a lifetime such as 12h or 30d, or omit --expires for a token that does not expire".to_owned());
+    }
+    Ok(duration)
 }
 
 /// A token as listed: everything but its hash.
