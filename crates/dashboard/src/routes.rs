@@ -14,7 +14,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use maud::Markup;
 use mayfly_core::run::ItemStatus;
-use mayfly_state::{StateError, StateStore};
+use mayfly_state::{StateError, StateStore, WorkerRecord};
 use serde::{Deserialize, Serialize};
 
 use crate::DashboardState;
@@ -227,7 +227,7 @@ async fn run_page(
         let status = parse_item_status(query.status.as_deref())?;
         let summary = summary(state.store.as_ref(), &run, chrome.now)?;
         let timeline = timeline_of(state, &summary, chrome.now)?;
-        let workers = state.store.run_workers(&run)?;
+        let workers = workers_with_live_counts(state.store.as_ref(), &run)?;
         let after = query.after.as_deref().filter(|after| !after.is_empty());
         let mut items = state.store.run_items(&run, status, after, LEDGER_PAGE + 1)?;
         let has_more = items.len() > LEDGER_PAGE;
@@ -256,9 +256,23 @@ async fn run_timeline(State(state): State<Arc<DashboardState>>, Path(run): Path<
 async fn run_workers(State(state): State<Arc<DashboardState>>, Path(run): Path<String>) -> Response {
     respond_data(state, move |state| {
         state.store.run(&run)?;
-        Ok(Html(views::workers_table(&state.store.run_workers(&run)?).into_string()))
+        Ok(Html(views::workers_table(&workers_with_live_counts(state.store.as_ref(), &run)?).into_string()))
     })
     .await
+}
+
+/// The run's workers with their items done and failed counted from the
+/// attempts ledger: a worker's own record has its tallies only once it has
+/// stopped, and a live run's table must show them as they grow.
+fn workers_with_live_counts(store: &dyn StateStore, run: &str) -> Result<Vec<WorkerRecord>, DashboardError> {
+    let counts = store.run_attempt_counts_by_worker(run)?;
+    let mut workers = store.run_workers(run)?;
+    for worker in &mut workers {
+        let count = counts.get(&worker.worker).copied().unwrap_or_default();
+        worker.items_done = count.done;
+        worker.items_failed = count.failed;
+    }
+    Ok(workers)
 }
 
 fn run_dir(state: &DashboardState, run: &str) -> std::path::PathBuf {
