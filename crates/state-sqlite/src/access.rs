@@ -1,6 +1,7 @@
 //! The HTTPS API's tokens and access log in SQLite (`api_tokens`,
-//! `access_log`; migration 6). The access log's table refuses UPDATE and
-//! DELETE by trigger, so it is append-only even to other SQL clients.
+//! `access_log`; migration 6). The access log's table refuses UPDATE, and
+//! DELETE of any record younger than six years (migration 9), by trigger,
+//! so it is append-only even to other SQL clients until retention's time.
 
 use mayfly_core::Timestamp;
 use mayfly_state::{AccessRecord, ApiTokenRecord, NewApiToken, Result, StateError, StoredAccessRecord};
