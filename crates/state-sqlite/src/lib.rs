@@ -125,7 +125,8 @@ impl SqliteStore {
         clock: Arc<dyn Clock>,
         keyring: Arc<Keyring>,
     ) -> Result<(SqliteStore, Vec<String>)> {
-        let store = SqliteStore::open_with(path, clock, Sealer::new(Some(keyring.clone())), KeyringAdoption::Skip)?;
+        let store =
+            SqliteStore::open_with(path, clock, Sealer::new(Some(keyring.clone())), KeyringAdoption::ReplaceLost)?;
         let forgotten =
             store.write("replace the recorded keys", |transaction| key_identity::replace_all(transaction, &keyring))?;
         Ok((store, forgotten))
@@ -262,6 +263,11 @@ impl SqliteStore {
         self.write("check the encryption of stored payloads", |transaction| {
             if let (Some(keyring), KeyringAdoption::CheckRecorded) = (self.sealer.keyring(), adoption) {
                 key_identity::check_and_record(transaction, &keyring, &path)?;
+            }
+            if adoption == KeyringAdoption::ReplaceLost {
+                transaction
+                    .execute("DELETE FROM store_settings WHERE key = ?1", [ITEM_KEY_SETTING])
+                    .context("forget the item lookup key the lost keyring sealed")?;
             }
             let setting: Option<String> = transaction
                 .query_row("SELECT value FROM store_settings WHERE key = 'payloads'", [], |row| row.get(0))
@@ -454,12 +460,14 @@ impl SqliteStore {
     }
 }
 
-/// Whether opening checks the keyring against the recorded keys, or skips
-/// that because the caller replaces the record (a lost keyring).
+/// Whether opening checks the keyring against the recorded keys, or
+/// replaces a lost keyring: then the record is replaced by the caller, and
+/// the item lookup key, sealed under the lost keys, is replaced by a new one
+/// (what the lost keys sealed, item ids included, stays unreadable).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum KeyringAdoption {
     CheckRecorded,
-    Skip,
+    ReplaceLost,
 }
 
 /// Rows per transaction when `rewrap_all` walks the payloads.
