@@ -369,8 +369,13 @@ async fn a_person_signs_in_follows_a_running_job_and_tails_its_logs() {
     // The right token signs in and goes on to the page asked for.
     browser.find(Locator::Id("token")).await.expect("token field").send_keys(TOKEN).await.expect("type");
     browser.find(Locator::Css("button[type=submit]")).await.expect("submit").click().await.expect("click");
-    let url = browser.current_url().await.expect("url");
-    assert_eq!(url.path(), format!("/runs/{RUN}"), "after signing in, the page first asked for");
+    // The click returns before the form's navigation ends; on a loaded machine, wait for it.
+    let asked_for = format!("/runs/{RUN}");
+    eventually("signing in leads to the page first asked for", Duration::from_secs(30), || {
+        let (browser, asked_for) = (&browser, &asked_for);
+        async move { browser.current_url().await.is_ok_and(|url| url.path() == asked_for) }
+    })
+    .await;
     let cookies = browser.get_all_cookies().await.expect("cookies");
     let cookie = cookies.iter().find(|c| c.name() == "mayfly_dashboard").expect("the token cookie is set");
     assert_eq!((cookie.http_only(), cookie.secure()), (Some(true), Some(true)));
