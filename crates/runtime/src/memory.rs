@@ -8,6 +8,8 @@
 //! satisfied; it also means an instance is not charged to the invoker's own
 //! cgroup, so run Mayfly with an explicit `cgroup_parent` when it is itself
 //! confined. Cgroups of invokers that died are removed at the next start.
+//! An explicit v2 parent must be on a cgroup v2 file system (checked with
+//! `statfs`): a plain directory would take every write and enforce nothing.
 //!
 //! With `RLIMIT_AS` a process that exceeds the limit sees allocation
 //! failures; most runtimes then abort, so the invocation shows as
@@ -95,8 +97,27 @@ fn enable_memory_controller(cgroup: &Path) -> std::io::Result<()> {
 
 fn prepare_v2_parent(parent: &Path) -> std::io::Result<MemoryEnforcement> {
     std::fs::create_dir_all(parent)?;
+    // A plain directory would take every write and enforce nothing; the
+    // failure would only show when a child cannot join `cgroup.procs`.
+    if !is_on_cgroup2(parent)? {
+        return Err(std::io::Error::new(ErrorKind::InvalidInput, "not on a cgroup v2 file system"));
+    }
     enable_memory_controller(parent)?;
     Ok(MemoryEnforcement::CgroupV2 { parent: parent.to_owned() })
+}
+
+/// Whether `path` is on a cgroup v2 (unified) file system.
+fn is_on_cgroup2(path: &Path) -> std::io::Result<bool> {
+    const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
+    let path = CString::new(path.as_os_str().as_bytes()).map_err(|_| std::io::Error::from(ErrorKind::InvalidInput))?;
+    // SAFETY: statfs writes into the zeroed struct it is given; `path` is NUL-terminated.
+    let mut info: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; the pointers are valid for the call.
+    if unsafe { libc::statfs(path.as_ptr(), &mut info) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    #[allow(clippy::unnecessary_cast)] // f_type's integer type differs between targets.
+    Ok(info.f_type as i64 == CGROUP2_SUPER_MAGIC)
 }
 
 fn detect_v1() -> Option<MemoryEnforcement> {
@@ -322,4 +343,66 @@ fn configure_limit(path: &Path, version: CgroupVersion, limit: ByteSize) -> std:
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    //! The cgroup v2 files Mayfly writes and reads, on a directory standing in
+    //! for an instance's parent. The memory tests in `tests/process_runtime.rs`
+    //! run under whichever hierarchy the machine offers; on a machine whose
+    //! memory controller is bound to cgroup v1 (ours), nothing else would
+    //! notice a regression here. The kernel's part (creating the interface
+    //! files, counting OOM kills) is played by the test.
+
+    use super::*;
+
+    const LIMIT: ByteSize = ByteSize(96 * 1024 * 1024);
+
+    fn v2_instance(parent: &Path) -> InstanceCgroup {
+        let enforcement = MemoryEnforcement::CgroupV2 { parent: parent.to_owned() };
+        InstanceCgroup::create(&enforcement, "7", LIMIT).unwrap().expect("a cgroup under cgroup v2")
+    }
+
+    #[test]
+    fn an_instance_cgroup_is_named_for_its_invoker_and_holds_the_limit_and_the_group_oom_kill() {
+        let parent = tempfile::tempdir().unwrap();
+        let cgroup = v2_instance(parent.path());
+        let path = parent.path().join(format!("{}-7", std::process::id()));
+        assert_eq!(std::fs::read_to_string(path.join("memory.max")).unwrap(), LIMIT.bytes().to_string());
+        assert_eq!(std::fs::read_to_string(path.join("memory.oom.group")).unwrap(), "1");
+        assert_eq!(cgroup.procs_file().to_bytes(), path.join("cgroup.procs").as_os_str().as_bytes());
+        assert_eq!(cgroup.limit(), LIMIT);
+    }
+
+    #[test]
+    fn swap_is_turned_off_where_the_kernel_offers_it() {
+        let parent = tempfile::tempdir().unwrap();
+        let path = parent.path().join("instance");
+        std::fs::create_dir(&path).unwrap();
+        std::fs::write(path.join("memory.swap.max"), "max\n").unwrap();
+        configure_limit(&path, CgroupVersion::V2, LIMIT).unwrap();
+        assert_eq!(std::fs::read_to_string(path.join("memory.swap.max")).unwrap(), "0");
+    }
+
+    #[test]
+    fn only_oom_kills_counted_after_the_invocation_began_make_it_out_of_memory() {
+        let parent = tempfile::tempdir().unwrap();
+        let mut cgroup = v2_instance(parent.path());
+        let events = parent.path().join(format!("{}-7", std::process::id())).join("memory.events");
+        std::fs::write(&events, "low 0\nhigh 0\nmax 2\noom 1\noom_kill 1\noom_group_kill 0\n").unwrap();
+        // An earlier invocation's kill does not count against this one.
+        cgroup.begin_invocation();
+        assert!(!cgroup.oom_killed_since_begin());
+        std::fs::write(&events, "low 0\nhigh 0\nmax 5\noom 2\noom_kill 2\noom_group_kill 1\n").unwrap();
+        assert!(cgroup.oom_killed_since_begin());
+    }
+
+    #[test]
+    fn a_directory_that_is_not_a_cgroup_v2_file_system_is_refused_as_a_parent() {
+        let parent = tempfile::tempdir().unwrap();
+        let error = prepare_v2_parent(parent.path()).unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::InvalidInput, "{error}");
+        let mode = MemoryEnforcementMode::CgroupV2 { parent: parent.path().to_owned() };
+        assert_eq!(MemoryEnforcement::detect(&mode), MemoryEnforcement::AddressSpaceLimit);
+    }
 }
