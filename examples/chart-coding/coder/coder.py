@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from . import codeset
 from .context import FAMILY, HISTORICAL, NEGATED, UNCERTAIN, Trigger, contexts_of, find_triggers
+from .abbreviations import word_synonym_of
 from .lexicon import MAX_TERM_UNITS, SOURCE_CURATED, SOURCE_TABULAR, ConceptIndex, Term, Unit, default_index, matching_units
 from .sections import find_sections
 from .text import Token, split_sentences, tokenize
@@ -68,9 +69,9 @@ class ChartCoder:
                 continue
             for unit in matching_units(token.text, index):
                 if unit.form not in self.index.vocabulary and not unit.abbreviation:
-                    corrected = self.index.correct_spelling(unit.form)
-                    if corrected:
-                        unit = Unit(corrected, index, False, unit.form)
+                    corrections = self.index.spelling_corrections(unit.form)
+                    if corrections:
+                        unit = Unit(corrections[0], index, False, unit.form, tuple(corrections))
                 units.append(unit)
         candidates = []
         for i, first_unit in enumerate(units):
@@ -83,9 +84,10 @@ class ChartCoder:
                 after = units[i + length] if i + length < len(units) else None
                 if after is not None and after.token_index == window[-1].token_index:
                     continue  # and ends at a token's last unit
-                term = self.index.lookup(tuple(sorted(u.form for u in window)))
-                if term is None or not self._acceptable(term, window):
+                found = self._lookup_window(window)
+                if found is None:
                     continue
+                window, term = found
                 candidates.append((length, i, window, term))
         chosen, taken = [], set()
         for length, i, window, term in sorted(candidates, key=lambda c: (-c[0], c[1])):
@@ -111,12 +113,33 @@ class ChartCoder:
             ))
         return mentions
 
+    def _lookup_window(self, window: list[Unit]) -> tuple[list[Unit], Term] | None:
+        """The term a window of units matches, trying each spelling correction
+        of a misspelt unit (a misspelt word of a synonym such as "cancer" is
+        expanded to the tabular list's words), and the window as matched."""
+        options: list[list[Unit]] = [[]]
+        for unit in window:
+            if not unit.alternatives:
+                options = [o + [unit] for o in options]
+                continue
+            expanded = []
+            for alternative in unit.alternatives:
+                synonym = word_synonym_of(alternative)
+                forms = synonym.split() if synonym else [alternative]
+                expanded.append([Unit(f, unit.token_index, False, unit.corrected_from) for f in forms])
+            options = [o + e for o in options for e in expanded][:64]
+        for option in options:
+            term = self.index.lookup(tuple(sorted(u.form for u in option)))
+            if term is not None and self._acceptable(term, option):
+                return option, term
+        return None
+
     def _acceptable(self, term: Term, window: list[Unit]) -> bool:
         if len(window) == 1:
             unit = window[0]
             if term.source != SOURCE_CURATED and (unit.form in TOO_VAGUE_ALONE or len(unit.form) < 4):
                 return False
-            if unit.corrected_from and len(unit.corrected_from) < 6:
+            if unit.corrected_from and (len(unit.corrected_from) < 5 or term.source != SOURCE_CURATED):
                 return False
         # A misspelling corrected in every word of a term is too weak a match.
         return not all(u.corrected_from for u in window) or len(window) == 1
@@ -201,7 +224,8 @@ class ChartCoder:
                 "matched_term": best.mention.term.text,
                 "term_source": best.mention.term.source,
                 "mentions": [
-                    {"evidence": i.mention.evidence, "start": i.mention.start, "end": i.mention.end, "section": i.mention.section}
+                    {"evidence": i.mention.evidence, "start": i.mention.start, "end": i.mention.end,
+                     "section": i.mention.section, "condition_code": i.condition_code}
                     for i in items
                 ],
             })

@@ -34,9 +34,9 @@ CONCEPTS: tuple[Concept, ...] = (
     Concept("I25.10", ("coronary artery disease", "coronary disease", "coronary atherosclerosis", "blocked coronary arteries", "coronary heart disease", "ischemic heart disease"), chronic=True, family="Z82.49"),
     Concept("I48.91", ("atrial fibrillation", "irregularly irregular rhythm"), chronic=True, family="Z82.49"),
     Concept("I63.9", ("stroke", "cerebral infarction", "ischemic stroke", "brain attack", "cerebrovascular accident"), history="Z86.73", family="Z82.3"),
-    Concept("G45.9", ("transient ischemic attack", "mini stroke", "mini-stroke"), history="Z86.73", family="Z82.3"),
-    Concept("I26.99", ("pulmonary embolism", "pulmonary embolus", "thrombosis in the lung", "lung thrombosis", "pulmonary thromboembolism"), history="Z86.711", family="Z82.49"),
-    Concept("I82.409", ("deep vein thrombosis", "deep venous thrombosis", "leg thrombosis", "thrombosis in the leg", "thrombosis of the leg veins"), history="Z86.718", family="Z82.49"),
+    Concept("G45.9", ("transient ischemic attack", "mini stroke", "mini-stroke"), history="Z86.73"),
+    Concept("I26.99", ("pulmonary embolism", "pulmonary embolus", "thrombosis in the lung", "blood clot in the lung", "blood clots in the lungs", "lung thrombosis", "pulmonary thromboembolism"), history="Z86.711", family="Z82.49"),
+    Concept("I82.409", ("deep vein thrombosis", "deep venous thrombosis", "leg thrombosis", "thrombosis in the leg", "blood clot in the leg", "blood clots in the legs", "thrombosis of the leg veins"), history="Z86.718", family="Z82.49"),
     Concept("I73.9", ("peripheral vascular disease", "peripheral arterial disease", "peripheral artery disease", "claudication", "poor circulation in the legs"), chronic=True, family="Z82.49"),
     Concept("I95.9", ("hypotension", "low blood pressure"), family="Z82.49"),
     # Endocrine, metabolic
@@ -46,8 +46,8 @@ CONCEPTS: tuple[Concept, ...] = (
     Concept("E66.9", ("obesity", "obese", "morbidly overweight"), chronic=True, family="Z83.49"),
     Concept("E03.9", ("hypothyroidism", "underactive thyroid", "low thyroid", "thyroid underactivity"), chronic=True, family="Z83.49"),
     Concept("E05.90", ("hyperthyroidism", "overactive thyroid", "thyrotoxicosis"), chronic=True, family="Z83.49"),
-    Concept("E87.1", ("hyponatremia", "low sodium", "low serum sodium", "sodium deficiency")),
-    Concept("E87.6", ("hypokalemia", "low potassium", "low serum potassium", "potassium deficiency")),
+    Concept("E87.1", ("hyponatremia", "hyponatremic", "low sodium", "low serum sodium", "sodium deficiency")),
+    Concept("E87.6", ("hypokalemia", "hypokalemic", "low potassium", "low serum potassium", "potassium deficiency")),
     # Respiratory
     Concept("J44.9", ("chronic obstructive pulmonary disease", "chronic obstructive lung disease", "chronic obstructive airway disease", "chronic airflow obstruction"), chronic=True, family="Z82.5"),
     Concept("J45.909", ("asthma", "reactive airway disease", "asthmatic", "bronchial asthma"), chronic=True, family="Z82.5"),
@@ -55,12 +55,12 @@ CONCEPTS: tuple[Concept, ...] = (
     Concept("J06.9", ("upper respiratory infection", "upper respiratory tract infection", "head cold", "upper airway infection")),
     Concept("J02.9", ("pharyngitis", "sore throat", "throat infection")),
     Concept("J01.90", ("acute sinusitis", "sinus infection", "sinusitis")),
-    Concept("G47.33", ("obstructive sleep apnea", "sleep apnea", "obstructive apnea"), chronic=True),
-    Concept("R06.02", ("shortness of breath", "short of breath", "breathlessness", "breathless", "winded", "dyspnea", "dyspnoea", "difficulty breathing", "trouble breathing")),
+    Concept("G47.33", ("obstructive sleep apnea", "obstructive apnea"), chronic=True),
+    Concept("R06.02", ("shortness of breath", "short of breath", "breathlessness", "breathless", "winded", "difficulty breathing", "trouble breathing")),
     Concept("R06.2", ("wheezing", "wheeze", "wheezes", "wheezy")),
     Concept("R05.9", ("cough", "coughing")),
     # Digestive
-    Concept("K21.9", ("gastro-esophageal reflux disease", "gastroesophageal reflux", "acid reflux", "reflux disease", "reflux", "heartburn disease", "chronic heartburn"), chronic=True),
+    Concept("K21.9", ("gastro-esophageal reflux disease", "gastroesophageal reflux", "acid reflux", "reflux disease", "gerd disease"), chronic=True),
     Concept("K57.30", ("diverticulosis", "diverticular disease", "diverticula of the colon"), chronic=True),
     Concept("K80.20", ("gallstones", "gallstone", "cholelithiasis", "stones in the gallbladder", "gallbladder stones"), family="Z83.79"),
     Concept("K92.2", ("gastrointestinal hemorrhage", "gastrointestinal bleeding", "gastrointestinal bleed", "bleeding from the gut", "gut bleed")),
@@ -70,7 +70,7 @@ CONCEPTS: tuple[Concept, ...] = (
     # Genitourinary
     Concept("N18.9", ("chronic kidney disease", "chronic kidney insufficiency", "chronic kidney failure", "chronic renal disease"), chronic=True, family="Z84.19"),
     Concept("N17.9", ("acute kidney injury", "acute kidney failure", "acute renal failure", "acute renal injury")),
-    Concept("N39.0", ("urinary tract infection", "bladder infection", "urine infection", "urinary infection"), history="Z87.440"),
+    Concept("N39.0", ("urinary tract infection", "urine infection", "urinary infection"), history="Z87.440"),
     Concept("N40.0", ("benign prostatic hyperplasia", "enlarged prostate", "prostatic hypertrophy", "benign prostatic hypertrophy", "prostate enlargement"), chronic=True),
     # Neoplasms
     Concept("C50.919", ("breast malignant neoplasm", "malignant neoplasm of the breast", "malignant neoplasm of breast"), history="Z85.3", family="Z80.3"),
@@ -95,11 +95,11 @@ CONCEPTS: tuple[Concept, ...] = (
     Concept("M19.90", ("osteoarthritis", "degenerative joint disease", "degenerative arthritis", "wear and tear arthritis", "arthritis"), chronic=True, family="Z82.61"),
     Concept("M81.0", ("osteoporosis", "thinning of the bones", "brittle bones", "bone thinning"), chronic=True, family="Z82.62"),
     # Infections, skin, ear
-    Concept("A41.9", ("sepsis", "septicemia", "septic", "blood infection", "urosepsis")),
-    Concept("L03.90", ("cellulitis", "skin infection", "soft tissue infection")),
+    Concept("A41.9", ("sepsis", "septicemia", "septic", "blood infection")),
+    Concept("L03.90", ("cellulitis",)),
     Concept("H66.90", ("otitis media", "ear infection", "middle ear infection")),
     # Symptoms
-    Concept("R07.9", ("chest pain", "chest discomfort", "pain in the chest", "chest tightness", "chest pressure")),
+    Concept("R07.9", ("chest pain", "pain in the chest", "chest pains")),
     Concept("R50.9", ("fever", "febrile", "fevers", "pyrexia", "temperature elevation", "high temperature")),
     Concept("R53.83", ("fatigue", "tiredness", "tired", "lack of energy", "exhaustion", "low energy")),
 )

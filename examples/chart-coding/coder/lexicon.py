@@ -15,9 +15,9 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from . import codeset
-from .abbreviations import expansion_of, word_synonym_of
+from .abbreviations import WORD_SYNONYMS, expansion_of, word_synonym_of
 from .concepts import CONCEPTS, Concept
-from .text import damerau_levenshtein_at_most_one, normalise_word, tokenize
+from .text import damerau_levenshtein_at_most_one, normalise_word, stem, tokenize
 
 STOP_WORDS = frozenset(
     "of the a an and or in on to for with his her their my your its is was were be been being "
@@ -39,6 +39,8 @@ class Unit:
     token_index: int
     abbreviation: bool = False
     corrected_from: str | None = None  # the chart's misspelt unit, when corrected
+    # For a corrected unit: every index word one edit away (the term decides).
+    alternatives: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -76,7 +78,7 @@ def term_key(text: str) -> tuple[str, ...] | None:
     return tuple(sorted(forms))
 
 
-def _term_variants(text: str) -> list[tuple[str, bool]]:
+def _term_variants(text: str, is_description: bool) -> list[tuple[str, bool]]:
     """Index variants of a tabular-list text: with (…) and […] asides dropped,
     with them kept, and its head (the part before the first comma) when the
     rest only qualifies a default ("Migraine, unspecified, not intractable")."""
@@ -85,7 +87,7 @@ def _term_variants(text: str) -> list[tuple[str, bool]]:
     kept = without_brackets.replace("(", " ").replace(")", " ")
     variants = [(dropped, False), (kept, False)]
     head, comma, rest = dropped.partition(",")
-    if comma and re.search(r"\bunspecified\b|\bNOS\b", rest):
+    if is_description and comma and re.match(r"\s*unspecified\b", rest):
         variants.append((head, True))
     return variants
 
@@ -106,15 +108,16 @@ class ConceptIndex:
             if code[0] > "R":
                 continue  # injuries, external causes and Z codes are not coded from a condition word
             texts = [codeset.description(code), *codeset.inclusion_terms(code)]
-            for text in texts:
+            for position, text in enumerate(texts):
                 if "classifiable" in text:
                     continue
-                for variant, is_head in _term_variants(text):
+                for variant, is_head in _term_variants(text, position == 0):
                     source = SOURCE_TABULAR_HEAD if is_head else SOURCE_TABULAR
                     self._add(variant, code, source, len(texts[0]))
         self.vocabulary = {form for key in self.terms for form in key}
+        self._synonym_words = {stem(word) for word in WORD_SYNONYMS}
         self._deletes: dict[str, set[str]] = defaultdict(set)
-        for form in self.vocabulary:
+        for form in self.vocabulary | self._synonym_words:
             if len(form) >= 5 and form.isalpha():
                 self._deletes[form].add(form)
                 for i in range(len(form)):
@@ -139,18 +142,17 @@ class ConceptIndex:
     def lookup(self, key: tuple[str, ...]) -> Term | None:
         return self.terms.get(key)
 
-    def correct_spelling(self, form: str) -> str | None:
-        """The index word one edit away from a word the index does not know,
-        or None. Only words of five letters or more are corrected."""
-        if len(form) < 5 or not form.isalpha() or form in self.vocabulary:
-            return None
+    def spelling_corrections(self, form: str) -> list[str]:
+        """The index words (and chart synonyms such as "cancer") one edit away
+        from a word the index does not know, most frequent first; none for a
+        known word or one shorter than five letters."""
+        if len(form) < 5 or not form.isalpha() or form in self.vocabulary or form in self._synonym_words:
+            return []
         candidates = set(self._deletes.get(form, ()))
         for i in range(len(form)):
             candidates |= self._deletes.get(form[:i] + form[i + 1:], set())
         close = [c for c in candidates if damerau_levenshtein_at_most_one(form, c)]
-        if not close:
-            return None
-        return min(close, key=lambda c: (-self._key_frequency[c], c))
+        return sorted(close, key=lambda c: (-self._key_frequency[c], c))
 
 
 @functools.lru_cache(maxsize=1)
