@@ -166,7 +166,7 @@ def contexts_of(first: int, last: int, triggers: list[Trigger]) -> dict[str, Tri
             between = range(last + 1, trigger.first)
         else:
             continue
-        blocked = any(t.first in between and _ends_scope(t.kind, trigger.kind) for t in triggers)
+        blocked = any(t.first in between and _ends_scope(t.kind, trigger) for t in triggers)
         if blocked:
             continue
         # The nearest trigger of a kind explains it best.
@@ -177,11 +177,14 @@ def contexts_of(first: int, last: int, triggers: list[Trigger]) -> dict[str, Tri
     return found
 
 
-def _ends_scope(terminator_kind: str, trigger_kind: str) -> bool:
+def _ends_scope(terminator_kind: str, trigger: Trigger) -> bool:
+    trigger_kind = trigger.kind
     if terminator_kind == "terminator":
         return True
     if terminator_kind == "clause terminator":
-        return trigger_kind != FAMILY
+        # "PE has not been ruled out": a clause word between a mention and its
+        # post-trigger is the mention's own clause.
+        return trigger_kind != FAMILY and trigger.direction == "pre"
     if terminator_kind == "family terminator":
         return trigger_kind == FAMILY
     return False
