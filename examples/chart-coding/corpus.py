@@ -143,6 +143,23 @@ HELDOUT_FRAMES = {
     ("family", "fh"): ["{C} runs in the family.", "Maternal grandmother had {c}.", "Both parents have {c}."],
     ("family", "hpi"): ["Her brother was diagnosed with {c}."],
 }
+# Two mentions in one sentence: (first category, second category) → frames.
+PAIR_FRAMES = {
+    ("negated", "positive"): ["No {a} but reports {b}.", "Denies {a}; has {b}."],
+    ("negated", "negated"): ["Denies {a} or {b}.", "No {a}, {b}."],
+    ("positive", "negated"): ["Presents with {a}, denies {b}.", "{A} for 3 days, no {b}."],
+    ("family", "positive"): ["Mother had {a}; patient has {b}."],
+    ("history", "positive"): ["History of {a}, now presents with {b}."],
+    ("uncertain", "negated"): ["Possible {a}, no {b}."],
+}
+HELDOUT_PAIR_FRAMES = {
+    ("negated", "positive"): ["Without {a}, however {b} is present."],
+    ("negated", "negated"): ["Negative for {a} and {b}."],
+    ("positive", "negated"): ["{A} noted, no {b}."],
+    ("family", "positive"): ["Her father had {a}, and she has {b}."],
+    ("uncertain", "positive"): ["Possible {a}, but definite {b}."],
+    ("history", "negated"): ["History of {a}, no {b} since."],
+}
 PLACES = {"positive": ["hpi", "ap"], "misspelled": ["hpi", "ap"], "negated": ["hpi", "ros"], "uncertain": ["ap", "hpi"], "history": ["pmh", "hpi"], "family": ["fh", "hpi"]}
 CATEGORY_WEIGHTS = {"positive": 32, "negated": 20, "uncertain": 12, "history": 14, "family": 10, "misspelled": 12}
 
@@ -225,7 +242,7 @@ def generate_chart(split: str, index: int) -> dict:
             continue
         chosen.append(condition)
     parts: dict[str, list[str]] = {place: [] for place in ("hpi", "ap", "ros", "pmh", "fh")}
-    mentions = []
+    mentions, wordings = [], []
     for condition in chosen:
         categories = [c for c in CATEGORIES if not (c == "history" and not condition.history) and not (c == "family" and not condition.family)]
         category = rng.choices(categories, weights=[CATEGORY_WEIGHTS[c] for c in categories])[0]
@@ -240,16 +257,6 @@ def generate_chart(split: str, index: int) -> dict:
                     break
             if typo is None:
                 category = "positive"
-        place = rng.choice(PLACES[category])
-        frames = list(FRAMES[(category, place)])
-        if heldout and (category, place) in HELDOUT_FRAMES:
-            frames += HELDOUT_FRAMES[(category, place)] * 2
-        item = len(parts["ap"]) + 1
-        for _ in range(20):  # another frame when one would spell out a code description
-            sentence = _fill(rng.choice(frames), wording, rng, item)
-            if not any(description in sentence.lower() for description in FORBIDDEN):
-                break
-        parts[place].append(sentence)
         if category in ("positive", "misspelled"):
             expected, reason = condition.code, None
         elif category == "history":
@@ -263,6 +270,39 @@ def generate_chart(split: str, index: int) -> dict:
             "wording": wording, "abbreviation": is_abbreviated(wording),
             "expected_code": expected, "expected_reason": reason,
         })
+        wordings.append(wording)
+    # Sometimes two mentions share a sentence, so a scope must end in the right place.
+    pair_frames = dict(PAIR_FRAMES)
+    if heldout:
+        for pair, frames in HELDOUT_PAIR_FRAMES.items():
+            pair_frames[pair] = pair_frames.get(pair, []) + frames * 2
+    placed = set()
+    if rng.random() < 0.5:
+        for a in range(len(mentions)):
+            for b in range(len(mentions)):
+                pair = (mentions[a]["category"], mentions[b]["category"])
+                if a != b and pair in pair_frames and not placed & {a, b}:
+                    for _ in range(20):
+                        frame = rng.choice(pair_frames[pair])
+                        sentence = frame.format(a=wordings[a], b=wordings[b], A=wordings[a][:1].upper() + wordings[a][1:])
+                        if not any(description in sentence.lower() for description in FORBIDDEN):
+                            break
+                    parts["hpi"].append(sentence)
+                    placed |= {a, b}
+    for position, mention in enumerate(mentions):
+        if position in placed:
+            continue
+        category, wording = mention["category"], wordings[position]
+        place = rng.choice(PLACES[category])
+        frames = list(FRAMES[(category, place)])
+        if heldout and (category, place) in HELDOUT_FRAMES:
+            frames += HELDOUT_FRAMES[(category, place)] * 2
+        item = len(parts["ap"]) + 1
+        for _ in range(20):  # another frame when one would spell out a code description
+            sentence = _fill(rng.choice(frames), wording, rng, item)
+            if not any(description in sentence.lower() for description in FORBIDDEN):
+                break
+        parts[place].append(sentence)
     text = _assemble(parts, rng)
     lowered = text.lower()
     for description in FORBIDDEN:

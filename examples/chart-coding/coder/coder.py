@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from . import codeset
 from .context import FAMILY, HISTORICAL, NEGATED, UNCERTAIN, Trigger, contexts_of, find_triggers
 from .abbreviations import word_synonym_of
-from .lexicon import MAX_TERM_UNITS, SOURCE_CURATED, SOURCE_TABULAR, ConceptIndex, Term, Unit, default_index, matching_units
+from .lexicon import LIST_SEPARATORS, MAX_TERM_UNITS, SOURCE_CURATED, SOURCE_TABULAR, ConceptIndex, Term, Unit, default_index, matching_units
 from .sections import find_sections
 from .text import Token, split_sentences, tokenize
 
@@ -64,8 +64,8 @@ class ChartCoder:
     def _sentence_mentions(self, text: str, tokens: list[Token], section: str) -> list[Mention]:
         units: list[Unit | None] = []
         for index, token in enumerate(tokens):
-            if not token.is_word:
-                units.append(None)  # punctuation: no term spans it
+            if not token.is_word or token.lower in LIST_SEPARATORS:
+                units.append(None)  # punctuation, "or": no term spans it
                 continue
             for unit in matching_units(token.text, index):
                 if unit.form not in self.index.vocabulary and not unit.abbreviation:

@@ -20,12 +20,15 @@ from .concepts import CONCEPTS, Concept
 from .text import damerau_levenshtein_at_most_one, normalise_word, stem, tokenize
 
 STOP_WORDS = frozenset(
-    "of the a an and or in on to for with his her their my your its is was were be been being "
+    "of the a an or nor in on to for with his her their my your its is was were be been being "
     "has had have at by as from this that".split()
 )
 # Qualifiers that mark the tabular list's default code: a chart never says them.
 DEFAULT_QUALIFIERS = frozenset({"unspecified", "nos", "specified"})
 MAX_TERM_UNITS = 8
+# Words that separate list items in a chart: no term spans them. ("and" is a
+# unit of its own: it belongs to terms like "nausea and vomiting".)
+LIST_SEPARATORS = frozenset({"or", "nor", "and/or"})
 
 # Where a term came from, best first; confidence starts from it.
 SOURCE_CURATED, SOURCE_TABULAR, SOURCE_TABULAR_HEAD = "curated synonym", "tabular list", "tabular list (head term)"
