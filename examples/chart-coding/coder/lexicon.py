@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from . import codeset
 from .abbreviations import WORD_SYNONYMS, expansion_of, word_synonym_of
 from .concepts import CONCEPTS, Concept
-from .text import damerau_levenshtein_at_most_one, normalise_word, stem, tokenize
+from .text import TOKEN_PATTERN, damerau_levenshtein_at_most_one, normalise_word, stem
 
 STOP_WORDS = frozenset(
     "of the a an or nor in on to for with his her their my your its is was were be been being "
@@ -55,30 +55,37 @@ class Term:
 
 def matching_units(word: str, token_index: int = 0) -> list[Unit]:
     """The matching units of one word token (none for a stop word)."""
+    abbreviation, forms = _word_forms(word)
+    return [Unit(form, token_index, abbreviation) for form in forms]
+
+
+@functools.lru_cache(maxsize=200_000)
+def _word_forms(word: str) -> tuple[bool, tuple[str, ...]]:
+    """(whether the word is an abbreviation, its normalised forms); words
+    repeat across the tabular list and charts, so this is cached."""
     expansion = expansion_of(word)
     abbreviation = expansion is not None
     if expansion is None:
         expansion = word_synonym_of(word) or word
-    units = []
+    forms = []
     for part in expansion.split():
         for form in normalise_word(part):
             synonym = word_synonym_of(form)
-            forms = normalise_word(synonym) if synonym and synonym != form and " " not in synonym else [form]
-            for final in forms:
-                if final not in STOP_WORDS and final not in DEFAULT_QUALIFIERS:
-                    units.append(Unit(final, token_index, abbreviation))
-    return units
+            folded = normalise_word(synonym) if synonym and synonym != form and " " not in synonym else [form]
+            forms += [f for f in folded if f not in STOP_WORDS and f not in DEFAULT_QUALIFIERS]
+    return abbreviation, tuple(forms)
+
+
+def term_key_from_words(words: list[str]) -> tuple[str, ...] | None:
+    forms = [form for word in words for form in _word_forms(word)[1]]
+    if not forms or len(forms) > MAX_TERM_UNITS:
+        return None
+    return tuple(sorted(forms))
 
 
 def term_key(text: str) -> tuple[str, ...] | None:
     """The bag-of-units key of an index term, or None when it has no content."""
-    forms = []
-    for token in tokenize(text):
-        if token.is_word:
-            forms.extend(unit.form for unit in matching_units(token.text))
-    if not forms or len(forms) > MAX_TERM_UNITS:
-        return None
-    return tuple(sorted(forms))
+    return term_key_from_words([m.group() for m in TOKEN_PATTERN.finditer(text) if m.group()[0].isalnum()])
 
 
 def _term_variants(text: str, is_description: bool) -> list[tuple[str, bool]]:
