@@ -73,11 +73,11 @@ CONCEPTS: tuple[Concept, ...] = (
     Concept("N39.0", ("urinary tract infection", "urine infection", "urinary infection"), history="Z87.440"),
     Concept("N40.0", ("benign prostatic hyperplasia", "enlarged prostate", "prostatic hypertrophy", "benign prostatic hypertrophy", "prostate enlargement"), chronic=True),
     # Neoplasms
-    Concept("C50.919", ("breast malignant neoplasm", "malignant neoplasm of the breast", "malignant neoplasm of breast"), history="Z85.3", family="Z80.3"),
-    Concept("C61", ("prostate malignant neoplasm", "malignant neoplasm of the prostate", "prostatic malignant neoplasm"), history="Z85.46", family="Z80.42"),
-    Concept("C34.90", ("lung malignant neoplasm", "malignant neoplasm of the lung", "bronchogenic malignant neoplasm", "pulmonary malignant neoplasm"), history="Z85.118", family="Z80.1"),
-    Concept("C18.9", ("colon malignant neoplasm", "malignant neoplasm of the colon", "colonic malignant neoplasm", "bowel malignant neoplasm", "malignant neoplasm of the bowel"), history="Z85.038", family="Z80.0"),
-    Concept("C56.9", ("ovarian malignant neoplasm", "malignant neoplasm of the ovary", "ovary malignant neoplasm"), history="Z85.43", family="Z80.41"),
+    Concept("C50.919", ("breast cancer", "cancer of the breast", "breast carcinoma"), history="Z85.3", family="Z80.3"),
+    Concept("C61", ("prostate cancer", "cancer of the prostate", "prostatic carcinoma"), history="Z85.46", family="Z80.42"),
+    Concept("C34.90", ("lung cancer", "cancer of the lung", "bronchogenic carcinoma", "pulmonary carcinoma"), history="Z85.118", family="Z80.1"),
+    Concept("C18.9", ("colon cancer", "cancer of the colon", "colonic carcinoma", "bowel cancer", "cancer of the bowel"), history="Z85.038", family="Z80.0"),
+    Concept("C56.9", ("ovarian cancer", "cancer of the ovary", "ovary cancer"), history="Z85.43", family="Z80.41"),
     # Blood
     Concept("D64.9", ("anemia", "low blood count", "low hemoglobin", "low red cell count"), chronic=True, family="Z83.2"),
     # Mental and behavioural
