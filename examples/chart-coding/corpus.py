@@ -13,8 +13,10 @@ each in one category:
 - family: a relative's condition → its family-history code (Z80.3, …);
 - misspelled: a positive mention with one typing error in a long word.
 
-Conditions are named with lay terms, paraphrases and abbreviations, never
-with an ICD-10-CM description copied verbatim (checked at generation).
+Half the charts put two mentions in one sentence ("No fever but reports
+cough."), so a trigger's scope must end in the right place. Conditions are
+named with lay terms, paraphrases and abbreviations, never with an ICD-10-CM
+description copied verbatim (checked at generation).
 
 Two splits: `tuning` (seeds from 1,000) and `heldout` (seeds from 500,000),
 and the held-out split also uses sentence templates and condition wordings
