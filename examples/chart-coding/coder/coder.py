@@ -157,11 +157,12 @@ class ChartCoder:
             else:
                 dropped.append(outcome)
         codes = self._merge(coded)
+        codes, less_specific = self._drop_less_specific(codes)
         codes, excluded = self._apply_excludes1(codes)
         return {
             "code_set": f"ICD-10-CM ({codeset.PACKAGE} {codeset.PACKAGE_VERSION})",
             "codes": codes,
-            "dropped": dropped + excluded,
+            "dropped": dropped + less_specific + excluded,
         }
 
     def _code_mention(self, mention: Mention) -> CodedMention | dict:
@@ -231,6 +232,27 @@ class ChartCoder:
             })
         codes.sort(key=lambda c: c["start"])
         return codes
+
+    def _drop_less_specific(self, codes: list[dict]) -> tuple[list[dict], list[dict]]:
+        """A curated default code ("CKD" → N18.9) gives way to a more specific
+        code of the same category found elsewhere in the chart ("CKD stage 3"
+        → N18.30): one condition, coded once, as specifically as charted."""
+        kept, dropped = [], []
+        for code in codes:
+            specific = next((
+                other for other in codes
+                if other is not code and other["code"][:3] == code["code"][:3] and other["context"] == code["context"] == "current"
+                and code["code"] in self.index.concepts and other["code"] not in self.index.concepts
+            ), None)
+            if specific is None:
+                kept.append(code)
+                continue
+            dropped.append({
+                "code": code["code"], "evidence": code["evidence"], "start": code["start"], "end": code["end"],
+                "section": code["section"], "reason": "less specific",
+                "why": f'{specific["code"]} ("{specific["evidence"]}") codes the same condition more specifically',
+            })
+        return kept, dropped
 
     def _apply_excludes1(self, codes: list[dict]) -> tuple[list[dict], list[dict]]:
         """Of two codes an Excludes1 note makes exclusive, keep the better

@@ -36,7 +36,7 @@ PRE_TRIGGERS = {
     ],
     HISTORICAL: [
         "history of", "hx of", "h/o", "hx", "hx/o", "s/p", "status post", "prior", "previous", "previously",
-        "past", "remote", "old", "known", "past history of", "past medical history of", "personal history of",
+        "past", "remote", "known", "past history of", "past medical history of", "personal history of",
         "history significant for", "treated for", "recovered from", "survivor of",
     ],
     FAMILY: [

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 # Canonical section → the headers that open it (matched case-insensitively).
 SECTION_HEADERS = {
     "chief complaint": ["chief complaint", "cc", "reason for visit", "reason for admission"],
-    "history of present illness": ["history of present illness", "hpi", "present illness", "interval history", "subjective"],
+    "history of present illness": ["history of present illness", "hpi", "present illness", "interval history", "subjective",
+                                   "hospital course", "brief hospital course", "clinical course", "ed course"],
     "past medical history": ["past medical history", "pmh", "pmhx", "medical history", "past history", "problem list", "past medical/surgical history"],
     "past surgical history": ["past surgical history", "psh", "surgical history"],
     "family history": ["family history", "fh", "fhx", "family hx", "family medical history"],
@@ -19,7 +20,10 @@ SECTION_HEADERS = {
     "review of systems": ["review of systems", "ros"],
     "physical exam": ["physical exam", "physical examination", "pe", "exam", "objective"],
     "results": ["labs", "laboratory", "imaging", "results", "studies"],
-    "assessment and plan": ["assessment and plan", "assessment & plan", "assessment/plan", "a/p", "a&p", "impression and plan", "assessment", "impression", "diagnoses", "diagnosis", "plan"],
+    "assessment and plan": ["assessment and plan", "assessment & plan", "assessment/plan", "a/p", "a&p", "impression and plan", "assessment", "impression", "diagnoses", "diagnosis", "plan",
+                            "discharge diagnoses", "discharge diagnosis", "admission diagnoses", "admission diagnosis",
+                            "final diagnoses", "final diagnosis", "principal diagnosis", "secondary diagnoses",
+                            "primary diagnosis", "working diagnosis"],
 }
 _HEADER_TO_SECTION = {header: section for section, headers in SECTION_HEADERS.items() for header in headers}
 _HEADER_PATTERN = re.compile(

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 _SLASH_ABBREVIATIONS = r"h/o|r/o|s/p|n/v|a/p|c/o|w/o|f/u|y/o|b/l|d/c|hx/o"
 TOKEN_PATTERN = re.compile(
     rf"(?i:\b(?:{_SLASH_ABBREVIATIONS})(?![A-Za-z]))"
-    r"|\d+(?:\.\d+)?"
+    r"|\d+(?:\.\d+)?(?![A-Za-z])"
     r"|[A-Za-z0-9]+(?:['’\-][A-Za-z0-9]+)*"
     r"|[^\sA-Za-z0-9]"
 )
