@@ -221,6 +221,16 @@ class MatchingTest(unittest.TestCase):
         self.assertIn("E11.65", coded("A/P: type 2 diabetes mellitus with hyperglycemia."))
         self.assertEqual(set(coded("A/P: Asthma exacerbation.")), {"J45.901"})
 
+    def test_default_code_gives_way_to_a_more_specific_one(self):
+        text = "HPI: CKD stage 3a.\nAssessment/Plan:\n1. Chronic kidney disease."
+        self.assertEqual(set(coded(text)), {"N18.31"})
+        why = dropped("PMH: CKD stage 3. A/P: CKD, stable.")[("N18.9", "less specific")]["why"]
+        self.assertIn("N18.30", why)
+
+    def test_age_is_not_a_history_trigger(self):
+        codes = coded("78 year old woman with pneumonia.")
+        self.assertEqual(codes["J18.9"]["context"], "current")
+
     def test_filler_text_codes_nothing(self):
         text = "Physical Exam: Heart regular rate and rhythm. Lungs clear. Alert and oriented x3. Follow up in 2 weeks."
         self.assertEqual(coded(text), {})
