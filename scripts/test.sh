@@ -36,6 +36,11 @@ if ! python3 -c "import awslambdaric" >/dev/null 2>&1; then
     step "installing awslambdaric from PyPI"
     python3 -m pip install --quiet awslambdaric || python3 -m pip install --quiet --break-system-packages awslambdaric
 fi
+# The chart-coding example codes against the ICD-10-CM release this package ships.
+if ! python3 -c "import importlib.metadata as m; assert m.version('simple-icd-10-cm') == '1.5.0'" >/dev/null 2>&1; then
+    step "installing simple-icd-10-cm 1.5.0 from PyPI"
+    python3 -m pip install --quiet simple-icd-10-cm==1.5.0 || python3 -m pip install --quiet --break-system-packages simple-icd-10-cm==1.5.0
+fi
 # The HTTPS API's OpenAPI document is exercised by Schemathesis against the running server.
 if ! python3 -m schemathesis.cli --version >/dev/null 2>&1; then
     step "installing schemathesis from PyPI"
@@ -80,6 +85,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "building"
 cargo build --workspace --locked
+
+step "chart coder tests (examples/chart-coding)"
+python3 -m unittest discover -s examples/chart-coding/tests
 
 step "tests"
 cargo nextest run --workspace --locked --profile ci
