@@ -25,21 +25,23 @@
 //! Screenshots are saved under `target/dashboard-screenshots/serve-*.png`.
 
 mod support;
+#[path = "../../dashboard/tests/support/webdriver.rs"]
+mod webdriver;
 
 use std::future::Future;
 use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpStream};
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use fantoccini::{Client, ClientBuilder, Locator};
+use fantoccini::{Client, Locator};
 use rcgen::PublicKeyData;
 use sha2::{Digest, Sha256};
 use support::Project;
+use webdriver::start_chromedriver;
 
 const ITEMS: usize = 20;
 /// The rows of a run page's workers table (the item ledger is the other table).
@@ -184,73 +186,6 @@ fn certificate_pin(project: &Project) -> String {
     BASE64.encode(Sha256::digest(key.subject_public_key_info()))
 }
 
-/// A child process, leader of its own process group, killed with the whole
-/// group (chromedriver and the Chromium it started) when the test ends,
-/// however it ends.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let group = format!("-{}", self.0.id());
-        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_chromedriver() -> (KillOnDrop, String) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free port")
-        .port();
-    let child = Command::new("chromedriver")
-        .arg(format!("--port={port}"))
-        .process_group(0)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start chromedriver: install Debian's chromium and chromium-driver (scripts/test.sh does)");
-    let guard = KillOnDrop(child);
-    let deadline = Instant::now() + PATIENCE;
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "chromedriver did not listen on port {port} within {PATIENCE:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    (guard, format!("http://127.0.0.1:{port}"))
-}
-
-/// Headless Chromium that accepts the certificate whose key has `pin`, and no other untrusted one.
-async fn open_browser(webdriver: &str, pin: &str) -> Client {
-    let mut capabilities = serde_json::Map::new();
-    capabilities.insert(
-        "goog:chromeOptions".to_owned(),
-        serde_json::json!({
-            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                     "--window-size=1360,1000", "--force-device-scale-factor=1", "--lang=en-US",
-                     format!("--ignore-certificate-errors-spki-list={pin}")],
-        }),
-    );
-    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-        .capabilities(capabilities)
-        .connect(webdriver)
-        .await
-        .expect("open a Chromium session through chromedriver")
-}
-
-fn screenshot_dir() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"));
-    let dir = target.join("dashboard-screenshots");
-    std::fs::create_dir_all(&dir).expect("create the screenshot directory");
-    dir
-}
-
-async fn screenshot(browser: &Client, name: &str) {
-    let png = browser.screenshot().await.expect("take a screenshot");
-    std::fs::write(screenshot_dir().join(format!("serve-{name}.png")), png).expect("save the screenshot");
-}
-
 /// The text of the first element matching `css`, or `None` when there is
 /// none (yet) or it was replaced while being read (live fragments are).
 async fn text_of(browser: &Client, css: &str) -> Option<String> {
@@ -326,8 +261,8 @@ async fn a_person_follows_a_real_run_on_mayfly_serve_from_sign_in_to_its_report(
         .to_owned();
     let server = Server::start(&project);
     let pin = certificate_pin(&project);
-    let (_chromedriver, webdriver) = start_chromedriver();
-    let browser = open_browser(&webdriver, &pin).await;
+    let (_chromedriver, webdriver) = start_chromedriver(PATIENCE);
+    let browser = webdriver::open_browser(&webdriver, &[format!("--ignore-certificate-errors-spki-list={pin}")]).await;
     let browser = &browser;
     let mut gate = Gate::new(&project);
 
@@ -338,7 +273,7 @@ async fn a_person_follows_a_real_run_on_mayfly_serve_from_sign_in_to_its_report(
         "/sign-in",
         "without a token the dashboard asks to sign in (Chromium stays at `/` on a certificate error)"
     );
-    screenshot(browser, "01-sign-in").await;
+    webdriver::screenshot(browser, "serve-01-sign-in").await;
     browser.find(Locator::Id("token")).await.expect("the token field").send_keys(&token).await.expect("paste");
     click(browser, Locator::Css("button[type=submit]")).await;
     at(browser, "/").await;
@@ -356,7 +291,7 @@ async fn a_person_follows_a_real_run_on_mayfly_serve_from_sign_in_to_its_report(
     gate.release_up_to(9);
     shows(browser, &format!("{row} [data-field=summary]"), "9 of 20 items").await;
     shows(browser, &format!("{row} [data-field=percent]"), "45%").await;
-    screenshot(browser, "02-runs").await;
+    webdriver::screenshot(browser, "serve-02-runs").await;
 
     // The run's page: its progress advances, the timeline draws attempts, both workers are live.
     click(browser, Locator::Css(&format!("{row} a[href='/runs/{run}']"))).await;
@@ -384,7 +319,7 @@ async fn a_person_follows_a_real_run_on_mayfly_serve_from_sign_in_to_its_report(
     })
     .await;
     assert!(text_of(browser, "#ledger").await.unwrap_or_default().contains("in/0000.json"), "the ledger lists items");
-    screenshot(browser, "03-run-detail").await;
+    webdriver::screenshot(browser, "serve-03-run-detail").await;
 
     // The live log tail: a line the function wrote, relayed by a real worker, arrives while the page is open.
     click(browser, Locator::LinkText("Live log tail →")).await;
@@ -402,7 +337,7 @@ async fn a_person_follows_a_real_run_on_mayfly_serve_from_sign_in_to_its_report(
     .await;
     assert!(fresh.starts_with("w1-") && fresh.contains(": ICD-10 I21.4"), "a worker's line: {fresh}");
     assert_eq!(text_of(browser, "[data-log-status]").await.as_deref(), Some("following"));
-    screenshot(browser, "04-log-tail").await;
+    webdriver::screenshot(browser, "serve-04-log-tail").await;
 
     // The rest of the items: the open run page turns to succeeded by itself, then shows the report.
     click(browser, Locator::Css(&format!("nav.crumbs a[href='/runs/{run}']"))).await;
@@ -429,7 +364,7 @@ async fn a_person_follows_a_real_run_on_mayfly_serve_from_sign_in_to_its_report(
         sealed.iter().all(|key| key.starts_with(&format!("runs/{run}/"))),
         "each worker's log is sealed: {sealed:?}"
     );
-    screenshot(browser, "05-run-finished").await;
+    webdriver::screenshot(browser, "serve-05-run-finished").await;
 
     // The log page of the ended run points to the sealed logs.
     click(browser, Locator::LinkText("Live log tail →")).await;

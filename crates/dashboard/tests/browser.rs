@@ -7,16 +7,17 @@
 //!
 //! Screenshots are saved under `target/dashboard-screenshots/`.
 
+#[path = "support/webdriver.rs"]
+mod webdriver;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use fantoccini::{Client, ClientBuilder, Locator};
+use fantoccini::{Client, Locator};
 use mayfly_core::queue::QueueConfig;
 use mayfly_core::run::{RunReport, RunStatus};
 use mayfly_core::{Clock, Name, SystemClock};
@@ -27,6 +28,7 @@ use mayfly_state::{
 };
 use mayfly_state_sqlite::SqliteStore;
 use subtle::ConstantTimeEq;
+use webdriver::{open_browser, screenshot, start_chromedriver};
 
 const TOKEN: &str = "mf_test_4f1c9a7e2b";
 const PRINCIPAL: &str = "token:ops-oncall";
@@ -44,72 +46,6 @@ impl Authorize for FixedToken {
             Err(Denied::Unauthenticated("unknown token".to_owned()))
         }
     }
-}
-
-/// A child process, leader of its own process group, killed with the whole
-/// group (chromedriver and the Chromium it started) when the test ends,
-/// however it ends.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let group = format!("-{}", self.0.id());
-        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn screenshot_dir() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"));
-    let dir = target.join("dashboard-screenshots");
-    std::fs::create_dir_all(&dir).expect("create the screenshot directory");
-    dir
-}
-
-async fn screenshot(browser: &Client, name: &str) {
-    let png = browser.screenshot().await.expect("take a screenshot");
-    std::fs::write(screenshot_dir().join(format!("{name}.png")), png).expect("save the screenshot");
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|listener| listener.local_addr()).expect("free port").port()
-}
-
-fn start_chromedriver() -> (KillOnDrop, String) {
-    let port = free_port();
-    let child = Command::new("chromedriver")
-        .arg(format!("--port={port}"))
-        .process_group(0)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start chromedriver: install Debian's chromium and chromium-driver (scripts/test.sh does)");
-    let guard = KillOnDrop(child);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "chromedriver did not listen on port {port} within 20 s");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    (guard, format!("http://127.0.0.1:{port}"))
-}
-
-async fn open_browser(webdriver: &str) -> Client {
-    let mut capabilities = serde_json::Map::new();
-    capabilities.insert(
-        "goog:chromeOptions".to_owned(),
-        serde_json::json!({
-            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                     "--window-size=1360,1000", "--force-device-scale-factor=1", "--lang=en-US"],
-        }),
-    );
-    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-        .capabilities(capabilities)
-        .connect(webdriver)
-        .await
-        .expect("open a Chromium session through chromedriver")
 }
 
 /// A raw HTTP/1.1 GET on loopback: the status code and the body.
@@ -353,8 +289,8 @@ async fn a_person_signs_in_follows_a_running_job_and_tails_its_logs() {
     assert_eq!(status, 303, "{body}");
     assert!(body.contains("location: /sign-in?next=%2Fqueues"), "{body}");
 
-    let (_chromedriver, webdriver) = start_chromedriver();
-    let browser = open_browser(&webdriver).await;
+    let (_chromedriver, webdriver) = start_chromedriver(Duration::from_secs(20));
+    let browser = open_browser(&webdriver, &[]).await;
 
     browser.goto(&format!("{base}/runs/{RUN}")).await.expect("open the run page");
     let url = browser.current_url().await.expect("url");
