@@ -6,6 +6,9 @@
 //!   serves the OpenAPI document generated from the handlers at
 //!   `/v1/openapi.json`. It leaves `/` and every path outside `/v1` free, so
 //!   another router (the dashboard) can be merged next to it.
+//! - [`following_router`] ([`follow`]) serves the same routes for whichever
+//!   deployment was recorded last, switching within about a second of a
+//!   deploy; every `/v1` response names its deployment (`mayfly-deployment`).
 //! - [`serve::serve`] serves any router over TLS only ([`tls`]).
 //! - Every request under `/v1` is checked against a bearer token
 //!   ([`access`]: scopes and limits, pure; [`auth`]: the store) and lands in
@@ -19,6 +22,7 @@ pub mod access_log;
 pub mod auth;
 pub mod error;
 mod extract;
+pub mod follow;
 mod openapi;
 mod routes;
 pub mod serve;
@@ -44,6 +48,7 @@ pub use crate::access::{Grant, Resource, Scope};
 pub use crate::access_log::{AccessLog, AccessLogError};
 pub use crate::auth::{AuthError, Principal};
 pub use crate::error::{ApiError, ErrorBody};
+pub use crate::follow::{DEPLOYMENT_HEADER, FleetForDeployment, FleetUnavailable, following_router};
 pub use crate::openapi::openapi_document;
 
 /// Every route of the API starts with this.
@@ -71,7 +76,9 @@ impl Default for ApiLimits {
 /// Everything the API runs against.
 #[derive(Clone)]
 pub struct ApiConfig {
-    /// The deployed architecture (from the recorded deployment, read when the server starts).
+    /// The deployed architecture (from the recorded deployment). [`router`]
+    /// serves this one; [`following_router`] starts with it and replaces it
+    /// with each deployment recorded later.
     pub architecture: Arc<Architecture>,
     pub deployment_version: Option<u64>,
     pub state: Arc<dyn StateStore>,
@@ -81,8 +88,11 @@ pub struct ApiConfig {
     /// Starts the coordinators of runs (local processes).
     pub provisioner: Arc<dyn mayfly_fleet::Provisioner>,
     /// Every provisioner a run may hold resources in (local processes, Docker
-    /// containers): cancelling a run stops what it has in each.
+    /// containers): cancelling a run stops what it has in each. Derived from
+    /// `architecture`; [`following_router`] derives it anew for each deployment.
     pub fleet: Vec<Arc<dyn mayfly_fleet::Provisioner>>,
+    /// Derives `fleet` from a new deployment's architecture.
+    pub fleet_for_deployment: Arc<dyn FleetForDeployment>,
     pub coordinator_launch: CoordinatorLaunch,
     /// The project directory: functions' working directory.
     pub project_root: PathBuf,

@@ -651,3 +651,69 @@ fn an_oversized_json_body_meets_the_token_check_before_the_size_limit() {
     assert_eq!(project.json(&["queues", "work"])[0]["visible"], 0, "nothing was sent");
     server.stop();
 }
+
+/// The value of the `mayfly-deployment` header, which every `/v1` response carries.
+fn served_by(response: &reqwest::blocking::Response) -> u64 {
+    let header = response.headers().get("mayfly-deployment").expect("a /v1 response names its deployment");
+    header.to_str().unwrap().parse().unwrap()
+}
+
+#[test]
+fn a_running_server_follows_a_new_deployment_without_a_restart() {
+    let project = api_project();
+    let admin = create_token(&project, "admin", &["--scope", "admin"]);
+    let first = project.json(&["deployments"]).as_array().unwrap().last().unwrap()["version"].as_u64().unwrap();
+    let server = Server::start(&project);
+    let send_to_later = || {
+        server.request("POST", "/v1/queues/later/messages", Some(&admin)).json(&json!({"messages": [{"body": "hi"}]}))
+    };
+
+    let missing = send_to_later().send().unwrap();
+    assert_eq!(served_by(&missing), first);
+    assert_error_body(missing, StatusCode::NOT_FOUND, "a queue the running deployment does not have");
+    let echo = server.request("POST", "/v1/functions/echo/invocations", Some(&admin)).json(&json!({})).send().unwrap();
+    assert_eq!((echo.status(), served_by(&echo)), (StatusCode::OK, first), "echo is deployed at first");
+    let unrouted = server.request("GET", "/v1/routes/reports/7", Some(&admin)).send().unwrap();
+    assert_eq!((unrouted.status(), served_by(&unrouted)), (StatusCode::NOT_FOUND, first));
+
+    // The next deployment adds a queue and a route and removes `echo`; the server is not restarted.
+    let spec = std::fs::read_to_string(project.path("mayfly.toml")).unwrap();
+    let without_echo = spec.replace("[functions.echo]\ncommand = [\"cat\"]\n", "");
+    assert_ne!(without_echo, spec, "the spec declared echo");
+    let next_spec = format!(
+        "{without_echo}[[api.routes]]\nmethod = \"GET\"\npath = \"/reports/{{id}}\"\nfunction = \"http\"\n\
+         [queues.later]\n"
+    );
+    std::fs::write(project.path("mayfly.toml"), next_spec).unwrap();
+    let second = project.json(&["deploy"])["version"].as_u64().unwrap();
+    assert!(second > first);
+
+    // Queues live in the store, which the deploy changed at once; the API's routes follow within seconds.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let response = server.request("GET", "/v1/queues/later", Some(&admin)).send().unwrap();
+        if served_by(&response) == second {
+            assert_eq!(response.status(), StatusCode::OK);
+            break;
+        }
+        assert!(Instant::now() < deadline, "the server still serves deployment {} after 10 s", served_by(&response));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let sent = send_to_later().send().unwrap();
+    assert_eq!((sent.status(), served_by(&sent)), (StatusCode::CREATED, second), "sent, by the new deployment");
+    let received = project.json(&["receive", "later"]);
+    assert_eq!(received.as_array().unwrap().len(), 1, "{received}");
+    assert_eq!(received[0]["body"], "hi");
+
+    let removed =
+        server.request("POST", "/v1/functions/echo/invocations", Some(&admin)).json(&json!({})).send().unwrap();
+    assert_eq!(served_by(&removed), second);
+    assert_error_body(removed, StatusCode::NOT_FOUND, "a function the new deployment removed");
+    let routed = server.request("GET", "/v1/routes/reports/7", Some(&admin)).send().unwrap();
+    assert_eq!((routed.status(), served_by(&routed)), (StatusCode::CREATED, second), "the new route is served");
+    let routed: Value = routed.json().unwrap();
+    assert_eq!(routed["path"], "/reports/7");
+    let document = server.get_json("/v1/openapi.json", &admin);
+    assert!(document["paths"]["/v1/routes/reports/{id}"].is_object(), "the OpenAPI document follows too");
+    server.stop();
+}

@@ -25,10 +25,13 @@
 //! routed); the loops of the deployment held so far (queue pollers, async
 //! invokers, the scheduler, the jobs supervisor with its alarms) are told to
 //! stop taking work, and those of the new one start, all at once. Invocations
-//! in flight finish under the definition they started with.
+//! in flight finish under the definition they started with. `deployments`
+//! parses recorded deployments and watches for new ones, for the router and
+//! for the HTTPS API (which serves the latest).
 
 mod alarms;
 mod async_invoker;
+pub mod deployments;
 mod functions;
 mod invoke;
 pub mod jobs;
@@ -50,6 +53,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 pub use async_invoker::new_request_id;
+pub use deployments::{DEPLOYMENT_POLL, DeploymentWatch, ParsedDeployment, parse_deployment};
 pub use functions::{
     AsyncEnvelope, FAILED_QUEUE, async_queue_name, estimate_cost, function_definition, function_network_name,
     internal_queues,

@@ -18,48 +18,28 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use mayfly_core::{Name, ObjectEvent};
 use mayfly_spec::{Architecture, RouteTarget};
-use mayfly_state::{Deployment, OutgoingMessage};
+use mayfly_state::OutgoingMessage;
 use tokio::sync::watch;
 
+use crate::deployments::{DEPLOYMENT_POLL, DeploymentWatch, ParsedDeployment, parse_deployment};
 use crate::functions::{AsyncEnvelope, async_queue_name};
 use crate::{ControlError, ControlPlaneConfig, DeploymentInForce, Shutdown};
 
 /// The consumer name of the router's cursor in the event log.
 pub const ROUTER_CURSOR: &str = "router";
 const EVENTS_PER_PASS: usize = 1_000;
-/// How often an idle router looks for a new deployment.
-const DEPLOYMENT_POLL: Duration = Duration::from_secs(1);
-
-/// A recorded deployment, parsed.
-#[derive(Clone)]
-struct ParsedDeployment {
-    version: u64,
-    event_log_head: u64,
-    architecture: Arc<Architecture>,
-}
-
-fn parse_deployment(deployment: &Deployment) -> Result<ParsedDeployment, ControlError> {
-    let architecture = mayfly_spec::parse(&format!("deployment {}", deployment.version), &deployment.source).map_err(
-        |diagnostics| ControlError::Deployment { version: deployment.version, reason: diagnostics.to_string() },
-    )?;
-    Ok(ParsedDeployment {
-        version: deployment.version,
-        event_log_head: deployment.event_log_head,
-        architecture: Arc::new(architecture),
-    })
-}
-
 /// The router's own state: the deployment it routes by and the newer ones
 /// whose boundary it has not reached yet.
 pub struct Router {
     held: DeploymentInForce,
     /// Deployments newer than `held`, oldest first.
     pending: Vec<ParsedDeployment>,
-    newest_known: u64,
+    /// Finds the deployments recorded after the newest one the router knows of.
+    watch: DeploymentWatch,
     last_poll: Instant,
 }
 
@@ -94,7 +74,8 @@ impl Router {
             .map(parse_deployment)
             .collect::<Result<Vec<_>, _>>()?;
         let newest_known = deployments.last().map_or(held_version, |deployment| deployment.version);
-        Ok(Router { held, pending, newest_known, last_poll: Instant::now() })
+        let watch = DeploymentWatch::after(config.state.clone(), Some(newest_known));
+        Ok(Router { held, pending, watch, last_poll: Instant::now() })
     }
 
     /// The deployment the router routes by now.
@@ -103,19 +84,9 @@ impl Router {
     }
 
     /// Learn of deployments recorded since the last look.
-    fn poll_deployments(&mut self, config: &ControlPlaneConfig) -> Result<(), ControlError> {
+    fn poll_deployments(&mut self) -> Result<(), ControlError> {
         self.last_poll = Instant::now();
-        let state = config.state.as_ref();
-        let Some(latest) = state.latest_deployment()? else { return Ok(()) };
-        if latest.version <= self.newest_known {
-            return Ok(());
-        }
-        for deployment in state.deployments()? {
-            if deployment.version > self.newest_known {
-                self.pending.push(parse_deployment(&deployment)?);
-            }
-        }
-        self.newest_known = latest.version;
+        self.pending.extend(self.watch.newer()?);
         Ok(())
     }
 
@@ -152,7 +123,7 @@ impl Router {
         let events = state.object_events_after(cursor, EVENTS_PER_PASS)?;
         // After the read: a deployment committed before any event just read is seen now.
         if !events.is_empty() || self.last_poll.elapsed() >= DEPLOYMENT_POLL {
-            self.poll_deployments(config)?;
+            self.poll_deployments()?;
         }
 
         let mut outgoing: BTreeMap<Name, Vec<OutgoingMessage>> = BTreeMap::new();

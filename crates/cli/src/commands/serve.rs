@@ -1,6 +1,11 @@
 //! `mayfly serve`: the project's HTTPS API and web dashboard (over TLS only) until SIGINT or
 //! SIGTERM; and the same server for `mayfly up` when the deployed
 //! architecture declares `[api]`.
+//!
+//! The API follows new deployments (`mayfly_api::following_router`); what
+//! is read once, when the server starts, is the listen address, the
+//! certificate (`[api].tls`), the dashboard's project name and how
+//! coordinators are started.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -9,8 +14,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
+use futures::future::BoxFuture;
 use mayfly_api::tls::{self, TlsPaths};
-use mayfly_api::{AccessLog, ApiConfig, ApiLimits, ApiState};
+use mayfly_api::{AccessLog, ApiConfig, ApiLimits, ApiState, FleetForDeployment, FleetUnavailable};
 use mayfly_core::{Clock, SystemClock};
 use mayfly_dashboard::DashboardState;
 use mayfly_runtime::{Invoker, InvokerConfig};
@@ -96,7 +102,25 @@ impl ApiServer {
     }
 }
 
-/// Configure and bind the API of an open project.
+/// A deployment's fleet as the CLI finds it: local processes, and Docker
+/// when its engine answers (required when a job runs its workers there).
+struct ProjectFleet;
+
+impl FleetForDeployment for ProjectFleet {
+    fn fleet<'a>(
+        &'a self,
+        architecture: &'a Architecture,
+    ) -> BoxFuture<'a, Result<Vec<Arc<dyn mayfly_fleet::Provisioner>>, FleetUnavailable>> {
+        Box::pin(async move {
+            crate::commands::jobs::fleet_provisioners(architecture)
+                .await
+                .map_err(|error| FleetUnavailable(format!("{error:#}")))
+        })
+    }
+}
+
+/// Configure and bind the API of an open project, serving `deployed` and
+/// every deployment recorded after it.
 pub async fn bind_api_server(
     located: &Project,
     opened: &OpenProject,
@@ -126,6 +150,7 @@ pub async fn bind_api_server(
         invoker,
         provisioner: Arc::new(mayfly_fleet::LocalProvisioner::new()),
         fleet,
+        fleet_for_deployment: Arc::new(ProjectFleet),
         coordinator_launch: crate::commands::jobs::coordinator_launch(located)?,
         project_root: std::path::absolute(&located.root)?,
         data_dir: std::path::absolute(located.data_dir())?,
@@ -136,6 +161,7 @@ pub async fn bind_api_server(
     };
     let api = ApiState::new(config, AccessLog::start(log_store));
     // The dashboard at `/`, the API under `/v1`: one port, one certificate, one access log.
+    // The dashboard's project name is the one of the deployment the server started with.
     let dashboard = mayfly_dashboard::router(DashboardState {
         store: api.config().state.clone(),
         authorize: Arc::new(DashboardAccess { api: api.clone() }),
@@ -144,7 +170,7 @@ pub async fn bind_api_server(
         data_dir: api.config().data_dir.clone(),
         keyring: Some(opened.keyring.keyring.clone()),
     });
-    let router = mayfly_api::router(api).merge(dashboard);
+    let router = mayfly_api::following_router(api).merge(dashboard);
     let listener = TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     let address = listener.local_addr()?;
     Ok(ApiServer {
