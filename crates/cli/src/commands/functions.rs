@@ -15,7 +15,7 @@ use mayfly_state::{InvocationFilter, StateStore, StoredInvocation};
 use serde::Serialize;
 
 use crate::exit_code::{FunctionFailed, NotFound};
-use crate::output::{Output, human_bytes, table};
+use crate::output::{Output, human_bytes, json_millis, json_time, table};
 use crate::project::{OpenProject, Project};
 
 #[derive(Debug, Args)]
@@ -249,9 +249,10 @@ struct InvokeReport {
     error_type: Option<String>,
     error_message: Option<String>,
     response: Option<serde_json::Value>,
-    logs: String,
-    duration_ms: f64,
-    init_duration_ms: Option<f64>,
+    /// What the function wrote to its stderr; `null` for nothing.
+    logs: Option<String>,
+    duration_ms: u64,
+    init_duration_ms: Option<u64>,
     peak_memory: Option<u64>,
 }
 
@@ -292,9 +293,9 @@ pub async fn invoke(args: InvokeArgs, project: Option<&Path>, output: Output) ->
         error_type,
         error_message,
         response: result.response.as_deref().and_then(|r| serde_json::from_slice(r).ok()),
-        logs: String::from_utf8_lossy(&result.logs).into_owned(),
-        duration_ms: result.duration.as_secs_f64() * 1000.0,
-        init_duration_ms: result.init_duration.map(|d| d.as_secs_f64() * 1000.0),
+        logs: (!result.logs.is_empty()).then(|| String::from_utf8_lossy(&result.logs).into_owned()),
+        duration_ms: json_millis(result.duration),
+        init_duration_ms: result.init_duration.map(json_millis),
         peak_memory: result.peak_memory,
     };
     output.emit(&report, || {
@@ -302,15 +303,12 @@ pub async fn invoke(args: InvokeArgs, project: Option<&Path>, output: Output) ->
         if let Some(response) = &report.response {
             text.push_str(&format!("{response}\n"));
         }
-        if !report.logs.is_empty() {
+        if let Some(logs) = &report.logs {
             text.push_str("--- logs ---\n");
-            text.push_str(&report.logs);
-            if !report.logs.ends_with('\n') {
+            text.push_str(logs);
+            if !logs.ends_with('\n') {
                 text.push('\n');
             }
-        }
-        if let (Some(kind), Some(message)) = (&report.error_type, &report.error_message) {
-            text.push_str(&format!("error: {kind}: {message}\n"));
         }
         text.push_str(&report_line(
             &report.request_id,
@@ -321,8 +319,18 @@ pub async fn invoke(args: InvokeArgs, project: Option<&Path>, output: Output) ->
         ));
         text
     })?;
+    // The function's error goes to stderr once, here (the report on stdout has it under `--json` only).
     if !result.outcome.is_success() {
-        return Err(FunctionFailed(format!("function `{}` failed: {}", args.function, result.outcome.kind())).into());
+        let reason = match (&report.error_type, &report.error_message) {
+            (Some(kind), Some(message)) => format!("{kind}: {message}"),
+            _ => report.outcome.clone(),
+        };
+        return Err(FunctionFailed(format!(
+            "function `{}` failed ({}): {reason}",
+            args.function,
+            result.outcome.kind()
+        ))
+        .into());
     }
     Ok(())
 }
@@ -384,8 +392,8 @@ struct InvocationView {
     trigger: String,
     attempt: u32,
     started_at: String,
-    duration_ms: f64,
-    init_duration_ms: Option<f64>,
+    duration_ms: u64,
+    init_duration_ms: Option<u64>,
     outcome: String,
     error_type: Option<String>,
     error_message: Option<String>,
@@ -405,9 +413,9 @@ impl From<&StoredInvocation> for InvocationView {
             deployment_version: r.deployment_version,
             trigger: r.trigger.clone(),
             attempt: r.attempt,
-            started_at: r.started_at.to_rfc3339(),
-            duration_ms: r.duration.as_secs_f64() * 1000.0,
-            init_duration_ms: r.init_duration.map(|d| d.as_secs_f64() * 1000.0),
+            started_at: json_time(r.started_at),
+            duration_ms: json_millis(r.duration),
+            init_duration_ms: r.init_duration.map(json_millis),
             outcome: r.outcome.clone(),
             error_type: r.error_type.clone(),
             error_message: r.error_message.clone(),
@@ -524,13 +532,12 @@ pub fn functions(_args: FunctionsArgs, project: Option<&Path>, output: Output) -
         invocations: u64,
         errors: u64,
         cold_starts: u64,
-        p50_ms: Option<f64>,
-        p95_ms: Option<f64>,
-        last_invoked: Option<String>,
+        p50_ms: Option<u64>,
+        p95_ms: Option<u64>,
+        last_invoked_at: Option<String>,
         #[serde(skip)]
         stats: mayfly_state::FunctionStats,
     }
-    let millis = |d: Option<Duration>| d.map(|d| d.as_secs_f64() * 1000.0);
     let mut rows = Vec::new();
     for (name, spec) in &architecture.functions {
         let stats = opened.state.function_stats(name)?;
@@ -540,9 +547,9 @@ pub fn functions(_args: FunctionsArgs, project: Option<&Path>, output: Output) -
             invocations: stats.invocations,
             errors: stats.errors,
             cold_starts: stats.cold_starts,
-            p50_ms: millis(stats.p50_duration),
-            p95_ms: millis(stats.p95_duration),
-            last_invoked: stats.last_invoked.map(|t| t.to_rfc3339()),
+            p50_ms: stats.p50_duration.map(json_millis),
+            p95_ms: stats.p95_duration.map(json_millis),
+            last_invoked_at: stats.last_invoked.map(json_time),
             stats,
         });
     }
