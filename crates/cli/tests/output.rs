@@ -190,7 +190,9 @@ fn shape_violations(value: &Value, path: &str, found: &mut Vec<String>) {
             }
             for (key, field) in fields {
                 let at = format!("{path}.{key}");
-                let is_time = key == "at" || key.ends_with("_at");
+                let is_time = key == "at"
+                    || key.ends_with("_at")
+                    || ["last_modified", "last_invoked", "lease_until", "deadline"].contains(&key.as_str());
                 if is_time && !(field.is_null() || field.as_str().is_some_and(is_rfc3339)) {
                     found.push(format!("{at}: a time must be an RFC 3339 string or null, not {field}"));
                 }

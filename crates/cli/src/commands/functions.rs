@@ -534,7 +534,7 @@ pub fn functions(_args: FunctionsArgs, project: Option<&Path>, output: Output) -
         cold_starts: u64,
         p50_ms: Option<u64>,
         p95_ms: Option<u64>,
-        last_invoked_at: Option<String>,
+        last_invoked: Option<String>,
         #[serde(skip)]
         stats: mayfly_state::FunctionStats,
     }
@@ -549,7 +549,7 @@ pub fn functions(_args: FunctionsArgs, project: Option<&Path>, output: Output) -
             cold_starts: stats.cold_starts,
             p50_ms: stats.p50_duration.map(json_millis),
             p95_ms: stats.p95_duration.map(json_millis),
-            last_invoked_at: stats.last_invoked.map(json_time),
+            last_invoked: stats.last_invoked.map(json_time),
             stats,
         });
     }

@@ -83,7 +83,7 @@ struct ObjectView {
     key: String,
     size: u64,
     etag: Option<String>,
-    modified_at: String,
+    last_modified: String,
 }
 
 impl From<&ObjectInfo> for ObjectView {
@@ -93,7 +93,7 @@ impl From<&ObjectInfo> for ObjectView {
             key: info.key.clone(),
             size: info.size,
             etag: info.etag.clone(),
-            modified_at: json_time(info.last_modified),
+            last_modified: json_time(info.last_modified),
         }
     }
 }
