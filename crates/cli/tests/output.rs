@@ -254,6 +254,7 @@ fn every_command_prints_json_of_one_shape() {
     let run_id = run["run"].as_str().unwrap().to_owned();
     let failed = project.run(&["invoke", "work", "--payload", r#"{"fail": true}"#, "--json"]);
     let failed: Value = serde_json::from_slice(&failed.stdout).unwrap();
+    let request = failed["request_id"].as_str().unwrap().to_owned();
 
     // (command, whether it lists things)
     let documents: Vec<(String, Value, bool)> = vec![
@@ -278,6 +279,9 @@ fn every_command_prints_json_of_one_shape() {
         ("invoke".into(), project.json(&["invoke", "work"]), false),
         ("invocations".into(), project.json(&["invocations"]), true),
         ("functions".into(), project.json(&["functions"]), true),
+        ("logs".into(), project.json(&["logs", "--function", "work"]), true),
+        ("logs --request".into(), project.json(&["logs", "--request", &request]), false),
+        ("logs RUN".into(), project.json(&["logs", &run_id]), true),
         ("runs".into(), project.json(&["runs"]), true),
         ("run-report".into(), project.json(&["run-report", &run_id]), false),
         ("results".into(), project.json(&["results", "scan"]), true),
@@ -314,6 +318,10 @@ fn every_command_prints_json_of_one_shape() {
     assert_eq!(received[0]["attributes"], serde_json::json!({"source": "ehr"}));
     let report = &documents[2].1["report"];
     assert!(report["makespan_ms"].is_u64(), "{report}");
+    let logs = &documents.iter().find(|(command, ..)| command == "logs RUN").unwrap().1;
+    assert!(logs[0]["logs"].as_str().unwrap().contains("working on"), "{logs}");
+    let follow = project.run(&["logs", "--function", "work", "--follow", "--json"]);
+    assert_eq!(follow.status.code(), Some(2), "--follow streams text; with --json it is a usage error");
     // The detached run ends before the project goes.
     project.wait_for(&["runs"], Duration::from_secs(60), |runs| {
         runs.as_array().unwrap().iter().all(|run| run["finished_at"].is_string())
