@@ -249,7 +249,7 @@ struct InvokeReport {
     error_type: Option<String>,
     error_message: Option<String>,
     response: Option<serde_json::Value>,
-    /// What the function wrote to its stderr; `null` for nothing.
+    /// The invocation's captured logs; `null` for none.
     logs: Option<String>,
     duration_ms: u64,
     init_duration_ms: Option<u64>,
