@@ -423,7 +423,8 @@ logs = "logs"
         let report = self.json(&["run-report", &run]);
         let results = self.json(&["results", "batch", "--run", &run, "--limit", "1000000"]);
         let results = results.as_array().cloned().unwrap_or_default();
-        let started_at = report["started_at"].as_i64().expect("started_at in milliseconds");
+        let started_at =
+            report["started_at"].as_str().and_then(rfc3339_millis).expect("started_at as an RFC 3339 time");
         let last_done = results
             .iter()
             .filter_map(|row| row["recorded_at"].as_str().and_then(rfc3339_millis))
@@ -436,7 +437,7 @@ logs = "logs"
             .min()
             .unwrap_or(started_at);
         let workers = report["workers"].as_array().cloned().unwrap_or_default();
-        let busy: f64 = workers.iter().map(|w| seconds(&w["busy"])).sum();
+        let busy: f64 = workers.iter().map(|w| seconds(&w["busy_ms"])).sum();
         let processing = (last_done - started_at) as f64 / 1000.0;
         let items = results.len().max(1) as f64;
         eprintln!(
@@ -461,17 +462,15 @@ logs = "logs"
             retries: report["retries"].as_u64().unwrap_or(0),
             results: results.len(),
             processing,
-            report_makespan: seconds(&report["makespan"]),
+            report_makespan: seconds(&report["makespan_ms"]),
             load,
         }
     }
 }
 
-/// A serde `Duration` (`{"secs": s, "nanos": n}`) or a number of seconds.
+/// An integer `_ms` field of `--json` output, in seconds.
 fn seconds(value: &Value) -> f64 {
-    value
-        .as_f64()
-        .unwrap_or_else(|| value["secs"].as_f64().unwrap_or(f64::NAN) + value["nanos"].as_f64().unwrap_or(0.0) / 1e9)
+    value.as_u64().map_or(f64::NAN, |millis| millis as f64 / 1000.0)
 }
 
 /// `2026-11-25T06:38:22.123Z` as milliseconds since the epoch.

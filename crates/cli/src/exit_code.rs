@@ -6,6 +6,8 @@ use mayfly_spec::LoadError;
 use mayfly_state::StateError;
 
 pub const FAILURE: u8 = 1;
+/// What clap exits with for a bad command line; [`UsageError`] for what clap cannot check.
+pub const USAGE: u8 = 2;
 pub const INVALID_ARCHITECTURE: u8 = 3;
 pub const NOT_FOUND: u8 = 4;
 pub const REFUSED: u8 = 5;
@@ -15,6 +17,11 @@ pub const FUNCTION_FAILED: u8 = 8;
 pub const DATA_DAMAGED: u8 = 9;
 pub const VIOLATIONS_FOUND: u8 = 10;
 pub const COMPLETED_WITH_FAILURES: u8 = 11;
+
+/// A command line clap accepted but the command cannot (e.g. an attribute given twice).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
 
 /// An error the command itself decided to refuse with (e.g. would lose data).
 #[derive(Debug, thiserror::Error)]
@@ -83,6 +90,9 @@ pub fn for_error(error: &anyhow::Error) -> u8 {
         }
         if let Some(mayfly_control::jobs::JobError::UnknownJob { .. }) = cause.downcast_ref() {
             return NOT_FOUND;
+        }
+        if cause.downcast_ref::<UsageError>().is_some() {
+            return USAGE;
         }
         if cause.downcast_ref::<Refused>().is_some() {
             return REFUSED;

@@ -6,11 +6,12 @@ mod commands;
 mod exit_code;
 mod output;
 mod project;
+mod terminal;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::commands::{
     access_log, audit, broker, demo, functions, image, jobs, keys, objects, prune, queues, serve, spec, tokens,
@@ -211,9 +212,11 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(terminal::escapes_allowed(terminal::Stream::Stderr))
         .init();
 
-    let cli = Cli::parse();
+    let matches = Cli::command().color(terminal::clap_colours()).get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit());
     let output = Output::new(cli.json);
     // Workers and coordinators leave the cores to the functions (see their
     // `runtime`); every other command may serve many requests at once.
@@ -296,7 +299,6 @@ async fn run(command: Command, project: Option<PathBuf>, output: Output) -> anyh
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
 
     #[test]
     fn command_line_definition_is_consistent() {

@@ -1,6 +1,11 @@
 //! How commands print: human text by default, one JSON document with `--json`.
 //! Errors never come through here; they go to stderr from `main`.
 //!
+//! `--json` documents follow one rule (README, "JSON output"): listings are
+//! arrays of objects, anything else one object; times RFC 3339 strings
+//! ([`json_time`]), durations integer `_ms` fields ([`json_millis`]), absent
+//! values `null`, tags and attributes JSON objects ([`json_pairs`]).
+//!
 //! Everything bound for stdout goes through [`print_stdout`] (or maps its
 //! write errors with [`stdout_error`]), never `println!`, which panics when
 //! the reader has gone (`mayfly runs | head -1`): a closed stdout becomes
@@ -76,6 +81,21 @@ impl Output {
         }
         Ok(())
     }
+}
+
+/// A time as `--json` prints it: RFC 3339 in UTC, to the millisecond.
+pub fn json_time(at: mayfly_core::Timestamp) -> String {
+    at.to_rfc3339()
+}
+
+/// A duration as `--json` prints it: whole milliseconds (in a field named `…_ms`).
+pub fn json_millis(duration: std::time::Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Name/value pairs (tags, message attributes) as `--json` prints them: one JSON object.
+pub fn json_pairs(pairs: &[(String, String)]) -> std::collections::BTreeMap<String, String> {
+    pairs.iter().cloned().collect()
 }
 
 /// Render rows as an aligned text table with a header.

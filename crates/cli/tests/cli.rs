@@ -222,7 +222,7 @@ fn queues_send_receive_ack_extend_and_stats() {
     let received = received.as_array().unwrap();
     assert_eq!(received.len(), 2);
     assert_eq!(received[0]["body"], "{\"chart\": 1}");
-    assert_eq!(received[0]["attributes"][0], serde_json::json!(["source", "ehr"]));
+    assert_eq!(received[0]["attributes"], serde_json::json!({"source": "ehr"}));
     let first = received[0]["receipt"].as_str().unwrap().to_owned();
     let second = received[1]["receipt"].as_str().unwrap().to_owned();
     assert_eq!(queue_row(&project.json(&["queues"]), "work")["in_flight"], 2);

@@ -168,8 +168,8 @@ memory = "256MiB"
     let seconds = invocation["duration_ms"].as_f64().unwrap() / 1000.0;
     let expected = 0.5 + 2.0 * seconds + 8.0 * 0.25 * seconds;
     let cost = invocation["estimated_cost"].as_f64().unwrap();
-    // The ledger shows the duration to the microsecond; the cost used the exact one.
-    let rounding = (2.0 + 8.0 * 0.25) * 1e-6;
+    // The ledger shows the duration in whole milliseconds; the cost used the exact one.
+    let rounding = (2.0 + 8.0 * 0.25) * 1e-3;
     assert!((cost - expected).abs() <= rounding, "cost {cost}, expected {expected}: {invocation}");
 }
 

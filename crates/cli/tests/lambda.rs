@@ -46,8 +46,9 @@ fn invoke_reports_a_failed_lambda_with_exit_code_8_and_the_ledger_records_it() {
     let output = project.run(&["invoke", "echo", "--payload", r#"{"mode": "error", "message": "chart 17 is empty"}"#]);
     assert_eq!(output.status.code(), Some(8));
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(stdout.contains("chart 17 is empty"), "{stdout}");
     assert!(stdout.contains("REPORT RequestId:"), "{stdout}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.matches("chart 17 is empty").count(), 1, "the function's error, once on stderr: {stderr}");
     let ledger = invocations_of(&project, "echo");
     assert_eq!(ledger.len(), 1);
     assert_eq!(ledger[0]["outcome"], "error");

@@ -154,7 +154,7 @@ fn no_marker_reaches_the_disk_in_plaintext_and_an_authorised_user_reads_it_all()
         }
     }
     let peeked = project.json(&["peek", "intake-process"]);
-    assert_eq!(peeked[0]["attributes"][0], serde_json::json!(["patient", MARKER]), "{peeked}");
+    assert_eq!(peeked[0]["attributes"]["patient"], MARKER, "{peeked}");
 
     // Failing invocations outside jobs: the ledger's error message and logs.
     let failed = project.run(&["invoke", "work", "--payload", &format!(r#"{{"chart": "{MARKER}-fail"}}"#), "--json"]);

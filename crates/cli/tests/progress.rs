@@ -33,6 +33,7 @@ fn in_a_terminal(project: &Project, args: &str) -> (bool, String) {
         .args(["--quiet", "--return", "--flush", "--command", &command, "/dev/null"])
         .current_dir(&project.root)
         .env_remove("MAYFLY_PROJECT")
+        .env_remove("NO_COLOR")
         .env("TERM", "xterm-256color")
         .output()
         .expect("util-linux `script` runs");
@@ -48,7 +49,7 @@ fn run_draws_a_progress_bar_on_a_terminal_and_none_when_piped() {
     assert!(transcript.contains("worker(s) live"), "the bar shows live workers: {transcript}");
     assert!(transcript.contains("6 done"), "the report follows the bar: {transcript}");
 
-    let piped = project.run(&["run", "scan"]);
+    let piped = project.command(&["run", "scan"]).env_remove("NO_COLOR").output().unwrap();
     support::assert_success(&piped, &["run", "scan"]);
     let stderr = String::from_utf8_lossy(&piped.stderr);
     assert!(!stderr.contains("items  "), "no bar when stderr is not a terminal: {stderr}");

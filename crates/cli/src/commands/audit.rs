@@ -162,8 +162,31 @@ struct AuditDocument<'a> {
     summary: AuditSummary,
     findings: &'a [AuditFinding],
     reaped: &'a [ReapedResource],
-    /// Absent for `--latest` (the store keeps findings, not inventories).
-    inventory: Option<&'a Inventory>,
+    /// `null` for `--latest` (the store keeps findings, not inventories).
+    inventory: Option<serde_json::Value>,
+}
+
+/// The inventory as `--json` prints it (README, "JSON output"): as the audit
+/// crate serializes it, but a bucket's retention as integer `retention_ms`
+/// and a damaged message's time as RFC 3339.
+fn inventory_json(inventory: &Inventory) -> Result<serde_json::Value> {
+    let mut value = serde_json::to_value(inventory).context("cannot render the inventory as JSON")?;
+    if let Some(buckets) = value.get_mut("buckets").and_then(serde_json::Value::as_array_mut) {
+        for (entry, bucket) in buckets.iter_mut().zip(&inventory.buckets) {
+            if let Some(entry) = entry.as_object_mut() {
+                entry.remove("retention");
+                entry.insert("retention_ms".into(), bucket.retention.map(crate::output::json_millis).into());
+            }
+        }
+    }
+    if let Some(damaged) = value.get_mut("damaged_messages").and_then(serde_json::Value::as_array_mut) {
+        for (entry, message) in damaged.iter_mut().zip(&inventory.damaged_messages) {
+            if let Some(entry) = entry.as_object_mut() {
+                entry.insert("set_aside_at".into(), crate::output::json_time(message.set_aside_at).into());
+            }
+        }
+    }
+    Ok(value)
 }
 
 pub async fn audit(args: AuditArgs, project: Option<&Path>, output: Output) -> Result<()> {
@@ -215,7 +238,7 @@ fn emit(record: &AuditRecord, inventory: Option<&Inventory>, reaped: &[ReapedRes
         summary: summary.clone(),
         findings: &record.findings,
         reaped,
-        inventory,
+        inventory: inventory.map(inventory_json).transpose()?,
     };
     output.emit(&document, || render(record, &summary, reaped))
 }

@@ -49,10 +49,10 @@ pub struct DemoSummary {
     pub invocations: u64,
     pub errors: u64,
     pub cold_starts: u64,
-    pub p50_ms: Option<f64>,
-    pub p95_ms: Option<f64>,
+    pub p50_ms: Option<u64>,
+    pub p95_ms: Option<u64>,
     pub dead_letters: u64,
-    pub elapsed_ms: u128,
+    pub elapsed_ms: u64,
 }
 
 fn name(text: &str) -> Name {
@@ -82,9 +82,9 @@ pub async fn run(args: DemoArgs, output: Output) -> Result<()> {
         let _ = std::fs::remove_dir_all(&dir);
     }
     let mut summary = result?;
-    summary.elapsed_ms = started.elapsed().as_millis();
+    summary.elapsed_ms = crate::output::json_millis(started.elapsed());
     output.emit(&summary, || {
-        let ms = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.1} ms"));
+        let ms = |v: Option<u64>| v.map_or("-".to_owned(), |v| format!("{v} ms"));
         format!(
             "demo passed in {:.1}s: {} objects put, {} moved and verified\n  invocations {}  errors {}  cold starts {}  p50 {}  p95 {}  dead letters {}{}",
             summary.elapsed_ms as f64 / 1000.0,
@@ -191,8 +191,8 @@ async fn run_in(dir: &Path, args: &DemoArgs, output: Output) -> Result<DemoSumma
     summary.invocations = stats.invocations;
     summary.errors = stats.errors;
     summary.cold_starts = stats.cold_starts;
-    summary.p50_ms = stats.p50_duration.map(|d| d.as_secs_f64() * 1000.0);
-    summary.p95_ms = stats.p95_duration.map(|d| d.as_secs_f64() * 1000.0);
+    summary.p50_ms = stats.p50_duration.map(crate::output::json_millis);
+    summary.p95_ms = stats.p95_duration.map(crate::output::json_millis);
     let dlq = opened.state.queue_stats(&dead_letter)?;
     summary.dead_letters = dlq.visible + dlq.in_flight + dlq.delayed;
     ensure!(summary.dead_letters == 0, "{} message(s) ended in work-dlq", summary.dead_letters);

@@ -14,8 +14,8 @@ use mayfly_spec::Architecture;
 use mayfly_state::{InvocationFilter, StateStore, StoredInvocation};
 use serde::Serialize;
 
-use crate::exit_code::{FunctionFailed, NotFound};
-use crate::output::{Output, human_bytes, table};
+use crate::exit_code::{FunctionFailed, NotFound, UsageError};
+use crate::output::{Output, human_bytes, json_millis, json_time, table};
 use crate::project::{OpenProject, Project};
 
 #[derive(Debug, Args)]
@@ -249,9 +249,10 @@ struct InvokeReport {
     error_type: Option<String>,
     error_message: Option<String>,
     response: Option<serde_json::Value>,
-    logs: String,
-    duration_ms: f64,
-    init_duration_ms: Option<f64>,
+    /// The invocation's captured logs; `null` for none.
+    logs: Option<String>,
+    duration_ms: u64,
+    init_duration_ms: Option<u64>,
     peak_memory: Option<u64>,
 }
 
@@ -292,9 +293,9 @@ pub async fn invoke(args: InvokeArgs, project: Option<&Path>, output: Output) ->
         error_type,
         error_message,
         response: result.response.as_deref().and_then(|r| serde_json::from_slice(r).ok()),
-        logs: String::from_utf8_lossy(&result.logs).into_owned(),
-        duration_ms: result.duration.as_secs_f64() * 1000.0,
-        init_duration_ms: result.init_duration.map(|d| d.as_secs_f64() * 1000.0),
+        logs: (!result.logs.is_empty()).then(|| String::from_utf8_lossy(&result.logs).into_owned()),
+        duration_ms: json_millis(result.duration),
+        init_duration_ms: result.init_duration.map(json_millis),
         peak_memory: result.peak_memory,
     };
     output.emit(&report, || {
@@ -302,15 +303,12 @@ pub async fn invoke(args: InvokeArgs, project: Option<&Path>, output: Output) ->
         if let Some(response) = &report.response {
             text.push_str(&format!("{response}\n"));
         }
-        if !report.logs.is_empty() {
+        if let Some(logs) = &report.logs {
             text.push_str("--- logs ---\n");
-            text.push_str(&report.logs);
-            if !report.logs.ends_with('\n') {
+            text.push_str(logs);
+            if !logs.ends_with('\n') {
                 text.push('\n');
             }
-        }
-        if let (Some(kind), Some(message)) = (&report.error_type, &report.error_message) {
-            text.push_str(&format!("error: {kind}: {message}\n"));
         }
         text.push_str(&report_line(
             &report.request_id,
@@ -321,8 +319,13 @@ pub async fn invoke(args: InvokeArgs, project: Option<&Path>, output: Output) ->
         ));
         text
     })?;
+    // The function's error goes to stderr once, here (the report on stdout has it under `--json` only).
     if !result.outcome.is_success() {
-        return Err(FunctionFailed(format!("function `{}` failed: {}", args.function, result.outcome.kind())).into());
+        let reason = match (&report.error_type, &report.error_message) {
+            (Some(kind), Some(message)) => format!("{kind}: {message}"),
+            _ => report.outcome.clone(),
+        };
+        return Err(FunctionFailed(format!("function `{}` failed: {reason}", args.function)).into());
     }
     Ok(())
 }
@@ -384,8 +387,8 @@ struct InvocationView {
     trigger: String,
     attempt: u32,
     started_at: String,
-    duration_ms: f64,
-    init_duration_ms: Option<f64>,
+    duration_ms: u64,
+    init_duration_ms: Option<u64>,
     outcome: String,
     error_type: Option<String>,
     error_message: Option<String>,
@@ -405,9 +408,9 @@ impl From<&StoredInvocation> for InvocationView {
             deployment_version: r.deployment_version,
             trigger: r.trigger.clone(),
             attempt: r.attempt,
-            started_at: r.started_at.to_rfc3339(),
-            duration_ms: r.duration.as_secs_f64() * 1000.0,
-            init_duration_ms: r.init_duration.map(|d| d.as_secs_f64() * 1000.0),
+            started_at: json_time(r.started_at),
+            duration_ms: json_millis(r.duration),
+            init_duration_ms: r.init_duration.map(json_millis),
             outcome: r.outcome.clone(),
             error_type: r.error_type.clone(),
             error_message: r.error_message.clone(),
@@ -470,22 +473,82 @@ fn print_invocation_logs(state: &dyn StateStore, invocation: &StoredInvocation) 
     .map_err(crate::output::stdout_error)
 }
 
-pub async fn logs(args: LogsArgs, project: Option<&Path>, _output: Output) -> Result<()> {
+/// Captured text as `--json` prints it: lossy UTF-8, `null` for nothing.
+fn logs_text(bytes: &[u8]) -> Option<String> {
+    (!bytes.is_empty()).then(|| String::from_utf8_lossy(bytes).into_owned())
+}
+
+pub async fn logs(args: LogsArgs, project: Option<&Path>, output: Output) -> Result<()> {
+    if output.json && args.follow {
+        return Err(UsageError(
+            "--follow prints logs as text while they come, and --json one document of the logs so far: give one of them"
+                .into(),
+        )
+        .into());
+    }
     let located = Project::locate(project)?;
     let opened = located.open(false)?;
     let state = opened.state.as_ref();
     if let (Some(run), Some(process)) = (&args.run, &args.process) {
-        return process_output(&located, &opened, run, process);
+        let plain = process_output(&located, &opened, run, process)?;
+        if output.json {
+            #[derive(Serialize)]
+            struct ProcessOutput<'a> {
+                run: &'a str,
+                process: &'a str,
+                output: Option<String>,
+            }
+            return output.emit(&ProcessOutput { run, process, output: logs_text(&plain) }, String::new);
+        }
+        std::io::stdout().write_all(&plain).map_err(crate::output::stdout_error)?;
+        return Ok(());
     }
     if let Some(run) = &args.run {
+        if output.json {
+            return run_logs_json(&located, &opened, run, args.worker.as_deref(), output).await;
+        }
         return run_logs(&located, &opened, run, args.worker.as_deref(), args.follow).await;
     }
     if let Some(request) = &args.request {
         let logs = state.invocation_logs(request).with_context(|| format!("no logs for request {request}"))?;
+        if output.json {
+            #[derive(Serialize)]
+            struct RequestLogs<'a> {
+                request_id: &'a str,
+                logs: Option<String>,
+            }
+            return output.emit(&RequestLogs { request_id: request, logs: logs_text(&logs) }, String::new);
+        }
         std::io::stdout().write_all(&logs).map_err(crate::output::stdout_error)?;
         return Ok(());
     }
     let recent = last_invocations(state, args.function.as_ref(), None, args.tail)?;
+    if output.json {
+        #[derive(Serialize)]
+        struct InvocationLogs {
+            request_id: String,
+            function: Name,
+            attempt: u32,
+            outcome: String,
+            started_at: String,
+            logs: Option<String>,
+        }
+        let rows: Vec<InvocationLogs> = recent
+            .iter()
+            .map(|invocation| {
+                let r = &invocation.record;
+                InvocationLogs {
+                    request_id: r.request_id.clone(),
+                    function: r.function.clone(),
+                    attempt: r.attempt,
+                    outcome: r.outcome.clone(),
+                    started_at: json_time(r.started_at),
+                    logs: logs_text(&state.invocation_logs(&r.request_id).unwrap_or_default()),
+                }
+            })
+            .collect();
+        return output.emit(&rows, String::new);
+    }
     // With nothing recorded yet, following from id 0 prints every invocation as it comes.
     let mut after_id = recent.last().map_or(0, |i| i.id);
     for invocation in &recent {
@@ -524,13 +587,12 @@ pub fn functions(_args: FunctionsArgs, project: Option<&Path>, output: Output) -
         invocations: u64,
         errors: u64,
         cold_starts: u64,
-        p50_ms: Option<f64>,
-        p95_ms: Option<f64>,
+        p50_ms: Option<u64>,
+        p95_ms: Option<u64>,
         last_invoked: Option<String>,
         #[serde(skip)]
         stats: mayfly_state::FunctionStats,
     }
-    let millis = |d: Option<Duration>| d.map(|d| d.as_secs_f64() * 1000.0);
     let mut rows = Vec::new();
     for (name, spec) in &architecture.functions {
         let stats = opened.state.function_stats(name)?;
@@ -540,9 +602,9 @@ pub fn functions(_args: FunctionsArgs, project: Option<&Path>, output: Output) -
             invocations: stats.invocations,
             errors: stats.errors,
             cold_starts: stats.cold_starts,
-            p50_ms: millis(stats.p50_duration),
-            p95_ms: millis(stats.p95_duration),
-            last_invoked: stats.last_invoked.map(|t| t.to_rfc3339()),
+            p50_ms: stats.p50_duration.map(json_millis),
+            p95_ms: stats.p95_duration.map(json_millis),
+            last_invoked: stats.last_invoked.map(json_time),
             stats,
         });
     }
@@ -574,10 +636,8 @@ pub fn functions(_args: FunctionsArgs, project: Option<&Path>, output: Output) -
     })
 }
 
-/// A run's worker logs: the live files while the run is going, the sealed
-/// archive (checked against its checksum) once it has ended.
 /// `mayfly logs RUN --process NAME`: a process's own output, opened.
-fn process_output(located: &Project, opened: &OpenProject, run: &str, process: &str) -> Result<()> {
+fn process_output(located: &Project, opened: &OpenProject, run: &str, process: &str) -> Result<Vec<u8>> {
     opened.state.run(run)?;
     let run_dir = mayfly_control::jobs::run_dir(&located.data_dir(), run);
     let path = match process {
@@ -592,12 +652,102 @@ fn process_output(located: &Project, opened: &OpenProject, run: &str, process: &
         .into());
     }
     let stream = mayfly_jobs::output::output_stream(run, process);
-    let plain = mayfly_jobs::output::read_output(&path, &stream, Some(opened.keyring.keyring.as_ref()))
-        .with_context(|| format!("cannot read {}", path.display()))?;
-    std::io::stdout().write_all(&plain)?;
-    Ok(())
+    mayfly_jobs::output::read_output(&path, &stream, Some(opened.keyring.keyring.as_ref()))
+        .with_context(|| format!("cannot read {}", path.display()))
 }
 
+/// The workers with a live log file in `run_dir`, by name (only `worker` if given).
+fn live_workers(run_dir: &Path, worker: Option<&str>) -> Vec<String> {
+    let mut workers: Vec<String> = std::fs::read_dir(run_dir.join("workers"))
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_suffix(".log")).map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    workers.retain(|name| worker.is_none_or(|w| w == name));
+    workers.sort();
+    workers
+}
+
+/// One worker's sealed log of a finished run, opened and checked.
+struct SealedWorkerLog {
+    worker: String,
+    /// `BUCKET/KEY` of the sealed object.
+    object: String,
+    plain: Vec<u8>,
+}
+
+/// The sealed logs of a finished run's workers (only `worker` if given); not found if there are none.
+async fn sealed_worker_logs(opened: &OpenProject, run: &str, worker: Option<&str>) -> Result<Vec<SealedWorkerLog>> {
+    let workers = opened.state.run_workers(run)?;
+    let mut logs = Vec::new();
+    for record in workers.iter().filter(|w| worker.is_none_or(|name| w.worker == name)) {
+        let Some(key) = &record.log_object else { continue };
+        let (_, architecture) = deployed_architecture(opened)?;
+        let bucket = architecture
+            .jobs
+            .get(&opened.state.run(run)?.job)
+            .and_then(|job| job.logs.clone())
+            .context("the run's job names no logs bucket")?;
+        let (_, compressed) = opened.buckets.get_bytes(&bucket, key).await?;
+        let plain = mayfly_jobs::logs::unseal(&compressed, record.log_sha256.as_deref())
+            .map_err(|error| anyhow::anyhow!("the sealed log {bucket}/{key} is damaged: {error}"))?;
+        logs.push(SealedWorkerLog { worker: record.worker.clone(), object: format!("{bucket}/{key}"), plain });
+    }
+    if logs.is_empty() {
+        return Err(NotFound(format!(
+            "run {run} has no sealed logs{}",
+            worker.map(|w| format!(" for worker {w}")).unwrap_or_default()
+        ))
+        .into());
+    }
+    Ok(logs)
+}
+
+/// `mayfly logs RUN --json`: each worker's log so far, live or sealed.
+async fn run_logs_json(
+    located: &Project,
+    opened: &OpenProject,
+    run: &str,
+    worker: Option<&str>,
+    output: Output,
+) -> Result<()> {
+    #[derive(Serialize)]
+    struct WorkerLogs {
+        worker: String,
+        /// Where the sealed log is (`BUCKET/KEY`); `null` while the run goes.
+        sealed_object: Option<String>,
+        logs: Option<String>,
+    }
+    let record = opened.state.run(run)?;
+    let mut rows = Vec::new();
+    if !record.status.is_finished() {
+        let run_dir = mayfly_control::jobs::run_dir(&located.data_dir(), run);
+        let keyring = Some(opened.keyring.keyring.as_ref());
+        for name in live_workers(&run_dir, worker) {
+            // The run may end (and its files go) between listing and reading.
+            let Ok(plain) = mayfly_jobs::logs::read_live(&run_dir, run, &name, keyring) else { continue };
+            rows.push(WorkerLogs { worker: name, sealed_object: None, logs: logs_text(&plain) });
+        }
+    }
+    // Ended meanwhile, or already: the sealed logs.
+    if rows.is_empty() && opened.state.run(run)?.status.is_finished() {
+        for sealed in sealed_worker_logs(opened, run, worker).await? {
+            rows.push(WorkerLogs {
+                worker: sealed.worker,
+                sealed_object: Some(sealed.object),
+                logs: logs_text(&sealed.plain),
+            });
+        }
+    }
+    output.emit(&rows, String::new)
+}
+
+/// A run's worker logs: the live files while the run is going (with
+/// `--follow`, until it ends), the sealed archive (checked against its
+/// checksum) once it has ended.
 async fn run_logs(
     located: &Project,
     opened: &OpenProject,
@@ -613,17 +763,7 @@ async fn run_logs(
     let mut stdout = std::io::stdout();
     if !record.status.is_finished() {
         loop {
-            let mut workers: Vec<String> = std::fs::read_dir(run_dir.join("workers"))
-                .map(|entries| {
-                    entries
-                        .filter_map(|e| e.ok())
-                        .filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_suffix(".log")).map(str::to_owned))
-                        .collect()
-                })
-                .unwrap_or_default();
-            workers.retain(|name| worker.is_none_or(|w| w == name));
-            workers.sort();
-            for name in workers {
+            for name in live_workers(&run_dir, worker) {
                 // The run may end (and its files go) between listing and reading.
                 let Ok(plain) = mayfly_jobs::logs::read_live(&run_dir, run, &name, keyring) else { continue };
                 let done = printed.entry(name.clone()).or_insert(0);
@@ -649,29 +789,10 @@ async fn run_logs(
             return Ok(());
         }
     }
-    let workers = opened.state.run_workers(run)?;
-    let mut printed = 0;
-    for record in workers.iter().filter(|w| worker.is_none_or(|name| w.worker == name)) {
-        let Some(key) = &record.log_object else { continue };
-        let (_, architecture) = deployed_architecture(opened)?;
-        let bucket = architecture
-            .jobs
-            .get(&opened.state.run(run)?.job)
-            .and_then(|job| job.logs.clone())
-            .context("the run's job names no logs bucket")?;
-        let (_, compressed) = opened.buckets.get_bytes(&bucket, key).await?;
-        let plain = mayfly_jobs::logs::unseal(&compressed, record.log_sha256.as_deref())
-            .map_err(|error| anyhow::anyhow!("the sealed log {bucket}/{key} is damaged: {error}"))?;
-        writeln!(stdout, "--- worker {} ({bucket}/{key}) ---", record.worker).map_err(crate::output::stdout_error)?;
-        stdout.write_all(&plain).map_err(crate::output::stdout_error)?;
-        printed += 1;
-    }
-    if printed == 0 {
-        return Err(NotFound(format!(
-            "run {run} has no sealed logs{}",
-            worker.map(|w| format!(" for worker {w}")).unwrap_or_default()
-        ))
-        .into());
+    for sealed in sealed_worker_logs(opened, run, worker).await? {
+        writeln!(stdout, "--- worker {} ({}) ---", sealed.worker, sealed.object)
+            .map_err(crate::output::stdout_error)?;
+        stdout.write_all(&sealed.plain).map_err(crate::output::stdout_error)?;
     }
     Ok(())
 }

@@ -16,7 +16,7 @@ use mayfly_core::run::{RunReport, RunStatus, new_run_id};
 use mayfly_core::{Clock, Name, SystemClock};
 use mayfly_fleet::{
     BrokeredProvisioner, ContainerPlacement, DockerProvisioner, LocalProvisioner, NetworkRequest, Provisioner,
-    TAG_PROJECT, TAG_ROLE, TAG_RUN, TagFilter,
+    TAG_PROJECT, TAG_ROLE, TAG_RUN, TAG_WORKER, TagFilter,
 };
 use mayfly_jobs::coordinator::{CoordinatorConfig, CoordinatorTiming, CoordinatorTls, WorkerLaunch};
 use mayfly_runtime::InvokerConfig;
@@ -26,7 +26,7 @@ use serde::Serialize;
 
 use crate::commands::functions::deployed_architecture;
 use crate::exit_code::{CompletedWithFailures, NotFound, Refused};
-use crate::output::{Output, table};
+use crate::output::{Output, json_millis, json_time, table};
 use crate::project::{OpenProject, Project};
 
 fn parse_duration_arg(text: &str) -> Result<Duration, String> {
@@ -148,7 +148,16 @@ pub async fn run(args: RunArgs, project: Option<&Path>, output: Output) -> Resul
     let opened = located.open(false)?;
     let run = start_run(&located, &opened, &args.job, "manual").await?;
     if args.detach {
-        return output.emit(&serde_json::json!({"run": run.id}), || format!("started run {}", run.id));
+        #[derive(Serialize)]
+        struct Started<'a> {
+            run: &'a str,
+            job: &'a Name,
+            status: RunStatus,
+            created_at: String,
+        }
+        let started =
+            Started { run: &run.id, job: &run.job, status: run.status, created_at: json_time(run.created_at) };
+        return output.emit(&started, || format!("started run {}", run.id));
     }
     if !output.json {
         eprintln!("run {} of job `{}` started", run.id, args.job);
@@ -165,7 +174,8 @@ pub async fn run(args: RunArgs, project: Option<&Path>, output: Output) -> Resul
         },
         architecture: &architecture,
     };
-    let record = watch_run(opened.state.as_ref(), &run.id, !output.json, &supervisor).await?;
+    let draw = !output.json && crate::terminal::escapes_allowed(crate::terminal::Stream::Stderr);
+    let record = watch_run(opened.state.as_ref(), &run.id, draw, &supervisor).await?;
     // The coordinator writes the report, then exits: wait until no process or container of the run is left.
     let filter = TagFilter::new().with(TAG_RUN, &run.id);
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -177,14 +187,27 @@ pub async fn run(args: RunArgs, project: Option<&Path>, output: Output) -> Resul
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let report: Option<RunReport> = record.report.as_deref().and_then(|r| serde_json::from_str(r).ok());
-    output.emit(
-        &serde_json::json!({"run": record.id, "status": record.status, "error": record.error, "report": report}),
-        || {
-            report
-                .as_ref()
-                .map_or_else(|| format!("run {} ended: {}", record.id, record.status.as_str()), render_report)
-        },
-    )?;
+    #[derive(Serialize)]
+    struct Ended<'a> {
+        run: &'a str,
+        status: RunStatus,
+        error: Option<&'a str>,
+        report: Option<RunReportView>,
+    }
+    let ended = Ended {
+        run: &record.id,
+        status: record.status,
+        error: record.error.as_deref(),
+        report: report.as_ref().map(RunReportView::from),
+    };
+    output.emit(&ended, || match &report {
+        // Nothing to show in a report: say so rather than print a table of no workers.
+        Some(report) if report.items_expected == 0 && record.status == RunStatus::Succeeded => {
+            format!("run {} had no items: the source of job `{}` listed nothing", record.id, report.job)
+        }
+        Some(report) => render_report(report),
+        None => format!("run {} ended: {}", record.id, record.status.as_str()),
+    })?;
     let ended = format!(
         "run {} ended {}{}",
         record.id,
@@ -207,24 +230,12 @@ struct RunSupervisor<'a> {
 /// How often the watcher checks that the run's coordinator still holds its lease.
 const LEASE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Poll the ledger until the run finishes, drawing a progress bar on stderr;
-/// resume the run (new coordinator, old fleet torn down) whenever its
+/// Poll the ledger until the run finishes, drawing its progress on stderr
+/// (a spinner while the coordinator lists the source, then a bar of the
+/// items); resume the run (new coordinator, old fleet torn down) whenever its
 /// coordinator's lease lapses, by the rule and the path `mayfly up` uses.
 async fn watch_run(state: &dyn StateStore, run: &str, draw: bool, supervisor: &RunSupervisor<'_>) -> Result<RunRecord> {
-    let bar = if draw {
-        let bar = indicatif::ProgressBar::new(0);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} items  {per_sec}  eta {eta}  {msg}",
-            )
-            .expect("a constant template parses")
-            .progress_chars("=> "),
-        );
-        bar.enable_steady_tick(Duration::from_millis(200));
-        Some(bar)
-    } else {
-        None
-    };
+    let mut progress = draw.then(RunProgress::start);
     let mut last_lease_check = Instant::now();
     loop {
         if last_lease_check.elapsed() >= LEASE_CHECK_INTERVAL {
@@ -233,8 +244,8 @@ async fn watch_run(state: &dyn StateStore, run: &str, draw: bool, supervisor: &R
                 let notice = format!(
                     "the coordinator of run {run} stopped renewing its lease (it died?); resuming the run here: its workers are torn down and a new coordinator takes over"
                 );
-                match &bar {
-                    Some(bar) => bar.println(&notice),
+                match &progress {
+                    Some(progress) => progress.bar.println(&notice),
                     None => eprintln!("{notice}"),
                 }
                 mayfly_control::jobs::resume_run(&supervisor.jobs, supervisor.architecture, &lapsed)
@@ -244,26 +255,132 @@ async fn watch_run(state: &dyn StateStore, run: &str, draw: bool, supervisor: &R
         }
         let record = state.run(run)?;
         let counts = state.run_item_counts(run)?;
-        if let Some(bar) = &bar {
-            bar.set_length(counts.total);
-            bar.set_position(counts.done + counts.dead_lettered);
+        if let Some(progress) = &mut progress {
             let workers = state.run_workers(run)?;
             let live = workers.iter().filter(|w| w.stopped_at.is_none()).count();
-            let failures = counts.attempts.saturating_sub(counts.done + counts.dead_lettered + counts.leased);
-            bar.set_message(format!(
-                "{live} worker(s) live, {} failed attempt(s), {} dead-lettered, {}",
-                failures,
-                counts.dead_lettered,
-                record.status.as_str()
-            ));
+            progress.show(&counts, live, record.status);
         }
         if record.status.is_finished() {
-            if let Some(bar) = bar {
-                bar.finish_and_clear();
+            if let Some(progress) = progress {
+                progress.bar.finish_and_clear();
             }
             return Ok(record);
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// `mayfly run`'s progress on a terminal: a spinner until the run has items
+/// (the coordinator lists its source first; a bar of 0/0 would say nothing),
+/// then a bar of items settled out of the run's items.
+struct RunProgress {
+    bar: indicatif::ProgressBar,
+    /// Whether the bar shows items (the run has some) rather than the spinner.
+    counting: bool,
+}
+
+impl RunProgress {
+    fn start() -> RunProgress {
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {msg}")
+                .expect("a constant template parses"),
+        );
+        bar.set_message("listing source…");
+        bar.enable_steady_tick(Duration::from_millis(200));
+        RunProgress { bar, counting: false }
+    }
+
+    fn show(&mut self, counts: &mayfly_state::RunItemCounts, live_workers: usize, status: RunStatus) {
+        if counts.total == 0 {
+            // Still listing, or a source with nothing in it: the run's end says which.
+            return;
+        }
+        if !self.counting {
+            self.counting = true;
+            self.bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} items  {per_sec}  eta {eta}  {msg}",
+                )
+                .expect("a constant template parses")
+                .progress_chars("=> "),
+            );
+        }
+        self.bar.set_length(counts.total);
+        self.bar.set_position(counts.done + counts.dead_lettered);
+        let failures = counts.attempts.saturating_sub(counts.done + counts.dead_lettered + counts.leased);
+        self.bar.set_message(format!(
+            "{live_workers} worker(s) live, {failures} failed attempt(s), {} dead-lettered, {}",
+            counts.dead_lettered,
+            status.as_str()
+        ));
+    }
+}
+
+/// A run's report as `--json` prints it.
+#[derive(Serialize)]
+struct RunReportView {
+    run_id: String,
+    job: Name,
+    status: RunStatus,
+    items_expected: u64,
+    items_done: u64,
+    items_failed_attempts: u64,
+    items_dead_lettered: u64,
+    retries: u64,
+    workers: Vec<WorkerReportView>,
+    started_at: String,
+    finished_at: String,
+    makespan_ms: u64,
+    estimated_cost: f64,
+    notes: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct WorkerReportView {
+    worker: String,
+    items_done: u64,
+    items_failed: u64,
+    busy_ms: u64,
+    started_at: String,
+    stopped_at: Option<String>,
+    end: String,
+    log_object: Option<String>,
+    log_sha256: Option<String>,
+}
+
+impl From<&RunReport> for RunReportView {
+    fn from(report: &RunReport) -> RunReportView {
+        RunReportView {
+            run_id: report.run_id.clone(),
+            job: report.job.clone(),
+            status: report.status,
+            items_expected: report.items_expected,
+            items_done: report.items_done,
+            items_failed_attempts: report.items_failed_attempts,
+            items_dead_lettered: report.items_dead_lettered,
+            retries: report.retries,
+            workers: report
+                .workers
+                .iter()
+                .map(|w| WorkerReportView {
+                    worker: w.worker.clone(),
+                    items_done: w.items_done,
+                    items_failed: w.items_failed,
+                    busy_ms: json_millis(w.busy),
+                    started_at: json_time(w.started_at),
+                    stopped_at: w.stopped_at.map(json_time),
+                    end: w.end.clone(),
+                    log_object: w.log_object.clone(),
+                    log_sha256: w.log_sha256.clone(),
+                })
+                .collect(),
+            started_at: json_time(report.started_at),
+            finished_at: json_time(report.finished_at),
+            makespan_ms: json_millis(report.makespan),
+            estimated_cost: report.estimated_cost,
+            notes: report.notes.clone(),
+        }
     }
 }
 
@@ -366,7 +483,7 @@ pub fn run_report(args: RunReportArgs, project: Option<&Path>, output: Output) -
         return Err(NotFound(format!("run {} has no report yet (it is {})", args.run, record.status.as_str())).into());
     };
     let report: RunReport = serde_json::from_str(report).context("the stored report does not parse")?;
-    output.emit(&report, || render_report(&report))
+    output.emit(&RunReportView::from(&report), || render_report(&report))
 }
 
 pub fn results(args: ResultsArgs, project: Option<&Path>, output: Output) -> Result<()> {
@@ -520,6 +637,8 @@ pub async fn ps(args: PsArgs, project: Option<&Path>, output: Output) -> Result<
         kind: String,
         role: Option<String>,
         run: Option<String>,
+        /// A worker's id within its run (its `mayfly.worker` tag).
+        worker: Option<String>,
         /// A container's address on its network.
         address: Option<String>,
         tags: BTreeMap<String, String>,
@@ -532,6 +651,7 @@ pub async fn ps(args: PsArgs, project: Option<&Path>, output: Output) -> Result<
             kind: resource.kind.to_owned(),
             role: resource.tags.get(TAG_ROLE).map(str::to_owned),
             run: resource.tags.get(TAG_RUN).map(str::to_owned),
+            worker: resource.tags.get(TAG_WORKER).map(str::to_owned),
             address: resource.address.clone(),
             tags: resource.tags.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect(),
             reaped: reaped.iter().any(|r| r.id == resource.id),
@@ -542,16 +662,18 @@ pub async fn ps(args: PsArgs, project: Option<&Path>, output: Output) -> Result<
             return "no live Mayfly processes or containers for this project".into();
         }
         table(
-            &["RESOURCE", "KIND", "ROLE", "RUN", "REAPED"],
+            &["RESOURCE", "KIND", "ROLE", "RUN", "WORKER", "REAPED"],
             &rows
                 .iter()
                 .map(|r| {
+                    let or_dash = |value: &Option<String>| value.clone().unwrap_or_else(|| "-".into());
                     vec![
                         r.id.clone(),
                         r.kind.clone(),
-                        r.role.clone().unwrap_or_default(),
-                        r.run.clone().unwrap_or_default(),
-                        if r.reaped { "yes".into() } else { String::new() },
+                        or_dash(&r.role),
+                        or_dash(&r.run),
+                        or_dash(&r.worker),
+                        if r.reaped { "yes".into() } else { "-".into() },
                     ]
                 })
                 .collect::<Vec<_>>(),

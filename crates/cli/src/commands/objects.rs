@@ -10,7 +10,7 @@ use mayfly_core::Name;
 use mayfly_state::StateStore;
 use serde::Serialize;
 
-use crate::output::{Output, human_bytes, table};
+use crate::output::{Output, human_bytes, json_pairs, json_time, table};
 use crate::project::Project;
 
 #[derive(Debug, Args)]
@@ -76,6 +76,28 @@ fn is_stdio(file: &Option<PathBuf>) -> bool {
     file.as_deref().is_none_or(|path| path == Path::new("-"))
 }
 
+/// An object as `--json` prints it.
+#[derive(Serialize)]
+struct ObjectView {
+    bucket: Name,
+    key: String,
+    size: u64,
+    etag: Option<String>,
+    last_modified: String,
+}
+
+impl From<&ObjectInfo> for ObjectView {
+    fn from(info: &ObjectInfo) -> ObjectView {
+        ObjectView {
+            bucket: info.bucket.clone(),
+            key: info.key.clone(),
+            size: info.size,
+            etag: info.etag.clone(),
+            last_modified: json_time(info.last_modified),
+        }
+    }
+}
+
 fn describe(info: &ObjectInfo) -> String {
     format!("{}/{} ({})", info.bucket, info.key, human_bytes(info.size))
 }
@@ -92,7 +114,7 @@ pub async fn put(args: PutArgs, project: Option<&Path>, output: Output) -> Resul
         opened.buckets.put(&bucket, &key, file).await
     }
     .with_context(|| format!("cannot put {}", args.address))?;
-    output.emit(&info, || format!("stored {}", describe(&info)))
+    output.emit(&ObjectView::from(&info), || format!("stored {}", describe(&info)))
 }
 
 pub async fn get(args: GetArgs, project: Option<&Path>, output: Output) -> Result<()> {
@@ -128,14 +150,28 @@ pub async fn get(args: GetArgs, project: Option<&Path>, output: Output) -> Resul
         }
     };
     tokio::fs::rename(&partial, &path).await.with_context(|| format!("cannot write {}", path.display()))?;
-    output.emit(&info, || format!("wrote {} to {}", describe(&info), path.display()))
+    output.emit(&ObjectView::from(&info), || format!("wrote {} to {}", describe(&info), path.display()))
 }
 
 pub async fn ls(args: LsArgs, project: Option<&Path>, output: Output) -> Result<()> {
     let opened = Project::locate(project)?.open(false)?;
     let Some(address) = args.address else {
         let buckets = opened.state.buckets()?;
-        return output.emit(&buckets, || {
+        #[derive(Serialize)]
+        struct BucketView {
+            name: Name,
+            created_at: String,
+            tags: std::collections::BTreeMap<String, String>,
+        }
+        let views: Vec<BucketView> = buckets
+            .iter()
+            .map(|b| BucketView {
+                name: b.name.clone(),
+                created_at: json_time(b.created_at),
+                tags: json_pairs(&b.tags),
+            })
+            .collect();
+        return output.emit(&views, || {
             if buckets.is_empty() {
                 return "no buckets; declare them in mayfly.toml and run `mayfly deploy`".to_owned();
             }
@@ -154,7 +190,8 @@ pub async fn ls(args: LsArgs, project: Option<&Path>, output: Output) -> Result<
     let (bucket, prefix) = parse_address(&address, false)?;
     let objects =
         opened.buckets.list(&bucket, prefix.as_deref()).await.with_context(|| format!("cannot list {address}"))?;
-    output.emit(&objects, || {
+    let views: Vec<ObjectView> = objects.iter().map(ObjectView::from).collect();
+    output.emit(&views, || {
         if objects.is_empty() {
             return format!("no objects in {address}");
         }
@@ -176,14 +213,17 @@ pub async fn rm(args: RmArgs, project: Option<&Path>, output: Output) -> Result<
     let opened = Project::locate(project)?.open(false)?;
     opened
         .buckets
-        .delete(&bucket, &key.unwrap_or_default())
+        .delete(&bucket, key.as_deref().unwrap_or_default())
         .await
         .with_context(|| format!("cannot delete {}", args.address))?;
     #[derive(Serialize)]
-    struct Deleted<'a> {
-        deleted: &'a str,
+    struct Deleted {
+        bucket: Name,
+        key: String,
+        deleted: bool,
     }
-    output.emit(&Deleted { deleted: &args.address }, || format!("deleted {}", args.address))
+    let deleted = Deleted { bucket, key: key.unwrap_or_default(), deleted: true };
+    output.emit(&deleted, || format!("deleted {}", args.address))
 }
 
 pub async fn cp(args: CpArgs, project: Option<&Path>, output: Output) -> Result<()> {
@@ -195,7 +235,7 @@ pub async fn cp(args: CpArgs, project: Option<&Path>, output: Output) -> Result<
         .copy((&from_bucket, &from_key.unwrap_or_default()), (&to_bucket, &to_key.unwrap_or_default()))
         .await
         .with_context(|| format!("cannot copy {} to {}", args.from, args.to))?;
-    output.emit(&info, || format!("copied {} to {}", args.from, describe(&info)))
+    output.emit(&ObjectView::from(&info), || format!("copied {} to {}", args.from, describe(&info)))
 }
 
 pub async fn mv(args: CpArgs, project: Option<&Path>, output: Output) -> Result<()> {
@@ -214,13 +254,38 @@ pub async fn mv(args: CpArgs, project: Option<&Path>, output: Output) -> Result<
         .delete(&from_bucket, &from_key)
         .await
         .with_context(|| format!("copied {} to {} but cannot delete the original", args.from, args.to))?;
-    output.emit(&info, || format!("moved {} to {}", args.from, describe(&info)))
+    output.emit(&ObjectView::from(&info), || format!("moved {} to {}", args.from, describe(&info)))
 }
 
 pub fn events(args: EventsArgs, project: Option<&Path>, output: Output) -> Result<()> {
     let opened = Project::locate(project)?.open(false)?;
     let events = opened.state.object_events_after(args.after, args.limit)?;
-    output.emit(&events, || {
+    #[derive(Serialize)]
+    struct EventView {
+        sequence: u64,
+        bucket: Name,
+        key: String,
+        kind: mayfly_core::event::ObjectEventKind,
+        size: u64,
+        etag: Option<String>,
+        at: String,
+        /// Why Mayfly deleted the object itself; `null` for a user's delete and for `created`.
+        reason: Option<mayfly_core::event::DeletionReason>,
+    }
+    let views: Vec<EventView> = events
+        .iter()
+        .map(|e| EventView {
+            sequence: e.sequence,
+            bucket: e.bucket.clone(),
+            key: e.key.clone(),
+            kind: e.kind,
+            size: e.size,
+            etag: e.etag.clone(),
+            at: json_time(e.at),
+            reason: e.reason,
+        })
+        .collect();
+    output.emit(&views, || {
         if events.is_empty() {
             return format!("no events after {}", args.after);
         }

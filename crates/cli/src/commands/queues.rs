@@ -12,8 +12,8 @@ use mayfly_core::{Name, format_duration, parse_duration};
 use mayfly_state::{DeleteOutcome, OutgoingMessage, ReceiveRequest, StateStore, StoredMessage};
 use serde::Serialize;
 
-use crate::exit_code::Refused;
-use crate::output::{Output, table};
+use crate::exit_code::{Refused, UsageError};
+use crate::output::{Output, json_millis, json_pairs, table};
 use crate::project::Project;
 
 fn parse_duration_arg(text: &str) -> Result<Duration, String> {
@@ -125,7 +125,23 @@ fn read_body(args: &SendArgs) -> Result<Vec<u8>> {
     }
 }
 
+/// Refuse an attribute named twice: a message attribute has one value, and
+/// `--json` shows attributes as an object, which cannot hold both.
+fn refuse_duplicate_attributes(attributes: &[(String, String)]) -> Result<()> {
+    let mut seen = std::collections::BTreeSet::new();
+    for (name, _) in attributes {
+        if !seen.insert(name.as_str()) {
+            return Err(UsageError(format!(
+                "--attribute `{name}` is given more than once; a message attribute has one value, so give each NAME once"
+            ))
+            .into());
+        }
+    }
+    Ok(())
+}
+
 pub fn send(args: SendArgs, project: Option<&Path>, output: Output) -> Result<()> {
+    refuse_duplicate_attributes(&args.attributes)?;
     let opened = Project::locate(project)?.open(false)?;
     if let Some(delay) = args.delay {
         let retention = opened.state.queue(&args.queue)?.config.retention;
@@ -187,7 +203,7 @@ struct ReceivedView {
     receive_count: u32,
     sent_at: String,
     lease_until: String,
-    attributes: Vec<(String, String)>,
+    attributes: std::collections::BTreeMap<String, String>,
     /// UTF-8 bodies as text; others base16-encoded in `body_hex`.
     body: Option<String>,
     body_hex: Option<String>,
@@ -220,7 +236,7 @@ pub fn receive(args: ReceiveArgs, project: Option<&Path>, output: Output) -> Res
                 receive_count: m.receive_count,
                 sent_at: m.sent_at.to_rfc3339(),
                 lease_until: m.lease_until.to_rfc3339(),
-                attributes: m.attributes.clone(),
+                attributes: json_pairs(&m.attributes),
                 body,
                 body_hex,
             }
@@ -261,13 +277,18 @@ pub fn ack(args: AckArgs, project: Option<&Path>, output: Output) -> Result<()> 
         receipt: String,
         deleted: bool,
     }
+    #[derive(Serialize)]
+    struct Acknowledged<'a> {
+        queue: &'a Name,
+        receipts: &'a [Outcome],
+    }
     let rows: Vec<Outcome> = args
         .receipts
         .iter()
         .zip(&outcomes)
         .map(|(receipt, outcome)| Outcome { receipt: receipt.to_string(), deleted: *outcome == DeleteOutcome::Deleted })
         .collect();
-    output.emit(&rows, || {
+    output.emit(&Acknowledged { queue: &args.queue, receipts: &rows }, || {
         rows.iter()
             .map(|row| {
                 if row.deleted {
@@ -296,11 +317,14 @@ pub fn extend(args: ExtendArgs, project: Option<&Path>, output: Output) -> Resul
         .change_visibility(&args.queue, args.receipt, args.timeout)
         .with_context(|| format!("cannot change the lease of {} in `{}`", args.receipt, args.queue))?;
     #[derive(Serialize)]
-    struct Extended {
+    struct Extended<'a> {
+        queue: &'a Name,
         receipt: String,
-        timeout_ms: u128,
+        timeout_ms: u64,
     }
-    output.emit(&Extended { receipt: args.receipt.to_string(), timeout_ms: args.timeout.as_millis() }, || {
+    let extended =
+        Extended { queue: &args.queue, receipt: args.receipt.to_string(), timeout_ms: json_millis(args.timeout) };
+    output.emit(&extended, || {
         if args.timeout.is_zero() {
             format!("{} is visible again", args.receipt)
         } else {
@@ -315,7 +339,7 @@ struct QueueRow {
     visible: u64,
     in_flight: u64,
     delayed: u64,
-    oldest_age_ms: Option<u128>,
+    oldest_age_ms: Option<u64>,
     dead_letter: Option<Name>,
     dead_letter_depth: Option<u64>,
 }
@@ -339,7 +363,7 @@ pub fn stats(args: QueuesArgs, project: Option<&Path>, output: Output) -> Result
             visible: stats.visible,
             in_flight: stats.in_flight,
             delayed: stats.delayed,
-            oldest_age_ms: stats.oldest_age.map(|age| age.as_millis()),
+            oldest_age_ms: stats.oldest_age.map(json_millis),
             dead_letter: record.config.dead_letter,
             dead_letter_depth,
         });
@@ -358,9 +382,7 @@ pub fn stats(args: QueuesArgs, project: Option<&Path>, output: Output) -> Result
                         row.visible.to_string(),
                         row.in_flight.to_string(),
                         row.delayed.to_string(),
-                        row.oldest_age_ms
-                            .map(|ms| format_age(Duration::from_millis(ms as u64)))
-                            .unwrap_or_else(|| "-".into()),
+                        row.oldest_age_ms.map(|ms| format_age(Duration::from_millis(ms))).unwrap_or_else(|| "-".into()),
                         match (&row.dead_letter, row.dead_letter_depth) {
                             (Some(dlq), Some(depth)) => format!("{depth} in {dlq}"),
                             _ => "-".into(),
@@ -389,7 +411,7 @@ struct StoredView {
     sent_at: String,
     visible_at: String,
     receive_count: u32,
-    attributes: Vec<(String, String)>,
+    attributes: std::collections::BTreeMap<String, String>,
     body: Option<String>,
     body_hex: Option<String>,
     dead_letter_source: Option<Name>,
@@ -406,7 +428,7 @@ fn stored_views(messages: &[StoredMessage]) -> Vec<StoredView> {
                 sent_at: m.sent_at.to_rfc3339(),
                 visible_at: m.visible_at.to_rfc3339(),
                 receive_count: m.receive_count,
-                attributes: m.attributes.clone(),
+                attributes: json_pairs(&m.attributes),
                 body,
                 body_hex,
                 dead_letter_source: m.dead_letter.as_ref().map(|d| d.source_queue.clone()),

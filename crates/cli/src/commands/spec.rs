@@ -492,7 +492,25 @@ pub fn deployments(args: DeploymentsArgs, project: Option<&Path>, output: Output
             crate::exit_code::NotFound(format!("there is no deployment version {version}; see `mayfly deployments`"))
         })?;
         if output.json {
-            return output.emit(&deployment, String::new);
+            #[derive(Serialize)]
+            struct Shown {
+                version: u64,
+                applied_at: String,
+                content_hash: String,
+                forced: bool,
+                /// The architecture file exactly as applied.
+                source: String,
+                event_log_head: u64,
+            }
+            let shown = Shown {
+                version: deployment.version,
+                applied_at: crate::output::json_time(deployment.applied_at),
+                content_hash: deployment.content_hash,
+                forced: deployment.forced,
+                source: deployment.source,
+                event_log_head: deployment.event_log_head,
+            };
+            return output.emit(&shown, String::new);
         }
         // The file exactly as applied, byte for byte, so it can be redirected and re-deployed.
         crate::output::print_stdout(&deployment.source)?;
