@@ -507,6 +507,14 @@ fn unprocessed(run: &RunEntry) -> u64 {
     run.items.total.saturating_sub(run.items.done + run.items.dead_lettered)
 }
 
+/// How many of a stopped run's unprocessed items went back to their queue, if any.
+fn returned_to_queue(run: &RunEntry) -> String {
+    match run.items.returned {
+        0 => String::new(),
+        returned => format!(" ({returned} back in their queue for a later run)"),
+    }
+}
+
 fn run_deadline(input: &RuleInput<'_>) -> Vec<AuditFinding> {
     let now = input.inventory.taken_at;
     let mut findings = Vec::new();
@@ -533,11 +541,12 @@ fn run_deadline(input: &RuleInput<'_>) -> Vec<AuditFinding> {
                 "run",
                 run.id.clone(),
                 format!(
-                    "run of job `{}` was stopped at its deadline {} with {} of {} item(s) unprocessed",
+                    "run of job `{}` was stopped at its deadline {} with {} of {} item(s) unprocessed{}",
                     run.job,
                     run.deadline.to_rfc3339(),
                     unprocessed(run),
-                    run.items.total
+                    run.items.total,
+                    returned_to_queue(run)
                 ),
                 "raise the job's `deadline`, or process the rest in a new run (`mayfly reconcile JOB` for a bucket source)".to_owned(),
             ));
@@ -575,12 +584,13 @@ fn run_budget(input: &RuleInput<'_>) -> Vec<AuditFinding> {
                 "run",
                 run.id.clone(),
                 format!(
-                    "run of job `{}` ended {} at an estimated cost of {:.4} against its budget of {budget:.4}, with {} of {} item(s) unprocessed",
+                    "run of job `{}` ended {} at an estimated cost of {:.4} against its budget of {budget:.4}, with {} of {} item(s) unprocessed{}",
                     run.job,
                     run.status.as_str(),
                     run.estimated_cost,
                     unprocessed(run),
-                    run.items.total
+                    run.items.total,
+                    returned_to_queue(run)
                 ),
                 "raise the job's `budget` (within `[policy].max_run_cost`) or make items cheaper; process the rest in a new run".to_owned(),
             ));

@@ -158,6 +158,9 @@ impl StateStore for StoreWithFailingAppends {
     fn move_queue_messages_into_run(&self, run: &str, queue: &Name, max: usize) -> Result<u64> {
         self.inner.move_queue_messages_into_run(run, queue, max)
     }
+    fn return_unfinished_items_to_queues(&self, run: &str) -> Result<u64> {
+        self.inner.return_unfinished_items_to_queues(run)
+    }
     fn lease_run_items(&self, run: &str, worker: &str, max: usize) -> Result<Vec<RunItem>> {
         self.inner.lease_run_items(run, worker, max)
     }

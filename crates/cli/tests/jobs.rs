@@ -660,34 +660,141 @@ fn a_foreground_run_resumes_its_run_when_the_coordinator_dies_with_no_control_pl
     assert!(live_processes(&project).is_empty(), "{:?}", live_processes(&project));
 }
 
-#[test]
-fn a_queue_run_stopped_at_its_deadline_keeps_its_unfinished_messages_as_pending_items() {
-    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let name = format!("qdeadline-{}-{}", std::process::id(), NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst));
+/// A project whose job `drain` takes the messages of queue `work` (one
+/// worker unless `extra_job` says otherwise), with 20 messages `m0`…`m19` in
+/// it, each with the attribute `n` = its body. Returns the project and the
+/// messages' ids, each with its body.
+fn queue_project(sleep: &str, extra_job: &str, extra_spec: &str) -> (Project, Vec<(u64, String)>) {
+    let name = support::unique_name("qstop");
     let spec = format!(
-        "version = 1\nname = \"{name}\"\n[buckets.logs]\n[queues.work]\n[functions.work]\ncommand = [\"sh\", \"functions/sleeper.sh\"]\nenv = {{ SLEEP = \"0.5\" }}\n\
-         [jobs.drain]\nsource = {{ queue = \"work\", batch = 1 }}\nfunction = \"work\"\nworkers = {{ max = 1 }}\nlogs = \"logs\"\ndeadline = \"2s\"\n"
+        "version = 1\nname = \"{name}\"\n{extra_spec}\n[buckets.logs]\n[queues.work]\n[functions.work]\n\
+         command = [\"sh\", \"functions/sleeper.sh\"]\nenv = {{ SLEEP = \"{sleep}\" }}\n\
+         [jobs.drain]\nsource = {{ queue = \"work\", batch = 1 }}\nfunction = \"work\"\nlogs = \"logs\"\n{extra_job}\n"
     );
     let project = Project::with_spec(&spec);
     std::fs::create_dir_all(project.path("functions")).unwrap();
     std::fs::write(project.path("functions/sleeper.sh"), SLEEPER).unwrap();
     project.ok(&["deploy"]);
     for message in 0..20 {
-        project.ok(&["send", "work", &format!("m{message}")]);
+        let body = format!("m{message}");
+        project.ok(&["send", "work", &body, "--attribute", &format!("n={body}")]);
     }
+    let sent = queued_messages(&project).into_iter().map(|m| (m.id, m.body)).collect();
+    (project, sent)
+}
+
+/// A message in a queue, as `mayfly peek` shows it.
+#[derive(Debug)]
+struct QueuedMessage {
+    id: u64,
+    body: String,
+    attributes: Value,
+    receive_count: u64,
+}
+
+fn queued_messages(project: &Project) -> Vec<QueuedMessage> {
+    project
+        .json(&["peek", "work", "--limit", "1000"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| QueuedMessage {
+            id: m["message_id"].as_u64().unwrap(),
+            body: m["body"].as_str().unwrap().to_owned(),
+            attributes: m["attributes"].clone(),
+            receive_count: m["receive_count"].as_u64().unwrap(),
+        })
+        .collect()
+}
+
+/// After a run of `drain` stopped early that did `done` items: every message
+/// sent is either a result or back in the queue, exactly once, as it was;
+/// the report says how many went back.
+fn assert_unfinished_messages_are_back_in_the_queue(project: &Project, report: &Value, sent: &[(u64, String)]) -> u64 {
+    let done = report["items_done"].as_u64().unwrap();
+    assert!(done < 20, "the run was stopped before the end: {report}");
+    assert_eq!(report["items_expected"], 20, "every message moved into the run: {report}");
+    let results = result_items(project, "drain");
+    assert_eq!(results.len() as u64, done);
+    assert_eq!(project.json(&["queues", "work"])[0]["visible"], 20 - done, "the unfinished messages are visible again");
+    let queued = queued_messages(project);
+    assert_eq!(queued.len() as u64, 20 - done, "{queued:?}");
+    let queued_ids: Vec<u64> = queued.iter().map(|m| m.id).collect();
+    assert_eq!(queued_ids.iter().collect::<BTreeSet<_>>().len(), queued.len(), "each message back once: {queued:?}");
+    for message in &queued {
+        let original = sent.iter().find(|(id, _)| *id == message.id);
+        assert_eq!(original.map(|(_, body)| body), Some(&message.body), "the same message, by id and body");
+        assert_eq!(message.attributes, serde_json::json!([["n", message.body]]), "attributes kept");
+        assert_eq!(message.receive_count, 0, "never received, so still 0");
+        assert!(
+            !results.contains(&message.id.to_string()),
+            "message {} is both done and back in the queue",
+            message.id
+        );
+    }
+    let accounted: BTreeSet<String> = results.iter().cloned().chain(queued_ids.iter().map(u64::to_string)).collect();
+    let every: BTreeSet<String> = sent.iter().map(|(id, _)| id.to_string()).collect();
+    assert_eq!(accounted, every, "every message is a result or back in the queue");
+    let note = format!("{} unfinished item(s) went back to queue `work`", 20 - done);
+    assert!(report["notes"].as_array().unwrap().iter().any(|n| n == note.as_str()), "{note}: {report}");
+    done
+}
+
+#[test]
+fn a_queue_run_stopped_at_its_deadline_puts_its_unfinished_messages_back_in_the_queue() {
+    let (project, sent) = queue_project("0.5", "workers = { max = 1 }\ndeadline = \"2s\"", "");
     let output = project.run(&["run", "drain", "--json"]);
     assert_eq!(output.status.code(), Some(5), "{}", String::from_utf8_lossy(&output.stderr));
     let outcome: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(outcome["status"], "deadline_exceeded", "{outcome}");
-    let done = outcome["report"]["items_done"].as_u64().unwrap();
-    assert!(done > 0 && done < 20, "{outcome}");
-    assert_eq!(outcome["report"]["items_expected"], 20, "every message moved into the run: {outcome}");
-    assert_eq!(result_items(&project, "drain").len() as u64, done);
-    // FIXME(issue 10): the unfinished messages should go back to the queue at
-    // the deadline (or budget); today they stay pending items of the ended
-    // run and the queue is left empty, so only this run's ledger still has them.
-    assert_eq!(project.json(&["queues", "work"])[0]["visible"], 0);
+    let done = assert_unfinished_messages_are_back_in_the_queue(&project, &outcome["report"], &sent);
+    assert!(done > 0, "{outcome}");
     let runs = project.json(&["runs"]);
-    assert_eq!(runs[0]["total"].as_u64().unwrap() - runs[0]["done"].as_u64().unwrap(), 20 - done, "{runs}");
+    assert_eq!((runs[0]["total"].as_u64(), runs[0]["done"].as_u64()), (Some(20), Some(done)), "{runs}");
     assert!(live_processes(&project).is_empty());
+
+    // The next run takes them up and finishes them.
+    let spec = std::fs::read_to_string(project.path("mayfly.toml")).unwrap().replace("deadline = \"2s\"", "");
+    std::fs::write(project.path("mayfly.toml"), spec).unwrap();
+    project.ok(&["deploy"]);
+    let outcome = project.json(&["run", "drain"]);
+    assert_eq!(outcome["status"], "succeeded", "{outcome}");
+    assert_eq!(outcome["report"]["items_done"], 20 - done, "{outcome}");
+    assert_eq!(result_items(&project, "drain").len(), 20, "every message done once in all");
+    assert_eq!(project.json(&["queues", "work"])[0]["visible"], 0);
+}
+
+#[test]
+fn a_queue_run_stopped_at_its_budget_puts_its_unfinished_messages_back_in_the_queue() {
+    // worker_hour = 3600: a worker costs 1 per second, so a budget of 2 lapses within about two seconds.
+    let (project, sent) =
+        queue_project("0.5", "workers = { max = 1 }\nbudget = 2.0", "[pricing]\nworker_hour = 3600\n");
+    let output = project.run(&["run", "drain", "--json"]);
+    assert_eq!(output.status.code(), Some(5), "{}", String::from_utf8_lossy(&output.stderr));
+    let outcome: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(outcome["status"], "budget_exceeded", "{outcome}");
+    assert_unfinished_messages_are_back_in_the_queue(&project, &outcome["report"], &sent);
+    assert!(live_processes(&project).is_empty());
+}
+
+#[test]
+fn a_queue_run_whose_coordinator_is_killed_while_stopping_at_its_deadline_returns_each_message_once() {
+    // Each item takes 2 s: when the deadline passes, the workers are in the
+    // middle of items, and the coordinator waits for them while `finishing`.
+    let (project, sent) = queue_project("2", "workers = { max = 2 }\ndeadline = \"5s\"", "");
+    let up = project.spawn_up();
+    let run = project.json(&["run", "drain", "--detach"])["run"].as_str().unwrap().to_owned();
+    project.wait_for(&["runs"], Duration::from_secs(60), |runs| runs[0]["status"] == "finishing");
+    let live = live_processes(&project);
+    let coordinator = live.iter().find(|p| p["role"] == "coordinator").unwrap_or_else(|| panic!("{live:?}"));
+    kill_group(coordinator["id"].as_str().unwrap());
+    let runs = project.wait_for(&["runs"], Duration::from_secs(90), |runs| {
+        !["requested", "running", "finishing"].contains(&runs[0]["status"].as_str().unwrap())
+    });
+    let control_plane_log = up.stop();
+    assert!(control_plane_log.contains("starting a new coordinator"), "the run was resumed: {control_plane_log}");
+    assert_eq!(runs[0]["status"], "deadline_exceeded", "{runs}");
+    let report = project.json(&["run-report", &run]);
+    assert_unfinished_messages_are_back_in_the_queue(&project, &report, &sent);
+    project.wait_for(&["ps"], Duration::from_secs(15), |live| live.as_array().unwrap().is_empty());
 }

@@ -6,7 +6,9 @@
 //! *finishing* while its workers' logs are sealed and the workers torn down,
 //! and ends in one of the finished statuses. Each item of a run is *pending*
 //! (possibly not before a retry time), *leased* to one worker, and finally
-//! *done* or *dead-lettered*. Backends store these; the rules live here.
+//! *done* or *dead-lettered* — or *returned*: an unfinished item that came
+//! from a queue message and went back to its queue when the run was stopped
+//! at its deadline or budget. Backends store these; the rules live here.
 
 use std::fmt;
 use std::str::FromStr;
@@ -110,11 +112,15 @@ pub enum ItemStatus {
     Done,
     /// Failed its last allowed attempt; the error is kept with it.
     DeadLettered,
+    /// Unfinished when the run was stopped; it came from a queue message,
+    /// which is back in its queue (same id, sent time, attributes and
+    /// receive count). Neither pending nor done.
+    Returned,
 }
 
 impl ItemStatus {
-    pub const ALL: [ItemStatus; 4] =
-        [ItemStatus::Pending, ItemStatus::Leased, ItemStatus::Done, ItemStatus::DeadLettered];
+    pub const ALL: [ItemStatus; 5] =
+        [ItemStatus::Pending, ItemStatus::Leased, ItemStatus::Done, ItemStatus::DeadLettered, ItemStatus::Returned];
 
     /// The snake_case spelling, as serialized.
     pub fn as_str(self) -> &'static str {
@@ -123,6 +129,7 @@ impl ItemStatus {
             ItemStatus::Leased => "leased",
             ItemStatus::Done => "done",
             ItemStatus::DeadLettered => "dead_lettered",
+            ItemStatus::Returned => "returned",
         }
     }
 }

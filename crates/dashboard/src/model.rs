@@ -224,7 +224,8 @@ mod tests {
 
     #[test]
     fn a_running_run_shows_its_elapsed_time_and_no_cost_yet() {
-        let counts = RunItemCounts { total: 8, pending: 3, leased: 1, done: 3, dead_lettered: 1, attempts: 7 };
+        let counts =
+            RunItemCounts { total: 8, pending: 3, leased: 1, done: 3, dead_lettered: 1, returned: 0, attempts: 7 };
         let summary = RunSummary::new(&record(RunStatus::Running, Some(1_000), None, None), counts, Timestamp(43_000));
         assert_eq!(summary.makespan, Some(Duration::from_secs(42)));
         let progress = summary.progress();

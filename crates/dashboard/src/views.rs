@@ -125,9 +125,11 @@ fn item_badge(status: ItemStatus) -> Markup {
         ItemStatus::Leased => "active",
         ItemStatus::Done => "good",
         ItemStatus::DeadLettered => "bad",
+        ItemStatus::Returned => "neutral",
     };
     let label = match status {
         ItemStatus::DeadLettered => "dead-lettered",
+        ItemStatus::Returned => "back in its queue",
         other => other.as_str(),
     };
     html! { span class={ "badge badge-" (tone) } { (label) } }
@@ -653,7 +655,8 @@ mod tests {
             error: None,
             report: None,
         };
-        let counts = RunItemCounts { total: 4, pending: 2, leased: 1, done: 1, dead_lettered: 0, attempts: 2 };
+        let counts =
+            RunItemCounts { total: 4, pending: 2, leased: 1, done: 1, dead_lettered: 0, returned: 0, attempts: 2 };
         RunSummary::new(&record, counts, Timestamp(10_000))
     }
 

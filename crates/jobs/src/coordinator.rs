@@ -9,7 +9,10 @@
 //! job's attempts before dead-lettering them. Then it ends the run in a fixed
 //! order, each step verified: nothing pending or in flight → every worker's
 //! log sealed → every worker stopped and verified gone by an inventory of the
-//! run's tags → the report written and the lease released.
+//! run's tags → the report written and the lease released. A queue-sourced
+//! run stopped at its deadline or budget puts the messages it did not finish
+//! back in the queue once its workers are gone (and a run that is finishing
+//! takes no more from it).
 //!
 //! Everything it knows that matters is in the state store, so a coordinator
 //! may die at any moment: the control plane tears down its fleet by tags and
@@ -546,6 +549,7 @@ impl Fleet<'_> {
     async fn drive(&mut self, timing: &CoordinatorTiming) -> Result<RunStatus, CoordinatorError> {
         let state = self.config.state.clone();
         let run = state.run(self.run_id())?;
+        let resumed_finishing = run.status == RunStatus::Finishing;
         let mut last_renewal = Instant::now();
         let mut last_process_check: Option<Instant> = None;
         let (status, error) = loop {
@@ -556,7 +560,9 @@ impl Fleet<'_> {
                 }
                 last_renewal = Instant::now();
             }
-            if let JobSource::Queue { queue, batch } = &self.job.source {
+            // A run already finishing (resumed from a coordinator that died
+            // while ending it) takes no more messages from its queue.
+            if let (JobSource::Queue { queue, batch }, false) = (&self.job.source, resumed_finishing) {
                 state.move_queue_messages_into_run(self.run_id(), queue, (*batch as usize).max(100))?;
             }
             // Asking the provisioner about every worker costs a /proc read each: not on every tick.
@@ -588,6 +594,7 @@ impl Fleet<'_> {
             }
             let counts = state.run_item_counts(self.run_id())?;
             let source_drained = match &self.job.source {
+                JobSource::Queue { .. } if resumed_finishing => true,
                 JobSource::Queue { queue, .. } => {
                     let stats = state.queue_stats(queue)?;
                     stats.visible + stats.delayed + stats.in_flight == 0
@@ -882,7 +889,8 @@ impl Fleet<'_> {
         Ok(())
     }
 
-    /// The end of a run, in order: stop handing out work → workers exit → logs sealed →
+    /// The end of a run, in order: stop handing out work → workers exit →
+    /// (deadline or budget) unfinished queue messages back in the queue → logs sealed →
     /// every worker stopped and verified gone by inventory → report → lease released.
     async fn finish(
         &mut self,
@@ -933,6 +941,19 @@ impl Fleet<'_> {
         }
         for (_, capture) in std::mem::take(&mut self.captures) {
             capture.finish().await;
+        }
+        // No worker holds an item now. A run stopped early puts the messages
+        // it did not finish back in its queue, for a later run; this is
+        // idempotent, so a coordinator resuming this step returns none twice.
+        if let JobSource::Queue { queue, .. } = &self.job.source
+            && matches!(status, RunStatus::DeadlineExceeded | RunStatus::BudgetExceeded)
+        {
+            let returned_now = state.return_unfinished_items_to_queues(&run_id)?;
+            let returned = state.run_item_counts(&run_id)?.returned;
+            tracing::info!(run = %run_id, queue = %queue, returned_now, returned, "unfinished items went back to their queue");
+            if returned > 0 {
+                notes.push(format!("{returned} unfinished item(s) went back to queue `{queue}`"));
+            }
         }
 
         // 2. Seal every log of this run (this coordinator's workers and any earlier fleet's).

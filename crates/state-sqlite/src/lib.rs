@@ -493,12 +493,15 @@ enum SealedColumn {
     RunReport,
     RunItemId,
     ResultItemId,
+    /// The attributes of a message while its item is in a run.
+    RunItemMessageAttributes,
 }
 
 impl SealedColumn {
-    const ALL: [SealedColumn; 11] = [
+    const ALL: [SealedColumn; 12] = [
         SealedColumn::MessageBody,
         SealedColumn::MessageAttributes,
+        SealedColumn::RunItemMessageAttributes,
         SealedColumn::RunItemPayload,
         SealedColumn::Result,
         SealedColumn::InvocationLogs,
@@ -525,6 +528,7 @@ impl SealedColumn {
             self,
             SealedColumn::MessageBody
                 | SealedColumn::MessageAttributes
+                | SealedColumn::RunItemMessageAttributes
                 | SealedColumn::RunItemPayload
                 | SealedColumn::Result
                 | SealedColumn::InvocationLogs
@@ -557,6 +561,10 @@ impl SealedColumn {
             }
             SealedColumn::MessageAttributes => {
                 "SELECT message_id, NULL, NULL, attributes, NULL FROM messages \
+                 WHERE message_id > ?1 AND attributes IS NOT NULL ORDER BY message_id LIMIT ?2"
+            }
+            SealedColumn::RunItemMessageAttributes => {
+                "SELECT message_id, NULL, NULL, attributes, NULL FROM run_item_messages \
                  WHERE message_id > ?1 AND attributes IS NOT NULL ORDER BY message_id LIMIT ?2"
             }
             SealedColumn::RunItemPayload => {
@@ -606,6 +614,9 @@ impl SealedColumn {
         match self {
             SealedColumn::MessageBody => "UPDATE messages SET body = ?2 WHERE message_id = ?1",
             SealedColumn::MessageAttributes => "UPDATE messages SET attributes = ?2 WHERE message_id = ?1",
+            SealedColumn::RunItemMessageAttributes => {
+                "UPDATE run_item_messages SET attributes = ?2 WHERE message_id = ?1"
+            }
             SealedColumn::RunItemPayload => "UPDATE run_items SET payload = ?2 WHERE item_seq = ?1",
             SealedColumn::Result => "UPDATE results SET result = ?2 WHERE rowid = ?1",
             SealedColumn::InvocationLogs => "UPDATE invocation_logs SET logs = ?2 WHERE invocation_id = ?1",
@@ -623,7 +634,7 @@ impl SealedColumn {
     fn record<'a>(self, key: i64, first: &'a str, item: &'a str) -> Record<'a> {
         match self {
             SealedColumn::MessageBody => Record::MessageBody(key),
-            SealedColumn::MessageAttributes => Record::MessageAttributes(key),
+            SealedColumn::MessageAttributes | SealedColumn::RunItemMessageAttributes => Record::MessageAttributes(key),
             SealedColumn::RunItemPayload => Record::RunItem { run: first, item },
             SealedColumn::Result => Record::Result { job: first, item },
             SealedColumn::InvocationLogs => Record::InvocationLogs(key),
@@ -1933,6 +1944,13 @@ impl StateStore for SqliteStore {
         })
     }
 
+    fn return_unfinished_items_to_queues(&self, run: &str) -> Result<u64> {
+        let now = self.now();
+        self.write(&format!("return the unfinished items of run `{run}` to their queues"), |transaction| {
+            runs::return_unfinished_items_to_queues(transaction, run, now, &self.sealer)
+        })
+    }
+
     fn lease_run_items(&self, run: &str, worker: &str, max: usize) -> Result<Vec<RunItem>> {
         let now = self.now();
         self.write(&format!("lease items of run `{run}`"), |transaction| {
@@ -2335,6 +2353,6 @@ mod tests {
         assert_eq!(store.invocation_logs("req-1").unwrap(), b"hello");
         let version: i64 = store.lock_connection().query_row("PRAGMA user_version", [], |row| row.get(0)).unwrap();
         assert_eq!(version, current_schema_version());
-        assert_eq!(current_schema_version(), 11);
+        assert_eq!(current_schema_version(), 12);
     }
 }

@@ -1,7 +1,9 @@
 //! The ledger of batch-job runs in SQL: `runs` (with the coordinator's lease),
 //! `run_items` (each item's status, attempts and holder), `results` (one per
-//! job and item), `run_workers` (bookkeeping for the report) and
-//! `run_item_attempts` (one row per lease of an item, for the timeline).
+//! job and item), `run_workers` (bookkeeping for the report),
+//! `run_item_attempts` (one row per lease of an item, for the timeline) and
+//! `run_item_messages` (the queue message each item of a queue-sourced run
+//! was, until it is done or goes back to its queue).
 //!
 //! Every function runs inside the transaction the caller opened, so each
 //! trait method is one commit. The rules (what a status means, when to retry)
@@ -375,6 +377,13 @@ pub fn move_queue_messages_into_run(
     let key = require_unfinished_run_key(transaction, run, &format!("move messages of queue `{queue}` into it"))?;
     let stored_queue = require_queue(transaction, queue)?;
     let messages = visible_messages_after(transaction, stored_queue.queue_id, now, (i64::MIN, i64::MIN), max)?;
+    // What the message was, kept while its item is in the run, so it can go back as the same message.
+    let mut remember = transaction
+        .prepare_cached(
+            "INSERT INTO run_item_messages (item_seq, queue_id, message_id, sent_at, receive_count, attributes) \
+             SELECT ?1, queue_id, message_id, sent_at, receive_count, attributes FROM messages WHERE message_id = ?2",
+        )
+        .context("prepare to remember moved messages")?;
     let mut delete = transaction
         .prepare_cached("DELETE FROM messages WHERE message_id = ?1")
         .context("prepare to delete moved messages")?;
@@ -386,10 +395,110 @@ pub fn move_queue_messages_into_run(
             Record::RunItem { run, item: &item },
             message.body.clone(),
         )?;
-        insert_pending_item(transaction, key.run_seq, &sealer.seal_run_item_id(run, &item), &payload, now)?;
+        let stored_id = sealer.seal_run_item_id(run, &item);
+        if let Some(item_seq) = insert_message_item(transaction, key.run_seq, &stored_id, &payload, now)? {
+            remember
+                .execute(params![item_seq, message.message_id])
+                .with_context(|| format!("remember moved message {} of queue `{queue}`", message.message_id))?;
+        }
         delete.execute([message.message_id]).with_context(|| format!("delete moved message {}", message.message_id))?;
     }
     Ok(messages.len() as u64)
+}
+
+/// Add a message's item, pending; an item of that id the run returned to
+/// its queue earlier (the message came back into the same run) is pending
+/// again, its attempts kept. Returns the item's number, or `None` when the
+/// run already has that id as an item it has not returned (as
+/// `add_run_items`, the repeat is ignored).
+fn insert_message_item(
+    transaction: &Transaction<'_>,
+    run_seq: i64,
+    item: &StoredItemId,
+    payload: &[u8],
+    now: Timestamp,
+) -> Result<Option<i64>> {
+    transaction
+        .prepare_cached(
+            "INSERT INTO run_items (run_seq, item, item_sealed, payload, status, attempts, not_before, updated_at) \
+             VALUES (?1, ?2, ?3, ?4, 'pending', 0, ?5, ?5) ON CONFLICT (run_seq, item) DO UPDATE SET \
+             status = 'pending', payload = excluded.payload, worker = NULL, not_before = excluded.not_before, \
+             updated_at = excluded.updated_at WHERE status = 'returned' RETURNING item_seq",
+        )
+        .and_then(|mut statement| {
+            statement
+                .query_row(params![run_seq, item.key, item.sealed, payload, now.as_millis()], |row| row.get(0))
+                .optional()
+        })
+        .with_context(|| format!("add item `{}`", item.key))
+}
+
+/// An unfinished item on its way back to its queue.
+struct ReturningItem {
+    item_seq: i64,
+    message_id: i64,
+    payload: Vec<u8>,
+}
+
+/// Every unfinished item of the run that came from a queue message goes
+/// back to its queue as that message (see `StateStore::return_unfinished_items_to_queues`).
+pub fn return_unfinished_items_to_queues(
+    transaction: &Transaction<'_>,
+    run: &str,
+    now: Timestamp,
+    sealer: &Sealer,
+) -> Result<u64> {
+    let key = require_run_key(transaction, run)?;
+    let returning: Vec<ReturningItem> = transaction
+        .prepare_cached(
+            "SELECT items.item_seq, links.message_id, items.payload FROM run_items AS items \
+             JOIN run_item_messages AS links ON links.item_seq = items.item_seq \
+             WHERE items.run_seq = ?1 AND items.status IN ('pending', 'leased') ORDER BY links.message_id",
+        )
+        .and_then(|mut statement| {
+            statement
+                .query_map([key.run_seq], |row| {
+                    Ok(ReturningItem { item_seq: row.get(0)?, message_id: row.get(1)?, payload: row.get(2)? })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()
+        })
+        .with_context(|| format!("find the unfinished items of run `{run}` that came from queue messages"))?;
+    let mut end_attempt = transaction
+        .prepare_cached(
+            "UPDATE run_item_attempts SET ended_at = ?2, outcome = 'released' WHERE (item_seq, attempt) IN \
+             (SELECT item_seq, attempts FROM run_items WHERE item_seq = ?1 AND status = 'leased')",
+        )
+        .context("prepare to end the attempts of returned items")?;
+    // The message as it was: id, queue, sent time, receive count and
+    // attributes (sealed bound to the id, which is kept), visible at once.
+    let mut put_back = transaction
+        .prepare_cached(
+            "INSERT INTO messages (message_id, queue_id, visible_at, receive_count, sent_at, body, attributes) \
+             SELECT message_id, queue_id, ?2, receive_count, sent_at, ?3, attributes FROM run_item_messages \
+             WHERE item_seq = ?1",
+        )
+        .context("prepare to put messages back")?;
+    let mut forget = transaction
+        .prepare_cached("DELETE FROM run_item_messages WHERE item_seq = ?1")
+        .context("prepare to forget returned messages")?;
+    let mut mark_returned = transaction
+        .prepare_cached("UPDATE run_items SET status = 'returned', worker = NULL, updated_at = ?2 WHERE item_seq = ?1")
+        .context("prepare to mark items returned")?;
+    for item in &returning {
+        let item_id = item.message_id.to_string();
+        // The body moves from the item's context back to the message's.
+        let body = sealer.reseal(
+            Record::RunItem { run, item: &item_id },
+            Record::MessageBody(item.message_id),
+            item.payload.clone(),
+        )?;
+        let what = || format!("return item `{item_id}` of run `{run}` to its queue");
+        end_attempt.execute(params![item.item_seq, now.as_millis()]).with_context(what)?;
+        put_back.execute(params![item.item_seq, now.as_millis(), body]).with_context(what)?;
+        forget.execute([item.item_seq]).with_context(what)?;
+        mark_returned.execute(params![item.item_seq, now.as_millis()]).with_context(what)?;
+    }
+    Ok(returning.len() as u64)
 }
 
 /// A pending item about to be leased.
@@ -607,7 +716,7 @@ pub fn run_item_counts(transaction: &Transaction<'_>, run: &str) -> Result<RunIt
         .prepare_cached(
             "SELECT COUNT(*), COALESCE(SUM(status = 'pending'), 0), COALESCE(SUM(status = 'leased'), 0), \
              COALESCE(SUM(status = 'done'), 0), COALESCE(SUM(status = 'dead_lettered'), 0), \
-             COALESCE(SUM(attempts), 0) FROM run_items WHERE run_seq = ?1",
+             COALESCE(SUM(status = 'returned'), 0), COALESCE(SUM(attempts), 0) FROM run_items WHERE run_seq = ?1",
         )
         .and_then(|mut statement| {
             statement.query_row([key.run_seq], |row| {
@@ -617,7 +726,8 @@ pub fn run_item_counts(transaction: &Transaction<'_>, run: &str) -> Result<RunIt
                     leased: from_sql_integer(row.get(2)?),
                     done: from_sql_integer(row.get(3)?),
                     dead_lettered: from_sql_integer(row.get(4)?),
-                    attempts: from_sql_integer(row.get(5)?),
+                    returned: from_sql_integer(row.get(5)?),
+                    attempts: from_sql_integer(row.get(6)?),
                 })
             })
         })
@@ -974,6 +1084,58 @@ mod tests {
         assert!(foreign_keys, "foreign keys are on again after the migration");
     }
 
+    /// A schema-11 file (items could not be `returned`) opens: `run_items` is
+    /// rebuilt keeping every item, its attempts and its number sequence, and
+    /// an unfinished item of a queue message moved in after the upgrade goes
+    /// back to its queue.
+    #[test]
+    fn a_schema_11_file_keeps_its_items_and_attempts_and_can_return_items_to_their_queue() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("state.db");
+        {
+            let connection = rusqlite::Connection::open(&path).unwrap();
+            connection.pragma_update(None, "foreign_keys", "ON").unwrap();
+            for migration in &crate::schema::MIGRATIONS[..11] {
+                connection.execute_batch(migration).unwrap();
+            }
+            connection
+                .execute_batch(
+                    "PRAGMA user_version = 11;
+                     INSERT INTO runs (id, job, trigger_source, status, created_at, started_at, deadline, lease_owner,
+                         lease_until, coordinator_attempts)
+                         VALUES ('run-1', 'drain', 'manual', 'running', 1, 1, 999999, 'c-1', 999999, 1);
+                     INSERT INTO run_items (run_seq, item, payload, status, attempts, worker, not_before, updated_at)
+                         VALUES (1, 'a', x'7b7d', 'done', 1, 'w1-001', 1, 2),
+                                (1, 'b', x'7b7d', 'leased', 1, 'w1-001', 1, 2),
+                                (1, 'c', x'7b7d', 'pending', 0, NULL, 1, 2);
+                     DELETE FROM run_items WHERE item = 'c';
+                     INSERT INTO run_item_attempts (item_seq, attempt, run_seq, worker, started_at, ended_at, outcome)
+                         VALUES (1, 1, 1, 'w1-001', 1, 2, 'done'), (2, 1, 1, 'w1-001', 1, NULL, 'running');",
+                )
+                .unwrap();
+        }
+        let clock = mayfly_core::ManualClock::starting_at(Timestamp(1_000));
+        let store = SqliteStore::open(&path, Arc::new(clock)).unwrap();
+        let counts = store.run_item_counts("run-1").unwrap();
+        assert_eq!((counts.total, counts.done, counts.leased, counts.returned), (2, 1, 1, 0));
+        assert_eq!(store.run_item_attempts("run-1", 10).unwrap().len(), 2, "attempts still refer to their items");
+        let queue = Name::new("work").unwrap();
+        store.create_queue(&queue, &mayfly_core::queue::QueueConfig::default(), &[]).unwrap();
+        let ids = store.send_messages(&queue, &[mayfly_state::OutgoingMessage::new("m")]).unwrap();
+        assert_eq!(store.move_queue_messages_into_run("run-1", &queue, 10).unwrap(), 1);
+        let item_seq: i64 = store
+            .lock_connection()
+            .query_row("SELECT item_seq FROM run_items WHERE item = ?1", [ids[0].to_string()], |row| row.get(0))
+            .unwrap();
+        assert_eq!(item_seq, 4, "item numbers go on after the largest ever used, a deleted item's too");
+        assert_eq!(store.return_unfinished_items_to_queues("run-1").unwrap(), 1, "only the message's item");
+        assert_eq!(store.run_item_counts("run-1").unwrap().returned, 1);
+        assert_eq!(store.peek_messages(&queue, 10).unwrap()[0].message_id, ids[0]);
+        let foreign_keys: bool =
+            store.lock_connection().query_row("PRAGMA foreign_keys", [], |row| row.get(0)).unwrap();
+        assert!(foreign_keys, "foreign keys are on again after the migration");
+    }
+
     /// A file written before runs existed (schema 2) opens, keeps its data and gains the run ledger.
     #[test]
     fn a_schema_2_file_is_migrated_to_the_run_ledger_keeping_its_data() {
@@ -1003,6 +1165,6 @@ mod tests {
             budget: None,
         };
         assert_eq!(store.create_run(run).unwrap().status, RunStatus::Requested);
-        assert_eq!(crate::current_schema_version(), 11);
+        assert_eq!(crate::current_schema_version(), 12);
     }
 }

@@ -365,6 +365,53 @@ pub const MIGRATIONS: &[&str] = &[
     -- control
     ALTER TABLE deployments ADD COLUMN event_log_head INTEGER NOT NULL DEFAULT 0;
     "#,
+    // 12: an unfinished item that came from a queue message goes back to its
+    // queue when the run is stopped at its deadline or budget. Items may be
+    // `returned` (the CHECK is rebuilt the way migration 8 rebuilt `runs`,
+    // keeping the AUTOINCREMENT sequence), and `run_item_messages` keeps
+    // what the message was while its item is in the run.
+    r#"
+    -- jobs
+    CREATE TABLE run_items_with_returned (
+        item_seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        run_seq INTEGER NOT NULL REFERENCES runs (run_seq) ON DELETE CASCADE,
+        item TEXT NOT NULL,
+        payload BLOB NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('pending', 'leased', 'done', 'dead_lettered', 'returned')),
+        attempts INTEGER NOT NULL DEFAULT 0,
+        worker TEXT,
+        not_before INTEGER NOT NULL,
+        last_error TEXT,
+        updated_at INTEGER NOT NULL,
+        item_sealed TEXT,
+        UNIQUE (run_seq, item)
+    );
+    -- Item numbers are never reused, even those of pruned items.
+    INSERT INTO sqlite_sequence (name, seq)
+        SELECT 'run_items_with_returned', seq FROM sqlite_sequence WHERE name = 'run_items';
+    INSERT INTO run_items_with_returned (item_seq, run_seq, item, payload, status, attempts, worker, not_before,
+        last_error, updated_at, item_sealed)
+        SELECT item_seq, run_seq, item, payload, status, attempts, worker, not_before, last_error, updated_at,
+            item_sealed FROM run_items;
+    DROP TABLE run_items;
+    ALTER TABLE run_items_with_returned RENAME TO run_items;
+    CREATE INDEX run_items_to_lease ON run_items (run_seq, status, not_before, item_seq);
+
+    -- One row per item that came from a queue message and has not gone back:
+    -- the message as it was, so it can be put back as the same message. A
+    -- message is in its queue or in one run, so its id is unique here.
+    CREATE TABLE run_item_messages (
+        item_seq INTEGER PRIMARY KEY REFERENCES run_items (item_seq) ON DELETE CASCADE,
+        -- A deleted queue takes the way back with it: the item stays as it is.
+        queue_id INTEGER NOT NULL REFERENCES queues (queue_id) ON DELETE CASCADE,
+        message_id INTEGER NOT NULL UNIQUE,
+        sent_at INTEGER NOT NULL,
+        receive_count INTEGER NOT NULL,
+        -- As `messages.attributes` stored them (sealed bound to the message id).
+        attributes
+    );
+    CREATE INDEX run_item_messages_by_queue ON run_item_messages (queue_id);
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -165,6 +165,32 @@ fn payloads_are_encrypted_on_disk_and_damage_is_reported_per_record() {
     let run = store.run("run-1").unwrap();
     assert_eq!((run.error, run.report), (Some(format!("error {MARKER}")), Some(report)));
 
+    // A run stopped early puts its unfinished messages back in their queue:
+    // sealed while in the run (attributes kept for the way back), and sealed
+    // again once back, under the same message id.
+    store.create_queue(&name("returning"), &queue_config, &[]).unwrap();
+    let returning =
+        store.send_messages(&name("returning"), &[message("kept-1"), message("back-1"), message("back-2")]).unwrap();
+    store
+        .create_run(NewRun {
+            id: "run-2".to_owned(),
+            job: name("drain"),
+            deployment_version: None,
+            trigger: "manual".to_owned(),
+            deadline: clock.now().saturating_add(Duration::from_secs(3_600)),
+            budget: None,
+        })
+        .unwrap();
+    assert_eq!(store.move_queue_messages_into_run("run-2", &name("returning"), 10).unwrap(), 3);
+    let first_leased = store.lease_run_items("run-2", "w1", 2).unwrap();
+    let done = ItemCompletion::Done { result: with_marker("drained") };
+    assert!(store.complete_run_item("run-2", &first_leased[0].item, "w1", 1, done).unwrap());
+    assert_eq!(store.return_unfinished_items_to_queues("run-2").unwrap(), 2);
+    let back = store.peek_messages(&name("returning"), 10).unwrap();
+    assert_eq!(back.iter().map(|m| m.message_id).collect::<Vec<_>>(), returning[1..]);
+    assert_eq!(back[0].body, with_marker("back-1"));
+    assert_eq!(back[1].attributes, vec![("note".to_owned(), format!("back-2 attribute {MARKER}"))]);
+
     // Every file of the store, before and after a checkpoint: no marker.
     assert_eq!(files_containing(&data, MARKER.as_bytes()), Vec::<String>::new(), "before the checkpoint");
     let raw = Connection::open(&path).unwrap();
@@ -332,13 +358,18 @@ fn rewrap_all_moves_every_envelope_to_the_current_key() {
     store.lease_run_items("r", "w", 1).unwrap();
     store.complete_run_item("r", "i", "w", 1, ItemCompletion::Done { result: b"res".to_vec() }).unwrap();
     store.record_invocation(&invocation("req", clock.now()), b"logs").unwrap();
+    // A message in a run keeps its attributes (sealed) for its way back to its queue.
+    store.create_queue(&name("moved"), &QueueConfig::default(), &[]).unwrap();
+    let moving = OutgoingMessage { attributes: vec![("m".into(), "n".into())], ..OutgoingMessage::new("three") };
+    store.send_messages(&name("moved"), &[moving]).unwrap();
+    assert_eq!(store.move_queue_messages_into_run("r", &name("moved"), 1).unwrap(), 1);
     drop(store);
 
     keyring.rotate(clock.now());
     let store = SqliteStore::open_encrypted(&path, Arc::new(clock.clone()), Arc::new(keyring.clone())).unwrap();
-    // The item lookup key, two bodies, one attributes, one item (payload and
-    // id), one result (payload and item id), one log.
-    assert_eq!(store.rewrap_all().unwrap(), 9);
+    // The item lookup key, two bodies, one attributes, two items (payload and
+    // id), one result (payload and item id), one log, the moved message's attributes.
+    assert_eq!(store.rewrap_all().unwrap(), 12);
     assert_eq!(store.rewrap_all().unwrap(), 0, "everything is under the current key");
     let raw = Connection::open(&path).unwrap();
     let body: Vec<u8> = raw.query_row("SELECT body FROM messages LIMIT 1", [], |row| row.get(0)).unwrap();
@@ -348,6 +379,12 @@ fn rewrap_all_moves_every_envelope_to_the_current_key() {
     assert_eq!(messages[0].attributes, vec![("k".to_owned(), "v".to_owned())]);
     assert_eq!(store.result(&name("j"), "i").unwrap().result, b"res");
     assert_eq!(store.invocation_logs("req").unwrap(), b"logs");
+    assert_eq!(store.return_unfinished_items_to_queues("r").unwrap(), 1);
+    let returned = store.peek_messages(&name("moved"), 10).unwrap();
+    assert_eq!(
+        (returned[0].body.as_slice(), returned[0].attributes.clone()),
+        (&b"three"[..], vec![("m".into(), "n".into())])
+    );
 }
 
 /// The key id in an envelope header (bytes 10.., length at byte 9).

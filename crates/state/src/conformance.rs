@@ -126,6 +126,10 @@ macro_rules! __with_every_conformance_case {
             releasing_all_leased_items_returns_them_to_pending,
             run_item_counts_are_exact,
             moving_queue_messages_into_a_run_moves_only_visible_ones_in_one_commit,
+            unfinished_items_go_back_to_their_queue_as_the_same_messages,
+            returning_unfinished_items_again_returns_nothing_and_changes_nothing,
+            done_dead_lettered_and_non_queue_items_are_not_returned,
+            a_returned_message_moved_into_the_same_run_again_is_pending_again,
             run_items_and_results_page_by_item,
             workers_are_upserted_and_listed_by_start,
             every_lease_of_an_item_is_an_attempt_ended_by_its_completion_or_release,
@@ -1617,7 +1621,7 @@ pub fn releasing_all_leased_items_returns_them_to_pending(subject: Subject) {
     assert_eq!(store.release_all_leased_items("run-1").unwrap(), 0);
     assert_eq!(
         counts(&subject, "run-1"),
-        RunItemCounts { total: 4, pending: 3, leased: 0, done: 1, dead_lettered: 0, attempts: 3 }
+        RunItemCounts { total: 4, pending: 3, leased: 0, done: 1, dead_lettered: 0, returned: 0, attempts: 3 }
     );
     assert_eq!(counts(&subject, "run-2").leased, 1, "other runs are untouched");
     assert_eq!(item_ids(&lease(&subject, "run-1", "worker-3", 10)), ["b", "c", "d"]);
@@ -1637,12 +1641,12 @@ pub fn run_item_counts_are_exact(subject: Subject) {
     assert!(store.complete_run_item("run-1", "c", "worker-1", 1, retry).unwrap());
     assert_eq!(
         counts(&subject, "run-1"),
-        RunItemCounts { total: 5, pending: 3, leased: 0, done: 1, dead_lettered: 1, attempts: 3 }
+        RunItemCounts { total: 5, pending: 3, leased: 0, done: 1, dead_lettered: 1, returned: 0, attempts: 3 }
     );
     lease(&subject, "run-1", "worker-2", 10);
     assert_eq!(
         counts(&subject, "run-1"),
-        RunItemCounts { total: 5, pending: 1, leased: 2, done: 1, dead_lettered: 1, attempts: 5 }
+        RunItemCounts { total: 5, pending: 1, leased: 2, done: 1, dead_lettered: 1, returned: 0, attempts: 5 }
     );
     assert_eq!(every_item(&subject, "run-1", Some(ItemStatus::Pending)).len(), 1);
 }
@@ -1679,6 +1683,133 @@ pub fn moving_queue_messages_into_a_run_moves_only_visible_ones_in_one_commit(su
     store.finish_run("run-2", "coordinator-1", RunStatus::Cancelled, None, None).unwrap();
     assert_conflict(store.move_queue_messages_into_run("run-2", &queue, 10));
     assert_eq!(stats(&subject, &queue).visible, 2, "a refused move leaves the messages in the queue");
+}
+
+/// A claimed run `run-1` holding three messages of queue `work` (the first
+/// with attributes, the second received once before it moved), the third
+/// leased to `worker-1`. Returns the queue and the message ids.
+fn run_holding_queue_messages(subject: &Subject) -> (Name, Vec<u64>) {
+    let store = &subject.store;
+    claimed_run(subject, "run-1", "drain");
+    let queue = create_queue(subject, "work");
+    let with_attributes =
+        OutgoingMessage { attributes: tags(&[("trace-id", "abc"), ("kind", "scan")]), ..OutgoingMessage::new("one") };
+    let mut ids = store.send_messages(&queue, &[with_attributes]).unwrap();
+    subject.clock.advance(Duration::from_secs(1));
+    ids.extend(send_bodies(subject, &queue, &["two", "three"]));
+    let received = receive(subject, &queue, 3);
+    for message in &received {
+        store.change_visibility(&queue, message.receipt, Duration::ZERO).unwrap();
+    }
+    let again = receive(subject, &queue, 1);
+    store.change_visibility(&queue, again[0].receipt, Duration::ZERO).unwrap();
+    subject.clock.advance(Duration::from_secs(1));
+    assert_eq!(store.move_queue_messages_into_run("run-1", &queue, 10).unwrap(), 3);
+    assert_eq!(item_ids(&lease(subject, "run-1", "worker-1", 1)), [ids[0].to_string()]);
+    (queue, ids)
+}
+
+pub fn unfinished_items_go_back_to_their_queue_as_the_same_messages(subject: Subject) {
+    let store = &subject.store;
+    let (queue, ids) = run_holding_queue_messages(&subject);
+    let sent_at = Timestamp(subject.clock.now().as_millis() - 2_000);
+    subject.clock.advance(Duration::from_secs(5));
+
+    assert_eq!(store.return_unfinished_items_to_queues("run-1").unwrap(), 3);
+    assert_eq!(stats(&subject, &queue).visible, 3, "visible at once");
+    let back = store.peek_messages(&queue, 10).unwrap();
+    assert_eq!(back.iter().map(|m| m.message_id).collect::<Vec<_>>(), ids, "the same message ids");
+    assert_eq!(back.iter().map(|m| m.body.as_slice()).collect::<Vec<_>>(), [&b"one"[..], b"two", b"three"]);
+    assert_eq!(back[0].attributes, tags(&[("trace-id", "abc"), ("kind", "scan")]), "attributes kept, in order");
+    assert_eq!(back[1].attributes, vec![]);
+    assert_eq!(back.iter().map(|m| m.receive_count).collect::<Vec<_>>(), [2, 1, 1], "receive counts kept");
+    assert_eq!(back[0].sent_at, sent_at, "sent time kept");
+    assert_eq!(back[1].sent_at, sent_at.saturating_add(Duration::from_secs(1)));
+    assert_eq!(back[0].visible_at, subject.clock.now());
+
+    assert_eq!(
+        counts(&subject, "run-1"),
+        RunItemCounts { total: 3, pending: 0, leased: 0, done: 0, dead_lettered: 0, returned: 3, attempts: 1 }
+    );
+    let returned = every_item(&subject, "run-1", Some(ItemStatus::Returned));
+    assert_eq!(
+        sorted(returned.iter().map(|item| item.item.clone()).collect()),
+        sorted(ids.iter().map(u64::to_string).collect())
+    );
+    assert!(returned.iter().all(|item| item.worker.is_none()), "{returned:?}");
+    assert!(lease(&subject, "run-1", "worker-2", 10).is_empty(), "a returned item is not pending");
+    let attempt = store.run_item_attempts("run-1", 10).unwrap();
+    assert_eq!(attempt[0].outcome, AttemptOutcome::Released, "the leased item's attempt ended");
+    let late = store.complete_run_item("run-1", &ids[0].to_string(), "worker-1", 1, done("late")).unwrap();
+    assert!(!late, "a completion of a returned item is stale");
+    assert_not_found(store.result(&name("drain"), &ids[0].to_string()), "result", &format!("drain/{}", ids[0]));
+
+    let received = receive(&subject, &queue, 10);
+    assert_eq!(received.iter().map(|m| m.message_id).collect::<Vec<_>>(), ids, "received from the queue again");
+    assert_eq!(received[0].receive_count, 3);
+    assert_eq!(store.delete_messages(&queue, &[received[0].receipt]).unwrap(), vec![DeleteOutcome::Deleted]);
+}
+
+pub fn returning_unfinished_items_again_returns_nothing_and_changes_nothing(subject: Subject) {
+    let store = &subject.store;
+    let (queue, _) = run_holding_queue_messages(&subject);
+    assert_eq!(store.return_unfinished_items_to_queues("run-1").unwrap(), 3);
+    let queued = store.peek_messages(&queue, 10).unwrap();
+    let counted = counts(&subject, "run-1");
+    subject.clock.advance(Duration::from_secs(5));
+    assert_eq!(store.return_unfinished_items_to_queues("run-1").unwrap(), 0);
+    assert_eq!(store.peek_messages(&queue, 10).unwrap(), queued, "each message is in the queue once");
+    assert_eq!(counts(&subject, "run-1"), counted);
+    assert_eq!(store.return_unfinished_items_to_queues("run-1").unwrap(), 0);
+    assert_not_found(store.return_unfinished_items_to_queues("nope"), "run", "nope");
+}
+
+pub fn done_dead_lettered_and_non_queue_items_are_not_returned(subject: Subject) {
+    let store = &subject.store;
+    claimed_run(&subject, "run-1", "drain");
+    claimed_run(&subject, "run-2", "drain");
+    let queue = create_queue(&subject, "work");
+    let ids = send_bodies(&subject, &queue, &["done", "dead", "pending"]);
+    assert_eq!(store.move_queue_messages_into_run("run-1", &queue, 10).unwrap(), 3);
+    add_items(&subject, "run-1", &["from-a-bucket"]);
+    let other = send_bodies(&subject, &queue, &["other run"]);
+    assert_eq!(store.move_queue_messages_into_run("run-2", &queue, 10).unwrap(), 1);
+    assert_eq!(item_ids(&lease(&subject, "run-1", "worker-1", 2)), [ids[0].to_string(), ids[1].to_string()]);
+    assert!(store.complete_run_item("run-1", &ids[0].to_string(), "worker-1", 1, done("x")).unwrap());
+    let dead = ItemCompletion::Failed { error: "no".to_owned(), retry_at: None };
+    assert!(store.complete_run_item("run-1", &ids[1].to_string(), "worker-1", 1, dead).unwrap());
+
+    assert_eq!(store.return_unfinished_items_to_queues("run-1").unwrap(), 1, "only the pending message");
+    let back: Vec<u64> = store.peek_messages(&queue, 10).unwrap().iter().map(|m| m.message_id).collect();
+    assert_eq!(back, [ids[2]], "the done, dead-lettered and other run's messages stay out of the queue");
+    assert_eq!(one_item(&subject, "run-1", &ids[0].to_string()).status, ItemStatus::Done);
+    assert_eq!(one_item(&subject, "run-1", &ids[1].to_string()).status, ItemStatus::DeadLettered);
+    assert_eq!(one_item(&subject, "run-1", "from-a-bucket").status, ItemStatus::Pending, "it has no queue to go to");
+    assert_eq!(store.result(&name("drain"), &ids[0].to_string()).unwrap().result, b"x");
+    assert_eq!(
+        one_item(&subject, "run-2", &other[0].to_string()).status,
+        ItemStatus::Pending,
+        "other runs are untouched"
+    );
+}
+
+pub fn a_returned_message_moved_into_the_same_run_again_is_pending_again(subject: Subject) {
+    let store = &subject.store;
+    let (queue, ids) = run_holding_queue_messages(&subject);
+    assert_eq!(store.return_unfinished_items_to_queues("run-1").unwrap(), 3);
+    assert_eq!(store.move_queue_messages_into_run("run-1", &queue, 1).unwrap(), 1);
+    assert_eq!(stats(&subject, &queue).visible, 2);
+    let counted = counts(&subject, "run-1");
+    assert_eq!((counted.total, counted.pending, counted.returned), (3, 1, 2), "{counted:?}");
+    let leased = lease(&subject, "run-1", "worker-2", 10);
+    assert_eq!(item_ids(&leased), [ids[0].to_string()]);
+    assert_eq!(leased[0].payload, b"one");
+    assert_eq!(leased[0].attempts, 2, "attempts are kept");
+    assert_eq!(store.return_unfinished_items_to_queues("run-1").unwrap(), 1, "and it may go back again");
+    let back = store.peek_messages(&queue, 10).unwrap();
+    assert_eq!(back.iter().map(|m| m.message_id).collect::<Vec<_>>(), ids);
+    assert_eq!(back[0].attributes, tags(&[("trace-id", "abc"), ("kind", "scan")]));
+    assert_eq!(counts(&subject, "run-1").returned, 3);
 }
 
 pub fn run_items_and_results_page_by_item(subject: Subject) {

@@ -407,6 +407,9 @@ pub struct RunItemCounts {
     pub leased: u64,
     pub done: u64,
     pub dead_lettered: u64,
+    /// Unfinished items whose queue messages went back to their queues
+    /// (see [`StateStore::return_unfinished_items_to_queues`]).
+    pub returned: u64,
     /// The sum of every item's attempts (leases).
     pub attempts: u64,
 }
@@ -763,9 +766,24 @@ pub trait StateStore: Send + Sync {
     /// `receive_messages` orders them) into the run as pending items, in ONE
     /// commit: item id = the message id in decimal, payload = the body; the
     /// messages are deleted from the queue. Delayed and in-flight messages
-    /// stay; `max_receives` does not apply (the job's attempts do). Returns how
-    /// many messages moved. `NotFound` for an unknown queue; `Conflict` if the run is finished.
+    /// stay; `max_receives` does not apply (the job's attempts do). The store
+    /// remembers which queue and message each item came from (id, sent time,
+    /// attributes, receive count) for
+    /// [`StateStore::return_unfinished_items_to_queues`]. A message whose id
+    /// the run already has as a `Returned` item makes that item pending again.
+    /// Returns how many messages moved. `NotFound` for an unknown queue;
+    /// `Conflict` if the run is finished.
     fn move_queue_messages_into_run(&self, run: &str, queue: &Name, max: usize) -> Result<u64>;
+    /// Put every unfinished (pending or leased) item of the run that came from
+    /// a queue message back into that queue as the same message — its id,
+    /// sent time, attributes and receive count kept, visible at once — and
+    /// mark the item `Returned`, in ONE commit. Done and dead-lettered items,
+    /// items that did not come from a queue, and items whose queue was
+    /// deleted since stay as they are. Idempotent: a second call returns 0
+    /// and changes nothing. Meant for a run being stopped (deadline, budget)
+    /// whose workers are gone: a completion of a returned item is stale.
+    /// Returns how many messages went back. `NotFound` for an unknown run.
+    fn return_unfinished_items_to_queues(&self, run: &str) -> Result<u64>;
     /// Lease up to `max` pending items whose `not_before` has come to `worker`:
     /// status `Leased`, attempts + 1. Oldest first: in the order they became
     /// available (`not_before`), ties by insertion — so items never retried

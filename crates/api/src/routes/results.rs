@@ -22,7 +22,7 @@ pub struct ResultView {
     pub item: String,
     /// The run that produced it (or, for other statuses, holds the item).
     pub run: String,
-    /// `done`, `dead_lettered`, `pending`, `leased`.
+    /// `done`, `dead_lettered`, `pending`, `leased`, `returned` (back in its queue).
     pub status: String,
     pub attempt: u32,
     pub worker: Option<String>,
@@ -77,7 +77,7 @@ pub struct ResultPage {
 pub struct ResultsQuery {
     /// Only items of this run.
     pub run: Option<String>,
-    /// `done` (the default: the job's results), or `dead_lettered`, `pending`, `leased` (these need `run`).
+    /// `done` (the default: the job's results), or `dead_lettered`, `pending`, `leased`, `returned` (these need `run`).
     pub status: Option<String>,
     /// Only items whose id sorts after this (the previous page's `next_after`).
     pub after: Option<String>,

@@ -420,6 +420,13 @@ fn run_deadline() {
         .finds("run-deadline", AuditSeverity::Warning, "r1")
         .saying("stopped at its deadline")
         .saying("5 of 10 item(s) unprocessed"),
+        case("stopped at its deadline with its unfinished messages back in their queue", PolicySpec::default(), |i| {
+            let mut stopped = run("r1", RunStatus::DeadlineExceeded);
+            stopped.items = RunItemCounts { total: 10, done: 4, returned: 6, ..RunItemCounts::default() };
+            i.runs.push(stopped);
+        })
+        .finds("run-deadline", AuditSeverity::Warning, "r1")
+        .saying("6 of 10 item(s) unprocessed (6 back in their queue for a later run)"),
     ]);
 }
 
