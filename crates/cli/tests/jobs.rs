@@ -724,7 +724,7 @@ fn assert_unfinished_messages_are_back_in_the_queue(project: &Project, report: &
     for message in &queued {
         let original = sent.iter().find(|(id, _)| *id == message.id);
         assert_eq!(original.map(|(_, body)| body), Some(&message.body), "the same message, by id and body");
-        assert_eq!(message.attributes, serde_json::json!([["n", message.body]]), "attributes kept");
+        assert_eq!(message.attributes, serde_json::json!({"n": message.body}), "attributes kept");
         assert_eq!(message.receive_count, 0, "never received, so still 0");
         assert!(
             !results.contains(&message.id.to_string()),
