@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures::{StreamExt, TryStreamExt};
+use futures::TryStreamExt;
 use mayfly_api::{Grant, Resource, Scope};
 use mayfly_buckets::{BucketError, Buckets, ObjectInfo};
 use mayfly_core::{Name, Timestamp};
@@ -274,7 +274,7 @@ impl S3 for MayflyS3 {
                 .await
                 .map_err(|error| s3_error!(InternalError, "cannot read the object: {error}"))?;
         }
-        let body = tokio_util::io::ReaderStream::new(reader.take(length)).map(|chunk| chunk.map(Bytes::from));
+        let body = tokio_util::io::ReaderStream::new(reader.take(length));
         let content_range =
             (range != whole).then(|| format!("bytes {}-{}/{}", range.start, range.end.saturating_sub(1), info.size));
         Ok(S3Response::new(GetObjectOutput {

@@ -128,6 +128,7 @@ fn boto3_unmodified_reads_writes_lists_copies_and_deletes_objects_and_is_refused
     assert_eq!(seen["original_gone"], "404");
     assert_eq!(seen["deleted"], serde_json::json!(["batch/0.txt", "batch/1.txt"]));
     assert_eq!(seen["presigned"], "item 4");
+    assert_eq!(seen["presigned_put"], "uploaded");
     assert_eq!(seen["tampered"], 403, "an altered presigned URL is refused");
     assert_eq!(seen["unsigned"], 403, "an unsigned request is refused");
     assert_eq!(seen["wrong_secret"], "SignatureDoesNotMatch");
@@ -146,6 +147,7 @@ fn boto3_unmodified_reads_writes_lists_copies_and_deletes_objects_and_is_refused
     assert!(has("created", "archive", "renamed/chart.txt"), "{events:?}");
     assert!(has("deleted", "inbox", "charts/sp ace #1?.txt"), "{events:?}");
     assert!(has("deleted", "inbox", "batch/0.txt"), "{events:?}");
+    assert!(has("created", "inbox", "presigned/up.txt"), "{events:?}");
     assert_eq!(project.ok(&["get", "archive/renamed/chart.txt"]), "chart of patient 0042\n".repeat(100));
 
     // Every request is in the access log, refusals too, under its token.

@@ -119,23 +119,16 @@ impl ApiServer {
 
     /// Serve the API and the S3-compatible endpoint until `shutdown` completes.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
-        let (stop, stopped) = tokio::sync::watch::channel(false);
-        let stopping = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
-            let _ = stopped.wait_for(|stop| *stop).await;
-        };
-        let api = mayfly_api::serve::serve(self.listener, self.router, self.tls.clone(), stopping(stopped.clone()));
-        let aws = mayfly_api::serve::serve(self.aws_listener, self.aws_router, self.tls, stopping(stopped));
-        let signal = async move {
-            shutdown.await;
-            let _ = stop.send(true);
-            Ok(())
-        };
-        tokio::try_join!(
-            async { api.await.context("the API server failed") },
-            async { aws.await.context("the S3-compatible endpoint failed") },
-            signal
-        )?;
-        Ok(())
+        let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        let aws =
+            tokio::spawn(mayfly_api::serve::serve(self.aws_listener, self.aws_router, self.tls.clone(), async move {
+                let _ = stopped.wait_for(|stop| *stop).await;
+            }));
+        let api = mayfly_api::serve::serve(self.listener, self.router, self.tls, shutdown).await;
+        let _ = stop.send(true);
+        let aws = aws.await.context("the S3-compatible endpoint panicked")?;
+        api.context("the API server failed")?;
+        aws.context("the S3-compatible endpoint failed")
     }
 }
 

@@ -65,6 +65,14 @@ seen["deleted"] = sorted(item["Key"] for item in deleted.get("Deleted", []))
 context = ssl.create_default_context(cafile=os.environ["AWS_CA_BUNDLE"])
 url = s3.generate_presigned_url("get_object", Params={"Bucket": "inbox", "Key": "batch/4.txt"}, ExpiresIn=60)
 seen["presigned"] = urllib.request.urlopen(url, context=context).read().decode()
+# botocore presigns with SigV2 by default (the GET above); this PUT is SigV4.
+v4 = boto3.client("s3", config=Config(s3={"addressing_style": "path"}, signature_version="s3v4"))
+upload = v4.generate_presigned_url("put_object", Params={"Bucket": "inbox", "Key": "presigned/up.txt"}, ExpiresIn=60)
+try:
+    urllib.request.urlopen(urllib.request.Request(upload, data=b"uploaded", method="PUT"), context=context).read()
+    seen["presigned_put"] = s3.get_object(Bucket="inbox", Key="presigned/up.txt")["Body"].read().decode()
+except urllib.error.HTTPError as error:
+    seen["presigned_put"] = f"{error.code}: {error.read().decode()}"
 tampered = url.replace("batch/4.txt", "batch/3.txt")
 try:
     urllib.request.urlopen(tampered, context=context)
