@@ -50,7 +50,7 @@ for n in 0 1 2; do echo "{\"n\": $n}" | "$bin" put "inbox/in/$n" >/dev/null; don
 "$bin" run bench --json >/dev/null
 token="$("$bin" tokens create --name bench --scope results:read --job bench --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')"
 
-"$bin" serve --listen 127.0.0.1:0 2> serve.log &
+"$bin" serve --listen 127.0.0.1:0 --aws-listen 127.0.0.1:0 2> serve.log &
 server_pid=$!
 for _ in $(seq 100); do grep -q "(address " serve.log && break; sleep 0.1; done
 address="$(sed -n 's/.*(address \([^)]*\)).*/\1/p' serve.log | head -1)"

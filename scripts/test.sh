@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs Mayfly's whole test suite on a fresh machine: installs what the suite
-# needs (cargo-nextest, python3 with awslambdaric and schemathesis,
+# needs (cargo-nextest, python3 with awslambdaric, boto3 and schemathesis,
 # chromium and chromedriver, the Docker engine), builds everything, and
 # runs every test (unit, conformance, crash, full-disk, runtimes, control
 # plane and CLI end to end). Needs root for the full-disk tests, which mount
@@ -40,6 +40,11 @@ fi
 if ! python3 -c "import importlib.metadata as m; assert m.version('simple-icd-10-cm') == '1.5.0'" >/dev/null 2>&1; then
     step "installing simple-icd-10-cm 1.5.0 from PyPI"
     python3 -m pip install --quiet simple-icd-10-cm==1.5.0 || python3 -m pip install --quiet --break-system-packages simple-icd-10-cm==1.5.0
+fi
+# The S3-compatible endpoint is tested with an unmodified AWS SDK.
+if ! python3 -c "import boto3" >/dev/null 2>&1; then
+    step "installing boto3 from PyPI"
+    python3 -m pip install --quiet boto3 || python3 -m pip install --quiet --break-system-packages boto3
 fi
 # The HTTPS API's OpenAPI document is exercised by Schemathesis against the running server.
 if ! python3 -m schemathesis.cli --version >/dev/null 2>&1; then

@@ -88,7 +88,7 @@ struct Server {
 impl Server {
     fn start(project: &Project) -> Server {
         let mut child = project
-            .command(&["serve", "--listen", "127.0.0.1:0"])
+            .command(&["serve", "--listen", "127.0.0.1:0", "--aws-listen", "127.0.0.1:0"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -54,7 +54,7 @@ fn serve_presents_the_users_own_certificate_from_api_tls() {
     project.ok(&["deploy"]);
 
     let mut server = project
-        .command(&["serve", "--listen", "127.0.0.1:0"])
+        .command(&["serve", "--listen", "127.0.0.1:0", "--aws-listen", "127.0.0.1:0"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -91,7 +91,11 @@ fn serve_refuses_to_start_when_the_api_tls_key_is_missing_and_names_it() {
     let (cert, _, _) = users_own_certificate();
     std::fs::write(project.path("certs/api.pem"), cert).unwrap();
     project.ok(&["deploy"]);
-    let output = project.command(&["serve", "--listen", "127.0.0.1:0"]).stdin(Stdio::null()).output().unwrap();
+    let output = project
+        .command(&["serve", "--listen", "127.0.0.1:0", "--aws-listen", "127.0.0.1:0"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success(), "serve started without its key: {stderr}");
     assert!(stderr.contains("api.key"), "the error names the missing key file: {stderr}");

@@ -71,7 +71,7 @@ const MANIFEST_KEYS: &[&str] = &["bucket", "key"];
 const WORKERS_KEYS: &[&str] = &["max", "items_per_worker"];
 const PROVISIONER_KEYS: &[&str] = &["kind", "network", "subnet", "image", "memory", "cpus"];
 const JOB_TRIGGER_KEYS: &[&str] = &["alarm", "schedule"];
-const API_KEYS: &[&str] = &["listen", "tls", "routes"];
+const API_KEYS: &[&str] = &["listen", "aws_listen", "tls", "routes"];
 const API_TLS_KEYS: &[&str] = &["cert", "key"];
 const API_ROUTE_KEYS: &[&str] = &["method", "path", "function"];
 
@@ -1212,24 +1212,39 @@ fn lower_job_triggers(reader: &mut Reader<'_>, job: &Table<'_, '_>) -> Vec<JobTr
     triggers
 }
 
-fn lower_api(reader: &mut Reader<'_>, root: &Table<'_, '_>, policy: &PolicySpec) -> Option<ApiSpec> {
-    let table = reader.table(root, "api", "`[api]`".to_owned())?;
-    reader.check_keys(&table, API_KEYS);
-    let listen_text = reader.string(&table, "listen");
-    let listen = match &listen_text {
+/// The socket address under `key` of `[api]` (or `default`), and its text for errors.
+fn socket_address(
+    reader: &mut Reader<'_>,
+    table: &Table<'_, '_>,
+    key: &str,
+    default: std::net::SocketAddr,
+) -> (std::net::SocketAddr, Option<Located<String>>) {
+    let text = reader.string(table, key);
+    let address = match &text {
         Some(text) => match text.value.parse::<std::net::SocketAddr>() {
             Ok(address) => address,
             Err(_) => {
                 reader.error(
                     text.span.clone(),
-                    format!("`listen` of `[api]` is not a socket address: \"{}\"", text.value),
-                    Some("write an IP address and a port, e.g. \"127.0.0.1:8443\" or \"0.0.0.0:8443\"".to_owned()),
+                    format!("`{key}` of `[api]` is not a socket address: \"{}\"", text.value),
+                    Some(format!(
+                        "write an IP address and a port, e.g. \"127.0.0.1:{0}\" or \"0.0.0.0:{0}\"",
+                        default.port()
+                    )),
                 );
-                ApiSpec::DEFAULT_LISTEN
+                default
             }
         },
-        None => ApiSpec::DEFAULT_LISTEN,
+        None => default,
     };
+    (address, text)
+}
+
+fn lower_api(reader: &mut Reader<'_>, root: &Table<'_, '_>, policy: &PolicySpec) -> Option<ApiSpec> {
+    let table = reader.table(root, "api", "`[api]`".to_owned())?;
+    reader.check_keys(&table, API_KEYS);
+    let (listen, listen_text) = socket_address(reader, &table, "listen", ApiSpec::DEFAULT_LISTEN);
+    let (aws_listen, aws_listen_text) = socket_address(reader, &table, "aws_listen", ApiSpec::DEFAULT_AWS_LISTEN);
     let tls = reader.table(&table, "tls", "`[api.tls]`".to_owned()).and_then(|tls| {
         reader.check_keys(&tls, API_TLS_KEYS);
         for key in API_TLS_KEYS {
@@ -1241,12 +1256,21 @@ fn lower_api(reader: &mut Reader<'_>, root: &Table<'_, '_>, policy: &PolicySpec)
         let key = reader.non_empty_string(&tls, "key");
         Some(TlsFiles { cert: cert?.value, key: key?.value })
     });
-    if policy.tls == Requirement::Required && !table.has("tls") && !listen.ip().is_loopback() {
-        let span = listen_text.map_or(table.span.clone(), |text| text.span);
+    for (address, text) in [(listen, listen_text), (aws_listen, aws_listen_text.clone())] {
+        if policy.tls == Requirement::Required && !table.has("tls") && !address.ip().is_loopback() {
+            let span = text.map_or(table.span.clone(), |text| text.span);
+            reader.error(
+                span,
+                format!("`[api]` listens on {address} without TLS, but `[policy]` requires TLS"),
+                Some("add `tls = { cert = \"...\", key = \"...\" }` to `[api]`, or listen on 127.0.0.1".to_owned()),
+            );
+        }
+    }
+    if listen == aws_listen && listen.port() != 0 {
         reader.error(
-            span,
-            format!("`[api]` listens on {listen} without TLS, but `[policy]` requires TLS"),
-            Some("add `tls = { cert = \"...\", key = \"...\" }` to `[api]`, or listen on 127.0.0.1".to_owned()),
+            aws_listen_text.map_or(table.span.clone(), |text| text.span),
+            format!("`aws_listen` of `[api]` is {aws_listen}, the address `listen` already uses"),
+            Some("give the S3-compatible endpoint a port of its own, e.g. \"127.0.0.1:8444\"".to_owned()),
         );
     }
     let mut routes: Vec<ApiRouteSpec> = Vec::new();
@@ -1285,7 +1309,7 @@ fn lower_api(reader: &mut Reader<'_>, root: &Table<'_, '_>, policy: &PolicySpec)
         }
         routes.push(ApiRouteSpec { method, path: path.value, function });
     }
-    Some(ApiSpec { listen, tls, routes })
+    Some(ApiSpec { listen, aws_listen, tls, routes })
 }
 
 fn check_dead_letter_cycles(reader: &mut Reader<'_>, checks: &CrossChecks) {

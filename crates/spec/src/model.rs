@@ -574,12 +574,15 @@ pub struct TlsFiles {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ApiSpec {
     pub listen: SocketAddr,
+    /// Where the AWS-compatible (S3) endpoint listens, with the same certificate.
+    pub aws_listen: SocketAddr,
     pub tls: Option<TlsFiles>,
     pub routes: Vec<ApiRouteSpec>,
 }
 
 impl ApiSpec {
     pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8443));
+    pub const DEFAULT_AWS_LISTEN: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8444));
 }
 
 /// An IPv4 network in CIDR notation, e.g. `10.77.0.0/16`; host bits are zero.

@@ -508,6 +508,8 @@ pub(crate) struct ApiRouteFile {
 pub(crate) struct ApiFile {
     /// Socket address (default "127.0.0.1:8443").
     pub listen: Option<String>,
+    /// Socket address of the S3-compatible endpoint (default "127.0.0.1:8444").
+    pub aws_listen: Option<String>,
     /// Required by policy.tls = "required" unless listening on loopback.
     pub tls: Option<ApiTlsFile>,
     #[serde(default)]

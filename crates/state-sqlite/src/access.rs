@@ -87,8 +87,8 @@ pub fn create_api_token(transaction: &Transaction<'_>, token: NewApiToken, now: 
         (list_to_json(&token.scopes)?, list_to_json(&token.jobs)?, list_to_json(&token.buckets)?);
     let inserted = transaction
         .prepare_cached(
-            "INSERT INTO api_tokens (id, name, secret_sha256, scopes, jobs, buckets, created_at, expires_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (id) DO NOTHING",
+            "INSERT INTO api_tokens (id, name, secret_sha256, scopes, jobs, buckets, created_at, expires_at, \
+             aws_secret) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (id) DO NOTHING",
         )
         .and_then(|mut statement| {
             statement.execute(params![
@@ -100,6 +100,7 @@ pub fn create_api_token(transaction: &Transaction<'_>, token: NewApiToken, now: 
                 buckets,
                 now.as_millis(),
                 token.expires_at.map(Timestamp::as_millis),
+                token.aws_secret,
             ])
         })
         .with_context(|| format!("insert token `{}`", token.id))?;
@@ -111,6 +112,15 @@ pub fn create_api_token(transaction: &Transaction<'_>, token: NewApiToken, now: 
 
 pub fn api_token(transaction: &Transaction<'_>, id: &str) -> Result<ApiTokenRecord> {
     find_token(transaction, id)?.ok_or_else(|| StateError::not_found("token", id))
+}
+
+/// The stored (sealed, in an encrypted store) AWS secret of a token.
+pub fn api_token_aws_secret(transaction: &Transaction<'_>, id: &str) -> Result<Option<String>> {
+    transaction
+        .prepare_cached("SELECT aws_secret FROM api_tokens WHERE id = ?1")
+        .and_then(|mut statement| statement.query_row([id], |row| row.get::<_, Option<String>>(0)).optional())
+        .with_context(|| format!("look up the AWS secret of token `{id}`"))?
+        .ok_or_else(|| StateError::not_found("token", id))
 }
 
 pub fn api_tokens(transaction: &Transaction<'_>) -> Result<Vec<ApiTokenRecord>> {

@@ -495,10 +495,12 @@ enum SealedColumn {
     ResultItemId,
     /// The attributes of a message while its item is in a run.
     RunItemMessageAttributes,
+    /// The secret access key of a token\'s AWS credentials.
+    TokenAwsSecret,
 }
 
 impl SealedColumn {
-    const ALL: [SealedColumn; 12] = [
+    const ALL: [SealedColumn; 13] = [
         SealedColumn::MessageBody,
         SealedColumn::MessageAttributes,
         SealedColumn::RunItemMessageAttributes,
@@ -511,6 +513,7 @@ impl SealedColumn {
         SealedColumn::RunReport,
         SealedColumn::RunItemId,
         SealedColumn::ResultItemId,
+        SealedColumn::TokenAwsSecret,
     ];
 
     /// What `envelope-v2` seals beyond the payloads of `envelope-v1`.
@@ -607,6 +610,10 @@ impl SealedColumn {
                 "SELECT rowid, job, item, item_sealed, NULL FROM results WHERE rowid > ?1 \
                  AND item_sealed IS NOT NULL ORDER BY rowid LIMIT ?2"
             }
+            SealedColumn::TokenAwsSecret => {
+                "SELECT token_seq, id, NULL, aws_secret, NULL FROM api_tokens WHERE token_seq > ?1 \
+                 AND aws_secret IS NOT NULL ORDER BY token_seq LIMIT ?2"
+            }
         }
     }
 
@@ -626,6 +633,7 @@ impl SealedColumn {
             SealedColumn::RunReport => "UPDATE runs SET report = ?2 WHERE run_seq = ?1",
             SealedColumn::RunItemId => "UPDATE run_items SET item_sealed = ?2 WHERE item_seq = ?1",
             SealedColumn::ResultItemId => "UPDATE results SET item_sealed = ?2 WHERE rowid = ?1",
+            SealedColumn::TokenAwsSecret => "UPDATE api_tokens SET aws_secret = ?2 WHERE token_seq = ?1",
         }
     }
 
@@ -644,6 +652,7 @@ impl SealedColumn {
             SealedColumn::RunReport => Record::RunReport(first),
             SealedColumn::RunItemId => Record::RunItemId { run: first, key: item },
             SealedColumn::ResultItemId => Record::ResultItemId { job: first, key: item },
+            SealedColumn::TokenAwsSecret => Record::TokenAwsSecret(first),
         }
     }
 
@@ -2081,6 +2090,8 @@ impl StateStore for SqliteStore {
 
     fn create_api_token(&self, token: NewApiToken) -> Result<ApiTokenRecord> {
         let now = self.now();
+        let aws_secret = self.sealer.seal_optional_text(Record::TokenAwsSecret(&token.id), token.aws_secret.as_deref());
+        let token = NewApiToken { aws_secret, ..token };
         self.write(&format!("create token `{}`", token.name), |transaction| {
             access::create_api_token(transaction, token, now)
         })
@@ -2092,6 +2103,13 @@ impl StateStore for SqliteStore {
 
     fn api_tokens(&self) -> Result<Vec<ApiTokenRecord>> {
         self.read("list tokens", access::api_tokens)
+    }
+
+    fn api_token_aws_secret(&self, id: &str) -> Result<Option<String>> {
+        let stored = self.read(&format!("look up the AWS secret of token `{id}`"), |transaction| {
+            access::api_token_aws_secret(transaction, id)
+        })?;
+        self.sealer.open_optional_text(Record::TokenAwsSecret(id), stored)
     }
 
     fn revoke_api_token(&self, id: &str) -> Result<ApiTokenRecord> {
@@ -2353,6 +2371,6 @@ mod tests {
         assert_eq!(store.invocation_logs("req-1").unwrap(), b"hello");
         let version: i64 = store.lock_connection().query_row("PRAGMA user_version", [], |row| row.get(0)).unwrap();
         assert_eq!(version, current_schema_version());
-        assert_eq!(current_schema_version(), 12);
+        assert_eq!(current_schema_version(), 13);
     }
 }

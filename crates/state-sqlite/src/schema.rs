@@ -412,6 +412,12 @@ pub const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX run_item_messages_by_queue ON run_item_messages (queue_id);
     "#,
+    // 13: a token's AWS credentials (`tokens create --aws`): the secret
+    // access key, sealed (base64 of its envelope) in an encrypted store.
+    r#"
+    -- aws
+    ALTER TABLE api_tokens ADD COLUMN aws_secret TEXT;
+    "#,
 ];
 
 /// The schema version this build writes.

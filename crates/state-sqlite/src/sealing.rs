@@ -24,6 +24,7 @@
 //! | a run item's id | `run-item-id/<run id>/<lookup key>` |
 //! | a result's item id | `result-item-id/<job>/<lookup key>` |
 //! | the item lookup key | `store/item-key` |
+//! | a token's AWS secret access key | `api-token/<token id>/aws-secret` |
 //!
 //! These are the records' stable identities. A message keeps its id when it
 //! is leased or dead-lettered (its queue changes, so the queue is not bound);
@@ -95,6 +96,8 @@ pub enum Record<'a> {
         key: &'a str,
     },
     ItemKey,
+    /// The secret access key of a token's AWS credentials.
+    TokenAwsSecret(&'a str),
 }
 
 impl Record<'_> {
@@ -113,6 +116,7 @@ impl Record<'_> {
             Record::RunItemId { run, key } => format!("run-item-id/{}/{key}", escape(run)),
             Record::ResultItemId { job, key } => format!("result-item-id/{}/{key}", escape(job)),
             Record::ItemKey => "store/item-key".to_owned(),
+            Record::TokenAwsSecret(token) => format!("api-token/{}/aws-secret", escape(token)),
         }
     }
 
@@ -131,6 +135,7 @@ impl Record<'_> {
             Record::RunItemId { run, key } => format!("id of the item with lookup key {key} of run `{run}`"),
             Record::ResultItemId { job, key } => format!("item id of the result with lookup key {key} of job `{job}`"),
             Record::ItemKey => "item lookup key".to_owned(),
+            Record::TokenAwsSecret(token) => format!("AWS secret access key of token `{token}`"),
         }
     }
 }

@@ -607,3 +607,33 @@ fn a_keyring_lacking_a_key_that_sealed_data_is_refused_and_retiring_forgets_it()
     let bodies: Vec<Vec<u8>> = store.peek_messages(&name("q"), 10).unwrap().into_iter().map(|m| m.body).collect();
     assert_eq!(bodies, [b"under the first key".to_vec(), b"under the second key".to_vec()]);
 }
+
+#[test]
+fn a_tokens_aws_secret_is_sealed_on_disk_and_rewrapped_with_the_keyring() {
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join("state.db");
+    let clock = ManualClock::starting_at(Timestamp::from_millis(1_795_588_702_000));
+    let mut keyring = Keyring::generate(clock.now());
+    let store = SqliteStore::open_encrypted(&path, Arc::new(clock.clone()), Arc::new(keyring.clone())).unwrap();
+    let secret = "a9c3e1f00d5b7aa2c4e6f8091b3d5f7a9c1e3f5d";
+    store
+        .create_api_token(mayfly_state::NewApiToken {
+            id: "0011223344556677".into(),
+            name: "s3".into(),
+            secret_sha256: "0".repeat(64),
+            scopes: vec!["objects:read".into()],
+            jobs: Vec::new(),
+            buckets: Vec::new(),
+            expires_at: None,
+            aws_secret: Some(secret.into()),
+        })
+        .unwrap();
+    drop(store);
+    assert_eq!(files_containing(directory.path(), secret.as_bytes()), Vec::<String>::new());
+
+    keyring.rotate(clock.now());
+    let store = SqliteStore::open_encrypted(&path, Arc::new(clock.clone()), Arc::new(keyring.clone())).unwrap();
+    // The item lookup key and the secret.
+    assert_eq!(store.rewrap_all().unwrap(), 2);
+    assert_eq!(store.api_token_aws_secret("0011223344556677").unwrap().as_deref(), Some(secret));
+}

@@ -22,6 +22,10 @@ pub struct NewApiToken {
     /// When not empty, the only buckets the token may touch.
     pub buckets: Vec<String>,
     pub expires_at: Option<Timestamp>,
+    /// The secret access key of the token's AWS credentials (`tokens create
+    /// --aws`), if it has them. SigV4 needs it on the server, so unlike the
+    /// bearer secret it is kept, sealed like customer data.
+    pub aws_secret: Option<String>,
 }
 
 /// A token as stored.

@@ -135,7 +135,7 @@ macro_rules! __with_every_conformance_case {
             every_lease_of_an_item_is_an_attempt_ended_by_its_completion_or_release,
             attempts_are_counted_by_the_worker_that_ended_them,
             a_run_ends_in_any_finished_status,
-    access_records_are_appended_in_order_and_read_newest_first, api_token_names_are_unique_among_live_tokens, api_tokens_are_stored_listed_and_revoked, audits_are_recorded_with_their_findings_in_order_and_the_latest_is_read_back, cancelling_a_run_ends_it_whoever_holds_its_lease, only_the_newest_audits_are_kept,
+    access_records_are_appended_in_order_and_read_newest_first, api_token_names_are_unique_among_live_tokens, api_tokens_are_stored_listed_and_revoked, a_tokens_aws_secret_is_kept_and_read_back, audits_are_recorded_with_their_findings_in_order_and_the_latest_is_read_back, cancelling_a_run_ends_it_whoever_holds_its_lease, only_the_newest_audits_are_kept,
             expired_messages_are_deleted_whatever_their_state_oldest_first_in_batches,
             invocations_started_before_the_cutoff_are_pruned_with_their_logs,
             finished_runs_are_pruned_with_their_items_and_workers_but_results_stay,
@@ -2007,6 +2007,7 @@ fn new_token(id: &str, name: &str) -> NewApiToken {
         jobs: vec!["nightly".to_owned()],
         buckets: Vec::new(),
         expires_at: None,
+        aws_secret: None,
     }
 }
 
@@ -2054,6 +2055,18 @@ pub fn api_tokens_are_stored_listed_and_revoked(subject: Subject) {
     assert_eq!(store.api_token("tok-2").unwrap(), second, "revoking one token leaves the others");
     assert_not_found(store.api_token("tok-9"), "token", "tok-9");
     assert_not_found(store.revoke_api_token("tok-9"), "token", "tok-9");
+}
+
+pub fn a_tokens_aws_secret_is_kept_and_read_back(subject: Subject) {
+    let store = &subject.store;
+    let secret = "0123456789abcdef0123456789abcdef01234567";
+    store.create_api_token(NewApiToken { aws_secret: Some(secret.to_owned()), ..new_token("tok-1", "s3") }).unwrap();
+    store.create_api_token(new_token("tok-2", "bearer only")).unwrap();
+    assert_eq!(store.api_token_aws_secret("tok-1").unwrap().as_deref(), Some(secret));
+    assert_eq!(store.api_token_aws_secret("tok-2").unwrap(), None);
+    store.revoke_api_token("tok-1").unwrap();
+    assert_eq!(store.api_token_aws_secret("tok-1").unwrap().as_deref(), Some(secret), "revocation is the token's");
+    assert_not_found(store.api_token_aws_secret("tok-9"), "token", "tok-9");
 }
 
 pub fn api_token_names_are_unique_among_live_tokens(subject: Subject) {

@@ -904,6 +904,9 @@ pub trait StateStore: Send + Sync {
     /// Revoke a token now; revoking it again keeps the first `revoked_at`.
     /// Returns it as it now is; `NotFound` (kind `token`) for an unknown id.
     fn revoke_api_token(&self, id: &str) -> Result<ApiTokenRecord>;
+    /// The secret access key of a token's AWS credentials, opened; `None`
+    /// if it has none. `NotFound` (kind `token`) for an unknown id.
+    fn api_token_aws_secret(&self, id: &str) -> Result<Option<String>>;
     /// Append records to the access log in one commit, in order.
     fn append_access_records(&self, records: &[AccessRecord]) -> Result<()>;
     /// Access records with an id below `before_id` (all, if `None`), newest

@@ -169,10 +169,16 @@ pub async fn up(args: UpArgs, project: Option<&Path>, output: Output) -> Result<
     let api = match &config.architecture.api {
         Some(_) => {
             let deployed = (version, config.architecture.as_ref().clone());
-            let server =
-                crate::commands::serve::bind_api_server(&located, &opened, deployed, config.invoker.clone(), None)
-                    .await
-                    .context("cannot start the HTTPS API that `[api]` declares")?;
+            let server = crate::commands::serve::bind_api_server(
+                &located,
+                &opened,
+                deployed,
+                config.invoker.clone(),
+                None,
+                None,
+            )
+            .await
+            .context("cannot start the HTTPS API that `[api]` declares")?;
             if !output.silent {
                 server.announce();
             }

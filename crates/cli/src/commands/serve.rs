@@ -35,6 +35,9 @@ pub struct ServeArgs {
     /// The address to listen on (default: `[api].listen`, else 127.0.0.1:8443). Port 0 picks a free port.
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
+    /// The address of the S3-compatible endpoint (default: `[api].aws_listen`, else 127.0.0.1:8444). Port 0 picks a free port.
+    #[arg(long, value_name = "ADDR")]
+    pub aws_listen: Option<SocketAddr>,
     /// Reap warm function instances idle this long.
     #[arg(long, default_value = "5m", value_parser = parse_duration_arg)]
     pub idle_timeout: Duration,
@@ -68,8 +71,12 @@ pub fn certificate_paths(project: &Project, api: Option<&ApiSpec>) -> Result<Tls
 pub struct ApiServer {
     listener: TcpListener,
     router: axum::Router,
+    aws_listener: TcpListener,
+    aws_router: axum::Router,
     tls: Arc<rustls::ServerConfig>,
     pub address: SocketAddr,
+    /// Where the S3-compatible endpoint listens.
+    pub aws_address: SocketAddr,
     pub fingerprint_sha256: String,
     pub cert: PathBuf,
 }
@@ -84,6 +91,15 @@ impl ApiServer {
         format!("https://{host}/v1")
     }
 
+    /// The endpoint URL for AWS SDKs (`AWS_ENDPOINT_URL`).
+    pub fn aws_url(&self) -> String {
+        match self.aws_address {
+            SocketAddr::V4(address) if address.ip().is_loopback() => format!("https://localhost:{}", address.port()),
+            SocketAddr::V6(address) if address.ip().is_loopback() => format!("https://localhost:{}", address.port()),
+            address => format!("https://{address}"),
+        }
+    }
+
     pub fn announce(&self) {
         eprintln!(
             "mayfly: API listening on {} (address {}); OpenAPI at {}/openapi.json; dashboard at {}/\nmayfly: certificate {} SHA-256 fingerprint {}",
@@ -94,11 +110,25 @@ impl ApiServer {
             self.cert.display(),
             self.fingerprint_sha256
         );
+        eprintln!(
+            "mayfly: S3-compatible endpoint at {} (address {}); credentials from `mayfly tokens create --aws`",
+            self.aws_url(),
+            self.aws_address
+        );
     }
 
-    /// Serve until `shutdown` completes.
+    /// Serve the API and the S3-compatible endpoint until `shutdown` completes.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
-        mayfly_api::serve::serve(self.listener, self.router, self.tls, shutdown).await.context("the API server failed")
+        let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        let aws =
+            tokio::spawn(mayfly_api::serve::serve(self.aws_listener, self.aws_router, self.tls.clone(), async move {
+                let _ = stopped.wait_for(|stop| *stop).await;
+            }));
+        let api = mayfly_api::serve::serve(self.listener, self.router, self.tls, shutdown).await;
+        let _ = stop.send(true);
+        let aws = aws.await.context("the S3-compatible endpoint panicked")?;
+        api.context("the API server failed")?;
+        aws.context("the S3-compatible endpoint failed")
     }
 }
 
@@ -127,6 +157,7 @@ pub async fn bind_api_server(
     deployed: (Option<u64>, Architecture),
     invoker: Invoker,
     listen: Option<SocketAddr>,
+    aws_listen: Option<SocketAddr>,
 ) -> Result<ApiServer> {
     let (version, architecture) = deployed;
     let paths = certificate_paths(located, architecture.api.as_ref())?;
@@ -140,6 +171,8 @@ pub async fn bind_api_server(
             })?,
     );
     let listen = listen.or(architecture.api.as_ref().map(|api| api.listen)).unwrap_or(ApiSpec::DEFAULT_LISTEN);
+    let aws_listen =
+        aws_listen.or(architecture.api.as_ref().map(|api| api.aws_listen)).unwrap_or(ApiSpec::DEFAULT_AWS_LISTEN);
     let state: Arc<dyn StateStore> = opened.state.clone();
     let fleet = crate::commands::jobs::fleet_provisioners(&architecture).await?;
     let config = ApiConfig {
@@ -159,7 +192,14 @@ pub async fn bind_api_server(
         clock,
         limits: ApiLimits::default(),
     };
-    let api = ApiState::new(config, AccessLog::start(log_store));
+    let access_log = AccessLog::start(log_store);
+    let aws_router = mayfly_aws::router(mayfly_aws::AwsConfig {
+        state: config.state.clone(),
+        buckets: config.buckets.clone(),
+        clock: config.clock.clone(),
+        access_log: access_log.clone(),
+    });
+    let api = ApiState::new(config, access_log);
     // The dashboard at `/`, the API under `/v1`: one port, one certificate, one access log.
     // The dashboard's project name is the one of the deployment the server started with.
     let dashboard = mayfly_dashboard::router(DashboardState {
@@ -173,11 +213,18 @@ pub async fn bind_api_server(
     let router = mayfly_api::following_router(api).merge(dashboard);
     let listener = TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     let address = listener.local_addr()?;
+    let aws_listener = TcpListener::bind(aws_listen)
+        .await
+        .with_context(|| format!("cannot listen on {aws_listen} for the S3-compatible endpoint"))?;
+    let aws_address = aws_listener.local_addr()?;
     Ok(ApiServer {
         listener,
         router,
+        aws_listener,
+        aws_router,
         tls: loaded.config,
         address,
+        aws_address,
         fingerprint_sha256: loaded.fingerprint_sha256,
         cert: paths.cert,
     })
@@ -209,7 +256,7 @@ pub async fn serve(args: ServeArgs, project: Option<&Path>, _output: Output) -> 
         idle_timeout: args.idle_timeout,
         ..InvokerConfig::with_clock(Arc::new(SystemClock))
     });
-    let server = bind_api_server(&located, &opened, deployed, invoker.clone(), args.listen).await?;
+    let server = bind_api_server(&located, &opened, deployed, invoker.clone(), args.listen, args.aws_listen).await?;
     server.announce();
     server.run(stop_signal()).await?;
     invoker.shutdown().await;

@@ -46,6 +46,10 @@ pub struct CreateArgs {
     /// Make the token expire after this long, e.g. 12h or 30d.
     #[arg(long, value_parser = parse_expiry_arg)]
     pub expires: Option<Duration>,
+    /// Also issue AWS credentials (an access key id and a secret access key)
+    /// for the S3-compatible endpoint, with the same scopes, limits and expiry.
+    #[arg(long)]
+    pub aws: bool,
 }
 
 #[derive(Debug, Args)]
@@ -111,6 +115,7 @@ pub fn run(command: TokensCommand, project: Option<&Path>, output: Output) -> Re
                 anyhow::bail!("cannot create the token: `--name` must not be empty");
             }
             let issued = issue_token(rand::random(), rand::random());
+            let aws_secret = args.aws.then(mayfly_aws::new_secret);
             let record = state.create_api_token(NewApiToken {
                 id: issued.id.clone(),
                 name: args.name,
@@ -119,22 +124,36 @@ pub fn run(command: TokensCommand, project: Option<&Path>, output: Output) -> Re
                 jobs: grant.jobs,
                 buckets: grant.buckets,
                 expires_at: args.expires.map(|expires| now.saturating_add(expires)),
+                aws_secret: aws_secret.clone(),
             })?;
             #[derive(Serialize)]
             struct Created {
                 token: String,
+                aws_access_key_id: Option<String>,
+                aws_secret_access_key: Option<String>,
                 #[serde(flatten)]
                 details: TokenView,
             }
-            let created = Created { token: issued.token, details: view(record, now) };
+            let created = Created {
+                token: issued.token,
+                aws_access_key_id: aws_secret.is_some().then(|| mayfly_aws::access_key_id(&issued.id)),
+                aws_secret_access_key: aws_secret,
+                details: view(record, now),
+            };
             output.emit(&created, || {
-                format!(
+                let mut text = format!(
                     "{}\n\ntoken {} (`{}`) created with {}; it is shown only now: store it in a secret manager.\nuse it as `Authorization: Bearer <token>`",
                     created.token,
                     created.details.id,
                     created.details.name,
                     created.details.scopes.join(", ")
-                )
+                );
+                if let (Some(key), Some(secret)) = (&created.aws_access_key_id, &created.aws_secret_access_key) {
+                    text.push_str(&format!(
+                        "\n\nAWS credentials for the S3-compatible endpoint (same scopes, limits and expiry; shown only now):\n  AWS_ACCESS_KEY_ID={key}\n  AWS_SECRET_ACCESS_KEY={secret}"
+                    ));
+                }
+                text
             })
         }
         TokensCommand::List => {
