@@ -225,6 +225,9 @@ impl StateStore for StoreWithFailingAppends {
     fn revoke_api_token(&self, id: &str) -> Result<mayfly_state::ApiTokenRecord> {
         self.inner.revoke_api_token(id)
     }
+    fn api_token_aws_secret(&self, id: &str) -> Result<Option<String>> {
+        self.inner.api_token_aws_secret(id)
+    }
     fn append_access_records(&self, records: &[mayfly_state::AccessRecord]) -> Result<()> {
         self.inner.append_access_records(records)
     }
