@@ -8,13 +8,12 @@ mod support;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use reqwest::blocking::{Client, RequestBuilder};
 use serde_json::{Value, json};
-use support::Project;
+use support::{Project, Served};
 
 const HTTP_FUNCTION: &str = r#"import json, sys
 event = json.load(sys.stdin)
@@ -78,39 +77,23 @@ fn trusting_only_the_project(project: &Project) -> reqwest::blocking::ClientBuil
         .add_root_certificate(reqwest::Certificate::from_pem(&cert).unwrap())
 }
 
-/// A running `mayfly serve`; killed when dropped.
+/// A running `mayfly serve` and a client trusting only its certificate.
 struct Server {
-    child: Child,
+    served: Served,
     address: SocketAddr,
     client: Client,
 }
 
 impl Server {
     fn start(project: &Project) -> Server {
-        let mut child = project
-            .command(&["serve", "--listen", "127.0.0.1:0", "--aws-listen", "127.0.0.1:0"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn mayfly serve");
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let mut seen = String::new();
-        let address = loop {
-            let line = lines.next().unwrap_or_else(|| panic!("mayfly serve ended before listening:\n{seen}")).unwrap();
-            seen.push_str(&line);
-            seen.push('\n');
-            if let Some(rest) = line.split("(address ").nth(1) {
-                let address = rest.split(')').next().unwrap().parse::<SocketAddr>().unwrap();
-                seen.push_str(&lines.next().expect("the certificate line").unwrap());
-                break address;
-            }
-        };
-        assert!(seen.contains("SHA-256 fingerprint"), "the certificate's fingerprint is printed at start:\n{seen}");
-        // Keep draining stderr so the server never blocks on a full pipe.
-        std::thread::spawn(move || lines.for_each(drop));
+        let served = Served::start(project);
+        assert!(
+            served.announcement.iter().any(|line| line.contains("SHA-256 fingerprint")),
+            "the certificate's fingerprint is printed at start: {:?}",
+            served.announcement
+        );
         let client = trusting_only_the_project(project).timeout(Duration::from_secs(60)).build().unwrap();
-        Server { child, address, client }
+        Server { address: served.address, served, client }
     }
 
     fn url(&self, path: &str) -> String {
@@ -135,19 +118,8 @@ impl Server {
 
     /// SIGTERM and a clean exit.
     fn stop(mut self) {
-        // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let status = self.child.wait().unwrap();
+        let status = self.served.stop();
         assert!(status.success(), "mayfly serve exited {status:?} after SIGTERM");
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
     }
 }
 

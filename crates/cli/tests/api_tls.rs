@@ -5,13 +5,12 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::time::Duration;
 
 use reqwest::blocking::Client;
 use sha2::{Digest, Sha256};
-use support::Project;
+use support::{Project, Served};
 
 /// A self-signed certificate for a hospital's own host name and loopback:
 /// its PEM, its key's PEM and the SHA-256 fingerprint of its DER bytes.
@@ -53,25 +52,12 @@ fn serve_presents_the_users_own_certificate_from_api_tls() {
     std::fs::write(project.path("certs/api.key"), &key).unwrap();
     project.ok(&["deploy"]);
 
-    let mut server = project
-        .command(&["serve", "--listen", "127.0.0.1:0", "--aws-listen", "127.0.0.1:0"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(server.stderr.take().unwrap()).lines();
-    let announcement: Vec<String> = lines.by_ref().take(2).map(Result::unwrap).collect();
-    std::thread::spawn(move || lines.for_each(drop));
-    let port: u16 = announcement[0]
-        .split("(address 127.0.0.1:")
-        .nth(1)
-        .and_then(|rest| rest.split(')').next())
-        .and_then(|port| port.parse().ok())
-        .unwrap_or_else(|| panic!("no address announced: {announcement:?}"));
+    let server = Served::start(&project);
+    let port = server.address.port();
     assert!(
-        announcement[1].contains("certs/api.pem") && announcement[1].contains(&fingerprint),
-        "the announced certificate is the user's, with its fingerprint: {announcement:?}"
+        server.announcement.iter().any(|line| line.contains("certs/api.pem") && line.contains(&fingerprint)),
+        "the announced certificate is the user's, with its fingerprint: {:?}",
+        server.announcement
     );
 
     let url = format!("https://127.0.0.1:{port}/v1/openapi.json");
@@ -81,8 +67,7 @@ fn serve_presents_the_users_own_certificate_from_api_tls() {
         let refused = client_trusting(&generated).get(&url).send();
         assert!(refused.is_err(), "the project's generated certificate is not the one served");
     }
-    server.kill().unwrap();
-    server.wait().unwrap();
+    drop(server);
 }
 
 #[test]

@@ -8,12 +8,10 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
 use serde_json::Value;
-use support::Project;
+use support::{Project, Served};
 
 const SPEC: &str = r#"version = 1
 name = "NAME"
@@ -22,42 +20,6 @@ name = "NAME"
 [buckets.other]
 [api]
 "#;
-
-/// A running `mayfly serve`; killed when dropped.
-struct Server {
-    child: Child,
-    aws_address: SocketAddr,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn serve(project: &Project) -> Server {
-    let mut child = project
-        .command(&["serve", "--listen", "127.0.0.1:0", "--aws-listen", "127.0.0.1:0"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn mayfly serve");
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let mut seen = String::new();
-    let aws_address = loop {
-        let line = lines.next().unwrap_or_else(|| panic!("mayfly serve ended before listening:\n{seen}")).unwrap();
-        seen.push_str(&line);
-        seen.push('\n');
-        if line.contains("S3-compatible endpoint at") {
-            let rest = line.split("(address ").nth(1).expect("the endpoint's address");
-            break rest.split(')').next().unwrap().parse::<SocketAddr>().unwrap();
-        }
-    };
-    std::thread::spawn(move || lines.for_each(drop));
-    Server { child, aws_address }
-}
 
 /// `tokens create --aws --json` with these extra arguments: (token id, access key id, secret).
 fn aws_token(project: &Project, name: &str, extra: &[&str]) -> (String, String, String) {
@@ -68,7 +30,7 @@ fn aws_token(project: &Project, name: &str, extra: &[&str]) -> (String, String, 
     (field("id"), field("aws_access_key_id"), field("aws_secret_access_key"))
 }
 
-fn boto3(project: &Project, server: &Server, key: &str, secret: &str) -> Command {
+fn boto3(project: &Project, server: &Served, key: &str, secret: &str) -> Command {
     let mut command = Command::new("python3");
     command
         .env("AWS_ENDPOINT_URL", format!("https://localhost:{}", server.aws_address.port()))
@@ -92,7 +54,7 @@ fn boto3_unmodified_reads_writes_lists_copies_and_deletes_objects_and_is_refused
     ensure_boto3();
     let project = Project::with_spec(&SPEC.replace("NAME", &support::unique_name("s3")));
     project.ok(&["deploy"]);
-    let server = serve(&project);
+    let server = Served::start(&project);
     let (token, key, secret) = aws_token(&project, "handler", &["--scope", "objects:read", "--scope", "objects:write"]);
     assert!(key.starts_with("MF") && key.len() == 18, "{key}");
     let (_, limited_key, limited_secret) =

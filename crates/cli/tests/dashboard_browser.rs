@@ -29,10 +29,7 @@ mod support;
 mod webdriver;
 
 use std::future::Future;
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -40,7 +37,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use fantoccini::{Client, Locator};
 use rcgen::PublicKeyData;
 use sha2::{Digest, Sha256};
-use support::Project;
+use support::{Project, Served};
 use webdriver::start_chromedriver;
 
 const ITEMS: usize = 20;
@@ -126,34 +123,16 @@ impl Drop for Gate {
     }
 }
 
-/// A running `mayfly serve`; killed when dropped.
+/// A running `mayfly serve`.
 struct Server {
-    child: Child,
+    served: Served,
     port: u16,
 }
 
 impl Server {
     fn start(project: &Project) -> Server {
-        let mut child = project
-            .command(&["serve", "--listen", "127.0.0.1:0", "--aws-listen", "127.0.0.1:0"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn mayfly serve");
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let mut seen = String::new();
-        let address = loop {
-            let line = lines.next().unwrap_or_else(|| panic!("mayfly serve ended before listening:\n{seen}")).unwrap();
-            seen.push_str(&line);
-            seen.push('\n');
-            if let Some(rest) = line.split("(address ").nth(1) {
-                break rest.split(')').next().unwrap().parse::<SocketAddr>().unwrap();
-            }
-        };
-        // Keep draining stderr so the server never blocks on a full pipe.
-        std::thread::spawn(move || lines.for_each(drop));
-        Server { child, port: address.port() }
+        let served = Served::start(project);
+        Server { port: served.address.port(), served }
     }
 
     fn url(&self, path: &str) -> String {
@@ -162,19 +141,8 @@ impl Server {
 
     /// SIGTERM and a clean exit.
     fn stop(mut self) {
-        // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let status = self.child.wait().unwrap();
+        let status = self.served.stop();
         assert!(status.success(), "mayfly serve exited {status:?} after SIGTERM");
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
     }
 }
 

@@ -237,3 +237,68 @@ impl Drop for ControlPlane {
         }
     }
 }
+
+/// A running `mayfly serve` on free loopback ports (the API and the
+/// S3-compatible endpoint); killed when dropped.
+pub struct Served {
+    pub child: Child,
+    /// The API's (and dashboard's) address.
+    pub address: std::net::SocketAddr,
+    /// The S3-compatible endpoint's address.
+    pub aws_address: std::net::SocketAddr,
+    /// What it printed at start, up to and including the S3 endpoint's line.
+    pub announcement: Vec<String>,
+}
+
+impl Served {
+    pub fn start(project: &Project) -> Served {
+        use std::io::BufRead;
+        let mut child = project
+            .command(&["serve", "--listen", "127.0.0.1:0", "--aws-listen", "127.0.0.1:0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn mayfly serve");
+        let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut announcement = Vec::new();
+        let address_in = |line: &str| -> std::net::SocketAddr {
+            let rest = line.split("(address ").nth(1).unwrap_or_else(|| panic!("no address in {line:?}"));
+            rest.split(')').next().unwrap().parse().unwrap()
+        };
+        let mut address = None;
+        let aws_address = loop {
+            let line = lines
+                .next()
+                .unwrap_or_else(|| panic!("mayfly serve ended before listening:\n{}", announcement.join("\n")))
+                .unwrap();
+            announcement.push(line.clone());
+            if line.contains("API listening on") {
+                address = Some(address_in(&line));
+            }
+            if line.contains("S3-compatible endpoint at") {
+                break address_in(&line);
+            }
+        };
+        // Keep draining stderr so the server never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        let address = address.unwrap_or_else(|| panic!("no API address announced: {announcement:?}"));
+        Served { child, address, aws_address, announcement }
+    }
+
+    /// SIGTERM, then wait for the exit.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
