@@ -84,6 +84,9 @@ fn boto3(project: &Project, server: &Server, key: &str, secret: &str) -> Command
         .env("AWS_ACCESS_KEY_ID", key)
         .env("AWS_SECRET_ACCESS_KEY", secret)
         .env("AWS_REGION", "us-east-1")
+        // Lambda sets both; botocore reads only this one, and SQS (unlike S3)
+        // has no region-less default.
+        .env("AWS_DEFAULT_REGION", "us-east-1")
         .env("AWS_CA_BUNDLE", project.path(".mayfly/tls/cert.pem"))
         .env_remove("AWS_PROFILE")
         .env("AWS_CONFIG_FILE", "/dev/null")
@@ -121,7 +124,10 @@ fn boto3_unmodified_sends_receives_deletes_and_dead_letters_messages_and_is_refu
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
     let mut first_line = String::new();
     stdout.read_line(&mut first_line).unwrap();
-    assert_eq!(first_line.trim(), "waiting", "the script did not start its long poll");
+    if first_line.trim() != "waiting" {
+        let output = child.wait_with_output().unwrap();
+        panic!("the script did not start its long poll:\n{}", String::from_utf8_lossy(&output.stderr));
+    }
     std::thread::sleep(Duration::from_millis(1500));
     project.ok(&["send", "poll", "sent while waiting", "--attribute", "origin=cli"]);
     let mut rest = String::new();
