@@ -991,26 +991,29 @@ fn received_answer(message: &ReceivedMessage, attribute_names: &[String], system
     answer
 }
 
+/// The transport byte of String (and Number) attributes; Binary's is 2.
+const STRING_TRANSPORT: u8 = 1;
+
 fn md5_hex(bytes: &[u8]) -> String {
     hex::encode(Md5::digest(bytes))
 }
 
 /// SQS's digest of message attributes: for each attribute in name order, the
 /// name, the data type and the value, each as a 4-byte big-endian length and
-/// its bytes, with a transport byte (1: string) before the value.
+/// its bytes, with a transport byte before the value.
 pub fn md5_of_attributes(attributes: &[(String, String)]) -> String {
     let mut sorted: Vec<&(String, String)> = attributes.iter().collect();
     sorted.sort();
     let mut digest = Md5::new();
-    let mut field = |bytes: &[u8]| {
+    let field = |digest: &mut Md5, bytes: &[u8]| {
         digest.update((bytes.len() as u32).to_be_bytes());
         digest.update(bytes);
     };
     for (name, value) in sorted {
-        field(name.as_bytes());
-        field(b"String");
-        field(&[]);
-        field(value.as_bytes());
+        field(&mut digest, name.as_bytes());
+        field(&mut digest, b"String");
+        digest.update([STRING_TRANSPORT]);
+        field(&mut digest, value.as_bytes());
     }
     hex::encode(digest.finalize())
 }

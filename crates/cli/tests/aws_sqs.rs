@@ -156,6 +156,12 @@ fn boto3_unmodified_sends_receives_deletes_and_dead_letters_messages_and_is_refu
     assert_eq!(seen["received"], json!(["hello"]), "the delayed message stays hidden");
     assert_eq!(seen["received_attribute"], "blue");
     assert_eq!(seen["received_count"], "1");
+    assert_eq!(
+        seen["sent_md5s"],
+        json!([true, true]),
+        "MD5OfMessageBody and MD5OfMessageAttributes as SQS computes them"
+    );
+    assert_eq!(seen["received_md5s"], json!([true, true]), "MD5OfBody and MD5OfMessageAttributes as SQS computes them");
     assert_eq!(seen["sent_timestamp_is_millis"], true);
     assert_eq!(seen["counts_in_flight"], json!(["0", "1", "1"]));
     assert_eq!(seen["redelivered_counts"], json!(["2", "3"]));

@@ -9,7 +9,9 @@ Arguments: the key pair of a second token that may only send. The script
 first prints `waiting` and long-polls queue `poll`, which the test fills with
 `mayfly send` meanwhile; at the end it prints one JSON document of what it saw.
 """
+import hashlib
 import json
+import struct
 import sys
 import time
 
@@ -27,6 +29,17 @@ def code(call):
     except ClientError as error:
         return error.response["Error"]["Code"]
     return None
+
+
+def attributes_md5(attributes):
+    """SQS's MD5 of message attributes, as the Java and Go SDKs check it (boto3 does not)."""
+    digest = hashlib.md5()
+    for key in sorted(attributes):
+        value = attributes[key]
+        for part in (key.encode(), value["DataType"].encode()):
+            digest.update(struct.pack(">I", len(part)) + part)
+        digest.update(b"\x01" + struct.pack(">I", len(value["StringValue"].encode())) + value["StringValue"].encode())
+    return digest.hexdigest()
 
 
 def name(url):
@@ -58,6 +71,11 @@ sent = sqs.send_message(
     MessageAttributes={"colour": {"DataType": "String", "StringValue": "blue"}},
 )
 seen["sent_id"] = sent["MessageId"]
+colour = {"colour": {"DataType": "String", "StringValue": "blue"}}
+seen["sent_md5s"] = [
+    sent["MD5OfMessageBody"] == hashlib.md5(b"hello").hexdigest(),
+    sent["MD5OfMessageAttributes"] == attributes_md5(colour),
+]
 sent_at = time.monotonic()
 sqs.send_message(QueueUrl=work, MessageBody="later", DelaySeconds=2)
 counts = sqs.get_queue_attributes(QueueUrl=work, AttributeNames=["All"])["Attributes"]
@@ -76,6 +94,10 @@ first = received[0]
 seen["received"] = [m["Body"] for m in received]
 seen["received_attribute"] = first["MessageAttributes"]["colour"]["StringValue"]
 seen["received_count"] = first["Attributes"]["ApproximateReceiveCount"]
+seen["received_md5s"] = [
+    first["MD5OfBody"] == hashlib.md5(b"hello").hexdigest(),
+    first["MD5OfMessageAttributes"] == attributes_md5(first["MessageAttributes"]),
+]
 seen["sent_timestamp_is_millis"] = int(first["Attributes"]["SentTimestamp"]) > 1_000_000_000_000
 counts = sqs.get_queue_attributes(
     QueueUrl=work,
