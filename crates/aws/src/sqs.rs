@@ -189,9 +189,9 @@ fn invalid(message: impl Into<String>) -> SqsError {
     SqsError::new(SqsErrorCode::InvalidParameterValue, message)
 }
 
-fn store_error(error: StateError, queue: &Name) -> SqsError {
+fn store_error(error: StateError, queue: &str) -> SqsError {
     match error {
-        StateError::NotFound { kind: "queue", .. } => no_such_queue(queue.as_str()),
+        StateError::NotFound { kind: "queue", .. } => no_such_queue(queue),
         StateError::Rule(rule) => invalid(rule.to_string()),
         StateError::LeaseLost { receipt } => SqsError::new(
             SqsErrorCode::ReceiptHandleIsInvalid,
@@ -520,16 +520,18 @@ const SEND: &[Scope] = &[Scope::MessagesWrite];
 const CONSUME: &[Scope] = &[Scope::QueuesRead, Scope::MessagesWrite];
 
 impl Sqs {
+    /// Run a store call off the async threads; `queue` names the queue it is
+    /// about, for its errors.
     async fn blocking<T: Send + 'static>(
         &self,
-        queue: &Name,
+        queue: &(impl AsRef<str> + ?Sized),
         work: impl FnOnce(&dyn mayfly_state::StateStore) -> Result<T, StateError> + Send + 'static,
     ) -> Result<T, SqsError> {
         let state = self.config.state.clone();
         tokio::task::spawn_blocking(move || work(state.as_ref()))
             .await
             .map_err(|error| SqsError::new(SqsErrorCode::InternalFailure, format!("the store call failed: {error}")))?
-            .map_err(|error| store_error(error, queue))
+            .map_err(|error| store_error(error, queue.as_ref()))
     }
 
     async fn grant(&self, access_key: &str) -> Result<Grant, SqsError> {
@@ -623,7 +625,7 @@ impl Sqs {
 
     async fn list_queues(&self, grant: &Grant, prefix: Option<&str>) -> Result<Value, SqsError> {
         require(grant, READ)?;
-        let queues = self.blocking(&Name::new("queues").expect("a valid name"), |state| state.queues()).await?;
+        let queues = self.blocking("(all)", |state| state.queues()).await?;
         let urls: Vec<String> = queues
             .iter()
             .filter(|record| prefix.is_none_or(|prefix| record.name.as_str().starts_with(prefix)))
@@ -764,7 +766,7 @@ impl Sqs {
         let outcomes = self.blocking(&queue, move |state| state.delete_messages(&name, &[receipt])).await?;
         match outcomes.first() {
             Some(DeleteOutcome::Deleted) => Ok(json!({})),
-            _ => Err(store_error(StateError::LeaseLost { receipt }, &queue)),
+            _ => Err(store_error(StateError::LeaseLost { receipt }, queue.as_str())),
         }
     }
 
@@ -793,7 +795,7 @@ impl Sqs {
             match outcome {
                 DeleteOutcome::Deleted => successful.push(json!({ "Id": id })),
                 DeleteOutcome::LeaseLost => {
-                    failed.push(failure(id, &store_error(StateError::LeaseLost { receipt: *receipt }, &queue)))
+                    failed.push(failure(id, &store_error(StateError::LeaseLost { receipt: *receipt }, queue.as_str())))
                 }
             }
         }

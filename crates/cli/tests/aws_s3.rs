@@ -50,7 +50,7 @@ fn serve(project: &Project) -> Server {
         let line = lines.next().unwrap_or_else(|| panic!("mayfly serve ended before listening:\n{seen}")).unwrap();
         seen.push_str(&line);
         seen.push('\n');
-        if line.contains("S3-compatible endpoint at") {
+        if line.contains("AWS-compatible endpoint (S3 and SQS) at") {
             let rest = line.split("(address ").nth(1).expect("the endpoint's address");
             break rest.split(')').next().unwrap().parse::<SocketAddr>().unwrap();
         }

@@ -59,7 +59,7 @@ fn serve(project: &Project) -> Server {
         let line = lines.next().unwrap_or_else(|| panic!("mayfly serve ended before listening:\n{seen}")).unwrap();
         seen.push_str(&line);
         seen.push('\n');
-        if line.contains("S3-compatible endpoint at") {
+        if line.contains("AWS-compatible endpoint (S3 and SQS) at") {
             let rest = line.split("(address ").nth(1).expect("the endpoint's address");
             break rest.split(')').next().unwrap().parse::<SocketAddr>().unwrap();
         }
@@ -196,13 +196,20 @@ fn boto3_unmodified_sends_receives_deletes_and_dead_letters_messages_and_is_refu
     assert_eq!(seen["create"], "AWS.SimpleQueueService.UnsupportedOperation");
     assert_eq!(seen["sender_receive"], "AccessDenied", "a send-only token cannot consume");
     assert_eq!(seen["wrong_secret"], "SignatureDoesNotMatch");
-    assert_eq!(seen["after_refusals"], "1", "refused requests changed nothing");
+    assert_eq!(seen["raw_signed"], json!([200, null]), "botocore's signer, used by hand, is accepted");
+    assert_eq!(seen["tampered_body"], json!([403, "SignatureDoesNotMatch;Sender"]), "the body is signed");
+    assert_eq!(seen["s3_scope"], json!([403, "SignatureDoesNotMatch;Sender"]), "SQS requests are signed for `sqs`");
+    assert_eq!(seen["unsigned"], json!([403, "AccessDenied;Sender"]));
+    assert_eq!(
+        seen["after_refusals"], "2",
+        "refused requests changed nothing (one from the sender, one signed by hand)"
+    );
     assert_eq!(seen["s3_buckets"], json!(["inbox"]), "S3 answers on the same endpoint URL");
 
     // What boto3 sent is a real Mayfly message.
     let queues = project.json(&["queues"]);
     let row = |name: &str| queues.as_array().unwrap().iter().find(|row| row["queue"] == name).cloned().unwrap();
-    assert_eq!((row("work")["visible"].as_u64(), row("left")["visible"].as_u64()), (Some(1), Some(1)));
+    assert_eq!((row("work")["visible"].as_u64(), row("left")["visible"].as_u64()), (Some(2), Some(1)));
     assert_eq!(row("retry")["dead_letter_depth"], 1);
     let received = project.json(&["receive", "left"]);
     assert_eq!(received[0]["body"], "{\"for\": \"rust\"}");
@@ -227,4 +234,18 @@ fn boto3_unmodified_sends_receives_deletes_and_dead_letters_messages_and_is_refu
     );
     assert!(logged(&|record| record["outcome"].as_str().unwrap().starts_with("SignatureDoesNotMatch")), "{log:?}");
     assert!(logged(&|record| record["resource"] == "s3/"), "the S3 call is logged as S3's: {log:?}");
+
+    // A revoked token's key stops working at once.
+    project.ok(&["tokens", "revoke", &sender_token]);
+    let revoked = boto3(&project, &server, &sender_key, &sender_secret)
+        .args(["-c", "import boto3\ntry:\n    boto3.client('sqs').send_message(QueueUrl='work', MessageBody='late')\n    print('allowed')\nexcept Exception as error:\n    print(error.response['Error']['Code'])"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&revoked.stdout).trim(),
+        "InvalidClientTokenId",
+        "{}",
+        String::from_utf8_lossy(&revoked.stderr)
+    );
+    assert_eq!(project.json(&["queues", "work"])[0]["visible"], 2, "the revoked key sent nothing");
 }

@@ -11,11 +11,17 @@ first prints `waiting` and long-polls queue `poll`, which the test fills with
 """
 import hashlib
 import json
+import os
+import ssl
 import struct
 import sys
 import time
+import urllib.error
+import urllib.request
 
 import boto3
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
 from botocore.exceptions import ClientError
 
 sender_key, sender_secret = sys.argv[1], sys.argv[2]
@@ -191,6 +197,30 @@ sender.send_message(QueueUrl=work, MessageBody="from the sender")
 seen["sender_receive"] = code(lambda: sender.receive_message(QueueUrl=work))
 wrong = boto3.client("sqs", aws_access_key_id=sender_key, aws_secret_access_key="0" * 40)
 seen["wrong_secret"] = code(lambda: wrong.send_message(QueueUrl=work, MessageBody="never"))
+
+
+def raw(signed_body, sent_body, service="sqs", sign=True):
+    """POST a SendMessage signed by botocore's own SigV4 signer, then send
+    `sent_body` (which may differ from what was signed): (status, error code)."""
+    endpoint = os.environ["AWS_ENDPOINT_URL"] + "/"
+    headers = {"Content-Type": "application/x-amz-json-1.0", "X-Amz-Target": "AmazonSQS.SendMessage"}
+    request = AWSRequest(method="POST", url=endpoint, data=signed_body, headers=headers)
+    if sign:
+        SigV4Auth(boto3.Session().get_credentials(), service, "us-east-1").add_auth(request)
+    sent = urllib.request.Request(endpoint, data=sent_body, headers=dict(request.headers.items()), method="POST")
+    context = ssl.create_default_context(cafile=os.environ["AWS_CA_BUNDLE"])
+    try:
+        with urllib.request.urlopen(sent, context=context) as response:
+            return [response.status, None]
+    except urllib.error.HTTPError as error:
+        return [error.code, error.headers.get("x-amzn-query-error")]
+
+
+signed = json.dumps({"QueueUrl": work, "MessageBody": "signed by hand"}).encode()
+seen["raw_signed"] = raw(signed, signed)
+seen["tampered_body"] = raw(signed, signed.replace(b"by hand", b"forged!"))
+seen["s3_scope"] = raw(signed, signed, service="s3")
+seen["unsigned"] = raw(signed, signed, sign=False)
 counts = sqs.get_queue_attributes(QueueUrl=work, AttributeNames=["ApproximateNumberOfMessages"])["Attributes"]
 seen["after_refusals"] = counts["ApproximateNumberOfMessages"]
 
