@@ -23,13 +23,16 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use axum::extract::Request;
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt;
 use mayfly_api::{Grant, Resource, Scope};
-use mayfly_core::Name;
 use mayfly_core::queue::{QueueConfig, ReceiptHandle, check_message_size};
-use mayfly_state::{DeleteOutcome, OutgoingMessage, QueueRecord, ReceiveRequest, ReceivedMessage, StateError};
+use mayfly_core::{Clock, Name};
+use mayfly_state::{
+    DeleteOutcome, OutgoingMessage, QueueRecord, ReceiveRequest, ReceivedMessage, StateError, StateStore,
+};
 use md5::{Digest, Md5};
 use s3s::auth::S3Auth;
 use serde::Deserialize;
@@ -218,7 +221,7 @@ pub async fn handle(config: Arc<AwsConfig>, request: Request) -> Response {
         Err(error) => ("sqs".to_owned(), Err(invalid(format!("the request body could not be read: {error}")))),
         Ok(collected) => {
             let body = collected.to_bytes();
-            match verify_signature(&config, &parts.method, &parts.uri, &parts.headers, &body).await {
+            match verify_signature(config.state.clone(), config.clock.clone(), &parts, &body).await {
                 Err(error) => ("sqs".to_owned(), Err(error)),
                 Ok(access_key) => {
                     let operation = parts
@@ -294,14 +297,15 @@ fn parse_authorization(value: &str) -> Option<Authorization<'_>> {
 
 /// Check a request's SigV4 signature (service `sqs`) and return the access
 /// key that signed it. The signature is computed again by `aws-sigv4` from
-/// what the client says it signed and the key's secret.
+/// what the client says it signed and the key's secret; the key's token must
+/// hold AWS credentials and be neither revoked nor expired at `clock`'s now.
 pub async fn verify_signature(
-    config: &AwsConfig,
-    method: &Method,
-    uri: &axum::http::Uri,
-    headers: &HeaderMap,
+    state: Arc<dyn StateStore>,
+    clock: Arc<dyn Clock>,
+    request: &Parts,
     body: &[u8],
 ) -> Result<String, SqsError> {
+    let (method, uri, headers) = (&request.method, &request.uri, &request.headers);
     let incomplete = |message: &str| SqsError::new(SqsErrorCode::IncompleteSignature, message);
     let authorization = headers.get(header::AUTHORIZATION).and_then(|value| value.to_str().ok()).ok_or_else(|| {
         SqsError::new(SqsErrorCode::AccessDenied, "this endpoint needs signed requests (AWS Signature Version 4)")
@@ -317,7 +321,9 @@ pub async fn verify_signature(
             ),
         ));
     }
-    for required in ["host", "x-amz-date"] {
+    // The operation is chosen by x-amz-target: unsigned, a captured request
+    // could be replayed as another operation.
+    for required in ["host", "x-amz-date", "x-amz-target"] {
         if !authorization.signed_headers.contains(&required) {
             return Err(incomplete(&format!("the signature must cover the `{required}` header")));
         }
@@ -335,7 +341,7 @@ pub async fn verify_signature(
             "the credential scope's date is not x-amz-date's",
         ));
     }
-    let now_millis = config.clock.now().as_millis();
+    let now_millis = clock.now().as_millis();
     let skew = Duration::from_millis(now_millis.abs_diff(signed_at.timestamp_millis()));
     if skew > MAX_CLOCK_SKEW {
         return Err(SqsError::new(
@@ -345,7 +351,7 @@ pub async fn verify_signature(
     }
     let signed_at = SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(signed_at.timestamp()).unwrap_or(0));
 
-    let auth = TokenAuth::new(config.state.clone(), config.clock.clone());
+    let auth = TokenAuth::new(state, clock);
     let secret = auth.get_secret_key(authorization.access_key).await.map_err(|error| {
         let code = match error.code() {
             s3s::S3ErrorCode::ExpiredToken => SqsErrorCode::ExpiredToken,
@@ -525,7 +531,7 @@ impl Sqs {
     async fn blocking<T: Send + 'static>(
         &self,
         queue: &(impl AsRef<str> + ?Sized),
-        work: impl FnOnce(&dyn mayfly_state::StateStore) -> Result<T, StateError> + Send + 'static,
+        work: impl FnOnce(&dyn StateStore) -> Result<T, StateError> + Send + 'static,
     ) -> Result<T, SqsError> {
         let state = self.config.state.clone();
         tokio::task::spawn_blocking(move || work(state.as_ref()))
@@ -1023,6 +1029,116 @@ pub fn md5_of_attributes(attributes: &[(String, String)]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mayfly_core::ManualClock;
+
+    /// A store with one token holding AWS credentials, and a clock.
+    fn store_with_token(
+        expires_at: Option<mayfly_core::Timestamp>,
+    ) -> (tempfile::TempDir, Arc<dyn StateStore>, Arc<ManualClock>) {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::starting_at(mayfly_core::Timestamp::from_millis(1_780_000_000_000)));
+        let state: Arc<dyn StateStore> =
+            Arc::new(mayfly_state_sqlite::SqliteStore::open(&dir.path().join("state.db"), clock.clone()).unwrap());
+        state
+            .create_api_token(mayfly_state::NewApiToken {
+                id: TOKEN_ID.to_owned(),
+                name: "consumer".to_owned(),
+                secret_sha256: "0".repeat(64),
+                scopes: vec!["messages:write".to_owned()],
+                jobs: Vec::new(),
+                buckets: Vec::new(),
+                expires_at,
+                aws_secret: Some(SECRET.to_owned()),
+            })
+            .unwrap();
+        (dir, state, clock)
+    }
+
+    const TOKEN_ID: &str = "00ff12ab34cd56ef";
+    const SECRET: &str = "0123456789abcdef0123456789abcdef01234567";
+
+    /// A SendMessage request as an SDK signs it, with aws-sigv4's signer.
+    fn signed_request(at: mayfly_core::Timestamp, service: &str, secret: &str, body: &[u8]) -> Parts {
+        let mut request = axum::http::Request::builder()
+            .method("POST")
+            .uri("/")
+            .header("host", "localhost:8444")
+            .header("content-type", "application/x-amz-json-1.0")
+            .header("x-amz-target", "AmazonSQS.SendMessage")
+            .body(())
+            .unwrap();
+        let identity =
+            aws_credential_types::Credentials::new(crate::access_key_id(TOKEN_ID), secret, None, None, "test").into();
+        let params = aws_sigv4::sign::v4::SigningParams::builder()
+            .identity(&identity)
+            .region(REGION)
+            .name(service)
+            .time(SystemTime::UNIX_EPOCH + Duration::from_millis(at.as_millis() as u64))
+            .settings(aws_sigv4::http_request::SigningSettings::default())
+            .build()
+            .unwrap()
+            .into();
+        let headers: Vec<(&str, &str)> =
+            request.headers().iter().map(|(name, value)| (name.as_str(), value.to_str().unwrap())).collect();
+        let signable = aws_sigv4::http_request::SignableRequest::new(
+            "POST",
+            "https://localhost:8444/",
+            headers.into_iter(),
+            aws_sigv4::http_request::SignableBody::Bytes(body),
+        )
+        .unwrap();
+        let (instructions, _) = aws_sigv4::http_request::sign(signable, &params).unwrap().into_parts();
+        instructions.apply_to_request_http1x(&mut request);
+        request.into_parts().0
+    }
+
+    async fn check(
+        state: &Arc<dyn StateStore>,
+        clock: &Arc<ManualClock>,
+        request: &Parts,
+        body: &[u8],
+    ) -> Result<String, SqsErrorCode> {
+        verify_signature(state.clone(), clock.clone(), request, body).await.map_err(|error| error.code)
+    }
+
+    #[tokio::test]
+    async fn a_signature_is_accepted_only_for_its_body_its_service_its_secret_and_its_time() {
+        let (_dir, state, clock) = store_with_token(None);
+        let body = br#"{"QueueUrl":"work","MessageBody":"hello"}"#;
+        let now = clock.now();
+        let signed = signed_request(now, "sqs", SECRET, body);
+        assert_eq!(check(&state, &clock, &signed, body).await, Ok(crate::access_key_id(TOKEN_ID)));
+        let forged = br#"{"QueueUrl":"work","MessageBody":"forged"}"#;
+        assert_eq!(check(&state, &clock, &signed, forged).await, Err(SqsErrorCode::SignatureDoesNotMatch));
+        let for_s3 = signed_request(now, "s3", SECRET, body);
+        assert_eq!(check(&state, &clock, &for_s3, body).await, Err(SqsErrorCode::SignatureDoesNotMatch));
+        let wrong_secret = signed_request(now, "sqs", &"0".repeat(40), body);
+        assert_eq!(check(&state, &clock, &wrong_secret, body).await, Err(SqsErrorCode::SignatureDoesNotMatch));
+        let mut unsigned_target = signed.clone();
+        unsigned_target.headers.insert("x-amz-target", HeaderValue::from_static("AmazonSQS.PurgeQueue"));
+        assert_eq!(check(&state, &clock, &unsigned_target, body).await, Err(SqsErrorCode::SignatureDoesNotMatch));
+        let mut no_signature = signed.clone();
+        no_signature.headers.remove(header::AUTHORIZATION);
+        assert_eq!(check(&state, &clock, &no_signature, body).await, Err(SqsErrorCode::AccessDenied));
+
+        clock.advance(Duration::from_secs(16 * 60));
+        assert_eq!(check(&state, &clock, &signed, body).await, Err(SqsErrorCode::RequestExpired));
+    }
+
+    #[tokio::test]
+    async fn keys_of_expired_or_revoked_tokens_are_refused() {
+        let (_dir, state, clock) = store_with_token(Some(mayfly_core::Timestamp::from_millis(1_780_000_060_000)));
+        let body = b"{}";
+        assert!(check(&state, &clock, &signed_request(clock.now(), "sqs", SECRET, body), body).await.is_ok());
+        clock.advance(Duration::from_secs(61));
+        let late = signed_request(clock.now(), "sqs", SECRET, body);
+        assert_eq!(check(&state, &clock, &late, body).await, Err(SqsErrorCode::ExpiredToken));
+
+        let (_dir, state, clock) = store_with_token(None);
+        state.revoke_api_token(TOKEN_ID).unwrap();
+        let request = signed_request(clock.now(), "sqs", SECRET, body);
+        assert_eq!(check(&state, &clock, &request, body).await, Err(SqsErrorCode::InvalidClientTokenId));
+    }
 
     #[test]
     fn attribute_digests_match_what_sdks_compute() {
