@@ -83,7 +83,7 @@ seen["sent_md5s"] = [
     sent["MD5OfMessageAttributes"] == attributes_md5(colour),
 ]
 sent_at = time.monotonic()
-sqs.send_message(QueueUrl=work, MessageBody="later", DelaySeconds=2)
+sqs.send_message(QueueUrl=work, MessageBody="later", DelaySeconds=4)
 counts = sqs.get_queue_attributes(QueueUrl=work, AttributeNames=["All"])["Attributes"]
 seen["counts_after_send"] = [
     counts["ApproximateNumberOfMessages"],
@@ -127,7 +127,7 @@ seen["stale_receipt_delete"] = code(lambda: sqs.delete_message(QueueUrl=work, Re
 seen["bad_receipt"] = code(lambda: sqs.delete_message(QueueUrl=work, ReceiptHandle="not-a-receipt"))
 
 # Batches.
-time.sleep(max(0.0, 2.2 - (time.monotonic() - sent_at)))
+time.sleep(max(0.0, 4.2 - (time.monotonic() - sent_at)))
 batch = sqs.send_message_batch(
     QueueUrl=work,
     Entries=[
