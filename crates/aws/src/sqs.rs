@@ -244,7 +244,12 @@ pub async fn handle(config: Arc<AwsConfig>, request: Request) -> Response {
             response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-amz-json-1.0"));
             (response, "ok".to_owned())
         }
-        Err(error) => (error.response(), error.to_string()),
+        Err(error) => {
+            if error.code == SqsErrorCode::InternalFailure {
+                tracing::warn!(error = %error, resource = %resource, "an SQS request failed on the server's side");
+            }
+            (error.response(), error.to_string())
+        }
     };
     response.extensions_mut().insert(SqsAccess { resource, outcome });
     response
