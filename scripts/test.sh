@@ -41,7 +41,7 @@ if ! python3 -c "import importlib.metadata as m; assert m.version('simple-icd-10
     step "installing simple-icd-10-cm 1.5.0 from PyPI"
     python3 -m pip install --quiet simple-icd-10-cm==1.5.0 || python3 -m pip install --quiet --break-system-packages simple-icd-10-cm==1.5.0
 fi
-# The S3-compatible endpoint is tested with an unmodified AWS SDK.
+# The S3- and SQS-compatible endpoint is tested with an unmodified AWS SDK.
 if ! python3 -c "import boto3" >/dev/null 2>&1; then
     step "installing boto3 from PyPI"
     python3 -m pip install --quiet boto3 || python3 -m pip install --quiet --break-system-packages boto3

@@ -1,9 +1,11 @@
 //! AWS-compatible endpoints over a project, so that code written for AWS
-//! reaches Mayfly's data unchanged: today the S3 protocol over the buckets
+//! reaches Mayfly's data unchanged: the S3 protocol over the buckets
 //! ([`s3`]), through `s3s`, which parses requests, checks SigV4 signatures
 //! (headers, presigned URLs, chunked payload signing) and writes S3's XML;
-//! this crate supplies the operations and the credentials
-//! ([`credentials`]: AWS key pairs bound to Mayfly tokens).
+//! and the SQS protocol (AWS JSON 1.0) over the queues ([`sqs`]) on the same
+//! endpoint URL, which s3s cannot carry (see [`sqs`] for why). This crate
+//! supplies the operations and the credentials ([`credentials`]: AWS key
+//! pairs bound to Mayfly tokens).
 //!
 //! [`router`] is an axum router that the caller serves over TLS with
 //! [`mayfly_api::serve::serve`], on its own port (`[api].aws_listen`):
@@ -13,6 +15,7 @@
 
 pub mod credentials;
 pub mod s3;
+pub mod sqs;
 
 use std::sync::Arc;
 
@@ -48,15 +51,23 @@ pub struct AwsConfig {
     pub access_log: AccessLog,
 }
 
-/// The S3 endpoint as a router: every path is S3's.
+/// The AWS endpoint as a router: SQS requests (`POST /` with an
+/// `X-Amz-Target: AmazonSQS.*` header) go to [`sqs`], every other request
+/// is S3's.
 pub fn router(config: AwsConfig) -> Router {
+    let config = Arc::new(config);
     let mut builder = S3ServiceBuilder::new(MayflyS3::new(config.buckets.clone(), config.state.clone()));
     builder.set_auth(TokenAuth::new(config.state.clone(), config.clock.clone()));
     builder.set_access(credentials::SignedOnly);
     let service = builder.build();
-    let s3 = move |request: Request| {
+    let sqs_config = config.clone();
+    let endpoint = move |request: Request| {
         let mut service = service.clone();
+        let sqs_config = sqs_config.clone();
         async move {
+            if sqs::is_sqs_request(&request) {
+                return sqs::handle(sqs_config, request).await;
+            }
             match tower_service::Service::call(&mut service, request).await {
                 Ok(response) => response.map(Body::new),
                 Err(error) => {
@@ -66,7 +77,7 @@ pub fn router(config: AwsConfig) -> Router {
             }
         }
     };
-    Router::new().fallback(s3).layer(axum::middleware::from_fn_with_state(Arc::new(config), record_access))
+    Router::new().fallback(endpoint).layer(axum::middleware::from_fn_with_state(config, record_access))
 }
 
 /// Append the access record of every request and wait for its commit before
@@ -77,19 +88,23 @@ async fn record_access(State(config): State<Arc<AwsConfig>>, request: Request, n
     let client =
         request.extensions().get::<ClientAddr>().map_or_else(|| "unknown".to_owned(), |client| client.0.to_string());
     let token_id = signer(&request).and_then(|access_key| token_id(&access_key));
-    let response = next.run(request).await;
+    let mut response = next.run(request).await;
     let status = response.status();
-    let (response, outcome) = if status.is_success() || status.is_redirection() {
-        (response, "ok".to_owned())
+    let sqs_access = response.extensions_mut().remove::<sqs::SqsAccess>();
+    let (response, resource, outcome) = if let Some(access) = sqs_access {
+        (response, access.resource, access.outcome)
+    } else if status.is_success() || status.is_redirection() {
+        (response, format!("s3{path}"), "ok".to_owned())
     } else {
-        error_outcome(response).await
+        let (response, outcome) = error_outcome(response).await;
+        (response, format!("s3{path}"), outcome)
     };
     let record = AccessRecord {
         at: config.clock.now(),
         token_id,
         client,
         method,
-        resource: format!("s3{path}"),
+        resource,
         path,
         status: status.as_u16(),
         outcome,

@@ -8,10 +8,8 @@
 
 mod support;
 
-use std::process::Command;
-
 use serde_json::Value;
-use support::{Project, Served};
+use support::{Project, Served, aws_python, aws_token};
 
 const SPEC: &str = r#"version = 1
 name = "NAME"
@@ -21,37 +19,8 @@ name = "NAME"
 [api]
 "#;
 
-/// `tokens create --aws --json` with these extra arguments: (token id, access key id, secret).
-fn aws_token(project: &Project, name: &str, extra: &[&str]) -> (String, String, String) {
-    let mut args = vec!["tokens", "create", "--aws", "--name", name];
-    args.extend_from_slice(extra);
-    let created = project.json(&args);
-    let field = |name: &str| created[name].as_str().unwrap_or_else(|| panic!("{name} in {created}")).to_owned();
-    (field("id"), field("aws_access_key_id"), field("aws_secret_access_key"))
-}
-
-fn boto3(project: &Project, server: &Served, key: &str, secret: &str) -> Command {
-    let mut command = Command::new("python3");
-    command
-        .env("AWS_ENDPOINT_URL", format!("https://localhost:{}", server.aws_address.port()))
-        .env("AWS_ACCESS_KEY_ID", key)
-        .env("AWS_SECRET_ACCESS_KEY", secret)
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_CA_BUNDLE", project.path(".mayfly/tls/cert.pem"))
-        .env_remove("AWS_PROFILE")
-        .env("AWS_CONFIG_FILE", "/dev/null")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null");
-    command
-}
-
-fn ensure_boto3() {
-    let found = Command::new("python3").args(["-c", "import boto3"]).status().map(|status| status.success());
-    assert!(found.unwrap_or(false), "boto3 is missing: `python3 -m pip install boto3` (scripts/test.sh installs it)");
-}
-
 #[test]
 fn boto3_unmodified_reads_writes_lists_copies_and_deletes_objects_and_is_refused_where_it_must_be() {
-    ensure_boto3();
     let project = Project::with_spec(&SPEC.replace("NAME", &support::unique_name("s3")));
     project.ok(&["deploy"]);
     let server = Served::start(&project);
@@ -61,8 +30,11 @@ fn boto3_unmodified_reads_writes_lists_copies_and_deletes_objects_and_is_refused
         aws_token(&project, "limited", &["--scope", "objects:read", "--bucket", "other"]);
 
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/aws/s3_client.py");
-    let output =
-        boto3(&project, &server, &key, &secret).arg(&script).args([&limited_key, &limited_secret]).output().unwrap();
+    let output = aws_python(&project, &server, &key, &secret)
+        .arg(&script)
+        .args([&limited_key, &limited_secret])
+        .output()
+        .unwrap();
     assert!(output.status.success(), "boto3 script failed:\n{}", String::from_utf8_lossy(&output.stderr));
     let seen: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(seen["buckets"], serde_json::json!(["archive", "inbox", "other"]), "{seen}");
@@ -128,7 +100,7 @@ fn boto3_unmodified_reads_writes_lists_copies_and_deletes_objects_and_is_refused
 
     // A revoked token's key stops working at once.
     project.ok(&["tokens", "revoke", &token]);
-    let revoked = boto3(&project, &server, &key, &secret)
+    let revoked = aws_python(&project, &server, &key, &secret)
         .args(["-c", "import boto3\ntry:\n    boto3.client('s3', config=__import__('botocore').config.Config(s3={'addressing_style': 'path'})).list_objects_v2(Bucket='inbox')\n    print('allowed')\nexcept Exception as error:\n    print(error.response['Error']['Code'])"])
         .output()
         .unwrap();

@@ -35,7 +35,7 @@ pub struct ServeArgs {
     /// The address to listen on (default: `[api].listen`, else 127.0.0.1:8443). Port 0 picks a free port.
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
-    /// The address of the S3-compatible endpoint (default: `[api].aws_listen`, else 127.0.0.1:8444). Port 0 picks a free port.
+    /// The address of the AWS-compatible endpoint, S3 and SQS (default: `[api].aws_listen`, else 127.0.0.1:8444). Port 0 picks a free port.
     #[arg(long, value_name = "ADDR")]
     pub aws_listen: Option<SocketAddr>,
     /// Reap warm function instances idle this long.
@@ -75,7 +75,7 @@ pub struct ApiServer {
     aws_router: axum::Router,
     tls: Arc<rustls::ServerConfig>,
     pub address: SocketAddr,
-    /// Where the S3-compatible endpoint listens.
+    /// Where the AWS-compatible endpoint listens.
     pub aws_address: SocketAddr,
     pub fingerprint_sha256: String,
     pub cert: PathBuf,
@@ -111,13 +111,13 @@ impl ApiServer {
             self.fingerprint_sha256
         );
         eprintln!(
-            "mayfly: S3-compatible endpoint at {} (address {}); credentials from `mayfly tokens create --aws`",
+            "mayfly: AWS-compatible endpoint (S3 and SQS) at {} (address {}); credentials from `mayfly tokens create --aws`",
             self.aws_url(),
             self.aws_address
         );
     }
 
-    /// Serve the API and the S3-compatible endpoint until `shutdown` completes.
+    /// Serve the API and the AWS-compatible endpoint until `shutdown` completes.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
         let (stop, mut stopped) = tokio::sync::watch::channel(false);
         let aws =
@@ -126,9 +126,9 @@ impl ApiServer {
             }));
         let api = mayfly_api::serve::serve(self.listener, self.router, self.tls, shutdown).await;
         let _ = stop.send(true);
-        let aws = aws.await.context("the S3-compatible endpoint panicked")?;
+        let aws = aws.await.context("the AWS-compatible endpoint panicked")?;
         api.context("the API server failed")?;
-        aws.context("the S3-compatible endpoint failed")
+        aws.context("the AWS-compatible endpoint failed")
     }
 }
 
@@ -215,7 +215,7 @@ pub async fn bind_api_server(
     let address = listener.local_addr()?;
     let aws_listener = TcpListener::bind(aws_listen)
         .await
-        .with_context(|| format!("cannot listen on {aws_listen} for the S3-compatible endpoint"))?;
+        .with_context(|| format!("cannot listen on {aws_listen} for the AWS-compatible endpoint"))?;
     let aws_address = aws_listener.local_addr()?;
     Ok(ApiServer {
         listener,

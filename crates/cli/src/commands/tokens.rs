@@ -47,7 +47,7 @@ pub struct CreateArgs {
     #[arg(long, value_parser = parse_expiry_arg)]
     pub expires: Option<Duration>,
     /// Also issue AWS credentials (an access key id and a secret access key)
-    /// for the S3-compatible endpoint, with the same scopes, limits and expiry.
+    /// for the AWS-compatible endpoint (S3 and SQS), with the same scopes, limits and expiry.
     #[arg(long)]
     pub aws: bool,
 }
@@ -150,7 +150,7 @@ pub fn run(command: TokensCommand, project: Option<&Path>, output: Output) -> Re
                 );
                 if let (Some(key), Some(secret)) = (&created.aws_access_key_id, &created.aws_secret_access_key) {
                     text.push_str(&format!(
-                        "\n\nAWS credentials for the S3-compatible endpoint (same scopes, limits and expiry; shown only now):\n  AWS_ACCESS_KEY_ID={key}\n  AWS_SECRET_ACCESS_KEY={secret}"
+                        "\n\nAWS credentials for the S3 and SQS endpoint (same scopes, limits and expiry; shown only now):\n  AWS_ACCESS_KEY_ID={key}\n  AWS_SECRET_ACCESS_KEY={secret}"
                     ));
                 }
                 text

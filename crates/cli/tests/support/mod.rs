@@ -239,14 +239,14 @@ impl Drop for ControlPlane {
 }
 
 /// A running `mayfly serve` on free loopback ports (the API and the
-/// S3-compatible endpoint); killed when dropped.
+/// AWS-compatible endpoint); killed when dropped.
 pub struct Served {
     pub child: Child,
     /// The API's (and dashboard's) address.
     pub address: std::net::SocketAddr,
-    /// The S3-compatible endpoint's address.
+    /// The AWS-compatible endpoint's (S3 and SQS) address.
     pub aws_address: std::net::SocketAddr,
-    /// What it printed at start, up to and including the S3 endpoint's line.
+    /// What it printed at start, up to and including the AWS endpoint's line.
     pub announcement: Vec<String>,
 }
 
@@ -276,7 +276,7 @@ impl Served {
             if line.contains("API listening on") {
                 address = Some(address_in(&line));
             }
-            if line.contains("S3-compatible endpoint at") {
+            if line.contains("AWS-compatible endpoint (S3 and SQS) at") {
                 break address_in(&line);
             }
         };
@@ -301,4 +301,35 @@ impl Drop for Served {
             let _ = self.child.wait();
         }
     }
+}
+
+/// `tokens create --aws --name NAME` with `extra` arguments: (token id,
+/// access key id, secret access key).
+pub fn aws_token(project: &Project, name: &str, extra: &[&str]) -> (String, String, String) {
+    let mut args = vec!["tokens", "create", "--aws", "--name", name];
+    args.extend_from_slice(extra);
+    let created = project.json(&args);
+    let field = |name: &str| created[name].as_str().unwrap_or_else(|| panic!("{name} in {created}")).to_owned();
+    (field("id"), field("aws_access_key_id"), field("aws_secret_access_key"))
+}
+
+/// `python3` with nothing but the standard `AWS_*` variables pointing an
+/// unmodified AWS SDK at `served`'s AWS-compatible endpoint with this key.
+pub fn aws_python(project: &Project, served: &Served, key: &str, secret: &str) -> Command {
+    let found = Command::new("python3").args(["-c", "import boto3"]).status().map(|status| status.success());
+    assert!(found.unwrap_or(false), "boto3 is missing: `python3 -m pip install boto3` (scripts/test.sh installs it)");
+    let mut command = Command::new("python3");
+    command
+        .env("AWS_ENDPOINT_URL", format!("https://localhost:{}", served.aws_address.port()))
+        .env("AWS_ACCESS_KEY_ID", key)
+        .env("AWS_SECRET_ACCESS_KEY", secret)
+        .env("AWS_REGION", "us-east-1")
+        // Lambda sets both; botocore reads only this one, and SQS (unlike S3)
+        // has no region-less default.
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .env("AWS_CA_BUNDLE", project.path(".mayfly/tls/cert.pem"))
+        .env_remove("AWS_PROFILE")
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null");
+    command
 }
