@@ -279,14 +279,16 @@ triggers = [{{ schedule = "rate(2 seconds)" }}]
         project.ok(&["put", key, chart.to_str().unwrap()]);
     }
     let up = project.spawn_up();
+    // A run the schedule just created is `requested`, not yet running: only
+    // a finished run (one with `finished_at`) has processed its source.
     let runs = project.wait_for(&["runs"], WAIT, |runs| {
-        runs.as_array().unwrap().iter().filter(|run| run["status"] != "running").count() >= 2
+        runs.as_array().unwrap().iter().filter(|run| run["finished_at"].is_string()).count() >= 2
     });
     up.stop();
     let scheduled: Vec<&Value> =
         runs.as_array().unwrap().iter().filter(|run| run["trigger"] == "schedule:rate(2 seconds)").collect();
     assert!(scheduled.len() >= 2, "the schedule fired repeatedly: {runs}");
     assert!(scheduled.iter().all(|run| run["job"] == "nightly"), "{runs}");
-    let finished = scheduled.iter().find(|run| run["status"] != "running").unwrap();
+    let finished = scheduled.iter().find(|run| run["finished_at"].is_string()).unwrap();
     assert_eq!(finished["done"], 2, "a scheduled run processes the whole prefix: {finished}");
 }

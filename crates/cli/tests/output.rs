@@ -319,7 +319,11 @@ fn every_command_prints_json_of_one_shape() {
     let report = &documents[2].1["report"];
     assert!(report["makespan_ms"].is_u64(), "{report}");
     let logs = &documents.iter().find(|(command, ..)| command == "logs RUN").unwrap().1;
-    assert!(logs[0]["logs"].as_str().unwrap().contains("working on"), "{logs}");
+    // Whichever worker took the items logged them (another may have taken none).
+    assert!(
+        logs.as_array().unwrap().iter().any(|worker| worker["logs"].as_str().unwrap().contains("working on")),
+        "{logs}"
+    );
     let follow = project.run(&["logs", "--function", "work", "--follow", "--json"]);
     assert_eq!(follow.status.code(), Some(2), "--follow streams text; with --json it is a usage error");
     // The detached run ends before the project goes.
