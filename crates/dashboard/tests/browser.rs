@@ -71,6 +71,16 @@ where
     }
 }
 
+/// Click what `locator` finds and wait until the browser has arrived at
+/// `path`: a click returns before the navigation it starts has ended.
+async fn follow(browser: &Client, locator: Locator<'_>, path: &str) {
+    browser.find(locator).await.expect("the link or button to follow").click().await.expect("click");
+    eventually(&format!("the browser arrives at {path}"), Duration::from_secs(30), || async move {
+        browser.current_url().await.is_ok_and(|url| url.path() == path)
+    })
+    .await;
+}
+
 async fn text_of(browser: &Client, css: &str) -> String {
     browser.find(Locator::Css(css)).await.expect(css).text().await.expect("element text")
 }
@@ -300,7 +310,17 @@ async fn a_person_signs_in_follows_a_running_job_and_tails_its_logs() {
     // A wrong token is refused and says so.
     browser.find(Locator::Id("token")).await.expect("token field").send_keys("mf_wrong").await.expect("type");
     browser.find(Locator::Css("button[type=submit]")).await.expect("submit").click().await.expect("click");
-    assert!(text_of(&browser, ".alert").await.contains("not accepted"), "a wrong token is refused");
+    // The refusal is a new page: wait for it rather than read the old one.
+    eventually("a wrong token is refused and the page says so", Duration::from_secs(30), || {
+        let browser = &browser;
+        async move {
+            match browser.find(Locator::Css(".alert")).await {
+                Ok(alert) => alert.text().await.is_ok_and(|text| text.contains("not accepted")),
+                Err(_) => false,
+            }
+        }
+    })
+    .await;
 
     // The right token signs in and goes on to the page asked for.
     browser.find(Locator::Id("token")).await.expect("token field").send_keys(TOKEN).await.expect("type");
@@ -318,7 +338,7 @@ async fn a_person_signs_in_follows_a_running_job_and_tails_its_logs() {
     assert!(!browser.source().await.expect("source").contains(TOKEN), "the token is never in a page");
 
     // The runs list shows the running job; follow it to its detail page.
-    browser.find(Locator::Css("nav a[href='/']")).await.expect("the Runs link").click().await.expect("click");
+    follow(&browser, Locator::Css("nav a[href='/']"), "/").await;
     let row = browser.find(Locator::Css(&format!("tr[data-run-id='{RUN}']"))).await.expect("the live run's row");
     assert!(row.text().await.expect("row text").contains("running"));
     assert!(text_of(&browser, "tbody").await.contains("succeeded"), "the earlier run is listed too");
@@ -343,14 +363,7 @@ async fn a_person_signs_in_follows_a_running_job_and_tails_its_logs() {
     .await;
     screenshot(&browser, "02-runs").await;
 
-    browser
-        .find(Locator::Css(&format!("a[href='/runs/{RUN}']")))
-        .await
-        .expect("the run link")
-        .click()
-        .await
-        .expect("click");
-    assert_eq!(browser.current_url().await.expect("url").path(), format!("/runs/{RUN}"));
+    follow(&browser, Locator::Css(&format!("a[href='/runs/{RUN}']")), &format!("/runs/{RUN}")).await;
     let first = text_of(&browser, "#progress-summary").await;
     eventually("the run page's progress advances", Duration::from_secs(10), || {
         let (browser, first) = (browser.clone(), first.clone());
@@ -368,8 +381,7 @@ async fn a_person_signs_in_follows_a_running_job_and_tails_its_logs() {
     screenshot(&browser, "03-run-detail").await;
 
     // The live log tail shows lines as they are written.
-    browser.find(Locator::LinkText("Live log tail →")).await.expect("the log link").click().await.expect("click");
-    assert_eq!(browser.current_url().await.expect("url").path(), format!("/runs/{RUN}/logs"));
+    follow(&browser, Locator::LinkText("Live log tail →"), &format!("/runs/{RUN}/logs")).await;
     let lines =
         |browser: Client| async move { browser.find_all(Locator::Css("pre.log .line")).await.map_or(0, |l| l.len()) };
     let shown = lines(browser.clone()).await;
