@@ -15,7 +15,7 @@
 //!   fleet's own reaper, on every provisioner.
 //!
 //! Findings are [`AuditFinding`]s of the state store's contract, so a
-//! recorded audit ([`mayfly_state::StateStore::record_audit`]) is readable by
+//! recorded audit ([`mayfly_state::AuditStore::record_audit`]) is readable by
 //! anything that reads the store (the API, the dashboard).
 //!
 //! **Never knows** SQL, TOML, HTTP or how a process or container is started.

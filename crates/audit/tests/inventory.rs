@@ -13,6 +13,7 @@ use mayfly_audit::{
 use mayfly_buckets::Buckets;
 use mayfly_core::{Clock, ManualClock, Name, Timestamp};
 use mayfly_fleet::{LocalProvisioner, ProcessSpec, Provisioner, ResourceId, TAG_PROJECT, TAG_ROLE, TAG_RUN, Tags};
+use mayfly_state::prelude::*;
 use mayfly_state::{NewRun, StateStore, WorkerRecord};
 use mayfly_state_sqlite::SqliteStore;
 

@@ -7,7 +7,7 @@ mod support;
 use bytes::Bytes;
 use mayfly_buckets::BucketError;
 use mayfly_core::ObjectEventKind;
-use mayfly_state::StateStore;
+use mayfly_state::prelude::*;
 use support::{Project, name};
 
 #[tokio::test]

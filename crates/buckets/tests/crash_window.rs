@@ -14,11 +14,11 @@ use mayfly_buckets::{BucketError, Buckets};
 use mayfly_core::queue::{QueueConfig, QueueStats, ReceiptHandle};
 use mayfly_core::run::{ItemStatus, RunStatus};
 use mayfly_core::{ManualClock, Name, NewObjectEvent, ObjectEvent, ObjectEventKind};
+use mayfly_state::prelude::*;
 use mayfly_state::{
     BucketRecord, DeleteOutcome, Deployment, FunctionStats, InvocationFilter, InvocationRecord, ItemCompletion,
     NewDeployment, NewRun, NewRunItem, OutgoingMessage, QueueRecord, ReceiveRequest, ReceivedMessage, Result,
-    ResultRecord, RunItem, RunItemCounts, RunRecord, StateError, StateStore, StoredInvocation, StoredMessage,
-    WorkerRecord,
+    ResultRecord, RunItem, RunItemCounts, RunRecord, StateError, StoredInvocation, StoredMessage, WorkerRecord,
 };
 use mayfly_state_sqlite::SqliteStore;
 use support::{START, name};
@@ -29,7 +29,39 @@ struct StoreWithFailingAppends {
     fail_appends: AtomicBool,
 }
 
-impl StateStore for StoreWithFailingAppends {
+impl DeploymentStore for StoreWithFailingAppends {
+    fn record_deployment(&self, deployment: NewDeployment) -> Result<Deployment> {
+        self.inner.record_deployment(deployment)
+    }
+
+    fn deployments(&self) -> Result<Vec<Deployment>> {
+        self.inner.deployments()
+    }
+
+    fn latest_deployment(&self) -> Result<Option<Deployment>> {
+        self.inner.latest_deployment()
+    }
+}
+
+impl BucketRegistry for StoreWithFailingAppends {
+    fn create_bucket(&self, name: &Name, tags: &[(String, String)]) -> Result<BucketRecord> {
+        self.inner.create_bucket(name, tags)
+    }
+
+    fn delete_bucket(&self, name: &Name) -> Result<()> {
+        self.inner.delete_bucket(name)
+    }
+
+    fn bucket(&self, name: &Name) -> Result<BucketRecord> {
+        self.inner.bucket(name)
+    }
+
+    fn buckets(&self) -> Result<Vec<BucketRecord>> {
+        self.inner.buckets()
+    }
+}
+
+impl EventLog for StoreWithFailingAppends {
     fn append_object_event(&self, event: NewObjectEvent) -> Result<ObjectEvent> {
         if self.fail_appends.load(Ordering::SeqCst) {
             return Err(StateError::DiskFull);
@@ -37,108 +69,120 @@ impl StateStore for StoreWithFailingAppends {
         self.inner.append_object_event(event)
     }
 
-    fn record_deployment(&self, deployment: NewDeployment) -> Result<Deployment> {
-        self.inner.record_deployment(deployment)
-    }
-    fn deployments(&self) -> Result<Vec<Deployment>> {
-        self.inner.deployments()
-    }
-    fn latest_deployment(&self) -> Result<Option<Deployment>> {
-        self.inner.latest_deployment()
-    }
-    fn create_bucket(&self, name: &Name, tags: &[(String, String)]) -> Result<BucketRecord> {
-        self.inner.create_bucket(name, tags)
-    }
-    fn delete_bucket(&self, name: &Name) -> Result<()> {
-        self.inner.delete_bucket(name)
-    }
-    fn bucket(&self, name: &Name) -> Result<BucketRecord> {
-        self.inner.bucket(name)
-    }
-    fn buckets(&self) -> Result<Vec<BucketRecord>> {
-        self.inner.buckets()
-    }
     fn object_events_after(&self, after: u64, limit: usize) -> Result<Vec<ObjectEvent>> {
         self.inner.object_events_after(after, limit)
     }
+
     fn consumer_cursor(&self, consumer: &str) -> Result<u64> {
         self.inner.consumer_cursor(consumer)
     }
+
     fn set_consumer_cursor(&self, consumer: &str, sequence: u64) -> Result<()> {
         self.inner.set_consumer_cursor(consumer, sequence)
     }
+}
+
+impl QueueStore for StoreWithFailingAppends {
     fn create_queue(&self, name: &Name, config: &QueueConfig, tags: &[(String, String)]) -> Result<QueueRecord> {
         self.inner.create_queue(name, config, tags)
     }
+
     fn update_queue(&self, name: &Name, config: &QueueConfig, tags: &[(String, String)]) -> Result<QueueRecord> {
         self.inner.update_queue(name, config, tags)
     }
+
     fn delete_queue(&self, name: &Name) -> Result<()> {
         self.inner.delete_queue(name)
     }
+
     fn queue(&self, name: &Name) -> Result<QueueRecord> {
         self.inner.queue(name)
     }
+
     fn queues(&self) -> Result<Vec<QueueRecord>> {
         self.inner.queues()
     }
+
     fn send_messages(&self, queue: &Name, messages: &[OutgoingMessage]) -> Result<Vec<u64>> {
         self.inner.send_messages(queue, messages)
     }
+
     fn receive_messages(&self, queue: &Name, request: ReceiveRequest) -> Result<Vec<ReceivedMessage>> {
         self.inner.receive_messages(queue, request)
     }
+
     fn delete_messages(&self, queue: &Name, receipts: &[ReceiptHandle]) -> Result<Vec<DeleteOutcome>> {
         self.inner.delete_messages(queue, receipts)
     }
+
     fn change_visibility(&self, queue: &Name, receipt: ReceiptHandle, timeout: Duration) -> Result<()> {
         self.inner.change_visibility(queue, receipt, timeout)
     }
+
     fn queue_stats(&self, queue: &Name) -> Result<QueueStats> {
         self.inner.queue_stats(queue)
     }
+
     fn peek_messages(&self, queue: &Name, limit: usize) -> Result<Vec<StoredMessage>> {
         self.inner.peek_messages(queue, limit)
     }
+
     fn damaged_messages(&self, limit: usize) -> Result<Vec<mayfly_state::DamagedMessage>> {
         self.inner.damaged_messages(limit)
     }
+
     fn redrive_dead_letters(&self, dead_letter: &Name, to: Option<&Name>) -> Result<u64> {
         self.inner.redrive_dead_letters(dead_letter, to)
     }
+
     fn dead_letters_from(&self, dead_letter: &Name, source: &Name) -> Result<u64> {
         self.inner.dead_letters_from(dead_letter, source)
     }
+}
+
+impl InvocationLedger for StoreWithFailingAppends {
     fn record_invocation(&self, record: &InvocationRecord, logs: &[u8]) -> Result<u64> {
         self.inner.record_invocation(record, logs)
     }
+
     fn invocations(&self, filter: &InvocationFilter) -> Result<Vec<StoredInvocation>> {
         self.inner.invocations(filter)
     }
+
     fn invocation_logs(&self, request_id: &str) -> Result<Vec<u8>> {
         self.inner.invocation_logs(request_id)
     }
+
     fn function_stats(&self, function: &Name) -> Result<FunctionStats> {
         self.inner.function_stats(function)
     }
+}
+
+impl RunStore for StoreWithFailingAppends {
     fn create_run(&self, run: NewRun) -> Result<RunRecord> {
         self.inner.create_run(run)
     }
+
     fn run(&self, id: &str) -> Result<RunRecord> {
         self.inner.run(id)
     }
+
     fn runs(&self, job: Option<&Name>, limit: usize) -> Result<Vec<RunRecord>> {
         self.inner.runs(job, limit)
     }
+
     fn claim_run(&self, id: &str, owner: &str, ttl: Duration) -> Result<bool> {
         self.inner.claim_run(id, owner, ttl)
     }
+
     fn renew_run_lease(&self, id: &str, owner: &str, ttl: Duration) -> Result<()> {
         self.inner.renew_run_lease(id, owner, ttl)
     }
+
     fn runs_needing_coordinator(&self, grace: Duration) -> Result<Vec<RunRecord>> {
         self.inner.runs_needing_coordinator(grace)
     }
+
     fn finish_run(
         &self,
         id: &str,
@@ -149,21 +193,27 @@ impl StateStore for StoreWithFailingAppends {
     ) -> Result<()> {
         self.inner.finish_run(id, owner, status, error, report)
     }
+
     fn set_run_status(&self, id: &str, owner: &str, status: RunStatus) -> Result<()> {
         self.inner.set_run_status(id, owner, status)
     }
+
     fn add_run_items(&self, run: &str, items: &[NewRunItem]) -> Result<u64> {
         self.inner.add_run_items(run, items)
     }
+
     fn move_queue_messages_into_run(&self, run: &str, queue: &Name, max: usize) -> Result<u64> {
         self.inner.move_queue_messages_into_run(run, queue, max)
     }
+
     fn return_unfinished_items_to_queues(&self, run: &str) -> Result<u64> {
         self.inner.return_unfinished_items_to_queues(run)
     }
+
     fn lease_run_items(&self, run: &str, worker: &str, max: usize) -> Result<Vec<RunItem>> {
         self.inner.lease_run_items(run, worker, max)
     }
+
     fn complete_run_item(
         &self,
         run: &str,
@@ -174,15 +224,19 @@ impl StateStore for StoreWithFailingAppends {
     ) -> Result<bool> {
         self.inner.complete_run_item(run, item, worker, attempt, completion)
     }
+
     fn release_worker_items(&self, run: &str, worker: &str) -> Result<u64> {
         self.inner.release_worker_items(run, worker)
     }
+
     fn release_all_leased_items(&self, run: &str) -> Result<u64> {
         self.inner.release_all_leased_items(run)
     }
+
     fn run_item_counts(&self, run: &str) -> Result<RunItemCounts> {
         self.inner.run_item_counts(run)
     }
+
     fn run_items(
         &self,
         run: &str,
@@ -192,6 +246,7 @@ impl StateStore for StoreWithFailingAppends {
     ) -> Result<Vec<RunItem>> {
         self.inner.run_items(run, status, after_item, limit)
     }
+
     fn results(
         &self,
         job: &Name,
@@ -201,68 +256,94 @@ impl StateStore for StoreWithFailingAppends {
     ) -> Result<Vec<ResultRecord>> {
         self.inner.results(job, run, after_item, limit)
     }
+
     fn result(&self, job: &Name, item: &str) -> Result<ResultRecord> {
         self.inner.result(job, item)
     }
+
     fn upsert_worker(&self, worker: &WorkerRecord) -> Result<()> {
         self.inner.upsert_worker(worker)
     }
+
     fn run_workers(&self, run: &str) -> Result<Vec<WorkerRecord>> {
         self.inner.run_workers(run)
     }
+
     fn cancel_run(&self, id: &str, reason: &str) -> Result<RunRecord> {
         self.inner.cancel_run(id, reason)
     }
-    fn create_api_token(&self, token: mayfly_state::NewApiToken) -> Result<mayfly_state::ApiTokenRecord> {
-        self.inner.create_api_token(token)
-    }
-    fn api_token(&self, id: &str) -> Result<mayfly_state::ApiTokenRecord> {
-        self.inner.api_token(id)
-    }
-    fn api_tokens(&self) -> Result<Vec<mayfly_state::ApiTokenRecord>> {
-        self.inner.api_tokens()
-    }
-    fn revoke_api_token(&self, id: &str) -> Result<mayfly_state::ApiTokenRecord> {
-        self.inner.revoke_api_token(id)
-    }
-    fn api_token_aws_secret(&self, id: &str) -> Result<Option<String>> {
-        self.inner.api_token_aws_secret(id)
-    }
-    fn append_access_records(&self, records: &[mayfly_state::AccessRecord]) -> Result<()> {
-        self.inner.append_access_records(records)
-    }
-    fn access_records(&self, before_id: Option<u64>, limit: usize) -> Result<Vec<mayfly_state::StoredAccessRecord>> {
-        self.inner.access_records(before_id, limit)
-    }
-    fn expire_messages(&self, queue: &Name, sent_before: mayfly_core::Timestamp, limit: usize) -> Result<u64> {
-        self.inner.expire_messages(queue, sent_before, limit)
-    }
-    fn prune_invocations(&self, started_before: mayfly_core::Timestamp, limit: usize) -> Result<u64> {
-        self.inner.prune_invocations(started_before, limit)
-    }
-    fn prune_finished_runs(&self, finished_before: mayfly_core::Timestamp, limit: usize) -> Result<u64> {
-        self.inner.prune_finished_runs(finished_before, limit)
-    }
-    fn prune_object_events(&self, before: mayfly_core::Timestamp, limit: usize) -> Result<u64> {
-        self.inner.prune_object_events(before, limit)
-    }
-    fn prune_access_records(&self, before: mayfly_core::Timestamp, limit: usize) -> Result<u64> {
-        self.inner.prune_access_records(before, limit)
-    }
+
     fn run_item_attempts(&self, run: &str, limit: usize) -> Result<Vec<mayfly_state::ItemAttempt>> {
         self.inner.run_item_attempts(run, limit)
     }
+
     fn run_attempt_counts_by_worker(
         &self,
         run: &str,
     ) -> Result<std::collections::BTreeMap<String, mayfly_state::WorkerAttemptCounts>> {
         self.inner.run_attempt_counts_by_worker(run)
     }
+}
+
+impl AuditStore for StoreWithFailingAppends {
     fn record_audit(&self, audit: &mayfly_state::NewAudit) -> Result<mayfly_state::AuditRecord> {
         self.inner.record_audit(audit)
     }
+
     fn latest_audit(&self) -> Result<Option<mayfly_state::AuditRecord>> {
         self.inner.latest_audit()
+    }
+}
+
+impl AccessStore for StoreWithFailingAppends {
+    fn create_api_token(&self, token: mayfly_state::NewApiToken) -> Result<mayfly_state::ApiTokenRecord> {
+        self.inner.create_api_token(token)
+    }
+
+    fn api_token(&self, id: &str) -> Result<mayfly_state::ApiTokenRecord> {
+        self.inner.api_token(id)
+    }
+
+    fn api_tokens(&self) -> Result<Vec<mayfly_state::ApiTokenRecord>> {
+        self.inner.api_tokens()
+    }
+
+    fn revoke_api_token(&self, id: &str) -> Result<mayfly_state::ApiTokenRecord> {
+        self.inner.revoke_api_token(id)
+    }
+
+    fn api_token_aws_secret(&self, id: &str) -> Result<Option<String>> {
+        self.inner.api_token_aws_secret(id)
+    }
+
+    fn append_access_records(&self, records: &[mayfly_state::AccessRecord]) -> Result<()> {
+        self.inner.append_access_records(records)
+    }
+
+    fn access_records(&self, before_id: Option<u64>, limit: usize) -> Result<Vec<mayfly_state::StoredAccessRecord>> {
+        self.inner.access_records(before_id, limit)
+    }
+}
+
+impl RetentionStore for StoreWithFailingAppends {
+    fn expire_messages(&self, queue: &Name, sent_before: mayfly_core::Timestamp, limit: usize) -> Result<u64> {
+        self.inner.expire_messages(queue, sent_before, limit)
+    }
+
+    fn prune_invocations(&self, started_before: mayfly_core::Timestamp, limit: usize) -> Result<u64> {
+        self.inner.prune_invocations(started_before, limit)
+    }
+
+    fn prune_finished_runs(&self, finished_before: mayfly_core::Timestamp, limit: usize) -> Result<u64> {
+        self.inner.prune_finished_runs(finished_before, limit)
+    }
+
+    fn prune_object_events(&self, before: mayfly_core::Timestamp, limit: usize) -> Result<u64> {
+        self.inner.prune_object_events(before, limit)
+    }
+
+    fn prune_access_records(&self, before: mayfly_core::Timestamp, limit: usize) -> Result<u64> {
+        self.inner.prune_access_records(before, limit)
     }
 }
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use mayfly_buckets::{BucketError, Buckets};
 use mayfly_core::{ManualClock, ObjectEventKind};
-use mayfly_state::StateStore;
+use mayfly_state::prelude::*;
 use mayfly_state_sqlite::SqliteStore;
 use object_store::memory::InMemory;
 use support::{GeneratedBody, HashingSink, START, name};

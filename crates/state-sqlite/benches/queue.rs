@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 
 use mayfly_core::queue::QueueConfig;
 use mayfly_core::{Clock, Name, SystemClock};
-use mayfly_state::{OutgoingMessage, ReceiveRequest, StateStore};
+use mayfly_state::prelude::*;
+use mayfly_state::{OutgoingMessage, ReceiveRequest};
 use mayfly_state_sqlite::{Keyring, SqliteStore};
 
 const BODY_BYTES: usize = 100;

@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mayfly_core::{Name, SystemClock, Timestamp};
-use mayfly_state::{ItemCompletion, NewRun, NewRunItem, StateStore};
+use mayfly_state::prelude::*;
+use mayfly_state::{ItemCompletion, NewRun, NewRunItem};
 use mayfly_state_sqlite::SqliteStore;
 
 const BACKLOG: usize = 20_000;

@@ -112,7 +112,8 @@ pub(crate) fn latest_audit(transaction: &Transaction<'_>) -> Result<Option<Audit
 mod tests {
     use std::sync::Arc;
 
-    use mayfly_state::{AuditSeverity, StateStore};
+    use mayfly_state::AuditSeverity;
+    use mayfly_state::prelude::*;
 
     use super::*;
     use crate::SqliteStore;

@@ -42,12 +42,12 @@ use mayfly_core::queue::{
 };
 use mayfly_core::run::{ItemStatus, RunStatus};
 use mayfly_core::{ByteSize, Clock, DeletionReason, Name, NewObjectEvent, ObjectEvent, ObjectEventKind, Timestamp};
+use mayfly_state::prelude::*;
 use mayfly_state::{
     AccessRecord, ApiTokenRecord, AuditRecord, BucketRecord, DeadLetterInfo, DeleteOutcome, Deployment, FunctionStats,
     InvocationFilter, InvocationRecord, ItemAttempt, ItemCompletion, NewApiToken, NewAudit, NewDeployment, NewRun,
     NewRunItem, OutgoingMessage, QueueRecord, ReceiveRequest, ReceivedMessage, Result, ResultRecord, RunItem,
-    RunItemCounts, RunRecord, StateError, StateStore, StoredAccessRecord, StoredInvocation, StoredMessage,
-    WorkerRecord,
+    RunItemCounts, RunRecord, StateError, StoredAccessRecord, StoredInvocation, StoredMessage, WorkerRecord,
 };
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior, params};
 
@@ -1108,9 +1108,7 @@ impl MessageRow {
     }
 }
 
-impl StateStore for SqliteStore {
-    // --- deployments -------------------------------------------------------------
-
+impl DeploymentStore for SqliteStore {
     fn record_deployment(&self, deployment: NewDeployment) -> Result<Deployment> {
         let now = self.now();
         self.write("record a deployment", |transaction| {
@@ -1151,9 +1149,9 @@ impl StateStore for SqliteStore {
                 .context("read the latest deployment")
         })
     }
+}
 
-    // --- buckets -------------------------------------------------------------------
-
+impl BucketRegistry for SqliteStore {
     fn create_bucket(&self, name: &Name, tags: &[(String, String)]) -> Result<BucketRecord> {
         let now = self.now();
         let tags_json = tags_to_json(tags)?;
@@ -1206,9 +1204,9 @@ impl StateStore for SqliteStore {
             rows.into_iter().map(BucketRow::into_record).collect()
         })
     }
+}
 
-    // --- the bucket event log ----------------------------------------------------------
-
+impl EventLog for SqliteStore {
     fn append_object_event(&self, event: NewObjectEvent) -> Result<ObjectEvent> {
         self.write("append an object event", |transaction| {
             let sequence: i64 = transaction
@@ -1306,9 +1304,9 @@ impl StateStore for SqliteStore {
             Ok(())
         })
     }
+}
 
-    // --- queues --------------------------------------------------------------------------
-
+impl QueueStore for SqliteStore {
     fn create_queue(&self, name: &Name, config: &QueueConfig, tags: &[(String, String)]) -> Result<QueueRecord> {
         check_queue_config(config)?;
         let now = self.now();
@@ -1843,9 +1841,9 @@ impl StateStore for SqliteStore {
             Ok(moved)
         })
     }
+}
 
-    // --- the invocation ledger -----------------------------------------------------------
-
+impl InvocationLedger for SqliteStore {
     fn record_invocation(&self, record: &InvocationRecord, logs: &[u8]) -> Result<u64> {
         self.write(&format!("record invocation {}", record.request_id), |transaction| {
             ledger::record_invocation(transaction, record, logs, &self.sealer)
@@ -1867,8 +1865,9 @@ impl StateStore for SqliteStore {
             ledger::function_stats(transaction, function)
         })
     }
-    // --- batch-job runs ---------------------------------------------------------------------
+}
 
+impl RunStore for SqliteStore {
     fn create_run(&self, run: NewRun) -> Result<RunRecord> {
         let now = self.now();
         self.write(&format!("create run `{}`", run.id), |transaction| {
@@ -2065,8 +2064,31 @@ impl StateStore for SqliteStore {
         self.read(&format!("list the workers of run `{run}`"), |transaction| runs::run_workers(transaction, run))
     }
 
-    // --- audits -----------------------------------------------------------------------------
+    fn cancel_run(&self, id: &str, reason: &str) -> Result<RunRecord> {
+        let now = self.now();
+        self.write(&format!("cancel run `{id}`"), |transaction| {
+            let reason = self.sealer.seal_text(Record::RunError(id), reason);
+            self.open_run(runs::cancel_run(transaction, id, &reason, now)?)
+        })
+    }
 
+    fn run_item_attempts(&self, run: &str, limit: usize) -> Result<Vec<ItemAttempt>> {
+        self.read(&format!("list the attempts of run `{run}`"), |transaction| {
+            runs::run_item_attempts(transaction, run, limit, &self.sealer)
+        })
+    }
+
+    fn run_attempt_counts_by_worker(
+        &self,
+        run: &str,
+    ) -> Result<std::collections::BTreeMap<String, mayfly_state::WorkerAttemptCounts>> {
+        self.read(&format!("count the attempts of run `{run}` by worker"), |transaction| {
+            runs::run_attempt_counts_by_worker(transaction, run)
+        })
+    }
+}
+
+impl AuditStore for SqliteStore {
     fn record_audit(&self, audit: &NewAudit) -> Result<AuditRecord> {
         let now = self.now();
         self.write(&format!("record an audit ({})", audit.trigger), |transaction| {
@@ -2077,17 +2099,9 @@ impl StateStore for SqliteStore {
     fn latest_audit(&self) -> Result<Option<AuditRecord>> {
         self.read("read the latest audit", audits::latest_audit)
     }
+}
 
-    fn cancel_run(&self, id: &str, reason: &str) -> Result<RunRecord> {
-        let now = self.now();
-        self.write(&format!("cancel run `{id}`"), |transaction| {
-            let reason = self.sealer.seal_text(Record::RunError(id), reason);
-            self.open_run(runs::cancel_run(transaction, id, &reason, now)?)
-        })
-    }
-
-    // --- API tokens and the access log ------------------------------------------------------
-
+impl AccessStore for SqliteStore {
     fn create_api_token(&self, token: NewApiToken) -> Result<ApiTokenRecord> {
         let now = self.now();
         let aws_secret = self.sealer.seal_optional_text(Record::TokenAwsSecret(&token.id), token.aws_secret.as_deref());
@@ -2127,7 +2141,9 @@ impl StateStore for SqliteStore {
     fn access_records(&self, before_id: Option<u64>, limit: usize) -> Result<Vec<StoredAccessRecord>> {
         self.read("read the access log", |transaction| access::access_records(transaction, before_id, limit))
     }
+}
 
+impl RetentionStore for SqliteStore {
     fn expire_messages(&self, queue: &Name, sent_before: Timestamp, limit: usize) -> Result<u64> {
         self.write(&format!("expire old messages of queue `{queue}`"), |transaction| {
             let queue = require_queue(transaction, queue)?;
@@ -2154,21 +2170,6 @@ impl StateStore for SqliteStore {
     fn prune_access_records(&self, before: Timestamp, limit: usize) -> Result<u64> {
         self.write("prune old access records", |transaction| {
             retention::prune_access_records(transaction, before, limit)
-        })
-    }
-
-    fn run_item_attempts(&self, run: &str, limit: usize) -> Result<Vec<ItemAttempt>> {
-        self.read(&format!("list the attempts of run `{run}`"), |transaction| {
-            runs::run_item_attempts(transaction, run, limit, &self.sealer)
-        })
-    }
-
-    fn run_attempt_counts_by_worker(
-        &self,
-        run: &str,
-    ) -> Result<std::collections::BTreeMap<String, mayfly_state::WorkerAttemptCounts>> {
-        self.read(&format!("count the attempts of run `{run}` by worker"), |transaction| {
-            runs::run_attempt_counts_by_worker(transaction, run)
         })
     }
 }

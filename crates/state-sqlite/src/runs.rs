@@ -288,7 +288,7 @@ pub fn finish_run(
     Ok(())
 }
 
-/// Cancel an unfinished run whoever holds it (see `StateStore::cancel_run`).
+/// Cancel an unfinished run whoever holds it (see `RunStore::cancel_run`).
 pub fn cancel_run(transaction: &Transaction<'_>, id: &str, reason: &str, now: Timestamp) -> Result<RunRecord> {
     let (run_seq, run) = require_run(transaction, id)?;
     if run.status.is_finished() {
@@ -441,7 +441,7 @@ struct ReturningItem {
 }
 
 /// Every unfinished item of the run that came from a queue message goes
-/// back to its queue as that message (see `StateStore::return_unfinished_items_to_queues`).
+/// back to its queue as that message (see `RunStore::return_unfinished_items_to_queues`).
 pub fn return_unfinished_items_to_queues(
     transaction: &Transaction<'_>,
     run: &str,
@@ -977,9 +977,8 @@ pub fn run_attempt_counts_by_worker(
 
 #[cfg(test)]
 mod tests {
+    use mayfly_state::prelude::*;
     use std::sync::Arc;
-
-    use mayfly_state::StateStore;
 
     use super::*;
     use crate::SqliteStore;

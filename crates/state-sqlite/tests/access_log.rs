@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use mayfly_core::{ManualClock, Timestamp};
-use mayfly_state::{ACCESS_LOG_RETENTION, AccessRecord, StateStore};
+use mayfly_state::prelude::*;
+use mayfly_state::{ACCESS_LOG_RETENTION, AccessRecord};
 use mayfly_state_sqlite::SqliteStore;
 
 fn wall_clock_now() -> Timestamp {

@@ -10,7 +10,8 @@ use std::sync::Arc;
 
 use mayfly_core::queue::{QueueConfig, QueueRuleError, QueueStats};
 use mayfly_core::{ByteSize, ManualClock, Name, Timestamp};
-use mayfly_state::{OutgoingMessage, QueueRecord, StateError, StateStore, StoredMessage};
+use mayfly_state::prelude::*;
+use mayfly_state::{OutgoingMessage, QueueRecord, StateError, StoredMessage};
 use mayfly_state_sqlite::SqliteStore;
 
 fn name(text: &str) -> Name {

@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 
 use mayfly_core::queue::QueueConfig;
 use mayfly_core::{Clock, ManualClock, Name, SystemClock};
-use mayfly_state::{DeleteOutcome, OutgoingMessage, ReceiveRequest, StateError, StateStore};
+use mayfly_state::prelude::*;
+use mayfly_state::{DeleteOutcome, OutgoingMessage, ReceiveRequest, StateError};
 use mayfly_state_sqlite::SqliteStore;
 use rand::Rng;
 

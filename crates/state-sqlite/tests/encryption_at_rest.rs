@@ -8,9 +8,8 @@ use std::time::Duration;
 
 use mayfly_core::queue::QueueConfig;
 use mayfly_core::{Clock, ManualClock, Name, Timestamp};
-use mayfly_state::{
-    InvocationRecord, ItemCompletion, NewRun, NewRunItem, OutgoingMessage, ReceiveRequest, StateError, StateStore,
-};
+use mayfly_state::prelude::*;
+use mayfly_state::{InvocationRecord, ItemCompletion, NewRun, NewRunItem, OutgoingMessage, ReceiveRequest, StateError};
 use mayfly_state_sqlite::{Keyring, SqliteStore};
 use rusqlite::Connection;
 

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use mayfly_core::queue::QueueConfig;
 use mayfly_core::{Name, SystemClock};
-use mayfly_state::{DeleteOutcome, OutgoingMessage, ReceiveRequest, StateStore};
+use mayfly_state::prelude::*;
+use mayfly_state::{DeleteOutcome, OutgoingMessage, ReceiveRequest};
 use mayfly_state_sqlite::SqliteStore;
 
 const SENDERS: usize = 2;

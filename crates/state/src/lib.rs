@@ -408,7 +408,7 @@ pub struct RunItemCounts {
     pub done: u64,
     pub dead_lettered: u64,
     /// Unfinished items whose queue messages went back to their queues
-    /// (see [`StateStore::return_unfinished_items_to_queues`]).
+    /// (see [`RunStore::return_unfinished_items_to_queues`]).
     pub returned: u64,
     /// The sum of every item's attempts (leases).
     pub attempts: u64,
@@ -603,21 +603,63 @@ pub struct ItemAttempt {
     pub outcome: AttemptOutcome,
 }
 
-/// The durable state of one Mayfly project.
+/// The durable state of one Mayfly project: every concern's store at once.
+///
+/// Each concern is a trait of its own ([`DeploymentStore`], [`BucketRegistry`],
+/// [`EventLog`], [`QueueStore`], [`InvocationLedger`], [`RunStore`],
+/// [`AuditStore`], [`AccessStore`], [`RetentionStore`]) so that a backend is
+/// built and tested one concern at a time and a caller can take only what it
+/// uses. Anything that implements them all is a `StateStore`. Bring their
+/// methods into scope with `use mayfly_state::prelude::*`.
 ///
 /// Time comes from the [`mayfly_core::Clock`] the backend was opened with.
-pub trait StateStore: Send + Sync {
-    // --- deployments -----------------------------------------------------
+pub trait StateStore:
+    DeploymentStore
+    + BucketRegistry
+    + EventLog
+    + QueueStore
+    + InvocationLedger
+    + RunStore
+    + AuditStore
+    + AccessStore
+    + RetentionStore
+{
+}
 
+impl<T> StateStore for T where
+    T: DeploymentStore
+        + BucketRegistry
+        + EventLog
+        + QueueStore
+        + InvocationLedger
+        + RunStore
+        + AuditStore
+        + AccessStore
+        + RetentionStore
+        + ?Sized
+{
+}
+
+/// The traits of [`StateStore`], to bring their methods into scope.
+pub mod prelude {
+    pub use crate::{
+        AccessStore, AuditStore, BucketRegistry, DeploymentStore, EventLog, InvocationLedger, QueueStore,
+        RetentionStore, RunStore, StateStore,
+    };
+}
+
+/// The deployments: every applied version of the architecture file.
+pub trait DeploymentStore: Send + Sync {
     /// Record an applied architecture file; returns it with its version number.
     fn record_deployment(&self, deployment: NewDeployment) -> Result<Deployment>;
     /// All deployments, oldest first.
     fn deployments(&self) -> Result<Vec<Deployment>>;
     /// The newest deployment, if any.
     fn latest_deployment(&self) -> Result<Option<Deployment>>;
+}
 
-    // --- buckets ---------------------------------------------------------
-
+/// The registry of buckets (their objects are the bucket backend's business).
+pub trait BucketRegistry: Send + Sync {
     /// Register a bucket; `AlreadyExists` if it is registered.
     fn create_bucket(&self, name: &Name, tags: &[(String, String)]) -> Result<BucketRecord>;
     /// Forget a bucket (its objects are the bucket backend's business).
@@ -625,9 +667,10 @@ pub trait StateStore: Send + Sync {
     fn bucket(&self, name: &Name) -> Result<BucketRecord>;
     /// All buckets, by name.
     fn buckets(&self) -> Result<Vec<BucketRecord>>;
+}
 
-    // --- the bucket event log ---------------------------------------------
-
+/// The bucket event log: every put and delete, in commit order, and the cursors of its consumers.
+pub trait EventLog: Send + Sync {
     /// Append one event; returns it with its sequence number.
     fn append_object_event(&self, event: NewObjectEvent) -> Result<ObjectEvent>;
     /// Events with a sequence number greater than `after`, in order, at most `limit`.
@@ -636,9 +679,10 @@ pub trait StateStore: Send + Sync {
     fn consumer_cursor(&self, consumer: &str) -> Result<u64>;
     /// Record that a consumer has processed everything up to `sequence`.
     fn set_consumer_cursor(&self, consumer: &str, sequence: u64) -> Result<()>;
+}
 
-    // --- queues ------------------------------------------------------------
-
+/// Durable queues: messages, leases (receipts), delays, dead letters.
+pub trait QueueStore: Send + Sync {
     /// Create a queue; `AlreadyExists` if it exists. A visibility timeout over 12 hours
     /// is refused with `Rule(VisibilityTimeoutTooLong)` (also by `update_queue`). The
     /// dead-letter queue may be created later.
@@ -650,7 +694,6 @@ pub trait StateStore: Send + Sync {
     fn queue(&self, name: &Name) -> Result<QueueRecord>;
     /// All queues, by name.
     fn queues(&self) -> Result<Vec<QueueRecord>>;
-
     /// Send messages in one commit: all are stored or none is. Returns their ids in order.
     /// Fails with `NotFound` for an unknown queue and `Rule(MessageTooLarge)` if any
     /// message exceeds the queue's size limit.
@@ -698,9 +741,10 @@ pub trait StateStore: Send + Sync {
     /// or sent to it directly): `source`'s own dead-letter depth. `NotFound`
     /// if `dead_letter` does not exist.
     fn dead_letters_from(&self, dead_letter: &Name, source: &Name) -> Result<u64>;
+}
 
-    // --- the invocation ledger -----------------------------------------------------
-
+/// The invocation ledger: one record per finished invocation, with its logs.
+pub trait InvocationLedger: Send + Sync {
     /// Record one finished invocation (one attempt) and the logs it wrote
     /// (stdout and stderr as captured, possibly empty), both in one commit.
     /// Returns its ledger id, greater than every id before it. An
@@ -717,13 +761,18 @@ pub trait StateStore: Send + Sync {
     /// zero and `None` for a function never invoked (the ledger does not know
     /// which functions exist).
     fn function_stats(&self, function: &Name) -> Result<FunctionStats>;
+}
 
-    // --- batch-job runs -------------------------------------------------------------
-    //
-    // A coordinator "holds" a run's lease while it is the recorded owner and
-    // the lease has not lapsed (`now < lease_until`). Unknown runs are
-    // `NotFound` (kind `run`) in every method that names one.
-
+/// Batch-job runs: their leases, items, results, workers and item attempts.
+///
+/// A coordinator "holds" a run's lease while it is the recorded owner and
+/// the lease has not lapsed (`now < lease_until`). Unknown runs are
+/// `NotFound` (kind `run`) in every method that names one.
+///
+/// Every lease of an item starts an attempt; completing it (done, failed,
+/// dead-lettered) or releasing it (its worker died, a new coordinator
+/// resumed) ends it, in the same commit as the item's change.
+pub trait RunStore: Send + Sync {
     /// Create a run, status `Requested`, created now. `AlreadyExists` (kind `run`) on a duplicate id.
     fn create_run(&self, run: NewRun) -> Result<RunRecord>;
     fn run(&self, id: &str) -> Result<RunRecord>;
@@ -757,7 +806,6 @@ pub trait StateStore: Send + Sync {
     /// `Finishing`). `Conflict` if `owner` does not hold the lease or
     /// `status` is finished (use `finish_run`).
     fn set_run_status(&self, id: &str, owner: &str, status: RunStatus) -> Result<()>;
-
     /// Add items, pending at once, in one commit; items whose id the run already
     /// has are ignored (as are repeats within `items`). Returns how many were new.
     /// `Conflict` if the run is finished.
@@ -769,7 +817,7 @@ pub trait StateStore: Send + Sync {
     /// stay; `max_receives` does not apply (the job's attempts do). The store
     /// remembers which queue and message each item came from (id, sent time,
     /// attributes, receive count) for
-    /// [`StateStore::return_unfinished_items_to_queues`]. A message whose id
+    /// [`RunStore::return_unfinished_items_to_queues`]. A message whose id
     /// the run already has as a `Returned` item makes that item pending again.
     /// Returns how many messages moved. `NotFound` for an unknown queue;
     /// `Conflict` if the run is finished.
@@ -805,7 +853,7 @@ pub trait StateStore: Send + Sync {
         attempt: u32,
         completion: ItemCompletion,
     ) -> Result<bool>;
-    /// [`StateStore::complete_run_item`], then [`StateStore::lease_run_items`]
+    /// [`RunStore::complete_run_item`], then [`RunStore::lease_run_items`]
     /// of up to `lease_max` items to the same worker (none when 0): a worker's
     /// completion usually asks for its next item. Backends should do both in
     /// one commit; the default makes two.
@@ -839,9 +887,8 @@ pub trait StateStore: Send + Sync {
         after_item: Option<&str>,
         limit: usize,
     ) -> Result<Vec<RunItem>>;
-
     /// Results of `job` (produced last by run `run`, if given) after
-    /// `after_item` in the store's item order (see [`StateStore::run_items`]),
+    /// `after_item` in the store's item order (see [`RunStore::run_items`]),
     /// at most `limit`.
     fn results(
         &self,
@@ -852,18 +899,10 @@ pub trait StateStore: Send + Sync {
     ) -> Result<Vec<ResultRecord>>;
     /// `NotFound` (kind `result`, named `<job>/<item>`) if there is none.
     fn result(&self, job: &Name, item: &str) -> Result<ResultRecord>;
-
     /// Insert or replace the record of worker `worker.worker` of run `worker.run_id`.
     fn upsert_worker(&self, worker: &WorkerRecord) -> Result<()>;
     /// The run's workers, by start time then name.
     fn run_workers(&self, run: &str) -> Result<Vec<WorkerRecord>>;
-
-    // --- item attempts (the dashboard's timeline) -------------------------------------
-    //
-    // Every lease of an item starts an attempt; completing it (done, failed,
-    // dead-lettered) or releasing it (its worker died, a new coordinator
-    // resumed) ends it, in the same commit as the item's change.
-
     /// The `limit` most recently started attempts of the run's items, in the
     /// order they started (ties by item insertion, then attempt).
     fn run_item_attempts(&self, run: &str, limit: usize) -> Result<Vec<ItemAttempt>>;
@@ -871,29 +910,29 @@ pub trait StateStore: Send + Sync {
     /// dead-lettered, with how many of each, by worker name. Released and
     /// running attempts count for nobody.
     fn run_attempt_counts_by_worker(&self, run: &str) -> Result<BTreeMap<String, WorkerAttemptCounts>>;
+    /// End an unfinished run as `Cancelled` whoever holds its lease: sets
+    /// `finished_at`, records `reason` as its error and clears the lease (so
+    /// its coordinator can no longer renew, finish or change it). Returns the
+    /// run as it now is. `Conflict` if the run has already finished.
+    fn cancel_run(&self, id: &str, reason: &str) -> Result<RunRecord>;
+}
 
-    // --- audits ---------------------------------------------------------------------
-    //
-    // The findings of `mayfly audit` (run by hand, after every deploy and after
-    // every run), kept so the API and the dashboard can show the latest.
-
+/// The findings of `mayfly audit` (run by hand, after every deploy and after
+/// every run), kept so the API and the dashboard can show the latest.
+pub trait AuditStore: Send + Sync {
     /// Record an audit, at now, with its findings in order; forgets the oldest
     /// audits beyond [`AUDITS_KEPT`] in the same commit. Returns it with its id,
     /// greater than every id before it.
     fn record_audit(&self, audit: &NewAudit) -> Result<AuditRecord>;
     /// The most recently recorded audit, if any.
     fn latest_audit(&self) -> Result<Option<AuditRecord>>;
-    /// End an unfinished run as `Cancelled` whoever holds its lease: sets
-    /// `finished_at`, records `reason` as its error and clears the lease (so
-    /// its coordinator can no longer renew, finish or change it). Returns the
-    /// run as it now is. `Conflict` if the run has already finished.
-    fn cancel_run(&self, id: &str, reason: &str) -> Result<RunRecord>;
+}
 
-    // --- API tokens and the access log --------------------------------------------
-    //
-    // Tokens are stored only as hashes of their secret. The access log is
-    // append-only: nothing changes or removes a record once appended.
-
+/// API tokens and the access log.
+///
+/// Tokens are stored only as hashes of their secret. The access log is
+/// append-only: nothing changes or removes a record once appended.
+pub trait AccessStore: Send + Sync {
     /// Store a token, created now. `AlreadyExists` (kind `token`) if its id is
     /// taken or a token not revoked has its name.
     fn create_api_token(&self, token: NewApiToken) -> Result<ApiTokenRecord>;
@@ -912,13 +951,12 @@ pub trait StateStore: Send + Sync {
     /// Access records with an id below `before_id` (all, if `None`), newest
     /// first, at most `limit`.
     fn access_records(&self, before_id: Option<u64>, limit: usize) -> Result<Vec<StoredAccessRecord>>;
+}
 
-    // --- retention ------------------------------------------------------------------
-    //
-    // Deleting what has outlived its retention, in bounded batches: each call
-    // deletes at most `limit` records, the oldest first, in one commit, and
-    // returns how many it deleted (fewer than `limit`: nothing older is left).
-
+/// Deleting what has outlived its retention, in bounded batches: each call
+/// deletes at most `limit` records, the oldest first, in one commit, and
+/// returns how many it deleted (fewer than `limit`: nothing older is left).
+pub trait RetentionStore: Send + Sync {
     /// Messages of `queue` sent before `sent_before` (a queue's `retention`),
     /// whatever their state: visible, delayed, in flight or dead-lettered.
     fn expire_messages(&self, queue: &Name, sent_before: Timestamp, limit: usize) -> Result<u64>;

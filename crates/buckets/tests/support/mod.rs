@@ -13,6 +13,7 @@ use mayfly_buckets::Buckets;
 use mayfly_buckets::crypto::Keyring;
 use mayfly_core::{ManualClock, Name, ObjectEvent, Timestamp};
 use mayfly_state::StateStore;
+use mayfly_state::prelude::*;
 use mayfly_state_sqlite::SqliteStore;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};

@@ -1,10 +1,10 @@
 //! `mayfly access-log`: the HTTPS API's append-only access log, newest last.
 
+use mayfly_state::prelude::*;
 use std::path::Path;
 
 use anyhow::Result;
 use clap::Args;
-use mayfly_state::StateStore;
 use serde::Serialize;
 
 use crate::output::{Output, table};

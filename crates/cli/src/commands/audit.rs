@@ -19,7 +19,8 @@ use mayfly_audit::{
 use mayfly_core::SystemClock;
 use mayfly_fleet::{DockerProvisioner, FleetError, LocalProvisioner, Provisioner, ResourceId, TAG_RUN, TagFilter};
 use mayfly_spec::Architecture;
-use mayfly_state::{AuditRecord, NewAudit, StateStore};
+use mayfly_state::prelude::*;
+use mayfly_state::{AuditRecord, NewAudit};
 use serde::Serialize;
 
 use crate::commands::functions::deployed_architecture;

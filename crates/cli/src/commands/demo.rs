@@ -15,6 +15,7 @@ use clap::Args;
 use mayfly_core::{Clock, Name, SystemClock};
 use mayfly_runtime::{Invoker, InvokerConfig};
 use mayfly_state::StateStore;
+use mayfly_state::prelude::*;
 use serde::Serialize;
 
 use crate::commands::spec::DeployArgs;

@@ -21,6 +21,7 @@ use mayfly_fleet::{
 use mayfly_jobs::coordinator::{CoordinatorConfig, CoordinatorTiming, CoordinatorTls, WorkerLaunch};
 use mayfly_runtime::InvokerConfig;
 use mayfly_spec::{Architecture, JobSource, JobSpec, ProvisionerKind};
+use mayfly_state::prelude::*;
 use mayfly_state::{NewRun, NewRunItem, RunRecord, StateStore};
 use serde::Serialize;
 

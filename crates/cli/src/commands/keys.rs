@@ -12,7 +12,7 @@ use clap::{Args, Subcommand};
 use mayfly_buckets::RewrapOutcome;
 use mayfly_buckets::crypto::{KEYRING_ENV_VAR, Keyring};
 use mayfly_core::{Clock, SystemClock};
-use mayfly_state::StateStore;
+use mayfly_state::prelude::*;
 use serde::Serialize;
 
 use crate::exit_code::Refused;

@@ -9,6 +9,7 @@ use clap::Args;
 use mayfly_core::Name;
 use mayfly_core::queue::QueueConfig;
 use mayfly_spec::{Architecture, ArchitectureDiff};
+use mayfly_state::prelude::*;
 use mayfly_state::{NewDeployment, StateStore};
 use serde::Serialize;
 
