@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs Mayfly's whole test suite on a fresh machine: installs what the suite
 # needs (cargo-nextest, python3 with awslambdaric, boto3 and schemathesis,
-# chromium and chromedriver, the Docker engine), builds everything, and
+# chromium and chromedriver, prometheus, the Docker engine), builds everything, and
 # runs every test (unit, conformance, crash, full-disk, runtimes, control
 # plane and CLI end to end). Needs root for the full-disk tests, which mount
 # small tmpfs file systems.
@@ -56,6 +56,12 @@ if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null
     step "installing chromium and chromium-driver from Debian's packages"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+fi
+# The metrics test has a real Prometheus server scrape a running Mayfly.
+if ! command -v prometheus >/dev/null 2>&1; then
+    step "installing prometheus from Debian's packages"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
 fi
 # The Docker tests (workers, coordinators and functions in containers) need a
 # running engine; they build every image they use from files on the machine.

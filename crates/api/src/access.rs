@@ -24,11 +24,12 @@ pub enum Scope {
     RunsWrite,
     ResultsRead,
     LogsRead,
+    MetricsRead,
     Admin,
 }
 
 impl Scope {
-    pub const ALL: [Scope; 10] = [
+    pub const ALL: [Scope; 11] = [
         Scope::ObjectsRead,
         Scope::ObjectsWrite,
         Scope::MessagesWrite,
@@ -38,6 +39,7 @@ impl Scope {
         Scope::RunsWrite,
         Scope::ResultsRead,
         Scope::LogsRead,
+        Scope::MetricsRead,
         Scope::Admin,
     ];
 
@@ -52,6 +54,7 @@ impl Scope {
             Scope::RunsWrite => "runs:write",
             Scope::ResultsRead => "results:read",
             Scope::LogsRead => "logs:read",
+            Scope::MetricsRead => "metrics:read",
             Scope::Admin => "admin",
         }
     }

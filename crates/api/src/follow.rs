@@ -144,7 +144,7 @@ async fn snapshot_of(
         fleet,
         ..base.config().clone()
     };
-    Ok(DeploymentSnapshot::of(ApiState::new(config, base.access_log().clone())))
+    Ok(DeploymentSnapshot::of(base.with_config(config)))
 }
 
 #[cfg(test)]

@@ -23,6 +23,7 @@ pub mod auth;
 pub mod error;
 mod extract;
 pub mod follow;
+pub mod metrics;
 mod openapi;
 mod routes;
 pub mod serve;
@@ -115,13 +116,21 @@ pub struct ApiState {
 struct ApiInner {
     config: ApiConfig,
     access_log: AccessLog,
+    requests: metrics::RequestMetrics,
 }
 
 impl ApiState {
     /// The API's state; `access_log` appends every access (give it a store
     /// handle of its own, see [`AccessLog::start`]).
     pub fn new(config: ApiConfig, access_log: AccessLog) -> ApiState {
-        ApiState { inner: Arc::new(ApiInner { config, access_log }) }
+        ApiState { inner: Arc::new(ApiInner { config, access_log, requests: metrics::RequestMetrics::default() }) }
+    }
+
+    /// The same server with another configuration (a new deployment's):
+    /// the access log and the request counters are shared.
+    pub fn with_config(&self, config: ApiConfig) -> ApiState {
+        let (access_log, requests) = (self.inner.access_log.clone(), self.inner.requests.clone());
+        ApiState { inner: Arc::new(ApiInner { config, access_log, requests }) }
     }
 
     pub fn config(&self) -> &ApiConfig {
@@ -130,6 +139,11 @@ impl ApiState {
 
     pub fn access_log(&self) -> &AccessLog {
         &self.inner.access_log
+    }
+
+    /// This server's request counters ([`metrics`]).
+    pub fn request_metrics(&self) -> &metrics::RequestMetrics {
+        &self.inner.requests
     }
 
     /// Check `token` (the part after `Bearer `) for `scope` on `resource`
@@ -219,6 +233,7 @@ pub fn router(state: ApiState) -> Router {
                 async move { axum::Json(document) }
             }),
         )
+        .route(metrics::METRICS_PATH, axum::routing::get(metrics::scrape))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), record_access))
         .with_state(state)
 }
@@ -232,12 +247,18 @@ async fn record_access(State(api): State<ApiState>, mut request: Request, next: 
     request.extensions_mut().insert(note.clone());
     let method = request.method().to_string();
     let path = request.uri().path().to_owned();
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| path.clone(), |matched| matched.as_str().to_owned());
+    let began = std::time::Instant::now();
     let client = request
         .extensions()
         .get::<serve::ClientAddr>()
         .map_or_else(|| "unknown".to_owned(), |client| client.0.to_string());
     let response = next.run(request).await;
     let status = response.status();
+    api.request_metrics().observe(&method, &route, status, began.elapsed().as_secs_f64());
     let fields = note.fields();
     let outcome = fields.outcome.unwrap_or_else(|| match response.extensions().get::<error::ErrorOutcome>() {
         Some(error::ErrorOutcome(message)) => format!("error: {message}"),

@@ -18,7 +18,7 @@ use crate::project::Project;
 pub enum TokensCommand {
     /// Create a token and print it once.
     #[command(
-        after_help = "Examples:\n  mayfly tokens create --name ci --scope results:read --scope runs:read --job nightly\n  mayfly tokens create --name ingest --scope objects:write --bucket inbox --expires 30d\n  mayfly tokens create --name ops --scope admin\n\nScopes: objects:read, objects:write, messages:write, queues:read, functions:invoke, runs:read, runs:write, results:read, logs:read, admin (implies all)."
+        after_help = "Examples:\n  mayfly tokens create --name ci --scope results:read --scope runs:read --job nightly\n  mayfly tokens create --name ingest --scope objects:write --bucket inbox --expires 30d\n  mayfly tokens create --name ops --scope admin\n\nScopes: objects:read, objects:write, messages:write, queues:read, functions:invoke, runs:read, runs:write, results:read, logs:read, metrics:read, admin (implies all)."
     )]
     Create(CreateArgs),
     /// List tokens (never their secrets).

@@ -1,0 +1,200 @@
+//! Prometheus metrics at `/metrics` on the API's port, through the real
+//! binary: token-protected (`metrics:read`; 401 without a token, 403 without
+//! the scope), the figures read from the state store (queue depths, the
+//! invocation ledger), and a real Prometheus server (Debian's `prometheus`,
+//! which scripts/test.sh installs) scraping a running `mayfly serve` over
+//! TLS with a bearer token, its HTTP API answering a query for a series.
+
+mod support;
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use reqwest::blocking::Client;
+use serde_json::Value;
+use support::{Project, Served};
+
+const SPEC: &str = r#"version = 1
+name = "NAME"
+[queues.work]
+[functions.ok]
+command = ["sh", "-c", "cat >/dev/null; echo '{}'"]
+[functions.broken]
+command = ["sh", "-c", "echo 'it broke' >&2; exit 3"]
+[api]
+"#;
+
+fn project() -> Project {
+    let project = Project::with_spec(&SPEC.replace("NAME", &support::unique_name("metrics")));
+    project.ok(&["deploy"]);
+    for body in ["a", "b", "c"] {
+        project.ok(&["send", "work", body]);
+    }
+    let event = project.path("event.json");
+    std::fs::write(&event, "{}").unwrap();
+    let event = event.display().to_string();
+    project.ok(&["invoke", "ok", "--event", &event]);
+    project.ok(&["invoke", "ok", "--event", &event]);
+    let _ = project.run(&["invoke", "broken", "--event", &event]);
+    project
+}
+
+fn client(project: &Project) -> Client {
+    let cert = std::fs::read(project.path(".mayfly/tls/cert.pem")).expect("serve generated the certificate");
+    Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(&cert).unwrap())
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+fn token(project: &Project, name: &str, scope: &str) -> String {
+    project.json(&["tokens", "create", "--name", name, "--scope", scope])["token"].as_str().unwrap().to_owned()
+}
+
+/// The value of the sample named `series` (name and labels exactly as
+/// exposed) in an exposition text.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+#[test]
+fn metrics_need_their_scope_and_show_queues_and_the_ledger() {
+    let project = project();
+    let mut served = Served::start(&project);
+    let client = client(&project);
+    let url = format!("https://127.0.0.1:{}/metrics", served.address.port());
+
+    let refused = client.get(&url).send().unwrap();
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    let reader = token(&project, "reader", "queues:read");
+    let refused = client.get(&url).bearer_auth(&reader).send().unwrap();
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN, "queues:read is not metrics:read");
+
+    let scraper = token(&project, "scraper", "metrics:read");
+    let response = client.get(&url).bearer_auth(&scraper).send().unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let content_type = response.headers()["content-type"].to_str().unwrap().to_owned();
+    assert!(content_type.starts_with("application/openmetrics-text"), "{content_type}");
+    let text = response.text().unwrap();
+    assert!(text.trim_end().ends_with("# EOF"), "an OpenMetrics exposition ends with # EOF:\n{text}");
+    assert_eq!(sample(&text, r#"mayfly_queue_messages{queue="work",state="visible"}"#), Some(3.0), "{text}");
+    assert_eq!(sample(&text, r#"mayfly_queue_messages{queue="work",state="in_flight"}"#), Some(0.0), "{text}");
+    assert_eq!(sample(&text, r#"mayfly_function_invocations_total{function="ok"}"#), Some(2.0), "{text}");
+    assert_eq!(sample(&text, r#"mayfly_function_errors_total{function="ok"}"#), Some(0.0), "{text}");
+    assert_eq!(sample(&text, r#"mayfly_function_errors_total{function="broken"}"#), Some(1.0), "{text}");
+    assert!(sample(&text, r#"mayfly_function_duration_seconds{function="ok",quantile="0.5"}"#).is_some(), "{text}");
+    assert_eq!(sample(&text, "mayfly_deployment_version"), Some(1.0), "{text}");
+    // The refused scrapes above were counted by route and status; the error
+    // text of a function (user data) is never a label.
+    assert!(
+        sample(&text, r#"mayfly_api_requests_total{method="GET",route="/metrics",status="403"}"#) == Some(1.0),
+        "{text}"
+    );
+    assert!(!text.contains("it broke"), "no user data in the metrics:\n{text}");
+
+    // A message received is in flight at the next scrape.
+    project.ok(&["receive", "work", "--max", "1"]);
+    let text = client.get(&url).bearer_auth(&scraper).send().unwrap().text().unwrap();
+    assert_eq!(sample(&text, r#"mayfly_queue_messages{queue="work",state="in_flight"}"#), Some(1.0), "{text}");
+
+    // Every scrape is in the access log, the refused ones too.
+    let log = project.json(&["access-log"]);
+    let scrapes = log.as_array().unwrap().iter().filter(|record| record["path"] == "/metrics").count();
+    assert_eq!(scrapes, 4, "{log}");
+    assert!(served.stop().success());
+}
+
+/// A Prometheus server scraping `target` every second, with its own
+/// storage under `dir`; killed when dropped.
+struct Prometheus {
+    child: Child,
+    address: String,
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn start_prometheus(dir: &std::path::Path, target: &str, token: &str, ca_file: &std::path::Path) -> Prometheus {
+    let found = Command::new("prometheus").arg("--version").output().map(|output| output.status.success());
+    assert!(
+        found.unwrap_or(false),
+        "prometheus is missing: `apt-get install prometheus` (scripts/test.sh installs it)"
+    );
+    let config = dir.join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: mayfly\n    scheme: https\n    \
+             metrics_path: /metrics\n    authorization:\n      credentials: {token}\n    tls_config:\n      \
+             ca_file: {ca}\n    static_configs:\n      - targets: ['{target}']\n",
+            ca = ca_file.display()
+        ),
+    )
+    .unwrap();
+    let address = format!("127.0.0.1:{}", free_port());
+    let child = Command::new("prometheus")
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+        .arg(format!("--web.listen-address={address}"))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("prometheus.log")).unwrap())
+        .spawn()
+        .expect("start prometheus");
+    Prometheus { child, address }
+}
+
+#[test]
+fn a_real_prometheus_server_scrapes_mayfly_over_tls_with_a_token() {
+    let project = project();
+    let served = Served::start(&project);
+    let scraper = token(&project, "prometheus", "metrics:read");
+    let dir = tempfile::tempdir().unwrap();
+    // The certificate names localhost and 127.0.0.1.
+    let target = format!("localhost:{}", served.address.port());
+    let prometheus = start_prometheus(dir.path(), &target, &scraper, &project.path(".mayfly/tls/cert.pem"));
+
+    let query = format!("http://{}/api/v1/query", prometheus.address);
+    let plain = Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let answer = loop {
+        let answer: Option<Value> = plain
+            .get(&query)
+            .query(&[("query", r#"mayfly_queue_messages{queue="work",state="visible"}"#)])
+            .send()
+            .ok()
+            .and_then(|response| response.json().ok());
+        if let Some(answer) = &answer
+            && answer["data"]["result"].as_array().is_some_and(|result| !result.is_empty())
+        {
+            break answer.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Prometheus has no sample of the queue after 60 s: {answer:?}\n{}",
+            std::fs::read_to_string(dir.path().join("prometheus.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let result = &answer["data"]["result"][0];
+    assert_eq!(result["metric"]["job"], "mayfly", "{answer}");
+    assert_eq!(result["value"][1], "3", "{answer}");
+
+    // The target is up: the scrape succeeded with the token over TLS.
+    let up: Value = plain.get(&query).query(&[("query", "up")]).send().unwrap().json().unwrap();
+    assert_eq!(up["data"]["result"][0]["value"][1], "1", "{up}");
+    drop(prometheus);
+    drop(served);
+}
