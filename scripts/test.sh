@@ -46,6 +46,10 @@ if ! python3 -c "import boto3" >/dev/null 2>&1; then
     step "installing boto3 from PyPI"
     python3 -m pip install --quiet boto3 || python3 -m pip install --quiet --break-system-packages boto3
 fi
+if ! command -v aws >/dev/null 2>&1; then
+    step "installing the AWS CLI from PyPI"
+    python3 -m pip install --quiet awscli || python3 -m pip install --quiet --break-system-packages awscli
+fi
 # The HTTPS API's OpenAPI document is exercised by Schemathesis against the running server.
 if ! python3 -m schemathesis.cli --version >/dev/null 2>&1; then
     step "installing schemathesis from PyPI"

@@ -9,10 +9,9 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use futures::TryStreamExt;
 use mayfly_api::{Grant, Resource, Scope};
-use mayfly_buckets::{BucketError, Buckets, ObjectInfo};
+use mayfly_buckets::{BucketError, Buckets, ObjectInfo, ObjectMetadata};
 use mayfly_core::{Name, Timestamp};
 use mayfly_state::StateStore;
 use s3s::dto::*;
@@ -73,6 +72,12 @@ fn s3_error(error: BucketError) -> S3Error {
         BucketError::KeyConflict { .. } => S3ErrorCode::InvalidArgument,
         BucketError::DiskFull { .. } => S3ErrorCode::ServiceUnavailable,
         BucketError::ReadBody { .. } => S3ErrorCode::IncompleteBody,
+        BucketError::NoSuchUpload { .. } => S3ErrorCode::NoSuchUpload,
+        BucketError::InvalidPartNumber { .. } => S3ErrorCode::InvalidArgument,
+        BucketError::InvalidPart { .. } => S3ErrorCode::InvalidPart,
+        BucketError::InvalidPartOrder { .. } => S3ErrorCode::InvalidPartOrder,
+        BucketError::EntityTooSmall { .. } => S3ErrorCode::EntityTooSmall,
+        BucketError::NoParts { .. } => S3ErrorCode::MalformedXML,
         _ => S3ErrorCode::InternalError,
     };
     S3Error::with_message(code, error.to_string())
@@ -98,6 +103,92 @@ fn object(info: ObjectInfo) -> Object {
     }
 }
 
+/// The metadata a write request carries.
+fn metadata_of(content_type: Option<ContentType>, user: Option<Metadata>) -> ObjectMetadata {
+    ObjectMetadata { content_type, user: user.unwrap_or_default().into_iter().collect() }
+}
+
+fn user_metadata(metadata: &ObjectMetadata) -> Option<Metadata> {
+    (!metadata.user.is_empty()).then(|| metadata.user.clone().into_iter().collect())
+}
+
+fn content_type(metadata: &ObjectMetadata) -> ContentType {
+    metadata.content_type.clone().unwrap_or_else(|| "application/octet-stream".to_owned())
+}
+
+/// Seconds since the epoch (HTTP dates have whole seconds).
+fn epoch_seconds(at: &s3s::dto::Timestamp) -> i64 {
+    let mut text = Vec::new();
+    match at.format(TimestampFormat::EpochSeconds, &mut text) {
+        Ok(()) => String::from_utf8_lossy(&text).split('.').next().unwrap_or("0").parse().unwrap_or(0),
+        Err(_) => 0,
+    }
+}
+
+fn condition_matches(condition: &ETagCondition, info: &ObjectInfo) -> bool {
+    match condition {
+        ETagCondition::Any => true,
+        ETagCondition::ETag(ETag::Strong(tag) | ETag::Weak(tag)) => {
+            info.etag.as_deref().is_some_and(|etag| etag.trim_matches('"') == tag.trim_matches('"'))
+        }
+    }
+}
+
+/// The conditional headers of a GET or HEAD, in RFC 9110's order (as S3
+/// applies them): If-Match, else If-Unmodified-Since, fail with 412;
+/// If-None-Match, else If-Modified-Since, answer 304.
+fn check_conditions(
+    info: &ObjectInfo,
+    if_match: Option<&ETagCondition>,
+    if_unmodified_since: Option<&s3s::dto::Timestamp>,
+    if_none_match: Option<&ETagCondition>,
+    if_modified_since: Option<&s3s::dto::Timestamp>,
+) -> S3Result<()> {
+    let modified = info.last_modified.as_millis().div_euclid(1000);
+    let failed = match (if_match, if_unmodified_since) {
+        (Some(condition), _) => !condition_matches(condition, info),
+        (None, Some(since)) => modified > epoch_seconds(since),
+        (None, None) => false,
+    };
+    if failed {
+        return Err(s3_error!(
+            PreconditionFailed,
+            "the object does not meet the If-Match or If-Unmodified-Since condition"
+        ));
+    }
+    let unchanged = match (if_none_match, if_modified_since) {
+        (Some(condition), _) => condition_matches(condition, info),
+        (None, Some(since)) => modified <= epoch_seconds(since),
+        (None, None) => false,
+    };
+    if unchanged {
+        let mut error = S3Error::new(S3ErrorCode::NotModified);
+        let mut headers = axum::http::HeaderMap::new();
+        if let Some(etag) = info.etag.as_ref().and_then(|etag| format!("\"{}\"", etag.trim_matches('"')).parse().ok()) {
+            headers.insert(axum::http::header::ETAG, etag);
+        }
+        error.set_headers(headers);
+        return Err(error);
+    }
+    Ok(())
+}
+
+/// `bytes=first-last` of a copy source, checked against the object's size.
+fn copy_range(range: &str, size: u64) -> S3Result<std::ops::Range<u64>> {
+    let invalid = || {
+        s3_error!(
+            InvalidArgument,
+            "x-amz-copy-source-range {range:?} must be bytes=first-last within the object's {size} bytes"
+        )
+    };
+    let (first, last) = range.strip_prefix("bytes=").and_then(|range| range.split_once('-')).ok_or_else(invalid)?;
+    let (first, last): (u64, u64) = (first.parse().map_err(|_| invalid())?, last.parse().map_err(|_| invalid())?);
+    if first > last || last >= size {
+        return Err(invalid());
+    }
+    Ok(first..last + 1)
+}
+
 /// An object's plaintext as a byte stream: `Buckets::get` writes into one
 /// end of a pipe in its own task, the response reads the other.
 fn object_stream(buckets: Buckets, bucket: Name, key: String) -> tokio::io::DuplexStream {
@@ -109,6 +200,24 @@ fn object_stream(buckets: Buckets, bucket: Name, key: String) -> tokio::io::Dupl
         }
     });
     reader
+}
+
+/// Bytes `range` of an object's plaintext, streaming.
+async fn object_range(
+    buckets: &Buckets,
+    bucket: Name,
+    key: String,
+    range: std::ops::Range<u64>,
+) -> S3Result<tokio::io::Take<tokio::io::DuplexStream>> {
+    let mut reader = object_stream(buckets.clone(), bucket, key);
+    if range.start > 0 {
+        // Objects are sealed in chunks; skipping in the plaintext is the simple, correct way.
+        let mut skip = (&mut reader).take(range.start);
+        tokio::io::copy(&mut skip, &mut tokio::io::sink())
+            .await
+            .map_err(|error| s3_error!(InternalError, "cannot read the object: {error}"))?;
+    }
+    Ok(reader.take(range.end - range.start))
 }
 
 #[async_trait::async_trait]
@@ -244,12 +353,23 @@ impl S3 for MayflyS3 {
 
     async fn head_object(&self, request: S3Request<HeadObjectInput>) -> S3Result<S3Response<HeadObjectOutput>> {
         let bucket = self.permitted(&request, Scope::ObjectsRead, &request.input.bucket).await?;
-        let info = self.buckets.head(&bucket, &request.input.key).await.map_err(s3_error)?;
+        let input = &request.input;
+        let info = self.buckets.head(&bucket, &input.key).await.map_err(s3_error)?;
+        check_conditions(
+            &info,
+            input.if_match.as_ref(),
+            input.if_unmodified_since.as_ref(),
+            input.if_none_match.as_ref(),
+            input.if_modified_since.as_ref(),
+        )?;
+        let metadata = self.buckets.metadata(&info).await.map_err(s3_error)?;
         Ok(S3Response::new(HeadObjectOutput {
             content_length: i64::try_from(info.size).ok(),
             e_tag: etag(&info),
             last_modified: Some(timestamp(info.last_modified)),
-            content_type: Some("application/octet-stream".parse().expect("a valid media type")),
+            content_type: Some(content_type(&metadata)),
+            metadata: user_metadata(&metadata),
+            accept_ranges: Some("bytes".to_owned()),
             ..Default::default()
         }))
     }
@@ -258,6 +378,14 @@ impl S3 for MayflyS3 {
         let bucket = self.permitted(&request, Scope::ObjectsRead, &request.input.bucket).await?;
         let input = request.input;
         let info = self.buckets.head(&bucket, &input.key).await.map_err(s3_error)?;
+        check_conditions(
+            &info,
+            input.if_match.as_ref(),
+            input.if_unmodified_since.as_ref(),
+            input.if_none_match.as_ref(),
+            input.if_modified_since.as_ref(),
+        )?;
+        let metadata = self.buckets.metadata(&info).await.map_err(s3_error)?;
         let whole = 0..info.size;
         let range = match &input.range {
             None => whole.clone(),
@@ -266,15 +394,8 @@ impl S3 for MayflyS3 {
             })?,
         };
         let length = range.end - range.start;
-        let mut reader = object_stream(self.buckets.clone(), bucket, input.key.clone());
-        if range.start > 0 {
-            // Objects are sealed in chunks; skipping in the plaintext is the simple, correct way.
-            let mut skip = (&mut reader).take(range.start);
-            tokio::io::copy(&mut skip, &mut tokio::io::sink())
-                .await
-                .map_err(|error| s3_error!(InternalError, "cannot read the object: {error}"))?;
-        }
-        let body = tokio_util::io::ReaderStream::new(reader.take(length));
+        let reader = object_range(&self.buckets, bucket, input.key.clone(), range.clone()).await?;
+        let body = tokio_util::io::ReaderStream::new(reader);
         let content_range =
             (range != whole).then(|| format!("bytes {}-{}/{}", range.start, range.end.saturating_sub(1), info.size));
         Ok(S3Response::new(GetObjectOutput {
@@ -284,7 +405,8 @@ impl S3 for MayflyS3 {
             accept_ranges: Some("bytes".to_owned()),
             e_tag: etag(&info),
             last_modified: Some(timestamp(info.last_modified)),
-            content_type: Some("application/octet-stream".parse().expect("a valid media type")),
+            content_type: Some(content_type(&metadata)),
+            metadata: user_metadata(&metadata),
             ..Default::default()
         }))
     }
@@ -292,11 +414,12 @@ impl S3 for MayflyS3 {
     async fn put_object(&self, request: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
         let bucket = self.permitted(&request, Scope::ObjectsWrite, &request.input.bucket).await?;
         let input = request.input;
+        let metadata = metadata_of(input.content_type, input.metadata);
         let info = match input.body {
-            None => self.buckets.put_bytes(&bucket, &input.key, Bytes::new()).await,
+            None => self.buckets.put_with_metadata(&bucket, &input.key, tokio::io::empty(), &metadata).await,
             Some(body) => {
-                let stream = body.map_err(std::io::Error::other);
-                self.buckets.put(&bucket, &input.key, tokio_util::io::StreamReader::new(stream)).await
+                let stream = tokio_util::io::StreamReader::new(body.map_err(std::io::Error::other));
+                self.buckets.put_with_metadata(&bucket, &input.key, stream, &metadata).await
             }
         }
         .map_err(s3_error)?;
@@ -311,7 +434,13 @@ impl S3 for MayflyS3 {
         };
         let from = require(&grant, Scope::ObjectsRead, from_bucket)?;
         let to = require(&grant, Scope::ObjectsWrite, &input.bucket)?;
-        let info = self.buckets.copy((&from, from_key), (&to, &input.key)).await.map_err(s3_error)?;
+        let replace = input
+            .metadata_directive
+            .as_ref()
+            .is_some_and(|directive| directive.as_str().eq_ignore_ascii_case(MetadataDirective::REPLACE));
+        let metadata = replace.then(|| metadata_of(input.content_type.clone(), input.metadata.clone()));
+        let info =
+            self.buckets.copy_with_metadata((&from, from_key), (&to, &input.key), metadata).await.map_err(s3_error)?;
         Ok(S3Response::new(CopyObjectOutput {
             copy_object_result: Some(CopyObjectResult {
                 e_tag: etag(&info),
@@ -358,5 +487,206 @@ impl S3 for MayflyS3 {
             }
         }
         Ok(S3Response::new(DeleteObjectsOutput { deleted: Some(deleted), errors: Some(errors), ..Default::default() }))
+    }
+    async fn create_multipart_upload(
+        &self,
+        request: S3Request<CreateMultipartUploadInput>,
+    ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
+        let bucket = self.permitted(&request, Scope::ObjectsWrite, &request.input.bucket).await?;
+        let input = request.input;
+        let metadata = metadata_of(input.content_type, input.metadata);
+        let upload = self.buckets.begin_upload(&bucket, &input.key, metadata).await.map_err(s3_error)?;
+        Ok(S3Response::new(CreateMultipartUploadOutput {
+            bucket: Some(input.bucket),
+            key: Some(input.key),
+            upload_id: Some(upload.upload_id),
+            ..Default::default()
+        }))
+    }
+
+    async fn upload_part(&self, request: S3Request<UploadPartInput>) -> S3Result<S3Response<UploadPartOutput>> {
+        let bucket = self.permitted(&request, Scope::ObjectsWrite, &request.input.bucket).await?;
+        let input = request.input;
+        let number = i64::from(input.part_number);
+        let part = match input.body {
+            None => self.buckets.put_part(&bucket, &input.key, &input.upload_id, number, tokio::io::empty()).await,
+            Some(body) => {
+                let body = tokio_util::io::StreamReader::new(body.map_err(std::io::Error::other));
+                self.buckets.put_part(&bucket, &input.key, &input.upload_id, number, body).await
+            }
+        }
+        .map_err(s3_error)?;
+        Ok(S3Response::new(UploadPartOutput { e_tag: Some(ETag::Strong(part.etag)), ..Default::default() }))
+    }
+
+    async fn upload_part_copy(
+        &self,
+        request: S3Request<UploadPartCopyInput>,
+    ) -> S3Result<S3Response<UploadPartCopyOutput>> {
+        let grant = self.grant(&request).await?;
+        let input = request.input;
+        let CopySource::Bucket { bucket: from_bucket, key: from_key, .. } = &input.copy_source else {
+            return Err(s3_error!(NotImplemented, "copying from an access point is not supported"));
+        };
+        let from = require(&grant, Scope::ObjectsRead, from_bucket)?;
+        let to = require(&grant, Scope::ObjectsWrite, &input.bucket)?;
+        let source = self.buckets.head(&from, from_key).await.map_err(s3_error)?;
+        check_conditions(
+            &source,
+            input.copy_source_if_match.as_ref(),
+            input.copy_source_if_unmodified_since.as_ref(),
+            input.copy_source_if_none_match.as_ref(),
+            input.copy_source_if_modified_since.as_ref(),
+        )
+        .map_err(|error| match error.code() {
+            // S3 answers a copy whose source condition fails with 412 either way.
+            S3ErrorCode::NotModified => {
+                s3_error!(PreconditionFailed, "the copy source meets If-None-Match or If-Modified-Since")
+            }
+            _ => error,
+        })?;
+        let range = match &input.copy_source_range {
+            None => 0..source.size,
+            Some(range) => copy_range(range, source.size)?,
+        };
+        let body = object_range(&self.buckets, from, from_key.to_string(), range).await?;
+        let part = self
+            .buckets
+            .put_part(&to, &input.key, &input.upload_id, i64::from(input.part_number), body)
+            .await
+            .map_err(s3_error)?;
+        Ok(S3Response::new(UploadPartCopyOutput {
+            copy_part_result: Some(CopyPartResult {
+                e_tag: Some(ETag::Strong(part.etag)),
+                last_modified: Some(timestamp(part.last_modified)),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }))
+    }
+
+    async fn complete_multipart_upload(
+        &self,
+        request: S3Request<CompleteMultipartUploadInput>,
+    ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
+        let bucket = self.permitted(&request, Scope::ObjectsWrite, &request.input.bucket).await?;
+        let input = request.input;
+        let mut parts = Vec::new();
+        for part in input.multipart_upload.and_then(|upload| upload.parts).unwrap_or_default() {
+            let (Some(number), Some(ETag::Strong(tag) | ETag::Weak(tag))) = (part.part_number, part.e_tag) else {
+                return Err(s3_error!(MalformedXML, "every part to complete needs its PartNumber and ETag"));
+            };
+            let number = u32::try_from(number)
+                .map_err(|_| s3_error!(InvalidArgument, "part number {number} is out of range"))?;
+            parts.push((number, tag));
+        }
+        let info =
+            self.buckets.complete_upload(&bucket, &input.key, &input.upload_id, &parts).await.map_err(s3_error)?;
+        Ok(S3Response::new(CompleteMultipartUploadOutput {
+            bucket: Some(input.bucket),
+            key: Some(input.key),
+            e_tag: etag(&info),
+            ..Default::default()
+        }))
+    }
+
+    async fn abort_multipart_upload(
+        &self,
+        request: S3Request<AbortMultipartUploadInput>,
+    ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
+        let bucket = self.permitted(&request, Scope::ObjectsWrite, &request.input.bucket).await?;
+        let input = request.input;
+        self.buckets.abort_upload(&bucket, &input.key, &input.upload_id).await.map_err(s3_error)?;
+        Ok(S3Response::new(AbortMultipartUploadOutput::default()))
+    }
+
+    async fn list_parts(&self, request: S3Request<ListPartsInput>) -> S3Result<S3Response<ListPartsOutput>> {
+        let bucket = self.permitted(&request, Scope::ObjectsWrite, &request.input.bucket).await?;
+        let input = request.input;
+        let max_parts = match input.max_parts {
+            Some(parts) if parts < 0 => return Err(s3_error!(InvalidArgument, "max-parts must not be negative")),
+            Some(parts) => (parts as usize).min(MAX_KEYS),
+            None => MAX_KEYS,
+        };
+        let marker = input.part_number_marker.unwrap_or(0);
+        let stored = self.buckets.list_parts(&bucket, &input.key, &input.upload_id).await.map_err(s3_error)?;
+        let mut after: Vec<_> = stored.into_iter().filter(|part| i64::from(part.number) > i64::from(marker)).collect();
+        let truncated = after.len() > max_parts;
+        after.truncate(max_parts);
+        let next = after.last().map(|part| part.number as i32);
+        let parts = after
+            .into_iter()
+            .map(|part| Part {
+                e_tag: Some(ETag::Strong(part.etag)),
+                last_modified: Some(timestamp(part.last_modified)),
+                part_number: Some(part.number as i32),
+                size: i64::try_from(part.size).ok(),
+                ..Default::default()
+            })
+            .collect();
+        Ok(S3Response::new(ListPartsOutput {
+            bucket: Some(input.bucket),
+            key: Some(input.key),
+            upload_id: Some(input.upload_id),
+            max_parts: Some(max_parts as i32),
+            part_number_marker: Some(marker),
+            next_part_number_marker: if truncated { next } else { None },
+            is_truncated: Some(truncated),
+            parts: Some(parts),
+            storage_class: Some(StorageClass::from_static(StorageClass::STANDARD)),
+            ..Default::default()
+        }))
+    }
+
+    async fn list_multipart_uploads(
+        &self,
+        request: S3Request<ListMultipartUploadsInput>,
+    ) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
+        let bucket = self.permitted(&request, Scope::ObjectsWrite, &request.input.bucket).await?;
+        let input = request.input;
+        let max_uploads = match input.max_uploads {
+            Some(uploads) if uploads < 0 => return Err(s3_error!(InvalidArgument, "max-uploads must not be negative")),
+            Some(uploads) => (uploads as usize).min(MAX_KEYS),
+            None => MAX_KEYS,
+        };
+        let uploads = self.buckets.list_uploads(&bucket, input.prefix.as_deref()).await.map_err(s3_error)?;
+        // Uploads sort by key, then by when they began; the markers name the last one listed.
+        let after = |upload: &&mayfly_buckets::UploadInfo| match (&input.key_marker, &input.upload_id_marker) {
+            (None, _) => true,
+            (Some(key), None) => upload.key.as_str() > key.as_str(),
+            (Some(key), Some(id)) => {
+                upload.key.as_str() > key.as_str() || (upload.key == *key && upload.upload_id > *id)
+            }
+        };
+        let mut listed: Vec<_> = uploads.iter().filter(after).collect();
+        let truncated = listed.len() > max_uploads;
+        listed.truncate(max_uploads);
+        let last = listed.last().map(|upload| (upload.key.clone(), upload.upload_id.clone()));
+        let uploads = listed
+            .into_iter()
+            .map(|upload| MultipartUpload {
+                initiated: Some(timestamp(upload.initiated)),
+                key: Some(upload.key.clone()),
+                upload_id: Some(upload.upload_id.clone()),
+                storage_class: Some(StorageClass::from_static(StorageClass::STANDARD)),
+                ..Default::default()
+            })
+            .collect();
+        let (next_key_marker, next_upload_id_marker) = match (truncated, last) {
+            (true, Some((key, id))) => (Some(key), Some(id)),
+            _ => (None, None),
+        };
+        Ok(S3Response::new(ListMultipartUploadsOutput {
+            bucket: Some(input.bucket),
+            prefix: input.prefix,
+            key_marker: input.key_marker,
+            upload_id_marker: input.upload_id_marker,
+            max_uploads: Some(max_uploads as i32),
+            is_truncated: Some(truncated),
+            next_key_marker,
+            next_upload_id_marker,
+            uploads: Some(uploads),
+            ..Default::default()
+        }))
     }
 }

@@ -149,6 +149,41 @@ impl ObjectBackend {
         .await
     }
 
+    /// Sync a just-written file that is not an object (a metadata record, an
+    /// upload's part) and its folder (local filesystem only).
+    pub(crate) async fn sync_location(&self, location: &StorePath) -> Result<(), BucketError> {
+        let Some(root) = self.local_root.clone() else {
+            return Ok(());
+        };
+        let file = location.parts().fold(root, |path, part| path.join(part.as_ref()));
+        run_blocking(move || {
+            std::fs::File::open(&file).and_then(|opened| opened.sync_all()).map_err(|source| BucketError::Io {
+                action: "sync the file",
+                path: file.clone(),
+                source,
+            })?;
+            match file.parent() {
+                Some(folder) => sync_folder(folder),
+                None => Ok(()),
+            }
+        })
+        .await
+    }
+
+    /// Remove a folder that its files were deleted from, if it is empty now
+    /// (local filesystem only; other stores have no folders).
+    pub(crate) async fn remove_empty_folder(&self, folder: &StorePath) {
+        let Some(root) = self.local_root.clone() else {
+            return;
+        };
+        let path = folder.parts().fold(root, |path, part| path.join(part.as_ref()));
+        let _ = run_blocking(move || {
+            let _ = std::fs::remove_dir(&path);
+            Ok(())
+        })
+        .await;
+    }
+
     /// After a delete: remove the folders of `key` that are now empty, deepest
     /// first, and sync the folder that records the removal (local filesystem only).
     pub(crate) async fn tidy_after_delete(&self, bucket: &Name, key: &ObjectKey) -> Result<(), BucketError> {

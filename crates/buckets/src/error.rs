@@ -61,6 +61,36 @@ pub enum BucketError {
     #[error("these buckets were opened without a keyring, so they store objects unencrypted; {action} needs one")]
     NoKeyring { action: &'static str },
 
+    #[error(
+        "no multipart upload `{upload_id}` of `{key}` in bucket `{bucket}`: it was completed, aborted or swept as abandoned, or never begun; begin a new upload"
+    )]
+    NoSuchUpload { bucket: Name, key: String, upload_id: String },
+
+    #[error("part number {number} is out of range; parts are numbered 1 to {max}", max = crate::MAX_PART_NUMBER)]
+    InvalidPartNumber { number: i64 },
+
+    #[error(
+        "part {number} of upload `{upload_id}` has no stored version with ETag {etag:?}; send the ETag its UploadPart answered (ListParts shows them)"
+    )]
+    InvalidPart { upload_id: String, number: u32, etag: String },
+
+    #[error(
+        "the parts to complete upload `{upload_id}` must be listed in ascending order; part {number} follows part {previous}"
+    )]
+    InvalidPartOrder { upload_id: String, number: u32, previous: u32 },
+
+    #[error(
+        "part {number} of upload `{upload_id}` is {size} bytes; every part but the last must be at least {min} bytes (5 MiB)",
+        min = crate::MIN_PART_SIZE
+    )]
+    EntityTooSmall { upload_id: String, number: u32, size: u64 },
+
+    #[error("completing upload `{upload_id}` needs at least one part; list the parts to assemble")]
+    NoParts { upload_id: String },
+
+    #[error("the stored {what} of {bucket}/{key} cannot be read: {detail}")]
+    CorruptRecord { what: &'static str, bucket: Name, key: String, detail: String },
+
     #[error(transparent)]
     State(#[from] StateError),
 

@@ -61,6 +61,8 @@ mod backend;
 mod error;
 mod key;
 mod key_locks;
+mod metadata;
+mod multipart;
 mod upload;
 
 use std::path::Path;
@@ -80,6 +82,8 @@ use crate::backend::ObjectBackend;
 pub use crate::error::BucketError;
 pub use crate::key::{InvalidKeyReason, ObjectKey};
 use crate::key_locks::KeyLocks;
+pub use crate::metadata::ObjectMetadata;
+pub use crate::multipart::{ABANDONED_AFTER, MAX_PART_NUMBER, MIN_PART_SIZE, PartInfo, UploadInfo};
 use crate::upload::{FirstPart, UploadFailure, UploadedParts};
 
 /// The encryption crate, for callers that manage the keyring.
@@ -296,6 +300,18 @@ impl Buckets {
         key: &str,
         body: impl AsyncRead + Unpin + Send,
     ) -> Result<ObjectInfo, BucketError> {
+        self.put_with_metadata(bucket, key, body, &ObjectMetadata::default()).await
+    }
+
+    /// Like [`Buckets::put`], storing `metadata` with the object (sealed;
+    /// see the `metadata` module).
+    pub async fn put_with_metadata(
+        &self,
+        bucket: &Name,
+        key: &str,
+        body: impl AsyncRead + Unpin + Send,
+        metadata: &ObjectMetadata,
+    ) -> Result<ObjectInfo, BucketError> {
         let key = parse_key(key)?;
         self.require_bucket(bucket).await?;
         let location = self.inner.backend.object_location(bucket, &key)?;
@@ -308,7 +324,13 @@ impl Buckets {
         };
         let _commit = self.inner.key_locks.lock(bucket, key.as_str()).await;
         self.commit_body(bucket, &key, &location, prepared).await?;
-        self.record_written_object(bucket, &key).await
+        self.record_written_object(bucket, &key, metadata).await
+    }
+
+    /// The content type and user metadata stored with the object version `info`.
+    pub async fn metadata(&self, info: &ObjectInfo) -> Result<ObjectMetadata, BucketError> {
+        let key = parse_key(&info.key)?;
+        self.read_metadata(&info.bucket, &key, info.etag.as_deref()).await
     }
 
     /// Read `body` whole if it fits in one part, or upload it in parts; the
@@ -369,12 +391,22 @@ impl Buckets {
         };
         let _commit = self.inner.key_locks.lock(bucket, key.as_str()).await;
         self.commit_body(bucket, &key, &location, PreparedBody::Whole(stored)).await?;
-        self.record_written_object(bucket, &key).await
+        self.record_written_object(bucket, &key, &ObjectMetadata::default()).await
     }
 
     /// Copy an object, within a bucket or across buckets. Replaces an existing
     /// destination object.
     pub async fn copy(&self, from: (&Name, &str), to: (&Name, &str)) -> Result<ObjectInfo, BucketError> {
+        self.copy_with_metadata(from, to, None).await
+    }
+
+    /// Like [`Buckets::copy`]; the copy gets `metadata`, or the source's if `None`.
+    pub async fn copy_with_metadata(
+        &self,
+        from: (&Name, &str),
+        to: (&Name, &str),
+        metadata: Option<ObjectMetadata>,
+    ) -> Result<ObjectInfo, BucketError> {
         let (from_bucket, from_key) = (from.0, parse_key(from.1)?);
         let (to_bucket, to_key) = (to.0, parse_key(to.1)?);
         if from_bucket == to_bucket && from_key == to_key {
@@ -384,6 +416,13 @@ impl Buckets {
         self.require_bucket(to_bucket).await?;
         let from_location = self.inner.backend.object_location(from_bucket, &from_key)?;
         let to_location = self.inner.backend.object_location(to_bucket, &to_key)?;
+        let metadata = match metadata {
+            Some(metadata) => metadata,
+            None => {
+                let source = self.head_object(from_bucket, &from_key).await?;
+                self.read_metadata(from_bucket, &from_key, source.etag.as_deref()).await?
+            }
+        };
         if let Some(keyring) = &self.keyring_snapshot() {
             // An envelope is bound to its name: decrypt and re-encrypt, streaming.
             let (_, source) = self.open_decrypting(keyring, from_bucket, &from_key, &from_location).await?;
@@ -397,7 +436,7 @@ impl Buckets {
             };
             let _commit = self.inner.key_locks.lock(to_bucket, to_key.as_str()).await;
             self.commit_body(to_bucket, &to_key, &to_location, prepared).await?;
-            return self.record_written_object(to_bucket, &to_key).await;
+            return self.record_written_object(to_bucket, &to_key, &metadata).await;
         }
         let _commit = self.inner.key_locks.lock(to_bucket, to_key.as_str()).await;
         // Check the source explicitly: a store's "not found" on copy could
@@ -415,7 +454,7 @@ impl Buckets {
                 BucketError::from_store("copy to", to_bucket, to_key.as_str(), source)
             }
         })?;
-        self.record_written_object(to_bucket, &to_key).await
+        self.record_written_object(to_bucket, &to_key, &metadata).await
     }
 
     /// Write the object to `sink`, streaming, and flush it.
@@ -538,6 +577,7 @@ impl Buckets {
             .await
             .map_err(|source| BucketError::from_store_reading("read", bucket, key.as_str(), source))?;
         let etag_before = result.meta.e_tag.clone();
+        let metadata = self.read_metadata(bucket, &key, etag_before.as_deref()).await?;
         let mut stored = StreamReader::new(result.into_stream().map_err(std::io::Error::other));
         let mut header = Vec::with_capacity(HEADER_LEN);
         (&mut stored).take(HEADER_LEN as u64).read_to_end(&mut header).await.map_err(read_failed)?;
@@ -571,6 +611,11 @@ impl Buckets {
         }
         self.commit_body(bucket, &key, &location, prepared).await?;
         self.inner.backend.sync_written_object(bucket, &key).await?;
+        if !metadata.is_empty() {
+            // The record names the object's entity tag, which the rewrite changed.
+            let etag = self.head_object(bucket, &key).await?.etag;
+            self.write_metadata(bucket, &key, etag, &metadata).await?;
+        }
         tracing::debug!(%bucket, %key, ?outcome, key_id = keyring.current().id(), "object rewrapped");
         Ok(outcome)
     }
@@ -632,6 +677,10 @@ impl Buckets {
             // The object is gone; failing now would lose its event for good.
             tracing::warn!(%bucket, %key, error = %error, "object deleted, but tidying its folders failed");
         }
+        if let Err(error) = self.remove_metadata(bucket, &key).await {
+            // A leftover record names the deleted version's entity tag, so it is never used again.
+            tracing::warn!(%bucket, %key, error = %error, "object deleted, but removing its metadata failed");
+        }
         self.append_event(bucket, &key, ObjectEventKind::Deleted, 0, None, reason).await?;
         match reason {
             Some(reason) => tracing::info!(%bucket, %key, reason = reason.as_str(), "object expired"),
@@ -643,10 +692,17 @@ impl Buckets {
     // --- internals -----------------------------------------------------------
 
     /// After an object was written: make it durable, read back what the store
-    /// reports, and append its `created` event.
-    async fn record_written_object(&self, bucket: &Name, key: &ObjectKey) -> Result<ObjectInfo, BucketError> {
+    /// reports, record its metadata, and append its `created` event. The
+    /// caller holds the key's lock.
+    async fn record_written_object(
+        &self,
+        bucket: &Name,
+        key: &ObjectKey,
+        metadata: &ObjectMetadata,
+    ) -> Result<ObjectInfo, BucketError> {
         self.inner.backend.sync_written_object(bucket, key).await?;
         let info = self.head_object(bucket, key).await?;
+        self.write_metadata(bucket, key, info.etag.clone(), metadata).await?;
         self.append_event(bucket, key, ObjectEventKind::Created, info.size, info.etag.clone(), None).await?;
         tracing::debug!(%bucket, %key, size = info.size, "object written");
         Ok(info)

@@ -66,6 +66,8 @@ pub struct RetentionReport {
     pub runs: u64,
     pub events: u64,
     pub access_records: u64,
+    /// Multipart uploads abandoned for [`mayfly_buckets::ABANDONED_AFTER`] (their parts removed).
+    pub abandoned_uploads: u64,
 }
 
 impl RetentionReport {
@@ -77,6 +79,7 @@ impl RetentionReport {
             + self.runs
             + self.events
             + self.access_records
+            + self.abandoned_uploads
     }
 }
 
@@ -86,6 +89,8 @@ pub enum RetentionError {
     State(#[from] StateError),
     #[error("retention in bucket `{bucket}`: {source}")]
     Bucket { bucket: Name, source: BucketError },
+    #[error("retention of abandoned multipart uploads: {0}")]
+    AbandonedUploads(BucketError),
 }
 
 /// One pass over everything with a retention, as of `now`.
@@ -127,6 +132,10 @@ pub async fn enforce_retention(
     report.runs += drain(|| state.prune_finished_runs(before(ledgers.finished_runs), BATCH))?;
     report.events += drain(|| state.prune_object_events(before(ledgers.events), BATCH))?;
     report.access_records += drain(|| state.prune_access_records(before(ledgers.access_log), BATCH))?;
+    report.abandoned_uploads += buckets
+        .abort_abandoned_uploads(before(mayfly_buckets::ABANDONED_AFTER))
+        .await
+        .map_err(RetentionError::AbandonedUploads)?;
     if report.total() > 0 {
         tracing::info!(
             objects = report.objects,
@@ -136,6 +145,7 @@ pub async fn enforce_retention(
             runs = report.runs,
             events = report.events,
             access_records = report.access_records,
+            abandoned_uploads = report.abandoned_uploads,
             "retention deleted what outlived its retention"
         );
     }

@@ -31,14 +31,15 @@ pub async fn run(_args: PruneArgs, project: Option<&Path>, output: Output) -> Re
     .context("the retention pass failed; what it deleted before the failure stays deleted")?;
     output.emit(&report, || {
         format!(
-            "deleted {} object(s), {} sealed log(s), {} message(s), {} invocation(s), {} finished run(s), {} event(s), {} access record(s)",
+            "deleted {} object(s), {} sealed log(s), {} message(s), {} invocation(s), {} finished run(s), {} event(s), {} access record(s), {} abandoned upload(s)",
             report.objects,
             report.sealed_logs,
             report.messages,
             report.invocations,
             report.runs,
             report.events,
-            report.access_records
+            report.access_records,
+            report.abandoned_uploads
         )
     })
 }

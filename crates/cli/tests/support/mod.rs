@@ -333,3 +333,46 @@ pub fn aws_python(project: &Project, served: &Served, key: &str, secret: &str) -
         .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null");
     command
 }
+
+/// The AWS CLI (`aws`, from PyPI) with nothing but the standard `AWS_*`
+/// variables pointing it at `served`'s AWS-compatible endpoint with this key.
+pub fn aws_cli(project: &Project, served: &Served, key: &str, secret: &str) -> Command {
+    let found = Command::new("aws").arg("--version").output().map(|output| output.status.success());
+    assert!(
+        found.unwrap_or(false),
+        "the AWS CLI is missing: `python3 -m pip install awscli` (scripts/test.sh installs it)"
+    );
+    let python = aws_python(project, served, key, secret);
+    let mut command = Command::new("aws");
+    for (name, value) in python.get_envs() {
+        match value {
+            Some(value) => command.env(name, value),
+            None => command.env_remove(name),
+        };
+    }
+    command.current_dir(&project.root);
+    command
+}
+
+/// The files under `folder` (recursively) whose bytes hold `marker`, and how
+/// many files were looked at.
+pub fn files_holding(folder: &std::path::Path, marker: &[u8]) -> (Vec<String>, usize) {
+    fn every_file(folder: &std::path::Path, files: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(folder).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() { every_file(&path, files) } else { files.push(path) }
+        }
+    }
+    let mut files = Vec::new();
+    every_file(folder, &mut files);
+    let found = files
+        .iter()
+        .filter(|file| {
+            // A FIFO or socket left by a live process has no bytes at rest.
+            std::fs::metadata(file).is_ok_and(|metadata| metadata.is_file())
+                && std::fs::read(file).is_ok_and(|bytes| bytes.windows(marker.len()).any(|window| window == marker))
+        })
+        .map(|file| file.display().to_string())
+        .collect();
+    (found, files.len())
+}
