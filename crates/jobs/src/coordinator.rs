@@ -39,9 +39,10 @@ use mayfly_fleet::{
     ProcessSpec, Provisioner, ResourceId, ResourceState, TAG_ROLE, TAG_RUN, TAG_WORKER, TagFilter, Tags,
 };
 use mayfly_spec::{Architecture, JobSource, JobSpec, ProvisionerKind};
-use mayfly_state::{ItemCompletion, NewRunItem, StateStore, WorkerRecord};
+use mayfly_state::{GroupedCompletion, ItemCompletion, NewRunItem, StateStore, WorkerRecord};
 use tokio::sync::Mutex;
 
+use crate::group_commit::{GroupCommitConfig, GroupCommitter};
 use crate::logs;
 use crate::output::{self, CapturedOutput};
 use crate::protocol::{
@@ -70,6 +71,8 @@ pub struct CoordinatorTiming {
     pub stop_grace: Duration,
     /// Workers that fail to start in a row before the run fails.
     pub max_start_failures: u32,
+    /// How completions share commits.
+    pub group_commit: GroupCommitConfig,
 }
 
 impl Default for CoordinatorTiming {
@@ -83,6 +86,7 @@ impl Default for CoordinatorTiming {
             process_check_interval: Duration::from_secs(1),
             stop_grace: Duration::from_secs(10),
             max_start_failures: 3,
+            group_commit: GroupCommitConfig::default(),
         }
     }
 }
@@ -206,6 +210,8 @@ struct Shared {
     keyring: Option<Arc<mayfly_buckets::crypto::Keyring>>,
     workers: Mutex<BTreeMap<String, TrackedWorker>>,
     finishing: std::sync::atomic::AtomicBool,
+    /// Records completions, many to a commit.
+    committer: GroupCommitter,
 }
 
 type Refusal = (StatusCode, String);
@@ -262,6 +268,16 @@ impl Shared {
             worker.phase = WorkerPhase::Alive;
         }
         Ok(())
+    }
+
+    /// Workers that may send a completion: those holding items. Called from
+    /// the committer's thread (outside the runtime), hence the blocking lock.
+    fn workers_holding_items(&self) -> usize {
+        self.workers
+            .blocking_lock()
+            .values()
+            .filter(|w| matches!(w.phase, WorkerPhase::Alive | WorkerPhase::Stopping) && !w.holding.is_empty())
+            .count()
     }
 
     async fn should_stop(&self, worker: &str) -> bool {
@@ -348,13 +364,20 @@ async fn complete_handler(
             .map_err(|error| refuse(StatusCode::BAD_REQUEST, format!("log chunk is not base64: {error}")))?;
         logs::append(&shared.run_dir, &shared.run_id, worker, &chunk, shared.keyring.as_deref()).map_err(internal)?;
     }
-    // The next items ride on the answer, leased in the same commit: one round trip and one commit per item.
+    // The next items ride on the answer, leased in the same commit, and the
+    // commit is shared with the completions of other workers that arrive
+    // meanwhile. The answer (the acknowledgement) waits for that commit.
     let stop = shared.should_stop(worker).await;
-    let lease_max = if stop { 0 } else { request.lease_next.min(100) };
-    let (accepted, next) = shared
-        .state
-        .complete_and_lease_run_items(&shared.run_id, &request.item, worker, request.attempt, completion, lease_max)
-        .map_err(internal)?;
+    let lease_next = if stop { 0 } else { request.lease_next.min(100) };
+    let grouped = GroupedCompletion {
+        item: request.item.clone(),
+        worker: worker.clone(),
+        attempt: request.attempt,
+        completion,
+        lease_next,
+    };
+    let outcome = shared.committer.complete(&shared.run_id, grouped).await.map_err(internal)?.map_err(internal)?;
+    let (accepted, next) = (outcome.accepted, outcome.leased);
     let mut workers = shared.workers.lock().await;
     if let Some(tracked) = workers.get_mut(worker) {
         tracked.holding.remove(&request.item);
@@ -441,6 +464,15 @@ pub async fn run(config: CoordinatorConfig) -> Result<RunStatus, CoordinatorErro
         function: FunctionHandoff::from_definition(&config.worker_function),
         batch,
     };
+    // The committer asks the coordinator how many workers may still send a
+    // completion; it holds the shared state weakly, so it ends with it.
+    let shared_slot: Arc<std::sync::OnceLock<std::sync::Weak<Shared>>> = Arc::default();
+    let expected = {
+        let slot = shared_slot.clone();
+        Arc::new(move || slot.get().and_then(std::sync::Weak::upgrade).map_or(0, |s| s.workers_holding_items()))
+    };
+    let committer = GroupCommitter::start(state.clone(), run_id.clone(), timing.group_commit, expected)
+        .map_err(CoordinatorError::Serve)?;
     let shared = Arc::new(Shared {
         run_id: run_id.clone(),
         assignment,
@@ -452,7 +484,9 @@ pub async fn run(config: CoordinatorConfig) -> Result<RunStatus, CoordinatorErro
         keyring: config.keyring.clone(),
         workers: Mutex::new(BTreeMap::new()),
         finishing: std::sync::atomic::AtomicBool::new(false),
+        committer,
     });
+    let _ = shared_slot.set(Arc::downgrade(&shared));
     let router = Router::new()
         .route(HELLO_PATH, post(hello_handler))
         .route(LEASE_PATH, post(lease_handler))
