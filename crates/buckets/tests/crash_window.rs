@@ -225,6 +225,14 @@ impl RunStore for StoreWithFailingAppends {
         self.inner.complete_run_item(run, item, worker, attempt, completion)
     }
 
+    fn complete_run_items_together(
+        &self,
+        run: &str,
+        completions: Vec<mayfly_state::GroupedCompletion>,
+    ) -> Result<Vec<Result<mayfly_state::GroupedCompletionOutcome>>> {
+        self.inner.complete_run_items_together(run, completions)
+    }
+
     fn release_worker_items(&self, run: &str, worker: &str) -> Result<u64> {
         self.inner.release_worker_items(run, worker)
     }

@@ -2,7 +2,7 @@
 //! computed in the same run:
 //!
 //! ```sh
-//! cargo bench -p mayfly --bench jobs            # all four
+//! cargo bench -p mayfly --bench jobs            # all five
 //! cargo bench -p mayfly --bench jobs -- a c     # some of them
 //! ```
 //!
@@ -16,6 +16,10 @@
 //!   certificate and a connection of its own): its CPU (% of one core) and peak RSS.
 //! - (d) the extra makespan of a run in which one worker is SIGKILLed, against
 //!   the same run undisturbed; bound: worker timeout + one item.
+//! - (e) throughput (issue 14): 20,000 no-op items (`lambda-echo` sleeping
+//!   0 ms) with 2, 8 and 32 workers, fed from a manifest and, in the same
+//!   run, from a queue: items/s against the 5,000 items/s target, and the
+//!   queue-fed rate against the manifest-fed one (its baseline).
 //!
 //! (a), (b) and (d) run the real `mayfly` binary in a project in a temporary
 //! directory: `deploy`, `put` a manifest of items, `run JOB --json`, then the
@@ -50,11 +54,11 @@ fn main() {
         Ok("simulator") => return heartbeats::simulator_main(),
         _ => {}
     }
-    const ALL: [&str; 4] = ["a", "b", "c", "d"];
+    const ALL: [&str; 5] = ["a", "b", "c", "d", "e"];
     // `cargo bench` appends `--bench`; flags are not scenarios.
     let requested: Vec<String> = std::env::args().skip(1).filter(|arg| !arg.starts_with('-')).collect();
     if let Some(unknown) = requested.iter().find(|arg| !ALL.contains(&arg.as_str())) {
-        eprintln!("unknown scenario `{unknown}`; choose from a, b, c, d (none: all)");
+        eprintln!("unknown scenario `{unknown}`; choose from a, b, c, d, e (none: all)");
         std::process::exit(2);
     }
     let scenarios: Vec<&str> = if requested.is_empty() {
@@ -69,7 +73,8 @@ fn main() {
             "a" => sleep_items(),
             "b" => cpu_items(),
             "c" => heartbeats::run(),
-            _ => killed_worker(),
+            "d" => killed_worker(),
+            _ => throughput(),
         };
         println!("{line}");
         std::io::stdout().flush().ok();
@@ -115,6 +120,35 @@ fn cpu_items() -> String {
          ({baseline_before:.2} s, {baseline_after:.2} s), so Mayfly takes {:.2}x the baseline",
         run.processing / baseline
     )
+}
+
+/// (e) 20,000 no-op items through a job with 2, 8 and 32 workers, fed from
+/// a manifest and from a queue in the same run.
+fn throughput() -> String {
+    const ITEMS: usize = 20_000;
+    const TARGET: f64 = 5_000.0;
+    let mut lines = Vec::new();
+    for workers in [2, 8, 32] {
+        let manifest = Project::job("e", ITEMS, workers, "sleep", 0).run_job();
+        let queue = Project::queue_job("e", ITEMS, workers).run_job();
+        let rate = |run: &Measured| ITEMS as f64 / run.processing;
+        let problem = manifest.problem(ITEMS).or_else(|| queue.problem(ITEMS));
+        lines.push(match problem {
+            Some(problem) => format!("(e) {workers} workers: FAILED: {problem}"),
+            None => format!(
+                "(e) {ITEMS} no-op items on {workers} workers: manifest-fed {:.0} items/s ({:.2} s), queue-fed {:.0} \
+                 items/s ({:.2} s) = {:.2}x the manifest-fed rate (target >= 0.80x) {}; target {TARGET:.0} items/s {}",
+                rate(&manifest),
+                manifest.processing,
+                rate(&queue),
+                queue.processing,
+                rate(&queue) / rate(&manifest),
+                verdict(rate(&queue) >= 0.8 * rate(&manifest)),
+                verdict(rate(&manifest) >= TARGET && rate(&queue) >= TARGET),
+            ),
+        });
+    }
+    lines.join("\n")
 }
 
 /// Wall time of `workers` threads each spinning `items / workers` times for `ms` of CPU.
@@ -356,6 +390,45 @@ logs = "logs"
             handler = handler.display(),
         );
         Project::with_items(&spec, items)
+    }
+
+    /// Like [`Project::job`] with 0 ms sleeps, its items `items` messages of a queue.
+    fn queue_job(scenario: &str, items: usize, workers: u32) -> Project {
+        let handler = handler_directory().join("lambda-echo");
+        let spec = format!(
+            r#"version = 1
+name = "bench-{scenario}q-{pid}"
+[buckets.logs]
+[queues.items]
+[functions.work]
+runtime = "lambda"
+command = ["{handler}"]
+env = {{ MAYFLY_TEST_MODE = "sleep", MAYFLY_TEST_MS = "0" }}
+[jobs.batch]
+source = {{ queue = "items", batch = 1 }}
+function = "work"
+workers = {{ max = {workers} }}
+logs = "logs"
+"#,
+            pid = std::process::id(),
+            handler = handler.display(),
+        );
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let root = dir.path().join("project");
+        std::fs::create_dir_all(&root).expect("the project directory");
+        std::fs::write(root.join("mayfly.toml"), spec).expect("mayfly.toml");
+        let project = Project { _dir: dir, root };
+        project.ok(&["deploy"]);
+        let lines: String = (0..items).map(|i| format!("item-{i:05}\n")).collect();
+        let mut send = project
+            .command(&["send", "items", "--lines"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn mayfly send");
+        send.stdin.take().expect("stdin").write_all(lines.as_bytes()).expect("write the messages");
+        assert!(send.wait().expect("mayfly send").success(), "mayfly send items --lines failed");
+        project
     }
 
     fn with_items(spec: &str, items: usize) -> Project {

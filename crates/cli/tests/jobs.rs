@@ -798,3 +798,48 @@ fn a_queue_run_whose_coordinator_is_killed_while_stopping_at_its_deadline_return
     assert_unfinished_messages_are_back_in_the_queue(&project, &report, &sent);
     project.wait_for(&["ps"], Duration::from_secs(15), |live| live.as_array().unwrap().is_empty());
 }
+
+#[test]
+fn a_queue_run_is_topped_up_to_a_watermark_at_once_and_not_drained_into_the_run_all_at_once() {
+    const MESSAGES: u64 = 5_000;
+    let name = support::unique_name("qfeed");
+    let spec = format!(
+        "version = 1\nname = \"{name}\"\n[buckets.logs]\n[queues.work]\n[functions.work]\n\
+         command = [\"sh\", \"functions/sleeper.sh\"]\nenv = {{ SLEEP = \"0.5\" }}\n\
+         [jobs.drain]\nsource = {{ queue = \"work\", batch = 1 }}\nfunction = \"work\"\nlogs = \"logs\"\n\
+         workers = {{ max = 1 }}\ndeadline = \"10s\"\n"
+    );
+    let project = Project::with_spec(&spec);
+    std::fs::create_dir_all(project.path("functions")).unwrap();
+    std::fs::write(project.path("functions/sleeper.sh"), SLEEPER).unwrap();
+    project.ok(&["deploy"]);
+    let lines: String = (0..MESSAGES).map(|i| format!("m{i}\n")).collect();
+    support::assert_success(&project.run_with_stdin(&["send", "work", "--lines"], lines.as_bytes()), &["send"]);
+    let foreground = project
+        .command(&["run", "drain", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    project.wait_for(&["runs"], Duration::from_secs(60), |runs| {
+        runs.as_array().unwrap().first().is_some_and(|run| run["status"] == "running")
+    });
+    let running = Instant::now();
+    // The old feed moved at most 100 messages every 200 ms (1,500 in 3 s): the feeder tops up to 2,000 at once.
+    let runs = project.wait_for(&["runs"], Duration::from_secs(30), |runs| runs[0]["total"].as_u64() >= Some(2_000));
+    assert!(running.elapsed() < Duration::from_secs(3), "{:?} to move 2,000 messages: {runs}", running.elapsed());
+    std::thread::sleep(Duration::from_secs(1));
+    // A slow run holds a bounded backlog; the rest waits in the queue for it (or for another run).
+    let total = project.json(&["runs"])[0]["total"].as_u64().unwrap();
+    assert!(total <= 3_100, "the run took {total} messages for one slow worker");
+    let visible = project.json(&["queues", "work"])[0]["visible"].as_u64().unwrap();
+    assert_eq!(visible + total, MESSAGES, "every message is in the queue or in the run");
+
+    let output = foreground.wait_with_output().unwrap();
+    let outcome: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(outcome["status"], "deadline_exceeded", "{outcome}");
+    let done = outcome["report"]["items_done"].as_u64().unwrap();
+    let visible = project.json(&["queues", "work"])[0]["visible"].as_u64().unwrap();
+    assert_eq!(visible + done, MESSAGES, "the unfinished messages went back to the queue: {outcome}");
+    assert!(live_processes(&project).is_empty());
+}

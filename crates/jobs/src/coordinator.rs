@@ -39,9 +39,10 @@ use mayfly_fleet::{
     ProcessSpec, Provisioner, ResourceId, ResourceState, TAG_ROLE, TAG_RUN, TAG_WORKER, TagFilter, Tags,
 };
 use mayfly_spec::{Architecture, JobSource, JobSpec, ProvisionerKind};
-use mayfly_state::{ItemCompletion, NewRunItem, StateStore, WorkerRecord};
+use mayfly_state::{GroupedCompletion, ItemCompletion, NewRunItem, StateStore, WorkerRecord};
 use tokio::sync::Mutex;
 
+use crate::group_commit::{GroupCommitConfig, GroupCommitter};
 use crate::logs;
 use crate::output::{self, CapturedOutput};
 use crate::protocol::{
@@ -70,6 +71,8 @@ pub struct CoordinatorTiming {
     pub stop_grace: Duration,
     /// Workers that fail to start in a row before the run fails.
     pub max_start_failures: u32,
+    /// How completions share commits.
+    pub group_commit: GroupCommitConfig,
 }
 
 impl Default for CoordinatorTiming {
@@ -83,6 +86,7 @@ impl Default for CoordinatorTiming {
             process_check_interval: Duration::from_secs(1),
             stop_grace: Duration::from_secs(10),
             max_start_failures: 3,
+            group_commit: GroupCommitConfig::default(),
         }
     }
 }
@@ -206,6 +210,10 @@ struct Shared {
     keyring: Option<Arc<mayfly_buckets::crypto::Keyring>>,
     workers: Mutex<BTreeMap<String, TrackedWorker>>,
     finishing: std::sync::atomic::AtomicBool,
+    /// Records completions, many to a commit.
+    committer: GroupCommitter,
+    /// Items handed to workers so far (leases), for the queue feeder's estimate of the ready backlog.
+    handed_out: std::sync::atomic::AtomicU64,
 }
 
 type Refusal = (StatusCode, String);
@@ -264,6 +272,16 @@ impl Shared {
         Ok(())
     }
 
+    /// Workers that may send a completion: those holding items. Called from
+    /// the committer's thread (outside the runtime), hence the blocking lock.
+    fn workers_holding_items(&self) -> usize {
+        self.workers
+            .blocking_lock()
+            .values()
+            .filter(|w| matches!(w.phase, WorkerPhase::Alive | WorkerPhase::Stopping) && !w.holding.is_empty())
+            .count()
+    }
+
     async fn should_stop(&self, worker: &str) -> bool {
         self.is_finishing()
             || self.workers.lock().await.get(worker).is_none_or(|w| w.surplus || w.phase == WorkerPhase::Stopping)
@@ -280,6 +298,7 @@ async fn lease_for(shared: &Shared, worker: &str, max: usize) -> Result<(Vec<Lea
         return Ok((Vec::new(), true));
     }
     let items = shared.state.lease_run_items(&shared.run_id, worker, max.clamp(1, 100)).map_err(internal)?;
+    shared.handed_out.fetch_add(items.len() as u64, std::sync::atomic::Ordering::Relaxed);
     let mut workers = shared.workers.lock().await;
     if let Some(tracked) = workers.get_mut(worker) {
         tracked.holding.extend(items.iter().map(|i| i.item.clone()));
@@ -348,13 +367,21 @@ async fn complete_handler(
             .map_err(|error| refuse(StatusCode::BAD_REQUEST, format!("log chunk is not base64: {error}")))?;
         logs::append(&shared.run_dir, &shared.run_id, worker, &chunk, shared.keyring.as_deref()).map_err(internal)?;
     }
-    // The next items ride on the answer, leased in the same commit: one round trip and one commit per item.
+    // The next items ride on the answer, leased in the same commit, and the
+    // commit is shared with the completions of other workers that arrive
+    // meanwhile. The answer (the acknowledgement) waits for that commit.
     let stop = shared.should_stop(worker).await;
-    let lease_max = if stop { 0 } else { request.lease_next.min(100) };
-    let (accepted, next) = shared
-        .state
-        .complete_and_lease_run_items(&shared.run_id, &request.item, worker, request.attempt, completion, lease_max)
-        .map_err(internal)?;
+    let lease_next = if stop { 0 } else { request.lease_next.min(100) };
+    let grouped = GroupedCompletion {
+        item: request.item.clone(),
+        worker: worker.clone(),
+        attempt: request.attempt,
+        completion,
+        lease_next,
+    };
+    let outcome = shared.committer.complete(&shared.run_id, grouped).await.map_err(internal)?.map_err(internal)?;
+    let (accepted, next) = (outcome.accepted, outcome.leased);
+    shared.handed_out.fetch_add(next.len() as u64, std::sync::atomic::Ordering::Relaxed);
     let mut workers = shared.workers.lock().await;
     if let Some(tracked) = workers.get_mut(worker) {
         tracked.holding.remove(&request.item);
@@ -441,6 +468,15 @@ pub async fn run(config: CoordinatorConfig) -> Result<RunStatus, CoordinatorErro
         function: FunctionHandoff::from_definition(&config.worker_function),
         batch,
     };
+    // The committer asks the coordinator how many workers may still send a
+    // completion; it holds the shared state weakly, so it ends with it.
+    let shared_slot: Arc<std::sync::OnceLock<std::sync::Weak<Shared>>> = Arc::default();
+    let expected = {
+        let slot = shared_slot.clone();
+        Arc::new(move || slot.get().and_then(std::sync::Weak::upgrade).map_or(0, |s| s.workers_holding_items()))
+    };
+    let committer = GroupCommitter::start(state.clone(), run_id.clone(), timing.group_commit, expected)
+        .map_err(CoordinatorError::Serve)?;
     let shared = Arc::new(Shared {
         run_id: run_id.clone(),
         assignment,
@@ -452,7 +488,10 @@ pub async fn run(config: CoordinatorConfig) -> Result<RunStatus, CoordinatorErro
         keyring: config.keyring.clone(),
         workers: Mutex::new(BTreeMap::new()),
         finishing: std::sync::atomic::AtomicBool::new(false),
+        committer,
+        handed_out: std::sync::atomic::AtomicU64::new(0),
     });
+    let _ = shared_slot.set(Arc::downgrade(&shared));
     let router = Router::new()
         .route(HELLO_PATH, post(hello_handler))
         .route(LEASE_PATH, post(lease_handler))
@@ -526,6 +565,67 @@ async fn fill_from_source(config: &CoordinatorConfig, job: &JobSpec) -> Result<(
     Ok(())
 }
 
+/// Keeps a queue-fed run's ready backlog topped up from its queue: whenever
+/// the items not yet handed to workers fall below [`QueueFeeder::LOW_WATERMARK`], up to
+/// [`QueueFeeder::REFILL`] messages move into the run in one commit (on the blocking
+/// pool, so serving workers does not wait on it). The backlog is estimated
+/// from what moved in and what was handed out, corrected by the ledger's
+/// count from time to time (items released or retried are pending again).
+struct QueueFeeder {
+    shared: Arc<Shared>,
+    queue: Name,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl QueueFeeder {
+    const LOW_WATERMARK: u64 = 2_000;
+    const REFILL: usize = 1_000;
+    /// How often it looks when the backlog is full or the queue is empty.
+    const PAUSE: Duration = Duration::from_millis(10);
+    const RECOUNT: Duration = Duration::from_secs(1);
+
+    async fn run(self) -> Result<(), CoordinatorError> {
+        use std::sync::atomic::Ordering;
+        let (run, queue) = (self.shared.run_id.clone(), self.queue.clone());
+        let mut ready = 0;
+        let mut handed_before = 0;
+        let mut counted_at: Option<Instant> = None;
+        while !self.stop.load(Ordering::SeqCst) && !self.shared.is_finishing() {
+            if counted_at.is_none_or(|at| at.elapsed() >= Self::RECOUNT) {
+                let state = self.shared.state.clone();
+                let run = run.clone();
+                handed_before = self.shared.handed_out.load(Ordering::Relaxed);
+                ready = blocking(move || state.run_item_counts(&run)).await?.pending;
+                counted_at = Some(Instant::now());
+            }
+            let handed = self.shared.handed_out.load(Ordering::Relaxed);
+            ready = ready.saturating_sub(handed - handed_before);
+            handed_before = handed;
+            if ready < Self::LOW_WATERMARK {
+                let state = self.shared.state.clone();
+                let (run, queue) = (run.clone(), queue.clone());
+                let moved = blocking(move || state.move_queue_messages_into_run(&run, &queue, Self::REFILL)).await?;
+                ready += moved;
+                if moved as usize == Self::REFILL {
+                    continue; // more may be waiting
+                }
+            }
+            tokio::time::sleep(Self::PAUSE).await;
+        }
+        Ok(())
+    }
+}
+
+/// A state store call on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    call: impl FnOnce() -> Result<T, mayfly_state::StateError> + Send + 'static,
+) -> Result<T, CoordinatorError> {
+    tokio::task::spawn_blocking(call)
+        .await
+        .map_err(|error| CoordinatorError::Serve(std::io::Error::other(error.to_string())))?
+        .map_err(CoordinatorError::from)
+}
+
 struct Fleet<'c> {
     config: &'c CoordinatorConfig,
     job: &'c JobSpec,
@@ -552,6 +652,8 @@ impl Fleet<'_> {
         let resumed_finishing = run.status == RunStatus::Finishing;
         let mut last_renewal = Instant::now();
         let mut last_process_check: Option<Instant> = None;
+        let mut feeder: Option<tokio::task::JoinHandle<Result<(), CoordinatorError>>> = None;
+        let feeder_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (status, error) = loop {
             if last_renewal.elapsed() >= timing.run_lease_ttl / 3 {
                 if let Err(error) = state.renew_run_lease(self.run_id(), &self.config.owner, timing.run_lease_ttl) {
@@ -562,8 +664,14 @@ impl Fleet<'_> {
             }
             // A run already finishing (resumed from a coordinator that died
             // while ending it) takes no more messages from its queue.
-            if let (JobSource::Queue { queue, batch }, false) = (&self.job.source, resumed_finishing) {
-                state.move_queue_messages_into_run(self.run_id(), queue, (*batch as usize).max(100))?;
+            if let (JobSource::Queue { queue, .. }, false, None) = (&self.job.source, resumed_finishing, &feeder) {
+                let feeding =
+                    QueueFeeder { shared: self.shared.clone(), queue: queue.clone(), stop: feeder_stop.clone() };
+                feeder = Some(tokio::spawn(feeding.run()));
+            }
+            // The feeder ends only when told to, or on an error, which ends the coordinator as it did in this loop.
+            if let Some(task) = feeder.take_if(|task| task.is_finished()) {
+                task.await.map_err(|error| CoordinatorError::Serve(std::io::Error::other(error.to_string())))??;
             }
             // Asking the provisioner about every worker costs a /proc read each: not on every tick.
             let check_processes = last_process_check.is_none_or(|at| at.elapsed() >= timing.process_check_interval);
@@ -592,7 +700,8 @@ impl Fleet<'_> {
                     );
                 }
             }
-            let counts = state.run_item_counts(self.run_id())?;
+            // The queue before the ledger: the feeder moves messages from one
+            // to the other in one commit, so a message is seen in at least one of them.
             let source_drained = match &self.job.source {
                 JobSource::Queue { .. } if resumed_finishing => true,
                 JobSource::Queue { queue, .. } => {
@@ -601,6 +710,7 @@ impl Fleet<'_> {
                 }
                 _ => true,
             };
+            let counts = state.run_item_counts(self.run_id())?;
             if counts.pending == 0 && counts.leased == 0 && source_drained {
                 break (
                     status_of_settled_run(counts.done, counts.dead_lettered),
@@ -610,6 +720,11 @@ impl Fleet<'_> {
             self.size_fleet(counts.pending + counts.leased).await?;
             tokio::time::sleep(timing.tick).await;
         };
+        // No message moves into a run that is ending.
+        feeder_stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(task) = feeder {
+            task.await.map_err(|error| CoordinatorError::Serve(std::io::Error::other(error.to_string())))??;
+        }
         self.finish(status, error, timing).await
     }
 

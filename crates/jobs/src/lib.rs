@@ -15,10 +15,13 @@
 //! the job's function warm through [`mayfly_runtime::Invoker`], heartbeats,
 //! and streams its log to the coordinator.
 //!
+//! Completions that arrive together share one durable commit ([`group_commit`]).
+//!
 //! What the processes of a run write to their own stdout and stderr is kept
 //! only sealed ([`output`]).
 
 pub mod coordinator;
+pub mod group_commit;
 pub mod logs;
 pub mod output;
 pub mod protocol;

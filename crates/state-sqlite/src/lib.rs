@@ -45,9 +45,10 @@ use mayfly_core::{ByteSize, Clock, DeletionReason, Name, NewObjectEvent, ObjectE
 use mayfly_state::prelude::*;
 use mayfly_state::{
     AccessRecord, ApiTokenRecord, AuditRecord, BucketRecord, DeadLetterInfo, DeleteOutcome, Deployment, FunctionStats,
-    InvocationFilter, InvocationRecord, ItemAttempt, ItemCompletion, NewApiToken, NewAudit, NewDeployment, NewRun,
-    NewRunItem, OutgoingMessage, QueueRecord, ReceiveRequest, ReceivedMessage, Result, ResultRecord, RunItem,
-    RunItemCounts, RunRecord, StateError, StoredAccessRecord, StoredInvocation, StoredMessage, WorkerRecord,
+    GroupedCompletion, GroupedCompletionOutcome, InvocationFilter, InvocationRecord, ItemAttempt, ItemCompletion,
+    NewApiToken, NewAudit, NewDeployment, NewRun, NewRunItem, OutgoingMessage, QueueRecord, ReceiveRequest,
+    ReceivedMessage, Result, ResultRecord, RunItem, RunItemCounts, RunRecord, StateError, StoredAccessRecord,
+    StoredInvocation, StoredMessage, WorkerRecord,
 };
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior, params};
 
@@ -2000,6 +2001,65 @@ impl RunStore for SqliteStore {
                 Vec::new()
             };
             Ok((accepted, items))
+        })
+    }
+
+    fn complete_run_items_together(
+        &self,
+        run: &str,
+        completions: Vec<GroupedCompletion>,
+    ) -> Result<Vec<Result<GroupedCompletionOutcome>>> {
+        let now = self.now();
+        let count = completions.len();
+        self.write(&format!("complete {count} item(s) of run `{run}` together"), |transaction| {
+            let mut outcomes = Vec::with_capacity(count);
+            for grouped in completions {
+                // Each completion in a savepoint of its own: one refused alone is undone alone.
+                transaction.execute_batch("SAVEPOINT grouped_completion").context("start a grouped completion")?;
+                let item = grouped.item.clone();
+                let outcome = runs::complete_run_item(
+                    transaction,
+                    run,
+                    &grouped.item,
+                    &grouped.worker,
+                    grouped.attempt,
+                    grouped.completion,
+                    now,
+                    &self.sealer,
+                )
+                .and_then(|accepted| {
+                    let leased = if grouped.lease_next > 0 {
+                        self.open_items(runs::lease_run_items(
+                            transaction,
+                            run,
+                            &grouped.worker,
+                            grouped.lease_next,
+                            now,
+                            &self.sealer,
+                        )?)?
+                    } else {
+                        Vec::new()
+                    };
+                    Ok(GroupedCompletionOutcome { accepted, leased })
+                });
+                match outcome {
+                    Ok(outcome) => {
+                        transaction
+                            .execute_batch("RELEASE grouped_completion")
+                            .with_context(|| format!("record the completion of item `{item}` of run `{run}`"))?;
+                        outcomes.push(Ok(outcome));
+                    }
+                    Err(error @ (StateError::NotFound { .. } | StateError::Damaged { .. })) => {
+                        transaction
+                            .execute_batch("ROLLBACK TO grouped_completion; RELEASE grouped_completion")
+                            .with_context(|| format!("undo the refused completion of item `{item}` of run `{run}`"))?;
+                        outcomes.push(Err(error));
+                    }
+                    // Anything else (a full disk, an I/O error) fails the whole group: nothing is recorded.
+                    Err(error) => return Err(error),
+                }
+            }
+            Ok(outcomes)
         })
     }
 

@@ -22,10 +22,10 @@ use mayfly_core::{ByteSize, Clock, ManualClock, Name, NewObjectEvent, ObjectEven
 
 use crate::{
     AUDITS_KEPT, AccessRecord, ApiTokenRecord, AttemptOutcome, AuditFinding, AuditSeverity, DeleteOutcome,
-    FunctionStats, InvocationFilter, InvocationRecord, ItemAttempt, ItemCompletion, NewApiToken, NewAudit,
-    NewDeployment, NewRun, NewRunItem, OutgoingMessage, ReceiveRequest, ReceivedMessage, ResultRecord, RunItem,
-    RunItemCounts, RunRecord, StateError, StateStore, StoredAccessRecord, StoredInvocation, WorkerAttemptCounts,
-    WorkerRecord,
+    FunctionStats, GroupedCompletion, InvocationFilter, InvocationRecord, ItemAttempt, ItemCompletion, NewApiToken,
+    NewAudit, NewDeployment, NewRun, NewRunItem, OutgoingMessage, ReceiveRequest, ReceivedMessage, ResultRecord,
+    RunItem, RunItemCounts, RunRecord, StateError, StateStore, StoredAccessRecord, StoredInvocation,
+    WorkerAttemptCounts, WorkerRecord,
 };
 
 /// A freshly opened, empty store and the clock it was opened with.
@@ -121,6 +121,7 @@ macro_rules! __with_every_conformance_case {
             re_executing_an_item_of_a_job_replaces_its_result,
             a_stale_completion_is_ignored,
             completing_and_leasing_together_records_the_result_and_leases_the_next_items,
+            completions_grouped_in_one_commit_keep_the_per_item_rules,
             a_failed_attempt_is_pending_again_at_retry_at_or_dead_lettered,
             releasing_a_workers_items_returns_only_them_to_pending,
             releasing_all_leased_items_returns_them_to_pending,
@@ -1558,6 +1559,64 @@ pub fn completing_and_leasing_together_records_the_result_and_leases_the_next_it
     assert!(accepted && none.is_empty(), "lease_max 0 leases nothing");
     let counts = store.run_item_counts("run-1").unwrap();
     assert_eq!((counts.done, counts.leased, counts.pending), (2, 2, 0));
+}
+
+pub fn completions_grouped_in_one_commit_keep_the_per_item_rules(subject: Subject) {
+    let store = &subject.store;
+    claimed_run(&subject, "run-1", "thumbnails");
+    add_items(&subject, "run-1", &["a", "b", "c", "d", "e"]);
+    lease(&subject, "run-1", "worker-1", 2);
+    lease(&subject, "run-1", "worker-2", 1);
+    let grouped = |item: &str, worker: &str, completion: ItemCompletion, lease_next: usize| GroupedCompletion {
+        item: item.to_owned(),
+        worker: worker.to_owned(),
+        attempt: 1,
+        completion,
+        lease_next,
+    };
+    let retry_at = subject.clock.now().saturating_add(Duration::from_secs(20));
+    let retry = ItemCompletion::Failed { error: "timeout".to_owned(), retry_at: Some(retry_at) };
+    let outcomes = store
+        .complete_run_items_together(
+            "run-1",
+            vec![
+                grouped("a", "worker-1", done("ra"), 0),
+                grouped("c", "worker-2", done("rc"), 1),
+                grouped("b", "worker-2", done("not its item"), 0),
+                grouped("never-added", "worker-1", done("x"), 0),
+                grouped("a", "worker-1", done("twice"), 0),
+                grouped("b", "worker-1", retry, 1),
+            ],
+        )
+        .unwrap();
+    assert_eq!(outcomes.len(), 6, "one answer per completion, in order");
+    let summary = |index: usize| {
+        let outcome = outcomes[index].as_ref().unwrap();
+        (outcome.accepted, outcome.leased.iter().map(|i| (i.item.clone(), i.worker.clone())).collect::<Vec<_>>())
+    };
+    assert_eq!(summary(0), (true, vec![]));
+    assert_eq!(summary(1), (true, vec![("d".to_owned(), Some("worker-2".to_owned()))]), "leased in the same commit");
+    assert_eq!(summary(2), (false, vec![]), "another worker's completion is stale");
+    assert_not_found(outcomes[3].as_ref().map(|_| ()).map_err(clone_not_found), "item", "run-1/never-added");
+    assert_eq!(summary(4), (false, vec![]), "an item done earlier in the same group is not done twice");
+    assert_eq!(summary(5), (true, vec![("e".to_owned(), Some("worker-1".to_owned()))]), "b waits for its retry");
+
+    let job = name("thumbnails");
+    assert_eq!(store.result(&job, "a").unwrap().result, b"ra", "one result per item: the first");
+    assert_eq!(store.result(&job, "c").unwrap().result, b"rc");
+    assert_not_found(store.result(&job, "b"), "result", "thumbnails/b");
+    let b = one_item(&subject, "run-1", "b");
+    assert_eq!((b.status, b.not_before, b.last_error.as_deref()), (ItemStatus::Pending, retry_at, Some("timeout")));
+    let counts = store.run_item_counts("run-1").unwrap();
+    assert_eq!((counts.done, counts.leased, counts.pending), (2, 2, 1), "the refused completion undid nothing else");
+}
+
+/// A `NotFound` answer of a group, comparable by kind and name (errors are not `Clone`).
+fn clone_not_found(error: &StateError) -> StateError {
+    match error {
+        StateError::NotFound { kind, name } => StateError::NotFound { kind, name: name.clone() },
+        other => panic!("expected NotFound, got {other:?}"),
+    }
 }
 
 pub fn a_failed_attempt_is_pending_again_at_retry_at_or_dead_lettered(subject: Subject) {

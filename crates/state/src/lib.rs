@@ -399,6 +399,28 @@ pub enum ItemCompletion {
     },
 }
 
+/// One completion of a group recorded in one commit
+/// ([`RunStore::complete_run_items_together`]): what
+/// [`RunStore::complete_and_lease_run_items`] takes, for one item.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupedCompletion {
+    pub item: String,
+    pub worker: String,
+    pub attempt: u32,
+    pub completion: ItemCompletion,
+    /// Lease up to this many next items to `worker` in the same commit (0: none).
+    pub lease_next: usize,
+}
+
+/// How one completion of a group was recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupedCompletionOutcome {
+    /// False for a stale completion, which changed nothing (see [`RunStore::complete_run_item`]).
+    pub accepted: bool,
+    /// The next items leased to its worker.
+    pub leased: Vec<RunItem>,
+}
+
 /// How many items of a run are where, exact at an instant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct RunItemCounts {
@@ -869,6 +891,37 @@ pub trait RunStore: Send + Sync {
         let accepted = self.complete_run_item(run, item, worker, attempt, completion)?;
         let items = if lease_max > 0 { self.lease_run_items(run, worker, lease_max)? } else { Vec::new() };
         Ok((accepted, items))
+    }
+    /// Group commit: each completion recorded as
+    /// [`RunStore::complete_and_lease_run_items`] records it, in order, all
+    /// in ONE commit, so many workers' completions share one durable write.
+    /// Each has its own answer: a completion refused on its own (`NotFound`
+    /// for an item the run does not have, `Damaged` for a next item that
+    /// cannot be opened) changes nothing and the others are still recorded;
+    /// the per-item rules hold within the group (a second completion of an
+    /// item already done in it is stale). `Err` for the whole group (the
+    /// commit failed, e.g. `DiskFull`) means none was recorded. Backends
+    /// should make one commit; the default makes one per completion and
+    /// answers each with its own error.
+    fn complete_run_items_together(
+        &self,
+        run: &str,
+        completions: Vec<GroupedCompletion>,
+    ) -> Result<Vec<Result<GroupedCompletionOutcome>>> {
+        Ok(completions
+            .into_iter()
+            .map(|grouped| {
+                self.complete_and_lease_run_items(
+                    run,
+                    &grouped.item,
+                    &grouped.worker,
+                    grouped.attempt,
+                    grouped.completion,
+                    grouped.lease_next,
+                )
+                .map(|(accepted, leased)| GroupedCompletionOutcome { accepted, leased })
+            })
+            .collect())
     }
     /// Return `worker`'s leased items to `Pending` at once (it died), keeping
     /// their attempts and place. Returns how many.

@@ -1,0 +1,139 @@
+//! Group commit: the completions that workers send at about the same moment
+//! share one durable commit of the state store
+//! ([`mayfly_state::RunStore::complete_run_items_together`]) instead of one fsync each.
+//!
+//! A committer thread owns a channel of (completion, reply). It takes the
+//! first completion waiting, then everything already queued behind it, and
+//! waits for company only while more completions are expected (some worker
+//! holding items has not sent its own yet) and at most
+//! [`GroupCommitConfig::max_wait`]; then it commits the group and answers
+//! each completion. A worker's acknowledgement is sent only after that
+//! answer, so an acknowledged result is durable.
+//!
+//! The store is synchronous, so the committer is a thread of its own: the
+//! coordinator's runtime thread keeps serving requests while it fsyncs.
+
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, TryRecvError};
+use std::time::{Duration, Instant};
+
+use mayfly_state::{GroupedCompletion, GroupedCompletionOutcome, StateStore};
+use tokio::sync::oneshot;
+
+/// How long a completion may wait for company, and how many share a commit.
+#[derive(Debug, Clone, Copy)]
+pub struct GroupCommitConfig {
+    /// The longest a completion waits for others before its group is committed.
+    pub max_wait: Duration,
+    /// The most completions in one commit.
+    pub max_group: usize,
+}
+
+impl Default for GroupCommitConfig {
+    fn default() -> Self {
+        GroupCommitConfig { max_wait: Duration::from_millis(2), max_group: 256 }
+    }
+}
+
+/// One completion's answer: its outcome, or why it was not recorded.
+pub type CompletionAnswer = Result<GroupedCompletionOutcome, mayfly_state::StateError>;
+
+struct Waiting {
+    completion: GroupedCompletion,
+    reply: oneshot::Sender<CompletionAnswer>,
+}
+
+/// How many completions the committer may still expect for a group (the
+/// workers holding items, each of which sends one completion at a time).
+pub type ExpectedCompletions = Arc<dyn Fn() -> usize + Send + Sync>;
+
+/// The sending side; the committer thread ends when every handle is dropped.
+#[derive(Clone)]
+pub struct GroupCommitter {
+    sender: Sender<Waiting>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("the committer of run {run} stopped")]
+pub struct CommitterStopped {
+    run: String,
+}
+
+impl GroupCommitter {
+    /// Start the committer thread of `run`.
+    pub fn start(
+        state: Arc<dyn StateStore>,
+        run: String,
+        config: GroupCommitConfig,
+        expected: ExpectedCompletions,
+    ) -> std::io::Result<GroupCommitter> {
+        let (sender, receiver) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("group-commit".into())
+            .spawn(move || commit_groups(state.as_ref(), &run, config, &expected, &receiver))?;
+        Ok(GroupCommitter { sender })
+    }
+
+    /// Record `completion` in the next group; answers once that group is durable.
+    pub async fn complete(
+        &self,
+        run: &str,
+        completion: GroupedCompletion,
+    ) -> Result<CompletionAnswer, CommitterStopped> {
+        let (reply, answer) = oneshot::channel();
+        let stopped = || CommitterStopped { run: run.to_owned() };
+        self.sender.send(Waiting { completion, reply }).map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())
+    }
+}
+
+fn commit_groups(
+    state: &dyn StateStore,
+    run: &str,
+    config: GroupCommitConfig,
+    expected: &ExpectedCompletions,
+    receiver: &Receiver<Waiting>,
+) {
+    let max_group = config.max_group.max(1);
+    while let Ok(first) = receiver.recv() {
+        let mut group = vec![first];
+        let deadline = Instant::now() + config.max_wait;
+        // Company expected: every worker holding items may have a completion on its way.
+        let company = expected().min(max_group);
+        while group.len() < max_group {
+            let next = match receiver.try_recv() {
+                Ok(waiting) => Ok(waiting),
+                Err(TryRecvError::Disconnected) => break,
+                Err(TryRecvError::Empty) if group.len() >= company => break,
+                Err(TryRecvError::Empty) => receiver.recv_timeout(deadline.saturating_duration_since(Instant::now())),
+            };
+            match next {
+                Ok(waiting) => group.push(waiting),
+                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        let (completions, replies): (Vec<GroupedCompletion>, Vec<oneshot::Sender<CompletionAnswer>>) =
+            group.into_iter().map(|waiting| (waiting.completion, waiting.reply)).unzip();
+        let size = completions.len();
+        match state.complete_run_items_together(run, completions) {
+            Ok(answers) => {
+                for (reply, answer) in replies.into_iter().zip(answers) {
+                    // A worker that hung up gets no answer; its result is recorded all the same.
+                    let _ = reply.send(answer);
+                }
+            }
+            Err(error) => {
+                tracing::error!(run, error = %error, size, "a group of completions could not be committed");
+                let message = error.to_string();
+                for reply in replies {
+                    // Each waiter gets the group's error (errors are not `Clone`; a full disk stays one).
+                    let error = match error {
+                        mayfly_state::StateError::DiskFull => mayfly_state::StateError::DiskFull,
+                        _ => mayfly_state::StateError::Backend(message.clone()),
+                    };
+                    let _ = reply.send(Err(error));
+                }
+            }
+        }
+    }
+}
