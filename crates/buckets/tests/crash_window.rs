@@ -52,6 +52,9 @@ impl StateStore for StoreWithFailingAppends {
     fn delete_bucket(&self, name: &Name) -> Result<()> {
         self.inner.delete_bucket(name)
     }
+    fn derived_key(&self, purpose: &str) -> Result<[u8; 32]> {
+        self.inner.derived_key(purpose)
+    }
     fn bucket(&self, name: &Name) -> Result<BucketRecord> {
         self.inner.bucket(name)
     }
