@@ -14,6 +14,7 @@
 //! log before it is answered, refusals included, named by its token.
 
 pub mod credentials;
+pub mod function_credentials;
 pub mod s3;
 pub mod sessions;
 pub mod sqs;
@@ -35,6 +36,7 @@ use mayfly_state::{AccessRecord, StateStore};
 use s3s::service::S3ServiceBuilder;
 
 pub use crate::credentials::{TokenAuth, access_key_id, new_secret, token_id};
+pub use crate::function_credentials::FunctionCredentials;
 pub use crate::s3::MayflyS3;
 
 /// The region Mayfly answers for; clients must sign for it.

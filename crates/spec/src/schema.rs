@@ -251,7 +251,7 @@ pub(crate) struct FunctionFile {
 #[serde(transparent)]
 pub(crate) struct PermissionText(
     #[schemars(pattern(r"^(objects:read|objects:write|queues:read|messages:write):[a-z0-9][a-z0-9_-]{0,62}$"))]
-    pub String,
+    pub  String,
 );
 
 /// A bucket event kind.
