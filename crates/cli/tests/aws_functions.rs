@@ -57,11 +57,8 @@ fn the_rename_s3_example_moves_every_object_with_boto3_and_a_trespass_is_refused
     let functions = project.path("functions");
     std::fs::create_dir_all(&functions).unwrap();
     std::fs::copy(example_dir().join("functions/rename.py"), functions.join("rename.py")).unwrap();
-    std::fs::copy(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/aws/trespass.py"),
-        functions.join("trespass.py"),
-    )
-    .unwrap();
+    std::fs::copy(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/aws/trespass.py"), functions.join("trespass.py"))
+        .unwrap();
     project.ok(&["deploy"]);
     let up = project.spawn_up();
 
@@ -84,9 +81,8 @@ fn the_rename_s3_example_moves_every_object_with_boto3_and_a_trespass_is_refused
         assert!(moved.status.success(), "{}", String::from_utf8_lossy(&moved.stderr));
         assert!(moved.stdout == *content, "object {index} differs after the move");
     }
-    let inbox = project.wait_for(&["ls", "inbox"], Duration::from_secs(30), |listing| {
-        listing.as_array().is_some_and(Vec::is_empty)
-    });
+    let inbox = project
+        .wait_for(&["ls", "inbox"], Duration::from_secs(30), |listing| listing.as_array().is_some_and(Vec::is_empty));
     assert_eq!(inbox, serde_json::json!([]), "every original is deleted");
 
     // The trespass: refused with S3's AccessDenied, nothing in `other`.
@@ -112,6 +108,7 @@ fn the_rename_s3_example_moves_every_object_with_boto3_and_a_trespass_is_refused
     let outcome = refusal["outcome"].as_str().unwrap();
     assert!(outcome.starts_with("AccessDenied"), "{outcome}");
     assert!(outcome.contains("function `trespass`"), "the refusal names the function: {outcome}");
-    let deletes = log.iter().filter(by_function).filter(|record| record["method"] == "DELETE" && record["status"] == 204);
+    let deletes =
+        log.iter().filter(by_function).filter(|record| record["method"] == "DELETE" && record["status"] == 204);
     assert_eq!(deletes.count(), OBJECTS, "one DELETE per moved object: {log:?}");
 }
