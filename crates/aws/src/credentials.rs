@@ -11,6 +11,8 @@
 
 use mayfly_api::Grant;
 use mayfly_core::Clock;
+
+use crate::sessions::{Principal, SessionKeys, SessionRefusal, is_session_key, session_token};
 use mayfly_state::{StateError, StateStore};
 use s3s::access::{S3Access, S3AccessContext};
 use s3s::auth::{S3Auth, SecretKey};
@@ -70,6 +72,12 @@ fn store_error(error: StateError) -> s3s::S3Error {
 #[async_trait::async_trait]
 impl S3Auth for TokenAuth {
     async fn get_secret_key(&self, access_key: &str) -> S3Result<SecretKey> {
+        if is_session_key(access_key) {
+            // A function's key: its secret is derived, its token checked by `SignedOnly`.
+            let keys = SessionKeys::of_store(self.state.as_ref())
+                .map_err(|error| s3_error!(InvalidAccessKeyId, "function credentials cannot be checked: {error}"))?;
+            return Ok(SecretKey::from(keys.secret_for(access_key)));
+        }
         let Some(id) = token_id(access_key) else {
             return Err(s3_error!(InvalidAccessKeyId, "access keys look like `MF` and 16 hex digits"));
         };
@@ -99,18 +107,46 @@ impl S3Auth for TokenAuth {
     }
 }
 
-/// Every request must be signed; what a signer may do is each operation's
-/// check (see [`crate::s3`]), because only it knows every bucket involved
-/// (a copy names its source in a header).
-pub struct SignedOnly;
+/// Checks a function's session token against the access key that signed
+/// the request (see [`crate::sessions`]), as of `now`.
+pub fn function_principal(
+    state: &dyn StateStore,
+    access_key: &str,
+    token: Option<&str>,
+    now: mayfly_core::Timestamp,
+) -> S3Result<Principal> {
+    let keys = SessionKeys::of_store(state)
+        .map_err(|error| s3_error!(InvalidAccessKeyId, "function credentials cannot be checked: {error}"))?;
+    keys.verify(access_key, token, now).map(Principal::Function).map_err(|refusal| match refusal {
+        SessionRefusal::Expired { .. } => s3_error!(ExpiredToken, "{refusal}"),
+        SessionRefusal::MissingToken(_) => s3_error!(AccessDenied, "{refusal}"),
+        SessionRefusal::InvalidToken | SessionRefusal::WrongKey(_) => s3_error!(InvalidToken, "{refusal}"),
+    })
+}
+
+/// Every request must be signed, and a function's key must come with its
+/// valid session token (its checked [`Principal`] is left in the request's
+/// extensions); what a signer may do is each operation's check (see
+/// [`crate::s3`]), because only it knows every bucket involved (a copy
+/// names its source in a header).
+pub struct SignedOnly {
+    pub state: Arc<dyn StateStore>,
+    pub clock: Arc<dyn Clock>,
+}
 
 #[async_trait::async_trait]
 impl S3Access for SignedOnly {
     async fn check(&self, context: &mut S3AccessContext<'_>) -> S3Result<()> {
-        match context.credentials() {
-            Some(_) => Ok(()),
-            None => Err(s3_error!(AccessDenied, "this endpoint needs signed requests (AWS Signature Version 4)")),
+        let Some(credentials) = context.credentials() else {
+            return Err(s3_error!(AccessDenied, "this endpoint needs signed requests (AWS Signature Version 4)"));
+        };
+        if is_session_key(&credentials.access_key) {
+            let token = session_token(context.headers(), context.uri());
+            let principal =
+                function_principal(self.state.as_ref(), &credentials.access_key, token.as_deref(), self.clock.now())?;
+            context.extensions_mut().insert(principal);
         }
+        Ok(())
     }
 }
 

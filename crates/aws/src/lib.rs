@@ -14,7 +14,9 @@
 //! log before it is answered, refusals included, named by its token.
 
 pub mod credentials;
+pub mod function_credentials;
 pub mod s3;
+pub mod sessions;
 pub mod sqs;
 
 use std::sync::Arc;
@@ -34,6 +36,7 @@ use mayfly_state::{AccessRecord, StateStore};
 use s3s::service::S3ServiceBuilder;
 
 pub use crate::credentials::{TokenAuth, access_key_id, new_secret, token_id};
+pub use crate::function_credentials::FunctionCredentials;
 pub use crate::s3::MayflyS3;
 
 /// The region Mayfly answers for; clients must sign for it.
@@ -58,7 +61,7 @@ pub fn router(config: AwsConfig) -> Router {
     let config = Arc::new(config);
     let mut builder = S3ServiceBuilder::new(MayflyS3::new(config.buckets.clone(), config.state.clone()));
     builder.set_auth(TokenAuth::new(config.state.clone(), config.clock.clone()));
-    builder.set_access(credentials::SignedOnly);
+    builder.set_access(credentials::SignedOnly { state: config.state.clone(), clock: config.clock.clone() });
     let service = builder.build();
     let sqs_config = config.clone();
     let endpoint = move |request: Request| {
@@ -87,7 +90,10 @@ async fn record_access(State(config): State<Arc<AwsConfig>>, request: Request, n
     let path = request.uri().path().to_owned();
     let client =
         request.extensions().get::<ClientAddr>().map_or_else(|| "unknown".to_owned(), |client| client.0.to_string());
-    let token_id = signer(&request).and_then(|access_key| token_id(&access_key));
+    // A function's key is logged as is (`MFS…`): it names no token.
+    let token_id = signer(&request).and_then(|access_key| {
+        if sessions::is_session_key(&access_key) { Some(access_key) } else { token_id(&access_key) }
+    });
     let mut response = next.run(request).await;
     let status = response.status();
     let sqs_access = response.extensions_mut().remove::<sqs::SqsAccess>();

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use futures::TryStreamExt;
-use mayfly_api::{Grant, Resource, Scope};
+use mayfly_api::{Resource, Scope};
 use mayfly_buckets::{BucketError, Buckets, ObjectInfo, ObjectMetadata};
 use mayfly_core::{Name, Timestamp};
 use mayfly_state::StateStore;
@@ -19,6 +19,7 @@ use s3s::{S3, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
 use tokio::io::AsyncReadExt;
 
 use crate::credentials::grant_of;
+use crate::sessions::Principal;
 
 /// The most keys one ListObjectsV2 page holds (S3's own cap).
 const MAX_KEYS: usize = 1000;
@@ -35,14 +36,18 @@ impl MayflyS3 {
         MayflyS3 { buckets, state }
     }
 
-    /// The grant of the request's signer; no signature, no access.
-    async fn grant<T>(&self, request: &S3Request<T>) -> S3Result<Grant> {
+    /// The grant of the request's signer; no signature, no access. A
+    /// function's was checked with its session token by `SignedOnly`.
+    async fn grant<T>(&self, request: &S3Request<T>) -> S3Result<Principal> {
         let Some(credentials) = &request.credentials else {
             return Err(s3_error!(AccessDenied, "this endpoint needs signed requests (AWS Signature Version 4)"));
         };
+        if let Some(principal) = request.extensions.get::<Principal>() {
+            return Ok(principal.clone());
+        }
         let state = self.state.clone();
         let access_key = credentials.access_key.clone();
-        tokio::task::spawn_blocking(move || grant_of(state.as_ref(), &access_key))
+        tokio::task::spawn_blocking(move || grant_of(state.as_ref(), &access_key).map(Principal::Token))
             .await
             .map_err(|error| s3_error!(InternalError, "the grant check failed: {error}"))?
     }
@@ -54,7 +59,7 @@ impl MayflyS3 {
     }
 }
 
-fn require(grant: &Grant, scope: Scope, bucket: &str) -> S3Result<Name> {
+fn require(grant: &Principal, scope: Scope, bucket: &str) -> S3Result<Name> {
     grant.permits(scope, Resource::Bucket(bucket)).map_err(|refusal| s3_error!(AccessDenied, "{refusal}"))?;
     bucket_name(bucket)
 }

@@ -27,7 +27,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt;
-use mayfly_api::{Grant, Resource, Scope};
+use mayfly_api::Scope;
 use mayfly_core::queue::{QueueConfig, ReceiptHandle, check_message_size};
 use mayfly_core::{Clock, Name};
 use mayfly_state::{
@@ -39,7 +39,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 
-use crate::credentials::{TokenAuth, grant_of};
+use crate::credentials::{TokenAuth, function_principal, grant_of};
+use crate::sessions::{Principal, is_session_key, session_token};
 use crate::{AwsConfig, REGION};
 
 /// The account id in every queue URL and ARN: Mayfly has no AWS accounts.
@@ -233,7 +234,8 @@ pub async fn handle(config: Arc<AwsConfig>, request: Request) -> Response {
                         .to_owned();
                     let endpoint = endpoint_of(&parts.headers);
                     let sqs = Sqs { config: config.clone(), endpoint };
-                    sqs.call(&access_key, &operation, &body).await
+                    let token = session_token(&parts.headers, &parts.uri);
+                    sqs.call(&access_key, token.as_deref(), &operation, &body).await
                 }
             }
         }
@@ -513,13 +515,8 @@ fn seconds(value: Option<u64>, name: &str, max: u64) -> Result<Option<Duration>,
     }
 }
 
-fn require(grant: &Grant, scopes: &[Scope]) -> Result<(), SqsError> {
-    for scope in scopes {
-        grant
-            .permits(*scope, Resource::Unlimited)
-            .map_err(|refusal| SqsError::new(SqsErrorCode::AccessDenied, refusal.to_string()))?;
-    }
-    Ok(())
+fn require(grant: &Principal, scopes: &[Scope], queue: &str) -> Result<(), SqsError> {
+    grant.permits_on_queue(scopes, queue).map_err(|refusal| SqsError::new(SqsErrorCode::AccessDenied, refusal))
 }
 
 /// Reading a queue's name, URL and counts: as the HTTPS API's queue endpoints.
@@ -545,10 +542,22 @@ impl Sqs {
             .map_err(|error| store_error(error, queue.as_ref()))
     }
 
-    async fn grant(&self, access_key: &str) -> Result<Grant, SqsError> {
+    async fn grant(&self, access_key: &str, token: Option<&str>) -> Result<Principal, SqsError> {
+        if is_session_key(access_key) {
+            return function_principal(self.config.state.as_ref(), access_key, token, self.config.clock.now()).map_err(
+                |error| {
+                    let code = match error.code() {
+                        s3s::S3ErrorCode::ExpiredToken => SqsErrorCode::ExpiredToken,
+                        s3s::S3ErrorCode::AccessDenied => SqsErrorCode::AccessDenied,
+                        _ => SqsErrorCode::InvalidClientTokenId,
+                    };
+                    SqsError::new(code, error.message().unwrap_or("the session token is not valid"))
+                },
+            );
+        }
         let state = self.config.state.clone();
         let access_key = access_key.to_owned();
-        tokio::task::spawn_blocking(move || grant_of(state.as_ref(), &access_key))
+        tokio::task::spawn_blocking(move || grant_of(state.as_ref(), &access_key).map(Principal::Token))
             .await
             .map_err(|error| SqsError::new(SqsErrorCode::InternalFailure, format!("the grant check failed: {error}")))?
             .map_err(|error| {
@@ -569,8 +578,14 @@ impl Sqs {
     }
 
     /// Run an operation: the access-log resource, and the answer.
-    async fn call(&self, access_key: &str, operation: &str, body: &[u8]) -> (String, Result<Value, SqsError>) {
-        let grant = match self.grant(access_key).await {
+    async fn call(
+        &self,
+        access_key: &str,
+        token: Option<&str>,
+        operation: &str,
+        body: &[u8],
+    ) -> (String, Result<Value, SqsError>) {
+        let grant = match self.grant(access_key, token).await {
             Ok(grant) => grant,
             Err(error) => return ("sqs".to_owned(), Err(error)),
         };
@@ -627,26 +642,29 @@ impl Sqs {
         }
     }
 
-    async fn get_queue_url(&self, grant: &Grant, name: &str) -> Result<Value, SqsError> {
-        require(grant, READ)?;
+    async fn get_queue_url(&self, grant: &Principal, name: &str) -> Result<Value, SqsError> {
+        require(grant, READ, name)?;
         let queue = Name::new(name).map_err(|_| no_such_queue(name))?;
         self.queue_record(&queue).await?;
         Ok(json!({ "QueueUrl": self.queue_url(&queue) }))
     }
 
-    async fn list_queues(&self, grant: &Grant, prefix: Option<&str>) -> Result<Value, SqsError> {
-        require(grant, READ)?;
+    async fn list_queues(&self, grant: &Principal, prefix: Option<&str>) -> Result<Value, SqsError> {
+        if !grant.has_scope(Scope::QueuesRead) {
+            return Err(SqsError::new(SqsErrorCode::AccessDenied, "the credentials lack scope `queues:read`"));
+        }
         let queues = self.blocking("(all)", |state| state.queues()).await?;
         let urls: Vec<String> = queues
             .iter()
+            .filter(|record| grant.allows_queue(record.name.as_str()))
             .filter(|record| prefix.is_none_or(|prefix| record.name.as_str().starts_with(prefix)))
             .map(|record| self.queue_url(&record.name))
             .collect();
         Ok(json!({ "QueueUrls": urls }))
     }
 
-    async fn get_queue_attributes(&self, grant: &Grant, queue: Name, input: QueueInput) -> Result<Value, SqsError> {
-        require(grant, READ)?;
+    async fn get_queue_attributes(&self, grant: &Principal, queue: Name, input: QueueInput) -> Result<Value, SqsError> {
+        require(grant, READ, queue.as_str())?;
         let known = [
             "ApproximateNumberOfMessages",
             "ApproximateNumberOfMessagesNotVisible",
@@ -694,8 +712,8 @@ impl Sqs {
         Ok(json!({ "Attributes": attributes }))
     }
 
-    async fn send_message(&self, grant: &Grant, queue: Name, input: SendInput) -> Result<Value, SqsError> {
-        require(grant, SEND)?;
+    async fn send_message(&self, grant: &Principal, queue: Name, input: SendInput) -> Result<Value, SqsError> {
+        require(grant, SEND, queue.as_str())?;
         let record = self.queue_record(&queue).await?;
         let message = outgoing(&input.message, &record.config, &queue)?;
         let answer = sent_answer(&message);
@@ -706,8 +724,8 @@ impl Sqs {
         Ok(answer)
     }
 
-    async fn send_message_batch(&self, grant: &Grant, queue: Name, input: SendInput) -> Result<Value, SqsError> {
-        require(grant, SEND)?;
+    async fn send_message_batch(&self, grant: &Principal, queue: Name, input: SendInput) -> Result<Value, SqsError> {
+        require(grant, SEND, queue.as_str())?;
         let entries = input.entries.unwrap_or_default();
         let ids = batch_ids(entries.iter().map(|entry| entry.id.as_deref()))?;
         let record = self.queue_record(&queue).await?;
@@ -739,8 +757,8 @@ impl Sqs {
         Ok(json!({ "Successful": successful, "Failed": failed }))
     }
 
-    async fn receive_message(&self, grant: &Grant, queue: Name, input: ReceiveInput) -> Result<Value, SqsError> {
-        require(grant, CONSUME)?;
+    async fn receive_message(&self, grant: &Principal, queue: Name, input: ReceiveInput) -> Result<Value, SqsError> {
+        require(grant, CONSUME, queue.as_str())?;
         let max_messages = input.max_number_of_messages.unwrap_or(1);
         if !(1..=10).contains(&max_messages) {
             return Err(invalid(format!("MaxNumberOfMessages of {max_messages} is outside 1–10")));
@@ -769,8 +787,8 @@ impl Sqs {
         Ok(json!({ "Messages": messages }))
     }
 
-    async fn delete_message(&self, grant: &Grant, queue: Name, input: ReceiptInput) -> Result<Value, SqsError> {
-        require(grant, CONSUME)?;
+    async fn delete_message(&self, grant: &Principal, queue: Name, input: ReceiptInput) -> Result<Value, SqsError> {
+        require(grant, CONSUME, queue.as_str())?;
         let receipt = receipt_handle(&input.receipt.receipt_handle)?;
         self.queue_record(&queue).await?;
         let name = queue.clone();
@@ -781,8 +799,13 @@ impl Sqs {
         }
     }
 
-    async fn delete_message_batch(&self, grant: &Grant, queue: Name, input: ReceiptInput) -> Result<Value, SqsError> {
-        require(grant, CONSUME)?;
+    async fn delete_message_batch(
+        &self,
+        grant: &Principal,
+        queue: Name,
+        input: ReceiptInput,
+    ) -> Result<Value, SqsError> {
+        require(grant, CONSUME, queue.as_str())?;
         let entries = input.entries.unwrap_or_default();
         let ids = batch_ids(entries.iter().map(|entry| entry.id.as_deref()))?;
         self.queue_record(&queue).await?;
@@ -815,11 +838,11 @@ impl Sqs {
 
     async fn change_message_visibility(
         &self,
-        grant: &Grant,
+        grant: &Principal,
         queue: Name,
         input: ReceiptInput,
     ) -> Result<Value, SqsError> {
-        require(grant, CONSUME)?;
+        require(grant, CONSUME, queue.as_str())?;
         let receipt = receipt_handle(&input.receipt.receipt_handle)?;
         let timeout = visibility(input.receipt.visibility_timeout)?;
         self.queue_record(&queue).await?;
@@ -832,11 +855,11 @@ impl Sqs {
 
     async fn change_message_visibility_batch(
         &self,
-        grant: &Grant,
+        grant: &Principal,
         queue: Name,
         input: ReceiptInput,
     ) -> Result<Value, SqsError> {
-        require(grant, CONSUME)?;
+        require(grant, CONSUME, queue.as_str())?;
         let entries = input.entries.unwrap_or_default();
         let ids = batch_ids(entries.iter().map(|entry| entry.id.as_deref()))?;
         self.queue_record(&queue).await?;
@@ -860,8 +883,8 @@ impl Sqs {
         Ok(json!({ "Successful": successful, "Failed": failed }))
     }
 
-    async fn purge_queue(&self, grant: &Grant, queue: Name, _input: QueueInput) -> Result<Value, SqsError> {
-        require(grant, CONSUME)?;
+    async fn purge_queue(&self, grant: &Principal, queue: Name, _input: QueueInput) -> Result<Value, SqsError> {
+        require(grant, CONSUME, queue.as_str())?;
         self.queue_record(&queue).await?;
         Err(SqsError::new(
             SqsErrorCode::UnsupportedOperation,

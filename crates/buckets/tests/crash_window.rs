@@ -304,6 +304,10 @@ impl AuditStore for StoreWithFailingAppends {
 }
 
 impl AccessStore for StoreWithFailingAppends {
+    fn derived_key(&self, purpose: &str) -> Result<[u8; 32]> {
+        self.inner.derived_key(purpose)
+    }
+
     fn create_api_token(&self, token: mayfly_state::NewApiToken) -> Result<mayfly_state::ApiTokenRecord> {
         self.inner.create_api_token(token)
     }

@@ -151,6 +151,7 @@ pub fn function_definition(
         concurrency: spec.concurrency,
         max_payload: ByteSize(6 * 1024 * 1024),
         isolation,
+        permissions: spec.permissions.clone(),
     }
 }
 

@@ -9,6 +9,7 @@
 pub mod clock;
 pub mod event;
 pub mod name;
+pub mod permission;
 pub mod quantity;
 pub mod queue;
 pub mod retry;
@@ -18,5 +19,6 @@ pub mod schedule;
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use event::{DeletionReason, NewObjectEvent, ObjectEvent, ObjectEventKind};
 pub use name::{Name, NameError};
+pub use permission::{Access, Permission, PermissionError};
 pub use quantity::{ByteSize, QuantityError, format_duration, parse_duration};
 pub use schedule::{Schedule, ScheduleError};

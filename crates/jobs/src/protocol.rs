@@ -107,6 +107,8 @@ impl FunctionHandoff {
             concurrency: self.concurrency,
             max_payload: ByteSize(self.max_payload_bytes),
             isolation: self.isolation,
+            // Job workers get no AWS credentials yet.
+            permissions: Vec::new(),
         })
     }
 }

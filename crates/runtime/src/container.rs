@@ -169,7 +169,8 @@ pub(crate) async fn run_container_process_invocation(
     shutdown: &mut tokio::sync::watch::Receiver<bool>,
 ) -> ProcessRun {
     let spawn_started = Instant::now();
-    let environment = instance_environment(function, None, Some(&invocation.request_id));
+    let environment =
+        instance_environment(function, None, Some(&invocation.request_id), &std::collections::BTreeMap::new());
     let spec = engine.spec(function, isolation, environment, None, true);
     let container = match engine.start(spec).await {
         Ok(container) => container,

@@ -69,6 +69,9 @@ pub struct FunctionDefinition {
     pub max_payload: ByteSize,
     /// A process group per instance, or a container.
     pub isolation: Isolation,
+    /// What its AWS credentials allow (see [`crate::CredentialIssuer`]);
+    /// empty: it gets none. Container instances get none yet.
+    pub permissions: Vec<mayfly_core::Permission>,
 }
 
 impl FunctionDefinition {
@@ -95,6 +98,7 @@ impl FunctionDefinition {
             concurrency: None,
             max_payload: Self::DEFAULT_MAX_PAYLOAD,
             isolation: Isolation::Process,
+            permissions: Vec::new(),
         }
     }
 }

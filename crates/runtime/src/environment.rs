@@ -29,11 +29,14 @@ fn memory_size_mb(function: &FunctionDefinition) -> u64 {
 }
 
 /// The complete environment of an instance of `function`. `runtime_api` is the
-/// `host:port` of its Runtime API (lambda); `request_id` the invocation (process).
+/// `host:port` of its Runtime API (lambda); `request_id` the invocation
+/// (process); `credentials` the variables of its AWS credentials, if it has
+/// any (they win over everything, `AWS_REGION` included).
 pub(crate) fn instance_environment(
     function: &FunctionDefinition,
     runtime_api: Option<&str>,
     request_id: Option<&str>,
+    credentials: &BTreeMap<String, String>,
 ) -> BTreeMap<String, String> {
     // A container has its image's `PATH` and home; nothing of the host's environment applies there.
     let inherit = matches!(function.isolation, Isolation::Process);
@@ -67,6 +70,7 @@ pub(crate) fn instance_environment(
             set("_HANDLER", handler.clone());
         }
     }
+    environment.extend(credentials.iter().map(|(name, value)| (name.clone(), value.clone())));
     environment
 }
 
@@ -86,7 +90,7 @@ mod tests {
         function.env.insert("GREETING".into(), "hello".into());
         function.memory = Some(mayfly_core::ByteSize(256 * 1024 * 1024));
         function.handler = Some("app.handler".into());
-        let environment = instance_environment(&function, Some("127.0.0.1:9001"), None);
+        let environment = instance_environment(&function, Some("127.0.0.1:9001"), None, &BTreeMap::new());
         assert_eq!(environment["AWS_LAMBDA_RUNTIME_API"], "127.0.0.1:9001");
         assert_eq!(environment["GREETING"], "hello");
         assert_eq!(environment["AWS_LAMBDA_FUNCTION_MEMORY_SIZE"], "256");

@@ -2,7 +2,7 @@
 //! within the function's concurrency cap, keeps lambda instances warm for
 //! reuse and reaps idle ones (scale to zero).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
@@ -28,7 +28,24 @@ pub struct InvokerConfig {
     pub reap_interval: Duration,
     /// How memory limits are enforced.
     pub memory_enforcement: MemoryEnforcementMode,
+    /// Gives instances of functions with `permissions` AWS credentials;
+    /// `None`: no instance gets any.
+    pub credentials: Option<Arc<dyn CredentialIssuer>>,
 }
+
+/// Issues AWS credentials for a function's permissions (the AWS endpoint
+/// checks them; the runtime only puts them in the environment).
+pub trait CredentialIssuer: Send + Sync + std::fmt::Debug {
+    /// The environment variables of credentials for `function`'s
+    /// `permissions`, valid until `expires_at`; empty when it has none.
+    fn variables(&self, function: &FunctionDefinition, expires_at: Timestamp) -> BTreeMap<String, String>;
+}
+
+/// How long a warm lambda instance's credentials last: its environment is
+/// fixed when it starts (as on AWS Lambda), so it cannot get new ones per
+/// invocation; an instance whose credentials would expire before an
+/// invocation's deadline is not given the invocation (a fresh one starts).
+pub const LAMBDA_INSTANCE_CREDENTIAL_LIFETIME: Duration = Duration::from_secs(15 * 60);
 
 impl InvokerConfig {
     pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
@@ -42,6 +59,7 @@ impl InvokerConfig {
             clock,
             reap_interval: Self::DEFAULT_REAP_INTERVAL,
             memory_enforcement: MemoryEnforcementMode::Auto,
+            credentials: None,
         }
     }
 }
@@ -116,15 +134,22 @@ impl FunctionPool {
     }
 
     /// A warm instance started from exactly this definition; instances of
-    /// other definitions (a new deployment) are returned for discarding.
-    fn take_idle(&self, function: &FunctionDefinition) -> (Option<LambdaInstance>, Vec<LambdaInstance>) {
+    /// other definitions (a new deployment), and instances whose credentials
+    /// expire before `deadline`, are returned for discarding.
+    fn take_idle(
+        &self,
+        function: &FunctionDefinition,
+        deadline: Timestamp,
+    ) -> (Option<LambdaInstance>, Vec<LambdaInstance>) {
+        let usable = |instance: &LambdaInstance| {
+            instance.definition == *function && instance.credentials_expire_at.is_none_or(|expiry| expiry > deadline)
+        };
         let mut idle = lock(&self.idle);
-        let stale_at = idle.iter().position(|instance| instance.definition != *function);
+        let stale_at = idle.iter().position(|instance| !usable(instance));
         let stale = match stale_at {
             None => Vec::new(),
             Some(_) => {
-                let (fresh, stale): (Vec<_>, Vec<_>) =
-                    idle.drain(..).partition(|instance| instance.definition == *function);
+                let (fresh, stale): (Vec<_>, Vec<_>) = idle.drain(..).partition(usable);
                 *idle = fresh;
                 stale
             }
@@ -164,6 +189,15 @@ impl Invoker {
                 reaper_started: AtomicBool::new(false),
                 containers: SharedEngine::new(),
             }),
+        }
+    }
+
+    /// The credential variables of an instance of `function` valid until
+    /// `expires_at`: none without an issuer or without permissions.
+    fn credentials(&self, function: &FunctionDefinition, expires_at: Timestamp) -> BTreeMap<String, String> {
+        match &self.inner.config.credentials {
+            Some(issuer) if !function.permissions.is_empty() => issuer.variables(function, expires_at),
+            _ => BTreeMap::new(),
         }
     }
 
@@ -242,7 +276,16 @@ impl Invoker {
         let run = match &function.isolation {
             Isolation::Process => {
                 let instance_name = self.next_instance_name();
-                run_process_invocation(function, &invocation, &self.inner.enforcement, &instance_name, shutdown).await
+                let credentials = self.credentials(function, started_at.saturating_add(function.timeout));
+                run_process_invocation(
+                    function,
+                    &invocation,
+                    &self.inner.enforcement,
+                    &instance_name,
+                    &credentials,
+                    shutdown,
+                )
+                .await
             }
             Isolation::Container(isolation) => match shared_engine(&self.inner.containers).await {
                 Ok(engine) => {
@@ -292,7 +335,7 @@ impl Invoker {
             let reason = "the request id cannot be sent as an HTTP header".to_owned();
             return result(LambdaRun::failed(Outcome::Crashed { reason }, Vec::new()), None, invocation.request_id);
         };
-        let (warm, stale) = pool.take_idle(function);
+        let (warm, stale) = pool.take_idle(function, started_at.saturating_add(function.timeout));
         for instance in stale {
             pool.discard(instance).await;
         }
@@ -330,7 +373,13 @@ impl Invoker {
         pool.live.fetch_add(1, Ordering::AcqRel);
         let now = self.inner.config.clock.now();
         let started = match &function.isolation {
-            Isolation::Process => LambdaInstance::start(function, &self.inner.enforcement, &instance_name, now).await,
+            Isolation::Process => {
+                let expires_at = now.saturating_add(LAMBDA_INSTANCE_CREDENTIAL_LIFETIME.max(function.timeout));
+                let credentials = self.credentials(function, expires_at);
+                let expiry = (!credentials.is_empty()).then_some(expires_at);
+                LambdaInstance::start(function, &self.inner.enforcement, &instance_name, now, &credentials, expiry)
+                    .await
+            }
             Isolation::Container(isolation) => match shared_engine(&self.inner.containers).await {
                 Ok(engine) => LambdaInstance::start_in_container(function, isolation, engine, now).await,
                 Err(reason) => Err(crate::SpawnError::Container { reason }),

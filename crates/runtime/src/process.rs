@@ -44,6 +44,7 @@ pub(crate) async fn run_process_invocation(
     invocation: &Invocation,
     enforcement: &MemoryEnforcement,
     instance_name: &str,
+    credentials: &std::collections::BTreeMap<String, String>,
     shutdown: &mut tokio::sync::watch::Receiver<bool>,
 ) -> ProcessRun {
     let spawn_started = Instant::now();
@@ -69,7 +70,7 @@ pub(crate) async fn run_process_invocation(
     let spawned = ChildProcess::spawn(SpawnRequest {
         command: &function.command,
         working_dir: &function.working_dir,
-        environment: instance_environment(function, None, Some(&invocation.request_id)),
+        environment: instance_environment(function, None, Some(&invocation.request_id), credentials),
         cgroup_procs: cgroup.as_ref().map(InstanceCgroup::procs_file),
         address_space_limit,
         with_stdin: true,

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 use std::time::Duration;
 
-use mayfly_core::{Name, ObjectEventKind, parse_duration};
+use mayfly_core::{Name, ObjectEventKind, Permission, parse_duration};
 use toml::de::DeValue;
 
 use crate::model::*;
@@ -45,6 +45,7 @@ const FUNCTION_KEYS: &[&str] = &[
     "on_failure",
     "isolation",
     "image",
+    "permissions",
     "tags",
 ];
 const RETRY_KEYS: &[&str] = &["max_attempts", "backoff"];
@@ -100,6 +101,8 @@ struct CrossChecks {
     dead_letters: BTreeMap<Name, (Name, Range<usize>)>,
     /// Spans of the `require_tags` entries.
     required_tag_spans: Vec<Located<String>>,
+    /// (what, span of `permissions`) of every function that declares some.
+    functions_with_permissions: Vec<(String, Range<usize>)>,
 }
 
 /// Lower the document `root` into an architecture; `None` when anything was reported.
@@ -171,6 +174,9 @@ pub(crate) fn lower_document(reader: &mut Reader<'_>, root: &Table<'_, '_>) -> O
         }
     }
     let api = lower_api(reader, root, &policy);
+    if api.is_none() && !root.has("api") {
+        check_permissions_need_api(reader, &checks);
+    }
 
     reader.check_references();
     check_dead_letter_cycles(reader, &checks);
@@ -571,6 +577,7 @@ fn lower_function(
         ),
         _ => {}
     }
+    let permissions = lower_permissions(reader, table, checks);
     let tags = reader.string_map(table, "tags");
     checks.tagged_resources.push((table.what.clone(), tags.clone()));
     Some(FunctionSpec {
@@ -585,8 +592,60 @@ fn lower_function(
         on_failure,
         isolation,
         image: image.map(|image| image.value),
+        permissions,
         tags,
     })
+}
+
+/// `permissions` of a function: each `<verb>:<name>` parsed, its bucket or
+/// queue checked against the declarations with the others.
+fn lower_permissions(reader: &mut Reader<'_>, table: &Table<'_, '_>, checks: &mut CrossChecks) -> Vec<Permission> {
+    let Some(entries) = reader.string_list(table, "permissions") else {
+        return Vec::new();
+    };
+    let mut permissions = Vec::new();
+    for entry in entries {
+        match entry.value.parse::<Permission>() {
+            Ok(permission) => {
+                let kind = match permission.access.resource_kind() {
+                    mayfly_core::permission::ResourceKind::Bucket => ResourceKind::Bucket,
+                    mayfly_core::permission::ResourceKind::Queue => ResourceKind::Queue,
+                };
+                reader.reference_from(
+                    Located { value: permission.resource.to_string(), span: entry.span.clone() },
+                    kind,
+                    &format!("`{}` in `permissions` of {}", entry.value, table.what),
+                    kind.noun(),
+                );
+                if !permissions.contains(&permission) {
+                    permissions.push(permission);
+                }
+            }
+            Err(error) => reader.error(
+                entry.span.clone(),
+                format!("`permissions` of {}: {error}", table.what),
+                Some(
+                    "write `<verb>:<bucket or queue>`, e.g. \"objects:read:inbox\", \"objects:write:archive\", \"messages:write:work\""
+                        .to_owned(),
+                ),
+            ),
+        }
+    }
+    if !permissions.is_empty() {
+        checks.functions_with_permissions.push((table.what.clone(), table.key_span("permissions")));
+    }
+    permissions
+}
+
+/// Function credentials are checked by the AWS endpoint, which only `[api]` serves.
+fn check_permissions_need_api(reader: &mut Reader<'_>, checks: &CrossChecks) {
+    for (what, span) in &checks.functions_with_permissions {
+        reader.error(
+            span.clone(),
+            format!("{what} declares `permissions`, but the project has no `[api]` to serve its AWS credentials"),
+            Some("add an `[api]` table (its AWS endpoint on `aws_listen` checks function credentials), or remove `permissions`".to_owned()),
+        );
+    }
 }
 
 fn lower_routes(reader: &mut Reader<'_>, root: &Table<'_, '_>) -> Vec<RouteSpec> {

@@ -9,7 +9,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use mayfly_core::queue::QueueConfig;
-use mayfly_core::{ByteSize, Name, ObjectEventKind, Schedule, format_duration};
+use mayfly_core::{ByteSize, Name, ObjectEventKind, Permission, Schedule, format_duration};
 use serde::{Serialize, Serializer};
 
 /// The only schema version this crate reads.
@@ -204,6 +204,8 @@ pub struct FunctionSpec {
     pub isolation: Isolation,
     /// Container image, required with `isolation = "container"`.
     pub image: Option<String>,
+    /// What the function's short-lived AWS credentials allow (needs `[api]`).
+    pub permissions: Vec<Permission>,
     pub tags: BTreeMap<String, String>,
 }
 

@@ -238,9 +238,21 @@ pub(crate) struct FunctionFile {
     pub isolation: Option<IsolationText>,
     /// Container image; required with isolation = "container".
     pub image: Option<String>,
+    /// What the function's AWS credentials allow: `<verb>:<bucket or queue>`,
+    /// verbs `objects:read`, `objects:write`, `queues:read`, `messages:write`.
+    #[serde(default)]
+    pub permissions: Vec<PermissionText>,
     #[serde(default)]
     pub tags: TagsTable,
 }
+
+/// A permission: a verb and a bucket or queue, e.g. "objects:read:inbox".
+#[derive(Deserialize, JsonSchema)]
+#[serde(transparent)]
+pub(crate) struct PermissionText(
+    #[schemars(pattern(r"^(objects:read|objects:write|queues:read|messages:write):[a-z0-9][a-z0-9_-]{0,62}$"))]
+    pub  String,
+);
 
 /// A bucket event kind.
 #[derive(Deserialize, JsonSchema)]

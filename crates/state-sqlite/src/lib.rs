@@ -2186,6 +2186,15 @@ impl AccessStore for SqliteStore {
         self.sealer.open_optional_text(Record::TokenAwsSecret(id), stored)
     }
 
+    fn derived_key(&self, purpose: &str) -> Result<[u8; 32]> {
+        self.sealer.derived_key(purpose).ok_or_else(|| {
+            StateError::Backend(format!(
+                "the state store at {} seals nothing, so it holds no secret to derive the `{purpose}` key from; open it with its keyring",
+                self.path.display()
+            ))
+        })
+    }
+
     fn revoke_api_token(&self, id: &str) -> Result<ApiTokenRecord> {
         let now = self.now();
         self.write(&format!("revoke token `{id}`"), |transaction| access::revoke_api_token(transaction, id, now))

@@ -190,6 +190,11 @@ impl Sealer {
         self.ids = ids;
     }
 
+    /// A key for `purpose` derived from the item key; `None` unencrypted.
+    pub fn derived_key(&self, purpose: &str) -> Option<[u8; 32]> {
+        self.ids.derived_key(purpose)
+    }
+
     /// What the `item` column holds for `item`.
     pub fn lookup_key<'a>(&self, item: &'a str) -> Cow<'a, str> {
         self.ids.lookup_key(item)
@@ -375,6 +380,19 @@ impl ItemIds {
 
     pub fn is_keyed(&self) -> bool {
         self.key.is_some()
+    }
+
+    /// HMAC-SHA256 of `0xFF`, `mayfly derived key:` and `purpose` under the
+    /// item key. Item ids are UTF-8 text, in which the byte `0xFF` never
+    /// occurs, so no item's lookup key (stored in plaintext) is ever a derived key.
+    pub fn derived_key(&self, purpose: &str) -> Option<[u8; 32]> {
+        let key = self.key.as_ref()?;
+        let mut message = vec![0xFF];
+        message.extend_from_slice(b"mayfly derived key:");
+        message.extend_from_slice(purpose.as_bytes());
+        let mut derived = [0u8; 32];
+        derived.copy_from_slice(ring::hmac::sign(key, &message).as_ref());
+        Some(derived)
     }
 
     /// What the `item` column holds for `item`.

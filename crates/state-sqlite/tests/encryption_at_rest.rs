@@ -636,3 +636,28 @@ fn a_tokens_aws_secret_is_sealed_on_disk_and_rewrapped_with_the_keyring() {
     assert_eq!(store.rewrap_all().unwrap(), 2);
     assert_eq!(store.api_token_aws_secret("0011223344556677").unwrap().as_deref(), Some(secret));
 }
+
+#[test]
+fn a_derived_key_is_the_same_for_every_opener_survives_rotation_and_never_reaches_the_disk() {
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join("state.db");
+    let clock = ManualClock::starting_at(Timestamp::from_millis(1_795_588_702_000));
+    let mut keyring = Keyring::generate(clock.now());
+    let store = SqliteStore::open_encrypted(&path, Arc::new(clock.clone()), Arc::new(keyring.clone())).unwrap();
+    let sessions = store.derived_key("aws-sessions").unwrap();
+    assert_ne!(store.derived_key("other").unwrap(), sessions, "each purpose has its own key");
+    // A second opener (another host sharing the store) derives the same key.
+    let second = SqliteStore::open_encrypted(&path, Arc::new(clock.clone()), Arc::new(keyring.clone())).unwrap();
+    assert_eq!(second.derived_key("aws-sessions").unwrap(), sessions);
+    drop((store, second));
+    assert_eq!(files_containing(directory.path(), &sessions), Vec::<String>::new());
+
+    keyring.rotate(clock.now());
+    let store = SqliteStore::open_encrypted(&path, Arc::new(clock.clone()), Arc::new(keyring.clone())).unwrap();
+    store.rewrap_all().unwrap();
+    assert_eq!(store.derived_key("aws-sessions").unwrap(), sessions, "rotation keeps outstanding credentials valid");
+
+    let other = SqliteStore::open(&directory.path().join("plain.db"), Arc::new(clock)).unwrap();
+    let error = other.derived_key("aws-sessions").unwrap_err();
+    assert!(error.to_string().contains("seals nothing"), "{error}");
+}

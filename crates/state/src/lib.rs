@@ -999,6 +999,12 @@ pub trait AccessStore: Send + Sync {
     /// The secret access key of a token's AWS credentials, opened; `None`
     /// if it has none. `NotFound` (kind `token`) for an unknown id.
     fn api_token_aws_secret(&self, id: &str) -> Result<Option<String>>;
+    /// A 32-byte secret key for `purpose` (e.g. `aws-sessions`), the same on
+    /// every host that opens this store with its keyring, kept only sealed
+    /// (derived from a random key the store keeps sealed), and changed only
+    /// when the keyring is lost and replaced. `Backend` error for a store
+    /// that seals nothing, which has no secret to derive from.
+    fn derived_key(&self, purpose: &str) -> Result<[u8; 32]>;
     /// Append records to the access log in one commit, in order.
     fn append_access_records(&self, records: &[AccessRecord]) -> Result<()>;
     /// Access records with an id below `before_id` (all, if `None`), newest

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Args;
 use mayfly_core::{Clock, Name, SystemClock};
-use mayfly_runtime::{Invoker, InvokerConfig};
+use mayfly_runtime::Invoker;
 use mayfly_spec::Architecture;
 use mayfly_state::prelude::*;
 use mayfly_state::{InvocationFilter, StateStore, StoredInvocation};
@@ -136,8 +136,8 @@ pub async fn up(args: UpArgs, project: Option<&Path>, output: Output) -> Result<
     let _keyring_follower = opened.follow_keyring_file(&located);
     let (version, architecture) = deployed_architecture(&opened)?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let invoker =
-        Invoker::new(InvokerConfig { idle_timeout: args.idle_timeout, ..InvokerConfig::with_clock(clock.clone()) });
+    let credentials = crate::commands::serve::function_credentials(&located, &opened, &architecture)?;
+    let invoker = Invoker::new(crate::commands::serve::invoker_config(args.idle_timeout, credentials.as_ref()));
     let state: Arc<dyn StateStore> = opened.state.clone();
     let fleet = crate::commands::jobs::fleet_provisioners(&architecture).await?;
     let config = mayfly_control::ControlPlaneConfig {
@@ -180,6 +180,9 @@ pub async fn up(args: UpArgs, project: Option<&Path>, output: Output) -> Result<
             )
             .await
             .context("cannot start the HTTPS API that `[api]` declares")?;
+            if let Some(credentials) = &credentials {
+                credentials.set_endpoint(server.aws_address);
+            }
             if !output.silent {
                 server.announce();
             }
@@ -268,10 +271,9 @@ pub async fn invoke(args: InvokeArgs, project: Option<&Path>, output: Output) ->
     let opened = located.open(false)?;
     let (version, architecture) = deployed_architecture(&opened)?;
     let payload = read_event(&args)?;
-    let invoker = Invoker::new(InvokerConfig {
-        idle_timeout: Duration::from_secs(1),
-        ..InvokerConfig::with_clock(Arc::new(SystemClock))
-    });
+    // The endpoint the credentials name is the one a running `mayfly up` or `mayfly serve` serves.
+    let credentials = crate::commands::serve::function_credentials(&located, &opened, &architecture)?;
+    let invoker = Invoker::new(crate::commands::serve::invoker_config(Duration::from_secs(1), credentials.as_ref()));
     let root = std::path::absolute(&located.root)?;
     let bin = mayfly_bin()?;
     let invoked = mayfly_control::invoke_and_record(

@@ -67,6 +67,34 @@ pub fn certificate_paths(project: &Project, api: Option<&ApiSpec>) -> Result<Tls
     Ok(paths)
 }
 
+/// The credentials that invocations of functions with `permissions` get
+/// (see `mayfly_aws::function_credentials`), for a project with `[api]`,
+/// whose AWS endpoint checks them; `None` without `[api]`. The endpoint is
+/// `[api].aws_listen` until the caller binds it and says where.
+pub fn function_credentials(
+    located: &Project,
+    opened: &OpenProject,
+    architecture: &Architecture,
+) -> Result<Option<mayfly_aws::FunctionCredentials>> {
+    let Some(api) = &architecture.api else {
+        return Ok(None);
+    };
+    let keys = mayfly_aws::sessions::SessionKeys::of_store(opened.state.as_ref())
+        .context("cannot derive the key of function credentials")?;
+    let cert = std::path::absolute(certificate_paths(located, Some(api))?.cert)?;
+    Ok(Some(mayfly_aws::FunctionCredentials::new(keys, api.aws_listen, cert)))
+}
+
+/// An invoker whose instances get `credentials` (if any).
+pub fn invoker_config(idle_timeout: Duration, credentials: Option<&mayfly_aws::FunctionCredentials>) -> InvokerConfig {
+    InvokerConfig {
+        idle_timeout,
+        credentials: credentials
+            .map(|credentials| Arc::new(credentials.clone()) as Arc<dyn mayfly_runtime::CredentialIssuer>),
+        ..InvokerConfig::with_clock(Arc::new(SystemClock))
+    }
+}
+
 /// A bound, configured API server, not yet serving.
 pub struct ApiServer {
     listener: TcpListener,
@@ -252,11 +280,12 @@ pub async fn serve(args: ServeArgs, project: Option<&Path>, _output: Output) -> 
     let opened = located.open(false)?;
     let _keyring_follower = opened.follow_keyring_file(&located);
     let deployed = deployed_architecture(&opened)?;
-    let invoker = Invoker::new(InvokerConfig {
-        idle_timeout: args.idle_timeout,
-        ..InvokerConfig::with_clock(Arc::new(SystemClock))
-    });
+    let credentials = function_credentials(&located, &opened, &deployed.1)?;
+    let invoker = Invoker::new(invoker_config(args.idle_timeout, credentials.as_ref()));
     let server = bind_api_server(&located, &opened, deployed, invoker.clone(), args.listen, args.aws_listen).await?;
+    if let Some(credentials) = &credentials {
+        credentials.set_endpoint(server.aws_address);
+    }
     server.announce();
     server.run(stop_signal()).await?;
     invoker.shutdown().await;

@@ -30,6 +30,8 @@ pub(crate) struct LambdaInstance {
     pub definition: FunctionDefinition,
     /// When it last finished an invocation, by the invoker's clock.
     pub last_used: Timestamp,
+    /// When the AWS credentials in its environment expire, if it has any.
+    pub credentials_expire_at: Option<Timestamp>,
     body: InstanceBody,
     server: RuntimeApiServer,
     logs: Arc<LogCapture>,
@@ -83,6 +85,8 @@ impl LambdaInstance {
         enforcement: &MemoryEnforcement,
         instance_name: &str,
         now: Timestamp,
+        credentials: &std::collections::BTreeMap<String, String>,
+        credentials_expire_at: Option<Timestamp>,
     ) -> Result<LambdaInstance, SpawnError> {
         let max_body = usize::try_from(function.max_payload.bytes()).unwrap_or(usize::MAX);
         let loopback = std::net::IpAddr::from(std::net::Ipv4Addr::LOCALHOST);
@@ -101,7 +105,7 @@ impl LambdaInstance {
         let spawned = ChildProcess::spawn(SpawnRequest {
             command: &function.command,
             working_dir: &function.working_dir,
-            environment: instance_environment(function, Some(&runtime_api), None),
+            environment: instance_environment(function, Some(&runtime_api), None, credentials),
             cgroup_procs: cgroup.as_ref().map(InstanceCgroup::procs_file),
             address_space_limit,
             with_stdin: false,
@@ -121,7 +125,15 @@ impl LambdaInstance {
         let log_readers = logs.spawn_readers();
         tracing::debug!(function = %function.name, pid = child.pid(), runtime_api, "lambda instance started");
         let body = InstanceBody::Process { child, cgroup };
-        Ok(LambdaInstance { definition: function.clone(), last_used: now, body, server, logs, log_readers })
+        Ok(LambdaInstance {
+            definition: function.clone(),
+            last_used: now,
+            credentials_expire_at,
+            body,
+            server,
+            logs,
+            log_readers,
+        })
     }
 
     /// Starts an instance in a container on the function's Mayfly network,
@@ -140,7 +152,7 @@ impl LambdaInstance {
             .await
             .map_err(|source| SpawnError::RuntimeApi { address: gateway, source })?;
         let runtime_api = server.address.to_string();
-        let environment = instance_environment(function, Some(&runtime_api), None);
+        let environment = instance_environment(function, Some(&runtime_api), None, &Default::default());
         let spec = engine.spec(function, isolation, environment, Some(network), false);
         let container = engine.start(spec).await.map_err(container_error)?;
         if container.address.is_none() {
@@ -177,7 +189,15 @@ impl LambdaInstance {
         };
         tracing::debug!(function = %function.name, container = %id, runtime_api, "lambda instance started in a container");
         let body = InstanceBody::Container(ContainerBody { engine, id, exit, watcher });
-        Ok(LambdaInstance { definition: function.clone(), last_used: now, body, server, logs, log_readers })
+        Ok(LambdaInstance {
+            definition: function.clone(),
+            last_used: now,
+            credentials_expire_at: None,
+            body,
+            server,
+            logs,
+            log_readers,
+        })
     }
 
     /// Waits for the instance's first `/next` (the end of init), at most `timeout`.

@@ -1,0 +1,114 @@
+//! Functions that reach Mayfly's data with an unmodified AWS SDK: the
+//! `examples/rename-s3` Lambda handler (Python, boto3, no endpoint or
+//! credentials in its code) run by `mayfly up` on bucket events, with the
+//! short-lived credentials its `permissions` give each invocation; and a
+//! handler that writes outside its permissions, refused with AccessDenied,
+//! nothing changed, the refusal in the access log under its function key.
+
+mod support;
+
+use std::path::Path;
+use std::time::Duration;
+
+use support::Project;
+
+/// The example's mayfly.toml with the API on free ports and, beside it, a
+/// trespassing function.
+fn spec_with_trespass(name: &str) -> String {
+    let example = std::fs::read_to_string(example_dir().join("mayfly.toml")).unwrap();
+    let example = example.replace("name = \"rename-s3\"", &format!("name = \"{name}\""));
+    let example = example.replace("[api]\n", "[api]\nlisten = \"127.0.0.1:0\"\naws_listen = \"127.0.0.1:0\"\n");
+    format!(
+        "{example}
+[buckets.drop]
+[buckets.other]
+
+[[routes]]
+from = {{ bucket = \"drop\", events = [\"created\"], prefix = \"in/\" }}
+to = {{ function = \"trespass\" }}
+
+[functions.trespass]
+runtime = \"lambda\"
+command = [\"python3\", \"-m\", \"awslambdaric\", \"trespass.handler\"]
+handler = \"trespass.handler\"
+env = {{ PYTHONPATH = \"functions\" }}
+permissions = [\"objects:write:drop\"]
+"
+    )
+}
+
+fn example_dir() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/rename-s3")
+}
+
+fn require_python_packages() {
+    support::ensure_awslambdaric();
+    let found = std::process::Command::new("python3").args(["-c", "import boto3"]).status();
+    assert!(
+        found.is_ok_and(|status| status.success()),
+        "boto3 is missing: `python3 -m pip install boto3` (scripts/test.sh installs it)"
+    );
+}
+
+#[test]
+fn the_rename_s3_example_moves_every_object_with_boto3_and_a_trespass_is_refused_and_logged() {
+    require_python_packages();
+    let project = Project::with_spec(&spec_with_trespass(&support::unique_name("rename-s3")));
+    let functions = project.path("functions");
+    std::fs::create_dir_all(&functions).unwrap();
+    std::fs::copy(example_dir().join("functions/rename.py"), functions.join("rename.py")).unwrap();
+    std::fs::copy(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/aws/trespass.py"), functions.join("trespass.py"))
+        .unwrap();
+    project.ok(&["deploy"]);
+    let up = project.spawn_up();
+
+    // N objects of different sizes and contents, each put into `inbox`.
+    const OBJECTS: usize = 12;
+    let mut originals = Vec::new();
+    for index in 0..OBJECTS {
+        let content: Vec<u8> = (0..(index * 7919 + 1)).map(|byte| ((byte * 31 + index) % 251) as u8).collect();
+        let file = project.path(&format!("chart-{index}.bin"));
+        std::fs::write(&file, &content).unwrap();
+        project.ok(&["put", &format!("inbox/incoming/chart-{index}.bin"), file.to_str().unwrap()]);
+        originals.push(content);
+    }
+    let listing = project.wait_for(&["ls", "archive/renamed/"], Duration::from_secs(90), |listing| {
+        listing.as_array().is_some_and(|objects| objects.len() == OBJECTS)
+    });
+    assert_eq!(listing.as_array().unwrap().len(), OBJECTS, "{listing}");
+    for (index, content) in originals.iter().enumerate() {
+        let moved = project.command(&["get", &format!("archive/renamed/incoming/chart-{index}.bin")]).output().unwrap();
+        assert!(moved.status.success(), "{}", String::from_utf8_lossy(&moved.stderr));
+        assert!(moved.stdout == *content, "object {index} differs after the move");
+    }
+    let inbox = project
+        .wait_for(&["ls", "inbox"], Duration::from_secs(30), |listing| listing.as_array().is_some_and(Vec::is_empty));
+    assert_eq!(inbox, serde_json::json!([]), "every original is deleted");
+
+    // The trespass: refused with S3's AccessDenied, nothing in `other`.
+    let marker = project.path("marker.txt");
+    std::fs::write(&marker, "go").unwrap();
+    project.ok(&["put", "drop/in/attempt.txt", marker.to_str().unwrap()]);
+    project.wait_for(&["ls", "drop/out/"], Duration::from_secs(60), |listing| {
+        listing.as_array().is_some_and(|objects| !objects.is_empty())
+    });
+    assert_eq!(project.ok(&["get", "drop/out/attempt.txt"]), "AccessDenied");
+    assert_eq!(project.json(&["ls", "other"]), serde_json::json!([]), "nothing was written outside the permissions");
+    up.stop();
+
+    // Every request is in the access log under a function key (`MFS…`), the refusal too.
+    let log = project.json(&["access-log", "--limit", "1000"]);
+    let log = log.as_array().unwrap();
+    let by_function = |record: &&serde_json::Value| record["token_id"].as_str().is_some_and(|id| id.starts_with("MFS"));
+    let refusal = log
+        .iter()
+        .filter(by_function)
+        .find(|record| record["status"] == 403 && record["resource"].as_str().is_some_and(|r| r.contains("other")))
+        .unwrap_or_else(|| panic!("no refusal of the trespass in the access log: {log:?}"));
+    let outcome = refusal["outcome"].as_str().unwrap();
+    assert!(outcome.starts_with("AccessDenied"), "{outcome}");
+    assert!(outcome.contains("function `trespass`"), "the refusal names the function: {outcome}");
+    let deletes =
+        log.iter().filter(by_function).filter(|record| record["method"] == "DELETE" && record["status"] == 204);
+    assert_eq!(deletes.count(), OBJECTS, "one DELETE per moved object: {log:?}");
+}
