@@ -184,7 +184,36 @@ def progress_line(run: dict, workers: list[dict], expected: int, started: float)
     return f"\r    [{'#' * filled}{'.' * (width - filled)}] {done + failed:>5}/{expected} charts  {rate:6.1f}/s  {live} worker(s) live  {failed} dead-lettered  {run['status']:<12}"
 
 
-def follow_run(mayfly: Mayfly, api: Api, expected: int, timeout: float) -> dict:
+class Chaos:
+    """SIGKILLs `workers` workers, a second apart, once the run has coded some
+    charts, then its coordinator (which `mayfly up` replaces once its lease
+    lapses): what a crashed machine does to a run."""
+
+    def __init__(self, mayfly: Mayfly, workers: int):
+        self.mayfly, self.workers_left, self.coordinator_left = mayfly, workers, 1
+        self.last = 0.0
+        self.killed: list[str] = []
+
+    def strike(self, done: int, expected: int) -> None:
+        if not (self.workers_left or self.coordinator_left) or done < expected // 10 or time.monotonic() - self.last < 1.0:
+            return
+        live = self.mayfly.json("ps")
+        role = "worker" if self.workers_left else "coordinator"
+        victim = next((process for process in live if process["role"] == role), None)
+        if victim is None:
+            return
+        # A local process's id is `local:PGID:…`: kill its whole process group, as a crash would.
+        os.killpg(int(victim["id"].split(":")[1]), signal.SIGKILL)
+        self.killed.append(f"{role} {victim.get('worker') or victim['id']}")
+        if role == "worker":
+            self.workers_left -= 1
+        else:
+            self.coordinator_left -= 1
+        self.last = time.monotonic()
+        print(f"\n    chaos: SIGKILL {self.killed[-1]}", flush=True)
+
+
+def follow_run(mayfly: Mayfly, api: Api, expected: int, timeout: float, chaos: Chaos | None = None) -> dict:
     """Wait for the alarm's run, show its progress, return its detail once it ends."""
     deadline = time.monotonic() + timeout
     while True:
@@ -201,6 +230,8 @@ def follow_run(mayfly: Mayfly, api: Api, expected: int, timeout: float) -> dict:
     last_print = 0.0
     while True:
         detail = api.get(f"/runs/{run['id']}")
+        if chaos:
+            chaos.strike(detail["run"]["items"]["done"], expected)
         if tty or time.monotonic() - last_print > 5 or detail["run"]["status"] in FINAL:
             line = progress_line(detail["run"], detail["workers"], expected, started)
             print(line if tty else line.lstrip("\r"), end="" if tty else "\n", flush=True)
@@ -212,6 +243,25 @@ def follow_run(mayfly: Mayfly, api: Api, expected: int, timeout: float) -> dict:
         if time.monotonic() > deadline:
             raise DemoError(f"run {run['id']} had not ended after {timeout:.0f} s")
         time.sleep(0.5)
+
+
+def differing_charts(charts: list[dict], records: list[dict]) -> list[str]:
+    """Keys of the charts whose codes from the pipeline differ from coding
+    them here, directly, with no pipeline in between (the coder is
+    deterministic: this is what any undisturbed run gives)."""
+    from coder import ChartCoder
+    from coder.lexicon import default_index
+
+    coder = ChartCoder(default_index())
+    by_key = {record["result"]["key"]: record["result"] for record in records}
+    differing = []
+    for chart in charts:
+        piped = by_key.get(chart_key(chart))
+        direct = coder.code(chart["text"])
+        codes = lambda coding: sorted((c["code"], c["start"], c["end"]) for c in coding["codes"])  # noqa: E731
+        if piped is None or codes(piped) != codes(direct):
+            differing.append(chart_key(chart))
+    return differing
 
 
 def sample(charts: list[dict], records: list[dict]) -> str:
@@ -256,7 +306,8 @@ def demo(args: argparse.Namespace, directory: str, keep: bool) -> int:
     try:
         token = mayfly.json("tokens", "create", "--name", "demo-reader", "--scope", "runs:read", "--scope", "results:read", "--job", JOB, "--expires", "1h")["token"]
         api = Api(found["api"], token, os.path.join(directory, ".mayfly/tls/cert.pem"))
-        detail = follow_run(mayfly, api, len(charts), args.timeout)
+        chaos = Chaos(mayfly, args.chaos) if args.chaos else None
+        detail = follow_run(mayfly, api, len(charts), args.timeout, chaos)
         run_id = detail["run"]["id"]
         say(f"reading the results over GET {found['api']}/jobs/{JOB}/results?run={run_id}")
         records = api.results(run_id)
@@ -273,6 +324,10 @@ def demo(args: argparse.Namespace, directory: str, keep: bool) -> int:
     print()
     say("precision / recall / F1 of the pipeline's results against the gold codes (score.py)")
     print(report(measured, f"held-out split, {headline['with_result']} of {len(charts)} charts with a result", "the run's makespan, worker start included"))
+    differing = differing_charts(charts, records)
+    chaos_note = f" after SIGKILLing {', '.join(chaos.killed)}" if chaos else ""
+    print(f"codes (with their evidence offsets) the same as coding each chart directly{chaos_note}: "
+          f"{len(charts) - len(differing)}/{len(charts)} charts" + (f"; differ: {', '.join(differing[:10])}" if differing else ""))
     print()
     say("a sample coded chart with its evidence")
     print(sample(charts, records))
@@ -293,9 +348,10 @@ def demo(args: argparse.Namespace, directory: str, keep: bool) -> int:
         print(f"    open {found['api'].removesuffix('/v1')}/runs/{run_id}   (sign in with the token)")
     else:
         say(f"the project is removed; run with --dir DIR to keep it and open the dashboard on run {run_id}")
-    ok = detail["run"]["status"] == "succeeded" and headline["with_result"] == len(charts)
+    ok = detail["run"]["status"] == "succeeded" and headline["with_result"] == len(charts) and not differing
     if not ok:
-        print(f"error: run {run_id} ended {detail['run']['status']} with {headline['with_result']} of {len(charts)} charts coded", file=sys.stderr)
+        print(f"error: run {run_id} ended {detail['run']['status']} with {headline['with_result']} of {len(charts)} charts coded, "
+              f"{len(differing)} coded differently from coding them directly", file=sys.stderr)
     return 0 if ok else 1
 
 
@@ -305,6 +361,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--charts", type=int, default=300, help="how many held-out charts to code (default 300)")
     parser.add_argument("--dir", help="create the project here and keep it (default: a temporary directory, removed)")
     parser.add_argument("--timeout", type=float, default=600, help="give up after this many seconds (default 600)")
+    parser.add_argument("--chaos", type=int, default=0, metavar="N",
+                        help="SIGKILL N workers and then the coordinator mid-run; the codes must come out the same")
     args = parser.parse_args(argv)
     if args.charts < 1:
         parser.error("--charts must be at least 1")
