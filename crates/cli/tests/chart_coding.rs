@@ -49,7 +49,10 @@ fn ensure_code_set() {
         .args(["-c", "import importlib.metadata as m; assert m.version('simple-icd-10-cm') == '1.5.0'"])
         .status()
         .is_ok_and(|status| status.success());
-    assert!(found, "simple-icd-10-cm 1.5.0 is missing: `python3 -m pip install simple-icd-10-cm==1.5.0` (scripts/test.sh installs it)");
+    assert!(
+        found,
+        "simple-icd-10-cm 1.5.0 is missing: `python3 -m pip install simple-icd-10-cm==1.5.0` (scripts/test.sh installs it)"
+    );
 }
 
 /// The example as a project: its mayfly.toml (under a name of this test's
@@ -193,7 +196,8 @@ fn charts_landing_in_the_bucket_are_coded_by_the_run_the_backlog_alarm_starts() 
     let up = Up::start(&project);
     let runs = project.wait_for(&["runs"], Duration::from_secs(45), |runs| {
         runs.as_array().unwrap().first().is_some_and(|run| {
-            !["requested", "running", "finishing"].contains(&run["status"].as_str().unwrap()) && run["finished_at"].is_string()
+            !["requested", "running", "finishing"].contains(&run["status"].as_str().unwrap())
+                && run["finished_at"].is_string()
         })
     });
     let run = &runs[0];

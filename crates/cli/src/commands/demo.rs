@@ -29,7 +29,9 @@ const DEMO_FUNCTION: &str = include_str!("../../../../examples/rename/functions/
 #[derive(Debug, Subcommand)]
 pub enum DemoCommand {
     /// Files landing in a bucket, routed to a queue, renamed by a queue-triggered function.
-    #[command(after_help = "Examples:\n  mayfly demo rename\n  mayfly demo rename --objects 200 --dir /tmp/mayfly-demo")]
+    #[command(
+        after_help = "Examples:\n  mayfly demo rename\n  mayfly demo rename --objects 200 --dir /tmp/mayfly-demo"
+    )]
     Rename(DemoArgs),
 }
 
