@@ -31,15 +31,22 @@ from coder.lexicon import default_index
 
 
 def evaluate(charts: list[dict], coder: ChartCoder, show_errors: int = 0) -> dict:
+    """Code every chart here, timed, and score the codings."""
+    started = time.perf_counter()
+    results = [coder.code(chart["text"]) for chart in charts]
+    elapsed = time.perf_counter() - started
+    return score(charts, results, elapsed, show_errors)
+
+
+def score(charts: list[dict], results: list[dict], elapsed: float, show_errors: int = 0) -> dict:
+    """Score `results[i]`, the coding of `charts[i]` (wherever it was made:
+    here, or by the pipeline), against the gold codes."""
     overall = {"tp": 0, "fp": 0, "fn": 0}
     by_category = defaultdict(lambda: {"correct": 0, "outputs": 0, "expected": 0, "found": 0})
     abbreviated = {"expected": 0, "found": 0}
     negated_total = negated_coded = spurious = 0
     errors = []
-    started = time.perf_counter()
-    results = [coder.code(chart["text"]) for chart in charts]
-    elapsed = time.perf_counter() - started
-    for chart, result in zip(charts, results):
+    for chart, result in zip(charts, results, strict=True):
         predicted = {c["code"] for c in result["codes"]}
         gold = set(chart["gold_codes"])
         overall["tp"] += len(predicted & gold)
@@ -85,7 +92,7 @@ def prf(tp: int, fp: int, fn: int) -> tuple[float, float, float]:
     return precision, recall, f1
 
 
-def report(measured: dict, label: str) -> str:
+def report(measured: dict, label: str, timing: str = "one core") -> str:
     lines = [f"corpus: {label}, {measured['charts']} charts"]
     o = measured["overall"]
     p, r, f = prf(o["tp"], o["fp"], o["fn"])
@@ -104,7 +111,7 @@ def report(measured: dict, label: str) -> str:
     rate = measured["negated_coded"] / measured["negated_total"] if measured["negated_total"] else 0.0
     lines.append(f"negated mentions wrongly coded: {measured['negated_coded']}/{measured['negated_total']} = {100 * rate:.2f}%")
     lines.append(f"spurious codes (about no gold mention): {measured['spurious']}")
-    lines.append(f"throughput: {measured['charts'] / measured['seconds']:.0f} charts/s ({measured['seconds']:.2f} s, one core)")
+    lines.append(f"throughput: {measured['charts'] / measured['seconds']:.0f} charts/s ({measured['seconds']:.2f} s, {timing})")
     return "\n".join(lines)
 
 

@@ -200,9 +200,9 @@ enum Command {
     )]
     AccessLog(access_log::AccessLogArgs),
 
-    /// Run the demo pipeline end to end in a fresh project.
-    #[command(after_help = "Examples:\n  mayfly demo\n  mayfly demo --dir /tmp/mayfly-demo --keep")]
-    Demo(demo::DemoArgs),
+    /// Run a demo pipeline end to end in a fresh project (the main demo, chart coding, is ./scripts/demo.sh).
+    #[command(subcommand)]
+    Demo(demo::DemoCommand),
 }
 
 fn main() -> ExitCode {
@@ -292,7 +292,7 @@ async fn run(command: Command, project: Option<PathBuf>, output: Output) -> anyh
         Command::Serve(args) => serve::serve(args, project, output).await,
         Command::Tokens(command) => tokens::run(command, project, output),
         Command::AccessLog(args) => access_log::run(args, project, output),
-        Command::Demo(args) => demo::run(args, output).await,
+        Command::Demo(demo::DemoCommand::Rename(args)) => demo::run(args, output).await,
     }
 }
 

@@ -331,15 +331,15 @@ fn every_command_has_help_with_an_example() {
 }
 
 #[test]
-fn demo_runs_end_to_end() {
+fn demo_rename_runs_end_to_end() {
     let dir = tempfile::tempdir().unwrap();
     let demo_dir = dir.path().join("demo");
     let output = Command::new(env!("CARGO_BIN_EXE_mayfly"))
-        .args(["demo", "--objects", "40", "--json", "--dir"])
+        .args(["demo", "rename", "--objects", "40", "--json", "--dir"])
         .arg(&demo_dir)
         .output()
         .unwrap();
-    assert_success(&output, &["demo"]);
+    assert_success(&output, &["demo", "rename"]);
     let summary: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(summary["objects_put"], 40);
     assert_eq!(summary["verified"], 40);

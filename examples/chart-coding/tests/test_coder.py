@@ -289,6 +289,31 @@ class HandlerTest(unittest.TestCase):
             else:
                 os.environ["MAYFLY_BIN"] = saved
 
+    def test_s3_notification_item_reads_the_object_it_names(self):
+        # What a route puts on a queue, as a queue source's job item: the key URL-encoded as S3 writes it.
+        record = {"eventName": "ObjectCreated:Put", "s3": {"bucket": {"name": "charts"}, "object": {"key": "in/chart+001%23.txt", "size": 10}}}
+        event = {"job": "code-charts", "item": "17", "payload": {"Records": [record]}}
+        saved = os.environ.get("MAYFLY_BIN")
+        os.environ["MAYFLY_BIN"] = "/nonexistent/mayfly"
+        try:
+            with self.assertRaises(handler.ChartEventError) as raised:
+                handler.handler(event, None)
+            self.assertIn("charts/in/chart 001#.txt", str(raised.exception))
+        finally:
+            if saved is None:
+                del os.environ["MAYFLY_BIN"]
+            else:
+                os.environ["MAYFLY_BIN"] = saved
+
+    def test_s3_notification_of_several_objects_is_refused(self):
+        record = {"s3": {"bucket": {"name": "charts"}, "object": {"key": "a.txt"}}}
+        with self.assertRaises(handler.ChartEventError) as raised:
+            handler.handler({"payload": {"Records": [record, record]}}, None)
+        self.assertIn("2 records", str(raised.exception))
+        with self.assertRaises(handler.ChartEventError) as raised:
+            handler.handler({"payload": {"Records": [{"s3": {}}]}}, None)
+        self.assertIn("s3.bucket.name", str(raised.exception))
+
     def test_event_without_a_chart(self):
         with self.assertRaises(handler.ChartEventError):
             handler.handler({"bucket": "charts"}, None)

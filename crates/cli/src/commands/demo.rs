@@ -1,4 +1,4 @@
-//! `mayfly demo`: the pipeline from the design's first talk, end to end, in a
+//! `mayfly demo rename`: the pipeline from the design's first talk, end to end, in a
 //! fresh project on embedded defaults. Objects land in bucket `inbox`; the
 //! control plane routes their events to queue `work`; batches invoke the
 //! `rename` function (examples/rename, process runtime), which moves each
@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use clap::Args;
+use clap::{Args, Subcommand};
 use mayfly_core::{Clock, Name, SystemClock};
 use mayfly_runtime::{Invoker, InvokerConfig};
 use mayfly_state::StateStore;
@@ -24,6 +24,17 @@ use crate::project::Project;
 
 const DEMO_SPEC: &str = include_str!("../../../../examples/rename/mayfly.toml");
 const DEMO_FUNCTION: &str = include_str!("../../../../examples/rename/functions/rename.py");
+
+/// The demos built into the binary. The main demo, the chart-coding pipeline of
+/// examples/chart-coding, is Python around the binary: `./scripts/demo.sh`.
+#[derive(Debug, Subcommand)]
+pub enum DemoCommand {
+    /// Files landing in a bucket, routed to a queue, renamed by a queue-triggered function.
+    #[command(
+        after_help = "Examples:\n  mayfly demo rename\n  mayfly demo rename --objects 200 --dir /tmp/mayfly-demo"
+    )]
+    Rename(DemoArgs),
+}
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {
