@@ -64,6 +64,16 @@ fn require(grant: &Principal, scope: Scope, bucket: &str) -> S3Result<Name> {
     bucket_name(bucket)
 }
 
+/// A listing's page size as asked (`max-keys`, `max-parts`, `max-uploads`):
+/// at most [`MAX_KEYS`], the most when absent, refused when negative.
+fn page_size(asked: Option<i32>, parameter: &str) -> S3Result<usize> {
+    match asked {
+        Some(size) if size < 0 => Err(s3_error!(InvalidArgument, "{parameter} must not be negative")),
+        Some(size) => Ok((size as usize).min(MAX_KEYS)),
+        None => Ok(MAX_KEYS),
+    }
+}
+
 fn bucket_name(bucket: &str) -> S3Result<Name> {
     Name::new(bucket).map_err(|_| s3_error!(NoSuchBucket, "no bucket `{bucket}`"))
 }
@@ -295,11 +305,7 @@ impl S3 for MayflyS3 {
     ) -> S3Result<S3Response<ListObjectsV2Output>> {
         let bucket = self.permitted(&request, Scope::ObjectsRead, &request.input.bucket).await?;
         let input = request.input;
-        let max_keys = match input.max_keys {
-            Some(keys) if keys < 0 => return Err(s3_error!(InvalidArgument, "max-keys must not be negative")),
-            Some(keys) => (keys as usize).min(MAX_KEYS),
-            None => MAX_KEYS,
-        };
+        let max_keys = page_size(input.max_keys, "max-keys")?;
         let prefix = input.prefix.clone().unwrap_or_default();
         // The continuation token is the last key (or common prefix) of the previous page.
         let after = input.continuation_token.clone().or(input.start_after.clone());
@@ -608,11 +614,7 @@ impl S3 for MayflyS3 {
     async fn list_parts(&self, request: S3Request<ListPartsInput>) -> S3Result<S3Response<ListPartsOutput>> {
         let bucket = self.permitted(&request, Scope::ObjectsWrite, &request.input.bucket).await?;
         let input = request.input;
-        let max_parts = match input.max_parts {
-            Some(parts) if parts < 0 => return Err(s3_error!(InvalidArgument, "max-parts must not be negative")),
-            Some(parts) => (parts as usize).min(MAX_KEYS),
-            None => MAX_KEYS,
-        };
+        let max_parts = page_size(input.max_parts, "max-parts")?;
         let marker = input.part_number_marker.unwrap_or(0);
         let stored = self.buckets.list_parts(&bucket, &input.key, &input.upload_id).await.map_err(s3_error)?;
         let mut after: Vec<_> = stored.into_iter().filter(|part| i64::from(part.number) > i64::from(marker)).collect();
@@ -649,11 +651,7 @@ impl S3 for MayflyS3 {
     ) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
         let bucket = self.permitted(&request, Scope::ObjectsWrite, &request.input.bucket).await?;
         let input = request.input;
-        let max_uploads = match input.max_uploads {
-            Some(uploads) if uploads < 0 => return Err(s3_error!(InvalidArgument, "max-uploads must not be negative")),
-            Some(uploads) => (uploads as usize).min(MAX_KEYS),
-            None => MAX_KEYS,
-        };
+        let max_uploads = page_size(input.max_uploads, "max-uploads")?;
         let uploads = self.buckets.list_uploads(&bucket, input.prefix.as_deref()).await.map_err(s3_error)?;
         // Uploads sort by key, then by when they began; the markers name the last one listed.
         let after = |upload: &&mayfly_buckets::UploadInfo| match (&input.key_marker, &input.upload_id_marker) {

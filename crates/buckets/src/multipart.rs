@@ -392,15 +392,7 @@ impl Buckets {
         key: &ObjectKey,
         upload_id: &str,
     ) -> Result<Vec<(PartInfo, ObjectMeta)>, BucketError> {
-        let folder = upload_folder(bucket, upload_id);
-        let metas: Vec<ObjectMeta> = self
-            .inner
-            .backend
-            .store
-            .list(Some(&folder))
-            .try_collect()
-            .await
-            .map_err(|source| BucketError::from_store("list the parts of", bucket, key.as_str(), source))?;
+        let metas = self.upload_files(bucket, key.as_str(), &upload_folder(bucket, upload_id)).await?;
         Ok(metas
             .into_iter()
             .filter_map(|meta| {
@@ -408,6 +400,17 @@ impl Buckets {
                 Some((self.part_info(number, etag, &meta), meta))
             })
             .collect())
+    }
+
+    /// Every file in an upload's folder (its record and its parts).
+    async fn upload_files(&self, bucket: &Name, key: &str, folder: &StorePath) -> Result<Vec<ObjectMeta>, BucketError> {
+        self.inner
+            .backend
+            .store
+            .list(Some(folder))
+            .try_collect()
+            .await
+            .map_err(|source| BucketError::from_store("list the parts of", bucket, key, source))
     }
 
     fn part_info(&self, number: u32, etag: String, meta: &ObjectMeta) -> PartInfo {
@@ -452,14 +455,7 @@ impl Buckets {
     /// Delete an upload's parts, then its record, then its folder.
     async fn remove_upload_files(&self, bucket: &Name, key: &str, upload_id: &str) -> Result<(), BucketError> {
         let folder = upload_folder(bucket, upload_id);
-        let metas: Vec<ObjectMeta> = self
-            .inner
-            .backend
-            .store
-            .list(Some(&folder))
-            .try_collect()
-            .await
-            .map_err(|source| BucketError::from_store("list the parts of", bucket, key, source))?;
+        let metas = self.upload_files(bucket, key, &folder).await?;
         let record = folder.child(RECORD);
         for meta in metas.iter().filter(|meta| meta.location != record) {
             self.remove_file(bucket, key, &meta.location).await?;
