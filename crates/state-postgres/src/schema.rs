@@ -1,0 +1,109 @@
+//! The schema of a PostgreSQL state store and the migrations that build it.
+//!
+//! `mayfly_schema.version` holds how many entries of [`MIGRATIONS`] the
+//! database has had applied. Opening a store applies the missing ones in one
+//! transaction under an advisory lock (so hosts opening one database at once
+//! migrate it once); a database with a larger number was written by a newer
+//! Mayfly and is refused, changing nothing. Migrations are append-only: never
+//! edit one that has shipped, add another.
+//!
+//! Times are milliseconds since the Unix epoch (`BIGINT`), from the store's
+//! clock, never the server's. Counters that must follow commit order (the
+//! event log's sequence, deployment versions) are rows of `mayfly_counters`
+//! updated under their row lock, not sequences, which hand out numbers in
+//! call order and leave gaps.
+
+use mayfly_state::{Result, StateError};
+
+use crate::errors::PgResultExt;
+
+/// Every migration, in order. Entry `n` (0-based) takes a database from
+/// schema version `n` to `n + 1`.
+pub const MIGRATIONS: &[&str] = &[
+    // 1: deployments, the bucket registry, the event log and its cursors,
+    // and the store's settings.
+    r#"
+    CREATE TABLE mayfly_settings (
+        name TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+
+    CREATE TABLE mayfly_counters (
+        name TEXT PRIMARY KEY,
+        value BIGINT NOT NULL
+    );
+    INSERT INTO mayfly_counters (name, value) VALUES ('deployments', 0), ('object_events', 0);
+
+    CREATE TABLE deployments (
+        version BIGINT PRIMARY KEY,
+        content_hash TEXT NOT NULL,
+        applied_at BIGINT NOT NULL,
+        source TEXT NOT NULL,
+        forced BOOLEAN NOT NULL,
+        event_log_head BIGINT NOT NULL
+    );
+
+    CREATE TABLE buckets (
+        name TEXT PRIMARY KEY,
+        created_at BIGINT NOT NULL,
+        -- JSON array of [key, value] pairs, sorted by key.
+        tags TEXT NOT NULL
+    );
+
+    CREATE TABLE object_events (
+        sequence BIGINT PRIMARY KEY,
+        bucket TEXT NOT NULL,
+        key TEXT NOT NULL,
+        kind TEXT NOT NULL CHECK (kind IN ('created', 'deleted')),
+        size BIGINT NOT NULL,
+        etag TEXT,
+        at BIGINT NOT NULL,
+        reason TEXT
+    );
+
+    CREATE TABLE consumer_cursors (
+        consumer TEXT PRIMARY KEY,
+        sequence BIGINT NOT NULL
+    );
+    "#,
+];
+
+/// The schema version this build writes.
+pub fn current_schema_version() -> i64 {
+    MIGRATIONS.len() as i64
+}
+
+/// Any constant: the advisory lock every host takes to migrate.
+const MIGRATION_LOCK: i64 = 0x6d61_7966_6c79_0001;
+
+/// Bring the database up to [`current_schema_version`], or refuse it if it
+/// is newer. `location` names it in errors (the URL without its password).
+pub fn migrate(client: &mut postgres::Client, location: &str) -> Result<()> {
+    let mut transaction = client.transaction().context("start the migration transaction")?;
+    transaction.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).context("take the migration lock")?;
+    transaction
+        .batch_execute("CREATE TABLE IF NOT EXISTS mayfly_schema (version BIGINT NOT NULL)")
+        .context("create the schema version table")?;
+    let found: Option<i64> = transaction
+        .query_opt("SELECT version FROM mayfly_schema", &[])
+        .context("read the schema version")?
+        .map(|row| row.get(0));
+    let found = found.unwrap_or(0);
+    let known = current_schema_version();
+    if found > known {
+        return Err(StateError::SchemaTooNew { path: location.to_owned(), found, known });
+    }
+    for (index, migration) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+        let version = index as i64 + 1;
+        tracing::info!(location, version, "applying state store migration");
+        transaction.batch_execute(migration).context(&format!("apply schema migration {version}"))?;
+    }
+    if found < known {
+        transaction.execute("DELETE FROM mayfly_schema", &[]).context("record the schema version")?;
+        transaction
+            .execute("INSERT INTO mayfly_schema (version) VALUES ($1)", &[&known])
+            .context("record the schema version")?;
+    }
+    transaction.commit().context("commit the schema migrations")?;
+    Ok(())
+}
