@@ -66,6 +66,46 @@ pub const MIGRATIONS: &[&str] = &[
         sequence BIGINT NOT NULL
     );
     "#,
+    // 2: queues and their messages.
+    r#"
+    CREATE TABLE queues (
+        -- Messages refer to queues by this id; from a sequence, so a queue
+        -- deleted and created again never inherits an old id.
+        queue_id BIGSERIAL PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        created_at BIGINT NOT NULL,
+        visibility_timeout_ms BIGINT NOT NULL,
+        delay_ms BIGINT NOT NULL,
+        max_message_size BIGINT NOT NULL,
+        retention_ms BIGINT NOT NULL,
+        max_receives BIGINT,
+        dead_letter TEXT,
+        tags TEXT NOT NULL
+    );
+
+    CREATE TABLE messages (
+        -- From a sequence: a receipt is (message id, receive count), so an id
+        -- is never handed to a second message.
+        message_id BIGSERIAL PRIMARY KEY,
+        queue_id BIGINT NOT NULL REFERENCES queues (queue_id) ON DELETE CASCADE,
+        -- When the message is next visible: after its delay, or when its lease ends.
+        visible_at BIGINT NOT NULL,
+        receive_count BIGINT NOT NULL DEFAULT 0,
+        sent_at BIGINT NOT NULL,
+        -- The body, sealed in a sealed store.
+        body BYTEA NOT NULL,
+        -- JSON array of [name, value] pairs (sealed in a sealed store); NULL without any.
+        attributes BYTEA,
+        -- Set on a message moved to a dead-letter queue.
+        dead_letter_source TEXT,
+        dead_letter_reason TEXT,
+        dead_letter_at BIGINT
+    );
+
+    -- Receive walks this index: the visible messages of one queue, in the
+    -- order they became visible. It also serves stats and the cascade delete.
+    CREATE INDEX messages_by_queue_and_visibility ON messages (queue_id, visible_at, message_id);
+    "#,
 ];
 
 /// The schema version this build writes.
