@@ -1,8 +1,8 @@
 //! The shared state store: PostgreSQL (15 or later), for projects whose
 //! control plane runs on several hosts. Built one concern at a time, each
 //! passing its module of the conformance suite against a real server; so
-//! far [`DeploymentStore`], [`BucketRegistry`], [`EventLog`] and
-//! [`mayfly_state::QueueStore`]. It is not a
+//! far [`DeploymentStore`], [`BucketRegistry`], [`EventLog`],
+//! [`mayfly_state::QueueStore`] and [`mayfly_state::InvocationLedger`]. It is not a
 //! [`mayfly_state::StateStore`] until every concern exists, and the CLI does
 //! not offer it before then.
 //!
@@ -15,6 +15,7 @@
 //! plaintext from a store opened with [`PostgresStore::open_encrypted`].
 
 mod errors;
+mod ledger;
 mod queues;
 mod schema;
 

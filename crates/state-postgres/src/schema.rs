@@ -106,6 +106,48 @@ pub const MIGRATIONS: &[&str] = &[
     -- order they became visible. It also serves stats and the cascade delete.
     CREATE INDEX messages_by_queue_and_visibility ON messages (queue_id, visible_at, message_id);
     "#,
+    // 3: the invocation ledger.
+    r#"
+    INSERT INTO mayfly_counters (name, value) VALUES ('invocations', 0);
+
+    CREATE TABLE invocations (
+        -- The ledger sequence, from the `invocations` counter: readers page by it.
+        id BIGINT PRIMARY KEY,
+        request_id TEXT NOT NULL,
+        function TEXT NOT NULL,
+        deployment_version BIGINT,
+        -- `trigger` is an SQL keyword.
+        trigger_source TEXT NOT NULL,
+        attempt BIGINT NOT NULL,
+        started_at BIGINT NOT NULL,
+        duration_us BIGINT NOT NULL,
+        -- Set on a cold start.
+        init_duration_us BIGINT,
+        outcome TEXT NOT NULL,
+        error_type TEXT,
+        -- Sealed (base64 of its envelope) in a sealed store.
+        error_message TEXT,
+        peak_memory BIGINT,
+        bytes_in BIGINT NOT NULL,
+        bytes_out BIGINT NOT NULL,
+        estimated_cost DOUBLE PRECISION NOT NULL
+    );
+
+    -- Listing one function's invocations pages by id.
+    CREATE INDEX invocations_by_function ON invocations (function, id);
+    -- Every attempt's logs of one request.
+    CREATE INDEX invocations_by_request ON invocations (request_id, id);
+    -- Percentiles walk one function's durations in order.
+    CREATE INDEX invocations_by_function_and_duration ON invocations (function, duration_us);
+    -- Retention deletes the oldest first.
+    CREATE INDEX invocations_by_start ON invocations (started_at, id);
+
+    CREATE TABLE invocation_logs (
+        invocation_id BIGINT PRIMARY KEY REFERENCES invocations (id) ON DELETE CASCADE,
+        -- Sealed in a sealed store.
+        logs BYTEA NOT NULL
+    );
+    "#,
 ];
 
 /// The schema version this build writes.
