@@ -2,7 +2,8 @@
 //! control plane runs on several hosts. Built one concern at a time, each
 //! passing its module of the conformance suite against a real server; so
 //! far [`DeploymentStore`], [`BucketRegistry`], [`EventLog`],
-//! [`mayfly_state::QueueStore`] and [`mayfly_state::InvocationLedger`]. It is not a
+//! [`mayfly_state::QueueStore`], [`mayfly_state::InvocationLedger`],
+//! [`mayfly_state::AuditStore`] and [`mayfly_state::AccessStore`]. It is not a
 //! [`mayfly_state::StateStore`] until every concern exists, and the CLI does
 //! not offer it before then.
 //!
@@ -14,6 +15,8 @@
 //! embedded store seals them, so nothing a user sent reaches the server in
 //! plaintext from a store opened with [`PostgresStore::open_encrypted`].
 
+mod access;
+mod audits;
 mod errors;
 mod ledger;
 mod queues;

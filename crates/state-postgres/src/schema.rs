@@ -148,6 +148,86 @@ pub const MIGRATIONS: &[&str] = &[
         logs BYTEA NOT NULL
     );
     "#,
+    // 4: the latest audits.
+    r#"
+    CREATE TABLE audits (
+        -- From a sequence: ids are never reused, even after old audits are pruned.
+        audit_id BIGSERIAL PRIMARY KEY,
+        at BIGINT NOT NULL,
+        -- `trigger` is an SQL keyword.
+        trigger_source TEXT NOT NULL,
+        resources_checked BIGINT NOT NULL
+    );
+
+    CREATE TABLE audit_findings (
+        audit_id BIGINT NOT NULL REFERENCES audits (audit_id) ON DELETE CASCADE,
+        -- The finding's place in the audit's list.
+        position BIGINT NOT NULL,
+        rule TEXT NOT NULL,
+        severity TEXT NOT NULL CHECK (severity IN ('violation', 'warning', 'notice')),
+        resource_kind TEXT NOT NULL,
+        resource TEXT NOT NULL,
+        message TEXT NOT NULL,
+        remedy TEXT NOT NULL,
+        PRIMARY KEY (audit_id, position)
+    );
+    "#,
+    // 5: the HTTPS API's bearer tokens and its append-only access log.
+    r#"
+    CREATE TABLE api_tokens (
+        token_seq BIGSERIAL PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        name TEXT NOT NULL,
+        -- Hex SHA-256 of the secret; the secret itself is never stored.
+        secret_sha256 TEXT NOT NULL,
+        -- JSON arrays of strings.
+        scopes TEXT NOT NULL,
+        jobs TEXT NOT NULL,
+        buckets TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        expires_at BIGINT,
+        revoked_at BIGINT,
+        -- The secret access key of the token's AWS credentials, sealed
+        -- (base64 of its envelope) in a sealed store.
+        aws_secret TEXT
+    );
+
+    -- A name picks out one live token; a revoked token's name may be reused.
+    CREATE UNIQUE INDEX api_tokens_live_name ON api_tokens (name) WHERE revoked_at IS NULL;
+
+    INSERT INTO mayfly_counters (name, value) VALUES ('access_log', 0);
+
+    CREATE TABLE access_log (
+        -- From the `access_log` counter: in commit order, never reused.
+        id BIGINT PRIMARY KEY,
+        at BIGINT NOT NULL,
+        token_id TEXT,
+        client TEXT NOT NULL,
+        method TEXT NOT NULL,
+        path TEXT NOT NULL,
+        resource TEXT NOT NULL,
+        status INTEGER NOT NULL,
+        outcome TEXT NOT NULL
+    );
+    CREATE INDEX access_log_by_time ON access_log (at, id);
+
+    -- Append-only, enforced by the database itself and not only by the code:
+    -- no update ever, and no delete of a record younger than six years
+    -- (mayfly_state::ACCESS_LOG_RETENTION, by the server's clock).
+    CREATE FUNCTION access_log_refuse_change() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        IF TG_OP = 'UPDATE' THEN
+            RAISE EXCEPTION 'the access log is append-only';
+        END IF;
+        IF OLD.at > (extract(epoch FROM clock_timestamp()) * 1000)::BIGINT - 189216000000 THEN
+            RAISE EXCEPTION 'the access log is append-only: a record is kept for six years';
+        END IF;
+        RETURN OLD;
+    END;
+    $$;
+    CREATE TRIGGER access_log_refuses_changes BEFORE UPDATE OR DELETE ON access_log
+    FOR EACH ROW EXECUTE FUNCTION access_log_refuse_change();
+    "#,
 ];
 
 /// The schema version this build writes.
