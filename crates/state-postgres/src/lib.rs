@@ -3,7 +3,8 @@
 //! passing its module of the conformance suite against a real server; so
 //! far [`DeploymentStore`], [`BucketRegistry`], [`EventLog`],
 //! [`mayfly_state::QueueStore`], [`mayfly_state::InvocationLedger`],
-//! [`mayfly_state::AuditStore`] and [`mayfly_state::AccessStore`]. It is not a
+//! [`mayfly_state::RunStore`], [`mayfly_state::AuditStore`] and
+//! [`mayfly_state::AccessStore`]: all but retention. It is not a
 //! [`mayfly_state::StateStore`] until every concern exists, and the CLI does
 //! not offer it before then.
 //!
@@ -20,6 +21,7 @@ mod audits;
 mod errors;
 mod ledger;
 mod queues;
+mod runs;
 mod schema;
 
 use std::collections::BTreeMap;

@@ -32,8 +32,8 @@ const QUEUE_COLUMNS: &str = "queue_id, name, created_at, visibility_timeout_ms, 
                              retention_ms, max_receives, dead_letter, tags";
 
 /// A queue as the message methods need it: its integer id and its record.
-struct StoredQueue {
-    queue_id: i64,
+pub(crate) struct StoredQueue {
+    pub(crate) queue_id: i64,
     record: QueueRecord,
 }
 
@@ -71,7 +71,7 @@ fn find_queue(transaction: &mut Transaction<'_>, name: &Name) -> Result<Option<S
     row.as_ref().map(queue_from_row).transpose()
 }
 
-fn require_queue(transaction: &mut Transaction<'_>, name: &Name) -> Result<StoredQueue> {
+pub(crate) fn require_queue(transaction: &mut Transaction<'_>, name: &Name) -> Result<StoredQueue> {
     find_queue(transaction, name)?.ok_or_else(|| StateError::not_found("queue", name))
 }
 
@@ -97,12 +97,12 @@ type MessagePayload = (Vec<u8>, Vec<(String, String)>);
 type DeadLetterRow = (i64, i64, Vec<u8>, Option<Vec<u8>>);
 
 /// A message row as receive and peek read it.
-struct MessageRow {
-    message_id: i64,
+pub(crate) struct MessageRow {
+    pub(crate) message_id: i64,
     visible_at: i64,
     receive_count: i64,
     sent_at: i64,
-    body: Vec<u8>,
+    pub(crate) body: Vec<u8>,
     /// JSON, or its envelope in a sealed store; `None` without attributes.
     attributes: Option<Vec<u8>>,
 }
@@ -139,6 +139,26 @@ impl MessageRow {
     fn receive_count(&self) -> u32 {
         u32::try_from(self.receive_count).unwrap_or(u32::MAX)
     }
+}
+
+/// Up to `max` visible messages of a queue, oldest first (as receive orders
+/// them), locked for this transaction; those another transaction holds are skipped.
+pub(crate) fn visible_messages(
+    transaction: &mut Transaction<'_>,
+    queue_id: i64,
+    now: Timestamp,
+    max: usize,
+) -> Result<Vec<MessageRow>> {
+    let rows = transaction
+        .query(
+            &format!(
+                "SELECT {MESSAGE_COLUMNS} FROM messages WHERE queue_id = $1 AND visible_at <= $2 \
+                 ORDER BY visible_at, message_id LIMIT $3 FOR UPDATE SKIP LOCKED"
+            ),
+            &[&queue_id, &now.as_millis(), &limit_to_sql(max)],
+        )
+        .context("find visible messages")?;
+    Ok(rows.iter().map(MessageRow::from_row).collect())
 }
 
 /// `count` fresh message ids, increasing.

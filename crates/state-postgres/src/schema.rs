@@ -228,6 +228,118 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE TRIGGER access_log_refuses_changes BEFORE UPDATE OR DELETE ON access_log
     FOR EACH ROW EXECUTE FUNCTION access_log_refuse_change();
     "#,
+    // 6: the ledger of batch-job runs. Item ids (or their lookup keys)
+    // compare and sort by byte (COLLATE "C"), as the embedded store's do, so
+    // paging by the last item seen lists every item once whatever the locale.
+    r#"
+    CREATE TABLE runs (
+        -- Items and workers refer to a run by this number; from a sequence,
+        -- so it also orders runs by creation and is never reused.
+        run_seq BIGSERIAL PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        job TEXT NOT NULL,
+        deployment_version BIGINT,
+        -- `trigger` is an SQL keyword.
+        trigger_source TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('requested', 'running', 'finishing', 'succeeded',
+            'completed_with_failures', 'failed', 'cancelled', 'deadline_exceeded', 'budget_exceeded')),
+        created_at BIGINT NOT NULL,
+        started_at BIGINT,
+        -- Set exactly when the status is a finished one.
+        finished_at BIGINT,
+        deadline BIGINT NOT NULL,
+        budget DOUBLE PRECISION,
+        lease_owner TEXT,
+        lease_until BIGINT,
+        coordinator_attempts BIGINT NOT NULL DEFAULT 0,
+        -- Sealed (base64 of their envelopes) in a sealed store.
+        error TEXT,
+        report TEXT
+    );
+    CREATE INDEX runs_by_job ON runs (job, run_seq);
+    -- The sweep for runs without a live coordinator reads only unfinished runs.
+    CREATE INDEX runs_unfinished ON runs (created_at) WHERE finished_at IS NULL;
+
+    CREATE TABLE run_items (
+        -- Insertion order, from a sequence.
+        item_seq BIGSERIAL PRIMARY KEY,
+        run_seq BIGINT NOT NULL REFERENCES runs (run_seq) ON DELETE CASCADE,
+        -- The item id, or its lookup key in a sealed store (the id sealed in `item_sealed`).
+        item TEXT COLLATE "C" NOT NULL,
+        item_sealed TEXT,
+        -- Sealed in a sealed store.
+        payload BYTEA NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('pending', 'leased', 'done', 'dead_lettered', 'returned')),
+        attempts BIGINT NOT NULL DEFAULT 0,
+        worker TEXT,
+        not_before BIGINT NOT NULL,
+        -- Sealed (base64 of its envelope) in a sealed store.
+        last_error TEXT,
+        updated_at BIGINT NOT NULL,
+        UNIQUE (run_seq, item)
+    );
+    -- Leasing walks this index: the pending items of one run in the order they became available.
+    CREATE INDEX run_items_to_lease ON run_items (run_seq, status, not_before, item_seq);
+
+    -- One result per (job, item): a re-execution replaces it.
+    CREATE TABLE results (
+        job TEXT NOT NULL,
+        item TEXT COLLATE "C" NOT NULL,
+        item_sealed TEXT,
+        run_id TEXT NOT NULL,
+        attempt BIGINT NOT NULL,
+        worker TEXT NOT NULL,
+        -- Sealed in a sealed store.
+        result BYTEA NOT NULL,
+        recorded_at BIGINT NOT NULL,
+        UNIQUE (job, item)
+    );
+    CREATE INDEX results_by_run ON results (job, run_id, item);
+
+    CREATE TABLE run_workers (
+        run_seq BIGINT NOT NULL REFERENCES runs (run_seq) ON DELETE CASCADE,
+        worker TEXT NOT NULL,
+        resource TEXT NOT NULL,
+        started_at BIGINT NOT NULL,
+        stopped_at BIGINT,
+        -- `end` is an SQL keyword.
+        end_reason TEXT,
+        items_done BIGINT NOT NULL,
+        items_failed BIGINT NOT NULL,
+        busy_ms BIGINT NOT NULL,
+        log_object TEXT,
+        log_sha256 TEXT,
+        PRIMARY KEY (run_seq, worker)
+    );
+
+    -- One row per lease of an item, written in the same commit as the lease,
+    -- the completion or the release.
+    CREATE TABLE run_item_attempts (
+        item_seq BIGINT NOT NULL REFERENCES run_items (item_seq) ON DELETE CASCADE,
+        attempt BIGINT NOT NULL,
+        run_seq BIGINT NOT NULL REFERENCES runs (run_seq) ON DELETE CASCADE,
+        worker TEXT NOT NULL,
+        started_at BIGINT NOT NULL,
+        ended_at BIGINT,
+        outcome TEXT NOT NULL CHECK (outcome IN ('running', 'done', 'failed', 'dead_lettered', 'released')),
+        PRIMARY KEY (item_seq, attempt)
+    );
+    CREATE INDEX run_item_attempts_by_start ON run_item_attempts (run_seq, started_at, item_seq, attempt);
+
+    -- One row per item that came from a queue message and has not gone back:
+    -- the message as it was, so it can be put back as the same message.
+    CREATE TABLE run_item_messages (
+        item_seq BIGINT PRIMARY KEY REFERENCES run_items (item_seq) ON DELETE CASCADE,
+        -- A deleted queue takes the way back with it: the item stays as it is.
+        queue_id BIGINT NOT NULL REFERENCES queues (queue_id) ON DELETE CASCADE,
+        message_id BIGINT NOT NULL UNIQUE,
+        sent_at BIGINT NOT NULL,
+        receive_count BIGINT NOT NULL,
+        -- As `messages.attributes` stored them (sealed bound to the message id).
+        attributes BYTEA
+    );
+    CREATE INDEX run_item_messages_by_queue ON run_item_messages (queue_id);
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -17,4 +17,4 @@ fn fresh_subject() -> Subject<PostgresStore> {
     Subject::new(Box::new(store), clock).keeping(database)
 }
 
-mayfly_state::conformance_tests!(fresh_subject; deployments, buckets, event_log, queues, invocation_ledger, audits, access);
+mayfly_state::conformance_tests!(fresh_subject; deployments, buckets, event_log, queues, invocation_ledger, runs, audits, access);
