@@ -1,12 +1,12 @@
 //! The shared state store: PostgreSQL (15 or later), for projects whose
 //! control plane runs on several hosts. Built one concern at a time, each
-//! passing its module of the conformance suite against a real server; so
-//! far [`DeploymentStore`], [`BucketRegistry`], [`EventLog`],
+//! passing its module of the conformance suite against a real server:
+//! [`DeploymentStore`], [`BucketRegistry`], [`EventLog`],
 //! [`mayfly_state::QueueStore`], [`mayfly_state::InvocationLedger`],
-//! [`mayfly_state::RunStore`], [`mayfly_state::AuditStore`] and
-//! [`mayfly_state::AccessStore`]: all but retention. It is not a
-//! [`mayfly_state::StateStore`] until every concern exists, and the CLI does
-//! not offer it before then.
+//! [`mayfly_state::RunStore`], [`mayfly_state::AuditStore`],
+//! [`mayfly_state::AccessStore`] and [`mayfly_state::RetentionStore`]: every
+//! concern, so it is a [`mayfly_state::StateStore`]. The CLI does not offer
+//! it yet: choosing a backend by URL is the host crate's (issue 11 step 4).
 //!
 //! The client is the synchronous `postgres` crate (the state traits are
 //! synchronous), pooled by `r2d2`. Every method runs in one transaction and
@@ -21,6 +21,7 @@ mod audits;
 mod errors;
 mod ledger;
 mod queues;
+mod retention;
 mod runs;
 mod schema;
 
@@ -482,3 +483,9 @@ impl EventLog for PostgresStore {
         })
     }
 }
+
+/// Every concern is here: the store is a whole [`mayfly_state::StateStore`].
+const _: fn() = || {
+    fn is_a_state_store<T: mayfly_state::StateStore>() {}
+    is_a_state_store::<PostgresStore>();
+};
