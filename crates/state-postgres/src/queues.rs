@@ -8,7 +8,7 @@
 //! through [`mayfly_state::sealing`] bound to the message id, which is taken
 //! from the sequence before the message is written.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use mayfly_core::queue::{
@@ -309,30 +309,31 @@ impl QueueStore for PostgresStore {
             }
             // Ids first, so each payload is sealed bound to its message id before it is written.
             let ids = next_message_ids(transaction, messages.len())?;
-            let insert = transaction
-                .prepare(
-                    "INSERT INTO messages (message_id, queue_id, visible_at, receive_count, sent_at, body, attributes) \
-                     VALUES ($1, $2, $3, 0, $4, $5, $6)",
-                )
-                .context("prepare to insert messages")?;
+            let mut visible_ats = Vec::with_capacity(messages.len());
+            let mut bodies = Vec::with_capacity(messages.len());
+            let mut attributes = Vec::with_capacity(messages.len());
             for (id, message) in ids.iter().zip(messages) {
-                let visible_at = now.saturating_add(message.delay.unwrap_or(config.delay));
-                let body = self.sealer.seal(Record::MessageBody(*id), &message.body);
-                let attributes = if message.attributes.is_empty() {
+                visible_ats.push(now.saturating_add(message.delay.unwrap_or(config.delay)).as_millis());
+                bodies.push(self.sealer.seal(Record::MessageBody(*id), &message.body).into_owned());
+                attributes.push(if message.attributes.is_empty() {
                     None
                 } else {
                     let json = serde_json::to_vec(&message.attributes).map_err(|error| {
                         StateError::Backend(format!("could not encode message attributes: {error}"))
                     })?;
                     Some(self.sealer.seal(Record::MessageAttributes(*id), &json).into_owned())
-                };
-                transaction
-                    .execute(
-                        &insert,
-                        &[id, &stored.queue_id, &visible_at.as_millis(), &now.as_millis(), &body.as_ref(), &attributes],
-                    )
-                    .with_context(|| format!("insert a message into queue `{queue}`"))?;
+                });
             }
+            // One statement for the batch: a round trip per message would cap throughput.
+            transaction
+                .execute(
+                    "INSERT INTO messages (message_id, queue_id, visible_at, receive_count, sent_at, body, attributes) \
+                     SELECT id, $2, visible_at, 0, $3, body, attributes \
+                     FROM UNNEST($1::BIGINT[], $4::BIGINT[], $5::BYTEA[], $6::BYTEA[]) \
+                     AS batch (id, visible_at, body, attributes)",
+                    &[&ids, &stored.queue_id, &now.as_millis(), &visible_ats, &bodies, &attributes],
+                )
+                .with_context(|| format!("insert messages into queue `{queue}`"))?;
             Ok(ids.into_iter().map(from_sql_integer).collect())
         })
     }
@@ -370,6 +371,7 @@ impl QueueStore for PostgresStore {
                     .collect();
                 let Some(last) = candidates.last() else { break };
                 after = (last.visible_at, last.message_id);
+                let mut leases: Vec<(i64, i64, i64)> = Vec::with_capacity(candidates.len());
                 for mut candidate in candidates {
                     match decide_receive(config, candidate.receive_count(), visibility_timeout, now) {
                         ReceiveDecision::Deliver { receive_count, lease_until } => {
@@ -408,12 +410,7 @@ impl QueueStore for PostgresStore {
                                 }
                                 Err(error) => return Err(error),
                             };
-                            transaction
-                                .execute(
-                                    "UPDATE messages SET visible_at = $2, receive_count = $3 WHERE message_id = $1",
-                                    &[&candidate.message_id, &lease_until.as_millis(), &i64::from(receive_count)],
-                                )
-                                .with_context(|| format!("lease message {}", candidate.message_id))?;
+                            leases.push((candidate.message_id, i64::from(receive_count), lease_until.as_millis()));
                             received.push(ReceivedMessage {
                                 message_id: from_sql_integer(candidate.message_id),
                                 receipt: ReceiptHandle {
@@ -457,6 +454,26 @@ impl QueueStore for PostgresStore {
                         }
                     }
                 }
+                // The page's leases in one statement.
+                if !leases.is_empty() {
+                    let (ids, counts, untils): (Vec<i64>, Vec<i64>, Vec<i64>) = leases.into_iter().fold(
+                        (Vec::new(), Vec::new(), Vec::new()),
+                        |(mut ids, mut counts, mut untils), (id, count, until)| {
+                            ids.push(id);
+                            counts.push(count);
+                            untils.push(until);
+                            (ids, counts, untils)
+                        },
+                    );
+                    transaction
+                        .execute(
+                            "UPDATE messages SET visible_at = lease.until, receive_count = lease.count \
+                             FROM UNNEST($1::BIGINT[], $2::BIGINT[], $3::BIGINT[]) AS lease (id, count, until) \
+                             WHERE messages.message_id = lease.id",
+                            &[&ids, &counts, &untils],
+                        )
+                        .with_context(|| format!("lease messages of queue `{queue}`"))?;
+                }
             }
             Ok(received)
         })
@@ -490,29 +507,25 @@ impl QueueStore for PostgresStore {
         let now = self.now();
         self.transact(&format!("delete messages from queue `{queue}`"), |transaction| {
             let stored = require_queue(transaction, queue)?;
-            let delete = transaction
-                .prepare(
-                    "DELETE FROM messages WHERE message_id = $1 AND queue_id = $2 AND receive_count = $3 \
-                     AND visible_at > $4",
+            let ids: Vec<i64> = receipts.iter().map(|receipt| to_sql_integer(receipt.message_id)).collect();
+            let counts: Vec<i64> = receipts.iter().map(|receipt| i64::from(receipt.receive_count)).collect();
+            // One statement for the batch; a receipt whose lease is live deletes its message.
+            let rows = transaction
+                .query(
+                    "DELETE FROM messages USING UNNEST($1::BIGINT[], $2::BIGINT[]) AS receipt (id, count) \
+                     WHERE messages.message_id = receipt.id AND messages.receive_count = receipt.count \
+                     AND messages.queue_id = $3 AND messages.visible_at > $4 \
+                     RETURNING messages.message_id, messages.receive_count",
+                    &[&ids, &counts, &stored.queue_id, &now.as_millis()],
                 )
-                .context("prepare to delete messages")?;
-            receipts
-                .iter()
-                .map(|receipt| {
-                    let deleted = transaction
-                        .execute(
-                            &delete,
-                            &[
-                                &to_sql_integer(receipt.message_id),
-                                &stored.queue_id,
-                                &i64::from(receipt.receive_count),
-                                &now.as_millis(),
-                            ],
-                        )
-                        .with_context(|| format!("delete message {} from queue `{queue}`", receipt.message_id))?;
-                    Ok(if deleted == 1 { DeleteOutcome::Deleted } else { DeleteOutcome::LeaseLost })
-                })
-                .collect()
+                .with_context(|| format!("delete messages from queue `{queue}`"))?;
+            let mut deleted: BTreeSet<(i64, i64)> = rows.iter().map(|row| (row.get(0), row.get(1))).collect();
+            // A receipt repeated in the batch deletes once: the repeat finds nothing, as one at a time would.
+            Ok(ids
+                .into_iter()
+                .zip(counts)
+                .map(|key| if deleted.remove(&key) { DeleteOutcome::Deleted } else { DeleteOutcome::LeaseLost })
+                .collect())
         })
     }
 
