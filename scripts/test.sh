@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs Mayfly's whole test suite on a fresh machine: installs what the suite
 # needs (cargo-nextest, python3 with awslambdaric, boto3 and schemathesis,
-# chromium and chromedriver, prometheus, the Docker engine), builds everything, and
+# chromium and chromedriver, prometheus, the Docker engine, PostgreSQL 15), builds everything, and
 # runs every test (unit, conformance, crash, full-disk, runtimes, control
 # plane and CLI end to end). Needs root for the full-disk tests, which mount
 # small tmpfs file systems.
@@ -86,6 +86,13 @@ if ! docker info >/dev/null 2>&1; then
         exit 1
     fi
 fi
+# The PostgreSQL state store is tested against a real PostgreSQL 15 server,
+# started below in a temporary directory (scripts/postgres.sh).
+if [ ! -x /usr/lib/postgresql/15/bin/initdb ]; then
+    step "installing postgresql-15 from Debian's packages"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-15 >/dev/null
+fi
 if ! cargo nextest --version >/dev/null 2>&1; then
     step "installing cargo-nextest from crates.io"
     cargo install cargo-nextest --locked
@@ -103,6 +110,11 @@ cargo build --workspace --locked
 
 step "chart coder tests (examples/chart-coding)"
 python3 -m unittest discover -s examples/chart-coding/tests
+
+step "starting PostgreSQL 15 for the PostgreSQL state store's tests"
+MAYFLY_TEST_POSTGRES_URL="$(scripts/postgres.sh start)"
+export MAYFLY_TEST_POSTGRES_URL
+trap 'scripts/postgres.sh stop' EXIT
 
 step "tests"
 cargo nextest run --workspace --locked --profile ci

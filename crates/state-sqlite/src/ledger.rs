@@ -10,8 +10,8 @@ use mayfly_state::{
 use rusqlite::{OptionalExtension, Transaction, params};
 
 use crate::errors::SqliteResultExt;
-use crate::sealing::{Record, Sealer};
 use crate::{from_sql_integer, limit_to_sql, to_sql_integer};
+use mayfly_state::sealing::{Record, Sealer};
 
 const COLUMNS: &str = "id, request_id, function, deployment_version, trigger_source, attempt, started_at, duration_us, \
                        init_duration_us, outcome, error_type, error_message, peak_memory, bytes_in, bytes_out, \

@@ -29,7 +29,6 @@ mod ledger;
 mod retention;
 mod runs;
 mod schema;
-mod sealing;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -54,9 +53,17 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, Transactio
 
 use crate::errors::SqliteResultExt;
 pub use crate::schema::current_schema_version;
-pub use crate::sealing::KeyringReloader;
-use crate::sealing::{ENVELOPE_V1, ENVELOPE_V2, ItemIds, Record, Sealer};
 pub use mayfly_crypto::Keyring;
+pub use mayfly_state::sealing::KeyringReloader;
+use mayfly_state::sealing::{ItemIds, Record, Sealer};
+
+/// The value of the `payloads` setting of a store whose payloads are
+/// envelopes but whose error text, reports and item ids are still plaintext
+/// (what Mayfly wrote before they were sealed); opening it encrypted upgrades it.
+const ENVELOPE_V1: &str = "envelope-v1";
+/// The value of the `payloads` setting of a store whose payloads, error
+/// text, reports and item ids are all sealed.
+const ENVELOPE_V2: &str = "envelope-v2";
 
 /// How long a writer waits for another process's write transaction before
 /// giving up with a "database is locked" error.
@@ -98,8 +105,8 @@ impl SqliteStore {
 
     /// Open the store at `path` (as [`SqliteStore::open`] does) with every
     /// customer payload — message bodies and attributes, run item payloads,
-    /// results, invocation logs — encrypted under `keyring` (see the
-    /// `sealing` module for the envelope contexts). Sizes and limits are
+    /// results, invocation logs — encrypted under `keyring` (see
+    /// [`mayfly_state::sealing`] for the envelope contexts). Sizes and limits are
     /// those of the plaintext. A payload that fails to verify is reported as
     /// `StateError::Damaged` naming the record.
     ///

@@ -21,10 +21,10 @@ use rusqlite::types::Type;
 use rusqlite::{OptionalExtension, Transaction, params};
 
 use crate::errors::SqliteResultExt;
-use crate::sealing::{Record, Sealer, StoredItemId};
 use crate::{
     duration_from_millis, from_sql_integer, limit_to_sql, millis, require_queue, to_sql_integer, visible_messages_after,
 };
+use mayfly_state::sealing::{Record, Sealer, StoredItemId};
 
 // --- conversions --------------------------------------------------------------------
 

@@ -212,7 +212,7 @@ pub const MIGRATIONS: &[&str] = &[
     );
     "#,
     // 4: store-wide settings; `payloads` = `envelope-v1` once customer
-    // payloads are encrypted (see `sealing.rs`), so an unencrypted handle
+    // payloads are encrypted (see `mayfly_state::sealing`), so an unencrypted handle
     // never mixes plaintext in.
     r#"
     CREATE TABLE store_settings (
@@ -349,7 +349,7 @@ pub const MIGRATIONS: &[&str] = &[
     WHEN old.at > CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER) - 189216000000
     BEGIN SELECT RAISE(ABORT, 'the access log is append-only: a record is kept for six years'); END;
     "#,
-    // 10: item ids sealed (see `sealing.rs`). In an encrypted store `item`
+    // 10: item ids sealed (see `mayfly_state::sealing`). In an encrypted store `item`
     // holds the id's keyed hash (the lookup key) and `item_sealed` the id's
     // envelope, base64; both are filled when the store is first opened
     // with its keyring after this migration.

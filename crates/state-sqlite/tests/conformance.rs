@@ -7,7 +7,7 @@ use mayfly_core::{ManualClock, Timestamp};
 use mayfly_state::conformance::Subject;
 use mayfly_state_sqlite::SqliteStore;
 
-fn fresh_subject() -> Subject {
+fn fresh_subject() -> Subject<SqliteStore> {
     let directory = tempfile::tempdir().expect("create a temporary directory");
     let clock = ManualClock::starting_at(Timestamp::from_millis(1_795_588_702_000));
     let store = SqliteStore::open(&directory.path().join(".mayfly/state.db"), Arc::new(clock.clone()))

@@ -7,7 +7,7 @@ use mayfly_core::{Clock, ManualClock, Timestamp};
 use mayfly_state::conformance::Subject;
 use mayfly_state_sqlite::{Keyring, SqliteStore};
 
-fn fresh_encrypted_subject() -> Subject {
+fn fresh_encrypted_subject() -> Subject<SqliteStore> {
     let directory = tempfile::tempdir().expect("create a temporary directory");
     let clock = ManualClock::starting_at(Timestamp::from_millis(1_795_588_702_000));
     let keyring = Arc::new(Keyring::generate(clock.now()));

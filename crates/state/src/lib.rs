@@ -5,7 +5,7 @@
 //! the latest audits' findings, and the HTTPS API's tokens and access log
 //! ([`access`]) — behind one trait,
 //! [`StateStore`], that every backend implements and the shared
-//! [`conformance`] suite checks.
+//! conformance suite (`conformance`, compiled only for tests) checks.
 //!
 //! The trait is synchronous: backends are embedded databases or blocking
 //! clients, and async callers run it on a blocking thread. Every method that
@@ -13,7 +13,9 @@
 //! returned `Err` has changed nothing.
 
 pub mod access;
+#[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
+pub mod sealing;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

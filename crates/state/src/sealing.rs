@@ -1,14 +1,17 @@
-//! Encryption of everything the store keeps that can carry customer data:
-//! queue message bodies and attributes, run item payloads, job results,
-//! captured invocation logs, error text (a function's error message and
-//! stderr tail), run errors and reports, and item ids. A store opened with
-//! [`crate::SqliteStore::open_encrypted`] seals each one right before it is
-//! written and opens it right after it is read, with the same envelope as
-//! bucket objects ([`mayfly_crypto`]: a random data key per record, wrapped
-//! by the keyring's current key).
+//! Sealing: how every backend encrypts what it keeps that can carry
+//! customer data — queue message bodies and attributes, run item payloads,
+//! job results, captured invocation logs, error text (a function's error
+//! message and stderr tail), run errors and reports, item ids and a token's
+//! AWS secret. A value codec, independent of how a backend stores values: a
+//! backend opened with a keyring seals each value right before it writes it
+//! ([`Sealer::seal`], [`Sealer::seal_text`]) and opens it right after it reads
+//! it ([`Sealer::open`], [`Sealer::open_text`]), with the same envelope as
+//! bucket objects ([`mayfly_crypto`]: a random data key per record, wrapped by
+//! the keyring's current key). Every backend seals the same way, so a store's
+//! values mean the same whichever backend holds them.
 //!
-//! Every envelope is bound to a context naming its record, so a ciphertext
-//! copied or swapped into another record fails to open:
+//! Every envelope is bound to a context naming its record ([`Record`]), so a
+//! ciphertext copied or swapped into another record fails to open:
 //!
 //! | record | context |
 //! |---|---|
@@ -29,23 +32,23 @@
 //! These are the records' stable identities. A message keeps its id when it
 //! is leased or dead-lettered (its queue changes, so the queue is not bound);
 //! where a payload changes identity — a redriven message gets a new id, a
-//! message moved into a run becomes an item — the store opens it under the
-//! old context and seals it under the new one in the same transaction.
-//! Message ids are assigned on insert, so an encrypted store allocates them
-//! itself inside the write transaction (`AUTOINCREMENT` semantics kept). In
-//! run ids and item ids, `%` and `/` are escaped so contexts cannot collide.
+//! message moved into a run becomes an item — the backend opens it under the
+//! old context and seals it under the new one in the same transaction
+//! ([`Sealer::reseal`]). Message ids are bound, so a backend that seals must
+//! know a message's id before it writes its body. In run ids and item ids,
+//! `%` and `/` are escaped so contexts cannot collide.
 //!
 //! Item ids may be content (a manifest line is its own id), yet the ledger
-//! must find an item by its id. An encrypted store keeps, in the `item`
-//! column, a lookup key — hex HMAC-SHA256 of the id under a random 256-bit
-//! key made once per store ([`ItemIds`]) — and the sealed id beside it in
-//! `item_sealed` for display. The HMAC key is itself stored sealed (context
-//! `store/item-key`), so it survives key rotation and `rewrap_all` rewraps it.
-//! Items therefore list in lookup-key order, not in id order, in an
-//! encrypted store. Error strings, run errors, reports and item ids are
-//! stored as base64 text of their envelopes in their TEXT columns.
+//! must find an item by its id. A sealing backend keeps, where it looks items
+//! up, a lookup key — hex HMAC-SHA256 of the id under a random 256-bit key
+//! made once per store ([`ItemIds`]) — and the sealed id beside it for
+//! display ([`StoredItemId`]). The HMAC key is itself kept sealed (context
+//! `store/item-key`), so it survives key rotation and rewrapping. Items
+//! therefore list in lookup-key order, not in id order, in a sealed store.
+//! Text (error strings, run errors, reports, item ids) is sealed as the
+//! base64 text of its envelope ([`Sealer::seal_text`]).
 //!
-//! Not encrypted: names (queues, buckets, functions, jobs), generated ids
+//! Not sealed: names (queues, buckets, functions, jobs), generated ids
 //! (messages, runs, requests, workers, tokens), timestamps, statuses,
 //! counts, an invocation's `error_type` (a class name such as `TimedOut`),
 //! and worker bookkeeping.
@@ -53,16 +56,8 @@
 use std::borrow::Cow;
 use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 
+use crate::{Result, StateError};
 use mayfly_crypto::{CryptoError, Keyring, decrypt_bytes, encrypt_bytes, rewrap_header};
-use mayfly_state::{Result, StateError};
-
-/// The value of the `payloads` setting of a store whose payloads are
-/// envelopes but whose error text, reports and item ids are still plaintext
-/// (what Mayfly wrote before they were sealed); opening it encrypted upgrades it.
-pub const ENVELOPE_V1: &str = "envelope-v1";
-/// The value of the `payloads` setting of a store whose payloads, error
-/// text, reports and item ids are all sealed.
-pub const ENVELOPE_V2: &str = "envelope-v2";
 
 /// One stored payload: where it is, for its context and for error messages.
 #[derive(Debug, Clone, Copy)]
@@ -150,7 +145,7 @@ fn escape(component: &str) -> Cow<'_, str> {
 
 /// Seals and opens payloads, or passes them through for an unencrypted store.
 /// The keyring sits behind a lock shared by every clone, so a long-running
-/// process can take up a rotated keyring (`SqliteStore::replace_keyring`);
+/// process can take up a rotated keyring (e.g. `SqliteStore::replace_keyring`);
 /// each payload is sealed or opened with one snapshot.
 ///
 /// A payload sealed by a key this keyring does not hold yet (another process
@@ -166,8 +161,8 @@ pub struct Sealer {
     ids: ItemIds,
 }
 
-/// An item id as the ledger stores it: the lookup key (the `item` column)
-/// and, in an encrypted store, the sealed id (`item_sealed`).
+/// An item id as a backend stores it: the lookup key (what it finds the
+/// item by) and, in a sealed store, the sealed id beside it.
 pub struct StoredItemId {
     pub key: String,
     pub sealed: Option<String>,
@@ -195,7 +190,7 @@ impl Sealer {
         self.ids.derived_key(purpose)
     }
 
-    /// What the `item` column holds for `item`.
+    /// The lookup key of `item`: the id itself, or its keyed hash in a sealed store.
     pub fn lookup_key<'a>(&self, item: &'a str) -> Cow<'a, str> {
         self.ids.lookup_key(item)
     }
@@ -214,7 +209,7 @@ impl Sealer {
         StoredItemId { key, sealed }
     }
 
-    /// A run item's id from its stored columns.
+    /// A run item's id from its lookup key and sealed id.
     pub fn open_run_item_id(&self, run: &str, key: String, sealed: Option<String>) -> Result<String> {
         match sealed {
             Some(sealed) => self.open_text(Record::RunItemId { run, key: &key }, sealed),
@@ -222,7 +217,7 @@ impl Sealer {
         }
     }
 
-    /// A result's item id from its stored columns.
+    /// A result's item id from its lookup key and sealed id.
     pub fn open_result_item_id(&self, job: &str, key: String, sealed: Option<String>) -> Result<String> {
         match sealed {
             Some(sealed) => self.open_text(Record::ResultItemId { job, key: &key }, sealed),
@@ -395,7 +390,7 @@ impl ItemIds {
         Some(derived)
     }
 
-    /// What the `item` column holds for `item`.
+    /// The lookup key of `item`: the id itself, or its keyed hash in a sealed store.
     pub fn lookup_key<'a>(&self, item: &'a str) -> Cow<'a, str> {
         match &self.key {
             Some(key) => Cow::Owned(hex::encode(ring::hmac::sign(key, item.as_bytes()).as_ref())),

@@ -1,0 +1,491 @@
+//! The shared state store: PostgreSQL (15 or later), for projects whose
+//! control plane runs on several hosts. Built one concern at a time, each
+//! passing its module of the conformance suite against a real server:
+//! [`DeploymentStore`], [`BucketRegistry`], [`EventLog`],
+//! [`mayfly_state::QueueStore`], [`mayfly_state::InvocationLedger`],
+//! [`mayfly_state::RunStore`], [`mayfly_state::AuditStore`],
+//! [`mayfly_state::AccessStore`] and [`mayfly_state::RetentionStore`]: every
+//! concern, so it is a [`mayfly_state::StateStore`]. The CLI does not offer
+//! it yet: choosing a backend by URL is the host crate's (issue 11 step 4).
+//!
+//! The client is the synchronous `postgres` crate (the state traits are
+//! synchronous), pooled by `r2d2`. Every method runs in one transaction and
+//! commits before it returns. Times come from the store's clock, never from
+//! the server's, so every host and every test agrees with the embedded store.
+//! Payloads are sealed with [`mayfly_state::sealing`] exactly as the
+//! embedded store seals them, so nothing a user sent reaches the server in
+//! plaintext from a store opened with [`PostgresStore::open_encrypted`].
+
+mod access;
+mod audits;
+mod errors;
+mod ledger;
+mod queues;
+mod retention;
+mod runs;
+mod schema;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use mayfly_core::event::DeletionReason;
+use mayfly_core::{Clock, Name, NewObjectEvent, ObjectEvent, ObjectEventKind, Timestamp};
+use mayfly_crypto::Keyring;
+use mayfly_state::sealing::{ItemIds, Record, Sealer};
+use mayfly_state::{
+    BucketRecord, BucketRegistry, Deployment, DeploymentStore, EventLog, NewDeployment, Result, StateError,
+};
+use postgres::NoTls;
+use r2d2_postgres::PostgresConnectionManager;
+use r2d2_postgres::r2d2;
+
+use crate::errors::PgResultExt;
+pub use crate::schema::current_schema_version;
+
+/// The `payloads` setting of a store whose payloads, error text, reports and
+/// item ids are all sealed (as the embedded store's `envelope-v2`).
+const SEALED: &str = "envelope-v2";
+/// The `payloads` setting of a store that seals nothing.
+const PLAINTEXT: &str = "plaintext";
+/// The setting holding the item lookup key, sealed (hex inside the envelope).
+const ITEM_KEY_SETTING: &str = "item_key";
+
+/// Connections a store keeps open at most.
+const POOL_SIZE: u32 = 8;
+
+/// A state store in a PostgreSQL database.
+pub struct PostgresStore {
+    pool: r2d2::Pool<PostgresConnectionManager<NoTls>>,
+    clock: Arc<dyn Clock>,
+    sealer: Sealer,
+    /// The URL without its password, for errors.
+    location: String,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStore").field("location", &self.location).finish_non_exhaustive()
+    }
+}
+
+impl PostgresStore {
+    /// Open the store at `url` (`postgres://user@host:port/database`, or
+    /// key=value form), creating or migrating its schema, sealing nothing.
+    /// Refuses a store whose payloads are sealed.
+    pub fn open(url: &str, clock: Arc<dyn Clock>) -> Result<PostgresStore> {
+        PostgresStore::open_with(url, clock, Sealer::new(None))
+    }
+
+    /// Open the store at `url`, sealing every payload with `keyring`.
+    /// Refuses a store that holds plaintext payloads.
+    pub fn open_encrypted(url: &str, clock: Arc<dyn Clock>, keyring: Arc<Keyring>) -> Result<PostgresStore> {
+        PostgresStore::open_with(url, clock, Sealer::new(Some(keyring)))
+    }
+
+    fn open_with(url: &str, clock: Arc<dyn Clock>, mut sealer: Sealer) -> Result<PostgresStore> {
+        let config: postgres::Config = url.parse().map_err(|error| {
+            StateError::Backend(format!("the state store URL `{}` is not a PostgreSQL URL: {error}", redact(url)))
+        })?;
+        let location = describe(&config);
+        let mut client = config.connect(NoTls).map_err(|error| {
+            StateError::Backend(format!("cannot connect to the PostgreSQL state store at {location}: {}", full(&error)))
+        })?;
+        schema::migrate(&mut client, &location).map_err(|error| match error {
+            StateError::Backend(message) => {
+                StateError::Backend(format!("state store at {location}: cannot migrate the schema: {message}"))
+            }
+            other => other,
+        })?;
+        let ids = settle_payloads(&mut client, &sealer, &location)?;
+        sealer.set_item_ids(ids);
+        drop(client);
+        let manager = PostgresConnectionManager::new(config, NoTls);
+        let pool = r2d2::Pool::builder()
+            .max_size(POOL_SIZE)
+            .min_idle(Some(0))
+            .connection_timeout(std::time::Duration::from_secs(30))
+            .build_unchecked(manager);
+        Ok(PostgresStore { pool, clock, sealer, location })
+    }
+
+    /// Where the store is: the URL without its password.
+    pub fn location(&self) -> &str {
+        &self.location
+    }
+
+    /// Whether this handle seals payloads.
+    pub fn payloads_encrypted(&self) -> bool {
+        self.sealer.is_on()
+    }
+
+    fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    /// Run `body` in one transaction and commit it; an error from `body`
+    /// rolls everything back.
+    fn transact<T>(&self, what: &str, body: impl FnOnce(&mut postgres::Transaction<'_>) -> Result<T>) -> Result<T> {
+        let mut connection = self.pool.get().map_err(|error| {
+            StateError::Backend(format!(
+                "could not {what}: no connection to the PostgreSQL state store at {}: {error}",
+                self.location
+            ))
+        })?;
+        let mut transaction = connection.transaction().with_context(|| format!("start a transaction to {what}"))?;
+        let value = body(&mut transaction)?;
+        transaction.commit().with_context(|| format!("commit ({what})"))?;
+        Ok(value)
+    }
+}
+
+/// Check that the store seals exactly when this handle seals (recording
+/// which on first open), and read or make the item lookup key of a sealed store.
+fn settle_payloads(client: &mut postgres::Client, sealer: &Sealer, location: &str) -> Result<ItemIds> {
+    let mut transaction = client.transaction().context("start a transaction to check payload sealing")?;
+    let wanted = if sealer.is_on() { SEALED } else { PLAINTEXT };
+    transaction
+        .execute(
+            "INSERT INTO mayfly_settings (name, value) VALUES ('payloads', $1) ON CONFLICT (name) DO NOTHING",
+            &[&wanted],
+        )
+        .context("record payload sealing")?;
+    let found: String = transaction
+        .query_one("SELECT value FROM mayfly_settings WHERE name = 'payloads'", &[])
+        .context("read payload sealing")?
+        .get(0);
+    if found != wanted {
+        let why = if sealer.is_on() {
+            "holds plaintext payloads, and this handle would seal; open it without a keyring"
+        } else {
+            "holds sealed payloads; open it with the keyring that sealed them"
+        };
+        return Err(StateError::Backend(format!("state store at {location} {why}; nothing was changed")));
+    }
+    let ids = if sealer.is_on() {
+        let fresh = hex_encode(&ItemIds::generate_key()?);
+        transaction
+            .execute(
+                "INSERT INTO mayfly_settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+                &[&ITEM_KEY_SETTING, &sealer.seal_text(Record::ItemKey, &fresh)],
+            )
+            .context("record the item lookup key")?;
+        let stored: String = transaction
+            .query_one("SELECT value FROM mayfly_settings WHERE name = $1", &[&ITEM_KEY_SETTING])
+            .context("read the item lookup key")?
+            .get(0);
+        let key = hex_decode(&sealer.open_text(Record::ItemKey, stored)?)
+            .ok_or_else(|| StateError::Backend(format!("state store at {location}: the item lookup key is not hex")))?;
+        ItemIds::keyed(&key)
+    } else {
+        ItemIds::plain()
+    };
+    transaction.commit().context("commit payload sealing")?;
+    Ok(ids)
+}
+
+fn hex_encode(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+fn hex_decode(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len()).step_by(2).map(|at| u8::from_str_radix(text.get(at..at + 2)?, 16).ok()).collect()
+}
+
+/// `user@host:port/database` of a connection configuration: never its password.
+fn describe(config: &postgres::Config) -> String {
+    let user = config.get_user().unwrap_or("(default user)");
+    let host = match config.get_hosts().first() {
+        Some(postgres::config::Host::Tcp(host)) => host.clone(),
+        Some(postgres::config::Host::Unix(path)) => path.display().to_string(),
+        None => "localhost".to_owned(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let database = config.get_dbname().unwrap_or(user);
+    format!("postgres://{user}@{host}:{port}/{database}")
+}
+
+/// A URL as it may be shown: any password replaced by `***`.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.find('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &url[scheme + 3..at];
+            match credentials.find(':') {
+                Some(colon) => format!("{}{}:***{}", &url[..scheme + 3], &credentials[..colon], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.split_whitespace().filter(|part| !part.starts_with("password=")).collect::<Vec<_>>().join(" "),
+    }
+}
+
+/// An error with its causes, which `postgres::Error`'s Display leaves out.
+fn full(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+fn to_sql_integer(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+fn from_sql_integer(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
+}
+
+fn limit_to_sql(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX)
+}
+
+fn name_from_column(value: String) -> Result<Name> {
+    Name::new(value).map_err(|error| StateError::Backend(format!("the state store holds an invalid name: {error}")))
+}
+
+/// Tags are stored sorted by key, the last value of a repeated key winning.
+fn tags_to_json(tags: &[(String, String)]) -> Result<String> {
+    let sorted: BTreeMap<&str, &str> = tags.iter().map(|(key, value)| (key.as_str(), value.as_str())).collect();
+    let pairs: Vec<(&str, &str)> = sorted.into_iter().collect();
+    serde_json::to_string(&pairs).map_err(|error| StateError::Backend(format!("could not encode tags: {error}")))
+}
+
+fn pairs_from_json(json: &str) -> Result<Vec<(String, String)>> {
+    serde_json::from_str(json)
+        .map_err(|error| StateError::Backend(format!("the state store holds unreadable key/value pairs: {error}")))
+}
+
+fn reason_from_column(reason: &str) -> Result<DeletionReason> {
+    DeletionReason::parse(reason)
+        .ok_or_else(|| StateError::Backend(format!("unknown deletion reason `{reason}` in the event log")))
+}
+
+fn kind_from_column(kind: &str) -> Result<ObjectEventKind> {
+    match kind {
+        "created" => Ok(ObjectEventKind::Created),
+        "deleted" => Ok(ObjectEventKind::Deleted),
+        other => Err(StateError::Backend(format!("the state store holds an unknown event kind `{other}`"))),
+    }
+}
+
+/// Add one to counter `name` under its row lock (held to the commit, so
+/// numbers follow commit order) and return the new value.
+fn next_counter(transaction: &mut postgres::Transaction<'_>, name: &str) -> Result<i64> {
+    Ok(transaction
+        .query_one("UPDATE mayfly_counters SET value = value + 1 WHERE name = $1 RETURNING value", &[&name])
+        .with_context(|| format!("advance the {name} counter"))?
+        .get(0))
+}
+
+// --- deployments ---------------------------------------------------------------------
+
+const DEPLOYMENT_COLUMNS: &str = "version, content_hash, applied_at, source, forced, event_log_head";
+
+fn deployment_from_row(row: &postgres::Row) -> Deployment {
+    Deployment {
+        version: from_sql_integer(row.get(0)),
+        content_hash: row.get(1),
+        applied_at: Timestamp(row.get(2)),
+        source: row.get(3),
+        forced: row.get(4),
+        event_log_head: from_sql_integer(row.get(5)),
+    }
+}
+
+impl DeploymentStore for PostgresStore {
+    fn record_deployment(&self, deployment: NewDeployment) -> Result<Deployment> {
+        let now = self.now();
+        self.transact("record a deployment", |transaction| {
+            let version = next_counter(transaction, "deployments")?;
+            // The event log's head under its row lock, held to the commit: an
+            // append in flight commits first (and is below the head), and every
+            // event numbered above it commits after this deployment.
+            let head: i64 = transaction
+                .query_one("SELECT value FROM mayfly_counters WHERE name = 'object_events' FOR UPDATE", &[])
+                .context("read the event log's head")?
+                .get(0);
+            let sql = format!(
+                "INSERT INTO deployments ({DEPLOYMENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6) RETURNING {DEPLOYMENT_COLUMNS}"
+            );
+            let row = transaction
+                .query_one(
+                    &sql,
+                    &[&version, &deployment.content_hash, &now.as_millis(), &deployment.source, &deployment.forced, &head],
+                )
+                .context("insert a deployment")?;
+            Ok(deployment_from_row(&row))
+        })
+    }
+
+    fn deployments(&self) -> Result<Vec<Deployment>> {
+        self.transact("list deployments", |transaction| {
+            let sql = format!("SELECT {DEPLOYMENT_COLUMNS} FROM deployments ORDER BY version");
+            let rows = transaction.query(&sql, &[]).context("list deployments")?;
+            Ok(rows.iter().map(deployment_from_row).collect())
+        })
+    }
+
+    fn latest_deployment(&self) -> Result<Option<Deployment>> {
+        self.transact("find the latest deployment", |transaction| {
+            let sql = format!("SELECT {DEPLOYMENT_COLUMNS} FROM deployments ORDER BY version DESC LIMIT 1");
+            let row = transaction.query_opt(&sql, &[]).context("read the latest deployment")?;
+            Ok(row.as_ref().map(deployment_from_row))
+        })
+    }
+}
+
+// --- buckets --------------------------------------------------------------------------
+
+fn bucket_from_row(row: &postgres::Row) -> Result<BucketRecord> {
+    Ok(BucketRecord {
+        name: name_from_column(row.get(0))?,
+        created_at: Timestamp(row.get(1)),
+        tags: pairs_from_json(row.get(2))?,
+    })
+}
+
+impl BucketRegistry for PostgresStore {
+    fn create_bucket(&self, name: &Name, tags: &[(String, String)]) -> Result<BucketRecord> {
+        let now = self.now();
+        let tags_json = tags_to_json(tags)?;
+        self.transact(&format!("create bucket `{name}`"), |transaction| {
+            let inserted = transaction
+                .execute(
+                    "INSERT INTO buckets (name, created_at, tags) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                    &[&name.as_str(), &now.as_millis(), &tags_json],
+                )
+                .with_context(|| format!("insert bucket `{name}`"))?;
+            if inserted == 0 {
+                return Err(StateError::AlreadyExists { kind: "bucket", name: name.to_string() });
+            }
+            Ok(BucketRecord { name: name.clone(), created_at: now, tags: pairs_from_json(&tags_json)? })
+        })
+    }
+
+    fn delete_bucket(&self, name: &Name) -> Result<()> {
+        self.transact(&format!("delete bucket `{name}`"), |transaction| {
+            let deleted = transaction
+                .execute("DELETE FROM buckets WHERE name = $1", &[&name.as_str()])
+                .with_context(|| format!("delete bucket `{name}`"))?;
+            if deleted == 0 {
+                return Err(StateError::not_found("bucket", name));
+            }
+            Ok(())
+        })
+    }
+
+    fn bucket(&self, name: &Name) -> Result<BucketRecord> {
+        self.transact(&format!("look up bucket `{name}`"), |transaction| {
+            let row = transaction
+                .query_opt("SELECT name, created_at, tags FROM buckets WHERE name = $1", &[&name.as_str()])
+                .with_context(|| format!("look up bucket `{name}`"))?;
+            bucket_from_row(&row.ok_or_else(|| StateError::not_found("bucket", name))?)
+        })
+    }
+
+    fn buckets(&self) -> Result<Vec<BucketRecord>> {
+        self.transact("list buckets", |transaction| {
+            // COLLATE "C": byte order, as the embedded store sorts names.
+            let rows = transaction
+                .query("SELECT name, created_at, tags FROM buckets ORDER BY name COLLATE \"C\"", &[])
+                .context("list buckets")?;
+            rows.iter().map(bucket_from_row).collect()
+        })
+    }
+}
+
+// --- the bucket event log ---------------------------------------------------------------
+
+impl EventLog for PostgresStore {
+    fn append_object_event(&self, event: NewObjectEvent) -> Result<ObjectEvent> {
+        self.transact("append an object event", |transaction| {
+            let sequence = next_counter(transaction, "object_events")?;
+            transaction
+                .execute(
+                    "INSERT INTO object_events (sequence, bucket, key, kind, size, etag, at, reason) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                    &[
+                        &sequence,
+                        &event.bucket.as_str(),
+                        &event.key,
+                        &event.kind.as_str(),
+                        &to_sql_integer(event.size),
+                        &event.etag,
+                        &event.at.as_millis(),
+                        &event.reason.map(DeletionReason::as_str),
+                    ],
+                )
+                .context("insert an object event")?;
+            Ok(ObjectEvent {
+                sequence: from_sql_integer(sequence),
+                bucket: event.bucket,
+                key: event.key,
+                kind: event.kind,
+                size: event.size,
+                etag: event.etag,
+                at: event.at,
+                reason: event.reason,
+            })
+        })
+    }
+
+    fn object_events_after(&self, after: u64, limit: usize) -> Result<Vec<ObjectEvent>> {
+        self.transact("read the object event log", |transaction| {
+            let rows = transaction
+                .query(
+                    "SELECT sequence, bucket, key, kind, size, etag, at, reason FROM object_events \
+                     WHERE sequence > $1 ORDER BY sequence LIMIT $2",
+                    &[&to_sql_integer(after), &limit_to_sql(limit)],
+                )
+                .context("read the object event log")?;
+            rows.iter()
+                .map(|row| {
+                    Ok(ObjectEvent {
+                        sequence: from_sql_integer(row.get(0)),
+                        bucket: name_from_column(row.get(1))?,
+                        key: row.get(2),
+                        kind: kind_from_column(row.get(3))?,
+                        size: from_sql_integer(row.get(4)),
+                        etag: row.get(5),
+                        at: Timestamp(row.get(6)),
+                        reason: row.get::<_, Option<&str>>(7).map(reason_from_column).transpose()?,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    fn consumer_cursor(&self, consumer: &str) -> Result<u64> {
+        self.transact(&format!("read the cursor of consumer `{consumer}`"), |transaction| {
+            let row = transaction
+                .query_opt("SELECT sequence FROM consumer_cursors WHERE consumer = $1", &[&consumer])
+                .with_context(|| format!("read the cursor of consumer `{consumer}`"))?;
+            Ok(row.map(|row| from_sql_integer(row.get(0))).unwrap_or(0))
+        })
+    }
+
+    fn set_consumer_cursor(&self, consumer: &str, sequence: u64) -> Result<()> {
+        self.transact(&format!("set the cursor of consumer `{consumer}`"), |transaction| {
+            transaction
+                .execute(
+                    "INSERT INTO consumer_cursors (consumer, sequence) VALUES ($1, $2) \
+                     ON CONFLICT (consumer) DO UPDATE SET sequence = excluded.sequence",
+                    &[&consumer, &to_sql_integer(sequence)],
+                )
+                .with_context(|| format!("set the cursor of consumer `{consumer}`"))?;
+            Ok(())
+        })
+    }
+}
+
+/// Every concern is here: the store is a whole [`mayfly_state::StateStore`].
+const _: fn() = || {
+    fn is_a_state_store<T: mayfly_state::StateStore>() {}
+    is_a_state_store::<PostgresStore>();
+};
