@@ -697,12 +697,16 @@ logs = "logs"
                     spec.args.windows(2).find(|pair| pair[0] == name).map(|pair| pair[1].clone()).unwrap_or_default()
                 };
                 let worker = argument("--worker");
+                let environment = |name: &str| spec.env.get(name).cloned().unwrap_or_default();
+                // One line per command: the authority's PEM travels hex-encoded.
                 self.command(&format!(
-                    "start {worker} {} {} {} {}",
+                    "start {worker} {} {} {} {} {} {}",
                     argument("--coordinator"),
                     argument("--run"),
                     argument("--heartbeat-interval"),
-                    argument("--tls-dir")
+                    argument("--enroll"),
+                    environment(mayfly_jobs::enrollment::TOKEN_ENV),
+                    hex::encode(environment(mayfly_jobs::enrollment::AUTHORITY_ENV)),
                 ))?;
                 let id = ResourceId(format!("sim:{worker}"));
                 self.workers.lock().expect("not poisoned").insert(id.clone(), (worker, spec.tags));
@@ -960,13 +964,18 @@ logs = "logs"
             while let Ok(Some(line)) = lines.next_line().await {
                 let words: Vec<&str> = line.split_whitespace().collect();
                 match words.as_slice() {
-                    ["start", worker, url, run, interval, tls_dir] => {
+                    ["start", worker, url, run, interval, enroll, token, authority] => {
                         let stop = Arc::new(AtomicBool::new(false));
                         stops.insert((*worker).to_owned(), stop.clone());
                         let interval = mayfly_core::parse_duration(interval).unwrap_or(HEARTBEAT);
                         tokio::spawn(simulated_worker(
                             (*url).to_owned(),
-                            PathBuf::from(tls_dir),
+                            mayfly_jobs::enrollment::EnrollmentTicket {
+                                url: (*enroll).to_owned(),
+                                token: (*token).to_owned(),
+                                authority_pem: String::from_utf8(hex::decode(authority).unwrap_or_default())
+                                    .unwrap_or_default(),
+                            },
                             WorkerIdentity { run: (*run).to_owned(), worker: (*worker).to_owned() },
                             interval,
                             stop,
@@ -991,14 +1000,22 @@ logs = "logs"
     /// heartbeats every `interval`, as the real worker's heartbeat loop does.
     async fn simulated_worker(
         url: String,
-        tls_dir: PathBuf,
+        ticket: mayfly_jobs::enrollment::EnrollmentTicket,
         identity: WorkerIdentity,
         interval: Duration,
         stop: Arc<AtomicBool>,
         (alive, beats, failures): Counters,
     ) {
-        // Like the real worker: a client of its own with its own certificate, so a TLS connection of its own.
-        let http = match mayfly_jobs::worker::coordinator_client(&tls_dir) {
+        // Like the real worker: it enrolls, then a client of its own with its own certificate, so a TLS connection of its own.
+        let credentials = match mayfly_jobs::enrollment::enroll(&ticket, &identity, Duration::from_secs(30)).await {
+            Ok(credentials) => credentials,
+            Err(error) => {
+                eprintln!("simulator: worker {}: {error}", identity.worker);
+                failures.fetch_add(1, Ordering::SeqCst);
+                return;
+            }
+        };
+        let http = match mayfly_jobs::worker::coordinator_client(&credentials) {
             Ok(http) => http,
             Err(error) => {
                 eprintln!("simulator: worker {}: {error}", identity.worker);

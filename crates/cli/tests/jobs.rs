@@ -391,9 +391,22 @@ fn pem_private_keys(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     found
 }
 
+/// The environment of a live worker process (readable by its user only).
+fn worker_environment(resource_id: &str) -> std::collections::BTreeMap<String, String> {
+    let pid: i32 = resource_id.split(':').nth(1).unwrap().parse().unwrap();
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    environ
+        .split(|b| *b == 0)
+        .filter_map(|pair| {
+            let text = String::from_utf8_lossy(pair);
+            let (key, value) = text.split_once('=')?;
+            Some((key.to_owned(), value.to_owned()))
+        })
+        .collect()
+}
+
 #[test]
-fn the_coordinator_serves_only_its_runs_workers_each_under_its_own_certificate() {
-    use std::os::unix::fs::PermissionsExt;
+fn workers_enroll_with_one_time_tokens_and_the_coordinator_serves_each_only_under_its_own_certificate() {
     let project = job_project(4, 2, "env = { SLEEP = \"2\" }", "");
     let started = project.json(&["run", "scan", "--detach"]);
     let run = started["run"].as_str().unwrap().to_owned();
@@ -405,66 +418,69 @@ fn the_coordinator_serves_only_its_runs_workers_each_under_its_own_certificate()
         .unwrap()
         .iter()
         .filter(|p| p["role"] == "worker")
-        .map(|p| worker_arguments(p["id"].as_str().unwrap()))
+        .map(|p| {
+            let id = p["id"].as_str().unwrap();
+            (worker_arguments(id), worker_environment(id))
+        })
         .collect();
-    workers.sort_by(|a, b| a["--worker"].cmp(&b["--worker"]));
-    let (a, b) = (&workers[0], &workers[1]);
+    workers.sort_by(|a, b| a.0["--worker"].cmp(&b.0["--worker"]));
+    let (a, a_env) = &workers[0];
     let url = a["--coordinator"].clone();
-    assert!(url.starts_with("https://127.0.0.1:"), "{url}");
-    let a_dir = std::path::PathBuf::from(&a["--tls-dir"]);
-    assert!(a_dir.ends_with(format!("runs/{run}/tls/{}", a["--worker"])), "{}", a_dir.display());
-    for file in ["ca.pem", "cert.pem", "key.pem"] {
-        let mode = std::fs::metadata(a_dir.join(file)).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o600, "{file} is owner-only");
+    let enroll_url = a["--enroll"].clone();
+    assert!(url.starts_with("https://127.0.0.1:") && enroll_url.starts_with("https://127.0.0.1:"), "{a:?}");
+    assert!(!a.contains_key("--tls-dir"), "no files are handed to a worker: {a:?}");
+    let token = a_env["MAYFLY_ENROLLMENT_TOKEN"].clone();
+    let authority = a_env["MAYFLY_RUN_AUTHORITY"].clone();
+    assert!(!a.values().any(|value| value.contains(&token)), "the token is not on the command line");
+
+    // Worker A has enrolled once its function's output reaches the live log.
+    let a_name = a["--worker"].clone();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !project.ok(&["logs", &run]).lines().any(|line| line.contains(&a_name) && line.contains("working on")) {
+        assert!(std::time::Instant::now() < deadline, "worker {a_name} never worked");
+        std::thread::sleep(Duration::from_millis(200));
     }
-    let keys = pem_private_keys(&project.path(".mayfly"));
-    assert_eq!(keys.len(), 2, "only the two workers' keys are on disk, never the authority's: {keys:?}");
-    assert!(keys.iter().all(|k| k.ends_with("key.pem")), "{keys:?}");
+    // The workers' keys are in their memory only: none anywhere under the project.
+    assert!(pem_private_keys(&project.path("")).is_empty(), "{:?}", pem_private_keys(&project.path("")));
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let identity = |worker: &str| serde_json::json!({"run": run, "worker": worker});
     runtime.block_on(async {
-        let as_a = mayfly_jobs::worker::coordinator_client(&a_dir).unwrap();
-        // Worker A, under its own certificate, is answered.
-        let own = as_a
-            .post(format!("{url}/v1/heartbeat"))
-            .json(&serde_json::json!({"identity": identity(&a["--worker"]), "holding": []}))
-            .send()
+        let identity =
+            |worker: &str| mayfly_jobs::protocol::WorkerIdentity { run: run.clone(), worker: worker.to_owned() };
+        let ticket = |token: &str| mayfly_jobs::enrollment::EnrollmentTicket {
+            url: enroll_url.clone(),
+            token: token.to_owned(),
+            authority_pem: authority.clone(),
+        };
+        // Worker A's token, used once already by worker A: refused.
+        let reused =
+            mayfly_jobs::enrollment::enroll(&ticket(&token), &identity(&a_name), Duration::from_secs(10)).await;
+        let error = reused.expect_err("a used token is refused").to_string();
+        assert!(error.contains("403") && error.contains("already used"), "{error}");
+        // A token another run's coordinator issued: refused.
+        let foreign = mayfly_jobs::enrollment::Enrollments::new("r-other", Duration::from_secs(60))
+            .issue(&a_name, mayfly_core::Clock::now(&mayfly_core::SystemClock));
+        let error = mayfly_jobs::enrollment::enroll(&ticket(&foreign), &identity(&a_name), Duration::from_secs(10))
             .await
-            .expect("worker A is served");
-        assert_eq!(own.status(), 200, "{:?}", own.text().await);
-
-        // Worker A's certificate claiming to be worker B: refused, and it gets no items.
-        let impersonation = as_a
-            .post(format!("{url}/v1/lease"))
-            .json(&serde_json::json!({"identity": identity(&b["--worker"]), "max": 10}))
-            .send()
-            .await
-            .expect("an answer");
-        assert_eq!(impersonation.status(), 403);
-        let text = impersonation.text().await.unwrap();
-        assert!(text.contains(&format!("not issued to worker {}", b["--worker"])), "{text}");
+            .expect_err("another run's token is refused")
+            .to_string();
+        assert!(error.contains("403"), "{error}");
 
         // A certificate for the same run and worker from another authority: no handshake, no items.
-        let forged = tempfile::tempdir().unwrap();
         let now = mayfly_core::Clock::now(&mayfly_core::SystemClock);
         let policy = mayfly_jobs::tls::CertificatePolicy::default();
         let deadline = now.saturating_add(Duration::from_secs(600));
         let other = mayfly_jobs::tls::RunAuthority::create(&run, policy.authority_validity(now, deadline)).unwrap();
-        other
-            .issue_worker_files(
-                &a["--worker"],
-                policy.worker_validity(now, deadline),
-                forged.path(),
-                mayfly_jobs::tls::FileAccess::OwnerOnly,
-            )
+        let key = mayfly_jobs::tls::WorkerKey::generate(&run, &a_name).unwrap();
+        let (forged, _) = other
+            .sign_worker_request(&a_name, &key.certificate_request().unwrap(), policy.worker_validity(now, deadline))
             .unwrap();
         // The forger trusts the real authority, so only its own certificate can fail.
-        std::fs::copy(a_dir.join("ca.pem"), forged.path().join("ca.pem")).unwrap();
-        let as_forger = mayfly_jobs::worker::coordinator_client(forged.path()).unwrap();
+        let as_forger =
+            mayfly_jobs::worker::coordinator_client(&key.with_certificate(&authority, &forged).unwrap()).unwrap();
         let outcome = as_forger
             .post(format!("{url}/v1/lease"))
-            .json(&serde_json::json!({"identity": identity(&a["--worker"]), "max": 10}))
+            .json(&serde_json::json!({"identity": identity(&a_name), "max": 10}))
             .send()
             .await;
         assert!(outcome.is_err(), "another authority's certificate was answered: {outcome:?}");
@@ -472,16 +488,14 @@ fn the_coordinator_serves_only_its_runs_workers_each_under_its_own_certificate()
         // No client certificate at all, and plain HTTP: no answer either.
         let no_certificate = reqwest::Client::builder()
             .tls_built_in_root_certs(false)
-            .add_root_certificate(
-                reqwest::Certificate::from_pem(&std::fs::read(a_dir.join("ca.pem")).unwrap()).unwrap(),
-            )
+            .add_root_certificate(reqwest::Certificate::from_pem(authority.as_bytes()).unwrap())
             .build()
             .unwrap();
         let outcome = no_certificate.post(format!("{url}/v1/lease")).body("{}").send().await;
         assert!(outcome.is_err(), "a client without a certificate was answered: {outcome:?}");
         let outcome = reqwest::Client::new()
             .post(format!("{}/v1/lease", url.replace("https://", "http://")))
-            .json(&serde_json::json!({"identity": identity(&a["--worker"]), "max": 10}))
+            .json(&serde_json::json!({"identity": identity(&a_name), "max": 10}))
             .send()
             .await;
         assert!(outcome.is_err(), "plain HTTP was answered: {outcome:?}");
@@ -491,8 +505,7 @@ fn the_coordinator_serves_only_its_runs_workers_each_under_its_own_certificate()
     project.wait_for(&["ps"], Duration::from_secs(15), |live| live.as_array().unwrap().is_empty());
     let items = result_items(&project, "scan");
     assert_eq!(items.len(), 4, "every item once, none lost to the refused callers: {items:?}");
-    assert!(!a_dir.exists(), "a worker's TLS files are removed when the run ends");
-    assert!(pem_private_keys(&project.path(".mayfly")).is_empty(), "no private key is left on disk");
+    assert!(pem_private_keys(&project.path("")).is_empty(), "no private key is left on disk");
 }
 
 /// Item ids (object keys) that a URL path would mangle: a space, `#`, `?`,

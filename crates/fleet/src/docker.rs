@@ -56,7 +56,7 @@ use tokio::time::Instant;
 
 use crate::error::FleetError;
 use crate::provisioner::{BoxFuture, LiveResource, ProcessSpec, Provisioner, ResourceId, ResourceState};
-use crate::registry::{CoordinatorPlacement, ProvisionerKindEntry, WorkerUser};
+use crate::registry::{CoordinatorPlacement, ProvisionerKindEntry};
 use crate::tags::{TagFilter, Tags, check_tag};
 
 mod function_container;
@@ -536,7 +536,6 @@ pub(crate) const KIND: ProvisionerKindEntry = ProvisionerKindEntry {
     summary: "Docker containers.",
     options: &["network", "subnet", "image"],
     coordinator: CoordinatorPlacement::ContainerThroughBroker,
-    worker_user: WorkerUser::Other,
     workers_in_subnet: true,
     connect: connect_kind,
 };

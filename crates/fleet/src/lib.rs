@@ -16,7 +16,7 @@
 //!   ([`DockerProvisioner::start_function_container`]).
 //! - [`ProvisionerKind`] names a kind of provisioner (`local`, `docker`) from
 //!   the one registry of kinds: the facts other crates ask about it
-//!   ([`CoordinatorPlacement`], [`WorkerUser`], its spec keys) and how to
+//!   ([`CoordinatorPlacement`], its spec keys) and how to
 //!   connect a provisioner of it.
 //! - [`ProvisionerBroker`] serves a provisioner over a Unix socket, confined
 //!   to one run's workers, to a coordinator that runs in a container;
@@ -40,7 +40,7 @@ pub use error::FleetError;
 pub use local::LocalProvisioner;
 pub use provisioner::{BoxFuture, LiveResource, ProcessSpec, Provisioner, ResourceId, ResourceState};
 pub use reaper::reap_orphans;
-pub use registry::{ConnectProvisioner, CoordinatorPlacement, ProvisionerKind, ProvisionerKindEntry, WorkerUser};
+pub use registry::{ConnectProvisioner, CoordinatorPlacement, ProvisionerKind, ProvisionerKindEntry};
 pub use tags::{
     TAG_FUNCTION, TAG_OWNER, TAG_PROJECT, TAG_ROLE, TAG_RUN, TAG_WORKER, TagFilter, Tags, owner_is_alive,
     owner_of_this_process,

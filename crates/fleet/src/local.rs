@@ -46,7 +46,7 @@ use tokio::time::Instant;
 
 use crate::error::FleetError;
 use crate::provisioner::{BoxFuture, LiveResource, ProcessSpec, Provisioner, ResourceId, ResourceState};
-use crate::registry::{CoordinatorPlacement, ProvisionerKindEntry, WorkerUser};
+use crate::registry::{CoordinatorPlacement, ProvisionerKindEntry};
 use crate::tags::{TagFilter, Tags, check_tag};
 
 /// The variable holding the JSON map of a process's tags.
@@ -259,7 +259,6 @@ pub(crate) const KIND: ProvisionerKindEntry = ProvisionerKindEntry {
     summary: "Local processes.",
     options: &[],
     coordinator: CoordinatorPlacement::OwnProcess,
-    worker_user: WorkerUser::Starter,
     workers_in_subnet: false,
     connect: connect_kind,
 };

@@ -37,8 +37,8 @@ pub struct ProcessSpec {
     pub memory: Option<ByteSize>,
     /// CPU limit; advisory for local processes, enforced by containers.
     pub cpus: Option<f64>,
-    /// Absolute host paths the resource needs to read (a worker's TLS
-    /// directory): local processes see the whole file system anyway;
+    /// Absolute host paths the resource needs to read (Mayfly's own workers
+    /// need none: they enroll over the network): local processes see the whole file system anyway;
     /// containers get exactly these, bound read-only at the same path.
     pub read_only_mounts: Vec<PathBuf>,
     /// Absolute host paths the resource writes (a containerised

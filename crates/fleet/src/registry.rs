@@ -3,8 +3,7 @@
 //! kind, and how to get a provisioner of it.
 //!
 //! This is the one list: the spec validates `kind` against it and writes it
-//! into the JSON Schema, the coordinator asks it how its workers read their
-//! files, the control plane and the CLI ask it where a run's coordinator
+//! into the JSON Schema, the control plane and the CLI ask it where a run's coordinator
 //! runs, the audit names kinds by it, and the CLI finds every provisioner a
 //! project may have resources in through it. A new kind is a
 //! [`ProvisionerKindEntry`] in its own module plus one line in [`KINDS`].
@@ -29,17 +28,6 @@ pub enum CoordinatorPlacement {
     ContainerThroughBroker,
 }
 
-/// As whom a kind's workers run, which decides who must be able to read
-/// the files a coordinator hands a worker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WorkerUser {
-    /// The user that starts them (local processes): files stay owner-only.
-    Starter,
-    /// Another user (a container image's), reading its files through a
-    /// bind mount of exactly its own directory.
-    Other,
-}
-
 /// How to get a provisioner of a kind that can start, watch, stop and
 /// inventory its resources; an error says why the system behind it (a
 /// container engine) cannot be reached.
@@ -57,7 +45,6 @@ pub struct ProvisionerKindEntry {
     /// (keys every kind takes, like `kind`, `memory`, `cpus`, are not listed).
     pub options: &'static [&'static str],
     pub coordinator: CoordinatorPlacement,
-    pub worker_user: WorkerUser,
     /// Whether its workers get addresses in the job's `subnet`, which
     /// `[policy] networks` must then contain.
     pub workers_in_subnet: bool,
@@ -110,10 +97,6 @@ impl ProvisionerKind {
 
     pub fn coordinator(self) -> CoordinatorPlacement {
         self.0.coordinator
-    }
-
-    pub fn worker_user(self) -> WorkerUser {
-        self.0.worker_user
     }
 
     pub fn workers_in_subnet(self) -> bool {

@@ -3,7 +3,8 @@
 //! It holds a renewable lease on its run, fills the run's durable item ledger
 //! from the job's source, keeps a fleet of workers sized to the backlog,
 //! serves them items over mutual TLS with a certificate authority of its own
-//! (they pull; see [`crate::tls`]), watches their heartbeats and the
+//! (they pull; see [`crate::tls`]; each enrolls first with a one-time token
+//! issued when it is started, see [`crate::enrollment`]), watches their heartbeats and the
 //! provisioner, returns a lost worker's items to the pool at once and
 //! provisions a replacement, and retries failed items with backoff up to the
 //! job's attempts before dead-lettering them. Then it ends the run in a fixed
@@ -36,12 +37,13 @@ use mayfly_core::run::{
 };
 use mayfly_core::{Clock, Name, Timestamp};
 use mayfly_fleet::{
-    ProcessSpec, Provisioner, ResourceId, ResourceState, TAG_ROLE, TAG_RUN, TAG_WORKER, TagFilter, Tags, WorkerUser,
+    ProcessSpec, Provisioner, ResourceId, ResourceState, TAG_ROLE, TAG_RUN, TAG_WORKER, TagFilter, Tags,
 };
 use mayfly_spec::{Architecture, JobSource, JobSpec};
 use mayfly_state::{GroupedCompletion, ItemCompletion, NewRunItem, StateStore, WorkerRecord};
 use tokio::sync::Mutex;
 
+use crate::enrollment::{AUTHORITY_ENV, EnrollmentDesk, TOKEN_ENV};
 use crate::group_commit::{GroupCommitConfig, GroupCommitter};
 use crate::logs;
 use crate::output::{self, CapturedOutput};
@@ -50,7 +52,7 @@ use crate::protocol::{
     HeartbeatRequest, HeartbeatResponse, HelloRequest, LEASE_PATH, LOGS_PATH, LeaseRequest, LeaseResponse, LeasedItem,
     LogsRequest, WorkerAssignment, WorkerIdentity, decode, encode,
 };
-use crate::tls::{self, CertificateFingerprint, CertificatePolicy, FileAccess, RunAuthority};
+use crate::tls::{self, CertificateFingerprint, CertificatePolicy, RunAuthority};
 
 /// Timings of one coordinator; the defaults suit local processes.
 #[derive(Debug, Clone)]
@@ -91,7 +93,8 @@ impl Default for CoordinatorTiming {
     }
 }
 
-/// How to start a worker process: `program args… --coordinator URL --run R --worker W --tls-dir DIR`.
+/// How to start a worker process: `program args… --coordinator URL --enroll URL --run R --worker W`,
+/// with its enrollment token and the run authority's certificate in its environment.
 #[derive(Debug, Clone)]
 pub struct WorkerLaunch {
     pub program: PathBuf,
@@ -192,8 +195,6 @@ struct TrackedWorker {
     end: Option<String>,
     /// Told to stop because the fleet is larger than the backlog needs.
     surplus: bool,
-    /// The client certificate issued to it: the only one it may call in with.
-    certificate: CertificateFingerprint,
     /// When its certificate's life is three-quarters spent (long runs only).
     retire_at: Option<Timestamp>,
 }
@@ -209,6 +210,8 @@ struct Shared {
     run_dir: PathBuf,
     keyring: Option<Arc<mayfly_buckets::crypto::Keyring>>,
     workers: Mutex<BTreeMap<String, TrackedWorker>>,
+    /// Tokens issued and certificates signed: a worker calls in only with the one it enrolled with.
+    enrollment: Arc<EnrollmentDesk>,
     finishing: std::sync::atomic::AtomicBool,
     /// Records completions, many to a commit.
     committer: GroupCommitter,
@@ -250,7 +253,7 @@ impl Shared {
         let worker = workers.get_mut(&identity.worker).ok_or_else(|| {
             refuse(StatusCode::FORBIDDEN, format!("worker {} is not part of run {}", identity.worker, self.run_id))
         })?;
-        if worker.certificate != peer {
+        if self.enrollment.certificate_of(&identity.worker) != Some(peer) {
             return Err(refuse(
                 StatusCode::FORBIDDEN,
                 format!("the client certificate of this connection was not issued to worker {}", identity.worker),
@@ -477,7 +480,18 @@ pub async fn run(config: CoordinatorConfig) -> Result<RunStatus, CoordinatorErro
     };
     let committer = GroupCommitter::start(state.clone(), run_id.clone(), timing.group_commit, expected)
         .map_err(CoordinatorError::Serve)?;
+    // A fresh authority per coordinator: the fleet of an earlier one is gone, and so are its certificates.
+    let validity = config.tls.certificates.authority_validity(config.clock.now(), run_record.deadline);
+    let authority = RunAuthority::create(&run_id, validity)?;
+    let enrollment = Arc::new(EnrollmentDesk::new(
+        &run_id,
+        authority,
+        config.tls.certificates.clone(),
+        run_record.deadline,
+        config.clock.clone(),
+    ));
     let shared = Arc::new(Shared {
+        enrollment,
         run_id: run_id.clone(),
         assignment,
         max_attempts: job.max_attempts,
@@ -502,25 +516,28 @@ pub async fn run(config: CoordinatorConfig) -> Result<RunStatus, CoordinatorErro
     let listener =
         tokio::net::TcpListener::bind(SocketAddr::new(config.listen, 0)).await.map_err(CoordinatorError::Serve)?;
     let address = listener.local_addr().map_err(CoordinatorError::Serve)?;
-    // A fresh authority per coordinator: the fleet of an earlier one is gone, and so are its certificates.
-    tls::remove_tls_directory(&config.run_dir.join("tls"))?;
-    let validity = config.tls.certificates.authority_validity(config.clock.now(), run_record.deadline);
-    let authority = RunAuthority::create(&run_id, validity)?;
+    let enrollment_listener =
+        tokio::net::TcpListener::bind(SocketAddr::new(config.listen, 0)).await.map_err(CoordinatorError::Serve)?;
+    let enrollment_address = enrollment_listener.local_addr().map_err(CoordinatorError::Serve)?;
     let mut server_names = config.tls.server_names.clone();
     server_names.push(address.ip().to_string());
     server_names.sort();
     server_names.dedup();
-    let server_config = authority.server_config(&server_names, validity)?;
+    let server_config = shared.enrollment.authority().server_config(&server_names, validity)?;
+    let enrollment_config = shared.enrollment.authority().enrollment_server_config(&server_names, validity)?;
     let server = tokio::spawn(tls::serve(listener, server_config, router));
+    let enrollment_server =
+        tokio::spawn(tls::serve_enrollment(enrollment_listener, enrollment_config, shared.enrollment.clone().router()));
     let url = format!("https://{address}");
-    tracing::info!(run = %run_id, url = %url, "coordinator serving workers");
+    let enrollment_url = format!("https://{enrollment_address}");
+    tracing::info!(run = %run_id, url = %url, enrollment = %enrollment_url, "coordinator serving workers");
 
     let mut fleet = Fleet {
         config: &config,
         job: &job,
         shared: shared.clone(),
         url,
-        authority,
+        enrollment_url,
         deadline: run_record.deadline,
         next_worker: 0,
         start_failures: 0,
@@ -530,6 +547,7 @@ pub async fn run(config: CoordinatorConfig) -> Result<RunStatus, CoordinatorErro
     };
     let outcome = fleet.drive(&timing).await;
     server.abort();
+    enrollment_server.abort();
     outcome
 }
 
@@ -631,7 +649,8 @@ struct Fleet<'c> {
     job: &'c JobSpec,
     shared: Arc<Shared>,
     url: String,
-    authority: RunAuthority,
+    /// Where workers enroll (TLS, no client certificate).
+    enrollment_url: String,
     deadline: Timestamp,
     next_worker: u32,
     start_failures: u32,
@@ -747,17 +766,9 @@ impl Fleet<'_> {
         self.config.tags.clone().with(TAG_RUN, self.run_id()).with(TAG_ROLE, "worker").with(TAG_WORKER, worker)
     }
 
-    /// Where a worker's TLS files are while it lives.
-    fn worker_tls_dir(&self, worker: &str) -> PathBuf {
-        self.config.run_dir.join("tls").join(worker)
-    }
-
-    /// A gone worker's key has no use left. Failing to remove it does not
-    /// stop the run: the run's whole TLS directory is removed again at its end.
-    fn remove_worker_tls(&self, worker: &str) {
-        if let Err(error) = tls::remove_tls_directory(&self.worker_tls_dir(worker)) {
-            tracing::warn!(run = %self.run_id(), worker = %worker, error = %error, "cannot remove a gone worker's TLS files");
-        }
+    /// A gone worker's token and certificate count no more.
+    fn forget_worker_certificate(&self, worker: &str) {
+        self.shared.enrollment.forget(worker);
     }
 
     /// Workers whose certificates are three-quarters spent take no new items;
@@ -777,28 +788,26 @@ impl Fleet<'_> {
     async fn start_worker(&mut self) -> Result<(), CoordinatorError> {
         self.next_worker += 1;
         let worker = format!("w{}-{:03}", self.incarnation, self.next_worker);
-        let tls_dir = self.worker_tls_dir(&worker);
+        // Its certificate is signed when it enrolls; this says when a long run's worker retires.
         let validity = self.config.tls.certificates.worker_validity(self.config.clock.now(), self.deadline);
-        // A container's user is the image's, not ours: it reads its files
-        // through the bind mount while the run's `tls/` stays owner-only.
-        let access = match self.job.provisioner.kind.worker_user() {
-            WorkerUser::Other => FileAccess::ThroughPrivateParent,
-            WorkerUser::Starter => FileAccess::OwnerOnly,
-        };
-        let certificate = self.authority.issue_worker_files(&worker, validity, &tls_dir, access)?;
+        let token = self.shared.enrollment.issue_token(&worker);
         let mut args = self.config.launch.args.clone();
         args.extend([
             "--coordinator".to_owned(),
             self.url.clone(),
+            "--enroll".to_owned(),
+            self.enrollment_url.clone(),
             "--run".to_owned(),
             self.run_id().to_owned(),
             "--worker".to_owned(),
             worker.clone(),
             "--heartbeat-interval".to_owned(),
             format!("{}ms", self.config.timing.heartbeat_interval.as_millis()),
-            "--tls-dir".to_owned(),
-            tls_dir.display().to_string(),
         ]);
+        // The token and the authority's certificate travel in the environment, not on the command line.
+        let mut env = self.config.launch.env.clone();
+        env.insert(TOKEN_ENV.to_owned(), token);
+        env.insert(AUTHORITY_ENV.to_owned(), self.shared.enrollment.authority_pem().to_owned());
         let capture = output::capture_output(
             output::worker_output_path(&self.config.run_dir, &worker),
             output::output_stream(self.run_id(), &worker),
@@ -810,15 +819,14 @@ impl Fleet<'_> {
         let spec = ProcessSpec {
             program: self.config.launch.program.clone(),
             args,
-            env: self.config.launch.env.clone(),
+            env,
             working_dir: self.config.launch.working_dir.clone(),
             tags: self.worker_tags(&worker),
             stdout: Some(stderr.clone()),
             stderr: Some(stderr),
             memory: self.job.provisioner.memory,
             cpus: self.job.provisioner.cpus,
-            // A container sees its own TLS files, read-only, at the same path.
-            read_only_mounts: self.config.launch.read_only_mounts.iter().cloned().chain([tls_dir.clone()]).collect(),
+            read_only_mounts: self.config.launch.read_only_mounts.clone(),
             read_write_mounts: Vec::new(),
             user: None,
         };
@@ -838,7 +846,6 @@ impl Fleet<'_> {
                 busy: Duration::ZERO,
                 end: None,
                 surplus: false,
-                certificate,
                 retire_at: validity.retire_at,
             },
         );
@@ -865,7 +872,7 @@ impl Fleet<'_> {
             Err(error) => {
                 tracing::error!(run = %self.run_id(), error = %error, "cannot start a worker");
                 self.shared.workers.lock().await.remove(&worker);
-                self.remove_worker_tls(&worker);
+                self.forget_worker_certificate(&worker);
                 if let Some(capture) = self.captures.remove(&worker) {
                     capture.finish().await;
                 }
@@ -945,7 +952,7 @@ impl Fleet<'_> {
                 tracked.end = Some(end.to_owned());
             }
             drop(workers);
-            self.remove_worker_tls(&worker);
+            self.forget_worker_certificate(&worker);
             self.record_worker(&worker, None).await?;
         }
         Ok(())
@@ -1052,7 +1059,7 @@ impl Fleet<'_> {
                 tracked.phase = WorkerPhase::Gone;
                 tracked.end = Some("stopped".into());
             }
-            self.remove_worker_tls(worker);
+            self.forget_worker_certificate(worker);
         }
         for (_, capture) in std::mem::take(&mut self.captures) {
             capture.finish().await;
@@ -1121,11 +1128,6 @@ impl Fleet<'_> {
             if attempt == 2 {
                 notes.push(format!("{} worker(s) could not be verified gone", live.len()));
             }
-        }
-
-        // No worker is left to use a certificate.
-        if let Err(error) = tls::remove_tls_directory(&self.config.run_dir.join("tls")) {
-            notes.push(format!("the workers' TLS files could not be removed: {error}"));
         }
 
         // 4. The report, then the lease.

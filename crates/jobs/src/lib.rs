@@ -10,7 +10,9 @@
 //! stopped and verified gone by an inventory of the run's tags → the report
 //! written → the lease released.
 //!
-//! A worker ([`worker::run`]) is stateless: it pulls items over HTTPS with
+//! A worker ([`worker::run`]) is stateless: it enrolls with a one-time token
+//! (its key made in its own memory, its certificate signed by the run's
+//! authority, [`enrollment`]), pulls items over HTTPS with
 //! mutual TLS (a per-run certificate authority, [`tls`]), runs
 //! the job's function warm through [`mayfly_runtime::Invoker`], heartbeats,
 //! and streams its log to the coordinator.
@@ -21,6 +23,7 @@
 //! only sealed ([`output`]).
 
 pub mod coordinator;
+pub mod enrollment;
 pub mod group_commit;
 pub mod logs;
 pub mod output;

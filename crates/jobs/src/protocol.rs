@@ -2,6 +2,10 @@
 //! [`crate::tls`]), every call made by the worker (workers pull, so pulling
 //! is the load balancer).
 //!
+//! - `POST /v1/enroll` — on the coordinator's enrollment port (TLS, no
+//!   client certificate yet): a starting worker trades its one-time token
+//!   and a certificate request for its client certificate
+//!   ([`crate::enrollment`]). Every call below is over mutual TLS with it.
 //! - `POST /v1/hello` — a starting worker asks what to run: the job, the
 //!   function's definition and the batch size (workers read nothing from
 //!   the state store, so they can run in containers with no access to it).

@@ -4,42 +4,36 @@
 //! ([`RunAuthority::create`]); the authority's private key exists only in
 //! that coordinator's memory. With it the coordinator issues itself a server
 //! certificate naming every address it tells workers to dial
-//! ([`RunAuthority::server_config`]), and each worker a short-lived client
-//! certificate naming the run and the worker, written with its key into a
-//! directory of the worker's own ([`RunAuthority::issue_worker_files`]:
-//! `ca.pem`, `cert.pem`, `key.pem`, all owner-only). A worker is given that
-//! directory with `--tls-dir` and trusts the run's authority and nothing else
-//! ([`worker_client_config`]).
+//! ([`RunAuthority::server_config`]), and signs each worker's own
+//! certificate request ([`RunAuthority::sign_worker_request`]) once the
+//! worker has enrolled ([`crate::enrollment`]): a short-lived client
+//! certificate naming the run and the worker. A worker makes its key in its
+//! own memory ([`WorkerKey`]); no key of a worker is ever written to a file.
+//! It trusts the run's authority and nothing else ([`worker_client_config`]).
 //!
 //! The server ([`serve`]) completes a handshake only with a client whose
 //! certificate chains to the run's authority, and marks every request with
 //! the fingerprint of the certificate its connection presented
 //! ([`CertificateFingerprint`]), so the coordinator can check that a worker
-//! speaks only for itself. Plain HTTP never gets an answer. Only rustls'
-//! `ring` provider is used, and only TLS 1.3: both ends are Mayfly.
+//! speaks only for itself. Plain HTTP never gets an answer. The enrollment
+//! port ([`serve_enrollment`]) is TLS with the same kind of server
+//! certificate but no client certificate (an enrolling worker has none yet).
+//! Only rustls' `ring` provider is used, and only TLS 1.3: both ends are Mayfly.
 
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use mayfly_core::Timestamp;
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName, DnType, DnValue,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use sha2::{Digest, Sha256};
-
-/// The run authority's certificate, in a worker's TLS directory.
-pub const CA_FILE: &str = "ca.pem";
-/// The worker's own certificate, in its TLS directory.
-pub const CERTIFICATE_FILE: &str = "cert.pem";
-/// The worker's private key (PKCS #8), in its TLS directory.
-pub const KEY_FILE: &str = "key.pem";
 
 /// A client that has not finished its handshake by then is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -54,10 +48,17 @@ pub enum TlsError {
     Verifier(#[from] rustls::server::VerifierBuilderError),
     #[error("`{name}` cannot be named in the coordinator's certificate: it is neither an IP address nor a DNS name")]
     BadServerName { name: String },
-    #[error("cannot write {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
-    #[error("cannot read {path}: {reason} (the worker's --tls-dir must hold ca.pem, cert.pem and key.pem)")]
-    Read { path: PathBuf, reason: String },
+    #[error("unreadable {what}: {reason}")]
+    Pem { what: &'static str, reason: String },
+}
+
+/// Why the authority will not sign a worker's certificate request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestRefusal {
+    #[error("the certificate request names {named}, not worker {worker}")]
+    OtherName { worker: String, named: String },
+    #[error("unusable certificate request: {reason}")]
+    Unusable { reason: String },
 }
 
 /// The SHA-256 of a DER certificate: how the coordinator recognises the
@@ -89,8 +90,11 @@ pub struct Validity {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CertificatePolicy {
     /// A worker's certificate lasts until the run's deadline, but at most
-    /// this long: its key is on disk, where the authority's is not.
+    /// this long: its key lives in a worker process the coordinator does not control.
     pub worker_lifetime_cap: Duration,
+    /// An enrollment token is good once, for at most this long after its
+    /// worker was started.
+    pub enrollment_token_lifetime: Duration,
     /// Added before `not before` and after `not after`, for clocks that disagree.
     pub clock_skew: Duration,
     /// The authority and the server certificate last at least this long, so a
@@ -102,6 +106,7 @@ impl Default for CertificatePolicy {
     fn default() -> Self {
         CertificatePolicy {
             worker_lifetime_cap: Duration::from_secs(4 * 3600),
+            enrollment_token_lifetime: Duration::from_secs(10 * 60),
             clock_skew: Duration::from_secs(5 * 60),
             minimum_lifetime: Duration::from_secs(10 * 60),
         }
@@ -191,6 +196,40 @@ impl RunAuthority {
     /// every one a worker may dial), and a client check that accepts only
     /// certificates issued by this authority.
     pub fn server_config(&self, names: &[String], validity: Validity) -> Result<Arc<ServerConfig>, TlsError> {
+        let (chain, key) = self.server_certificate(names, validity)?;
+        let provider = ring();
+        let mut roots = RootCertStore::empty();
+        roots.add(self.certificate.clone())?;
+        let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone()).build()?;
+        let mut config = ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(chain, key)?;
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Arc::new(config))
+    }
+
+    /// The enrollment port's server side: a certificate for `names` as in
+    /// [`RunAuthority::server_config`], and no client certificate asked for.
+    pub fn enrollment_server_config(
+        &self,
+        names: &[String],
+        validity: Validity,
+    ) -> Result<Arc<ServerConfig>, TlsError> {
+        let (chain, key) = self.server_certificate(names, validity)?;
+        let mut config = ServerConfig::builder_with_provider(ring())
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .with_no_client_auth()
+            .with_single_cert(chain, key)?;
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Arc::new(config))
+    }
+
+    fn server_certificate(
+        &self,
+        names: &[String],
+        validity: Validity,
+    ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::default();
         params.distinguished_name = distinguished_name(&self.run, &format!("Mayfly run {} coordinator", self.run));
@@ -200,56 +239,131 @@ impl RunAuthority {
         params.not_before = x509_time(validity.not_before);
         params.not_after = x509_time(validity.not_after);
         let certificate = params.signed_by(&key, &self.issuer)?;
-
-        let provider = ring();
-        let mut roots = RootCertStore::empty();
-        roots.add(self.certificate.clone())?;
-        let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone()).build()?;
-        let mut config = ServerConfig::builder_with_provider(provider)
-            .with_protocol_versions(&[&rustls::version::TLS13])?
-            .with_client_cert_verifier(verifier)
-            .with_single_cert(
-                vec![certificate.der().clone()],
-                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
-            )?;
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Ok(Arc::new(config))
+        Ok((vec![certificate.der().clone()], PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()))))
     }
 
-    /// Issue `worker` a client certificate and write it, its key and the
-    /// authority's certificate into `directory` (anything already there is
-    /// replaced), readable as `access` says. Returns the certificate's fingerprint.
-    pub fn issue_worker_files(
+    /// Sign `worker`'s certificate request (PEM) as its client certificate.
+    /// The request's signature must verify and any name it asks for (common
+    /// name, alternative names) must be the worker's own; the certificate
+    /// carries the request's public key and only what the authority decides:
+    /// the worker's name, client authentication, `validity`. Returns the
+    /// certificate (PEM) and its fingerprint.
+    pub fn sign_worker_request(
         &self,
         worker: &str,
+        request_pem: &str,
         validity: Validity,
-        directory: &Path,
-        access: FileAccess,
-    ) -> Result<CertificateFingerprint, TlsError> {
-        let key = KeyPair::generate()?;
-        let mut params = CertificateParams::default();
-        params.distinguished_name = distinguished_name(&self.run, worker);
-        params.subject_alt_names = vec![SanType::URI(worker_uri(&self.run, worker).try_into()?)];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.not_before = x509_time(validity.not_before);
-        params.not_after = x509_time(validity.not_after);
-        let certificate = params.signed_by(&key, &self.issuer)?;
-
-        remove_tls_directory(directory)?;
-        if access == FileAccess::ThroughPrivateParent {
-            let parent = directory.parent().ok_or_else(|| TlsError::Write {
-                path: directory.to_owned(),
-                source: std::io::Error::other("a worker's TLS directory needs a private parent directory"),
-            })?;
-            create_directory(parent, 0o700)?;
+    ) -> Result<(String, CertificateFingerprint), RequestRefusal> {
+        let unusable = |error: rcgen::Error| RequestRefusal::Unusable { reason: error.to_string() };
+        let mut request = CertificateSigningRequestParams::from_pem(request_pem).map_err(unusable)?;
+        let own_uri = worker_uri(&self.run, worker);
+        let other_name = |named: String| RequestRefusal::OtherName { worker: worker.to_owned(), named };
+        for name in &request.params.subject_alt_names {
+            match name {
+                SanType::URI(uri) if uri.as_str() == own_uri => {}
+                SanType::URI(uri) => return Err(other_name(uri.as_str().to_owned())),
+                other => return Err(other_name(format!("{other:?}"))),
+            }
         }
-        let (directory_mode, file_mode) = access.modes();
-        create_directory(directory, directory_mode)?;
-        write_file(&directory.join(CA_FILE), self.certificate_pem.as_bytes(), file_mode)?;
-        write_file(&directory.join(CERTIFICATE_FILE), certificate.pem().as_bytes(), file_mode)?;
-        write_file(&directory.join(KEY_FILE), key.serialize_pem().as_bytes(), file_mode)?;
-        Ok(CertificateFingerprint::of(certificate.der()))
+        if let Some(common_name) = request.params.distinguished_name.get(&DnType::CommonName) {
+            let named = match common_name {
+                DnValue::Utf8String(text) => text.clone(),
+                DnValue::PrintableString(text) => text.as_str().to_owned(),
+                DnValue::Ia5String(text) => text.as_str().to_owned(),
+                other => format!("{other:?}"),
+            };
+            if named != worker {
+                return Err(other_name(named));
+            }
+        }
+        request.params = worker_certificate_params(&self.run, worker, validity).map_err(unusable)?;
+        let certificate = request.signed_by(&self.issuer).map_err(unusable)?;
+        Ok((certificate.pem(), CertificateFingerprint::of(certificate.der())))
+    }
+}
+
+/// What a worker's client certificate says: the run and the worker, client
+/// authentication only, `validity`.
+fn worker_certificate_params(run: &str, worker: &str, validity: Validity) -> Result<CertificateParams, rcgen::Error> {
+    let mut params = CertificateParams::default();
+    params.distinguished_name = distinguished_name(run, worker);
+    params.subject_alt_names = vec![SanType::URI(worker_uri(run, worker).try_into()?)];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.not_before = x509_time(validity.not_before);
+    params.not_after = x509_time(validity.not_after);
+    Ok(params)
+}
+
+/// A worker's own key, made in its own memory and never written anywhere.
+pub struct WorkerKey {
+    run: String,
+    worker: String,
+    key: KeyPair,
+}
+
+impl std::fmt::Debug for WorkerKey {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key.
+        formatter
+            .debug_struct("WorkerKey")
+            .field("run", &self.run)
+            .field("worker", &self.worker)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WorkerKey {
+    /// A fresh ECDSA P-256 key for `worker` of `run`.
+    pub fn generate(run: &str, worker: &str) -> Result<WorkerKey, TlsError> {
+        Ok(WorkerKey { run: run.to_owned(), worker: worker.to_owned(), key: KeyPair::generate()? })
+    }
+
+    /// A certificate request (PEM) for this key, naming the worker.
+    pub fn certificate_request(&self) -> Result<String, TlsError> {
+        let mut params = CertificateParams::default();
+        params.distinguished_name = distinguished_name(&self.run, &self.worker);
+        params.subject_alt_names = vec![SanType::URI(worker_uri(&self.run, &self.worker).try_into()?)];
+        Ok(params.serialize_request(&self.key)?.pem()?)
+    }
+
+    /// This key with the certificate the run's authority signed for it, and
+    /// that authority (`authority_pem`) as the only one trusted.
+    pub fn with_certificate(self, authority_pem: &str, certificate_pem: &str) -> Result<WorkerCredentials, TlsError> {
+        let pem_error = |what: &'static str| {
+            move |error: rustls::pki_types::pem::Error| TlsError::Pem { what, reason: error.to_string() }
+        };
+        let authority =
+            CertificateDer::from_pem_slice(authority_pem.as_bytes()).map_err(pem_error("run authority certificate"))?;
+        let chain = CertificateDer::pem_slice_iter(certificate_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(pem_error("worker certificate"))?;
+        if chain.is_empty() {
+            return Err(TlsError::Pem { what: "worker certificate", reason: "no certificate in it".into() });
+        }
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key.serialize_der()));
+        Ok(WorkerCredentials { authority, chain, key })
+    }
+}
+
+/// What a worker presents and trusts, in its memory only.
+pub struct WorkerCredentials {
+    authority: CertificateDer<'static>,
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+}
+
+impl std::fmt::Debug for WorkerCredentials {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key.
+        formatter.debug_struct("WorkerCredentials").finish_non_exhaustive()
+    }
+}
+
+impl WorkerCredentials {
+    /// The fingerprint of the worker's own certificate.
+    pub fn fingerprint(&self) -> CertificateFingerprint {
+        CertificateFingerprint::of(&self.chain[0])
     }
 }
 
@@ -281,94 +395,29 @@ fn server_name(name: &str) -> Result<SanType, TlsError> {
     Ok(SanType::DnsName(dns))
 }
 
-/// Who may read a worker's TLS files.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FileAccess {
-    /// Only this user: the directory 0700, the files 0600. For a worker that
-    /// runs as this user (a local process).
-    OwnerOnly,
-    /// Any user that can reach the directory (0755, files 0644), while its
-    /// parent directory is made owner-only (0700), so no other user of the
-    /// host can. For a worker in a container, whose user (the image's) is
-    /// not this one and which sees the directory through a bind mount, not
-    /// through its parent.
-    ThroughPrivateParent,
+/// A worker's client side: it presents its own certificate and trusts only the run's authority.
+pub fn worker_client_config(credentials: &WorkerCredentials) -> Result<ClientConfig, TlsError> {
+    let mut roots = RootCertStore::empty();
+    roots.add(credentials.authority.clone())?;
+    let mut config = ClientConfig::builder_with_provider(ring())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(credentials.chain.clone(), credentials.key.clone_key())?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
 }
 
-impl FileAccess {
-    fn modes(self) -> (u32, u32) {
-        match self {
-            FileAccess::OwnerOnly => (0o700, 0o600),
-            FileAccess::ThroughPrivateParent => (0o755, 0o644),
-        }
-    }
-}
-
-fn create_directory(directory: &Path, mode: u32) -> Result<(), TlsError> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(mode)
-        .create(directory)
-        .map_err(|source| TlsError::Write { path: directory.to_owned(), source })?;
-    // The umask may have narrowed the mode.
-    set_mode(directory, mode)
-}
-
-fn set_mode(path: &Path, mode: u32) -> Result<(), TlsError> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-        .map_err(|source| TlsError::Write { path: path.to_owned(), source })
-}
-
-fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), TlsError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(path)
-        .and_then(|mut file| file.write_all(contents))
-        .map_err(|source| TlsError::Write { path: path.to_owned(), source })?;
-    set_mode(path, mode)
-}
-
-/// Remove a worker's TLS directory; a missing one is fine.
-pub fn remove_tls_directory(directory: &Path) -> Result<(), TlsError> {
-    match std::fs::remove_dir_all(directory) {
-        Ok(()) => Ok(()),
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(source) => Err(TlsError::Write { path: directory.to_owned(), source }),
-    }
-}
-
-/// A worker's client side, from its TLS directory: it presents its own
-/// certificate and trusts only the run's authority in `ca.pem`.
-pub fn worker_client_config(directory: &Path) -> Result<ClientConfig, TlsError> {
-    let read_error = |path: &Path| {
-        let path = path.to_owned();
-        move |error: rustls::pki_types::pem::Error| TlsError::Read { path, reason: error.to_string() }
-    };
-    let ca_path = directory.join(CA_FILE);
-    let authority = CertificateDer::from_pem_file(&ca_path).map_err(read_error(&ca_path))?;
-    let certificate_path = directory.join(CERTIFICATE_FILE);
-    let chain = CertificateDer::pem_file_iter(&certificate_path)
-        .map_err(read_error(&certificate_path))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(read_error(&certificate_path))?;
-    if chain.is_empty() {
-        return Err(TlsError::Read { path: certificate_path, reason: "no certificate in it".into() });
-    }
-    let key_path = directory.join(KEY_FILE);
-    let key = PrivateKeyDer::from_pem_file(&key_path).map_err(read_error(&key_path))?;
-
+/// An enrolling worker's client side: no certificate of its own yet, and
+/// only the run's authority (`authority_pem`) trusted.
+pub fn enrollment_client_config(authority_pem: &str) -> Result<ClientConfig, TlsError> {
+    let authority = CertificateDer::from_pem_slice(authority_pem.as_bytes())
+        .map_err(|error| TlsError::Pem { what: "run authority certificate", reason: error.to_string() })?;
     let mut roots = RootCertStore::empty();
     roots.add(authority)?;
     let mut config = ClientConfig::builder_with_provider(ring())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_root_certificates(roots)
-        .with_client_auth_cert(chain, key)?;
+        .with_no_client_auth();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
 }
@@ -379,6 +428,21 @@ pub fn worker_client_config(directory: &Path) -> Result<ClientConfig, TlsError> 
 /// and every request on it carries the client's [`CertificateFingerprint`]
 /// as an extension. Connections end with this task.
 pub async fn serve(listener: tokio::net::TcpListener, config: Arc<ServerConfig>, router: axum::Router) {
+    serve_connections(listener, config, router, true).await;
+}
+
+/// Serve `router` over TLS on `listener` to clients without a certificate
+/// (the enrollment port: `config` from [`RunAuthority::enrollment_server_config`]).
+pub async fn serve_enrollment(listener: tokio::net::TcpListener, config: Arc<ServerConfig>, router: axum::Router) {
+    serve_connections(listener, config, router, false).await;
+}
+
+async fn serve_connections(
+    listener: tokio::net::TcpListener,
+    config: Arc<ServerConfig>,
+    router: axum::Router,
+    client_certificates: bool,
+) {
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
     let mut connections = tokio::task::JoinSet::new();
     loop {
@@ -409,18 +473,20 @@ pub async fn serve(listener: tokio::net::TcpListener, config: Arc<ServerConfig>,
                 }
             };
             // The verifier demands a client certificate, so a finished handshake has one.
-            let Some(fingerprint) = stream
+            let fingerprint = stream
                 .get_ref()
                 .1
                 .peer_certificates()
                 .and_then(|chain| chain.first())
-                .map(|c| CertificateFingerprint::of(c))
-            else {
+                .map(|c| CertificateFingerprint::of(c));
+            if client_certificates && fingerprint.is_none() {
                 tracing::warn!(peer = %peer, "refused a connection without a client certificate");
                 return;
-            };
+            }
             let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
-                request.extensions_mut().insert(fingerprint);
+                if let Some(fingerprint) = fingerprint {
+                    request.extensions_mut().insert(fingerprint);
+                }
                 tower::ServiceExt::oneshot(router.clone(), request)
             });
             let connection = hyper::server::conn::http1::Builder::new()
@@ -475,51 +541,42 @@ mod tests {
         assert!(matches!(server_name("coordinator.mayfly-phi"), Ok(SanType::DnsName(_))));
     }
 
-    #[test]
-    fn worker_files_are_owner_only_and_replaced_on_reissue() {
-        use std::os::unix::fs::PermissionsExt;
-        let authority = RunAuthority::create("r1", CertificatePolicy::default().authority_validity(at(0), at(60)))
-            .expect("an authority");
-        let dir = tempfile::tempdir().unwrap();
-        let files = dir.path().join("tls").join("w1-001");
-        let validity = CertificatePolicy::default().worker_validity(at(0), at(60));
-        let first = authority.issue_worker_files("w1-001", validity, &files, FileAccess::OwnerOnly).unwrap();
-        let second = authority.issue_worker_files("w1-001", validity, &files, FileAccess::OwnerOnly).unwrap();
-        assert_ne!(first, second, "a reissue is a new certificate");
-        assert_eq!(std::fs::metadata(&files).unwrap().permissions().mode() & 0o777, 0o700);
-        for file in [CA_FILE, CERTIFICATE_FILE, KEY_FILE] {
-            let mode = std::fs::metadata(files.join(file)).unwrap().permissions().mode() & 0o777;
-            assert_eq!(mode, 0o600, "{file}");
-        }
-        assert_eq!(std::fs::read_to_string(files.join(CA_FILE)).unwrap(), authority.certificate_pem());
-        worker_client_config(&files).expect("the files make a client configuration");
-        remove_tls_directory(&files).unwrap();
-        assert!(!files.exists());
-        remove_tls_directory(&files).expect("removing twice is fine");
+    fn authority() -> RunAuthority {
+        RunAuthority::create("r1", CertificatePolicy::default().authority_validity(at(0), at(60)))
+            .expect("an authority")
     }
 
     #[test]
-    fn a_container_workers_files_are_readable_below_an_owner_only_parent() {
-        use std::os::unix::fs::PermissionsExt;
-        let authority = RunAuthority::create("r1", CertificatePolicy::default().authority_validity(at(0), at(60)))
-            .expect("an authority");
-        let dir = tempfile::tempdir().unwrap();
-        let files = dir.path().join("tls").join("w1-001");
+    fn a_worker_request_is_signed_for_its_own_name_and_makes_a_client_configuration() {
+        let authority = authority();
+        let key = WorkerKey::generate("r1", "w1-001").unwrap();
+        let request = key.certificate_request().unwrap();
         let validity = CertificatePolicy::default().worker_validity(at(0), at(60));
-        authority.issue_worker_files("w1-001", validity, &files, FileAccess::ThroughPrivateParent).unwrap();
-        let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode(&dir.path().join("tls")), 0o700, "no other user of the host gets past the parent");
-        assert_eq!(mode(&files), 0o755);
-        for file in [CA_FILE, CERTIFICATE_FILE, KEY_FILE] {
-            assert_eq!(mode(&files.join(file)), 0o644, "{file}");
-        }
-        worker_client_config(&files).expect("the files make a client configuration");
+        let (certificate, fingerprint) = authority.sign_worker_request("w1-001", &request, validity).unwrap();
+        let credentials = key.with_certificate(authority.certificate_pem(), &certificate).unwrap();
+        assert_eq!(credentials.fingerprint(), fingerprint);
+        worker_client_config(&credentials).expect("the credentials make a client configuration");
+        let (again, _) = authority.sign_worker_request("w1-001", &request, validity).unwrap();
+        assert_ne!(again, certificate, "each signature is a new certificate");
     }
 
     #[test]
-    fn a_tls_directory_with_a_missing_file_is_a_clear_error_naming_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let error = worker_client_config(dir.path()).unwrap_err().to_string();
-        assert!(error.contains("ca.pem") && error.contains("--tls-dir"), "{error}");
+    fn a_request_naming_another_worker_or_unreadable_is_refused() {
+        let authority = authority();
+        let validity = CertificatePolicy::default().worker_validity(at(0), at(60));
+        let other = WorkerKey::generate("r1", "w1-002").unwrap().certificate_request().unwrap();
+        assert!(matches!(
+            authority.sign_worker_request("w1-001", &other, validity),
+            Err(RequestRefusal::OtherName { .. })
+        ));
+        let other_run = WorkerKey::generate("r2", "w1-001").unwrap().certificate_request().unwrap();
+        assert!(matches!(
+            authority.sign_worker_request("w1-001", &other_run, validity),
+            Err(RequestRefusal::OtherName { .. })
+        ));
+        assert!(matches!(
+            authority.sign_worker_request("w1-001", "not a request", validity),
+            Err(RequestRefusal::Unusable { .. })
+        ));
     }
 }

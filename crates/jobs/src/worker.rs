@@ -1,6 +1,7 @@
-//! A worker: a stateless process that asks its coordinator what to run
-//! (`/v1/hello`), pulls items from it (over mutual TLS, with the certificate
-//! in its `--tls-dir`), runs the job's function on each (warm, through the
+//! A worker: a stateless process that enrolls with its coordinator (its own
+//! key, made here, and a one-time token: [`crate::enrollment`]), asks it what
+//! to run (`/v1/hello`), pulls items from it (over mutual TLS, with the
+//! certificate it enrolled for), runs the job's function on each (warm, through the
 //! runtime's `Invoker`),
 //! reports the outcome, heartbeats, and streams its log as it goes.
 //!
@@ -10,7 +11,7 @@
 //! or on SIGTERM from the provisioner.
 
 use std::collections::VecDeque;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -29,9 +30,8 @@ use crate::protocol::{
 pub struct WorkerConfig {
     /// `https://127.0.0.1:PORT` of the coordinator.
     pub coordinator: String,
-    /// The worker's TLS files from its coordinator: `ca.pem` (the run's
-    /// authority, the only one trusted), `cert.pem` and `key.pem` (its own).
-    pub tls_dir: PathBuf,
+    /// Where and with which token it enrolls, trusting which authority.
+    pub enrollment: crate::enrollment::EnrollmentTicket,
     pub identity: WorkerIdentity,
     pub heartbeat_interval: Duration,
     /// Give up (exit non-zero) after the coordinator has been unreachable this long.
@@ -47,6 +47,8 @@ pub enum WorkerError {
     Refused { path: &'static str, status: u16, body: String },
     #[error("cannot set up TLS to the coordinator: {0}")]
     Tls(#[from] crate::tls::TlsError),
+    #[error("cannot enroll: {0}")]
+    Enroll(#[from] crate::enrollment::EnrollError),
     #[error("cannot build the HTTPS client: {0}")]
     Client(reqwest::Error),
     #[error("the coordinator handed over an unusable function: {0}")]
@@ -104,8 +106,8 @@ impl Client {
 
 /// The HTTPS client a worker calls its coordinator with: its own certificate,
 /// only the run's authority trusted, `https://` only, connections kept alive.
-pub fn coordinator_client(tls_dir: &std::path::Path) -> Result<reqwest::Client, WorkerError> {
-    let tls = crate::tls::worker_client_config(tls_dir)?;
+pub fn coordinator_client(credentials: &crate::tls::WorkerCredentials) -> Result<reqwest::Client, WorkerError> {
+    let tls = crate::tls::worker_client_config(credentials)?;
     reqwest::Client::builder()
         .use_preconfigured_tls(tls)
         .https_only(true)
@@ -124,8 +126,10 @@ pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
 }
 
 pub async fn run(config: WorkerConfig) -> Result<u64, WorkerError> {
+    let credentials =
+        crate::enrollment::enroll(&config.enrollment, &config.identity, config.coordinator_timeout).await?;
     let client = Arc::new(Client {
-        http: coordinator_client(&config.tls_dir)?,
+        http: coordinator_client(&credentials)?,
         base: config.coordinator.trim_end_matches('/').to_owned(),
         timeout: config.coordinator_timeout,
     });

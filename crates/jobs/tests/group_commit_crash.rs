@@ -6,10 +6,11 @@
 //! The coordinator runs in a process of its own (this test binary
 //! re-executed, `GROUP_COMMIT_ROLE=coordinator`) on a real SQLite file, and
 //! starts its workers through the real local provisioner: each is a shell
-//! process that writes its arguments (address, name, TLS directory) to a
-//! file and sleeps. This process plays those workers with the real protocol
-//! over mutual TLS, with their certificates, and remembers every completion
-//! the coordinator acknowledged.
+//! process that writes its arguments (addresses, name) and its enrollment
+//! token and the run authority's certificate to files and sleeps. This
+//! process plays those workers with the real protocol: each enrolls with its
+//! token, then speaks over mutual TLS with the certificate it got, and this
+//! process remembers every completion the coordinator acknowledged.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -48,9 +49,11 @@ workers = { max = 16 }
 max_attempts = 3
 "#;
 
-/// Each worker process writes its arguments, one a line, to `<dir>/<pid>.args`, then sleeps.
-const WORKER_SCRIPT: &str =
-    "printf '%s\\n' \"$@\" > \"$0/$$.args.tmp\" && mv \"$0/$$.args.tmp\" \"$0/$$.args\"; exec sleep 600";
+/// Each worker process writes the run authority's certificate to `<dir>/<pid>.ca`, then its
+/// arguments and its enrollment token, one a line, to `<dir>/<pid>.args`, then sleeps.
+const WORKER_SCRIPT: &str = "printf '%s' \"$MAYFLY_RUN_AUTHORITY\" > \"$0/$$.ca\" && \
+     printf '%s\\n' \"$@\" --token \"$MAYFLY_ENROLLMENT_TOKEN\" > \"$0/$$.args.tmp\" && \
+     mv \"$0/$$.args.tmp\" \"$0/$$.args\"; exec sleep 600";
 
 fn open_store(root: &Path) -> Arc<dyn StateStore> {
     Arc::new(SqliteStore::open(&root.join("state.db"), Arc::new(SystemClock)).expect("the state store"))
@@ -166,11 +169,12 @@ fn started_workers(dir: &Path) -> Vec<(i32, BTreeMap<String, String>)> {
             let pid: i32 = name.strip_suffix(".args")?.parse().ok()?;
             let text = std::fs::read_to_string(entry.path()).ok()?;
             let lines: Vec<&str> = text.lines().collect();
-            let arguments = lines
+            let mut arguments: BTreeMap<String, String> = lines
                 .windows(2)
                 .filter(|pair| pair[0].starts_with("--"))
                 .map(|pair| (pair[0].trim_start_matches("--").to_owned(), pair[1].to_owned()))
                 .collect();
+            arguments.insert("authority".to_owned(), std::fs::read_to_string(dir.join(format!("{pid}.ca"))).ok()?);
             Some((pid, arguments))
         })
         .collect()
@@ -181,7 +185,13 @@ fn started_workers(dir: &Path) -> Vec<(i32, BTreeMap<String, String>)> {
 async fn play_worker(arguments: BTreeMap<String, String>, acknowledged: Arc<Mutex<Vec<(String, u32, String)>>>) {
     let url = arguments["coordinator"].clone();
     let identity = WorkerIdentity { run: arguments["run"].clone(), worker: arguments["worker"].clone() };
-    let http = mayfly_jobs::worker::coordinator_client(&PathBuf::from(&arguments["tls-dir"])).unwrap();
+    let ticket = mayfly_jobs::enrollment::EnrollmentTicket {
+        url: arguments["enroll"].clone(),
+        token: arguments["token"].clone(),
+        authority_pem: arguments["authority"].clone(),
+    };
+    let credentials = mayfly_jobs::enrollment::enroll(&ticket, &identity, Duration::from_secs(30)).await.unwrap();
+    let http = mayfly_jobs::worker::coordinator_client(&credentials).unwrap();
     let lease = LeaseRequest { identity: identity.clone(), max: 2 };
     let Ok(response) = http.post(format!("{url}{LEASE_PATH}")).json(&lease).send().await else { return };
     let Ok(leased) = response.json::<LeaseResponse>().await else { return };

@@ -2,14 +2,15 @@
 //! a client with a certificate from the run's authority is served and its
 //! certificate identified; a certificate from another authority, no
 //! certificate, plain HTTP, and a server from another authority all fail.
+//! Worker credentials are made as enrollment makes them: the worker's key
+//! in memory, its certificate request signed by the authority.
 
-use std::path::Path;
 use std::time::Duration;
 
 use axum::Extension;
 use axum::routing::get;
 use mayfly_core::{Clock, SystemClock};
-use mayfly_jobs::tls::{self, CertificateFingerprint, CertificatePolicy, RunAuthority};
+use mayfly_jobs::tls::{self, CertificateFingerprint, CertificatePolicy, RunAuthority, WorkerCredentials, WorkerKey};
 use mayfly_jobs::worker::coordinator_client;
 
 /// An authority for `run` and a TLS server of it on loopback whose one route
@@ -31,18 +32,22 @@ fn hex_of(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn issue(authority: &RunAuthority, worker: &str, dir: &Path) -> CertificateFingerprint {
+/// Credentials for `worker` of `run` signed by `signer` (the authority of `run`), trusting `trusted`'s certificate.
+fn credentials(signer: &RunAuthority, run: &str, trusted: &RunAuthority, worker: &str) -> WorkerCredentials {
     let now = SystemClock.now();
     let validity = CertificatePolicy::default().worker_validity(now, now.saturating_add(Duration::from_secs(60)));
-    authority.issue_worker_files(worker, validity, dir, mayfly_jobs::tls::FileAccess::OwnerOnly).expect("worker files")
+    let key = WorkerKey::generate(run, worker).unwrap();
+    let (certificate, _) =
+        signer.sign_worker_request(worker, &key.certificate_request().unwrap(), validity).expect("signed");
+    key.with_certificate(trusted.certificate_pem(), &certificate).expect("credentials")
 }
 
 #[tokio::test]
 async fn a_worker_of_the_run_is_served_and_identified_by_its_certificate() {
     let (authority, url, _server) = serve("r-own").await;
-    let dir = tempfile::tempdir().unwrap();
-    let fingerprint = issue(&authority, "w1-001", dir.path());
-    let client = coordinator_client(dir.path()).unwrap();
+    let credentials = credentials(&authority, "r-own", &authority, "w1-001");
+    let fingerprint = credentials.fingerprint();
+    let client = coordinator_client(&credentials).unwrap();
     for host in [url.clone(), url.replace("127.0.0.1", "localhost")] {
         let answer = client.get(format!("{host}/who")).send().await.expect("served").text().await.unwrap();
         assert_eq!(answer, hex_of(&fingerprint.0), "{host}");
@@ -53,11 +58,8 @@ async fn a_worker_of_the_run_is_served_and_identified_by_its_certificate() {
 async fn a_certificate_from_another_runs_authority_is_refused_in_the_handshake() {
     let (authority, url, _server) = serve("r-own").await;
     let (other, _, _other_server) = serve("r-other").await;
-    let dir = tempfile::tempdir().unwrap();
-    issue(&other, "w1-001", dir.path());
     // The forger trusts the real authority, so only its own certificate can fail.
-    std::fs::write(dir.path().join(tls::CA_FILE), authority.certificate_pem()).unwrap();
-    let client = coordinator_client(dir.path()).unwrap();
+    let client = coordinator_client(&credentials(&other, "r-other", &authority, "w1-001")).unwrap();
     let error = client.get(format!("{url}/who")).send().await.expect_err("refused");
     assert!(error.is_connect() || error.is_request(), "{error:?}");
 }
@@ -91,9 +93,7 @@ async fn plain_http_to_the_port_gets_no_answer() {
 async fn a_worker_refuses_a_coordinator_certified_by_another_authority() {
     let (authority, _url, _server) = serve("r-own").await;
     let (_impostor_authority, impostor_url, _impostor) = serve("r-impostor").await;
-    let dir = tempfile::tempdir().unwrap();
-    issue(&authority, "w1-001", dir.path());
-    let client = coordinator_client(dir.path()).unwrap();
+    let client = coordinator_client(&credentials(&authority, "r-own", &authority, "w1-001")).unwrap();
     let error = client.get(format!("{impostor_url}/who")).send().await.expect_err("the worker must not trust it");
     assert!(error.is_connect() || error.is_request(), "{error:?}");
 }
@@ -101,9 +101,7 @@ async fn a_worker_refuses_a_coordinator_certified_by_another_authority() {
 #[tokio::test]
 async fn a_worker_will_not_speak_plain_http_even_when_told_to() {
     let (authority, url, _server) = serve("r-own").await;
-    let dir = tempfile::tempdir().unwrap();
-    issue(&authority, "w1-001", dir.path());
-    let client = coordinator_client(dir.path()).unwrap();
+    let client = coordinator_client(&credentials(&authority, "r-own", &authority, "w1-001")).unwrap();
     let outcome = client.get(format!("{}/who", url.replace("https://", "http://"))).send().await;
     assert!(outcome.is_err(), "{outcome:?}");
 }

@@ -98,10 +98,16 @@ pub struct WorkerArgs {
     /// The coordinator's `https://` URL.
     #[arg(long)]
     pub coordinator: String,
-    /// The worker's TLS files from its coordinator: ca.pem (the run's
-    /// authority, the only one trusted), cert.pem and key.pem (its own).
-    #[arg(long, env = "MAYFLY_TLS_DIR")]
-    pub tls_dir: PathBuf,
+    /// The coordinator's enrollment `https://` URL: the worker makes its own
+    /// key and gets its certificate there with its one-time token.
+    #[arg(long)]
+    pub enroll: String,
+    /// The one-time enrollment token its coordinator issued it (from the environment, never the command line).
+    #[arg(long, env = "MAYFLY_ENROLLMENT_TOKEN", hide_env_values = true, hide = true)]
+    pub enrollment_token: String,
+    /// The run authority's certificate (PEM), the only one trusted.
+    #[arg(long, env = "MAYFLY_RUN_AUTHORITY", hide_env_values = true, hide = true)]
+    pub run_authority: String,
     #[arg(long)]
     pub run: String,
     #[arg(long)]
@@ -930,7 +936,11 @@ pub async fn fleet_inventory(
 pub async fn worker(args: WorkerArgs) -> Result<()> {
     let config = mayfly_jobs::worker::WorkerConfig {
         coordinator: args.coordinator,
-        tls_dir: args.tls_dir,
+        enrollment: mayfly_jobs::enrollment::EnrollmentTicket {
+            url: args.enroll,
+            token: args.enrollment_token,
+            authority_pem: args.run_authority,
+        },
         identity: mayfly_jobs::protocol::WorkerIdentity { run: args.run, worker: args.worker },
         heartbeat_interval: args.heartbeat_interval,
         coordinator_timeout: Duration::from_secs(30),
