@@ -15,6 +15,7 @@
 
 pub mod credentials;
 pub mod function_credentials;
+pub mod host;
 pub mod s3;
 pub mod sessions;
 pub mod sqs;
@@ -52,6 +53,8 @@ pub struct AwsConfig {
     pub buckets: Buckets,
     pub clock: Arc<dyn Clock>,
     pub access_log: AccessLog,
+    /// The domain of virtual-hosted-style requests (`[api].aws_domain`).
+    pub domain: String,
 }
 
 /// The AWS endpoint as a router: SQS requests (`POST /` with an
@@ -61,6 +64,7 @@ pub fn router(config: AwsConfig) -> Router {
     let config = Arc::new(config);
     let mut builder = S3ServiceBuilder::new(MayflyS3::new(config.buckets.clone(), config.state.clone()));
     builder.set_auth(TokenAuth::new(config.state.clone(), config.clock.clone()));
+    builder.set_host(host::EndpointDomain::new(&config.domain));
     builder.set_access(credentials::SignedOnly { state: config.state.clone(), clock: config.clock.clone() });
     let service = builder.build();
     let sqs_config = config.clone();

@@ -112,3 +112,54 @@ fn the_rename_s3_example_moves_every_object_with_boto3_and_a_trespass_is_refused
         log.iter().filter(by_function).filter(|record| record["method"] == "DELETE" && record["status"] == 204);
     assert_eq!(deletes.count(), OBJECTS, "one DELETE per moved object: {log:?}");
 }
+
+/// The same example with its Rust handler (`examples/rename-s3/rust`:
+/// `lambda_runtime` + `aws-sdk-s3`, configured only by the AWS_* variables),
+/// run as a local process by `mayfly up` on bucket events.
+#[test]
+fn the_rename_s3_example_in_rust_moves_every_object_with_the_rust_sdk() {
+    let handler = support::package_binary("rename-s3");
+    let example = std::fs::read_to_string(example_dir().join("mayfly.toml")).unwrap();
+    let spec = example
+        .replace("name = \"rename-s3\"", &format!("name = \"{}\"", support::unique_name("rename-rs")))
+        .replace("[api]\n", "[api]\nlisten = \"127.0.0.1:0\"\naws_listen = \"127.0.0.1:0\"\n")
+        .replace(
+            "command = [\"python3\", \"-m\", \"awslambdaric\", \"rename.handler\"]",
+            &format!("command = [{:?}]", handler.display().to_string()),
+        );
+    assert!(spec.contains("rename-s3\"]"), "the example's command was replaced: {spec}");
+    let project = Project::with_spec(&spec);
+    project.ok(&["deploy"]);
+    let up = project.spawn_up();
+
+    // Keys with a space, `+`, `#`, `?` and non-ASCII: the handler decodes S3's event encoding.
+    let keys = ["incoming/scan 1.pdf", "incoming/a+b.txt", "incoming/hash#1?.txt", "incoming/Zoë.txt", "plain.bin"];
+    let mut originals = Vec::new();
+    for (index, key) in keys.iter().enumerate() {
+        let content: Vec<u8> = (0..(index * 104_729 + 3)).map(|byte| ((byte * 17 + index) % 253) as u8).collect();
+        let file = project.path(&format!("object-{index}.bin"));
+        std::fs::write(&file, &content).unwrap();
+        project.ok(&["put", &format!("inbox/{key}"), file.to_str().unwrap()]);
+        originals.push(content);
+    }
+    let listing = project.wait_for(&["ls", "archive/renamed/"], Duration::from_secs(90), |listing| {
+        listing.as_array().is_some_and(|objects| objects.len() == keys.len())
+    });
+    assert_eq!(listing.as_array().unwrap().len(), keys.len(), "{listing}");
+    for (key, content) in keys.iter().zip(&originals) {
+        let moved = project.command(&["get", &format!("archive/renamed/{key}")]).output().unwrap();
+        assert!(moved.status.success(), "{key}: {}", String::from_utf8_lossy(&moved.stderr));
+        assert!(moved.stdout == *content, "{key} differs after the move");
+    }
+    let inbox = project
+        .wait_for(&["ls", "inbox"], Duration::from_secs(30), |listing| listing.as_array().is_some_and(Vec::is_empty));
+    assert_eq!(inbox, serde_json::json!([]), "every original is deleted");
+    up.stop();
+    let ledger = project.json(&["invocations", "--function", "rename", "--limit", "100"]);
+    let ledger = ledger.as_array().unwrap();
+    assert_eq!(ledger.len(), keys.len(), "one invocation per object: {ledger:?}");
+    assert!(
+        ledger.iter().all(|invocation| invocation["outcome"] == "success"),
+        "every invocation of the Rust handler succeeded: {ledger:?}"
+    );
+}

@@ -73,7 +73,7 @@ const MANIFEST_KEYS: &[&str] = &["bucket", "key"];
 const WORKERS_KEYS: &[&str] = &["max", "items_per_worker"];
 const PROVISIONER_KEYS: &[&str] = &["kind", "network", "subnet", "image", "memory", "cpus"];
 const JOB_TRIGGER_KEYS: &[&str] = &["alarm", "schedule"];
-const API_KEYS: &[&str] = &["listen", "aws_listen", "tls", "routes"];
+const API_KEYS: &[&str] = &["listen", "aws_listen", "aws_domain", "tls", "routes"];
 const API_TLS_KEYS: &[&str] = &["cert", "key"];
 const API_ROUTE_KEYS: &[&str] = &["method", "path", "function"];
 
@@ -1306,6 +1306,18 @@ fn lower_api(reader: &mut Reader<'_>, root: &Table<'_, '_>, policy: &PolicySpec)
     reader.check_keys(&table, API_KEYS);
     let (listen, listen_text) = socket_address(reader, &table, "listen", ApiSpec::DEFAULT_LISTEN);
     let (aws_listen, aws_listen_text) = socket_address(reader, &table, "aws_listen", ApiSpec::DEFAULT_AWS_LISTEN);
+    let aws_domain = reader.string(&table, "aws_domain").map_or(Some(ApiSpec::DEFAULT_AWS_DOMAIN.to_owned()), |domain| {
+        if is_domain_name(&domain.value) {
+            Some(domain.value.to_ascii_lowercase())
+        } else {
+            reader.error(
+                domain.span.clone(),
+                format!("`aws_domain` of `[api]` is not a DNS name: \"{}\"", domain.value),
+                Some("write the name clients use for the endpoint, without scheme or port, e.g. \"s3.example.org\"; buckets are then reached as `<bucket>.s3.example.org`".to_owned()),
+            );
+            None
+        }
+    });
     let tls = reader.table(&table, "tls", "`[api.tls]`".to_owned()).and_then(|tls| {
         reader.check_keys(&tls, API_TLS_KEYS);
         for key in API_TLS_KEYS {
@@ -1370,7 +1382,22 @@ fn lower_api(reader: &mut Reader<'_>, root: &Table<'_, '_>, policy: &PolicySpec)
         }
         routes.push(ApiRouteSpec { method, path: path.value, function });
     }
-    Some(ApiSpec { listen, aws_listen, tls, routes })
+    Some(ApiSpec { listen, aws_listen, aws_domain: aws_domain?, tls, routes })
+}
+
+/// A DNS name: dot-separated labels of letters, digits and inner hyphens,
+/// not all-numeric (an IP address is not a domain).
+fn is_domain_name(name: &str) -> bool {
+    let label = |label: &str| {
+        !label.is_empty()
+            && label.len() <= 63
+            && label.bytes().all(|byte| byte.is_ascii_alphanumeric() || byte == b'-')
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+    };
+    name.len() <= 253
+        && name.split('.').all(label)
+        && !name.split('.').all(|label| label.bytes().all(|b| b.is_ascii_digit()))
 }
 
 fn check_dead_letter_cycles(reader: &mut Reader<'_>, checks: &CrossChecks) {

@@ -570,6 +570,9 @@ pub struct ApiSpec {
     pub listen: SocketAddr,
     /// Where the AWS-compatible (S3) endpoint listens, with the same certificate.
     pub aws_listen: SocketAddr,
+    /// The domain under which the S3 endpoint also answers virtual-hosted-style
+    /// requests (`<bucket>.<aws_domain>`); path-style requests work on any host.
+    pub aws_domain: String,
     pub tls: Option<TlsFiles>,
     pub routes: Vec<ApiRouteSpec>,
 }
@@ -577,6 +580,7 @@ pub struct ApiSpec {
 impl ApiSpec {
     pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8443));
     pub const DEFAULT_AWS_LISTEN: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8444));
+    pub const DEFAULT_AWS_DOMAIN: &str = "localhost";
 }
 
 /// An IPv4 network in CIDR notation, e.g. `10.77.0.0/16`; host bits are zero.

@@ -530,6 +530,8 @@ pub(crate) struct ApiFile {
     pub listen: Option<String>,
     /// Socket address of the S3-compatible endpoint (default "127.0.0.1:8444").
     pub aws_listen: Option<String>,
+    /// Domain for virtual-hosted-style S3 requests, `<bucket>.<aws_domain>` (default "localhost").
+    pub aws_domain: Option<String>,
     /// Required by policy.tls = "required" unless listening on loopback.
     pub tls: Option<ApiTlsFile>,
     #[serde(default)]

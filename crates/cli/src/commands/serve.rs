@@ -201,6 +201,8 @@ pub async fn bind_api_server(
     let listen = listen.or(architecture.api.as_ref().map(|api| api.listen)).unwrap_or(ApiSpec::DEFAULT_LISTEN);
     let aws_listen =
         aws_listen.or(architecture.api.as_ref().map(|api| api.aws_listen)).unwrap_or(ApiSpec::DEFAULT_AWS_LISTEN);
+    let aws_domain =
+        architecture.api.as_ref().map_or_else(|| ApiSpec::DEFAULT_AWS_DOMAIN.to_owned(), |api| api.aws_domain.clone());
     let state: Arc<dyn StateStore> = opened.state.clone();
     let fleet = crate::commands::jobs::fleet_provisioners(&architecture).await?;
     let config = ApiConfig {
@@ -226,6 +228,7 @@ pub async fn bind_api_server(
         buckets: config.buckets.clone(),
         clock: config.clock.clone(),
         access_log: access_log.clone(),
+        domain: aws_domain,
     });
     let api = ApiState::new(config, access_log);
     // The dashboard at `/`, the API under `/v1`: one port, one certificate, one access log.

@@ -131,21 +131,35 @@ pub fn assert_success(output: &Output, args: &[&str]) {
 /// profile (derived from its path, `<target>/<profile>/deps/<test>`).
 pub fn handler_directory() -> &'static std::path::Path {
     static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BUILT.get_or_init(|| {
-        let test_binary = std::env::current_exe().expect("the test binary's path");
-        let profile_dir =
-            test_binary.parent().and_then(std::path::Path::parent).expect("<target>/<profile>/deps/<test>");
-        let target_dir = profile_dir.parent().expect("<target>/<profile>");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-        let mut build = Command::new(cargo);
-        build.args(["build", "--quiet", "-p", "mayfly-test-handlers", "--bins", "--target-dir"]).arg(target_dir);
-        if profile_dir.file_name().is_some_and(|name| name == "release") {
-            build.arg("--release");
-        }
-        let status = build.status().expect("cargo build of the test handlers runs");
-        assert!(status.success(), "cargo build -p mayfly-test-handlers failed: {status}");
-        profile_dir.to_owned()
-    })
+    BUILT.get_or_init(|| build_binaries(&["-p", "mayfly-test-handlers"]))
+}
+
+/// The path of a binary of a workspace package that is not a dependency of
+/// these tests (an example's handler). Built on first use with `cargo build
+/// --workspace --bins`, not `-p PACKAGE`: a package built alone gets its
+/// dependencies' features unified differently and rebuilds them (minutes for
+/// the AWS SDK), while the whole workspace's binaries are what
+/// `scripts/test.sh` built before the tests, so this is a no-op there.
+pub fn package_binary(binary: &str) -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT.get_or_init(|| build_binaries(&["--workspace"])).join(binary)
+}
+
+/// `cargo build SELECTION --bins` into this test binary's own target
+/// directory and profile; returns the profile's directory.
+fn build_binaries(selection: &[&str]) -> PathBuf {
+    let test_binary = std::env::current_exe().expect("the test binary's path");
+    let profile_dir = test_binary.parent().and_then(std::path::Path::parent).expect("<target>/<profile>/deps/<test>");
+    let target_dir = profile_dir.parent().expect("<target>/<profile>");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let mut build = Command::new(cargo);
+    build.args(["build", "--quiet"]).args(selection).args(["--bins", "--target-dir"]).arg(target_dir);
+    if profile_dir.file_name().is_some_and(|name| name == "release") {
+        build.arg("--release");
+    }
+    let status = build.status().expect("cargo build runs");
+    assert!(status.success(), "cargo build {selection:?} --bins failed: {status}");
+    profile_dir.to_owned()
 }
 
 /// The path of a test handler binary.
