@@ -272,16 +272,6 @@ impl Shared {
         Ok(())
     }
 
-    /// Workers that may send a completion: those holding items. Called from
-    /// the committer's thread (outside the runtime), hence the blocking lock.
-    fn workers_holding_items(&self) -> usize {
-        self.workers
-            .blocking_lock()
-            .values()
-            .filter(|w| matches!(w.phase, WorkerPhase::Alive | WorkerPhase::Stopping) && !w.holding.is_empty())
-            .count()
-    }
-
     async fn should_stop(&self, worker: &str) -> bool {
         self.is_finishing()
             || self.workers.lock().await.get(worker).is_none_or(|w| w.surplus || w.phase == WorkerPhase::Stopping)
@@ -468,15 +458,8 @@ pub async fn run(config: CoordinatorConfig) -> Result<RunStatus, CoordinatorErro
         function: FunctionHandoff::from_definition(&config.worker_function),
         batch,
     };
-    // The committer asks the coordinator how many workers may still send a
-    // completion; it holds the shared state weakly, so it ends with it.
-    let shared_slot: Arc<std::sync::OnceLock<std::sync::Weak<Shared>>> = Arc::default();
-    let expected = {
-        let slot = shared_slot.clone();
-        Arc::new(move || slot.get().and_then(std::sync::Weak::upgrade).map_or(0, |s| s.workers_holding_items()))
-    };
-    let committer = GroupCommitter::start(state.clone(), run_id.clone(), timing.group_commit, expected)
-        .map_err(CoordinatorError::Serve)?;
+    let committer =
+        GroupCommitter::start(state.clone(), run_id.clone(), timing.group_commit).map_err(CoordinatorError::Serve)?;
     let shared = Arc::new(Shared {
         run_id: run_id.clone(),
         assignment,
@@ -491,7 +474,6 @@ pub async fn run(config: CoordinatorConfig) -> Result<RunStatus, CoordinatorErro
         committer,
         handed_out: std::sync::atomic::AtomicU64::new(0),
     });
-    let _ = shared_slot.set(Arc::downgrade(&shared));
     let router = Router::new()
         .route(HELLO_PATH, post(hello_handler))
         .route(LEASE_PATH, post(lease_handler))
