@@ -69,16 +69,26 @@ impl GroupCommitter {
         Ok(GroupCommitter { sender })
     }
 
-    /// Record `completion` in the next group; answers once that group is durable.
+    /// Record `completions` (one worker's call, in order) in the next group;
+    /// answers, one each in order, once they are durable. They are queued
+    /// together, so they share a commit unless the group fills up.
     pub async fn complete(
         &self,
         run: &str,
-        completion: GroupedCompletion,
-    ) -> Result<CompletionAnswer, CommitterStopped> {
-        let (reply, answer) = oneshot::channel();
+        completions: Vec<GroupedCompletion>,
+    ) -> Result<Vec<CompletionAnswer>, CommitterStopped> {
         let stopped = || CommitterStopped { run: run.to_owned() };
-        self.sender.send(Waiting { completion, reply }).map_err(|_| stopped())?;
-        answer.await.map_err(|_| stopped())
+        let mut answers = Vec::with_capacity(completions.len());
+        for completion in completions {
+            let (reply, answer) = oneshot::channel();
+            self.sender.send(Waiting { completion, reply }).map_err(|_| stopped())?;
+            answers.push(answer);
+        }
+        let mut outcomes = Vec::with_capacity(answers.len());
+        for answer in answers {
+            outcomes.push(answer.await.map_err(|_| stopped())?);
+        }
+        Ok(outcomes)
     }
 }
 
