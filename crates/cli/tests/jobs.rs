@@ -935,3 +935,20 @@ fn a_worker_killed_holding_a_batch_of_short_items_loses_none_of_them() {
     assert!(live_processes(&project).is_empty(), "no worker or coordinator remains");
     eprintln!("killed worker holding a batch: {} retries", report["retries"]);
 }
+
+#[test]
+fn a_queue_run_that_fails_puts_every_message_it_took_back_in_the_queue() {
+    let (project, sent) = queue_project("0", "workers = { max = 2 }", "");
+    let spec = std::fs::read_to_string(project.path("mayfly.toml"))
+        .unwrap()
+        .replace("[\"sh\", \"functions/sleeper.sh\"]", "[\"functions/no-such-binary\"]");
+    std::fs::write(project.path("mayfly.toml"), spec).unwrap();
+    project.ok(&["deploy"]);
+    let output = project.run(&["run", "drain", "--json"]);
+    assert_eq!(output.status.code(), Some(5), "{}", String::from_utf8_lossy(&output.stderr));
+    let outcome: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(outcome["status"], "failed", "{outcome}");
+    let done = assert_unfinished_messages_are_back_in_the_queue(&project, &outcome["report"], &sent);
+    assert_eq!(done, 0, "{outcome}");
+    assert!(live_processes(&project).is_empty());
+}

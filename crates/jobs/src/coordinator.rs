@@ -10,8 +10,8 @@
 //! order, each step verified: nothing pending or in flight → every worker's
 //! log sealed → every worker stopped and verified gone by an inventory of the
 //! run's tags → the report written and the lease released. A queue-sourced
-//! run stopped at its deadline or budget puts the messages it did not finish
-//! back in the queue once its workers are gone (and a run that is finishing
+//! run that ends unfinished (at its deadline or budget, or failed) puts the
+//! messages it did not finish back in the queue once its workers are gone (and a run that is finishing
 //! takes no more from it).
 //!
 //! Everything it knows that matters is in the state store, so a coordinator
@@ -1067,11 +1067,13 @@ impl Fleet<'_> {
         for (_, capture) in std::mem::take(&mut self.captures) {
             capture.finish().await;
         }
-        // No worker holds an item now. A run stopped early puts the messages
-        // it did not finish back in its queue, for a later run; this is
-        // idempotent, so a coordinator resuming this step returns none twice.
+        // No worker holds an item now. A run that ends with items unfinished
+        // (stopped early, or failed: its workers could not start) puts their
+        // messages back in its queue, for a later run: the queue is where a
+        // message waits until its result is durable. This is idempotent, so
+        // a coordinator resuming this step returns none twice.
         if let JobSource::Queue { queue, .. } = &self.job.source
-            && matches!(status, RunStatus::DeadlineExceeded | RunStatus::BudgetExceeded)
+            && !matches!(status, RunStatus::Succeeded | RunStatus::CompletedWithFailures)
         {
             let returned_now = state.return_unfinished_items_to_queues(&run_id)?;
             let returned = state.run_item_counts(&run_id)?.returned;
