@@ -18,8 +18,11 @@
 //!   the same run undisturbed; bound: worker timeout + one item.
 //! - (e) throughput (issue 14): 20,000 no-op items (`lambda-echo` sleeping
 //!   0 ms) with 2, 8 and 32 workers, fed from a manifest and, in the same
-//!   run, from a queue: items/s against the 5,000 items/s target, and the
-//!   queue-fed rate against the manifest-fed one (its baseline).
+//!   run, from a queue: items/s against the 5,000 items/s target, the
+//!   manifest-fed rate against a commit per completion
+//!   (`MAYFLY_GROUP_COMMIT_MAX=1`), the queue-fed rate against the
+//!   manifest-fed one, and Ray's rate on the same no-op tasks
+//!   (`scripts/bench-ray.sh`) as the peer baseline.
 //!
 //! (a), (b) and (d) run the real `mayfly` binary in a project in a temporary
 //! directory: `deploy`, `put` a manifest of items, `run JOB --json`, then the
