@@ -18,8 +18,11 @@
 //!   the same run undisturbed; bound: worker timeout + one item.
 //! - (e) throughput (issue 14): 20,000 no-op items (`lambda-echo` sleeping
 //!   0 ms) with 2, 8 and 32 workers, fed from a manifest and, in the same
-//!   run, from a queue: items/s against the 5,000 items/s target, and the
-//!   queue-fed rate against the manifest-fed one (its baseline).
+//!   run, from a queue: items/s against the 5,000 items/s target, the
+//!   manifest-fed rate against a commit per completion
+//!   (`MAYFLY_GROUP_COMMIT_MAX=1`), the queue-fed rate against the
+//!   manifest-fed one, and Ray's rate on the same no-op tasks
+//!   (`scripts/bench-ray.sh`) as the peer baseline.
 //!
 //! (a), (b) and (d) run the real `mayfly` binary in a project in a temporary
 //! directory: `deploy`, `put` a manifest of items, `run JOB --json`, then the
@@ -123,23 +126,33 @@ fn cpu_items() -> String {
 }
 
 /// (e) 20,000 no-op items through a job with 2, 8 and 32 workers, fed from
-/// a manifest and from a queue in the same run.
+/// a manifest and from a queue in the same run, beside the manifest-fed run
+/// with a commit per completion (`MAYFLY_GROUP_COMMIT_MAX=1`, as before group
+/// commit) as the baseline.
 fn throughput() -> String {
     const ITEMS: usize = 20_000;
     const TARGET: f64 = 5_000.0;
     let mut lines = Vec::new();
+    let mut grouped_rates = Vec::new();
     for workers in [2, 8, 32] {
+        let alone = Project::job("e", ITEMS, workers, "sleep", 0).run_job_with(&[("MAYFLY_GROUP_COMMIT_MAX", "1")]);
         let manifest = Project::job("e", ITEMS, workers, "sleep", 0).run_job();
         let queue = Project::queue_job("e", ITEMS, workers).run_job();
         let rate = |run: &Measured| ITEMS as f64 / run.processing;
-        let problem = manifest.problem(ITEMS).or_else(|| queue.problem(ITEMS));
+        let problem = alone.problem(ITEMS).or_else(|| manifest.problem(ITEMS)).or_else(|| queue.problem(ITEMS));
+        grouped_rates.push((workers, rate(&manifest)));
         lines.push(match problem {
             Some(problem) => format!("(e) {workers} workers: FAILED: {problem}"),
             None => format!(
-                "(e) {ITEMS} no-op items on {workers} workers: manifest-fed {:.0} items/s ({:.2} s), queue-fed {:.0} \
+                "(e) {ITEMS} no-op items on {workers} workers: manifest-fed {:.0} items/s ({:.2} s) = {:.2}x the \
+                 baseline of a commit per completion, {:.0} items/s ({:.2} s) (target >= 1.00x) {}; queue-fed {:.0} \
                  items/s ({:.2} s) = {:.2}x the manifest-fed rate (target >= 0.80x) {}; target {TARGET:.0} items/s {}",
                 rate(&manifest),
                 manifest.processing,
+                rate(&manifest) / rate(&alone),
+                rate(&alone),
+                alone.processing,
+                verdict(rate(&manifest) >= rate(&alone)),
                 rate(&queue),
                 queue.processing,
                 rate(&queue) / rate(&manifest),
@@ -148,7 +161,53 @@ fn throughput() -> String {
             ),
         });
     }
+    // Ray's warm pool on the same workload, in the same run: the peer baseline.
+    let ray = ray_rate();
+    lines.push(match ray {
+        Ok((rate, line)) => {
+            let best = grouped_rates.iter().map(|(_, rate)| *rate).fold(0.0, f64::max);
+            format!(
+                "(e) {line}; Mayfly manifest-fed at its best = {:.2}x Ray (target >= 2.50x) {}",
+                best / rate,
+                verdict(best >= 2.5 * rate)
+            )
+        }
+        Err(problem) => format!("(e) Ray baseline not measured: {problem}"),
+    });
+    let rate_on = |count: u32| grouped_rates.iter().find(|(workers, _)| *workers == count).map(|(_, rate)| *rate);
+    if let (Some(eight), Some(thirty_two)) = (rate_on(8), rate_on(32)) {
+        lines.push(format!(
+            "(e) 32 workers manifest-fed = {:.2}x 8 workers (target >= 1.00x) {}",
+            thirty_two / eight,
+            verdict(thirty_two >= eight)
+        ));
+    }
     lines.join("\n")
+}
+
+/// Ray's rate on 20,000 no-op tasks (`scripts/bench-ray.sh`, which makes its own venv under target/).
+fn ray_rate() -> Result<(f64, String), String> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/bench-ray.sh");
+    let output =
+        Command::new("bash").arg(&script).output().map_err(|error| format!("{}: {error}", script.display()))?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let line = stdout.lines().find(|line| line.starts_with("ray: ")).map(str::to_owned);
+    match line {
+        Some(line) if output.status.success() => {
+            let rate = line
+                .split_whitespace()
+                .nth(1)
+                .and_then(|rate| rate.parse::<f64>().ok())
+                .ok_or_else(|| format!("unreadable line from {}: {line}", script.display()))?;
+            Ok((rate, line))
+        }
+        _ => Err(format!(
+            "{} exited {:?}: {}",
+            script.display(),
+            output.status.code(),
+            String::from_utf8_lossy(&output.stderr).lines().last().unwrap_or("")
+        )),
+    }
 }
 
 /// Wall time of `workers` threads each spinning `items / workers` times for `ms` of CPU.
@@ -476,9 +535,15 @@ logs = "logs"
 
     /// `mayfly run batch --json`, then its report and results.
     fn run_job(&self) -> Measured {
+        self.run_job_with(&[])
+    }
+
+    /// [`Project::run_job`] with `env` set for `mayfly run` (and so for its coordinator).
+    fn run_job_with(&self, env: &[(&str, &str)]) -> Measured {
         let probe = LoadProbe::start();
         let started = Instant::now();
-        let output = self.command(&["run", "batch", "--json"]).output().expect("run mayfly run");
+        let output =
+            self.command(&["run", "batch", "--json"]).envs(env.iter().copied()).output().expect("run mayfly run");
         let wall = started.elapsed();
         self.measure(&output, wall, probe.finish())
     }

@@ -856,3 +856,112 @@ fn a_queue_run_is_topped_up_to_a_watermark_at_once_and_not_drained_into_the_run_
     assert_eq!(visible + done, MESSAGES, "the unfinished messages went back to the queue: {outcome}");
     assert!(live_processes(&project).is_empty());
 }
+
+/// A project whose job `echo` runs the warm `lambda-echo` handler (sleeping
+/// `ms` per item) on `items` manifest lines with up to `workers` workers.
+fn echo_job_project(items: usize, workers: u32, ms: u64) -> Project {
+    let spec = format!(
+        r#"version = 1
+name = "{name}"
+[buckets.items]
+[functions.work]
+runtime = "lambda"
+command = ["{handler}"]
+env = {{ MAYFLY_TEST_MODE = "sleep", MAYFLY_TEST_MS = "{ms}" }}
+[jobs.echo]
+source = {{ manifest = {{ bucket = "items", key = "manifest.txt" }} }}
+function = "work"
+workers = {{ max = {workers} }}
+max_attempts = 3
+"#,
+        name = support::unique_name("batches"),
+        handler = support::handler("lambda-echo"),
+    );
+    let project = Project::deployed_with(&spec);
+    let manifest: String = (0..items).map(|i| format!("item-{i:05}\n")).collect();
+    let output = project.run_with_stdin(&["put", "items/manifest.txt"], manifest.as_bytes());
+    support::assert_success(&output, &["put"]);
+    project
+}
+
+/// How many results of `run` share each commit time (one worker: the items of one call).
+fn results_per_commit(project: &Project, run: &str) -> Vec<usize> {
+    let results = project.json(&["results", "echo", "--run", run, "--limit", "100000"]);
+    let mut per_time = std::collections::BTreeMap::<String, usize>::new();
+    for result in results.as_array().unwrap() {
+        *per_time.entry(result["recorded_at"].as_str().unwrap().to_owned()).or_default() += 1;
+    }
+    per_time.into_values().collect()
+}
+
+#[test]
+fn a_worker_completes_short_items_several_to_a_call_and_long_items_one_at_a_time() {
+    // One worker has one completion on its way at a time, so results that
+    // share a commit (its time) came in one call.
+    let short = echo_job_project(400, 1, 0);
+    let outcome = short.json(&["run", "echo"]);
+    assert_eq!(outcome["status"], "succeeded", "{outcome}");
+    let per_commit = results_per_commit(&short, outcome["run"].as_str().unwrap());
+    assert_eq!(per_commit.iter().sum::<usize>(), 400, "one result per item");
+    let largest = per_commit.iter().copied().max().unwrap_or(0);
+    assert!(largest >= 3, "short items go several to a call: at most {largest} shared a commit ({per_commit:?})");
+
+    // Items far longer than a round trip go one to a call.
+    let long = echo_job_project(4, 1, 700);
+    let outcome = long.json(&["run", "echo"]);
+    assert_eq!(outcome["status"], "succeeded", "{outcome}");
+    let per_commit = results_per_commit(&long, outcome["run"].as_str().unwrap());
+    assert_eq!(per_commit, [1, 1, 1, 1], "long items go one to a call");
+}
+
+#[test]
+fn a_worker_killed_holding_a_batch_of_short_items_loses_none_of_them() {
+    const ITEMS: usize = 3_000;
+    let project = echo_job_project(ITEMS, 1, 0);
+    let run = project
+        .command(&["run", "echo", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn mayfly run");
+    // Well into the run: the worker holds a batch (leased ahead, and run but not yet acknowledged).
+    project
+        .wait_for(&["runs"], Duration::from_secs(120), |runs| runs[0]["done"].as_u64().is_some_and(|done| done >= 200));
+    let live = live_processes(&project);
+    let worker = live.iter().find(|p| p["role"] == "worker").unwrap_or_else(|| panic!("no worker: {live:?}"));
+    kill_group(worker["id"].as_str().unwrap());
+
+    let output = run.wait_with_output().expect("mayfly run ends");
+    let outcome: Value = serde_json::from_slice(&output.stdout).expect("mayfly run --json prints JSON");
+    assert_eq!(outcome["status"], "succeeded", "{outcome}");
+    let run = outcome["run"].as_str().unwrap();
+    let report = project.json(&["run-report", run]);
+    assert_eq!(report["items_done"], ITEMS as u64, "{report}");
+    assert!(report["retries"].as_u64().unwrap() >= 1, "the killed worker's items ran again: {report}");
+    assert!(
+        report["workers"].as_array().unwrap().iter().any(|w| w["end"] == "lost"),
+        "the killed worker is reported lost: {report}"
+    );
+    let items = result_items(&project, "echo");
+    assert_eq!(items.len(), ITEMS, "exactly one result per item");
+    assert_eq!(items.iter().collect::<BTreeSet<_>>().len(), ITEMS);
+    assert!(live_processes(&project).is_empty(), "no worker or coordinator remains");
+    eprintln!("killed worker holding a batch: {} retries", report["retries"]);
+}
+
+#[test]
+fn a_queue_run_that_fails_puts_every_message_it_took_back_in_the_queue() {
+    let (project, sent) = queue_project("0", "workers = { max = 2 }", "");
+    let spec = std::fs::read_to_string(project.path("mayfly.toml"))
+        .unwrap()
+        .replace("[\"sh\", \"functions/sleeper.sh\"]", "[\"functions/no-such-binary\"]");
+    std::fs::write(project.path("mayfly.toml"), spec).unwrap();
+    project.ok(&["deploy"]);
+    let output = project.run(&["run", "drain", "--json"]);
+    assert_eq!(output.status.code(), Some(5), "{}", String::from_utf8_lossy(&output.stderr));
+    let outcome: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(outcome["status"], "failed", "{outcome}");
+    let done = assert_unfinished_messages_are_back_in_the_queue(&project, &outcome["report"], &sent);
+    assert_eq!(done, 0, "{outcome}");
+    assert!(live_processes(&project).is_empty());
+}

@@ -11,8 +11,8 @@
 //! order, each step verified: nothing pending or in flight → every worker's
 //! log sealed → every worker stopped and verified gone by an inventory of the
 //! run's tags → the report written and the lease released. A queue-sourced
-//! run stopped at its deadline or budget puts the messages it did not finish
-//! back in the queue once its workers are gone (and a run that is finishing
+//! run that ends unfinished (at its deadline or budget, or failed) puts the
+//! messages it did not finish back in the queue once its workers are gone (and a run that is finishing
 //! takes no more from it).
 //!
 //! Everything it knows that matters is in the state store, so a coordinator
@@ -48,9 +48,9 @@ use crate::group_commit::{GroupCommitConfig, GroupCommitter};
 use crate::logs;
 use crate::output::{self, CapturedOutput};
 use crate::protocol::{
-    AttemptOutcome, COMPLETE_PATH, CompleteRequest, CompleteResponse, FunctionHandoff, HEARTBEAT_PATH, HELLO_PATH,
-    HeartbeatRequest, HeartbeatResponse, HelloRequest, LEASE_PATH, LOGS_PATH, LeaseRequest, LeaseResponse, LeasedItem,
-    LogsRequest, WorkerAssignment, WorkerIdentity, decode, encode,
+    AttemptOutcome, AttemptReport, COMPLETE_PATH, CompleteRequest, CompleteResponse, FunctionHandoff, HEARTBEAT_PATH,
+    HELLO_PATH, HeartbeatRequest, HeartbeatResponse, HelloRequest, LEASE_PATH, LOGS_PATH, LeaseRequest, LeaseResponse,
+    LeasedItem, LogsRequest, WorkerAssignment, WorkerIdentity, decode, encode,
 };
 use crate::tls::{self, CertificateFingerprint, CertificatePolicy, RunAuthority};
 
@@ -275,16 +275,6 @@ impl Shared {
         Ok(())
     }
 
-    /// Workers that may send a completion: those holding items. Called from
-    /// the committer's thread (outside the runtime), hence the blocking lock.
-    fn workers_holding_items(&self) -> usize {
-        self.workers
-            .blocking_lock()
-            .values()
-            .filter(|w| matches!(w.phase, WorkerPhase::Alive | WorkerPhase::Stopping) && !w.holding.is_empty())
-            .count()
-    }
-
     async fn should_stop(&self, worker: &str) -> bool {
         self.is_finishing()
             || self.workers.lock().await.get(worker).is_none_or(|w| w.surplus || w.phase == WorkerPhase::Stopping)
@@ -333,27 +323,19 @@ async fn lease_handler(
     Ok(Json(LeaseResponse { items, stop }))
 }
 
-async fn complete_handler(
-    State(shared): State<Arc<Shared>>,
-    Extension(peer): Extension<CertificateFingerprint>,
-    Json(request): Json<CompleteRequest>,
-) -> Result<Json<CompleteResponse>, Refusal> {
-    shared.check_identity(&request.identity, peer).await?;
-    let worker = &request.identity.worker;
-    let completion = match request.outcome {
+/// What the ledger records for one reported attempt; a malformed report is refused before anything is recorded.
+fn ledger_completion(shared: &Shared, report: &AttemptReport) -> Result<ItemCompletion, Refusal> {
+    Ok(match report.outcome {
         AttemptOutcome::Done => {
-            let result = request
-                .result
-                .as_deref()
-                .map(decode)
-                .transpose()
-                .map_err(|error| refuse(StatusCode::BAD_REQUEST, format!("result is not base64: {error}")))?;
+            let result = report.result.as_deref().map(decode).transpose().map_err(|error| {
+                refuse(StatusCode::BAD_REQUEST, format!("result of item {} is not base64: {error}", report.item))
+            })?;
             ItemCompletion::Done { result: result.unwrap_or_default() }
         }
         AttemptOutcome::Failed => {
-            let error = request.error.clone().unwrap_or_else(|| "failed".to_owned());
+            let error = report.error.clone().unwrap_or_else(|| "failed".to_owned());
             let retry_at = match after_item_failure(
-                request.attempt,
+                report.attempt,
                 shared.max_attempts,
                 shared.backoff,
                 shared.clock.now(),
@@ -364,34 +346,70 @@ async fn complete_handler(
             };
             ItemCompletion::Failed { error, retry_at }
         }
-    };
-    if let Some(chunk) = &request.log {
-        let chunk = decode(chunk)
-            .map_err(|error| refuse(StatusCode::BAD_REQUEST, format!("log chunk is not base64: {error}")))?;
-        logs::append(&shared.run_dir, &shared.run_id, worker, &chunk, shared.keyring.as_deref()).map_err(internal)?;
+    })
+}
+
+async fn complete_handler(
+    State(shared): State<Arc<Shared>>,
+    Extension(peer): Extension<CertificateFingerprint>,
+    Json(request): Json<CompleteRequest>,
+) -> Result<Json<CompleteResponse>, Refusal> {
+    shared.check_identity(&request.identity, peer).await?;
+    let worker = &request.identity.worker;
+    if request.attempts.is_empty() {
+        return Err(refuse(StatusCode::BAD_REQUEST, "a completion must report at least one attempt"));
     }
-    // The next items ride on the answer, leased in the same commit, and the
-    // commit is shared with the completions of other workers that arrive
-    // meanwhile. The answer (the acknowledgement) waits for that commit.
+    let mut completions = Vec::with_capacity(request.attempts.len());
+    let mut log = Vec::new();
+    for report in &request.attempts {
+        completions.push(ledger_completion(&shared, report)?);
+        if let Some(chunk) = &report.log {
+            log.extend(decode(chunk).map_err(|error| {
+                refuse(StatusCode::BAD_REQUEST, format!("log chunk of item {} is not base64: {error}", report.item))
+            })?);
+        }
+    }
+    // The logs of the call's attempts, in order, before any outcome is recorded.
+    if !log.is_empty() {
+        logs::append(&shared.run_dir, &shared.run_id, worker, &log, shared.keyring.as_deref()).map_err(internal)?;
+    }
+    // The next items ride on the answer, leased in the same commit as the
+    // last outcome, and the commit is shared with the completions of other
+    // workers that arrive meanwhile. The answer (the acknowledgement) waits for that commit.
     let stop = shared.should_stop(worker).await;
     let lease_next = if stop { 0 } else { request.lease_next.min(100) };
-    let grouped = GroupedCompletion {
-        item: request.item.clone(),
-        worker: worker.clone(),
-        attempt: request.attempt,
-        completion,
-        lease_next,
-    };
-    let outcome = shared.committer.complete(&shared.run_id, grouped).await.map_err(internal)?.map_err(internal)?;
-    let (accepted, next) = (outcome.accepted, outcome.leased);
+    let last = completions.len() - 1;
+    let grouped = request
+        .attempts
+        .iter()
+        .zip(completions)
+        .enumerate()
+        .map(|(index, (report, completion))| GroupedCompletion {
+            item: report.item.clone(),
+            worker: worker.clone(),
+            attempt: report.attempt,
+            completion,
+            lease_next: if index == last { lease_next } else { 0 },
+        })
+        .collect();
+    let answers = shared.committer.complete(&shared.run_id, grouped).await.map_err(internal)?;
+    let mut accepted = Vec::with_capacity(answers.len());
+    let mut next = Vec::new();
+    for answer in answers {
+        let outcome = answer.map_err(internal)?;
+        accepted.push(outcome.accepted);
+        next.extend(outcome.leased);
+    }
     shared.handed_out.fetch_add(next.len() as u64, std::sync::atomic::Ordering::Relaxed);
     let mut workers = shared.workers.lock().await;
     if let Some(tracked) = workers.get_mut(worker) {
-        tracked.holding.remove(&request.item);
-        tracked.busy += Duration::from_millis(request.duration_ms);
-        match request.outcome {
-            AttemptOutcome::Done => tracked.items_done += 1,
-            AttemptOutcome::Failed => tracked.items_failed += 1,
+        for report in &request.attempts {
+            tracked.holding.remove(&report.item);
+            tracked.busy += Duration::from_millis(report.duration_ms);
+            match report.outcome {
+                AttemptOutcome::Done => tracked.items_done += 1,
+                AttemptOutcome::Failed => tracked.items_failed += 1,
+            }
         }
         tracked.holding.extend(next.iter().map(|i| i.item.clone()));
     }
@@ -471,15 +489,8 @@ pub async fn run(config: CoordinatorConfig) -> Result<RunStatus, CoordinatorErro
         function: FunctionHandoff::from_definition(&config.worker_function),
         batch,
     };
-    // The committer asks the coordinator how many workers may still send a
-    // completion; it holds the shared state weakly, so it ends with it.
-    let shared_slot: Arc<std::sync::OnceLock<std::sync::Weak<Shared>>> = Arc::default();
-    let expected = {
-        let slot = shared_slot.clone();
-        Arc::new(move || slot.get().and_then(std::sync::Weak::upgrade).map_or(0, |s| s.workers_holding_items()))
-    };
-    let committer = GroupCommitter::start(state.clone(), run_id.clone(), timing.group_commit, expected)
-        .map_err(CoordinatorError::Serve)?;
+    let committer =
+        GroupCommitter::start(state.clone(), run_id.clone(), timing.group_commit).map_err(CoordinatorError::Serve)?;
     // A fresh authority per coordinator: the fleet of an earlier one is gone, and so are its certificates.
     let validity = config.tls.certificates.authority_validity(config.clock.now(), run_record.deadline);
     let authority = RunAuthority::create(&run_id, validity)?;
@@ -505,7 +516,6 @@ pub async fn run(config: CoordinatorConfig) -> Result<RunStatus, CoordinatorErro
         committer,
         handed_out: std::sync::atomic::AtomicU64::new(0),
     });
-    let _ = shared_slot.set(Arc::downgrade(&shared));
     let router = Router::new()
         .route(HELLO_PATH, post(hello_handler))
         .route(LEASE_PATH, post(lease_handler))
@@ -1064,11 +1074,13 @@ impl Fleet<'_> {
         for (_, capture) in std::mem::take(&mut self.captures) {
             capture.finish().await;
         }
-        // No worker holds an item now. A run stopped early puts the messages
-        // it did not finish back in its queue, for a later run; this is
-        // idempotent, so a coordinator resuming this step returns none twice.
+        // No worker holds an item now. A run that ends with items unfinished
+        // (stopped early, or failed: its workers could not start) puts their
+        // messages back in its queue, for a later run: the queue is where a
+        // message waits until its result is durable. This is idempotent, so
+        // a coordinator resuming this step returns none twice.
         if let JobSource::Queue { queue, .. } = &self.job.source
-            && matches!(status, RunStatus::DeadlineExceeded | RunStatus::BudgetExceeded)
+            && !matches!(status, RunStatus::Succeeded | RunStatus::CompletedWithFailures)
         {
             let returned_now = state.return_unfinished_items_to_queues(&run_id)?;
             let returned = state.run_item_counts(&run_id)?.returned;

@@ -2,36 +2,36 @@
 //! share one durable commit of the state store
 //! ([`mayfly_state::RunStore::complete_run_items_together`]) instead of one fsync each.
 //!
-//! A committer thread owns a channel of (completion, reply). It takes the
-//! first completion waiting, then everything already queued behind it, and
-//! waits for company only while more completions are expected (some worker
-//! holding items has not sent its own yet) and at most
-//! [`GroupCommitConfig::max_wait`]; then it commits the group and answers
-//! each completion. A worker's acknowledgement is sent only after that
-//! answer, so an acknowledged result is durable.
+//! A committer thread owns a channel of (completion, reply). It blocks for
+//! the first completion, takes everything already queued behind it (up to
+//! [`GroupCommitConfig::max_group`]), commits the group and answers each
+//! completion. It never waits for company: the completions that arrive while
+//! one group is being committed (its fsync) queue up and form the next group,
+//! so a group grows with the load by itself (one completion on an idle run,
+//! many when many workers complete at once) and no completion waits longer
+//! than the commit before its own. A worker's acknowledgement is sent only
+//! after that answer, so an acknowledged result is durable.
 //!
 //! The store is synchronous, so the committer is a thread of its own: the
 //! coordinator's runtime thread keeps serving requests while it fsyncs.
 
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, TryRecvError};
-use std::time::{Duration, Instant};
+use std::sync::mpsc::{Receiver, Sender};
 
 use mayfly_state::{GroupedCompletion, GroupedCompletionOutcome, StateStore};
 use tokio::sync::oneshot;
 
-/// How long a completion may wait for company, and how many share a commit.
+/// How many completions share a commit.
 #[derive(Debug, Clone, Copy)]
 pub struct GroupCommitConfig {
-    /// The longest a completion waits for others before its group is committed.
-    pub max_wait: Duration,
-    /// The most completions in one commit.
+    /// The most completions in one commit (1: a commit per completion, as
+    /// before group commit; the throughput benchmark's baseline).
     pub max_group: usize,
 }
 
 impl Default for GroupCommitConfig {
     fn default() -> Self {
-        GroupCommitConfig { max_wait: Duration::from_millis(2), max_group: 256 }
+        GroupCommitConfig { max_group: 256 }
     }
 }
 
@@ -42,10 +42,6 @@ struct Waiting {
     completion: GroupedCompletion,
     reply: oneshot::Sender<CompletionAnswer>,
 }
-
-/// How many completions the committer may still expect for a group (the
-/// workers holding items, each of which sends one completion at a time).
-pub type ExpectedCompletions = Arc<dyn Fn() -> usize + Send + Sync>;
 
 /// The sending side; the committer thread ends when every handle is dropped.
 #[derive(Clone)]
@@ -65,53 +61,43 @@ impl GroupCommitter {
         state: Arc<dyn StateStore>,
         run: String,
         config: GroupCommitConfig,
-        expected: ExpectedCompletions,
     ) -> std::io::Result<GroupCommitter> {
         let (sender, receiver) = std::sync::mpsc::channel();
         std::thread::Builder::new()
             .name("group-commit".into())
-            .spawn(move || commit_groups(state.as_ref(), &run, config, &expected, &receiver))?;
+            .spawn(move || commit_groups(state.as_ref(), &run, config, &receiver))?;
         Ok(GroupCommitter { sender })
     }
 
-    /// Record `completion` in the next group; answers once that group is durable.
+    /// Record `completions` (one worker's call, in order) in the next group;
+    /// answers, one each in order, once they are durable. They are queued
+    /// together, so they share a commit unless the group fills up.
     pub async fn complete(
         &self,
         run: &str,
-        completion: GroupedCompletion,
-    ) -> Result<CompletionAnswer, CommitterStopped> {
-        let (reply, answer) = oneshot::channel();
+        completions: Vec<GroupedCompletion>,
+    ) -> Result<Vec<CompletionAnswer>, CommitterStopped> {
         let stopped = || CommitterStopped { run: run.to_owned() };
-        self.sender.send(Waiting { completion, reply }).map_err(|_| stopped())?;
-        answer.await.map_err(|_| stopped())
+        let mut answers = Vec::with_capacity(completions.len());
+        for completion in completions {
+            let (reply, answer) = oneshot::channel();
+            self.sender.send(Waiting { completion, reply }).map_err(|_| stopped())?;
+            answers.push(answer);
+        }
+        let mut outcomes = Vec::with_capacity(answers.len());
+        for answer in answers {
+            outcomes.push(answer.await.map_err(|_| stopped())?);
+        }
+        Ok(outcomes)
     }
 }
 
-fn commit_groups(
-    state: &dyn StateStore,
-    run: &str,
-    config: GroupCommitConfig,
-    expected: &ExpectedCompletions,
-    receiver: &Receiver<Waiting>,
-) {
+fn commit_groups(state: &dyn StateStore, run: &str, config: GroupCommitConfig, receiver: &Receiver<Waiting>) {
     let max_group = config.max_group.max(1);
     while let Ok(first) = receiver.recv() {
+        // The group is what queued up while the previous one was committed: no timed wait.
         let mut group = vec![first];
-        let deadline = Instant::now() + config.max_wait;
-        // Company expected: every worker holding items may have a completion on its way.
-        let company = expected().min(max_group);
-        while group.len() < max_group {
-            let next = match receiver.try_recv() {
-                Ok(waiting) => Ok(waiting),
-                Err(TryRecvError::Disconnected) => break,
-                Err(TryRecvError::Empty) if group.len() >= company => break,
-                Err(TryRecvError::Empty) => receiver.recv_timeout(deadline.saturating_duration_since(Instant::now())),
-            };
-            match next {
-                Ok(waiting) => group.push(waiting),
-                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
-            }
-        }
+        group.extend(receiver.try_iter().take(max_group - 1));
         let (completions, replies): (Vec<GroupedCompletion>, Vec<oneshot::Sender<CompletionAnswer>>) =
             group.into_iter().map(|waiting| (waiting.completion, waiting.reply)).unzip();
         let size = completions.len();

@@ -13,8 +13,10 @@
 //!   function exits before its first lease and counts as failing to start.
 //! - `POST /v1/lease` — a worker asks for up to `max` items; the answer may
 //!   also tell it to stop (the run is finishing, or it is surplus).
-//! - `POST /v1/complete` — the outcome of one attempt of one item, with its
-//!   log, and (optionally) the lease of the next items in the same round trip.
+//! - `POST /v1/complete` — the outcomes of one or more attempts (a worker
+//!   sends the items that finished while its previous call was on its way
+//!   together), each with its log, and (optionally) the lease of the next
+//!   items in the same round trip.
 //! - `POST /v1/heartbeat` — "I am alive and hold these items"; the
 //!   coordinator extends their leases while heartbeats arrive.
 //! - `POST /v1/logs` — a chunk of the worker's log, appended in order.
@@ -145,9 +147,9 @@ pub enum AttemptOutcome {
     Failed,
 }
 
+/// The outcome of one attempt of one item.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct CompleteRequest {
-    pub identity: WorkerIdentity,
+pub struct AttemptReport {
     pub item: String,
     pub attempt: u32,
     pub outcome: AttemptOutcome,
@@ -159,6 +161,14 @@ pub struct CompleteRequest {
     /// base64 of this attempt's log, appended to the worker's log before the outcome is recorded.
     #[serde(default)]
     pub log: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CompleteRequest {
+    pub identity: WorkerIdentity,
+    /// In the order the worker ran them; all are recorded, each on its own
+    /// (one may be refused while the others are accepted).
+    pub attempts: Vec<AttemptReport>,
     /// Lease up to this many next items in the same call (0: none).
     #[serde(default)]
     pub lease_next: usize,
@@ -166,8 +176,9 @@ pub struct CompleteRequest {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CompleteResponse {
-    /// False when the attempt no longer held the item (it was re-leased elsewhere).
-    pub accepted: bool,
+    /// One per attempt, in order: false when the attempt no longer held its
+    /// item (it was re-leased elsewhere).
+    pub accepted: Vec<bool>,
     /// The next items, when `lease_next` asked for them.
     #[serde(default)]
     pub items: Vec<LeasedItem>,

@@ -21,9 +21,9 @@ use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 
 use crate::protocol::{
-    AttemptOutcome, COMPLETE_PATH, CompleteRequest, CompleteResponse, HEARTBEAT_PATH, HELLO_PATH, HeartbeatRequest,
-    HeartbeatResponse, HelloRequest, ItemEvent, LEASE_PATH, LOGS_PATH, LeaseRequest, LeaseResponse, LeasedItem,
-    LogsRequest, WorkerAssignment, WorkerIdentity, decode, encode,
+    AttemptOutcome, AttemptReport, COMPLETE_PATH, CompleteRequest, CompleteResponse, HEARTBEAT_PATH, HELLO_PATH,
+    HeartbeatRequest, HeartbeatResponse, HelloRequest, ItemEvent, LEASE_PATH, LOGS_PATH, LeaseRequest, LeaseResponse,
+    LeasedItem, LogsRequest, WorkerAssignment, WorkerIdentity, decode, encode,
 };
 
 #[derive(Debug, Clone)]
@@ -217,6 +217,56 @@ fn check_program_exists(function: &FunctionDefinition) -> Result<(), WorkerError
     }
 }
 
+/// How a worker paces its calls: from the time its items take and the
+/// time a completion's round trip takes, how many items to hold ahead so
+/// that it never waits on the coordinator between items. Short items pile
+/// up while a completion is on its way and go together in the next one;
+/// an item longer than the round trip goes alone.
+struct Pace {
+    /// The least to hold ahead (the job's batch, and at least 2: one
+    /// running, one ready).
+    least: usize,
+    item: Option<Duration>,
+    round_trip: Option<Duration>,
+}
+
+impl Pace {
+    /// No more than the coordinator leases at once.
+    const MOST_AHEAD: usize = 100;
+
+    fn new(batch: usize) -> Pace {
+        Pace { least: batch.max(2), item: None, round_trip: None }
+    }
+
+    fn average(average: Option<Duration>, sample: Duration) -> Option<Duration> {
+        // A moving average of the last few samples (weight 1/4 to the newest).
+        Some(average.map_or(sample, |average| (average * 3 + sample) / 4))
+    }
+
+    fn item_took(&mut self, duration: Duration) {
+        self.item = Pace::average(self.item, duration);
+    }
+
+    fn round_trip_took(&mut self, duration: Duration) {
+        self.round_trip = Pace::average(self.round_trip, duration);
+    }
+
+    /// Items to hold (leased, not yet started): enough to keep running
+    /// through one round trip, plus one.
+    fn ahead(&self) -> usize {
+        let through_round_trip = match (self.item, self.round_trip) {
+            (Some(item), Some(round_trip)) => {
+                let item = item.as_secs_f64().max(1e-6);
+                (round_trip.as_secs_f64() / item).ceil() as usize + 1
+            }
+            _ => 0,
+        };
+        through_round_trip.clamp(self.least, Pace::MOST_AHEAD.max(self.least))
+    }
+}
+
+type CompletionCall = JoinHandle<Result<(CompleteResponse, Duration), WorkerError>>;
+
 async fn work_loop(
     config: &WorkerConfig,
     task: &Task,
@@ -227,16 +277,20 @@ async fn work_loop(
 ) -> Result<u64, WorkerError> {
     let identity = &config.identity;
     let mut processed = 0;
-    // Items leased and not yet run, kept one ahead: while item N runs, the
-    // completion of item N-1 travels (with its log) and leases the next one,
-    // so the worker never waits on the coordinator between items.
-    let ahead = task.batch.max(2);
+    let mut pace = Pace::new(task.batch);
+    // Items leased and not yet run are kept ahead: while items run, the
+    // completion of earlier ones travels (with their logs) and leases the
+    // next, so the worker never waits on the coordinator between items.
+    // One completion is on its way at a time (so they arrive in order); the
+    // items that finish meanwhile go together in the next.
     // The function's cold start (a lambda instance's init) overlaps the
     // worker's first round trips instead of delaying its first item.
     let announce_and_lease = async {
         let started = format!("worker {} of run {} started\n", identity.worker, identity.run);
         send_log(client, identity, started.as_bytes()).await?;
-        client.post::<_, LeaseResponse>(LEASE_PATH, &LeaseRequest { identity: identity.clone(), max: ahead }).await
+        client
+            .post::<_, LeaseResponse>(LEASE_PATH, &LeaseRequest { identity: identity.clone(), max: pace.ahead() })
+            .await
     };
     let (first_lease, warmed) = tokio::join!(announce_and_lease, invoker.prewarm(&task.function));
     match warmed {
@@ -248,11 +302,27 @@ async fn work_loop(
     let first_lease = first_lease?;
     let mut told_to_stop = first_lease.stop && first_lease.items.is_empty();
     let mut queue: VecDeque<LeasedItem> = first_lease.items.into();
-    let mut in_flight: Option<JoinHandle<Result<CompleteResponse, WorkerError>>> = None;
+    let mut finished: Vec<AttemptReport> = Vec::new();
+    let mut in_flight: Option<CompletionCall> = None;
     loop {
-        if queue.is_empty() {
+        // An answered completion is taken in without waiting for it.
+        if let Some(completion) = in_flight.take_if(|call| call.is_finished()) {
+            let (response, took) = join_completion(completion).await?;
+            pace.round_trip_took(took);
+            told_to_stop |= response.stop;
+            queue.extend(response.items);
+        }
+        // Nothing on its way: what finished goes now, with a lease of what keeps the worker busy.
+        if in_flight.is_none() && !finished.is_empty() {
+            let wanted =
+                if told_to_stop || stop.load(Ordering::SeqCst) { 0 } else { pace.ahead().saturating_sub(queue.len()) };
+            in_flight = Some(send_completion(client, identity, holding, std::mem::take(&mut finished), wanted));
+            continue;
+        }
+        let Some(item) = queue.pop_front() else {
             if let Some(completion) = in_flight.take() {
-                let response = join_completion(completion).await?;
+                let (response, took) = join_completion(completion).await?;
+                pace.round_trip_took(took);
                 told_to_stop |= response.stop;
                 queue.extend(response.items);
                 continue;
@@ -261,72 +331,20 @@ async fn work_loop(
                 break;
             }
             let lease: LeaseResponse =
-                client.post(LEASE_PATH, &LeaseRequest { identity: identity.clone(), max: ahead }).await?;
+                client.post(LEASE_PATH, &LeaseRequest { identity: identity.clone(), max: pace.ahead() }).await?;
             if lease.items.is_empty() {
                 if lease.stop {
                     break;
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
             }
             queue.extend(lease.items);
-        }
-        let Some(item) = queue.pop_front() else { continue };
+            continue;
+        };
         holding.lock().await.push(item.item.clone());
-        let payload = decode(&item.payload).unwrap_or_default();
-        let event = ItemEvent {
-            job: task.job.clone(),
-            run: identity.run.clone(),
-            item: item.item.clone(),
-            attempt: item.attempt,
-            payload: serde_json::from_slice(&payload)
-                .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&payload).into_owned())),
-        };
-        let invocation = Invocation {
-            // Opaque and URL-safe: the item id (any object key or manifest
-            // line) travels in the event, never in the Runtime API's URL paths.
-            request_id: mayfly_runtime::derived_request_id(&[&identity.run, &item.item, &item.attempt.to_string()]),
-            payload: serde_json::to_vec(&event).expect("JSON values serialise"), // plain JSON
-            trace_id: None,
-        };
-        let result = invoker.invoke(&task.function, invocation).await;
-        let mut log = format!(
-            "--- item {} attempt {}: {} in {} ms\n",
-            item.item,
-            item.attempt,
-            result.outcome.kind(),
-            result.duration.as_millis()
-        )
-        .into_bytes();
-        log.extend_from_slice(&result.logs);
-        if !log.ends_with(b"\n") {
-            log.push(b'\n');
-        }
-        // One completion in flight at a time, so they arrive in order.
-        if let Some(completion) = in_flight.take() {
-            let response = join_completion(completion).await?;
-            told_to_stop |= response.stop;
-            queue.extend(response.items);
-        }
-        let succeeded = result.outcome.is_success();
-        let wanted = if told_to_stop || stop.load(Ordering::SeqCst) { 0 } else { ahead.saturating_sub(queue.len()) };
-        let request = CompleteRequest {
-            identity: identity.clone(),
-            item: item.item.clone(),
-            attempt: item.attempt,
-            outcome: if succeeded { AttemptOutcome::Done } else { AttemptOutcome::Failed },
-            result: result.response.as_deref().map(encode),
-            error: (!succeeded).then(|| result.outcome.to_string()),
-            duration_ms: result.duration.as_millis() as u64,
-            log: Some(encode(&log)),
-            lease_next: wanted,
-        };
-        let (client, holding) = (client.clone(), holding.clone());
-        in_flight = Some(tokio::spawn(async move {
-            let response: CompleteResponse = client.post(COMPLETE_PATH, &request).await?;
-            holding.lock().await.retain(|held| held != &request.item);
-            Ok(response)
-        }));
+        let report = run_item(task, identity, invoker, &item).await;
+        pace.item_took(report.1);
+        finished.push(report.0);
         processed += 1;
     }
     send_log(client, identity, format!("worker {} stopping after {processed} item(s)\n", identity.worker).as_bytes())
@@ -334,8 +352,76 @@ async fn work_loop(
     Ok(processed)
 }
 
-async fn join_completion(
-    completion: JoinHandle<Result<CompleteResponse, WorkerError>>,
-) -> Result<CompleteResponse, WorkerError> {
+/// Run one item; its outcome (with its log) and how long the call to the function took.
+async fn run_item(
+    task: &Task,
+    identity: &WorkerIdentity,
+    invoker: &Invoker,
+    item: &LeasedItem,
+) -> (AttemptReport, Duration) {
+    let started = Instant::now();
+    let payload = decode(&item.payload).unwrap_or_default();
+    let event = ItemEvent {
+        job: task.job.clone(),
+        run: identity.run.clone(),
+        item: item.item.clone(),
+        attempt: item.attempt,
+        payload: serde_json::from_slice(&payload)
+            .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&payload).into_owned())),
+    };
+    let invocation = Invocation {
+        // Opaque and URL-safe: the item id (any object key or manifest
+        // line) travels in the event, never in the Runtime API's URL paths.
+        request_id: mayfly_runtime::derived_request_id(&[&identity.run, &item.item, &item.attempt.to_string()]),
+        payload: serde_json::to_vec(&event).expect("JSON values serialise"), // plain JSON
+        trace_id: None,
+    };
+    let result = invoker.invoke(&task.function, invocation).await;
+    let mut log = format!(
+        "--- item {} attempt {}: {} in {} ms\n",
+        item.item,
+        item.attempt,
+        result.outcome.kind(),
+        result.duration.as_millis()
+    )
+    .into_bytes();
+    log.extend_from_slice(&result.logs);
+    if !log.ends_with(b"\n") {
+        log.push(b'\n');
+    }
+    let succeeded = result.outcome.is_success();
+    let report = AttemptReport {
+        item: item.item.clone(),
+        attempt: item.attempt,
+        outcome: if succeeded { AttemptOutcome::Done } else { AttemptOutcome::Failed },
+        result: result.response.as_deref().map(encode),
+        error: (!succeeded).then(|| result.outcome.to_string()),
+        duration_ms: result.duration.as_millis() as u64,
+        log: Some(encode(&log)),
+    };
+    (report, started.elapsed())
+}
+
+/// Send `attempts` in one call, leasing up to `lease_next` items; the items
+/// stay held (in heartbeats) until the coordinator has acknowledged them.
+fn send_completion(
+    client: &Arc<Client>,
+    identity: &WorkerIdentity,
+    holding: &Arc<Mutex<Vec<String>>>,
+    attempts: Vec<AttemptReport>,
+    lease_next: usize,
+) -> CompletionCall {
+    let (client, holding) = (client.clone(), holding.clone());
+    let request = CompleteRequest { identity: identity.clone(), attempts, lease_next };
+    tokio::spawn(async move {
+        let started = Instant::now();
+        let response: CompleteResponse = client.post(COMPLETE_PATH, &request).await?;
+        let took = started.elapsed();
+        holding.lock().await.retain(|held| !request.attempts.iter().any(|attempt| &attempt.item == held));
+        Ok((response, took))
+    })
+}
+
+async fn join_completion(completion: CompletionCall) -> Result<(CompleteResponse, Duration), WorkerError> {
     completion.await.map_err(|error| WorkerError::Internal(format!("the completion task failed: {error}")))?
 }

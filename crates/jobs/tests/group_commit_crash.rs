@@ -22,8 +22,8 @@ use mayfly_core::run::{ItemStatus, new_run_id};
 use mayfly_core::{Clock, Name, SystemClock};
 use mayfly_jobs::coordinator::{CoordinatorConfig, CoordinatorTiming, CoordinatorTls, WorkerLaunch};
 use mayfly_jobs::protocol::{
-    AttemptOutcome, COMPLETE_PATH, CompleteRequest, CompleteResponse, LEASE_PATH, LeaseRequest, LeaseResponse,
-    LeasedItem, WorkerIdentity, encode,
+    AttemptOutcome, AttemptReport, COMPLETE_PATH, CompleteRequest, CompleteResponse, LEASE_PATH, LeaseRequest,
+    LeaseResponse, LeasedItem, WorkerIdentity, encode,
 };
 use mayfly_state::{AttemptOutcome as LedgerOutcome, NewRun, NewRunItem, StateStore};
 use mayfly_state_sqlite::SqliteStore;
@@ -199,18 +199,20 @@ async fn play_worker(arguments: BTreeMap<String, String>, acknowledged: Arc<Mute
     while let Some(item) = queue.pop() {
         let completion = CompleteRequest {
             identity: identity.clone(),
-            item: item.item.clone(),
-            attempt: item.attempt,
-            outcome: AttemptOutcome::Done,
-            result: Some(encode(format!("result of {}", item.item).as_bytes())),
-            error: None,
-            duration_ms: 0,
-            log: None,
+            attempts: vec![AttemptReport {
+                item: item.item.clone(),
+                attempt: item.attempt,
+                outcome: AttemptOutcome::Done,
+                result: Some(encode(format!("result of {}", item.item).as_bytes())),
+                error: None,
+                duration_ms: 0,
+                log: None,
+            }],
             lease_next: 1,
         };
         let Ok(response) = http.post(format!("{url}{COMPLETE_PATH}")).json(&completion).send().await else { return };
         let Ok(answer) = response.json::<CompleteResponse>().await else { return };
-        if answer.accepted {
+        if answer.accepted == [true] {
             acknowledged.lock().unwrap().push((item.item, item.attempt, identity.worker.clone()));
         }
         queue.extend(answer.items);

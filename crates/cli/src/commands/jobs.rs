@@ -19,6 +19,7 @@ use mayfly_fleet::{
     Provisioner, ProvisionerKind, TAG_PROJECT, TAG_ROLE, TAG_RUN, TAG_WORKER, TagFilter,
 };
 use mayfly_jobs::coordinator::{CoordinatorConfig, CoordinatorTiming, CoordinatorTls, WorkerLaunch};
+use mayfly_jobs::group_commit::GroupCommitConfig;
 use mayfly_runtime::InvokerConfig;
 use mayfly_spec::{Architecture, JobSource, JobSpec};
 use mayfly_state::prelude::*;
@@ -116,6 +117,18 @@ pub struct WorkerArgs {
     pub heartbeat_interval: Duration,
 }
 
+/// The most completions a coordinator commits together (default 256); `1`
+/// commits each alone, as before group commit: the baseline of bench (e).
+const GROUP_COMMIT_ENV_VAR: &str = "MAYFLY_GROUP_COMMIT_MAX";
+
+fn group_commit_config() -> Result<GroupCommitConfig> {
+    let Ok(value) = std::env::var(GROUP_COMMIT_ENV_VAR) else { return Ok(GroupCommitConfig::default()) };
+    match value.trim().parse::<usize>() {
+        Ok(max_group) if max_group >= 1 => Ok(GroupCommitConfig { max_group }),
+        _ => bail!("{GROUP_COMMIT_ENV_VAR}={value:?} is not a whole number of completions of at least 1"),
+    }
+}
+
 pub(crate) fn run_dir(project: &Project, run: &str) -> PathBuf {
     mayfly_control::jobs::run_dir(&project.data_dir(), run)
 }
@@ -127,9 +140,11 @@ pub fn coordinator_launch(located: &Project) -> Result<CoordinatorLaunch> {
         project_root: std::path::absolute(&located.root)?,
         data_dir: std::path::absolute(located.data_dir())?,
         log_filter: std::env::var("MAYFLY_LOG").unwrap_or_else(|_| "info".into()),
-        secret_env: std::env::var(KEYRING_ENV_VAR)
-            .map(|keyring| BTreeMap::from([(KEYRING_ENV_VAR.to_owned(), keyring)]))
-            .unwrap_or_default(),
+        // The keyring, and the group-commit setting of the throughput benchmark's baseline.
+        secret_env: [KEYRING_ENV_VAR, GROUP_COMMIT_ENV_VAR]
+            .into_iter()
+            .filter_map(|name| std::env::var(name).ok().map(|value| (name.to_owned(), value)))
+            .collect(),
     })
 }
 
@@ -757,7 +772,7 @@ pub async fn coordinator(args: CoordinatorArgs, project: Option<&Path>) -> Resul
         // Unique across containers too, where every coordinator may be pid 1.
         owner: format!("coordinator-{}-{:08x}", std::process::id(), rand::random::<u32>()),
         keyring: Some(opened.keyring.keyring.clone()),
-        timing: CoordinatorTiming::default(),
+        timing: CoordinatorTiming { group_commit: group_commit_config()?, ..CoordinatorTiming::default() },
         tls: CoordinatorTls::default(),
     };
     let status = mayfly_jobs::coordinator::run(config).await?;
