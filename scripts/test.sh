@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs Mayfly's whole test suite on a fresh machine: installs what the suite
 # needs (cargo-nextest, python3 with awslambdaric, boto3 and schemathesis,
-# chromium and chromedriver, prometheus, the Docker engine), builds everything, and
+# chromium and chromedriver, prometheus, the Docker engine, Slurm and munge), builds everything, and
 # runs every test (unit, conformance, crash, full-disk, runtimes, control
 # plane and CLI end to end). Needs root for the full-disk tests, which mount
 # small tmpfs file systems.
@@ -85,6 +85,13 @@ if ! docker info >/dev/null 2>&1; then
         echo "error: the Docker engine did not start within 60 s; see /var/log/mayfly-test-dockerd.log or 'service docker status'" >&2
         exit 1
     fi
+fi
+# The Slurm provisioner's tests run a real Slurm cluster of four node names
+# (scripts/slurm.sh starts and stops it): Debian's slurm-wlm 22.05 and munge.
+if ! command -v slurmctld >/dev/null 2>&1 || ! command -v slurmd >/dev/null 2>&1 || ! command -v munged >/dev/null 2>&1; then
+    step "installing slurm-wlm and munge from Debian's packages"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends slurm-wlm slurmctld slurmd slurm-client munge >/dev/null
 fi
 if ! cargo nextest --version >/dev/null 2>&1; then
     step "installing cargo-nextest from crates.io"

@@ -14,6 +14,9 @@
 //!   on a user-defined network, tagged through their labels, and function
 //!   instances with `isolation = "container"` as containers
 //!   ([`DockerProvisioner::start_function_container`]).
+//! - [`SlurmProvisioner`] runs them as Slurm batch jobs (one job, or a task
+//!   of a job array per resource), driven through `sbatch`, `squeue --json`
+//!   and `scancel`, tagged through the job's name and comment.
 //! - [`ProvisionerBroker`] serves a provisioner over a Unix socket, confined
 //!   to one run's workers, to a coordinator that runs in a container;
 //!   [`BrokeredProvisioner`] is its client.
@@ -24,6 +27,7 @@ mod error;
 mod local;
 mod provisioner;
 mod reaper;
+mod slurm;
 mod tags;
 
 pub use broker::{BrokeredProvisioner, Confinement, ProvisionerBroker};
@@ -35,6 +39,7 @@ pub use error::FleetError;
 pub use local::LocalProvisioner;
 pub use provisioner::{BoxFuture, LiveResource, ProcessSpec, Provisioner, ResourceId, ResourceState};
 pub use reaper::reap_orphans;
+pub use slurm::{JobRef, SNAPSHOT_MAX_AGE, SlurmJob, SlurmProvisioner, SlurmSettings};
 pub use tags::{
     TAG_FUNCTION, TAG_OWNER, TAG_PROJECT, TAG_ROLE, TAG_RUN, TAG_WORKER, TagFilter, Tags, owner_is_alive,
     owner_of_this_process,
