@@ -141,6 +141,7 @@ pub async fn take_inventory(sources: &InventorySources<'_>) -> Result<Inventory,
             tags,
             provisioner: match spec.provisioner.kind {
                 ProvisionerKind::Local => "local".to_owned(),
+                ProvisionerKind::Slurm => "slurm".to_owned(),
                 ProvisionerKind::Docker => "docker".to_owned(),
             },
             network: spec.provisioner.network.clone(),

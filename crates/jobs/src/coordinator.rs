@@ -783,7 +783,8 @@ impl Fleet<'_> {
         // through the bind mount while the run's `tls/` stays owner-only.
         let access = match self.job.provisioner.kind {
             ProvisionerKind::Docker => FileAccess::ThroughPrivateParent,
-            ProvisionerKind::Local => FileAccess::OwnerOnly,
+            // Slurm workers run as the submitting user on the nodes, reading their files over the shared file system.
+            ProvisionerKind::Local | ProvisionerKind::Slurm => FileAccess::OwnerOnly,
         };
         let certificate = self.authority.issue_worker_files(&worker, validity, &tls_dir, access)?;
         let mut args = self.config.launch.args.clone();

@@ -43,7 +43,8 @@ const REAP_GRACE: Duration = Duration::from_secs(5);
 
 /// Where the audit looks: every provisioner the project's runs may have
 /// resources in (local processes; Docker containers when the engine answers,
-/// which it must when a job uses it), and the Docker networks.
+/// which it must when a job uses it; Slurm jobs when a job uses Slurm), and
+/// the Docker networks.
 struct Sources {
     provisioners: Vec<Arc<dyn Provisioner>>,
     networks: Vec<Arc<dyn NetworkInventory>>,
@@ -55,6 +56,9 @@ impl Sources {
         if let Some(docker) = crate::commands::jobs::docker_engine(architecture).await? {
             sources.provisioners.push(Arc::new(docker.clone()));
             sources.networks.push(Arc::new(DockerNetworks(docker)));
+        }
+        if let Some(slurm) = crate::commands::jobs::slurm_cluster(architecture) {
+            sources.provisioners.push(Arc::new(slurm));
         }
         Ok(sources)
     }
