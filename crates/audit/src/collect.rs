@@ -18,7 +18,7 @@ use mayfly_fleet::{
     BoxFuture, FleetError, LiveResource, Provisioner, ResourceId, TAG_OWNER, TAG_PROJECT, TAG_ROLE, TAG_RUN,
     TAG_WORKER, TagFilter, Tags,
 };
-use mayfly_spec::{Architecture, Ipv4Cidr, ProvisionerKind};
+use mayfly_spec::{Architecture, Ipv4Cidr};
 use mayfly_state::StateStore;
 use serde::Serialize;
 
@@ -139,11 +139,7 @@ pub async fn take_inventory(sources: &InventorySources<'_>) -> Result<Inventory,
             name: name.clone(),
             owner: owner_of(&tags),
             tags,
-            provisioner: match spec.provisioner.kind {
-                ProvisionerKind::Local => "local".to_owned(),
-                ProvisionerKind::Slurm => "slurm".to_owned(),
-                ProvisionerKind::Docker => "docker".to_owned(),
-            },
+            provisioner: spec.provisioner.kind.name().to_owned(),
             network: spec.provisioner.network.clone(),
             subnet: spec.provisioner.subnet,
             logs: spec.logs.clone(),

@@ -164,7 +164,7 @@ pub struct JobEntry {
     pub name: Name,
     pub tags: TagMap,
     pub owner: Option<String>,
-    /// `local` or `docker`.
+    /// Its provisioner's kind, as the registry names it (`local`, `docker`).
     pub provisioner: String,
     pub network: Option<String>,
     pub subnet: Option<Ipv4Cidr>,

@@ -24,10 +24,11 @@ use std::time::Duration;
 
 use mayfly_core::format_duration;
 use mayfly_core::run::RunStatus;
+use mayfly_fleet::ProvisionerKind;
 use mayfly_spec::{Ipv4Cidr, PolicySpec, Requirement};
 use mayfly_state::{AuditFinding, AuditSeverity};
 
-use crate::inventory::{Inventory, RunEntry, TagMap};
+use crate::inventory::{Inventory, JobEntry, RunEntry, TagMap};
 
 /// Settings of the checks that are not policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -371,7 +372,10 @@ fn network_boundary(input: &RuleInput<'_>) -> Vec<AuditFinding> {
             ));
         }
     }
-    for job in input.inventory.jobs.iter().filter(|job| job.provisioner == "docker") {
+    // Jobs whose provisioner kind puts workers in the job's subnet, as the registry says.
+    let in_subnet =
+        |job: &&JobEntry| ProvisionerKind::named(&job.provisioner).is_some_and(|kind| kind.workers_in_subnet());
+    for job in input.inventory.jobs.iter().filter(in_subnet) {
         let outside = match job.subnet {
             Some(subnet) => {
                 (!allowed.iter().any(|network| network.contains(subnet))).then(|| format!("subnet {subnet}"))
@@ -384,7 +388,10 @@ fn network_boundary(input: &RuleInput<'_>) -> Vec<AuditFinding> {
                 AuditSeverity::Violation,
                 "job",
                 job.name.to_string(),
-                format!("job `{}` runs docker workers on {outside}, not inside the networks `[policy]` allows ({allowed_list})", job.name),
+                format!(
+                    "job `{}` runs {} workers on {outside}, not inside the networks `[policy]` allows ({allowed_list})",
+                    job.name, job.provisioner
+                ),
                 format!("set the job's `provisioner.subnet` inside {allowed_list}, then `mayfly deploy`"),
             ));
         }

@@ -10,8 +10,10 @@ use std::time::Duration;
 
 use mayfly_core::run::new_run_id;
 use mayfly_core::{Clock, Name};
-use mayfly_fleet::{ProcessSpec, Provisioner, ResourceId, TAG_PROJECT, TAG_ROLE, TAG_RUN, TagFilter, Tags};
-use mayfly_spec::{Architecture, JobTrigger, ProvisionerKind};
+use mayfly_fleet::{
+    CoordinatorPlacement, ProcessSpec, Provisioner, ResourceId, TAG_PROJECT, TAG_ROLE, TAG_RUN, TagFilter, Tags,
+};
+use mayfly_spec::{Architecture, JobTrigger};
 use mayfly_state::{NewRun, RunRecord, StateStore};
 
 use crate::{ControlError, ControlPlaneConfig, Shutdown};
@@ -91,7 +93,10 @@ pub async fn launch_coordinator(
 ) -> Result<ResourceId, JobError> {
     let run_dir = run_dir(&launch.data_dir, run);
     std::fs::create_dir_all(&run_dir).map_err(|source| JobError::RunDir { run: run.to_owned(), source })?;
-    let in_container = architecture.jobs.get(job).is_some_and(|job| job.provisioner.kind == ProvisionerKind::Docker);
+    let in_container = architecture
+        .jobs
+        .get(job)
+        .is_some_and(|job| job.provisioner.kind.coordinator() == CoordinatorPlacement::ContainerThroughBroker);
     let (command, role, log) = if in_container {
         ("broker", ROLE_BROKER, run_dir.join("broker.log"))
     } else {

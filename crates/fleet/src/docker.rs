@@ -56,6 +56,7 @@ use tokio::time::Instant;
 
 use crate::error::FleetError;
 use crate::provisioner::{BoxFuture, LiveResource, ProcessSpec, Provisioner, ResourceId, ResourceState};
+use crate::registry::{CoordinatorPlacement, ProvisionerKindEntry, WorkerUser};
 use crate::tags::{TagFilter, Tags, check_tag};
 
 mod function_container;
@@ -527,9 +528,26 @@ impl DockerProvisioner {
     }
 }
 
+/// The `docker` kind in the provisioner registry: workers are containers
+/// on the job's network (`network`, `subnet`, `image`), as the image's user;
+/// the coordinator runs in a container too, started by a host broker.
+pub(crate) const KIND: ProvisionerKindEntry = ProvisionerKindEntry {
+    name: "docker",
+    summary: "Docker containers.",
+    options: &["network", "subnet", "image"],
+    coordinator: CoordinatorPlacement::ContainerThroughBroker,
+    worker_user: WorkerUser::Other,
+    workers_in_subnet: true,
+    connect: connect_kind,
+};
+
+fn connect_kind() -> BoxFuture<'static, Result<Arc<dyn Provisioner>, FleetError>> {
+    Box::pin(async { Ok(Arc::new(DockerProvisioner::connect().await?) as Arc<dyn Provisioner>) })
+}
+
 impl Provisioner for DockerProvisioner {
     fn kind(&self) -> &'static str {
-        "docker"
+        KIND.name
     }
 
     fn start(&self, spec: ProcessSpec) -> BoxFuture<'_, Result<ResourceId, FleetError>> {

@@ -14,6 +14,10 @@
 //!   on a user-defined network, tagged through their labels, and function
 //!   instances with `isolation = "container"` as containers
 //!   ([`DockerProvisioner::start_function_container`]).
+//! - [`ProvisionerKind`] names a kind of provisioner (`local`, `docker`) from
+//!   the one registry of kinds: the facts other crates ask about it
+//!   ([`CoordinatorPlacement`], [`WorkerUser`], its spec keys) and how to
+//!   connect a provisioner of it.
 //! - [`SlurmProvisioner`] runs them as Slurm batch jobs (one job, or a task
 //!   of a job array per resource), driven through `sbatch`, `squeue --json`
 //!   and `scancel`, tagged through the job's name and comment.
@@ -27,6 +31,7 @@ mod error;
 mod local;
 mod provisioner;
 mod reaper;
+mod registry;
 mod slurm;
 mod tags;
 
@@ -39,6 +44,7 @@ pub use error::FleetError;
 pub use local::LocalProvisioner;
 pub use provisioner::{BoxFuture, LiveResource, ProcessSpec, Provisioner, ResourceId, ResourceState};
 pub use reaper::reap_orphans;
+pub use registry::{ConnectProvisioner, CoordinatorPlacement, ProvisionerKind, ProvisionerKindEntry, WorkerUser};
 pub use slurm::{JobRef, SNAPSHOT_MAX_AGE, SlurmJob, SlurmProvisioner, SlurmSettings};
 pub use tags::{
     TAG_FUNCTION, TAG_OWNER, TAG_PROJECT, TAG_ROLE, TAG_RUN, TAG_WORKER, TagFilter, Tags, owner_is_alive,

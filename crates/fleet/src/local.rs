@@ -46,6 +46,7 @@ use tokio::time::Instant;
 
 use crate::error::FleetError;
 use crate::provisioner::{BoxFuture, LiveResource, ProcessSpec, Provisioner, ResourceId, ResourceState};
+use crate::registry::{CoordinatorPlacement, ProvisionerKindEntry, WorkerUser};
 use crate::tags::{TagFilter, Tags, check_tag};
 
 /// The variable holding the JSON map of a process's tags.
@@ -251,9 +252,25 @@ impl LocalProvisioner {
     }
 }
 
+/// The `local` kind in the provisioner registry, the default: workers and
+/// the coordinator are processes of this host, as its user.
+pub(crate) const KIND: ProvisionerKindEntry = ProvisionerKindEntry {
+    name: "local",
+    summary: "Local processes.",
+    options: &[],
+    coordinator: CoordinatorPlacement::OwnProcess,
+    worker_user: WorkerUser::Starter,
+    workers_in_subnet: false,
+    connect: connect_kind,
+};
+
+fn connect_kind() -> BoxFuture<'static, Result<Arc<dyn Provisioner>, FleetError>> {
+    Box::pin(async { Ok(Arc::new(LocalProvisioner::new()) as Arc<dyn Provisioner>) })
+}
+
 impl Provisioner for LocalProvisioner {
     fn kind(&self) -> &'static str {
-        "local"
+        KIND.name
     }
 
     fn start(&self, spec: ProcessSpec) -> BoxFuture<'_, Result<ResourceId, FleetError>> {

@@ -120,7 +120,7 @@ impl ResourceState {
 /// (for example after a control plane restart): ids are self-describing and
 /// the inventory reads the system, not memory.
 pub trait Provisioner: Send + Sync {
-    /// `local` or `docker`.
+    /// Its kind's name in the registry (`local`, `docker`): [`crate::ProvisionerKind::name`].
     fn kind(&self) -> &'static str;
 
     /// Starts a resource from `spec`, tagged with `spec.tags`.

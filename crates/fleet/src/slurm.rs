@@ -51,6 +51,7 @@ use tokio::time::Instant;
 
 use crate::error::FleetError;
 use crate::provisioner::{BoxFuture, LiveResource, ProcessSpec, Provisioner, ResourceId, ResourceState};
+use crate::registry::{CoordinatorPlacement, ProvisionerKindEntry, WorkerUser};
 use crate::tags::{TAG_ROLE, TagFilter, Tags, check_tag};
 
 /// How long one `squeue --json` snapshot answers `state` and `inventory`.
@@ -543,9 +544,31 @@ impl SlurmProvisioner {
     }
 }
 
+/// Slurm in the provisioner registry: the coordinator is a process of its
+/// own on the submit host, workers run as the submitting user.
+pub(crate) const KIND: ProvisionerKindEntry = ProvisionerKindEntry {
+    name: "slurm",
+    summary: "Slurm batch jobs: processes on the cluster's nodes, the program and run directory on a shared file system.",
+    options: &["partition", "account", "qos", "time_limit", "extra_args"],
+    coordinator: CoordinatorPlacement::OwnProcess,
+    worker_user: WorkerUser::Starter,
+    workers_in_subnet: false,
+    connect: connect_kind,
+};
+
+/// A provisioner for the cluster `SLURM_CONF` (or Slurm's defaults) names,
+/// once `squeue --json` answers there.
+fn connect_kind() -> BoxFuture<'static, Result<Arc<dyn Provisioner>, FleetError>> {
+    Box::pin(async {
+        let slurm = SlurmProvisioner::new(SlurmSettings::default());
+        slurm.fresh_jobs().await?;
+        Ok(Arc::new(slurm) as Arc<dyn Provisioner>)
+    })
+}
+
 impl Provisioner for SlurmProvisioner {
     fn kind(&self) -> &'static str {
-        "slurm"
+        KIND.name
     }
 
     fn start(&self, spec: ProcessSpec) -> BoxFuture<'_, Result<ResourceId, FleetError>> {

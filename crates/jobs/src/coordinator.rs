@@ -36,9 +36,9 @@ use mayfly_core::run::{
 };
 use mayfly_core::{Clock, Name, Timestamp};
 use mayfly_fleet::{
-    ProcessSpec, Provisioner, ResourceId, ResourceState, TAG_ROLE, TAG_RUN, TAG_WORKER, TagFilter, Tags,
+    ProcessSpec, Provisioner, ResourceId, ResourceState, TAG_ROLE, TAG_RUN, TAG_WORKER, TagFilter, Tags, WorkerUser,
 };
-use mayfly_spec::{Architecture, JobSource, JobSpec, ProvisionerKind};
+use mayfly_spec::{Architecture, JobSource, JobSpec};
 use mayfly_state::{GroupedCompletion, ItemCompletion, NewRunItem, StateStore, WorkerRecord};
 use tokio::sync::Mutex;
 
@@ -781,10 +781,9 @@ impl Fleet<'_> {
         let validity = self.config.tls.certificates.worker_validity(self.config.clock.now(), self.deadline);
         // A container's user is the image's, not ours: it reads its files
         // through the bind mount while the run's `tls/` stays owner-only.
-        let access = match self.job.provisioner.kind {
-            ProvisionerKind::Docker => FileAccess::ThroughPrivateParent,
-            // Slurm workers run as the submitting user on the nodes, reading their files over the shared file system.
-            ProvisionerKind::Local | ProvisionerKind::Slurm => FileAccess::OwnerOnly,
+        let access = match self.job.provisioner.kind.worker_user() {
+            WorkerUser::Other => FileAccess::ThroughPrivateParent,
+            WorkerUser::Starter => FileAccess::OwnerOnly,
         };
         let certificate = self.authority.issue_worker_files(&worker, validity, &tls_dir, access)?;
         let mut args = self.config.launch.args.clone();

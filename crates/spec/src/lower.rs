@@ -8,6 +8,7 @@ use std::ops::Range;
 use std::time::Duration;
 
 use mayfly_core::{Name, ObjectEventKind, Permission, parse_duration};
+use mayfly_fleet::ProvisionerKind;
 use toml::de::DeValue;
 
 use crate::model::*;
@@ -83,8 +84,6 @@ const PROVISIONER_KEYS: &[&str] = &[
     "time_limit",
     "extra_args",
 ];
-const DOCKER_ONLY_KEYS: &[&str] = &["network", "subnet", "image"];
-const SLURM_ONLY_KEYS: &[&str] = &["partition", "account", "qos", "time_limit", "extra_args"];
 /// `sbatch` options the Slurm provisioner sets itself: its tags, the job's
 /// environment, output, array and requeue policy depend on them.
 const SLURM_RESERVED_OPTIONS: &[&str] = &[
@@ -121,8 +120,6 @@ const RUNTIMES: &[(&str, Runtime)] = &[("process", Runtime::Process), ("lambda",
 const ISOLATIONS: &[(&str, Isolation)] = &[("process", Isolation::Process), ("container", Isolation::Container)];
 const EVENTS: &[(&str, ObjectEventKind)] =
     &[("created", ObjectEventKind::Created), ("deleted", ObjectEventKind::Deleted)];
-const PROVISIONER_KINDS: &[(&str, ProvisionerKind)] =
-    &[("local", ProvisionerKind::Local), ("docker", ProvisionerKind::Docker), ("slurm", ProvisionerKind::Slurm)];
 
 /// One `[KIND.NAME]` entry.
 struct NamedTable<'t, 'i> {
@@ -1205,7 +1202,8 @@ fn lower_job_source(reader: &mut Reader<'_>, source: &Table<'_, '_>, job_what: &
 
 fn lower_provisioner(reader: &mut Reader<'_>, provisioner: &Table<'_, '_>, policy: &PolicySpec) -> ProvisionerSpec {
     reader.check_keys(provisioner, PROVISIONER_KEYS);
-    let kind = reader.choice(provisioner, "kind", PROVISIONER_KINDS).unwrap_or_default();
+    let kinds: Vec<(&str, ProvisionerKind)> = ProvisionerKind::all().map(|kind| (kind.name(), kind)).collect();
+    let kind = reader.choice(provisioner, "kind", &kinds).unwrap_or_default();
     let network = reader.non_empty_string(provisioner, "network").map(|network| network.value);
     let subnet_text = reader.string(provisioner, "subnet");
     let subnet = subnet_text.as_ref().and_then(|text| reader.cidr(text, &format!("`subnet` of {}", provisioner.what)));
@@ -1221,22 +1219,16 @@ fn lower_provisioner(reader: &mut Reader<'_>, provisioner: &Table<'_, '_>, polic
             Some("give each worker more than 0 CPUs, e.g. `cpus = 0.5`".to_owned()),
         );
     }
-    let kind_name =
-        PROVISIONER_KINDS.iter().find(|(_, candidate)| *candidate == kind).map_or("local", |(name, _)| *name);
-    for (only, owner) in [(DOCKER_ONLY_KEYS, ProvisionerKind::Docker), (SLURM_ONLY_KEYS, ProvisionerKind::Slurm)] {
-        if kind == owner {
-            continue;
-        }
-        let owner_name =
-            PROVISIONER_KINDS.iter().find(|(_, candidate)| *candidate == owner).map_or("", |(name, _)| *name);
-        for key in only.iter().filter(|key| provisioner.has(key)) {
+    for option in ProvisionerKind::all_options() {
+        if provisioner.has(option) && !kind.takes_option(option) {
+            let takers: Vec<ProvisionerKind> =
+                ProvisionerKind::all().filter(|kind| kind.takes_option(option)).collect();
+            let names: Vec<String> = takers.iter().map(|kind| kind.name().to_owned()).collect();
+            let kinds: Vec<String> = takers.iter().map(|kind| format!("`kind = \"{kind}\"`")).collect();
             reader.error(
-                provisioner.key_span(key),
-                format!(
-                    "`{key}` of {} applies only to the {owner_name} provisioner, not {kind_name}",
-                    provisioner.what
-                ),
-                Some(format!("add `kind = \"{owner_name}\"`, or remove `{key}`")),
+                provisioner.key_span(option),
+                format!("`{option}` of {} applies only to the {} provisioner", provisioner.what, names.join(" or ")),
+                Some(format!("add {}, or remove `{option}`", kinds.join(" or "))),
             );
         }
     }
@@ -1267,7 +1259,7 @@ fn lower_provisioner(reader: &mut Reader<'_>, provisioner: &Table<'_, '_>, polic
             extra_args.push(argument.value);
         }
     }
-    if kind == ProvisionerKind::Docker && !policy.networks.is_empty() {
+    if kind.workers_in_subnet() && !policy.networks.is_empty() {
         let allowed: Vec<String> = policy.networks.iter().map(ToString::to_string).collect();
         match (&subnet, &subnet_text) {
             (Some(subnet), Some(text)) if !policy.networks.iter().any(|network| network.contains(*subnet)) => reader
@@ -1536,6 +1528,13 @@ fn check_required_tags(reader: &mut Reader<'_>, project_tags: &BTreeMap<String, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_option_a_provisioner_kind_takes_is_a_provisioner_key_the_spec_reads() {
+        for option in ProvisionerKind::all_options() {
+            assert!(PROVISIONER_KEYS.contains(&option), "`{option}` is taken by a provisioner kind but not read");
+        }
+    }
 
     #[test]
     fn conditions() {

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use mayfly_core::queue::QueueConfig;
 use mayfly_core::{ByteSize, Name, ObjectEventKind, Permission, Schedule, format_duration};
+use mayfly_fleet::ProvisionerKind;
 use serde::{Serialize, Serializer};
 
 /// The only schema version this crate reads.
@@ -462,23 +463,10 @@ impl Default for WorkersSpec {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ProvisionerKind {
-    /// Workers are local processes.
-    #[default]
-    Local,
-    /// Workers are Docker containers on `network`/`subnet`.
-    Docker,
-    /// Workers are Slurm batch jobs (tasks of a job array), processes on the
-    /// cluster's nodes; the worker program and the run directory must be on a
-    /// file system the nodes share.
-    Slurm,
-}
-
 /// Where a job's coordinator starts its workers.
 #[derive(Debug, Clone, PartialEq, Default, Serialize)]
 pub struct ProvisionerSpec {
+    /// A kind from `mayfly_fleet`'s registry of provisioners (default `local`).
     pub kind: ProvisionerKind,
     /// Docker network name (docker only).
     pub network: Option<String>,

@@ -404,16 +404,22 @@ pub(crate) struct WorkersFile {
     pub items_per_worker: Option<u32>,
 }
 
-/// Where workers run.
-#[derive(Deserialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub(crate) enum ProvisionerKindText {
-    /// Local processes.
-    Local,
-    /// Docker containers.
-    Docker,
-    /// Slurm batch jobs (a job array), processes on the cluster's nodes.
-    Slurm,
+/// Where workers run: a kind from the provisioner registry (`mayfly_fleet::ProvisionerKind`).
+#[derive(Deserialize)]
+#[serde(transparent)]
+pub(crate) struct ProvisionerKindText(pub String);
+
+impl JsonSchema for ProvisionerKindText {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "ProvisionerKindText".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let kinds: Vec<serde_json::Value> = mayfly_fleet::ProvisionerKind::all()
+            .map(|kind| serde_json::json!({ "type": "string", "const": kind.name(), "description": kind.summary() }))
+            .collect();
+        schemars::json_schema!({ "description": "Where workers run.", "oneOf": kinds })
+    }
 }
 
 /// Where a job's coordinator starts its workers.

@@ -59,6 +59,10 @@ fn schema_rejects_unknown_keys_bad_durations_and_bad_enums() {
         ("bad duration", "version = 1\nname = \"x\"\n[queues.q]\nvisibility_timeout = \"2 minutes\"\n"),
         ("bad runtime", "version = 1\nname = \"x\"\n[functions.f]\nruntime = \"java\"\ncommand = [\"x\"]\n"),
         ("missing version", "name = \"x\"\n"),
+        (
+            "unknown provisioner kind",
+            "version = 1\nname = \"x\"\n[jobs.j]\nsource = { queue = \"q\" }\nfunction = \"f\"\nprovisioner = { kind = \"kubernetes\" }\n",
+        ),
         ("bad name", "version = 1\nname = \"Chart Coding\"\n"),
         (
             "route with two targets",
@@ -78,4 +82,10 @@ fn schema_carries_descriptions_for_editors() {
     assert!(visibility.contains("invisible"), "{visibility}");
     let runtime = schema["$defs"]["RuntimeText"].to_string();
     assert!(runtime.contains("lambda") && runtime.contains("process"), "{runtime}");
+    // The kinds come from the provisioner registry, the list the spec validates against.
+    let kinds = schema["$defs"]["ProvisionerKindText"].to_string();
+    assert!(
+        kinds.contains("\"local\"") && kinds.contains("\"docker\"") && kinds.contains("Docker containers"),
+        "{kinds}"
+    );
 }

@@ -42,9 +42,8 @@ pub struct AuditArgs {
 const REAP_GRACE: Duration = Duration::from_secs(5);
 
 /// Where the audit looks: every provisioner the project's runs may have
-/// resources in (local processes; Docker containers when the engine answers,
-/// which it must when a job uses it; Slurm jobs when a job uses Slurm), and
-/// the Docker networks.
+/// resources in (one of each kind that connects; a kind a job uses must),
+/// and the Docker networks when the engine answers.
 struct Sources {
     provisioners: Vec<Arc<dyn Provisioner>>,
     networks: Vec<Arc<dyn NetworkInventory>>,
@@ -52,15 +51,12 @@ struct Sources {
 
 impl Sources {
     async fn find(architecture: &Architecture) -> Result<Sources> {
-        let mut sources = Sources { provisioners: vec![Arc::new(LocalProvisioner::new())], networks: Vec::new() };
-        if let Some(docker) = crate::commands::jobs::docker_engine(architecture).await? {
-            sources.provisioners.push(Arc::new(docker.clone()));
-            sources.networks.push(Arc::new(DockerNetworks(docker)));
+        let provisioners = crate::commands::jobs::fleet_provisioners(architecture).await?;
+        let mut networks: Vec<Arc<dyn NetworkInventory>> = Vec::new();
+        if let Ok(docker) = DockerProvisioner::connect().await {
+            networks.push(Arc::new(DockerNetworks(docker)));
         }
-        if let Some(slurm) = crate::commands::jobs::slurm_cluster(architecture) {
-            sources.provisioners.push(Arc::new(slurm));
-        }
-        Ok(sources)
+        Ok(Sources { provisioners, networks })
     }
 }
 

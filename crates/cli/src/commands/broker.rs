@@ -25,9 +25,9 @@ use clap::Args;
 use mayfly_control::jobs::project_tags;
 use mayfly_core::run::RunStatus;
 use mayfly_fleet::{
-    Confinement, ProcessSpec, Provisioner, ProvisionerBroker, ResourceState, TAG_ROLE, TAG_RUN, TagFilter,
+    Confinement, CoordinatorPlacement, ProcessSpec, Provisioner, ProvisionerBroker, ResourceState, TAG_ROLE, TAG_RUN,
+    TagFilter,
 };
-use mayfly_spec::ProvisionerKind;
 use mayfly_state::StateStore;
 use mayfly_state::prelude::*;
 
@@ -55,8 +55,12 @@ pub async fn broker(args: BrokerArgs, project: Option<&Path>) -> Result<()> {
         .jobs
         .get(&record.job)
         .with_context(|| format!("job `{}` is not in the run's deployment", record.job))?;
-    if job.provisioner.kind != ProvisionerKind::Docker {
-        bail!("job `{}` runs its workers as local processes; its coordinator is `mayfly coordinator`", record.job);
+    if job.provisioner.kind.coordinator() != CoordinatorPlacement::ContainerThroughBroker {
+        bail!(
+            "job `{}` runs its workers with the {} provisioner; its coordinator is `mayfly coordinator`",
+            record.job,
+            job.provisioner.kind
+        );
     }
     let root = std::path::absolute(&located.root)?;
     let run_dir = std::path::absolute(run_dir(&located, &args.run))?;

@@ -15,12 +15,13 @@ use mayfly_control::jobs::{CoordinatorLaunch, project_tags};
 use mayfly_core::run::{RunReport, RunStatus, new_run_id};
 use mayfly_core::{Clock, Name, SystemClock};
 use mayfly_fleet::{
-    BrokeredProvisioner, ContainerPlacement, DockerProvisioner, LocalProvisioner, NetworkRequest, Provisioner,
-    SlurmProvisioner, SlurmSettings, TAG_PROJECT, TAG_ROLE, TAG_RUN, TAG_WORKER, TagFilter,
+    BrokeredProvisioner, ContainerPlacement, CoordinatorPlacement, DockerProvisioner, LocalProvisioner, NetworkRequest,
+    Provisioner, ProvisionerKind, SlurmProvisioner, SlurmSettings, TAG_PROJECT, TAG_ROLE, TAG_RUN, TAG_WORKER,
+    TagFilter,
 };
 use mayfly_jobs::coordinator::{CoordinatorConfig, CoordinatorTiming, CoordinatorTls, WorkerLaunch};
 use mayfly_runtime::InvokerConfig;
-use mayfly_spec::{Architecture, JobSource, JobSpec, ProvisionerKind};
+use mayfly_spec::{Architecture, JobSource, JobSpec};
 use mayfly_state::prelude::*;
 use mayfly_state::{NewRun, NewRunItem, RunRecord, StateStore};
 use serde::Serialize;
@@ -725,12 +726,13 @@ pub async fn coordinator(args: CoordinatorArgs, project: Option<&Path>) -> Resul
     }
     let placement = match (&args.broker, args.gateway) {
         (Some(socket), Some(gateway)) => container_worker_placement(socket, gateway, &mut worker_function)?,
-        _ if job.provisioner.kind == ProvisionerKind::Docker => bail!(
-            "job `{}` runs its workers in Docker containers, so its coordinator runs in a container that `mayfly broker --run {}` starts (as `mayfly run` and `mayfly up` do)",
+        _ if job.provisioner.kind.coordinator() == CoordinatorPlacement::ContainerThroughBroker => bail!(
+            "job `{}` runs its workers with the {} provisioner, so its coordinator runs in a container that `mayfly broker --run {}` starts (as `mayfly run` and `mayfly up` do)",
             record.job,
+            job.provisioner.kind,
             args.run
         ),
-        _ if job.provisioner.kind == ProvisionerKind::Slurm => slurm_worker_placement(&root, &job)?,
+        _ if job.provisioner.kind.name() == "slurm" => slurm_worker_placement(&root, &job)?,
         _ => local_worker_placement(&root)?,
     };
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
@@ -940,42 +942,25 @@ pub(crate) async fn job_docker(
 /// The image a Docker job runs when it names none: what `mayfly image build` makes by default.
 pub const DEFAULT_IMAGE: &str = crate::commands::image::DEFAULT_TAG;
 
-/// Every provisioner the project's runs may have resources in: local
-/// processes always; Docker containers when a job uses them (the engine
-/// must then answer) or when the engine answers anyway (containers of a
-/// job since changed to local); Slurm jobs when a job uses Slurm.
+/// Every provisioner the project's runs may have resources in, one of each
+/// kind in the registry that connects: a kind a job uses must connect (the
+/// Docker engine must answer); any other kind counts when it connects anyway
+/// (containers of a job since changed to local).
 pub async fn fleet_provisioners(architecture: &Architecture) -> Result<Vec<Arc<dyn Provisioner>>> {
-    let mut provisioners: Vec<Arc<dyn Provisioner>> = vec![Arc::new(LocalProvisioner::new())];
-    if let Some(docker) = docker_engine(architecture).await? {
-        provisioners.push(Arc::new(docker));
-    }
-    if let Some(slurm) = slurm_cluster(architecture) {
-        provisioners.push(Arc::new(slurm));
+    let mut provisioners = Vec::new();
+    for kind in ProvisionerKind::all() {
+        match kind.connect().await {
+            Ok(provisioner) => provisioners.push(provisioner),
+            Err(error) => match architecture.jobs.iter().find(|(_, job)| job.provisioner.kind == kind) {
+                Some((job, _)) => {
+                    return Err(anyhow::Error::new(error)
+                        .context(format!("job `{job}` runs its workers with the {kind} provisioner")));
+                }
+                None => tracing::debug!(kind = %kind, error = %error, "provisioner unavailable; no job uses it"),
+            },
+        }
     }
     Ok(provisioners)
-}
-
-/// The Slurm cluster, when a job of the project runs its workers there
-/// (inventories and cancellations do not depend on a job's settings).
-pub(crate) fn slurm_cluster(architecture: &Architecture) -> Option<SlurmProvisioner> {
-    let job = architecture.jobs.values().find(|job| job.provisioner.kind == ProvisionerKind::Slurm)?;
-    Some(SlurmProvisioner::new(slurm_settings(job)))
-}
-
-/// The Docker engine, when it answers; an error when it does not and a job
-/// of the project runs its workers in Docker.
-pub async fn docker_engine(architecture: &Architecture) -> Result<Option<DockerProvisioner>> {
-    let uses_docker = architecture.jobs.values().any(|job| job.provisioner.kind == ProvisionerKind::Docker);
-    match DockerProvisioner::connect().await {
-        Ok(docker) => Ok(Some(docker)),
-        Err(error) if uses_docker => {
-            Err(anyhow::Error::new(error).context("a job of this project runs its workers in Docker"))
-        }
-        Err(error) => {
-            tracing::debug!(error = %error, "no Docker engine; listing local processes only");
-            Ok(None)
-        }
-    }
 }
 
 /// What every provisioner finds for `filter`.
