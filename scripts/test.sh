@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs Mayfly's whole test suite on a fresh machine: installs what the suite
 # needs (cargo-nextest, python3 with awslambdaric, boto3 and schemathesis,
-# chromium and chromedriver, prometheus, the Docker engine, PostgreSQL 15), builds everything, and
+# chromium and chromedriver, prometheus, the Docker engine, PostgreSQL 15, Slurm and munge), builds everything, and
 # runs every test (unit, conformance, crash, full-disk, runtimes, control
 # plane and CLI end to end). Needs root for the full-disk tests, which mount
 # small tmpfs file systems.
@@ -92,6 +92,13 @@ if [ ! -x /usr/lib/postgresql/15/bin/initdb ]; then
     step "installing postgresql-15 from Debian's packages"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-15 >/dev/null
+fi
+# The Slurm provisioner's tests run a real Slurm cluster of four node names
+# (scripts/slurm.sh starts and stops it): Debian's slurm-wlm 22.05 and munge.
+if ! command -v slurmctld >/dev/null 2>&1 || ! command -v slurmd >/dev/null 2>&1 || ! command -v munged >/dev/null 2>&1; then
+    step "installing slurm-wlm and munge from Debian's packages"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends slurm-wlm slurmctld slurmd slurm-client munge >/dev/null
 fi
 if ! cargo nextest --version >/dev/null 2>&1; then
     step "installing cargo-nextest from crates.io"

@@ -55,6 +55,8 @@ pub fn inherited_env() -> BTreeMap<String, String> {
         .filter(|(key, _)| {
             matches!(key.as_str(), "PATH" | "HOME" | "USER" | "LOGNAME" | "LANG" | "LC_ALL" | "TMPDIR" | "TZ")
                 || key.starts_with("PYENV")
+                // The Slurm cluster a coordinator submits workers to, and the address they dial it at.
+                || matches!(key.as_str(), "SLURM_CONF" | "MAYFLY_COORDINATOR_ADDRESS")
         })
         .collect()
 }

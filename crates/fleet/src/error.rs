@@ -45,6 +45,10 @@ pub enum FleetError {
     /// its provisioner failed (the reason says which).
     #[error("provisioning broker: {reason}")]
     Broker { reason: String },
+    /// A Slurm command (`sbatch`, `squeue`, `scancel`) failed; `command` is
+    /// the command line, `reason` its exit status and standard error.
+    #[error("`{command}` failed: {reason}")]
+    SlurmCommand { command: String, reason: String },
     /// Some orphans were reaped and some could not be stopped.
     #[error("reaped {} orphan(s) but could not stop {}: {}", reaped.len(), failures.len(), describe_failures(failures))]
     ReapIncomplete { reaped: Vec<LiveResource>, failures: Vec<(ResourceId, String)> },

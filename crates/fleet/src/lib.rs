@@ -18,6 +18,9 @@
 //!   the one registry of kinds: the facts other crates ask about it
 //!   ([`CoordinatorPlacement`], its spec keys) and how to
 //!   connect a provisioner of it.
+//! - [`SlurmProvisioner`] runs them as Slurm batch jobs (one job, or a task
+//!   of a job array per resource), driven through `sbatch`, `squeue --json`
+//!   and `scancel`, tagged through the job's name and comment.
 //! - [`ProvisionerBroker`] serves a provisioner over a Unix socket, confined
 //!   to one run's workers, to a coordinator that runs in a container;
 //!   [`BrokeredProvisioner`] is its client.
@@ -29,6 +32,7 @@ mod local;
 mod provisioner;
 mod reaper;
 mod registry;
+mod slurm;
 mod tags;
 
 pub use broker::{BrokeredProvisioner, Confinement, ProvisionerBroker};
@@ -41,6 +45,7 @@ pub use local::LocalProvisioner;
 pub use provisioner::{BoxFuture, LiveResource, ProcessSpec, Provisioner, ResourceId, ResourceState};
 pub use reaper::reap_orphans;
 pub use registry::{ConnectProvisioner, CoordinatorPlacement, ProvisionerKind, ProvisionerKindEntry};
+pub use slurm::{JobRef, SNAPSHOT_MAX_AGE, SlurmJob, SlurmProvisioner, SlurmSettings};
 pub use tags::{
     TAG_FUNCTION, TAG_OWNER, TAG_PROJECT, TAG_ROLE, TAG_RUN, TAG_WORKER, TagFilter, Tags, owner_is_alive,
     owner_of_this_process,

@@ -71,7 +71,44 @@ const JOB_KEYS: &[&str] = &[
 const JOB_SOURCE_KEYS: &[&str] = &["queue", "batch", "bucket", "prefix", "manifest"];
 const MANIFEST_KEYS: &[&str] = &["bucket", "key"];
 const WORKERS_KEYS: &[&str] = &["max", "items_per_worker"];
-const PROVISIONER_KEYS: &[&str] = &["kind", "network", "subnet", "image", "memory", "cpus"];
+const PROVISIONER_KEYS: &[&str] = &[
+    "kind",
+    "network",
+    "subnet",
+    "image",
+    "memory",
+    "cpus",
+    "partition",
+    "account",
+    "qos",
+    "time_limit",
+    "extra_args",
+];
+/// `sbatch` options the Slurm provisioner sets itself: its tags, the job's
+/// environment, output, array and requeue policy depend on them.
+const SLURM_RESERVED_OPTIONS: &[&str] = &[
+    "--array",
+    "-a",
+    "--comment",
+    "--job-name",
+    "-J",
+    "--export",
+    "--export-file",
+    "--output",
+    "-o",
+    "--error",
+    "-e",
+    "--input",
+    "-i",
+    "--chdir",
+    "-D",
+    "--parsable",
+    "--requeue",
+    "--no-requeue",
+    "--wrap",
+    "--ntasks",
+    "-n",
+];
 const JOB_TRIGGER_KEYS: &[&str] = &["alarm", "schedule"];
 const API_KEYS: &[&str] = &["listen", "aws_listen", "aws_domain", "tls", "routes"];
 const API_TLS_KEYS: &[&str] = &["cert", "key"];
@@ -1195,6 +1232,33 @@ fn lower_provisioner(reader: &mut Reader<'_>, provisioner: &Table<'_, '_>, polic
             );
         }
     }
+    let partition = reader.non_empty_string(provisioner, "partition").map(|partition| partition.value);
+    let account = reader.non_empty_string(provisioner, "account").map(|account| account.value);
+    let qos = reader.non_empty_string(provisioner, "qos").map(|qos| qos.value);
+    let time_limit = reader.positive_duration(provisioner, "time_limit");
+    let mut extra_args = Vec::new();
+    for argument in reader.string_list(provisioner, "extra_args").unwrap_or_default() {
+        let option = argument.value.split('=').next().unwrap_or_default();
+        if !argument.value.starts_with('-') {
+            reader.error(
+                argument.span.clone(),
+                format!("`extra_args` of {} holds `{}`, which is not an option", provisioner.what, argument.value),
+                Some("write each option with its value in one string, e.g. \"--constraint=avx2\"".to_owned()),
+            );
+        } else if SLURM_RESERVED_OPTIONS.contains(&option)
+            || SLURM_RESERVED_OPTIONS
+                .iter()
+                .any(|reserved| reserved.len() == 2 && option.starts_with(reserved) && !option.starts_with("--"))
+        {
+            reader.error(
+                argument.span.clone(),
+                format!("`extra_args` of {} sets `{option}`, which Mayfly sets itself", provisioner.what),
+                Some("Mayfly names, tags, logs and requeues worker jobs itself; remove this option".to_owned()),
+            );
+        } else {
+            extra_args.push(argument.value);
+        }
+    }
     if kind.workers_in_subnet() && !policy.networks.is_empty() {
         let allowed: Vec<String> = policy.networks.iter().map(ToString::to_string).collect();
         match (&subnet, &subnet_text) {
@@ -1216,7 +1280,19 @@ fn lower_provisioner(reader: &mut Reader<'_>, provisioner: &Table<'_, '_>, polic
             _ => {}
         }
     }
-    ProvisionerSpec { kind, network, subnet, image, memory, cpus: cpus.map(|cpus| cpus.value) }
+    ProvisionerSpec {
+        kind,
+        network,
+        subnet,
+        image,
+        memory,
+        cpus: cpus.map(|cpus| cpus.value),
+        partition,
+        account,
+        qos,
+        time_limit,
+        extra_args,
+    }
 }
 
 fn lower_job_triggers(reader: &mut Reader<'_>, job: &Table<'_, '_>) -> Vec<JobTrigger> {

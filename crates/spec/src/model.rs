@@ -478,6 +478,16 @@ pub struct ProvisionerSpec {
     pub memory: Option<ByteSize>,
     /// CPU limit per worker.
     pub cpus: Option<f64>,
+    /// Slurm partition (slurm only); the cluster's default when unset.
+    pub partition: Option<String>,
+    /// Slurm account (slurm only).
+    pub account: Option<String>,
+    /// Slurm quality of service (slurm only).
+    pub qos: Option<String>,
+    /// Slurm time limit of each worker job (slurm only), rounded up to minutes.
+    pub time_limit: Option<Duration>,
+    /// Further `sbatch` arguments (slurm only), e.g. `["--constraint=avx2"]`.
+    pub extra_args: Vec<String>,
 }
 
 /// What starts a job run.

@@ -439,6 +439,16 @@ pub(crate) struct ProvisionerFile {
     /// CPU limit per worker.
     #[schemars(range(min = 0.0))]
     pub cpus: Option<f64>,
+    /// Slurm partition (slurm only); the cluster's default when unset.
+    pub partition: Option<String>,
+    /// Slurm account (slurm only).
+    pub account: Option<String>,
+    /// Slurm quality of service (slurm only).
+    pub qos: Option<String>,
+    /// Time limit of each worker job (slurm only), rounded up to whole minutes.
+    pub time_limit: Option<DurationText>,
+    /// Further sbatch options (slurm only), each with its value: ["--constraint=avx2"].
+    pub extra_args: Option<Vec<String>>,
 }
 
 /// Start a run when an alarm fires.

@@ -16,7 +16,8 @@ use mayfly_core::run::{RunReport, RunStatus, new_run_id};
 use mayfly_core::{Clock, Name, SystemClock};
 use mayfly_fleet::{
     BrokeredProvisioner, ContainerPlacement, CoordinatorPlacement, DockerProvisioner, LocalProvisioner, NetworkRequest,
-    Provisioner, ProvisionerKind, TAG_PROJECT, TAG_ROLE, TAG_RUN, TAG_WORKER, TagFilter,
+    Provisioner, ProvisionerKind, SlurmProvisioner, SlurmSettings, TAG_PROJECT, TAG_ROLE, TAG_RUN, TAG_WORKER,
+    TagFilter,
 };
 use mayfly_jobs::coordinator::{CoordinatorConfig, CoordinatorTiming, CoordinatorTls, WorkerLaunch};
 use mayfly_jobs::group_commit::GroupCommitConfig;
@@ -752,6 +753,7 @@ pub async fn coordinator(args: CoordinatorArgs, project: Option<&Path>) -> Resul
             job.provisioner.kind,
             args.run
         ),
+        _ if job.provisioner.kind.name() == "slurm" => slurm_worker_placement(&root, &job)?,
         _ => local_worker_placement(&root)?,
     };
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
@@ -839,6 +841,55 @@ fn local_worker_placement(root: &Path) -> Result<WorkerPlacement> {
             read_only_mounts: Vec::new(),
         },
         listen: std::net::Ipv4Addr::LOCALHOST.into(),
+    })
+}
+
+/// The variable naming the address a coordinator listens on for workers that
+/// run on other hosts (Slurm nodes); by default the address this host
+/// reaches other networks from.
+pub(crate) const COORDINATOR_ADDRESS_VARIABLE: &str = "MAYFLY_COORDINATOR_ADDRESS";
+
+/// The `SlurmProvisioner` settings of a job with `kind = "slurm"` (the
+/// cluster is the one `SLURM_CONF` or Slurm's defaults name).
+pub(crate) fn slurm_settings(job: &JobSpec) -> SlurmSettings {
+    let settings = &job.provisioner;
+    SlurmSettings {
+        partition: settings.partition.clone(),
+        account: settings.account.clone(),
+        qos: settings.qos.clone(),
+        time_limit: settings.time_limit,
+        extra_args: settings.extra_args.clone(),
+        slurm_conf: None,
+    }
+}
+
+/// Slurm workers: `mayfly worker` processes that Slurm runs on its nodes as
+/// batch jobs. This executable, the project and the run directory must be on
+/// a file system the nodes share (the same paths on every node); the
+/// coordinator listens on [`COORDINATOR_ADDRESS_VARIABLE`] or this host's
+/// outward address, which the nodes must reach.
+fn slurm_worker_placement(root: &Path, job: &JobSpec) -> Result<WorkerPlacement> {
+    let listen = match std::env::var(COORDINATOR_ADDRESS_VARIABLE) {
+        Ok(text) => text.parse().with_context(|| format!("{COORDINATOR_ADDRESS_VARIABLE}={text} is not an IP address"))?,
+        // Connecting a datagram socket sends nothing; it picks the address of the default route.
+        Err(_) => std::net::UdpSocket::bind((std::net::Ipv4Addr::UNSPECIFIED, 0))
+            .and_then(|socket| socket.connect((std::net::Ipv4Addr::new(192, 0, 2, 1), 9)).and_then(|()| socket.local_addr()))
+            .map(|address| address.ip())
+            .with_context(|| {
+                format!("cannot find this host's outward address for Slurm workers to dial; set {COORDINATOR_ADDRESS_VARIABLE}")
+            })?,
+    };
+    tracing::info!(address = %listen, "workers are Slurm jobs");
+    Ok(WorkerPlacement {
+        provisioner: Arc::new(SlurmProvisioner::new(slurm_settings(job))),
+        launch: WorkerLaunch {
+            program: std::env::current_exe().context("cannot find the mayfly executable")?,
+            args: vec!["worker".into()],
+            env: worker_env(None),
+            working_dir: root.to_owned(),
+            read_only_mounts: Vec::new(),
+        },
+        listen,
     })
 }
 
