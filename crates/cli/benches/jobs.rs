@@ -472,6 +472,16 @@ logs = "logs"
             pid = std::process::id(),
             handler = handler.display(),
         );
+        Project::deployed_with_items(&spec, items, &["send", "items", "--lines"])
+    }
+
+    fn with_items(spec: &str, items: usize) -> Project {
+        Project::deployed_with_items(spec, items, &["put", "items/manifest.txt", "-"])
+    }
+
+    /// A deployed project of `spec` whose `items` lines (`item-00000` …)
+    /// are piped into `mayfly ARGS`: a manifest put, or messages sent.
+    fn deployed_with_items(spec: &str, items: usize, args: &[&str]) -> Project {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let root = dir.path().join("project");
         std::fs::create_dir_all(&root).expect("the project directory");
@@ -479,33 +489,14 @@ logs = "logs"
         let project = Project { _dir: dir, root };
         project.ok(&["deploy"]);
         let lines: String = (0..items).map(|i| format!("item-{i:05}\n")).collect();
-        let mut send = project
-            .command(&["send", "items", "--lines"])
+        let mut child = project
+            .command(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()
-            .expect("spawn mayfly send");
-        send.stdin.take().expect("stdin").write_all(lines.as_bytes()).expect("write the messages");
-        assert!(send.wait().expect("mayfly send").success(), "mayfly send items --lines failed");
-        project
-    }
-
-    fn with_items(spec: &str, items: usize) -> Project {
-        let dir = tempfile::tempdir().expect("a temporary directory");
-        let root = dir.path().join("project");
-        std::fs::create_dir_all(&root).expect("the project directory");
-        std::fs::write(root.join("mayfly.toml"), spec).expect("mayfly.toml");
-        let project = Project { _dir: dir, root };
-        project.ok(&["deploy"]);
-        let manifest: String = (0..items).map(|i| format!("item-{i:05}\n")).collect();
-        let mut put = project
-            .command(&["put", "items/manifest.txt", "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("spawn mayfly put");
-        put.stdin.take().expect("stdin").write_all(manifest.as_bytes()).expect("write the manifest");
-        assert!(put.wait().expect("mayfly put").success(), "mayfly put items/manifest.txt failed");
+            .unwrap_or_else(|error| panic!("spawn mayfly {args:?}: {error}"));
+        child.stdin.take().expect("stdin").write_all(lines.as_bytes()).expect("write the items");
+        assert!(child.wait().expect("mayfly exits").success(), "mayfly {args:?} failed");
         project
     }
 

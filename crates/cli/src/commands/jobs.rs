@@ -829,17 +829,23 @@ fn worker_env(path: Option<&str>) -> BTreeMap<String, String> {
     env
 }
 
+/// A worker as a process of this executable (`mayfly worker`), run in the
+/// project's directory: how local and Slurm workers start.
+fn worker_process_launch(root: &Path) -> Result<WorkerLaunch> {
+    Ok(WorkerLaunch {
+        program: std::env::current_exe().context("cannot find the mayfly executable")?,
+        args: vec!["worker".into()],
+        env: worker_env(None),
+        working_dir: root.to_owned(),
+        read_only_mounts: Vec::new(),
+    })
+}
+
 /// Local workers: `mayfly worker` processes, the coordinator on loopback.
 fn local_worker_placement(root: &Path) -> Result<WorkerPlacement> {
     Ok(WorkerPlacement {
         provisioner: Arc::new(LocalProvisioner::new()),
-        launch: WorkerLaunch {
-            program: std::env::current_exe().context("cannot find the mayfly executable")?,
-            args: vec!["worker".into()],
-            env: worker_env(None),
-            working_dir: root.to_owned(),
-            read_only_mounts: Vec::new(),
-        },
+        launch: worker_process_launch(root)?,
         listen: std::net::Ipv4Addr::LOCALHOST.into(),
     })
 }
@@ -882,13 +888,7 @@ fn slurm_worker_placement(root: &Path, job: &JobSpec) -> Result<WorkerPlacement>
     tracing::info!(address = %listen, "workers are Slurm jobs");
     Ok(WorkerPlacement {
         provisioner: Arc::new(SlurmProvisioner::new(slurm_settings(job))),
-        launch: WorkerLaunch {
-            program: std::env::current_exe().context("cannot find the mayfly executable")?,
-            args: vec!["worker".into()],
-            env: worker_env(None),
-            working_dir: root.to_owned(),
-            read_only_mounts: Vec::new(),
-        },
+        launch: worker_process_launch(root)?,
         listen,
     })
 }
