@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs Mayfly's whole test suite on a fresh machine: installs what the suite
 # needs (cargo-nextest, python3 with awslambdaric, boto3 and schemathesis,
-# chromium and chromedriver, prometheus, the Docker engine, PostgreSQL 15, Slurm and munge), builds everything, and
+# chromium and chromedriver, prometheus, the Docker engine, PostgreSQL 15, Slurm and munge,
+# busybox-static), builds everything, and
 # runs every test (unit, conformance, crash, full-disk, runtimes, control
 # plane and CLI end to end). Needs root for the full-disk tests, which mount
 # small tmpfs file systems.
@@ -99,6 +100,13 @@ if ! command -v slurmctld >/dev/null 2>&1 || ! command -v slurmd >/dev/null 2>&1
     step "installing slurm-wlm and munge from Debian's packages"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends slurm-wlm slurmctld slurmd slurm-client munge >/dev/null
+fi
+# The swarm provisioner's test forms a two-node Docker Swarm (scripts/swarm.sh:
+# a second dockerd in a network namespace) and runs a busybox image it builds.
+if ! file -L /bin/busybox 2>/dev/null | grep -q "statically linked"; then
+    step "installing busybox-static from Debian's packages"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq busybox-static file >/dev/null
 fi
 if ! cargo nextest --version >/dev/null 2>&1; then
     step "installing cargo-nextest from crates.io"

@@ -615,7 +615,7 @@ fn container_id(id: &ResourceId) -> Result<&str, FleetError> {
         .ok_or_else(|| FleetError::InvalidResourceId { id: id.clone(), kind: "docker", expected: "container:<id>" })
 }
 
-fn is_not_found(error: &DockerError) -> bool {
+pub(crate) fn is_not_found(error: &DockerError) -> bool {
     matches!(error, DockerError::DockerResponseServerError { status_code: 404, .. })
 }
 
@@ -624,7 +624,7 @@ fn label_key(tag: &str) -> String {
     if tag.starts_with("mayfly.") { tag.to_owned() } else { format!("{TAG_LABEL_PREFIX}{tag}") }
 }
 
-fn labels_of(tags: &Tags) -> Result<HashMap<String, String>, String> {
+pub(crate) fn labels_of(tags: &Tags) -> Result<HashMap<String, String>, String> {
     let mut labels = HashMap::new();
     for (key, value) in tags.iter() {
         check_tag(key, value)?;
@@ -637,7 +637,7 @@ fn labels_of(tags: &Tags) -> Result<HashMap<String, String>, String> {
 }
 
 /// The tags a container's or network's labels carry (labels Mayfly did not set are ignored).
-fn tags_of(labels: Option<&HashMap<String, String>>) -> Tags {
+pub(crate) fn tags_of(labels: Option<&HashMap<String, String>>) -> Tags {
     let mut tags = BTreeMap::new();
     for (label, value) in labels.into_iter().flatten() {
         if label == MANAGED_LABEL {
@@ -653,7 +653,7 @@ fn tags_of(labels: Option<&HashMap<String, String>>) -> Tags {
 }
 
 /// The engine's `label` filters for `filter`, always requiring [`MANAGED_LABEL`].
-fn label_filters(filter: &TagFilter) -> Result<Vec<String>, FleetError> {
+pub(crate) fn label_filters(filter: &TagFilter) -> Result<Vec<String>, FleetError> {
     let mut filters = vec![format!("{MANAGED_LABEL}=true")];
     for (key, value) in filter.iter() {
         check_tag(key, value).map_err(|reason| FleetError::Inventory { reason })?;
@@ -664,7 +664,7 @@ fn label_filters(filter: &TagFilter) -> Result<Vec<String>, FleetError> {
 
 /// A relative program path with a folder in it is relative to the working
 /// directory (as for local processes); a bare name is looked up on the image's `PATH`.
-fn program_in_container(program: &Path, working_dir: &Path) -> String {
+pub(crate) fn program_in_container(program: &Path, working_dir: &Path) -> String {
     if program.is_relative() && program.components().count() > 1 {
         working_dir.join(program).display().to_string()
     } else {

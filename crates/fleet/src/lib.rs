@@ -21,6 +21,9 @@
 //! - [`SlurmProvisioner`] runs them as Slurm batch jobs (one job, or a task
 //!   of a job array per resource), driven through `sbatch`, `squeue --json`
 //!   and `scancel`, tagged through the job's name and comment.
+//! - [`SwarmProvisioner`] runs them as Docker Swarm services of one task
+//!   each, placed by the swarm on any node, tagged through service labels
+//!   (not yet a kind in the registry: the CLI's placement for it comes next).
 //! - [`ProvisionerBroker`] serves a provisioner over a Unix socket, confined
 //!   to one run's workers, to a coordinator that runs in a container;
 //!   [`BrokeredProvisioner`] is its client.
@@ -33,6 +36,7 @@ mod provisioner;
 mod reaper;
 mod registry;
 mod slurm;
+mod swarm;
 mod tags;
 
 pub use broker::{BrokeredProvisioner, Confinement, ProvisionerBroker};
@@ -46,6 +50,7 @@ pub use provisioner::{BoxFuture, LiveResource, ProcessSpec, Provisioner, Resourc
 pub use reaper::reap_orphans;
 pub use registry::{ConnectProvisioner, CoordinatorPlacement, ProvisionerKind, ProvisionerKindEntry};
 pub use slurm::{JobRef, SNAPSHOT_MAX_AGE, SlurmJob, SlurmProvisioner, SlurmSettings};
+pub use swarm::{STOP_GRACE as SWARM_STOP_GRACE, SwarmPlacement, SwarmProvisioner};
 pub use tags::{
     TAG_FUNCTION, TAG_OWNER, TAG_PROJECT, TAG_ROLE, TAG_RUN, TAG_WORKER, TagFilter, Tags, owner_is_alive,
     owner_of_this_process,
