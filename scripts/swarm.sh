@@ -9,15 +9,17 @@
 #        (there is no registry: every node needs the image); prints
 #        `export MAYFLY_SWARM_WORKER_HOST=unix://DIR/docker.sock`
 #   scripts/swarm.sh load DIR IMAGE...      copy more images to the worker
-#   scripts/swarm.sh kill-worker DIR        SIGKILL the worker's dockerd (node loss)
+#   scripts/swarm.sh kill-worker DIR        lose the worker node: cut its link, then SIGKILL its
+#        dockerd, containerd and every container it runs
 #   scripts/swarm.sh stop DIR               remove every Mayfly service, leave the
 #        swarm on both engines, stop the worker's dockerd, remove DIR
 #
 # Addresses: the manager listens on 10.250.0.1:2377 (a veth on the host), the
 # worker is 10.250.0.2 in namespace `mfw2`. Only one swarm can use the system
 # engine at a time: `start` takes an exclusive lock (flock on
-# /run/mayfly-swarm.lock, held by a sleeper until `stop`), so parallel test
-# processes queue instead of tearing each other's swarm down. Needs root.
+# /run/mayfly-swarm.lock, held until `stop` or until the process that ran
+# `start` exits), so parallel test processes queue instead of tearing each
+# other's swarm down, and takes down a swarm a killed test left. Needs root.
 set -euo pipefail
 
 NETNS=mfw2
@@ -26,6 +28,8 @@ NS_IF=mfw-n
 MANAGER_ADDRESS=10.250.0.1
 WORKER_ADDRESS=10.250.0.2
 LOCK=/run/mayfly-swarm.lock
+# The directory of the swarm formed last, for taking down one a killed test left.
+LAST=/run/mayfly-swarm.dir
 
 usage() { echo "usage: $0 start|load|kill-worker|stop DIR [IMAGE...]" >&2; exit 2; }
 [ $# -ge 2 ] || usage
@@ -45,9 +49,10 @@ start() {
     mkdir -p "$D"
     D=$(cd "$D" && pwd)
     # The lock: a holder in a session of its own keeps it until stop kills
-    # that session (flock and its sleeping child both hold the descriptor).
-    setsid flock -w 600 "$LOCK" sh -c 'echo held > "$1"; exec sleep infinity' sh "$D/lock.held" \
-        </dev/null >/dev/null 2>&1 &
+    # that session, or until the process that ran `start` (the test) is gone,
+    # so a test killed before its clean-up does not block the next one.
+    setsid flock -w 600 "$LOCK" sh -c 'echo held > "$1"; while kill -0 "$2" 2>/dev/null; do sleep 1; done' \
+        sh "$D/lock.held" "$PPID" </dev/null >/dev/null 2>&1 &
     echo $! > "$D/lock.pid"
     until [ -f "$D/lock.held" ]; do
         if ! kill -0 "$(cat "$D/lock.pid")" 2>/dev/null; then
@@ -56,6 +61,11 @@ start() {
         fi
         sleep 0.1
     done
+    # A swarm left by a test that was killed before its clean-up: take it down.
+    if [ -f "$LAST" ] && [ "$(cat "$LAST")" != "$D" ] && [ -d "$(cat "$LAST")" ]; then
+        (D=$(cat "$LAST"); stop) || true
+    fi
+    echo "$D" > "$LAST"
     if [ "$(docker info --format '{{.Swarm.LocalNodeState}}')" != inactive ]; then
         echo "error: the system Docker engine is already in a swarm; leave it first (docker swarm leave --force)" >&2
         exit 1
@@ -121,8 +131,8 @@ stop() {
         pid=$(cat "$D/docker.pid")
         kill "$pid" 2>/dev/null || true
         for _ in $(seq 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -9 "$pid" 2>/dev/null || true
     fi
+    kill_worker_processes
     if [ -f "$D/netns" ]; then
         for pid in $(ip netns pids "$NETNS" 2>/dev/null); do kill -9 "$pid" 2>/dev/null || true; done
         ip netns del "$NETNS" 2>/dev/null || true
@@ -131,13 +141,32 @@ stop() {
     for mount in $(awk -v d="$D" 'index($2, d) == 1 {print $2}' /proc/mounts | sort -r); do
         umount "$mount" 2>/dev/null || umount -l "$mount"
     done
+    if [ -f "$LAST" ] && [ "$(cat "$LAST")" = "$D" ]; then rm -f "$LAST"; fi
     if [ -f "$D/lock.pid" ]; then kill -- "-$(cat "$D/lock.pid")" 2>/dev/null || true; fi
     rm -rf "$D"
 }
 
+# Kills a process and every descendant of it at once (SIGKILL).
+kill_tree() {
+    local pid=$1 child
+    for child in $(ps -o pid= --ppid "$pid" 2>/dev/null); do kill_tree "$child"; done
+    kill -9 "$pid" 2>/dev/null || true
+}
+
+# The worker node's engine and everything it runs (containerd, its shims and
+# their containers' processes), killed at once.
+kill_worker_processes() {
+    local pid
+    if [ -f "$D/docker.pid" ]; then kill_tree "$(cat "$D/docker.pid")"; fi
+    for pid in $(pgrep -f "containerd-shim.*$D/exec" 2>/dev/null); do kill_tree "$pid"; done
+}
+
+# The worker node lost as a machine is: cut off the network at once, then
+# its engine and every container it ran killed.
 kill_worker() {
     D=$(cd "$D" && pwd)
-    kill -9 "$(cat "$D/docker.pid")"
+    ip link set "$HOST_IF" down
+    kill_worker_processes
 }
 
 case $action in

@@ -55,8 +55,9 @@ pub fn inherited_env() -> BTreeMap<String, String> {
         .filter(|(key, _)| {
             matches!(key.as_str(), "PATH" | "HOME" | "USER" | "LOGNAME" | "LANG" | "LC_ALL" | "TMPDIR" | "TZ")
                 || key.starts_with("PYENV")
-                // The Slurm cluster a coordinator submits workers to, and the address they dial it at.
-                || matches!(key.as_str(), "SLURM_CONF" | "MAYFLY_COORDINATOR_ADDRESS")
+                // The Slurm cluster or Docker engine (a swarm manager) a coordinator
+                // starts workers through, and the address they dial it at.
+                || matches!(key.as_str(), "SLURM_CONF" | "DOCKER_HOST" | "MAYFLY_COORDINATOR_ADDRESS")
         })
         .collect()
 }

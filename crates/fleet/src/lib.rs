@@ -22,8 +22,7 @@
 //!   of a job array per resource), driven through `sbatch`, `squeue --json`
 //!   and `scancel`, tagged through the job's name and comment.
 //! - [`SwarmProvisioner`] runs them as Docker Swarm services of one task
-//!   each, placed by the swarm on any node, tagged through service labels
-//!   (not yet a kind in the registry: the CLI's placement for it comes next).
+//!   each, placed by the swarm on any node, tagged through service labels.
 //! - [`ProvisionerBroker`] serves a provisioner over a Unix socket, confined
 //!   to one run's workers, to a coordinator that runs in a container;
 //!   [`BrokeredProvisioner`] is its client.

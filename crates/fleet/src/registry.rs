@@ -15,7 +15,8 @@ use crate::error::FleetError;
 use crate::provisioner::{BoxFuture, Provisioner};
 
 /// Every kind, the default first.
-const KINDS: &[&ProvisionerKindEntry] = &[&crate::local::KIND, &crate::docker::KIND, &crate::slurm::KIND];
+const KINDS: &[&ProvisionerKindEntry] =
+    &[&crate::local::KIND, &crate::docker::KIND, &crate::slurm::KIND, &crate::swarm::KIND];
 
 /// Where a run's coordinator runs for a kind of provisioner.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,14 +150,14 @@ mod tests {
     fn kinds_are_found_by_their_names_and_each_name_is_its_provisioners_kind() {
         assert_eq!(ProvisionerKind::default().name(), "local");
         let names: Vec<&str> = ProvisionerKind::all().map(ProvisionerKind::name).collect();
-        assert_eq!(names, ["local", "docker", "slurm"]);
+        assert_eq!(names, ["local", "docker", "slurm", "swarm"]);
         for kind in ProvisionerKind::all() {
             assert_eq!(ProvisionerKind::named(kind.name()), Some(kind));
         }
         assert_eq!(ProvisionerKind::named("kubernetes"), None);
         assert_eq!(
             ProvisionerKind::all_options().collect::<Vec<_>>(),
-            ["network", "subnet", "image", "partition", "account", "qos", "time_limit", "extra_args"]
+            ["network", "subnet", "image", "partition", "account", "qos", "time_limit", "extra_args", "constraints"]
         );
     }
 

@@ -56,6 +56,7 @@ use crate::docker::{
 };
 use crate::error::FleetError;
 use crate::provisioner::{BoxFuture, LiveResource, ProcessSpec, Provisioner, ResourceId, ResourceState};
+use crate::registry::{CoordinatorPlacement, ProvisionerKindEntry};
 use crate::tags::TagFilter;
 
 const ID_PREFIX: &str = "service:";
@@ -416,9 +417,26 @@ impl SwarmProvisioner {
     }
 }
 
+/// Docker Swarm in the provisioner registry: workers are services on the
+/// job's overlay network (`network`, `subnet`, `image`, `constraints`); the
+/// coordinator is a process of its own on the manager host, which the
+/// workers dial.
+pub(crate) const KIND: ProvisionerKindEntry = ProvisionerKindEntry {
+    name: "swarm",
+    summary: "Docker Swarm services: containers on any node of the swarm this host manages, the image on every node.",
+    options: &["network", "subnet", "image", "constraints"],
+    coordinator: CoordinatorPlacement::OwnProcess,
+    workers_in_subnet: true,
+    connect: connect_kind,
+};
+
+fn connect_kind() -> BoxFuture<'static, Result<Arc<dyn Provisioner>, FleetError>> {
+    Box::pin(async { Ok(Arc::new(SwarmProvisioner::connect().await?) as Arc<dyn Provisioner>) })
+}
+
 impl Provisioner for SwarmProvisioner {
     fn kind(&self) -> &'static str {
-        "swarm"
+        KIND.name
     }
 
     fn start(&self, spec: ProcessSpec) -> BoxFuture<'_, Result<ResourceId, FleetError>> {

@@ -1034,6 +1034,10 @@ impl Fleet<'_> {
         let run_id = self.run_id().to_owned();
         self.shared.finishing.store(true, std::sync::atomic::Ordering::SeqCst);
         state.set_run_status(&run_id, &self.config.owner, RunStatus::Finishing)?;
+        // Ending a run may take longer than its lease (a swarm service or a
+        // Slurm job takes seconds to stop): the lease is renewed until the
+        // report is written, so no other coordinator takes the run over meanwhile.
+        let _renewing = LeaseRenewal::start(state.clone(), &run_id, &self.config.owner, timing.run_lease_ttl);
         let mut notes = Vec::new();
         if let Some(error) = &error {
             notes.push(error.clone());
@@ -1206,5 +1210,33 @@ impl Fleet<'_> {
             estimated_cost: self.estimated_cost(&run).await,
             notes,
         })
+    }
+}
+
+/// Renews a run's lease every third of its lifetime until dropped (the
+/// coordinator's main loop renews it itself; this covers the end of a run).
+struct LeaseRenewal(tokio::task::JoinHandle<()>);
+
+impl LeaseRenewal {
+    fn start(state: Arc<dyn StateStore>, run: &str, owner: &str, ttl: Duration) -> LeaseRenewal {
+        let (run, owner) = (run.to_owned(), owner.to_owned());
+        LeaseRenewal(tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(ttl / 3);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ticks.tick().await;
+            loop {
+                ticks.tick().await;
+                if let Err(error) = state.renew_run_lease(&run, &owner, ttl) {
+                    tracing::error!(run = %run, error = %error, "run lease lost while the run was ending");
+                    return;
+                }
+            }
+        }))
+    }
+}
+
+impl Drop for LeaseRenewal {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

@@ -83,6 +83,7 @@ const PROVISIONER_KEYS: &[&str] = &[
     "qos",
     "time_limit",
     "extra_args",
+    "constraints",
 ];
 /// `sbatch` options the Slurm provisioner sets itself: its tags, the job's
 /// environment, output, array and requeue policy depend on them.
@@ -1259,6 +1260,24 @@ fn lower_provisioner(reader: &mut Reader<'_>, provisioner: &Table<'_, '_>, polic
             extra_args.push(argument.value);
         }
     }
+    let mut constraints = Vec::new();
+    for constraint in reader.string_list(provisioner, "constraints").unwrap_or_default() {
+        let value = constraint.value.trim();
+        let operator = ["==", "!="].into_iter().find(|operator| value.contains(operator));
+        let well_formed = operator.is_some_and(|operator| {
+            let (left, right) = value.split_once(operator).unwrap_or_default();
+            !left.trim().is_empty() && !right.trim().is_empty()
+        });
+        if well_formed {
+            constraints.push(value.to_owned());
+        } else {
+            reader.error(
+                constraint.span.clone(),
+                format!("`constraints` of {} holds `{}`, which is not a swarm placement constraint", provisioner.what, constraint.value),
+                Some("write ATTRIBUTE==VALUE or ATTRIBUTE!=VALUE, e.g. \"node.labels.gpu==true\" or \"node.role==worker\"".to_owned()),
+            );
+        }
+    }
     if kind.workers_in_subnet() && !policy.networks.is_empty() {
         let allowed: Vec<String> = policy.networks.iter().map(ToString::to_string).collect();
         match (&subnet, &subnet_text) {
@@ -1292,6 +1311,7 @@ fn lower_provisioner(reader: &mut Reader<'_>, provisioner: &Table<'_, '_>, polic
         qos,
         time_limit,
         extra_args,
+        constraints,
     }
 }
 

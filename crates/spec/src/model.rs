@@ -468,11 +468,11 @@ impl Default for WorkersSpec {
 pub struct ProvisionerSpec {
     /// A kind from `mayfly_fleet`'s registry of provisioners (default `local`).
     pub kind: ProvisionerKind,
-    /// Docker network name (docker only).
+    /// Docker network name (docker and swarm).
     pub network: Option<String>,
-    /// Docker network subnet (docker only); inside `policy.networks` when set.
+    /// Docker network subnet (docker and swarm); inside `policy.networks` when set.
     pub subnet: Option<Ipv4Cidr>,
-    /// Worker image (docker only).
+    /// Worker image (docker and swarm).
     pub image: Option<String>,
     /// Memory limit per worker.
     pub memory: Option<ByteSize>,
@@ -488,6 +488,8 @@ pub struct ProvisionerSpec {
     pub time_limit: Option<Duration>,
     /// Further `sbatch` arguments (slurm only), e.g. `["--constraint=avx2"]`.
     pub extra_args: Vec<String>,
+    /// Placement constraints of each worker task (swarm only), e.g. `["node.labels.gpu==true"]`.
+    pub constraints: Vec<String>,
 }
 
 /// What starts a job run.

@@ -428,11 +428,11 @@ impl JsonSchema for ProvisionerKindText {
 pub(crate) struct ProvisionerFile {
     /// Default "local".
     pub kind: Option<ProvisionerKindText>,
-    /// Docker network name (docker only).
+    /// Docker network name (docker and swarm).
     pub network: Option<String>,
-    /// Docker network subnet (docker only), inside policy.networks when set.
+    /// Docker network subnet (docker and swarm), inside policy.networks when set.
     pub subnet: Option<CidrText>,
-    /// Worker image (docker only).
+    /// Worker image (docker and swarm).
     pub image: Option<String>,
     /// Memory limit per worker.
     pub memory: Option<SizeText>,
@@ -449,6 +449,8 @@ pub(crate) struct ProvisionerFile {
     pub time_limit: Option<DurationText>,
     /// Further sbatch options (slurm only), each with its value: ["--constraint=avx2"].
     pub extra_args: Option<Vec<String>>,
+    /// Placement constraints of each worker task (swarm only): ["node.labels.gpu==true"].
+    pub constraints: Option<Vec<String>>,
 }
 
 /// Start a run when an alarm fires.

@@ -14,7 +14,7 @@
 //! every entry's path, size and modification time. Building again with
 //! nothing changed finds the same fingerprint on the tag and imports nothing.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -204,6 +204,8 @@ fn fingerprint(entries: &[Entry]) -> Result<String> {
         hasher.update(metadata.mtime_nsec().to_le_bytes());
     }
     hasher.update(format!("uid {USER_ID}").as_bytes());
+    // The archive's own layout: 2 since every folder on the way to a file is in it.
+    hasher.update(b"layout 2");
     Ok(hex::encode(hasher.finalize()))
 }
 
@@ -235,7 +237,23 @@ fn write_root_filesystem(tarball: &Path, entries: &[Entry]) -> Result<()> {
         archive.append_data(&mut header, path, std::io::empty()).with_context(|| format!("cannot add {path}"))
     };
     folder("tmp/", 0o1777)?;
-    folder("usr/local/bin/", 0o755)?;
+    // Every folder on the way to a file, readable by all: an engine fills a
+    // folder a layer leaves out with mode 0600 (Docker's vfs driver does), so
+    // the image's user could not reach the files below it.
+    let mut folders: BTreeSet<PathBuf> = ["etc", "usr/local/bin"].into_iter().map(PathBuf::from).collect();
+    for entry in entries {
+        let inside = entry.path.strip_prefix("/").unwrap_or(&entry.path);
+        folders
+            .extend(inside.ancestors().skip(1).filter(|folder| !folder.as_os_str().is_empty()).map(Path::to_path_buf));
+    }
+    let with_parents: BTreeSet<PathBuf> = folders
+        .iter()
+        .flat_map(|folder| folder.ancestors().filter(|f| !f.as_os_str().is_empty()))
+        .map(Path::to_path_buf)
+        .collect();
+    for path in with_parents.iter().filter(|path| path.as_path() != Path::new("tmp")) {
+        folder(&format!("{}/", path.display()), 0o755)?;
+    }
     for entry in entries {
         let inside = entry.path.strip_prefix("/").unwrap_or(&entry.path);
         let cannot_add = || format!("cannot add {} to the image", entry.source.display());
@@ -266,6 +284,32 @@ mod tests {
         assert!(libraries.iter().any(|l| l.to_string_lossy().contains("libc.so")), "{libraries:?}");
         assert!(libraries.iter().any(|l| l.to_string_lossy().contains("ld-linux")), "{libraries:?}");
         assert!(libraries.iter().all(|l| l.is_absolute()));
+    }
+
+    #[test]
+    fn every_folder_on_the_way_to_a_file_is_in_the_image_readable_by_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("handler");
+        std::fs::write(&file, "#!/bin/sh\n").unwrap();
+        let entries = vec![
+            Entry { path: PathBuf::from("/opt/lab/bin/handler"), source: file.clone() },
+            Entry { path: PathBuf::from("/usr/local/bin/mayfly"), source: file },
+        ];
+        let tarball = dir.path().join("root.tar");
+        write_root_filesystem(&tarball, &entries).unwrap();
+        let mut archive = tar::Archive::new(std::fs::File::open(&tarball).unwrap());
+        let mut folders = BTreeMap::new();
+        for entry in archive.entries().unwrap() {
+            let entry = entry.unwrap();
+            if entry.header().entry_type() == tar::EntryType::Directory {
+                let path = entry.path().unwrap().to_string_lossy().trim_end_matches('/').to_owned();
+                folders.insert(path, entry.header().mode().unwrap());
+            }
+        }
+        for folder in ["etc", "opt", "opt/lab", "opt/lab/bin", "usr", "usr/local", "usr/local/bin"] {
+            assert_eq!(folders.get(folder), Some(&0o755), "{folder} in {folders:?}");
+        }
+        assert_eq!(folders.get("tmp"), Some(&0o1777));
     }
 
     #[test]

@@ -16,8 +16,8 @@ use mayfly_core::run::{RunReport, RunStatus, new_run_id};
 use mayfly_core::{Clock, Name, SystemClock};
 use mayfly_fleet::{
     BrokeredProvisioner, ContainerPlacement, CoordinatorPlacement, DockerProvisioner, LocalProvisioner, NetworkRequest,
-    Provisioner, ProvisionerKind, SlurmProvisioner, SlurmSettings, TAG_PROJECT, TAG_ROLE, TAG_RUN, TAG_WORKER,
-    TagFilter,
+    Provisioner, ProvisionerKind, SlurmProvisioner, SlurmSettings, SwarmPlacement, SwarmProvisioner, TAG_PROJECT,
+    TAG_ROLE, TAG_RUN, TAG_WORKER, TagFilter,
 };
 use mayfly_jobs::coordinator::{CoordinatorConfig, CoordinatorTiming, CoordinatorTls, WorkerLaunch};
 use mayfly_jobs::group_commit::GroupCommitConfig;
@@ -754,6 +754,9 @@ pub async fn coordinator(args: CoordinatorArgs, project: Option<&Path>) -> Resul
             args.run
         ),
         _ if job.provisioner.kind.name() == "slurm" => slurm_worker_placement(&root, &job)?,
+        _ if job.provisioner.kind.name() == "swarm" => {
+            swarm_worker_placement(&architecture, &record.job, &job, &mut worker_function).await?
+        }
         _ => local_worker_placement(&root)?,
     };
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
@@ -875,22 +878,92 @@ pub(crate) fn slurm_settings(job: &JobSpec) -> SlurmSettings {
 /// coordinator listens on [`COORDINATOR_ADDRESS_VARIABLE`] or this host's
 /// outward address, which the nodes must reach.
 fn slurm_worker_placement(root: &Path, job: &JobSpec) -> Result<WorkerPlacement> {
-    let listen = match std::env::var(COORDINATOR_ADDRESS_VARIABLE) {
-        Ok(text) => text.parse().with_context(|| format!("{COORDINATOR_ADDRESS_VARIABLE}={text} is not an IP address"))?,
-        // Connecting a datagram socket sends nothing; it picks the address of the default route.
-        Err(_) => std::net::UdpSocket::bind((std::net::Ipv4Addr::UNSPECIFIED, 0))
-            .and_then(|socket| socket.connect((std::net::Ipv4Addr::new(192, 0, 2, 1), 9)).and_then(|()| socket.local_addr()))
-            .map(|address| address.ip())
-            .with_context(|| {
-                format!("cannot find this host's outward address for Slurm workers to dial; set {COORDINATOR_ADDRESS_VARIABLE}")
-            })?,
-    };
+    let listen = coordinator_address("Slurm workers")?;
     tracing::info!(address = %listen, "workers are Slurm jobs");
     Ok(WorkerPlacement {
         provisioner: Arc::new(SlurmProvisioner::new(slurm_settings(job))),
         launch: worker_process_launch(root)?,
         listen,
     })
+}
+
+/// The address a coordinator listens on for `workers` on other hosts:
+/// [`COORDINATOR_ADDRESS_VARIABLE`], else the address this host reaches other
+/// networks from.
+fn coordinator_address(workers: &str) -> Result<std::net::IpAddr> {
+    match std::env::var(COORDINATOR_ADDRESS_VARIABLE) {
+        Ok(text) => text.parse().with_context(|| format!("{COORDINATOR_ADDRESS_VARIABLE}={text} is not an IP address")),
+        // Connecting a datagram socket sends nothing; it picks the address of the default route.
+        Err(_) => std::net::UdpSocket::bind((std::net::Ipv4Addr::UNSPECIFIED, 0))
+            .and_then(|socket| {
+                socket.connect((std::net::Ipv4Addr::new(192, 0, 2, 1), 9)).and_then(|()| socket.local_addr())
+            })
+            .map(|address| address.ip())
+            .with_context(|| {
+                format!(
+                    "cannot find this host's outward address for {workers} to dial; set {COORDINATOR_ADDRESS_VARIABLE}"
+                )
+            }),
+    }
+}
+
+/// Swarm workers: `mayfly worker` in containers from the job's image, as
+/// services of the swarm this host manages, on the job's overlay network;
+/// the coordinator (a process on this host) listens on
+/// [`COORDINATOR_ADDRESS_VARIABLE`] or this host's outward address, which
+/// tasks on every node reach through their node's gateway.
+async fn swarm_worker_placement(
+    architecture: &Architecture,
+    job_name: &Name,
+    job: &JobSpec,
+    function: &mut mayfly_runtime::FunctionDefinition,
+) -> Result<WorkerPlacement> {
+    let listen = coordinator_address("swarm workers")?;
+    let network = job_network(architecture, job);
+    let placement = SwarmPlacement {
+        image: job.provisioner.image.clone().unwrap_or_else(|| DEFAULT_IMAGE.to_owned()),
+        network: network.name,
+        subnet: network.subnet,
+        network_tags: network.tags,
+        constraints: job.provisioner.constraints.clone(),
+    };
+    let provisioner = SwarmProvisioner::connect()
+        .await
+        .with_context(|| format!("job `{job_name}` runs its workers as Docker Swarm services"))?;
+    provisioner.ensure_network(&placement).await?;
+    function_in_container(function);
+    tracing::info!(address = %listen, network = %placement.network, "workers are swarm services");
+    Ok(WorkerPlacement {
+        provisioner: Arc::new(provisioner.with_placement(placement)),
+        launch: container_worker_launch(),
+        listen,
+    })
+}
+
+/// A job's function as a worker in a container runs it: a relative program
+/// made absolute (images keep included files at their host paths), in the
+/// container's private working directory, `MAYFLY_BIN` the image's binary.
+fn function_in_container(function: &mut mayfly_runtime::FunctionDefinition) {
+    if let Some(program) = function.command.first_mut()
+        && program.contains('/')
+        && Path::new(program.as_str()).is_relative()
+    {
+        *program = function.working_dir.join(program.as_str()).display().to_string();
+    }
+    function.working_dir = PathBuf::from(CONTAINER_WORKING_DIR);
+    function.env.insert("MAYFLY_BIN".to_owned(), MAYFLY_IN_IMAGE.to_owned());
+    function.env.remove("MAYFLY_PROJECT");
+}
+
+/// A worker in a container: the image's `mayfly worker`, in its private `/tmp`.
+fn container_worker_launch() -> WorkerLaunch {
+    WorkerLaunch {
+        program: PathBuf::from(MAYFLY_IN_IMAGE),
+        args: vec!["worker".into()],
+        env: worker_env(Some(CONTAINER_PATH)),
+        working_dir: PathBuf::from(CONTAINER_WORKING_DIR),
+        read_only_mounts: Vec::new(),
+    }
 }
 
 /// Docker workers, for a coordinator in a container of the job's network:
@@ -908,25 +981,11 @@ fn container_worker_placement(
         .and_then(|socket| socket.connect((gateway, 9)).and_then(|()| socket.local_addr()))
         .with_context(|| format!("cannot find this container's address on the network of gateway {gateway}"))?
         .ip();
-    if let Some(program) = function.command.first_mut()
-        && program.contains('/')
-        && Path::new(program.as_str()).is_relative()
-    {
-        *program = function.working_dir.join(program.as_str()).display().to_string();
-    }
-    function.working_dir = PathBuf::from(CONTAINER_WORKING_DIR);
-    function.env.insert("MAYFLY_BIN".to_owned(), MAYFLY_IN_IMAGE.to_owned());
-    function.env.remove("MAYFLY_PROJECT");
+    function_in_container(function);
     tracing::info!(address = %own_address, broker = %broker.display(), "workers are containers");
     Ok(WorkerPlacement {
         provisioner: Arc::new(BrokeredProvisioner::new(broker, "docker")),
-        launch: WorkerLaunch {
-            program: PathBuf::from(MAYFLY_IN_IMAGE),
-            args: vec!["worker".into()],
-            env: worker_env(Some(CONTAINER_PATH)),
-            working_dir: PathBuf::from(CONTAINER_WORKING_DIR),
-            read_only_mounts: Vec::new(),
-        },
+        launch: container_worker_launch(),
         listen: own_address,
     })
 }
