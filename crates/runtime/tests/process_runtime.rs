@@ -87,12 +87,48 @@ async fn a_timeout_kills_the_whole_process_group() {
     assert!(process_ends(child), "the handler's child {child} outlived the timeout");
 }
 
+/// Set by `cgroup_v2_vm.rs` when it runs the memory tests below in its VM:
+/// they then fail unless the invoker settled on cgroup v2 (instead of passing
+/// on whatever the machine offers), the kernel offers `memory.peak`, and no
+/// instance cgroup of this process is left afterwards (the VM runs them one at
+/// a time, so no other test's instance can be there).
+const REQUIRE_CGROUP_V2_VARIABLE: &str = "MAYFLY_TEST_REQUIRE_CGROUP_V2";
+
+fn cgroup_v2_is_required() -> bool {
+    std::env::var_os(REQUIRE_CGROUP_V2_VARIABLE).is_some()
+}
+
+/// Under [`REQUIRE_CGROUP_V2_VARIABLE`], the parent of the instance cgroups.
+fn required_cgroup_v2_parent(invoker: &Invoker) -> Option<std::path::PathBuf> {
+    if !cgroup_v2_is_required() {
+        return None;
+    }
+    let MemoryEnforcement::CgroupV2 { parent } = invoker.memory_enforcement() else {
+        panic!("{REQUIRE_CGROUP_V2_VARIABLE} is set but the invoker settled on {:?}", invoker.memory_enforcement());
+    };
+    Some(parent.clone())
+}
+
+fn assert_no_instance_cgroup_is_left(parent: &std::path::Path) {
+    let prefix = format!("{}-", std::process::id());
+    let left: Vec<_> = std::fs::read_dir(parent)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with(&prefix))
+        .collect();
+    assert!(left.is_empty(), "instance cgroups left under {}: {left:?}", parent.display());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exceeding_the_memory_limit_is_out_of_memory() {
     let invoker = invoker();
+    let required_v2_parent = required_cgroup_v2_parent(&invoker);
     let mut function = process_echo("hungry");
     function.memory = Some(ByteSize(64 * 1024 * 1024));
     let result = invoker.invoke(&function, invocation(json!({ "mode": "allocate", "mb": 256 }))).await;
+    if let Some(parent) = required_v2_parent {
+        assert_no_instance_cgroup_is_left(&parent);
+    }
     match invoker.memory_enforcement() {
         MemoryEnforcement::CgroupV1 { .. } | MemoryEnforcement::CgroupV2 { .. } => {
             assert_eq!(result.outcome, Outcome::OutOfMemory { limit: ByteSize(64 * 1024 * 1024) });
@@ -106,12 +142,20 @@ async fn exceeding_the_memory_limit_is_out_of_memory() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn within_the_memory_limit_the_peak_is_reported() {
+    let invoker = invoker();
+    let required_v2_parent = required_cgroup_v2_parent(&invoker);
     let mut function = process_echo("measured");
     function.memory = Some(ByteSize(256 * 1024 * 1024));
-    let result = invoker().invoke(&function, invocation(json!({ "mode": "allocate", "mb": 32 }))).await;
+    let result = invoker.invoke(&function, invocation(json!({ "mode": "allocate", "mb": 32 }))).await;
     assert_eq!(result.outcome, Outcome::Success, "logs: {}", logs_text(&result.logs));
     let peak = result.peak_memory.unwrap();
     assert!((32 * 1024 * 1024..256 * 1024 * 1024).contains(&peak), "peak {peak}");
+    if let Some(parent) = required_v2_parent {
+        // The peak then comes from the instance's memory.peak (Linux ≥ 5.19),
+        // which every non-root cgroup has, not from the process's rusage.
+        assert!(parent.join("memory.peak").exists(), "the kernel offers no memory.peak");
+        assert_no_instance_cgroup_is_left(&parent);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

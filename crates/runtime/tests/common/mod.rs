@@ -18,10 +18,17 @@ use std::time::{Duration, Instant};
 use mayfly_core::Name;
 use mayfly_runtime::{FunctionDefinition, Invocation, RuntimeKind};
 
+/// Names a directory holding the handler binaries already built, used as is:
+/// inside `cgroup_v2_vm.rs`'s VM there is no cargo to build them with.
+pub const HANDLERS_DIRECTORY_VARIABLE: &str = "MAYFLY_TEST_HANDLERS_DIR";
+
 /// `<target>/<profile>`, with the handler binaries built in it.
 pub fn handler_directory() -> &'static Path {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT.get_or_init(|| {
+        if let Some(directory) = std::env::var_os(HANDLERS_DIRECTORY_VARIABLE) {
+            return PathBuf::from(directory);
+        }
         let test_binary = std::env::current_exe().expect("the test binary's path");
         let profile_dir = test_binary.parent().and_then(Path::parent).expect("<target>/<profile>/deps/<test>");
         let target_dir = profile_dir.parent().expect("<target>/<profile>");
