@@ -19,16 +19,17 @@
 #       something needed is missing (saying what to install).
 #
 # Inside the VM /init mounts proc, sysfs, devtmpfs, a tmpfs /tmp and cgroup2
-# on /sys/fs/cgroup, writes +memory into the root's cgroup.subtree_control (as
-# systemd does on cgroup v2 distributions), runs the command with kernel
-# messages kept off the console, then prints the kernel's OOM-kill lines
-# (`mayfly-vm: kernel: ...`) and the marker, and powers off (sysrq o).
+# on /sys/fs/cgroup, brings up loopback (no other network), writes +memory
+# into the root's cgroup.subtree_control (as systemd does on cgroup v2
+# distributions), runs the command with kernel messages kept off the
+# console, then prints the kernel's OOM-kill lines (`mayfly-vm: kernel: ...`)
+# and the marker, and powers off (sysrq o).
 #
 # Acceleration: KVM when it works, else TCG (emulation). A KVM guest that has
 # not printed the kernel banner within MAYFLY_VM_KVM_PROBE_SECONDS (5) is
 # taken as not working (this machine's /dev/kvm is a nested PVM host that
 # hangs a stock kernel after the BIOS) and the boot is redone under TCG.
-# MAYFLY_VM_ACCEL=kvm|tcg skips the probe. MAYFLY_VM_TIMEOUT (120 s) bounds
+# MAYFLY_VM_ACCEL=kvm|tcg skips the probe. MAYFLY_VM_TIMEOUT (240 s) bounds
 # the boot and the command together.
 #
 # Environment: MAYFLY_VM_CACHE (default ${XDG_CACHE_HOME:-$HOME/.cache}/mayfly/cgroup2-vm).
@@ -141,6 +142,8 @@ run() {
         echo 'export PATH=/bin HOME=/tmp TMPDIR=/tmp'
         echo 'mount -t proc proc /proc && mount -t sysfs sysfs /sys && mount -t devtmpfs devtmpfs /dev'
         echo 'mount -t tmpfs tmpfs /tmp && mount -t cgroup2 cgroup2 /sys/fs/cgroup'
+        # Loopback only (the lambda runtime serves its Runtime API there); no network.
+        echo 'ip link set lo up'
         echo 'echo "mayfly-vm: kernel $(uname -r), cgroup2 controllers: $(cat /sys/fs/cgroup/cgroup.controllers)"'
         echo 'echo +memory > /sys/fs/cgroup/cgroup.subtree_control'
         local variable
@@ -166,7 +169,7 @@ run() {
     (cd "$root" && find . | cpio -o -H newc --quiet) >"$work/initramfs.cpio"
 
     local log="$work/console.log"
-    local timeout="${MAYFLY_VM_TIMEOUT:-120}"
+    local timeout="${MAYFLY_VM_TIMEOUT:-240}"
     boot() {
         local accel=$1
         : >"$log"

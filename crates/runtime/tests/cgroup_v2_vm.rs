@@ -1,6 +1,7 @@
 //! The cgroup v2 memory-limit path, run for real: a small Linux VM whose only
 //! cgroup hierarchy is cgroup v2 with the memory controller enabled runs the
-//! memory tests of `process_runtime.rs` against the real handler.
+//! memory tests of `process_runtime.rs` and `lambda_runtime.rs` against the
+//! real handlers.
 //!
 //! Why a VM: this machine's kernel has its memory controller bound to a
 //! cgroup v1 hierarchy, and a controller belongs to one hierarchy per
@@ -9,28 +10,31 @@
 //! 22.04) run. `scripts/cgroup2-vm.sh` holds the VM recipe: Debian's kernel
 //! (cached by `scripts/cgroup2-vm.sh fetch-kernel`, which `scripts/test.sh`
 //! runs), an initramfs built here at test time with a static busybox as
-//! `/init`'s shell, the `process_runtime` test binary, the `process-echo`
-//! handler and the shared libraries they need, booted under qemu.
+//! `/init`'s shell, the two test binaries, the `process-echo` and
+//! `lambda-echo` handlers and the shared libraries they need, booted under
+//! qemu.
 //!
 //! Inside, `/init` mounts `cgroup2` on `/sys/fs/cgroup` and enables `+memory`
-//! in the root's subtree, then runs exactly
-//! `exceeding_the_memory_limit_is_out_of_memory` and
-//! `within_the_memory_limit_the_peak_is_reported`, one at a time, with
-//! `MAYFLY_TEST_REQUIRE_CGROUP_V2` set: they then fail unless
-//! `MemoryEnforcement::detect` (Auto) settled on `CgroupV2`, and check that an
-//! instance over its limit ends `OutOfMemory` (the kernel's OOM kill seen in
-//! `memory.events`), that one within it reports a plausible peak with the
-//! kernel offering `memory.peak`, and that no instance cgroup is left.
+//! in the root's subtree, then runs exactly the tests in [`MEMORY_TESTS`],
+//! one at a time, with `MAYFLY_TEST_REQUIRE_CGROUP_V2` set: they then fail
+//! unless `MemoryEnforcement::detect` (Auto) settled on `CgroupV2`, and check
+//! that an instance over its limit ends `OutOfMemory` (the kernel's OOM kill
+//! seen in `memory.events`; for the lambda runtime, a warm instance, and the
+//! next call gets a new one), that one within it reports a plausible peak
+//! with the kernel offering `memory.peak`, and that no instance cgroup is
+//! left. This test also finds each handler's OOM kill by the memory cgroup
+//! (`oom_memcg=/mayfly/...`) in the kernel's log.
 //!
 //! Time (this machine: 2 cores shared with other builds, load average
 //! about 9; Debian's 6.1 kernel): `-accel kvm` does not boot — this host's
 //! `/dev/kvm` is a nested PVM host whose guest hangs after the BIOS (qemu
 //! aborts outright with `-cpu host`) — so the script gives KVM 5 s to print
 //! the kernel banner and then boots under TCG. Under TCG the kernel reaches
-//! `/init` 1.5-2.6 s after it starts, a VM that only prints a line powers
-//! off 5 s after qemu starts, and the two memory tests take 8-16 s inside.
-//! The whole test, `cargo nextest run -p mayfly-runtime --test cgroup_v2_vm
-//! --locked` with everything built: 22.2, 23.3 and 24.1 s in three runs.
+//! `/init` 1.5-2.6 s after it starts (guest clock), a VM that only prints a
+//! line powers off 5 s after qemu starts at low load (36 s at load 11), and
+//! the memory tests take 9-15 s inside (process 5-9 s, lambda 4-6 s); qemu
+//! runs 21-22 s in all. The whole test, `cargo nextest run -p mayfly-runtime
+//! --test cgroup_v2_vm --locked` with everything built: 29.1 and 31.0 s.
 //! Run it with `--no-capture` to see the VM's lines and its timing.
 //!
 //! No vacuous pass: without qemu, busybox, cpio or the cached kernel the
@@ -41,29 +45,39 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const EXCEEDING_TEST: &str = "exceeding_the_memory_limit_is_out_of_memory";
-const WITHIN_TEST: &str = "within_the_memory_limit_the_peak_is_reported";
+/// The memory tests run in the VM: (test binary, exact test names).
+const MEMORY_TESTS: [(&str, &[&str]); 2] = [
+    (
+        "process_runtime",
+        &["exceeding_the_memory_limit_is_out_of_memory", "within_the_memory_limit_the_peak_is_reported"],
+    ),
+    ("lambda_runtime", &["exceeding_the_memory_limit_is_out_of_memory_and_the_next_call_gets_a_new_instance"]),
+];
 
 #[test]
 fn in_a_cgroup_v2_only_vm_the_memory_limit_is_enforced_and_the_peak_measured_by_the_cgroup() {
-    let process_runtime = process_runtime_test_binary();
+    let test_binaries: Vec<PathBuf> = MEMORY_TESTS.iter().map(|(binary, _)| test_binary(binary)).collect();
     let handlers = common::handler_directory();
+    // Each binary runs its tests one at a time; the VM's status is non-zero if either failed.
+    let mut inner_script = String::from("status=0; ");
+    for (binary, (_, tests)) in test_binaries.iter().zip(MEMORY_TESTS) {
+        inner_script.push_str(&format!(
+            "'{}' --exact --test-threads=1 {} || status=1; ",
+            binary.display(),
+            tests.join(" ")
+        ));
+    }
+    inner_script.push_str("exit $status");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/cgroup2-vm.sh");
-    let output = Command::new(&script)
-        .arg("run")
-        .arg("--env")
-        .arg("MAYFLY_TEST_REQUIRE_CGROUP_V2=1")
-        .arg("--env")
-        .arg(format!("{}={}", common::HANDLERS_DIRECTORY_VARIABLE, handlers.display()))
-        .arg("--env")
-        .arg("RUST_BACKTRACE=1")
-        .arg("--file")
-        .arg(handlers.join("process-echo"))
-        .arg("--")
-        .arg(&process_runtime)
-        .args(["--exact", "--test-threads=1", EXCEEDING_TEST, WITHIN_TEST])
-        .output()
-        .unwrap_or_else(|error| panic!("cannot run {}: {error}", script.display()));
+    let mut run = Command::new(&script);
+    run.arg("run").arg("--env").arg("MAYFLY_TEST_REQUIRE_CGROUP_V2=1");
+    run.arg("--env").arg(format!("{}={}", common::HANDLERS_DIRECTORY_VARIABLE, handlers.display()));
+    run.arg("--env").arg("RUST_BACKTRACE=1");
+    for file in test_binaries.iter().cloned().chain([handlers.join("process-echo"), handlers.join("lambda-echo")]) {
+        run.arg("--file").arg(file);
+    }
+    run.args(["--", "/bin/busybox", "sh", "-c", &inner_script]);
+    let output = run.output().unwrap_or_else(|error| panic!("cannot run {}: {error}", script.display()));
     let console = String::from_utf8_lossy(&output.stdout);
     let errors = String::from_utf8_lossy(&output.stderr);
     // The VM's own lines (its timings among them) without the kernel's boot log.
@@ -78,30 +92,36 @@ fn in_a_cgroup_v2_only_vm_the_memory_limit_is_enforced_and_the_peak_measured_by_
         panic!("the VM's /init never ran: {report}");
     });
     assert!(kernel_line.split_whitespace().any(|word| word == "memory"), "no memory controller on cgroup2: {report}");
-    for test in [EXCEEDING_TEST, WITHIN_TEST] {
-        assert!(console.contains(&format!("test {test} ... ok")), "{test} did not pass in the VM: {report}");
+    for (_, tests) in MEMORY_TESTS {
+        for test in tests {
+            assert!(console.contains(&format!("test {test} ... ok")), "{test} did not pass in the VM: {report}");
+        }
+        // Exactly the tests named ran, none filtered in by accident.
+        let passed = format!("test result: ok. {} passed", tests.len());
+        assert!(console.contains(&passed), "no `{passed}` line: {report}");
     }
-    assert!(console.contains("test result: ok. 2 passed"), "not exactly the two memory tests ran: {report}");
-    // The kill was the cgroup v2 memory controller's, in an instance cgroup under `mayfly/`.
-    assert!(
-        console.lines().any(|line| line.starts_with("mayfly-vm: kernel: ")
-            && line.contains("oom-kill:constraint=CONSTRAINT_MEMCG")
-            && line.contains("oom_memcg=/mayfly/")
-            && line.contains("task=process-echo")),
-        "the kernel logged no memory-cgroup OOM kill of the handler: {report}"
-    );
+    // The kills were the cgroup v2 memory controller's, in instance cgroups under `mayfly/`.
+    for handler in ["process-echo", "lambda-echo"] {
+        assert!(
+            console.lines().any(|line| line.starts_with("mayfly-vm: kernel: ")
+                && line.contains("oom-kill:constraint=CONSTRAINT_MEMCG")
+                && line.contains("oom_memcg=/mayfly/")
+                && line.contains(&format!("task={handler},"))),
+            "the kernel logged no memory-cgroup OOM kill of {handler}: {report}"
+        );
+    }
     assert!(console.contains("mayfly-vm: command exited with status 0"), "{report}");
 }
 
-/// The `process_runtime` test binary of this build (same target directory
+/// The test binary `name` of this crate in this build (same target directory
 /// and profile as this test, like the handlers in `common`), built if need be.
-fn process_runtime_test_binary() -> PathBuf {
+fn test_binary(name: &str) -> PathBuf {
     let test_binary = std::env::current_exe().expect("the test binary's path");
     let profile_dir = test_binary.parent().and_then(Path::parent).expect("<target>/<profile>/deps/<test>");
     let target_dir = profile_dir.parent().expect("<target>/<profile>");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let mut build = Command::new(cargo);
-    build.args(["test", "--no-run", "--quiet", "-p", "mayfly-runtime", "--test", "process_runtime"]);
+    build.args(["test", "--no-run", "--quiet", "--locked", "-p", "mayfly-runtime", "--test", name]);
     build.args(["--message-format", "json", "--target-dir"]).arg(target_dir);
     if profile_dir.file_name().is_some_and(|name| name == "release") {
         build.arg("--release");
@@ -109,13 +129,13 @@ fn process_runtime_test_binary() -> PathBuf {
     let output = build.output().expect("cargo test --no-run runs");
     assert!(
         output.status.success(),
-        "cargo test --no-run -p mayfly-runtime --test process_runtime failed: {}",
+        "cargo test --no-run -p mayfly-runtime --test {name} failed: {}",
         String::from_utf8_lossy(&output.stderr)
     );
     String::from_utf8_lossy(&output.stdout)
         .lines()
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .filter(|message| message["reason"] == "compiler-artifact" && message["target"]["name"] == "process_runtime")
+        .filter(|message| message["reason"] == "compiler-artifact" && message["target"]["name"] == name)
         .find_map(|message| message["executable"].as_str().map(PathBuf::from))
-        .expect("cargo names the process_runtime test binary")
+        .unwrap_or_else(|| panic!("cargo names the {name} test binary"))
 }

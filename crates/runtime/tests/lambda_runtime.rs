@@ -180,6 +180,7 @@ async fn a_handler_that_never_responds_times_out() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exceeding_the_memory_limit_is_out_of_memory_and_the_next_call_gets_a_new_instance() {
     let invoker = invoker();
+    let required_v2_parent = required_cgroup_v2_parent(&invoker);
     let mut function = lambda_echo("hungry");
     function.memory = Some(ByteSize(64 * 1024 * 1024));
     let warm = invoker.invoke(&function, invocation(json!({ "mode": "env" }))).await;
@@ -199,6 +200,9 @@ async fn exceeding_the_memory_limit_is_out_of_memory_and_the_next_call_gets_a_ne
     assert!(next.init_duration.is_some());
     assert_ne!(pid_of(&next), pid_of(&warm));
     invoker.shutdown().await;
+    if let Some(parent) = required_v2_parent {
+        assert_no_instance_cgroup_is_left(&parent);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

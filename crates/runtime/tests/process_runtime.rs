@@ -87,38 +87,6 @@ async fn a_timeout_kills_the_whole_process_group() {
     assert!(process_ends(child), "the handler's child {child} outlived the timeout");
 }
 
-/// Set by `cgroup_v2_vm.rs` when it runs the memory tests below in its VM:
-/// they then fail unless the invoker settled on cgroup v2 (instead of passing
-/// on whatever the machine offers), the kernel offers `memory.peak`, and no
-/// instance cgroup of this process is left afterwards (the VM runs them one at
-/// a time, so no other test's instance can be there).
-const REQUIRE_CGROUP_V2_VARIABLE: &str = "MAYFLY_TEST_REQUIRE_CGROUP_V2";
-
-fn cgroup_v2_is_required() -> bool {
-    std::env::var_os(REQUIRE_CGROUP_V2_VARIABLE).is_some()
-}
-
-/// Under [`REQUIRE_CGROUP_V2_VARIABLE`], the parent of the instance cgroups.
-fn required_cgroup_v2_parent(invoker: &Invoker) -> Option<std::path::PathBuf> {
-    if !cgroup_v2_is_required() {
-        return None;
-    }
-    let MemoryEnforcement::CgroupV2 { parent } = invoker.memory_enforcement() else {
-        panic!("{REQUIRE_CGROUP_V2_VARIABLE} is set but the invoker settled on {:?}", invoker.memory_enforcement());
-    };
-    Some(parent.clone())
-}
-
-fn assert_no_instance_cgroup_is_left(parent: &std::path::Path) {
-    let prefix = format!("{}-", std::process::id());
-    let left: Vec<_> = std::fs::read_dir(parent)
-        .unwrap()
-        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|name| name.starts_with(&prefix))
-        .collect();
-    assert!(left.is_empty(), "instance cgroups left under {}: {left:?}", parent.display());
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exceeding_the_memory_limit_is_out_of_memory() {
     let invoker = invoker();
