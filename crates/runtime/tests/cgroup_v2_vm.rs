@@ -63,7 +63,7 @@ const MEMORY_TESTS: [(&str, &[&str]); 2] = [
 
 #[test]
 fn in_a_cgroup_v2_only_vm_the_memory_limit_is_enforced_and_the_peak_measured_by_the_cgroup() {
-    let test_binaries: Vec<PathBuf> = MEMORY_TESTS.iter().map(|(binary, _)| test_binary(binary)).collect();
+    let test_binaries = test_binaries(&MEMORY_TESTS.map(|(binary, _)| binary));
     let handlers = common::handler_directory();
     // Each binary runs its tests one at a time; the VM's status is non-zero if either failed.
     let mut inner_script = String::from("status=0; ");
@@ -120,15 +120,22 @@ fn in_a_cgroup_v2_only_vm_the_memory_limit_is_enforced_and_the_peak_measured_by_
     assert!(console.contains("mayfly-vm: command exited with status 0"), "{report}");
 }
 
-/// The test binary `name` of this crate in this build (same target directory
-/// and profile as this test, like the handlers in `common`), built if need be.
-fn test_binary(name: &str) -> PathBuf {
+/// The test binaries `names` of this crate in this build (same target
+/// directory and profile as this test, like the handlers in `common`), built
+/// if need be. Built as part of the workspace, as `scripts/test.sh` builds
+/// them: with `-p mayfly-runtime` alone cargo unifies features differently
+/// and would build (slowly, during the test) another copy of the runtime.
+fn test_binaries(names: &[&str]) -> Vec<PathBuf> {
     let test_binary = std::env::current_exe().expect("the test binary's path");
     let profile_dir = test_binary.parent().and_then(Path::parent).expect("<target>/<profile>/deps/<test>");
     let target_dir = profile_dir.parent().expect("<target>/<profile>");
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let mut build = Command::new(cargo);
-    build.args(["test", "--no-run", "--quiet", "--locked", "-p", "mayfly-runtime", "--test", name]);
+    build.args(["test", "--no-run", "--quiet", "--locked", "--workspace"]);
+    for name in names {
+        build.args(["--test", name]);
+    }
     build.args(["--message-format", "json", "--target-dir"]).arg(target_dir);
     if profile_dir.file_name().is_some_and(|name| name == "release") {
         build.arg("--release");
@@ -136,13 +143,25 @@ fn test_binary(name: &str) -> PathBuf {
     let output = build.output().expect("cargo test --no-run runs");
     assert!(
         output.status.success(),
-        "cargo test --no-run -p mayfly-runtime --test {name} failed: {}",
+        "cargo test --no-run --workspace --test {} failed: {}",
+        names.join(" --test "),
         String::from_utf8_lossy(&output.stderr)
     );
-    String::from_utf8_lossy(&output.stdout)
+    let messages: Vec<serde_json::Value> = String::from_utf8_lossy(&output.stdout)
         .lines()
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .filter(|message| message["reason"] == "compiler-artifact" && message["target"]["name"] == name)
-        .find_map(|message| message["executable"].as_str().map(PathBuf::from))
-        .unwrap_or_else(|| panic!("cargo names the {name} test binary"))
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .filter(|message: &serde_json::Value| {
+            message["reason"] == "compiler-artifact" && message["manifest_path"].as_str() == manifest.to_str()
+        })
+        .collect();
+    names
+        .iter()
+        .map(|name| {
+            messages
+                .iter()
+                .filter(|message| message["target"]["name"] == *name)
+                .find_map(|message| message["executable"].as_str().map(PathBuf::from))
+                .unwrap_or_else(|| panic!("cargo names the {name} test binary"))
+        })
+        .collect()
 }
