@@ -2,7 +2,7 @@
 # Runs Mayfly's whole test suite on a fresh machine: installs what the suite
 # needs (cargo-nextest, python3 with awslambdaric, boto3 and schemathesis,
 # chromium and chromedriver, prometheus, the Docker engine, PostgreSQL 15, Slurm and munge,
-# busybox-static), builds everything, and
+# busybox-static, qemu with a Debian kernel for the cgroup v2 VM), builds everything, and
 # runs every test (unit, conformance, crash, full-disk, runtimes, control
 # plane and CLI end to end). Needs root for the full-disk tests, which mount
 # small tmpfs file systems.
@@ -102,11 +102,19 @@ if ! command -v slurmctld >/dev/null 2>&1 || ! command -v slurmd >/dev/null 2>&1
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends slurm-wlm slurmctld slurmd slurm-client munge >/dev/null
 fi
 # The swarm provisioner's test forms a two-node Docker Swarm (scripts/swarm.sh:
-# a second dockerd in a network namespace) and runs a busybox image it builds.
-if ! file -L /bin/busybox 2>/dev/null | grep -q "statically linked"; then
-    step "installing busybox-static from Debian's packages"
+# a second dockerd in a network namespace) and runs a busybox image it builds;
+# the cgroup v2 memory-limit test (crates/runtime/tests/cgroup_v2_vm.rs) boots
+# a small VM under qemu: an initramfs (cpio) around a static busybox, and
+# Debian's kernel, which scripts/cgroup2-vm.sh fetches into its cache.
+if ! command -v qemu-system-x86_64 >/dev/null 2>&1 || ! command -v cpio >/dev/null 2>&1 \
+    || ! file -L /bin/busybox 2>/dev/null | grep -q "statically linked"; then
+    step "installing qemu-system-x86, busybox-static and cpio from Debian's packages"
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq busybox-static file >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends qemu-system-x86 busybox-static cpio file >/dev/null
+fi
+if ! scripts/cgroup2-vm.sh kernel >/dev/null 2>&1; then
+    step "fetching Debian's kernel for the cgroup v2 test's VM"
+    scripts/cgroup2-vm.sh fetch-kernel
 fi
 if ! cargo nextest --version >/dev/null 2>&1; then
     step "installing cargo-nextest from crates.io"

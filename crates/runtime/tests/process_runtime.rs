@@ -90,9 +90,13 @@ async fn a_timeout_kills_the_whole_process_group() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exceeding_the_memory_limit_is_out_of_memory() {
     let invoker = invoker();
+    let required_v2_parent = required_cgroup_v2_parent(&invoker);
     let mut function = process_echo("hungry");
     function.memory = Some(ByteSize(64 * 1024 * 1024));
     let result = invoker.invoke(&function, invocation(json!({ "mode": "allocate", "mb": 256 }))).await;
+    if let Some(parent) = required_v2_parent {
+        assert_no_instance_cgroup_is_left(&parent);
+    }
     match invoker.memory_enforcement() {
         MemoryEnforcement::CgroupV1 { .. } | MemoryEnforcement::CgroupV2 { .. } => {
             assert_eq!(result.outcome, Outcome::OutOfMemory { limit: ByteSize(64 * 1024 * 1024) });
@@ -106,12 +110,20 @@ async fn exceeding_the_memory_limit_is_out_of_memory() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn within_the_memory_limit_the_peak_is_reported() {
+    let invoker = invoker();
+    let required_v2_parent = required_cgroup_v2_parent(&invoker);
     let mut function = process_echo("measured");
     function.memory = Some(ByteSize(256 * 1024 * 1024));
-    let result = invoker().invoke(&function, invocation(json!({ "mode": "allocate", "mb": 32 }))).await;
+    let result = invoker.invoke(&function, invocation(json!({ "mode": "allocate", "mb": 32 }))).await;
     assert_eq!(result.outcome, Outcome::Success, "logs: {}", logs_text(&result.logs));
     let peak = result.peak_memory.unwrap();
     assert!((32 * 1024 * 1024..256 * 1024 * 1024).contains(&peak), "peak {peak}");
+    if let Some(parent) = required_v2_parent {
+        // The peak then comes from the instance's memory.peak (Linux ≥ 5.19),
+        // which every non-root cgroup has, not from the process's rusage.
+        assert!(parent.join("memory.peak").exists(), "the kernel offers no memory.peak");
+        assert_no_instance_cgroup_is_left(&parent);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

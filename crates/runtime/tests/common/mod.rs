@@ -18,10 +18,17 @@ use std::time::{Duration, Instant};
 use mayfly_core::Name;
 use mayfly_runtime::{FunctionDefinition, Invocation, RuntimeKind};
 
+/// Names a directory holding the handler binaries already built, used as is:
+/// inside `cgroup_v2_vm.rs`'s VM there is no cargo to build them with.
+pub const HANDLERS_DIRECTORY_VARIABLE: &str = "MAYFLY_TEST_HANDLERS_DIR";
+
 /// `<target>/<profile>`, with the handler binaries built in it.
 pub fn handler_directory() -> &'static Path {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT.get_or_init(|| {
+        if let Some(directory) = std::env::var_os(HANDLERS_DIRECTORY_VARIABLE) {
+            return PathBuf::from(directory);
+        }
         let test_binary = std::env::current_exe().expect("the test binary's path");
         let profile_dir = test_binary.parent().and_then(Path::parent).expect("<target>/<profile>/deps/<test>");
         let target_dir = profile_dir.parent().expect("<target>/<profile>");
@@ -107,4 +114,37 @@ pub async fn eventually(within: Duration, mut condition: impl FnMut() -> bool) -
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     condition()
+}
+
+/// Set by `cgroup_v2_vm.rs` when it runs the memory tests in its VM: they
+/// then fail unless the invoker settled on cgroup v2 (instead of passing on
+/// whatever the machine offers), and check what only cgroup v2 offers (the
+/// kernel's `memory.peak`) and that no instance cgroup of this process is
+/// left afterwards (the VM runs them one at a time, so no other test's
+/// instance can be there).
+pub const REQUIRE_CGROUP_V2_VARIABLE: &str = "MAYFLY_TEST_REQUIRE_CGROUP_V2";
+
+pub fn cgroup_v2_is_required() -> bool {
+    std::env::var_os(REQUIRE_CGROUP_V2_VARIABLE).is_some()
+}
+
+/// Under [`REQUIRE_CGROUP_V2_VARIABLE`], the parent of the instance cgroups.
+pub fn required_cgroup_v2_parent(invoker: &mayfly_runtime::Invoker) -> Option<std::path::PathBuf> {
+    if !cgroup_v2_is_required() {
+        return None;
+    }
+    let mayfly_runtime::MemoryEnforcement::CgroupV2 { parent } = invoker.memory_enforcement() else {
+        panic!("{REQUIRE_CGROUP_V2_VARIABLE} is set but the invoker settled on {:?}", invoker.memory_enforcement());
+    };
+    Some(parent.clone())
+}
+
+pub fn assert_no_instance_cgroup_is_left(parent: &std::path::Path) {
+    let prefix = format!("{}-", std::process::id());
+    let left: Vec<_> = std::fs::read_dir(parent)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with(&prefix))
+        .collect();
+    assert!(left.is_empty(), "instance cgroups left under {}: {left:?}", parent.display());
 }
