@@ -76,7 +76,7 @@ key="$(python3 -c 'import json,sys; print(json.load(sys.stdin)["aws_access_key_i
 secret="$(python3 -c 'import json,sys; print(json.load(sys.stdin)["aws_secret_access_key"])' <<<"$created")"
 "$bin" serve --listen 127.0.0.1:0 --aws-listen 127.0.0.1:0 2> serve.log &
 server_pid=$!
-for _ in $(seq 100); do grep -q "AWS-compatible endpoint" serve.log && break; sleep 0.1; done
+for _ in $(seq 100); do grep -qs "AWS-compatible endpoint" serve.log && break; sleep 0.1; done
 aws_port="$(sed -n 's/.*AWS-compatible endpoint.*(address 127.0.0.1:\([0-9]*\)).*/\1/p' serve.log | head -1)"
 
 echo "==> disk (dd, 256 MiB, fdatasync, three times; the median is the disk's figure)"

@@ -391,3 +391,78 @@ pub fn plaintext_len(envelope_len: u64) -> Option<u64> {
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use aes_gcm::aead::{AeadInPlace, KeyInit};
+    use aes_gcm::{Aes256Gcm, Nonce, Tag};
+
+    use super::*;
+
+    fn cipher(key: &[u8; 32]) -> ChunkCipher {
+        ChunkCipher {
+            cipher: chunk_key(key),
+            nonce_prefix: [7, 8, 9, 10],
+            chunk_size: CHUNK_SIZE,
+            context: "inbox/scan.dcm".to_owned(),
+        }
+    }
+
+    /// Chunks written before the switch to ring (by RustCrypto's `aes-gcm`)
+    /// open with ring, and ring's chunks open with `aes-gcm`: the format
+    /// did not change.
+    #[test]
+    fn ring_chunks_and_aes_gcm_chunks_are_the_same_format() {
+        let key = [0x42u8; 32];
+        let chunks = cipher(&key);
+        let reference = Aes256Gcm::new((&key).into());
+        let plaintext: Vec<u8> = (0..CHUNK_SIZE + 3).map(|index| (index * 31 % 251) as u8).collect();
+        for (index, is_final, body) in [(0u64, false, &plaintext[..CHUNK_SIZE]), (1, true, &plaintext[CHUNK_SIZE..])] {
+            let nonce = chunks.nonce(index);
+            let aad = chunks.aad(index, is_final);
+
+            // Written as before: aes-gcm, body then tag.
+            let mut old = body.to_vec();
+            let tag = reference.encrypt_in_place_detached(Nonce::from_slice(&nonce), &aad, &mut old).unwrap();
+            old.extend_from_slice(&tag);
+            let mut sealed = Vec::new();
+            chunks.seal_chunk(index, is_final, body, &mut sealed);
+            assert_eq!(sealed, old, "chunk {index}: ring seals the same bytes");
+
+            let mut opened = old.clone();
+            chunks.open_chunk(index, is_final, &mut opened).unwrap();
+            assert_eq!(opened, body);
+            let (ciphertext, tag) = sealed.split_at(body.len());
+            let mut reopened = ciphertext.to_vec();
+            reference
+                .decrypt_in_place_detached(Nonce::from_slice(&nonce), &aad, &mut reopened, Tag::from_slice(tag))
+                .unwrap();
+            assert_eq!(reopened, body);
+
+            // The other final flag fails, and leaves no plaintext behind.
+            let mut wrong = old.clone();
+            assert!(chunks.open_chunk(index, !is_final, &mut wrong).is_err());
+            assert!(!wrong.windows(16).any(|window| body.windows(16).next() == Some(window)));
+        }
+    }
+
+    /// A stream cut after a full chunk is told apart from a damaged one,
+    /// though ring zeroes what fails to open (open_last_chunk keeps a copy).
+    #[test]
+    fn a_full_last_chunk_that_is_not_final_is_truncation() {
+        let chunks = cipher(&[1u8; 32]);
+        let body = vec![5u8; CHUNK_SIZE];
+        let mut sealed = Vec::new();
+        chunks.seal_chunk(3, false, &body, &mut sealed);
+        let mut cut = sealed.clone();
+        assert!(matches!(chunks.open_last_chunk(3, &mut cut), Err(CryptoError::Truncated { .. })));
+        assert!(cut.is_empty(), "no plaintext of a cut stream is handed out");
+        let mut damaged = sealed.clone();
+        damaged[100] ^= 1;
+        assert!(matches!(chunks.open_last_chunk(3, &mut damaged), Err(CryptoError::Tampered { .. })));
+        let mut last = Vec::new();
+        chunks.seal_chunk(3, true, &body, &mut last);
+        chunks.open_last_chunk(3, &mut last).unwrap();
+        assert_eq!(last, body);
+    }
+}
