@@ -204,27 +204,29 @@ fn copy_range(range: &str, size: u64) -> S3Result<std::ops::Range<u64>> {
     Ok(first..last + 1)
 }
 
-/// An object's plaintext as a byte stream: `Buckets::get` writes into one
-/// end of a pipe in its own task, the response reads the other.
-fn object_stream(buckets: Buckets, bucket: Name, key: String) -> tokio::io::DuplexStream {
-    let (writer, reader) = tokio::io::duplex(64 * 1024);
-    tokio::spawn(async move {
-        if let Err(error) = buckets.get(&bucket, &key, writer).await {
-            // The status is already sent; cutting the stream short tells the client.
-            tracing::warn!(bucket = %bucket, error = %error, "S3 GetObject failed while streaming");
-        }
-    });
-    reader
+/// An object's plaintext in pieces, streaming straight from the bucket (no
+/// pipe, no task of its own).
+async fn object_pieces(
+    buckets: &Buckets,
+    bucket: Name,
+    key: &str,
+) -> S3Result<impl futures::Stream<Item = std::io::Result<bytes::Bytes>> + Send + Unpin + use<>> {
+    let (_, pieces) = buckets.get_stream(&bucket, key).await.map_err(s3_error)?;
+    Ok(pieces.map_err(move |error| {
+        // The status is already sent; cutting the stream short tells the client.
+        tracing::warn!(bucket = %bucket, error = %error, "S3 GetObject failed while streaming");
+        std::io::Error::other(error)
+    }))
 }
 
 /// Bytes `range` of an object's plaintext, streaming.
 async fn object_range(
     buckets: &Buckets,
     bucket: Name,
-    key: String,
+    key: &str,
     range: std::ops::Range<u64>,
-) -> S3Result<tokio::io::Take<tokio::io::DuplexStream>> {
-    let mut reader = object_stream(buckets.clone(), bucket, key);
+) -> S3Result<impl tokio::io::AsyncRead + Send + Unpin + use<>> {
+    let mut reader = tokio_util::io::StreamReader::new(object_pieces(buckets, bucket, key).await?);
     if range.start > 0 {
         // Objects are sealed in chunks; skipping in the plaintext is the simple, correct way.
         let mut skip = (&mut reader).take(range.start);
@@ -233,6 +235,46 @@ async fn object_range(
             .map_err(|error| s3_error!(InternalError, "cannot read the object: {error}"))?;
     }
     Ok(reader.take(range.end - range.start))
+}
+
+/// Bytes `range` of an object's plaintext as a response body: the whole
+/// object as the bucket yields it, a range through [`object_range`].
+async fn object_body(
+    buckets: &Buckets,
+    bucket: Name,
+    key: &str,
+    range: std::ops::Range<u64>,
+    size: u64,
+) -> S3Result<StreamingBlob> {
+    if range == (0..size) {
+        let pieces = object_pieces(buckets, bucket, key).await?;
+        return Ok(StreamingBlob::wrap(SyncStream(std::sync::Mutex::new(pieces))));
+    }
+    let reader = object_range(buckets, bucket, key, range).await?;
+    let body = tokio_util::io::ReaderStream::with_capacity(reader, BODY_PIECE);
+    Ok(StreamingBlob::wrap(SyncStream(std::sync::Mutex::new(body))))
+}
+
+/// The largest piece of a ranged GET's body handed to the HTTP layer at once.
+const BODY_PIECE: usize = 256 * 1024;
+
+/// A stream that is `Sync`, as s3s's bodies must be, though only ever polled
+/// through `&mut`: the mutex is never locked (`get_mut` needs no lock).
+struct SyncStream<S>(std::sync::Mutex<S>);
+
+impl<S: futures::Stream + Unpin> futures::Stream for SyncStream<S> {
+    type Item = S::Item;
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        context: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<S::Item>> {
+        match self.get_mut().0.get_mut() {
+            Ok(stream) => std::pin::Pin::new(stream).poll_next(context),
+            // Only a panic inside poll_next poisons it; that stream is done.
+            Err(_) => std::task::Poll::Ready(None),
+        }
+    }
 }
 
 #[async_trait::async_trait]
@@ -405,12 +447,11 @@ impl S3 for MayflyS3 {
             })?,
         };
         let length = range.end - range.start;
-        let reader = object_range(&self.buckets, bucket, input.key.clone(), range.clone()).await?;
-        let body = tokio_util::io::ReaderStream::new(reader);
+        let body = object_body(&self.buckets, bucket, &input.key, range.clone(), info.size).await?;
         let content_range =
             (range != whole).then(|| format!("bytes {}-{}/{}", range.start, range.end.saturating_sub(1), info.size));
         Ok(S3Response::new(GetObjectOutput {
-            body: Some(StreamingBlob::wrap(body)),
+            body: Some(body),
             content_length: i64::try_from(length).ok(),
             content_range,
             accept_ranges: Some("bytes".to_owned()),
@@ -560,7 +601,7 @@ impl S3 for MayflyS3 {
             None => 0..source.size,
             Some(range) => copy_range(range, source.size)?,
         };
-        let body = object_range(&self.buckets, from, from_key.to_string(), range).await?;
+        let body = object_range(&self.buckets, from, from_key, range).await?;
         let part = self
             .buckets
             .put_part(&to, &input.key, &input.upload_id, i64::from(input.part_number), body)

@@ -11,16 +11,23 @@
 //!   the put's event is appended;
 //! - remove folders a delete left empty, so `a` can be put after `a/b` is
 //!   deleted (a folder `a` would otherwise stay in the way);
-//! - create and remove the bucket's folder.
+//! - create and remove the bucket's folder;
+//! - read a local file in large pieces ([`stored_stream`]): object_store's
+//!   own stream of a local file hands each 8 KiB to the blocking pool on its
+//!   own, which bounded a 256 MiB GET far below the disk (BENCHMARKS.md).
 
 use std::io;
+use std::ops::Range;
+use std::os::unix::fs::FileExt;
 use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
 
+use bytes::Bytes;
+use futures::stream::{BoxStream, StreamExt};
 use mayfly_core::Name;
-use object_store::ObjectStore;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as StorePath;
+use object_store::{GetResult, GetResultPayload, ObjectStore};
 
 use crate::error::BucketError;
 use crate::key::{InvalidKeyReason, ObjectKey};
@@ -204,6 +211,57 @@ impl ObjectBackend {
         })
         .await
     }
+}
+
+/// Bytes of a local file read per hop to the blocking pool.
+const FILE_READ_PIECE: u64 = 1024 * 1024;
+/// Pieces of a local file read ahead of the one being consumed.
+const FILE_PIECES_AHEAD: usize = 2;
+
+/// The bytes a get returned, as a stream. A local file is read in pieces of
+/// [`FILE_READ_PIECE`] bytes, [`FILE_PIECES_AHEAD`] of them in flight on the
+/// blocking pool, rather than through object_store's own stream, which reads
+/// 8 KiB per hop; other stores' streams are passed on as they are. A file
+/// that ends before the range the get reported is an error, never a short
+/// body.
+pub(crate) fn stored_stream(result: GetResult) -> BoxStream<'static, object_store::Result<Bytes>> {
+    let (file, path) = match result.payload {
+        GetResultPayload::File(file, path) => (Arc::new(file), Arc::new(path)),
+        GetResultPayload::Stream(stream) => return stream,
+    };
+    let Range { start, end } = result.range;
+    let pieces =
+        (start..end).step_by(FILE_READ_PIECE as usize).map(move |offset| offset..end.min(offset + FILE_READ_PIECE));
+    futures::stream::iter(pieces)
+        .map(move |piece| {
+            let (file, path) = (Arc::clone(&file), Arc::clone(&path));
+            async move {
+                match tokio::task::spawn_blocking(move || read_piece(&file, &path, piece)).await {
+                    Ok(read) => read,
+                    Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+                    Err(source) => Err(object_store::Error::JoinError { source }),
+                }
+            }
+        })
+        .buffered(FILE_PIECES_AHEAD)
+        .boxed()
+}
+
+/// Bytes `piece` of a local file, all of them.
+fn read_piece(file: &std::fs::File, path: &FsPath, piece: Range<u64>) -> object_store::Result<Bytes> {
+    let mut buffer = vec![0u8; (piece.end - piece.start) as usize];
+    file.read_exact_at(&mut buffer, piece.start).map_err(|source| {
+        let source = if source.kind() == io::ErrorKind::UnexpectedEof {
+            io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("{} ended before byte {} (it shrank while being read)", path.display(), piece.end),
+            )
+        } else {
+            source
+        };
+        object_store::Error::Generic { store: "LocalFileSystem", source: Box::new(source) }
+    })?;
+    Ok(Bytes::from(buffer))
 }
 
 fn sync_folder(folder: &FsPath) -> Result<(), BucketError> {

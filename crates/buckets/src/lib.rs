@@ -489,12 +489,46 @@ impl Buckets {
         }
         let result = self.inner.backend.store.get(&location).await.map_err(store_failed)?;
         let info = self.object_info(bucket, key.to_string(), &result.meta);
-        let mut chunks = result.into_stream();
+        let mut chunks = backend::stored_stream(result);
         while let Some(chunk) = chunks.try_next().await.map_err(store_failed)? {
             sink.write_all(&chunk).await.map_err(write_failed)?;
         }
         sink.flush().await.map_err(write_failed)?;
         Ok(info)
+    }
+
+    /// The object's content as a stream of pieces, for a caller that passes
+    /// them on (an HTTP response body) without a pipe or a task of its own.
+    /// For encrypted buckets only verified chunks are yielded; a changed or
+    /// truncated object ends the stream in [`BucketError::Decrypt`] after the
+    /// verified chunks before the damage, as [`Buckets::get`] does.
+    pub async fn get_stream(
+        &self,
+        bucket: &Name,
+        key: &str,
+    ) -> Result<(ObjectInfo, BoxStream<'static, Result<Bytes, BucketError>>), BucketError> {
+        let key = parse_key(key)?;
+        self.require_bucket(bucket).await?;
+        let location = self.inner.backend.object_location(bucket, &key)?;
+        let (failed_bucket, failed_key) = (bucket.clone(), key.to_string());
+        if let Some(keyring) = &self.keyring_snapshot() {
+            let (meta, plaintext) = self.open_decrypting(keyring, bucket, &key, &location).await?;
+            let info = self.object_info(bucket, key.to_string(), &meta);
+            let stream = tokio_util::io::ReaderStream::with_capacity(plaintext, mayfly_crypto::CHUNK_SIZE)
+                .map_err(move |error| BucketError::from_body_read(&failed_bucket, &failed_key, error));
+            return Ok((info, stream.boxed()));
+        }
+        let result = self
+            .inner
+            .backend
+            .store
+            .get(&location)
+            .await
+            .map_err(|source| BucketError::from_store_reading("read", bucket, key.as_str(), source))?;
+        let info = self.object_info(bucket, key.to_string(), &result.meta);
+        let stream = backend::stored_stream(result)
+            .map_err(move |source| BucketError::from_store_reading("read", &failed_bucket, &failed_key, source));
+        Ok((info, stream.boxed()))
     }
 
     /// The object's content, in memory.
@@ -578,7 +612,7 @@ impl Buckets {
             .map_err(|source| BucketError::from_store_reading("read", bucket, key.as_str(), source))?;
         let etag_before = result.meta.e_tag.clone();
         let metadata = self.read_metadata(bucket, &key, etag_before.as_deref()).await?;
-        let mut stored = StreamReader::new(result.into_stream().map_err(std::io::Error::other));
+        let mut stored = StreamReader::new(backend::stored_stream(result).map_err(std::io::Error::other));
         let mut header = Vec::with_capacity(HEADER_LEN);
         (&mut stored).take(HEADER_LEN as u64).read_to_end(&mut header).await.map_err(read_failed)?;
         let (outcome, new_body): (RewrapOutcome, Box<dyn AsyncRead + Unpin + Send>) =
@@ -634,6 +668,7 @@ impl Buckets {
             .get(&location)
             .await
             .map_err(|source| BucketError::from_store_reading("read", bucket, key.as_str(), source))?;
+        // object_store's own stream reads 8 KiB at a time: enough for the header, all this reads.
         let mut stored = StreamReader::new(result.into_stream().map_err(std::io::Error::other));
         let mut header = Vec::with_capacity(HEADER_LEN);
         (&mut stored)
@@ -736,7 +771,7 @@ impl Buckets {
             .await
             .map_err(|source| BucketError::from_store_reading("read", bucket, key.as_str(), source))?;
         let meta = result.meta.clone();
-        let envelope = StreamReader::new(result.into_stream().map_err(std::io::Error::other));
+        let envelope = StreamReader::new(backend::stored_stream(result).map_err(std::io::Error::other));
         let plaintext = DecryptingReader::open(envelope, keyring, &object_context(bucket, key))
             .await
             .map_err(|error| BucketError::from_body_read(bucket, key.as_str(), error))?;

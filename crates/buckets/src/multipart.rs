@@ -436,7 +436,8 @@ impl Buckets {
                 let context = part_context(&bucket, &upload_id, number, &etag);
                 async move {
                     let stored = store.get(&location).await.map_err(std::io::Error::other)?;
-                    let stored = StreamReader::new(stored.into_stream().map_err(std::io::Error::other));
+                    let stored =
+                        StreamReader::new(crate::backend::stored_stream(stored).map_err(std::io::Error::other));
                     let plaintext: Box<dyn AsyncRead + Unpin + Send> = match keyring {
                         None => Box::new(stored),
                         Some(keyring) => Box::new(DecryptingReader::open(stored, &keyring, &context).await?),

@@ -258,3 +258,42 @@ async fn unencrypted_objects_from_before_are_refused_until_encrypted_by_rewrap()
     assert_marker_nowhere(&project);
     assert!(matches!(unencrypted.rewrap(&inbox, "old.txt", false).await, Err(BucketError::NoKeyring { .. })));
 }
+
+#[tokio::test]
+async fn get_stream_yields_what_get_writes_and_stops_before_damage() {
+    use futures::TryStreamExt;
+    let project = Project::encrypted_with_buckets(&["inbox"]).await;
+    let inbox = name("inbox");
+    // Several 1 MiB pieces of the file, many 64 KiB chunks, a short last one.
+    let length = 3 * 1024 * 1024 + 7;
+    let stored = project.buckets.put(&inbox, "big.bin", GeneratedBody::new(length)).await.unwrap();
+    let (info, pieces) = project.buckets.get_stream(&inbox, "big.bin").await.unwrap();
+    assert_eq!(info, stored);
+    let pieces: Vec<Bytes> = pieces.try_collect().await.unwrap();
+    let streamed: Vec<u8> = pieces.concat();
+    assert_eq!(streamed.len() as u64, length);
+    assert_eq!(support::sha256_hex(&streamed), GeneratedBody::expected_sha256_hex(length));
+
+    // A flipped byte in the 20th chunk: the chunks before it come out, then the error.
+    let file = project.object_file("inbox", "big.bin");
+    let mut damaged = std::fs::read(&file).unwrap();
+    let position = 94 + 19 * (64 * 1024 + 16) + 10;
+    damaged[position] ^= 0x01;
+    std::fs::write(&file, &damaged).unwrap();
+    let (_, mut pieces) = project.buckets.get_stream(&inbox, "big.bin").await.unwrap();
+    let mut verified = Vec::new();
+    let error = loop {
+        match pieces.try_next().await {
+            Ok(Some(piece)) => verified.extend_from_slice(&piece),
+            Ok(None) => panic!("a damaged object streamed to its end"),
+            Err(error) => break error,
+        }
+    };
+    assert!(matches!(decrypt_error(error, "inbox", "big.bin"), CryptoError::Tampered { .. }));
+    assert_eq!(verified.len(), 19 * 64 * 1024, "exactly the chunks before the damage");
+    assert_eq!(verified[..], streamed[..verified.len()]);
+
+    // A missing object is refused before any stream.
+    let Err(error) = project.buckets.get_stream(&inbox, "missing").await else { panic!("a missing object streamed") };
+    assert!(matches!(error, BucketError::NoSuchKey { .. }));
+}

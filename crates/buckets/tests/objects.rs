@@ -299,3 +299,20 @@ async fn a_body_that_fails_mid_stream_stores_nothing() {
     assert_eq!(project.files_on_disk("inbox"), Vec::<String>::new(), "no partial object, no temp file");
     assert!(project.events().is_empty());
 }
+
+#[tokio::test]
+async fn get_stream_of_an_unencrypted_bucket_yields_the_file_in_pieces() {
+    use futures::TryStreamExt;
+    let project = Project::with_buckets(&["inbox"]).await;
+    let inbox = name("inbox");
+    for length in [0, 1, 1024 * 1024, 2 * 1024 * 1024 + 3] {
+        let key = format!("object-{length}");
+        project.buckets.put(&inbox, &key, GeneratedBody::new(length)).await.unwrap();
+        let (info, pieces) = project.buckets.get_stream(&inbox, &key).await.unwrap();
+        assert_eq!(info.size, length);
+        let pieces: Vec<Bytes> = pieces.try_collect().await.unwrap();
+        assert!(pieces.iter().all(|piece| piece.len() <= 1024 * 1024), "pieces of at most 1 MiB");
+        let streamed = pieces.concat();
+        assert_eq!(sha256_hex(&streamed), GeneratedBody::expected_sha256_hex(length), "{length} bytes");
+    }
+}
