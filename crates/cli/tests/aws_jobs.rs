@@ -20,7 +20,14 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-fn spec(name: &str, aws_port: u16) -> String {
+/// The function as a `process` (event on stdin) or a warm `lambda` instance.
+const PROCESS: &str = r#"command = ["python3", "functions/copier.py"]"#;
+const LAMBDA: &str = r#"runtime = "lambda"
+command = ["python3", "-m", "awslambdaric", "copier.handler"]
+handler = "copier.handler"
+env = { PYTHONPATH = "functions" }"#;
+
+fn spec(name: &str, aws_port: u16, function: &str) -> String {
     format!(
         r#"version = 1
 name = "{name}"
@@ -29,7 +36,7 @@ name = "{name}"
 [buckets.other]
 [buckets.logs]
 [functions.copier]
-command = ["python3", "functions/copier.py"]
+{function}
 timeout = "60s"
 permissions = ["objects:read:scans", "objects:write:copies"]
 [jobs.copy]
@@ -47,10 +54,22 @@ aws_listen = "127.0.0.1:{aws_port}"
 
 #[test]
 fn job_workers_get_scoped_credentials_and_boto3_copies_every_object_and_is_refused_outside_them() {
+    copies_every_object_with_scoped_credentials(PROCESS);
+}
+
+/// The same with the function as a `lambda` handler: a warm instance keeps
+/// the credentials it started with.
+#[test]
+fn job_workers_give_a_lambda_instance_scoped_credentials() {
+    support::ensure_awslambdaric();
+    copies_every_object_with_scoped_credentials(LAMBDA);
+}
+
+fn copies_every_object_with_scoped_credentials(function: &str) {
     let found = std::process::Command::new("python3").args(["-c", "import boto3"]).status();
     assert!(found.is_ok_and(|status| status.success()), "boto3 is missing (scripts/test.sh installs it)");
     let aws_port = free_port();
-    let project = Project::with_spec(&spec(&support::unique_name("aws-jobs"), aws_port));
+    let project = Project::with_spec(&spec(&support::unique_name("aws-jobs"), aws_port, function));
     std::fs::create_dir_all(project.path("functions")).unwrap();
     std::fs::copy(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/aws/copier.py"),
@@ -118,7 +137,7 @@ fn job_workers_get_scoped_credentials_and_boto3_copies_every_object_and_is_refus
 /// run of such a job is refused, saying why, before the run is created.
 #[test]
 fn a_job_function_with_permissions_and_no_fixed_aws_port_is_refused_clearly() {
-    let project = Project::with_spec(&spec(&support::unique_name("aws-jobs-port"), 0));
+    let project = Project::with_spec(&spec(&support::unique_name("aws-jobs-port"), 0, PROCESS));
     std::fs::create_dir_all(project.path("functions")).unwrap();
     project.ok(&["deploy"]);
     support::assert_success(&project.run_with_stdin(&["put", "scans/in/one.bin"], b"one"), &["put"]);
