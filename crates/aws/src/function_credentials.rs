@@ -5,13 +5,12 @@
 //! `AWS_REGION` (the region the endpoint signs for), `AWS_ENDPOINT_URL` (this
 //! project's AWS endpoint) and `AWS_CA_BUNDLE` (its certificate).
 
-use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
 use mayfly_core::Timestamp;
-use mayfly_runtime::{CredentialIssuer, FunctionDefinition};
+use mayfly_runtime::{CredentialIssuer, FunctionDefinition, IssuedCredentials};
 
 use crate::REGION;
 use crate::sessions::SessionKeys;
@@ -54,19 +53,24 @@ impl FunctionCredentials {
         *self.endpoint.write().unwrap_or_else(std::sync::PoisonError::into_inner) = endpoint_url(address);
     }
 
+    /// The endpoint's certificate (PEM file).
+    pub fn ca_bundle(&self) -> &std::path::Path {
+        &self.ca_bundle
+    }
+
     pub fn endpoint_url(&self) -> String {
         self.endpoint.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 }
 
 impl CredentialIssuer for FunctionCredentials {
-    fn variables(&self, function: &FunctionDefinition, expires_at: Timestamp) -> BTreeMap<String, String> {
+    fn variables(&self, function: &FunctionDefinition, expires_at: Timestamp) -> IssuedCredentials {
         if function.permissions.is_empty() {
-            return BTreeMap::new();
+            return IssuedCredentials::default();
         }
         let deployment = function.version.parse::<u64>().ok();
         let issued = self.keys.issue(&function.name, deployment, &function.permissions, expires_at);
-        [
+        let variables = [
             ("AWS_ACCESS_KEY_ID", issued.access_key_id),
             ("AWS_SECRET_ACCESS_KEY", issued.secret_access_key),
             ("AWS_SESSION_TOKEN", issued.session_token),
@@ -74,9 +78,8 @@ impl CredentialIssuer for FunctionCredentials {
             ("AWS_DEFAULT_REGION", REGION.to_owned()),
             ("AWS_ENDPOINT_URL", self.endpoint_url()),
             ("AWS_CA_BUNDLE", self.ca_bundle.display().to_string()),
-        ]
-        .into_iter()
-        .map(|(name, value)| (name.to_owned(), value))
-        .collect()
+        ];
+        let variables = variables.into_iter().map(|(name, value)| (name.to_owned(), value)).collect();
+        IssuedCredentials { variables, expires_at: Some(expires_at) }
     }
 }

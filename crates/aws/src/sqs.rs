@@ -883,15 +883,16 @@ impl Sqs {
         Ok(json!({ "Successful": successful, "Failed": failed }))
     }
 
+    /// Delete every message of the queue, in flight included. SQS allows one
+    /// purge per queue per 60 s and answers `PurgeQueueInProgress` within
+    /// them; Mayfly purges at once every time (one commit, nothing to wait
+    /// for), so it never answers that.
     async fn purge_queue(&self, grant: &Principal, queue: Name, _input: QueueInput) -> Result<Value, SqsError> {
         require(grant, CONSUME, queue.as_str())?;
-        self.queue_record(&queue).await?;
-        Err(SqsError::new(
-            SqsErrorCode::UnsupportedOperation,
-            format!(
-                "PurgeQueue is not implemented: Mayfly's state store has no purge; receive and delete the messages of `{queue}`, or redeploy the queue"
-            ),
-        ))
+        let name = queue.clone();
+        let purged = self.blocking(&queue, move |state| state.purge_queue(&name)).await?;
+        tracing::info!(queue = %queue, purged, "purged queue through the SQS endpoint");
+        Ok(json!({}))
     }
 }
 

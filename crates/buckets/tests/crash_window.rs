@@ -138,6 +138,10 @@ impl QueueStore for StoreWithFailingAppends {
     fn dead_letters_from(&self, dead_letter: &Name, source: &Name) -> Result<u64> {
         self.inner.dead_letters_from(dead_letter, source)
     }
+
+    fn purge_queue(&self, queue: &Name) -> Result<u64> {
+        self.inner.purge_queue(queue)
+    }
 }
 
 impl InvocationLedger for StoreWithFailingAppends {

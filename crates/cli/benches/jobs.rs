@@ -923,6 +923,7 @@ logs = "logs"
                 ..CoordinatorTiming::default()
             },
             tls: CoordinatorTls::default(),
+            aws: None,
         };
         let began = Instant::now();
         let coordinator = runtime.spawn(mayfly_jobs::coordinator::run(config));

@@ -28,6 +28,7 @@ visibility_timeout = "30s"
 max_receives = 2
 dead_letter = "retry-dlq"
 [queues.retry-dlq]
+[queues.purged]
 [api]
 "#;
 
@@ -79,7 +80,7 @@ fn boto3_unmodified_sends_receives_deletes_and_dead_letters_messages_and_is_refu
 
     let port = server.aws_address.port();
     assert_eq!(seen["work_url"], format!("https://localhost:{port}/000000000000/work"));
-    assert_eq!(seen["listed"], json!(["left", "poll", "retry", "retry-dlq", "work"]));
+    assert_eq!(seen["listed"], json!(["left", "poll", "purged", "retry", "retry-dlq", "work"]));
     assert_eq!(seen["listed_prefix"], json!(["retry", "retry-dlq"]));
     assert!(seen["sent_id"].as_str().unwrap().parse::<u64>().is_ok(), "{seen}");
     assert_eq!(seen["counts_after_send"], json!(["1", "0", "1"]));
@@ -123,7 +124,12 @@ fn boto3_unmodified_sends_receives_deletes_and_dead_letters_messages_and_is_refu
     assert_eq!(seen["unknown_queue"], "AWS.SimpleQueueService.NonExistentQueue");
     assert_eq!(seen["unknown_queue_modeled"], true, "boto3 raises its modeled QueueDoesNotExist");
     assert_eq!(seen["bad_max"], "InvalidParameterValue");
-    assert_eq!(seen["purge"], "AWS.SimpleQueueService.UnsupportedOperation");
+    assert_eq!(seen["before_purge"], json!(["1", "1", "1"]));
+    assert_eq!(seen["after_purge"], json!(["0", "0", "0"]), "visible, in-flight and delayed messages are purged");
+    assert_eq!(seen["purged_receipt"], "ReceiptHandleIsInvalid", "a purged message's receipt is void");
+    assert_eq!(seen["purged_receive"], 0);
+    assert_eq!(seen["purge_unknown"], "AWS.SimpleQueueService.NonExistentQueue");
+    assert_eq!(seen["sender_purge"], "AccessDenied", "a send-only token cannot purge");
     assert_eq!(seen["create"], "AWS.SimpleQueueService.UnsupportedOperation");
     assert_eq!(seen["sender_receive"], "AccessDenied", "a send-only token cannot consume");
     assert_eq!(seen["wrong_secret"], "SignatureDoesNotMatch");
@@ -142,6 +148,7 @@ fn boto3_unmodified_sends_receives_deletes_and_dead_letters_messages_and_is_refu
     let row = |name: &str| queues.as_array().unwrap().iter().find(|row| row["queue"] == name).cloned().unwrap();
     assert_eq!((row("work")["visible"].as_u64(), row("left")["visible"].as_u64()), (Some(2), Some(1)));
     assert_eq!(row("retry")["dead_letter_depth"], 1);
+    assert_eq!(row("purged")["visible"], 1, "the queue takes messages after its purge");
     let received = project.json(&["receive", "left"]);
     assert_eq!(received[0]["body"], "{\"for\": \"rust\"}");
     assert_eq!(received[0]["attributes"], json!({"source": "boto3"}));
@@ -164,6 +171,18 @@ fn boto3_unmodified_sends_receives_deletes_and_dead_letters_messages_and_is_refu
         "{log:?}"
     );
     assert!(logged(&|record| record["outcome"].as_str().unwrap().starts_with("SignatureDoesNotMatch")), "{log:?}");
+    assert!(
+        logged(&|record| record["token_id"] == token.as_str()
+            && record["resource"] == "sqs/purged"
+            && record["status"] == 200),
+        "the purge is logged: {log:?}"
+    );
+    assert!(
+        logged(&|record| record["token_id"] == sender_token.as_str()
+            && record["resource"] == "sqs/purged"
+            && record["status"] == 403),
+        "the refused purge is logged: {log:?}"
+    );
     assert!(logged(&|record| record["resource"] == "s3/"), "the S3 call is logged as S3's: {log:?}");
 
     // A revoked token's key stops working at once.

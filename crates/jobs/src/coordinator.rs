@@ -39,6 +39,7 @@ use mayfly_core::{Clock, Name, Timestamp};
 use mayfly_fleet::{
     ProcessSpec, Provisioner, ResourceId, ResourceState, TAG_ROLE, TAG_RUN, TAG_WORKER, TagFilter, Tags,
 };
+use mayfly_runtime::LAMBDA_INSTANCE_CREDENTIAL_LIFETIME;
 use mayfly_spec::{Architecture, JobSource, JobSpec};
 use mayfly_state::{GroupedCompletion, ItemCompletion, NewRunItem, StateStore, WorkerRecord};
 use tokio::sync::Mutex;
@@ -48,9 +49,10 @@ use crate::group_commit::{GroupCommitConfig, GroupCommitter};
 use crate::logs;
 use crate::output::{self, CapturedOutput};
 use crate::protocol::{
-    AttemptOutcome, AttemptReport, COMPLETE_PATH, CompleteRequest, CompleteResponse, FunctionHandoff, HEARTBEAT_PATH,
-    HELLO_PATH, HeartbeatRequest, HeartbeatResponse, HelloRequest, LEASE_PATH, LOGS_PATH, LeaseRequest, LeaseResponse,
-    LeasedItem, LogsRequest, WorkerAssignment, WorkerIdentity, decode, encode,
+    AttemptOutcome, AttemptReport, COMPLETE_PATH, CREDENTIALS_PATH, CompleteRequest, CompleteResponse,
+    CredentialsRequest, FunctionHandoff, HEARTBEAT_PATH, HELLO_PATH, HandedCredentials, HeartbeatRequest,
+    HeartbeatResponse, HelloRequest, LEASE_PATH, LOGS_PATH, LeaseRequest, LeaseResponse, LeasedItem, LogsRequest,
+    WorkerAssignment, WorkerAwsAccess, WorkerIdentity, decode, encode,
 };
 use crate::tls::{self, CertificateFingerprint, CertificatePolicy, RunAuthority};
 
@@ -130,6 +132,24 @@ pub struct CoordinatorConfig {
     pub keyring: Option<Arc<mayfly_buckets::crypto::Keyring>>,
     pub timing: CoordinatorTiming,
     pub tls: CoordinatorTls,
+    /// Mints the AWS credentials of a worker function with `permissions`;
+    /// `None`: workers' functions get none.
+    pub aws: Option<WorkerAwsIssuer>,
+}
+
+/// How a coordinator gives its workers' function AWS credentials: workers
+/// hold no key of the store, so it mints them, for the function's
+/// `permissions`, each set expiring [`LAMBDA_INSTANCE_CREDENTIAL_LIFETIME`]
+/// (or the item timeout, if longer) after it is minted and never after the
+/// run's deadline; a worker asks for a new set before an item that would
+/// outlive the one it holds.
+#[derive(Debug, Clone)]
+pub struct WorkerAwsIssuer {
+    /// Mints the credentials; its `AWS_ENDPOINT_URL` must be one the
+    /// workers' host reaches (the CLI decides, see ARCHITECTURE.md).
+    pub issuer: Arc<dyn mayfly_runtime::CredentialIssuer>,
+    /// The endpoint's certificate (PEM), which the worker writes to a file of its own.
+    pub ca_bundle_pem: String,
 }
 
 /// The coordinator's side of mutual TLS with its workers.
@@ -217,6 +237,10 @@ struct Shared {
     committer: GroupCommitter,
     /// Items handed to workers so far (leases), for the queue feeder's estimate of the ready backlog.
     handed_out: std::sync::atomic::AtomicU64,
+    aws: Option<WorkerAwsIssuer>,
+    /// The function workers run, for minting its credentials.
+    worker_function: mayfly_runtime::FunctionDefinition,
+    deadline: Timestamp,
 }
 
 type Refusal = (StatusCode, String);
@@ -275,6 +299,23 @@ impl Shared {
         Ok(())
     }
 
+    /// Fresh credentials for the workers' function, if it has `permissions`
+    /// and the coordinator has an issuer.
+    fn mint_credentials(&self) -> Option<HandedCredentials> {
+        let aws = self.aws.as_ref()?;
+        let function = &self.worker_function;
+        if function.permissions.is_empty() {
+            return None;
+        }
+        let lifetime = LAMBDA_INSTANCE_CREDENTIAL_LIFETIME.max(function.timeout);
+        let expires_at = self.clock.now().saturating_add(lifetime).min(self.deadline);
+        let issued = aws.issuer.variables(function, expires_at);
+        Some(HandedCredentials {
+            variables: issued.variables,
+            expires_at_millis: issued.expires_at.unwrap_or(expires_at).as_millis(),
+        })
+    }
+
     async fn should_stop(&self, worker: &str) -> bool {
         self.is_finishing()
             || self.workers.lock().await.get(worker).is_none_or(|w| w.surplus || w.phase == WorkerPhase::Stopping)
@@ -310,7 +351,28 @@ async fn hello_handler(
     Json(request): Json<HelloRequest>,
 ) -> Result<Json<WorkerAssignment>, Refusal> {
     shared.check_worker(&request.identity, peer, false).await?;
-    Ok(Json(shared.assignment.clone()))
+    let mut assignment = shared.assignment.clone();
+    assignment.aws = shared
+        .mint_credentials()
+        .zip(shared.aws.as_ref())
+        .map(|(credentials, aws)| WorkerAwsAccess { credentials, ca_bundle_pem: aws.ca_bundle_pem.clone() });
+    Ok(Json(assignment))
+}
+
+/// New AWS credentials for the worker's function.
+async fn credentials_handler(
+    State(shared): State<Arc<Shared>>,
+    Extension(peer): Extension<CertificateFingerprint>,
+    Json(request): Json<CredentialsRequest>,
+) -> Result<Json<HandedCredentials>, Refusal> {
+    shared.check_identity(&request.identity, peer).await?;
+    let credentials = shared.mint_credentials().ok_or_else(|| {
+        refuse(
+            StatusCode::NOT_FOUND,
+            format!("the function of run {} gets no AWS credentials (no `permissions`, or no `[api]`)", shared.run_id),
+        )
+    })?;
+    Ok(Json(credentials))
 }
 
 async fn lease_handler(
@@ -488,6 +550,7 @@ pub async fn run(config: CoordinatorConfig) -> Result<RunStatus, CoordinatorErro
         job: config.job.to_string(),
         function: FunctionHandoff::from_definition(&config.worker_function),
         batch,
+        aws: None,
     };
     let committer =
         GroupCommitter::start(state.clone(), run_id.clone(), timing.group_commit).map_err(CoordinatorError::Serve)?;
@@ -515,6 +578,9 @@ pub async fn run(config: CoordinatorConfig) -> Result<RunStatus, CoordinatorErro
         finishing: std::sync::atomic::AtomicBool::new(false),
         committer,
         handed_out: std::sync::atomic::AtomicU64::new(0),
+        aws: config.aws.clone(),
+        worker_function: config.worker_function.clone(),
+        deadline: run_record.deadline,
     });
     let router = Router::new()
         .route(HELLO_PATH, post(hello_handler))
@@ -522,6 +588,7 @@ pub async fn run(config: CoordinatorConfig) -> Result<RunStatus, CoordinatorErro
         .route(COMPLETE_PATH, post(complete_handler))
         .route(HEARTBEAT_PATH, post(heartbeat_handler))
         .route(LOGS_PATH, post(logs_handler))
+        .route(CREDENTIALS_PATH, post(credentials_handler))
         .with_state(shared.clone());
     let listener =
         tokio::net::TcpListener::bind(SocketAddr::new(config.listen, 0)).await.map_err(CoordinatorError::Serve)?;

@@ -20,6 +20,10 @@
 //! - `POST /v1/heartbeat` — "I am alive and hold these items"; the
 //!   coordinator extends their leases while heartbeats arrive.
 //! - `POST /v1/logs` — a chunk of the worker's log, appended in order.
+//! - `POST /v1/credentials` — fresh AWS credentials for the function's
+//!   `permissions` (a worker asks when the ones it holds would expire before
+//!   its next item's deadline); the first come with `/v1/hello`. Workers hold
+//!   no key of the store, so the coordinator mints them.
 //!
 //! Item payloads and results are bytes, carried base64-encoded.
 
@@ -27,7 +31,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use mayfly_core::{ByteSize, Name};
+use mayfly_core::{ByteSize, Name, Permission};
 use mayfly_runtime::{FunctionDefinition, Isolation, RuntimeKind};
 use serde::{Deserialize, Serialize};
 
@@ -36,6 +40,7 @@ pub const LEASE_PATH: &str = "/v1/lease";
 pub const COMPLETE_PATH: &str = "/v1/complete";
 pub const HEARTBEAT_PATH: &str = "/v1/heartbeat";
 pub const LOGS_PATH: &str = "/v1/logs";
+pub const CREDENTIALS_PATH: &str = "/v1/credentials";
 
 /// Every request names the run and the worker, so a worker of another run is
 /// refused; the name must be the one the connection's client certificate was issued to.
@@ -57,6 +62,32 @@ pub struct WorkerAssignment {
     pub function: FunctionHandoff,
     /// Items to ask for at once.
     pub batch: usize,
+    /// How the function reaches the AWS endpoint, when it has `permissions`.
+    #[serde(default)]
+    pub aws: Option<WorkerAwsAccess>,
+}
+
+/// What a worker needs to give its function AWS credentials.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct WorkerAwsAccess {
+    /// The first credentials; later ones come from `/v1/credentials`.
+    pub credentials: HandedCredentials,
+    /// The endpoint's certificate (PEM): the worker writes it to a file of
+    /// its own host and points `AWS_CA_BUNDLE` there.
+    pub ca_bundle_pem: String,
+}
+
+/// Credentials minted by the coordinator: the `AWS_*` variables and when
+/// they expire (Unix milliseconds).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct HandedCredentials {
+    pub variables: BTreeMap<String, String>,
+    pub expires_at_millis: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CredentialsRequest {
+    pub identity: WorkerIdentity,
 }
 
 /// A function's definition as it travels to a worker: the runtime's
@@ -77,6 +108,9 @@ pub struct FunctionHandoff {
     /// Absent from coordinators older than container isolation: a process.
     #[serde(default)]
     pub isolation: Isolation,
+    /// What its AWS credentials allow; absent from older coordinators: none.
+    #[serde(default)]
+    pub permissions: Vec<Permission>,
 }
 
 impl FunctionHandoff {
@@ -94,6 +128,7 @@ impl FunctionHandoff {
             concurrency: definition.concurrency,
             max_payload_bytes: definition.max_payload.bytes(),
             isolation: definition.isolation.clone(),
+            permissions: definition.permissions.clone(),
         }
     }
 
@@ -113,8 +148,7 @@ impl FunctionHandoff {
             concurrency: self.concurrency,
             max_payload: ByteSize(self.max_payload_bytes),
             isolation: self.isolation,
-            // Job workers get no AWS credentials yet.
-            permissions: Vec::new(),
+            permissions: self.permissions,
         })
     }
 }

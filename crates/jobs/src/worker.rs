@@ -16,14 +16,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use mayfly_runtime::{FunctionDefinition, Invocation, Invoker, InvokerConfig};
+use mayfly_runtime::{FunctionDefinition, Invocation, Invoker, InvokerConfig, IssuedCredentials};
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 
 use crate::protocol::{
-    AttemptOutcome, AttemptReport, COMPLETE_PATH, CompleteRequest, CompleteResponse, HEARTBEAT_PATH, HELLO_PATH,
-    HeartbeatRequest, HeartbeatResponse, HelloRequest, ItemEvent, LEASE_PATH, LOGS_PATH, LeaseRequest, LeaseResponse,
-    LeasedItem, LogsRequest, WorkerAssignment, WorkerIdentity, decode, encode,
+    AttemptOutcome, AttemptReport, COMPLETE_PATH, CREDENTIALS_PATH, CompleteRequest, CompleteResponse,
+    CredentialsRequest, HEARTBEAT_PATH, HELLO_PATH, HandedCredentials, HeartbeatRequest, HeartbeatResponse,
+    HelloRequest, ItemEvent, LEASE_PATH, LOGS_PATH, LeaseRequest, LeaseResponse, LeasedItem, LogsRequest,
+    WorkerAssignment, WorkerIdentity, decode, encode,
 };
 
 #[derive(Debug, Clone)]
@@ -140,8 +141,17 @@ pub async fn run(config: WorkerConfig) -> Result<u64, WorkerError> {
     // before calling in, so the coordinator counts a failed start and, after
     // a few, fails the run with this message.
     check_program_exists(&function)?;
-    let task = Task { job: assignment.job, function, batch: assignment.batch.max(1) };
-    let invoker = Invoker::new(config.invoker.clone());
+    let mut invoker_config = config.invoker.clone();
+    let aws = match assignment.aws {
+        Some(access) => {
+            let held = HeldCredentials::new(&config.identity, access.credentials, &access.ca_bundle_pem)?;
+            invoker_config.credentials = Some(Arc::new(held.clone()));
+            Some(held)
+        }
+        None => None,
+    };
+    let task = Task { job: assignment.job, function, batch: assignment.batch.max(1), aws };
+    let invoker = Invoker::new(invoker_config);
     let holding: Arc<Mutex<Vec<String>>> = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
 
@@ -194,7 +204,98 @@ struct Task {
     job: String,
     function: FunctionDefinition,
     batch: usize,
+    /// The function's AWS credentials, when it has `permissions`.
+    aws: Option<HeldCredentials>,
 }
+
+/// The AWS credentials a worker's coordinator minted for its function, as
+/// the invoker's issuer: it hands out the set it holds, with that set's own
+/// expiry (so the invoker starts no lambda instance on credentials that
+/// would lapse before an invocation's deadline), and `AWS_CA_BUNDLE`
+/// pointing at the endpoint's certificate written on this host.
+#[derive(Clone)]
+struct HeldCredentials {
+    held: Arc<std::sync::Mutex<HandedCredentials>>,
+    ca_bundle: Arc<CaBundleFile>,
+}
+
+impl std::fmt::Debug for HeldCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HeldCredentials").field("ca_bundle", &self.ca_bundle.0).finish_non_exhaustive()
+    }
+}
+
+/// The endpoint's certificate in this host's temporary directory, removed with the worker.
+struct CaBundleFile(std::path::PathBuf);
+
+impl Drop for CaBundleFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+impl HeldCredentials {
+    fn new(identity: &WorkerIdentity, first: HandedCredentials, ca_bundle_pem: &str) -> Result<Self, WorkerError> {
+        // Unique per worker of a run: several workers may share a host (and a temporary directory).
+        let path = std::env::temp_dir().join(format!(
+            "mayfly-{}-{}-{:08x}-aws-ca.pem",
+            identity.run,
+            identity.worker,
+            rand::random::<u32>()
+        ));
+        std::fs::write(&path, ca_bundle_pem).map_err(|error| {
+            WorkerError::Internal(format!("cannot write the AWS endpoint's certificate to {}: {error}", path.display()))
+        })?;
+        Ok(HeldCredentials { held: Arc::new(std::sync::Mutex::new(first)), ca_bundle: Arc::new(CaBundleFile(path)) })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HandedCredentials> {
+        // Replaced whole under the lock: never seen half-written.
+        self.held.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn expires_at(&self) -> mayfly_core::Timestamp {
+        mayfly_core::Timestamp::from_millis(self.lock().expires_at_millis)
+    }
+
+    fn replace(&self, fresh: HandedCredentials) {
+        *self.lock() = fresh;
+    }
+}
+
+impl mayfly_runtime::CredentialIssuer for HeldCredentials {
+    fn variables(&self, _function: &FunctionDefinition, _expires_at: mayfly_core::Timestamp) -> IssuedCredentials {
+        let held = self.lock();
+        let mut variables = held.variables.clone();
+        variables.insert("AWS_CA_BUNDLE".to_owned(), self.ca_bundle.0.display().to_string());
+        IssuedCredentials { variables, expires_at: Some(mayfly_core::Timestamp::from_millis(held.expires_at_millis)) }
+    }
+}
+
+/// Before an item: if the credentials held would lapse before the item's
+/// deadline (with a margin for the call), ask the coordinator for new ones.
+async fn refresh_credentials(
+    client: &Client,
+    identity: &WorkerIdentity,
+    task: &Task,
+    now: mayfly_core::Timestamp,
+) -> Result<(), WorkerError> {
+    let Some(aws) = &task.aws else {
+        return Ok(());
+    };
+    let needed_until = now.saturating_add(task.function.timeout + CREDENTIAL_MARGIN);
+    if aws.expires_at() >= needed_until {
+        return Ok(());
+    }
+    let fresh: HandedCredentials =
+        client.post(CREDENTIALS_PATH, &CredentialsRequest { identity: identity.clone() }).await?;
+    aws.replace(fresh);
+    Ok(())
+}
+
+/// How long before an item's deadline held credentials must still be valid
+/// for the worker not to ask for new ones.
+const CREDENTIAL_MARGIN: Duration = Duration::from_secs(5);
 
 fn check_program_exists(function: &FunctionDefinition) -> Result<(), WorkerError> {
     let Some(program) = function.command.first() else {
@@ -342,6 +443,7 @@ async fn work_loop(
             continue;
         };
         holding.lock().await.push(item.item.clone());
+        refresh_credentials(client, identity, task, config.invoker.clock.now()).await?;
         let report = run_item(task, identity, invoker, &item).await;
         pace.item_took(report.1);
         finished.push(report.0);

@@ -263,6 +263,7 @@ fn coordinator_main() {
         keyring: None,
         timing: CoordinatorTiming::default(),
         tls: CoordinatorTls::default(),
+        aws: None,
     };
     let outcome = runtime.block_on(mayfly_jobs::coordinator::run(config));
     panic!("the coordinator ended before it was killed: {outcome:?}");

@@ -37,8 +37,19 @@ pub struct InvokerConfig {
 /// checks them; the runtime only puts them in the environment).
 pub trait CredentialIssuer: Send + Sync + std::fmt::Debug {
     /// The environment variables of credentials for `function`'s
-    /// `permissions`, valid until `expires_at`; empty when it has none.
-    fn variables(&self, function: &FunctionDefinition, expires_at: Timestamp) -> BTreeMap<String, String>;
+    /// `permissions`, asked to be valid until `expires_at`; empty when it
+    /// has none.
+    fn variables(&self, function: &FunctionDefinition, expires_at: Timestamp) -> IssuedCredentials;
+}
+
+/// Credentials as environment variables, and when they really expire: an
+/// issuer that mints them gives the expiry asked for; one that hands out
+/// credentials minted elsewhere (a job worker's, minted by its coordinator)
+/// gives theirs, which may be earlier.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IssuedCredentials {
+    pub variables: BTreeMap<String, String>,
+    pub expires_at: Option<Timestamp>,
 }
 
 /// How long a warm lambda instance's credentials last: its environment is
@@ -194,10 +205,10 @@ impl Invoker {
 
     /// The credential variables of an instance of `function` valid until
     /// `expires_at`: none without an issuer or without permissions.
-    fn credentials(&self, function: &FunctionDefinition, expires_at: Timestamp) -> BTreeMap<String, String> {
+    fn credentials(&self, function: &FunctionDefinition, expires_at: Timestamp) -> IssuedCredentials {
         match &self.inner.config.credentials {
             Some(issuer) if !function.permissions.is_empty() => issuer.variables(function, expires_at),
-            _ => BTreeMap::new(),
+            _ => IssuedCredentials::default(),
         }
     }
 
@@ -282,7 +293,7 @@ impl Invoker {
                     &invocation,
                     &self.inner.enforcement,
                     &instance_name,
-                    &credentials,
+                    &credentials.variables,
                     shutdown,
                 )
                 .await
@@ -376,9 +387,16 @@ impl Invoker {
             Isolation::Process => {
                 let expires_at = now.saturating_add(LAMBDA_INSTANCE_CREDENTIAL_LIFETIME.max(function.timeout));
                 let credentials = self.credentials(function, expires_at);
-                let expiry = (!credentials.is_empty()).then_some(expires_at);
-                LambdaInstance::start(function, &self.inner.enforcement, &instance_name, now, &credentials, expiry)
-                    .await
+                let expiry = credentials.expires_at.filter(|_| !credentials.variables.is_empty());
+                LambdaInstance::start(
+                    function,
+                    &self.inner.enforcement,
+                    &instance_name,
+                    now,
+                    &credentials.variables,
+                    expiry,
+                )
+                .await
             }
             Isolation::Container(isolation) => match shared_engine(&self.inner.containers).await {
                 Ok(engine) => LambdaInstance::start_in_container(function, isolation, engine, now).await,

@@ -629,6 +629,16 @@ impl QueueStore for PostgresStore {
         })
     }
 
+    fn purge_queue(&self, queue: &Name) -> Result<u64> {
+        self.transact(&format!("purge queue `{queue}`"), |transaction| {
+            let stored = require_queue(transaction, queue)?;
+            let deleted = transaction
+                .execute("DELETE FROM messages WHERE queue_id = $1", &[&stored.queue_id])
+                .with_context(|| format!("delete the messages of queue `{queue}`"))?;
+            Ok(deleted)
+        })
+    }
+
     fn redrive_dead_letters(&self, dead_letter: &Name, to: Option<&Name>) -> Result<u64> {
         let now = self.now();
         self.transact(&format!("redrive dead-letter queue `{dead_letter}`"), |transaction| {

@@ -1755,6 +1755,17 @@ impl QueueStore for SqliteStore {
         })
     }
 
+    fn purge_queue(&self, queue: &Name) -> Result<u64> {
+        self.write(&format!("purge queue `{queue}`"), |transaction| {
+            let stored = require_queue(transaction, queue)?;
+            let deleted = transaction
+                .prepare_cached("DELETE FROM messages WHERE queue_id = ?1")
+                .and_then(|mut statement| statement.execute([stored.queue_id]))
+                .with_context(|| format!("delete the messages of queue `{queue}`"))?;
+            Ok(deleted as u64)
+        })
+    }
+
     fn redrive_dead_letters(&self, dead_letter: &Name, to: Option<&Name>) -> Result<u64> {
         let now = self.now();
         self.write(&format!("redrive dead-letter queue `{dead_letter}`"), |transaction| {

@@ -765,6 +765,12 @@ pub trait QueueStore: Send + Sync {
     /// or sent to it directly): `source`'s own dead-letter depth. `NotFound`
     /// if `dead_letter` does not exist.
     fn dead_letters_from(&self, dead_letter: &Name, source: &Name) -> Result<u64>;
+    /// Delete every message of `queue` — visible, delayed and in flight — in
+    /// one commit, as SQS's PurgeQueue does, and return how many were deleted.
+    /// The queue and its settings stay; a receipt of a purged message gives
+    /// `LeaseLost` afterwards. Messages a run has taken into its ledger are the
+    /// run's, not the queue's, and stay. `NotFound` for an unknown queue.
+    fn purge_queue(&self, queue: &Name) -> Result<u64>;
 }
 
 /// The invocation ledger: one record per finished invocation, with its logs.

@@ -152,6 +152,13 @@ pub fn coordinator_launch(located: &Project) -> Result<CoordinatorLaunch> {
 /// Create a run of `job` and start its coordinator as a process of its own.
 pub async fn start_run(located: &Project, opened: &OpenProject, job: &Name, trigger: &str) -> Result<RunRecord> {
     let (version, architecture) = deployed_architecture(opened)?;
+    if let Some(job_spec) = architecture.jobs.get(job) {
+        let on_this_host = job_spec.provisioner.kind.coordinator() != CoordinatorPlacement::ContainerThroughBroker
+            && job_spec.provisioner.kind.name() != "slurm";
+        if let Some(refusal) = aws_reach_refusal(&architecture, job, &job_spec.function, on_this_host) {
+            return Err(Refused(refusal).into());
+        }
+    }
     // An unknown job is refused there, with the deployed jobs listed (exit code 4).
     let run = mayfly_control::jobs::start_run(
         opened.state.as_ref(),
@@ -759,6 +766,7 @@ pub async fn coordinator(args: CoordinatorArgs, project: Option<&Path>) -> Resul
         }
         _ => local_worker_placement(&root)?,
     };
+    let aws = worker_aws_issuer(&located, &opened, &architecture, &worker_function, &record.job, &placement)?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let state: Arc<dyn StateStore> = opened.state.clone();
     let config = CoordinatorConfig {
@@ -779,6 +787,7 @@ pub async fn coordinator(args: CoordinatorArgs, project: Option<&Path>) -> Resul
         keyring: Some(opened.keyring.keyring.clone()),
         timing: CoordinatorTiming { group_commit: group_commit_config()?, ..CoordinatorTiming::default() },
         tls: CoordinatorTls::default(),
+        aws,
     };
     let status = mayfly_jobs::coordinator::run(config).await?;
     // A containerised coordinator sees neither the host's processes nor the
@@ -788,6 +797,62 @@ pub async fn coordinator(args: CoordinatorArgs, project: Option<&Path>) -> Resul
     }
     tracing::info!(run = %args.run, status = status.as_str(), "coordinator exiting");
     Ok(())
+}
+
+/// How the coordinator mints the AWS credentials of a worker function with
+/// `permissions`: with the store's session key, for the endpoint on
+/// `[api].aws_listen` as a local function reaches it (its loopback for a
+/// wildcard address), and with the API's certificate. Only workers on this
+/// host reach that address; a job whose workers run elsewhere (containers,
+/// Slurm nodes) and whose function declares `permissions` is refused, since
+/// its function could not reach the endpoint.
+fn worker_aws_issuer(
+    located: &Project,
+    opened: &OpenProject,
+    architecture: &Architecture,
+    worker_function: &mayfly_runtime::FunctionDefinition,
+    job: &Name,
+    placement: &WorkerPlacement,
+) -> Result<Option<mayfly_jobs::coordinator::WorkerAwsIssuer>> {
+    if worker_function.permissions.is_empty() {
+        return Ok(None);
+    }
+    if let Some(refusal) = aws_reach_refusal(architecture, job, &worker_function.name, placement.on_this_host) {
+        bail!(refusal);
+    }
+    let Some(credentials) = crate::commands::serve::function_credentials(located, opened, architecture)? else {
+        return Ok(None);
+    };
+    let ca_bundle_pem = std::fs::read_to_string(credentials.ca_bundle()).with_context(|| {
+        format!("cannot read the AWS endpoint's certificate {} for job `{job}`", credentials.ca_bundle().display())
+    })?;
+    Ok(Some(mayfly_jobs::coordinator::WorkerAwsIssuer { issuer: Arc::new(credentials), ca_bundle_pem }))
+}
+
+/// Why the workers of `job` could not give `function` AWS credentials it
+/// can use, if it declares `permissions`: they run off this host (the
+/// endpoint on `[api].aws_listen` is this host's), or `aws_listen` has port
+/// 0 (the coordinator, a process of its own, cannot learn the port `mayfly
+/// serve` or `mayfly up` picked). Checked before a run is created and again
+/// by its coordinator.
+fn aws_reach_refusal(architecture: &Architecture, job: &Name, function: &Name, on_this_host: bool) -> Option<String> {
+    let permissions = architecture.functions.get(function).map(|spec| !spec.permissions.is_empty());
+    let api = architecture.api.as_ref()?;
+    if permissions != Some(true) {
+        return None;
+    }
+    if !on_this_host {
+        return Some(format!(
+            "function `{function}` of job `{job}` declares `permissions`, but the job's workers run off this host, where the AWS endpoint on `[api].aws_listen` cannot be reached; run the job with local workers (`provisioner = {{ kind = \"local\" }}`) or remove `permissions`"
+        ));
+    }
+    if api.aws_listen.port() == 0 {
+        return Some(format!(
+            "function `{function}` of job `{job}` declares `permissions`, but `[api].aws_listen` ({}) has port 0, so its workers cannot be told where the AWS endpoint is; give `aws_listen` a fixed port",
+            api.aws_listen
+        ));
+    }
+    None
 }
 
 /// From here on this process's stdout and stderr (the provisioner's
@@ -811,6 +876,8 @@ struct WorkerPlacement {
     provisioner: Arc<dyn Provisioner>,
     launch: WorkerLaunch,
     listen: std::net::IpAddr,
+    /// Whether workers run as processes of this host (and reach its loopback).
+    on_this_host: bool,
 }
 
 /// Where the image keeps the `mayfly` binary (`mayfly image build` puts it there).
@@ -847,6 +914,7 @@ fn worker_process_launch(root: &Path) -> Result<WorkerLaunch> {
 /// Local workers: `mayfly worker` processes, the coordinator on loopback.
 fn local_worker_placement(root: &Path) -> Result<WorkerPlacement> {
     Ok(WorkerPlacement {
+        on_this_host: true,
         provisioner: Arc::new(LocalProvisioner::new()),
         launch: worker_process_launch(root)?,
         listen: std::net::Ipv4Addr::LOCALHOST.into(),
@@ -881,6 +949,7 @@ fn slurm_worker_placement(root: &Path, job: &JobSpec) -> Result<WorkerPlacement>
     let listen = coordinator_address("Slurm workers")?;
     tracing::info!(address = %listen, "workers are Slurm jobs");
     Ok(WorkerPlacement {
+        on_this_host: false,
         provisioner: Arc::new(SlurmProvisioner::new(slurm_settings(job))),
         launch: worker_process_launch(root)?,
         listen,
@@ -984,6 +1053,7 @@ fn container_worker_placement(
     function_in_container(function);
     tracing::info!(address = %own_address, broker = %broker.display(), "workers are containers");
     Ok(WorkerPlacement {
+        on_this_host: false,
         provisioner: Arc::new(BrokeredProvisioner::new(broker, "docker")),
         launch: container_worker_launch(),
         listen: own_address,

@@ -190,11 +190,32 @@ try:
 except sqs.exceptions.QueueDoesNotExist:
     seen["unknown_queue_modeled"] = True
 seen["bad_max"] = code(lambda: sqs.receive_message(QueueUrl=work, MaxNumberOfMessages=11))
-seen["purge"] = code(lambda: sqs.purge_queue(QueueUrl=work))
+# PurgeQueue deletes every message, in flight and delayed included.
+purged = sqs.get_queue_url(QueueName="purged")["QueueUrl"]
+sqs.send_message_batch(
+    QueueUrl=purged,
+    Entries=[
+        {"Id": "visible", "MessageBody": "visible"},
+        {"Id": "leased", "MessageBody": "leased"},
+        {"Id": "delayed", "MessageBody": "delayed", "DelaySeconds": 60},
+    ],
+)
+leased = sqs.receive_message(QueueUrl=purged, MaxNumberOfMessages=1)["Messages"]
+names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible", "ApproximateNumberOfMessagesDelayed"]
+counts = sqs.get_queue_attributes(QueueUrl=purged, AttributeNames=names)["Attributes"]
+seen["before_purge"] = [counts[name] for name in names]
+sqs.purge_queue(QueueUrl=purged)
+counts = sqs.get_queue_attributes(QueueUrl=purged, AttributeNames=names)["Attributes"]
+seen["after_purge"] = [counts[name] for name in names]
+seen["purged_receipt"] = code(lambda: sqs.delete_message(QueueUrl=purged, ReceiptHandle=leased[0]["ReceiptHandle"]))
+seen["purged_receive"] = len(sqs.receive_message(QueueUrl=purged, MaxNumberOfMessages=10).get("Messages", []))
+sqs.send_message(QueueUrl=purged, MessageBody="kept")
+seen["purge_unknown"] = code(lambda: sqs.purge_queue(QueueUrl=purged.replace("/purged", "/nope")))
 seen["create"] = code(lambda: sqs.create_queue(QueueName="new"))
 sender = boto3.client("sqs", aws_access_key_id=sender_key, aws_secret_access_key=sender_secret)
 sender.send_message(QueueUrl=work, MessageBody="from the sender")
 seen["sender_receive"] = code(lambda: sender.receive_message(QueueUrl=work))
+seen["sender_purge"] = code(lambda: sender.purge_queue(QueueUrl=purged))
 wrong = boto3.client("sqs", aws_access_key_id=sender_key, aws_secret_access_key="0" * 40)
 seen["wrong_secret"] = code(lambda: wrong.send_message(QueueUrl=work, MessageBody="never"))
 

@@ -266,9 +266,14 @@ pub struct Served {
 
 impl Served {
     pub fn start(project: &Project) -> Served {
+        Served::start_with_aws_listen(project, "127.0.0.1:0")
+    }
+
+    /// As [`Served::start`], with the AWS endpoint on `aws_listen`.
+    pub fn start_with_aws_listen(project: &Project, aws_listen: &str) -> Served {
         use std::io::BufRead;
         let mut child = project
-            .command(&["serve", "--listen", "127.0.0.1:0", "--aws-listen", "127.0.0.1:0"])
+            .command(&["serve", "--listen", "127.0.0.1:0", "--aws-listen", aws_listen])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

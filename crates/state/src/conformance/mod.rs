@@ -110,6 +110,7 @@ macro_rules! __with_conformance_cases {
             creating_an_existing_queue_is_already_exists,
             updating_a_queue_keeps_its_messages,
             deleting_a_queue_removes_its_messages,
+            purging_a_queue_deletes_every_message_and_keeps_the_queue,
             every_queue_method_on_an_unknown_queue_is_not_found,
             send_returns_increasing_ids_in_order,
             empty_batches_do_nothing,

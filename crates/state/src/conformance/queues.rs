@@ -82,6 +82,34 @@ pub fn deleting_a_queue_removes_its_messages<S: QueueStore + ?Sized>(subject: Su
     assert_eq!(stats(&subject, &queue), QueueStats::default());
 }
 
+pub fn purging_a_queue_deletes_every_message_and_keeps_the_queue<S: QueueStore + ?Sized>(subject: Subject<S>) {
+    let store = &subject.store;
+    let config = QueueConfig { visibility_timeout: Duration::from_secs(60), ..QueueConfig::default() };
+    let work = store.create_queue(&name("work"), &config, &tags(&[("owner", "ml")])).unwrap();
+    let other = create_queue(&subject, "other");
+    send_bodies(&subject, &other, &["kept"]);
+    send_bodies(&subject, &name("work"), &["in-flight", "visible"]);
+    let delayed = OutgoingMessage { delay: Some(Duration::from_secs(30)), ..OutgoingMessage::new("delayed") };
+    store.send_messages(&name("work"), &[delayed]).unwrap();
+    let leased = receive(&subject, &name("work"), 1);
+    assert_eq!(bodies_of(&leased), ["in-flight"]);
+
+    assert_eq!(store.purge_queue(&name("work")).unwrap(), 3, "visible, in flight and delayed");
+    assert_eq!(stats(&subject, &name("work")), QueueStats::default());
+    assert_eq!(store.peek_messages(&name("work"), 10).unwrap(), vec![]);
+    assert_lease_lost(store.change_visibility(&name("work"), leased[0].receipt, Duration::ZERO));
+    assert_eq!(store.delete_messages(&name("work"), &[leased[0].receipt]).unwrap(), vec![DeleteOutcome::LeaseLost]);
+    subject.clock.advance(Duration::from_secs(120));
+    assert_eq!(receive(&subject, &name("work"), 10), vec![], "neither the lease's end nor the delay brings one back");
+    assert_eq!(store.queue(&name("work")).unwrap(), work, "the queue and its settings stay");
+    assert_eq!(bodies_of(&receive(&subject, &other, 10)), ["kept"], "other queues are untouched");
+
+    send_bodies(&subject, &name("work"), &["after"]);
+    assert_eq!(bodies_of(&receive(&subject, &name("work"), 10)), ["after"]);
+    assert_eq!(store.purge_queue(&other).unwrap(), 1);
+    assert_eq!(store.purge_queue(&other).unwrap(), 0, "purging an empty queue deletes nothing");
+}
+
 pub fn every_queue_method_on_an_unknown_queue_is_not_found<S: QueueStore + ?Sized>(subject: Subject<S>) {
     let store = &subject.store;
     let missing = name("missing");
@@ -95,6 +123,7 @@ pub fn every_queue_method_on_an_unknown_queue_is_not_found<S: QueueStore + ?Size
     assert_not_found(store.change_visibility(&missing, receipt, Duration::ZERO), "queue", "missing");
     assert_not_found(store.queue_stats(&missing), "queue", "missing");
     assert_not_found(store.peek_messages(&missing, 1), "queue", "missing");
+    assert_not_found(store.purge_queue(&missing), "queue", "missing");
     assert_not_found(store.redrive_dead_letters(&missing, None), "queue", "missing");
     let dead_letters = create_queue(&subject, "dead-letters");
     assert_not_found(store.redrive_dead_letters(&dead_letters, Some(&missing)), "queue", "missing");
