@@ -153,8 +153,8 @@ pub fn coordinator_launch(located: &Project) -> Result<CoordinatorLaunch> {
 pub async fn start_run(located: &Project, opened: &OpenProject, job: &Name, trigger: &str) -> Result<RunRecord> {
     let (version, architecture) = deployed_architecture(opened)?;
     if let Some(job_spec) = architecture.jobs.get(job) {
-        let on_this_host = job_spec.provisioner.kind.coordinator() != CoordinatorPlacement::ContainerThroughBroker
-            && job_spec.provisioner.kind.name() != "slurm";
+        // Only local workers run on this host, where the AWS endpoint listens.
+        let on_this_host = job_spec.provisioner.kind == ProvisionerKind::LOCAL;
         if let Some(refusal) = aws_reach_refusal(&architecture, job, &job_spec.function, on_this_host) {
             return Err(Refused(refusal).into());
         }
@@ -1003,6 +1003,7 @@ async fn swarm_worker_placement(
     function_in_container(function);
     tracing::info!(address = %listen, network = %placement.network, "workers are swarm services");
     Ok(WorkerPlacement {
+        on_this_host: false,
         provisioner: Arc::new(provisioner.with_placement(placement)),
         launch: container_worker_launch(),
         listen,
