@@ -23,7 +23,6 @@ use mayfly_jobs::coordinator::{CoordinatorConfig, CoordinatorTiming, Coordinator
 use mayfly_jobs::group_commit::GroupCommitConfig;
 use mayfly_runtime::InvokerConfig;
 use mayfly_spec::{Architecture, JobSource, JobSpec};
-use mayfly_state::prelude::*;
 use mayfly_state::{NewRun, NewRunItem, RunRecord, StateStore};
 use serde::Serialize;
 
