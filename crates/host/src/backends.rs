@@ -1,18 +1,24 @@
 //! The state backends a project can use, in one registry keyed by URL
 //! scheme: no URL or `sqlite:` is the embedded store in the project's data
-//! directory (`.mayfly/state.db`), the default. Opening, "does it hold a
+//! directory (`.mayfly/state.db`), the default; `postgres://` or
+//! `postgresql://` is a PostgreSQL database (`mayfly_state_postgres`). Opening, "does it hold a
 //! project yet", a second handle and what a backend cannot do are decided
 //! here, once, for every command.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use mayfly_core::Clock;
 use mayfly_state::{KeyMaintenance, StateError};
+use mayfly_state_postgres::{ConnectConfig, PostgresStore};
 use mayfly_state_sqlite::{Keyring, SqliteStore};
 
 use crate::ProjectStore;
+use crate::password::{self, PasswordFor};
+
+/// The environment variable that chooses the state store (over `[state] url`).
+pub const STATE_URL_ENV_VAR: &str = "MAYFLY_STATE_URL";
 
 /// One kind of state store, and the URL schemes that choose it.
 #[derive(Debug)]
@@ -29,8 +35,12 @@ pub struct StateBackend {
 /// The embedded store: one SQLite file in the project's data directory.
 pub static EMBEDDED: StateBackend = StateBackend { name: "sqlite", schemes: &["sqlite"], key_maintenance: true };
 
+/// PostgreSQL (15 or later), for a project shared by several hosts.
+pub static POSTGRES: StateBackend =
+    StateBackend { name: "postgresql", schemes: &["postgres", "postgresql"], key_maintenance: false };
+
 /// Every state backend, the default first.
-pub static STATE_BACKENDS: &[&StateBackend] = &[&EMBEDDED];
+pub static STATE_BACKENDS: &[&StateBackend] = &[&EMBEDDED, &POSTGRES];
 
 /// The backend a state URL's scheme chooses; an unknown scheme is refused
 /// with the schemes there are.
@@ -49,6 +59,72 @@ pub fn state_backend_for_url(url: &str) -> Result<&'static StateBackend> {
 pub enum StateTarget {
     /// The embedded SQLite file.
     Embedded { path: PathBuf },
+    /// A PostgreSQL database; `config` holds the password if one was found.
+    Postgres { config: Box<ConnectConfig>, location: String },
+}
+
+/// Where a state URL came from, and the settings beside it.
+#[derive(Debug, Clone)]
+pub struct StateSettings {
+    /// The URL, or `None` for the embedded default.
+    pub url: Option<String>,
+    /// Where the URL came from, for messages (`MAYFLY_STATE_URL`, or the file's `[state]`).
+    pub origin: String,
+    /// `[state] password_file`, resolved against the project directory.
+    pub password_file: Option<PathBuf>,
+}
+
+/// Resolve a project's state settings into where its state is: the
+/// backend by the URL's scheme, and for PostgreSQL the password (from
+/// [`crate::password`]'s sources, a password in the URL itself winning).
+pub fn resolve_state_target(settings: &StateSettings, embedded_path: &Path) -> Result<StateTarget> {
+    let Some(url) = settings.url.as_deref() else {
+        return Ok(StateTarget::Embedded { path: embedded_path.to_owned() });
+    };
+    let backend = state_backend_for_url(url).with_context(|| format!("in {}", settings.origin))?;
+    if std::ptr::eq(backend, &EMBEDDED) {
+        if url.trim_start_matches("sqlite:").is_empty() {
+            return Ok(StateTarget::Embedded { path: embedded_path.to_owned() });
+        }
+        bail!(
+            "the state store URL `{url}` in {} names a file; the embedded store is always the project's {}, so write just \"sqlite:\"",
+            settings.origin,
+            embedded_path.display()
+        );
+    }
+    let mut config = mayfly_state_postgres::parse_url(url).with_context(|| format!("in {}", settings.origin))?;
+    if config.get_password().is_none() {
+        let found = match password::password_from_environment() {
+            Some(found) => Some(found),
+            None => match &settings.password_file {
+                Some(file) => Some(password::password_from_file(file)?),
+                None => match password::pgpass_path() {
+                    Some(pgpass) => password::password_from_pgpass(&pgpass, &password_for(&config))?,
+                    None => None,
+                },
+            },
+        };
+        if let Some(found) = found {
+            config.password(found);
+        }
+    }
+    let location = mayfly_state_postgres::describe(&config);
+    Ok(StateTarget::Postgres { config: Box::new(config), location })
+}
+
+/// What a `.pgpass` line is matched against, with libpq's defaults.
+fn password_for(config: &ConnectConfig) -> PasswordFor {
+    let user = config.get_user().unwrap_or_default().to_owned();
+    let host = match config.get_hosts().first() {
+        Some(mayfly_state_postgres::ConnectHost::Tcp(host)) => host.clone(),
+        _ => "localhost".to_owned(),
+    };
+    PasswordFor {
+        host,
+        port: config.get_ports().first().copied().unwrap_or(5432),
+        database: config.get_dbname().map_or_else(|| user.clone(), str::to_owned),
+        user,
+    }
 }
 
 /// A state store opened for a project.
@@ -62,6 +138,7 @@ impl StateTarget {
     pub fn backend(&self) -> &'static StateBackend {
         match self {
             StateTarget::Embedded { .. } => &EMBEDDED,
+            StateTarget::Postgres { .. } => &POSTGRES,
         }
     }
 
@@ -69,6 +146,7 @@ impl StateTarget {
     pub fn describe(&self) -> String {
         match self {
             StateTarget::Embedded { path } => path.display().to_string(),
+            StateTarget::Postgres { location, .. } => location.clone(),
         }
     }
 
@@ -76,6 +154,7 @@ impl StateTarget {
     pub fn holds_project(&self) -> Result<bool> {
         match self {
             StateTarget::Embedded { path } => Ok(path.is_file()),
+            StateTarget::Postgres { config, .. } => Ok(PostgresStore::holds_store(config)?),
         }
     }
 
@@ -86,20 +165,26 @@ impl StateTarget {
                 let store = Arc::new(SqliteStore::open_encrypted(path, clock, keyring)?);
                 Ok(OpenedState { store: store.clone(), key_maintenance: Some(store) })
             }
+            StateTarget::Postgres { config, .. } => {
+                let store = PostgresStore::open_encrypted_with_config(ConnectConfig::clone(config), clock, keyring)?;
+                Ok(OpenedState { store: Arc::new(store), key_maintenance: None })
+            }
         }
     }
 
     /// A second handle on the same store for a writer that must never wait
     /// behind the first one's reads (the API's access log): a connection of
-    /// its own on SQLite.
+    /// its own on SQLite; the same pooled store on PostgreSQL.
     pub fn open_another_handle(
         &self,
-        _opened: &Arc<dyn ProjectStore>,
+        opened: &Arc<dyn ProjectStore>,
         clock: Arc<dyn Clock>,
         keyring: Arc<Keyring>,
     ) -> Result<Arc<dyn ProjectStore>, StateError> {
         match self {
             StateTarget::Embedded { path } => Ok(Arc::new(SqliteStore::open_encrypted(path, clock, keyring)?)),
+            // A pool: the access log takes a connection of its own from it.
+            StateTarget::Postgres { .. } => Ok(opened.clone()),
         }
     }
 
@@ -110,6 +195,11 @@ impl StateTarget {
             StateTarget::Embedded { path } => {
                 let (_, lost) = SqliteStore::open_encrypted_replacing_lost_keyring(path, clock, keyring)?;
                 Ok(lost)
+            }
+            StateTarget::Postgres { location, .. } => {
+                bail!(
+                    "the PostgreSQL state store at {location} does not record keys yet, so a lost keyring cannot be replaced in it"
+                )
             }
         }
     }
@@ -123,7 +213,12 @@ mod tests {
     fn a_url_chooses_its_backend_by_scheme() {
         assert_eq!(state_backend_for_url("sqlite:").unwrap().name, "sqlite");
         assert_eq!(state_backend_for_url("SQLITE:").unwrap().name, "sqlite");
+        assert_eq!(state_backend_for_url("postgres://u@h/d").unwrap().name, "postgresql");
+        assert_eq!(state_backend_for_url("postgresql://u@h/d").unwrap().name, "postgresql");
         let error = state_backend_for_url("mysql://db/x").unwrap_err().to_string();
-        assert!(error.contains("`mysql://db/x` has no known scheme; use one of sqlite:"), "{error}");
+        assert!(
+            error.contains("`mysql://db/x` has no known scheme; use one of sqlite:, postgres:, postgresql:"),
+            "{error}"
+        );
     }
 }

@@ -1,10 +1,12 @@
 //! The library composition root (issue 11 §1): opening a project and
 //! choosing its state store from one registry of backends by URL scheme
-//! ([`backends`]). The CLI parses arguments and prints; what a project is
+//! ([`backends`]: the embedded SQLite file by default, or PostgreSQL by
+//! `MAYFLY_STATE_URL` or `[state] url`, its password from [`password`]). The CLI parses arguments and prints; what a project is
 //! and how it is opened lives here, so other front ends and in-process
 //! tests open a project the same way.
 
 pub mod backends;
+pub mod password;
 pub mod project;
 
 use mayfly_state::{KeyringHolder, StateStore};

@@ -16,7 +16,7 @@ use mayfly_buckets::crypto::{KEYRING_ENV_VAR, Keyring, KeyringError};
 use mayfly_core::{Clock, SystemClock};
 use mayfly_state::{KeyMaintenance, StateError, StateStore};
 
-use crate::backends::StateTarget;
+use crate::backends::{STATE_URL_ENV_VAR, StateSettings, StateTarget, resolve_state_target};
 use crate::{ProjectStore, Refused};
 
 pub const SPEC_FILE_NAME: &str = "mayfly.toml";
@@ -186,9 +186,27 @@ impl Project {
         self.data_dir().join("state.db")
     }
 
+    /// The state store settings: `MAYFLY_STATE_URL` over `[state] url` of
+    /// the architecture file (whose `[state]` is checked either way, with
+    /// located errors, exit code 3), and `[state] password_file`.
+    pub fn state_settings(&self) -> Result<StateSettings> {
+        let path = self.spec_path();
+        let source = std::fs::read_to_string(&path)
+            .map_err(|source| mayfly_spec::LoadError::Io { path: path.clone(), source })?;
+        let spec = mayfly_spec::state_settings(&path.display().to_string(), &source)
+            .map_err(mayfly_spec::LoadError::Invalid)?;
+        let password_file = spec.password_file.map(|file| self.root.join(file));
+        Ok(match std::env::var(STATE_URL_ENV_VAR).ok().filter(|url| !url.trim().is_empty()) {
+            Some(url) => StateSettings { url: Some(url), origin: STATE_URL_ENV_VAR.to_owned(), password_file },
+            None => {
+                StateSettings { url: spec.url, origin: format!("`[state] url` of {}", path.display()), password_file }
+            }
+        })
+    }
+
     /// Where the project's state store is.
     pub fn state_target(&self) -> Result<StateTarget> {
-        Ok(StateTarget::Embedded { path: self.state_path() })
+        resolve_state_target(&self.state_settings()?, &self.state_path())
     }
 
     /// Record `keyring` in the state store in place of a lost one (`mayfly
