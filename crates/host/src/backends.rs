@@ -20,6 +20,12 @@ use crate::password::{self, PasswordFor};
 /// The environment variable that chooses the state store (over `[state] url`).
 pub const STATE_URL_ENV_VAR: &str = "MAYFLY_STATE_URL";
 
+/// The variables that choose and reach the state store, which a process
+/// started with a cleared environment (a job's coordinator) must be given
+/// so that the whole project uses one store.
+pub const STATE_ENV_VARS: &[&str] =
+    &[STATE_URL_ENV_VAR, password::STATE_PASSWORD_ENV_VAR, password::PGPASSWORD_ENV_VAR, password::PGPASSFILE_ENV_VAR];
+
 /// One kind of state store, and the URL schemes that choose it.
 #[derive(Debug)]
 pub struct StateBackend {

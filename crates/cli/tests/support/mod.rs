@@ -28,6 +28,18 @@ pub struct Project {
     pub database: Option<postgres::TestDatabase>,
 }
 
+impl Drop for Project {
+    fn drop(&mut self) {
+        // A project on PostgreSQL must never have fallen back to the embedded store.
+        if self.database.is_some() && !std::thread::panicking() {
+            assert!(
+                !self.root.join(".mayfly/state.db").exists(),
+                "a project on PostgreSQL has an embedded state store: some process did not get MAYFLY_STATE_URL"
+            );
+        }
+    }
+}
+
 /// Whether this run keeps every test project's state on PostgreSQL.
 pub fn state_on_postgres() -> bool {
     std::env::var("MAYFLY_TEST_STATE").is_ok_and(|value| value == "postgres")
