@@ -5,7 +5,8 @@
 # Its data lives in its own directory under the temporary directory
 # (MAYFLY_PG_DIR, default $TMPDIR/mayfly-postgres-test), it listens on
 # 127.0.0.1 only, on its own port (MAYFLY_PG_PORT, default 15432), with trust
-# authentication and without fsync: for tests, never for data. Concurrent
+# authentication (but for the role mayfly_password_test, which must give its
+# password) and without fsync: for tests, never for data. Concurrent
 # starts (one per test process) share one server, under a lock.
 set -euo pipefail
 
@@ -13,6 +14,8 @@ PGBIN="${MAYFLY_PGBIN:-/usr/lib/postgresql/15/bin}"
 DIR="${MAYFLY_PG_DIR:-${TMPDIR:-/tmp}/mayfly-postgres-test}"
 PORT="${MAYFLY_PG_PORT:-15432}"
 URL="postgres://postgres@127.0.0.1:$PORT/postgres"
+# The role that must authenticate with a password (see below); tests create it.
+PASSWORD_ROLE=mayfly_password_test
 
 # initdb and the server refuse to run as root: run them as `postgres`.
 as_postgres() {
@@ -46,6 +49,12 @@ start)
             echo "error: PostgreSQL did not start on port $PORT; see $DIR/log" >&2
             exit 1
         }
+    fi
+    # One role must give a password (scram-sha-256), so that the tests can
+    # check a wrong or missing password; every other role is trusted.
+    if ! grep -q "^host all $PASSWORD_ROLE " "$DIR/data/pg_hba.conf" 2>/dev/null; then
+        as_postgres sed -i "1i host all $PASSWORD_ROLE 127.0.0.1/32 scram-sha-256" "$DIR/data/pg_hba.conf" 9>&-
+        as_postgres "$PGBIN/pg_ctl" -D "$DIR/data" reload </dev/null >/dev/null 2>&1 9>&-
     fi
     echo "$URL"
     ;;

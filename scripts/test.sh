@@ -143,4 +143,10 @@ step "tests"
 cargo nextest run --workspace --locked --profile ci
 cargo test --workspace --doc --locked
 
+step "end-to-end again with the state on PostgreSQL (buckets, queues, triggers, jobs)"
+# The same tests, each project's state in a database of its own (MAYFLY_TEST_STATE).
+MAYFLY_TEST_STATE=postgres cargo nextest run -p mayfly --locked --profile ci \
+    --test cli --test triggers --test jobs \
+    -E 'test(/queue|bucket|put|get|events|dlq|send|receive/) & binary(cli) | binary(triggers) & test(/bucket_events_invoke|queue_trigger_deletes/) | binary(jobs) & test(/a_run_processes_every_item_once|a_manifest_source_runs/)'
+
 step "all tests passed"

@@ -23,10 +23,9 @@ pub const COMPLETED_WITH_FAILURES: u8 = 11;
 #[error("{0}")]
 pub struct UsageError(pub String);
 
-/// An error the command itself decided to refuse with (e.g. would lose data).
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct Refused(pub String);
+/// An error the command itself decided to refuse with (e.g. would lose data);
+/// the host's refusals are the same type.
+pub use mayfly_host::Refused;
 
 /// A function invoked by the command ran and failed (the result was still printed).
 #[derive(Debug, thiserror::Error)]

@@ -28,7 +28,9 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "alarms",
     "jobs",
     "api",
+    "state",
 ];
+const STATE_KEYS: &[&str] = &["url", "password_file"];
 const POLICY_KEYS: &[&str] = &["require_tags", "encryption", "tls", "networks", "max_run_cost", "log_retention"];
 const PRICING_KEYS: &[&str] = &["cpu_second", "gb_second", "invocation", "worker_hour", "currency"];
 const BUCKET_KEYS: &[&str] = &["tags", "retention", "encryption"];
@@ -211,6 +213,7 @@ pub(crate) fn lower_document(reader: &mut Reader<'_>, root: &Table<'_, '_>) -> O
         }
     }
     let api = lower_api(reader, root, &policy);
+    lower_state(reader, root);
     if api.is_none() && !root.has("api") {
         check_permissions_need_api(reader, &checks);
     }
@@ -1395,6 +1398,53 @@ fn socket_address(
         None => default,
     };
     (address, text)
+}
+
+/// `[state]`: the state store's URL and password file. A password in the
+/// URL is refused: the file is shared and versioned, a password is not.
+pub(crate) fn lower_state(reader: &mut Reader<'_>, root: &Table<'_, '_>) -> StateSpec {
+    let Some(table) = reader.table(root, "state", "`[state]`".to_owned()) else {
+        return StateSpec::default();
+    };
+    reader.check_keys(&table, STATE_KEYS);
+    let where_instead = "set PGPASSWORD or MAYFLY_STATE_PASSWORD, put it in a .pgpass file (PGPASSFILE or ~/.pgpass, owner-only), \
+or name an owner-only file holding it with `password_file = \"...\"` in `[state]`";
+    let url = reader.non_empty_string(&table, "url").and_then(|url| {
+        let text = url.value.trim();
+        let Some((scheme, rest)) = text.split_once(':') else {
+            reader.error(
+                url.span,
+                format!("`url` of `[state]` has no scheme: \"{text}\""),
+                Some("write \"sqlite:\" for the embedded store, or \"postgres://USER@HOST:PORT/DATABASE\"".to_owned()),
+            );
+            return None;
+        };
+        if url_has_password(scheme, rest) {
+            // The span is kept, the text is not repeated: it holds a secret.
+            reader.error(
+                url.span,
+                "`url` of `[state]` holds a password, which the architecture file must never hold",
+                Some(format!("remove the password from the URL and {where_instead}")),
+            );
+            return None;
+        }
+        Some(text.to_owned())
+    });
+    let password_file = reader.non_empty_string(&table, "password_file").map(|file| file.value);
+    StateSpec { url, password_file }
+}
+
+/// Whether the part of a URL after `scheme:` carries a password: in its
+/// user info (`user:password@`) or as a `password=` parameter.
+fn url_has_password(scheme: &str, rest: &str) -> bool {
+    let lowered = rest.to_ascii_lowercase();
+    let parameter = lowered.split(['?', '&', ' ']).any(|part| part.trim_start().starts_with("password="));
+    let user_info = rest
+        .strip_prefix("//")
+        .and_then(|authority| authority.split(['/', '?']).next())
+        .and_then(|authority| authority.rsplit_once('@'))
+        .is_some_and(|(user_info, _)| user_info.contains(':'));
+    parameter || user_info || (scheme.contains('=') && lowered.contains("password"))
 }
 
 fn lower_api(reader: &mut Reader<'_>, root: &Table<'_, '_>, policy: &PolicySpec) -> Option<ApiSpec> {

@@ -53,6 +53,17 @@ pub(crate) fn merge_tags(
     merged
 }
 
+/// `[state]`: where the project's state store is. Read by the host before
+/// it opens the project ([`crate::state_settings`]); not part of a
+/// deployment, so not in [`Architecture`].
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct StateSpec {
+    /// The store's URL; `None` for the embedded default.
+    pub url: Option<String>,
+    /// A file holding the store's password, as written (relative to the project directory).
+    pub password_file: Option<String>,
+}
+
 /// Whether something is mandatory or merely allowed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "lowercase")]

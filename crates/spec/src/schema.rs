@@ -94,6 +94,20 @@ pub(crate) struct ArchitectureFile {
     #[serde(default)]
     pub jobs: BTreeMap<String, JobFile>,
     pub api: Option<ApiFile>,
+    pub state: Option<StateFile>,
+}
+
+/// Where the project's state store is (read before the project is opened;
+/// not part of a deployment). No `url`: the embedded store in `.mayfly/`.
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct StateFile {
+    /// "sqlite:" (the embedded default) or "postgres://USER@HOST:PORT/DATABASE?sslmode=verify-full&sslrootcert=FILE";
+    /// never with a password (use PGPASSWORD, MAYFLY_STATE_PASSWORD, a .pgpass file or `password_file`).
+    #[schemars(pattern(r"^(sqlite:|postgres(ql)?://[^:@/]*@?[^@]*$)"))]
+    pub url: Option<String>,
+    /// A file (owner-only) holding the PostgreSQL password, relative to the project directory.
+    pub password_file: Option<String>,
 }
 
 /// Whether something is mandatory or merely allowed.

@@ -41,6 +41,10 @@ use r2d2_postgres::r2d2;
 
 use crate::errors::PgResultExt;
 pub use crate::schema::current_schema_version;
+/// A parsed connection configuration (`postgres::Config`).
+pub use postgres::Config as ConnectConfig;
+/// A host of a connection configuration (TCP or a Unix socket directory).
+pub use postgres::config::Host as ConnectHost;
 
 /// The `payloads` setting of a store whose payloads, error text, reports and
 /// item ids are all sealed (as the embedded store's `envelope-v2`).
@@ -55,7 +59,8 @@ const POOL_SIZE: u32 = 8;
 
 /// A state store in a PostgreSQL database.
 pub struct PostgresStore {
-    pool: r2d2::Pool<PostgresConnectionManager<NoTls>>,
+    /// Dropped off any async runtime (see [`off_runtime`]), in `Drop`.
+    pool: std::mem::ManuallyDrop<r2d2::Pool<PostgresConnectionManager<NoTls>>>,
     clock: Arc<dyn Clock>,
     sealer: Sealer,
     /// The URL without its password, for errors.
@@ -82,10 +87,44 @@ impl PostgresStore {
         PostgresStore::open_with(url, clock, Sealer::new(Some(keyring)))
     }
 
-    fn open_with(url: &str, clock: Arc<dyn Clock>, mut sealer: Sealer) -> Result<PostgresStore> {
-        let config: postgres::Config = url.parse().map_err(|error| {
-            StateError::Backend(format!("the state store URL `{}` is not a PostgreSQL URL: {error}", redact(url)))
+    /// Open the store a parsed connection configuration names (its
+    /// password set from wherever the caller found it), sealing every
+    /// payload with `keyring`.
+    pub fn open_encrypted_with_config(
+        config: ConnectConfig,
+        clock: Arc<dyn Clock>,
+        keyring: Arc<Keyring>,
+    ) -> Result<PostgresStore> {
+        PostgresStore::open_config(config, clock, Sealer::new(Some(keyring)))
+    }
+
+    /// Whether the database `config` names holds a Mayfly state store
+    /// (its schema was created), without creating or changing anything.
+    pub fn holds_store(config: &ConnectConfig) -> Result<bool> {
+        off_runtime(|| PostgresStore::holds_store_here(config))
+    }
+
+    fn holds_store_here(config: &ConnectConfig) -> Result<bool> {
+        let location = describe(config);
+        let mut client = config.connect(NoTls).map_err(|error| {
+            StateError::Backend(format!("cannot connect to the PostgreSQL state store at {location}: {}", full(&error)))
         })?;
+        let row = client
+            .query_one("SELECT to_regclass('mayfly_schema') IS NOT NULL", &[])
+            .map_err(|error| StateError::Backend(format!("state store at {location}: {}", full(&error))))?;
+        Ok(row.get(0))
+    }
+
+    fn open_with(url: &str, clock: Arc<dyn Clock>, sealer: Sealer) -> Result<PostgresStore> {
+        let config = parse_url(url)?;
+        PostgresStore::open_config(config, clock, sealer)
+    }
+
+    fn open_config(config: ConnectConfig, clock: Arc<dyn Clock>, sealer: Sealer) -> Result<PostgresStore> {
+        off_runtime(move || PostgresStore::open_config_here(config, clock, sealer))
+    }
+
+    fn open_config_here(config: ConnectConfig, clock: Arc<dyn Clock>, mut sealer: Sealer) -> Result<PostgresStore> {
         let location = describe(&config);
         let mut client = config.connect(NoTls).map_err(|error| {
             StateError::Backend(format!("cannot connect to the PostgreSQL state store at {location}: {}", full(&error)))
@@ -105,7 +144,17 @@ impl PostgresStore {
             .min_idle(Some(0))
             .connection_timeout(std::time::Duration::from_secs(30))
             .build_unchecked(manager);
-        Ok(PostgresStore { pool, clock, sealer, location })
+        Ok(PostgresStore { pool: std::mem::ManuallyDrop::new(pool), clock, sealer, location })
+    }
+
+    /// Take up a new keyring: every payload sealed from now on uses its
+    /// current key. This store does not record which keys sealed its data
+    /// yet, so nothing is checked (a keyring lacking a key that sealed a
+    /// payload is found when that payload is read).
+    pub fn replace_keyring(&self, keyring: Arc<Keyring>) {
+        if self.sealer.is_on() {
+            self.sealer.replace(keyring);
+        }
     }
 
     /// Where the store is: the URL without its password.
@@ -124,7 +173,19 @@ impl PostgresStore {
 
     /// Run `body` in one transaction and commit it; an error from `body`
     /// rolls everything back.
-    fn transact<T>(&self, what: &str, body: impl FnOnce(&mut postgres::Transaction<'_>) -> Result<T>) -> Result<T> {
+    fn transact<T: Send>(
+        &self,
+        what: &str,
+        body: impl FnOnce(&mut postgres::Transaction<'_>) -> Result<T> + Send,
+    ) -> Result<T> {
+        off_runtime(|| self.transact_here(what, body))
+    }
+
+    fn transact_here<T>(
+        &self,
+        what: &str,
+        body: impl FnOnce(&mut postgres::Transaction<'_>) -> Result<T>,
+    ) -> Result<T> {
         let mut connection = self.pool.get().map_err(|error| {
             StateError::Backend(format!(
                 "could not {what}: no connection to the PostgreSQL state store at {}: {error}",
@@ -135,6 +196,33 @@ impl PostgresStore {
         let value = body(&mut transaction)?;
         transaction.commit().with_context(|| format!("commit ({what})"))?;
         Ok(value)
+    }
+}
+
+impl Drop for PostgresStore {
+    fn drop(&mut self) {
+        // SAFETY: the pool is taken once, here, and never used again.
+        let pool = unsafe { std::mem::ManuallyDrop::take(&mut self.pool) };
+        off_runtime(move || drop(pool));
+    }
+}
+
+/// Run `body` where the synchronous client may block: the `postgres`
+/// client drives each connection on a runtime of its own, and blocking on
+/// (or dropping) that runtime from a thread that is driving an async
+/// runtime panics. So on a multi-threaded runtime's worker `body` runs in
+/// `block_in_place`, on a current-thread runtime on a scoped thread of its
+/// own, and anywhere else (blocking threads, plain threads) directly.
+fn off_runtime<T: Send>(body: impl FnOnce() -> T + Send) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Err(_) => body(),
+        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(body)
+        }
+        Ok(_) => std::thread::scope(|scope| match scope.spawn(body).join() {
+            Ok(value) => value,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }),
     }
 }
 
@@ -194,8 +282,16 @@ fn hex_decode(text: &str) -> Option<Vec<u8>> {
     (0..text.len()).step_by(2).map(|at| u8::from_str_radix(text.get(at..at + 2)?, 16).ok()).collect()
 }
 
+/// Parse a state store URL (`postgres://…` or key=value form); an error
+/// shows it without its password.
+pub fn parse_url(url: &str) -> Result<ConnectConfig> {
+    url.parse().map_err(|error| {
+        StateError::Backend(format!("the state store URL `{}` is not a PostgreSQL URL: {error}", redact(url)))
+    })
+}
+
 /// `user@host:port/database` of a connection configuration: never its password.
-fn describe(config: &postgres::Config) -> String {
+pub fn describe(config: &postgres::Config) -> String {
     let user = config.get_user().unwrap_or("(default user)");
     let host = match config.get_hosts().first() {
         Some(postgres::config::Host::Tcp(host)) => host.clone(),
@@ -295,6 +391,21 @@ fn deployment_from_row(row: &postgres::Row) -> Deployment {
         source: row.get(3),
         forced: row.get(4),
         event_log_head: from_sql_integer(row.get(5)),
+    }
+}
+
+impl mayfly_state::KeyringHolder for PostgresStore {
+    fn payloads_encrypted(&self) -> bool {
+        PostgresStore::payloads_encrypted(self)
+    }
+
+    fn replace_keyring(&self, keyring: Arc<Keyring>) -> Result<()> {
+        PostgresStore::replace_keyring(self, keyring);
+        Ok(())
+    }
+
+    fn set_keyring_reloader(&self, reloader: mayfly_state::sealing::KeyringReloader) {
+        self.sealer.set_reloader(reloader);
     }
 }
 

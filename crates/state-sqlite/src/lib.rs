@@ -1116,6 +1116,34 @@ impl MessageRow {
     }
 }
 
+impl mayfly_state::KeyringHolder for SqliteStore {
+    fn payloads_encrypted(&self) -> bool {
+        SqliteStore::payloads_encrypted(self)
+    }
+
+    fn replace_keyring(&self, keyring: Arc<Keyring>) -> Result<()> {
+        SqliteStore::replace_keyring(self, keyring)
+    }
+
+    fn set_keyring_reloader(&self, reloader: KeyringReloader) {
+        SqliteStore::set_keyring_reloader(self, reloader)
+    }
+}
+
+impl mayfly_state::KeyMaintenance for SqliteStore {
+    fn rewrap_all(&self) -> Result<u64> {
+        SqliteStore::rewrap_all(self)
+    }
+
+    fn count_envelopes_sealed_by(&self, key_id: &str) -> Result<u64> {
+        SqliteStore::count_envelopes_sealed_by(self, key_id)
+    }
+
+    fn forget_retired_key(&self, key_id: &str) -> Result<bool> {
+        SqliteStore::forget_retired_key(self, key_id)
+    }
+}
+
 impl DeploymentStore for SqliteStore {
     fn record_deployment(&self, deployment: NewDeployment) -> Result<Deployment> {
         let now = self.now();

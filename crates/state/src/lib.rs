@@ -15,6 +15,7 @@
 pub mod access;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
+pub mod keys;
 pub mod sealing;
 
 use std::collections::BTreeMap;
@@ -27,6 +28,7 @@ use mayfly_core::{Name, ObjectEvent, Timestamp};
 use serde::{Deserialize, Serialize};
 
 pub use crate::access::{AccessRecord, ApiTokenRecord, NewApiToken, StoredAccessRecord};
+pub use crate::keys::{KeyMaintenance, KeyringHolder};
 
 pub type Result<T, E = StateError> = std::result::Result<T, E>;
 

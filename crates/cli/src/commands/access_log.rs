@@ -1,6 +1,5 @@
 //! `mayfly access-log`: the HTTPS API's append-only access log, newest last.
 
-use mayfly_state::prelude::*;
 use std::path::Path;
 
 use anyhow::Result;

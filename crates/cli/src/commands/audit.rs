@@ -19,7 +19,6 @@ use mayfly_audit::{
 use mayfly_core::SystemClock;
 use mayfly_fleet::{DockerProvisioner, FleetError, LocalProvisioner, Provisioner, ResourceId, TAG_RUN, TagFilter};
 use mayfly_spec::Architecture;
-use mayfly_state::prelude::*;
 use mayfly_state::{AuditRecord, NewAudit};
 use serde::Serialize;
 
@@ -93,7 +92,7 @@ struct Audited {
 
 /// Take the inventory, check the policy of `architecture` (the deployed one), record the findings.
 async fn audit_project(
-    located: &Project,
+    _located: &Project,
     opened: &OpenProject,
     architecture: &Architecture,
     trigger: &str,
@@ -104,8 +103,8 @@ async fn audit_project(
         architecture,
         state: opened.state.as_ref(),
         state_store: StateStoreEntry {
-            backend: "sqlite".to_owned(),
-            location: located.state_path().display().to_string(),
+            backend: opened.state_target.backend().name.to_owned(),
+            location: opened.state_target.describe(),
             payloads_encrypted: opened.state.payloads_encrypted(),
         },
         buckets: &opened.buckets,

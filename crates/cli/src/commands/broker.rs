@@ -29,7 +29,6 @@ use mayfly_fleet::{
     TagFilter,
 };
 use mayfly_state::StateStore;
-use mayfly_state::prelude::*;
 
 use crate::commands::jobs::{CONTAINER_PATH, MAYFLY_IN_IMAGE, job_docker, run_architecture, run_dir};
 use crate::project::Project;

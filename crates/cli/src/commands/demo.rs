@@ -15,7 +15,6 @@ use clap::{Args, Subcommand};
 use mayfly_core::{Clock, Name, SystemClock};
 use mayfly_runtime::{Invoker, InvokerConfig};
 use mayfly_state::StateStore;
-use mayfly_state::prelude::*;
 use serde::Serialize;
 
 use crate::commands::spec::DeployArgs;

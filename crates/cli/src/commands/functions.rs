@@ -11,7 +11,6 @@ use clap::Args;
 use mayfly_core::{Clock, Name, SystemClock};
 use mayfly_runtime::Invoker;
 use mayfly_spec::Architecture;
-use mayfly_state::prelude::*;
 use mayfly_state::{InvocationFilter, StateStore, StoredInvocation};
 use serde::Serialize;
 

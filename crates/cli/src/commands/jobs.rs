@@ -23,7 +23,6 @@ use mayfly_jobs::coordinator::{CoordinatorConfig, CoordinatorTiming, Coordinator
 use mayfly_jobs::group_commit::GroupCommitConfig;
 use mayfly_runtime::InvokerConfig;
 use mayfly_spec::{Architecture, JobSource, JobSpec};
-use mayfly_state::prelude::*;
 use mayfly_state::{NewRun, NewRunItem, RunRecord, StateStore};
 use serde::Serialize;
 
@@ -141,9 +140,10 @@ pub fn coordinator_launch(located: &Project) -> Result<CoordinatorLaunch> {
         project_root: std::path::absolute(&located.root)?,
         data_dir: std::path::absolute(located.data_dir())?,
         log_filter: std::env::var("MAYFLY_LOG").unwrap_or_else(|_| "info".into()),
-        // The keyring, and the group-commit setting of the throughput benchmark's baseline.
+        // The keyring, the group-commit setting of the throughput benchmark's baseline, and the state store's.
         secret_env: [KEYRING_ENV_VAR, GROUP_COMMIT_ENV_VAR]
             .into_iter()
+            .chain(mayfly_host::backends::STATE_ENV_VARS.iter().copied())
             .filter_map(|name| std::env::var(name).ok().map(|value| (name.to_owned(), value)))
             .collect(),
     })

@@ -12,7 +12,6 @@ use clap::{Args, Subcommand};
 use mayfly_buckets::RewrapOutcome;
 use mayfly_buckets::crypto::{KEYRING_ENV_VAR, Keyring};
 use mayfly_core::{Clock, SystemClock};
-use mayfly_state::prelude::*;
 use serde::Serialize;
 
 use crate::exit_code::Refused;
@@ -155,6 +154,7 @@ struct RewrapCounts {
 
 async fn rewrap(args: RewrapArgs, project: Option<&Path>, output: Output) -> Result<()> {
     let opened = Project::locate(project)?.open(false)?;
+    let maintenance = opened.key_maintenance("mayfly keys rewrap")?;
     let current = opened.keyring.keyring.current().id().to_owned();
     let mut counts = RewrapCounts::default();
     let mut failures = Vec::new();
@@ -182,7 +182,7 @@ async fn rewrap(args: RewrapArgs, project: Option<&Path>, output: Output) -> Res
         }
     }
     // The state store's payloads: only their envelope headers change.
-    let state = opened.state.clone();
+    let state = maintenance;
     match tokio::task::spawn_blocking(move || state.rewrap_all()).await.context("the state store rewrap panicked")? {
         Ok(rewrapped) => counts.state_rewrapped = rewrapped,
         Err(error) => {
@@ -239,6 +239,7 @@ async fn retire(args: RetireArgs, project: Option<&Path>, output: Output) -> Res
     refuse_environment_keyring("remove the key")?;
     // Opening checks the keyring holds every key the data needs.
     let opened = located.open(false)?;
+    let maintenance = opened.key_maintenance("mayfly keys retire")?;
     let mut keyring = Keyring::clone(&opened.keyring.keyring);
     let path = located.keyring_path();
     if keyring.get(&args.key).is_none() {
@@ -277,7 +278,7 @@ async fn retire(args: RetireArgs, project: Option<&Path>, output: Output) -> Res
             }
         }
     }
-    let state = opened.state.clone();
+    let state = maintenance.clone();
     let key = args.key.clone();
     let records = tokio::task::spawn_blocking(move || state.count_envelopes_sealed_by(&key))
         .await
@@ -293,7 +294,7 @@ async fn retire(args: RetireArgs, project: Option<&Path>, output: Output) -> Res
     }
     // Forget it in the store first: if saving the keyring then fails, the
     // key merely stays in the file, and the project still opens.
-    opened.state.forget_retired_key(&args.key).context("cannot forget the retired key in the state store")?;
+    maintenance.forget_retired_key(&args.key).context("cannot forget the retired key in the state store")?;
     keyring.remove(&args.key).with_context(|| format!("cannot remove key {}", args.key))?;
     keyring.save(&path).with_context(|| format!("cannot save the keyring {}", path.display()))?;
     #[derive(Serialize)]
@@ -316,13 +317,13 @@ fn init(args: InitArgs, project: Option<&Path>, output: Output) -> Result<()> {
         ))
         .into());
     }
-    let has_data = located.is_deployed();
+    let has_data = located.is_deployed()?;
     if has_data && !args.replace_lost_keyring {
         return Err(Refused(format!(
             "project {} has data (its state store {}) sealed by keys of its keyring: restore the keyring file to {} from your backup. \
 If it is lost for good, `mayfly keys init --replace-lost-keyring` creates a new one; the data sealed by the lost keys stays unreadable",
             located.root.display(),
-            located.state_path().display(),
+            located.state_target()?.describe(),
             path.display()
         ))
         .into());
@@ -330,14 +331,7 @@ If it is lost for good, `mayfly keys init --replace-lost-keyring` creates a new 
     let keyring = Arc::new(located.create_keyring()?);
     let mut forgotten = Vec::new();
     if has_data {
-        let (_, lost) = mayfly_state_sqlite::SqliteStore::open_encrypted_replacing_lost_keyring(
-            &located.state_path(),
-            Arc::new(SystemClock),
-            keyring.clone(),
-        )
-        .with_context(|| {
-            format!("cannot record the new keyring in the state store {}", located.state_path().display())
-        })?;
+        let lost = located.record_replacement_keyring(keyring.clone())?;
         tracing::warn!(lost = ?lost, "replaced a lost keyring; data sealed by the lost keys stays unreadable");
         forgotten = lost;
     }

@@ -7,7 +7,6 @@ use anyhow::{Context, Result};
 use clap::Args;
 use mayfly_buckets::ObjectInfo;
 use mayfly_core::Name;
-use mayfly_state::prelude::*;
 use serde::Serialize;
 
 use crate::output::{Output, human_bytes, json_pairs, json_time, table};

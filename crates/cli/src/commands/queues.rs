@@ -9,7 +9,6 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use mayfly_core::queue::ReceiptHandle;
 use mayfly_core::{Name, format_duration, parse_duration};
-use mayfly_state::prelude::*;
 use mayfly_state::{DeleteOutcome, OutgoingMessage, ReceiveRequest, StateStore, StoredMessage};
 use serde::Serialize;
 

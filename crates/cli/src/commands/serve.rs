@@ -22,7 +22,6 @@ use mayfly_dashboard::DashboardState;
 use mayfly_runtime::{Invoker, InvokerConfig};
 use mayfly_spec::{ApiSpec, Architecture};
 use mayfly_state::StateStore;
-use mayfly_state_sqlite::SqliteStore;
 use tokio::net::TcpListener;
 
 use crate::commands::dashboard_access::DashboardAccess;
@@ -192,12 +191,7 @@ pub async fn bind_api_server(
     let loaded = tls::load(&paths).context("cannot load the API's certificate")?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     // The access log gets a connection of its own, so its commits never wait behind reads.
-    let log_store: Arc<dyn StateStore> = Arc::new(
-        SqliteStore::open_encrypted(&located.state_path(), clock.clone(), opened.keyring.keyring.clone())
-            .with_context(|| {
-                format!("cannot open the state store {} for the access log", located.state_path().display())
-            })?,
-    );
+    let log_store: Arc<dyn StateStore> = opened.open_state_again()?;
     let listen = listen.or(architecture.api.as_ref().map(|api| api.listen)).unwrap_or(ApiSpec::DEFAULT_LISTEN);
     let aws_listen =
         aws_listen.or(architecture.api.as_ref().map(|api| api.aws_listen)).unwrap_or(ApiSpec::DEFAULT_AWS_LISTEN);

@@ -9,7 +9,6 @@ use clap::Args;
 use mayfly_core::Name;
 use mayfly_core::queue::QueueConfig;
 use mayfly_spec::{Architecture, ArchitectureDiff};
-use mayfly_state::prelude::*;
 use mayfly_state::{NewDeployment, StateStore};
 use serde::Serialize;
 
@@ -211,7 +210,7 @@ pub async fn diff(args: DiffArgs, project: Option<&Path>, output: Output) -> Res
     let located = Project::locate(project)?;
     let path = args.file.unwrap_or_else(|| located.spec_path());
     let new = mayfly_spec::load(&path)?.architecture;
-    let old = if located.is_deployed() {
+    let old = if located.is_deployed()? {
         let opened = located.open(false)?;
         last_deployed(opened.state.as_ref())?
     } else {
@@ -419,7 +418,7 @@ pub async fn deploy(args: DeployArgs, project: Option<&Path>, output: Output) ->
     let located = Project::locate(project)?;
     let loaded = mayfly_spec::load(&located.spec_path())?;
     // A dry run on a project never deployed must not even create its data directory.
-    let opened = if args.dry_run && !located.is_deployed() { None } else { Some(located.open(true)?) };
+    let opened = if args.dry_run && !located.is_deployed()? { None } else { Some(located.open(true)?) };
     let steps = plan(opened.as_ref(), &loaded.architecture, args.force).await?;
     let latest = match &opened {
         Some(opened) => opened.state.latest_deployment()?,

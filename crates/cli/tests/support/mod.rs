@@ -1,6 +1,12 @@
 //! Shared helpers for the CLI tests: a project in a temporary directory and
-//! ways to run the real `mayfly` binary in it.
+//! ways to run the real `mayfly` binary in it. With
+//! `MAYFLY_TEST_STATE=postgres` every project keeps its state in a fresh
+//! database of its own on the test PostgreSQL server (`postgres.rs`), by
+//! `MAYFLY_STATE_URL` in every command it runs, which the processes those
+//! start (`up`, coordinators, workers) inherit.
 #![allow(dead_code)] // each test file uses a different subset
+
+pub mod postgres;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -18,6 +24,25 @@ pub fn unique_name(prefix: &str) -> String {
 pub struct Project {
     pub _dir: tempfile::TempDir,
     pub root: PathBuf,
+    /// The project's PostgreSQL database under `MAYFLY_TEST_STATE=postgres`.
+    pub database: Option<postgres::TestDatabase>,
+}
+
+impl Drop for Project {
+    fn drop(&mut self) {
+        // A project on PostgreSQL must never have fallen back to the embedded store.
+        if self.database.is_some() && !std::thread::panicking() {
+            assert!(
+                !self.root.join(".mayfly/state.db").exists(),
+                "a project on PostgreSQL has an embedded state store: some process did not get MAYFLY_STATE_URL"
+            );
+        }
+    }
+}
+
+/// Whether this run keeps every test project's state on PostgreSQL.
+pub fn state_on_postgres() -> bool {
+    std::env::var("MAYFLY_TEST_STATE").is_ok_and(|value| value == "postgres")
 }
 
 impl Project {
@@ -26,7 +51,8 @@ impl Project {
         let root = dir.path().join("project");
         std::fs::create_dir_all(&root).unwrap();
         std::fs::write(root.join("mayfly.toml"), spec).unwrap();
-        Project { _dir: dir, root }
+        let database = state_on_postgres().then(postgres::TestDatabase::create);
+        Project { _dir: dir, root, database }
     }
 
     pub fn deployed_with(spec: &str) -> Project {
@@ -63,6 +89,10 @@ impl Project {
     pub fn command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_mayfly"));
         command.args(args).current_dir(&self.root).env_remove("MAYFLY_PROJECT");
+        match &self.database {
+            Some(database) => command.env("MAYFLY_STATE_URL", &database.url),
+            None => command.env_remove("MAYFLY_STATE_URL"),
+        };
         command
     }
 

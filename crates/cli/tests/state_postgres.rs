@@ -1,0 +1,197 @@
+//! A project whose state is on PostgreSQL, chosen by `MAYFLY_STATE_URL` or
+//! `[state] url`, through the real binary against a real PostgreSQL 15
+//! server (a database per test): objects and messages flow as on the
+//! embedded store, nothing a user sent reaches the server unsealed, the
+//! password never comes from the architecture file, and every bad setting
+//! is a clear error that changes nothing.
+
+mod support;
+
+use std::os::unix::fs::PermissionsExt;
+
+use support::Project;
+use support::postgres::{TestDatabase, admin, database_url};
+
+const MARKER: &str = "PATIENT-MRN-7771234-pgmarker";
+
+const SPEC: &str = r#"version = 1
+name = "pg"
+
+[buckets.charts]
+
+[queues.work]
+"#;
+
+/// A project whose commands all carry `MAYFLY_STATE_URL` of a fresh database.
+fn project_on_postgres(spec: &str) -> Project {
+    let mut project = Project::with_spec(spec);
+    if project.database.is_none() {
+        project.database = Some(TestDatabase::create());
+    }
+    project
+}
+
+#[test]
+fn objects_and_messages_live_in_postgres_sealed() {
+    let project = project_on_postgres(SPEC);
+    project.ok(&["deploy"]);
+    assert!(!project.path(".mayfly/state.db").exists(), "no embedded store beside PostgreSQL");
+
+    std::fs::write(project.path("chart.txt"), format!("chart of {MARKER}\n")).unwrap();
+    project.ok(&["put", "charts/in/1.txt", "chart.txt"]);
+    assert_eq!(project.ok(&["get", "charts/in/1.txt"]), format!("chart of {MARKER}\n"));
+    let events = project.json(&["events"]);
+    assert_eq!(events.as_array().map(Vec::len), Some(1), "{events}");
+
+    project.ok(&["send", "work", &format!("{{\"mrn\": \"{MARKER}\"}}"), "--attribute", &format!("mrn={MARKER}")]);
+    let received = project.json(&["receive", "work"]);
+    assert_eq!(received[0]["body"], format!("{{\"mrn\": \"{MARKER}\"}}"));
+    let receipt = received[0]["receipt"].as_str().unwrap().to_owned();
+    project.ok(&["ack", "work", &receipt]);
+
+    let database = project.database.as_ref().unwrap();
+    let mut client = database.client();
+    let deployments: i64 = client.query_one("SELECT count(*) FROM deployments", &[]).unwrap().get(0);
+    let buckets: i64 = client.query_one("SELECT count(*) FROM buckets", &[]).unwrap().get(0);
+    assert_eq!((deployments, buckets), (1, 1), "the deployment and bucket are rows in PostgreSQL");
+    let dump = database.dump();
+    let hex: String = MARKER.bytes().map(|byte| format!("{byte:02x}")).collect();
+    let text = String::from_utf8_lossy(&dump);
+    assert!(text.contains("CREATE TABLE"), "the dump holds the schema");
+    assert!(!text.contains(MARKER) && !text.contains(&hex), "the marker reached PostgreSQL unsealed");
+}
+
+#[test]
+fn key_maintenance_is_refused_on_postgres_before_anything_changes() {
+    let project = project_on_postgres(SPEC);
+    project.ok(&["deploy"]);
+    let stderr = project.fails(&["keys", "rewrap"], 5);
+    assert!(stderr.contains("`mayfly keys rewrap` is not supported on a postgresql state store yet"), "{stderr}");
+    let stderr = project.fails(&["keys", "retire", "k-nothing"], 5);
+    assert!(stderr.contains("`mayfly keys retire` is not supported"), "{stderr}");
+}
+
+#[test]
+fn a_password_in_the_files_url_is_refused_with_its_location_and_nothing_is_created() {
+    let project = Project::with_spec(&format!(
+        "{SPEC}\n[state]\nurl = \"postgres://mayfly_password_test:hunter2@127.0.0.1:15432/postgres\"\n"
+    ));
+    let mut command = project.command(&["deploy"]);
+    command.env_remove("MAYFLY_STATE_URL");
+    let output = command.output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("`url` of `[state]` holds a password"), "{stderr}");
+    assert!(stderr.contains("mayfly.toml:9:7"), "located: {stderr}");
+    assert!(stderr.contains("MAYFLY_STATE_PASSWORD") && stderr.contains(".pgpass"), "{stderr}");
+    assert!(!project.path(".mayfly").exists(), "nothing was created");
+}
+
+/// A database owned by the role that must give its password.
+fn password_database() -> (TestDatabase, &'static str) {
+    let password = "correct horse";
+    let mut admin = admin();
+    admin
+        .batch_execute(&format!(
+            "DO $$ BEGIN CREATE ROLE mayfly_password_test LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$;
+             ALTER ROLE mayfly_password_test PASSWORD '{password}'"
+        ))
+        .expect("create the password role");
+    let database = TestDatabase::create();
+    admin.batch_execute(&format!("ALTER DATABASE {} OWNER TO mayfly_password_test", database.name)).unwrap();
+    (database, password)
+}
+
+fn file_url(database: &TestDatabase) -> String {
+    database_url(&database.name).replace("postgres://postgres@", "postgres://mayfly_password_test@")
+}
+
+#[test]
+fn the_password_comes_from_the_environment_a_password_file_or_pgpass_and_a_wrong_one_is_named() {
+    let (database, password) = password_database();
+    let url = file_url(&database);
+    let project =
+        Project::with_spec(&format!("{SPEC}\n[state]\nurl = \"{url}\"\npassword_file = \"state-password\"\n"));
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        let mut command = project.command(args);
+        command.env_remove("MAYFLY_STATE_URL").env_remove("PGPASSWORD").env_remove("MAYFLY_STATE_PASSWORD");
+        command.env("PGPASSFILE", project.path("no-such-pgpass"));
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        command.output().unwrap()
+    };
+    // A wrong password in the file: refused, naming the server without any password.
+    let password_file = project.path("state-password");
+    std::fs::write(&password_file, "not the password\n").unwrap();
+    std::fs::set_permissions(&password_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let output = run(&["deploy"], &[]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(&format!("postgres://mayfly_password_test@127.0.0.1:15432/{}", database.name)), "{stderr}");
+    assert!(stderr.contains("password authentication failed"), "{stderr}");
+    assert!(!stderr.contains("not the password"), "the password leaked: {stderr}");
+    assert!(!project.path(".mayfly/keyring.json").exists(), "no keyring was made for a store never reached");
+
+    // The environment wins over the file.
+    let output = run(&["deploy"], &[("MAYFLY_STATE_PASSWORD", password)]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+
+    // The right password in the file (owner-only) is used.
+    std::fs::write(&password_file, format!("{password}\n")).unwrap();
+    let output = run(&["deployments"], &[]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    // A file others can read is refused.
+    std::fs::set_permissions(&password_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let stderr = String::from_utf8_lossy(&run(&["deployments"], &[]).stderr).into_owned();
+    assert!(stderr.contains("can be read by others (mode 644)"), "{stderr}");
+
+    // Without password_file, a .pgpass line (owner-only) gives it.
+    std::fs::write(project.path("mayfly.toml"), format!("{SPEC}\n[state]\nurl = \"{url}\"\n")).unwrap();
+    let pgpass = project.path("pgpass");
+    std::fs::write(&pgpass, format!("127.0.0.1:15432:{}:mayfly_password_test:{password}\n", database.name)).unwrap();
+    std::fs::set_permissions(&pgpass, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let output = run(&["deployments"], &[("PGPASSFILE", pgpass.to_str().unwrap())]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+}
+
+#[test]
+fn an_unreachable_server_or_a_missing_database_is_named_and_nothing_is_created() {
+    let project = Project::with_spec(SPEC);
+    let mut command = project.command(&["deploy"]);
+    command.env("MAYFLY_STATE_URL", "postgres://mayfly@127.0.0.1:1/state").env("MAYFLY_STATE_PASSWORD", "s3cret-pw");
+    let output = command.output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("cannot connect to the PostgreSQL state store at postgres://mayfly@127.0.0.1:1/state"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("s3cret-pw"), "the password leaked: {stderr}");
+    assert!(!project.path(".mayfly").exists(), "nothing was created");
+
+    let missing = database_url("mayfly_no_such_database");
+    let output = project.command(&["deploy"]).env("MAYFLY_STATE_URL", &missing).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("database \"mayfly_no_such_database\" does not exist"), "{stderr}");
+    assert!(!project.path(".mayfly").exists(), "nothing was created");
+
+    let output = project.command(&["deploy"]).env("MAYFLY_STATE_URL", "mysql://db/x").output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("has no known scheme; use one of sqlite:, postgres:, postgresql:"), "{stderr}");
+}
+
+#[test]
+fn a_schema_newer_than_this_binary_is_refused_and_left_as_it_is() {
+    let project = project_on_postgres(SPEC);
+    project.ok(&["deploy"]);
+    let mut client = project.database.as_ref().unwrap().client();
+    client.execute("UPDATE mayfly_schema SET version = version + 5", &[]).unwrap();
+    let output = project.run(&["deployments"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("upgrade Mayfly"), "{stderr}");
+    let deployments: i64 = client.query_one("SELECT count(*) FROM deployments", &[]).unwrap().get(0);
+    assert_eq!(deployments, 1, "nothing changed");
+}
