@@ -145,8 +145,9 @@ cargo test --workspace --doc --locked
 
 step "end-to-end again with the state on PostgreSQL (buckets, queues, triggers, jobs)"
 # The same tests, each project's state in a database of its own (MAYFLY_TEST_STATE).
-MAYFLY_TEST_STATE=postgres cargo nextest run -p mayfly --locked --profile ci \
-    --test cli --test triggers --test jobs \
-    -E 'test(/queue|bucket|put|get|events|dlq|send|receive/) & binary(cli) | binary(triggers) & test(/bucket_events_invoke|queue_trigger_deletes/) | binary(jobs) & test(/a_run_processes_every_item_once|a_manifest_source_runs/)'
+# --workspace with a filter, not -p mayfly: a package-scoped build unifies
+# features differently and would compile the dependencies a second time.
+MAYFLY_TEST_STATE=postgres cargo nextest run --workspace --locked --profile ci \
+    -E 'package(mayfly) & (test(/queue|bucket|put|get|events|dlq|send|receive/) & binary(cli) | binary(triggers) & test(/bucket_events_invoke|queue_trigger_deletes/) | binary(jobs) & test(/a_run_processes_every_item_once|a_manifest_source_runs/))'
 
 step "all tests passed"
