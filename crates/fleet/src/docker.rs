@@ -391,31 +391,7 @@ impl DockerProvisioner {
         tokio::spawn(async move {
             let options =
                 LogsOptionsBuilder::new().follow(true).stdout(stdout.is_some()).stderr(stderr.is_some()).build();
-            let mut stream = docker.logs(&id, Some(options));
-            let mut files: HashMap<PathBuf, tokio::fs::File> = HashMap::new();
-            while let Some(Ok(output)) = stream.next().await {
-                let (path, bytes) = match output {
-                    bollard::container::LogOutput::StdOut { message } => (stdout.as_ref(), message),
-                    bollard::container::LogOutput::StdErr { message } => (stderr.as_ref(), message),
-                    bollard::container::LogOutput::Console { message } => (stdout.as_ref(), message),
-                    bollard::container::LogOutput::StdIn { .. } => continue,
-                };
-                let Some(path) = path else { continue };
-                if !files.contains_key(path) {
-                    match tokio::fs::OpenOptions::new().create(true).append(true).open(path).await {
-                        Ok(file) => {
-                            files.insert(path.clone(), file);
-                        }
-                        Err(error) => {
-                            tracing::warn!(path = %path.display(), %error, "cannot write a container's output");
-                            return;
-                        }
-                    }
-                }
-                if let Some(file) = files.get_mut(path) {
-                    let _ = file.write_all(&bytes).await;
-                }
-            }
+            append_log_stream(docker.logs(&id, Some(options)), stdout, stderr).await;
         });
     }
 
@@ -575,6 +551,41 @@ impl Provisioner for DockerProvisioner {
 
     fn remove_unused_networks<'a>(&'a self, filter: &'a TagFilter) -> BoxFuture<'a, Result<Vec<String>, FleetError>> {
         Box::pin(self.reap_unused_networks(filter))
+    }
+}
+
+/// Appends an engine log stream (a container's or a service's) to the
+/// `stdout`/`stderr` files as it comes, as a local process would write them,
+/// until the stream ends.
+pub(crate) async fn append_log_stream(
+    stream: impl futures::Stream<Item = Result<bollard::container::LogOutput, DockerError>>,
+    stdout: Option<PathBuf>,
+    stderr: Option<PathBuf>,
+) {
+    let mut stream = std::pin::pin!(stream);
+    let mut files: HashMap<PathBuf, tokio::fs::File> = HashMap::new();
+    while let Some(Ok(output)) = stream.next().await {
+        let (path, bytes) = match output {
+            bollard::container::LogOutput::StdOut { message } => (stdout.as_ref(), message),
+            bollard::container::LogOutput::StdErr { message } => (stderr.as_ref(), message),
+            bollard::container::LogOutput::Console { message } => (stdout.as_ref(), message),
+            bollard::container::LogOutput::StdIn { .. } => continue,
+        };
+        let Some(path) = path else { continue };
+        if !files.contains_key(path) {
+            match tokio::fs::OpenOptions::new().create(true).append(true).open(path).await {
+                Ok(file) => {
+                    files.insert(path.clone(), file);
+                }
+                Err(error) => {
+                    tracing::warn!(path = %path.display(), %error, "cannot write a container's output");
+                    return;
+                }
+            }
+        }
+        if let Some(file) = files.get_mut(path) {
+            let _ = file.write_all(&bytes).await;
+        }
     }
 }
 

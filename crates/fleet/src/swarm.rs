@@ -46,13 +46,12 @@ use bollard::query_parameters::{
     InspectNetworkOptions, InspectServiceOptions, ListServicesOptionsBuilder, ListTasksOptionsBuilder,
     LogsOptionsBuilder,
 };
-use futures::StreamExt;
 use mayfly_core::Timestamp;
-use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 
 use crate::docker::{
-    CONTAINER_TMP, MANAGED_LABEL, is_not_found, label_filters, labels_of, program_in_container, tags_of,
+    CONTAINER_TMP, MANAGED_LABEL, append_log_stream, is_not_found, label_filters, labels_of, program_in_container,
+    tags_of,
 };
 use crate::error::FleetError;
 use crate::provisioner::{BoxFuture, LiveResource, ProcessSpec, Provisioner, ResourceId, ResourceState};
@@ -266,31 +265,7 @@ impl SwarmProvisioner {
         tokio::spawn(async move {
             let options =
                 LogsOptionsBuilder::new().follow(true).stdout(stdout.is_some()).stderr(stderr.is_some()).build();
-            let mut stream = docker.service_logs(&id, Some(options));
-            let mut files: HashMap<std::path::PathBuf, tokio::fs::File> = HashMap::new();
-            while let Some(Ok(output)) = stream.next().await {
-                let (path, bytes) = match output {
-                    bollard::container::LogOutput::StdOut { message } => (stdout.as_ref(), message),
-                    bollard::container::LogOutput::StdErr { message } => (stderr.as_ref(), message),
-                    bollard::container::LogOutput::Console { message } => (stdout.as_ref(), message),
-                    bollard::container::LogOutput::StdIn { .. } => continue,
-                };
-                let Some(path) = path else { continue };
-                if !files.contains_key(path) {
-                    match tokio::fs::OpenOptions::new().create(true).append(true).open(path).await {
-                        Ok(file) => {
-                            files.insert(path.clone(), file);
-                        }
-                        Err(error) => {
-                            tracing::warn!(path = %path.display(), %error, "cannot write a swarm task's output");
-                            return;
-                        }
-                    }
-                }
-                if let Some(file) = files.get_mut(path) {
-                    let _ = file.write_all(&bytes).await;
-                }
-            }
+            append_log_stream(docker.service_logs(&id, Some(options)), stdout, stderr).await;
         });
     }
 
