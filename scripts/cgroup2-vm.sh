@@ -18,8 +18,9 @@
 #       command did, 1 when it failed or the VM did not finish, 2 when
 #       something needed is missing (saying what to install).
 #
-# Inside the VM /init mounts proc, sysfs, devtmpfs, a tmpfs /tmp and cgroup2
-# on /sys/fs/cgroup, brings up loopback (no other network), writes +memory
+# Inside the VM /init mounts proc, sysfs, devtmpfs and cgroup2 on
+# /sys/fs/cgroup (/tmp is the initramfs root's own, not a tmpfs over it, so
+# files under the host's /tmp stay visible), brings up loopback (no other network), writes +memory
 # into the root's cgroup.subtree_control (as systemd does on cgroup v2
 # distributions), runs the command with kernel messages kept off the
 # console, then prints the kernel's OOM-kill lines (`mayfly-vm: kernel: ...`)
@@ -141,7 +142,9 @@ run() {
         echo '/bin/busybox --install -s /bin'
         echo 'export PATH=/bin HOME=/tmp TMPDIR=/tmp'
         echo 'mount -t proc proc /proc && mount -t sysfs sysfs /sys && mount -t devtmpfs devtmpfs /dev'
-        echo 'mount -t tmpfs tmpfs /tmp && mount -t cgroup2 cgroup2 /sys/fs/cgroup'
+        # The initramfs root is itself writable memory: no tmpfs over /tmp, which
+        # would hide a command or file that lives under /tmp on the host.
+        echo 'chmod 1777 /tmp && mount -t cgroup2 cgroup2 /sys/fs/cgroup'
         # Loopback only (the lambda runtime serves its Runtime API there); no network.
         echo 'ip link set lo up'
         echo 'echo "mayfly-vm: kernel $(uname -r), cgroup2 controllers: $(cat /sys/fs/cgroup/cgroup.controllers)"'
