@@ -133,17 +133,19 @@ fn copies_every_object_with_scoped_credentials(function: &str) {
     assert_eq!(puts.count(), OBJECTS, "one PUT per copied object: {log:?}");
 }
 
-/// Workers cannot be told where an endpoint on `aws_listen` port 0 is: a
-/// run of such a job is refused, saying why, before the run is created.
+/// Workers cannot be told where an endpoint on `aws_listen` port 0 is: such
+/// a job is refused at deploy, saying why and where, and nothing is deployed
+/// (so no triggered run could be created only for its coordinator to refuse it).
 #[test]
-fn a_job_function_with_permissions_and_no_fixed_aws_port_is_refused_clearly() {
+fn a_job_function_with_permissions_and_no_fixed_aws_port_is_refused_at_deploy() {
     let project = Project::with_spec(&spec(&support::unique_name("aws-jobs-port"), 0, PROCESS));
     std::fs::create_dir_all(project.path("functions")).unwrap();
-    project.ok(&["deploy"]);
-    support::assert_success(&project.run_with_stdin(&["put", "scans/in/one.bin"], b"one"), &["put"]);
-    let output = project.run(&["run", "copy", "--json"]);
+    let output = project.run(&["deploy"]);
     let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
-    assert!(!output.status.success(), "{text}");
+    assert_eq!(output.status.code(), Some(3), "an invalid architecture file: {text}");
     assert!(text.contains("`[api].aws_listen` (127.0.0.1:0) has port 0"), "{text}");
-    assert_eq!(project.json(&["runs"]), serde_json::json!([]), "no run was created");
+    assert!(text.contains("mayfly.toml:"), "the error says where: {text}");
+    let deployments = project.run(&["deployments", "--json"]);
+    let text = String::from_utf8_lossy(&deployments.stderr);
+    assert!(!deployments.status.success() && text.contains("has not been deployed"), "nothing was deployed: {text}");
 }

@@ -142,6 +142,9 @@ struct CrossChecks {
     required_tag_spans: Vec<Located<String>>,
     /// (what, span of `permissions`) of every function that declares some.
     functions_with_permissions: Vec<(String, Range<usize>)>,
+    /// job → (what, span of `provisioner`, span of `function`), for the
+    /// checks of what its workers' function can reach.
+    job_spans: BTreeMap<Name, (String, Range<usize>, Range<usize>)>,
 }
 
 /// Lower the document `root` into an architecture; `None` when anything was reported.
@@ -216,6 +219,9 @@ pub(crate) fn lower_document(reader: &mut Reader<'_>, root: &Table<'_, '_>) -> O
     lower_state(reader, root);
     if api.is_none() && !root.has("api") {
         check_permissions_need_api(reader, &checks);
+    }
+    if let Some(api) = &api {
+        check_job_workers_reach_the_aws_endpoint(reader, &checks, api, &jobs, &functions);
     }
 
     reader.check_references();
@@ -688,6 +694,48 @@ fn check_permissions_need_api(reader: &mut Reader<'_>, checks: &CrossChecks) {
     }
 }
 
+/// A job's workers get AWS credentials for their function's `permissions`
+/// from their coordinator, for the endpoint on `[api].aws_listen` as a
+/// process of this host dials it: workers off this host (containers, Slurm
+/// nodes, swarm tasks) cannot reach it, and a coordinator (a process of its
+/// own) cannot learn a port `mayfly up` picked. Refused here, at deploy, so
+/// that no triggered run is created only for its coordinator to refuse it
+/// (and `mayfly up` to restart that coordinator again and again).
+fn check_job_workers_reach_the_aws_endpoint(
+    reader: &mut Reader<'_>,
+    checks: &CrossChecks,
+    api: &ApiSpec,
+    jobs: &BTreeMap<Name, JobSpec>,
+    functions: &BTreeMap<Name, FunctionSpec>,
+) {
+    for (name, job) in jobs {
+        let Some((what, provisioner_span, function_span)) = checks.job_spans.get(name) else { continue };
+        if functions.get(&job.function).is_none_or(|function| function.permissions.is_empty()) {
+            continue;
+        }
+        let function = &job.function;
+        if job.provisioner.kind != ProvisionerKind::LOCAL {
+            reader.error(
+                provisioner_span.clone(),
+                format!(
+                    "function `{function}` of {what} declares `permissions`, but the job's workers run off this host ({} provisioner), where the AWS endpoint on `[api].aws_listen` cannot be reached",
+                    job.provisioner.kind.name()
+                ),
+                Some("run the job with local workers (`provisioner = { kind = \"local\" }`), or remove `permissions` from the function".to_owned()),
+            );
+        } else if api.aws_listen.port() == 0 {
+            reader.error(
+                function_span.clone(),
+                format!(
+                    "function `{function}` of {what} declares `permissions`, but `[api].aws_listen` ({}) has port 0, so the job's workers cannot be told where the AWS endpoint is",
+                    api.aws_listen
+                ),
+                Some("give `aws_listen` a fixed port, e.g. `aws_listen = \"127.0.0.1:8444\"`".to_owned()),
+            );
+        }
+    }
+}
+
 fn lower_routes(reader: &mut Reader<'_>, root: &Table<'_, '_>) -> Vec<RouteSpec> {
     let mut routes: Vec<(RouteSpec, String)> = Vec::new();
     for table in array_of_tables(reader, root, "routes", "route") {
@@ -1120,6 +1168,10 @@ fn lower_job(
     let triggers = lower_job_triggers(reader, table);
     let tags = reader.string_map(table, "tags");
     checks.tagged_resources.push((table.what.clone(), tags.clone()));
+    if let Some(name) = &entry.name {
+        let spans = (table.what.clone(), table.key_span("provisioner"), table.key_span("function"));
+        checks.job_spans.insert(name.clone(), spans);
+    }
     Some(JobSpec {
         source: source?,
         function: function?,

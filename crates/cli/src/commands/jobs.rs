@@ -833,8 +833,9 @@ fn worker_aws_issuer(
 /// can use, if it declares `permissions`: they run off this host (the
 /// endpoint on `[api].aws_listen` is this host's), or `aws_listen` has port
 /// 0 (the coordinator, a process of its own, cannot learn the port `mayfly
-/// serve` or `mayfly up` picked). Checked before a run is created and again
-/// by its coordinator.
+/// serve` or `mayfly up` picked). `mayfly deploy` refuses such a job
+/// (`mayfly-spec`); a version deployed before that check is refused here,
+/// before a run is created, and again by its coordinator.
 fn aws_reach_refusal(architecture: &Architecture, job: &Name, function: &Name, on_this_host: bool) -> Option<String> {
     let permissions = architecture.functions.get(function).map(|spec| !spec.permissions.is_empty());
     let api = architecture.api.as_ref()?;
