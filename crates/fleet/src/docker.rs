@@ -55,7 +55,9 @@ use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 
 use crate::error::FleetError;
-use crate::provisioner::{BoxFuture, LiveResource, ProcessSpec, Provisioner, ResourceId, ResourceState};
+use crate::provisioner::{
+    BoxFuture, LiveResource, ProcessSpec, Provisioner, ResourceId, ResourceState, poll_until_ended,
+};
 use crate::registry::{CoordinatorPlacement, ProvisionerKindEntry};
 use crate::tags::{TagFilter, Tags, check_tag};
 
@@ -415,14 +417,7 @@ impl DockerProvisioner {
     }
 
     async fn wait_for_end(&self, id: &str, timeout: Duration) -> Result<ResourceState, FleetError> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let state = self.observe(id).await?;
-            if !state.is_running() || Instant::now() >= deadline {
-                return Ok(state);
-            }
-            tokio::time::sleep(POLL.min(deadline - Instant::now())).await;
-        }
+        poll_until_ended(timeout, POLL, || self.observe(id)).await
     }
 
     /// Force-removes the container (SIGKILL if it runs) and waits until the engine no longer knows it.

@@ -49,7 +49,7 @@ pub use provisioner::{BoxFuture, LiveResource, ProcessSpec, Provisioner, Resourc
 pub use reaper::reap_orphans;
 pub use registry::{ConnectProvisioner, CoordinatorPlacement, ProvisionerKind, ProvisionerKindEntry};
 pub use slurm::{JobRef, SNAPSHOT_MAX_AGE, SlurmJob, SlurmProvisioner, SlurmSettings};
-pub use swarm::{STOP_GRACE as SWARM_STOP_GRACE, SwarmPlacement, SwarmProvisioner};
+pub use swarm::{SwarmPlacement, SwarmProvisioner};
 pub use tags::{
     TAG_FUNCTION, TAG_OWNER, TAG_PROJECT, TAG_ROLE, TAG_RUN, TAG_WORKER, TagFilter, Tags, owner_is_alive,
     owner_of_this_process,

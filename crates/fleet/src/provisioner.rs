@@ -153,3 +153,27 @@ pub trait Provisioner: Send + Sync {
         Box::pin(async { Ok(Vec::new()) })
     }
 }
+
+/// Asks `observe` for a resource's state every `poll` until it no longer
+/// runs or `timeout` has passed, and returns the last state seen (so
+/// [`ResourceState::Running`] on a timeout): [`Provisioner::wait`] for
+/// provisioners that learn a resource's end only by asking its engine.
+pub(crate) async fn poll_until_ended<F, Fut>(
+    timeout: Duration,
+    poll: Duration,
+    mut observe: F,
+) -> Result<ResourceState, FleetError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<ResourceState, FleetError>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let state = observe().await?;
+        let now = tokio::time::Instant::now();
+        if !state.is_running() || now >= deadline {
+            return Ok(state);
+        }
+        tokio::time::sleep(poll.min(deadline - now)).await;
+    }
+}

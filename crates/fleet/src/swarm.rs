@@ -54,7 +54,9 @@ use crate::docker::{
     tags_of,
 };
 use crate::error::FleetError;
-use crate::provisioner::{BoxFuture, LiveResource, ProcessSpec, Provisioner, ResourceId, ResourceState};
+use crate::provisioner::{
+    BoxFuture, LiveResource, ProcessSpec, Provisioner, ResourceId, ResourceState, poll_until_ended,
+};
 use crate::registry::{CoordinatorPlacement, ProvisionerKindEntry};
 use crate::tags::TagFilter;
 
@@ -189,7 +191,6 @@ impl SwarmProvisioner {
             .map(|memory| i64::try_from(memory.bytes()))
             .transpose()
             .map_err(|_| invalid("the memory limit does not fit the engine's range".into()))?;
-        self.ensure_network(&placement).await?;
         let container = TaskSpecContainerSpec {
             image: Some(placement.image.clone()),
             command: Some(vec![program_in_container(&spec.program, &spec.working_dir)]),
@@ -243,8 +244,19 @@ impl SwarmProvisioner {
             }),
             ..Default::default()
         };
-        let created =
-            self.docker.create_service(service, None).await.map_err(|error| cannot_start(error.to_string()))?;
+        let created = match self.docker.create_service(service.clone(), None).await {
+            // The run's network is made once, before its first worker; made
+            // again only if it was removed since (no task used it). The
+            // manager answers a missing network with a 500, not a 404.
+            Err(DockerError::DockerResponseServerError { message, .. })
+                if message.contains(&format!("network {} not found", placement.network)) =>
+            {
+                self.ensure_network(&placement).await?;
+                self.docker.create_service(service, None).await
+            }
+            other => other,
+        };
+        let created = created.map_err(|error| cannot_start(error.to_string()))?;
         let id = created
             .id
             .filter(|id| !id.is_empty())
@@ -314,14 +326,7 @@ impl SwarmProvisioner {
     }
 
     async fn wait_for_end(&self, id: &str, timeout: Duration) -> Result<ResourceState, FleetError> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let state = self.observe(id).await?;
-            if !state.is_running() || Instant::now() >= deadline {
-                return Ok(state);
-            }
-            tokio::time::sleep(POLL.min(deadline - Instant::now())).await;
-        }
+        poll_until_ended(timeout, POLL, || self.observe(id)).await
     }
 
     /// Removes the service and waits until the manager lists no task of it running.
