@@ -6,9 +6,12 @@
 //! overlay network; they dial their coordinator (a process on the manager
 //! host) at 10.250.0.1. The test checks that 2,000 items are each done once
 //! by workers on both nodes, that no service of the run is left and the
-//! audit is clean; then that a run survives the loss of the second node
-//! (its link cut, then its dockerd and containers SIGKILLed, mid-run) with
-//! exactly one result per item.
+//! audit is clean; then that a run loses nothing, with exactly one result
+//! per item, when mid-run: the second node is lost (its link cut, then its
+//! dockerd and containers SIGKILLed); then, on the manager alone, a worker's
+//! service is scaled to zero behind Mayfly's back (`docker service scale`);
+//! and the coordinator is SIGKILLed and `mayfly up` resumes the run with a
+//! second fleet.
 //!
 //! One test function: the system engine can be in one swarm at a time.
 
@@ -136,8 +139,47 @@ fn nodes_of_run(run: &str) -> BTreeSet<String> {
     nodes
 }
 
+/// The services (ids) of `run` the manager lists now.
+fn services_of_run(run: &str) -> Vec<String> {
+    let listed = docker(&["service", "ls", "-q", "--filter", &format!("label=mayfly.run={run}")]);
+    listed.lines().map(str::to_owned).collect()
+}
+
+/// Waits until the project's latest run has done `items` items, and panics if it ended first.
+fn wait_for_done(project: &Project, items: u64) {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let row = run_row(project);
+        assert!(!is_finished(&row), "the run ended before the chaos: {row}");
+        if row["done"].as_u64().unwrap_or(0) >= items {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the run never got going: {row}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Waits for the project's latest run to end and returns its row.
+fn wait_for_end(project: &Project, seconds: u64) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    loop {
+        let row = run_row(project);
+        if is_finished(&row) {
+            return row;
+        }
+        assert!(Instant::now() < deadline, "the run did not finish in {seconds} s: {row}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+fn assert_one_result_per_item(project: &Project, expected: usize) {
+    let items = results(project);
+    assert_eq!(items.len(), expected, "exactly one result per item");
+    assert_eq!(items.iter().collect::<BTreeSet<_>>().len(), expected);
+}
+
 #[test]
-fn jobs_run_on_both_nodes_of_a_swarm_and_survive_the_loss_of_a_node() {
+fn jobs_run_on_both_nodes_of_a_swarm_and_survive_a_cancelled_worker_a_killed_coordinator_and_a_lost_node() {
     let swarm = Swarm::start();
     let builder = Project::with_spec("version = 1\nname = \"swarm-image\"\n");
     builder.ok(&["image", "build", "--tag", IMAGE, "--include", &support::image_handler("lambda-echo")]);
@@ -163,9 +205,7 @@ fn jobs_run_on_both_nodes_of_a_swarm_and_survive_the_loss_of_a_node() {
     };
     eprintln!("swarm: {ITEMS} items on 4 swarm workers in {:.1} s", began.elapsed().as_secs_f64());
     assert_eq!(finished["status"], "succeeded", "{finished}");
-    let items = results(&project);
-    assert_eq!(items.len(), ITEMS, "one result per item");
-    assert_eq!(items.iter().collect::<BTreeSet<_>>().len(), ITEMS);
+    assert_one_result_per_item(&project, ITEMS);
     assert_eq!(nodes.len(), 2, "workers ran on both nodes: {nodes:?}");
     assert_eq!(docker(&["service", "ls", "-q", "--filter", &format!("label=mayfly.run={run}")]), "", "no service left");
     let audit = project.run(&["audit", "--json"]);
@@ -186,27 +226,71 @@ fn jobs_run_on_both_nodes_of_a_swarm_and_survive_the_loss_of_a_node() {
         std::thread::sleep(Duration::from_millis(200));
     }
     swarm.script(&["kill-worker"]);
-    let deadline = Instant::now() + Duration::from_secs(300);
-    let finished = loop {
-        let row = run_row(&project);
-        if is_finished(&row) {
-            break row;
-        }
-        assert!(Instant::now() < deadline, "the run did not finish after the node loss: {row}");
-        std::thread::sleep(Duration::from_millis(500));
-    };
+    let finished = wait_for_end(&project, 300);
     assert_eq!(finished["status"], "succeeded", "{finished}");
-    let items = results(&project);
-    assert_eq!(items.len(), CHAOS_ITEMS, "exactly one result per item");
-    assert_eq!(items.iter().collect::<BTreeSet<_>>().len(), CHAOS_ITEMS);
+    assert_one_result_per_item(&project, CHAOS_ITEMS);
     let report = project.json(&["run-report", &run]);
     let workers = report["workers"].as_array().unwrap();
-    // A worker that was serving on the lost node ended without being stopped
-    // (lost, or killed with its node); the others finished the run.
+    // A worker that was serving on the lost node ended with it (lost, or
+    // silent and then killed), what it held ran again elsewhere, and the
+    // others finished the run.
     assert!(
-        workers.iter().any(|worker| worker["end"] != "stopped" && worker["items_done"].as_u64() > Some(0)),
+        workers.iter().any(|worker| matches!(worker["end"].as_str(), Some("killed" | "lost"))),
         "a worker of the lost node ended with it: {report}"
     );
+    assert!(report["retries"].as_u64() > Some(0), "what it held ran again: {report}");
     eprintln!("swarm node loss: {} retries, {} workers in the report", report["retries"], workers.len());
     assert_eq!(docker(&["service", "ls", "-q", "--filter", &format!("label=mayfly.run={run}")]), "", "no service left");
+
+    // 3. (On the manager alone from here.) A worker's service scaled to zero
+    // behind Mayfly's back: its task ends, what it held goes back, a
+    // replacement finishes the run.
+    const CANCEL_ITEMS: usize = 600;
+    let project = swarm_project(CANCEL_ITEMS, 4, 100, "10.231.3.0/24");
+    let run = project.json(&["run", "scan", "--detach"])["run"].as_str().unwrap().to_owned();
+    wait_for_done(&project, 40);
+    let services = services_of_run(&run);
+    let victim = services.first().expect("a worker service runs").clone();
+    docker(&["service", "scale", "--detach", &format!("{victim}=0")]);
+    let finished = wait_for_end(&project, 300);
+    assert_eq!(finished["status"], "succeeded", "{finished}");
+    assert_one_result_per_item(&project, CANCEL_ITEMS);
+    let report = project.json(&["run-report", &run]);
+    let workers = report["workers"].as_array().unwrap();
+    assert!(workers.len() > 4, "a replacement worker ran after the cancelled one: {report}");
+    eprintln!("swarm cancel: {} retries, {} workers in the report", report["retries"], workers.len());
+    assert_eq!(docker(&["service", "ls", "-q", "--filter", &format!("label=mayfly.run={run}")]), "", "no service left");
+
+    // 4. The coordinator SIGKILLed mid-run, resumed by `mayfly up`: the dead
+    // coordinator's services are removed, a second fleet finishes the run.
+    const RESUME_ITEMS: usize = 600;
+    let project = swarm_project(RESUME_ITEMS, 4, 100, "10.231.4.0/24");
+    let up = project.spawn_up();
+    let run = project.json(&["run", "scan", "--detach"])["run"].as_str().unwrap().to_owned();
+    wait_for_done(&project, 40);
+    let old_fleet = services_of_run(&run);
+    assert!(!old_fleet.is_empty(), "the first fleet runs");
+    let live = project.json(&["ps"]);
+    let coordinator = live
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|resource| resource["role"] == "coordinator" && resource["run"] == run.as_str())
+        .unwrap_or_else(|| panic!("the coordinator is a live process of this host: {live}"));
+    let pgid: i32 = coordinator["id"].as_str().unwrap().split(':').nth(1).unwrap().parse().unwrap();
+    // SAFETY: kill(2) with a negative pid signals that process group: this run's coordinator.
+    unsafe { libc::kill(-pgid, libc::SIGKILL) };
+    let finished = wait_for_end(&project, 300);
+    up.stop();
+    assert_eq!(finished["status"], "succeeded", "{finished}");
+    assert_one_result_per_item(&project, RESUME_ITEMS);
+    let report = project.json(&["run-report", &run]);
+    let workers = report["workers"].as_array().unwrap();
+    assert!(
+        workers.iter().any(|worker| worker["worker"].as_str().unwrap().starts_with("w2-")),
+        "a second fleet ran: {report}"
+    );
+    let left = services_of_run(&run);
+    assert!(left.is_empty(), "no service of either fleet is left: {left:?} (first fleet {old_fleet:?})");
+    eprintln!("swarm coordinator resumed: {} retries, {} workers in the report", report["retries"], workers.len());
 }
