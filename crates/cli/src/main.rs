@@ -14,7 +14,8 @@ use std::process::ExitCode;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::commands::{
-    access_log, audit, broker, demo, functions, image, jobs, keys, objects, prune, queues, serve, spec, tokens,
+    access_log, audit, broker, demo, experiment, functions, image, jobs, keys, objects, prune, queues, serve, spec,
+    tokens,
 };
 use crate::output::Output;
 
@@ -200,6 +201,10 @@ enum Command {
     )]
     AccessLog(access_log::AccessLogArgs),
 
+    /// Compare variants of the architecture by measurement: deploy each in a scratch copy, replay a workload, report.
+    #[command(subcommand)]
+    Experiment(experiment::ExperimentCommand),
+
     /// Run a demo pipeline end to end in a fresh project (the main demo, chart coding, is ./scripts/demo.sh).
     #[command(subcommand)]
     Demo(demo::DemoCommand),
@@ -292,6 +297,7 @@ async fn run(command: Command, project: Option<PathBuf>, output: Output) -> anyh
         Command::Serve(args) => serve::serve(args, project, output).await,
         Command::Tokens(command) => tokens::run(command, project, output),
         Command::AccessLog(args) => access_log::run(args, project, output),
+        Command::Experiment(command) => experiment::run(command, project, output).await,
         Command::Demo(demo::DemoCommand::Rename(args)) => demo::run(args, output).await,
     }
 }

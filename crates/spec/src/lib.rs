@@ -10,6 +10,7 @@
 
 mod diagnostic;
 mod diff;
+mod experiment;
 mod lower;
 mod model;
 mod reader;
@@ -22,6 +23,7 @@ use sha2::{Digest, Sha256};
 
 pub use diagnostic::{Diagnostic, Diagnostics};
 pub use diff::{ArchitectureDiff, Change, ChangeAction, diff};
+pub use experiment::{DEFAULT_REPETITIONS, ExperimentSpec, VariantSpec, WorkloadInput, WorkloadSpec, parse_experiment};
 pub use model::*;
 pub use scaffold::scaffold;
 pub use schema::json_schema;

@@ -7,6 +7,7 @@ pub mod audit;
 pub mod broker;
 pub mod dashboard_access;
 pub mod demo;
+pub mod experiment;
 pub mod functions;
 pub mod image;
 pub mod jobs;

@@ -1,0 +1,407 @@
+//! `mayfly experiment run FILE`: deploys each variant of the architecture
+//! file into a scratch copy of the project, replays the same workload on
+//! each in an interleaved, randomised order, and reports per metric the ratio
+//! to the baseline with a 95% interval, a rank test and a plain verdict
+//! (`mayfly-experiment`), as text or `--json`, and as an offline HTML report.
+//!
+//! Each run is the same `mayfly` binary driving a scratch project the way a
+//! user would (`deploy`, `put`, `send`, `run`), each in a process of its
+//! own, so a variant sees exactly what a deployment of it would. Scratch
+//! projects hold their own embedded state and keyring in one temporary
+//! folder, removed when the experiment ends, fails or is interrupted by an
+//! error; the project's own state is never touched.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::{Args, Subcommand};
+use mayfly_core::Clock as _;
+use mayfly_experiment::{Metric, RunMeasurement, compare, report, summaries};
+use mayfly_spec::{ExperimentSpec, VariantSpec, WorkloadInput};
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::output::Output;
+use crate::project::Project;
+
+#[derive(Debug, Subcommand)]
+pub enum ExperimentCommand {
+    /// Deploy each variant into a scratch copy of the project, replay the workload on each, and compare.
+    #[command(
+        after_help = "Examples:\n  mayfly experiment run experiment.toml\n  mayfly experiment run experiment.toml --report report.html --json\n\nThe experiment file names the workload (a job and its input), the variants (changes to\nmayfly.toml, or another architecture file), repetitions and metrics: see README, \"Comparing\narchitectures with mayfly experiment\"."
+    )]
+    Run(RunArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The experiment file.
+    pub file: PathBuf,
+    /// Where to write the HTML report (default: beside the experiment file, `<name>.report.html`).
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+}
+
+/// Environment variables a scratch project must not inherit: it keeps its
+/// own embedded state, never the project's shared store.
+const ISOLATED_ENV: &[&str] = &["MAYFLY_STATE_URL", "MAYFLY_STORAGE_URL", "MAYFLY_PROJECT", "MAYFLY_KEYRING"];
+
+pub async fn run(command: ExperimentCommand, project: Option<&Path>, output: Output) -> Result<()> {
+    match command {
+        ExperimentCommand::Run(args) => run_experiment(args, project, output).await,
+    }
+}
+
+#[derive(Serialize)]
+struct ExperimentView<'a> {
+    file: String,
+    baseline: &'a str,
+    repetitions: u32,
+    seed: u64,
+    summaries: &'a [String],
+    comparisons: &'a [mayfly_experiment::Comparison],
+    runs: &'a [RunMeasurement],
+    report: String,
+}
+
+async fn run_experiment(args: RunArgs, project: Option<&Path>, output: Output) -> Result<()> {
+    let located = Project::locate(project)?;
+    let text = std::fs::read_to_string(&args.file)
+        .with_context(|| format!("cannot read the experiment file {}", args.file.display()))?;
+    let file_name = args.file.display().to_string();
+    let spec = mayfly_spec::parse_experiment(&file_name, &text).map_err(|diagnostics| anyhow!(diagnostics))?;
+    let experiment_dir = args.file.parent().filter(|dir| !dir.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let report_path = args.report.clone().unwrap_or_else(|| {
+        let stem = args.file.file_stem().map_or("experiment".into(), |stem| stem.to_string_lossy().into_owned());
+        experiment_dir.join(format!("{stem}.report.html"))
+    });
+
+    // Every variant's architecture is made and checked before anything runs.
+    let project_spec = std::fs::read_to_string(located.spec_path())
+        .with_context(|| format!("cannot read {}", located.spec_path().display()))?;
+    let mut architectures = Vec::new();
+    for variant in &spec.variants {
+        architectures.push(variant_architecture(&spec, variant, &project_spec, experiment_dir)?);
+    }
+
+    let scratch = tempfile::Builder::new()
+        .prefix("mayfly-experiment-")
+        .tempdir()
+        .context("cannot make the experiment's scratch folder")?;
+    let mut projects = Vec::new();
+    for (variant, architecture) in spec.variants.iter().zip(&architectures) {
+        let dir = scratch.path().join(&variant.name);
+        make_scratch_project(&located.root, &dir, architecture)?;
+        let scratch_project = ScratchProject { dir, variant: variant.name.clone() };
+        scratch_project.mayfly(&["deploy"], None).with_context(|| {
+            format!("cannot deploy variant `{}` ({}) into its scratch project", variant.name, variant.location)
+        })?;
+        if let WorkloadInput::Objects { bucket, prefix, dir } = &spec.workload.input {
+            put_objects(&scratch_project, bucket, prefix, &experiment_dir.join(dir))?;
+        }
+        projects.push(scratch_project);
+    }
+
+    // Interleaved: each repetition runs every variant once, in an order shuffled per repetition.
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(spec.seed);
+    let mut order = Vec::new();
+    for repetition in 1..=spec.repetitions {
+        let mut block: Vec<usize> = (0..projects.len()).collect();
+        block.shuffle(&mut rng);
+        order.extend(block.into_iter().map(|variant| (variant, repetition)));
+    }
+    let total = order.len();
+    let mut runs = Vec::new();
+    for (index, (variant, repetition)) in order.into_iter().enumerate() {
+        let scratch_project = &projects[variant];
+        let measurement =
+            measure_run(&spec, scratch_project, experiment_dir, repetition, index as u32 + 1).with_context(|| {
+                format!(
+                    "run {} of {total} (variant `{}`, repetition {repetition}) of job `{}` failed; the experiment stops and its scratch projects are removed",
+                    index + 1,
+                    scratch_project.variant,
+                    spec.workload.job
+                )
+            })?;
+        if !output.json {
+            eprintln!(
+                "[{}/{total}] variant `{}` repetition {repetition}: {} in {}",
+                index + 1,
+                scratch_project.variant,
+                measurement.status,
+                measurement.metrics.get(&Metric::Makespan).map_or("?".to_owned(), |m| Metric::Makespan.format(*m))
+            );
+        }
+        runs.push(measurement);
+    }
+
+    let comparisons = compare(&runs, &spec.baseline, &spec.metrics, spec.seed);
+    let summaries = summaries(&comparisons);
+    let variants: Vec<String> = spec.variants.iter().map(|variant| variant.name.clone()).collect();
+    let details = format!(
+        "{} run at {}; job `{}`; {} repetitions of {} variants, interleaved in a shuffled order (seed {}); baseline `{}`",
+        file_name,
+        crate::output::json_time(mayfly_core::SystemClock.now()),
+        spec.workload.job,
+        spec.repetitions,
+        variants.len(),
+        spec.seed,
+        spec.baseline
+    );
+    let context = report::ReportContext {
+        title: &format!("Experiment {file_name}"),
+        baseline: &spec.baseline,
+        variants: &variants,
+        metrics: &spec.metrics,
+        summaries: &summaries,
+        details: &details,
+    };
+    std::fs::write(&report_path, report::html(&context, &runs, &comparisons))
+        .with_context(|| format!("cannot write the report {}", report_path.display()))?;
+    drop(scratch);
+
+    let view = ExperimentView {
+        file: file_name,
+        baseline: &spec.baseline,
+        repetitions: spec.repetitions,
+        seed: spec.seed,
+        summaries: &summaries,
+        comparisons: &comparisons,
+        runs: &runs,
+        report: report_path.display().to_string(),
+    };
+    output.emit(&view, || {
+        let mut text = String::new();
+        for summary in &summaries {
+            text.push_str(summary);
+            text.push('\n');
+        }
+        let rows: Vec<Vec<String>> = comparisons
+            .iter()
+            .map(|c| {
+                vec![
+                    c.metric.name().to_owned(),
+                    c.variant.clone(),
+                    c.metric.format(c.median),
+                    c.metric.format(c.baseline_median),
+                    c.verdict.clone(),
+                ]
+            })
+            .collect();
+        text.push('\n');
+        text.push_str(&crate::output::table(&["METRIC", "VARIANT", "MEDIAN", "BASELINE", "VERDICT"], &rows));
+        text.push_str(&format!("\nreport: {}\n", report_path.display()));
+        text
+    })
+}
+
+/// The variant's `mayfly.toml`: its `file` (or the project's), with `unset`
+/// and then `set` applied, checked as a whole architecture file.
+fn variant_architecture(
+    spec: &ExperimentSpec,
+    variant: &VariantSpec,
+    project_spec: &str,
+    experiment_dir: &Path,
+) -> Result<String> {
+    let what = format!("variant `{}` ({})", variant.name, variant.location);
+    let base = match &variant.file {
+        Some(file) => {
+            let path = experiment_dir.join(file);
+            std::fs::read_to_string(&path).with_context(|| format!("{what}: cannot read {}", path.display()))?
+        }
+        None => project_spec.to_owned(),
+    };
+    let text = if variant.set.is_empty() && variant.unset.is_empty() {
+        base
+    } else {
+        let mut document: toml::Table =
+            toml::from_str(&base).with_context(|| format!("{what}: its base file is not TOML"))?;
+        for path in &variant.unset {
+            unset_path(&mut document, path);
+        }
+        for (path, value) in &variant.set {
+            set_path(&mut document, path, value.clone()).map_err(|reason| anyhow!("{what}: {reason}"))?;
+        }
+        toml::to_string(&document).with_context(|| format!("{what}: cannot write its mayfly.toml"))?
+    };
+    let architecture = mayfly_spec::parse(&format!("mayfly.toml of {what}"), &text)
+        .map_err(|diagnostics| anyhow!(diagnostics))
+        .with_context(|| format!("{what} makes an invalid architecture file"))?;
+    if !architecture.jobs.contains_key(&spec.workload.job) {
+        bail!("{what} has no job `{}`, which `[workload]` replays", spec.workload.job);
+    }
+    Ok(text)
+}
+
+fn set_path(document: &mut toml::Table, path: &[String], value: toml::Value) -> Result<(), String> {
+    let (last, parents) = path.split_last().ok_or("an empty path")?;
+    let mut table = document;
+    for (depth, part) in parents.iter().enumerate() {
+        let entry = table.entry(part.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        table = entry.as_table_mut().ok_or_else(|| {
+            format!(
+                "`{}` is not a table in mayfly.toml, so `{}` cannot be set",
+                path[..=depth].join("."),
+                path.join(".")
+            )
+        })?;
+    }
+    table.insert(last.clone(), value);
+    Ok(())
+}
+
+fn unset_path(document: &mut toml::Table, path: &[String]) {
+    let Some((last, parents)) = path.split_last() else { return };
+    let mut table = document;
+    for part in parents {
+        match table.get_mut(part).and_then(toml::Value::as_table_mut) {
+            Some(next) => table = next,
+            None => return,
+        }
+    }
+    table.remove(last);
+}
+
+/// A scratch project: the project's files (linked, not copied) beside the
+/// variant's own `mayfly.toml`, and no `.mayfly` folder (a fresh state).
+fn make_scratch_project(root: &Path, dir: &Path, architecture: &str) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot make {}", dir.display()))?;
+    for entry in std::fs::read_dir(root).with_context(|| format!("cannot list {}", root.display()))? {
+        let entry = entry?;
+        let name = entry.file_name();
+        if matches!(name.to_str(), Some("mayfly.toml" | ".mayfly" | ".git" | "target")) {
+            continue;
+        }
+        std::os::unix::fs::symlink(entry.path(), dir.join(&name))
+            .with_context(|| format!("cannot link {} into the scratch project", entry.path().display()))?;
+    }
+    std::fs::write(dir.join("mayfly.toml"), architecture).context("cannot write a scratch mayfly.toml")
+}
+
+struct ScratchProject {
+    dir: PathBuf,
+    variant: String,
+}
+
+impl ScratchProject {
+    /// Runs `mayfly --project DIR --json ARGS` and returns its JSON output.
+    fn mayfly(&self, args: &[&str], stdin: Option<&Path>) -> Result<Value> {
+        let exe = std::env::current_exe().context("cannot find the mayfly binary")?;
+        let mut command = Command::new(exe);
+        command.arg("--project").arg(&self.dir).arg("--json").args(args);
+        for name in ISOLATED_ENV {
+            command.env_remove(name);
+        }
+        command.stdin(match stdin {
+            Some(path) => {
+                Stdio::from(std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?)
+            }
+            None => Stdio::null(),
+        });
+        let output = command.output().context("cannot start mayfly for a scratch project")?;
+        let stdout: Value = serde_json::from_slice(&output.stdout).unwrap_or(Value::Null);
+        if !output.status.success() {
+            let error = stdout["error"]
+                .as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| String::from_utf8_lossy(&output.stderr).trim().to_owned());
+            bail!("`mayfly {}` failed: {error}", args.join(" "));
+        }
+        Ok(stdout)
+    }
+}
+
+fn put_objects(project: &ScratchProject, bucket: &str, prefix: &str, dir: &Path) -> Result<()> {
+    let mut files = Vec::new();
+    collect_files(dir, &mut files)
+        .with_context(|| format!("cannot list the workload's objects in {}", dir.display()))?;
+    files.sort();
+    for file in files {
+        let relative = file.strip_prefix(dir).unwrap_or(&file).to_string_lossy().into_owned();
+        let file_arg = file.display().to_string();
+        project.mayfly(&["put", &format!("{bucket}/{prefix}{relative}"), &file_arg], None)?;
+    }
+    Ok(())
+}
+
+fn collect_files(dir: &Path, into: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() { collect_files(&path, into)? } else { into.push(path) }
+    }
+    Ok(())
+}
+
+/// One run of the workload on `project`: its input put in place, `mayfly
+/// run JOB`, and what it measured.
+fn measure_run(
+    spec: &ExperimentSpec,
+    project: &ScratchProject,
+    experiment_dir: &Path,
+    repetition: u32,
+    order: u32,
+) -> Result<RunMeasurement> {
+    match &spec.workload.input {
+        WorkloadInput::Manifest { bucket, key, file } => {
+            let file = experiment_dir.join(file).display().to_string();
+            project.mayfly(&["put", &format!("{bucket}/{key}"), &file], None)?;
+        }
+        WorkloadInput::Messages { queue, file } => {
+            project.mayfly(&["send", queue, "--lines"], Some(&experiment_dir.join(file)))?;
+        }
+        WorkloadInput::Objects { .. } | WorkloadInput::Nothing => {}
+    }
+    let cpu_before = children_cpu_seconds();
+    let outcome = project.mayfly(&["run", spec.workload.job.as_str()], None)?;
+    let cpu_seconds = children_cpu_seconds() - cpu_before;
+    let status = outcome["status"].as_str().unwrap_or("unknown").to_owned();
+    let run_id = outcome["run"].as_str().unwrap_or_default().to_owned();
+    if status != "succeeded" {
+        bail!("run {run_id} ended `{status}`: {}", outcome["report"]["notes"]);
+    }
+    let report = &outcome["report"];
+    let number = |field: &str| report[field].as_f64().unwrap_or(0.0);
+    let item_durations = item_durations(&project.dir, &run_id)?;
+    let mut metrics = BTreeMap::from([
+        (Metric::Makespan, number("makespan_ms") / 1000.0),
+        (Metric::Cost, number("estimated_cost")),
+        (Metric::CpuSeconds, cpu_seconds),
+        (Metric::Failures, number("items_failed_attempts") + number("items_dead_lettered")),
+    ]);
+    if let Some(p50) = mayfly_experiment::stats::quantile(&item_durations, 0.5) {
+        metrics.insert(Metric::ItemP50, p50);
+    }
+    if let Some(p95) = mayfly_experiment::stats::quantile(&item_durations, 0.95) {
+        metrics.insert(Metric::ItemP95, p95);
+    }
+    Ok(RunMeasurement { variant: project.variant.clone(), repetition, order, run_id, status, metrics, item_durations })
+}
+
+/// Every finished attempt's duration in the run, in seconds, from the scratch project's ledger.
+fn item_durations(dir: &Path, run: &str) -> Result<Vec<f64>> {
+    let project = Project::locate(Some(dir))?;
+    let opened = project.open(false)?;
+    let attempts = opened.state.run_item_attempts(run, usize::MAX >> 1)?;
+    Ok(attempts
+        .iter()
+        .filter_map(|attempt| attempt.ended_at.map(|ended| ended.duration_since(attempt.started_at).as_secs_f64()))
+        .collect())
+}
+
+/// User plus system CPU time of this process's waited-for children and
+/// their waited-for descendants (a run's coordinator, its local workers and
+/// their functions), in seconds.
+fn children_cpu_seconds() -> f64 {
+    // SAFETY: getrusage writes one rusage struct, which we own.
+    let usage = unsafe {
+        let mut usage = std::mem::zeroed::<libc::rusage>();
+        libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage);
+        usage
+    };
+    let seconds = |time: libc::timeval| time.tv_sec as f64 + time.tv_usec as f64 / 1e6;
+    seconds(usage.ru_utime) + seconds(usage.ru_stime)
+}
