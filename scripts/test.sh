@@ -88,7 +88,9 @@ if ! docker info >/dev/null 2>&1; then
     fi
 fi
 # The PostgreSQL state store is tested against a real PostgreSQL 15 server,
-# started below in a temporary directory (scripts/postgres.sh).
+# started below in a temporary directory (scripts/postgres.sh); its TLS
+# tests' certificates are made with the openssl CLI, which postgresql-15
+# brings (through ssl-cert).
 if [ ! -x /usr/lib/postgresql/15/bin/initdb ]; then
     step "installing postgresql-15 from Debian's packages"
     apt-get update -qq
@@ -135,9 +137,12 @@ step "chart coder tests (examples/chart-coding)"
 python3 -m unittest discover -s examples/chart-coding/tests
 
 step "starting PostgreSQL 15 for the PostgreSQL state store's tests"
+trap 'scripts/postgres.sh stop' EXIT
 MAYFLY_TEST_POSTGRES_URL="$(scripts/postgres.sh start)"
 export MAYFLY_TEST_POSTGRES_URL
-trap 'scripts/postgres.sh stop' EXIT
+# A second server that takes only TLS (its CA made at start), for the TLS tests.
+MAYFLY_TEST_POSTGRES_TLS_URL="$(scripts/postgres.sh start-tls)"
+export MAYFLY_TEST_POSTGRES_TLS_URL
 
 step "tests"
 cargo nextest run --workspace --locked --profile ci

@@ -195,3 +195,59 @@ fn a_schema_newer_than_this_binary_is_refused_and_left_as_it_is() {
     let deployments: i64 = client.query_one("SELECT count(*) FROM deployments", &[]).unwrap().get(0);
     assert_eq!(deployments, 1, "nothing changed");
 }
+
+#[test]
+fn a_project_runs_over_tls_with_verify_full_and_a_host_the_certificate_does_not_name_is_refused() {
+    use support::postgres::{tls_admin, tls_server_url};
+    let server = tls_server_url();
+    let (base, query) = server.split_once('?').expect("the TLS URL has a query");
+    let ca = query.split("sslrootcert=").nth(1).expect("the TLS URL names its CA file");
+    let port = base.split("localhost:").nth(1).and_then(|rest| rest.split('/').next()).expect("a port");
+    let name = format!("mayfly_cli_tls_{}", std::process::id());
+    tls_admin(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+    tls_admin(&format!("CREATE DATABASE {name}"));
+    struct DropDatabase(String);
+    impl Drop for DropDatabase {
+        fn drop(&mut self) {
+            tls_admin(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.0));
+        }
+    }
+    let _dropped = DropDatabase(name.clone());
+
+    // The CA file from `[state] ca_file`, relative to the project directory.
+    let project = Project::with_spec(&format!(
+        "{SPEC}\n[state]\nurl = \"postgres://postgres@localhost:{port}/{name}?sslmode=verify-full\"\nca_file = \"certs/ca.pem\"\n"
+    ));
+    std::fs::create_dir_all(project.path("certs")).unwrap();
+    std::fs::copy(ca, project.path("certs/ca.pem")).unwrap();
+    let run = |args: &[&str], url: Option<&str>| {
+        let mut command = project.command(args);
+        command.env_remove("MAYFLY_STATE_URL");
+        if let Some(url) = url {
+            command.env("MAYFLY_STATE_URL", url);
+        }
+        command.output().unwrap()
+    };
+    let output = run(&["deploy"], None);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    std::fs::write(project.path("chart.txt"), format!("chart of {MARKER}\n")).unwrap();
+    assert!(run(&["put", "charts/in/1.txt", "chart.txt"], None).status.success());
+    let output = run(&["get", "charts/in/1.txt"], None);
+    assert_eq!(String::from_utf8_lossy(&output.stdout), format!("chart of {MARKER}\n"));
+    assert!(run(&["send", "work", "hello"], None).status.success());
+    let output = run(&["receive", "work", "--json"], None);
+    assert!(String::from_utf8_lossy(&output.stdout).contains("hello"), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(!project.path(".mayfly/state.db").exists(), "the state is on the TLS server");
+
+    // By 127.0.0.1, which the certificate does not name: refused under
+    // verify-full (the CA from the URL's sslrootcert), naming the server.
+    let by_address = format!("postgres://postgres@127.0.0.1:{port}/{name}?sslmode=verify-full&sslrootcert={ca}");
+    let output = run(&["deployments"], Some(&by_address));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(&format!("postgres://postgres@127.0.0.1:{port}/{name}")), "{stderr}");
+    assert!(stderr.contains("the server's certificate does not name `127.0.0.1`"), "{stderr}");
+    // verify-ca checks only the authority.
+    let output = run(&["deployments"], Some(&by_address.replace("verify-full", "verify-ca")));
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+}

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use mayfly_core::Clock;
 use mayfly_state::{KeyMaintenance, StateError};
-use mayfly_state_postgres::{ConnectConfig, PostgresStore};
+use mayfly_state_postgres::{ConnectConfig, ConnectTarget, PostgresStore};
 use mayfly_state_sqlite::{Keyring, SqliteStore};
 
 use crate::ProjectStore;
@@ -65,8 +65,9 @@ pub fn state_backend_for_url(url: &str) -> Result<&'static StateBackend> {
 pub enum StateTarget {
     /// The embedded SQLite file.
     Embedded { path: PathBuf },
-    /// A PostgreSQL database; `config` holds the password if one was found.
-    Postgres { config: Box<ConnectConfig>, location: String },
+    /// A PostgreSQL database; `target` holds the password if one was
+    /// found, and how the server is reached over TLS.
+    Postgres { target: Box<ConnectTarget>, location: String },
 }
 
 /// Where a state URL came from, and the settings beside it.
@@ -78,6 +79,13 @@ pub struct StateSettings {
     pub origin: String,
     /// `[state] password_file`, resolved against the project directory.
     pub password_file: Option<PathBuf>,
+    /// `[state] ca_file`, resolved against the project directory: the CA
+    /// a PostgreSQL server's certificate must chain to, unless the URL's
+    /// `sslrootcert` names one (the URL wins).
+    pub ca_file: Option<PathBuf>,
+    /// The directory a relative `sslrootcert` in the URL is resolved
+    /// against (the project directory).
+    pub base: Option<PathBuf>,
 }
 
 /// Resolve a project's state settings into where its state is: the
@@ -98,15 +106,20 @@ pub fn resolve_state_target(settings: &StateSettings, embedded_path: &Path) -> R
             embedded_path.display()
         );
     }
-    refuse_unsupported_sslmode(url, &settings.origin)?;
-    let mut config = mayfly_state_postgres::parse_url(url).with_context(|| format!("in {}", settings.origin))?;
+    let mut target = mayfly_state_postgres::parse_url_in(url, settings.base.as_deref())
+        .with_context(|| format!("in {}", settings.origin))?;
+    if target.tls.ca_file.is_none() {
+        target.tls.ca_file = settings.ca_file.clone();
+    }
+    target.tls.check().with_context(|| format!("in {}", settings.origin))?;
+    let config = &mut target.config;
     if config.get_password().is_none() {
         let found = match password::password_from_environment() {
             Some(found) => Some(found),
             None => match &settings.password_file {
                 Some(file) => Some(password::password_from_file(file)?),
                 None => match password::pgpass_path() {
-                    Some(pgpass) => password::password_from_pgpass(&pgpass, &password_for(&config))?,
+                    Some(pgpass) => password::password_from_pgpass(&pgpass, &password_for(config))?,
                     None => None,
                 },
             },
@@ -115,25 +128,8 @@ pub fn resolve_state_target(settings: &StateSettings, embedded_path: &Path) -> R
             config.password(found);
         }
     }
-    let location = mayfly_state_postgres::describe(&config);
-    Ok(StateTarget::Postgres { config: Box::new(config), location })
-}
-
-/// `sslmode=verify-ca`/`verify-full` (a CA file checking the server) is not
-/// built yet: refused by name, rather than as an unparseable URL.
-fn refuse_unsupported_sslmode(url: &str, origin: &str) -> Result<()> {
-    let query = url.split_once('?').map_or("", |(_, query)| query);
-    if let Some(mode) = query
-        .split('&')
-        .filter_map(|pair| pair.split_once('='))
-        .find_map(|(key, value)| (key == "sslmode" && value.starts_with("verify-")).then_some(value))
-    {
-        bail!(
-            "`sslmode={mode}` in {origin} is not supported yet: Mayfly cannot verify a PostgreSQL server's certificate \
-(TLS to the state store is not built); use a server on a trusted network with `sslmode=disable`, or keep the embedded store"
-        );
-    }
-    Ok(())
+    let location = mayfly_state_postgres::describe(&target.config);
+    Ok(StateTarget::Postgres { target: Box::new(target), location })
 }
 
 /// What a `.pgpass` line is matched against, with libpq's defaults.
@@ -178,7 +174,7 @@ impl StateTarget {
     pub fn holds_project(&self) -> Result<bool> {
         match self {
             StateTarget::Embedded { path } => Ok(path.is_file()),
-            StateTarget::Postgres { config, .. } => Ok(PostgresStore::holds_store(config)?),
+            StateTarget::Postgres { target, .. } => Ok(PostgresStore::holds_store(target)?),
         }
     }
 
@@ -189,8 +185,8 @@ impl StateTarget {
                 let store = Arc::new(SqliteStore::open_encrypted(path, clock, keyring)?);
                 Ok(OpenedState { store: store.clone(), key_maintenance: Some(store) })
             }
-            StateTarget::Postgres { config, .. } => {
-                let store = PostgresStore::open_encrypted_with_config(ConnectConfig::clone(config), clock, keyring)?;
+            StateTarget::Postgres { target, .. } => {
+                let store = PostgresStore::open_encrypted_with_config(ConnectTarget::clone(target), clock, keyring)?;
                 Ok(OpenedState { store: Arc::new(store), key_maintenance: None })
             }
         }
@@ -240,12 +236,27 @@ mod tests {
         assert_eq!(state_backend_for_url("postgres://u@h/d").unwrap().name, "postgresql");
         assert_eq!(state_backend_for_url("postgresql://u@h/d").unwrap().name, "postgresql");
         let settings = StateSettings {
-            url: Some("postgres://u@h/d?sslmode=verify-full&sslrootcert=ca.pem".to_owned()),
+            url: Some("postgres://u@h/d?sslmode=verify-full".to_owned()),
             origin: "MAYFLY_STATE_URL".to_owned(),
             password_file: None,
+            ca_file: None,
+            base: None,
         };
-        let error = resolve_state_target(&settings, Path::new("state.db")).unwrap_err().to_string();
-        assert!(error.contains("`sslmode=verify-full` in MAYFLY_STATE_URL is not supported yet"), "{error}");
+        let error = format!("{:#}", resolve_state_target(&settings, Path::new("state.db")).unwrap_err());
+        assert!(
+            error.contains("in MAYFLY_STATE_URL") && error.contains("`sslmode=verify-full` needs a CA file"),
+            "{error}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let settings = StateSettings {
+            url: Some("postgres://u@h/d?sslmode=verify-ca&sslrootcert=certs/ca.pem".to_owned()),
+            base: Some(dir.path().to_owned()),
+            ca_file: Some(dir.path().join("ignored.pem")),
+            ..settings
+        };
+        let error = format!("{:#}", resolve_state_target(&settings, Path::new("state.db")).unwrap_err());
+        let wanted = format!("cannot use the CA file {}/certs/ca.pem", dir.path().display());
+        assert!(error.contains(&wanted), "{error}");
         let error = state_backend_for_url("mysql://db/x").unwrap_err().to_string();
         assert!(
             error.contains("`mysql://db/x` has no known scheme; use one of sqlite:, postgres:, postgresql:"),

@@ -188,7 +188,7 @@ impl Project {
 
     /// The state store settings: `MAYFLY_STATE_URL` over `[state] url` of
     /// the architecture file (whose `[state]` is checked either way, with
-    /// located errors, exit code 3), and `[state] password_file`.
+    /// located errors, exit code 3), `[state] password_file` and `ca_file`.
     pub fn state_settings(&self) -> Result<StateSettings> {
         let path = self.spec_path();
         let source = std::fs::read_to_string(&path)
@@ -196,12 +196,12 @@ impl Project {
         let spec = mayfly_spec::state_settings(&path.display().to_string(), &source)
             .map_err(mayfly_spec::LoadError::Invalid)?;
         let password_file = spec.password_file.map(|file| self.root.join(file));
-        Ok(match std::env::var(STATE_URL_ENV_VAR).ok().filter(|url| !url.trim().is_empty()) {
-            Some(url) => StateSettings { url: Some(url), origin: STATE_URL_ENV_VAR.to_owned(), password_file },
-            None => {
-                StateSettings { url: spec.url, origin: format!("`[state] url` of {}", path.display()), password_file }
-            }
-        })
+        let ca_file = spec.ca_file.map(|file| self.root.join(file));
+        let (url, origin) = match std::env::var(STATE_URL_ENV_VAR).ok().filter(|url| !url.trim().is_empty()) {
+            Some(url) => (Some(url), STATE_URL_ENV_VAR.to_owned()),
+            None => (spec.url, format!("`[state] url` of {}", path.display())),
+        };
+        Ok(StateSettings { url, origin, password_file, ca_file, base: Some(self.root.clone()) })
     }
 
     /// Where the project's state store is.

@@ -30,7 +30,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "api",
     "state",
 ];
-const STATE_KEYS: &[&str] = &["url", "password_file"];
+const STATE_KEYS: &[&str] = &["url", "password_file", "ca_file"];
 const POLICY_KEYS: &[&str] = &["require_tags", "encryption", "tls", "networks", "max_run_cost", "log_retention"];
 const PRICING_KEYS: &[&str] = &["cpu_second", "gb_second", "invocation", "worker_hour", "currency"];
 const BUCKET_KEYS: &[&str] = &["tags", "retention", "encryption"];
@@ -1452,7 +1452,7 @@ fn socket_address(
     (address, text)
 }
 
-/// `[state]`: the state store's URL and password file. A password in the
+/// `[state]`: the state store's URL, password file and CA file. A password in the
 /// URL is refused: the file is shared and versioned, a password is not.
 pub(crate) fn lower_state(reader: &mut Reader<'_>, root: &Table<'_, '_>) -> StateSpec {
     let Some(table) = reader.table(root, "state", "`[state]`".to_owned()) else {
@@ -1483,7 +1483,8 @@ or name an owner-only file holding it with `password_file = \"...\"` in `[state]
         Some(text.to_owned())
     });
     let password_file = reader.non_empty_string(&table, "password_file").map(|file| file.value);
-    StateSpec { url, password_file }
+    let ca_file = reader.non_empty_string(&table, "ca_file").map(|file| file.value);
+    StateSpec { url, password_file, ca_file }
 }
 
 /// Whether the part of a URL after `scheme:` carries a password: in its

@@ -62,6 +62,9 @@ pub struct StateSpec {
     pub url: Option<String>,
     /// A file holding the store's password, as written (relative to the project directory).
     pub password_file: Option<String>,
+    /// The CA file a PostgreSQL server's certificate must chain to (PEM), as
+    /// written (relative to the project directory); the URL's `sslrootcert` wins.
+    pub ca_file: Option<String>,
 }
 
 /// Whether something is mandatory or merely allowed.

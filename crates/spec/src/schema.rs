@@ -108,6 +108,10 @@ pub(crate) struct StateFile {
     pub url: Option<String>,
     /// A file (owner-only) holding the PostgreSQL password, relative to the project directory.
     pub password_file: Option<String>,
+    /// The CA certificate file (PEM) a PostgreSQL server's certificate must chain to
+    /// under sslmode=verify-ca or verify-full, relative to the project directory; the
+    /// URL's `sslrootcert` wins over it.
+    pub ca_file: Option<String>,
 }
 
 /// Whether something is mandatory or merely allowed.

@@ -24,6 +24,7 @@ mod queues;
 mod retention;
 mod runs;
 mod schema;
+mod tls;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -35,16 +36,17 @@ use mayfly_state::sealing::{ItemIds, Record, Sealer};
 use mayfly_state::{
     BucketRecord, BucketRegistry, Deployment, DeploymentStore, EventLog, NewDeployment, Result, StateError,
 };
-use postgres::NoTls;
 use r2d2_postgres::PostgresConnectionManager;
 use r2d2_postgres::r2d2;
 
 use crate::errors::PgResultExt;
 pub use crate::schema::current_schema_version;
+pub use crate::tls::{SslMode, TlsSettings};
 /// A parsed connection configuration (`postgres::Config`).
 pub use postgres::Config as ConnectConfig;
 /// A host of a connection configuration (TCP or a Unix socket directory).
 pub use postgres::config::Host as ConnectHost;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 /// The `payloads` setting of a store whose payloads, error text, reports and
 /// item ids are all sealed (as the embedded store's `envelope-v2`).
@@ -60,7 +62,7 @@ const POOL_SIZE: u32 = 8;
 /// A state store in a PostgreSQL database.
 pub struct PostgresStore {
     /// Dropped off any async runtime (see [`off_runtime`]), in `Drop`.
-    pool: std::mem::ManuallyDrop<r2d2::Pool<PostgresConnectionManager<NoTls>>>,
+    pool: std::mem::ManuallyDrop<r2d2::Pool<PostgresConnectionManager<MakeRustlsConnect>>>,
     clock: Arc<dyn Clock>,
     sealer: Sealer,
     /// The URL without its password, for errors.
@@ -91,24 +93,22 @@ impl PostgresStore {
     /// password set from wherever the caller found it), sealing every
     /// payload with `keyring`.
     pub fn open_encrypted_with_config(
-        config: ConnectConfig,
+        target: ConnectTarget,
         clock: Arc<dyn Clock>,
         keyring: Arc<Keyring>,
     ) -> Result<PostgresStore> {
-        PostgresStore::open_config(config, clock, Sealer::new(Some(keyring)))
+        PostgresStore::open_config(target, clock, Sealer::new(Some(keyring)))
     }
 
-    /// Whether the database `config` names holds a Mayfly state store
+    /// Whether the database `target` names holds a Mayfly state store
     /// (its schema was created), without creating or changing anything.
-    pub fn holds_store(config: &ConnectConfig) -> Result<bool> {
-        off_runtime(|| PostgresStore::holds_store_here(config))
+    pub fn holds_store(target: &ConnectTarget) -> Result<bool> {
+        off_runtime(|| PostgresStore::holds_store_here(target))
     }
 
-    fn holds_store_here(config: &ConnectConfig) -> Result<bool> {
-        let location = describe(config);
-        let mut client = config.connect(NoTls).map_err(|error| {
-            StateError::Backend(format!("cannot connect to the PostgreSQL state store at {location}: {}", full(&error)))
-        })?;
+    fn holds_store_here(target: &ConnectTarget) -> Result<bool> {
+        let location = describe(&target.config);
+        let mut client = target.connect()?;
         let row = client
             .query_one("SELECT to_regclass('mayfly_schema') IS NOT NULL", &[])
             .map_err(|error| StateError::Backend(format!("state store at {location}: {}", full(&error))))?;
@@ -116,19 +116,17 @@ impl PostgresStore {
     }
 
     fn open_with(url: &str, clock: Arc<dyn Clock>, sealer: Sealer) -> Result<PostgresStore> {
-        let config = parse_url(url)?;
-        PostgresStore::open_config(config, clock, sealer)
+        let target = parse_url(url)?;
+        PostgresStore::open_config(target, clock, sealer)
     }
 
-    fn open_config(config: ConnectConfig, clock: Arc<dyn Clock>, sealer: Sealer) -> Result<PostgresStore> {
-        off_runtime(move || PostgresStore::open_config_here(config, clock, sealer))
+    fn open_config(target: ConnectTarget, clock: Arc<dyn Clock>, sealer: Sealer) -> Result<PostgresStore> {
+        off_runtime(move || PostgresStore::open_config_here(target, clock, sealer))
     }
 
-    fn open_config_here(config: ConnectConfig, clock: Arc<dyn Clock>, mut sealer: Sealer) -> Result<PostgresStore> {
-        let location = describe(&config);
-        let mut client = config.connect(NoTls).map_err(|error| {
-            StateError::Backend(format!("cannot connect to the PostgreSQL state store at {location}: {}", full(&error)))
-        })?;
+    fn open_config_here(target: ConnectTarget, clock: Arc<dyn Clock>, mut sealer: Sealer) -> Result<PostgresStore> {
+        let location = describe(&target.config);
+        let mut client = target.connect()?;
         schema::migrate(&mut client, &location).map_err(|error| match error {
             StateError::Backend(message) => {
                 StateError::Backend(format!("state store at {location}: cannot migrate the schema: {message}"))
@@ -138,7 +136,9 @@ impl PostgresStore {
         let ids = settle_payloads(&mut client, &sealer, &location)?;
         sealer.set_item_ids(ids);
         drop(client);
-        let manager = PostgresConnectionManager::new(config, NoTls);
+        let mut config = target.config;
+        tls::apply(&mut config, &target.tls);
+        let manager = PostgresConnectionManager::new(config, target.tls.connector()?);
         let pool = r2d2::Pool::builder()
             .max_size(POOL_SIZE)
             .min_idle(Some(0))
@@ -282,12 +282,52 @@ fn hex_decode(text: &str) -> Option<Vec<u8>> {
     (0..text.len()).step_by(2).map(|at| u8::from_str_radix(text.get(at..at + 2)?, 16).ok()).collect()
 }
 
-/// Parse a state store URL (`postgres://…` or key=value form); an error
-/// shows it without its password.
-pub fn parse_url(url: &str) -> Result<ConnectConfig> {
-    url.parse().map_err(|error| {
+/// Where a store is and how to reach it: the `postgres` crate's
+/// configuration (its password set by whoever found one) and the TLS
+/// settings (`sslmode`, the CA file), which that crate does not parse.
+#[derive(Debug, Clone)]
+pub struct ConnectTarget {
+    pub config: ConnectConfig,
+    pub tls: TlsSettings,
+}
+
+impl ConnectTarget {
+    /// Connect one client, outside any pool; a failure names the server and
+    /// why (a TLS reason in words).
+    pub fn connect(&self) -> Result<postgres::Client> {
+        self.tls.check()?;
+        let mut config = self.config.clone();
+        tls::apply(&mut config, &self.tls);
+        config.connect(self.tls.connector()?).map_err(|error| self.connect_error(&error))
+    }
+
+    fn connect_error(&self, error: &postgres::Error) -> StateError {
+        let location = describe(&self.config);
+        let host = match self.config.get_hosts().first() {
+            Some(postgres::config::Host::Tcp(host)) => host.clone(),
+            _ => "localhost".to_owned(),
+        };
+        let reason = tls::explain(error, &self.tls, &host).unwrap_or_else(|| full(error));
+        StateError::Backend(format!("cannot connect to the PostgreSQL state store at {location}: {reason}"))
+    }
+}
+
+/// Parse a state store URL (`postgres://…` or key=value form, with
+/// libpq's `sslmode` and `sslrootcert`); an error shows it without its password.
+pub fn parse_url(url: &str) -> Result<ConnectTarget> {
+    parse_url_in(url, None)
+}
+
+/// [`parse_url`], a relative `sslrootcert` resolved against `base` (the
+/// project directory).
+pub fn parse_url_in(url: &str, base: Option<&std::path::Path>) -> Result<ConnectTarget> {
+    let invalid = |error: String| {
         StateError::Backend(format!("the state store URL `{}` is not a PostgreSQL URL: {error}", redact(url)))
-    })
+    };
+    let (rest, tls) = tls::split_tls(url, base).map_err(|error| invalid(error.to_string()))?;
+    let mut config: ConnectConfig = rest.parse().map_err(|error: postgres::Error| invalid(error.to_string()))?;
+    tls::apply(&mut config, &tls);
+    Ok(ConnectTarget { config, tls })
 }
 
 /// `user@host:port/database` of a connection configuration: never its password.

@@ -79,3 +79,34 @@ pub fn database_url(name: &str) -> String {
 pub fn admin() -> postgres::Client {
     postgres::Client::connect(server_url(), postgres::NoTls).expect("connect to the test PostgreSQL server")
 }
+
+/// The TLS test server (`scripts/postgres.sh start-tls`, or the one at
+/// `MAYFLY_TEST_POSTGRES_TLS_URL`): only TLS connections, a certificate
+/// naming only `localhost`; its URL (verify-full, its CA file) by `localhost`.
+pub fn tls_server_url() -> &'static str {
+    static URL: OnceLock<String> = OnceLock::new();
+    URL.get_or_init(|| {
+        if let Ok(url) = std::env::var("MAYFLY_TEST_POSTGRES_TLS_URL") {
+            return url;
+        }
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/postgres.sh");
+        let output =
+            Command::new("bash").arg(script).arg("start-tls").output().expect("run scripts/postgres.sh start-tls");
+        assert!(
+            output.status.success(),
+            "scripts/postgres.sh start-tls failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).expect("the URL is UTF-8").trim().to_owned()
+    })
+}
+
+/// Run `sql` on the TLS server's `postgres` database with psql (verify-full).
+pub fn tls_admin(sql: &str) {
+    let output = Command::new("psql")
+        .arg(tls_server_url())
+        .args(["-v", "ON_ERROR_STOP=1", "-qAtc", sql])
+        .output()
+        .expect("run psql");
+    assert!(output.status.success(), "psql {sql}: {}", String::from_utf8_lossy(&output.stderr));
+}
