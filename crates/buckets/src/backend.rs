@@ -67,6 +67,15 @@ impl ObjectBackend {
         ObjectBackend { store, local_root: None }
     }
 
+    /// The folder of the multipart uploads in progress (see `multipart`).
+    pub(crate) fn uploads_folder(&self) -> &'static str {
+        if self.local_root.is_some() {
+            crate::multipart::LOCAL_UPLOADS_FOLDER
+        } else {
+            crate::multipart::STORE_UPLOADS_FOLDER
+        }
+    }
+
     /// The store path of an object.
     pub(crate) fn object_location(&self, bucket: &Name, key: &ObjectKey) -> Result<StorePath, BucketError> {
         StorePath::parse(format!("{bucket}/{key}")).map_err(|error| {

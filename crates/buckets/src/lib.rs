@@ -63,6 +63,7 @@ mod key;
 mod key_locks;
 mod metadata;
 mod multipart;
+pub mod s3;
 mod upload;
 
 use std::path::Path;
