@@ -9,13 +9,16 @@
 # `weed` is cached beside it (MAYFLY_S3_VENV, default
 # $TMPDIR/mayfly-seaweedfs-venv-4.48) so a second start installs nothing. It
 # listens on 127.0.0.1 only: S3 on MAYFLY_S3_PORT (default 18334), and its
-# master, volume and filer on the ports after it. One identity,
+# master, volume and filer on the three ports after it (its Iceberg and Lance
+# catalogs, on fixed ports two servers would share, are off). One identity,
 # MAYFLY_S3_ACCESS_KEY / MAYFLY_S3_SECRET_KEY (default mayfly /
 # mayfly-test-secret), and one bucket, MAYFLY_S3_BUCKET (default
 # mayfly-test), created at start, and MAYFLY_S3_BUCKET-unsigned, open to
 # unsigned requests (for a test that strips headers, see below). SeaweedFS checks SigV4 signatures and
 # honours conditional puts (If-None-Match), which the tests rely on.
-# Concurrent starts (one per test process) share one server, under a lock.
+# SeaweedFS grows 7 volumes per bucket it sees, so it may have up to 200
+# volumes of 64 MiB (the volumes are sparse). Concurrent starts (one per
+# test process) share one server, under a lock.
 set -euo pipefail
 
 DIR="${MAYFLY_S3_DIR:-${TMPDIR:-/tmp}/mayfly-seaweedfs-test}"
@@ -82,8 +85,8 @@ start)
  {"name":"anonymous","actions":["Read:$ANONYMOUS_BUCKET","Write:$ANONYMOUS_BUCKET","List:$ANONYMOUS_BUCKET"]}]}
 JSON
         setsid "$VENV/bin/weed" server -ip=127.0.0.1 -ip.bind=127.0.0.1 -dir="$DIR/data" \
-            -master.port="$MASTER_PORT" -volume.port="$VOLUME_PORT" -filer.port="$FILER_PORT" -volume.max=20 \
-            -s3 -s3.port="$PORT" -s3.config="$DIR/s3.json" >"$DIR/weed.log" 2>&1 </dev/null 9>&- &
+            -master.port="$MASTER_PORT" -volume.port="$VOLUME_PORT" -filer.port="$FILER_PORT" -volume.max=200 -master.volumeSizeLimitMB=64 \
+            -s3 -s3.port="$PORT" -s3.port.iceberg=0 -s3.port.lance=0 -s3.config="$DIR/s3.json" >"$DIR/weed.log" 2>&1 </dev/null 9>&- &
         echo $! >"$DIR/weed.pid"
         for _ in $(seq 600); do answering && break; sleep 0.1; done
         if ! answering; then

@@ -237,7 +237,7 @@ fn unreachable(describe: &str, source: &object_store::Error) -> BucketError {
     let text = source.to_string();
     let cause = if text.contains("NoSuchBucket") || text.contains("bucket does not exist") {
         "its bucket does not exist; create it (e.g. `aws s3 mb`) or fix the bucket in the storage URL"
-    } else if ["InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403", "Forbidden"]
+    } else if ["InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403 Forbidden"]
         .iter()
         .any(|code| text.contains(code))
     {

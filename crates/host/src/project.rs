@@ -343,6 +343,8 @@ restore the keyring file from your backup (or set {KEYRING_ENV_VAR}), or, for a 
         if !create && !target.holds_project()? {
             bail!("project {} has not been deployed yet; run `mayfly deploy` first", self.root.display());
         }
+        // Before anything is created or opened: a store Mayfly must not use changes nothing.
+        storage_target.check()?;
         let keyring = self.load_keyring(create)?;
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let opened = target

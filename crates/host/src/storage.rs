@@ -118,14 +118,22 @@ impl StorageTarget {
         }
     }
 
-    /// Open the project's buckets on it, sealed with `keyring`. An S3 store
-    /// is probed first (see the module documentation).
+    /// Check that the store can be used (an S3 store is probed, see the
+    /// module documentation; the local directory needs nothing), before the
+    /// project opens anything else.
+    pub fn check(&self) -> Result<()> {
+        match self {
+            StorageTarget::Local { .. } => Ok(()),
+            StorageTarget::S3 { config } => probe_s3(config),
+        }
+    }
+
+    /// Open the project's buckets on it, sealed with `keyring` (after [`StorageTarget::check`]).
     pub fn open(&self, state: Arc<dyn StateStore>, clock: Arc<dyn Clock>, keyring: Arc<Keyring>) -> Result<Buckets> {
         match self {
             StorageTarget::Local { path } => Buckets::open_encrypted(path, state, clock, keyring)
                 .with_context(|| format!("cannot open the buckets under {}", path.display())),
             StorageTarget::S3 { config } => {
-                probe_s3(config)?;
                 let store = config.build(false)?;
                 Ok(Buckets::open_on_object_store_encrypted(store, state, clock, keyring))
             }
