@@ -120,6 +120,18 @@ fn a_store_that_cannot_be_used_is_refused_before_anything_is_created() {
     assert!(stderr.contains("refused the credentials"), "{stderr}");
     assert!(!project.path(".mayfly/state.db").exists());
     assert_eq!(stored_objects(&format!("{prefix}/")), Vec::new());
+
+    // A profile object_store cannot read: refused, saying what to do instead.
+    let mut command = with_aws(&project, &["deploy"], support::s3::endpoint());
+    let output = command.env_remove("AWS_ACCESS_KEY_ID").env("AWS_PROFILE", "clinic").output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("AWS_PROFILE=clinic is set, but Mayfly's S3 client (object_store) cannot read AWS profiles"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("aws configure export-credentials --profile clinic"), "{stderr}");
+    assert!(!project.path(".mayfly/state.db").exists());
 }
 
 #[test]
