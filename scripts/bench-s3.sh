@@ -32,7 +32,7 @@ fi
 dir="$(mktemp -d)"
 server_pid=""
 weed_started=""
-export MAYFLY_S3_DIR="$dir/weed" MAYFLY_S3_PORT=18333 MAYFLY_S3_ACCESS_KEY=bench MAYFLY_S3_SECRET_KEY=bench-secret-key MAYFLY_S3_BUCKET=bench
+export MAYFLY_S3_DIR="$dir/weed" MAYFLY_S3_PORT=18343 MAYFLY_S3_ACCESS_KEY=bench MAYFLY_S3_SECRET_KEY=bench-secret-key MAYFLY_S3_BUCKET=bench
 cleanup() {
     if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; fi
     if [ -n "$weed_started" ]; then "$repo/scripts/seaweedfs.sh" stop; fi
@@ -78,6 +78,6 @@ echo "disk: ${dd_rates[*]} MB/s, median $dd_mbps MB/s"
 
 echo "==> CPU: $(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1), $(nproc) cores; load $(cut -d' ' -f1-3 /proc/loadavg)"
 python3 "$repo/scripts/bench/s3_load.py" --small "$small" --dd-mbps "$dd_mbps" \
-    --target "seaweedfs=http://127.0.0.1:18333,bench,bench-secret-key,," \
+    --target "seaweedfs=http://127.0.0.1:$MAYFLY_S3_PORT,bench,bench-secret-key,," \
     --target "mayfly=https://localhost:$aws_port,$key,$secret,$dir/project/.mayfly/tls/cert.pem,"
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -88,9 +88,13 @@ JSON
             -master.port="$MASTER_PORT" -volume.port="$VOLUME_PORT" -filer.port="$FILER_PORT" -volume.max=200 -master.volumeSizeLimitMB=64 \
             -s3 -s3.port="$PORT" -s3.port.iceberg=0 -s3.port.lance=0 -s3.config="$DIR/s3.json" >"$DIR/weed.log" 2>&1 </dev/null 9>&- &
         echo $! >"$DIR/weed.pid"
-        for _ in $(seq 600); do answering && break; sleep 0.1; done
+        for _ in $(seq 600); do
+            answering && break
+            kill -0 "$(cat "$DIR/weed.pid")" 2>/dev/null || break
+            sleep 0.1
+        done
         if ! answering; then
-            echo "error: SeaweedFS did not answer on $URL within 60 s; see $DIR/weed.log" >&2
+            echo "error: SeaweedFS did not answer on $URL within 60 s or exited (a port in use?); see $DIR/weed.log" >&2
             stop_server
             exit 1
         fi
