@@ -2,7 +2,7 @@
 //! prefix `<bucket>/`, plus the chores only a local filesystem needs.
 //!
 //! This is the one place that constructs a `LocalFileSystem`. Everything else
-//! in the crate talks to the `ObjectStore` trait, so the S3 backend can come in
+//! in the crate talks to the `ObjectStore` trait, so S3 (`crate::s3`) comes in
 //! through [`ObjectBackend::other`] without touching the bucket logic.
 //!
 //! The local chores, none of which object_store does:

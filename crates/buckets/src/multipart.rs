@@ -1,8 +1,11 @@
 //! Multipart uploads, S3's way of writing one object from parts sent
 //! separately: [`Buckets::begin_upload`], [`Buckets::put_part`],
 //! [`Buckets::list_parts`], [`Buckets::complete_upload`],
-//! [`Buckets::abort_upload`]. A future S3 object backend can map these onto
-//! S3's own multipart calls; on the local filesystem they stage the parts.
+//! [`Buckets::abort_upload`]. On every store, S3 included, the parts are
+//! staged as sealed objects of their own and streamed into one object at the
+//! complete (whose own upload is multipart above 8 MiB), rather than mapped
+//! onto S3's own multipart calls: the object is one envelope, which parts
+//! sent separately, in any order and replaceable, cannot be sealed into.
 //!
 //! Layout, beside the bucket folders (bucket names cannot start with `.`):
 //! `.uploads/<bucket>/<upload id>/upload` (`.staged-uploads/…` on stores
