@@ -4,8 +4,8 @@
 //! beside them, all written through the `ObjectStore` trait and sealed by
 //! this crate before they leave the host.
 //!
-//! [`S3Config::from_env`] reads the standard variables: `AWS_ENDPOINT_URL`
-//! (or `AWS_ENDPOINT`; none: AWS itself), `AWS_REGION` (or
+//! [`S3Config::from_env`] reads the standard variables: `AWS_ENDPOINT_URL_S3`
+//! or `AWS_ENDPOINT_URL` (or `AWS_ENDPOINT`; none: AWS itself), `AWS_REGION` (or
 //! `AWS_DEFAULT_REGION`; default `us-east-1`), `AWS_ACCESS_KEY_ID`,
 //! `AWS_SECRET_ACCESS_KEY` and `AWS_SESSION_TOKEN`. object_store cannot read
 //! the AWS CLI's profiles, so `AWS_PROFILE` without `AWS_ACCESS_KEY_ID` is
@@ -60,6 +60,7 @@ impl std::fmt::Debug for S3Config {
 /// The variables [`S3Config::from_env`] reads, which a process started with
 /// a cleared environment must be given to reach the same store.
 pub const S3_ENV_VARS: &[&str] = &[
+    "AWS_ENDPOINT_URL_S3",
     "AWS_ENDPOINT_URL",
     "AWS_ENDPOINT",
     "AWS_REGION",
@@ -88,7 +89,7 @@ or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
         Ok(S3Config {
             bucket,
             prefix,
-            endpoint: var("AWS_ENDPOINT_URL").or_else(|| var("AWS_ENDPOINT")),
+            endpoint: var("AWS_ENDPOINT_URL_S3").or_else(|| var("AWS_ENDPOINT_URL")).or_else(|| var("AWS_ENDPOINT")),
             region: var("AWS_REGION").or_else(|| var("AWS_DEFAULT_REGION")).unwrap_or_else(|| "us-east-1".to_owned()),
             access_key_id,
             secret_access_key: var("AWS_SECRET_ACCESS_KEY"),

@@ -44,6 +44,7 @@ pub fn environment(prefix: &str) -> Vec<(&'static str, String)> {
 /// The variables a project's commands must not inherit from the test's own environment.
 pub const VARIABLES: &[&str] = &[
     "MAYFLY_STORAGE_URL",
+    "AWS_ENDPOINT_URL_S3",
     "AWS_ENDPOINT_URL",
     "AWS_ENDPOINT",
     "AWS_REGION",
