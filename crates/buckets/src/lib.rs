@@ -1,7 +1,8 @@
-//! Buckets of objects, S3 style, on `object_store`: the local filesystem today
-//! (one folder per bucket under `.mayfly/buckets/`), S3 later through the same
-//! code. Every put, copy and delete is recorded in the state store's bucket
-//! event log, which triggers consume.
+//! Buckets of objects, S3 style, on `object_store`: the local filesystem (one
+//! folder per bucket under `.mayfly/buckets/`), or any other store through the
+//! same code, S3 among them ([`s3`]: one prefix per bucket under
+//! `s3://BUCKET/PREFIX`). Every put, copy and delete is recorded in the state
+//! store's bucket event log, which triggers consume.
 //!
 //! # What an `Ok` means
 //!
@@ -63,6 +64,7 @@ mod key;
 mod key_locks;
 mod metadata;
 mod multipart;
+pub mod s3;
 mod upload;
 
 use std::path::Path;

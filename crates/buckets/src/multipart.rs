@@ -1,11 +1,15 @@
 //! Multipart uploads, S3's way of writing one object from parts sent
 //! separately: [`Buckets::begin_upload`], [`Buckets::put_part`],
 //! [`Buckets::list_parts`], [`Buckets::complete_upload`],
-//! [`Buckets::abort_upload`]. A future S3 object backend can map these onto
-//! S3's own multipart calls; on the local filesystem they stage the parts.
+//! [`Buckets::abort_upload`]. On every store, S3 included, the parts are
+//! staged as sealed objects of their own and streamed into one object at the
+//! complete (whose own upload is multipart above 8 MiB), rather than mapped
+//! onto S3's own multipart calls: the object is one envelope, which parts
+//! sent separately, in any order and replaceable, cannot be sealed into.
 //!
 //! Layout, beside the bucket folders (bucket names cannot start with `.`):
-//! `.uploads/<bucket>/<upload id>/upload` is the upload's record (its key,
+//! `.uploads/<bucket>/<upload id>/upload` (`.staged-uploads/…` on stores
+//! other than the local filesystem, see `STORE_UPLOADS_FOLDER`) is the upload's record (its key,
 //! when it began, the object's metadata) and `<part number>.<etag>` each
 //! part. Parts are user data: each is sealed like an object, bound to its
 //! upload, number and entity tag, so a renamed or swapped file fails to open.
@@ -35,8 +39,13 @@ use tokio_util::io::{ReaderStream, StreamReader};
 use crate::metadata::ObjectMetadata;
 use crate::{BucketError, Buckets, ObjectInfo, ObjectKey, error, object_context, parse_key};
 
-/// The folder of the uploads in progress, beside the bucket folders.
-const UPLOADS_FOLDER: &str = ".uploads";
+/// The folder of the uploads in progress on the local filesystem, beside
+/// the bucket folders.
+pub(crate) const LOCAL_UPLOADS_FOLDER: &str = ".uploads";
+/// The same on any other store: SeaweedFS keeps its own multipart staging
+/// in `.uploads` folders and hides every folder of that name from listings,
+/// so Mayfly's staging could neither be listed nor swept there.
+pub(crate) const STORE_UPLOADS_FOLDER: &str = ".staged-uploads";
 /// The name of an upload's record in its folder.
 const RECORD: &str = "upload";
 /// S3's highest part number.
@@ -75,8 +84,8 @@ struct Record {
     metadata: ObjectMetadata,
 }
 
-fn upload_folder(bucket: &Name, upload_id: &str) -> StorePath {
-    StorePath::from_iter([UPLOADS_FOLDER, bucket.as_str(), upload_id])
+fn upload_folder(uploads: &str, bucket: &Name, upload_id: &str) -> StorePath {
+    StorePath::from_iter([uploads, bucket.as_str(), upload_id])
 }
 
 fn record_context(bucket: &Name, upload_id: &str) -> String {
@@ -128,7 +137,7 @@ impl Buckets {
         let initiated = self.inner.clock.now();
         let record = Record { key: key.to_string(), initiated, metadata: metadata.clone() };
         let plaintext = serde_json::to_vec(&record).expect("an upload record serializes");
-        let location = upload_folder(bucket, &upload_id).child(RECORD);
+        let location = upload_folder(self.inner.backend.uploads_folder(), bucket, &upload_id).child(RECORD);
         self.inner
             .backend
             .store
@@ -158,7 +167,7 @@ impl Buckets {
         self.require_bucket(bucket).await?;
         self.upload_record(bucket, &key, upload_id).await?;
         let etag = random_id();
-        let folder = upload_folder(bucket, upload_id);
+        let folder = upload_folder(self.inner.backend.uploads_folder(), bucket, upload_id);
         let location = folder.child(part_name(number, &etag));
         let prepared = match &self.keyring_snapshot() {
             None => self.prepare_body(bucket, &key, &location, body).await?,
@@ -203,7 +212,7 @@ impl Buckets {
     pub async fn list_uploads(&self, bucket: &Name, prefix: Option<&str>) -> Result<Vec<UploadInfo>, BucketError> {
         self.require_bucket(bucket).await?;
         let prefix = prefix.unwrap_or_default();
-        let folder = StorePath::from_iter([UPLOADS_FOLDER, bucket.as_str()]);
+        let folder = StorePath::from_iter([self.inner.backend.uploads_folder(), bucket.as_str()]);
         let listed = self
             .inner
             .backend
@@ -309,11 +318,11 @@ impl Buckets {
     /// Remove every upload that began before `before`, in any bucket, and
     /// those of buckets that no longer exist. Returns how many.
     pub async fn abort_abandoned_uploads(&self, before: Timestamp) -> Result<u64, BucketError> {
-        let root = StorePath::from(UPLOADS_FOLDER);
+        let root = StorePath::from(self.inner.backend.uploads_folder());
         let store = &self.inner.backend.store;
         let listing_failed = |source| BucketError::Io {
             action: "list the uploads in progress",
-            path: UPLOADS_FOLDER.into(),
+            path: self.inner.backend.uploads_folder().into(),
             source: std::io::Error::other(source),
         };
         let buckets = store.list_with_delimiter(Some(&root)).await.map_err(listing_failed)?;
@@ -334,8 +343,9 @@ impl Buckets {
                     Err(BucketError::NoSuchUpload { .. } | BucketError::CorruptRecord { .. }) => None,
                     Err(error) => return Err(error),
                 };
-                if bucket_gone || began.is_none_or(|began| began < before) {
-                    self.remove_upload_files(&bucket, "", &upload_id).await?;
+                if (bucket_gone || began.is_none_or(|began| began < before))
+                    && self.remove_upload_files(&bucket, "", &upload_id).await? > 0
+                {
                     tracing::info!(%bucket, %upload_id, "abandoned multipart upload removed");
                     removed += 1;
                 }
@@ -360,7 +370,7 @@ impl Buckets {
         if !is_hex_id(upload_id) {
             return Err(self.no_such_upload(bucket, key, upload_id));
         }
-        let location = upload_folder(bucket, upload_id).child(RECORD);
+        let location = upload_folder(self.inner.backend.uploads_folder(), bucket, upload_id).child(RECORD);
         let stored = match self.inner.backend.store.get(&location).await {
             Ok(result) => result.bytes().await,
             Err(source) => Err(source),
@@ -392,7 +402,9 @@ impl Buckets {
         key: &ObjectKey,
         upload_id: &str,
     ) -> Result<Vec<(PartInfo, ObjectMeta)>, BucketError> {
-        let metas = self.upload_files(bucket, key.as_str(), &upload_folder(bucket, upload_id)).await?;
+        let metas = self
+            .upload_files(bucket, key.as_str(), &upload_folder(self.inner.backend.uploads_folder(), bucket, upload_id))
+            .await?;
         Ok(metas
             .into_iter()
             .filter_map(|meta| {
@@ -450,20 +462,26 @@ impl Buckets {
     }
 
     async fn remove_upload(&self, bucket: &Name, key: &ObjectKey, upload_id: &str) -> Result<(), BucketError> {
-        self.remove_upload_files(bucket, key.as_str(), upload_id).await
+        self.remove_upload_files(bucket, key.as_str(), upload_id).await.map(|_| ())
     }
 
-    /// Delete an upload's parts, then its record, then its folder.
-    async fn remove_upload_files(&self, bucket: &Name, key: &str, upload_id: &str) -> Result<(), BucketError> {
-        let folder = upload_folder(bucket, upload_id);
+    /// Delete an upload's parts, then its record, then its folder; returns
+    /// how many files it had (none: only an empty folder was left, which
+    /// some stores, SeaweedFS among them, list after its files are gone).
+    async fn remove_upload_files(&self, bucket: &Name, key: &str, upload_id: &str) -> Result<usize, BucketError> {
+        let folder = upload_folder(self.inner.backend.uploads_folder(), bucket, upload_id);
         let metas = self.upload_files(bucket, key, &folder).await?;
+        if metas.is_empty() {
+            self.inner.backend.remove_empty_folder(&folder).await;
+            return Ok(0);
+        }
         let record = folder.child(RECORD);
         for meta in metas.iter().filter(|meta| meta.location != record) {
             self.remove_file(bucket, key, &meta.location).await?;
         }
         self.remove_file(bucket, key, &record).await?;
         self.inner.backend.remove_empty_folder(&folder).await;
-        Ok(())
+        Ok(metas.len())
     }
 
     async fn remove_file(&self, bucket: &Name, key: &str, location: &StorePath) -> Result<(), BucketError> {

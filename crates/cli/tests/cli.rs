@@ -54,7 +54,7 @@ fn init_scaffolds_a_project_that_validates_and_deploys() {
     assert!(root.join("mayfly.toml").is_file());
     assert!(root.join("functions/rename.py").is_file());
 
-    let project = Project { _dir: dir, root: root.clone(), database: None };
+    let project = Project { _dir: dir, root: root.clone(), database: None, storage_prefix: None };
     assert!(project.ok(&["validate"]).contains("is valid"));
     let deployed = project.json(&["deploy"]);
     assert_eq!(deployed["version"], 1);

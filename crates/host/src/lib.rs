@@ -8,6 +8,7 @@
 pub mod backends;
 pub mod password;
 pub mod project;
+pub mod storage;
 
 use mayfly_state::{KeyringHolder, StateStore};
 

@@ -17,6 +17,7 @@ use mayfly_core::{Clock, SystemClock};
 use mayfly_state::{KeyMaintenance, StateError, StateStore};
 
 use crate::backends::{STATE_URL_ENV_VAR, StateSettings, StateTarget, resolve_state_target};
+use crate::storage::{STORAGE_URL_ENV_VAR, StorageSettings, StorageTarget, resolve_storage_target};
 use crate::{ProjectStore, Refused};
 
 pub const SPEC_FILE_NAME: &str = "mayfly.toml";
@@ -35,6 +36,8 @@ pub struct OpenProject {
     pub keyring: LoadedKeyring,
     /// Where the state store is.
     pub state_target: StateTarget,
+    /// Where the buckets' objects are.
+    pub storage_target: StorageTarget,
     key_maintenance: Option<Arc<dyn KeyMaintenance>>,
 }
 
@@ -226,6 +229,27 @@ impl Project {
             .with_context(|| format!("cannot record the new keyring in the state store {}", target.describe()))
     }
 
+    /// The object store settings: `MAYFLY_STORAGE_URL` over `[storage] url`
+    /// of the architecture file (whose `[storage]` is checked either way,
+    /// with located errors, exit code 3).
+    pub fn storage_settings(&self) -> Result<StorageSettings> {
+        let path = self.spec_path();
+        let source = std::fs::read_to_string(&path)
+            .map_err(|source| mayfly_spec::LoadError::Io { path: path.clone(), source })?;
+        let spec = mayfly_spec::storage_settings(&path.display().to_string(), &source)
+            .map_err(mayfly_spec::LoadError::Invalid)?;
+        Ok(match std::env::var(STORAGE_URL_ENV_VAR).ok().filter(|url| !url.trim().is_empty()) {
+            Some(url) => StorageSettings { url: Some(url), origin: STORAGE_URL_ENV_VAR.to_owned() },
+            None => StorageSettings { url: spec.url, origin: format!("`[storage] url` of {}", path.display()) },
+        })
+    }
+
+    /// Where the project's objects are.
+    pub fn storage_target(&self) -> Result<StorageTarget> {
+        resolve_storage_target(&self.storage_settings()?, &self.buckets_dir())
+    }
+
+    /// The local buckets directory (used when no other object store is chosen).
     pub fn buckets_dir(&self) -> PathBuf {
         self.data_dir().join("buckets")
     }
@@ -315,22 +339,25 @@ restore the keyring file from your backup (or set {KEYRING_ENV_VAR}), or, for a 
     /// Other commands need a deployed project and say so.
     pub fn open(&self, create: bool) -> Result<OpenProject> {
         let target = self.state_target()?;
+        let storage_target = self.storage_target()?;
         if !create && !target.holds_project()? {
             bail!("project {} has not been deployed yet; run `mayfly deploy` first", self.root.display());
         }
+        // Before anything is created or opened: a store Mayfly must not use changes nothing.
+        storage_target.check()?;
         let keyring = self.load_keyring(create)?;
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let opened = target
             .open(clock.clone(), keyring.keyring.clone())
             .map_err(|error| self.explain_state_open_error(error, keyring.source, &target))?;
         let state_for_buckets: Arc<dyn StateStore> = opened.store.clone();
-        let buckets = Buckets::open_encrypted(&self.buckets_dir(), state_for_buckets, clock, keyring.keyring.clone())
-            .with_context(|| format!("cannot open the buckets under {}", self.buckets_dir().display()))?;
+        let buckets = storage_target.open(state_for_buckets, clock, keyring.keyring.clone())?;
         Ok(OpenProject {
             state: opened.store,
             buckets,
             keyring,
             state_target: target,
+            storage_target,
             key_maintenance: opened.key_maintenance,
         })
     }

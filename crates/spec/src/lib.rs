@@ -125,6 +125,29 @@ pub fn state_settings(file_name: &str, source: &str) -> Result<StateSpec, Diagno
     if reader.diagnostics.is_empty() { Ok(state) } else { Err(Diagnostics { diagnostics: reader.diagnostics }) }
 }
 
+/// Only the `[storage]` table of `source` (where the buckets' objects are),
+/// for opening a project before its architecture is read; errors are
+/// located as [`parse`]'s. The rest of the file is not checked here.
+pub fn storage_settings(file_name: &str, source: &str) -> Result<StorageSpec, Diagnostics> {
+    let mut reader = reader::Reader::new(file_name, source);
+    let storage = match toml::de::DeTable::parse(source) {
+        Ok(document) => {
+            let root =
+                reader::Table { entries: document.get_ref(), span: 0..0, what: "the architecture file".to_owned() };
+            lower::lower_storage(&mut reader, &root)
+        }
+        Err(error) => {
+            reader.error(
+                error.span().unwrap_or(0..0),
+                format!("invalid TOML: {}", error.message().trim_end()),
+                Some("fix the TOML syntax here; the rest of the file is checked once it parses".to_owned()),
+            );
+            StorageSpec::default()
+        }
+    };
+    if reader.diagnostics.is_empty() { Ok(storage) } else { Err(Diagnostics { diagnostics: reader.diagnostics }) }
+}
+
 /// The hex SHA-256 of the file's text: the identity of one version of the architecture.
 pub fn content_hash(source: &str) -> String {
     hex::encode(Sha256::digest(source.as_bytes()))

@@ -29,7 +29,9 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "jobs",
     "api",
     "state",
+    "storage",
 ];
+const STORAGE_KEYS: &[&str] = &["url"];
 const STATE_KEYS: &[&str] = &["url", "password_file", "ca_file"];
 const POLICY_KEYS: &[&str] = &["require_tags", "encryption", "tls", "networks", "max_run_cost", "log_retention"];
 const PRICING_KEYS: &[&str] = &["cpu_second", "gb_second", "invocation", "worker_hour", "currency"];
@@ -217,6 +219,7 @@ pub(crate) fn lower_document(reader: &mut Reader<'_>, root: &Table<'_, '_>) -> O
     }
     let api = lower_api(reader, root, &policy);
     lower_state(reader, root);
+    lower_storage(reader, root);
     if api.is_none() && !root.has("api") {
         check_permissions_need_api(reader, &checks);
     }
@@ -1485,6 +1488,60 @@ or name an owner-only file holding it with `password_file = \"...\"` in `[state]
     let password_file = reader.non_empty_string(&table, "password_file").map(|file| file.value);
     let ca_file = reader.non_empty_string(&table, "ca_file").map(|file| file.value);
     StateSpec { url, password_file, ca_file }
+}
+
+/// `[storage]`: where the objects of the buckets are. `file:` (or no
+/// table) is the project's data directory; `s3://BUCKET/PREFIX` an
+/// S3-compatible store, reached with the standard AWS variables. Credentials
+/// in the URL are refused: the file is shared and versioned, a secret is not.
+pub(crate) fn lower_storage(reader: &mut Reader<'_>, root: &Table<'_, '_>) -> StorageSpec {
+    let Some(table) = reader.table(root, "storage", "`[storage]`".to_owned()) else {
+        return StorageSpec::default();
+    };
+    reader.check_keys(&table, STORAGE_KEYS);
+    let how = "write \"file:\" for the project's data directory, or \"s3://BUCKET/PREFIX\"";
+    let url = reader.non_empty_string(&table, "url").and_then(|url| {
+        let text = url.value.trim();
+        let scheme = text.split_once(':').map(|(scheme, _)| scheme.to_ascii_lowercase());
+        match scheme.as_deref() {
+            Some("file") if text.len() == "file:".len() => Some(text.to_owned()),
+            Some("file") => {
+                reader.error(
+                    url.span,
+                    format!("`url` of `[storage]` names a directory: \"{text}\""),
+                    Some("the local store is always the project's `.mayfly/buckets`, so write just \"file:\"".to_owned()),
+                );
+                None
+            }
+            Some("s3") => {
+                let rest = text[3..].strip_prefix("//").unwrap_or_default();
+                let bucket = rest.split('/').next().unwrap_or_default();
+                if bucket.contains('@') || rest.contains('?') {
+                    // The span is kept, the text is not repeated: it may hold a secret.
+                    reader.error(
+                        url.span,
+                        "`url` of `[storage]` holds credentials or parameters, which the architecture file must never hold",
+                        Some("write just \"s3://BUCKET/PREFIX\" and set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_ENDPOINT_URL, AWS_REGION) in the environment".to_owned()),
+                    );
+                    None
+                } else if bucket.is_empty() {
+                    reader.error(url.span, format!("`url` of `[storage]` names no bucket: \"{text}\""), Some(how.to_owned()));
+                    None
+                } else {
+                    Some(text.to_owned())
+                }
+            }
+            _ => {
+                reader.error(
+                    url.span,
+                    format!("`url` of `[storage]` is neither `file:` nor `s3://`: \"{text}\""),
+                    Some(how.to_owned()),
+                );
+                None
+            }
+        }
+    });
+    StorageSpec { url }
 }
 
 /// Whether the part of a URL after `scheme:` carries a password: in its

@@ -67,6 +67,14 @@ pub struct StateSpec {
     pub ca_file: Option<String>,
 }
 
+/// `[storage]`: where the buckets' objects are. Read by the host before it
+/// opens the project ([`crate::storage_settings`]); not part of a deployment.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct StorageSpec {
+    /// `file:` or `s3://BUCKET/PREFIX`; `None` for the local default.
+    pub url: Option<String>,
+}
+
 /// Whether something is mandatory or merely allowed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "lowercase")]

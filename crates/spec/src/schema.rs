@@ -95,6 +95,18 @@ pub(crate) struct ArchitectureFile {
     pub jobs: BTreeMap<String, JobFile>,
     pub api: Option<ApiFile>,
     pub state: Option<StateFile>,
+    pub storage: Option<StorageFile>,
+}
+
+/// Where the buckets' objects are (read before the project is opened; not
+/// part of a deployment). No `url` or "file:": the project's `.mayfly/buckets`.
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct StorageFile {
+    /// "file:" (the default) or "s3://BUCKET/PREFIX" on an S3-compatible store, reached with
+    /// AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (never credentials here).
+    #[schemars(pattern(r"^(file:|s3://[^/@?]+(/[^?]*)?)$"))]
+    pub url: Option<String>,
 }
 
 /// Where the project's state store is (read before the project is opened;

@@ -9,6 +9,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+pub mod s3;
+
 use mayfly_buckets::Buckets;
 use mayfly_buckets::crypto::Keyring;
 use mayfly_core::{ManualClock, Name, ObjectEvent, Timestamp};

@@ -140,10 +140,11 @@ pub fn coordinator_launch(located: &Project) -> Result<CoordinatorLaunch> {
         project_root: std::path::absolute(&located.root)?,
         data_dir: std::path::absolute(located.data_dir())?,
         log_filter: std::env::var("MAYFLY_LOG").unwrap_or_else(|_| "info".into()),
-        // The keyring, the group-commit setting of the throughput benchmark's baseline, and the state store's.
+        // The keyring, the group-commit setting of the throughput benchmark's baseline, the state store's and the object store's.
         secret_env: [KEYRING_ENV_VAR, GROUP_COMMIT_ENV_VAR]
             .into_iter()
             .chain(mayfly_host::backends::STATE_ENV_VARS.iter().copied())
+            .chain(mayfly_host::storage::storage_env_vars())
             .filter_map(|name| std::env::var(name).ok().map(|value| (name.to_owned(), value)))
             .collect(),
     })

@@ -3,10 +3,14 @@
 //! `MAYFLY_TEST_STATE=postgres` every project keeps its state in a fresh
 //! database of its own on the test PostgreSQL server (`postgres.rs`), by
 //! `MAYFLY_STATE_URL` in every command it runs, which the processes those
-//! start (`up`, coordinators, workers) inherit.
+//! start (`up`, coordinators, workers) inherit. With
+//! `MAYFLY_TEST_STORAGE=s3` every project keeps its objects under a prefix
+//! of its own on the test S3 server (`s3.rs`), by `MAYFLY_STORAGE_URL` and
+//! the AWS variables, inherited the same way.
 #![allow(dead_code)] // each test file uses a different subset
 
 pub mod postgres;
+pub mod s3;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -26,6 +30,8 @@ pub struct Project {
     pub root: PathBuf,
     /// The project's PostgreSQL database under `MAYFLY_TEST_STATE=postgres`.
     pub database: Option<postgres::TestDatabase>,
+    /// The project's prefix in the test S3 bucket under `MAYFLY_TEST_STORAGE=s3`.
+    pub storage_prefix: Option<String>,
 }
 
 impl Drop for Project {
@@ -37,7 +43,19 @@ impl Drop for Project {
                 "a project on PostgreSQL has an embedded state store: some process did not get MAYFLY_STATE_URL"
             );
         }
+        // A project on S3 must never have fallen back to the local buckets directory.
+        if self.storage_prefix.is_some() && !std::thread::panicking() {
+            assert!(
+                !self.root.join(".mayfly/buckets").exists(),
+                "a project on S3 has a local buckets directory: some process did not get MAYFLY_STORAGE_URL"
+            );
+        }
     }
+}
+
+/// Whether this run keeps every test project's objects on S3 (SeaweedFS).
+pub fn storage_on_s3() -> bool {
+    std::env::var("MAYFLY_TEST_STORAGE").is_ok_and(|value| value == "s3")
 }
 
 /// Whether this run keeps every test project's state on PostgreSQL.
@@ -52,7 +70,8 @@ impl Project {
         std::fs::create_dir_all(&root).unwrap();
         std::fs::write(root.join("mayfly.toml"), spec).unwrap();
         let database = state_on_postgres().then(postgres::TestDatabase::create);
-        Project { _dir: dir, root, database }
+        let storage_prefix = storage_on_s3().then(|| format!("cli/{}", unique_name("project")));
+        Project { _dir: dir, root, database, storage_prefix }
     }
 
     pub fn deployed_with(spec: &str) -> Project {
@@ -93,6 +112,12 @@ impl Project {
             Some(database) => command.env("MAYFLY_STATE_URL", &database.url),
             None => command.env_remove("MAYFLY_STATE_URL"),
         };
+        for variable in s3::VARIABLES {
+            command.env_remove(variable);
+        }
+        if let Some(prefix) = &self.storage_prefix {
+            command.envs(s3::environment(prefix));
+        }
         command
     }
 
