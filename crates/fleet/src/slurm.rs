@@ -141,12 +141,72 @@ struct SqueueOutput {
     jobs: Vec<SlurmJob>,
 }
 
-/// A Mayfly job's comment: its tags, and for an array each task's own.
+/// slurmctld refuses a job whose comment is longer (`_test_strlen(…,
+/// "comment", 1024)` in 22.05's job manager: "Pathname … too long").
+const MAX_COMMENT: usize = 1024;
+
+/// A Mayfly job's comment: its tags, and for an array each task's own,
+/// listed (`tasks`) or, for values numbered in order as a coordinator names
+/// its workers, as ranges (`ranges`: task `i` has `prefix` then `first + i`
+/// zero-padded to `width` digits), so that an array of hundreds of tasks
+/// fits in [`MAX_COMMENT`].
 #[derive(Debug, Serialize, Deserialize)]
 struct JobComment {
     mayfly: Tags,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     tasks: Vec<Tags>,
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    ranges: std::collections::BTreeMap<String, TaskRange>,
+}
+
+/// One tag's values across an array's tasks: `prefix` + (`first` + task), `width` digits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct TaskRange {
+    prefix: String,
+    first: u64,
+    width: usize,
+}
+
+impl TaskRange {
+    fn value(&self, task: u64) -> String {
+        format!("{}{:0width$}", self.prefix, self.first + task, width = self.width)
+    }
+
+    /// The range `values` follow, if they do.
+    fn of(values: &[&str]) -> Option<TaskRange> {
+        let first = values.first()?;
+        let digits = first.len() - first.bytes().rev().take_while(u8::is_ascii_digit).count();
+        let (prefix, number) = first.split_at(digits);
+        let range = TaskRange { prefix: prefix.to_owned(), first: number.parse().ok()?, width: number.len() };
+        values.iter().enumerate().all(|(task, value)| *value == range.value(task as u64)).then_some(range)
+    }
+}
+
+impl JobComment {
+    /// The comment of an array whose tasks have `own` tags besides `shared`:
+    /// as ranges when every own tag is numbered in order, else listed.
+    fn for_array(shared: Tags, own: Vec<Tags>) -> JobComment {
+        let keys: Vec<&str> = own.first().map(|tags| tags.iter().map(|(key, _)| key).collect()).unwrap_or_default();
+        let same_keys = own.iter().all(|tags| tags.iter().map(|(key, _)| key).eq(keys.iter().copied()));
+        let ranges: Option<std::collections::BTreeMap<String, TaskRange>> = same_keys
+            .then(|| {
+                keys.iter()
+                    .map(|key| {
+                        let values: Vec<&str> = own.iter().filter_map(|tags| tags.get(key)).collect();
+                        TaskRange::of(&values).map(|range| ((*key).to_owned(), range))
+                    })
+                    .collect()
+            })
+            .flatten();
+        match ranges {
+            Some(ranges) if !ranges.is_empty() => JobComment { mayfly: shared, tasks: Vec::new(), ranges },
+            _ => JobComment { mayfly: shared, tasks: own, ranges: Default::default() },
+        }
+    }
+
+    fn is_array(&self) -> bool {
+        !self.tasks.is_empty() || !self.ranges.is_empty()
+    }
 }
 
 impl SlurmJob {
@@ -219,14 +279,19 @@ impl SlurmJob {
             return None;
         }
         let comment: JobComment = serde_json::from_str(&self.comment).ok()?;
-        let mut tags = comment.mayfly;
+        let mut tags = comment.mayfly.clone();
         match resource {
+            JobRef::Task { task, .. } if !comment.ranges.is_empty() => {
+                for (key, range) in &comment.ranges {
+                    tags.insert(key.clone(), range.value(task));
+                }
+            }
             JobRef::Task { task, .. } => {
                 for (key, value) in comment.tasks.get(usize::try_from(task).ok()?)?.iter() {
                     tags.insert(key, value);
                 }
             }
-            JobRef::Job(_) if !comment.tasks.is_empty() => return None,
+            JobRef::Job(_) if comment.is_array() => return None,
             JobRef::Job(_) => {}
         }
         Some(tags)
@@ -325,7 +390,7 @@ impl SlurmProvisioner {
             let _ = writeln!(script, "{index}) {} ;;", task_lines(spec, &mut env_files)?);
         }
         script.push_str("*) echo \"mayfly: no task $SLURM_ARRAY_TASK_ID in this array\" >&2; exit 2 ;;\nesac\n");
-        let comment = JobComment { mayfly: shared.clone(), tasks };
+        let comment = JobComment::for_array(shared.clone(), tasks);
         let mut args = self.submit_args(first, &shared, &comment)?;
         args.push(format!("--array=0-{}", specs.len() - 1));
         // One output file per task: each spec names its own.
@@ -338,7 +403,7 @@ impl SlurmProvisioner {
 
     async fn start_job(&self, spec: ProcessSpec) -> Result<ResourceId, FleetError> {
         check_spec(&spec)?;
-        let comment = JobComment { mayfly: spec.tags.clone(), tasks: Vec::new() };
+        let comment = JobComment { mayfly: spec.tags.clone(), tasks: Vec::new(), ranges: Default::default() };
         let mut args = self.submit_args(&spec, &spec.tags, &comment)?;
         // The script's own redirections write the spec's files: slurmstepd
         // opening them itself would hang, past `scancel`, on a FIFO no one reads.
@@ -360,6 +425,16 @@ impl SlurmProvisioner {
             program: spec.program.clone(),
             reason: format!("cannot encode the tags: {error}"),
         })?;
+        if comment.len() > MAX_COMMENT {
+            return Err(FleetError::InvalidSpec {
+                program: spec.program.clone(),
+                reason: format!(
+                    "the tags take {} characters in the job's comment, over Slurm's limit of {MAX_COMMENT} \
+                     (an array's tasks' own tags fit when numbered in order, as workers are)",
+                    comment.len()
+                ),
+            });
+        }
         let mut args = vec![
             "--parsable".to_owned(),
             "--no-requeue".to_owned(),
@@ -815,6 +890,23 @@ mod tests {
         foreign.name = "mayfly-worker".into();
         foreign.comment = "please keep".into();
         assert_eq!(foreign.tags_of(JobRef::Job(7)), None, "a comment that is not Mayfly's tags");
+    }
+
+    #[test]
+    fn an_arrays_numbered_tags_are_ranges_so_hundreds_of_tasks_fit_in_a_comment() {
+        let own: Vec<Tags> = (1..=200).map(|n| Tags::new().with("mayfly.worker", format!("w2-{n:03}"))).collect();
+        let comment = JobComment::for_array(Tags::new().with("mayfly.run", "r1"), own);
+        assert!(comment.tasks.is_empty(), "{comment:?}");
+        let text = serde_json::to_string(&comment).unwrap();
+        assert!(text.len() < 200, "{text}");
+        let mut task = job("RUNNING", 0);
+        (task.array_job_id, task.array_task_id, task.comment) = (5, Some(199), text);
+        let tags = task.tags_of(JobRef::Task { array: 5, task: 199 }).expect("a Mayfly task");
+        assert_eq!(tags.get("mayfly.worker"), Some("w2-200"));
+        assert_eq!(tags.get("mayfly.run"), Some("r1"));
+        assert_eq!(task.tags_of(JobRef::Job(7)), None, "an array's comment names no single job");
+        let unordered = vec![Tags::new().with("mayfly.worker", "b"), Tags::new().with("mayfly.worker", "a")];
+        assert_eq!(JobComment::for_array(Tags::new(), unordered).tasks.len(), 2, "listed when not numbered in order");
     }
 
     #[test]
