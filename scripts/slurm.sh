@@ -14,6 +14,9 @@
 # namespace (mfs-n1..4, addresses 10.252.0.11-14 on a bridge whose host
 # address is 10.252.0.1), so a job reaches the host over a real,
 # non-loopback address; without it every node listens on 127.0.0.1.
+# MAYFLY_SLURM_CPUS sets each node's CPUs (2 by default; set, slurmd reports
+# it whatever the machine has: `SlurmdParameters=config_overrides`; the bench
+# raises it so that 200 one-CPU workers run at once).
 # Needs root (daemons run as root, munged as `munge`).
 set -euo pipefail
 
@@ -22,6 +25,10 @@ set -euo pipefail
 PORT_BASE=${MAYFLY_SLURM_PORT_BASE:-16800}
 SLURMCTLD_PORT=$((PORT_BASE + 17))
 NODE_PORT_BASE=$((PORT_BASE + 20))
+NODE_CPUS=${MAYFLY_SLURM_CPUS:-2}
+# More CPUs than the machine has: slurmd reports the configured ones.
+OVERRIDES=""
+if [ -n "${MAYFLY_SLURM_CPUS:-}" ]; then OVERRIDES="SlurmdParameters=config_overrides"; fi
 BRIDGE=mfs-br0
 HOST_ADDRESS=10.252.0.1
 
@@ -60,10 +67,10 @@ start() {
             ip netns exec "mfs-n$n" ip link set lo up
             ip netns exec "mfs-n$n" ip route add default via "$HOST_ADDRESS"
             echo "mfs-n$n" >> "$D/netns"
-            nodes+="NodeName=n$n NodeHostname=$host NodeAddr=10.252.0.1$n Port=$((NODE_PORT_BASE + n)) CPUs=2 RealMemory=2000 State=UNKNOWN"$'\n'
+            nodes+="NodeName=n$n NodeHostname=$host NodeAddr=10.252.0.1$n Port=$((NODE_PORT_BASE + n)) CPUs=$NODE_CPUS RealMemory=2000 State=UNKNOWN"$'\n'
         done
     else
-        nodes="NodeName=n[1-4] NodeHostname=$host NodeAddr=127.0.0.1 Port=[$((NODE_PORT_BASE + 1))-$((NODE_PORT_BASE + 4))] CPUs=2 RealMemory=2000 State=UNKNOWN"$'\n'
+        nodes="NodeName=n[1-4] NodeHostname=$host NodeAddr=127.0.0.1 Port=[$((NODE_PORT_BASE + 1))-$((NODE_PORT_BASE + 4))] CPUs=$NODE_CPUS RealMemory=2000 State=UNKNOWN"$'\n'
     fi
     cat > "$D/slurm.conf" <<CONF
 ClusterName=mayflyci
@@ -92,6 +99,7 @@ ReturnToService=2
 KillWait=5
 MinJobAge=300
 SlurmdTimeout=30
+$OVERRIDES
 ${nodes}PartitionName=batch Nodes=n[1-4] Default=YES MaxTime=INFINITE State=UP OverSubscribe=YES
 CONF
     export SLURM_CONF=$D/slurm.conf

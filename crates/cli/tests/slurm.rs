@@ -1,11 +1,19 @@
 //! Jobs on Slurm end to end: a real Slurm 22.05 cluster of four nodes, each
 //! in its own network namespace (`scripts/slurm.sh` with
 //! `MAYFLY_SLURM_NETNS=1`), so that workers dial their coordinator over a
-//! real non-loopback address (10.252.0.1). `mayfly run` submits workers as
-//! Slurm jobs; the tests check that every item is done once, that a worker
-//! cancelled behind Mayfly's back (`scancel`) is replaced and loses nothing,
-//! that nothing is left in `squeue`, and that `mayfly audit` sees an orphaned
-//! worker job by its tags and `mayfly audit --reap` cancels it.
+//! real non-loopback address (10.252.0.1). `mayfly run` submits its workers
+//! as one Slurm job array; the test checks, in phases:
+//!
+//! 1. 2,000 items on eight workers across all four nodes, submitted in one
+//!    `sbatch --array`: one result per item, nothing left in `squeue`,
+//!    `mayfly audit` clean.
+//! 2. Chaos in one run: a node lost mid-run (its `slurmd` and every process
+//!    in its namespace SIGKILLed, the node set down), a worker's task
+//!    cancelled behind Mayfly's back (`scancel`), the coordinator SIGKILLed
+//!    and resumed by `mayfly up`: every item done, re-executions in the
+//!    report, no Slurm job and no process of the run left.
+//! 3. An orphaned worker job is reported by `mayfly audit` and cancelled by
+//!    `mayfly audit --reap`.
 //!
 //! One test function: the namespaces and the bridge have fixed names, so one
 //! cluster at a time.
@@ -76,12 +84,77 @@ impl Cluster {
     }
 }
 
+/// One line of `squeue`: a job or an array task.
+#[derive(Debug, Clone)]
+struct QueuedJob {
+    /// `123` or `123_4`.
+    id: String,
+    /// The array's job id (the job's own for a single job).
+    array: String,
+    node: String,
+    state: String,
+}
+
+impl Cluster {
+    /// Mayfly's worker jobs and tasks.
+    fn worker_jobs(&self) -> Vec<QueuedJob> {
+        self.command("squeue", &["-h", "-r", "-o", "%i|%F|%N|%T|%j"])
+            .lines()
+            .filter_map(|line| {
+                let fields: Vec<&str> = line.split('|').collect();
+                (fields.len() == 5 && fields[4] == "mayfly-worker").then(|| QueuedJob {
+                    id: fields[0].to_owned(),
+                    array: fields[1].to_owned(),
+                    node: fields[2].to_owned(),
+                    state: fields[3].to_owned(),
+                })
+            })
+            .collect()
+    }
+
+    fn running_workers(&self) -> Vec<QueuedJob> {
+        self.worker_jobs().into_iter().filter(|job| job.state == "RUNNING").collect()
+    }
+
+    /// `node` lost as a machine is: its `slurmd` and every process in its
+    /// namespace (its workers) SIGKILLed, then the node set down.
+    fn lose_node(&self, node: &str) {
+        let pid_file = self.dir.join(format!("slurmd-{node}.pid"));
+        let slurmd = std::fs::read_to_string(&pid_file).unwrap().trim().to_owned();
+        let mut pids = vec![slurmd];
+        let listed = Command::new("ip").args(["netns", "pids", &format!("mfs-{node}")]).output().unwrap();
+        pids.extend(String::from_utf8_lossy(&listed.stdout).lines().map(str::to_owned));
+        for pid in pids {
+            let pid: i32 = pid.trim().parse().unwrap();
+            // SAFETY: kill(2) of processes of this test's cluster node.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        self.command("scontrol", &["update", &format!("nodename={node}"), "state=down", "reason=mayfly-chaos"]);
+    }
+}
+
+/// Processes whose command line names `run` (a coordinator's or a worker's).
+fn processes_of_run(run: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().filter_map(Result::ok) {
+        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            if cmdline.contains(run) {
+                found.push(format!("{}: {cmdline}", entry.file_name().to_string_lossy()));
+            }
+        }
+    }
+    found
+}
+
 impl Drop for Cluster {
     fn drop(&mut self) {
         let _ = Command::new("bash").arg(script()).args(["stop".as_ref(), self.dir.as_os_str()]).status();
     }
 }
 
+/// A project whose job `scan` runs one item per line of a manifest of
+/// `items` lines on up to `workers` Slurm workers, each item sleeping `sleep`.
 fn slurm_project(items: usize, workers: u32, sleep: &str) -> (Project, String) {
     let name = support::unique_name("slurm");
     let spec = format!(
@@ -94,7 +167,7 @@ tags = {{ owner = "tests" }}
 command = ["sh", "functions/sleeper.sh"]
 env = {{ SLEEP = "{sleep}" }}
 [jobs.scan]
-source = {{ bucket = "scans", prefix = "in/" }}
+source = {{ manifest = {{ bucket = "scans", key = "manifest.txt" }} }}
 function = "work"
 workers = {{ max = {workers} }}
 max_attempts = 3
@@ -106,14 +179,11 @@ provisioner = {{ kind = "slurm", partition = "batch", time_limit = "30m", cpus =
     std::fs::create_dir_all(project.path("functions")).unwrap();
     std::fs::write(project.path("functions/sleeper.sh"), SLEEPER).unwrap();
     project.ok(&["deploy"]);
-    for index in 0..items {
-        let line = format!("{index:05}");
-        let output = project.run_with_stdin(&["put", &format!("scans/in/{line}")], line.as_bytes());
-        support::assert_success(&output, &["put"]);
-    }
+    let manifest: String = (0..items).map(|index| format!("{index:05}\n")).collect();
+    let output = project.run_with_stdin(&["put", "scans/manifest.txt"], manifest.as_bytes());
+    support::assert_success(&output, &["put"]);
     (project, name)
 }
-
 /// `mayfly ARGS --json` exiting with `code`: the document it printed.
 fn json_exiting(project: &Project, args: &[&str], code: i32) -> Value {
     let mut all = args.to_vec();
@@ -135,8 +205,31 @@ fn result_items(project: &Project) -> Vec<String> {
         .collect()
 }
 
+/// Waits until the project's newest run is over; returns its record.
+fn finished_run(project: &Project, timeout: Duration) -> Value {
+    let runs = project.wait_for(&["runs"], timeout, |runs| {
+        runs[0]["status"].as_str().is_some_and(|status| !matches!(status, "requested" | "running" | "finishing"))
+    });
+    runs[0].clone()
+}
+
+/// The live coordinator's resource id (`pid:<pgid>:<start>`).
+fn coordinator(project: &Project) -> String {
+    let live = project.json(&["ps"]);
+    let found = live.as_array().unwrap().iter().find(|p| p["role"] == "coordinator");
+    found.unwrap_or_else(|| panic!("no live coordinator: {live}"))["id"].as_str().unwrap().to_owned()
+}
+
+fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}: not within {timeout:?}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
 #[test]
-fn jobs_run_on_slurm_nodes_survive_a_cancelled_worker_and_orphans_are_audited_and_reaped() {
+fn jobs_run_on_slurm_nodes_across_chaos_and_orphans_are_audited_and_reaped() {
     let cluster = Cluster::start();
     // SAFETY: no other thread runs yet; every `mayfly` this test starts inherits these.
     unsafe {
@@ -144,64 +237,105 @@ fn jobs_run_on_slurm_nodes_survive_a_cancelled_worker_and_orphans_are_audited_an
         std::env::set_var("MAYFLY_COORDINATOR_ADDRESS", COORDINATOR_ADDRESS);
     }
 
-    // 1. A run of 200 items on four Slurm workers: one result per item, no job left.
-    const ITEMS: usize = 200;
-    let (project, _) = slurm_project(ITEMS, 4, "0.02");
+    // 1. 2,000 items on eight workers, one job array across the four nodes
+    //    (two CPUs each): one result per item, no job left, the audit clean.
+    const ITEMS: usize = 2_000;
+    let (project, _) = slurm_project(ITEMS, 8, "0");
+    let up = project.spawn_up();
     let began = Instant::now();
-    let outcome = project.json(&["run", "scan"]);
-    eprintln!("slurm: {ITEMS} items on 4 Slurm workers in {:.1} s", began.elapsed().as_secs_f64());
-    assert_eq!(outcome["status"], "succeeded", "{outcome}");
-    assert_eq!(outcome["report"]["items_done"], ITEMS as u64, "{outcome}");
+    let started = project.json(&["run", "scan", "--detach"]);
+    let run = started["run"].as_str().unwrap().to_owned();
+    let (mut arrays, mut nodes) = (BTreeSet::new(), BTreeSet::new());
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        for job in cluster.worker_jobs() {
+            arrays.insert(job.array);
+            if job.state == "RUNNING" {
+                nodes.insert(job.node);
+            }
+        }
+        let runs = project.json(&["runs"]);
+        if !matches!(runs[0]["status"].as_str(), Some("requested" | "running" | "finishing")) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{ITEMS} items did not finish: {runs}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let report = project.json(&["run-report", &run]);
+    eprintln!("slurm: {ITEMS} items on 8 Slurm workers in {:.1} s", began.elapsed().as_secs_f64());
+    assert_eq!(report["status"], "succeeded", "{report}");
+    assert_eq!(report["items_done"], ITEMS as u64, "{report}");
     let items = result_items(&project);
     assert_eq!(items.len(), ITEMS);
     assert_eq!(items.iter().collect::<BTreeSet<_>>().len(), ITEMS, "one result per item");
-    let workers = outcome["report"]["workers"].as_array().unwrap();
-    assert!(!workers.is_empty() && workers.len() <= 4, "{outcome}");
+    assert_eq!(arrays.len(), 1, "the fleet is one sbatch --array: {arrays:?}");
+    assert_eq!(nodes.len(), 4, "workers ran on all four nodes: {nodes:?}");
+    let workers = report["workers"].as_array().unwrap();
+    assert_eq!(workers.len(), 8, "{report}");
     for worker in workers {
         assert_eq!(worker["end"], "stopped", "{worker}");
     }
     assert!(cluster.jobs(None).is_empty(), "no Slurm job remains: {:?}", cluster.jobs(None));
+    let audit = json_exiting(&project, &["audit"], 0);
+    assert!(audit["findings"].as_array().is_none_or(Vec::is_empty), "the audit is clean: {audit}");
+    up.stop();
 
-    // 2. A worker cancelled behind Mayfly's back mid-run: a replacement, nothing lost.
-    const CHAOS_ITEMS: usize = 400;
-    let (project, name) = slurm_project(CHAOS_ITEMS, 4, "0.1");
+    // 2. Chaos in one run of six workers (room for replacements on three nodes):
+    //    a node lost, a task cancelled, the coordinator SIGKILLed and resumed.
+    const CHAOS_ITEMS: usize = 1_500;
+    let (project, name) = slurm_project(CHAOS_ITEMS, 6, "0.2");
     let up = project.spawn_up();
     let started = project.json(&["run", "scan", "--detach"]);
     let run = started["run"].as_str().unwrap().to_owned();
-    let deadline = Instant::now() + Duration::from_secs(180);
-    let victim = loop {
-        let running = cluster.jobs(Some("R"));
-        // Fifty results at four workers' pace: every worker has called in by then.
-        if running.len() == 4 && result_items(&project).len() >= 50 {
-            break running[1].clone();
-        }
-        assert!(Instant::now() < deadline, "four workers never ran; squeue: {running:?}");
-        std::thread::sleep(Duration::from_millis(300));
-    };
+    let done = |project: &Project| project.json(&["runs"])[0]["done"].as_u64().unwrap_or(0);
+    wait_until("six workers running and 60 items done", Duration::from_secs(180), || {
+        cluster.running_workers().len() == 6 && done(&project) >= 60
+    });
+    // a. A node lost: its workers' items go back, replacements run elsewhere.
+    let before = cluster.running_workers();
+    let lost_node = before[0].node.clone();
+    let on_lost: Vec<String> = before.iter().filter(|job| job.node == lost_node).map(|job| job.id.clone()).collect();
+    let lost_at = Instant::now();
+    cluster.lose_node(&lost_node);
+    wait_until("replacements for the lost node running", Duration::from_secs(120), || {
+        let running = cluster.running_workers();
+        running.len() == 6 && running.iter().all(|job| job.node != lost_node && !on_lost.contains(&job.id))
+    });
+    eprintln!(
+        "slurm chaos: node {lost_node} lost with {} worker(s); replacements running after {:.1} s",
+        on_lost.len(),
+        lost_at.elapsed().as_secs_f64()
+    );
+    // b. A task cancelled behind Mayfly's back.
+    let done_before = done(&project);
+    let victim = cluster.running_workers()[0].id.clone();
     cluster.command("scancel", &[&victim]);
-    let finished = loop {
-        let runs = project.json(&["runs"]);
-        let status = runs[0]["status"].as_str().unwrap().to_owned();
-        if status == "succeeded" || status == "failed" {
-            break runs[0].clone();
-        }
-        assert!(Instant::now() < deadline + Duration::from_secs(120), "the run did not finish: {runs}");
-        std::thread::sleep(Duration::from_millis(500));
-    };
+    wait_until("a replacement for the cancelled task", Duration::from_secs(120), || {
+        let running = cluster.running_workers();
+        running.len() == 6 && running.iter().all(|job| job.id != victim) && done(&project) > done_before + 30
+    });
+    // c. The coordinator SIGKILLed: `mayfly up` tears its fleet down and resumes the run.
+    let victim_coordinator = coordinator(&project);
+    let pgid: i32 = victim_coordinator.split(':').nth(1).unwrap().parse().unwrap();
+    // SAFETY: kill(2) with a negative pid signals the coordinator's own process group.
+    unsafe { libc::kill(-pgid, libc::SIGKILL) };
+    let finished = finished_run(&project, Duration::from_secs(600));
     assert_eq!(finished["status"], "succeeded", "{finished}");
     let items = result_items(&project);
     assert_eq!(items.len(), CHAOS_ITEMS, "exactly one result per item");
     assert_eq!(items.iter().collect::<BTreeSet<_>>().len(), CHAOS_ITEMS);
     let report = project.json(&["run-report", &run]);
+    assert_eq!(report["items_done"], CHAOS_ITEMS as u64, "{report}");
     let workers = report["workers"].as_array().unwrap();
-    assert!(workers.iter().any(|worker| worker["end"] == "lost"), "the cancelled worker is lost: {report}");
-    assert!(workers.len() >= 5, "a replacement was submitted: {report}");
-    eprintln!(
-        "slurm chaos: job {victim} cancelled; {} retries, {} workers in the report",
-        report["retries"],
-        workers.len()
-    );
+    let lost = workers.iter().filter(|worker| worker["end"] == "lost").count();
+    assert!(lost > on_lost.len(), "the node's workers and the cancelled one are lost: {report}");
+    assert!(workers.iter().any(|w| w["worker"].as_str().unwrap().starts_with("w2-")), "a second fleet: {report}");
+    let retries = report["retries"].as_u64().unwrap();
+    assert!(retries > 0, "items held by lost workers ran again and are counted: {report}");
+    eprintln!("slurm chaos: {retries} re-executions, {} workers ({lost} lost) in the report", workers.len());
     assert!(cluster.jobs(None).is_empty(), "no Slurm job remains: {:?}", cluster.jobs(None));
+    let left = processes_of_run(&run);
+    assert!(left.is_empty(), "no process of the run remains: {left:?}");
 
     // 3. A worker job of a run that is over is an orphan: the audit sees it, --reap cancels it.
     let comment = format!(

@@ -127,6 +127,28 @@ pub trait Provisioner: Send + Sync {
     /// [`FleetError::CannotStart`] names the program and the OS error.
     fn start(&self, spec: ProcessSpec) -> BoxFuture<'_, Result<ResourceId, FleetError>>;
 
+    /// Starts one resource per spec, in one submission where the backend has
+    /// one (a Slurm job array); returns their ids in the specs' order. All
+    /// start or none does: on an error, those already started are stopped.
+    /// By default, [`start`](Self::start) for each spec in turn.
+    fn start_many(&self, specs: Vec<ProcessSpec>) -> BoxFuture<'_, Result<Vec<ResourceId>, FleetError>> {
+        Box::pin(async move {
+            let mut started = Vec::with_capacity(specs.len());
+            for spec in specs {
+                match self.start(spec).await {
+                    Ok(id) => started.push(id),
+                    Err(error) => {
+                        for id in &started {
+                            self.kill(id).await.ok();
+                        }
+                        return Err(error);
+                    }
+                }
+            }
+            Ok(started)
+        })
+    }
+
     fn state<'a>(&'a self, id: &'a ResourceId) -> BoxFuture<'a, Result<ResourceState, FleetError>>;
 
     /// Waits until the resource is no longer running (or `timeout`, then

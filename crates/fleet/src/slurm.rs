@@ -19,12 +19,21 @@
 //! job id) of its own.
 //!
 //! The program runs as a process on the node Slurm picks, so the program,
-//! its working directory and every path in the spec (a worker's TLS files,
-//! its output files) must be on a file system the nodes share. The batch
-//! script is `exec env -i VAR=value… program args…`: the job's environment
-//! is exactly the spec's, nothing of the submitter's (`--export=NONE`). It
-//! is stored by slurmctld in its state directory for the job's life, so a
-//! spec's environment must hold nothing secret.
+//! its working directory and every path in the spec (its output files) must
+//! be on a file system the nodes share. The batch script ends in
+//! `exec env -i VAR=value… program args…`: the job's environment is exactly
+//! the spec's, nothing of the submitter's (`--export=NONE`).
+//!
+//! The environment stays out of the batch script when the spec names an
+//! output file: slurmctld keeps every script in its state directory for the
+//! job's life, and a worker's environment holds its one-time enrollment
+//! token (an array's script would hold every task's). Each task's
+//! environment goes instead into a file of its own beside its output file
+//! (`<stdout>.<unique>.env`, mode 0600: the submitting user only, on the
+//! shared file system), which the task reads and removes before it execs its
+//! program. A task that runs a second time (requeued by an administrator,
+//! or a duplicate) finds no file and exits with status 3 before starting
+//! anything: it can never come back as the worker it was.
 //!
 //! Jobs are submitted with `--no-requeue`: a job whose node is lost or which
 //! is preempted ends (`NODE_FAIL`, `PREEMPTED`) instead of coming back later
@@ -132,12 +141,72 @@ struct SqueueOutput {
     jobs: Vec<SlurmJob>,
 }
 
-/// A Mayfly job's comment: its tags, and for an array each task's own.
+/// slurmctld refuses a job whose comment is longer (`_test_strlen(…,
+/// "comment", 1024)` in 22.05's job manager: "Pathname … too long").
+const MAX_COMMENT: usize = 1024;
+
+/// A Mayfly job's comment: its tags, and for an array each task's own,
+/// listed (`tasks`) or, for values numbered in order as a coordinator names
+/// its workers, as ranges (`ranges`: task `i` has `prefix` then `first + i`
+/// zero-padded to `width` digits), so that an array of hundreds of tasks
+/// fits in [`MAX_COMMENT`].
 #[derive(Debug, Serialize, Deserialize)]
 struct JobComment {
     mayfly: Tags,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     tasks: Vec<Tags>,
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    ranges: std::collections::BTreeMap<String, TaskRange>,
+}
+
+/// One tag's values across an array's tasks: `prefix` + (`first` + task), `width` digits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct TaskRange {
+    prefix: String,
+    first: u64,
+    width: usize,
+}
+
+impl TaskRange {
+    fn value(&self, task: u64) -> String {
+        format!("{}{:0width$}", self.prefix, self.first + task, width = self.width)
+    }
+
+    /// The range `values` follow, if they do.
+    fn of(values: &[&str]) -> Option<TaskRange> {
+        let first = values.first()?;
+        let digits = first.len() - first.bytes().rev().take_while(u8::is_ascii_digit).count();
+        let (prefix, number) = first.split_at(digits);
+        let range = TaskRange { prefix: prefix.to_owned(), first: number.parse().ok()?, width: number.len() };
+        values.iter().enumerate().all(|(task, value)| *value == range.value(task as u64)).then_some(range)
+    }
+}
+
+impl JobComment {
+    /// The comment of an array whose tasks have `own` tags besides `shared`:
+    /// as ranges when every own tag is numbered in order, else listed.
+    fn for_array(shared: Tags, own: Vec<Tags>) -> JobComment {
+        let keys: Vec<&str> = own.first().map(|tags| tags.iter().map(|(key, _)| key).collect()).unwrap_or_default();
+        let same_keys = own.iter().all(|tags| tags.iter().map(|(key, _)| key).eq(keys.iter().copied()));
+        let ranges: Option<std::collections::BTreeMap<String, TaskRange>> = same_keys
+            .then(|| {
+                keys.iter()
+                    .map(|key| {
+                        let values: Vec<&str> = own.iter().filter_map(|tags| tags.get(key)).collect();
+                        TaskRange::of(&values).map(|range| ((*key).to_owned(), range))
+                    })
+                    .collect()
+            })
+            .flatten();
+        match ranges {
+            Some(ranges) if !ranges.is_empty() => JobComment { mayfly: shared, tasks: Vec::new(), ranges },
+            _ => JobComment { mayfly: shared, tasks: own, ranges: Default::default() },
+        }
+    }
+
+    fn is_array(&self) -> bool {
+        !self.tasks.is_empty() || !self.ranges.is_empty()
+    }
 }
 
 impl SlurmJob {
@@ -210,14 +279,19 @@ impl SlurmJob {
             return None;
         }
         let comment: JobComment = serde_json::from_str(&self.comment).ok()?;
-        let mut tags = comment.mayfly;
+        let mut tags = comment.mayfly.clone();
         match resource {
+            JobRef::Task { task, .. } if !comment.ranges.is_empty() => {
+                for (key, range) in &comment.ranges {
+                    tags.insert(key.clone(), range.value(task));
+                }
+            }
             JobRef::Task { task, .. } => {
                 for (key, value) in comment.tasks.get(usize::try_from(task).ok()?)?.iter() {
                     tags.insert(key, value);
                 }
             }
-            JobRef::Job(_) if !comment.tasks.is_empty() => return None,
+            JobRef::Job(_) if comment.is_array() => return None,
             JobRef::Job(_) => {}
         }
         Some(tags)
@@ -303,34 +377,41 @@ impl SlurmProvisioner {
             }
         }
         let shared = shared_tags(&specs);
+        for spec in &specs {
+            check_spec(spec)?;
+        }
         let mut tasks = Vec::new();
+        let mut env_files = EnvFiles::default();
         let mut script =
             String::from("#!/bin/sh\n# Submitted by Mayfly: one task per worker.\ncase \"$SLURM_ARRAY_TASK_ID\" in\n");
         for (index, spec) in specs.iter().enumerate() {
-            check_spec(spec)?;
             let own: Tags = spec.tags.iter().filter(|(key, _)| shared.get(key).is_none()).collect();
             tasks.push(own);
-            let _ = writeln!(script, "{index}) {} ;;", exec_line(spec));
+            let _ = writeln!(script, "{index}) {} ;;", task_lines(spec, &mut env_files)?);
         }
         script.push_str("*) echo \"mayfly: no task $SLURM_ARRAY_TASK_ID in this array\" >&2; exit 2 ;;\nesac\n");
-        let comment = JobComment { mayfly: shared.clone(), tasks };
+        let comment = JobComment::for_array(shared.clone(), tasks);
         let mut args = self.submit_args(first, &shared, &comment)?;
         args.push(format!("--array=0-{}", specs.len() - 1));
         // One output file per task: each spec names its own.
         args.push("--output=/dev/null".into());
         let array_job = self.sbatch(&args, &script).await?;
+        env_files.keep();
         tracing::debug!(array = array_job, tasks = specs.len(), program = %program.display(), "submitted Slurm job array");
         Ok((0..specs.len()).map(|task| JobRef::Task { array: array_job, task: task as u64 }.resource_id()).collect())
     }
 
     async fn start_job(&self, spec: ProcessSpec) -> Result<ResourceId, FleetError> {
         check_spec(&spec)?;
-        let comment = JobComment { mayfly: spec.tags.clone(), tasks: Vec::new() };
+        let comment = JobComment { mayfly: spec.tags.clone(), tasks: Vec::new(), ranges: Default::default() };
         let mut args = self.submit_args(&spec, &spec.tags, &comment)?;
-        args.push(format!("--output={}", output_path(spec.stdout.as_deref())));
-        args.push(format!("--error={}", output_path(spec.stderr.as_deref())));
-        let script = format!("#!/bin/sh\n# Submitted by Mayfly.\n{}\n", exec_line(&spec));
+        // The script's own redirections write the spec's files: slurmstepd
+        // opening them itself would hang, past `scancel`, on a FIFO no one reads.
+        args.push("--output=/dev/null".into());
+        let mut env_files = EnvFiles::default();
+        let script = format!("#!/bin/sh\n# Submitted by Mayfly.\n{}\n", task_lines(&spec, &mut env_files)?);
         let job = self.sbatch(&args, &script).await?;
+        env_files.keep();
         let id = JobRef::Job(job).resource_id();
         tracing::debug!(id = %id, program = %spec.program.display(), "submitted Slurm job");
         Ok(id)
@@ -344,6 +425,16 @@ impl SlurmProvisioner {
             program: spec.program.clone(),
             reason: format!("cannot encode the tags: {error}"),
         })?;
+        if comment.len() > MAX_COMMENT {
+            return Err(FleetError::InvalidSpec {
+                program: spec.program.clone(),
+                reason: format!(
+                    "the tags take {} characters in the job's comment, over Slurm's limit of {MAX_COMMENT} \
+                     (an array's tasks' own tags fit when numbered in order, as workers are)",
+                    comment.len()
+                ),
+            });
+        }
         let mut args = vec![
             "--parsable".to_owned(),
             "--no-requeue".to_owned(),
@@ -574,6 +665,16 @@ impl Provisioner for SlurmProvisioner {
         Box::pin(self.start_job(spec))
     }
 
+    /// One `sbatch --array` for them all (a single job for one spec).
+    fn start_many(&self, specs: Vec<ProcessSpec>) -> BoxFuture<'_, Result<Vec<ResourceId>, FleetError>> {
+        Box::pin(async move {
+            match <[ProcessSpec; 1]>::try_from(specs) {
+                Ok([spec]) => Ok(vec![self.start_job(spec).await?]),
+                Err(specs) => self.start_array(specs).await,
+            }
+        })
+    }
+
     fn state<'a>(&'a self, id: &'a ResourceId) -> BoxFuture<'a, Result<ResourceState, FleetError>> {
         Box::pin(async move { self.job_state(JobRef::parse(id)?, false).await })
     }
@@ -626,11 +727,84 @@ fn check_spec(spec: &ProcessSpec) -> Result<(), FleetError> {
     Ok(())
 }
 
-/// `exec env -i VAR=value… program args… >>stdout 2>>stderr`, every word quoted for `sh`.
-fn exec_line(spec: &ProcessSpec) -> String {
-    let mut line = String::from("exec env -i");
+/// Environment files written for one submission; removed again unless
+/// [`keep`](Self::keep) says the submission went through.
+#[derive(Default)]
+struct EnvFiles(Vec<PathBuf>);
+
+impl EnvFiles {
+    fn keep(mut self) {
+        self.0.clear();
+    }
+}
+
+impl Drop for EnvFiles {
+    fn drop(&mut self) {
+        for path in &self.0 {
+            std::fs::remove_file(path).ok();
+        }
+    }
+}
+
+/// A name no other environment file of this process (or another) takes.
+fn env_file_path(stdout: &Path) -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    let count = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut name = stdout.as_os_str().to_owned();
+    name.push(format!(".{}-{nanos:08x}-{count}.env", std::process::id()));
+    PathBuf::from(name)
+}
+
+/// The shell lines of one job or task: with an output file, its environment
+/// written to a file of its own (mode 0600) that the lines read once and
+/// remove, then [`exec_line`]; without one, the environment in the script.
+fn task_lines(spec: &ProcessSpec, files: &mut EnvFiles) -> Result<String, FleetError> {
+    let Some(stdout) = spec.stdout.as_deref().filter(|_| !spec.env.is_empty()) else {
+        return Ok(exec_line(spec, Some(&spec.env)));
+    };
+    let path = env_file_path(stdout);
+    let mut text = String::from("set --");
     for (key, value) in &spec.env {
-        let _ = write!(line, " {}", shell_quote(&format!("{key}={value}")));
+        let _ = write!(text, " {}", shell_quote(&format!("{key}={value}")));
+    }
+    text.push('\n');
+    let written = {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .and_then(|mut file| file.write_all(text.as_bytes()))
+    };
+    written.map_err(|error| FleetError::CannotStart {
+        program: spec.program.clone(),
+        reason: format!("cannot write the job's environment file {}: {error}", path.display()),
+    })?;
+    files.0.push(path.clone());
+    let file = shell_quote(&path.display().to_string());
+    Ok(format!(
+        "[ -r {file} ] || {{ echo \"mayfly: \"{file}\" is gone: this task ran before and does not run again\" >>{}; exit 3; }}; \
+         . {file}; rm -f {file}; {}",
+        shell_quote(&output_path(spec.stderr.as_deref())),
+        exec_line(spec, None)
+    ))
+}
+
+/// `exec env -i VAR=value… program args… >>stdout 2>>stderr`, every word
+/// quoted for `sh`; with `env` `None`, the variables are the shell's
+/// positional parameters (`"$@"`).
+fn exec_line(spec: &ProcessSpec, env: Option<&std::collections::BTreeMap<String, String>>) -> String {
+    let mut line = String::from("exec env -i");
+    match env {
+        Some(env) => {
+            for (key, value) in env {
+                let _ = write!(line, " {}", shell_quote(&format!("{key}={value}")));
+            }
+        }
+        None => line.push_str(" \"$@\""),
     }
     let program = if spec.program.is_relative() && spec.program.components().count() > 1 {
         spec.working_dir.join(&spec.program)
@@ -716,6 +890,23 @@ mod tests {
         foreign.name = "mayfly-worker".into();
         foreign.comment = "please keep".into();
         assert_eq!(foreign.tags_of(JobRef::Job(7)), None, "a comment that is not Mayfly's tags");
+    }
+
+    #[test]
+    fn an_arrays_numbered_tags_are_ranges_so_hundreds_of_tasks_fit_in_a_comment() {
+        let own: Vec<Tags> = (1..=200).map(|n| Tags::new().with("mayfly.worker", format!("w2-{n:03}"))).collect();
+        let comment = JobComment::for_array(Tags::new().with("mayfly.run", "r1"), own);
+        assert!(comment.tasks.is_empty(), "{comment:?}");
+        let text = serde_json::to_string(&comment).unwrap();
+        assert!(text.len() < 200, "{text}");
+        let mut task = job("RUNNING", 0);
+        (task.array_job_id, task.array_task_id, task.comment) = (5, Some(199), text);
+        let tags = task.tags_of(JobRef::Task { array: 5, task: 199 }).expect("a Mayfly task");
+        assert_eq!(tags.get("mayfly.worker"), Some("w2-200"));
+        assert_eq!(tags.get("mayfly.run"), Some("r1"));
+        assert_eq!(task.tags_of(JobRef::Job(7)), None, "an array's comment names no single job");
+        let unordered = vec![Tags::new().with("mayfly.worker", "b"), Tags::new().with("mayfly.worker", "a")];
+        assert_eq!(JobComment::for_array(Tags::new(), unordered).tasks.len(), 2, "listed when not numbered in order");
     }
 
     #[test]

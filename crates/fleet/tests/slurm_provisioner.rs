@@ -2,7 +2,9 @@
 //! names, started by `scripts/slurm.sh` and stopped when the test ends):
 //! jobs and job arrays start with their own arguments, environment, output
 //! and tags, are followed to their exit, found again by their tags from a
-//! fresh provisioner, stopped, and reaped once their run is over; a failing
+//! fresh provisioner, stopped, and reaped once their run is over; a task's
+//! environment stays out of the script Slurm keeps and a task run again
+//! starts nothing; a failing
 //! command's error names the command and carries its standard error.
 //!
 //! One test function: every cluster needs its own ports, and one cluster is
@@ -98,6 +100,46 @@ async fn slurm_jobs_start_are_followed_found_by_tags_stopped_and_reaped() {
     assert!(one.0.starts_with("slurm:"), "{one}");
     assert_eq!(provisioner.wait(&one, WAIT).await.unwrap(), ResourceState::Exited { code: Some(7), signal: None });
     assert_eq!(std::fs::read_to_string(dir.join("one.out")).unwrap(), format!("it's me from {}\n", dir.display()));
+
+    // A task's environment (a worker's one-time token) is not in the batch
+    // script slurmctld keeps: it is in a file of the task's own, mode 0600,
+    // gone once the task started; the same task run again starts nothing.
+    let secret_specs: Vec<ProcessSpec> = (0..2)
+        .map(|index| {
+            let mut spec =
+                shell(dir, "echo \"token=$TOKEN\"; exec sleep 600", run_tags("r-secret", &format!("s{index}")));
+            spec.env.insert("TOKEN".into(), format!("secret-{index}-5f1d"));
+            spec.stdout = Some(dir.join(format!("s{index}.out")));
+            spec
+        })
+        .collect();
+    let secret = provisioner.start_array(secret_specs).await.expect("sbatch --array submits");
+    for index in 0..2 {
+        assert_eq!(wait_for_file(&dir.join(format!("s{index}.out"))).await, format!("token=secret-{index}-5f1d\n"));
+    }
+    let leftover: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|entry| entry.file_name().to_string_lossy().ends_with(".env"))
+        .map(|entry| entry.file_name())
+        .collect();
+    assert!(leftover.is_empty(), "each task removed its environment file: {leftover:?}");
+    let task_id = secret[0].0.strip_prefix("slurm:").unwrap();
+    let kept = Command::new("scontrol")
+        .args(["write", "batch_script", task_id, "-"])
+        .env("SLURM_CONF", cluster.dir.join("slurm.conf"))
+        .output()
+        .unwrap();
+    assert!(kept.status.success(), "{}", String::from_utf8_lossy(&kept.stderr));
+    let kept = String::from_utf8(kept.stdout).unwrap();
+    assert!(kept.contains(".env") && kept.contains("SLURM_ARRAY_TASK_ID"), "{kept}");
+    assert!(!kept.contains("secret-"), "no token in the script Slurm keeps: {kept}");
+    let again = Command::new("sh").args(["-c", &kept]).env("SLURM_ARRAY_TASK_ID", "0").status().unwrap();
+    assert_eq!(again.code(), Some(3), "a task run again stops before starting anything");
+    assert_eq!(std::fs::read_to_string(dir.join("s0.out")).unwrap(), "token=secret-0-5f1d\n");
+    for task in &secret {
+        provisioner.kill(task).await.expect("scancel");
+    }
 
     // An array: each task runs its own spec and carries its own worker tag.
     let specs: Vec<ProcessSpec> = (0..3)

@@ -862,7 +862,9 @@ impl Fleet<'_> {
         }
     }
 
-    async fn start_worker(&mut self) -> Result<(), CoordinatorError> {
+    /// Names a new worker, issues its token, tracks it as starting and opens
+    /// its output capture; returns its name and how to start it.
+    async fn prepare_worker(&mut self) -> Result<(String, ProcessSpec), CoordinatorError> {
         self.next_worker += 1;
         let worker = format!("w{}-{:03}", self.incarnation, self.next_worker);
         // Its certificate is signed when it enrolls; this says when a long run's worker retires.
@@ -926,32 +928,54 @@ impl Fleet<'_> {
                 retire_at: validity.retire_at,
             },
         );
-        match self.config.provisioner.start(spec).await {
-            Ok(resource) => {
-                tracing::info!(run = %self.run_id(), worker = %worker, resource = %resource.0, "worker started");
-                if let Some(tracked) = self.shared.workers.lock().await.get_mut(&worker) {
-                    tracked.resource = resource.clone();
+        Ok((worker, spec))
+    }
+
+    /// Starts `count` new workers in one submission to the provisioner (one
+    /// Slurm job array for them all); a failed submission counts as one
+    /// start failure.
+    async fn start_workers(&mut self, count: usize) -> Result<(), CoordinatorError> {
+        if count == 0 {
+            return Ok(());
+        }
+        let mut names = Vec::with_capacity(count);
+        let mut specs = Vec::with_capacity(count);
+        for _ in 0..count {
+            let (worker, spec) = self.prepare_worker().await?;
+            names.push(worker);
+            specs.push(spec);
+        }
+        let now = self.config.clock.now();
+        match self.config.provisioner.start_many(specs).await {
+            Ok(resources) => {
+                for (worker, resource) in names.into_iter().zip(resources) {
+                    tracing::info!(run = %self.run_id(), worker = %worker, resource = %resource.0, "worker started");
+                    if let Some(tracked) = self.shared.workers.lock().await.get_mut(&worker) {
+                        tracked.resource = resource.clone();
+                    }
+                    self.config.state.upsert_worker(&WorkerRecord {
+                        run_id: self.run_id().to_owned(),
+                        worker: worker.clone(),
+                        resource: resource.0.clone(),
+                        started_at: now,
+                        stopped_at: None,
+                        end: None,
+                        items_done: 0,
+                        items_failed: 0,
+                        busy: Duration::ZERO,
+                        log_object: None,
+                        log_sha256: None,
+                    })?;
                 }
-                self.config.state.upsert_worker(&WorkerRecord {
-                    run_id: self.run_id().to_owned(),
-                    worker: worker.clone(),
-                    resource: resource.0.clone(),
-                    started_at: now,
-                    stopped_at: None,
-                    end: None,
-                    items_done: 0,
-                    items_failed: 0,
-                    busy: Duration::ZERO,
-                    log_object: None,
-                    log_sha256: None,
-                })?;
             }
             Err(error) => {
-                tracing::error!(run = %self.run_id(), error = %error, "cannot start a worker");
-                self.shared.workers.lock().await.remove(&worker);
-                self.forget_worker_certificate(&worker);
-                if let Some(capture) = self.captures.remove(&worker) {
-                    capture.finish().await;
+                tracing::error!(run = %self.run_id(), workers = names.len(), error = %error, "cannot start workers");
+                for worker in names {
+                    self.shared.workers.lock().await.remove(&worker);
+                    self.forget_worker_certificate(&worker);
+                    if let Some(capture) = self.captures.remove(&worker) {
+                        capture.finish().await;
+                    }
                 }
                 self.start_failures += 1;
                 self.last_start_error = Some(error.to_string());
@@ -1082,9 +1106,7 @@ impl Fleet<'_> {
                 }
             }
         }
-        for _ in live..wanted {
-            self.start_worker().await?;
-        }
+        self.start_workers(wanted.saturating_sub(live)).await?;
         Ok(())
     }
 

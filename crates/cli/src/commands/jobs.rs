@@ -786,7 +786,15 @@ pub async fn coordinator(args: CoordinatorArgs, project: Option<&Path>) -> Resul
         // Unique across containers too, where every coordinator may be pid 1.
         owner: format!("coordinator-{}-{:08x}", std::process::id(), rand::random::<u32>()),
         keyring: Some(opened.keyring.keyring.clone()),
-        timing: CoordinatorTiming { group_commit: group_commit_config()?, ..CoordinatorTiming::default() },
+        timing: CoordinatorTiming {
+            group_commit: group_commit_config()?,
+            worker_start_timeout: if job.provisioner.kind.name() == "slurm" {
+                SLURM_WORKER_START_TIMEOUT
+            } else {
+                CoordinatorTiming::default().worker_start_timeout
+            },
+            ..CoordinatorTiming::default()
+        },
         tls: CoordinatorTls::default(),
         aws,
     };
@@ -927,6 +935,12 @@ fn local_worker_placement(root: &Path) -> Result<WorkerPlacement> {
 /// run on other hosts (Slurm nodes); by default the address this host
 /// reaches other networks from.
 pub(crate) const COORDINATOR_ADDRESS_VARIABLE: &str = "MAYFLY_COORDINATOR_ADDRESS";
+
+/// How long a Slurm worker has to call in: a task may wait in the queue, and
+/// a node starts the tasks of a large array a few at a time (200 took over a
+/// minute on the bench's cluster, see BENCHMARKS.md), so the enrollment
+/// token's lifetime rather than a local process's 30 s.
+const SLURM_WORKER_START_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10 * 60);
 
 /// The `SlurmProvisioner` settings of a job with `kind = "slurm"` (the
 /// cluster is the one `SLURM_CONF` or Slurm's defaults name).
