@@ -23,7 +23,7 @@ use std::ops::Range;
 
 use mayfly_core::Name;
 use mayfly_experiment::Metric;
-use toml::de::{DeTable, DeValue};
+use toml::de::DeValue;
 
 use crate::diagnostic::Diagnostics;
 use crate::reader::{Reader, Table, describe};
@@ -88,29 +88,7 @@ pub struct VariantSpec {
 
 /// Parse and validate an experiment file; diagnostics name `file_name`.
 pub fn parse_experiment(file_name: &str, source: &str) -> Result<ExperimentSpec, Diagnostics> {
-    let mut reader = Reader::new(file_name, source);
-    let parsed = match DeTable::parse(source) {
-        Ok(document) => {
-            let root = Table { entries: document.get_ref(), span: 0..0, what: "the experiment file".to_owned() };
-            lower_experiment(&mut reader, &root)
-        }
-        Err(error) => {
-            reader.error(
-                error.span().unwrap_or(0..0),
-                format!("invalid TOML: {}", error.message().trim_end()),
-                Some("fix the TOML syntax here; the rest of the file is checked once it parses".to_owned()),
-            );
-            None
-        }
-    };
-    match parsed {
-        Some(spec) if reader.diagnostics.is_empty() => Ok(spec),
-        _ => {
-            let mut diagnostics = reader.diagnostics;
-            diagnostics.sort_by_key(|diagnostic| diagnostic.span.start);
-            Err(Diagnostics { diagnostics })
-        }
-    }
+    crate::parse_document(file_name, source, "the experiment file", lower_experiment)
 }
 
 fn lower_experiment(reader: &mut Reader<'_>, root: &Table<'_, '_>) -> Option<ExperimentSpec> {

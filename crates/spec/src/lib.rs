@@ -76,12 +76,23 @@ fn not_text(file_name: &str, error: &std::string::FromUtf8Error) -> Diagnostics 
 
 /// Parse and validate `source`; diagnostics name `file_name`.
 pub fn parse(file_name: &str, source: &str) -> Result<Architecture, Diagnostics> {
+    parse_document(file_name, source, "the architecture file", lower::lower_document)
+}
+
+/// Parse `source` as TOML and walk it with `lower`, collecting every
+/// diagnostic (a TOML syntax error is one, located); the value only when
+/// nothing was reported. `what` names the document's root in messages.
+pub(crate) fn parse_document<T>(
+    file_name: &str,
+    source: &str,
+    what: &str,
+    lower: impl FnOnce(&mut reader::Reader<'_>, &reader::Table<'_, '_>) -> Option<T>,
+) -> Result<T, Diagnostics> {
     let mut reader = reader::Reader::new(file_name, source);
-    let architecture = match toml::de::DeTable::parse(source) {
+    let value = match toml::de::DeTable::parse(source) {
         Ok(document) => {
-            let root =
-                reader::Table { entries: document.get_ref(), span: 0..0, what: "the architecture file".to_owned() };
-            lower::lower_document(&mut reader, &root)
+            let root = reader::Table { entries: document.get_ref(), span: 0..0, what: what.to_owned() };
+            lower(&mut reader, &root)
         }
         Err(error) => {
             reader.error(
@@ -92,8 +103,8 @@ pub fn parse(file_name: &str, source: &str) -> Result<Architecture, Diagnostics>
             None
         }
     };
-    match architecture {
-        Some(architecture) if reader.diagnostics.is_empty() => Ok(architecture),
+    match value {
+        Some(value) if reader.diagnostics.is_empty() => Ok(value),
         _ => {
             let mut diagnostics = reader.diagnostics;
             diagnostics.sort_by_key(|diagnostic| diagnostic.span.start);
