@@ -4,13 +4,21 @@
 //! `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN` (see [`crate::sessions`]),
 //! `AWS_REGION` (the region the endpoint signs for), `AWS_ENDPOINT_URL` (this
 //! project's AWS endpoint) and `AWS_CA_BUNDLE` (its certificate).
+//!
+//! A function in a container dials the endpoint through a relay on its
+//! function network's gateway ([`EndpointRelay`]): plain HTTP from the
+//! container to the gateway, TLS from there on, checked against the
+//! endpoint's certificate as a local function checks it.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
+use futures::future::BoxFuture;
 use mayfly_core::Timestamp;
-use mayfly_runtime::{CredentialIssuer, FunctionDefinition, IssuedCredentials};
+use mayfly_runtime::{CredentialIssuer, EndpointRelay, FunctionDefinition, IssuedCredentials};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName};
 
 use crate::REGION;
 use crate::sessions::SessionKeys;
@@ -19,8 +27,8 @@ use crate::sessions::SessionKeys;
 #[derive(Clone)]
 pub struct FunctionCredentials {
     keys: SessionKeys,
-    /// `https://host:port`; set again once the endpoint is bound (port 0).
-    endpoint: Arc<RwLock<String>>,
+    /// The address a local function dials; set again once the endpoint is bound (port 0).
+    endpoint: Arc<RwLock<SocketAddr>>,
     ca_bundle: PathBuf,
 }
 
@@ -33,24 +41,29 @@ impl std::fmt::Debug for FunctionCredentials {
 /// The URL a local function dials for an endpoint listening on `address`
 /// (a wildcard address is reached on loopback).
 pub fn endpoint_url(address: SocketAddr) -> String {
+    format!("https://{}", dialled_address(address))
+}
+
+/// The address a local process dials for an endpoint listening on `address`.
+fn dialled_address(address: SocketAddr) -> SocketAddr {
     let host = match address.ip() {
         ip if ip.is_unspecified() && ip.is_ipv4() => IpAddr::V4(Ipv4Addr::LOCALHOST),
         ip if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
         ip => ip,
     };
-    format!("https://{}", SocketAddr::new(host, address.port()))
+    SocketAddr::new(host, address.port())
 }
 
 impl FunctionCredentials {
     /// Credentials for the endpoint at `endpoint` (where it will listen),
     /// whose certificate is the PEM file `ca_bundle`.
     pub fn new(keys: SessionKeys, endpoint: SocketAddr, ca_bundle: PathBuf) -> FunctionCredentials {
-        FunctionCredentials { keys, endpoint: Arc::new(RwLock::new(endpoint_url(endpoint))), ca_bundle }
+        FunctionCredentials { keys, endpoint: Arc::new(RwLock::new(dialled_address(endpoint))), ca_bundle }
     }
 
     /// The endpoint was bound at `address` (e.g. a port picked by the system).
     pub fn set_endpoint(&self, address: SocketAddr) {
-        *self.endpoint.write().unwrap_or_else(std::sync::PoisonError::into_inner) = endpoint_url(address);
+        *self.endpoint.write().unwrap_or_else(std::sync::PoisonError::into_inner) = dialled_address(address);
     }
 
     /// The endpoint's certificate (PEM file).
@@ -59,7 +72,11 @@ impl FunctionCredentials {
     }
 
     pub fn endpoint_url(&self) -> String {
-        self.endpoint.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+        format!("https://{}", self.endpoint_address())
+    }
+
+    fn endpoint_address(&self) -> SocketAddr {
+        *self.endpoint.read().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -81,5 +98,73 @@ impl CredentialIssuer for FunctionCredentials {
         ];
         let variables = variables.into_iter().map(|(name, value)| (name.to_owned(), value)).collect();
         IssuedCredentials { variables, expires_at: Some(expires_at) }
+    }
+
+    fn container_relay(&self) -> Result<Arc<dyn EndpointRelay>, String> {
+        let relay = TlsRelay::new(self.endpoint_address(), &self.ca_bundle)?;
+        Ok(Arc::new(relay))
+    }
+}
+
+/// Carries a container's plain connection to the endpoint over TLS,
+/// trusting only the endpoint's certificate and checking that it names the
+/// address dialled (as an SDK in a local function checks it).
+struct TlsRelay {
+    endpoint: SocketAddr,
+    connector: tokio_rustls::TlsConnector,
+}
+
+impl std::fmt::Debug for TlsRelay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsRelay").field("endpoint", &self.endpoint).finish_non_exhaustive()
+    }
+}
+
+impl TlsRelay {
+    fn new(endpoint: SocketAddr, ca_bundle: &std::path::Path) -> Result<TlsRelay, String> {
+        let unreadable = |error: &dyn std::fmt::Display| {
+            format!("the AWS endpoint's certificate {} cannot be read: {error}", ca_bundle.display())
+        };
+        let mut roots = rustls::RootCertStore::empty();
+        for certificate in CertificateDer::pem_file_iter(ca_bundle).map_err(|error| unreadable(&error))? {
+            roots.add(certificate.map_err(|error| unreadable(&error))?).map_err(|error| unreadable(&error))?;
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|error| format!("cannot configure TLS to the AWS endpoint: {error}"))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        // The container speaks HTTP/1.1; the endpoint must not pick HTTP/2 for it.
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(TlsRelay { endpoint, connector: tokio_rustls::TlsConnector::from(Arc::new(config)) })
+    }
+}
+
+impl EndpointRelay for TlsRelay {
+    fn carry(&self, mut connection: tokio::net::TcpStream) -> BoxFuture<'static, ()> {
+        let endpoint = self.endpoint;
+        let connector = self.connector.clone();
+        Box::pin(async move {
+            let upstream = match tokio::net::TcpStream::connect(endpoint).await {
+                Ok(upstream) => upstream,
+                Err(error) => {
+                    tracing::warn!(%endpoint, error = %error, "a container's AWS request cannot reach the endpoint");
+                    return;
+                }
+            };
+            let _ = upstream.set_nodelay(true);
+            let name = ServerName::IpAddress(endpoint.ip().into());
+            let mut upstream = match connector.connect(name, upstream).await {
+                Ok(upstream) => upstream,
+                Err(error) => {
+                    tracing::warn!(%endpoint, error = %error, "TLS to the AWS endpoint failed for a container's request");
+                    return;
+                }
+            };
+            if let Err(error) = tokio::io::copy_bidirectional(&mut connection, &mut upstream).await {
+                tracing::debug!(error = %error, "a relayed AWS endpoint connection ended");
+            }
+        })
     }
 }

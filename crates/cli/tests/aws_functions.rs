@@ -3,7 +3,9 @@
 //! credentials in its code) run by `mayfly up` on bucket events, with the
 //! short-lived credentials its `permissions` give each invocation; and a
 //! handler that writes outside its permissions, refused with AccessDenied,
-//! nothing changed, the refusal in the access log under its function key.
+//! nothing changed, the refusal in the access log under its function key;
+//! and the same handlers in containers (`isolation = "container"`), reaching
+//! the endpoint through the relay on their function network's gateway.
 
 mod support;
 
@@ -162,4 +164,220 @@ fn the_rename_s3_example_in_rust_moves_every_object_with_the_rust_sdk() {
         ledger.iter().all(|invocation| invocation["outcome"] == "success"),
         "every invocation of the Rust handler succeeded: {ledger:?}"
     );
+}
+
+/// The image of the container variant: Debian's Python and standard
+/// library, and a folder with `awslambdaric` and boto3 (with their
+/// dependencies) copied from the Python that has them.
+const BOTO3_IMAGE: &str = "mayfly-test-boto3:latest";
+
+fn run(command: &mut std::process::Command) -> String {
+    let output = command.output().unwrap_or_else(|error| panic!("{command:?}: {error}"));
+    assert!(output.status.success(), "{command:?}: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+/// Builds [`BOTO3_IMAGE`] with `mayfly image build` (one test process at a
+/// time); returns the image's interpreter and its packages folder.
+fn ensure_boto3_image(project: &Project) -> (String, String) {
+    require_python_packages();
+    let interpreter = std::fs::canonicalize("/usr/bin/python3").expect("Debian's python3").display().to_string();
+    let ask = |python: &str, code: &str| run(std::process::Command::new(python).args(["-c", code]));
+    let standard_library = ask(&interpreter, "import sysconfig; print(sysconfig.get_paths()['stdlib'])");
+    let versions = [&interpreter, "python3"].map(|python| ask(python, "import sys; print(sys.version_info[:2])"));
+    assert_eq!(versions[0], versions[1], "awslambdaric's compiled part must match Debian's Python version");
+    let lock = std::fs::File::create(support::handler_directory().join("mayfly-test-boto3-image.lock")).unwrap();
+    // SAFETY: flock(2) on a file descriptor this function owns; released when `lock` is dropped.
+    assert_eq!(unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) }, 0);
+    let packages = support::image_files_directory().join("container-python-boto3");
+    if !packages.join("boto3").exists() {
+        let site = ask("python3", "import boto3, os; print(os.path.dirname(os.path.dirname(boto3.__file__)))");
+        let partial = packages.with_extension("partial");
+        let _ = std::fs::remove_dir_all(&partial);
+        std::fs::create_dir_all(&partial).unwrap();
+        let wanted = |name: &str| {
+            ["awslambdaric", "simplejson", "snapshot_restore_py.py", "boto3", "botocore", "s3transfer", "jmespath"]
+                .contains(&name)
+                || ["dateutil", "six.py", "urllib3", "runtime_client"].iter().any(|prefix| name.starts_with(prefix))
+        };
+        let mut copy = std::process::Command::new("cp");
+        copy.arg("-a");
+        for entry in std::fs::read_dir(&site).unwrap() {
+            let path = entry.unwrap().path();
+            if wanted(&path.file_name().unwrap().to_string_lossy()) {
+                copy.arg(&path);
+            }
+        }
+        run(copy.arg(&partial));
+        std::fs::rename(&partial, &packages).unwrap();
+    }
+    let packages = packages.display().to_string();
+    project.ok(&[
+        "image",
+        "build",
+        "--tag",
+        BOTO3_IMAGE,
+        "--include",
+        &interpreter,
+        "--include",
+        &standard_library,
+        "--include",
+        &packages,
+    ]);
+    drop(lock);
+    (interpreter, packages)
+}
+
+/// A loopback port free at this instant.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The same unmodified boto3 handler, in a container (`isolation =
+/// "container"`, an image `mayfly image build` made): its invocations reach
+/// the AWS endpoint through a relay on the function network's gateway, and
+/// nothing else: the gateway answers its Runtime API and that relay, not
+/// Mayfly's own loopback ports, and nothing beyond the gateway answers.
+#[test]
+fn the_rename_s3_example_in_a_container_moves_every_object_and_reaches_only_its_endpoint() {
+    let name = support::unique_name("rename-ctr");
+    let placeholder = Project::with_spec("version = 1\nname = \"placeholder\"\n");
+    let (interpreter, packages) = ensure_boto3_image(&placeholder);
+    let (api_port, aws_port) = (free_port(), free_port());
+    let container = format!(
+        "isolation = \"container\"\nimage = \"{BOTO3_IMAGE}\"\nenv = {{ PYTHONPATH = \"functions:{packages}\", TARGET_BUCKET = \"archive\" }}\n"
+    );
+    let spec = std::fs::read_to_string(example_dir().join("mayfly.toml"))
+        .unwrap()
+        .replace("name = \"rename-s3\"", &format!("name = \"{name}\""))
+        .replace(
+            "[api]\n",
+            &format!("[api]\nlisten = \"127.0.0.1:{api_port}\"\naws_listen = \"127.0.0.1:{aws_port}\"\n"),
+        )
+        .replace("[\"python3\", \"-m\"", &format!("[{interpreter:?}, \"-m\""))
+        .replace("env = { PYTHONPATH = \"functions\", TARGET_BUCKET = \"archive\" }\n", &container);
+    assert!(spec.contains("isolation = \"container\""), "the example's function was not put in a container: {spec}");
+    let spec = format!(
+        "{spec}
+[buckets.drop]
+[buckets.other]
+
+[[routes]]
+from = {{ bucket = \"drop\", events = [\"created\"], prefix = \"in/\" }}
+to = {{ function = \"trespass\" }}
+
+[[routes]]
+from = {{ bucket = \"drop\", events = [\"created\"], prefix = \"probe/\" }}
+to = {{ function = \"probe\" }}
+
+[functions.trespass]
+runtime = \"lambda\"
+command = [{interpreter:?}, \"-m\", \"awslambdaric\", \"trespass.handler\"]
+handler = \"trespass.handler\"
+{container}permissions = [\"objects:write:drop\"]
+
+[functions.probe]
+runtime = \"lambda\"
+command = [{interpreter:?}, \"-m\", \"awslambdaric\", \"gateway_probe.handler\"]
+handler = \"gateway_probe.handler\"
+{container}permissions = [\"objects:read:drop\", \"objects:write:drop\"]
+
+[[routes]]
+from = {{ bucket = \"drop\", events = [\"created\"], prefix = \"process/\" }}
+to = {{ function = \"process\" }}
+
+[functions.process]
+runtime = \"process\"
+command = [{interpreter:?}, \"functions/process_put.py\"]
+{container}permissions = [\"objects:write:drop\"]
+"
+    );
+    let project = Project::with_spec(&spec);
+    let functions = project.path("functions");
+    std::fs::create_dir_all(&functions).unwrap();
+    std::fs::copy(example_dir().join("functions/rename.py"), functions.join("rename.py")).unwrap();
+    for handler in ["trespass.py", "gateway_probe.py", "process_put.py"] {
+        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/aws").join(handler);
+        std::fs::copy(source, functions.join(handler)).unwrap();
+    }
+    project.ok(&["deploy"]);
+    let up = project.spawn_up();
+
+    const OBJECTS: usize = 8;
+    let mut originals = Vec::new();
+    for index in 0..OBJECTS {
+        let content: Vec<u8> = (0..(index * 104_729 + 1)).map(|byte| ((byte * 29 + index) % 251) as u8).collect();
+        let file = project.path(&format!("scan-{index}.bin"));
+        std::fs::write(&file, &content).unwrap();
+        project.ok(&["put", &format!("inbox/incoming/scan {index}.bin"), file.to_str().unwrap()]);
+        originals.push(content);
+    }
+    let listing = project.wait_for(&["ls", "archive/renamed/"], Duration::from_secs(180), |listing| {
+        listing.as_array().is_some_and(|objects| objects.len() == OBJECTS)
+    });
+    assert_eq!(listing.as_array().unwrap().len(), OBJECTS, "{listing}");
+    for (index, content) in originals.iter().enumerate() {
+        let moved = project.command(&["get", &format!("archive/renamed/incoming/scan {index}.bin")]).output().unwrap();
+        assert!(moved.status.success(), "{}", String::from_utf8_lossy(&moved.stderr));
+        assert!(moved.stdout == *content, "object {index} differs after the move");
+    }
+    let inbox = project
+        .wait_for(&["ls", "inbox"], Duration::from_secs(30), |listing| listing.as_array().is_some_and(Vec::is_empty));
+    assert_eq!(inbox, serde_json::json!([]), "every original is deleted");
+
+    // The trespass, from a container too: AccessDenied, nothing in `other`.
+    let marker = project.path("marker.txt");
+    std::fs::write(&marker, "go").unwrap();
+    project.ok(&["put", "drop/in/attempt.txt", marker.to_str().unwrap()]);
+    project.wait_for(&["ls", "drop/out/"], Duration::from_secs(120), |listing| {
+        listing.as_array().is_some_and(|objects| !objects.is_empty())
+    });
+    assert_eq!(project.ok(&["get", "drop/out/attempt.txt"]), "AccessDenied");
+    assert_eq!(project.json(&["ls", "other"]), serde_json::json!([]), "nothing was written outside the permissions");
+
+    // What the gateway answers: the Runtime API and the relay, not Mayfly's loopback API and AWS ports.
+    let ports = project.path("ports.json");
+    std::fs::write(&ports, format!("[{api_port}, {aws_port}]")).unwrap();
+    project.ok(&["put", "drop/probe/ports.json", ports.to_str().unwrap()]);
+    project.wait_for(&["ls", "drop/out/"], Duration::from_secs(120), |listing| {
+        listing.as_array().is_some_and(|objects| objects.len() == 2)
+    });
+    let seen: serde_json::Value = serde_json::from_str(&project.ok(&["get", "drop/out/probe.json"])).unwrap();
+    assert_eq!(seen["runtime_api"], true, "{seen}");
+    assert_eq!(seen["aws_endpoint"], true, "the endpoint is a port on the gateway: {seen}");
+    assert!(seen["endpoint"].as_str().unwrap().starts_with("http://"), "{seen}");
+    assert_eq!(seen["ca_bundle"], serde_json::Value::Null, "no host path is handed to the container: {seen}");
+    assert_eq!(seen["other_ports"][api_port.to_string()], false, "{seen}");
+    assert_eq!(seen["other_ports"][aws_port.to_string()], false, "{seen}");
+    assert_eq!(seen["outside"], false, "nothing beyond the gateway: {seen}");
+
+    // A `process`-runtime container with permissions joins the function network and writes too.
+    project.ok(&["put", "drop/process/go.txt", marker.to_str().unwrap()]);
+    project.wait_for(&["ls", "drop/out/"], Duration::from_secs(120), |listing| {
+        listing.as_array().is_some_and(|objects| objects.len() == 3)
+    });
+    assert_eq!(project.ok(&["get", "drop/out/process.txt"]), "written for process/go.txt");
+    up.stop();
+
+    // Every request is in the access log under a function key, the refusal too.
+    let log = project.json(&["access-log", "--limit", "1000"]);
+    let log = log.as_array().unwrap();
+    let by_function = |record: &&serde_json::Value| record["token_id"].as_str().is_some_and(|id| id.starts_with("MFS"));
+    let refusal = log
+        .iter()
+        .filter(by_function)
+        .find(|record| record["status"] == 403 && record["resource"].as_str().is_some_and(|r| r.contains("other")))
+        .unwrap_or_else(|| panic!("no refusal of the trespass in the access log: {log:?}"));
+    assert!(refusal["outcome"].as_str().unwrap().contains("function `trespass`"), "{refusal}");
+    let deletes =
+        log.iter().filter(by_function).filter(|record| record["method"] == "DELETE" && record["status"] == 204);
+    assert_eq!(deletes.count(), OBJECTS, "one DELETE per moved object: {log:?}");
+    let containers = run(std::process::Command::new("docker").args([
+        "ps",
+        "-a",
+        "-q",
+        "--filter",
+        &format!("label=mayfly.project={name}"),
+    ]));
+    assert!(containers.is_empty(), "containers of {name} are left: {containers}");
 }

@@ -9,11 +9,13 @@
 //!   `OOMKilled` makes the outcome out-of-memory;
 //! - concurrency and payload limits are the invoker's, as for processes.
 //!
-//! A process-runtime instance has no network (`none`); its event is written
-//! to the container's attached stdin, its result read from stdout, its logs
-//! from stderr. A lambda instance joins the function's internal Mayfly
-//! network and reaches its own Runtime API server on the network's gateway
-//! (see `lambda::instance`).
+//! A process-runtime instance has no network (`none`) unless it has AWS
+//! credentials; its event is written to the container's attached stdin, its
+//! result read from stdout, its logs from stderr. A lambda instance joins the
+//! function's internal Mayfly network and reaches its own Runtime API server
+//! on the network's gateway (see `lambda::instance`). An instance with AWS
+//! credentials (either runtime) is on that network and reaches their
+//! endpoint through a relay on the gateway (see `gateway.rs`).
 //!
 //! Every container is labelled with the function's tags, the role
 //! `function`, the function and its owner (this process), and removed when
@@ -36,6 +38,8 @@ use tokio::io::AsyncWriteExt;
 use crate::child::{ChildExit, ExitStatus};
 use crate::definition::{ContainerIsolation, FunctionDefinition, Invocation, Outcome};
 use crate::environment::instance_environment;
+use crate::gateway::ContainerCredentials;
+use crate::lambda::api::AllowedPeer;
 use crate::logs::LogBuffer;
 use crate::process::{ProcessRun, classify};
 
@@ -52,6 +56,9 @@ pub(crate) struct ContainerEngine {
     owner: String,
     /// The function networks this invoker ensured, removed at its shutdown when no container uses them.
     networks: std::sync::Mutex<BTreeSet<String>>,
+    /// Held while a network is ensured: the engine lets two concurrent
+    /// creations make two networks of one name, which no container can join then.
+    ensuring: tokio::sync::Mutex<()>,
 }
 
 impl ContainerEngine {
@@ -69,7 +76,12 @@ impl ContainerEngine {
             Ok(_) => {}
             Err(error) => tracing::warn!(error = %error, "cannot reap function containers of dead owners"),
         }
-        Ok(ContainerEngine { docker, owner: owner_of_this_process(), networks: Default::default() })
+        Ok(ContainerEngine {
+            docker,
+            owner: owner_of_this_process(),
+            networks: Default::default(),
+            ensuring: tokio::sync::Mutex::new(()),
+        })
     }
 
     /// The container spec of one instance of `function`.
@@ -124,7 +136,9 @@ impl ContainerEngine {
             gateway: None,
             tags: isolation.tags.clone(),
         };
+        let ensuring = self.ensuring.lock().await;
         let network = self.docker.ensure_function_network(&request).await.map_err(|error| error.to_string())?;
+        drop(ensuring);
         self.networks.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(request.name.clone());
         let gateway = network.gateway.ok_or_else(|| {
             format!("Docker network `{}` has no gateway address to serve the Runtime API on", request.name)
@@ -160,31 +174,53 @@ pub(crate) fn exit_status_of(exit: &ContainerExit) -> ExitStatus {
     }
 }
 
-/// One process-runtime invocation in a container of its own.
+/// One process-runtime invocation in a container of its own: with no
+/// network, or, with `credentials`, on the function network with a relay to
+/// their AWS endpoint on its gateway (see `gateway.rs`).
 pub(crate) async fn run_container_process_invocation(
     engine: &ContainerEngine,
     function: &FunctionDefinition,
     isolation: &ContainerIsolation,
     invocation: &Invocation,
+    credentials: Option<ContainerCredentials>,
     shutdown: &mut tokio::sync::watch::Receiver<bool>,
 ) -> ProcessRun {
     let spawn_started = Instant::now();
-    let environment =
-        instance_environment(function, None, Some(&invocation.request_id), &std::collections::BTreeMap::new());
-    let spec = engine.spec(function, isolation, environment, None, true);
-    let container = match engine.start(spec).await {
-        Ok(container) => container,
-        Err(reason) => {
-            return ProcessRun {
-                outcome: Outcome::Crashed { reason },
-                response: None,
-                spawn_duration: spawn_started.elapsed(),
-                duration: Duration::ZERO,
-                peak_memory: None,
-                logs: Vec::new(),
+    let not_started = |reason: String| ProcessRun {
+        outcome: Outcome::Crashed { reason },
+        response: None,
+        spawn_duration: spawn_started.elapsed(),
+        duration: Duration::ZERO,
+        peak_memory: None,
+        logs: Vec::new(),
+    };
+    let (container_address, allowed) = tokio::sync::watch::channel(None);
+    let (network, relay, variables) = match &credentials {
+        None => (None, None, std::collections::BTreeMap::new()),
+        Some(credentials) => {
+            let (network, gateway) = match engine.ensure_network(isolation).await {
+                Ok(ensured) => ensured,
+                Err(reason) => return not_started(reason),
             };
+            let relay = match credentials.listen(gateway, AllowedPeer::Only(allowed)).await {
+                Ok(relay) => relay,
+                Err(reason) => return not_started(reason),
+            };
+            let variables = relay.container_variables(&credentials.variables);
+            (Some(network), Some(relay), variables)
         }
     };
+    let environment = instance_environment(function, None, Some(&invocation.request_id), &variables);
+    let spec = engine.spec(function, isolation, environment, network, true);
+    let container = match engine.start(spec).await {
+        Ok(container) => container,
+        Err(reason) => return not_started(reason),
+    };
+    if relay.is_some() && container.address.is_none() {
+        engine.remove(&container.id).await;
+        return not_started(format!("the container has no address on Docker network `{}`", isolation.network));
+    }
+    let _ = container_address.send(container.address);
     let spawn_duration = spawn_started.elapsed();
     let started = Instant::now();
     let FunctionContainer { id, stdin, mut output, .. } = container;
@@ -233,6 +269,7 @@ pub(crate) async fn run_container_process_invocation(
     };
     let duration = started.elapsed();
     engine.remove(&id).await;
+    drop(relay);
     let outcome = match ending {
         Ending::TimedOut => Outcome::TimedOut { after: function.timeout },
         Ending::ShutDown => Outcome::Crashed { reason: "the invoker shut down during the invocation".into() },

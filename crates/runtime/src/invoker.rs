@@ -13,6 +13,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 use crate::container::{SharedEngine, run_container_process_invocation, shared_engine};
 use crate::definition::{FunctionDefinition, Invocation, InvocationResult, Isolation, Outcome, RuntimeKind};
+use crate::gateway::ContainerCredentials;
 use crate::lambda::{LambdaInstance, LambdaRun};
 use crate::memory::{MemoryEnforcement, MemoryEnforcementMode};
 use crate::process::run_process_invocation;
@@ -40,6 +41,20 @@ pub trait CredentialIssuer: Send + Sync + std::fmt::Debug {
     /// `permissions`, asked to be valid until `expires_at`; empty when it
     /// has none.
     fn variables(&self, function: &FunctionDefinition, expires_at: Timestamp) -> IssuedCredentials;
+
+    /// What carries a container instance's connections to the endpoint
+    /// these credentials are for (the instance dials a listener on its
+    /// function network's gateway); the error says why containers cannot
+    /// reach it.
+    fn container_relay(&self) -> Result<Arc<dyn EndpointRelay>, String> {
+        Err("its AWS credentials come from an endpoint that containers cannot reach".to_owned())
+    }
+}
+
+/// Carries one connection from a function's container (plain HTTP on its
+/// internal function network) to the AWS endpoint, until either side closes.
+pub trait EndpointRelay: Send + Sync + std::fmt::Debug {
+    fn carry(&self, connection: tokio::net::TcpStream) -> futures::future::BoxFuture<'static, ()>;
 }
 
 /// Credentials as environment variables, and when they really expire: an
@@ -212,6 +227,28 @@ impl Invoker {
         }
     }
 
+    /// The credentials of a container instance of `function` valid until
+    /// `expires_at`, with what carries them to their endpoint: none without
+    /// an issuer or without permissions; an error when the function declares
+    /// permissions that a container cannot use here.
+    fn container_credentials(
+        &self,
+        function: &FunctionDefinition,
+        expires_at: Timestamp,
+    ) -> Result<(Option<ContainerCredentials>, Option<Timestamp>), String> {
+        let issued = self.credentials(function, expires_at);
+        let Some(issuer) = &self.inner.config.credentials else {
+            return Ok((None, None));
+        };
+        if issued.variables.is_empty() {
+            return Ok((None, None));
+        }
+        let relay = issuer.container_relay().map_err(|reason| {
+            format!("function `{}` declares permissions and runs in a container, but {reason}", function.name)
+        })?;
+        Ok((Some(ContainerCredentials { variables: issued.variables, relay }), issued.expires_at))
+    }
+
     /// How memory limits are enforced on this machine.
     pub fn memory_enforcement(&self) -> &MemoryEnforcement {
         &self.inner.enforcement
@@ -298,12 +335,23 @@ impl Invoker {
                 )
                 .await
             }
-            Isolation::Container(isolation) => match shared_engine(&self.inner.containers).await {
-                Ok(engine) => {
-                    run_container_process_invocation(&engine, function, isolation, &invocation, shutdown).await
+            Isolation::Container(isolation) => {
+                let credentials = self.container_credentials(function, started_at.saturating_add(function.timeout));
+                match (shared_engine(&self.inner.containers).await, credentials) {
+                    (Ok(engine), Ok((credentials, _))) => {
+                        run_container_process_invocation(
+                            &engine,
+                            function,
+                            isolation,
+                            &invocation,
+                            credentials,
+                            shutdown,
+                        )
+                        .await
+                    }
+                    (Err(reason), _) | (_, Err(reason)) => crate::process::ProcessRun::failed_to_start(reason),
                 }
-                Err(reason) => crate::process::ProcessRun::failed_to_start(reason),
-            },
+            }
         };
         log_failure(function, &invocation.request_id, &run.outcome);
         InvocationResult {
@@ -398,10 +446,15 @@ impl Invoker {
                 )
                 .await
             }
-            Isolation::Container(isolation) => match shared_engine(&self.inner.containers).await {
-                Ok(engine) => LambdaInstance::start_in_container(function, isolation, engine, now).await,
-                Err(reason) => Err(crate::SpawnError::Container { reason }),
-            },
+            Isolation::Container(isolation) => {
+                let expires_at = now.saturating_add(LAMBDA_INSTANCE_CREDENTIAL_LIFETIME.max(function.timeout));
+                match (shared_engine(&self.inner.containers).await, self.container_credentials(function, expires_at)) {
+                    (Ok(engine), Ok((credentials, expiry))) => {
+                        LambdaInstance::start_in_container(function, isolation, engine, now, credentials, expiry).await
+                    }
+                    (Err(reason), _) | (_, Err(reason)) => Err(crate::SpawnError::Container { reason }),
+                }
+            }
         };
         let mut instance = match started {
             Ok(instance) => instance,

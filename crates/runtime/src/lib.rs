@@ -23,6 +23,7 @@ mod container;
 mod definition;
 mod environment;
 mod error;
+mod gateway;
 mod invoker;
 mod lambda;
 mod logs;
@@ -34,7 +35,9 @@ pub use definition::{
     ContainerIsolation, FunctionDefinition, Invocation, InvocationResult, Isolation, Outcome, RuntimeKind,
 };
 pub use error::SpawnError;
-pub use invoker::{CredentialIssuer, Invoker, InvokerConfig, IssuedCredentials, LAMBDA_INSTANCE_CREDENTIAL_LIFETIME};
+pub use invoker::{
+    CredentialIssuer, EndpointRelay, Invoker, InvokerConfig, IssuedCredentials, LAMBDA_INSTANCE_CREDENTIAL_LIFETIME,
+};
 pub use logs::LOG_CAPTURE_LIMIT;
 pub use memory::{MemoryEnforcement, MemoryEnforcementMode};
 pub use request_id::{MAX_REQUEST_ID_BYTES, derived_request_id, is_url_safe_request_id, random_request_id};

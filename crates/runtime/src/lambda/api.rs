@@ -169,7 +169,7 @@ async fn serve(listener: TcpListener, state: Arc<ApiState>, allowed: AllowedPeer
     }
 }
 
-async fn peer_is_allowed(allowed: AllowedPeer, peer: IpAddr) -> bool {
+pub(crate) async fn peer_is_allowed(allowed: AllowedPeer, peer: IpAddr) -> bool {
     match allowed {
         AllowedPeer::Anyone => true,
         AllowedPeer::Only(mut address) => {

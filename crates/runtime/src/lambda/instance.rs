@@ -16,6 +16,7 @@ use crate::container::{ContainerEngine, exit_status_of};
 use crate::definition::{ContainerIsolation, FunctionDefinition, Invocation, Outcome};
 use crate::environment::{function_arn, instance_environment};
 use crate::error::SpawnError;
+use crate::gateway::{ContainerCredentials, GatewayRelay};
 use crate::logs::LogCapture;
 use crate::memory::{InstanceCgroup, MemoryEnforcement};
 
@@ -34,6 +35,8 @@ pub(crate) struct LambdaInstance {
     pub credentials_expire_at: Option<Timestamp>,
     body: InstanceBody,
     server: RuntimeApiServer,
+    /// A container instance's way to its AWS endpoint, if it has credentials.
+    _relay: Option<GatewayRelay>,
     logs: Arc<LogCapture>,
     log_readers: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -131,28 +134,42 @@ impl LambdaInstance {
             credentials_expire_at,
             body,
             server,
+            _relay: None,
             logs,
             log_readers,
         })
     }
 
     /// Starts an instance in a container on the function's Mayfly network,
-    /// its Runtime API served on the network's gateway to that container only.
+    /// its Runtime API served on the network's gateway to that container
+    /// only, and with `credentials`, a relay to their AWS endpoint beside it
+    /// (see `gateway.rs`).
     pub(crate) async fn start_in_container(
         function: &FunctionDefinition,
         isolation: &ContainerIsolation,
         engine: Arc<ContainerEngine>,
         now: Timestamp,
+        credentials: Option<ContainerCredentials>,
+        credentials_expire_at: Option<Timestamp>,
     ) -> Result<LambdaInstance, SpawnError> {
         let container_error = |reason: String| SpawnError::Container { reason };
         let (network, gateway) = engine.ensure_network(isolation).await.map_err(container_error)?;
         let max_body = usize::try_from(function.max_payload.bytes()).unwrap_or(usize::MAX);
         let (container_address, allowed) = watch::channel(None);
-        let server = RuntimeApiServer::start(&function_arn(function), max_body, gateway, AllowedPeer::Only(allowed))
-            .await
-            .map_err(|source| SpawnError::RuntimeApi { address: gateway, source })?;
+        let server =
+            RuntimeApiServer::start(&function_arn(function), max_body, gateway, AllowedPeer::Only(allowed.clone()))
+                .await
+                .map_err(|source| SpawnError::RuntimeApi { address: gateway, source })?;
         let runtime_api = server.address.to_string();
-        let environment = instance_environment(function, Some(&runtime_api), None, &Default::default());
+        let (relay, variables) = match &credentials {
+            Some(credentials) => {
+                let relay = credentials.listen(gateway, AllowedPeer::Only(allowed)).await.map_err(container_error)?;
+                let variables = relay.container_variables(&credentials.variables);
+                (Some(relay), variables)
+            }
+            None => (None, Default::default()),
+        };
+        let environment = instance_environment(function, Some(&runtime_api), None, &variables);
         let spec = engine.spec(function, isolation, environment, Some(network), false);
         let container = engine.start(spec).await.map_err(container_error)?;
         if container.address.is_none() {
@@ -192,9 +209,10 @@ impl LambdaInstance {
         Ok(LambdaInstance {
             definition: function.clone(),
             last_used: now,
-            credentials_expire_at: None,
+            credentials_expire_at: credentials_expire_at.filter(|_| relay.is_some()),
             body,
             server,
+            _relay: relay,
             logs,
             log_readers,
         })

@@ -1,7 +1,7 @@
 //! The lambda runtime: warm instances that poll Mayfly's AWS Lambda Runtime
 //! API on their own loopback port.
 
-mod api;
+pub(crate) mod api;
 mod instance;
 
 pub(crate) use instance::{LambdaInstance, LambdaRun};
