@@ -83,6 +83,7 @@ fn a_password_in_the_files_url_is_refused_with_its_location_and_nothing_is_creat
     assert_eq!(output.status.code(), Some(3), "{stderr}");
     assert!(stderr.contains("`url` of `[state]` holds a password"), "{stderr}");
     assert!(stderr.contains("mayfly.toml:9:7"), "located: {stderr}");
+    assert!(!stderr.contains("hunter2"), "the password is not repeated: {stderr}");
     assert!(stderr.contains("MAYFLY_STATE_PASSWORD") && stderr.contains(".pgpass"), "{stderr}");
     assert!(!project.path(".mayfly").exists(), "nothing was created");
 }

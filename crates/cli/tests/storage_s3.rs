@@ -148,5 +148,6 @@ fn a_bad_storage_table_is_a_located_error() {
         assert_eq!(output.status.code(), Some(3), "{storage}: {stderr}");
         assert!(stderr.contains(expected), "{storage}: {stderr}");
         assert!(stderr.contains("mayfly.toml:6"), "located at the line: {stderr}");
+        assert!(!stderr.contains("KEY:SECRET@"), "a secret in the URL is not repeated: {stderr}");
     }
 }

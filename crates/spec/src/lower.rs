@@ -1475,8 +1475,8 @@ or name an owner-only file holding it with `password_file = \"...\"` in `[state]
             return None;
         };
         if url_has_password(scheme, rest) {
-            // The span is kept, the text is not repeated: it holds a secret.
-            reader.error(
+            // The span is kept, the text is not shown: it holds a secret.
+            reader.secret_error(
                 url.span,
                 "`url` of `[state]` holds a password, which the architecture file must never hold",
                 Some(format!("remove the password from the URL and {where_instead}")),
@@ -1517,8 +1517,8 @@ pub(crate) fn lower_storage(reader: &mut Reader<'_>, root: &Table<'_, '_>) -> St
                 let rest = text[3..].strip_prefix("//").unwrap_or_default();
                 let bucket = rest.split('/').next().unwrap_or_default();
                 if bucket.contains('@') || rest.contains('?') {
-                    // The span is kept, the text is not repeated: it may hold a secret.
-                    reader.error(
+                    // The span is kept, the text is not shown: it may hold a secret.
+                    reader.secret_error(
                         url.span,
                         "`url` of `[storage]` holds credentials or parameters, which the architecture file must never hold",
                         Some("write just \"s3://BUCKET/PREFIX\" and set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_ENDPOINT_URL, AWS_REGION) in the environment".to_owned()),

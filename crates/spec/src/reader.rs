@@ -148,6 +148,22 @@ impl<'s> Reader<'s> {
         self.diagnostics.push(diagnostic);
     }
 
+    /// An error about a value that holds a secret (a password in a URL):
+    /// located like any other, but the source line is shown with the value
+    /// masked, so the secret is not repeated on a terminal or in a log.
+    pub fn secret_error(&mut self, span: Range<usize>, message: impl Into<String>, hint: Option<String>) {
+        const MASK: &str = "<value not shown: it holds a secret>";
+        let mut diagnostic = self.source.diagnostic(span, message.into(), hint);
+        let byte_at = |snippet: &str, characters: usize| {
+            snippet.char_indices().nth(characters).map_or(snippet.len(), |(offset, _)| offset)
+        };
+        let start = byte_at(&diagnostic.snippet, diagnostic.column - 1);
+        let end = byte_at(&diagnostic.snippet, diagnostic.column - 1 + diagnostic.underline_width);
+        diagnostic.snippet.replace_range(start..end, MASK);
+        diagnostic.underline_width = MASK.chars().count();
+        self.diagnostics.push(diagnostic);
+    }
+
     /// Report every key of `table` not in `known`, suggesting the closest known key.
     pub fn check_keys(&mut self, table: &Table<'_, '_>, known: &[&str]) {
         for key in table.entries.keys() {
