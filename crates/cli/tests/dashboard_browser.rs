@@ -160,6 +160,11 @@ async fn text_of(browser: &Client, css: &str) -> Option<String> {
     browser.find(Locator::Css(css)).await.ok()?.text().await.ok()
 }
 
+/// The start of the page's visible text, to say what a page showed instead.
+async fn page_text(browser: &Client) -> String {
+    text_of(browser, "body").await.unwrap_or_default().chars().take(600).collect()
+}
+
 /// The texts of every element matching `css`.
 async fn texts_of(browser: &Client, css: &str) -> Vec<String> {
     let mut texts = Vec::new();
@@ -196,7 +201,12 @@ async fn shows(browser: &Client, css: &str, expected: &str) {
     eventually(&format!("`{css}` shows {expected:?}"), || async move {
         match text_of(browser, css).await {
             Some(text) if text == expected => Ok(()),
-            other => Err(format!("{other:?}")),
+            Some(text) => Err(format!("{text:?}")),
+            None => Err(format!(
+                "no such element; the page at {} reads {:?}",
+                path_of(browser).await,
+                page_text(browser).await
+            )),
         }
     })
     .await

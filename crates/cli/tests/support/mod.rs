@@ -354,8 +354,9 @@ impl Served {
                 break address_in(&line);
             }
         };
-        // Keep draining stderr so the server never blocks on a full pipe.
-        std::thread::spawn(move || lines.for_each(drop));
+        // Keep draining stderr so the server never blocks on a full pipe, into
+        // the test's own stderr: a failing test shows what the server said.
+        std::thread::spawn(move || lines.map_while(Result::ok).for_each(|line| eprintln!("mayfly serve: {line}")));
         let address = address.unwrap_or_else(|| panic!("no API address announced: {announcement:?}"));
         Served { child, address, aws_address, announcement }
     }
