@@ -11,7 +11,9 @@
 //! dockerd and containers SIGKILLed); then, on the manager alone, a worker's
 //! service is scaled to zero behind Mayfly's back (`docker service scale`);
 //! and the coordinator is SIGKILLed and `mayfly up` resumes the run with a
-//! second fleet.
+//! second fleet. Before the chaos, a job whose image is missing on the node
+//! its workers are constrained to fails with an error naming the node, the
+//! image and how to copy it there.
 //!
 //! One test function: the system engine can be in one swarm at a time.
 
@@ -74,6 +76,20 @@ fn docker(args: &[&str]) -> String {
 }
 
 fn swarm_project(items: usize, workers: u32, sleep_ms: u64, subnet: &str) -> Project {
+    swarm_project_placed(items, workers, sleep_ms, subnet, IMAGE, &[])
+}
+
+/// As [`swarm_project`], its workers from `image`, placed under `constraints`.
+fn swarm_project_placed(
+    items: usize,
+    workers: u32,
+    sleep_ms: u64,
+    subnet: &str,
+    image: &str,
+    constraints: &[&str],
+) -> Project {
+    let constraints: Vec<String> = constraints.iter().map(|constraint| format!("{constraint:?}")).collect();
+    let constraints = constraints.join(", ");
     let name = support::unique_name("swarm");
     let echo = support::image_handler("lambda-echo");
     let spec = format!(
@@ -95,7 +111,7 @@ function = "work"
 workers = {{ max = {workers} }}
 max_attempts = 3
 logs = "logs"
-provisioner = {{ kind = "swarm", network = "mayfly-test-{name}", subnet = "{subnet}", image = "{IMAGE}", memory = "256MiB", cpus = 0.5 }}
+provisioner = {{ kind = "swarm", network = "mayfly-test-{name}", subnet = "{subnet}", image = "{image}", constraints = [{constraints}], memory = "256MiB", cpus = 0.5 }}
 "#
     );
     let project = Project::with_spec(&spec);
@@ -210,6 +226,26 @@ fn jobs_run_on_both_nodes_of_a_swarm_and_survive_a_cancelled_worker_a_killed_coo
     assert_eq!(docker(&["service", "ls", "-q", "--filter", &format!("label=mayfly.run={run}")]), "", "no service left");
     let audit = project.run(&["audit", "--json"]);
     assert_eq!(audit.status.code(), Some(0), "a clean audit: {}", String::from_utf8_lossy(&audit.stdout));
+
+    // 1b. A node that lacks the image: the run fails, and says which node,
+    // which image and how to put it there (an image tagged on the manager
+    // only, workers constrained to the worker node).
+    const MANAGER_ONLY: &str = "mayfly-test-swarm-manager-only:latest";
+    docker(&["tag", IMAGE, MANAGER_ONLY]);
+    let project = swarm_project_placed(20, 2, 0, "10.231.5.0/24", MANAGER_ONLY, &["node.role == worker"]);
+    let output = project.run(&["run", "scan", "--json"]);
+    docker(&["rmi", MANAGER_ONLY]);
+    assert_eq!(output.status.code(), Some(5), "the run fails: {}", String::from_utf8_lossy(&output.stderr));
+    let outcome: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(outcome["status"], "failed", "{outcome}");
+    let error = outcome["error"].as_str().unwrap();
+    for needed in ["failed to start", "ended before calling in", "No such image", MANAGER_ONLY, "docker save", "node `"]
+    {
+        assert!(error.contains(needed), "the run's error says {needed:?}: {error}");
+    }
+    let run = outcome["run"].as_str().unwrap();
+    assert_eq!(services_of_run(run), Vec::<String>::new(), "no service of the failed run is left");
+    eprintln!("swarm missing image: {error}");
 
     // 2. The second node lost mid-run: its workers' items go back, nothing is lost.
     const CHAOS_ITEMS: usize = 1_000;

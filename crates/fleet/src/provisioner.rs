@@ -163,6 +163,16 @@ pub trait Provisioner: Send + Sync {
     /// Kills the resource at once (SIGKILL to the whole group); `Ok` once verified gone.
     fn kill<'a>(&'a self, id: &'a ResourceId) -> BoxFuture<'a, Result<(), FleetError>>;
 
+    /// Why a resource that is no longer running ended, when its engine knows
+    /// more than an exit status (a swarm task its node rejected: `No such
+    /// image: …`, with the node's name); `None` when it has nothing to add.
+    /// The coordinator asks this of a worker that ended before calling in,
+    /// so that the run's error says what went wrong and where.
+    fn end_reason<'a>(&'a self, id: &'a ResourceId) -> BoxFuture<'a, Result<Option<String>, FleetError>> {
+        let _ = id;
+        Box::pin(async { Ok(None) })
+    }
+
     /// Every live resource of this provisioner's kind whose tags match
     /// `filter`, found from the system itself (not from memory).
     fn inventory<'a>(&'a self, filter: &'a TagFilter) -> BoxFuture<'a, Result<Vec<LiveResource>, FleetError>>;

@@ -13,8 +13,9 @@
 //! - **Ids** are `service:<service id>`.
 //! - **Placement** ([`SwarmPlacement`]): the image (on every node: there is no
 //!   registry, so `mayfly image build` then `docker save | docker load` on each
-//!   node; a node without it rejects the task, which shows as an exit with the
-//!   engine's reason logged), an attachable overlay network with the subnet
+//!   node; a node without it rejects the task: the task's end reason, asked
+//!   by the coordinator through [`Provisioner::end_reason`], names the node
+//!   and the image and becomes the run's error), an attachable overlay network with the subnet
 //!   asked for, created labelled when missing, and placement constraints
 //!   (`node.labels.gpu == true`). Every task runs with `--init`, a read-only
 //!   root file system with a private `/tmp` (tmpfs), every capability dropped,
@@ -317,12 +318,46 @@ impl SwarmProvisioner {
                 if let Some(error) = status.err.filter(|error| !error.is_empty()) {
                     tracing::warn!(service = %id, state = ?status.state, %error, "swarm task ended");
                 }
-                let code = status.container_status.and_then(|container| container.exit_code);
+                // A task its node rejected never had a container: its
+                // "exit code" 0 is no exit at all.
+                let code = status
+                    .container_status
+                    .filter(|container| container.container_id.as_deref().is_some_and(|id| !id.is_empty()))
+                    .and_then(|container| container.exit_code);
                 ResourceState::Exited { code: code.and_then(|code| i32::try_from(code).ok()), signal: None }
             }
             // New, pending, assigned, preparing, starting, running: not over yet.
             _ => ResourceState::Running,
         })
+    }
+
+    /// What the engine said of the service's last task, if it ended with an
+    /// error: the node's name, the task's state and the error, and for an
+    /// image missing on that node, how to put it there.
+    async fn task_end_reason(&self, id: &str) -> Result<Option<String>, FleetError> {
+        let Some(task) = self.tasks(id).await?.and_then(|tasks| tasks.into_iter().next()) else { return Ok(None) };
+        let status = task.status.unwrap_or_default();
+        let Some(error) = status.err.filter(|error| !error.is_empty()) else { return Ok(None) };
+        let state = status.state.map_or_else(|| "ended".to_owned(), |state| state.to_string());
+        let node = match task.node_id.filter(|node| !node.is_empty()) {
+            Some(node) => match self.docker.inspect_node(&node).await {
+                Ok(found) => {
+                    let hostname = found.description.and_then(|description| description.hostname);
+                    format!("node `{}` ({node})", hostname.unwrap_or_default())
+                }
+                Err(_) => format!("node {node}"),
+            },
+            None => "no node".to_owned(),
+        };
+        let mut reason = format!("the swarm task on {node} was {state}: {error}");
+        if error.contains("No such image") {
+            let image = self.placement.as_ref().map_or("the image", |placement| placement.image.as_str());
+            reason.push_str(&format!(
+                "; the image must be on every node that may run a worker (there is no registry): \
+                 `docker save {image} | docker load` on that node, or a placement constraint that keeps workers off it"
+            ));
+        }
+        Ok(Some(reason))
     }
 
     async fn wait_for_end(&self, id: &str, timeout: Duration) -> Result<ResourceState, FleetError> {
@@ -437,6 +472,10 @@ impl Provisioner for SwarmProvisioner {
 
     fn kill<'a>(&'a self, id: &'a ResourceId) -> BoxFuture<'a, Result<(), FleetError>> {
         Box::pin(self.remove(id))
+    }
+
+    fn end_reason<'a>(&'a self, id: &'a ResourceId) -> BoxFuture<'a, Result<Option<String>, FleetError>> {
+        Box::pin(async move { self.task_end_reason(service_id(id)?).await })
     }
 
     fn inventory<'a>(&'a self, filter: &'a TagFilter) -> BoxFuture<'a, Result<Vec<LiveResource>, FleetError>> {

@@ -1025,19 +1025,27 @@ impl Fleet<'_> {
                 )
                 .unwrap_or_default();
                 let stderr = String::from_utf8_lossy(&stderr);
-                let tail: Vec<&str> = stderr.lines().rev().take(3).collect();
+                let mut said: Vec<String> = stderr.lines().rev().take(3).map(str::to_owned).collect();
+                said.reverse();
+                // What the engine knows of its end (a node that lacks the image).
+                if exited {
+                    match self.config.provisioner.end_reason(&resource).await {
+                        Ok(Some(reason)) => said.push(reason),
+                        Ok(None) => {}
+                        Err(error) => {
+                            tracing::warn!(run = %self.run_id(), worker = %worker, %error, "cannot ask why a worker ended")
+                        }
+                    }
+                }
                 self.last_start_error = Some(format!(
                     "worker {worker} {} before calling in{}",
                     match resource_state {
                         ResourceState::Exited { code: Some(code), .. } => format!("exited with status {code}"),
                         ResourceState::Exited { signal: Some(signal), .. } => format!("was killed by signal {signal}"),
-                        _ => "did not respond".to_owned(),
+                        ResourceState::Exited { .. } | ResourceState::Gone => "ended".to_owned(),
+                        ResourceState::Running => "did not respond".to_owned(),
                     },
-                    if tail.is_empty() {
-                        String::new()
-                    } else {
-                        format!(": {}", tail.into_iter().rev().collect::<Vec<_>>().join(" / "))
-                    }
+                    if said.is_empty() { String::new() } else { format!(": {}", said.join(" / ")) }
                 ));
             } else if phase == WorkerPhase::Alive {
                 self.start_failures = 0;
