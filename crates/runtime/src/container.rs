@@ -39,8 +39,8 @@ use crate::child::{ChildExit, ExitStatus};
 use crate::definition::{ContainerIsolation, FunctionDefinition, Invocation, Outcome};
 use crate::environment::instance_environment;
 use crate::gateway::ContainerCredentials;
-use crate::lambda::api::AllowedPeer;
 use crate::logs::LogBuffer;
+use crate::peers::AllowedPeer;
 use crate::process::{ProcessRun, classify};
 
 /// How long creating and starting a container may take before the instance counts as crashed.

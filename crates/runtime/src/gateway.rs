@@ -14,7 +14,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 
 use crate::invoker::EndpointRelay;
-use crate::lambda::api::{AllowedPeer, peer_is_allowed};
+use crate::peers::{AllowedPeer, serve_allowed};
 
 /// The variables that name the endpoint (`AWS_ENDPOINT_URL`) and its certificate (`AWS_CA_BUNDLE`).
 const ENDPOINT_VARIABLE: &str = "AWS_ENDPOINT_URL";
@@ -56,33 +56,11 @@ impl GatewayRelay {
 }
 
 async fn serve(listener: TcpListener, allowed: AllowedPeer, relay: Arc<dyn EndpointRelay>) {
-    // Connections live in this set so that aborting the listener aborts them too.
-    let mut connections = tokio::task::JoinSet::new();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(accepted) => accepted,
-                    Err(error) => {
-                        tracing::warn!(error = %error, "AWS endpoint relay accept failed");
-                        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
-                let allowed = allowed.clone();
-                let relay = Arc::clone(&relay);
-                connections.spawn(async move {
-                    if !peer_is_allowed(allowed, peer.ip()).await {
-                        tracing::warn!(%peer, "refused an AWS endpoint connection from another address than its instance's");
-                        return;
-                    }
-                    relay.carry(stream).await;
-                });
-            }
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-        }
-    }
+    serve_allowed(listener, allowed, "AWS endpoint relay", move |stream| {
+        let relay = Arc::clone(&relay);
+        async move { relay.carry(stream).await }
+    })
+    .await
 }
 
 /// A container instance's AWS credentials and what carries its connections to their endpoint.

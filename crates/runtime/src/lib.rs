@@ -28,6 +28,7 @@ mod invoker;
 mod lambda;
 mod logs;
 mod memory;
+mod peers;
 mod process;
 mod request_id;
 

@@ -12,7 +12,7 @@
 //!
 //! A container instance's server listens on the gateway of its Mayfly
 //! network instead of loopback, and answers only connections from that
-//! container's address ([`AllowedPeer::Only`]): other containers on the
+//! container's address ([`AllowedPeer::Only`](crate::peers::AllowedPeer::Only)): other containers on the
 //! network cannot poll its events.
 //!
 //! FIXME: like AWS's own emulator, a loopback server trusts whoever connects
@@ -31,7 +31,9 @@ use hyper::body::Incoming;
 use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use tokio::net::TcpListener;
-use tokio::sync::{Mutex, mpsc, watch};
+use tokio::sync::{Mutex, mpsc};
+
+use crate::peers::{AllowedPeer, serve_allowed};
 
 const NEXT_PATH: &str = "/2018-06-01/runtime/invocation/next";
 const INIT_ERROR_PATH: &str = "/2018-06-01/runtime/init/error";
@@ -79,18 +81,6 @@ struct ApiState {
     ready_reported: AtomicBool,
 }
 
-/// Who may talk to a server.
-#[derive(Debug, Clone)]
-pub(crate) enum AllowedPeer {
-    /// Anyone who reaches its address (loopback servers of local processes).
-    Anyone,
-    /// Only this address, once known (a container's, known after it started).
-    Only(watch::Receiver<Option<IpAddr>>),
-}
-
-/// How long a connection waits for the address of the container it must come from.
-const PEER_ADDRESS_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
-
 /// The running server; dropping it stops the server and its connections.
 pub(crate) struct RuntimeApiServer {
     pub address: SocketAddr,
@@ -131,52 +121,22 @@ impl RuntimeApiServer {
 }
 
 async fn serve(listener: TcpListener, state: Arc<ApiState>, allowed: AllowedPeer) {
-    // Connections live in this set so that aborting the server aborts them too.
-    let mut connections = tokio::task::JoinSet::new();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(accepted) => accepted,
-                    Err(error) => {
-                        tracing::warn!(error = %error, "runtime API accept failed");
-                        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
+    serve_allowed(listener, allowed, "runtime API", move |stream| {
+        let state = Arc::clone(&state);
+        async move {
+            let service = hyper::service::service_fn(move |request| {
                 let state = Arc::clone(&state);
-                let allowed = allowed.clone();
-                connections.spawn(async move {
-                    if !peer_is_allowed(allowed, peer.ip()).await {
-                        tracing::warn!(%peer, "refused a runtime API connection from another address than its instance's");
-                        return;
-                    }
-                    let service = hyper::service::service_fn(move |request| {
-                        let state = Arc::clone(&state);
-                        async move { Ok::<_, Infallible>(route(&state, request).await) }
-                    });
-                    let connection = hyper::server::conn::http1::Builder::new()
-                        .keep_alive(true)
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-                    if let Err(error) = connection.await {
-                        tracing::debug!(error = %error, "runtime API connection ended");
-                    }
-                });
+                async move { Ok::<_, Infallible>(route(&state, request).await) }
+            });
+            let connection = hyper::server::conn::http1::Builder::new()
+                .keep_alive(true)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            if let Err(error) = connection.await {
+                tracing::debug!(error = %error, "runtime API connection ended");
             }
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
         }
-    }
-}
-
-pub(crate) async fn peer_is_allowed(allowed: AllowedPeer, peer: IpAddr) -> bool {
-    match allowed {
-        AllowedPeer::Anyone => true,
-        AllowedPeer::Only(mut address) => {
-            let known = tokio::time::timeout(PEER_ADDRESS_WAIT, address.wait_for(Option::is_some)).await;
-            matches!(known, Ok(Ok(expected)) if *expected == Some(peer))
-        }
-    }
+    })
+    .await
 }
 
 async fn route(state: &ApiState, request: Request<Incoming>) -> Response<Full<Bytes>> {

@@ -10,7 +10,7 @@ use hyper::header::HeaderValue;
 use mayfly_core::Timestamp;
 use tokio::sync::watch;
 
-use super::api::{AllowedPeer, ApiEvent, PendingEvent, RuntimeApiServer};
+use super::api::{ApiEvent, PendingEvent, RuntimeApiServer};
 use crate::child::{ChildProcess, SpawnRequest};
 use crate::container::{ContainerEngine, exit_status_of};
 use crate::definition::{ContainerIsolation, FunctionDefinition, Invocation, Outcome};
@@ -19,6 +19,7 @@ use crate::error::SpawnError;
 use crate::gateway::{ContainerCredentials, GatewayRelay};
 use crate::logs::LogCapture;
 use crate::memory::{InstanceCgroup, MemoryEnforcement};
+use crate::peers::AllowedPeer;
 
 /// How long a container's output must be quiet after its answer before the
 /// request's logs are taken, and the longest wait for that.
