@@ -72,7 +72,7 @@ pub fn local_path_or_root(next: &str) -> &str {
 async fn check(authorize: Arc<dyn Authorize>, token: String, path: String) -> Result<String, Denied> {
     tokio::task::spawn_blocking(move || authorize.authorize(&token, &path))
         .await
-        .unwrap_or_else(|error| Err(Denied::Unauthenticated(format!("the token check stopped: {error}"))))
+        .unwrap_or_else(|error| Err(Denied::Unavailable(format!("the token check stopped: {error}"))))
 }
 
 /// Middleware for every page and data endpoint: a valid token, or no further.
@@ -90,10 +90,7 @@ pub async fn require_token(State(state): State<Arc<DashboardState>>, mut request
         },
     };
     tracing::info!(path = %path, reason = %denied, "dashboard request denied");
-    let status = match denied {
-        Denied::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
-        Denied::Forbidden(_) => StatusCode::FORBIDDEN,
-    };
+    let status = denied_status(&denied);
     if is_data_path(&path) {
         return (status, axum::Json(serde_json::json!({ "error": denied.to_string() }))).into_response();
     }
@@ -110,6 +107,21 @@ pub async fn require_token(State(state): State<Arc<DashboardState>>, mut request
             );
             (status, Html(page.into_string())).into_response()
         }
+        Denied::Unavailable(_) => {
+            tracing::error!(path = %path, reason = %denied, "dashboard request failed");
+            let page = views::unavailable(&state.project, &denied.to_string());
+            (status, [(header::RETRY_AFTER, HeaderValue::from_static("1"))], Html(page.into_string())).into_response()
+        }
+    }
+}
+
+/// The status a refusal answers: 401 signs in again, 403 needs another
+/// token, 503 may work when tried again.
+fn denied_status(denied: &Denied) -> StatusCode {
+    match denied {
+        Denied::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+        Denied::Forbidden(_) => StatusCode::FORBIDDEN,
+        Denied::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
     }
 }
 
@@ -149,10 +161,7 @@ pub async fn sign_in(State(state): State<Arc<DashboardState>>, Form(form): Form<
         }
         Err(denied) => {
             tracing::info!(reason = %denied, "dashboard sign-in refused");
-            let status = match denied {
-                Denied::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
-                Denied::Forbidden(_) => StatusCode::FORBIDDEN,
-            };
+            let status = denied_status(&denied);
             let page = views::sign_in(&state.project, &next, Some(&format!("That token was not accepted: {denied}.")));
             (status, Html(page.into_string())).into_response()
         }

@@ -41,6 +41,10 @@ pub enum Denied {
     /// A valid token whose scopes do not cover the path.
     #[error("the token may not read this: {0}")]
     Forbidden(String),
+    /// The token may be fine, but the check could not be made or recorded
+    /// (the state store failed): nothing is shown, and trying again may work.
+    #[error("the access could not be checked or recorded: {0}")]
+    Unavailable(String),
 }
 
 /// Decides whether `token` may read `path` (e.g. `/runs/run-1/progress.json`;

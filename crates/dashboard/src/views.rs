@@ -99,6 +99,24 @@ pub fn sign_in(project: &str, next: &str, error: Option<&str>) -> Markup {
     )
 }
 
+/// The page for a request that could not be checked or recorded: nothing
+/// of the project is shown, and reloading may work.
+pub fn unavailable(project: &str, message: &str) -> Markup {
+    document(
+        "Unavailable",
+        project,
+        html! {
+            main class="sign-in" {
+                section class="card sign-in-card" {
+                    h1 { span class="logo" aria-hidden="true" { "◆" } " Mayfly" }
+                    p class="alert" role="alert" { (message) }
+                    p { "Nothing is shown until the access is recorded. Reload the page to try again." }
+                }
+            }
+        },
+    )
+}
+
 /// A page for an error: what happened, and a way back.
 pub fn error_page(chrome: &Chrome<'_>, status: u16, message: &str) -> Markup {
     page(

@@ -16,6 +16,8 @@ use subtle::ConstantTimeEq;
 const OPERATOR: &str = "mf_operator_token";
 /// May read runs but not queues.
 const RUNS_ONLY: &str = "mf_runs_only_token";
+/// A token whose check cannot be recorded (as when the state store fails).
+const STORE_DOWN: &str = "mf_store_down_token";
 
 struct TwoTokens;
 
@@ -30,6 +32,8 @@ impl Authorize for TwoTokens {
             } else {
                 Ok("runs-only".to_owned())
             }
+        } else if is(STORE_DOWN) {
+            Err(Denied::Unavailable("the access cannot be recorded: database is locked".to_owned()))
         } else {
             Err(Denied::Unauthenticated("unknown token".to_owned()))
         }
@@ -130,6 +134,32 @@ async fn a_token_whose_scopes_do_not_cover_a_path_gets_403_and_no_data() {
         tokio::task::spawn_blocking(move || request(address, "GET", "/runs/run-1", Some(RUNS_ONLY), "")).await.unwrap();
     assert_eq!(answer.status, 200);
     assert!(answer.body.contains("patient-0042.json"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_access_that_cannot_be_recorded_gets_503_and_no_data_and_keeps_the_session() {
+    let (address, _dir) = serve().await;
+    for page in PAGES {
+        let answer =
+            tokio::task::spawn_blocking(move || request(address, "GET", page, Some(STORE_DOWN), "")).await.unwrap();
+        assert_eq!(answer.status, 503, "{page}: {}", answer.body);
+        assert!(answer.head.contains("retry-after: 1"), "{page}: {}", answer.head);
+        assert!(
+            answer.body.contains("could not be checked or recorded: the access cannot be recorded"),
+            "{}",
+            answer.body
+        );
+        assert!(answer.body.contains("Reload the page"), "{}", answer.body);
+        assert!(!answer.body.contains("patient-0042") && !answer.body.contains("<table"), "no data: {}", answer.body);
+        assert!(!answer.head.contains("set-cookie"), "the session is kept: {}", answer.head);
+    }
+    for data in DATA {
+        let answer =
+            tokio::task::spawn_blocking(move || request(address, "GET", data, Some(STORE_DOWN), "")).await.unwrap();
+        // Not 401: the page's script signs out on a 401, but retries anything else.
+        assert_eq!(answer.status, 503, "{data}: {}", answer.body);
+        assert!(answer.body.contains("\"error\"") && !answer.body.contains("patient-0042"), "{}", answer.body);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

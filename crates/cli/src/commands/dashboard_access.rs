@@ -41,7 +41,7 @@ impl Authorize for DashboardAccess {
             Ok(principal) => Ok(principal.name),
             Err(AuthError::Forbidden { refusal, .. }) => Err(Denied::Forbidden(refusal.to_string())),
             // The token may be fine; the check could not be made or recorded.
-            Err(error @ AuthError::Store(_)) => Err(Denied::Forbidden(error.to_string())),
+            Err(error @ AuthError::Store(_)) => Err(Denied::Unavailable(error.to_string())),
             Err(error) => Err(Denied::Unauthenticated(error.to_string())),
         }
     }
