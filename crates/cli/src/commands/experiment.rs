@@ -6,10 +6,11 @@
 //!
 //! Each run is the same `mayfly` binary driving a scratch project the way a
 //! user would (`deploy`, `put`, `send`, `run`), each in a process of its
-//! own (a variant's `setup` jobs run once, unmeasured, before its runs), so a variant sees exactly what a deployment of it would. Scratch
-//! projects hold their own embedded state and keyring in one temporary
-//! folder, removed when the experiment ends, fails or is interrupted by an
-//! error; the project's own state is never touched.
+//! own, so a variant sees exactly what a deployment of it would; a
+//! variant's `setup` jobs run the same way, once, unmeasured, before its
+//! runs. Scratch projects hold their own embedded state and keyring in one
+//! temporary folder, removed when the experiment ends, fails or is
+//! interrupted by an error; the project's own state is never touched.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
