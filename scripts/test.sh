@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs Mayfly's whole test suite on a fresh machine: installs what the suite
 # needs (cargo-nextest, python3 with awslambdaric, boto3 and schemathesis,
-# chromium and chromedriver, prometheus, the Docker engine, PostgreSQL 15, Slurm and munge,
+# bowtie2-examples' lambda phage genome, chromium and chromedriver,
+# prometheus, the Docker engine, PostgreSQL 15, Slurm and munge,
 # busybox-static, qemu with a Debian kernel for the cgroup v2 VM), builds everything, and
 # runs every test (unit, conformance, crash, full-disk, runtimes, control
 # plane and CLI end to end). Needs root for the full-disk tests, which mount
@@ -41,6 +42,13 @@ fi
 if ! python3 -c "import importlib.metadata as m; assert m.version('simple-icd-10-cm') == '1.5.0'" >/dev/null 2>&1; then
     step "installing simple-icd-10-cm 1.5.0 from PyPI"
     python3 -m pip install --quiet simple-icd-10-cm==1.5.0 || python3 -m pip install --quiet --break-system-packages simple-icd-10-cm==1.5.0
+fi
+# The CRISPR scan example (examples/crispr-scan) scans the lambda phage
+# genome that Debian's bowtie2-examples ships.
+if [ ! -f /usr/share/doc/bowtie2/examples/reference/lambda_virus.fa.gz ]; then
+    step "installing bowtie2-examples (the lambda phage genome) from Debian's packages"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bowtie2-examples >/dev/null
 fi
 # The S3- and SQS-compatible endpoint is tested with an unmodified AWS SDK.
 if ! python3 -c "import boto3" >/dev/null 2>&1; then
@@ -135,6 +143,9 @@ cargo build --workspace --locked
 
 step "chart coder tests (examples/chart-coding)"
 python3 -m unittest discover -s examples/chart-coding/tests
+
+step "CRISPR scan tests (examples/crispr-scan)"
+python3 -m unittest discover -s examples/crispr-scan/tests
 
 step "starting PostgreSQL 15 for the PostgreSQL state store's tests"
 trap 'scripts/postgres.sh stop' EXIT

@@ -2,8 +2,9 @@
 //! scratch projects, the same manifest replayed on each in a shuffled,
 //! interleaved order, a verdict that finds the faster variant, a JSON view
 //! and an offline HTML report; and bad input (an unknown key, a variant that
-//! breaks the architecture file, a workload that fails), each a clear error
-//! that leaves no scratch project behind.
+//! breaks the architecture file, a setup job that is not declared or fails,
+//! a workload that fails), each a clear error that leaves no scratch project
+//! behind.
 
 mod support;
 
@@ -151,6 +152,32 @@ fn bad_experiments_are_refused_clearly_and_leave_no_scratch_project() {
     let stderr = fails("broken.toml", &broken, 3);
     assert!(stderr.contains("mayfly.toml of variant `quick` (broken.toml:12:11) has 1 error"), "{stderr}");
     assert!(stderr.contains("`max` of `workers` of job `scan` is 0, out of range"), "{stderr}");
+
+    // A setup job the variant's architecture does not declare: refused before anything is deployed.
+    let quick = r#"set = { "functions.work.env.SLEEP" = "0.02" }"#;
+    let unknown_setup = EXPERIMENT.replace(quick, &format!("{quick}\nsetup = [\"warm\"]"));
+    let stderr = fails("unknown-setup.toml", &unknown_setup, 1);
+    assert!(
+        stderr.contains("variant `quick` (unknown-setup.toml:12:11) has no job `warm`, which its `setup` runs"),
+        "{stderr}"
+    );
+
+    // A setup job that fails (its function exits 3 on the workload's one object): the experiment stops.
+    std::fs::create_dir_all(project.path("inputs")).unwrap();
+    std::fs::write(project.path("inputs/a.txt"), "a").unwrap();
+    let failing_setup = EXPERIMENT
+        .replace(
+            r#"{ manifest = { bucket = "scans", key = "list.txt", file = "list.txt" } }"#,
+            r#"{ objects = { bucket = "scans", prefix = "in/", dir = "inputs" } }"#,
+        )
+        .replace(
+            quick,
+            r#"set = { "functions.broken.command" = ["sh", "-c", "exit 3"], "jobs.warm" = { source = { bucket = "scans", prefix = "in/" }, function = "broken", max_attempts = 1 } }
+setup = ["warm"]"#,
+        );
+    let stderr = fails("failing-setup.toml", &failing_setup, 1);
+    assert!(stderr.contains("the setup of variant `quick` (failing-setup.toml:12:11) failed"), "{stderr}");
+    assert!(stderr.contains("`mayfly run warm` failed"), "{stderr}");
 
     // A workload that fails: its manifest file is missing.
     let missing = EXPERIMENT.replace(r#"file = "list.txt""#, r#"file = "no-such-list.txt""#);

@@ -17,6 +17,7 @@
 //!
 //! [variants.indexed]
 //! set = { "functions.scan.command" = ["python3", "scan_indexed.py"], "jobs.scan.workers.max" = 4 }
+//! setup = ["build-index"]   # jobs run once after deploying, before the measured runs
 //! ```
 
 use std::ops::Range;
@@ -34,7 +35,7 @@ const INPUT_FORMS: &[&str] = &["manifest", "objects", "messages"];
 const MANIFEST_KEYS: &[&str] = &["bucket", "key", "file"];
 const OBJECTS_KEYS: &[&str] = &["bucket", "prefix", "dir"];
 const MESSAGES_KEYS: &[&str] = &["queue", "file"];
-const VARIANT_KEYS: &[&str] = &["set", "unset", "file"];
+const VARIANT_KEYS: &[&str] = &["set", "unset", "file", "setup"];
 
 /// Runs of each variant when the file does not say.
 pub const DEFAULT_REPETITIONS: u32 = 5;
@@ -82,6 +83,10 @@ pub struct VariantSpec {
     pub set: Vec<(Vec<String>, toml::Value)>,
     /// Dotted paths to remove.
     pub unset: Vec<Vec<String>>,
+    /// Jobs of the variant's architecture run once, in order, after it is
+    /// deployed and the workload's objects are stored, before its measured
+    /// runs (e.g. building an index the measured job reads); not measured.
+    pub setup: Vec<Name>,
     /// `file:line:col` of its table, for errors about what it produces.
     pub location: String,
 }
@@ -256,9 +261,15 @@ fn lower_variants(reader: &mut Reader<'_>, root: &Table<'_, '_>) -> Vec<VariantS
             .into_iter()
             .filter_map(|path| dotted_path(reader, &path.value, path.span, &table.what))
             .collect();
+        let setup = reader
+            .string_list(&table, "setup")
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|job| reader.name(&job.value, job.span, "setup job"))
+            .collect();
         let location = location(reader, key.span());
         if valid_name {
-            variants.push(VariantSpec { name: raw_name, file, set, unset, location });
+            variants.push(VariantSpec { name: raw_name, file, set, unset, setup, location });
         }
     }
     if variants.len() < 2 && reader.diagnostics.is_empty() {
@@ -354,6 +365,7 @@ input = { manifest = { bucket = "scans", key = "list.txt", file = "inputs/list.t
 [variants.wide]
 set = { "jobs.scan.workers" = { max = 8 }, functions.work.memory = "1GiB", "functions.work.command" = ["./fast", "--x"] }
 unset = ["jobs.scan.provisioner"]
+setup = ["build-index", "warm"]
 "#;
         let spec = parse_experiment("experiment.toml", source).unwrap();
         assert_eq!(spec.repetitions, 3);
@@ -373,6 +385,9 @@ unset = ["jobs.scan.provisioner"]
         assert_eq!(paths, ["functions.work.command", "functions.work.memory", "jobs.scan.workers.max"]);
         assert_eq!(set[2].1, toml::Value::Integer(8));
         assert_eq!(wide.unset, vec![vec!["jobs".to_owned(), "scan".to_owned(), "provisioner".to_owned()]]);
+        let setup: Vec<&str> = wide.setup.iter().map(Name::as_str).collect();
+        assert_eq!(setup, ["build-index", "warm"]);
+        assert!(spec.variants[0].setup.is_empty());
         assert_eq!(wide.location, "experiment.toml:13:11");
     }
 
@@ -389,6 +404,7 @@ input = { manifest = { bucket = "scans" }, messages = { queue = "q", file = "f" 
 
 [variants.only]
 sett = { a = 1 }
+setup = ["Build Index"]
 "#;
         let error = parse_experiment("experiment.toml", source).unwrap_err().to_string();
         for expected in [
@@ -398,6 +414,7 @@ sett = { a = 1 }
             "`[workload]` has no `job`",
             "`input` of `[workload]` must be exactly one of manifest, objects, messages",
             "unknown key `sett` in variant `only`",
+            "`Build Index` is not a valid setup job name",
             "`baseline` names variant `nope`",
             "experiment.toml:2:15",
         ] {

@@ -6,10 +6,11 @@
 //!
 //! Each run is the same `mayfly` binary driving a scratch project the way a
 //! user would (`deploy`, `put`, `send`, `run`), each in a process of its
-//! own, so a variant sees exactly what a deployment of it would. Scratch
-//! projects hold their own embedded state and keyring in one temporary
-//! folder, removed when the experiment ends, fails or is interrupted by an
-//! error; the project's own state is never touched.
+//! own, so a variant sees exactly what a deployment of it would; a
+//! variant's `setup` jobs run the same way, once, unmeasured, before its
+//! runs. Scratch projects hold their own embedded state and keyring in one
+//! temporary folder, removed when the experiment ends, fails or is
+//! interrupted by an error; the project's own state is never touched.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -102,6 +103,11 @@ async fn run_experiment(args: RunArgs, project: Option<&Path>, output: Output) -
         })?;
         if let WorkloadInput::Objects { bucket, prefix, dir } = &spec.workload.input {
             put_objects(&scratch_project, bucket, prefix, &experiment_dir.join(dir))?;
+        }
+        for job in &variant.setup {
+            run_setup_job(&scratch_project, job.as_str(), output).with_context(|| {
+                format!("the setup of variant `{}` ({}) failed; the experiment stops", variant.name, variant.location)
+            })?;
         }
         projects.push(scratch_project);
     }
@@ -234,6 +240,9 @@ fn variant_architecture(
     if !architecture.jobs.contains_key(&spec.workload.job) {
         bail!("{what} has no job `{}`, which `[workload]` replays", spec.workload.job);
     }
+    if let Some(missing) = variant.setup.iter().find(|job| !architecture.jobs.contains_key(*job)) {
+        bail!("{what} has no job `{missing}`, which its `setup` runs");
+    }
     Ok(text)
 }
 
@@ -332,6 +341,24 @@ fn collect_files(dir: &Path, into: &mut Vec<PathBuf>) -> std::io::Result<()> {
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
         if path.is_dir() { collect_files(&path, into)? } else { into.push(path) }
+    }
+    Ok(())
+}
+
+/// Runs a variant's setup job once on its scratch project; it must succeed.
+fn run_setup_job(project: &ScratchProject, job: &str, output: Output) -> Result<()> {
+    let outcome = project.mayfly(&["run", job], None)?;
+    let status = outcome["status"].as_str().unwrap_or("unknown");
+    if status != "succeeded" {
+        bail!("setup job `{job}` ended `{status}`: {}", outcome["report"]["notes"]);
+    }
+    if !output.json {
+        let makespan = outcome["report"]["makespan_ms"].as_f64().unwrap_or(0.0) / 1000.0;
+        eprintln!(
+            "variant `{}`: setup job `{job}` succeeded in {}",
+            project.variant,
+            Metric::Makespan.format(makespan)
+        );
     }
     Ok(())
 }
