@@ -351,6 +351,30 @@ fn a_manifest_source_runs_one_item_per_line() {
 }
 
 #[test]
+fn a_run_whose_manifest_is_missing_fails_at_once_naming_it_and_is_not_resumed() {
+    let project = job_project(0, 2, "", "");
+    let spec = std::fs::read_to_string(project.path("mayfly.toml")).unwrap().replace(
+        "source = { bucket = \"scans\", prefix = \"in/\" }",
+        "source = { manifest = { bucket = \"scans\", key = \"missing.txt\" } }",
+    );
+    std::fs::write(project.path("mayfly.toml"), spec).unwrap();
+    project.ok(&["deploy"]);
+    let began = Instant::now();
+    let output = project.run(&["run", "scan", "--json"]);
+    assert_eq!(output.status.code(), Some(5), "{}", String::from_utf8_lossy(&output.stderr));
+    let outcome: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(outcome["status"], "failed", "{outcome}");
+    let error = outcome["error"].as_str().unwrap();
+    assert!(error.contains("object `missing.txt` does not exist in bucket `scans`"), "{error}");
+    assert!(began.elapsed() < Duration::from_secs(60), "failed at once, not after coordinator restarts");
+    let run = outcome["run"].as_str().unwrap();
+    let report = project.json(&["runs"]);
+    assert_eq!(report[0]["run"], run, "{report}");
+    assert_eq!(report[0]["status"], "failed", "the run stays failed: {report}");
+    assert!(live_processes(&project).is_empty());
+}
+
+#[test]
 fn logs_follow_a_live_run_until_it_ends_then_read_the_sealed_archive() {
     let project = job_project(30, 2, "env = { SLEEP = \"0.1\" }", "");
     let started = project.json(&["run", "scan", "--detach"]);

@@ -190,6 +190,18 @@ pub enum CoordinatorError {
     Tls(#[from] tls::TlsError),
 }
 
+impl CoordinatorError {
+    /// The job's source names a bucket or object that does not exist.
+    fn is_missing_source(&self) -> bool {
+        matches!(
+            self,
+            CoordinatorError::Buckets(
+                mayfly_buckets::BucketError::NoSuchBucket { .. } | mayfly_buckets::BucketError::NoSuchKey { .. }
+            )
+        )
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum WorkerPhase {
     /// Started; has not called in yet.
@@ -535,7 +547,18 @@ pub async fn run(config: CoordinatorConfig) -> Result<RunStatus, CoordinatorErro
         tracing::info!(run = %run_id, released, "resumed: items held by the previous fleet are pending again");
     }
     std::fs::create_dir_all(config.run_dir.join("workers")).map_err(CoordinatorError::Serve)?;
-    fill_from_source(&config, &job).await?;
+    if let Err(error) = fill_from_source(&config, &job).await {
+        // A source that does not exist fails the run now: a new coordinator
+        // would find it missing again, for ever. Anything else (a store that
+        // did not answer) ends this coordinator, and the run is resumed.
+        if !error.is_missing_source() {
+            return Err(error);
+        }
+        let reason = format!("the job's source cannot be read: {error}");
+        tracing::error!(run = %run_id, error = %reason, "run failed before it started");
+        state.finish_run(&run_id, &config.owner, RunStatus::Failed, Some(&reason), None)?;
+        return Ok(RunStatus::Failed);
+    }
 
     let backoff = config
         .architecture
