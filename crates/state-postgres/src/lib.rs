@@ -18,6 +18,7 @@
 
 mod access;
 mod audits;
+mod copy;
 mod errors;
 mod ledger;
 mod queues;
