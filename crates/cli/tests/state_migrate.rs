@@ -309,7 +309,27 @@ fn a_target_holding_a_store_is_refused_and_left_as_it_was() {
     // `sqlite:` names the project's own file, which holds its store.
     let stderr = fails_on(&project, None, &["state", "migrate", "--to", "sqlite:"], 5);
     assert!(stderr.contains("already holds a Mayfly state store"), "{stderr}");
-    assert!(stderr.contains(".mayfly/state.db"), "{stderr}");
+    assert!(stderr.contains(".mayfly/state.db (move it aside first)"), "{stderr}");
+}
+
+#[test]
+fn a_long_table_shows_its_progress_on_stderr() {
+    let project = embedded_project();
+    project.ok(&["deploy"]);
+    let lines: String = (0..2_500).map(|index| format!("{MARKER}-{index}\n")).collect();
+    let sent = project.run_with_stdin(&["send", "work", "--lines"], lines.as_bytes());
+    assert_success(&sent, &["send", "--lines"]);
+    let database = TestDatabase::create();
+    let output = run_on(&project, None, &["state", "migrate", "--to", &database.url, "--json"]);
+    assert_success(&output, &["state", "migrate"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("messages: copied 2500 of 2500 rows"), "{stderr}");
+    assert!(stderr.contains("messages: checked 2500 of 2500 rows"), "{stderr}");
+    assert!(!stderr.contains("queues:"), "short tables stay quiet: {stderr}");
+    let migration: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(rows_of(&migration, "messages"), 2_500);
+    let on_postgres = json_on(&project, Some(&database.url), &["queues", "work"]);
+    assert_eq!(on_postgres[0]["visible"], 2_500, "{on_postgres}");
 }
 
 #[test]

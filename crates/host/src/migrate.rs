@@ -99,10 +99,13 @@ pub fn migrate(
         .holds_project()
         .with_context(|| format!("cannot reach the target state store {}; nothing was changed", target.describe()))?;
     if holds {
+        let empty = match target {
+            StateTarget::Embedded { path } => format!("no file at {} (move it aside first)", path.display()),
+            StateTarget::Postgres { .. } => "a database without Mayfly's schema".to_owned(),
+        };
         return Err(Refused(format!(
-            "the target {} already holds a Mayfly state store; `mayfly state migrate` copies only into an empty one (a new database, or no {} file); nothing was changed",
-            target.describe(),
-            project.state_path().display()
+            "the target {} already holds a Mayfly state store; `mayfly state migrate` copies only into an empty one ({empty}); nothing was changed",
+            target.describe()
         ))
         .into());
     }
@@ -225,7 +228,7 @@ fn copy_all(
         to.read_rows(table, columns, &mut |row| {
             checksum.add(&row);
             done += 1;
-            if done.is_multiple_of(BATCH_ROWS as u64) {
+            if done.is_multiple_of(BATCH_ROWS as u64) && done < copy.rows {
                 progress(Progress::Checked { table: table.name, done, total: copy.rows });
             }
             Ok(())
