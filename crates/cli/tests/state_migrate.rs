@@ -353,6 +353,7 @@ fn an_unreachable_target_or_a_bad_url_is_a_clear_error_that_creates_nothing() {
     for (url, expected) in [
         ("mysql://admin:hunter2@db/x", "`mysql://admin:***@db/x` has no known scheme"),
         ("postgres://admin:hunter2@127.0.0.1:99999/x", "is not a PostgreSQL URL"),
+        ("postgres://admin@127.0.0.1:99999/x?password=hunter2", "`postgres://admin@127.0.0.1:99999/x?password=***`"),
         ("sqlite:/tmp/elsewhere.db", "names a file"),
     ] {
         let stderr = fails_on(&project, None, &["state", "migrate", "--to", url], 2);
