@@ -15,7 +15,7 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::commands::{
     access_log, audit, broker, demo, experiment, functions, image, jobs, keys, objects, prune, queues, serve, spec,
-    tokens,
+    state, tokens,
 };
 use crate::output::Output;
 
@@ -184,6 +184,9 @@ enum Command {
     /// The keyring that encrypts data at rest: list, rotate, rewrap, retire, init.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
+    /// The state store itself: copy it into another backend (`migrate`).
+    #[command(subcommand)]
+    State(state::StateCommand),
     /// Worker images for Docker jobs: build one from files on this machine.
     #[command(subcommand)]
     Image(image::ImageCommand),
@@ -293,6 +296,7 @@ async fn run(command: Command, project: Option<PathBuf>, output: Output) -> anyh
         Command::Broker(args) => broker::broker(args, project).await,
         Command::Worker(args) => jobs::worker(args).await,
         Command::Keys(command) => keys::run(command, project, output).await,
+        Command::State(command) => state::run(command, project, output),
         Command::Image(command) => image::run(command, output).await,
         Command::Serve(args) => serve::serve(args, project, output).await,
         Command::Tokens(command) => tokens::run(command, project, output),

@@ -57,7 +57,93 @@ pub fn state_backend_for_url(url: &str) -> Result<&'static StateBackend> {
     }
     let known: Vec<String> =
         STATE_BACKENDS.iter().flat_map(|backend| backend.schemes.iter().map(|scheme| format!("{scheme}:"))).collect();
-    bail!("the state store URL `{url}` has no known scheme; use one of {}", known.join(", "))
+    bail!("the state store URL `{}` has no known scheme; use one of {}", masked_url(url), known.join(", "))
+}
+
+/// A state URL as it may be shown in a message: a password in its user
+/// part, a `password=` parameter, or what looks like one in a URL without
+/// `//` (`user:secret@host`), replaced by `***`.
+pub fn masked_url(url: &str) -> String {
+    without_password(url, Some("***"))
+}
+
+/// A state URL as it may be printed for the user to set: the same URL with
+/// any password left out (it comes from the environment, a password file or
+/// `.pgpass`, never the URL kept in a file).
+pub fn url_without_password(url: &str) -> String {
+    without_password(url, None)
+}
+
+fn without_password(url: &str, mask: Option<&str>) -> String {
+    let url = url.trim();
+    // The key=value form: `host=h password=secret dbname=d` (a value may be quoted).
+    if !url.contains(':') || (url.contains('=') && !url.contains("://")) {
+        let mut shown = Vec::new();
+        let mut in_quoted_password = false;
+        for part in url.split_whitespace() {
+            if in_quoted_password {
+                in_quoted_password = !part.ends_with('\'');
+                continue;
+            }
+            match part.strip_prefix("password=") {
+                Some(value) => {
+                    in_quoted_password = value.starts_with('\'') && (value.len() == 1 || !value.ends_with('\''));
+                    if let Some(mask) = mask {
+                        shown.push(format!("password={mask}"));
+                    }
+                }
+                None => shown.push(part.to_owned()),
+            }
+        }
+        return shown.join(" ");
+    }
+    let (scheme, rest) = match url.split_once("://") {
+        Some((scheme, rest)) => (format!("{scheme}://"), rest),
+        None => {
+            // `scheme:user:secret@host` or `user:secret@host`: all between the
+            // first colon and the last `@` may be a secret.
+            return match (url.find(':'), url.rfind('@')) {
+                (Some(colon), Some(at)) if colon < at => {
+                    format!("{}:{}{}", &url[..colon], mask.unwrap_or(""), &url[at..])
+                }
+                _ => url.to_owned(),
+            };
+        }
+    };
+    let (before_query, query) = match rest.split_once('?') {
+        Some((before, query)) => (before, Some(query)),
+        None => (rest, None),
+    };
+    let mut shown = scheme;
+    match before_query.rfind('@') {
+        Some(at) => {
+            let user_part = &before_query[..at];
+            match (user_part.split_once(':'), mask) {
+                (Some((user, _)), Some(mask)) => shown.push_str(&format!("{user}:{mask}")),
+                (Some((user, _)), None) => shown.push_str(user),
+                (None, _) => shown.push_str(user_part),
+            }
+            shown.push_str(&before_query[at..]);
+        }
+        None => shown.push_str(before_query),
+    }
+    if let Some(query) = query {
+        let parameters: Vec<String> = query
+            .split('&')
+            .filter_map(|parameter| match (parameter.split_once('='), mask) {
+                (Some((name, _)), Some(mask)) if name.eq_ignore_ascii_case("password") => {
+                    Some(format!("{name}={mask}"))
+                }
+                (Some((name, _)), None) if name.eq_ignore_ascii_case("password") => None,
+                _ => Some(parameter.to_owned()),
+            })
+            .collect();
+        if !parameters.is_empty() {
+            shown.push('?');
+            shown.push_str(&parameters.join("&"));
+        }
+    }
+    shown
 }
 
 /// Where a project's state is, resolved from its settings.
@@ -262,5 +348,49 @@ mod tests {
             error.contains("`mysql://db/x` has no known scheme; use one of sqlite:, postgres:, postgresql:"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn an_unknown_scheme_is_named_without_the_password_in_the_url() {
+        for (url, shown) in [
+            ("mysql://admin:hunter2@db:3306/x", "`mysql://admin:***@db:3306/x`"),
+            (
+                "postgress://admin:hunter2@db/x?sslmode=require&password=hunter2",
+                "`postgress://admin:***@db/x?sslmode=require&password=***`",
+            ),
+            ("mysql:admin:hunter2@db/x", "`mysql:***@db/x`"),
+            ("admin:hunter2@db/x", "`admin:***@db/x`"),
+        ] {
+            let error = state_backend_for_url(url).unwrap_err().to_string();
+            assert!(!error.contains("hunter2"), "the password is repeated: {error}");
+            assert!(error.contains(shown), "{error}");
+        }
+        let settings = StateSettings {
+            url: Some("postgress://admin:hunter2@db/x".to_owned()),
+            origin: "MAYFLY_STATE_URL".to_owned(),
+            password_file: None,
+            ca_file: None,
+            base: None,
+        };
+        let error = format!("{:#}", resolve_state_target(&settings, Path::new("state.db")).unwrap_err());
+        assert!(error.contains("in MAYFLY_STATE_URL") && !error.contains("hunter2"), "{error}");
+    }
+
+    #[test]
+    fn a_url_to_set_is_shown_without_its_password() {
+        for (url, shown) in [
+            (
+                "postgres://admin:hunter2@db:5432/x?sslmode=verify-full",
+                "postgres://admin@db:5432/x?sslmode=verify-full",
+            ),
+            ("postgres://admin@db/x?password=hunter2&sslmode=require", "postgres://admin@db/x?sslmode=require"),
+            ("postgres://admin@db/x?password=hunter2", "postgres://admin@db/x"),
+            ("host=db password=hunter2 dbname=x", "host=db dbname=x"),
+            ("host=db password='hunter 2' dbname=x", "host=db dbname=x"),
+            ("sqlite:", "sqlite:"),
+        ] {
+            assert_eq!(url_without_password(url), shown);
+        }
+        assert_eq!(masked_url("host=db password=hunter2 dbname=x"), "host=db password=*** dbname=x");
     }
 }

@@ -6,6 +6,7 @@
 //! tests open a project the same way.
 
 pub mod backends;
+pub mod migrate;
 pub mod password;
 pub mod project;
 pub mod storage;

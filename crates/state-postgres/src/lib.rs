@@ -18,6 +18,7 @@
 
 mod access;
 mod audits;
+mod copy;
 mod errors;
 mod ledger;
 mod queues;
@@ -343,18 +344,44 @@ pub fn describe(config: &postgres::Config) -> String {
     format!("postgres://{user}@{host}:{port}/{database}")
 }
 
-/// A URL as it may be shown: any password replaced by `***`.
+/// A URL as it may be shown: any password (in the user part or a
+/// `password=` parameter, of either form) replaced by `***`.
 fn redact(url: &str) -> String {
-    match (url.find("://"), url.find('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let credentials = &url[scheme + 3..at];
+    let Some(scheme) = url.find("://") else {
+        return url
+            .split_whitespace()
+            .map(|part| if part.starts_with("password=") { "password=***" } else { part })
+            .collect::<Vec<_>>()
+            .join(" ");
+    };
+    let (before_query, query) = match url.split_once('?') {
+        Some((before, query)) => (before, Some(query)),
+        None => (url, None),
+    };
+    let mut shown = match before_query.rfind('@') {
+        Some(at) if at > scheme => {
+            let credentials = &before_query[scheme + 3..at];
             match credentials.find(':') {
-                Some(colon) => format!("{}{}:***{}", &url[..scheme + 3], &credentials[..colon], &url[at..]),
-                None => url.to_owned(),
+                Some(colon) => {
+                    format!("{}{}:***{}", &before_query[..scheme + 3], &credentials[..colon], &before_query[at..])
+                }
+                None => before_query.to_owned(),
             }
         }
-        _ => url.split_whitespace().filter(|part| !part.starts_with("password=")).collect::<Vec<_>>().join(" "),
+        _ => before_query.to_owned(),
+    };
+    if let Some(query) = query {
+        let parameters: Vec<String> = query
+            .split('&')
+            .map(|parameter| match parameter.split_once('=') {
+                Some((name, _)) if name.eq_ignore_ascii_case("password") => format!("{name}=***"),
+                _ => parameter.to_owned(),
+            })
+            .collect();
+        shown.push('?');
+        shown.push_str(&parameters.join("&"));
     }
+    shown
 }
 
 /// An error with its causes, which `postgres::Error`'s Display leaves out.

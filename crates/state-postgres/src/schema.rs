@@ -348,12 +348,20 @@ pub fn current_schema_version() -> i64 {
 }
 
 /// Any constant: the advisory lock every host takes to migrate.
-const MIGRATION_LOCK: i64 = 0x6d61_7966_6c79_0001;
+pub(crate) const MIGRATION_LOCK: i64 = 0x6d61_7966_6c79_0001;
 
 /// Bring the database up to [`current_schema_version`], or refuse it if it
 /// is newer. `location` names it in errors (the URL without its password).
 pub fn migrate(client: &mut postgres::Client, location: &str) -> Result<()> {
     let mut transaction = client.transaction().context("start the migration transaction")?;
+    migrate_in(&mut transaction, location)?;
+    transaction.commit().context("commit the schema migrations")?;
+    Ok(())
+}
+
+/// Take the migration lock (held to the end of `transaction`), then
+/// [`migrate`] inside `transaction`, which the caller commits.
+pub fn migrate_in(transaction: &mut postgres::Transaction<'_>, location: &str) -> Result<()> {
     transaction.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).context("take the migration lock")?;
     transaction
         .batch_execute("CREATE TABLE IF NOT EXISTS mayfly_schema (version BIGINT NOT NULL)")
@@ -378,6 +386,5 @@ pub fn migrate(client: &mut postgres::Client, location: &str) -> Result<()> {
             .execute("INSERT INTO mayfly_schema (version) VALUES ($1)", &[&known])
             .context("record the schema version")?;
     }
-    transaction.commit().context("commit the schema migrations")?;
     Ok(())
 }

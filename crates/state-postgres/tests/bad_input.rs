@@ -60,6 +60,14 @@ fn a_url_that_is_not_a_postgres_url_is_refused_without_its_password() {
     let message = error.to_string();
     assert!(message.contains("is not a PostgreSQL URL"), "{message}");
     assert!(!message.contains("s3cret-pw"), "the password leaked: {message}");
+    for url in [
+        "postgres://mayfly@127.0.0.1:notaport/state?sslmode=require&password=s3cret-pw",
+        "host=127.0.0.1 port=notaport password=s3cret-pw dbname=state",
+    ] {
+        let message = PostgresStore::open(url, clock()).expect_err("not a port").to_string();
+        assert!(message.contains("is not a PostgreSQL URL") && message.contains("password=***"), "{message}");
+        assert!(!message.contains("s3cret-pw"), "the password leaked: {message}");
+    }
 }
 
 #[test]

@@ -23,6 +23,7 @@
 
 mod access;
 mod audits;
+mod copy;
 mod errors;
 mod key_identity;
 mod ledger;

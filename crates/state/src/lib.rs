@@ -15,6 +15,7 @@
 pub mod access;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
+pub mod copy;
 pub mod keys;
 pub mod sealing;
 

@@ -17,4 +17,5 @@ pub mod prune;
 pub mod queues;
 pub mod serve;
 pub mod spec;
+pub mod state;
 pub mod tokens;
