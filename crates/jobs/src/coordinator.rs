@@ -1017,14 +1017,26 @@ impl Fleet<'_> {
                 .map(|(name, w)| (name.clone(), w.resource.clone(), w.phase, w.started, w.last_contact))
                 .collect()
         };
+        let mut ended = Vec::new();
         for (worker, resource, phase, started, last_contact) in candidates {
             let resource_state = self.config.provisioner.state(&resource).await?;
             let exited = !matches!(resource_state, ResourceState::Running);
             let silent = phase == WorkerPhase::Alive && last_contact.elapsed() > timing.worker_timeout;
             let never_started = phase == WorkerPhase::Starting && started.elapsed() > timing.worker_start_timeout;
-            if !(exited || silent || never_started) {
-                continue;
+            if exited || silent || never_started {
+                ended.push((worker, resource, phase, resource_state, exited));
             }
+        }
+        // Silent but running (frozen, or cut off): make sure they can do no
+        // more, all at once: a kill on a lost node may take a minute to be
+        // verified, and the next silent worker's items must not wait for it.
+        let mut kills = tokio::task::JoinSet::new();
+        for (_, resource, _, _, _) in ended.iter().filter(|(.., exited)| !exited) {
+            let (provisioner, resource) = (self.config.provisioner.clone(), resource.clone());
+            kills.spawn(async move { provisioner.kill(&resource).await.ok() });
+        }
+        kills.join_all().await;
+        for (worker, resource, phase, resource_state, exited) in ended {
             let told_to_stop = phase == WorkerPhase::Stopping || self.shared.is_finishing();
             let end = match (phase, exited) {
                 (_, true) if told_to_stop => "stopped",
@@ -1032,10 +1044,6 @@ impl Fleet<'_> {
                 (_, true) => "lost",
                 _ => "killed",
             };
-            if !exited {
-                // Silent but running (frozen, or cut off): make sure it can do no more.
-                self.config.provisioner.kill(&resource).await.ok();
-            }
             if let Some(capture) = self.captures.remove(&worker) {
                 capture.finish().await;
             }
