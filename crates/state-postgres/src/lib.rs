@@ -19,6 +19,7 @@
 mod access;
 mod audits;
 mod errors;
+mod leases;
 mod ledger;
 mod queues;
 mod retention;
