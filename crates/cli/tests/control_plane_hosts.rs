@@ -239,6 +239,9 @@ fn the_standby_takes_over_when_the_leader_is_killed_and_nothing_is_lost_or_fired
     let row = database.client().query_one("SELECT holder, term, expires_at FROM leases", &[]).unwrap();
     let (term, expires_at): (i64, i64) = (row.get(1), row.get(2));
     assert_eq!((term, expires_at), (2, 0), "a graceful stop releases the lease (holder {})", row.get::<_, String>(0));
+    let ps = on_shared(&second, &["ps"]).output().unwrap();
+    let ps = String::from_utf8_lossy(&ps.stdout);
+    assert!(ps.contains("control plane leader: none"), "{ps}");
 
     // No period fired twice: each firing (one scheduled message, one id) ran
     // once, except one the killed leader was running when it died, which is
@@ -284,6 +287,8 @@ fn on_the_embedded_store_one_directory_has_one_control_plane_and_a_restart_after
     let up = || Host::start(project.command(&["up", "--poll-interval", "20ms"]), project.root.join("../up.log"));
     let mut running = up();
     running.wait_for_line("leader (term 1)", WAIT);
+    let ps = project.ok(&["ps"]);
+    assert!(ps.starts_with("control plane leader: ") && ps.contains(" (term 1, lease until "), "{ps}");
     let stderr = project.fails(&["up"], 5);
     assert!(stderr.contains("a control plane is already running for"), "{stderr}");
     assert!(stderr.contains(&format!("(pid {})", running.child.id())), "{stderr}");
