@@ -208,3 +208,93 @@ pub async fn release(state: &Arc<dyn StateStore>, lease: &LeaderLease) {
         Err(error) => tracing::warn!(error = %error, "releasing the control plane lease panicked"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use mayfly_core::SystemClock;
+    use mayfly_state_sqlite::SqliteStore;
+
+    use super::*;
+    use crate::ShutdownTrigger;
+
+    fn lease(holder: &str) -> LeaderLease {
+        LeaderLease {
+            holder: holder.to_owned(),
+            ttl: Duration::from_secs(3),
+            renew_every: Duration::from_millis(200),
+            dead_predecessor: None,
+        }
+    }
+
+    async fn wait_for_role(roles: &mut watch::Receiver<Role>, wanted: impl Fn(&Role) -> bool) -> Duration {
+        let started = Instant::now();
+        tokio::time::timeout(Duration::from_secs(10), roles.wait_for(|role| wanted(role)))
+            .await
+            .expect("the role did not change in time")
+            .expect("the campaign stopped");
+        started.elapsed()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_leader_whose_lease_was_taken_stands_by_at_its_next_renewal_and_a_standby_leads_once_it_is_free() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let state: Arc<dyn StateStore> =
+            Arc::new(SqliteStore::open(&dir.path().join("state.db"), clock.clone()).unwrap());
+        let (stop, shutdown) = ShutdownTrigger::new();
+        let (first_roles, first) = watch::channel(Role::Standby { leader: None });
+        let (second_roles, second) = watch::channel(Role::Standby { leader: None });
+        let campaigns = [
+            tokio::spawn(campaign(state.clone(), clock.clone(), lease("first"), first_roles, shutdown.clone())),
+            tokio::spawn(campaign(state.clone(), clock.clone(), lease("second"), second_roles, shutdown.clone())),
+        ];
+        // Whoever asked first leads; the other stands by, knowing who leads.
+        let leads = |roles: &watch::Receiver<Role>| matches!(*roles.borrow(), Role::Leader { .. });
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while !leads(&first) && !leads(&second) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("one of the two leads");
+        let (mut leader_roles, mut standby_roles) =
+            if leads(&first) { (first.clone(), second.clone()) } else { (second.clone(), first.clone()) };
+        assert_eq!(*leader_roles.borrow(), Role::Leader { term: 1 });
+        wait_for_role(
+            &mut standby_roles,
+            |role| matches!(role, Role::Standby { leader: Some(lease) } if lease.term == 1),
+        )
+        .await;
+
+        // Another holder takes the lease over (as a host whose clock says it lapsed would):
+        // the leader's next renewal is refused and it stands by within one renewal interval.
+        let later = clock.now().saturating_add(Duration::from_secs(60));
+        let thief = state.acquire_lease(CONTROL_PLANE_LEASE, "thief", Duration::from_secs(1), later).unwrap();
+        assert_eq!(thief.map(|lease| lease.term), Some(2));
+        let stood_by = wait_for_role(
+            &mut leader_roles,
+            |role| matches!(role, Role::Standby { leader: Some(lease) } if lease.holder == "thief"),
+        )
+        .await;
+        assert!(stood_by < Duration::from_secs(1), "the leader stood by after {stood_by:?}");
+
+        // Released, the lease goes to one of the two at once, under the next term.
+        assert!(state.release_lease(CONTROL_PLANE_LEASE, "thief").unwrap());
+        tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                let leading =
+                    [&first, &second].iter().filter(|roles| *roles.borrow() == Role::Leader { term: 3 }).count();
+                if leading == 1 {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("one of the two leads under term 3");
+        stop.trigger();
+        for campaign in campaigns {
+            campaign.await.unwrap().unwrap();
+        }
+    }
+}
