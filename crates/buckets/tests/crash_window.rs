@@ -341,6 +341,26 @@ impl AccessStore for StoreWithFailingAppends {
     }
 }
 
+impl mayfly_state::LeaseStore for StoreWithFailingAppends {
+    fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+        now: mayfly_core::Timestamp,
+    ) -> Result<Option<mayfly_state::Lease>> {
+        self.inner.acquire_lease(name, holder, ttl, now)
+    }
+
+    fn release_lease(&self, name: &str, holder: &str) -> Result<bool> {
+        self.inner.release_lease(name, holder)
+    }
+
+    fn lease(&self, name: &str) -> Result<Option<mayfly_state::Lease>> {
+        self.inner.lease(name)
+    }
+}
+
 impl RetentionStore for StoreWithFailingAppends {
     fn expire_messages(&self, queue: &Name, sent_before: mayfly_core::Timestamp, limit: usize) -> Result<u64> {
         self.inner.expire_messages(queue, sent_before, limit)

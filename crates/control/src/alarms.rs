@@ -170,6 +170,7 @@ when = ">= 2 for 1s"
             clock,
             poll_interval: Duration::from_millis(10),
             jobs: None,
+            leader: crate::LeaderLease::for_this_process(),
         };
         let mut alarms = AlarmState::default();
         assert_eq!(alarms.evaluate(&config).unwrap(), BTreeSet::new(), "nothing throttled yet");

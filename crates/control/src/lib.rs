@@ -15,6 +15,11 @@
 //!   retried with exponential backoff and jitter up to `retries.max_attempts`,
 //!   then sent to the function's `on_failure` queue (or `mayfly-failed`).
 //!
+//! On several hosts sharing one project (state on PostgreSQL), every
+//! `mayfly up` runs the queue pollers and async invokers, and only the one
+//! holding the control plane lease (see [`leadership`]) runs the singleton
+//! duties: the router, the scheduler and the jobs supervisor.
+//!
 //! Every invocation is recorded in the ledger with its logs. All work is
 //! leased from durable queues, so the control plane may be killed at any
 //! moment: whatever it had not acknowledged is delivered again (at least once).
@@ -24,7 +29,9 @@
 //! event committed after it was recorded, or once every earlier event is
 //! routed); the loops of the deployment held so far (queue pollers, async
 //! invokers, the scheduler, the jobs supervisor with its alarms) are told to
-//! stop taking work, and those of the new one start, all at once. Invocations
+//! stop taking work, and those of the new one start, all at once. A standby
+//! host, which runs no router, follows the deployment the leader's router
+//! holds, read from its durable cursor. Invocations
 //! in flight finish under the definition they started with. `deployments`
 //! parses recorded deployments and watches for new ones, for the router and
 //! for the HTTPS API (which serves the latest).
@@ -35,6 +42,7 @@ pub mod deployments;
 mod functions;
 mod invoke;
 pub mod jobs;
+pub mod leadership;
 mod ledger;
 mod queue_poller;
 pub mod retention;
@@ -59,6 +67,7 @@ pub use functions::{
     internal_queues,
 };
 pub use invoke::{InvokeContext, InvokeError, invoke_and_record};
+pub use leadership::{LeaderLease, Role};
 pub use ledger::{describe_failure, record_invocation};
 
 /// What the control plane runs against.
@@ -81,6 +90,9 @@ pub struct ControlPlaneConfig {
     pub poll_interval: Duration,
     /// Batch jobs: how coordinators are started; `None` leaves runs alone.
     pub jobs: Option<JobsConfig>,
+    /// How this control plane campaigns for the lease under which the
+    /// singleton duties run (see [`leadership`]).
+    pub leader: LeaderLease,
 }
 
 /// What the control plane needs to supervise batch runs.
@@ -170,29 +182,54 @@ pub enum ControlError {
     Deployment { version: u64, reason: String },
 }
 
+/// What [`run_announcing`] tells its caller as it goes.
+#[derive(Clone, Debug)]
+pub enum Announcement {
+    /// The deployment in force: at the start, and every later switch.
+    Deployment(DeploymentInForce),
+    /// This control plane became the leader, or a standby.
+    Role(Role),
+}
+
 /// Run every loop until `shutdown` is triggered, then wait for in-flight
 /// invocations to finish and stop the warm function instances.
 pub async fn run(config: ControlPlaneConfig, shutdown: Shutdown) -> Result<(), ControlError> {
     run_announcing(config, shutdown, |_| {}).await
 }
 
-/// [`run`], calling `announce` with the deployment in force at the start and
-/// with every deployment that takes over later.
+/// [`run`], calling `announce` with the deployment in force at the start,
+/// with every deployment that takes over later, and with every change of
+/// role (leader or standby, see [`leadership`]).
+///
+/// Every host runs the queue pollers and async invokers of the deployment in
+/// force. Only while it holds the [`leadership::CONTROL_PLANE_LEASE`] does
+/// it run the singleton duties: the router (which decides when a deployment
+/// takes over), the scheduler and the jobs supervisor. A standby computes
+/// the deployment in force as a new leader would at its start — from the
+/// router's durable cursor ([`router::Router::start`]) — about once a second,
+/// so its loops follow the leader's switches.
 pub async fn run_announcing(
     config: ControlPlaneConfig,
     shutdown: Shutdown,
-    announce: impl Fn(&DeploymentInForce) + Send,
+    announce: impl Fn(Announcement) + Send,
 ) -> Result<(), ControlError> {
-    let router = router::Router::start(&config)?;
-    let initial = router.held().clone();
+    let mut in_force = router::Router::start(&config)?.held().clone();
     let base = Arc::new(config);
-    let (switch_sender, mut switches) = watch::channel(initial.clone());
+    let (switch_sender, mut switches) = watch::channel(in_force.clone());
+    let (role_sender, mut roles) = watch::channel(Role::Standby { leader: None });
     let mut tasks = JoinSet::new();
-    tasks.spawn(router::run(base.clone(), router, switch_sender, shutdown.clone()));
-    let mut generation = Generation::start(&base, &initial, &shutdown, &mut tasks);
-    announce(&initial);
+    tasks.spawn(leadership::campaign(
+        base.state.clone(),
+        base.clock.clone(),
+        base.leader.clone(),
+        role_sender,
+        shutdown.clone(),
+    ));
+    let mut everywhere = Generation::everywhere(&base, &in_force, &shutdown, &mut tasks);
+    let mut duties = Duties::standby(&base, &switch_sender, &shutdown, &mut tasks);
+    announce(Announcement::Deployment(in_force.clone()));
 
-    let mut following = true;
+    let mut running = true;
     let mut first_error = None;
     loop {
         tokio::select! {
@@ -208,26 +245,133 @@ pub async fn run_announcing(
                     first_error.get_or_insert(error);
                     // One loop failing stops the others: a half-running control plane hides problems.
                     tasks.abort_all();
-                    following = false;
+                    running = false;
                 }
             }
-            changed = switches.changed(), if following => {
+            changed = switches.changed(), if running => {
                 if changed.is_err() {
-                    following = false; // the router stopped
+                    continue; // cannot happen: this function holds the sender
+                }
+                let switched = switches.borrow_and_update().clone();
+                if switched.version == in_force.version {
                     continue;
                 }
-                let in_force = switches.borrow_and_update().clone();
-                generation.supersede();
-                generation = Generation::start(&base, &in_force, &shutdown, &mut tasks);
-                announce(&in_force);
+                in_force = switched;
+                everywhere.supersede();
+                everywhere = Generation::everywhere(&base, &in_force, &shutdown, &mut tasks);
+                duties.follow_switch(&base, &in_force, &shutdown, &mut tasks);
+                announce(Announcement::Deployment(in_force.clone()));
+            }
+            changed = roles.changed(), if running => {
+                if changed.is_err() {
+                    continue; // the campaign stopped: the control plane is stopping
+                }
+                let role = roles.borrow_and_update().clone();
+                match (&role, duties.is_leading()) {
+                    (Role::Leader { .. }, _) => {
+                        duties.stop();
+                        let router = router::Router::start(&base)?;
+                        if router.held().version != in_force.version {
+                            // The cursor moved on since this host last looked: follow it first.
+                            in_force = router.held().clone();
+                            everywhere.supersede();
+                            everywhere = Generation::everywhere(&base, &in_force, &shutdown, &mut tasks);
+                            switch_sender.send_replace(in_force.clone());
+                            switches.borrow_and_update();
+                            announce(Announcement::Deployment(in_force.clone()));
+                        }
+                        duties = Duties::leading(&base, router, &in_force, &switch_sender, &shutdown, &mut tasks);
+                    }
+                    (Role::Standby { .. }, true) => {
+                        duties.stop();
+                        duties = Duties::standby(&base, &switch_sender, &shutdown, &mut tasks);
+                    }
+                    (Role::Standby { .. }, false) => {}
+                }
+                announce(Announcement::Role(role));
             }
         }
     }
-    drop(generation);
+    let was_leading = duties.is_leading();
+    drop(duties);
+    drop(everywhere);
+    if was_leading {
+        leadership::release(&base.state, &base.leader).await;
+    }
     base.invoker.shutdown().await;
     match first_error {
         Some(error) => Err(error),
         None => Ok(()),
+    }
+}
+
+/// What this host does beyond the loops every host runs.
+enum Duties {
+    /// The router, the scheduler and the jobs supervisor.
+    Leading { router: ShutdownTrigger, singletons: Generation },
+    /// Following the deployment in force from the router's durable cursor.
+    Standby { follower: ShutdownTrigger },
+}
+
+impl Duties {
+    fn leading(
+        base: &Arc<ControlPlaneConfig>,
+        router: router::Router,
+        in_force: &DeploymentInForce,
+        switches: &watch::Sender<DeploymentInForce>,
+        shutdown: &Shutdown,
+        tasks: &mut JoinSet<Result<(), ControlError>>,
+    ) -> Duties {
+        let (stop_router, _) = ShutdownTrigger::new();
+        tasks.spawn(router::run(base.clone(), router, switches.clone(), shutdown.or_superseded(&stop_router)));
+        let singletons = Generation::singletons(base, in_force, shutdown, tasks);
+        Duties::Leading { router: stop_router, singletons }
+    }
+
+    fn standby(
+        base: &Arc<ControlPlaneConfig>,
+        switches: &watch::Sender<DeploymentInForce>,
+        shutdown: &Shutdown,
+        tasks: &mut JoinSet<Result<(), ControlError>>,
+    ) -> Duties {
+        let (stop_follower, _) = ShutdownTrigger::new();
+        tasks.spawn(router::follow(base.clone(), switches.clone(), shutdown.or_superseded(&stop_follower)));
+        Duties::Standby { follower: stop_follower }
+    }
+
+    fn is_leading(&self) -> bool {
+        matches!(self, Duties::Leading { .. })
+    }
+
+    /// The singletons of a leader move to the deployment that took over.
+    fn follow_switch(
+        &mut self,
+        base: &ControlPlaneConfig,
+        in_force: &DeploymentInForce,
+        shutdown: &Shutdown,
+        tasks: &mut JoinSet<Result<(), ControlError>>,
+    ) {
+        if let Duties::Leading { singletons, .. } = self {
+            singletons.supersede();
+            *singletons = Generation::singletons(base, in_force, shutdown, tasks);
+        }
+    }
+
+    /// Stop taking work at once; what is in flight finishes.
+    fn stop(&self) {
+        match self {
+            Duties::Leading { router, singletons } => {
+                router.trigger();
+                singletons.supersede();
+            }
+            Duties::Standby { follower } => follower.trigger(),
+        }
+    }
+}
+
+impl Drop for Duties {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 
@@ -237,21 +381,25 @@ struct Generation {
 }
 
 impl Generation {
-    fn start(
+    fn config_of(base: &ControlPlaneConfig, in_force: &DeploymentInForce) -> Arc<ControlPlaneConfig> {
+        Arc::new(ControlPlaneConfig {
+            architecture: in_force.architecture.clone(),
+            deployment_version: in_force.version,
+            ..base.clone()
+        })
+    }
+
+    /// The loops every host runs: a queue poller per queue trigger and an
+    /// async invoker per function.
+    fn everywhere(
         base: &ControlPlaneConfig,
         in_force: &DeploymentInForce,
         shutdown: &Shutdown,
         tasks: &mut JoinSet<Result<(), ControlError>>,
     ) -> Generation {
-        let config = Arc::new(ControlPlaneConfig {
-            architecture: in_force.architecture.clone(),
-            deployment_version: in_force.version,
-            ..base.clone()
-        });
+        let config = Generation::config_of(base, in_force);
         let (superseded, _) = ShutdownTrigger::new();
         let shutdown = shutdown.or_superseded(&superseded);
-        tasks.spawn(scheduler::run(config.clone(), shutdown.clone()));
-        tasks.spawn(jobs::supervise(config.clone(), shutdown.clone()));
         for trigger in &config.architecture.triggers {
             if let TriggerSpec::Queue { queue, function, batch_size, batch_window } = trigger {
                 let poller = queue_poller::QueueTrigger {
@@ -274,6 +422,22 @@ impl Generation {
             routes = config.architecture.routes.len(),
             "control plane running"
         );
+        Generation { superseded }
+    }
+
+    /// The singleton loops only the leader runs besides the router: the
+    /// scheduler and the jobs supervisor.
+    fn singletons(
+        base: &ControlPlaneConfig,
+        in_force: &DeploymentInForce,
+        shutdown: &Shutdown,
+        tasks: &mut JoinSet<Result<(), ControlError>>,
+    ) -> Generation {
+        let config = Generation::config_of(base, in_force);
+        let (superseded, _) = ShutdownTrigger::new();
+        let shutdown = shutdown.or_superseded(&superseded);
+        tasks.spawn(scheduler::run(config.clone(), shutdown.clone()));
+        tasks.spawn(jobs::supervise(config, shutdown));
         Generation { superseded }
     }
 

@@ -174,6 +174,28 @@ pub async fn run(
     }
 }
 
+/// On a standby host (see `crate::leadership`): about once a second, work
+/// out the deployment in force as a router starting now would — from the
+/// durable cursor the leader's router keeps ([`Router::start`]) — and
+/// publish it on `switches` when it differs from the one published, until
+/// `shutdown`. The standby's queue pollers and async invokers follow it.
+pub async fn follow(
+    config: Arc<ControlPlaneConfig>,
+    switches: watch::Sender<DeploymentInForce>,
+    mut shutdown: Shutdown,
+) -> Result<(), ControlError> {
+    loop {
+        if shutdown.sleep_or_stop(DEPLOYMENT_POLL).await {
+            return Ok(());
+        }
+        let in_force = Router::start(&config)?.held().clone();
+        if switches.borrow().version != in_force.version {
+            tracing::info!(deployment = ?in_force.version, "the leader's router holds a new deployment; following it");
+            switches.send_replace(in_force);
+        }
+    }
+}
+
 /// Queue the messages `architecture`'s routes make of `event`.
 fn route_event(architecture: &Architecture, event: &ObjectEvent, outgoing: &mut BTreeMap<Name, Vec<OutgoingMessage>>) {
     for (index, route) in architecture.routes.iter().enumerate() {
@@ -255,6 +277,7 @@ mod tests {
                 clock,
                 poll_interval: Duration::from_millis(10),
                 jobs: None,
+                leader: crate::LeaderLease::for_this_process(),
             };
             Fixture { config, _dir: dir }
         }

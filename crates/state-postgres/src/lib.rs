@@ -20,6 +20,7 @@ mod access;
 mod audits;
 mod copy;
 mod errors;
+mod leases;
 mod ledger;
 mod queues;
 mod retention;

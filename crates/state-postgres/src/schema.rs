@@ -340,6 +340,17 @@ pub const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX run_item_messages_by_queue ON run_item_messages (queue_id);
     "#,
+    // 7: named leases that control planes campaign for (`mayfly_state::lease`);
+    // a released lease keeps its row, expired, so its term keeps counting.
+    r#"
+    CREATE TABLE leases (
+        name TEXT PRIMARY KEY,
+        holder TEXT NOT NULL,
+        term BIGINT NOT NULL,
+        -- Milliseconds since the epoch, by the clocks of the hosts that take it.
+        expires_at BIGINT NOT NULL
+    );
+    "#,
 ];
 
 /// The schema version this build writes.

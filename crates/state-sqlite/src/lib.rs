@@ -26,6 +26,7 @@ mod audits;
 mod copy;
 mod errors;
 mod key_identity;
+mod leases;
 mod ledger;
 mod retention;
 mod runs;
@@ -46,7 +47,7 @@ use mayfly_state::prelude::*;
 use mayfly_state::{
     AccessRecord, ApiTokenRecord, AuditRecord, BucketRecord, DeadLetterInfo, DeleteOutcome, Deployment, FunctionStats,
     GroupedCompletion, GroupedCompletionOutcome, InvocationFilter, InvocationRecord, ItemAttempt, ItemCompletion,
-    NewApiToken, NewAudit, NewDeployment, NewRun, NewRunItem, OutgoingMessage, QueueRecord, ReceiveRequest,
+    Lease, NewApiToken, NewAudit, NewDeployment, NewRun, NewRunItem, OutgoingMessage, QueueRecord, ReceiveRequest,
     ReceivedMessage, Result, ResultRecord, RunItem, RunItemCounts, RunRecord, StateError, StoredAccessRecord,
     StoredInvocation, StoredMessage, WorkerRecord,
 };
@@ -2208,6 +2209,24 @@ impl AuditStore for SqliteStore {
     }
 }
 
+impl LeaseStore for SqliteStore {
+    fn acquire_lease(&self, name: &str, holder: &str, ttl: Duration, now: Timestamp) -> Result<Option<Lease>> {
+        self.write(&format!("acquire lease `{name}` for `{holder}`"), |transaction| {
+            leases::acquire_lease(transaction, name, holder, ttl, now)
+        })
+    }
+
+    fn release_lease(&self, name: &str, holder: &str) -> Result<bool> {
+        self.write(&format!("release lease `{name}` of `{holder}`"), |transaction| {
+            leases::release_lease(transaction, name, holder)
+        })
+    }
+
+    fn lease(&self, name: &str) -> Result<Option<Lease>> {
+        self.read(&format!("read lease `{name}`"), |transaction| leases::lease(transaction, name))
+    }
+}
+
 impl AccessStore for SqliteStore {
     fn create_api_token(&self, token: NewApiToken) -> Result<ApiTokenRecord> {
         let now = self.now();
@@ -2488,6 +2507,6 @@ mod tests {
         assert_eq!(store.invocation_logs("req-1").unwrap(), b"hello");
         let version: i64 = store.lock_connection().query_row("PRAGMA user_version", [], |row| row.get(0)).unwrap();
         assert_eq!(version, current_schema_version());
-        assert_eq!(current_schema_version(), 13);
+        assert_eq!(current_schema_version(), 14);
     }
 }

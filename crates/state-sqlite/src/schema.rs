@@ -418,6 +418,18 @@ pub const MIGRATIONS: &[&str] = &[
     -- aws
     ALTER TABLE api_tokens ADD COLUMN aws_secret TEXT;
     "#,
+    // 14: named leases that control planes campaign for (`mayfly_state::lease`);
+    // a released lease keeps its row, expired, so its term keeps counting.
+    r#"
+    -- leader
+    CREATE TABLE leases (
+        name TEXT PRIMARY KEY,
+        holder TEXT NOT NULL,
+        term INTEGER NOT NULL,
+        -- Milliseconds since the epoch, by the clocks of the hosts that take it.
+        expires_at INTEGER NOT NULL
+    );
+    "#,
 ];
 
 /// The schema version this build writes.

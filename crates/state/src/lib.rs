@@ -2,8 +2,9 @@
 //! deployments, the registry of buckets and queues, the bucket event log and
 //! its consumers' cursors, queue messages, the invocation ledger, and the
 //! durable ledger of batch-job runs (runs, their items, results, workers),
-//! the latest audits' findings, and the HTTPS API's tokens and access log
-//! ([`access`]) — behind one trait,
+//! the latest audits' findings, the HTTPS API's tokens and access log
+//! ([`access`]), and the leases that control planes on several hosts
+//! campaign for ([`lease`]) — behind one trait,
 //! [`StateStore`], that every backend implements and the shared
 //! conformance suite (`conformance`, compiled only for tests) checks.
 //!
@@ -17,6 +18,7 @@ pub mod access;
 pub mod conformance;
 pub mod copy;
 pub mod keys;
+pub mod lease;
 pub mod sealing;
 
 use std::collections::BTreeMap;
@@ -30,6 +32,7 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::access::{AccessRecord, ApiTokenRecord, NewApiToken, StoredAccessRecord};
 pub use crate::keys::{KeyMaintenance, KeyringHolder};
+pub use crate::lease::{Lease, grant_lease};
 
 pub type Result<T, E = StateError> = std::result::Result<T, E>;
 
@@ -634,7 +637,7 @@ pub struct ItemAttempt {
 ///
 /// Each concern is a trait of its own ([`DeploymentStore`], [`BucketRegistry`],
 /// [`EventLog`], [`QueueStore`], [`InvocationLedger`], [`RunStore`],
-/// [`AuditStore`], [`AccessStore`], [`RetentionStore`]) so that a backend is
+/// [`AuditStore`], [`AccessStore`], [`RetentionStore`], [`LeaseStore`]) so that a backend is
 /// built and tested one concern at a time and a caller can take only what it
 /// uses. Anything that implements them all is a `StateStore`. Bring their
 /// methods into scope with `use mayfly_state::prelude::*`.
@@ -650,6 +653,7 @@ pub trait StateStore:
     + AuditStore
     + AccessStore
     + RetentionStore
+    + LeaseStore
 {
 }
 
@@ -663,6 +667,7 @@ impl<T> StateStore for T where
         + AuditStore
         + AccessStore
         + RetentionStore
+        + LeaseStore
         + ?Sized
 {
 }
@@ -670,7 +675,7 @@ impl<T> StateStore for T where
 /// The traits of [`StateStore`], to bring their methods into scope.
 pub mod prelude {
     pub use crate::{
-        AccessStore, AuditStore, BucketRegistry, DeploymentStore, EventLog, InvocationLedger, QueueStore,
+        AccessStore, AuditStore, BucketRegistry, DeploymentStore, EventLog, InvocationLedger, LeaseStore, QueueStore,
         RetentionStore, RunStore, StateStore,
     };
 }
@@ -1042,6 +1047,24 @@ pub trait RetentionStore: Send + Sync {
     /// Access records before `before`. A backend may refuse to delete records
     /// younger than its own floor ([`ACCESS_LOG_RETENTION`]) whatever it is asked.
     fn prune_access_records(&self, before: Timestamp, limit: usize) -> Result<u64>;
+}
+
+/// Named leases that hosts sharing the store campaign for (see [`lease`]):
+/// the control plane's singleton duties run under one. `now` is the
+/// caller's clock (hosts must agree on the time well within a lease's time
+/// to live); each call is atomic, so of several acquirers at once at most
+/// one is granted a lease another does not hold.
+pub trait LeaseStore: Send + Sync {
+    /// Take or renew lease `name` for `holder` until `now + ttl`, by
+    /// [`grant_lease`]: granted when free, lapsed or already `holder`'s (a
+    /// renewal keeps the term; a takeover from another holder increments
+    /// it). `None` when another holder's lease is live; nothing changes then.
+    fn acquire_lease(&self, name: &str, holder: &str, ttl: Duration, now: Timestamp) -> Result<Option<Lease>>;
+    /// Give lease `name` up, if `holder` holds it (else nothing changes):
+    /// another may take it at once, with the next term. Returns whether it did.
+    fn release_lease(&self, name: &str, holder: &str) -> Result<bool>;
+    /// The lease as stored (live, lapsed or released); `None` if never taken.
+    fn lease(&self, name: &str) -> Result<Option<Lease>>;
 }
 
 /// How long the access log is kept at the least: six years, the retention

@@ -149,6 +149,7 @@ async fn run_in(dir: &Path, args: &DemoArgs, output: Output) -> Result<DemoSumma
         clock,
         poll_interval: Duration::from_millis(20),
         jobs: None,
+        leader: mayfly_control::LeaderLease::for_this_process(),
     };
     let (trigger, shutdown) = mayfly_control::ShutdownTrigger::new();
     let control_plane = tokio::spawn(mayfly_control::run(config, shutdown));

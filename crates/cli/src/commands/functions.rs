@@ -26,6 +26,15 @@ pub struct UpArgs {
     /// Reap warm function instances idle this long (scale to zero).
     #[arg(long, default_value = "5m", value_parser = parse_duration_arg)]
     pub idle_timeout: Duration,
+    /// How long the control plane lease lasts unless renewed: a standby on
+    /// another host takes the singleton duties over this long after the
+    /// leader is lost (at most, plus one renewal interval).
+    #[arg(long, default_value = "15s", value_parser = parse_duration_arg)]
+    pub lease_ttl: Duration,
+    /// How often the leader renews the lease and a standby asks for it;
+    /// less than a third of --lease-ttl.
+    #[arg(long, default_value = "5s", value_parser = parse_duration_arg)]
+    pub lease_renew_every: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -101,8 +110,18 @@ fn mayfly_bin() -> Result<PathBuf> {
     std::env::current_exe().context("cannot find the mayfly executable's path")
 }
 
-/// Hold `.mayfly/control.lock` so that one project has one control plane.
-fn lock_control_plane(project: &Project) -> Result<std::fs::File> {
+/// `.mayfly/control.lock`, held by the running control plane of a project
+/// directory; it holds that control plane's pid and its lease holder id.
+struct ControlPlaneLock {
+    _file: std::fs::File,
+    /// The holder id the previous control plane of this directory wrote:
+    /// it is dead now (its lock was free), so its lease may be released.
+    previous_holder: Option<String>,
+}
+
+/// Hold `.mayfly/control.lock` so that one project directory has one control
+/// plane, and write this one's pid and lease `holder` id into it.
+fn lock_control_plane(project: &Project, holder: &str) -> Result<ControlPlaneLock> {
     use std::os::fd::AsRawFd;
     let path = project.data_dir().join("control.lock");
     let file = std::fs::OpenOptions::new()
@@ -114,24 +133,42 @@ fn lock_control_plane(project: &Project) -> Result<std::fs::File> {
         .with_context(|| format!("cannot open {}", path.display()))?;
     // SAFETY: flock on a file descriptor we own and keep open for the lock's lifetime.
     let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
+    let recorded = std::fs::read_to_string(&path).unwrap_or_default();
+    let mut lines = recorded.lines().map(str::trim);
+    let (pid, previous_holder) = (lines.next().unwrap_or_default(), lines.next().filter(|line| !line.is_empty()));
     if !locked {
-        let holder = std::fs::read_to_string(&path).unwrap_or_default();
         return Err(crate::exit_code::Refused(format!(
-            "a control plane is already running for {} (pid {}); stop it first",
+            "a control plane is already running for {} (pid {pid}); stop it first",
             project.root.display(),
-            holder.trim()
         ))
         .into());
     }
+    let previous_holder = previous_holder.map(str::to_owned);
     file.set_len(0).ok();
-    writeln!(&file, "{}", std::process::id()).ok();
-    Ok(file)
+    writeln!(&file, "{}\n{holder}", std::process::id()).ok();
+    Ok(ControlPlaneLock { _file: file, previous_holder })
 }
 
 pub async fn up(args: UpArgs, project: Option<&Path>, output: Output) -> Result<()> {
     let located = Project::locate(project)?;
     let opened = located.open(false)?;
-    let _lock = lock_control_plane(&located)?;
+    if args.lease_renew_every.is_zero() || args.lease_renew_every * 3 > args.lease_ttl {
+        return Err(crate::exit_code::UsageError(format!(
+            "--lease-renew-every ({}) must be more than zero and at most a third of --lease-ttl ({}), \
+so that a leader renews at least twice before its lease could lapse",
+            mayfly_core::format_duration(args.lease_renew_every),
+            mayfly_core::format_duration(args.lease_ttl)
+        ))
+        .into());
+    }
+    let holder = mayfly_control::leadership::new_holder_id();
+    let lock = lock_control_plane(&located, &holder)?;
+    let leader = mayfly_control::LeaderLease {
+        holder,
+        ttl: args.lease_ttl,
+        renew_every: args.lease_renew_every,
+        dead_predecessor: lock.previous_holder.clone(),
+    };
     let _keyring_follower = opened.follow_keyring_file(&located);
     let (version, architecture) = deployed_architecture(&opened)?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
@@ -153,6 +190,7 @@ pub async fn up(args: UpArgs, project: Option<&Path>, output: Output) -> Result<
             fleet,
             launch: crate::commands::jobs::coordinator_launch(&located)?,
         }),
+        leader,
     };
     let (trigger, shutdown) = mayfly_control::ShutdownTrigger::new();
     let name = config.architecture.name.clone();
@@ -204,16 +242,31 @@ pub async fn up(args: UpArgs, project: Option<&Path>, output: Output) -> Result<
     ));
     // The control plane follows new deployments; say which one is in force, from which event on.
     let silent = output.silent;
-    let announce = move |in_force: &mayfly_control::DeploymentInForce| {
-        if !silent {
-            eprintln!(
+    let announce = move |announcement: mayfly_control::Announcement| {
+        if silent {
+            return;
+        }
+        match announcement {
+            mayfly_control::Announcement::Deployment(in_force) => eprintln!(
                 "mayfly: deployment {} in force from event {}; {} function(s), {} trigger(s), {} route(s)",
                 in_force.version.map_or("-".into(), |v| v.to_string()),
                 in_force.from_event,
                 in_force.architecture.functions.len(),
                 in_force.architecture.triggers.len(),
                 in_force.architecture.routes.len()
-            );
+            ),
+            mayfly_control::Announcement::Role(mayfly_control::Role::Leader { term }) => eprintln!(
+                "mayfly: leader (term {term}): routing bucket events, firing schedules and supervising jobs here"
+            ),
+            mayfly_control::Announcement::Role(mayfly_control::Role::Standby { leader }) => match leader {
+                Some(lease) => eprintln!(
+                    "mayfly: standby: {} leads (term {}); queue triggers and async invocations run here too",
+                    lease.holder, lease.term
+                ),
+                None => eprintln!(
+                    "mayfly: standby: the control plane lease is not held here; queue triggers and async invocations run here too"
+                ),
+            },
         }
     };
     let mut running = tokio::spawn(mayfly_control::run_announcing(config, shutdown, announce));

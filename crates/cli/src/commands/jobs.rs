@@ -688,11 +688,18 @@ pub async fn ps(args: PsArgs, project: Option<&Path>, output: Output) -> Result<
             reaped: reaped.iter().any(|r| r.id == resource.id),
         })
         .collect();
+    // Which `mayfly up` leads (on one host or several): for people, not in the JSON rows.
+    let leader = match opened.state.lease(mayfly_control::leadership::CONTROL_PLANE_LEASE)? {
+        Some(lease) if !lease.is_expired_at(SystemClock.now()) => {
+            format!("control plane leader: {} (term {}, lease until {})", lease.holder, lease.term, lease.expires_at)
+        }
+        _ => "control plane leader: none (no `mayfly up` holds the lease)".to_owned(),
+    };
     output.emit(&rows, || {
         if rows.is_empty() {
-            return "no live Mayfly processes or containers for this project".into();
+            return format!("{leader}\nno live Mayfly processes or containers for this project");
         }
-        table(
+        let listed = table(
             &["RESOURCE", "KIND", "ROLE", "RUN", "WORKER", "REAPED"],
             &rows
                 .iter()
@@ -708,7 +715,8 @@ pub async fn ps(args: PsArgs, project: Option<&Path>, output: Output) -> Result<
                     ]
                 })
                 .collect::<Vec<_>>(),
-        )
+        );
+        format!("{leader}\n{listed}")
     })
 }
 

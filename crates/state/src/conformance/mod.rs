@@ -1,7 +1,7 @@
 //! The conformance suite: test functions that check a backend keeps the
 //! contract, one module per concern ([`deployments`], [`buckets`],
 //! [`event_log`], [`queues`], [`invocation_ledger`], [`runs`], [`audits`],
-//! [`access`], [`retention`]). Each case checks one behaviour on a fresh,
+//! [`access`], [`retention`], [`leases`]). Each case checks one behaviour on a fresh,
 //! empty store opened on a [`ManualClock`] (a [`Subject`]), and asks of the
 //! store only the traits it uses: a case is generic over the store with
 //! bounds such as `S: QueueStore + ?Sized`, so a backend that implements
@@ -33,14 +33,14 @@ use mayfly_core::{ByteSize, Clock, ManualClock, Name, NewObjectEvent, ObjectEven
 
 use crate::{
     AUDITS_KEPT, AccessRecord, ApiTokenRecord, AttemptOutcome, AuditFinding, AuditSeverity, DeleteOutcome,
-    FunctionStats, GroupedCompletion, InvocationFilter, InvocationRecord, ItemAttempt, ItemCompletion, NewApiToken,
-    NewAudit, NewDeployment, NewRun, NewRunItem, OutgoingMessage, ReceiveRequest, ReceivedMessage, ResultRecord,
-    RunItem, RunItemCounts, RunRecord, StateError, StateStore, StoredAccessRecord, StoredInvocation,
+    FunctionStats, GroupedCompletion, InvocationFilter, InvocationRecord, ItemAttempt, ItemCompletion, Lease,
+    NewApiToken, NewAudit, NewDeployment, NewRun, NewRunItem, OutgoingMessage, ReceiveRequest, ReceivedMessage,
+    ResultRecord, RunItem, RunItemCounts, RunRecord, StateError, StateStore, StoredAccessRecord, StoredInvocation,
     WorkerAttemptCounts, WorkerRecord,
 };
 use crate::{
-    AccessStore, AuditStore, BucketRegistry, DeploymentStore, EventLog, InvocationLedger, QueueStore, RetentionStore,
-    RunStore,
+    AccessStore, AuditStore, BucketRegistry, DeploymentStore, EventLog, InvocationLedger, LeaseStore, QueueStore,
+    RetentionStore, RunStore,
 };
 
 pub mod access;
@@ -49,6 +49,7 @@ pub mod buckets;
 pub mod deployments;
 pub mod event_log;
 pub mod invocation_ledger;
+pub mod leases;
 pub mod queues;
 pub mod retention;
 pub mod runs;
@@ -217,6 +218,17 @@ macro_rules! __with_conformance_cases {
             access_records_older_than_the_cutoff_are_pruned_oldest_first,
         }
     };
+    (leases, $callback:ident ! ($($arguments:tt)*)) => {
+        $crate::$callback! {
+            ($($arguments)*) leases:
+            a_live_lease_is_exclusive_to_its_holder,
+            renewing_extends_the_lease_and_keeps_its_term,
+            another_holder_takes_over_only_after_expiry_with_the_next_term,
+            releasing_by_another_holder_changes_nothing,
+            a_released_lease_is_taken_at_once_with_the_next_term,
+            of_concurrent_acquirers_exactly_one_wins,
+        }
+    };
 }
 
 #[doc(hidden)]
@@ -251,7 +263,7 @@ macro_rules! __conformance_case_tests {
 #[macro_export]
 macro_rules! conformance_tests {
     ($fresh_subject:expr) => {
-        $crate::conformance_tests!($fresh_subject; deployments, buckets, event_log, queues, invocation_ledger, runs, audits, access, retention);
+        $crate::conformance_tests!($fresh_subject; deployments, buckets, event_log, queues, invocation_ledger, runs, audits, access, retention, leases);
     };
     ($fresh_subject:expr; $($concern:ident),+ $(,)?) => {
         $(
@@ -279,6 +291,7 @@ pub fn all() -> Vec<NamedCase> {
     cases.extend(crate::__with_conformance_cases!(audits, __conformance_case_list!()));
     cases.extend(crate::__with_conformance_cases!(access, __conformance_case_list!()));
     cases.extend(crate::__with_conformance_cases!(retention, __conformance_case_list!()));
+    cases.extend(crate::__with_conformance_cases!(leases, __conformance_case_list!()));
     cases
 }
 
@@ -465,6 +478,6 @@ mod tests {
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), listed, "a case is listed twice");
-        assert!(listed >= 93, "only {listed} cases");
+        assert!(listed >= 99, "only {listed} cases");
     }
 }

@@ -1,0 +1,314 @@
+//! The control plane on several hosts, through the real binary: two `mayfly
+//! up` processes share one project's state on PostgreSQL and its objects on
+//! S3 (two project directories with the same `mayfly.toml` and the same
+//! keyring file, as two hosts would have). One leads — routing bucket
+//! events, firing schedules — and both run queue triggers; the leader is
+//! SIGKILLed while objects flow, the standby takes over within the lease's
+//! TTL and a few seconds, every object is processed, and the schedule never
+//! fires one period twice. On the embedded store, one project directory
+//! still has one control plane (its lock refuses a second), and a control
+//! plane restarted after a crash leads at once.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::Project;
+use support::postgres::TestDatabase;
+
+const WAIT: Duration = Duration::from_secs(90);
+/// The lease the tests run under: short, so a takeover is quick.
+const LEASE_TTL: Duration = Duration::from_secs(3);
+const LEASE_ARGS: &[&str] = &["--lease-ttl", "3s", "--lease-renew-every", "1s"];
+/// The schedule's period.
+const TICK_EVERY: Duration = Duration::from_secs(2);
+
+fn spec(name: &str) -> String {
+    format!(
+        r#"version = 1
+name = "{name}"
+
+[buckets.inbox]
+
+[queues.work]
+visibility_timeout = "5s"
+
+[functions.mark]
+command = ["python3", "functions/mark.py"]
+
+[functions.tick]
+command = ["python3", "functions/tick.py"]
+
+[[routes]]
+from = {{ bucket = "inbox" }}
+to = {{ queue = "work" }}
+
+[[triggers]]
+queue = "work"
+function = "mark"
+batch_size = 5
+batch_window = "100ms"
+
+[[triggers]]
+schedule = "rate(2 seconds)"
+function = "tick"
+"#
+    )
+}
+
+/// Each function appends what it saw to a file in its host's project directory.
+const FUNCTIONS: &[(&str, &str)] = &[
+    (
+        "mark.py",
+        r#"import json, os, sys
+event = json.load(sys.stdin)
+with open(os.path.join(os.environ["MAYFLY_PROJECT"], "marks.log"), "a") as marks:
+    for record in event["Records"]:
+        for s3 in json.loads(record["body"])["Records"]:
+            marks.write(s3["s3"]["object"]["key"] + "\n")
+json.dump({}, sys.stdout)
+"#,
+    ),
+    (
+        "tick.py",
+        r#"import json, os, sys, time
+event = json.load(sys.stdin)
+with open(os.path.join(os.environ["MAYFLY_PROJECT"], "ticks.log"), "a") as ticks:
+    ticks.write("%s %f\n" % (event["id"], time.time()))
+json.dump({}, sys.stdout)
+"#,
+    ),
+];
+
+/// One host's copy of the project: the same spec, functions and keyring.
+fn host_directory(spec: &str) -> Project {
+    let project = Project::with_spec(spec);
+    std::fs::create_dir_all(project.path("functions")).unwrap();
+    for (file, source) in FUNCTIONS {
+        std::fs::write(project.path("functions").join(file), source).unwrap();
+    }
+    project
+}
+
+/// A running `mayfly up` whose stderr goes to a file; killed if dropped running.
+struct Host {
+    child: Child,
+    stderr: std::path::PathBuf,
+}
+
+impl Host {
+    fn start(mut command: Command, stderr: std::path::PathBuf) -> Host {
+        let file = File::create(&stderr).unwrap();
+        let child = command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(file).spawn().expect("spawn mayfly up");
+        Host { child, stderr }
+    }
+
+    fn said(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// Wait until it printed `text`; returns how long that took.
+    fn wait_for_line(&mut self, text: &str, timeout: Duration) -> Duration {
+        let started = Instant::now();
+        loop {
+            if self.said().contains(text) {
+                return started.elapsed();
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("mayfly up exited {status:?} before saying {text:?}:\n{}", self.said());
+            }
+            assert!(started.elapsed() < timeout, "mayfly up did not say {text:?} in {timeout:?}:\n{}", self.said());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn sigkill(&mut self) {
+        self.child.kill().expect("SIGKILL mayfly up");
+        self.child.wait().expect("reap mayfly up");
+    }
+
+    /// SIGTERM it and require a clean exit.
+    fn stop(mut self) -> String {
+        // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let status = self.child.wait().expect("wait for mayfly up");
+        let said = self.said();
+        assert!(status.success(), "mayfly up exited {status:?} after SIGTERM:\n{said}");
+        assert!(said.contains("control plane stopped"), "{said}");
+        said
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn lines_of(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path).unwrap_or_default().lines().map(str::to_owned).collect()
+}
+
+#[test]
+fn the_standby_takes_over_when_the_leader_is_killed_and_nothing_is_lost_or_fired_twice() {
+    let database = TestDatabase::create();
+    let prefix = format!("hosts/{}", support::unique_name("project"));
+    let spec = spec(&support::unique_name("hosts"));
+    let mut first = host_directory(&spec);
+    let mut second = host_directory(&spec);
+    for project in [&mut first, &mut second] {
+        project.database = None;
+        project.storage_prefix = Some(prefix.clone());
+    }
+    let on_shared = |project: &Project, args: &[&str]| {
+        let mut command = project.command(args);
+        command.env("MAYFLY_STATE_URL", &database.url);
+        command
+    };
+    let run = |project: &Project, args: &[&str]| {
+        let output = on_shared(project, args).output().expect("run mayfly");
+        support::assert_success(&output, args);
+    };
+    run(&first, &["deploy"]);
+    // The second host gets the same keyring file (as an operator copies it).
+    std::fs::create_dir_all(second.path(".mayfly")).unwrap();
+    std::fs::copy(first.path(".mayfly/keyring.json"), second.path(".mayfly/keyring.json")).unwrap();
+
+    let up = |project: &Project, name: &str| {
+        let mut args = vec!["up", "--poll-interval", "20ms"];
+        args.extend_from_slice(LEASE_ARGS);
+        Host::start(on_shared(project, &args), project.root.parent().unwrap().join(name))
+    };
+    let mut leader = up(&first, "first-up.log");
+    leader.wait_for_line("leader (term 1)", WAIT);
+    let mut standby = up(&second, "second-up.log");
+    standby.wait_for_line("standby:", WAIT);
+    assert!(standby.said().contains("leads (term 1)"), "{}", standby.said());
+
+    // Objects flow while both run; then the leader is killed mid-flow.
+    let keys: Vec<String> = (0..40).map(|number| format!("charts/{number:03}.txt")).collect();
+    std::fs::write(second.path("chart.txt"), "a chart\n").unwrap();
+    for key in &keys[..20] {
+        run(&second, &["put", &format!("inbox/{key}"), "chart.txt"]);
+    }
+    leader.sigkill();
+    let killed_at = Instant::now();
+    let killed_at_wall = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    // The rest are put while the standby takes over (timed from the kill).
+    let takeover = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            for key in &keys[20..] {
+                run(&second, &["put", &format!("inbox/{key}"), "chart.txt"]);
+            }
+        });
+        standby.wait_for_line("leader (term 2)", WAIT);
+        killed_at.elapsed()
+    });
+    eprintln!("takeover {takeover:?} after the leader was killed (lease TTL {LEASE_TTL:?}, renewed every 1s)");
+    assert!(takeover < LEASE_TTL + Duration::from_secs(6), "the standby took {takeover:?} to take over");
+
+    // Every object is processed at least once, on one host or the other.
+    let started = Instant::now();
+    let marks = loop {
+        let mut marks = lines_of(&first.path("marks.log"));
+        marks.extend(lines_of(&second.path("marks.log")));
+        let distinct: BTreeSet<&String> = marks.iter().collect();
+        if distinct.len() == keys.len() {
+            break marks;
+        }
+        assert!(started.elapsed() < WAIT, "{} of {} objects processed: {marks:?}", distinct.len(), keys.len());
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let expected: BTreeSet<&String> = keys.iter().collect();
+    assert_eq!(marks.iter().collect::<BTreeSet<_>>(), expected);
+    let duplicates = marks.len() - keys.len();
+    eprintln!("{} objects processed, {duplicates} duplicate(s)", keys.len());
+    assert!(duplicates <= 20, "duplicates are bounded by what was in flight when the leader died: {duplicates}");
+
+    // The new leader keeps the schedule going for a few periods, then stops and gives the lease up.
+    std::thread::sleep(TICK_EVERY * 3);
+    let said = standby.stop();
+    assert!(said.contains("leader (term 2)"), "{said}");
+    let row = database.client().query_one("SELECT holder, term, expires_at FROM leases", &[]).unwrap();
+    let (term, expires_at): (i64, i64) = (row.get(1), row.get(2));
+    assert_eq!((term, expires_at), (2, 0), "a graceful stop releases the lease (holder {})", row.get::<_, String>(0));
+    let ps = on_shared(&second, &["ps"]).output().unwrap();
+    let ps = String::from_utf8_lossy(&ps.stdout);
+    assert!(ps.contains("control plane leader: none"), "{ps}");
+
+    // No period fired twice: each firing (one scheduled message, one id) ran
+    // once, except one the killed leader was running when it died, which is
+    // delivered again.
+    let mut ticks: BTreeMap<String, Vec<(&str, f64)>> = BTreeMap::new();
+    // The async invokers of both hosts run the firings, so either may have.
+    let (first_ticks, second_ticks) = (lines_of(&first.path("ticks.log")), lines_of(&second.path("ticks.log")));
+    for (host, lines) in [("first", &first_ticks), ("second", &second_ticks)] {
+        for line in lines {
+            let (id, at) = line.split_once(' ').expect("`id time` lines");
+            ticks.entry(id.to_owned()).or_default().push((host, at.parse().unwrap()));
+        }
+    }
+    eprintln!("schedule firings (id: runs by host and time): {ticks:?}");
+    for (id, runs) in &ticks {
+        let redelivered =
+            runs.len() == 2 && runs.iter().any(|(host, at)| *host == "first" && (killed_at_wall - at).abs() < 2.0);
+        assert!(runs.len() == 1 || redelivered, "firing {id} ran more than once: {runs:?}");
+    }
+    let dues: Vec<i64> =
+        ticks.keys().map(|id| id.rsplit_once('-').expect("id FUNCTION-MILLIS").1.parse().unwrap()).collect();
+    let killed_at_millis = (killed_at_wall * 1000.0) as i64;
+    assert!(dues.iter().any(|due| *due < killed_at_millis), "the first leader fired the schedule: {dues:?}");
+    assert!(
+        dues.iter().filter(|due| **due > killed_at_millis).count() >= 2,
+        "the new leader fired the schedule: {dues:?}"
+    );
+    for pair in dues.windows(2) {
+        assert!(
+            pair[1] - pair[0] >= TICK_EVERY.as_millis() as i64,
+            "two firings less than a period apart: {pair:?} of {dues:?}"
+        );
+    }
+    for project in [&first, &second] {
+        assert!(!project.path(".mayfly/state.db").exists(), "no host fell back to an embedded state store");
+    }
+}
+
+#[test]
+fn on_the_embedded_store_one_directory_has_one_control_plane_and_a_restart_after_a_crash_leads_at_once() {
+    let project = host_directory(&spec(&support::unique_name("embedded")));
+    project.ok(&["deploy"]);
+    let up = || Host::start(project.command(&["up", "--poll-interval", "20ms"]), project.root.join("../up.log"));
+    let mut running = up();
+    running.wait_for_line("leader (term 1)", WAIT);
+    let ps = project.ok(&["ps"]);
+    assert!(ps.starts_with("control plane leader: ") && ps.contains(" (term 1, lease until "), "{ps}");
+    let stderr = project.fails(&["up"], 5);
+    assert!(stderr.contains("a control plane is already running for"), "{stderr}");
+    assert!(stderr.contains(&format!("(pid {})", running.child.id())), "{stderr}");
+
+    // The crashed control plane's lease (15 s by default) is released by its
+    // successor in the same directory, which holds the lock it held.
+    running.sigkill();
+    let mut restarted = up();
+    let took = restarted.wait_for_line("leader (term 2)", WAIT);
+    assert!(took < Duration::from_secs(10), "the restarted control plane waited {took:?} to lead");
+    restarted.stop();
+}
+
+#[test]
+fn a_renewal_interval_that_does_not_fit_the_lease_is_a_usage_error() {
+    let project = host_directory(&spec(&support::unique_name("usage")));
+    project.ok(&["deploy"]);
+    let stderr = project.fails(&["up", "--lease-ttl", "3s", "--lease-renew-every", "2s"], 2);
+    assert!(
+        stderr.contains("--lease-renew-every (2s) must be more than zero and at most a third of --lease-ttl (3s)"),
+        "{stderr}"
+    );
+}
