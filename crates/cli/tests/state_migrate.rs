@@ -313,6 +313,26 @@ fn a_target_holding_a_store_is_refused_and_left_as_it_was() {
 }
 
 #[test]
+fn a_project_whose_control_plane_runs_is_refused_until_it_stops() {
+    let project = embedded_project();
+    project.ok(&["deploy"]);
+    let up = project.spawn_up();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !project.ok(&["ps"]).contains("control plane leader: ") || project.ok(&["ps"]).contains("leader: none") {
+        assert!(std::time::Instant::now() < deadline, "mayfly up never led: {}", project.ok(&["ps"]));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let database = TestDatabase::create();
+    let stderr = fails_on(&project, None, &["state", "migrate", "--to", &database.url], 5);
+    assert!(stderr.contains("`mayfly up`") && stderr.contains("stop every `mayfly up`"), "{stderr}");
+    assert!(stderr.contains("left without a store and the source as it was"), "{stderr}");
+    up.stop();
+    // Stopped, it released its lease: the copy goes ahead.
+    let text = ok_on(&project, None, &["state", "migrate", "--to", &database.url]);
+    assert!(text.contains("every table checked"), "{text}");
+}
+
+#[test]
 fn a_long_table_shows_its_progress_on_stderr() {
     let project = embedded_project();
     project.ok(&["deploy"]);

@@ -27,8 +27,7 @@ use tokio::time::Instant;
 
 use crate::{ControlError, Shutdown};
 
-/// The lease the control plane's leader holds.
-pub const CONTROL_PLANE_LEASE: &str = "control-plane";
+pub use mayfly_state::lease::CONTROL_PLANE_LEASE;
 
 /// How this control plane campaigns for the [`CONTROL_PLANE_LEASE`].
 #[derive(Clone, Debug)]

@@ -158,6 +158,7 @@ fn copy_between(
     match source {
         StateTarget::Embedded { path } => {
             let store = SqliteStore::open_encrypted(path, clock.clone(), keyring.clone())?;
+            refuse_while_led(&store, clock.as_ref())?;
             store.copy_from(into)
         }
         StateTarget::Postgres { target, .. } => {
@@ -166,8 +167,21 @@ fn copy_between(
                 clock.clone(),
                 keyring.clone(),
             )?;
+            refuse_while_led(&store, clock.as_ref())?;
             store.copy_from(into)
         }
+    }
+}
+
+/// A control plane leading on the source would go on changing it after the
+/// snapshot is taken, and those changes would be lost: refuse until it stops.
+fn refuse_while_led(source: &dyn mayfly_state::StateStore, clock: &dyn Clock) -> Result<(), StateError> {
+    match source.lease(mayfly_state::lease::CONTROL_PLANE_LEASE)? {
+        Some(lease) if !lease.is_expired_at(clock.now()) => Err(StateError::Conflict(format!(
+            "`mayfly up` ({}) is running against this state store and would change it after the copy; stop every `mayfly up` of the project first (`mayfly ps` names the leader)",
+            lease.holder
+        ))),
+        _ => Ok(()),
     }
 }
 

@@ -18,8 +18,9 @@ use postgres::types::{ToSql, Type};
 use crate::errors::PgResultExt;
 use crate::{ConnectTarget, ITEM_KEY_SETTING, PostgresStore, describe, schema};
 
-/// Tables of the store's own bookkeeping, not data: never copied as rows.
-const OWN_TABLES: &[&str] = &["mayfly_schema", "mayfly_settings", "mayfly_counters"];
+/// Tables of the store's own bookkeeping, not data: never copied as rows
+/// (the control plane's leases included: a migrated store has no leader).
+const OWN_TABLES: &[&str] = &["mayfly_schema", "mayfly_settings", "mayfly_counters", "leases"];
 
 /// The numbered tables whose numbers are `mayfly_counters` rows (they
 /// follow commit order); the other numbered columns are `BIGSERIAL`.

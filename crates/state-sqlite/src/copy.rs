@@ -22,8 +22,9 @@ use rusqlite::{OptionalExtension, Transaction, params_from_iter};
 use crate::errors::SqliteResultExt;
 use crate::{ITEM_KEY_SETTING, KeyringAdoption, SqliteStore};
 
-/// Tables of the store's own bookkeeping, not data: never copied as rows.
-const OWN_TABLES: &[&str] = &["store_settings"];
+/// Tables of the store's own bookkeeping, not data: never copied as rows
+/// (the control plane's leases included: a migrated store has no leader).
+const OWN_TABLES: &[&str] = &["store_settings", "leases"];
 
 /// One snapshot (a read transaction) or one write transaction of a copy.
 struct SqliteCopy<'a> {

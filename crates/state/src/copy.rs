@@ -48,7 +48,8 @@ const fn table(name: &'static str, key: &'static [&'static str], numbered: Optio
 }
 
 /// Every data table, parents before the tables that refer to them (the
-/// order rows are written in).
+/// order rows are written in). The control plane's leases are not data and
+/// are not copied: a migrated store starts with no leader.
 pub const TABLES: &[CopiedTable] = &[
     table("deployments", &["version"], Some("version")),
     table("buckets", &["name"], None),

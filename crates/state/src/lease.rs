@@ -18,6 +18,9 @@ use std::time::Duration;
 use mayfly_core::Timestamp;
 use serde::{Deserialize, Serialize};
 
+/// The lease the control plane's leader holds (see `mayfly_control::leadership`).
+pub const CONTROL_PLANE_LEASE: &str = "control-plane";
+
 /// A lease as stored: who holds it, until when, and under which term.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lease {
