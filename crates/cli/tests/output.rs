@@ -144,7 +144,8 @@ fn ps_names_each_worker_in_text_and_json() {
     }
 
     let text = project.ok(&["ps"]);
-    let header = text.lines().next().unwrap();
+    // The first line names the control plane's leader; the table follows.
+    let header = text.lines().find(|line| line.starts_with("RESOURCE")).expect("the table's header");
     assert!(header.split_whitespace().any(|column| column == "WORKER"), "{text}");
     let worker_line = text.lines().find(|line| line.contains(&worker_id)).expect("the worker's row");
     assert!(worker_line.contains(&run), "{worker_line}");

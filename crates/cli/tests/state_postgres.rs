@@ -129,7 +129,7 @@ fn the_password_comes_from_the_environment_a_password_file_or_pgpass_and_a_wrong
     let output = run(&["deploy"], &[]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains(&format!("postgres://mayfly_password_test@127.0.0.1:15432/{}", database.name)), "{stderr}");
+    assert!(stderr.contains(&url), "names the server ({url}): {stderr}");
     assert!(stderr.contains("password authentication failed"), "{stderr}");
     assert!(!stderr.contains("not the password"), "the password leaked: {stderr}");
     assert!(!project.path(".mayfly/keyring.json").exists(), "no keyring was made for a store never reached");
@@ -150,7 +150,8 @@ fn the_password_comes_from_the_environment_a_password_file_or_pgpass_and_a_wrong
     // Without password_file, a .pgpass line (owner-only) gives it.
     std::fs::write(project.path("mayfly.toml"), format!("{SPEC}\n[state]\nurl = \"{url}\"\n")).unwrap();
     let pgpass = project.path("pgpass");
-    std::fs::write(&pgpass, format!("127.0.0.1:15432:{}:mayfly_password_test:{password}\n", database.name)).unwrap();
+    let server = url.split('@').nth(1).and_then(|rest| rest.split('/').next()).expect("host:port in the URL");
+    std::fs::write(&pgpass, format!("{server}:{}:mayfly_password_test:{password}\n", database.name)).unwrap();
     std::fs::set_permissions(&pgpass, std::fs::Permissions::from_mode(0o600)).unwrap();
     let output = run(&["deployments"], &[("PGPASSFILE", pgpass.to_str().unwrap())]);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
