@@ -4,9 +4,10 @@
 //! store at scrape time, so the figures are the same whichever process
 //! recorded them (the control plane, a coordinator, a `mayfly invoke`) and
 //! whichever API server is scraped: queue depths and ages, each function's
-//! invocations, errors, cold starts and duration quantiles from the ledger,
+//! invocations, errors, cold starts and duration histogram from the ledger,
 //! and each unfinished run's items, workers and coordinator lease. The
-//! request counters are this server's, since it started.
+//! request counters and the throttle counts are this server's, since it
+//! started.
 //!
 //! Encoded with `prometheus-client` (the Prometheus project's Rust client) in
 //! the OpenMetrics text format, which Prometheus scrapes natively.
@@ -17,7 +18,11 @@ use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use mayfly_core::run::RunStatus;
+use mayfly_state::{DURATION_BUCKETS_MICROS, FunctionStats};
+use prometheus_client::collector::Collector;
 use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -115,29 +120,26 @@ fn render(api: &ApiState) -> Result<String, ApiError> {
     let invocations = Family::<Labels, Counter>::default();
     let errors = Family::<Labels, Counter>::default();
     let cold_starts = Family::<Labels, Counter>::default();
-    let duration = Family::<Labels, FloatGauge>::default();
+    let throttles = Family::<Labels, Counter>::default();
+    let mut durations = LedgerDurations::default();
     for function in config.architecture.functions.keys() {
         let stats = state.function_stats(function)?;
         let labels = vec![("function", function.to_string())];
         invocations.get_or_create(&labels).inc_by(stats.invocations);
         errors.get_or_create(&labels).inc_by(stats.errors);
         cold_starts.get_or_create(&labels).inc_by(stats.cold_starts);
-        for (quantile, value) in [("0.5", stats.p50_duration), ("0.95", stats.p95_duration)] {
-            if let Some(value) = value {
-                duration
-                    .get_or_create(&vec![("function", function.to_string()), ("quantile", quantile.to_owned())])
-                    .set(value.as_secs_f64());
-            }
-        }
+        throttles.get_or_create(&labels).inc_by(config.invoker.throttled_invocations(function));
+        durations.functions.push((labels, stats));
     }
     registry.register("function_invocations", "Invocations in the ledger, per function", invocations);
     registry.register("function_errors", "Invocations in the ledger that did not succeed, per function", errors);
     registry.register("function_cold_starts", "Invocations in the ledger that started an instance", cold_starts);
     registry.register(
-        "function_duration_seconds",
-        "Invocation duration quantiles over the ledger (nearest rank), per function",
-        duration,
+        "function_throttles",
+        "Invocations that waited for a free instance of a function at its concurrency cap, in this server's process since it started",
+        throttles,
     );
+    registry.register_collector(Box::new(durations));
 
     let items = Family::<Labels, Gauge>::default();
     let workers = Family::<Labels, Gauge>::default();
@@ -185,6 +187,46 @@ fn render(api: &ApiState) -> Result<String, ApiError> {
     encode(&mut text, &registry)
         .map_err(|error| ApiError::internal(format!("the metrics could not be encoded: {error}")))?;
     Ok(text)
+}
+
+/// Each function's invocation durations as a Prometheus histogram, counted by
+/// the state store over the ledger (`FunctionStats::durations_at_most`), so
+/// every server and host exposes the same buckets for the same ledger.
+#[derive(Debug, Default)]
+struct LedgerDurations {
+    functions: Vec<(Labels, FunctionStats)>,
+}
+
+impl Collector for LedgerDurations {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let mut family = encoder.encode_descriptor(
+            "function_duration_seconds",
+            "Invocation durations in the ledger, per function.",
+            None,
+            MetricType::Histogram,
+        )?;
+        for (labels, stats) in &self.functions {
+            // The encoder takes each bucket's own count and adds them up.
+            let mut below = 0;
+            let mut buckets: Vec<(f64, u64)> = DURATION_BUCKETS_MICROS
+                .iter()
+                .zip(stats.durations_at_most)
+                .map(|(bound, at_most)| {
+                    let own = at_most.saturating_sub(below);
+                    below = at_most;
+                    (*bound as f64 / 1e6, own)
+                })
+                .collect();
+            buckets.push((f64::MAX, stats.invocations.saturating_sub(below)));
+            family.encode_family(labels)?.encode_histogram::<NoLabelSet>(
+                stats.duration_sum.as_secs_f64(),
+                stats.invocations,
+                &buckets,
+                None,
+            )?;
+        }
+        Ok(())
+    }
 }
 
 fn gauge_value(count: u64) -> i64 {

@@ -87,7 +87,22 @@ fn metrics_need_their_scope_and_show_queues_and_the_ledger() {
     assert_eq!(sample(&text, r#"mayfly_function_invocations_total{function="ok"}"#), Some(2.0), "{text}");
     assert_eq!(sample(&text, r#"mayfly_function_errors_total{function="ok"}"#), Some(0.0), "{text}");
     assert_eq!(sample(&text, r#"mayfly_function_errors_total{function="broken"}"#), Some(1.0), "{text}");
-    assert!(sample(&text, r#"mayfly_function_duration_seconds{function="ok",quantile="0.5"}"#).is_some(), "{text}");
+    // The ledger's durations as a histogram: every invocation under +Inf, the
+    // buckets cumulative, none above the count.
+    let bucket =
+        |le: &str| sample(&text, &format!(r#"mayfly_function_duration_seconds_bucket{{le="{le}",function="ok"}}"#));
+    assert_eq!(bucket("+Inf"), Some(2.0), "{text}");
+    assert_eq!(sample(&text, r#"mayfly_function_duration_seconds_count{function="ok"}"#), Some(2.0), "{text}");
+    assert!(
+        sample(&text, r#"mayfly_function_duration_seconds_sum{function="ok"}"#).is_some_and(|sum| sum > 0.0),
+        "{text}"
+    );
+    let counts: Vec<f64> = ["0.001", "0.01", "0.1", "1.0", "10.0", "3600.0", "+Inf"]
+        .iter()
+        .map(|le| bucket(le).unwrap_or_else(|| panic!("no bucket le={le}:\n{text}")))
+        .collect();
+    assert!(counts.windows(2).all(|pair| pair[0] <= pair[1]), "cumulative buckets: {counts:?}");
+    assert_eq!(sample(&text, r#"mayfly_function_throttles_total{function="ok"}"#), Some(0.0), "{text}");
     assert_eq!(sample(&text, "mayfly_deployment_version"), Some(1.0), "{text}");
     // The refused scrapes above were counted by route and status; the error
     // text of a function (user data) is never a label.

@@ -5,13 +5,14 @@
 //! by the `invocations` counter under its row lock: in commit order, with no
 //! gap, where a sequence could let a reader page past an id that commits later.
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use mayfly_core::{Name, Timestamp};
 use mayfly_state::sealing::Record;
 use mayfly_state::{
-    FunctionStats, InvocationFilter, InvocationLedger, InvocationRecord, Result, StateError, StoredInvocation,
-    nearest_rank_index,
+    DURATION_BUCKETS_MICROS, FunctionStats, InvocationFilter, InvocationLedger, InvocationRecord, Result, StateError,
+    StoredInvocation, nearest_rank_index,
 };
 
 use crate::errors::PgResultExt;
@@ -52,6 +53,22 @@ fn stored_invocation_from_row(row: &postgres::Row) -> Result<StoredInvocation> {
         },
     })
 }
+
+/// The histogram's columns: one `COUNT(*) FILTER (WHERE duration_us <= bound)`
+/// per bound, after the count, errors, cold starts, latest start and duration
+/// sum (`bigint`: `SUM` of a `bigint` is a `numeric`).
+static FUNCTION_STATS_SQL: LazyLock<String> = LazyLock::new(|| {
+    let buckets: Vec<String> = DURATION_BUCKETS_MICROS
+        .iter()
+        .map(|bound| format!(", COUNT(*) FILTER (WHERE duration_us <= {bound})"))
+        .collect();
+    format!(
+        "SELECT COUNT(*), COUNT(*) FILTER (WHERE outcome <> $2), \
+         COUNT(*) FILTER (WHERE init_duration_us IS NOT NULL), MAX(started_at), \
+         SUM(duration_us)::bigint{} FROM invocations WHERE function = $1",
+        buckets.concat()
+    )
+});
 
 impl InvocationLedger for PostgresStore {
     fn record_invocation(&self, record: &InvocationRecord, logs: &[u8]) -> Result<u64> {
@@ -161,13 +178,12 @@ impl InvocationLedger for PostgresStore {
         let what = || format!("summarize the invocations of `{function}`");
         self.transact(&what(), |transaction| {
             let row = transaction
-                .query_one(
-                    "SELECT COUNT(*), COUNT(*) FILTER (WHERE outcome <> $2), \
-                     COUNT(*) FILTER (WHERE init_duration_us IS NOT NULL), MAX(started_at) \
-                     FROM invocations WHERE function = $1",
-                    &[&function.as_str(), &InvocationRecord::SUCCESS],
-                )
+                .query_one(FUNCTION_STATS_SQL.as_str(), &[&function.as_str(), &InvocationRecord::SUCCESS])
                 .with_context(what)?;
+            let mut durations_at_most = [0; DURATION_BUCKETS_MICROS.len()];
+            for (index, count) in durations_at_most.iter_mut().enumerate() {
+                *count = from_sql_integer(row.get(5 + index));
+            }
             let invocations = from_sql_integer(row.get(0));
             let mut duration_at_percentile = |percentile: u32| -> Result<Option<Duration>> {
                 let Some(index) = nearest_rank_index(invocations, percentile) else { return Ok(None) };
@@ -189,6 +205,8 @@ impl InvocationLedger for PostgresStore {
                 p50_duration,
                 p95_duration,
                 last_invoked: row.get::<_, Option<i64>>(3).map(Timestamp),
+                duration_sum: row.get::<_, Option<i64>>(4).map_or(Duration::ZERO, duration_from_micros),
+                durations_at_most,
             })
         })
     }

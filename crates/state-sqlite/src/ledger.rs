@@ -1,11 +1,13 @@
 //! The invocation ledger in SQL: one row per finished invocation in
 //! `invocations`, its captured logs beside it in `invocation_logs`.
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use mayfly_core::{Name, Timestamp};
 use mayfly_state::{
-    FunctionStats, InvocationFilter, InvocationRecord, Result, StateError, StoredInvocation, nearest_rank_index,
+    DURATION_BUCKETS_MICROS, FunctionStats, InvocationFilter, InvocationRecord, Result, StateError, StoredInvocation,
+    nearest_rank_index,
 };
 use rusqlite::{OptionalExtension, Transaction, params};
 
@@ -174,16 +176,30 @@ pub fn invocation_logs(transaction: &Transaction<'_>, request_id: &str, sealer: 
     Ok(logs)
 }
 
+/// The histogram's columns: one `SUM(duration_us <= bound)` per bound, after
+/// the count, errors, cold starts, latest start and duration sum.
+static FUNCTION_STATS_SQL: LazyLock<String> = LazyLock::new(|| {
+    let buckets: Vec<String> =
+        DURATION_BUCKETS_MICROS.iter().map(|bound| format!(", SUM(duration_us <= {bound})")).collect();
+    format!(
+        "SELECT COUNT(*), SUM(outcome != ?2), SUM(init_duration_us IS NOT NULL), MAX(started_at), \
+         SUM(duration_us){} FROM invocations WHERE function = ?1",
+        buckets.concat()
+    )
+});
+
 pub fn function_stats(transaction: &Transaction<'_>, function: &Name) -> Result<FunctionStats> {
     let what = || format!("summarize the invocations of `{function}`");
-    let (invocations, errors, cold_starts, last_invoked): (i64, Option<i64>, Option<i64>, Option<i64>) = transaction
-        .prepare_cached(
-            "SELECT COUNT(*), SUM(outcome != ?2), SUM(init_duration_us IS NOT NULL), MAX(started_at) \
-             FROM invocations WHERE function = ?1",
-        )
+    type Row = (i64, Option<i64>, Option<i64>, Option<i64>, Option<i64>, [u64; DURATION_BUCKETS_MICROS.len()]);
+    let (invocations, errors, cold_starts, last_invoked, duration_sum, durations_at_most): Row = transaction
+        .prepare_cached(&FUNCTION_STATS_SQL)
         .and_then(|mut statement| {
             statement.query_row(params![function.as_str(), InvocationRecord::SUCCESS], |row| {
-                Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+                let mut at_most = [0; DURATION_BUCKETS_MICROS.len()];
+                for (index, count) in at_most.iter_mut().enumerate() {
+                    *count = row.get::<_, Option<i64>>(5 + index)?.map_or(0, from_sql_integer);
+                }
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?, at_most))
             })
         })
         .with_context(what)?;
@@ -208,5 +224,7 @@ pub fn function_stats(transaction: &Transaction<'_>, function: &Name) -> Result<
         p50_duration: duration_at_percentile(50)?,
         p95_duration: duration_at_percentile(95)?,
         last_invoked: last_invoked.map(Timestamp),
+        duration_sum: duration_sum.map_or(Duration::ZERO, duration_from_micros),
+        durations_at_most,
     })
 }

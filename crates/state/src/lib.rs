@@ -311,7 +311,38 @@ pub struct FunctionStats {
     pub p95_duration: Option<Duration>,
     /// The latest `started_at`.
     pub last_invoked: Option<Timestamp>,
+    /// The sum of every invocation's duration (with [`FunctionStats::invocations`]
+    /// and [`FunctionStats::durations_at_most`], a Prometheus histogram).
+    pub duration_sum: Duration,
+    /// For each bound of [`DURATION_BUCKETS_MICROS`], in order, the invocations
+    /// that took at most that long (cumulative, as Prometheus' `le` buckets).
+    pub durations_at_most: [u64; DURATION_BUCKETS_MICROS.len()],
 }
+
+/// The upper bounds, in microseconds, of the duration histogram every backend
+/// counts in [`FunctionStats`]: 1 ms to an hour, since a function here may run
+/// far longer than Lambda's 15 minutes. Fixed, so every backend and every
+/// scrape agree and Prometheus can add histograms across hosts.
+pub const DURATION_BUCKETS_MICROS: [i64; 18] = [
+    1_000,
+    5_000,
+    10_000,
+    25_000,
+    50_000,
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    30_000_000,
+    60_000_000,
+    300_000_000,
+    900_000_000,
+    1_800_000_000,
+    3_600_000_000,
+];
 
 /// Where the `percentile`th percentile (1–100) of `count` values, sorted
 /// ascending, sits (0-based) by the nearest-rank method: the smallest value

@@ -144,6 +144,9 @@ pub fn function_stats_are_exact<S: InvocationLedger + ?Sized>(subject: Subject<S
             p50_duration: Some(Duration::from_millis(10)),
             p95_duration: Some(Duration::from_millis(19)),
             last_invoked: Some(start.saturating_add(Duration::from_secs(19))),
+            duration_sum: Duration::from_millis(210),
+            // At most 1, 5, 10 ms: 1, 5, 10 of them; 25 ms and every larger bound: all 20.
+            durations_at_most: [1, 5, 10, 20, 20, 20, 20, 20, 20, 20, 20, 20, 20, 20, 20, 20, 20, 20],
         }
     );
     let other = store.function_stats(&name("other")).unwrap();
@@ -151,6 +154,8 @@ pub fn function_stats_are_exact<S: InvocationLedger + ?Sized>(subject: Subject<S
         (other.invocations, other.p50_duration, other.p95_duration),
         (1, Some(Duration::from_millis(999)), Some(Duration::from_millis(999)))
     );
+    // 999 ms is above the 500 ms bound and at most the 1 s one.
+    assert_eq!(other.durations_at_most[..9], [0, 0, 0, 0, 0, 0, 0, 0, 1]);
 }
 
 pub fn function_stats_of_a_function_never_invoked_are_empty<S: InvocationLedger + ?Sized>(subject: Subject<S>) {
