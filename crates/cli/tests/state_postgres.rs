@@ -253,3 +253,62 @@ fn a_project_runs_over_tls_with_verify_full_and_a_host_the_certificate_does_not_
     let output = run(&["deployments"], Some(&by_address.replace("verify-full", "verify-ca")));
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
 }
+
+/// On PostgreSQL a send wakes the control plane's queue triggers at once
+/// (`LISTEN`/`NOTIFY`): with a poll interval of a minute, a message sent by
+/// another process (`mayfly send`) is still handled within seconds.
+#[test]
+fn a_send_wakes_a_queue_trigger_on_postgres_without_waiting_for_its_poll() {
+    let project = project_on_postgres(
+        r#"version = 1
+name = "pgwake"
+
+[queues.work]
+
+[functions.mark]
+command = ["sh", "-c", "cat > \"$MAYFLY_PROJECT/handled.json\"; echo '{}'"]
+
+[[triggers]]
+queue = "work"
+function = "mark"
+"#,
+    );
+    project.ok(&["deploy"]);
+    let log = project.root.parent().unwrap().join("up.log");
+    let mut up = project
+        .command(&["up", "--poll-interval", "60s"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("spawn mayfly up");
+    let said = || std::fs::read_to_string(&log).unwrap_or_default();
+    let started = std::time::Instant::now();
+    while !said().contains("leader (term") {
+        assert!(started.elapsed() < std::time::Duration::from_secs(60), "mayfly up did not lead:\n{}", said());
+        assert!(up.try_wait().unwrap().is_none(), "mayfly up exited:\n{}", said());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // Past the triggers' first look at the queue, so only a wake-up can
+    // bring the message before the next poll, a minute away.
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let sent = std::time::Instant::now();
+    project.ok(&["send", "work", "wake up"]);
+    let handled = project.path("handled.json");
+    while !handled.exists() {
+        assert!(
+            sent.elapsed() < std::time::Duration::from_secs(15),
+            "the message waited for the poll: not handled {:?} after the send:\n{}",
+            sent.elapsed(),
+            said()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let waited = sent.elapsed();
+    // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
+    unsafe { libc::kill(up.id() as i32, libc::SIGTERM) };
+    assert!(up.wait().unwrap().success(), "{}", said());
+    let event = std::fs::read_to_string(&handled).unwrap();
+    assert!(event.contains("wake up"), "the function got the message: {event}");
+    eprintln!("handled {waited:?} after the send, with a 60 s poll interval");
+}

@@ -38,19 +38,69 @@ pub async fn run(
     let Some(spec) = config.architecture.functions.get(&trigger.function) else { return Ok(()) };
     let parallel = spec.concurrency.unwrap_or(DEFAULT_PARALLEL_BATCHES).clamp(1, MAX_PARALLEL_BATCHES);
     let trigger = Arc::new(trigger);
+    let (woken, wakes) = tokio::sync::watch::channel(());
+    let queue = trigger.queue.to_string();
+    // Held until every worker ended: the store tells of sends while it lives.
+    let watch = config.state.watch_messages(Arc::new(move |sent_to: &str| {
+        if sent_to == queue {
+            woken.send_replace(());
+        }
+    }))?;
+    let idle = Idle { poll: idle_poll(config.poll_interval, watch.is_some()), wakes: watch.is_some().then_some(wakes) };
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..parallel {
-        workers.spawn(worker(config.clone(), trigger.clone(), shutdown.clone()));
+        workers.spawn(worker(config.clone(), trigger.clone(), idle.clone(), shutdown.clone()));
     }
     while let Some(joined) = workers.join_next().await {
         joined.map_err(|error| ControlError::Task(error.to_string()))??;
     }
+    drop(watch);
     Ok(())
+}
+
+/// How long an idle worker waits before it looks at its queue again when
+/// the store wakes it on sends: sends need no poll then, only messages that
+/// become visible by time (a delay, a lapsed lease), so it looks at most once
+/// a second (or at the poll interval, if longer) rather than hammering a
+/// shared database from every host.
+const WATCHED_IDLE_POLL: Duration = Duration::from_secs(1);
+
+fn idle_poll(poll_interval: Duration, watched: bool) -> Duration {
+    if watched { poll_interval.max(WATCHED_IDLE_POLL) } else { poll_interval }
+}
+
+/// How an idle worker waits for work.
+#[derive(Clone)]
+struct Idle {
+    poll: Duration,
+    /// Changed when the store says messages were sent to the queue.
+    wakes: Option<tokio::sync::watch::Receiver<()>>,
+}
+
+impl Idle {
+    /// Wait for a send, the poll interval or a stop; true if stopping.
+    async fn wait(&mut self, shutdown: &mut Shutdown) -> bool {
+        let woken = async {
+            let sent = match &mut self.wakes {
+                Some(wakes) => wakes.changed().await.is_ok(),
+                None => false,
+            };
+            if !sent {
+                // No wake-ups (or their sender is gone): the poll alone.
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            stopping = shutdown.sleep_or_stop(self.poll) => stopping,
+            () = woken => shutdown.is_triggered(),
+        }
+    }
 }
 
 async fn worker(
     config: Arc<ControlPlaneConfig>,
     trigger: Arc<QueueTrigger>,
+    mut idle: Idle,
     mut shutdown: Shutdown,
 ) -> Result<(), ControlError> {
     loop {
@@ -59,7 +109,7 @@ async fn worker(
         }
         let batch = lease_batch(&config, &trigger, &mut shutdown).await?;
         if batch.is_empty() {
-            if shutdown.sleep_or_stop(config.poll_interval).await {
+            if idle.wait(&mut shutdown).await {
                 return Ok(());
             }
             continue;

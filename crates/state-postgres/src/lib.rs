@@ -22,6 +22,7 @@ mod copy;
 mod errors;
 mod leases;
 mod ledger;
+mod notify;
 mod queues;
 mod retention;
 mod runs;
@@ -69,6 +70,9 @@ pub struct PostgresStore {
     sealer: Sealer,
     /// The URL without its password, for errors.
     location: String,
+    /// Where to connect the wake-up listener (`notify`), outside the pool.
+    target: ConnectTarget,
+    watchers: Arc<notify::Watchers>,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -138,7 +142,7 @@ impl PostgresStore {
         let ids = settle_payloads(&mut client, &sealer, &location)?;
         sealer.set_item_ids(ids);
         drop(client);
-        let mut config = target.config;
+        let mut config = target.config.clone();
         tls::apply(&mut config, &target.tls);
         let manager = PostgresConnectionManager::new(config, target.tls.connector()?);
         let pool = r2d2::Pool::builder()
@@ -146,7 +150,14 @@ impl PostgresStore {
             .min_idle(Some(0))
             .connection_timeout(std::time::Duration::from_secs(30))
             .build_unchecked(manager);
-        Ok(PostgresStore { pool: std::mem::ManuallyDrop::new(pool), clock, sealer, location })
+        Ok(PostgresStore {
+            pool: std::mem::ManuallyDrop::new(pool),
+            clock,
+            sealer,
+            location,
+            target,
+            watchers: Arc::default(),
+        })
     }
 
     /// Take up a new keyring: every payload sealed from now on uses its

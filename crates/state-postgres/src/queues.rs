@@ -18,8 +18,8 @@ use mayfly_core::queue::{
 use mayfly_core::{ByteSize, Name, Timestamp};
 use mayfly_state::sealing::{Record, Sealer};
 use mayfly_state::{
-    DamagedMessage, DeadLetterInfo, DeleteOutcome, OutgoingMessage, QueueRecord, QueueStore, ReceiveRequest,
-    ReceivedMessage, Result, StateError, StoredMessage,
+    DamagedMessage, DeadLetterInfo, DeleteOutcome, MessageWatch, OnMessages, OutgoingMessage, QueueRecord, QueueStore,
+    ReceiveRequest, ReceivedMessage, Result, StateError, StoredMessage,
 };
 use postgres::Transaction;
 
@@ -334,6 +334,7 @@ impl QueueStore for PostgresStore {
                     &[&ids, &stored.queue_id, &now.as_millis(), &visible_ats, &bodies, &attributes],
                 )
                 .with_context(|| format!("insert messages into queue `{queue}`"))?;
+            crate::notify::notify(transaction, queue.as_str())?;
             Ok(ids.into_iter().map(from_sql_integer).collect())
         })
     }
@@ -713,5 +714,11 @@ impl QueueStore for PostgresStore {
             }
             Ok(moved)
         })
+    }
+
+    /// Sends notify at commit (`notify`); messages returned by a run or
+    /// redriven, which are rare, are found by the receivers' polls.
+    fn watch_messages(&self, on_messages: OnMessages) -> Result<Option<MessageWatch>> {
+        Ok(Some(self.watchers.watch(&self.target, on_messages)))
     }
 }

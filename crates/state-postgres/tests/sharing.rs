@@ -132,3 +132,60 @@ fn concurrent_lessees_on_one_database_get_every_item_exactly_once() {
     let counts = setup.run_item_counts("run-1").unwrap();
     assert_eq!((counts.done, counts.attempts), (ITEMS as u64, ITEMS as u64));
 }
+
+/// A send on one host wakes receivers on another (`LISTEN`/`NOTIFY`): the
+/// watch is told the queue's name soon after the send commits, a send that
+/// fails (and so stores nothing) tells nothing, and a dropped watch is told
+/// nothing more.
+#[test]
+fn a_send_on_one_store_wakes_the_watchers_of_another_and_a_failed_send_does_not() {
+    let database = support::TestDatabase::create();
+    let open = || Arc::new(PostgresStore::open(&database.url, Arc::new(SystemClock)).expect("open the shared store"));
+    let (sender, receiver) = (open(), open());
+    let work = Name::new("work").unwrap();
+    let small = Name::new("small").unwrap();
+    sender.create_queue(&work, &QueueConfig::default(), &[]).unwrap();
+    sender
+        .create_queue(
+            &small,
+            &QueueConfig { max_message_size: mayfly_core::ByteSize(4), ..QueueConfig::default() },
+            &[],
+        )
+        .unwrap();
+
+    let (told, heard) = std::sync::mpsc::channel::<String>();
+    let watch = receiver
+        .watch_messages(Arc::new(move |queue: &str| {
+            let _ = told.send(queue.to_owned());
+        }))
+        .unwrap()
+        .expect("PostgreSQL wakes receivers");
+    // The listener connects in the background; a send before it listens is
+    // not heard (receivers' polls find it), so send until one is.
+    let started = std::time::Instant::now();
+    let first = loop {
+        sender.send_messages(&work, &[OutgoingMessage::new("hello")]).unwrap();
+        if let Ok(queue) = heard.recv_timeout(Duration::from_millis(500)) {
+            break queue;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "no wake-up within 10 s of sending");
+    };
+    assert_eq!(first, "work");
+    while heard.recv_timeout(Duration::from_millis(200)).is_ok() {}
+
+    // Heard promptly once listening.
+    let sent_at = std::time::Instant::now();
+    sender.send_messages(&work, &[OutgoingMessage::new("again")]).unwrap();
+    assert_eq!(heard.recv_timeout(Duration::from_secs(5)).as_deref(), Ok("work"));
+    assert!(sent_at.elapsed() < Duration::from_secs(2), "woken after {:?}", sent_at.elapsed());
+
+    // A send refused (too large) commits nothing and notifies nobody.
+    let refused = sender.send_messages(&small, &[OutgoingMessage::new("far too large")]);
+    assert!(refused.is_err(), "{refused:?}");
+    assert!(heard.recv_timeout(Duration::from_millis(700)).is_err(), "a failed send woke a receiver");
+
+    // Dropped, the watch hears nothing more.
+    drop(watch);
+    sender.send_messages(&work, &[OutgoingMessage::new("unheard")]).unwrap();
+    assert!(heard.recv_timeout(Duration::from_millis(700)).is_err(), "a dropped watch was still told");
+}

@@ -22,6 +22,7 @@ pub mod lease;
 pub mod sealing;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use mayfly_core::event::NewObjectEvent;
@@ -810,6 +811,47 @@ pub trait QueueStore: Send + Sync {
     /// `LeaseLost` afterwards. Messages a run has taken into its ledger are the
     /// run's, not the queue's, and stay. `NotFound` for an unknown queue.
     fn purge_queue(&self, queue: &Name) -> Result<u64>;
+    /// Have `on_messages` called with a queue's name, on a thread of the
+    /// store's, soon after messages were sent to that queue by any process
+    /// sharing the store, so that receivers wake instead of sleeping out their
+    /// poll interval. `None`: this backend cannot tell (the default; receivers
+    /// poll). Best effort and never the only way to find work: a call may be
+    /// missed (a lost connection) or spurious, and messages also become
+    /// visible by time (delays, lapsed leases), so receivers still poll. The
+    /// watch lasts while the returned [`MessageWatch`] is held.
+    fn watch_messages(&self, on_messages: OnMessages) -> Result<Option<MessageWatch>> {
+        let _ = on_messages;
+        Ok(None)
+    }
+}
+
+/// Told the name of a queue that messages were sent to ([`QueueStore::watch_messages`]).
+pub type OnMessages = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// A watch registered with [`QueueStore::watch_messages`]: dropped, it is removed.
+pub struct MessageWatch {
+    cancel: Option<Box<dyn FnOnce() + Send + Sync>>,
+}
+
+impl MessageWatch {
+    /// A watch that `cancel` removes.
+    pub fn new(cancel: impl FnOnce() + Send + Sync + 'static) -> MessageWatch {
+        MessageWatch { cancel: Some(Box::new(cancel)) }
+    }
+}
+
+impl Drop for MessageWatch {
+    fn drop(&mut self) {
+        if let Some(cancel) = self.cancel.take() {
+            cancel();
+        }
+    }
+}
+
+impl std::fmt::Debug for MessageWatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MessageWatch").finish_non_exhaustive()
+    }
 }
 
 /// The invocation ledger: one record per finished invocation, with its logs.

@@ -1,0 +1,138 @@
+//! Wake-ups for receivers ([`QueueStore::watch_messages`]) through
+//! PostgreSQL's `LISTEN`/`NOTIFY`: every transaction that puts messages in a
+//! queue notifies [`CHANNEL`] with the queue's name (PostgreSQL delivers it
+//! at commit, and only if the transaction commits), and one thread per store
+//! handle, on a connection of its own outside the pool, listens and tells
+//! every registered watcher. The thread starts with the first watch and ends
+//! when the last is dropped or the store is. A lost connection is retried
+//! every second; what was sent meanwhile is found by the receivers' polls.
+//!
+//! [`QueueStore::watch_messages`]: mayfly_state::QueueStore::watch_messages
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use mayfly_state::{MessageWatch, OnMessages, Result};
+use postgres::fallible_iterator::FallibleIterator;
+
+use crate::ConnectTarget;
+use crate::errors::PgResultExt;
+
+/// The channel sends notify, with the queue's name as the payload (a name
+/// from the architecture, never user data).
+pub(crate) const CHANNEL: &str = "mayfly_messages";
+
+/// How long the listener waits for a notification before it checks whether
+/// anyone still watches.
+const LISTEN_SLICE: Duration = Duration::from_millis(500);
+
+/// How long the listener waits before connecting again after a failure.
+const RECONNECT_AFTER: Duration = Duration::from_secs(1);
+
+/// Notify receivers of `queue` when `transaction` commits.
+pub(crate) fn notify(transaction: &mut postgres::Transaction<'_>, queue: &str) -> Result<()> {
+    transaction
+        .execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &queue])
+        .with_context(|| format!("notify the receivers of queue `{queue}`"))?;
+    Ok(())
+}
+
+/// The watchers of one store handle, and whether its listener runs.
+#[derive(Default)]
+pub(crate) struct Watchers {
+    inner: Mutex<Registered>,
+}
+
+#[derive(Default)]
+struct Registered {
+    next: u64,
+    watchers: BTreeMap<u64, OnMessages>,
+    listening: bool,
+}
+
+impl Watchers {
+    /// Register `on_messages`, starting the listener if none runs.
+    pub(crate) fn watch(self: &Arc<Self>, target: &ConnectTarget, on_messages: OnMessages) -> MessageWatch {
+        let mut registered = self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let id = registered.next;
+        registered.next += 1;
+        registered.watchers.insert(id, on_messages);
+        if !registered.listening {
+            registered.listening = true;
+            let watchers = Arc::downgrade(self);
+            let target = target.clone();
+            std::thread::Builder::new()
+                .name("mayfly-pg-listen".into())
+                .spawn(move || listen(&watchers, &target))
+                .expect("spawn the PostgreSQL listener thread");
+        }
+        let watchers = Arc::downgrade(self);
+        MessageWatch::new(move || {
+            if let Some(watchers) = watchers.upgrade() {
+                watchers.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).watchers.remove(&id);
+            }
+        })
+    }
+
+    /// The watchers now, or `None` (and the listener marked stopped) when
+    /// there are none left.
+    fn current(&self) -> Option<Vec<OnMessages>> {
+        let mut registered = self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if registered.watchers.is_empty() {
+            registered.listening = false;
+            return None;
+        }
+        Some(registered.watchers.values().cloned().collect())
+    }
+}
+
+/// The listener thread: connect, `LISTEN`, and hand every notification to
+/// the watchers, until nobody watches or the store is gone.
+fn listen(watchers: &Weak<Watchers>, target: &ConnectTarget) {
+    let still_watched = || watchers.upgrade().and_then(|watchers| watchers.current());
+    'connect: while still_watched().is_some() {
+        let mut client = match target.connect() {
+            Ok(client) => client,
+            Err(error) => {
+                eprintln!("mayfly: receivers poll without wake-ups until the state store answers: {error}");
+                std::thread::sleep(RECONNECT_AFTER);
+                continue;
+            }
+        };
+        if let Err(error) = client.batch_execute(&format!("LISTEN {CHANNEL}")) {
+            eprintln!("mayfly: receivers poll without wake-ups: LISTEN failed: {error}");
+            std::thread::sleep(RECONNECT_AFTER);
+            continue;
+        }
+        loop {
+            let mut queues = Vec::new();
+            {
+                let mut notifications = client.notifications();
+                // The first to come within the slice, then whatever else has arrived.
+                let first = notifications.timeout_iter(LISTEN_SLICE).next();
+                let rest = first.and_then(|first| {
+                    queues.extend(first.map(|notification| notification.payload().to_owned()));
+                    let mut pending = notifications.iter();
+                    while let Some(notification) = pending.next()? {
+                        queues.push(notification.payload().to_owned());
+                    }
+                    Ok(())
+                });
+                if let Err(error) = rest {
+                    eprintln!("mayfly: the state store's wake-up connection was lost ({error}); reconnecting");
+                    std::thread::sleep(RECONNECT_AFTER);
+                    continue 'connect;
+                }
+            }
+            let Some(current) = still_watched() else { return };
+            queues.sort();
+            queues.dedup();
+            for queue in &queues {
+                for on_messages in &current {
+                    on_messages(queue);
+                }
+            }
+        }
+    }
+}
