@@ -110,17 +110,25 @@ impl Router {
         Some(self.held.clone())
     }
 
-    /// Route one page of events; returns how many events were read. Each
+    /// Route one page of events; returns how many events were routed. Each
     /// deployment the router switches to is passed to `switched` before any
-    /// event it governs is routed.
+    /// event it governs is routed. `still_leading` is asked after the reads
+    /// and before anything is sent: a pass whose reads outlasted this host's
+    /// lease (a host cut off from the state store, whose answers arrive
+    /// when it is back, stale) sends nothing — else it would route again
+    /// every event its stale cursor is behind, which the new leader routed.
     pub fn route_once(
         &mut self,
         config: &ControlPlaneConfig,
         switched: &mut dyn FnMut(DeploymentInForce),
+        still_leading: &dyn Fn() -> bool,
     ) -> Result<usize, ControlError> {
         let state = config.state.as_ref();
         let cursor = state.consumer_cursor(ROUTER_CURSOR)?;
         let events = state.object_events_after(cursor, EVENTS_PER_PASS)?;
+        if !still_leading() {
+            return Ok(0);
+        }
         // After the read: a deployment committed before any event just read is seen now.
         if !events.is_empty() || self.last_poll.elapsed() >= DEPLOYMENT_POLL {
             self.poll_deployments()?;
@@ -161,10 +169,14 @@ pub async fn run(
     mut shutdown: Shutdown,
 ) -> Result<(), ControlError> {
     loop {
-        let read = router.route_once(&config, &mut |in_force| {
-            // The receiver lives as long as the control plane; a send only fails while it stops.
-            let _ = switches.send(in_force);
-        })?;
+        let read = router.route_once(
+            &config,
+            &mut |in_force| {
+                // The receiver lives as long as the control plane; a send only fails while it stops.
+                let _ = switches.send(in_force);
+            },
+            &|| !shutdown.is_triggered(),
+        )?;
         if read == 0 && shutdown.sleep_or_stop(config.poll_interval).await {
             return Ok(());
         }
@@ -318,7 +330,7 @@ mod tests {
             let mut switches = Vec::new();
             let mut record =
                 |in_force: DeploymentInForce| switches.push((in_force.version.unwrap(), in_force.from_event));
-            while router.route_once(&self.config, &mut record).unwrap() > 0 {}
+            while router.route_once(&self.config, &mut record, &|| true).unwrap() > 0 {}
             switches
         }
     }
@@ -359,5 +371,21 @@ mod tests {
         assert_eq!(fixture.keys_in("one"), ["a1"]);
         assert_eq!(fixture.keys_in("two"), ["b1", "b2"]);
         assert_eq!(router.held().version, Some(2));
+    }
+
+    #[test]
+    fn a_pass_that_is_no_longer_leading_after_its_reads_sends_nothing_and_keeps_the_cursor() {
+        let fixture = Fixture::new();
+        fixture.deploy("one");
+        let mut router = Router::start(&fixture.config).unwrap();
+        fixture.put("a1");
+        fixture.put("a2");
+        let read = router.route_once(&fixture.config, &mut |_| {}, &|| false).unwrap();
+        assert_eq!(read, 0, "a pass that lost the lease routes nothing");
+        assert_eq!(fixture.keys_in("one"), Vec::<String>::new());
+        assert_eq!(fixture.config.state.consumer_cursor(ROUTER_CURSOR).unwrap(), 0);
+        // Whoever leads next routes them, once.
+        assert_eq!(fixture.route_all(&mut router), vec![]);
+        assert_eq!(fixture.keys_in("one"), ["a1", "a2"]);
     }
 }

@@ -665,7 +665,8 @@ impl EventLog for PostgresStore {
             transaction
                 .execute(
                     "INSERT INTO consumer_cursors (consumer, sequence) VALUES ($1, $2) \
-                     ON CONFLICT (consumer) DO UPDATE SET sequence = excluded.sequence",
+                     ON CONFLICT (consumer) DO UPDATE \
+                     SET sequence = GREATEST(consumer_cursors.sequence, excluded.sequence)",
                     &[&consumer, &to_sql_integer(sequence)],
                 )
                 .with_context(|| format!("set the cursor of consumer `{consumer}`"))?;

@@ -1335,7 +1335,8 @@ impl EventLog for SqliteStore {
             transaction
                 .prepare_cached(
                     "INSERT INTO consumer_cursors (consumer, sequence) VALUES (?1, ?2) \
-                     ON CONFLICT (consumer) DO UPDATE SET sequence = excluded.sequence",
+                     ON CONFLICT (consumer) DO UPDATE \
+                     SET sequence = max(consumer_cursors.sequence, excluded.sequence)",
                 )
                 .and_then(|mut statement| statement.execute(params![consumer, to_sql_integer(sequence)]))
                 .with_context(|| format!("set the cursor of consumer `{consumer}`"))?;

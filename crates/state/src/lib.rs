@@ -742,6 +742,10 @@ pub trait EventLog: Send + Sync {
     /// The last sequence number a named consumer has processed (0 if none).
     fn consumer_cursor(&self, consumer: &str) -> Result<u64>;
     /// Record that a consumer has processed everything up to `sequence`.
+    /// A cursor only moves forward: a lower `sequence` than the stored one
+    /// changes nothing, so a late write from a control plane that lost its
+    /// lease while cut off (its request delivered when it came back) cannot
+    /// send the new leader's router back over events it already routed.
     fn set_consumer_cursor(&self, consumer: &str, sequence: u64) -> Result<()>;
 }
 

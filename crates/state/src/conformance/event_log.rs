@@ -91,3 +91,14 @@ pub fn consumer_cursors_start_at_zero_and_keep_what_was_set<S: EventLog + ?Sized
     assert_eq!(store.consumer_cursor("router").unwrap(), 9);
     assert_eq!(store.consumer_cursor("alarms").unwrap(), 2);
 }
+
+/// A late write from a control plane that lost its lease while cut off
+/// (its request delivered once it came back) must not move the cursor back.
+pub fn a_consumer_cursor_never_moves_back<S: EventLog + ?Sized>(subject: Subject<S>) {
+    let store = &subject.store;
+    store.set_consumer_cursor("router", 9).unwrap();
+    store.set_consumer_cursor("router", 5).unwrap();
+    assert_eq!(store.consumer_cursor("router").unwrap(), 9);
+    store.set_consumer_cursor("router", 12).unwrap();
+    assert_eq!(store.consumer_cursor("router").unwrap(), 12);
+}

@@ -101,6 +101,7 @@ macro_rules! __with_conformance_cases {
             object_event_sequences_increase_in_commit_order,
             object_events_after_pages_through_the_log,
             consumer_cursors_start_at_zero_and_keep_what_was_set,
+            a_consumer_cursor_never_moves_back,
         }
     };
     (queues, $callback:ident ! ($($arguments:tt)*)) => {
