@@ -80,9 +80,10 @@ impl From<StateError> for ApiError {
         let message = error.to_string();
         match error {
             StateError::NotFound { .. } => ApiError::not_found(message),
-            StateError::AlreadyExists { .. } | StateError::Conflict(_) | StateError::LeaseLost { .. } => {
-                ApiError::conflict(message)
-            }
+            StateError::AlreadyExists { .. }
+            | StateError::Conflict(_)
+            | StateError::LeaseLost { .. }
+            | StateError::Fenced { .. } => ApiError::conflict(message),
             StateError::Rule(mayfly_core::queue::QueueRuleError::MessageTooLarge { .. }) => {
                 ApiError::too_large(message)
             }

@@ -361,6 +361,16 @@ impl mayfly_state::LeaseStore for StoreWithFailingAppends {
     }
 }
 
+impl FencedWrites for StoreWithFailingAppends {
+    fn commit_fenced(
+        &self,
+        fence: Option<&mayfly_state::Fence>,
+        writes: Vec<mayfly_state::FencedWrite>,
+    ) -> Result<Vec<mayfly_state::FencedOutcome>> {
+        self.inner.commit_fenced(fence, writes)
+    }
+}
+
 impl RetentionStore for StoreWithFailingAppends {
     fn expire_messages(&self, queue: &Name, sent_before: mayfly_core::Timestamp, limit: usize) -> Result<u64> {
         self.inner.expire_messages(queue, sent_before, limit)

@@ -54,6 +54,7 @@ fn code_for_state_error(error: &StateError) -> u8 {
         StateError::AlreadyExists { .. }
         | StateError::Conflict(_)
         | StateError::LeaseLost { .. }
+        | StateError::Fenced { .. }
         | StateError::KeyringLacksKeys { .. } => REFUSED,
         StateError::Rule(_) => LIMIT_EXCEEDED,
         StateError::DiskFull => DISK_FULL,

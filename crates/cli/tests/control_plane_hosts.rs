@@ -5,7 +5,10 @@
 //! events, firing schedules — and both run queue triggers; the leader is
 //! SIGKILLed while objects flow, the standby takes over within the lease's
 //! TTL and a few seconds, every object is processed, and the schedule never
-//! fires one period twice. On the embedded store, one project directory
+//! fires one period twice. A leader paused (SIGSTOP) in the middle of its
+//! writes, past its lease, writes nothing when it resumes (SIGCONT) after
+//! the standby took over: its writes are fenced by its term, it says it lost
+//! the lease and stands by. On the embedded store, one project directory
 //! still has one control plane (its lock refuses a second), and a control
 //! plane restarted after a crash leads at once.
 
@@ -126,6 +129,11 @@ impl Host {
         }
     }
 
+    fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
+        assert_eq!(unsafe { libc::kill(self.child.id() as i32, signal) }, 0, "kill({signal})");
+    }
+
     fn sigkill(&mut self) {
         self.child.kill().expect("SIGKILL mayfly up");
         self.child.wait().expect("reap mayfly up");
@@ -156,56 +164,118 @@ fn lines_of(path: &Path) -> Vec<String> {
     std::fs::read_to_string(path).unwrap_or_default().lines().map(str::to_owned).collect()
 }
 
-#[test]
-fn the_standby_takes_over_when_the_leader_is_killed_and_nothing_is_lost_or_fired_twice() {
-    let database = TestDatabase::create();
-    let prefix = format!("hosts/{}", support::unique_name("project"));
-    let spec = spec(&support::unique_name("hosts"));
-    let mut first = host_directory(&spec);
-    let mut second = host_directory(&spec);
-    for project in [&mut first, &mut second] {
-        project.database = None;
-        project.storage_prefix = Some(prefix.clone());
-    }
-    let on_shared = |project: &Project, args: &[&str]| {
-        let mut command = project.command(args);
-        command.env("MAYFLY_STATE_URL", &database.url);
-        command
-    };
-    let run = |project: &Project, args: &[&str]| {
-        let output = on_shared(project, args).output().expect("run mayfly");
-        support::assert_success(&output, args);
-    };
-    run(&first, &["deploy"]);
-    // The second host gets the same keyring file (as an operator copies it).
-    std::fs::create_dir_all(second.path(".mayfly")).unwrap();
-    std::fs::copy(first.path(".mayfly/keyring.json"), second.path(".mayfly/keyring.json")).unwrap();
+/// Two hosts' project directories sharing one PostgreSQL database and one S3 prefix, deployed.
+struct TwoHosts {
+    database: TestDatabase,
+    first: Project,
+    second: Project,
+}
 
-    let up = |project: &Project, name: &str| {
+impl TwoHosts {
+    fn deployed(name: &str) -> TwoHosts {
+        let database = TestDatabase::create();
+        let prefix = format!("hosts/{}", support::unique_name("project"));
+        let spec = spec(&support::unique_name(name));
+        let mut first = host_directory(&spec);
+        let mut second = host_directory(&spec);
+        for project in [&mut first, &mut second] {
+            project.database = None;
+            project.storage_prefix = Some(prefix.clone());
+        }
+        let hosts = TwoHosts { database, first, second };
+        hosts.run(&hosts.first, &["deploy"]);
+        // The second host gets the same keyring file (as an operator copies it).
+        std::fs::create_dir_all(hosts.second.path(".mayfly")).unwrap();
+        std::fs::copy(hosts.first.path(".mayfly/keyring.json"), hosts.second.path(".mayfly/keyring.json")).unwrap();
+        std::fs::write(hosts.second.path("chart.txt"), "a chart\n").unwrap();
+        hosts
+    }
+
+    fn command(&self, project: &Project, args: &[&str]) -> Command {
+        let mut command = project.command(args);
+        command.env("MAYFLY_STATE_URL", &self.database.url);
+        command
+    }
+
+    fn run(&self, project: &Project, args: &[&str]) {
+        let output = self.command(project, args).output().expect("run mayfly");
+        support::assert_success(&output, args);
+    }
+
+    /// `mayfly up` on `project`'s host, its stderr in `name` beside the project.
+    fn up(&self, project: &Project, name: &str) -> Host {
         let mut args = vec!["up", "--poll-interval", "20ms"];
         args.extend_from_slice(LEASE_ARGS);
-        Host::start(on_shared(project, &args), project.root.parent().unwrap().join(name))
-    };
-    let mut leader = up(&first, "first-up.log");
+        Host::start(self.command(project, &args), project.root.parent().unwrap().join(name))
+    }
+
+    /// Put `key` into the inbox bucket (from the second host's directory).
+    fn put(&self, key: &str) {
+        self.run(&self.second, &["put", &format!("inbox/{key}"), "chart.txt"]);
+    }
+
+    /// Wait until every one of `keys` was processed on one host or the other; returns every mark.
+    fn wait_for_marks(&self, keys: &[String]) -> Vec<String> {
+        let started = Instant::now();
+        loop {
+            let mut marks = lines_of(&self.first.path("marks.log"));
+            marks.extend(lines_of(&self.second.path("marks.log")));
+            let distinct: BTreeSet<&String> = marks.iter().collect();
+            if distinct.len() == keys.len() {
+                assert_eq!(distinct, keys.iter().collect::<BTreeSet<_>>());
+                return marks;
+            }
+            assert!(started.elapsed() < WAIT, "{} of {} objects processed: {marks:?}", distinct.len(), keys.len());
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Every schedule firing (its id) with the runs of it, as (host, wall-clock seconds).
+    fn ticks(&self) -> BTreeMap<String, Vec<(&'static str, f64)>> {
+        let mut ticks: BTreeMap<String, Vec<(&str, f64)>> = BTreeMap::new();
+        // The async invokers of both hosts run the firings, so either may have.
+        for (host, project) in [("first", &self.first), ("second", &self.second)] {
+            for line in lines_of(&project.path("ticks.log")) {
+                let (id, at) = line.split_once(' ').expect("`id time` lines");
+                ticks.entry(id.to_owned()).or_default().push((host, at.parse().unwrap()));
+            }
+        }
+        ticks
+    }
+}
+
+/// The due time (ms since the epoch) of a firing, from its id `FUNCTION-MILLIS`.
+fn due_of(id: &str) -> i64 {
+    id.rsplit_once('-').expect("id FUNCTION-MILLIS").1.parse().unwrap()
+}
+
+fn wall_clock_seconds() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64()
+}
+
+#[test]
+fn the_standby_takes_over_when_the_leader_is_killed_and_nothing_is_lost_or_fired_twice() {
+    let hosts = TwoHosts::deployed("hosts");
+    let (first, second) = (&hosts.first, &hosts.second);
+    let mut leader = hosts.up(first, "first-up.log");
     leader.wait_for_line("leader (term 1)", WAIT);
-    let mut standby = up(&second, "second-up.log");
+    let mut standby = hosts.up(second, "second-up.log");
     standby.wait_for_line("standby:", WAIT);
     assert!(standby.said().contains("leads (term 1)"), "{}", standby.said());
 
     // Objects flow while both run; then the leader is killed mid-flow.
     let keys: Vec<String> = (0..40).map(|number| format!("charts/{number:03}.txt")).collect();
-    std::fs::write(second.path("chart.txt"), "a chart\n").unwrap();
     for key in &keys[..20] {
-        run(&second, &["put", &format!("inbox/{key}"), "chart.txt"]);
+        hosts.put(key);
     }
     leader.sigkill();
     let killed_at = Instant::now();
-    let killed_at_wall = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    let killed_at_wall = wall_clock_seconds();
     // The rest are put while the standby takes over (timed from the kill).
     let takeover = std::thread::scope(|scope| {
         scope.spawn(|| {
             for key in &keys[20..] {
-                run(&second, &["put", &format!("inbox/{key}"), "chart.txt"]);
+                hosts.put(key);
             }
         });
         standby.wait_for_line("leader (term 2)", WAIT);
@@ -215,19 +285,7 @@ fn the_standby_takes_over_when_the_leader_is_killed_and_nothing_is_lost_or_fired
     assert!(takeover < LEASE_TTL + Duration::from_secs(6), "the standby took {takeover:?} to take over");
 
     // Every object is processed at least once, on one host or the other.
-    let started = Instant::now();
-    let marks = loop {
-        let mut marks = lines_of(&first.path("marks.log"));
-        marks.extend(lines_of(&second.path("marks.log")));
-        let distinct: BTreeSet<&String> = marks.iter().collect();
-        if distinct.len() == keys.len() {
-            break marks;
-        }
-        assert!(started.elapsed() < WAIT, "{} of {} objects processed: {marks:?}", distinct.len(), keys.len());
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    let expected: BTreeSet<&String> = keys.iter().collect();
-    assert_eq!(marks.iter().collect::<BTreeSet<_>>(), expected);
+    let marks = hosts.wait_for_marks(&keys);
     let duplicates = marks.len() - keys.len();
     eprintln!("{} objects processed, {duplicates} duplicate(s)", keys.len());
     assert!(duplicates <= 20, "duplicates are bounded by what was in flight when the leader died: {duplicates}");
@@ -236,33 +294,24 @@ fn the_standby_takes_over_when_the_leader_is_killed_and_nothing_is_lost_or_fired
     std::thread::sleep(TICK_EVERY * 3);
     let said = standby.stop();
     assert!(said.contains("leader (term 2)"), "{said}");
-    let row = database.client().query_one("SELECT holder, term, expires_at FROM leases", &[]).unwrap();
+    let row = hosts.database.client().query_one("SELECT holder, term, expires_at FROM leases", &[]).unwrap();
     let (term, expires_at): (i64, i64) = (row.get(1), row.get(2));
     assert_eq!((term, expires_at), (2, 0), "a graceful stop releases the lease (holder {})", row.get::<_, String>(0));
-    let ps = on_shared(&second, &["ps"]).output().unwrap();
+    let ps = hosts.command(second, &["ps"]).output().unwrap();
     let ps = String::from_utf8_lossy(&ps.stdout);
     assert!(ps.contains("control plane leader: none"), "{ps}");
 
     // No period fired twice: each firing (one scheduled message, one id) ran
     // once, except one the killed leader was running when it died, which is
     // delivered again.
-    let mut ticks: BTreeMap<String, Vec<(&str, f64)>> = BTreeMap::new();
-    // The async invokers of both hosts run the firings, so either may have.
-    let (first_ticks, second_ticks) = (lines_of(&first.path("ticks.log")), lines_of(&second.path("ticks.log")));
-    for (host, lines) in [("first", &first_ticks), ("second", &second_ticks)] {
-        for line in lines {
-            let (id, at) = line.split_once(' ').expect("`id time` lines");
-            ticks.entry(id.to_owned()).or_default().push((host, at.parse().unwrap()));
-        }
-    }
+    let ticks = hosts.ticks();
     eprintln!("schedule firings (id: runs by host and time): {ticks:?}");
     for (id, runs) in &ticks {
         let redelivered =
             runs.len() == 2 && runs.iter().any(|(host, at)| *host == "first" && (killed_at_wall - at).abs() < 2.0);
         assert!(runs.len() == 1 || redelivered, "firing {id} ran more than once: {runs:?}");
     }
-    let dues: Vec<i64> =
-        ticks.keys().map(|id| id.rsplit_once('-').expect("id FUNCTION-MILLIS").1.parse().unwrap()).collect();
+    let dues: Vec<i64> = ticks.keys().map(|id| due_of(id)).collect();
     let killed_at_millis = (killed_at_wall * 1000.0) as i64;
     assert!(dues.iter().any(|due| *due < killed_at_millis), "the first leader fired the schedule: {dues:?}");
     assert!(
@@ -275,9 +324,115 @@ fn the_standby_takes_over_when_the_leader_is_killed_and_nothing_is_lost_or_fired
             "two firings less than a period apart: {pair:?} of {dues:?}"
         );
     }
-    for project in [&first, &second] {
+    for project in [first, second] {
         assert!(!project.path(".mayfly/state.db").exists(), "no host fell back to an embedded state store");
     }
+}
+
+/// The SQL of a send of messages (the router's and the scheduler's writes begin with it).
+const SEND_SQL: &str = "INSERT INTO messages (message_id";
+
+/// How many connections to `database` wait for a lock in a send of messages.
+fn sends_waiting_for_a_lock(database: &TestDatabase) -> i64 {
+    let row = database
+        .client()
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock' AND starts_with(query, $1)",
+            &[&SEND_SQL],
+        )
+        .unwrap();
+    row.get(0)
+}
+
+#[test]
+fn a_leader_paused_in_the_middle_of_its_writes_past_its_lease_writes_nothing_when_it_resumes() {
+    let hosts = TwoHosts::deployed("fence");
+    let (first, second) = (&hosts.first, &hosts.second);
+    let mut leader = hosts.up(first, "first-up.log");
+    leader.wait_for_line("leader (term 1)", WAIT);
+    let mut standby = hosts.up(second, "second-up.log");
+    standby.wait_for_line("standby:", WAIT);
+    let keys: Vec<String> = (0..30).map(|number| format!("charts/{number:03}.txt")).collect();
+    for key in &keys[..10] {
+        hosts.put(key);
+    }
+
+    // Catch the leader in the middle of its writes: while the messages table
+    // is locked, its router (routing the next object) and its scheduler (at
+    // the next period) wait in their sends. Stopped there, past its lease,
+    // it resumes later with a page routed and a period fired in hand — which
+    // the new leader has routed and fired meanwhile. (A pause that lands
+    // between two passes would show nothing: the next pass reads afresh.)
+    let mut lock = hosts.database.client();
+    let mut locked = lock.transaction().unwrap();
+    locked.batch_execute("LOCK TABLE messages IN SHARE MODE").unwrap();
+    let locked_at_millis = (wall_clock_seconds() * 1000.0) as i64;
+    hosts.put(&keys[10]);
+    let started = Instant::now();
+    while sends_waiting_for_a_lock(&hosts.database) < 2 {
+        assert!(started.elapsed() < WAIT, "the leader's router and scheduler never reached their sends");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    leader.signal(libc::SIGSTOP);
+    let stopped_at = Instant::now();
+    locked.commit().unwrap();
+
+    // The standby takes over, routes what comes and fires the schedule.
+    standby.wait_for_line("leader (term 2)", WAIT);
+    eprintln!("takeover {:?} after the leader was stopped", stopped_at.elapsed());
+    for key in &keys[11..25] {
+        hosts.put(key);
+    }
+    std::thread::sleep(TICK_EVERY * 2);
+
+    // Resumed, the old leader's writes under term 1 are refused: it says so and stands by.
+    leader.signal(libc::SIGCONT);
+    let resumed_at_millis = (wall_clock_seconds() * 1000.0) as i64;
+    leader.wait_for_line("standby:", WAIT);
+    for key in &keys[25..] {
+        hosts.put(key);
+    }
+    let marks = hosts.wait_for_marks(&keys);
+    std::thread::sleep(TICK_EVERY * 2);
+    // The old leader first: a standby now, it would take the lease the new leader's graceful stop releases.
+    let old_leader_said = leader.stop();
+    let new_leader_said = standby.stop();
+
+    // No period fired twice. A firing made before the lock may run twice (a
+    // host stopped while receiving it hands it over late); one made after
+    // it by both leaders is what fencing prevents.
+    let ticks = hosts.ticks();
+    eprintln!("schedule firings (id: runs by host and time): {ticks:?}");
+    for (id, runs) in &ticks {
+        assert!(
+            runs.len() == 1 || (runs.len() == 2 && due_of(id) < locked_at_millis),
+            "firing {id} ran more than once: {runs:?}"
+        );
+    }
+    let dues: Vec<i64> = ticks.keys().map(|id| due_of(id)).collect();
+    for pair in dues.windows(2) {
+        assert!(
+            pair[1] - pair[0] >= TICK_EVERY.as_millis() as i64,
+            "two firings less than a period apart: {pair:?} of {dues:?}"
+        );
+    }
+    assert!(
+        dues.iter().filter(|due| (locked_at_millis..resumed_at_millis).contains(due)).count() >= 2,
+        "the new leader fired the schedule while the old one was stopped: {dues:?}"
+    );
+
+    // Every object processed; a duplicate only where a host was stopped
+    // while receiving or deleting a batch (at most one batch of 5 each).
+    let duplicates = marks.len() - keys.len();
+    eprintln!("{} objects processed, {duplicates} duplicate(s)", keys.len());
+    assert!(duplicates <= 10, "{duplicates} duplicates: {marks:?}");
+
+    assert!(
+        old_leader_said.contains("lost the control-plane lease to term 2"),
+        "the old leader did not say it lost the lease:\n{old_leader_said}"
+    );
+    assert!(!new_leader_said.contains("lost the control-plane lease"), "{new_leader_said}");
 }
 
 #[test]

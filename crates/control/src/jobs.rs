@@ -14,7 +14,7 @@ use mayfly_fleet::{
     CoordinatorPlacement, ProcessSpec, Provisioner, ResourceId, TAG_PROJECT, TAG_ROLE, TAG_RUN, TagFilter, Tags,
 };
 use mayfly_spec::{Architecture, JobTrigger};
-use mayfly_state::{NewRun, RunRecord, StateStore};
+use mayfly_state::{Fence, FencedOutcome, FencedWrite, NewRun, RunRecord, StateStore};
 
 use crate::{ControlError, ControlPlaneConfig, Shutdown};
 
@@ -140,16 +140,9 @@ pub struct Deployed<'a> {
     pub version: Option<u64>,
 }
 
-/// Record a new run of `job` and start its coordinator.
-pub async fn start_run(
-    state: &dyn StateStore,
-    provisioner: &dyn Provisioner,
-    launch: &CoordinatorLaunch,
-    deployed: Deployed<'_>,
-    job: &Name,
-    trigger: &str,
-    clock: &dyn Clock,
-) -> Result<RunRecord, JobError> {
+/// The run of `job` that `trigger` starts now, to record: `UnknownJob` for
+/// a job `deployed` does not declare.
+pub fn new_run(deployed: Deployed<'_>, job: &Name, trigger: &str, clock: &dyn Clock) -> Result<NewRun, JobError> {
     let (architecture, deployment_version) = (deployed.architecture, deployed.version);
     let spec = architecture.jobs.get(job).ok_or_else(|| JobError::UnknownJob {
         job: job.clone(),
@@ -160,15 +153,30 @@ pub async fn start_run(
         },
     })?;
     let now = clock.now();
-    let run = state.create_run(NewRun {
+    Ok(NewRun {
         id: new_run_id(now, rand::random()),
         job: job.clone(),
         deployment_version,
         trigger: trigger.to_owned(),
         deadline: now.saturating_add(spec.deadline),
         budget: spec.budget.or(architecture.policy.max_run_cost),
-    })?;
-    launch_coordinator(provisioner, launch, architecture, job, &run.id).await?;
+    })
+}
+
+/// Record a new run of `job` and start its coordinator: what a user asks
+/// for (`mayfly run`, the API), not fenced by any lease. The jobs
+/// supervisor's triggered runs are recorded under the leader's fence.
+pub async fn start_run(
+    state: &dyn StateStore,
+    provisioner: &dyn Provisioner,
+    launch: &CoordinatorLaunch,
+    deployed: Deployed<'_>,
+    job: &Name,
+    trigger: &str,
+    clock: &dyn Clock,
+) -> Result<RunRecord, JobError> {
+    let run = state.create_run(new_run(deployed, job, trigger, clock)?)?;
+    launch_coordinator(provisioner, launch, deployed.architecture, job, &run.id).await?;
     Ok(run)
 }
 
@@ -258,8 +266,13 @@ const REAP_EVERY: Duration = Duration::from_secs(30);
 
 /// The supervisor loop of `mayfly up`: restart coordinators of runs whose
 /// lease lapsed (tearing their fleet down first), reap orphans, and fire job
-/// schedules and alarms.
-pub async fn supervise(config: Arc<ControlPlaneConfig>, mut shutdown: Shutdown) -> Result<(), ControlError> {
+/// schedules and alarms, recording the runs they start (and a schedule's
+/// firing with its run, in one commit) under the leader's `fence`.
+pub async fn supervise(
+    config: Arc<ControlPlaneConfig>,
+    fence: Fence,
+    mut shutdown: Shutdown,
+) -> Result<(), ControlError> {
     let Some(jobs) = config.jobs.clone() else { return Ok(()) };
     let provisioner = jobs.provisioner.as_ref();
     let mut alarms = crate::alarms::AlarmState::default();
@@ -289,25 +302,40 @@ pub async fn supervise(config: Arc<ControlPlaneConfig>, mut shutdown: Shutdown) 
                 Err(error) => tracing::error!(error = %error, "orphan reaping failed"),
             }
         }
-        for (job, trigger) in due_job_triggers(&config, &mut alarms)? {
+        for due in due_job_triggers(&config, &fence, &mut alarms)? {
+            let DueTrigger { job, trigger, fired } = due;
             let busy = config.state.runs(Some(&job), 20)?.iter().any(|r| !r.status.is_finished());
+            let deployed = Deployed { architecture: &config.architecture, version: config.deployment_version };
+            let mut writes: Vec<FencedWrite> = fired.into_iter().collect();
             if busy {
                 tracing::info!(job = %job, trigger = %trigger, "job trigger fired while a run is going; skipped");
+            } else {
+                match new_run(deployed, &job, &trigger, config.clock.as_ref()) {
+                    Ok(run) => writes.push(FencedWrite::CreateRun(run)),
+                    Err(error) => tracing::error!(job = %job, error = %error, "cannot start a triggered run"),
+                }
+            }
+            if writes.is_empty() {
                 continue;
             }
-            match start_run(
-                config.state.as_ref(),
-                provisioner,
-                &jobs.launch,
-                Deployed { architecture: &config.architecture, version: config.deployment_version },
-                &job,
-                &trigger,
-                config.clock.as_ref(),
-            )
-            .await
-            {
-                Ok(run) => tracing::info!(job = %job, run = %run.id, trigger = %trigger, "run started"),
-                Err(error) => tracing::error!(job = %job, error = %error, "cannot start a triggered run"),
+            let created = match config.state.commit_fenced(Some(&fence), writes) {
+                Ok(outcomes) => outcomes.into_iter().find_map(|outcome| match outcome {
+                    FencedOutcome::RunCreated(run) => Some(*run),
+                    _ => None,
+                }),
+                Err(error @ mayfly_state::StateError::Fenced { .. }) => return Err(error.into()),
+                Err(error) => {
+                    tracing::error!(job = %job, error = %error, "cannot start a triggered run");
+                    continue;
+                }
+            };
+            let Some(run) = created else { continue };
+            // Recorded: were the launch lost, the run is restarted once unclaimed past UNCLAIMED_GRACE.
+            match launch_coordinator(provisioner, &jobs.launch, &config.architecture, &job, &run.id).await {
+                Ok(_) => tracing::info!(job = %job, run = %run.id, trigger = %trigger, "run started"),
+                Err(error) => {
+                    tracing::error!(job = %job, run = %run.id, error = %error, "cannot start a triggered run")
+                }
             }
         }
         if shutdown.sleep_or_stop(SUPERVISE_EVERY).await {
@@ -316,32 +344,49 @@ pub async fn supervise(config: Arc<ControlPlaneConfig>, mut shutdown: Shutdown) 
     }
 }
 
-/// Jobs whose schedule or alarm fired since the last look, with the trigger's name.
+/// A job trigger that fired: the job, the trigger's name, and for a
+/// schedule the write that records its firing (committed with the run it
+/// starts, or alone when the job is busy).
+struct DueTrigger {
+    job: Name,
+    trigger: String,
+    fired: Option<FencedWrite>,
+}
+
+/// Jobs whose schedule or alarm fired since the last look.
 fn due_job_triggers(
     config: &ControlPlaneConfig,
+    fence: &Fence,
     alarms: &mut crate::alarms::AlarmState,
-) -> Result<Vec<(Name, String)>, ControlError> {
+) -> Result<Vec<DueTrigger>, ControlError> {
     let fired_alarms = alarms.evaluate(config)?;
     let mut due = Vec::new();
     for (job, spec) in &config.architecture.jobs {
         for trigger in &spec.triggers {
             match trigger {
                 JobTrigger::Alarm(alarm) if fired_alarms.contains(alarm) => {
-                    due.push((job.clone(), format!("alarm:{alarm}")))
+                    due.push(DueTrigger { job: job.clone(), trigger: format!("alarm:{alarm}"), fired: None })
                 }
                 JobTrigger::Schedule(schedule) => {
                     let cursor = format!("job-schedule:{job}:{schedule}");
                     let now = config.clock.now();
                     let last = config.state.consumer_cursor(&cursor)?;
                     if last == 0 {
-                        config.state.set_consumer_cursor(&cursor, now.as_millis().max(1) as u64)?;
+                        // First sight of this schedule: start counting from now.
+                        let sequence = now.as_millis().max(1) as u64;
+                        let start = FencedWrite::SetConsumerCursor { consumer: cursor, sequence };
+                        config.state.commit_fenced(Some(fence), vec![start])?;
                         continue;
                     }
                     if let Some(next) = schedule.next_after(mayfly_core::Timestamp::from_millis(last as i64))
                         && next <= now
                     {
-                        config.state.set_consumer_cursor(&cursor, now.as_millis() as u64)?;
-                        due.push((job.clone(), format!("schedule:{schedule}")));
+                        let sequence = now.as_millis() as u64;
+                        due.push(DueTrigger {
+                            job: job.clone(),
+                            trigger: format!("schedule:{schedule}"),
+                            fired: Some(FencedWrite::SetConsumerCursor { consumer: cursor, sequence }),
+                        });
                     }
                 }
                 JobTrigger::Alarm(_) => {}

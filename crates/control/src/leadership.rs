@@ -16,6 +16,12 @@
 //! if no later renewal was granted — a refusal, an error or a store that does
 //! not answer in time all count alike. The fifth of the TTL is the margin for
 //! a routing pass that is finishing and for the hosts' clocks to disagree.
+//!
+//! That rule cannot help a leader that is not running (a stopped VM, a long
+//! stall): it may resume with writes in hand after another took over. So the
+//! duties write under the term's fence (`mayfly_state::Fence`, checked by the
+//! store in the write's own transaction), and a refused write stops them at
+//! once (see `crate::run_announcing`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -190,7 +196,8 @@ async fn ask(
     }
 }
 
-async fn current_lease(state: &Arc<dyn StateStore>) -> Option<Lease> {
+/// The lease as stored, if it can be read.
+pub(crate) async fn current_lease(state: &Arc<dyn StateStore>) -> Option<Lease> {
     let state = state.clone();
     tokio::task::spawn_blocking(move || state.lease(CONTROL_PLANE_LEASE)).await.ok().and_then(Result::ok).flatten()
 }

@@ -18,7 +18,11 @@
 //! On several hosts sharing one project (state on PostgreSQL), every
 //! `mayfly up` runs the queue pollers and async invokers, and only the one
 //! holding the control plane lease (see [`leadership`]) runs the singleton
-//! duties: the router, the scheduler and the jobs supervisor.
+//! duties: the router, the scheduler and the jobs supervisor. Their writes
+//! are fenced by the lease's term (`mayfly_state::FencedWrites`): a leader
+//! paused past its lease writes nothing once another host took it over, and
+//! on the refusal (`StateError::Fenced`) it stops its duties at once and
+//! stands by ([`Announcement::LostLease`]).
 //!
 //! Every invocation is recorded in the ledger with its logs. All work is
 //! leased from durable queues, so the control plane may be killed at any
@@ -56,7 +60,7 @@ use std::time::Duration;
 use mayfly_core::{Clock, Name};
 use mayfly_runtime::Invoker;
 use mayfly_spec::{Architecture, TriggerSpec};
-use mayfly_state::StateStore;
+use mayfly_state::{Fence, StateError, StateStore};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -189,6 +193,27 @@ pub enum Announcement {
     Deployment(DeploymentInForce),
     /// This control plane became the leader, or a standby.
     Role(Role),
+    /// A write of the singleton duties under `led_under` was refused: the
+    /// lease passed to `taken_under` (held by `taken_by`) while this host
+    /// was not looking (paused, or cut off). Its duties stopped at once; a
+    /// [`Role::Standby`] follows unless it was already announced.
+    LostLease { led_under: u64, taken_under: u64, taken_by: Option<String> },
+}
+
+impl Announcement {
+    /// The announcement a refused fenced write makes, if `error` is one.
+    fn lost_lease(error: &ControlError) -> Option<Announcement> {
+        match error {
+            ControlError::State(StateError::Fenced { term, stored_holder, stored_term, .. }) => {
+                Some(Announcement::LostLease {
+                    led_under: *term,
+                    taken_under: *stored_term,
+                    taken_by: stored_holder.clone(),
+                })
+            }
+            _ => None,
+        }
+    }
 }
 
 /// Run every loop until `shutdown` is triggered, then wait for in-flight
@@ -231,6 +256,8 @@ pub async fn run_announcing(
 
     let mut running = true;
     let mut first_error = None;
+    // The last term whose loss a refused write announced (each is announced once).
+    let mut lost_term = None;
     loop {
         tokio::select! {
             joined = tasks.join_next() => {
@@ -240,6 +267,23 @@ pub async fn run_announcing(
                     Err(error) if error.is_cancelled() => Ok(()),
                     Err(error) => Err(ControlError::Task(error.to_string())),
                 };
+                if let Err(error) = &outcome
+                    && let Some(lost @ Announcement::LostLease { led_under, .. }) = Announcement::lost_lease(error)
+                {
+                    // Not a failure: another host leads now. Stop writing at once and stand by.
+                    if duties.is_leading_under(led_under) {
+                        duties.stop();
+                        duties = Duties::standby(&base, &switch_sender, &shutdown, &mut tasks);
+                        tracing::warn!(error = %error, "lost the control plane lease; standing by");
+                        announce(lost);
+                        let leader = leadership::current_lease(&base.state).await;
+                        announce(Announcement::Role(Role::Standby { leader }));
+                    } else if lost_term != Some(led_under) {
+                        announce(lost);
+                    }
+                    lost_term = Some(led_under);
+                    continue;
+                }
                 if let Err(error) = outcome {
                     tracing::error!(error = %error, "control plane loop failed; stopping");
                     first_error.get_or_insert(error);
@@ -268,7 +312,7 @@ pub async fn run_announcing(
                 }
                 let role = roles.borrow_and_update().clone();
                 match (&role, duties.is_leading()) {
-                    (Role::Leader { .. }, _) => {
+                    (Role::Leader { term }, _) => {
                         duties.stop();
                         let router = router::Router::start(&base)?;
                         if router.held().version != in_force.version {
@@ -280,7 +324,12 @@ pub async fn run_announcing(
                             switches.borrow_and_update();
                             announce(Announcement::Deployment(in_force.clone()));
                         }
-                        duties = Duties::leading(&base, router, &in_force, &switch_sender, &shutdown, &mut tasks);
+                        let fence = Fence {
+                            lease: leadership::CONTROL_PLANE_LEASE.to_owned(),
+                            holder: base.leader.holder.clone(),
+                            term: *term,
+                        };
+                        duties = Duties::leading(&base, router, fence, &in_force, &switch_sender, &shutdown, &mut tasks);
                     }
                     (Role::Standby { .. }, true) => {
                         duties.stop();
@@ -307,8 +356,8 @@ pub async fn run_announcing(
 
 /// What this host does beyond the loops every host runs.
 enum Duties {
-    /// The router, the scheduler and the jobs supervisor.
-    Leading { router: ShutdownTrigger, singletons: Generation },
+    /// The router, the scheduler and the jobs supervisor, writing under `fence`.
+    Leading { router: ShutdownTrigger, singletons: Generation, fence: Fence },
     /// Following the deployment in force from the router's durable cursor.
     Standby { follower: ShutdownTrigger },
 }
@@ -317,15 +366,17 @@ impl Duties {
     fn leading(
         base: &Arc<ControlPlaneConfig>,
         router: router::Router,
+        fence: Fence,
         in_force: &DeploymentInForce,
         switches: &watch::Sender<DeploymentInForce>,
         shutdown: &Shutdown,
         tasks: &mut JoinSet<Result<(), ControlError>>,
     ) -> Duties {
         let (stop_router, _) = ShutdownTrigger::new();
+        let router = router.fenced_by(fence.clone());
         tasks.spawn(router::run(base.clone(), router, switches.clone(), shutdown.or_superseded(&stop_router)));
-        let singletons = Generation::singletons(base, in_force, shutdown, tasks);
-        Duties::Leading { router: stop_router, singletons }
+        let singletons = Generation::singletons(base, in_force, &fence, shutdown, tasks);
+        Duties::Leading { router: stop_router, singletons, fence }
     }
 
     fn standby(
@@ -343,6 +394,10 @@ impl Duties {
         matches!(self, Duties::Leading { .. })
     }
 
+    fn is_leading_under(&self, term: u64) -> bool {
+        matches!(self, Duties::Leading { fence, .. } if fence.term == term)
+    }
+
     /// The singletons of a leader move to the deployment that took over.
     fn follow_switch(
         &mut self,
@@ -351,16 +406,16 @@ impl Duties {
         shutdown: &Shutdown,
         tasks: &mut JoinSet<Result<(), ControlError>>,
     ) {
-        if let Duties::Leading { singletons, .. } = self {
+        if let Duties::Leading { singletons, fence, .. } = self {
             singletons.supersede();
-            *singletons = Generation::singletons(base, in_force, shutdown, tasks);
+            *singletons = Generation::singletons(base, in_force, fence, shutdown, tasks);
         }
     }
 
     /// Stop taking work at once; what is in flight finishes.
     fn stop(&self) {
         match self {
-            Duties::Leading { router, singletons } => {
+            Duties::Leading { router, singletons, .. } => {
                 router.trigger();
                 singletons.supersede();
             }
@@ -426,18 +481,19 @@ impl Generation {
     }
 
     /// The singleton loops only the leader runs besides the router: the
-    /// scheduler and the jobs supervisor.
+    /// scheduler and the jobs supervisor, writing under `fence`.
     fn singletons(
         base: &ControlPlaneConfig,
         in_force: &DeploymentInForce,
+        fence: &Fence,
         shutdown: &Shutdown,
         tasks: &mut JoinSet<Result<(), ControlError>>,
     ) -> Generation {
         let config = Generation::config_of(base, in_force);
         let (superseded, _) = ShutdownTrigger::new();
         let shutdown = shutdown.or_superseded(&superseded);
-        tasks.spawn(scheduler::run(config.clone(), shutdown.clone()));
-        tasks.spawn(jobs::supervise(config, shutdown));
+        tasks.spawn(scheduler::run(config.clone(), fence.clone(), shutdown.clone()));
+        tasks.spawn(jobs::supervise(config, fence.clone(), shutdown));
         Generation { superseded }
     }
 

@@ -1,10 +1,13 @@
 //! The router: bucket events → queues and functions, by `[[routes]]`, and
 //! the control plane's follower of new deployments.
 //!
-//! It reads the event log after its durable cursor, sends every matching
-//! event to its targets, and only then advances the cursor. A crash between
-//! the two re-sends those events on restart: delivery is at least once,
-//! never lost.
+//! It reads the event log after its durable cursor, and sends every
+//! matching event of a page to its targets and advances the cursor in one
+//! commit, fenced by the leader's term ([`mayfly_state::FencedWrites`]): a
+//! crash before the commit routes the page again, one after it never does,
+//! and a leader that lost its lease while paused mid-page routes nothing
+//! (its commit is refused with `StateError::Fenced`), so the new leader
+//! routes that page once.
 //!
 //! An event is routed by the deployment in force when it was committed: the
 //! newest deployment whose recorded event log head is below the event's
@@ -22,7 +25,7 @@ use std::time::Instant;
 
 use mayfly_core::{Name, ObjectEvent};
 use mayfly_spec::{Architecture, RouteTarget};
-use mayfly_state::OutgoingMessage;
+use mayfly_state::{Fence, FencedWrite, OutgoingMessage};
 use tokio::sync::watch;
 
 use crate::deployments::{DEPLOYMENT_POLL, DeploymentWatch, ParsedDeployment, parse_deployment};
@@ -41,6 +44,8 @@ pub struct Router {
     /// Finds the deployments recorded after the newest one the router knows of.
     watch: DeploymentWatch,
     last_poll: Instant,
+    /// The leader's fence its commits carry; `None` routes unfenced (a test).
+    fence: Option<Fence>,
 }
 
 impl Router {
@@ -75,7 +80,13 @@ impl Router {
             .collect::<Result<Vec<_>, _>>()?;
         let newest_known = deployments.last().map_or(held_version, |deployment| deployment.version);
         let watch = DeploymentWatch::after(config.state.clone(), Some(newest_known));
-        Ok(Router { held, pending, watch, last_poll: Instant::now() })
+        Ok(Router { held, pending, watch, last_poll: Instant::now(), fence: None })
+    }
+
+    /// Route under `fence`: every page's commit is refused once another
+    /// host took the lease over.
+    pub fn fenced_by(self, fence: Fence) -> Router {
+        Router { fence: Some(fence), ..self }
     }
 
     /// The deployment the router routes by now.
@@ -141,12 +152,18 @@ impl Router {
             }
             route_event(&self.held.architecture, event, &mut outgoing);
         }
-        for (queue, messages) in &outgoing {
-            state.send_messages(queue, messages)?;
-        }
         let routed_up_to = match events.last() {
             Some(last) => {
-                state.set_consumer_cursor(ROUTER_CURSOR, last.sequence)?;
+                // The page's sends and the cursor past it: one commit, under the leader's fence.
+                let mut writes: Vec<FencedWrite> = outgoing
+                    .into_iter()
+                    .map(|(queue, messages)| FencedWrite::SendMessages { queue, messages })
+                    .collect();
+                writes.push(FencedWrite::SetConsumerCursor {
+                    consumer: ROUTER_CURSOR.to_owned(),
+                    sequence: last.sequence,
+                });
+                state.commit_fenced(self.fence.as_ref(), writes)?;
                 tracing::debug!(events = events.len(), up_to = last.sequence, "routed bucket events");
                 last.sequence
             }

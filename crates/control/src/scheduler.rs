@@ -2,7 +2,9 @@
 //!
 //! Each schedule keeps the time it last fired in a durable cursor. When the
 //! next firing after that is due, it enqueues one asynchronous invocation with
-//! an EventBridge "Scheduled Event" and records the firing. Firings missed
+//! an EventBridge "Scheduled Event" and records the firing, in one commit
+//! fenced by the leader's term: a period fires once, even when a leader
+//! paused past its lease resumes after the new leader fired it. Firings missed
 //! while the control plane was down are not replayed one by one: the schedule
 //! fires once and carries on (as EventBridge does after an outage).
 
@@ -11,7 +13,7 @@ use std::time::Duration;
 
 use mayfly_core::{Schedule, Timestamp};
 use mayfly_spec::TriggerSpec;
-use mayfly_state::OutgoingMessage;
+use mayfly_state::{Fence, FencedWrite, OutgoingMessage};
 
 use crate::functions::{AsyncEnvelope, async_queue_name};
 use crate::{ControlError, ControlPlaneConfig, Shutdown};
@@ -22,7 +24,8 @@ fn cursor_name(function: &mayfly_core::Name, schedule: &Schedule) -> String {
     format!("schedule:{function}:{schedule}")
 }
 
-pub async fn run(config: Arc<ControlPlaneConfig>, mut shutdown: Shutdown) -> Result<(), ControlError> {
+/// Fire the schedules until `shutdown`, every write under the leader's `fence`.
+pub async fn run(config: Arc<ControlPlaneConfig>, fence: Fence, mut shutdown: Shutdown) -> Result<(), ControlError> {
     let schedules: Vec<_> = config
         .architecture
         .triggers
@@ -37,7 +40,7 @@ pub async fn run(config: Arc<ControlPlaneConfig>, mut shutdown: Shutdown) -> Res
     }
     loop {
         for (schedule, function) in &schedules {
-            fire_if_due(&config, schedule, function)?;
+            fire_if_due(&config, &fence, schedule, function)?;
         }
         if shutdown.sleep_or_stop(TICK).await {
             return Ok(());
@@ -47,6 +50,7 @@ pub async fn run(config: Arc<ControlPlaneConfig>, mut shutdown: Shutdown) -> Res
 
 fn fire_if_due(
     config: &ControlPlaneConfig,
+    fence: &Fence,
     schedule: &Schedule,
     function: &mayfly_core::Name,
 ) -> Result<(), ControlError> {
@@ -56,7 +60,8 @@ fn fire_if_due(
     let last = state.consumer_cursor(&cursor)?;
     if last == 0 {
         // First sight of this schedule: start counting from now.
-        state.set_consumer_cursor(&cursor, now.as_millis().max(1) as u64)?;
+        let start = FencedWrite::SetConsumerCursor { consumer: cursor, sequence: now.as_millis().max(1) as u64 };
+        state.commit_fenced(Some(fence), vec![start])?;
         return Ok(());
     }
     let Some(due) = schedule.next_after(Timestamp::from_millis(last as i64)) else { return Ok(()) };
@@ -70,11 +75,14 @@ fn fire_if_due(
         event: mayfly_events::scheduled_event(&rule, due, &id),
     };
     let body = serde_json::to_vec(&envelope).expect("envelopes serialise"); // plain data
-    // Enqueue, then record the firing: a crash in between fires twice, never zero times.
-    state.send_messages(&async_queue_name(function), &[OutgoingMessage::new(body)])?;
     // Skip firings missed while down: the next one is computed from the later of due and now.
     let fired_at = if schedule.next_after(due).is_some_and(|next| next <= now) { now } else { due };
-    state.set_consumer_cursor(&cursor, fired_at.as_millis() as u64)?;
+    // Enqueue and record the firing in one commit: it fires once, never twice or zero times.
+    let writes = vec![
+        FencedWrite::SendMessages { queue: async_queue_name(function), messages: vec![OutgoingMessage::new(body)] },
+        FencedWrite::SetConsumerCursor { consumer: cursor, sequence: fired_at.as_millis() as u64 },
+    ];
+    state.commit_fenced(Some(fence), writes)?;
     tracing::info!(function = %function, schedule = %schedule, at = %due, "schedule fired");
     Ok(())
 }

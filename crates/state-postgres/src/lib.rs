@@ -662,17 +662,26 @@ impl EventLog for PostgresStore {
 
     fn set_consumer_cursor(&self, consumer: &str, sequence: u64) -> Result<()> {
         self.transact(&format!("set the cursor of consumer `{consumer}`"), |transaction| {
-            transaction
-                .execute(
-                    "INSERT INTO consumer_cursors (consumer, sequence) VALUES ($1, $2) \
-                     ON CONFLICT (consumer) DO UPDATE \
-                     SET sequence = GREATEST(consumer_cursors.sequence, excluded.sequence)",
-                    &[&consumer, &to_sql_integer(sequence)],
-                )
-                .with_context(|| format!("set the cursor of consumer `{consumer}`"))?;
-            Ok(())
+            set_consumer_cursor(transaction, consumer, sequence)
         })
     }
+}
+
+/// Set a consumer's cursor within `transaction` (see [`EventLog::set_consumer_cursor`]).
+pub(crate) fn set_consumer_cursor(
+    transaction: &mut postgres::Transaction<'_>,
+    consumer: &str,
+    sequence: u64,
+) -> Result<()> {
+    transaction
+        .execute(
+            "INSERT INTO consumer_cursors (consumer, sequence) VALUES ($1, $2) \
+             ON CONFLICT (consumer) DO UPDATE \
+             SET sequence = GREATEST(consumer_cursors.sequence, excluded.sequence)",
+            &[&consumer, &to_sql_integer(sequence)],
+        )
+        .with_context(|| format!("set the cursor of consumer `{consumer}`"))?;
+    Ok(())
 }
 
 /// Every concern is here: the store is a whole [`mayfly_state::StateStore`].

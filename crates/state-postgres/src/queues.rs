@@ -172,6 +172,53 @@ fn next_message_ids(transaction: &mut Transaction<'_>, count: usize) -> Result<V
     Ok(rows.iter().map(|row| row.get(0)).collect())
 }
 
+/// Send `messages` to `queue` within `transaction` (see [`QueueStore::send_messages`]).
+pub(crate) fn send_messages(
+    transaction: &mut Transaction<'_>,
+    sealer: &Sealer,
+    now: Timestamp,
+    queue: &Name,
+    messages: &[OutgoingMessage],
+) -> Result<Vec<u64>> {
+    let stored = require_queue(transaction, queue)?;
+    let config = &stored.record.config;
+    // Check every message before storing any: the batch is all or nothing.
+    for message in messages {
+        check_message_size(config, queue, message.size())?;
+    }
+    if messages.is_empty() {
+        return Ok(Vec::new());
+    }
+    // Ids first, so each payload is sealed bound to its message id before it is written.
+    let ids = next_message_ids(transaction, messages.len())?;
+    let mut visible_ats = Vec::with_capacity(messages.len());
+    let mut bodies = Vec::with_capacity(messages.len());
+    let mut attributes = Vec::with_capacity(messages.len());
+    for (id, message) in ids.iter().zip(messages) {
+        visible_ats.push(now.saturating_add(message.delay.unwrap_or(config.delay)).as_millis());
+        bodies.push(sealer.seal(Record::MessageBody(*id), &message.body).into_owned());
+        attributes.push(if message.attributes.is_empty() {
+            None
+        } else {
+            let json = serde_json::to_vec(&message.attributes)
+                .map_err(|error| StateError::Backend(format!("could not encode message attributes: {error}")))?;
+            Some(sealer.seal(Record::MessageAttributes(*id), &json).into_owned())
+        });
+    }
+    // One statement for the batch: a round trip per message would cap throughput.
+    transaction
+        .execute(
+            "INSERT INTO messages (message_id, queue_id, visible_at, receive_count, sent_at, body, attributes) \
+             SELECT id, $2, visible_at, 0, $3, body, attributes \
+             FROM UNNEST($1::BIGINT[], $4::BIGINT[], $5::BYTEA[], $6::BYTEA[]) \
+             AS batch (id, visible_at, body, attributes)",
+            &[&ids, &stored.queue_id, &now.as_millis(), &visible_ats, &bodies, &attributes],
+        )
+        .with_context(|| format!("insert messages into queue `{queue}`"))?;
+    crate::notify::notify(transaction, queue.as_str())?;
+    Ok(ids.into_iter().map(from_sql_integer).collect())
+}
+
 /// Whether `error` says a stored payload failed its integrity check — not a
 /// keyring that lacks the key, which damages nothing and must not move messages.
 fn failed_integrity(error: &StateError) -> bool {
@@ -298,44 +345,7 @@ impl QueueStore for PostgresStore {
     fn send_messages(&self, queue: &Name, messages: &[OutgoingMessage]) -> Result<Vec<u64>> {
         let now = self.now();
         self.transact(&format!("send messages to queue `{queue}`"), |transaction| {
-            let stored = require_queue(transaction, queue)?;
-            let config = &stored.record.config;
-            // Check every message before storing any: the batch is all or nothing.
-            for message in messages {
-                check_message_size(config, queue, message.size())?;
-            }
-            if messages.is_empty() {
-                return Ok(Vec::new());
-            }
-            // Ids first, so each payload is sealed bound to its message id before it is written.
-            let ids = next_message_ids(transaction, messages.len())?;
-            let mut visible_ats = Vec::with_capacity(messages.len());
-            let mut bodies = Vec::with_capacity(messages.len());
-            let mut attributes = Vec::with_capacity(messages.len());
-            for (id, message) in ids.iter().zip(messages) {
-                visible_ats.push(now.saturating_add(message.delay.unwrap_or(config.delay)).as_millis());
-                bodies.push(self.sealer.seal(Record::MessageBody(*id), &message.body).into_owned());
-                attributes.push(if message.attributes.is_empty() {
-                    None
-                } else {
-                    let json = serde_json::to_vec(&message.attributes).map_err(|error| {
-                        StateError::Backend(format!("could not encode message attributes: {error}"))
-                    })?;
-                    Some(self.sealer.seal(Record::MessageAttributes(*id), &json).into_owned())
-                });
-            }
-            // One statement for the batch: a round trip per message would cap throughput.
-            transaction
-                .execute(
-                    "INSERT INTO messages (message_id, queue_id, visible_at, receive_count, sent_at, body, attributes) \
-                     SELECT id, $2, visible_at, 0, $3, body, attributes \
-                     FROM UNNEST($1::BIGINT[], $4::BIGINT[], $5::BYTEA[], $6::BYTEA[]) \
-                     AS batch (id, visible_at, body, attributes)",
-                    &[&ids, &stored.queue_id, &now.as_millis(), &visible_ats, &bodies, &attributes],
-                )
-                .with_context(|| format!("insert messages into queue `{queue}`"))?;
-            crate::notify::notify(transaction, queue.as_str())?;
-            Ok(ids.into_iter().map(from_sql_integer).collect())
+            send_messages(transaction, &self.sealer, now, queue, messages)
         })
     }
 

@@ -418,6 +418,36 @@ impl PostgresStore {
         Ok(record)
     }
 
+    /// Create `run` within `transaction` (see [`RunStore::create_run`]).
+    pub(crate) fn create_run_within(
+        &self,
+        transaction: &mut Transaction<'_>,
+        run: NewRun,
+        now: Timestamp,
+    ) -> Result<RunRecord> {
+        check_budget(&run)?;
+        let inserted = transaction
+            .execute(
+                "INSERT INTO runs (id, job, deployment_version, trigger_source, status, created_at, deadline, \
+             budget, coordinator_attempts) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0) ON CONFLICT DO NOTHING",
+                &[
+                    &run.id,
+                    &run.job.as_str(),
+                    &run.deployment_version.map(to_sql_integer),
+                    &run.trigger,
+                    &RunStatus::Requested.as_str(),
+                    &now.as_millis(),
+                    &run.deadline.as_millis(),
+                    &run.budget,
+                ],
+            )
+            .with_context(|| format!("insert run `{}`", run.id))?;
+        if inserted == 0 {
+            return Err(StateError::AlreadyExists { kind: "run", name: run.id.clone() });
+        }
+        self.open_run(require_run(transaction, &run.id, false)?.1)
+    }
+
     /// Complete, then lease the next items to the same worker.
     #[allow(clippy::too_many_arguments)] // the trait method's arguments, plus the transaction and clock
     fn complete_and_lease(
@@ -443,30 +473,8 @@ impl PostgresStore {
 
 impl RunStore for PostgresStore {
     fn create_run(&self, run: NewRun) -> Result<RunRecord> {
-        check_budget(&run)?;
         let now = self.now();
-        self.transact(&format!("create run `{}`", run.id), |transaction| {
-            let inserted = transaction
-                .execute(
-                    "INSERT INTO runs (id, job, deployment_version, trigger_source, status, created_at, deadline, \
-                     budget, coordinator_attempts) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0) ON CONFLICT DO NOTHING",
-                    &[
-                        &run.id,
-                        &run.job.as_str(),
-                        &run.deployment_version.map(to_sql_integer),
-                        &run.trigger,
-                        &RunStatus::Requested.as_str(),
-                        &now.as_millis(),
-                        &run.deadline.as_millis(),
-                        &run.budget,
-                    ],
-                )
-                .with_context(|| format!("insert run `{}`", run.id))?;
-            if inserted == 0 {
-                return Err(StateError::AlreadyExists { kind: "run", name: run.id.clone() });
-            }
-            self.open_run(require_run(transaction, &run.id, false)?.1)
-        })
+        self.transact(&format!("create run `{}`", run.id), |transaction| self.create_run_within(transaction, run, now))
     }
 
     fn run(&self, id: &str) -> Result<RunRecord> {

@@ -45,11 +45,11 @@ use mayfly_core::run::{ItemStatus, RunStatus};
 use mayfly_core::{ByteSize, Clock, DeletionReason, Name, NewObjectEvent, ObjectEvent, ObjectEventKind, Timestamp};
 use mayfly_state::prelude::*;
 use mayfly_state::{
-    AccessRecord, ApiTokenRecord, AuditRecord, BucketRecord, DeadLetterInfo, DeleteOutcome, Deployment, FunctionStats,
-    GroupedCompletion, GroupedCompletionOutcome, InvocationFilter, InvocationRecord, ItemAttempt, ItemCompletion,
-    Lease, NewApiToken, NewAudit, NewDeployment, NewRun, NewRunItem, OutgoingMessage, QueueRecord, ReceiveRequest,
-    ReceivedMessage, Result, ResultRecord, RunItem, RunItemCounts, RunRecord, StateError, StoredAccessRecord,
-    StoredInvocation, StoredMessage, WorkerRecord,
+    AccessRecord, ApiTokenRecord, AuditRecord, BucketRecord, DeadLetterInfo, DeleteOutcome, Deployment, Fence,
+    FencedOutcome, FencedWrite, FunctionStats, GroupedCompletion, GroupedCompletionOutcome, InvocationFilter,
+    InvocationRecord, ItemAttempt, ItemCompletion, Lease, NewApiToken, NewAudit, NewDeployment, NewRun, NewRunItem,
+    OutgoingMessage, QueueRecord, ReceiveRequest, ReceivedMessage, Result, ResultRecord, RunItem, RunItemCounts,
+    RunRecord, StateError, StoredAccessRecord, StoredInvocation, StoredMessage, WorkerRecord, check_fence,
 };
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior, params};
 
@@ -907,6 +907,71 @@ fn seal_messages(sealer: &Sealer, first_id: i64, messages: &[OutgoingMessage]) -
     })
 }
 
+/// Send `messages` to `queue` within `transaction` (see [`QueueStore::send_messages`]).
+fn send_messages(
+    transaction: &Transaction<'_>,
+    sealer: &Sealer,
+    now: Timestamp,
+    queue: &Name,
+    messages: &[OutgoingMessage],
+) -> Result<Vec<u64>> {
+    let stored = require_queue(transaction, queue)?;
+    let config = &stored.record.config;
+    // Check every message before storing any: the batch is all or nothing.
+    for message in messages {
+        check_message_size(config, queue, message.size())?;
+    }
+    let mut ids = Vec::with_capacity(messages.len());
+    if sealer.is_on() {
+        // The ids are chosen here (as AUTOINCREMENT would) so each
+        // body is sealed bound to its message id before it is written.
+        let first_id = next_message_id(transaction)?;
+        let mut insert = transaction
+            .prepare_cached(
+                "INSERT INTO messages (message_id, queue_id, visible_at, receive_count, sent_at, body, \
+                 attributes) VALUES (?1, ?2, ?3, 0, ?4, ?5, ?6)",
+            )
+            .context("prepare to insert messages")?;
+        let sealed = seal_messages(sealer, first_id, messages)?;
+        for ((next_id, message), (body, attributes)) in (first_id..).zip(messages).zip(sealed) {
+            let visible_at = now.saturating_add(message.delay.unwrap_or(config.delay));
+            insert
+                .execute(params![next_id, stored.queue_id, visible_at.as_millis(), now.as_millis(), body, attributes])
+                .with_context(|| format!("insert a message into queue `{queue}`"))?;
+            ids.push(from_sql_integer(next_id));
+        }
+        return Ok(ids);
+    }
+    let mut insert = transaction
+        .prepare_cached(
+            "INSERT INTO messages (queue_id, visible_at, receive_count, sent_at, body, attributes) \
+             VALUES (?1, ?2, 0, ?3, ?4, ?5)",
+        )
+        .context("prepare to insert messages")?;
+    for message in messages {
+        let visible_at = now.saturating_add(message.delay.unwrap_or(config.delay));
+        let attributes = attributes_to_json(&message.attributes)?;
+        insert
+            .execute(params![stored.queue_id, visible_at.as_millis(), now.as_millis(), message.body, attributes])
+            .with_context(|| format!("insert a message into queue `{queue}`"))?;
+        ids.push(from_sql_integer(transaction.last_insert_rowid()));
+    }
+    Ok(ids)
+}
+
+/// Set a consumer's cursor within `transaction` (see [`EventLog::set_consumer_cursor`]).
+fn set_consumer_cursor(transaction: &Transaction<'_>, consumer: &str, sequence: u64) -> Result<()> {
+    transaction
+        .prepare_cached(
+            "INSERT INTO consumer_cursors (consumer, sequence) VALUES (?1, ?2) \
+             ON CONFLICT (consumer) DO UPDATE \
+             SET sequence = max(consumer_cursors.sequence, excluded.sequence)",
+        )
+        .and_then(|mut statement| statement.execute(params![consumer, to_sql_integer(sequence)]))
+        .with_context(|| format!("set the cursor of consumer `{consumer}`"))?;
+    Ok(())
+}
+
 /// The id the next message inserted into `messages` gets: what
 /// `AUTOINCREMENT` would choose. Only meaningful inside a write transaction.
 /// An encrypted store needs the id before the insert, to bind the body to it.
@@ -1332,15 +1397,7 @@ impl EventLog for SqliteStore {
 
     fn set_consumer_cursor(&self, consumer: &str, sequence: u64) -> Result<()> {
         self.write(&format!("set the cursor of consumer `{consumer}`"), |transaction| {
-            transaction
-                .prepare_cached(
-                    "INSERT INTO consumer_cursors (consumer, sequence) VALUES (?1, ?2) \
-                     ON CONFLICT (consumer) DO UPDATE \
-                     SET sequence = max(consumer_cursors.sequence, excluded.sequence)",
-                )
-                .and_then(|mut statement| statement.execute(params![consumer, to_sql_integer(sequence)]))
-                .with_context(|| format!("set the cursor of consumer `{consumer}`"))?;
-            Ok(())
+            set_consumer_cursor(transaction, consumer, sequence)
         })
     }
 }
@@ -1442,61 +1499,7 @@ impl QueueStore for SqliteStore {
     fn send_messages(&self, queue: &Name, messages: &[OutgoingMessage]) -> Result<Vec<u64>> {
         let now = self.now();
         self.write(&format!("send messages to queue `{queue}`"), |transaction| {
-            let stored = require_queue(transaction, queue)?;
-            let config = &stored.record.config;
-            // Check every message before storing any: the batch is all or nothing.
-            for message in messages {
-                check_message_size(config, queue, message.size())?;
-            }
-            let mut ids = Vec::with_capacity(messages.len());
-            if self.sealer.is_on() {
-                // The ids are chosen here (as AUTOINCREMENT would) so each
-                // body is sealed bound to its message id before it is written.
-                let first_id = next_message_id(transaction)?;
-                let mut insert = transaction
-                    .prepare_cached(
-                        "INSERT INTO messages (message_id, queue_id, visible_at, receive_count, sent_at, body, \
-                         attributes) VALUES (?1, ?2, ?3, 0, ?4, ?5, ?6)",
-                    )
-                    .context("prepare to insert messages")?;
-                let sealed = seal_messages(&self.sealer, first_id, messages)?;
-                for ((next_id, message), (body, attributes)) in (first_id..).zip(messages).zip(sealed) {
-                    let visible_at = now.saturating_add(message.delay.unwrap_or(config.delay));
-                    insert
-                        .execute(params![
-                            next_id,
-                            stored.queue_id,
-                            visible_at.as_millis(),
-                            now.as_millis(),
-                            body,
-                            attributes
-                        ])
-                        .with_context(|| format!("insert a message into queue `{queue}`"))?;
-                    ids.push(from_sql_integer(next_id));
-                }
-                return Ok(ids);
-            }
-            let mut insert = transaction
-                .prepare_cached(
-                    "INSERT INTO messages (queue_id, visible_at, receive_count, sent_at, body, attributes) \
-                     VALUES (?1, ?2, 0, ?3, ?4, ?5)",
-                )
-                .context("prepare to insert messages")?;
-            for message in messages {
-                let visible_at = now.saturating_add(message.delay.unwrap_or(config.delay));
-                let attributes = attributes_to_json(&message.attributes)?;
-                insert
-                    .execute(params![
-                        stored.queue_id,
-                        visible_at.as_millis(),
-                        now.as_millis(),
-                        message.body,
-                        attributes
-                    ])
-                    .with_context(|| format!("insert a message into queue `{queue}`"))?;
-                ids.push(from_sql_integer(transaction.last_insert_rowid()));
-            }
-            Ok(ids)
+            send_messages(transaction, &self.sealer, now, queue, messages)
         })
     }
 
@@ -2225,6 +2228,38 @@ impl LeaseStore for SqliteStore {
 
     fn lease(&self, name: &str) -> Result<Option<Lease>> {
         self.read(&format!("read lease `{name}`"), |transaction| leases::lease(transaction, name))
+    }
+}
+
+impl FencedWrites for SqliteStore {
+    fn commit_fenced(&self, fence: Option<&Fence>, writes: Vec<FencedWrite>) -> Result<Vec<FencedOutcome>> {
+        let now = self.now();
+        let what = match fence {
+            Some(fence) => format!("write under lease `{}` term {}", fence.lease, fence.term),
+            None => "write".to_owned(),
+        };
+        // `BEGIN IMMEDIATE` serialises this with every other writer, a takeover of the lease included.
+        self.write(&what, |transaction| {
+            if let Some(fence) = fence {
+                check_fence(leases::lease(transaction, &fence.lease)?.as_ref(), fence)?;
+            }
+            let mut outcomes = Vec::with_capacity(writes.len());
+            for write in writes {
+                outcomes.push(match write {
+                    FencedWrite::SendMessages { queue, messages } => {
+                        FencedOutcome::Sent(send_messages(transaction, &self.sealer, now, &queue, &messages)?)
+                    }
+                    FencedWrite::SetConsumerCursor { consumer, sequence } => {
+                        set_consumer_cursor(transaction, &consumer, sequence)?;
+                        FencedOutcome::CursorSet
+                    }
+                    FencedWrite::CreateRun(run) => {
+                        FencedOutcome::RunCreated(Box::new(self.open_run(runs::create_run(transaction, run, now)?)?))
+                    }
+                });
+            }
+            Ok(outcomes)
+        })
     }
 }
 

@@ -12,6 +12,14 @@
 //! lease and writes the outcome in one serialised transaction uses it, and a
 //! backend that decides in one SQL statement must agree with it (the
 //! conformance suite checks both).
+//!
+//! A lease also *fences* its holder's writes: a [`Fence`] names the lease,
+//! the holder and the term it was granted, and a write made under it
+//! ([`crate::FencedWrites`]) commits only if the stored lease still has that
+//! holder and term, checked in the write's own transaction ([`check_fence`]
+//! is the rule). A holder paused past its lease (a stopped VM, a long stall,
+//! a clock jump) whose lease another took over writes nothing when it
+//! resumes: it gets [`crate::StateError::Fenced`].
 
 use std::time::Duration;
 
@@ -27,7 +35,7 @@ pub struct Lease {
     pub name: String,
     pub holder: String,
     /// 1 for the first holder, one more every time the lease passes to
-    /// another holder; a renewal keeps it. A later step fences writes by it.
+    /// another holder; a renewal keeps it. Writes are fenced by it ([`Fence`]).
     pub term: u64,
     /// When the lease lapses unless renewed before.
     pub expires_at: Timestamp,
@@ -53,6 +61,41 @@ pub fn grant_lease(stored: Option<&Lease>, name: &str, holder: &str, ttl: Durati
         Some(_) => return None,
     };
     Some(Lease { name: name.to_owned(), holder: holder.to_owned(), term, expires_at: now.saturating_add(ttl) })
+}
+
+/// What a holder's writes carry to prove it still holds lease `lease`
+/// under `term` (see [`check_fence`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fence {
+    pub lease: String,
+    pub holder: String,
+    pub term: u64,
+}
+
+impl Fence {
+    /// The fence of a granted lease.
+    pub fn of(lease: &Lease) -> Fence {
+        Fence { lease: lease.name.clone(), holder: lease.holder.clone(), term: lease.term }
+    }
+}
+
+/// Whether writes fenced by `fence` may commit, given the lease as stored
+/// (`None`: never taken): only while the stored lease has the fence's holder
+/// and term. Its expiry does not matter: a lease that lapsed but that nobody
+/// took over still fences out nobody, and a takeover changes the term. So a
+/// write serialised before the takeover commits, one after it is refused
+/// with [`StateError::Fenced`](crate::StateError::Fenced).
+pub fn check_fence(stored: Option<&Lease>, fence: &Fence) -> Result<(), crate::StateError> {
+    match stored {
+        Some(stored) if stored.holder == fence.holder && stored.term == fence.term => Ok(()),
+        _ => Err(crate::StateError::Fenced {
+            lease: fence.lease.clone(),
+            holder: fence.holder.clone(),
+            term: fence.term,
+            stored_holder: stored.map(|stored| stored.holder.clone()),
+            stored_term: stored.map_or(0, |stored| stored.term),
+        }),
+    }
 }
 
 #[cfg(test)]
@@ -85,5 +128,25 @@ mod tests {
         let stored = held("a", 3, 5_000);
         assert_eq!(grant_lease(Some(&stored), "l", "b", TTL, at(4_999)), None);
         assert_eq!(grant_lease(Some(&stored), "l", "b", TTL, at(5_000)), Some(held("b", 4, 20_000)));
+    }
+
+    #[test]
+    fn a_fence_holds_only_while_the_stored_lease_has_its_holder_and_term() {
+        let fence = Fence { lease: "l".into(), holder: "a".into(), term: 3 };
+        assert!(check_fence(Some(&held("a", 3, 5_000)), &fence).is_ok());
+        assert!(check_fence(Some(&held("a", 3, 0)), &fence).is_ok(), "lapsed, but nobody took over");
+        for stored in [held("b", 4, 5_000), held("a", 5, 5_000)] {
+            match check_fence(Some(&stored), &fence) {
+                Err(crate::StateError::Fenced { lease, holder, term, stored_holder, stored_term }) => {
+                    assert_eq!((lease.as_str(), holder.as_str(), term), ("l", "a", 3));
+                    assert_eq!((stored_holder, stored_term), (Some(stored.holder.clone()), stored.term));
+                }
+                other => panic!("expected Fenced, got {other:?}"),
+            }
+        }
+        assert!(matches!(
+            check_fence(None, &fence),
+            Err(crate::StateError::Fenced { stored_holder: None, stored_term: 0, .. })
+        ));
     }
 }

@@ -4,7 +4,8 @@
 //! durable ledger of batch-job runs (runs, their items, results, workers),
 //! the latest audits' findings, the HTTPS API's tokens and access log
 //! ([`access`]), and the leases that control planes on several hosts
-//! campaign for ([`lease`]) — behind one trait,
+//! campaign for ([`lease`]), which fence their holders' writes
+//! ([`FencedWrites`]) — behind one trait,
 //! [`StateStore`], that every backend implements and the shared
 //! conformance suite (`conformance`, compiled only for tests) checks.
 //!
@@ -33,7 +34,7 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::access::{AccessRecord, ApiTokenRecord, NewApiToken, StoredAccessRecord};
 pub use crate::keys::{KeyMaintenance, KeyringHolder};
-pub use crate::lease::{Lease, grant_lease};
+pub use crate::lease::{Fence, Lease, check_fence, grant_lease};
 
 pub type Result<T, E = StateError> = std::result::Result<T, E>;
 
@@ -54,6 +55,22 @@ pub enum StateError {
     LeaseLost { receipt: ReceiptHandle },
     #[error("the disk holding the state store is full; nothing was written. Free space and retry")]
     DiskFull,
+    /// Writes fenced by a lease ([`Fence`]) whose stored holder or term is no
+    /// longer the writer's: another took the lease over. Nothing was written;
+    /// the writer has lost the lease and must stop writing under it.
+    #[error(
+        "lease `{lease}` has passed from `{holder}` (term {term}) to {} (term {stored_term}); nothing was written under term {term}",
+        stored_holder.as_deref().map_or_else(|| "nobody".to_owned(), |holder| format!("`{holder}`"))
+    )]
+    Fenced {
+        lease: String,
+        /// The writer and the term its fence carried.
+        holder: String,
+        term: u64,
+        /// The lease as stored (0 and `None`: never taken).
+        stored_holder: Option<String>,
+        stored_term: u64,
+    },
     #[error(
         "state store at {path} was written by a newer Mayfly (schema {found}, this build knows up to {known}); upgrade Mayfly"
     )]
@@ -669,7 +686,7 @@ pub struct ItemAttempt {
 ///
 /// Each concern is a trait of its own ([`DeploymentStore`], [`BucketRegistry`],
 /// [`EventLog`], [`QueueStore`], [`InvocationLedger`], [`RunStore`],
-/// [`AuditStore`], [`AccessStore`], [`RetentionStore`], [`LeaseStore`]) so that a backend is
+/// [`AuditStore`], [`AccessStore`], [`RetentionStore`], [`LeaseStore`], [`FencedWrites`]) so that a backend is
 /// built and tested one concern at a time and a caller can take only what it
 /// uses. Anything that implements them all is a `StateStore`. Bring their
 /// methods into scope with `use mayfly_state::prelude::*`.
@@ -686,6 +703,7 @@ pub trait StateStore:
     + AccessStore
     + RetentionStore
     + LeaseStore
+    + FencedWrites
 {
 }
 
@@ -700,6 +718,7 @@ impl<T> StateStore for T where
         + AccessStore
         + RetentionStore
         + LeaseStore
+        + FencedWrites
         + ?Sized
 {
 }
@@ -707,8 +726,8 @@ impl<T> StateStore for T where
 /// The traits of [`StateStore`], to bring their methods into scope.
 pub mod prelude {
     pub use crate::{
-        AccessStore, AuditStore, BucketRegistry, DeploymentStore, EventLog, InvocationLedger, LeaseStore, QueueStore,
-        RetentionStore, RunStore, StateStore,
+        AccessStore, AuditStore, BucketRegistry, DeploymentStore, EventLog, FencedWrites, InvocationLedger, LeaseStore,
+        QueueStore, RetentionStore, RunStore, StateStore,
     };
 }
 
@@ -1142,6 +1161,42 @@ pub trait LeaseStore: Send + Sync {
     fn release_lease(&self, name: &str, holder: &str) -> Result<bool>;
     /// The lease as stored (live, lapsed or released); `None` if never taken.
     fn lease(&self, name: &str) -> Result<Option<Lease>>;
+}
+
+/// Writes that the holder of a lease makes under it, fenced by its term: the
+/// control plane's singleton duties (the router's sends and cursor, the
+/// scheduler's firings, the runs the jobs supervisor starts) commit through
+/// here, so a leader that lost its lease while paused cannot write once more
+/// after a new leader started (see [`lease`]).
+pub trait FencedWrites: Send + Sync {
+    /// Make `writes` in one commit, in order, each as its own method would
+    /// ([`FencedWrite`]), and return their outcomes in the same order. With
+    /// a `fence`, first check in the same transaction that the stored lease
+    /// still has the fence's holder and term ([`check_fence`]), serialised
+    /// with any takeover of the lease: `Fenced`, changing nothing, if not.
+    /// `None` for a caller that holds no lease (a CLI command, a test): the
+    /// writes are only made together. Any write failing changes nothing.
+    fn commit_fenced(&self, fence: Option<&Fence>, writes: Vec<FencedWrite>) -> Result<Vec<FencedOutcome>>;
+}
+
+/// One write of [`FencedWrites::commit_fenced`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum FencedWrite {
+    /// As [`QueueStore::send_messages`].
+    SendMessages { queue: Name, messages: Vec<OutgoingMessage> },
+    /// As [`EventLog::set_consumer_cursor`].
+    SetConsumerCursor { consumer: String, sequence: u64 },
+    /// As [`RunStore::create_run`].
+    CreateRun(NewRun),
+}
+
+/// What one [`FencedWrite`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FencedOutcome {
+    /// The ids of the messages sent, in order.
+    Sent(Vec<u64>),
+    CursorSet,
+    RunCreated(Box<RunRecord>),
 }
 
 /// How long the access log is kept at the least: six years, the retention

@@ -258,6 +258,11 @@ so that a leader renews at least twice before its lease could lapse",
             mayfly_control::Announcement::Role(mayfly_control::Role::Leader { term }) => eprintln!(
                 "mayfly: leader (term {term}): routing bucket events, firing schedules and supervising jobs here"
             ),
+            mayfly_control::Announcement::LostLease { led_under, taken_under, taken_by } => eprintln!(
+                "mayfly: lost the control-plane lease to term {taken_under} ({}); standing by: the singleton duties \
+stopped here and wrote nothing under term {led_under} after the takeover",
+                taken_by.map_or_else(|| "held by nobody".to_owned(), |holder| format!("held by {holder}"))
+            ),
             mayfly_control::Announcement::Role(mayfly_control::Role::Standby { leader }) => match leader {
                 Some(lease) => eprintln!(
                     "mayfly: standby: {} leads (term {}); queue triggers and async invocations run here too",

@@ -1,7 +1,7 @@
 //! The conformance suite: test functions that check a backend keeps the
 //! contract, one module per concern ([`deployments`], [`buckets`],
 //! [`event_log`], [`queues`], [`invocation_ledger`], [`runs`], [`audits`],
-//! [`access`], [`retention`], [`leases`]). Each case checks one behaviour on a fresh,
+//! [`access`], [`retention`], [`leases`], [`fencing`]). Each case checks one behaviour on a fresh,
 //! empty store opened on a [`ManualClock`] (a [`Subject`]), and asks of the
 //! store only the traits it uses: a case is generic over the store with
 //! bounds such as `S: QueueStore + ?Sized`, so a backend that implements
@@ -22,7 +22,8 @@
 //! or loop over [`all`] / call [`run_all`]. The lists of cases live once, in
 //! `__with_conformance_cases!`, so the two cannot drift apart. A concern's
 //! module may use concerns listed before it (`event_log` records
-//! deployments, `runs` moves queue messages, `retention` uses them all).
+//! deployments, `runs` moves queue messages, `retention` uses them all,
+//! `fencing` writes to queues, cursors and runs under leases).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -48,6 +49,7 @@ pub mod audits;
 pub mod buckets;
 pub mod deployments;
 pub mod event_log;
+pub mod fencing;
 pub mod invocation_ledger;
 pub mod leases;
 pub mod queues;
@@ -230,6 +232,18 @@ macro_rules! __with_conformance_cases {
             of_concurrent_acquirers_exactly_one_wins,
         }
     };
+    (fencing, $callback:ident ! ($($arguments:tt)*)) => {
+        $crate::$callback! {
+            ($($arguments)*) fencing:
+            writes_fenced_by_a_superseded_term_are_refused_and_change_nothing,
+            the_current_holders_fenced_writes_commit_together_in_order,
+            a_fence_holds_after_its_lease_lapsed_until_another_takes_it_over,
+            a_fence_of_a_lease_never_taken_is_refused,
+            a_failing_write_in_a_batch_changes_nothing,
+            unfenced_writes_commit_together_whoever_holds_the_lease,
+            no_write_of_the_previous_term_lands_after_a_takeover,
+        }
+    };
 }
 
 #[doc(hidden)]
@@ -264,7 +278,7 @@ macro_rules! __conformance_case_tests {
 #[macro_export]
 macro_rules! conformance_tests {
     ($fresh_subject:expr) => {
-        $crate::conformance_tests!($fresh_subject; deployments, buckets, event_log, queues, invocation_ledger, runs, audits, access, retention, leases);
+        $crate::conformance_tests!($fresh_subject; deployments, buckets, event_log, queues, invocation_ledger, runs, audits, access, retention, leases, fencing);
     };
     ($fresh_subject:expr; $($concern:ident),+ $(,)?) => {
         $(
@@ -293,6 +307,7 @@ pub fn all() -> Vec<NamedCase> {
     cases.extend(crate::__with_conformance_cases!(access, __conformance_case_list!()));
     cases.extend(crate::__with_conformance_cases!(retention, __conformance_case_list!()));
     cases.extend(crate::__with_conformance_cases!(leases, __conformance_case_list!()));
+    cases.extend(crate::__with_conformance_cases!(fencing, __conformance_case_list!()));
     cases
 }
 
