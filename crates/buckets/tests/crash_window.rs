@@ -341,6 +341,20 @@ impl AccessStore for StoreWithFailingAppends {
     }
 }
 
+impl mayfly_state::ExperimentStore for StoreWithFailingAppends {
+    fn record_experiment(&self, experiment: &mayfly_state::Experiment) -> Result<mayfly_state::ExperimentRecord> {
+        self.inner.record_experiment(experiment)
+    }
+
+    fn experiments(&self, limit: usize) -> Result<Vec<mayfly_state::ExperimentRecord>> {
+        self.inner.experiments(limit)
+    }
+
+    fn experiment(&self, id: u64) -> Result<mayfly_state::ExperimentRecord> {
+        self.inner.experiment(id)
+    }
+}
+
 impl mayfly_state::LeaseStore for StoreWithFailingAppends {
     fn acquire_lease(
         &self,

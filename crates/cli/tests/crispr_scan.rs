@@ -99,7 +99,10 @@ fn the_experiment_finds_that_the_seed_index_scans_at_least_twice_as_fast() {
     for comparison in failures {
         assert_eq!(comparison["median"].as_f64(), Some(0.0), "no failed attempt: {comparison}");
     }
-    assert!(!project.path(".mayfly").exists(), "the project's own state was never touched");
+    // The project's own state holds only the experiment's record (the runs were in scratch projects).
+    let recorded = project.json(&["experiment", "show", &view["experiment_id"].to_string()]);
+    assert_eq!(recorded["outcome"], "completed", "{recorded}");
+    assert!(project.json(&["deployments"]).as_array().unwrap().is_empty(), "never deployed");
 }
 
 /// The counts of a run's results, by candidate site: `site -> (protospacer, [n0, n1, n2, n3])`.

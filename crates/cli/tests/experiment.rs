@@ -4,7 +4,11 @@
 //! and an offline HTML report; and bad input (an unknown key, a variant that
 //! breaks the architecture file, a setup job that is not declared or fails,
 //! a workload that fails), each a clear error that leaves no scratch project
-//! behind.
+//! behind. Experiments are recorded in the project's own state store
+//! (`experiment list` / `show`), failed ones with their error. And `mayfly
+//! deploy --evaluate`: the new file against the deployed version, applied
+//! when it is no worse and refused under `--require-no-regression` when its
+//! function sleeps 300 ms per item instead of none.
 
 mod support;
 
@@ -115,7 +119,19 @@ fn an_experiment_finds_the_faster_variant_and_writes_an_offline_report() {
     assert!(report.starts_with("<!doctype html>") && report.contains("<svg"), "an HTML report with plots");
     assert!(!report.contains("<script") && !report.contains("src="), "nothing fetched or run");
     assert!(leftovers(tmp.path()).is_empty(), "the scratch projects are gone: {:?}", leftovers(tmp.path()));
-    assert!(!project.path(".mayfly").exists(), "the project's own state was never touched");
+
+    // Recorded in the project's own store, with the same evidence.
+    let id = view["experiment_id"].as_u64().expect("an experiment id");
+    let shown = project.json(&["experiment", "show", &id.to_string()]);
+    assert_eq!(shown["outcome"], "completed");
+    assert_eq!(shown["name"], "experiment.toml");
+    assert_eq!(shown["trigger"], "experiment run");
+    assert_eq!(shown["summaries"], view["summaries"]);
+    assert_eq!(shown["runs"].as_array().unwrap().len(), 6);
+    let stored_p50 = shown["comparisons"].as_array().unwrap().iter().find(|c| c["metric"] == "item_p50").unwrap();
+    assert_eq!(stored_p50["ratio"], item_p50["ratio"], "the same interval");
+    assert_eq!(stored_p50["p_value"], item_p50["p_value"]);
+    assert_eq!(shown["file_fingerprint"].as_str().unwrap().len(), 64, "a SHA-256 of the file");
 
     // The text form says the same in words.
     let text = project.command(&["experiment", "run", "experiment.toml"]).env("TMPDIR", tmp.path()).output().unwrap();
@@ -124,6 +140,17 @@ fn an_experiment_finds_the_faster_variant_and_writes_an_offline_report() {
     assert!(stdout.contains("variant `quick` against `slow`") && stdout.contains("VERDICT"), "{stdout}");
     let stderr = String::from_utf8_lossy(&text.stderr);
     assert!(stderr.contains("[6/6] variant"), "progress on stderr: {stderr}");
+    assert!(stdout.contains("recorded as experiment 2 (`mayfly experiment show 2`)"), "{stdout}");
+
+    let listed = project.json(&["experiment", "list"]);
+    let ids: Vec<u64> = listed.as_array().unwrap().iter().map(|row| row["id"].as_u64().unwrap()).collect();
+    assert_eq!(ids, [2, 1], "newest first: {listed}");
+    let table = project.ok(&["experiment", "list"]);
+    assert!(table.contains("completed") && table.contains("variant `quick` against `slow`"), "{table}");
+    let shown = project.ok(&["experiment", "show", "1"]);
+    assert!(shown.contains("RATIO (95% CI)") && shown.contains("item_p50") && shown.contains("MAKESPAN"), "{shown}");
+    let stderr = project.fails(&["experiment", "show", "9"], 4);
+    assert!(stderr.contains("there is no experiment 9; see `mayfly experiment list`"), "{stderr}");
 }
 
 #[test]
@@ -184,5 +211,131 @@ setup = ["warm"]"#,
     let stderr = fails("missing.toml", &missing, 1);
     assert!(stderr.contains("run 1 of 6 (variant"), "{stderr}");
     assert!(stderr.contains("no-such-list.txt"), "{stderr}");
-    assert!(!project.path(".mayfly").exists(), "the project's own state was never touched");
+
+    // Files refused before anything ran are not recorded; the two that failed while running are, with their error.
+    let listed = project.json(&["experiment", "list"]);
+    let rows = listed.as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{listed}");
+    assert!(rows.iter().all(|row| row["outcome"] == "failed"), "{listed}");
+    assert_eq!(rows[0]["name"], "missing.toml");
+    assert!(rows[0]["error"].as_str().unwrap().contains("no-such-list.txt"), "{listed}");
+    assert_eq!(rows[1]["name"], "failing-setup.toml");
+    assert!(rows[1]["error"].as_str().unwrap().contains("`mayfly run warm` failed"), "{listed}");
+}
+
+/// A project whose job `scan` runs 3 items one at a time through a function
+/// sleeping `sleep` seconds each, with `[evaluation]` replaying it 3 times.
+fn evaluated_spec(name: &str, sleep: &str) -> String {
+    format!(
+        r#"version = 1
+name = "{name}"
+[buckets.scans]
+[buckets.logs]
+[functions.work]
+command = ["sh", "functions/sleeper.sh"]
+env = {{ SLEEP = "{sleep}" }}
+[jobs.scan]
+source = {{ manifest = {{ bucket = "scans", key = "list.txt" }} }}
+function = "work"
+workers = {{ max = 1 }}
+logs = "logs"
+
+[evaluation]
+job = "scan"
+input = {{ manifest = {{ bucket = "scans", key = "list.txt", file = "evaluation/list.txt" }} }}
+repetitions = 3
+"#
+    )
+}
+
+#[test]
+fn deploy_evaluate_applies_a_version_that_is_no_worse_and_refuses_a_slower_one() {
+    let name = support::unique_name("evaluate");
+    let project = Project::with_spec(&evaluated_spec(&name, "0.3"));
+    std::fs::create_dir_all(project.path("functions")).unwrap();
+    std::fs::write(project.path("functions/sleeper.sh"), SLEEPER).unwrap();
+    std::fs::create_dir_all(project.path("evaluation")).unwrap();
+    std::fs::write(project.path("evaluation/list.txt"), "a\nb\nc\n").unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let deploy = |args: &[&str]| project.command(args).env("TMPDIR", tmp.path()).output().unwrap();
+    let version = |project: &Project| project.json(&["deployments"]).as_array().unwrap().len();
+
+    // Nothing deployed yet: nothing to evaluate against.
+    let output = deploy(&["deploy", "--evaluate"]);
+    assert_eq!(output.status.code(), Some(5), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("nothing is deployed yet"));
+    project.ok(&["deploy"]);
+
+    // A version whose function no longer sleeps: faster, applied as version 2, the verdict recorded with it.
+    std::fs::write(project.path("mayfly.toml"), evaluated_spec(&name, "0")).unwrap();
+    let output = deploy(&["deploy", "--evaluate", "--require-no-regression", "--json"]);
+    support::assert_success(&output, &["deploy", "--evaluate"]);
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["version"], 2, "{report}");
+    assert!(report["evaluation"]["regressions"].as_array().unwrap().is_empty(), "{report}");
+    let makespan = report["evaluation"]["comparisons"].as_array().unwrap().iter().find(|c| c["metric"] == "makespan");
+    let makespan = makespan.expect("makespan compared");
+    assert_eq!(makespan["variant"], "new");
+    assert!(makespan["ratio"]["high"].as_f64().unwrap() < 1.0, "clearly faster: {makespan}");
+    let summary = report["evaluation"]["summaries"][0].as_str().unwrap();
+    assert!(summary.starts_with("variant `new` against `deployed`:") && summary.contains("× faster"), "{summary}");
+    let applied = project.json(&["experiment", "show", &report["evaluation"]["experiment_id"].to_string()]);
+    assert_eq!(applied["outcome"], "applied");
+    assert_eq!(applied["deployment_version"], 2, "linked to the deployment: {applied}");
+    assert_eq!(applied["trigger"], "deploy --evaluate");
+    assert_eq!(applied["runs"].as_array().unwrap().len(), 6);
+    assert!(leftovers(tmp.path()).is_empty(), "no scratch project left: {:?}", leftovers(tmp.path()));
+
+    // Back to 300 ms per item: a regression beyond the interval, refused, nothing deployed.
+    std::fs::write(project.path("mayfly.toml"), evaluated_spec(&name, "0.3")).unwrap();
+    let output = deploy(&["deploy", "--evaluate", "--require-no-regression"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(5), "refused: {stderr}");
+    assert!(stderr.contains("refused: the new mayfly.toml regresses against deployed version 2"), "{stderr}");
+    assert!(
+        stderr.contains("makespan is ") && stderr.contains("× the baseline's (95% CI "),
+        "metric, ratio and CI: {stderr}"
+    );
+    assert!(stderr.contains("nothing was deployed"), "{stderr}");
+    assert_eq!(version(&project), 2, "the deployment version did not change");
+    let listed = project.json(&["experiment", "list"]);
+    assert_eq!(listed[0]["outcome"], "refused", "{listed}");
+    assert_eq!(listed[0]["deployment_version"], serde_json::Value::Null);
+    assert!(listed[0]["error"].as_str().unwrap().contains("makespan is "), "{listed}");
+    assert!(leftovers(tmp.path()).is_empty(), "no scratch project left: {:?}", leftovers(tmp.path()));
+}
+
+#[test]
+fn deploy_evaluate_refuses_bad_input_clearly_and_changes_nothing() {
+    let name = support::unique_name("evaluate-bad");
+    let project = Project::deployed_with(&evaluated_spec(&name, "0"));
+
+    let stderr = project.fails(&["deploy", "--require-no-regression"], 2);
+    assert!(
+        stderr.contains("`--require-no-regression` judges the verdict of an evaluation; add `--evaluate`"),
+        "{stderr}"
+    );
+
+    let without = evaluated_spec(&name, "0.1");
+    let without = &without[..without.find("[evaluation]").unwrap()];
+    std::fs::write(project.path("mayfly.toml"), without).unwrap();
+    let stderr = project.fails(&["deploy", "--evaluate"], 2);
+    assert!(
+        stderr.contains("`--evaluate` replays the workload `[evaluation]` names") && stderr.contains("has none"),
+        "{stderr}"
+    );
+
+    let unknown = evaluated_spec(&name, "0.1").replace("repetitions = 3", "repetitons = 3");
+    std::fs::write(project.path("mayfly.toml"), unknown).unwrap();
+    let stderr = project.fails(&["deploy", "--evaluate"], 3);
+    assert!(stderr.contains("unknown key `repetitons` in `[evaluation]`"), "{stderr}");
+    assert!(stderr.contains("mayfly.toml:17:1") && stderr.contains("did you mean `repetitions`?"), "located: {stderr}");
+
+    let undeclared = evaluated_spec(&name, "0.1").replace("job = \"scan\"\ninput", "job = \"sacn\"\ninput");
+    std::fs::write(project.path("mayfly.toml"), undeclared).unwrap();
+    let stderr = project.fails(&["deploy", "--evaluate"], 3);
+    assert!(stderr.contains("`job` of `[evaluation]` names job `sacn`, which the file does not declare"), "{stderr}");
+
+    assert_eq!(project.json(&["deployments"]).as_array().unwrap().len(), 1, "nothing was deployed");
+    assert!(project.json(&["experiment", "list"]).as_array().unwrap().is_empty(), "nothing was recorded");
 }

@@ -1,6 +1,7 @@
 //! The web dashboard of a Mayfly project: server-rendered pages of runs
 //! (live progress, report, workers, a timeline, the item ledger), queues,
-//! functions, a live log tail and the audit, with one CSS file and a little
+//! functions, a live log tail, recorded experiments (with the experiment
+//! report's strip plot) and the audit, with one CSS file and a little
 //! plain JavaScript served by the router itself (nothing is fetched from
 //! anywhere else, so it works offline).
 //!

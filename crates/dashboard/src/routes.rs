@@ -75,6 +75,8 @@ pub fn router(state: DashboardState) -> Router {
         .route("/runs/{run}/logs.json", get(logs_since))
         .route("/queues", get(queues_page))
         .route("/functions", get(functions_page))
+        .route("/experiments", get(experiments_page))
+        .route("/experiments/{experiment}", get(experiment_page))
         .route("/audit", get(audit_page))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_token));
     Router::new()
@@ -378,6 +380,33 @@ async fn functions_page(
             rows.push(FunctionRow { name: name.to_string(), runtime, stats: state.store.function_stats(name)? });
         }
         Ok(views::functions(chrome, &rows, true))
+    })
+    .await
+}
+
+/// Experiments on the experiments page (the newest).
+pub const EXPERIMENTS_SHOWN: usize = 100;
+
+async fn experiments_page(
+    State(state): State<Arc<DashboardState>>,
+    Extension(principal): Extension<Principal>,
+) -> Response {
+    respond_page(state, principal, |state, chrome| {
+        Ok(views::experiments(chrome, &state.store.experiments(EXPERIMENTS_SHOWN)?))
+    })
+    .await
+}
+
+async fn experiment_page(
+    State(state): State<Arc<DashboardState>>,
+    Extension(principal): Extension<Principal>,
+    Path(experiment): Path<String>,
+) -> Response {
+    respond_page(state, principal, move |state, chrome| {
+        let id: u64 = experiment.parse().map_err(|_| {
+            DashboardError::BadRequest(format!("experiment `{experiment}` is not an experiment id (a number)"))
+        })?;
+        Ok(views::experiment(chrome, &state.store.experiment(id)?))
     })
     .await
 }

@@ -8,7 +8,9 @@
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 use mayfly_core::Timestamp;
 use mayfly_core::run::ItemStatus;
-use mayfly_state::{AttemptOutcome, AuditRecord, AuditSeverity, RunItem, WorkerRecord};
+use mayfly_state::{
+    AttemptOutcome, AuditRecord, AuditSeverity, ExperimentOutcome, ExperimentRecord, RunItem, WorkerRecord,
+};
 
 use crate::chart::{self, LatencyRow, Timeline};
 use crate::format;
@@ -20,6 +22,7 @@ pub enum Section {
     Runs,
     Queues,
     Functions,
+    Experiments,
     Audit,
 }
 
@@ -62,6 +65,7 @@ pub fn page(chrome: &Chrome<'_>, section: Section, title: &str, content: Markup)
                     (link(Section::Runs, "/", "Runs"))
                     (link(Section::Queues, "/queues", "Queues"))
                     (link(Section::Functions, "/functions", "Functions"))
+                    (link(Section::Experiments, "/experiments", "Experiments"))
                     (link(Section::Audit, "/audit", "Audit"))
                 }
                 form class="who" method="post" action="/sign-out" {
@@ -630,6 +634,179 @@ pub fn audit(chrome: &Chrome<'_>, latest: Option<&AuditRecord>) -> Markup {
             }
         },
     )
+}
+
+fn outcome_tone(outcome: ExperimentOutcome) -> &'static str {
+    match outcome {
+        ExperimentOutcome::Completed | ExperimentOutcome::Applied => "badge-good",
+        ExperimentOutcome::Failed | ExperimentOutcome::Refused => "badge-bad",
+    }
+}
+
+/// The recorded experiments, newest first: what ran, how it ended, its verdict.
+pub fn experiments(chrome: &Chrome<'_>, records: &[ExperimentRecord]) -> Markup {
+    page(
+        chrome,
+        Section::Experiments,
+        "Experiments",
+        html! {
+            div class="page-head" {
+                h1 { "Experiments" }
+                p class="muted" { code { "mayfly experiment run" } " and " code { "mayfly deploy --evaluate" } ": variants compared by measurement, newest first." }
+            }
+            @if records.is_empty() {
+                section class="empty card" {
+                    h2 { "No experiment recorded" }
+                    p { "Run " code { "mayfly experiment run FILE" } ", or deploy with " code { "--evaluate" } "; its verdicts appear here." }
+                }
+            } @else {
+                div class="table-wrap card" {
+                    table class="data" {
+                        thead { tr { th { "#" } th { "Experiment" } th { "Outcome" } th { "Finished" } th { "Runs" } th { "Verdict" } } }
+                        tbody {
+                            @for record in records {
+                                @let experiment = &record.experiment;
+                                tr data-experiment=(record.id) {
+                                    td class="num" { a href={ "/experiments/" (record.id) } { (record.id) } }
+                                    td { a href={ "/experiments/" (record.id) } { (experiment.name) } div class="muted" { (experiment.trigger) } }
+                                    td {
+                                        span class={ "badge " (outcome_tone(experiment.outcome)) } { (experiment.outcome.as_str()) }
+                                        @if let Some(version) = experiment.deployment_version { " " span class="muted" { "as version " (version) } }
+                                    }
+                                    td { (format::ago(record.finished_at, chrome.now)) }
+                                    td class="num" { (experiment.details.runs.len()) }
+                                    td {
+                                        @if let Some(error) = &experiment.details.error {
+                                            (error.lines().next().unwrap_or_default())
+                                        } @else {
+                                            @for summary in &experiment.details.summaries { div { (summary) } }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        },
+    )
+}
+
+/// One experiment: its verdicts, each metric's ratio with its interval and
+/// p-value, a strip plot of every run per metric (the HTML report's), and
+/// the runs in the order they ran.
+pub fn experiment(chrome: &Chrome<'_>, record: &ExperimentRecord) -> Markup {
+    let experiment = &record.experiment;
+    let details = &experiment.details;
+    let title = format!("Experiment {}", record.id);
+    page(
+        chrome,
+        Section::Experiments,
+        &title,
+        html! {
+            nav class="crumbs" aria-label="Breadcrumb" { a href="/experiments" { "Experiments" } " / " span class="mono" { (record.id) } }
+            div class="page-head" {
+                h1 { (experiment.name) }
+                p class="muted" {
+                    span class={ "badge " (outcome_tone(experiment.outcome)) } { (experiment.outcome.as_str()) }
+                    " " (experiment.trigger) " · baseline " span class="mono" { (experiment.baseline) }
+                    " · " (details.repetitions) " repetitions, seed " (details.seed)
+                    " · started " (format::instant(experiment.started_at)) ", finished " (format::ago(record.finished_at, chrome.now))
+                    @if let Some(version) = experiment.deployment_version { " · applied as deployment version " (version) }
+                }
+            }
+            @if let Some(error) = &details.error {
+                section class="card" data-error="" { h2 { "Error" } pre class="mono" { (error) } }
+            }
+            @if !details.summaries.is_empty() {
+                section class="card" {
+                    h2 { "Verdict" }
+                    ul { @for summary in &details.summaries { li { (summary) } } }
+                }
+            }
+            @if !details.comparisons.is_empty() {
+                div class="table-wrap card" {
+                    table class="data" {
+                        thead { tr { th { "Metric" } th { "Variant" } th { "Median" } th { "Baseline" } th { "Ratio (95% CI)" } th { "p" } th { "Verdict" } } }
+                        tbody {
+                            @for comparison in &details.comparisons {
+                                @let metric = mayfly_experiment::Metric::from_name(&comparison.metric);
+                                @let shown = |value: f64| metric.map_or_else(|| format!("{value:.3}"), |metric| metric.format(value));
+                                tr data-metric=(comparison.metric) data-differs=(comparison.differs) {
+                                    td class="mono" { (comparison.metric) }
+                                    td class="mono" { (comparison.variant) }
+                                    td class="num" { (shown(comparison.median)) }
+                                    td class="num" { (shown(comparison.baseline_median)) }
+                                    td class="num" {
+                                        @match comparison.ratio {
+                                            Some(ratio) => { (format!("{:.3} ({:.3}–{:.3})", ratio.ratio, ratio.low, ratio.high)) }
+                                            None => { "—" }
+                                        }
+                                    }
+                                    td class="num" { (comparison.p_value.map_or("—".to_owned(), |p| format!("{p:.4}"))) }
+                                    td { @if comparison.differs { strong { (comparison.verdict) } } @else { (comparison.verdict) } }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            @if !details.runs.is_empty() {
+                section class="card" {
+                    h2 { "Per run" }
+                    @for name in &details.metrics {
+                        @if let Some(metric) = mayfly_experiment::Metric::from_name(name) {
+                            (PreEscaped(mayfly_experiment::report::strip_chart(&format!("{name} per run"), metric, &strip_rows(record, name))))
+                        }
+                    }
+                }
+                div class="table-wrap card" {
+                    table class="data" {
+                        thead { tr { th { "#" } th { "Variant" } th { "Repetition" } th { "Run" } th { "Status" } @for name in &details.metrics { th { (name) } } } }
+                        tbody {
+                            @for run in &details.runs {
+                                tr {
+                                    td class="num" { (run.order) }
+                                    td class="mono" { (run.variant) }
+                                    td class="num" { (run.repetition) }
+                                    td class="mono" { (run.run_id) }
+                                    td { (run.status) }
+                                    @for name in &details.metrics {
+                                        td class="num" {
+                                            @match (run.metrics.get(name), mayfly_experiment::Metric::from_name(name)) {
+                                                (Some(value), Some(metric)) => { (metric.format(*value)) }
+                                                _ => { "—" }
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        },
+    )
+}
+
+/// Each variant's values of metric `name`, one per run, in the experiment's variant order.
+fn strip_rows(record: &ExperimentRecord, name: &str) -> Vec<(String, Vec<f64>)> {
+    record
+        .experiment
+        .variants
+        .iter()
+        .map(|variant| {
+            let values = record
+                .experiment
+                .details
+                .runs
+                .iter()
+                .filter(|run| &run.variant == variant)
+                .filter_map(|run| run.metrics.get(name).copied())
+                .collect();
+            (variant.clone(), values)
+        })
+        .collect()
 }
 
 fn severity_tone(severity: AuditSeverity) -> &'static str {

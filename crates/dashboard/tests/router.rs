@@ -81,6 +81,7 @@ async fn serve() -> (SocketAddr, tempfile::TempDir) {
     store
         .add_run_items("run-1", &[NewRunItem { item: "patient-0042.json".to_owned(), payload: b"secret".to_vec() }])
         .expect("add an item");
+    store.record_experiment(&recorded_experiment()).expect("record an experiment");
     let state = DashboardState {
         store,
         authorize: Arc::new(TwoTokens),
@@ -95,7 +96,53 @@ async fn serve() -> (SocketAddr, tempfile::TempDir) {
     (address, dir)
 }
 
-const PAGES: [&str; 6] = ["/", "/runs/run-1", "/runs/run-1/logs", "/queues", "/functions", "/audit"];
+/// An evaluation on deploy that was refused: the new version is 3× slower.
+fn recorded_experiment() -> mayfly_state::Experiment {
+    use mayfly_state::{ExperimentComparison, ExperimentDetails, ExperimentOutcome, ExperimentRatio, ExperimentRun};
+    let run = |variant: &str, order: u32, makespan: f64| ExperimentRun {
+        variant: variant.to_owned(),
+        repetition: order.div_ceil(2),
+        order,
+        run_id: format!("run-{variant}-{order}"),
+        status: "succeeded".to_owned(),
+        metrics: [("makespan".to_owned(), makespan)].into(),
+        item_durations: vec![makespan / 4.0],
+    };
+    mayfly_state::Experiment {
+        name: "evaluation of mayfly.toml against deployment 1".to_owned(),
+        file_fingerprint: "ab".repeat(32),
+        trigger: "deploy --evaluate".to_owned(),
+        outcome: ExperimentOutcome::Refused,
+        deployment_version: None,
+        started_at: SystemClock.now(),
+        baseline: "deployed".to_owned(),
+        variants: vec!["deployed".to_owned(), "new".to_owned()],
+        details: ExperimentDetails {
+            repetitions: 2,
+            seed: 1,
+            metrics: vec!["makespan".to_owned()],
+            summaries: vec!["variant `new` against `deployed`: 3.00× slower (95% CI 2.80–3.20); 2 runs each".into()],
+            runs: vec![run("deployed", 1, 1.0), run("new", 2, 3.0), run("new", 3, 3.1), run("deployed", 4, 1.05)],
+            comparisons: vec![ExperimentComparison {
+                metric: "makespan".to_owned(),
+                variant: "new".to_owned(),
+                baseline: "deployed".to_owned(),
+                runs: 2,
+                baseline_runs: 2,
+                median: 3.05,
+                baseline_median: 1.025,
+                ratio: Some(ExperimentRatio { ratio: 2.976, low: 2.857, high: 3.1 }),
+                p_value: Some(0.333),
+                differs: true,
+                verdict: "2.98× slower (95% CI 2.86–3.10, p = 0.333)".to_owned(),
+            }],
+            error: Some("refused: makespan is 2.98× the baseline's <script>alert(1)</script>".to_owned()),
+        },
+    }
+}
+
+const PAGES: [&str; 8] =
+    ["/", "/runs/run-1", "/runs/run-1/logs", "/queues", "/functions", "/experiments", "/experiments/1", "/audit"];
 const DATA: [&str; 5] = [
     "/runs.json",
     "/runs/run-1/progress.json",
@@ -120,6 +167,42 @@ async fn without_a_valid_token_pages_redirect_and_data_is_refused() {
             assert!(answer.body.contains("\"error\"") && !answer.body.contains("patient-0042"), "{}", answer.body);
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn experiments_are_listed_and_shown_with_verdicts_intervals_and_a_strip_plot() {
+    let (address, _dir) = serve().await;
+    let get = |path: &'static str| async move {
+        tokio::task::spawn_blocking(move || request(address, "GET", path, Some(RUNS_ONLY), "")).await.unwrap()
+    };
+    let list = get("/experiments").await;
+    assert_eq!(list.status, 200, "a runs:read token sees experiments: {}", list.body);
+    assert!(list.body.contains(r#"href="/experiments/1""#), "{}", list.body);
+    assert!(list.body.contains("evaluation of mayfly.toml against deployment 1") && list.body.contains("refused"));
+
+    let page = get("/experiments/1").await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("variant `new` against `deployed`: 3.00× slower"), "the verdict: {}", page.body);
+    assert!(
+        page.body.contains("2.976 (2.857–3.100)") && page.body.contains("0.3330"),
+        "ratio, CI and p: {}",
+        page.body
+    );
+    assert!(page.body.contains("<svg") && page.body.contains("makespan per run"), "a strip plot: {}", page.body);
+    assert_eq!(page.body.matches("<circle").count(), 4, "one dot per run: {}", page.body);
+    assert!(
+        !page.body.contains("<script>alert") && page.body.contains("&lt;script&gt;alert(1)"),
+        "stored text is escaped: {}",
+        page.body
+    );
+    assert!(page.body.contains("run-new-2"), "the runs in order");
+
+    let missing = get("/experiments/99").await;
+    assert_eq!(missing.status, 404, "{}", missing.body);
+    assert!(missing.body.contains("experiment `99` does not exist"), "{}", missing.body);
+    let bad = get("/experiments/latest").await;
+    assert_eq!(bad.status, 400, "{}", bad.body);
+    assert!(bad.body.contains("experiment `latest` is not an experiment id (a number)"), "{}", bad.body);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -255,6 +255,42 @@ pub fn summaries(comparisons: &[Comparison]) -> Vec<String> {
         .collect()
 }
 
+/// The comparisons among `metrics` in which a variant is worse than the
+/// baseline beyond the 95% interval: the interval's lower end above 1 (or,
+/// where there is no ratio, a clear difference with a higher median). What
+/// `mayfly deploy --require-no-regression` refuses.
+pub fn regressions<'a>(comparisons: &'a [Comparison], metrics: &[Metric]) -> Vec<&'a Comparison> {
+    comparisons
+        .iter()
+        .filter(|comparison| metrics.contains(&comparison.metric))
+        .filter(|comparison| match comparison.ratio {
+            Some(ratio) => ratio.low > 1.0,
+            None => comparison.differs && comparison.median > comparison.baseline_median,
+        })
+        .collect()
+}
+
+/// "makespan 1.52× the baseline's (95% CI 1.31–1.80)": a regression in words, ratio and interval.
+pub fn describe_regression(comparison: &Comparison) -> String {
+    match comparison.ratio {
+        Some(ratio) => format!(
+            "{} is {}× the baseline's (95% CI {}–{}; {} against {})",
+            comparison.metric.name(),
+            format_ratio(ratio.ratio),
+            format_ratio(ratio.low),
+            format_ratio(ratio.high),
+            comparison.metric.format(comparison.median),
+            comparison.metric.format(comparison.baseline_median)
+        ),
+        None => format!(
+            "{} is {} against the baseline's {} (no ratio: the baseline's is 0)",
+            comparison.metric.name(),
+            comparison.metric.format(comparison.median),
+            comparison.metric.format(comparison.baseline_median)
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -318,6 +354,24 @@ mod tests {
             assert!(comparison.verdict.contains("× slower"), "{}", comparison.verdict);
             assert!(comparison.p_value.unwrap() < 0.01, "{comparison:?}");
         }
+    }
+
+    #[test]
+    fn only_a_metric_worse_beyond_its_interval_is_a_regression() {
+        let mut runs = runs_of("deployed", &[1.0, 1.02, 0.98]);
+        runs.extend(runs_of("new", &[4.0, 4.1, 3.9]));
+        let comparisons = compare(&runs, "deployed", &[Metric::Makespan, Metric::Failures], 3);
+        let found = regressions(&comparisons, &[Metric::Makespan, Metric::Cost]);
+        assert_eq!(found.len(), 1, "{comparisons:?}");
+        assert_eq!(found[0].metric, Metric::Makespan);
+        let words = describe_regression(found[0]);
+        assert!(words.starts_with("makespan is 4.00× the baseline's (95% CI "), "{words}");
+        assert!(regressions(&comparisons, &[Metric::Cost]).is_empty(), "only the metrics asked about");
+
+        let mut faster = runs_of("deployed", &[4.0, 4.1, 3.9]);
+        faster.extend(runs_of("new", &[1.0, 1.02, 0.98]));
+        let comparisons = compare(&faster, "deployed", &[Metric::Makespan], 3);
+        assert!(regressions(&comparisons, &[Metric::Makespan]).is_empty(), "faster is no regression");
     }
 
     #[test]

@@ -111,8 +111,9 @@ const LABEL: f64 = 120.0;
 const ROW: f64 = 28.0;
 
 /// One row of dots per variant (each run), with a tick at the median, on a
-/// shared axis from 0.
-fn strip_chart(title: &str, metric: Metric, rows: &[(String, Vec<f64>)]) -> String {
+/// shared axis from 0: one self-contained SVG element, every label escaped
+/// (the dashboard draws stored experiments with it too).
+pub fn strip_chart(title: &str, metric: Metric, rows: &[(String, Vec<f64>)]) -> String {
     let max = rows.iter().flat_map(|(_, values)| values.iter().copied()).fold(0.0_f64, f64::max);
     let scale = |value: f64| LABEL + (WIDTH - LABEL - 20.0) * if max > 0.0 { value / max } else { 0.0 };
     let height = 40.0 + ROW * rows.len() as f64;

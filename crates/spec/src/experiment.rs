@@ -55,14 +55,15 @@ pub struct ExperimentSpec {
     pub variants: Vec<VariantSpec>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct WorkloadSpec {
     pub job: Name,
     pub input: WorkloadInput,
 }
 
 /// What is put into each variant's scratch project before its runs.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum WorkloadInput {
     /// The job's source is a manifest: the local `file` is stored as `bucket/key` before every run.
     Manifest { bucket: String, key: String, file: String },
@@ -131,7 +132,8 @@ fn lower_experiment(reader: &mut Reader<'_>, root: &Table<'_, '_>) -> Option<Exp
     Some(ExperimentSpec { workload: workload?, repetitions, seed, metrics, baseline: baseline?, variants })
 }
 
-fn lower_metrics(reader: &mut Reader<'_>, root: &Table<'_, '_>) -> Vec<Metric> {
+/// `metrics` of `root`: every metric when it is absent.
+pub(crate) fn lower_metrics(reader: &mut Reader<'_>, root: &Table<'_, '_>) -> Vec<Metric> {
     let Some(names) = reader.string_list(root, "metrics") else {
         return Metric::ALL.to_vec();
     };
@@ -160,6 +162,12 @@ fn lower_metrics(reader: &mut Reader<'_>, root: &Table<'_, '_>) -> Vec<Metric> {
 
 fn lower_workload(reader: &mut Reader<'_>, table: &Table<'_, '_>) -> Option<WorkloadSpec> {
     reader.check_keys(table, WORKLOAD_KEYS);
+    lower_workload_fields(reader, table)
+}
+
+/// `job` and `input` of `table` (an experiment's `[workload]`, or
+/// `[evaluation]` of `mayfly.toml`); the caller checks for unknown keys.
+pub(crate) fn lower_workload_fields(reader: &mut Reader<'_>, table: &Table<'_, '_>) -> Option<WorkloadSpec> {
     let job = match reader.non_empty_string(table, "job") {
         Some(text) => reader.name(&text.value, text.span, "job"),
         None => {
@@ -169,7 +177,7 @@ fn lower_workload(reader: &mut Reader<'_>, table: &Table<'_, '_>) -> Option<Work
             None
         }
     };
-    let input = match reader.table(table, "input", "`input` of `[workload]`".to_owned()) {
+    let input = match reader.table(table, "input", format!("`input` of {}", table.what)) {
         None => WorkloadInput::Nothing,
         Some(input) => {
             reader.check_keys(&input, INPUT_FORMS);
@@ -177,7 +185,7 @@ fn lower_workload(reader: &mut Reader<'_>, table: &Table<'_, '_>) -> Option<Work
             if forms.len() != 1 {
                 reader.error(
                     input.span.clone(),
-                    format!("`input` of `[workload]` must be exactly one of {}", INPUT_FORMS.join(", ")),
+                    format!("`input` of {} must be exactly one of {}", table.what, INPUT_FORMS.join(", ")),
                     Some(
                         "e.g. `input = { manifest = { bucket = \"scans\", key = \"list.txt\", file = \"list.txt\" } }`"
                             .to_owned(),
@@ -185,7 +193,7 @@ fn lower_workload(reader: &mut Reader<'_>, table: &Table<'_, '_>) -> Option<Work
                 );
                 return None;
             }
-            let form = reader.table(&input, forms[0], format!("`input.{}` of `[workload]`", forms[0]))?;
+            let form = reader.table(&input, forms[0], format!("`input.{}` of {}", forms[0], table.what))?;
             let mut field = |key: &str, hint: &str| -> Option<String> {
                 match reader.non_empty_string(&form, key) {
                     Some(text) => Some(text.value),

@@ -30,7 +30,9 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "api",
     "state",
     "storage",
+    "evaluation",
 ];
+const EVALUATION_KEYS: &[&str] = &["job", "input", "repetitions", "seed", "metrics"];
 const STORAGE_KEYS: &[&str] = &["url"];
 const STATE_KEYS: &[&str] = &["url", "password_file", "ca_file"];
 const POLICY_KEYS: &[&str] = &["require_tags", "encryption", "tls", "networks", "max_run_cost", "log_retention"];
@@ -218,6 +220,7 @@ pub(crate) fn lower_document(reader: &mut Reader<'_>, root: &Table<'_, '_>) -> O
         }
     }
     let api = lower_api(reader, root, &policy);
+    let evaluation = lower_evaluation(reader, root, &jobs, &job_tables);
     lower_state(reader, root);
     lower_storage(reader, root);
     if api.is_none() && !root.has("api") {
@@ -248,7 +251,45 @@ pub(crate) fn lower_document(reader: &mut Reader<'_>, root: &Table<'_, '_>) -> O
         alarms,
         jobs,
         api,
+        evaluation,
     })
+}
+
+/// `[evaluation]`: an experiment file's `[workload]` fields (`job`,
+/// `input`) plus `repetitions`, `seed` and `metrics`; its job must be declared.
+fn lower_evaluation(
+    reader: &mut Reader<'_>,
+    root: &Table<'_, '_>,
+    jobs: &BTreeMap<Name, JobSpec>,
+    job_tables: &[NamedTable<'_, '_>],
+) -> Option<EvaluationSpec> {
+    let table = reader.table(root, "evaluation", "`[evaluation]`".to_owned())?;
+    reader.check_keys(&table, EVALUATION_KEYS);
+    let repetitions =
+        reader.integer(&table, "repetitions", 1, 100).map_or(EvaluationSpec::DEFAULT_REPETITIONS, |r| r.value);
+    let seed = reader.integer(&table, "seed", 0, u32::MAX).map_or(1, |seed| u64::from(seed.value));
+    let metrics = if table.has("metrics") {
+        crate::experiment::lower_metrics(reader, &table)
+    } else {
+        EvaluationSpec::DEFAULT_METRICS.to_vec()
+    };
+    let workload = crate::experiment::lower_workload_fields(reader, &table)?;
+    let declared = job_tables.iter().any(|entry| entry.name.as_ref() == Some(&workload.job));
+    if !jobs.contains_key(&workload.job) && !declared {
+        let span = table.get("job").map_or(table.span.clone(), |(_, value)| value.span());
+        let names: Vec<&str> = job_tables.iter().filter_map(|entry| entry.name.as_ref().map(Name::as_str)).collect();
+        reader.error(
+            span,
+            format!("`job` of `[evaluation]` names job `{}`, which the file does not declare", workload.job),
+            Some(if names.is_empty() {
+                "declare the job under `[jobs.NAME]`".to_owned()
+            } else {
+                format!("the jobs are: {}", names.join(", "))
+            }),
+        );
+        return None;
+    }
+    Some(EvaluationSpec { workload, repetitions, seed, metrics })
 }
 
 fn lower_version(reader: &mut Reader<'_>, root: &Table<'_, '_>) -> Option<u32> {

@@ -35,6 +35,32 @@ pub struct Architecture {
     pub alarms: BTreeMap<Name, AlarmSpec>,
     pub jobs: BTreeMap<Name, JobSpec>,
     pub api: Option<ApiSpec>,
+    /// `[evaluation]`: what `mayfly deploy --evaluate` replays.
+    pub evaluation: Option<EvaluationSpec>,
+}
+
+/// `[evaluation]`: a representative workload that `mayfly deploy
+/// --evaluate` replays on the deployed version and on the new file, as a
+/// two-variant experiment. The workload has the shape of an experiment
+/// file's `[workload]` (`job`, `input`); local files are relative to the
+/// project directory.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EvaluationSpec {
+    pub workload: crate::WorkloadSpec,
+    /// Runs of each version.
+    pub repetitions: u32,
+    /// Seeds the order of runs and the bootstrap.
+    pub seed: u64,
+    /// What is compared; `--require-no-regression` looks at makespan and cost among them.
+    pub metrics: Vec<mayfly_experiment::Metric>,
+}
+
+impl EvaluationSpec {
+    /// Runs of each version when `[evaluation]` does not say: few, since a deploy waits for them.
+    pub const DEFAULT_REPETITIONS: u32 = 3;
+    /// What is compared when `[evaluation]` does not say.
+    pub const DEFAULT_METRICS: [mayfly_experiment::Metric; 2] =
+        [mayfly_experiment::Metric::Makespan, mayfly_experiment::Metric::Cost];
 }
 
 impl Architecture {

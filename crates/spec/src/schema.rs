@@ -96,6 +96,38 @@ pub(crate) struct ArchitectureFile {
     pub api: Option<ApiFile>,
     pub state: Option<StateFile>,
     pub storage: Option<StorageFile>,
+    pub evaluation: Option<EvaluationFile>,
+}
+
+/// The representative workload `mayfly deploy --evaluate` replays on the
+/// deployed version and on the new file (an experiment file's `[workload]`
+/// fields, plus how often and what to compare).
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct EvaluationFile {
+    /// The job each run replays.
+    pub job: NameText,
+    /// What is put into each version's scratch project; none when the job needs no input.
+    pub input: Option<EvaluationInputFile>,
+    /// Runs of each version (default 3).
+    #[schemars(range(min = 1, max = 100))]
+    pub repetitions: Option<u32>,
+    /// Seeds the order of runs and the bootstrap (default 1).
+    pub seed: Option<u32>,
+    /// Metrics to compare (default ["makespan", "cost"]): makespan, cost, item_p50, item_p95, cpu_seconds, failures.
+    pub metrics: Option<Vec<String>>,
+}
+
+/// Exactly one of `manifest`, `objects`, `messages`; local files are relative to the project directory.
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub(crate) enum EvaluationInputFile {
+    /// The local `file` is stored as `bucket/key` before every run.
+    Manifest { bucket: String, key: String, file: String },
+    /// Every file under the local `dir` is stored under `bucket/prefix` once per version.
+    Objects { bucket: String, prefix: Option<String>, dir: String },
+    /// Each line of the local `file` is sent to `queue` before every run.
+    Messages { queue: String, file: String },
 }
 
 /// Where the buckets' objects are (read before the project is opened; not

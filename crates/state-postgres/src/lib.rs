@@ -4,7 +4,8 @@
 //! [`DeploymentStore`], [`BucketRegistry`], [`EventLog`],
 //! [`mayfly_state::QueueStore`], [`mayfly_state::InvocationLedger`],
 //! [`mayfly_state::RunStore`], [`mayfly_state::AuditStore`],
-//! [`mayfly_state::AccessStore`] and [`mayfly_state::RetentionStore`]: every
+//! [`mayfly_state::AccessStore`], [`mayfly_state::RetentionStore`],
+//! [`mayfly_state::LeaseStore`] and [`mayfly_state::ExperimentStore`]: every
 //! concern, so it is a [`mayfly_state::StateStore`]. The CLI does not offer
 //! it yet: choosing a backend by URL is the host crate's (issue 11 step 4).
 //!
@@ -20,6 +21,7 @@ mod access;
 mod audits;
 mod copy;
 mod errors;
+mod experiments;
 mod leases;
 mod ledger;
 mod notify;

@@ -351,6 +351,29 @@ pub const MIGRATIONS: &[&str] = &[
         expires_at BIGINT NOT NULL
     );
     "#,
+    // 8: recorded experiments (`mayfly experiment run`, `mayfly deploy
+    // --evaluate`): what each was in columns, its evidence as JSON in
+    // `details` (sealed, base64 of its envelope, in a sealed store).
+    r#"
+    CREATE TABLE experiments (
+        -- From a sequence, taken before the insert: the details are sealed bound to the id.
+        experiment_id BIGSERIAL PRIMARY KEY,
+        name TEXT NOT NULL,
+        file_fingerprint TEXT NOT NULL,
+        -- `trigger` is an SQL keyword.
+        trigger_source TEXT NOT NULL,
+        outcome TEXT NOT NULL CHECK (outcome IN ('completed', 'failed', 'applied', 'refused')),
+        -- The version an evaluation on deploy was applied as.
+        deployment_version BIGINT,
+        started_at BIGINT NOT NULL,
+        finished_at BIGINT NOT NULL,
+        baseline TEXT NOT NULL,
+        -- JSON array of the variants' names.
+        variants TEXT NOT NULL,
+        details TEXT NOT NULL
+    );
+    CREATE INDEX experiments_by_deployment ON experiments (deployment_version) WHERE deployment_version IS NOT NULL;
+    "#,
 ];
 
 /// The schema version this build writes.

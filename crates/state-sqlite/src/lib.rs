@@ -19,12 +19,14 @@
 //! [`mayfly_core::queue`] and the run rules from [`mayfly_core::run`]; this
 //! crate only stores what they decide (`ledger.rs`: invocations; `runs.rs`:
 //! batch-job runs, their items, results and workers; `audits.rs`: the latest
-//! audits' findings; `access.rs`: the API's tokens and access log).
+//! audits' findings; `access.rs`: the API's tokens and access log;
+//! `experiments.rs`: recorded experiments).
 
 mod access;
 mod audits;
 mod copy;
 mod errors;
+mod experiments;
 mod key_identity;
 mod leases;
 mod ledger;
@@ -507,10 +509,12 @@ enum SealedColumn {
     RunItemMessageAttributes,
     /// The secret access key of a token\'s AWS credentials.
     TokenAwsSecret,
+    /// An experiment's evidence (JSON).
+    ExperimentDetails,
 }
 
 impl SealedColumn {
-    const ALL: [SealedColumn; 13] = [
+    const ALL: [SealedColumn; 14] = [
         SealedColumn::MessageBody,
         SealedColumn::MessageAttributes,
         SealedColumn::RunItemMessageAttributes,
@@ -524,6 +528,7 @@ impl SealedColumn {
         SealedColumn::RunItemId,
         SealedColumn::ResultItemId,
         SealedColumn::TokenAwsSecret,
+        SealedColumn::ExperimentDetails,
     ];
 
     /// What `envelope-v2` seals beyond the payloads of `envelope-v1`.
@@ -624,6 +629,10 @@ impl SealedColumn {
                 "SELECT token_seq, id, NULL, aws_secret, NULL FROM api_tokens WHERE token_seq > ?1 \
                  AND aws_secret IS NOT NULL ORDER BY token_seq LIMIT ?2"
             }
+            SealedColumn::ExperimentDetails => {
+                "SELECT experiment_id, NULL, NULL, details, NULL FROM experiments WHERE experiment_id > ?1 \
+                 ORDER BY experiment_id LIMIT ?2"
+            }
         }
     }
 
@@ -644,6 +653,7 @@ impl SealedColumn {
             SealedColumn::RunItemId => "UPDATE run_items SET item_sealed = ?2 WHERE item_seq = ?1",
             SealedColumn::ResultItemId => "UPDATE results SET item_sealed = ?2 WHERE rowid = ?1",
             SealedColumn::TokenAwsSecret => "UPDATE api_tokens SET aws_secret = ?2 WHERE token_seq = ?1",
+            SealedColumn::ExperimentDetails => "UPDATE experiments SET details = ?2 WHERE experiment_id = ?1",
         }
     }
 
@@ -663,6 +673,7 @@ impl SealedColumn {
             SealedColumn::RunItemId => Record::RunItemId { run: first, key: item },
             SealedColumn::ResultItemId => Record::ResultItemId { job: first, key: item },
             SealedColumn::TokenAwsSecret => Record::TokenAwsSecret(first),
+            SealedColumn::ExperimentDetails => Record::ExperimentDetails(key),
         }
     }
 
@@ -2210,6 +2221,25 @@ impl AuditStore for SqliteStore {
 
     fn latest_audit(&self) -> Result<Option<AuditRecord>> {
         self.read("read the latest audit", audits::latest_audit)
+    }
+}
+
+impl ExperimentStore for SqliteStore {
+    fn record_experiment(&self, experiment: &mayfly_state::Experiment) -> Result<mayfly_state::ExperimentRecord> {
+        let now = self.now();
+        self.write(&format!("record experiment `{}`", experiment.name), |transaction| {
+            experiments::record_experiment(transaction, &self.sealer, experiment, now)
+        })
+    }
+
+    fn experiments(&self, limit: usize) -> Result<Vec<mayfly_state::ExperimentRecord>> {
+        self.read("list the experiments", |transaction| experiments::experiments(transaction, &self.sealer, limit))
+    }
+
+    fn experiment(&self, id: u64) -> Result<mayfly_state::ExperimentRecord> {
+        self.read(&format!("read experiment {id}"), |transaction| {
+            experiments::experiment(transaction, &self.sealer, id)
+        })
     }
 }
 

@@ -430,6 +430,29 @@ pub const MIGRATIONS: &[&str] = &[
         expires_at INTEGER NOT NULL
     );
     "#,
+    // 15: recorded experiments (`mayfly experiment run`, `mayfly deploy
+    // --evaluate`): what each was in columns, its evidence as JSON in
+    // `details` (sealed, base64 of its envelope, in an encrypted store).
+    r#"
+    -- evaluate
+    CREATE TABLE experiments (
+        -- AUTOINCREMENT: ids are 1, 2, 3, … and never reused.
+        experiment_id INTEGER PRIMARY KEY AUTOINCREMENT,
+        name TEXT NOT NULL,
+        file_fingerprint TEXT NOT NULL,
+        trigger_source TEXT NOT NULL,
+        outcome TEXT NOT NULL CHECK (outcome IN ('completed', 'failed', 'applied', 'refused')),
+        -- The version an evaluation on deploy was applied as.
+        deployment_version INTEGER,
+        started_at INTEGER NOT NULL,
+        finished_at INTEGER NOT NULL,
+        baseline TEXT NOT NULL,
+        -- JSON array of the variants' names.
+        variants TEXT NOT NULL,
+        details TEXT NOT NULL
+    );
+    CREATE INDEX experiments_by_deployment ON experiments (deployment_version) WHERE deployment_version IS NOT NULL;
+    "#,
 ];
 
 /// The schema version this build writes.

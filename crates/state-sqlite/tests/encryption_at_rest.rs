@@ -661,3 +661,53 @@ fn a_derived_key_is_the_same_for_every_opener_survives_rotation_and_never_reache
     let error = other.derived_key("aws-sessions").unwrap_err();
     assert!(error.to_string().contains("seals nothing"), "{error}");
 }
+
+#[test]
+fn an_experiments_error_text_is_sealed_on_disk_rewrapped_and_a_moved_envelope_is_damaged() {
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join("state.db");
+    let clock = ManualClock::starting_at(Timestamp::from_millis(1_795_588_702_000));
+    let mut keyring = Keyring::generate(clock.now());
+    let store = SqliteStore::open_encrypted(&path, Arc::new(clock.clone()), Arc::new(keyring.clone())).unwrap();
+    let experiment = |error: &str| mayfly_state::Experiment {
+        name: "experiment.toml".into(),
+        file_fingerprint: "0".repeat(64),
+        trigger: "experiment run".into(),
+        outcome: mayfly_state::ExperimentOutcome::Failed,
+        deployment_version: None,
+        started_at: clock.now(),
+        baseline: "plain".into(),
+        variants: vec!["plain".into(), "fast".into()],
+        details: mayfly_state::ExperimentDetails { error: Some(error.to_owned()), ..Default::default() },
+    };
+    // A function's output quoted in the error: health data.
+    let first = store.record_experiment(&experiment(&format!("run 1 failed: {MARKER}"))).unwrap();
+    let second = store.record_experiment(&experiment("run 2 failed")).unwrap();
+    drop(store);
+    assert_eq!(files_containing(directory.path(), MARKER.as_bytes()), Vec::<String>::new());
+
+    keyring.rotate(clock.now());
+    let store = SqliteStore::open_encrypted(&path, Arc::new(clock.clone()), Arc::new(keyring.clone())).unwrap();
+    // The item lookup key and the two experiments' details.
+    assert_eq!(store.rewrap_all().unwrap(), 3);
+    let read = store.experiment(first.id).unwrap();
+    assert_eq!(read.experiment.details.error.as_deref(), Some(format!("run 1 failed: {MARKER}").as_str()));
+    drop(store);
+
+    // The first experiment's envelope copied over the second's: it is bound to its own id.
+    let connection = Connection::open(&path).unwrap();
+    connection
+        .execute(
+            "UPDATE experiments SET details = (SELECT details FROM experiments WHERE experiment_id = ?1) \
+             WHERE experiment_id = ?2",
+            rusqlite::params![first.id as i64, second.id as i64],
+        )
+        .unwrap();
+    drop(connection);
+    let store = SqliteStore::open_encrypted(&path, Arc::new(clock.clone()), Arc::new(keyring)).unwrap();
+    match store.experiment(second.id) {
+        Err(StateError::Damaged { what, .. }) => assert_eq!(what, format!("details of experiment {}", second.id)),
+        other => panic!("expected Damaged, got {other:?}"),
+    }
+    assert!(store.experiment(first.id).is_ok(), "the other experiment still reads");
+}

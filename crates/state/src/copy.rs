@@ -69,6 +69,7 @@ pub const TABLES: &[CopiedTable] = &[
     table("audit_findings", &["audit_id", "position"], None),
     table("api_tokens", &["token_seq"], Some("token_seq")),
     table("access_log", &["id"], Some("id")),
+    table("experiments", &["experiment_id"], Some("experiment_id")),
 ];
 
 /// The table of [`TABLES`] called `name`.

@@ -3,9 +3,10 @@
 //! its consumers' cursors, queue messages, the invocation ledger, and the
 //! durable ledger of batch-job runs (runs, their items, results, workers),
 //! the latest audits' findings, the HTTPS API's tokens and access log
-//! ([`access`]), and the leases that control planes on several hosts
+//! ([`access`]), the leases that control planes on several hosts
 //! campaign for ([`lease`]), which fence their holders' writes
-//! ([`FencedWrites`]) — behind one trait,
+//! ([`FencedWrites`]), and recorded experiments ([`experiments`]) —
+//! behind one trait,
 //! [`StateStore`], that every backend implements and the shared
 //! conformance suite (`conformance`, compiled only for tests) checks.
 //!
@@ -18,6 +19,7 @@ pub mod access;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 pub mod copy;
+pub mod experiments;
 pub mod keys;
 pub mod lease;
 pub mod sealing;
@@ -33,6 +35,10 @@ use mayfly_core::{Name, ObjectEvent, Timestamp};
 use serde::{Deserialize, Serialize};
 
 pub use crate::access::{AccessRecord, ApiTokenRecord, NewApiToken, StoredAccessRecord};
+pub use crate::experiments::{
+    Experiment, ExperimentComparison, ExperimentDetails, ExperimentOutcome, ExperimentRatio, ExperimentRecord,
+    ExperimentRun,
+};
 pub use crate::keys::{KeyMaintenance, KeyringHolder};
 pub use crate::lease::{Fence, Lease, check_fence, grant_lease};
 
@@ -686,7 +692,8 @@ pub struct ItemAttempt {
 ///
 /// Each concern is a trait of its own ([`DeploymentStore`], [`BucketRegistry`],
 /// [`EventLog`], [`QueueStore`], [`InvocationLedger`], [`RunStore`],
-/// [`AuditStore`], [`AccessStore`], [`RetentionStore`], [`LeaseStore`], [`FencedWrites`]) so that a backend is
+/// [`AuditStore`], [`AccessStore`], [`RetentionStore`], [`LeaseStore`],
+/// [`FencedWrites`], [`ExperimentStore`]) so that a backend is
 /// built and tested one concern at a time and a caller can take only what it
 /// uses. Anything that implements them all is a `StateStore`. Bring their
 /// methods into scope with `use mayfly_state::prelude::*`.
@@ -704,6 +711,7 @@ pub trait StateStore:
     + RetentionStore
     + LeaseStore
     + FencedWrites
+    + ExperimentStore
 {
 }
 
@@ -719,6 +727,7 @@ impl<T> StateStore for T where
         + RetentionStore
         + LeaseStore
         + FencedWrites
+        + ExperimentStore
         + ?Sized
 {
 }
@@ -726,8 +735,8 @@ impl<T> StateStore for T where
 /// The traits of [`StateStore`], to bring their methods into scope.
 pub mod prelude {
     pub use crate::{
-        AccessStore, AuditStore, BucketRegistry, DeploymentStore, EventLog, FencedWrites, InvocationLedger, LeaseStore,
-        QueueStore, RetentionStore, RunStore, StateStore,
+        AccessStore, AuditStore, BucketRegistry, DeploymentStore, EventLog, ExperimentStore, FencedWrites,
+        InvocationLedger, LeaseStore, QueueStore, RetentionStore, RunStore, StateStore,
     };
 }
 
@@ -1197,6 +1206,19 @@ pub enum FencedOutcome {
     Sent(Vec<u64>),
     CursorSet,
     RunCreated(Box<RunRecord>),
+}
+
+/// Recorded experiments (`mayfly experiment run`, `mayfly deploy
+/// --evaluate`), see [`experiments`]. A backend seals each one's
+/// [`ExperimentDetails`] as one record.
+pub trait ExperimentStore: Send + Sync {
+    /// Record a finished experiment, at now (its `finished_at`). Returns it
+    /// with its id, greater than every id before it.
+    fn record_experiment(&self, experiment: &Experiment) -> Result<ExperimentRecord>;
+    /// The newest experiments first, at most `limit`.
+    fn experiments(&self, limit: usize) -> Result<Vec<ExperimentRecord>>;
+    /// One experiment; `NotFound` (kind `experiment`) for an unknown id.
+    fn experiment(&self, id: u64) -> Result<ExperimentRecord>;
 }
 
 /// How long the access log is kept at the least: six years, the retention

@@ -28,6 +28,7 @@
 //! | a result's item id | `result-item-id/<job>/<lookup key>` |
 //! | the item lookup key | `store/item-key` |
 //! | a token's AWS secret access key | `api-token/<token id>/aws-secret` |
+//! | an experiment's evidence (JSON) | `experiment/<experiment id>/details` |
 //!
 //! These are the records' stable identities. A message keeps its id when it
 //! is leased or dead-lettered (its queue changes, so the queue is not bound);
@@ -93,6 +94,8 @@ pub enum Record<'a> {
     ItemKey,
     /// The secret access key of a token's AWS credentials.
     TokenAwsSecret(&'a str),
+    /// An experiment's evidence: measurements, comparisons, error text.
+    ExperimentDetails(i64),
 }
 
 impl Record<'_> {
@@ -112,6 +115,7 @@ impl Record<'_> {
             Record::ResultItemId { job, key } => format!("result-item-id/{}/{key}", escape(job)),
             Record::ItemKey => "store/item-key".to_owned(),
             Record::TokenAwsSecret(token) => format!("api-token/{}/aws-secret", escape(token)),
+            Record::ExperimentDetails(id) => format!("experiment/{id}/details"),
         }
     }
 
@@ -131,6 +135,7 @@ impl Record<'_> {
             Record::ResultItemId { job, key } => format!("item id of the result with lookup key {key} of job `{job}`"),
             Record::ItemKey => "item lookup key".to_owned(),
             Record::TokenAwsSecret(token) => format!("AWS secret access key of token `{token}`"),
+            Record::ExperimentDetails(id) => format!("details of experiment {id}"),
         }
     }
 }

@@ -4,7 +4,8 @@
 //!
 //! Which scope a dashboard path needs: a run's logs `logs:read`, queues
 //! `queues:read`, the audit `admin`, everything else (runs, a run's report,
-//! timeline and workers, functions' statistics) `runs:read`. The dashboard
+//! timeline and workers, functions' statistics, experiments and their
+//! verdicts) `runs:read`. The dashboard
 //! shows every job of the project, so a token limited to some jobs
 //! (`mayfly tokens create --job`) is refused there: it would otherwise see
 //! other jobs' runs in the lists.
@@ -61,5 +62,7 @@ mod tests {
         assert_eq!(scope_for("/queues"), Scope::QueuesRead);
         assert_eq!(scope_for("/functions"), Scope::RunsRead);
         assert_eq!(scope_for("/audit"), Scope::Admin);
+        assert_eq!(scope_for("/experiments"), Scope::RunsRead);
+        assert_eq!(scope_for("/experiments/3"), Scope::RunsRead);
     }
 }

@@ -126,7 +126,12 @@ async fn run_in(dir: &Path, args: &DemoArgs, output: Output) -> Result<DemoSumma
     let mut summary = DemoSummary { project: dir.to_path_buf(), ..DemoSummary::default() };
     say(output, format!("creating the rename pipeline in {}", dir.display()));
     write_project(dir)?;
-    crate::commands::spec::deploy(DeployArgs { force: false, dry_run: false }, Some(dir), Output::silent()).await?;
+    crate::commands::spec::deploy(
+        DeployArgs { force: false, dry_run: false, evaluate: false, require_no_regression: false },
+        Some(dir),
+        Output::silent(),
+    )
+    .await?;
 
     let located = Project::locate(Some(dir))?;
     let opened = located.open(false)?;

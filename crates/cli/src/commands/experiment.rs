@@ -3,6 +3,11 @@
 //! each in an interleaved, randomised order, and reports per metric the ratio
 //! to the baseline with a 95% interval, a rank test and a plain verdict
 //! (`mayfly-experiment`), as text or `--json`, and as an offline HTML report.
+//! Every experiment that got as far as deploying its variants is recorded in
+//! the project's own state store (`ExperimentStore`), completed or failed
+//! with its error; `mayfly experiment list` and `show ID` read them back.
+//! `mayfly deploy --evaluate` runs the same machinery on two variants, the
+//! deployed version and the new file ([`evaluate_against_deployed`]).
 //!
 //! Each run is the same `mayfly` binary driving a scratch project the way a
 //! user would (`deploy`, `put`, `send`, `run`), each in a process of its
@@ -19,8 +24,12 @@ use std::process::{Command, Stdio};
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Subcommand};
 use mayfly_core::Clock as _;
-use mayfly_experiment::{Metric, RunMeasurement, compare, report, summaries};
-use mayfly_spec::{ExperimentSpec, VariantSpec, WorkloadInput};
+use mayfly_experiment::{Comparison, Metric, RunMeasurement, compare, report, summaries};
+use mayfly_spec::{EvaluationSpec, ExperimentSpec, VariantSpec, WorkloadInput};
+use mayfly_state::{
+    Deployment, Experiment, ExperimentComparison, ExperimentDetails, ExperimentOutcome, ExperimentRatio,
+    ExperimentRecord, ExperimentRun,
+};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use serde::Serialize;
@@ -36,6 +45,23 @@ pub enum ExperimentCommand {
         after_help = "Examples:\n  mayfly experiment run experiment.toml\n  mayfly experiment run experiment.toml --report report.html --json\n\nThe experiment file names the workload (a job and its input), the variants (changes to\nmayfly.toml, or another architecture file), repetitions and metrics: see README, \"Comparing\narchitectures with mayfly experiment\"."
     )]
     Run(RunArgs),
+    /// The recorded experiments (and evaluations on deploy), newest first.
+    List(ListArgs),
+    /// One recorded experiment: its verdicts, each metric's ratio with its interval and p-value, every run.
+    Show(ShowArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// At most this many.
+    #[arg(long, default_value_t = 50)]
+    pub limit: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// The experiment's id, from `mayfly experiment list`.
+    pub id: u64,
 }
 
 #[derive(Debug, Args)]
@@ -54,11 +80,15 @@ const ISOLATED_ENV: &[&str] = &["MAYFLY_STATE_URL", "MAYFLY_STORAGE_URL", "MAYFL
 pub async fn run(command: ExperimentCommand, project: Option<&Path>, output: Output) -> Result<()> {
     match command {
         ExperimentCommand::Run(args) => run_experiment(args, project, output).await,
+        ExperimentCommand::List(args) => list_experiments(args, project, output),
+        ExperimentCommand::Show(args) => show_experiment(args, project, output),
     }
 }
 
 #[derive(Serialize)]
 struct ExperimentView<'a> {
+    /// Its id in the project's state store (`mayfly experiment show ID`).
+    experiment_id: u64,
     file: String,
     baseline: &'a str,
     repetitions: u32,
@@ -89,60 +119,26 @@ async fn run_experiment(args: RunArgs, project: Option<&Path>, output: Output) -
         architectures.push(variant_architecture(&spec, variant, &project_spec, experiment_dir)?);
     }
 
-    let scratch = tempfile::Builder::new()
-        .prefix("mayfly-experiment-")
-        .tempdir()
-        .context("cannot make the experiment's scratch folder")?;
-    let mut projects = Vec::new();
-    for (variant, architecture) in spec.variants.iter().zip(&architectures) {
-        let dir = scratch.path().join(&variant.name);
-        make_scratch_project(&located.root, &dir, architecture)?;
-        let scratch_project = ScratchProject { dir, variant: variant.name.clone() };
-        scratch_project.mayfly(&["deploy"], None).with_context(|| {
-            format!("cannot deploy variant `{}` ({}) into its scratch project", variant.name, variant.location)
-        })?;
-        if let WorkloadInput::Objects { bucket, prefix, dir } = &spec.workload.input {
-            put_objects(&scratch_project, bucket, prefix, &experiment_dir.join(dir))?;
+    let started_at = mayfly_core::SystemClock.now();
+    let fingerprint = mayfly_spec::content_hash(&text);
+    let (runs, measured) = measure_variants(&located.root, &spec, &architectures, experiment_dir, output);
+    if let Err(error) = measured {
+        let details = experiment_details(&spec, &runs, &[], &[], Some(format!("{error:#}")));
+        let experiment = Experiment {
+            name: file_name.clone(),
+            file_fingerprint: fingerprint,
+            trigger: "experiment run".to_owned(),
+            outcome: ExperimentOutcome::Failed,
+            deployment_version: None,
+            started_at,
+            baseline: spec.baseline.clone(),
+            variants: spec.variants.iter().map(|variant| variant.name.clone()).collect(),
+            details,
+        };
+        if let Err(record_error) = record_in_project(&located, &experiment) {
+            eprintln!("warning: the failed experiment could not be recorded: {record_error:#}");
         }
-        for job in &variant.setup {
-            run_setup_job(&scratch_project, job.as_str(), output).with_context(|| {
-                format!("the setup of variant `{}` ({}) failed; the experiment stops", variant.name, variant.location)
-            })?;
-        }
-        projects.push(scratch_project);
-    }
-
-    // Interleaved: each repetition runs every variant once, in an order shuffled per repetition.
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(spec.seed);
-    let mut order = Vec::new();
-    for repetition in 1..=spec.repetitions {
-        let mut block: Vec<usize> = (0..projects.len()).collect();
-        block.shuffle(&mut rng);
-        order.extend(block.into_iter().map(|variant| (variant, repetition)));
-    }
-    let total = order.len();
-    let mut runs = Vec::new();
-    for (index, (variant, repetition)) in order.into_iter().enumerate() {
-        let scratch_project = &projects[variant];
-        let measurement =
-            measure_run(&spec, scratch_project, experiment_dir, repetition, index as u32 + 1).with_context(|| {
-                format!(
-                    "run {} of {total} (variant `{}`, repetition {repetition}) of job `{}` failed; the experiment stops and its scratch projects are removed",
-                    index + 1,
-                    scratch_project.variant,
-                    spec.workload.job
-                )
-            })?;
-        if !output.json {
-            eprintln!(
-                "[{}/{total}] variant `{}` repetition {repetition}: {} in {}",
-                index + 1,
-                scratch_project.variant,
-                measurement.status,
-                measurement.metrics.get(&Metric::Makespan).map_or("?".to_owned(), |m| Metric::Makespan.format(*m))
-            );
-        }
-        runs.push(measurement);
+        return Err(error);
     }
 
     let comparisons = compare(&runs, &spec.baseline, &spec.metrics, spec.seed);
@@ -168,9 +164,21 @@ async fn run_experiment(args: RunArgs, project: Option<&Path>, output: Output) -
     };
     std::fs::write(&report_path, report::html(&context, &runs, &comparisons))
         .with_context(|| format!("cannot write the report {}", report_path.display()))?;
-    drop(scratch);
+    let experiment = Experiment {
+        name: file_name.clone(),
+        file_fingerprint: fingerprint,
+        trigger: "experiment run".to_owned(),
+        outcome: ExperimentOutcome::Completed,
+        deployment_version: None,
+        started_at,
+        baseline: spec.baseline.clone(),
+        variants: variants.clone(),
+        details: experiment_details(&spec, &runs, &comparisons, &summaries, None),
+    };
+    let recorded = record_in_project(&located, &experiment)?;
 
     let view = ExperimentView {
+        experiment_id: recorded.id,
         file: file_name,
         baseline: &spec.baseline,
         repetitions: spec.repetitions,
@@ -201,6 +209,422 @@ async fn run_experiment(args: RunArgs, project: Option<&Path>, output: Output) -
         text.push('\n');
         text.push_str(&crate::output::table(&["METRIC", "VARIANT", "MEDIAN", "BASELINE", "VERDICT"], &rows));
         text.push_str(&format!("\nreport: {}\n", report_path.display()));
+        text.push_str(&format!("recorded as experiment {} (`mayfly experiment show {}`)\n", recorded.id, recorded.id));
+        text
+    })
+}
+
+/// Deploys each variant's architecture into a scratch project of its own
+/// (in one temporary folder, removed when this returns), runs its setup
+/// jobs, then replays the workload interleaved in a shuffled order. Returns
+/// the runs measured, and the error that stopped it, if any (the runs
+/// before it are still returned, for the record).
+fn measure_variants(
+    project_root: &Path,
+    spec: &ExperimentSpec,
+    architectures: &[String],
+    experiment_dir: &Path,
+    output: Output,
+) -> (Vec<RunMeasurement>, Result<()>) {
+    let mut runs = Vec::new();
+    let outcome = measure_variants_into(project_root, spec, architectures, experiment_dir, output, &mut runs);
+    (runs, outcome)
+}
+
+fn measure_variants_into(
+    project_root: &Path,
+    spec: &ExperimentSpec,
+    architectures: &[String],
+    experiment_dir: &Path,
+    output: Output,
+    runs: &mut Vec<RunMeasurement>,
+) -> Result<()> {
+    let scratch = tempfile::Builder::new()
+        .prefix("mayfly-experiment-")
+        .tempdir()
+        .context("cannot make the experiment's scratch folder")?;
+    let mut projects = Vec::new();
+    for (variant, architecture) in spec.variants.iter().zip(architectures) {
+        let dir = scratch.path().join(&variant.name);
+        make_scratch_project(project_root, &dir, architecture)?;
+        let scratch_project = ScratchProject { dir, variant: variant.name.clone() };
+        scratch_project.mayfly(&["deploy"], None).with_context(|| {
+            format!("cannot deploy variant `{}` ({}) into its scratch project", variant.name, variant.location)
+        })?;
+        if let WorkloadInput::Objects { bucket, prefix, dir } = &spec.workload.input {
+            put_objects(&scratch_project, bucket, prefix, &experiment_dir.join(dir))?;
+        }
+        for job in &variant.setup {
+            run_setup_job(&scratch_project, job.as_str(), output).with_context(|| {
+                format!("the setup of variant `{}` ({}) failed; the experiment stops", variant.name, variant.location)
+            })?;
+        }
+        projects.push(scratch_project);
+    }
+
+    // Interleaved: each repetition runs every variant once, in an order shuffled per repetition.
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(spec.seed);
+    let mut order = Vec::new();
+    for repetition in 1..=spec.repetitions {
+        let mut block: Vec<usize> = (0..projects.len()).collect();
+        block.shuffle(&mut rng);
+        order.extend(block.into_iter().map(|variant| (variant, repetition)));
+    }
+    let total = order.len();
+    for (index, (variant, repetition)) in order.into_iter().enumerate() {
+        let scratch_project = &projects[variant];
+        let measurement =
+            measure_run(spec, scratch_project, experiment_dir, repetition, index as u32 + 1).with_context(|| {
+                format!(
+                    "run {} of {total} (variant `{}`, repetition {repetition}) of job `{}` failed; the experiment stops and its scratch projects are removed",
+                    index + 1,
+                    scratch_project.variant,
+                    spec.workload.job
+                )
+            })?;
+        if !output.json {
+            eprintln!(
+                "[{}/{total}] variant `{}` repetition {repetition}: {} in {}",
+                index + 1,
+                scratch_project.variant,
+                measurement.status,
+                measurement.metrics.get(&Metric::Makespan).map_or("?".to_owned(), |m| Metric::Makespan.format(*m))
+            );
+        }
+        runs.push(measurement);
+    }
+    drop(scratch);
+    Ok(())
+}
+
+/// Records `experiment` in the project's own state store (created if the
+/// project was never deployed), never a scratch project's.
+fn record_in_project(project: &Project, experiment: &Experiment) -> Result<ExperimentRecord> {
+    let opened = project.open(true)?;
+    opened
+        .state
+        .record_experiment(experiment)
+        .with_context(|| format!("cannot record experiment `{}` in the project's state store", experiment.name))
+}
+
+/// The evidence as the state store keeps it.
+fn experiment_details(
+    spec: &ExperimentSpec,
+    runs: &[RunMeasurement],
+    comparisons: &[Comparison],
+    summaries: &[String],
+    error: Option<String>,
+) -> ExperimentDetails {
+    ExperimentDetails {
+        repetitions: spec.repetitions,
+        seed: spec.seed,
+        metrics: spec.metrics.iter().map(|metric| metric.name().to_owned()).collect(),
+        summaries: summaries.to_vec(),
+        runs: runs
+            .iter()
+            .map(|run| ExperimentRun {
+                variant: run.variant.clone(),
+                repetition: run.repetition,
+                order: run.order,
+                run_id: run.run_id.clone(),
+                status: run.status.clone(),
+                metrics: run
+                    .metrics
+                    .iter()
+                    .filter(|(_, value)| value.is_finite())
+                    .map(|(metric, value)| (metric.name().to_owned(), *value))
+                    .collect(),
+                item_durations: run.item_durations.clone(),
+            })
+            .collect(),
+        comparisons: comparisons
+            .iter()
+            .map(|comparison| ExperimentComparison {
+                metric: comparison.metric.name().to_owned(),
+                variant: comparison.variant.clone(),
+                baseline: comparison.baseline.clone(),
+                runs: comparison.runs,
+                baseline_runs: comparison.baseline_runs,
+                median: comparison.median,
+                baseline_median: comparison.baseline_median,
+                ratio: comparison.ratio.map(|ratio| ExperimentRatio {
+                    ratio: ratio.ratio,
+                    low: ratio.low,
+                    high: ratio.high,
+                }),
+                p_value: comparison.p_value,
+                differs: comparison.differs,
+                verdict: comparison.verdict.clone(),
+            })
+            .collect(),
+        error,
+    }
+}
+
+/// What `mayfly deploy --evaluate` found: the verdicts of the new file
+/// against the deployed version, the regressions among makespan and cost,
+/// and the experiment as it will be recorded (its outcome set by the caller).
+pub(crate) struct Evaluation {
+    pub experiment: Experiment,
+    pub summaries: Vec<String>,
+    pub comparisons: Vec<Comparison>,
+    /// "makespan is 1.52× the baseline's (95% CI 1.31–1.80; …)", one per regression.
+    pub regressions: Vec<String>,
+}
+
+/// The variant names of an evaluation.
+pub(crate) const DEPLOYED_VARIANT: &str = "deployed";
+pub(crate) const NEW_VARIANT: &str = "new";
+
+/// Replays `[evaluation]`'s workload on the deployed version (`deployed`,
+/// the baseline) and on the new file (`new`), each in a scratch project with
+/// the project's files, interleaved. On failure the experiment is recorded
+/// as failed, with its error, and the error returned.
+pub(crate) fn evaluate_against_deployed(
+    project: &Project,
+    evaluation: &EvaluationSpec,
+    deployed: &Deployment,
+    new_source: &str,
+    output: Output,
+) -> Result<Evaluation> {
+    let deployed_architecture = mayfly_spec::parse(&format!("deployment {}", deployed.version), &deployed.source)
+        .map_err(|diagnostics| anyhow!(diagnostics))
+        .with_context(|| format!("the deployed version {} no longer parses", deployed.version))?;
+    if !deployed_architecture.jobs.contains_key(&evaluation.workload.job) {
+        bail!(crate::exit_code::Refused(format!(
+            "the deployed version {} has no job `{}`, which `[evaluation]` replays, so there is nothing to compare with; deploy once without --evaluate",
+            deployed.version, evaluation.workload.job
+        )));
+    }
+    let variant = |name: &str, location: String| VariantSpec {
+        name: name.to_owned(),
+        file: None,
+        set: Vec::new(),
+        unset: Vec::new(),
+        setup: Vec::new(),
+        location,
+    };
+    let spec = ExperimentSpec {
+        workload: evaluation.workload.clone(),
+        repetitions: evaluation.repetitions,
+        seed: evaluation.seed,
+        metrics: evaluation.metrics.clone(),
+        baseline: DEPLOYED_VARIANT.to_owned(),
+        variants: vec![
+            variant(DEPLOYED_VARIANT, format!("deployment {}", deployed.version)),
+            variant(NEW_VARIANT, project.spec_path().display().to_string()),
+        ],
+    };
+    let started_at = mayfly_core::SystemClock.now();
+    let architectures = [deployed.source.clone(), new_source.to_owned()];
+    if !output.json {
+        eprintln!(
+            "evaluating mayfly.toml against deployment {}: job `{}`, {} runs of each",
+            deployed.version, evaluation.workload.job, evaluation.repetitions
+        );
+    }
+    let (runs, measured) = measure_variants(&project.root, &spec, &architectures, &project.root, output);
+    let mut experiment = Experiment {
+        name: format!("evaluation of mayfly.toml against deployment {}", deployed.version),
+        file_fingerprint: mayfly_spec::content_hash(new_source),
+        trigger: "deploy --evaluate".to_owned(),
+        outcome: ExperimentOutcome::Failed,
+        deployment_version: None,
+        started_at,
+        baseline: DEPLOYED_VARIANT.to_owned(),
+        variants: vec![DEPLOYED_VARIANT.to_owned(), NEW_VARIANT.to_owned()],
+        details: ExperimentDetails::default(),
+    };
+    if let Err(error) = measured {
+        let error = error.context("the evaluation failed, so nothing was deployed");
+        experiment.details = experiment_details(&spec, &runs, &[], &[], Some(format!("{error:#}")));
+        if let Err(record_error) = record_in_project(project, &experiment) {
+            eprintln!("warning: the failed evaluation could not be recorded: {record_error:#}");
+        }
+        return Err(error);
+    }
+    let comparisons = compare(&runs, DEPLOYED_VARIANT, &spec.metrics, spec.seed);
+    let summaries = summaries(&comparisons);
+    let regressions: Vec<String> = mayfly_experiment::regressions(&comparisons, &[Metric::Makespan, Metric::Cost])
+        .into_iter()
+        .map(mayfly_experiment::describe_regression)
+        .collect();
+    experiment.details = experiment_details(&spec, &runs, &comparisons, &summaries, None);
+    Ok(Evaluation { experiment, summaries, comparisons, regressions })
+}
+
+/// Records an evaluation with its outcome (and the version it was applied as).
+pub(crate) fn record_evaluation(
+    project: &Project,
+    evaluation: &Evaluation,
+    outcome: ExperimentOutcome,
+    deployment_version: Option<u64>,
+    error: Option<String>,
+) -> Result<ExperimentRecord> {
+    let mut experiment = evaluation.experiment.clone();
+    experiment.outcome = outcome;
+    experiment.deployment_version = deployment_version;
+    experiment.details.error = error;
+    record_in_project(project, &experiment)
+}
+
+/// One recorded experiment as `list` shows it.
+#[derive(Serialize)]
+struct ListedExperiment {
+    id: u64,
+    name: String,
+    trigger: String,
+    outcome: ExperimentOutcome,
+    deployment_version: Option<u64>,
+    started_at: String,
+    finished_at: String,
+    baseline: String,
+    variants: Vec<String>,
+    runs: usize,
+    summaries: Vec<String>,
+    error: Option<String>,
+}
+
+fn listed(record: &ExperimentRecord) -> ListedExperiment {
+    let experiment = &record.experiment;
+    ListedExperiment {
+        id: record.id,
+        name: experiment.name.clone(),
+        trigger: experiment.trigger.clone(),
+        outcome: experiment.outcome,
+        deployment_version: experiment.deployment_version,
+        started_at: crate::output::json_time(experiment.started_at),
+        finished_at: crate::output::json_time(record.finished_at),
+        baseline: experiment.baseline.clone(),
+        variants: experiment.variants.clone(),
+        runs: experiment.details.runs.len(),
+        summaries: experiment.details.summaries.clone(),
+        error: experiment.details.error.clone(),
+    }
+}
+
+fn list_experiments(args: ListArgs, project: Option<&Path>, output: Output) -> Result<()> {
+    let opened = Project::locate(project)?.open(false)?;
+    let records = opened.state.experiments(args.limit)?;
+    let rows: Vec<ListedExperiment> = records.iter().map(listed).collect();
+    output.emit(&rows, || {
+        if rows.is_empty() {
+            return "no experiments recorded yet; run `mayfly experiment run FILE` or `mayfly deploy --evaluate`"
+                .to_owned();
+        }
+        let table_rows: Vec<Vec<String>> = rows
+            .iter()
+            .map(|row| {
+                let outcome = match row.deployment_version {
+                    Some(version) => format!("{} as version {version}", row.outcome.as_str()),
+                    None => row.outcome.as_str().to_owned(),
+                };
+                let verdict = match (&row.error, row.summaries.is_empty()) {
+                    (Some(error), _) => first_line(error),
+                    (None, false) => row.summaries.join(" | "),
+                    (None, true) => String::new(),
+                };
+                vec![row.id.to_string(), row.finished_at.clone(), outcome, row.name.clone(), verdict]
+            })
+            .collect();
+        crate::output::table(&["ID", "FINISHED", "OUTCOME", "EXPERIMENT", "VERDICT"], &table_rows)
+    })
+}
+
+fn first_line(text: &str) -> String {
+    text.lines().next().unwrap_or_default().to_owned()
+}
+
+/// One recorded experiment as `show` prints it.
+#[derive(Serialize)]
+struct ShownExperiment<'a> {
+    #[serde(flatten)]
+    listed: ListedExperiment,
+    file_fingerprint: &'a str,
+    repetitions: u32,
+    seed: u64,
+    metrics: &'a [String],
+    comparisons: &'a [ExperimentComparison],
+    runs: &'a [ExperimentRun],
+}
+
+fn show_experiment(args: ShowArgs, project: Option<&Path>, output: Output) -> Result<()> {
+    let opened = Project::locate(project)?.open(false)?;
+    let record = opened.state.experiment(args.id).map_err(|error| match error {
+        mayfly_state::StateError::NotFound { .. } => anyhow!(crate::exit_code::NotFound(format!(
+            "there is no experiment {}; see `mayfly experiment list`",
+            args.id
+        ))),
+        other => anyhow!(other),
+    })?;
+    let details = &record.experiment.details;
+    let shown = ShownExperiment {
+        listed: listed(&record),
+        file_fingerprint: &record.experiment.file_fingerprint,
+        repetitions: details.repetitions,
+        seed: details.seed,
+        metrics: &details.metrics,
+        comparisons: &details.comparisons,
+        runs: &details.runs,
+    };
+    output.emit(&shown, || {
+        let listed = &shown.listed;
+        let mut text = format!(
+            "experiment {}: {}\n{} ({}), {} to {}\nbaseline `{}`; variants {}; {} repetitions, seed {}\n",
+            listed.id,
+            listed.name,
+            listed.outcome.as_str(),
+            listed.trigger,
+            listed.started_at,
+            listed.finished_at,
+            listed.baseline,
+            listed.variants.join(", "),
+            shown.repetitions,
+            shown.seed
+        );
+        if let Some(version) = listed.deployment_version {
+            text.push_str(&format!("applied as deployment version {version}\n"));
+        }
+        if let Some(error) = &listed.error {
+            text.push_str(&format!("error: {error}\n"));
+        }
+        for summary in &listed.summaries {
+            text.push_str(&format!("{summary}\n"));
+        }
+        if !shown.comparisons.is_empty() {
+            let rows: Vec<Vec<String>> = shown
+                .comparisons
+                .iter()
+                .map(|c| {
+                    vec![
+                        c.metric.clone(),
+                        c.variant.clone(),
+                        c.ratio.map_or("—".to_owned(), |r| format!("{:.3} ({:.3}–{:.3})", r.ratio, r.low, r.high)),
+                        c.p_value.map_or("—".to_owned(), |p| format!("{p:.4}")),
+                        c.verdict.clone(),
+                    ]
+                })
+                .collect();
+            text.push('\n');
+            text.push_str(&crate::output::table(&["METRIC", "VARIANT", "RATIO (95% CI)", "P", "VERDICT"], &rows));
+        }
+        if !shown.runs.is_empty() {
+            let rows: Vec<Vec<String>> = shown
+                .runs
+                .iter()
+                .map(|run| {
+                    vec![
+                        run.order.to_string(),
+                        run.variant.clone(),
+                        run.repetition.to_string(),
+                        run.status.clone(),
+                        run.metrics.get("makespan").map_or("—".to_owned(), |m| Metric::Makespan.format(*m)),
+                    ]
+                })
+                .collect();
+            text.push('\n');
+            text.push_str(&crate::output::table(&["#", "VARIANT", "REPETITION", "STATUS", "MAKESPAN"], &rows));
+        }
         text
     })
 }

@@ -38,8 +38,16 @@ pub struct DeployArgs {
     #[arg(long)]
     pub force: bool,
     /// Show what would change and check it could be applied, without changing anything.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "evaluate")]
     pub dry_run: bool,
+    /// Before applying, replay the workload `[evaluation]` names on the deployed version and on the
+    /// new file (a two-variant experiment), print the verdict and record it with the deployment.
+    #[arg(long)]
+    pub evaluate: bool,
+    /// With --evaluate: refuse to apply the new file (nothing is deployed, exit code 5) when its
+    /// makespan or cost is worse than the deployed version's beyond the 95% interval.
+    #[arg(long)]
+    pub require_no_regression: bool,
 }
 
 #[derive(Debug, Args)]
@@ -416,7 +424,17 @@ async fn apply(opened: &OpenProject, architecture: &Architecture, steps: &[Step]
 
 pub async fn deploy(args: DeployArgs, project: Option<&Path>, output: Output) -> Result<()> {
     let located = Project::locate(project)?;
+    if args.require_no_regression && !args.evaluate {
+        bail!(crate::exit_code::UsageError(
+            "`--require-no-regression` judges the verdict of an evaluation; add `--evaluate` (which replays `[evaluation]` of mayfly.toml)".to_owned()
+        ));
+    }
     let loaded = mayfly_spec::load(&located.spec_path())?;
+    let evaluation = if args.evaluate {
+        evaluate_before_deploy(&located, &loaded, args.require_no_regression, output)?
+    } else {
+        None
+    };
     // A dry run on a project never deployed must not even create its data directory.
     let opened = if args.dry_run && !located.is_deployed()? { None } else { Some(located.open(true)?) };
     let steps = plan(opened.as_ref(), &loaded.architecture, args.force).await?;
@@ -435,6 +453,8 @@ pub async fn deploy(args: DeployArgs, project: Option<&Path>, output: Output) ->
         recorded: bool,
         /// The audit run after the deploy; `None` for a dry run or if it could not run.
         audit: Option<crate::commands::audit::AuditSummary>,
+        /// With `--evaluate`: the verdict of the new file against the deployed version.
+        evaluation: Option<EvaluationReport>,
     }
     let mut report = DeployReport {
         dry_run: args.dry_run,
@@ -443,6 +463,7 @@ pub async fn deploy(args: DeployArgs, project: Option<&Path>, output: Output) ->
         steps: steps.clone(),
         recorded: false,
         audit: None,
+        evaluation: None,
     };
     if let (false, Some(opened)) = (args.dry_run, &opened) {
         apply(opened, &loaded.architecture, &steps).await?;
@@ -454,6 +475,17 @@ pub async fn deploy(args: DeployArgs, project: Option<&Path>, output: Output) ->
             })?;
             report.version = Some(deployment.version);
             report.recorded = true;
+        }
+        if let Some(evaluation) = &evaluation {
+            let version = report.version.filter(|_| report.recorded);
+            let recorded = crate::commands::experiment::record_evaluation(
+                &located,
+                evaluation,
+                mayfly_state::ExperimentOutcome::Applied,
+                version,
+                None,
+            )?;
+            report.evaluation = Some(EvaluationReport::of(evaluation, recorded.id));
         }
         report.audit = crate::commands::audit::after_deploy(&located, opened, &loaded.architecture).await;
     }
@@ -476,12 +508,113 @@ pub async fn deploy(args: DeployArgs, project: Option<&Path>, output: Output) ->
             )),
             (false, _, None) => {}
         }
+        if let Some(evaluation) = &report.evaluation {
+            text.push_str(&format!("\n{}", evaluation.text()));
+        }
         if let Some(audit) = &report.audit {
             let next = if audit.violations > 0 { "; the deployment stands, see `mayfly audit`" } else { "" };
             text.push_str(&format!("\naudit: {}{next}", audit.counts()));
         }
         text
     })
+}
+
+/// The verdict of `deploy --evaluate`, as the deploy prints it.
+#[derive(Serialize)]
+struct EvaluationReport {
+    /// Its id in the experiment store (`mayfly experiment show ID`).
+    experiment_id: u64,
+    summaries: Vec<String>,
+    comparisons: Vec<mayfly_experiment::Comparison>,
+    /// Metrics among makespan and cost worse beyond their 95% interval, in words.
+    regressions: Vec<String>,
+}
+
+impl EvaluationReport {
+    fn of(evaluation: &crate::commands::experiment::Evaluation, experiment_id: u64) -> EvaluationReport {
+        EvaluationReport {
+            experiment_id,
+            summaries: evaluation.summaries.clone(),
+            comparisons: evaluation.comparisons.clone(),
+            regressions: evaluation.regressions.clone(),
+        }
+    }
+
+    fn text(&self) -> String {
+        let mut text = format!("evaluation (experiment {}):", self.experiment_id);
+        for summary in &self.summaries {
+            text.push_str(&format!("\n  {summary}"));
+        }
+        for regression in &self.regressions {
+            text.push_str(&format!("\n  regression: {regression}"));
+        }
+        text
+    }
+}
+
+/// `deploy --evaluate`, before anything is applied: the new file against the
+/// deployed version. `None` when the file is the deployed one (nothing to
+/// compare). With `require_no_regression`, a regression is recorded as
+/// refused and returned as a `Refused` error, so nothing is deployed.
+fn evaluate_before_deploy(
+    located: &Project,
+    loaded: &mayfly_spec::Loaded,
+    require_no_regression: bool,
+    output: Output,
+) -> Result<Option<crate::commands::experiment::Evaluation>> {
+    let Some(evaluation_spec) = &loaded.architecture.evaluation else {
+        bail!(crate::exit_code::UsageError(format!(
+            "`--evaluate` replays the workload `[evaluation]` names, and {} has none; add e.g.\n[evaluation]\njob = \"JOB\"\ninput = {{ manifest = {{ bucket = \"BUCKET\", key = \"list.txt\", file = \"list.txt\" }} }}\n(see README, \"Evaluation on deploy\")",
+            located.spec_path().display()
+        )));
+    };
+    if !located.is_deployed()? {
+        bail!(Refused(
+            "nothing is deployed yet, so there is no version to evaluate against; run `mayfly deploy` once without --evaluate".to_owned()
+        ));
+    }
+    let opened = located.open(false)?;
+    let deployed = opened.state.latest_deployment()?.ok_or_else(|| {
+        Refused("nothing is deployed yet, so there is no version to evaluate against; run `mayfly deploy` once without --evaluate".to_owned())
+    })?;
+    drop(opened);
+    if deployed.content_hash == loaded.content_hash {
+        if !output.json {
+            eprintln!("mayfly.toml is deployed version {} already; nothing to evaluate", deployed.version);
+        }
+        return Ok(None);
+    }
+    let evaluation = crate::commands::experiment::evaluate_against_deployed(
+        located,
+        evaluation_spec,
+        &deployed,
+        &loaded.source,
+        output,
+    )?;
+    if require_no_regression && !evaluation.regressions.is_empty() {
+        let message = format!(
+            "refused: the new mayfly.toml regresses against deployed version {}: {}; nothing was deployed (without --require-no-regression it would be)",
+            deployed.version,
+            evaluation.regressions.join("; and ")
+        );
+        let recorded = crate::commands::experiment::record_evaluation(
+            located,
+            &evaluation,
+            mayfly_state::ExperimentOutcome::Refused,
+            None,
+            Some(message.clone()),
+        )?;
+        if !output.json {
+            for summary in &evaluation.summaries {
+                eprintln!("{summary}");
+            }
+        }
+        bail!(Refused(format!(
+            "{message}; recorded as experiment {} (`mayfly experiment show {}`)",
+            recorded.id, recorded.id
+        )));
+    }
+    Ok(Some(evaluation))
 }
 
 pub fn deployments(args: DeploymentsArgs, project: Option<&Path>, output: Output) -> Result<()> {

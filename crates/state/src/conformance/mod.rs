@@ -1,7 +1,7 @@
 //! The conformance suite: test functions that check a backend keeps the
 //! contract, one module per concern ([`deployments`], [`buckets`],
 //! [`event_log`], [`queues`], [`invocation_ledger`], [`runs`], [`audits`],
-//! [`access`], [`retention`], [`leases`], [`fencing`]). Each case checks one behaviour on a fresh,
+//! [`access`], [`retention`], [`leases`], [`fencing`], [`experiments`]). Each case checks one behaviour on a fresh,
 //! empty store opened on a [`ManualClock`] (a [`Subject`]), and asks of the
 //! store only the traits it uses: a case is generic over the store with
 //! bounds such as `S: QueueStore + ?Sized`, so a backend that implements
@@ -49,6 +49,7 @@ pub mod audits;
 pub mod buckets;
 pub mod deployments;
 pub mod event_log;
+pub mod experiments;
 pub mod fencing;
 pub mod invocation_ledger;
 pub mod leases;
@@ -244,6 +245,13 @@ macro_rules! __with_conformance_cases {
             no_write_of_the_previous_term_lands_after_a_takeover,
         }
     };
+    (experiments, $callback:ident ! ($($arguments:tt)*)) => {
+        $crate::$callback! {
+            ($($arguments)*) experiments:
+            experiments_are_recorded_with_their_evidence_and_listed_newest_first,
+            an_unknown_experiment_is_not_found,
+        }
+    };
 }
 
 #[doc(hidden)]
@@ -278,7 +286,7 @@ macro_rules! __conformance_case_tests {
 #[macro_export]
 macro_rules! conformance_tests {
     ($fresh_subject:expr) => {
-        $crate::conformance_tests!($fresh_subject; deployments, buckets, event_log, queues, invocation_ledger, runs, audits, access, retention, leases, fencing);
+        $crate::conformance_tests!($fresh_subject; deployments, buckets, event_log, queues, invocation_ledger, runs, audits, access, retention, leases, fencing, experiments);
     };
     ($fresh_subject:expr; $($concern:ident),+ $(,)?) => {
         $(
@@ -308,6 +316,7 @@ pub fn all() -> Vec<NamedCase> {
     cases.extend(crate::__with_conformance_cases!(retention, __conformance_case_list!()));
     cases.extend(crate::__with_conformance_cases!(leases, __conformance_case_list!()));
     cases.extend(crate::__with_conformance_cases!(fencing, __conformance_case_list!()));
+    cases.extend(crate::__with_conformance_cases!(experiments, __conformance_case_list!()));
     cases
 }
 
