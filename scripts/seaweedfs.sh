@@ -107,7 +107,7 @@ JSON
             stop_server
             exit 1
         fi
-        printf 's3.bucket.create -name %s\ns3.bucket.create -name %s\n' "$BUCKET" "$ANONYMOUS_BUCKET" | "$VENV/bin/weed" shell -master="127.0.0.1:$MASTER_PORT" >"$DIR/shell.log" 2>&1 9>&- || {
+        printf 's3.bucket.create -name %s\ns3.bucket.create -name %s\n' "$BUCKET" "$ANONYMOUS_BUCKET" | "$VENV/bin/weed" shell -master="127.0.0.1:$MASTER_PORT.$MASTER_GRPC_PORT" >"$DIR/shell.log" 2>&1 9>&- || {
             echo "error: cannot create the bucket $BUCKET; see $DIR/shell.log" >&2
             exit 1
         }
