@@ -2573,6 +2573,6 @@ mod tests {
         assert_eq!(store.invocation_logs("req-1").unwrap(), b"hello");
         let version: i64 = store.lock_connection().query_row("PRAGMA user_version", [], |row| row.get(0)).unwrap();
         assert_eq!(version, current_schema_version());
-        assert_eq!(current_schema_version(), 14);
+        assert_eq!(current_schema_version(), 15);
     }
 }

@@ -1164,6 +1164,6 @@ mod tests {
             budget: None,
         };
         assert_eq!(store.create_run(run).unwrap().status, RunStatus::Requested);
-        assert_eq!(crate::current_schema_version(), 14);
+        assert_eq!(crate::current_schema_version(), 15);
     }
 }
