@@ -46,8 +46,10 @@ pub enum ExperimentCommand {
     )]
     Run(RunArgs),
     /// The recorded experiments (and evaluations on deploy), newest first.
+    #[command(after_help = "Examples:\n  mayfly experiment list\n  mayfly experiment list --limit 5 --json")]
     List(ListArgs),
     /// One recorded experiment: its verdicts, each metric's ratio with its interval and p-value, every run.
+    #[command(after_help = "Examples:\n  mayfly experiment show 3\n  mayfly experiment show 3 --json")]
     Show(ShowArgs),
 }
 
