@@ -145,6 +145,16 @@ fn an_experiment_finds_the_faster_variant_and_writes_an_offline_report() {
     assert!(close(&stored_p50["p_value"], &item_p50["p_value"]), "{stored_p50} / {item_p50}");
     assert_eq!(shown["file_fingerprint"].as_str().unwrap().len(), 64, "a SHA-256 of the file");
 
+    // Its HTML report drawn again from the stored evidence: the same verdicts, tables and plots.
+    let again_path = project.path("again.html");
+    let again_arg = again_path.to_str().unwrap();
+    let shown = project.json(&["experiment", "show", &id.to_string(), "--report", again_arg]);
+    assert_eq!(shown["report"], again_arg, "{shown}");
+    let again = std::fs::read_to_string(&again_path).unwrap();
+    let from_verdict = |page: &str| page[page.find("<h2>Verdict</h2>").expect("a verdict section")..].to_owned();
+    assert_eq!(from_verdict(&again), from_verdict(&report), "the report drawn again from the store");
+    assert!(again.contains(&format!("experiment {id} (experiment run, completed)")), "{again}");
+
     // The text form says the same in words.
     let text = project.command(&["experiment", "run", "experiment.toml"]).env("TMPDIR", tmp.path()).output().unwrap();
     support::assert_success(&text, &["experiment", "run"]);
@@ -303,7 +313,12 @@ fn deploy_evaluate_applies_a_version_that_is_no_worse_and_refuses_a_slower_one()
     let output = deploy(&["deploy", "--evaluate", "--require-no-regression"]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(5), "refused: {stderr}");
-    assert!(stderr.contains("refused: the new mayfly.toml regresses against deployed version 2"), "{stderr}");
+    assert!(
+        stderr.contains(
+            "refused: the new mayfly.toml regresses against deployed version 2 by more than the 5% tolerance"
+        ),
+        "{stderr}"
+    );
     assert!(
         stderr.contains("makespan is ") && stderr.contains("× the baseline's (95% CI "),
         "metric, ratio and CI: {stderr}"

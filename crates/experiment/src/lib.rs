@@ -256,15 +256,17 @@ pub fn summaries(comparisons: &[Comparison]) -> Vec<String> {
 }
 
 /// The comparisons among `metrics` in which a variant is worse than the
-/// baseline beyond the 95% interval: the interval's lower end above 1 (or,
-/// where there is no ratio, a clear difference with a higher median). What
-/// `mayfly deploy --require-no-regression` refuses.
-pub fn regressions<'a>(comparisons: &'a [Comparison], metrics: &[Metric]) -> Vec<&'a Comparison> {
+/// baseline beyond the 95% interval by more than `tolerance` (a fraction:
+/// 0.05 is 5%): the interval's lower end above `1 + tolerance` (or, where
+/// there is no ratio, a clear difference with a higher median). What
+/// `mayfly deploy --require-no-regression` refuses. A tolerance of 0 refuses
+/// any regression the interval shows, however small.
+pub fn regressions<'a>(comparisons: &'a [Comparison], metrics: &[Metric], tolerance: f64) -> Vec<&'a Comparison> {
     comparisons
         .iter()
         .filter(|comparison| metrics.contains(&comparison.metric))
         .filter(|comparison| match comparison.ratio {
-            Some(ratio) => ratio.low > 1.0,
+            Some(ratio) => ratio.low > 1.0 + tolerance,
             None => comparison.differs && comparison.median > comparison.baseline_median,
         })
         .collect()
@@ -361,17 +363,46 @@ mod tests {
         let mut runs = runs_of("deployed", &[1.0, 1.02, 0.98]);
         runs.extend(runs_of("new", &[4.0, 4.1, 3.9]));
         let comparisons = compare(&runs, "deployed", &[Metric::Makespan, Metric::Failures], 3);
-        let found = regressions(&comparisons, &[Metric::Makespan, Metric::Cost]);
+        let found = regressions(&comparisons, &[Metric::Makespan, Metric::Cost], 0.0);
         assert_eq!(found.len(), 1, "{comparisons:?}");
         assert_eq!(found[0].metric, Metric::Makespan);
         let words = describe_regression(found[0]);
         assert!(words.starts_with("makespan is 4.00× the baseline's (95% CI "), "{words}");
-        assert!(regressions(&comparisons, &[Metric::Cost]).is_empty(), "only the metrics asked about");
+        assert!(regressions(&comparisons, &[Metric::Cost], 0.0).is_empty(), "only the metrics asked about");
 
         let mut faster = runs_of("deployed", &[4.0, 4.1, 3.9]);
         faster.extend(runs_of("new", &[1.0, 1.02, 0.98]));
         let comparisons = compare(&faster, "deployed", &[Metric::Makespan], 3);
-        assert!(regressions(&comparisons, &[Metric::Makespan]).is_empty(), "faster is no regression");
+        assert!(regressions(&comparisons, &[Metric::Makespan], 0.0).is_empty(), "faster is no regression");
+    }
+
+    /// The deploy gate at its defaults (3 runs of each version): how often an
+    /// unchanged workload on a noisy machine (8% log-normal noise) is
+    /// refused with no tolerance and with 5%, and that a 30% slowdown is
+    /// still refused with 5% — over 400 seeded evaluations each.
+    #[test]
+    fn a_tolerance_keeps_noise_from_refusing_an_unchanged_workload_and_still_refuses_30_percent() {
+        let refusals = |slowdown: f64, tolerance: f64| {
+            (0..400u64)
+                .filter(|&seed| {
+                    let mut rng = ChaCha8Rng::seed_from_u64(3000 + seed);
+                    let mut runs = runs_of("deployed", &noisy(&mut rng, 10.0, 3));
+                    runs.extend(runs_of("new", &noisy(&mut rng, 10.0 * slowdown, 3)));
+                    let comparisons = compare(&runs, "deployed", &[Metric::Makespan], seed);
+                    !regressions(&comparisons, &[Metric::Makespan], tolerance).is_empty()
+                })
+                .count()
+        };
+        let (strict, tolerant) = (refusals(1.0, 0.0), refusals(1.0, 0.05));
+        eprintln!("unchanged workload refused: {strict} of 400 with no tolerance, {tolerant} with 5%");
+        assert!(strict > tolerant, "a tolerance refuses less often: {strict} vs {tolerant}");
+        assert!(tolerant <= 4, "an unchanged workload refused {tolerant} times in 400 with a 5% tolerance");
+        let (slowed_strict, slowed) = (refusals(1.3, 0.0), refusals(1.3, 0.05));
+        eprintln!("30% slower refused: {slowed_strict} of 400 with no tolerance, {slowed} with 5%");
+        // Three runs a version is little evidence: even with no tolerance a
+        // 30% slowdown escapes now and then; 5% must not cost much of that.
+        assert!(slowed >= 300, "a 30% slowdown refused only {slowed} times in 400 with a 5% tolerance");
+        assert!(slowed * 100 >= slowed_strict * 85, "5% lost too much: {slowed} vs {slowed_strict}");
     }
 
     #[test]

@@ -32,7 +32,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "storage",
     "evaluation",
 ];
-const EVALUATION_KEYS: &[&str] = &["job", "input", "repetitions", "seed", "metrics"];
+const EVALUATION_KEYS: &[&str] = &["job", "input", "repetitions", "seed", "metrics", "tolerance"];
 const STORAGE_KEYS: &[&str] = &["url"];
 const STATE_KEYS: &[&str] = &["url", "password_file", "ca_file"];
 const POLICY_KEYS: &[&str] = &["require_tags", "encryption", "tls", "networks", "max_run_cost", "log_retention"];
@@ -273,6 +273,7 @@ fn lower_evaluation(
     } else {
         EvaluationSpec::DEFAULT_METRICS.to_vec()
     };
+    let tolerance = lower_tolerance(reader, &table);
     let workload = crate::experiment::lower_workload_fields(reader, &table)?;
     let declared = job_tables.iter().any(|entry| entry.name.as_ref() == Some(&workload.job));
     if !jobs.contains_key(&workload.job) && !declared {
@@ -289,7 +290,40 @@ fn lower_evaluation(
         );
         return None;
     }
-    Some(EvaluationSpec { workload, repetitions, seed, metrics })
+    Some(EvaluationSpec { workload, repetitions, seed, metrics, tolerance: tolerance? })
+}
+
+/// `tolerance` of `[evaluation]`: a percentage as a string, `"5%"`, from 0
+/// up to (not including) 100; the default when absent.
+fn lower_tolerance(reader: &mut Reader<'_>, table: &Table<'_, '_>) -> Option<f64> {
+    if !table.has("tolerance") {
+        return Some(EvaluationSpec::DEFAULT_TOLERANCE);
+    }
+    const HINT: &str = "write e.g. `tolerance = \"5%\"`: how much worse a metric must be before --require-no-regression refuses (\"0%\" refuses any regression the interval shows)";
+    let (_, value) = table.get("tolerance")?;
+    let DeValue::String(text) = value.get_ref() else {
+        reader.error(
+            value.span(),
+            format!(
+                "`tolerance` of `[evaluation]` must be a percentage as a string, not {}",
+                describe(value.get_ref())
+            ),
+            Some(HINT.to_owned()),
+        );
+        return None;
+    };
+    let percent = text.trim().strip_suffix('%').and_then(|number| number.trim().parse::<f64>().ok());
+    match percent.filter(|percent| percent.is_finite() && (0.0..100.0).contains(percent)) {
+        Some(percent) => Some(percent / 100.0),
+        None => {
+            reader.error(
+                value.span(),
+                format!("`tolerance` of `[evaluation]` is \"{text}\", not a percentage from 0% to under 100%"),
+                Some(HINT.to_owned()),
+            );
+            None
+        }
+    }
 }
 
 fn lower_version(reader: &mut Reader<'_>, root: &Table<'_, '_>) -> Option<u32> {

@@ -53,6 +53,9 @@ pub struct EvaluationSpec {
     pub seed: u64,
     /// What is compared; `--require-no-regression` looks at makespan and cost among them.
     pub metrics: Vec<mayfly_experiment::Metric>,
+    /// How much worse (a fraction: 0.05 is 5%) the interval must show a
+    /// metric to be before `--require-no-regression` refuses the file.
+    pub tolerance: f64,
 }
 
 impl EvaluationSpec {
@@ -61,6 +64,10 @@ impl EvaluationSpec {
     /// What is compared when `[evaluation]` does not say.
     pub const DEFAULT_METRICS: [mayfly_experiment::Metric; 2] =
         [mayfly_experiment::Metric::Makespan, mayfly_experiment::Metric::Cost];
+    /// The tolerance when `[evaluation]` does not say: 5%, which keeps
+    /// machine noise from refusing an unchanged workload (see README,
+    /// "Evaluation on deploy").
+    pub const DEFAULT_TOLERANCE: f64 = 0.05;
 }
 
 impl Architecture {

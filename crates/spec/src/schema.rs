@@ -116,6 +116,9 @@ pub(crate) struct EvaluationFile {
     pub seed: Option<u32>,
     /// Metrics to compare (default ["makespan", "cost"]): makespan, cost, item_p50, item_p95, cpu_seconds, failures.
     pub metrics: Option<Vec<String>>,
+    /// How much worse a metric must be before `--require-no-regression` refuses, as a percentage (default "5%").
+    #[schemars(pattern(r"^\s*[0-9]+(\.[0-9]+)?\s*%\s*$"))]
+    pub tolerance: Option<String>,
 }
 
 /// Exactly one of `manifest`, `objects`, `messages`; local files are relative to the project directory.

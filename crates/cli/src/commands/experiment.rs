@@ -49,7 +49,9 @@ pub enum ExperimentCommand {
     #[command(after_help = "Examples:\n  mayfly experiment list\n  mayfly experiment list --limit 5 --json")]
     List(ListArgs),
     /// One recorded experiment: its verdicts, each metric's ratio with its interval and p-value, every run.
-    #[command(after_help = "Examples:\n  mayfly experiment show 3\n  mayfly experiment show 3 --json")]
+    #[command(
+        after_help = "Examples:\n  mayfly experiment show 3\n  mayfly experiment show 3 --json\n  mayfly experiment show 3 --report exp3.html   # the HTML report again, from the stored evidence"
+    )]
     Show(ShowArgs),
 }
 
@@ -64,6 +66,10 @@ pub struct ListArgs {
 pub struct ShowArgs {
     /// The experiment's id, from `mayfly experiment list`.
     pub id: u64,
+    /// Also write its HTML report (the one `experiment run` writes) to this
+    /// file, drawn again from the evidence the state store kept.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -447,10 +453,11 @@ pub(crate) fn evaluate_against_deployed(
     }
     let comparisons = compare(&runs, DEPLOYED_VARIANT, &spec.metrics, spec.seed);
     let summaries = summaries(&comparisons);
-    let regressions: Vec<String> = mayfly_experiment::regressions(&comparisons, &[Metric::Makespan, Metric::Cost])
-        .into_iter()
-        .map(mayfly_experiment::describe_regression)
-        .collect();
+    let regressions: Vec<String> =
+        mayfly_experiment::regressions(&comparisons, &[Metric::Makespan, Metric::Cost], evaluation.tolerance)
+            .into_iter()
+            .map(mayfly_experiment::describe_regression)
+            .collect();
     experiment.details = experiment_details(&spec, &runs, &comparisons, &summaries, None);
     Ok(Evaluation { experiment, summaries, comparisons, regressions })
 }
@@ -548,6 +555,9 @@ struct ShownExperiment<'a> {
     metrics: &'a [String],
     comparisons: &'a [ExperimentComparison],
     runs: &'a [ExperimentRun],
+    /// Where `--report` wrote the HTML report.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    report: Option<String>,
 }
 
 fn show_experiment(args: ShowArgs, project: Option<&Path>, output: Output) -> Result<()> {
@@ -560,6 +570,14 @@ fn show_experiment(args: ShowArgs, project: Option<&Path>, output: Output) -> Re
         other => anyhow!(other),
     })?;
     let details = &record.experiment.details;
+    let report_path = match &args.report {
+        Some(path) => {
+            std::fs::write(path, stored_report(&record))
+                .with_context(|| format!("cannot write the report {}", path.display()))?;
+            Some(path.display().to_string())
+        }
+        None => None,
+    };
     let shown = ShownExperiment {
         listed: listed(&record),
         file_fingerprint: &record.experiment.file_fingerprint,
@@ -568,6 +586,7 @@ fn show_experiment(args: ShowArgs, project: Option<&Path>, output: Output) -> Re
         metrics: &details.metrics,
         comparisons: &details.comparisons,
         runs: &details.runs,
+        report: report_path,
     };
     output.emit(&shown, || {
         let listed = &shown.listed;
@@ -627,8 +646,79 @@ fn show_experiment(args: ShowArgs, project: Option<&Path>, output: Output) -> Re
             text.push('\n');
             text.push_str(&crate::output::table(&["#", "VARIANT", "REPETITION", "STATUS", "MAKESPAN"], &rows));
         }
+        if let Some(report) = &shown.report {
+            text.push_str(&format!("\nreport: {report}\n"));
+        }
         text
     })
+}
+
+/// The HTML report of a recorded experiment, drawn from the evidence the
+/// state store kept (the same page `experiment run` wrote when it ended).
+fn stored_report(record: &ExperimentRecord) -> String {
+    let experiment = &record.experiment;
+    let details = &experiment.details;
+    let metrics: Vec<Metric> = details.metrics.iter().filter_map(|name| Metric::from_name(name)).collect();
+    let runs: Vec<RunMeasurement> = details
+        .runs
+        .iter()
+        .map(|run| RunMeasurement {
+            variant: run.variant.clone(),
+            repetition: run.repetition,
+            order: run.order,
+            run_id: run.run_id.clone(),
+            status: run.status.clone(),
+            metrics: run.metrics.iter().filter_map(|(name, value)| Some((Metric::from_name(name)?, *value))).collect(),
+            item_durations: run.item_durations.clone(),
+        })
+        .collect();
+    let comparisons: Vec<Comparison> = details
+        .comparisons
+        .iter()
+        .filter_map(|comparison| {
+            Some(Comparison {
+                metric: Metric::from_name(&comparison.metric)?,
+                variant: comparison.variant.clone(),
+                baseline: comparison.baseline.clone(),
+                runs: comparison.runs,
+                baseline_runs: comparison.baseline_runs,
+                median: comparison.median,
+                baseline_median: comparison.baseline_median,
+                ratio: comparison.ratio.map(|ratio| mayfly_experiment::stats::RatioEstimate {
+                    ratio: ratio.ratio,
+                    low: ratio.low,
+                    high: ratio.high,
+                }),
+                p_value: comparison.p_value,
+                differs: comparison.differs,
+                verdict: comparison.verdict.clone(),
+            })
+        })
+        .collect();
+    let mut about = format!(
+        "experiment {} ({}, {}), {} to {}; {} repetitions of {} variants, seed {}; baseline `{}`",
+        record.id,
+        experiment.trigger,
+        experiment.outcome.as_str(),
+        crate::output::json_time(experiment.started_at),
+        crate::output::json_time(record.finished_at),
+        details.repetitions,
+        experiment.variants.len(),
+        details.seed,
+        experiment.baseline
+    );
+    if let Some(error) = &details.error {
+        about.push_str(&format!("; {error}"));
+    }
+    let context = report::ReportContext {
+        title: &format!("Experiment {}", experiment.name),
+        baseline: &experiment.baseline,
+        variants: &experiment.variants,
+        metrics: &metrics,
+        summaries: &details.summaries,
+        details: &about,
+    };
+    report::html(&context, &runs, &comparisons)
 }
 
 /// The variant's `mayfly.toml`: its `file` (or the project's), with `unset`

@@ -593,8 +593,9 @@ fn evaluate_before_deploy(
     )?;
     if require_no_regression && !evaluation.regressions.is_empty() {
         let message = format!(
-            "refused: the new mayfly.toml regresses against deployed version {}: {}; nothing was deployed (without --require-no-regression it would be)",
+            "refused: the new mayfly.toml regresses against deployed version {} by more than the {}% tolerance: {}; nothing was deployed (without --require-no-regression it would be)",
             deployed.version,
+            (evaluation_spec.tolerance * 100_000.0).round() / 1000.0,
             evaluation.regressions.join("; and ")
         );
         let recorded = crate::commands::experiment::record_evaluation(
