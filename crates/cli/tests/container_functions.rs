@@ -351,14 +351,14 @@ fn the_container_of_a_killed_mayfly_is_reaped() {
     assert_eq!(orphans.len(), 1, "the container outlives the Mayfly that was killed");
 
     // It is hardened like a worker container.
-    let format = "{{json .HostConfig.NetworkMode}} {{json .HostConfig.Privileged}} {{json .HostConfig.CapDrop}} {{json .HostConfig.SecurityOpt}} {{json .HostConfig.ReadonlyRootfs}} {{json .HostConfig.Binds}} {{json .HostConfig.Memory}}";
+    let format = "{{json .HostConfig.NetworkMode}} {{json .HostConfig.Privileged}} {{json .HostConfig.CapDrop}} {{json .HostConfig.SecurityOpt}} {{json .HostConfig.ReadonlyRootfs}} {{json .HostConfig.Binds}} {{json .HostConfig.Memory}} {{json .HostConfig.LogConfig.Type}}";
     let inspected = docker(&["inspect", "--format", format, &orphans[0]]);
     let inspected = String::from_utf8_lossy(&inspected.stdout).trim().to_owned();
     let root = project.root.display();
     assert_eq!(
         inspected,
-        format!(r#""none" false ["ALL"] ["no-new-privileges"] true ["{root}:{root}:ro"] 0"#),
-        "no network, unprivileged, no capabilities, read-only root and working directory"
+        format!(r#""none" false ["ALL"] ["no-new-privileges"] true ["{root}:{root}:ro"] 0 "none""#),
+        "no network, unprivileged, no capabilities, read-only root and working directory, no engine log"
     );
 
     // `mayfly ps` lists it as a function container of a dead owner; `--reap` removes it.

@@ -18,9 +18,12 @@
 //!   missing, labelled like containers, with the subnet and gateway asked
 //!   for; [`DockerProvisioner::reap_unused_networks`] removes Mayfly networks
 //!   no container uses any more.
-//! - **Output**: a task follows each container's log stream and appends it
-//!   to the spec's `stdout`/`stderr` files, as a local process would write
-//!   them.
+//! - **Output**: the provisioner attaches to each container's streams before
+//!   it starts and appends them to the spec's `stdout`/`stderr` files (a
+//!   sealing FIFO for workers and coordinators), as a local process would
+//!   write them. The engine's log driver is `none`: its default `json-file`
+//!   driver would keep a plaintext copy of everything a container writes
+//!   (health data: a function's error text) under `/var/lib/docker`.
 //!
 //! - **Function instances** (`function_container.rs`): one container per
 //!   instance of a function with `isolation = "container"`, with the same
@@ -41,13 +44,13 @@ use std::time::Duration;
 use bollard::Docker;
 use bollard::errors::Error as DockerError;
 use bollard::models::{
-    ContainerCreateBody, ContainerStateStatusEnum, EndpointSettings, HostConfig, Ipam, IpamConfig,
+    ContainerCreateBody, ContainerStateStatusEnum, EndpointSettings, HostConfig, HostConfigLogConfig, Ipam, IpamConfig,
     NetworkCreateRequest, NetworkingConfig,
 };
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, InspectNetworkOptions, KillContainerOptionsBuilder,
-    ListContainersOptionsBuilder, ListNetworksOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
-    StopContainerOptionsBuilder,
+    AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, CreateImageOptionsBuilder, InspectNetworkOptions,
+    KillContainerOptionsBuilder, ListContainersOptionsBuilder, ListNetworksOptionsBuilder,
+    RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
 };
 use futures::StreamExt;
 use mayfly_core::Timestamp;
@@ -78,6 +81,10 @@ const TMPFS_OPTIONS: &str = "rw,nosuid,nodev,size=256m,mode=1777";
 /// Every container's private, writable scratch folder (a tmpfs): whatever
 /// an image holds under it is hidden by it.
 pub const CONTAINER_TMP: &str = "/tmp";
+
+/// The engine's log driver for every Mayfly container and swarm task: none,
+/// so the engine writes none of their output to its own disk (unsealed).
+pub(crate) const NO_ENGINE_LOG: &str = "none";
 
 /// Where and from what the provisioner starts containers.
 #[derive(Debug, Clone)]
@@ -373,7 +380,10 @@ impl DockerProvisioner {
             _ => cannot_start(error.to_string()),
         })?;
         let id = created.id;
-        self.follow_output(&id, spec.stdout.clone(), spec.stderr.clone());
+        if let Err(error) = self.follow_output(&id, spec.stdout.clone(), spec.stderr.clone()).await {
+            let _ = self.remove(&id).await;
+            return Err(cannot_start(format!("cannot attach to the container: {error}")));
+        }
         if let Err(error) = self.docker.start_container(&id, None).await {
             let _ = self.remove(&id).await;
             return Err(cannot_start(error.to_string()));
@@ -383,18 +393,25 @@ impl DockerProvisioner {
         Ok(resource_id)
     }
 
-    /// Appends the container's output to the spec's files as it comes, until it ends.
-    fn follow_output(&self, id: &str, stdout: Option<PathBuf>, stderr: Option<PathBuf>) {
+    /// Attaches to the created container `id` before it starts (so none of
+    /// its output is missed) and appends its output to the spec's files as
+    /// it comes, until it ends. Attached, not read back from the engine's
+    /// log: containers run with the `none` log driver, so the engine keeps
+    /// none of their output on its disk unsealed ([`hardened_host_config`]).
+    async fn follow_output(
+        &self,
+        id: &str,
+        stdout: Option<PathBuf>,
+        stderr: Option<PathBuf>,
+    ) -> Result<(), DockerError> {
         if stdout.is_none() && stderr.is_none() {
-            return;
+            return Ok(());
         }
-        let docker = self.docker.clone();
-        let id = id.to_owned();
-        tokio::spawn(async move {
-            let options =
-                LogsOptionsBuilder::new().follow(true).stdout(stdout.is_some()).stderr(stderr.is_some()).build();
-            append_log_stream(docker.logs(&id, Some(options)), stdout, stderr).await;
-        });
+        let options =
+            AttachContainerOptionsBuilder::new().stream(true).stdout(stdout.is_some()).stderr(stderr.is_some()).build();
+        let attached = self.docker.attach_container(id, Some(options)).await?;
+        tokio::spawn(append_log_stream(attached.output, stdout, stderr));
+        Ok(())
     }
 
     async fn observe(&self, id: &str) -> Result<ResourceState, FleetError> {
@@ -588,10 +605,13 @@ pub(crate) async fn append_log_stream(
 /// function instances alike: on `network_mode` (a user-defined network or
 /// `none`, never the host's), unprivileged, every capability dropped, no new
 /// privileges, a read-only root file system with a private `/tmp`, at most
-/// 1024 processes, `memory` without swap beyond it, and nothing of the host
-/// but `binds`.
+/// 1024 processes, `memory` without swap beyond it, nothing of the host but
+/// `binds`, and the `none` log driver: what a container writes may be health
+/// data, which the engine's default `json-file` driver would keep on its
+/// disk in plaintext; Mayfly attaches to the streams instead and seals them.
 fn hardened_host_config(network_mode: String, memory: Option<i64>, binds: Vec<String>) -> HostConfig {
     HostConfig {
+        log_config: Some(HostConfigLogConfig { typ: Some(NO_ENGINE_LOG.to_owned()), config: None }),
         network_mode: Some(network_mode),
         memory,
         // No swap beyond the memory limit.

@@ -29,8 +29,13 @@
 //!   manager cannot signal a container on another node directly, so `kill` is
 //!   a removal too. Gone is verified from the manager's view: no task of the
 //!   service is left in a running state.
-//! - **Output**: the service's log stream is appended to the spec's
-//!   `stdout`/`stderr` files.
+//! - **Output is not kept.** A task runs with the `none` log driver, since
+//!   the node's default `json-file` driver would keep a plaintext copy of
+//!   what it writes (health data: a function's error text) on that node's
+//!   disk, and a manager cannot attach to a container on another node. A
+//!   worker's own log lines still reach the run through its coordinator
+//!   (`mayfly logs RUN --worker W`), sealed; why a task ended comes from its
+//!   task state ([`Provisioner::end_reason`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -40,19 +45,17 @@ use bollard::Docker;
 use bollard::errors::Error as DockerError;
 use bollard::models::{
     Ipam, IpamConfig, Limit, Mount, MountTmpfsOptions, MountType, NetworkAttachmentConfig, NetworkCreateRequest,
-    ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated, Task, TaskSpec, TaskSpecContainerSpec, TaskSpecPlacement,
-    TaskSpecResources, TaskSpecRestartPolicy, TaskSpecRestartPolicyConditionEnum, TaskState,
+    ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated, Task, TaskSpec, TaskSpecContainerSpec, TaskSpecLogDriver,
+    TaskSpecPlacement, TaskSpecResources, TaskSpecRestartPolicy, TaskSpecRestartPolicyConditionEnum, TaskState,
 };
 use bollard::query_parameters::{
     InspectNetworkOptions, InspectServiceOptions, ListServicesOptionsBuilder, ListTasksOptionsBuilder,
-    LogsOptionsBuilder,
 };
 use mayfly_core::Timestamp;
 use tokio::time::Instant;
 
 use crate::docker::{
-    CONTAINER_TMP, MANAGED_LABEL, append_log_stream, is_not_found, label_filters, labels_of, program_in_container,
-    tags_of,
+    CONTAINER_TMP, MANAGED_LABEL, NO_ENGINE_LOG, is_not_found, label_filters, labels_of, program_in_container, tags_of,
 };
 use crate::error::FleetError;
 use crate::provisioner::{
@@ -224,6 +227,10 @@ impl SwarmProvisioner {
             labels: Some(labels),
             task_template: Some(TaskSpec {
                 container_spec: Some(container),
+                // No engine log on the node (what a task writes may be health
+                // data, which `json-file` keeps in plaintext); a swarm task's
+                // output is not kept at all (see ARCHITECTURE.md, "Swarm").
+                log_driver: Some(TaskSpecLogDriver { name: Some(NO_ENGINE_LOG.to_owned()), options: None }),
                 resources: Some(TaskSpecResources { limits: Some(limits), ..Default::default() }),
                 restart_policy: Some(TaskSpecRestartPolicy {
                     condition: Some(TaskSpecRestartPolicyConditionEnum::NONE),
@@ -262,24 +269,9 @@ impl SwarmProvisioner {
             .id
             .filter(|id| !id.is_empty())
             .ok_or_else(|| cannot_start("the swarm returned no service id".into()))?;
-        self.follow_output(&id, spec.stdout.clone(), spec.stderr.clone());
         let resource = ResourceId(format!("{ID_PREFIX}{id}"));
         tracing::debug!(id = %resource, image = %placement.image, network = %placement.network, "created swarm service");
         Ok(resource)
-    }
-
-    /// Appends the service's output to the spec's files as it comes, until it ends.
-    fn follow_output(&self, id: &str, stdout: Option<std::path::PathBuf>, stderr: Option<std::path::PathBuf>) {
-        if stdout.is_none() && stderr.is_none() {
-            return;
-        }
-        let docker = self.docker.clone();
-        let id = id.to_owned();
-        tokio::spawn(async move {
-            let options =
-                LogsOptionsBuilder::new().follow(true).stdout(stdout.is_some()).stderr(stderr.is_some()).build();
-            append_log_stream(docker.service_logs(&id, Some(options)), stdout, stderr).await;
-        });
     }
 
     /// The service's tasks, newest first; `None` if the service does not exist.
