@@ -19,24 +19,29 @@ use support::Project;
 /// A function that sleeps `$SLEEP` seconds per item.
 const SLEEPER: &str = "#!/bin/sh\ncat >/dev/null\nsleep \"${SLEEP:-0}\"\nprintf '{\"done\": true}'\n";
 
-fn experiment_project() -> Project {
-    let name = support::unique_name("experiment");
-    let spec = format!(
+/// The architecture both halves of this test use: a job `scan` over the
+/// manifest `scans/list.txt`, on up to `workers` workers, through a function
+/// sleeping `sleep` seconds per item; `evaluation` is appended as is.
+fn sleeper_spec(name: &str, sleep: &str, workers: u32, evaluation: &str) -> String {
+    format!(
         r#"version = 1
 name = "{name}"
 [buckets.scans]
 [buckets.logs]
 [functions.work]
 command = ["sh", "functions/sleeper.sh"]
-env = {{ SLEEP = "0.15" }}
+env = {{ SLEEP = "{sleep}" }}
 [jobs.scan]
 source = {{ manifest = {{ bucket = "scans", key = "list.txt" }} }}
 function = "work"
-workers = {{ max = 2 }}
+workers = {{ max = {workers} }}
 logs = "logs"
-"#
-    );
-    let project = Project::with_spec(&spec);
+{evaluation}"#
+    )
+}
+
+fn experiment_project() -> Project {
+    let project = Project::with_spec(&sleeper_spec(&support::unique_name("experiment"), "0.15", 2, ""));
     std::fs::create_dir_all(project.path("functions")).unwrap();
     std::fs::write(project.path("functions/sleeper.sh"), SLEEPER).unwrap();
     let items: String = (0..12).map(|i| format!("item-{i:03}\n")).collect();
@@ -248,26 +253,13 @@ setup = ["warm"]"#,
 /// A project whose job `scan` runs 3 items one at a time through a function
 /// sleeping `sleep` seconds each, with `[evaluation]` replaying it 3 times.
 fn evaluated_spec(name: &str, sleep: &str) -> String {
-    format!(
-        r#"version = 1
-name = "{name}"
-[buckets.scans]
-[buckets.logs]
-[functions.work]
-command = ["sh", "functions/sleeper.sh"]
-env = {{ SLEEP = "{sleep}" }}
-[jobs.scan]
-source = {{ manifest = {{ bucket = "scans", key = "list.txt" }} }}
-function = "work"
-workers = {{ max = 1 }}
-logs = "logs"
-
+    let evaluation = r#"
 [evaluation]
 job = "scan"
-input = {{ manifest = {{ bucket = "scans", key = "list.txt", file = "evaluation/list.txt" }} }}
+input = { manifest = { bucket = "scans", key = "list.txt", file = "evaluation/list.txt" } }
 repetitions = 3
-"#
-    )
+"#;
+    sleeper_spec(name, sleep, 1, evaluation)
 }
 
 #[test]
