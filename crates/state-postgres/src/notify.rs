@@ -1,7 +1,11 @@
 //! Wake-ups for receivers ([`QueueStore::watch_messages`]) through
-//! PostgreSQL's `LISTEN`/`NOTIFY`: every transaction that puts messages in a
-//! queue notifies [`CHANNEL`] with the queue's name (PostgreSQL delivers it
-//! at commit, and only if the transaction commits), and one thread per store
+//! PostgreSQL's `LISTEN`/`NOTIFY`: every transaction that makes messages
+//! visible at once in a queue — a send, a message moved to its dead-letter
+//! queue, a lease released with visibility 0, a redrive, a run returning
+//! its unfinished items — notifies [`CHANNEL`] with the queue's name
+//! (PostgreSQL delivers it at commit, and only if the transaction commits;
+//! messages that become visible by time, after a delay or a lapsed lease,
+//! are found by the receivers' polls), and one thread per store
 //! handle, on a connection of its own outside the pool, listens and tells
 //! every registered watcher. The thread starts with the first watch and ends
 //! when the last is dropped or the store is. A lost connection is retried
@@ -36,6 +40,27 @@ pub(crate) fn notify(transaction: &mut postgres::Transaction<'_>, queue: &str) -
         .execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &queue])
         .with_context(|| format!("notify the receivers of queue `{queue}`"))?;
     Ok(())
+}
+
+/// Notify receivers of each of `queues` when `transaction` commits, in one
+/// statement; nothing for none.
+pub(crate) fn notify_each<'a>(
+    transaction: &mut postgres::Transaction<'_>,
+    queues: impl IntoIterator<Item = &'a str>,
+) -> Result<()> {
+    let mut queues: Vec<&str> = queues.into_iter().collect();
+    queues.sort_unstable();
+    queues.dedup();
+    match queues.as_slice() {
+        [] => Ok(()),
+        [queue] => notify(transaction, queue),
+        _ => {
+            transaction
+                .execute("SELECT pg_notify($1, queue) FROM UNNEST($2::TEXT[]) AS queue", &[&CHANNEL, &queues])
+                .with_context(|| format!("notify the receivers of queues {}", queues.join(", ")))?;
+            Ok(())
+        }
+    }
 }
 
 /// The watchers of one store handle, and whether its listener runs.
