@@ -47,8 +47,14 @@ use crate::{AwsConfig, REGION};
 pub const ACCOUNT_ID: &str = "000000000000";
 /// The largest request body read: ten messages of 256 KiB, JSON-escaped.
 const MAX_REQUEST_BODY: usize = 8 * 1024 * 1024;
-/// How often a long poll looks at the queue again.
+/// How often a long poll looks at the queue again when the store cannot
+/// say that messages became visible (`QueueStore::watch_messages`), or
+/// says so only for this process's writes.
 const LONG_POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// How often it looks when the store says so for every process's writes:
+/// only for messages that become visible by time (a delay, a lapsed lease)
+/// or a wake-up that was missed.
+const WATCHED_LONG_POLL_INTERVAL: Duration = Duration::from_secs(1);
 /// SQS's limits.
 const MAX_WAIT_SECONDS: u64 = 20;
 const MAX_DELAY_SECONDS: u64 = 900;
@@ -767,17 +773,45 @@ impl Sqs {
         let wait = seconds(input.wait_time_seconds, "WaitTimeSeconds", MAX_WAIT_SECONDS)?.unwrap_or_default();
         self.queue_record(&queue).await?;
         let request = ReceiveRequest { max_messages: max_messages as usize, visibility_timeout };
-        // Long polling: look again every LONG_POLL_INTERVAL until a message
-        // comes or the wait is over, holding no thread while asleep.
+        // Long polling: look again when the store says messages became
+        // visible in the queue, or after a fallback interval (messages also
+        // become visible by time, and a store may not tell), until a message
+        // comes or the wait is over, holding no thread while asleep. The
+        // watch is registered before the first look, so a send between a
+        // look and the wait still wakes it (`Notify` keeps the permit).
         let deadline = tokio::time::Instant::now() + wait;
+        let woken = Arc::new(tokio::sync::Notify::new());
+        let watch = if wait.is_zero() {
+            None
+        } else {
+            let (woken, watched) = (woken.clone(), queue.to_string());
+            self.config
+                .state
+                .watch_messages(Arc::new(move |sent_to: &str| {
+                    if sent_to == watched {
+                        woken.notify_one();
+                    }
+                }))
+                .map_err(|error| store_error(error, queue.as_str()))?
+        };
+        // A watch of this process only (the embedded store): another
+        // process's sends (`mayfly send`) are still found by looking often.
+        let every_process = watch.as_ref().is_some_and(mayfly_state::MessageWatch::hears_other_processes);
+        let interval = if every_process { WATCHED_LONG_POLL_INTERVAL } else { LONG_POLL_INTERVAL };
         let received = loop {
             let name = queue.clone();
             let received = self.blocking(&queue, move |state| state.receive_messages(&name, request)).await?;
-            if !received.is_empty() || tokio::time::Instant::now() + LONG_POLL_INTERVAL > deadline {
+            let now = tokio::time::Instant::now();
+            if !received.is_empty() || now >= deadline {
                 break received;
             }
-            tokio::time::sleep(LONG_POLL_INTERVAL).await;
+            let next_look = (now + interval).min(deadline);
+            tokio::select! {
+                () = tokio::time::sleep_until(next_look) => {}
+                () = woken.notified() => {}
+            }
         };
+        drop(watch);
         let mut system_names = input.message_system_attribute_names.clone();
         system_names.extend(input.attribute_names.iter().cloned());
         let messages: Vec<Value> = received

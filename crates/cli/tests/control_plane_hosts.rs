@@ -10,7 +10,8 @@
 //! the standby took over: its writes are fenced by its term, it says it lost
 //! the lease and stands by. On the embedded store, one project directory
 //! still has one control plane (its lock refuses a second), and a control
-//! plane restarted after a crash leads at once.
+//! plane restarted after a crash leads at once. A host whose keyring is not
+//! the project's refuses to start and changes nothing.
 
 mod support;
 
@@ -466,4 +467,68 @@ fn a_renewal_interval_that_does_not_fit_the_lease_is_a_usage_error() {
         stderr.contains("--lease-renew-every (2s) must be more than zero and at most a third of --lease-ttl (3s)"),
         "{stderr}"
     );
+}
+
+/// The key ids of a keyring file.
+fn key_ids(keyring: &Path) -> Vec<String> {
+    let file: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(keyring).unwrap()).unwrap();
+    file["keys"].as_array().unwrap().iter().map(|key| key["id"].as_str().unwrap().to_owned()).collect()
+}
+
+/// Every table of the shared database with its rows, in a stable order: what
+/// a refused host must not change.
+fn database_contents(database: &TestDatabase) -> BTreeMap<String, Vec<String>> {
+    let mut client = postgres::Client::connect(&database.url, postgres::NoTls).unwrap();
+    let tables: Vec<String> = client
+        .query("SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename", &[])
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    tables
+        .into_iter()
+        .map(|table| {
+            let rows = client
+                .query(&format!("SELECT row_to_json(t)::TEXT FROM {table} AS t ORDER BY 1"), &[])
+                .unwrap()
+                .iter()
+                .map(|row| row.get(0))
+                .collect();
+            (table, rows)
+        })
+        .collect()
+}
+
+/// A host whose keyring is not the project's (the one whose key sealed the
+/// shared state) refuses to start: `mayfly up` exits with an error naming
+/// the key it lacks and the keys it holds, and writes nothing to the shared
+/// database.
+#[test]
+fn a_host_whose_keyring_is_not_the_projects_refuses_to_start_and_changes_nothing() {
+    let hosts = TwoHosts::deployed("keyrings");
+    // Another project's keyring in the second host's place.
+    let other = Project::with_spec(&spec(&support::unique_name("other")));
+    other.ok(&["deploy"]);
+    std::fs::copy(other.path(".mayfly/keyring.json"), hosts.second.path(".mayfly/keyring.json")).unwrap();
+    let project_keys = key_ids(&hosts.first.path(".mayfly/keyring.json"));
+    let host_keys = key_ids(&hosts.second.path(".mayfly/keyring.json"));
+    assert!(project_keys.iter().all(|key| !host_keys.contains(key)), "{project_keys:?} {host_keys:?}");
+
+    let before = database_contents(&hosts.database);
+    let mut command = hosts.command(&hosts.second, &["up", "--poll-interval", "20ms"]);
+    command.args(LEASE_ARGS);
+    let output = command.stdin(Stdio::null()).output().expect("run mayfly up");
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "mayfly up started with another keyring:\n{said}");
+    for key in project_keys.iter().chain(&host_keys) {
+        assert!(said.contains(key.as_str()), "the refusal does not name key {key}:\n{said}");
+    }
+    assert!(said.contains("refusing to use the keyring"), "{said}");
+    assert!(!said.contains("control plane"), "it started something:\n{said}");
+    assert_eq!(database_contents(&hosts.database), before, "a refused host changed the shared database");
+
+    // The project's own keyring still opens it.
+    let mut first = hosts.up(&hosts.first, "first-up.log");
+    first.wait_for_line("leader (term 1)", WAIT);
+    first.stop();
 }

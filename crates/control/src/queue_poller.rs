@@ -46,7 +46,11 @@ pub async fn run(
             woken.send_replace(());
         }
     }))?;
-    let idle = Idle { poll: idle_poll(config.poll_interval, watch.is_some()), wakes: watch.is_some().then_some(wakes) };
+    // A watch that hears only this process (the embedded store) wakes the
+    // workers at once for this process's sends; `mayfly send` from another
+    // process is still found by the poll, so it keeps its pace.
+    let every_process = watch.as_ref().is_some_and(mayfly_state::MessageWatch::hears_other_processes);
+    let idle = Idle { poll: idle_poll(config.poll_interval, every_process), wakes: watch.is_some().then_some(wakes) };
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..parallel {
         workers.spawn(worker(config.clone(), trigger.clone(), idle.clone(), shutdown.clone()));
@@ -59,7 +63,7 @@ pub async fn run(
 }
 
 /// How long an idle worker waits before it looks at its queue again when
-/// the store wakes it on sends: sends need no poll then, only messages that
+/// the store wakes it on every process's sends: sends need no poll then, only messages that
 /// become visible by time (a delay, a lapsed lease), so it looks at most once
 /// a second (or at the poll interval, if longer) rather than hammering a
 /// shared database from every host.

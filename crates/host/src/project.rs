@@ -349,7 +349,7 @@ restore the keyring file from your backup (or set {KEYRING_ENV_VAR}), or, for a 
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let opened = target
             .open(clock.clone(), keyring.keyring.clone())
-            .map_err(|error| self.explain_state_open_error(error, keyring.source, &target))?;
+            .map_err(|error| self.explain_state_open_error(error, &keyring, &target))?;
         let state_for_buckets: Arc<dyn StateStore> = opened.store.clone();
         let buckets = storage_target.open(state_for_buckets, clock, keyring.keyring.clone())?;
         Ok(OpenProject {
@@ -367,16 +367,20 @@ restore the keyring file from your backup (or set {KEYRING_ENV_VAR}), or, for a 
     fn explain_state_open_error(
         &self,
         error: StateError,
-        source: KeyringSource,
+        keyring: &LoadedKeyring,
         target: &StateTarget,
     ) -> anyhow::Error {
-        let origin = self.keyring_origin(source);
+        let origin = self.keyring_origin(keyring.source);
+        let holds: Vec<String> =
+            keyring.keyring.keys().map(|key| format!("{} (fingerprint {})", key.id(), key.fingerprint())).collect();
         let message = match &error {
             StateError::KeyringLacksKeys { missing, .. } => format!(
-                "refusing to use the keyring from {origin}: it lacks key(s) {} that sealed this project's data (old data would not read, and new data would not read with the right keyring); \
+                "refusing to use the keyring from {origin}, which holds key(s) {}: it lacks key(s) {} that sealed this project's data in the state store {} (old data would not read, and new data would not read with the right keyring); \
 restore the keyring file {} from your backup (or set {KEYRING_ENV_VAR} to it). A key is dropped with `mayfly keys retire KEY`, which checks nothing uses it; \
 if the keys are lost for good, move the keyring aside and run `mayfly keys init --replace-lost-keyring`",
+                holds.join(", "),
                 missing.join(", "),
+                target.describe(),
                 self.keyring_path().display()
             ),
             _ => format!("cannot open the state store {}", target.describe()),

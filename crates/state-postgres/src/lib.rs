@@ -276,7 +276,19 @@ fn settle_payloads(client: &mut postgres::Client, sealer: &Sealer, location: &st
             .query_one("SELECT value FROM mayfly_settings WHERE name = $1", &[&ITEM_KEY_SETTING])
             .context("read the item lookup key")?
             .get(0);
-        let key = hex_decode(&sealer.open_text(Record::ItemKey, stored)?)
+        // A keyring without the key that sealed the item key is not this
+        // project's (another host's, say): refused by the key's id, as the
+        // embedded store refuses a keyring lacking its recorded keys.
+        let opened = sealer.open_text(Record::ItemKey, stored).map_err(|error| match &error {
+            StateError::Damaged { source, .. } => match source.downcast_ref::<mayfly_crypto::CryptoError>() {
+                Some(mayfly_crypto::CryptoError::UnknownKey { id, .. }) => {
+                    StateError::KeyringLacksKeys { path: location.to_owned(), missing: vec![id.clone()] }
+                }
+                _ => error,
+            },
+            _ => error,
+        })?;
+        let key = hex_decode(&opened)
             .ok_or_else(|| StateError::Backend(format!("state store at {location}: the item lookup key is not hex")))?;
         ItemIds::keyed(&key)
     } else {

@@ -1,11 +1,16 @@
 //! Wake-ups for receivers ([`QueueStore::watch_messages`]) through
-//! PostgreSQL's `LISTEN`/`NOTIFY`: every transaction that puts messages in a
-//! queue notifies [`CHANNEL`] with the queue's name (PostgreSQL delivers it
-//! at commit, and only if the transaction commits), and one thread per store
+//! PostgreSQL's `LISTEN`/`NOTIFY`: every transaction that makes messages
+//! visible at once in a queue — a send, a message moved to its dead-letter
+//! queue, a lease released with visibility 0, a redrive, a run returning
+//! its unfinished items — notifies [`CHANNEL`] with the queue's name
+//! (PostgreSQL delivers it at commit, and only if the transaction commits;
+//! messages that become visible by time, after a delay or a lapsed lease,
+//! are found by the receivers' polls), and one thread per store
 //! handle, on a connection of its own outside the pool, listens and tells
 //! every registered watcher. The thread starts with the first watch and ends
 //! when the last is dropped or the store is. A lost connection is retried
-//! every second; what was sent meanwhile is found by the receivers' polls.
+//! every second (logged once when lost and once when back); what was sent
+//! meanwhile is found by the receivers' polls.
 //!
 //! [`QueueStore::watch_messages`]: mayfly_state::QueueStore::watch_messages
 
@@ -36,6 +41,27 @@ pub(crate) fn notify(transaction: &mut postgres::Transaction<'_>, queue: &str) -
         .execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &queue])
         .with_context(|| format!("notify the receivers of queue `{queue}`"))?;
     Ok(())
+}
+
+/// Notify receivers of each of `queues` when `transaction` commits, in one
+/// statement; nothing for none.
+pub(crate) fn notify_each<'a>(
+    transaction: &mut postgres::Transaction<'_>,
+    queues: impl IntoIterator<Item = &'a str>,
+) -> Result<()> {
+    let mut queues: Vec<&str> = queues.into_iter().collect();
+    queues.sort_unstable();
+    queues.dedup();
+    match queues.as_slice() {
+        [] => Ok(()),
+        [queue] => notify(transaction, queue),
+        _ => {
+            transaction
+                .execute("SELECT pg_notify($1, queue) FROM UNNEST($2::TEXT[]) AS queue", &[&CHANNEL, &queues])
+                .with_context(|| format!("notify the receivers of queues {}", queues.join(", ")))?;
+            Ok(())
+        }
+    }
 }
 
 /// The watchers of one store handle, and whether its listener runs.
@@ -88,23 +114,27 @@ impl Watchers {
 }
 
 /// The listener thread: connect, `LISTEN`, and hand every notification to
-/// the watchers, until nobody watches or the store is gone.
+/// the watchers, until nobody watches or the store is gone. While the
+/// database cannot be reached it tries again every second, but says so
+/// once (through `tracing`), and once more when it listens again.
 fn listen(watchers: &Weak<Watchers>, target: &ConnectTarget) {
     let still_watched = || watchers.upgrade().and_then(|watchers| watchers.current());
+    let mut outage = Outage::default();
     'connect: while still_watched().is_some() {
         let mut client = match target.connect() {
             Ok(client) => client,
             Err(error) => {
-                eprintln!("mayfly: receivers poll without wake-ups until the state store answers: {error}");
+                outage.failed(&error.to_string());
                 std::thread::sleep(RECONNECT_AFTER);
                 continue;
             }
         };
         if let Err(error) = client.batch_execute(&format!("LISTEN {CHANNEL}")) {
-            eprintln!("mayfly: receivers poll without wake-ups: LISTEN failed: {error}");
+            outage.failed(&format!("LISTEN failed: {error}"));
             std::thread::sleep(RECONNECT_AFTER);
             continue;
         }
+        outage.listening();
         loop {
             let mut queues = Vec::new();
             {
@@ -120,7 +150,7 @@ fn listen(watchers: &Weak<Watchers>, target: &ConnectTarget) {
                     Ok(())
                 });
                 if let Err(error) = rest {
-                    eprintln!("mayfly: the state store's wake-up connection was lost ({error}); reconnecting");
+                    outage.failed(&format!("the wake-up connection was lost: {error}"));
                     std::thread::sleep(RECONNECT_AFTER);
                     continue 'connect;
                 }
@@ -134,5 +164,38 @@ fn listen(watchers: &Weak<Watchers>, target: &ConnectTarget) {
                 }
             }
         }
+    }
+}
+
+/// Whether the listener is cut off from the database, so that an outage is
+/// logged once when it starts and once when it ends, not at every retry.
+#[derive(Default)]
+struct Outage {
+    since: Option<std::time::Instant>,
+    retries: u64,
+}
+
+impl Outage {
+    fn failed(&mut self, error: &str) {
+        self.retries += 1;
+        if self.since.is_none() {
+            self.since = Some(std::time::Instant::now());
+            tracing::warn!(
+                error = %error,
+                "the state store's wake-up listener cannot reach PostgreSQL; receivers poll without wake-ups \
+                 until it does (retrying every second, logged again once it listens)"
+            );
+        }
+    }
+
+    fn listening(&mut self) {
+        if let Some(since) = self.since.take() {
+            tracing::warn!(
+                down_for = ?since.elapsed(),
+                retries = self.retries,
+                "the state store's wake-up listener reached PostgreSQL again; receivers are woken on sends again"
+            );
+        }
+        self.retries = 0;
     }
 }

@@ -372,6 +372,8 @@ impl QueueStore for PostgresStore {
                 .context("prepare to find visible messages")?;
             let mut after: (i64, i64) = (i64::MIN, i64::MIN);
             let mut dead_letter_queue_ids: BTreeMap<Name, Option<i64>> = BTreeMap::new();
+            // Dead-letter queues a message was moved to, visible at once there: their receivers are woken.
+            let mut woken: BTreeSet<Name> = BTreeSet::new();
             while received.len() < request.max_messages {
                 let wanted = request.max_messages - received.len();
                 let candidates: Vec<MessageRow> = transaction
@@ -393,9 +395,8 @@ impl QueueStore for PostgresStore {
                                 Err(error) if failed_integrity(&error) => {
                                     let reason = format!("{}{error}", mayfly_state::INTEGRITY_REASON_PREFIX);
                                     let dead_letter = match &config.dead_letter {
-                                        Some(dead_letter) if dead_letter != queue => {
-                                            find_queue(transaction, dead_letter)?.map(|queue| queue.queue_id)
-                                        }
+                                        Some(dead_letter) if dead_letter != queue => find_queue(transaction, dead_letter)?
+                                            .map(|found| (found.queue_id, dead_letter.clone())),
                                         _ => None,
                                     };
                                     tracing::error!(
@@ -405,14 +406,17 @@ impl QueueStore for PostgresStore {
                                         "a message failed its integrity check; dead-lettered (or set aside) so the queue goes on"
                                     );
                                     match dead_letter {
-                                        Some(dead_letter_queue_id) => move_to_dead_letter_queue(
-                                            transaction,
-                                            candidate.message_id,
-                                            dead_letter_queue_id,
-                                            queue,
-                                            &reason,
-                                            now,
-                                        )?,
+                                        Some((dead_letter_queue_id, dead_letter)) => {
+                                            move_to_dead_letter_queue(
+                                                transaction,
+                                                candidate.message_id,
+                                                dead_letter_queue_id,
+                                                queue,
+                                                &reason,
+                                                now,
+                                            )?;
+                                            woken.insert(dead_letter);
+                                        }
                                         None => {
                                             set_aside_in_place(transaction, candidate.message_id, queue, &reason, now)?
                                         }
@@ -462,6 +466,7 @@ impl QueueStore for PostgresStore {
                                 &reason,
                                 now,
                             )?;
+                            woken.insert(dead_letter);
                         }
                     }
                 }
@@ -486,6 +491,7 @@ impl QueueStore for PostgresStore {
                         .with_context(|| format!("lease messages of queue `{queue}`"))?;
                 }
             }
+            crate::notify::notify_each(transaction, woken.iter().map(Name::as_str))?;
             Ok(received)
         })
     }
@@ -560,6 +566,10 @@ impl QueueStore for PostgresStore {
                 .with_context(|| format!("change the visibility of message {}", receipt.message_id))?;
             if changed == 0 {
                 return Err(StateError::LeaseLost { receipt });
+            }
+            if timeout.is_zero() {
+                // Released: visible again at once.
+                crate::notify::notify(transaction, queue.as_str())?;
             }
             Ok(())
         })
@@ -660,10 +670,10 @@ impl QueueStore for PostgresStore {
                     "cannot redrive dead-letter queue `{dead_letter}` into itself; name another queue"
                 )));
             }
-            // Each group of dead letters and the queue it moves to.
-            let mut moves: Vec<(Option<String>, i64)> = Vec::new();
+            // Each group of dead letters and the queue it moves to (its id and name).
+            let mut moves: Vec<(Option<String>, i64, String)> = Vec::new();
             match explicit_target {
-                Some(target) => moves.push((None, target.queue_id)),
+                Some(target) => moves.push((None, target.queue_id, target.record.name.to_string())),
                 None => {
                     let sources: Vec<String> = transaction
                         .query(
@@ -677,12 +687,13 @@ impl QueueStore for PostgresStore {
                         .collect();
                     for source in sources {
                         let source_queue_id = require_queue(transaction, &name_from_column(source.clone())?)?.queue_id;
-                        moves.push((Some(source), source_queue_id));
+                        moves.push((Some(source.clone()), source_queue_id, source));
                     }
                 }
             }
             let mut moved: u64 = 0;
-            for (source, target_queue_id) in moves {
+            let mut woken: BTreeSet<String> = BTreeSet::new();
+            for (source, target_queue_id, target) in moves {
                 // A redriven message gets a new id, so no receipt handed out before
                 // it was dead-lettered can ever match it again (its receive count
                 // starts over); sealed payloads are resealed under the new id.
@@ -720,14 +731,16 @@ impl QueueStore for PostgresStore {
                         .execute("DELETE FROM messages WHERE message_id = $1", &[&old_id])
                         .context("remove a redriven dead letter")?;
                     moved += 1;
+                    woken.insert(target.clone());
                 }
             }
+            crate::notify::notify_each(transaction, woken.iter().map(String::as_str))?;
             Ok(moved)
         })
     }
 
-    /// Sends notify at commit (`notify`); messages returned by a run or
-    /// redriven, which are rare, are found by the receivers' polls.
+    /// Every write that makes messages visible at once notifies at commit
+    /// (`notify`); messages visible by time are found by the receivers' polls.
     fn watch_messages(&self, on_messages: OnMessages) -> Result<Option<MessageWatch>> {
         Ok(Some(self.watchers.watch(&self.target, on_messages)))
     }

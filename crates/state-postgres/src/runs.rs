@@ -660,8 +660,9 @@ impl RunStore for PostgresStore {
             let key = require_run_key(transaction, run)?;
             let returning = transaction
                 .query(
-                    "SELECT items.item_seq, links.message_id, items.payload FROM run_items AS items \
+                    "SELECT items.item_seq, links.message_id, items.payload, queues.name FROM run_items AS items \
                      JOIN run_item_messages AS links ON links.item_seq = items.item_seq \
+                     LEFT JOIN queues ON queues.queue_id = links.queue_id \
                      WHERE items.run_seq = $1 AND items.status IN ('pending', 'leased') \
                      ORDER BY links.message_id FOR UPDATE OF items",
                     &[&key.run_seq],
@@ -705,6 +706,8 @@ impl RunStore for PostgresStore {
                     )
                     .with_context(what)?;
             }
+            // Visible at once in their queues: wake those queues' receivers.
+            crate::notify::notify_each(transaction, returning.iter().filter_map(|row| row.get::<_, Option<&str>>(3)))?;
             Ok(returning.len() as u64)
         })
     }

@@ -34,7 +34,7 @@ mod retention;
 mod runs;
 mod schema;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -49,9 +49,10 @@ use mayfly_state::prelude::*;
 use mayfly_state::{
     AccessRecord, ApiTokenRecord, AuditRecord, BucketRecord, DeadLetterInfo, DeleteOutcome, Deployment, Fence,
     FencedOutcome, FencedWrite, FunctionStats, GroupedCompletion, GroupedCompletionOutcome, InvocationFilter,
-    InvocationRecord, ItemAttempt, ItemCompletion, Lease, NewApiToken, NewAudit, NewDeployment, NewRun, NewRunItem,
-    OutgoingMessage, QueueRecord, ReceiveRequest, ReceivedMessage, Result, ResultRecord, RunItem, RunItemCounts,
-    RunRecord, StateError, StoredAccessRecord, StoredInvocation, StoredMessage, WorkerRecord, check_fence,
+    InvocationRecord, ItemAttempt, ItemCompletion, Lease, LocalWatchers, MessageWatch, NewApiToken, NewAudit,
+    NewDeployment, NewRun, NewRunItem, OnMessages, OutgoingMessage, QueueRecord, ReceiveRequest, ReceivedMessage,
+    Result, ResultRecord, RunItem, RunItemCounts, RunRecord, StateError, StoredAccessRecord, StoredInvocation,
+    StoredMessage, WorkerRecord, check_fence,
 };
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior, params};
 
@@ -85,6 +86,30 @@ pub struct SqliteStore {
     clock: Arc<dyn Clock>,
     connection: Mutex<Connection>,
     sealer: Sealer,
+    /// The watchers of this file in this process (every handle of the file
+    /// shares them: [`local_watchers`]).
+    watchers: Arc<LocalWatchers>,
+    /// Queues the write in progress made messages visible in, told to the
+    /// watchers once it commits; touched only under the connection's lock.
+    woken: Mutex<BTreeSet<String>>,
+}
+
+/// The watchers of the store at `path` in this process, shared by every
+/// handle of that file, so that a send through one handle (the API
+/// server's, say) wakes the receivers of another (a queue trigger's).
+/// Writers in other processes (`mayfly send`) are not heard: their messages
+/// are found by the receivers' polls.
+fn local_watchers(path: &Path) -> Arc<LocalWatchers> {
+    static BY_FILE: Mutex<BTreeMap<PathBuf, std::sync::Weak<LocalWatchers>>> = Mutex::new(BTreeMap::new());
+    let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
+    let mut by_file = BY_FILE.lock().unwrap_or_else(PoisonError::into_inner);
+    by_file.retain(|_, watchers| watchers.strong_count() > 0);
+    if let Some(watchers) = by_file.get(&path).and_then(std::sync::Weak::upgrade) {
+        return watchers;
+    }
+    let watchers = Arc::new(LocalWatchers::default());
+    by_file.insert(path, Arc::downgrade(&watchers));
+    watchers
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -259,7 +284,14 @@ impl SqliteStore {
             StateError::Backend(message) => at_path("cannot migrate the schema", &message),
             other => other,
         })?;
-        let mut store = SqliteStore { path: path.to_owned(), clock, connection: Mutex::new(connection), sealer };
+        let mut store = SqliteStore {
+            path: path.to_owned(),
+            clock,
+            connection: Mutex::new(connection),
+            sealer,
+            watchers: local_watchers(path),
+            woken: Mutex::new(BTreeSet::new()),
+        };
         let ids = store.settle_payload_encryption(adoption)?;
         store.sealer.set_item_ids(ids);
         Ok(store)
@@ -449,15 +481,26 @@ impl SqliteStore {
     }
 
     /// Run `body` in one `BEGIN IMMEDIATE` transaction and commit it; an error
-    /// from `body` rolls everything back.
+    /// from `body` rolls everything back. Once it committed, the watchers of
+    /// the queues `body` named to [`SqliteStore::wake_on_commit`] are told.
     fn write<T>(&self, what: &str, body: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
         let mut connection = self.lock_connection();
         let transaction = connection
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .with_context(|| format!("start a transaction to {what}"))?;
-        let value = body(&transaction)?;
+        let value = body(&transaction);
+        let woken = std::mem::take(&mut *self.woken.lock().unwrap_or_else(PoisonError::into_inner));
+        let value = value?;
         transaction.commit().with_context(|| format!("commit ({what})"))?;
+        drop(connection);
+        self.watchers.tell(woken.iter().map(String::as_str));
         Ok(value)
+    }
+
+    /// Within [`SqliteStore::write`]: messages became visible at once in
+    /// `queue`; its watchers are told if the write commits.
+    fn wake_on_commit(&self, queue: &str) {
+        self.woken.lock().unwrap_or_else(PoisonError::into_inner).insert(queue.to_owned());
     }
 
     /// Run `body` in one read transaction, so it sees a single snapshot.
@@ -1510,7 +1553,11 @@ impl QueueStore for SqliteStore {
     fn send_messages(&self, queue: &Name, messages: &[OutgoingMessage]) -> Result<Vec<u64>> {
         let now = self.now();
         self.write(&format!("send messages to queue `{queue}`"), |transaction| {
-            send_messages(transaction, &self.sealer, now, queue, messages)
+            let ids = send_messages(transaction, &self.sealer, now, queue, messages)?;
+            if !ids.is_empty() {
+                self.wake_on_commit(queue.as_str());
+            }
+            Ok(ids)
         })
     }
 
@@ -1557,14 +1604,19 @@ impl QueueStore for SqliteStore {
                                         "a message failed its integrity check; dead-lettered (or set aside) so the queue goes on"
                                     );
                                     match dead_letter {
-                                        Some(dead_letter_queue_id) => move_to_dead_letter_queue(
-                                            transaction,
-                                            candidate.message_id,
-                                            dead_letter_queue_id,
-                                            queue,
-                                            &reason,
-                                            now,
-                                        )?,
+                                        Some(dead_letter_queue_id) => {
+                                            move_to_dead_letter_queue(
+                                                transaction,
+                                                candidate.message_id,
+                                                dead_letter_queue_id,
+                                                queue,
+                                                &reason,
+                                                now,
+                                            )?;
+                                            if let Some(dead_letter) = &config.dead_letter {
+                                                self.wake_on_commit(dead_letter.as_str());
+                                            }
+                                        }
                                         None => set_aside_in_place(transaction, candidate.message_id, queue, &reason, now)?,
                                     }
                                     continue;
@@ -1612,6 +1664,7 @@ impl QueueStore for SqliteStore {
                                 &reason,
                                 now,
                             )?;
+                            self.wake_on_commit(dead_letter.as_str());
                         }
                     }
                 }
@@ -1705,6 +1758,10 @@ impl QueueStore for SqliteStore {
                 .with_context(|| format!("change the visibility of message {}", receipt.message_id))?;
             if changed == 0 {
                 return Err(StateError::LeaseLost { receipt });
+            }
+            if timeout.is_zero() {
+                // Released: visible again at once.
+                self.wake_on_commit(queue.as_str());
             }
             Ok(())
         })
@@ -1811,6 +1868,13 @@ impl QueueStore for SqliteStore {
         })
     }
 
+    /// In this process only: every handle of this file in it tells its
+    /// watchers after its writes commit ([`local_watchers`]); a send by
+    /// another process (`mayfly send`) is found by the receivers' polls.
+    fn watch_messages(&self, on_messages: OnMessages) -> Result<Option<MessageWatch>> {
+        Ok(Some(self.watchers.watch(on_messages)))
+    }
+
     fn redrive_dead_letters(&self, dead_letter: &Name, to: Option<&Name>) -> Result<u64> {
         let now = self.now();
         self.write(&format!("redrive dead-letter queue `{dead_letter}`"), |transaction| {
@@ -1821,10 +1885,10 @@ impl QueueStore for SqliteStore {
                     "cannot redrive dead-letter queue `{dead_letter}` into itself; name another queue"
                 )));
             }
-            // Each group of dead letters and the queue it moves to.
-            let mut moves: Vec<(Option<String>, i64)> = Vec::new();
+            // Each group of dead letters and the queue it moves to (its id and name).
+            let mut moves: Vec<(Option<String>, i64, String)> = Vec::new();
             match explicit_target {
-                Some(target) => moves.push((None, target.queue_id)),
+                Some(target) => moves.push((None, target.queue_id, target.record.name.to_string())),
                 None => {
                     let sources: Vec<String> = transaction
                         .prepare_cached(
@@ -1839,12 +1903,12 @@ impl QueueStore for SqliteStore {
                         .context("list the source queues of dead letters")?;
                     for source in sources {
                         let source_queue_id = require_queue(transaction, &name_from_column(source.clone())?)?.queue_id;
-                        moves.push((Some(source), source_queue_id));
+                        moves.push((Some(source.clone()), source_queue_id, source));
                     }
                 }
             }
             let mut moved: u64 = 0;
-            for (source, target_queue_id) in moves {
+            for (source, target_queue_id, target) in moves {
                 // `?2 IS NULL` selects every message of the dead-letter queue.
                 // A redriven message gets a new id, so no receipt handed out
                 // before it was dead-lettered can ever match it again (its
@@ -1894,6 +1958,7 @@ impl QueueStore for SqliteStore {
                         .execute(params![next_id, target_queue_id, now.as_millis(), sent_at, body, attributes])
                         .context("copy a dead letter back")?;
                     moved += 1;
+                    self.wake_on_commit(&target);
                 }
                 transaction
                     .prepare_cached(
@@ -2019,7 +2084,11 @@ impl RunStore for SqliteStore {
     fn return_unfinished_items_to_queues(&self, run: &str) -> Result<u64> {
         let now = self.now();
         self.write(&format!("return the unfinished items of run `{run}` to their queues"), |transaction| {
-            runs::return_unfinished_items_to_queues(transaction, run, now, &self.sealer)
+            let (returned, queues) = runs::return_unfinished_items_to_queues(transaction, run, now, &self.sealer)?;
+            for queue in &queues {
+                self.wake_on_commit(queue);
+            }
+            Ok(returned)
         })
     }
 
@@ -2277,7 +2346,11 @@ impl FencedWrites for SqliteStore {
             for write in writes {
                 outcomes.push(match write {
                     FencedWrite::SendMessages { queue, messages } => {
-                        FencedOutcome::Sent(send_messages(transaction, &self.sealer, now, &queue, &messages)?)
+                        let ids = send_messages(transaction, &self.sealer, now, &queue, &messages)?;
+                        if !ids.is_empty() {
+                            self.wake_on_commit(queue.as_str());
+                        }
+                        FencedOutcome::Sent(ids)
                     }
                     FencedWrite::SetConsumerCursor { consumer, sequence } => {
                         set_consumer_cursor(transaction, &consumer, sequence)?;

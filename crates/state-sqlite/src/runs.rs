@@ -9,6 +9,7 @@
 //! trait method is one commit. The rules (what a status means, when to retry)
 //! come from [`mayfly_core::run`]; this file only stores what they decide.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use mayfly_core::run::{ItemStatus, RunStatus};
@@ -438,27 +439,36 @@ struct ReturningItem {
     item_seq: i64,
     message_id: i64,
     payload: Vec<u8>,
+    /// The name of the queue it goes back to.
+    queue: Option<String>,
 }
 
 /// Every unfinished item of the run that came from a queue message goes
 /// back to its queue as that message (see `RunStore::return_unfinished_items_to_queues`).
+/// Returns how many, and the names of the queues they went back to.
 pub fn return_unfinished_items_to_queues(
     transaction: &Transaction<'_>,
     run: &str,
     now: Timestamp,
     sealer: &Sealer,
-) -> Result<u64> {
+) -> Result<(u64, BTreeSet<String>)> {
     let key = require_run_key(transaction, run)?;
     let returning: Vec<ReturningItem> = transaction
         .prepare_cached(
-            "SELECT items.item_seq, links.message_id, items.payload FROM run_items AS items \
+            "SELECT items.item_seq, links.message_id, items.payload, queues.name FROM run_items AS items \
              JOIN run_item_messages AS links ON links.item_seq = items.item_seq \
+             LEFT JOIN queues ON queues.queue_id = links.queue_id \
              WHERE items.run_seq = ?1 AND items.status IN ('pending', 'leased') ORDER BY links.message_id",
         )
         .and_then(|mut statement| {
             statement
                 .query_map([key.run_seq], |row| {
-                    Ok(ReturningItem { item_seq: row.get(0)?, message_id: row.get(1)?, payload: row.get(2)? })
+                    Ok(ReturningItem {
+                        item_seq: row.get(0)?,
+                        message_id: row.get(1)?,
+                        payload: row.get(2)?,
+                        queue: row.get(3)?,
+                    })
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()
         })
@@ -498,7 +508,8 @@ pub fn return_unfinished_items_to_queues(
         forget.execute([item.item_seq]).with_context(what)?;
         mark_returned.execute(params![item.item_seq, now.as_millis()]).with_context(what)?;
     }
-    Ok(returning.len() as u64)
+    let queues = returning.iter().filter_map(|item| item.queue.clone()).collect();
+    Ok((returning.len() as u64, queues))
 }
 
 /// A pending item about to be leased.

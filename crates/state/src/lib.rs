@@ -843,32 +843,52 @@ pub trait QueueStore: Send + Sync {
     /// `LeaseLost` afterwards. Messages a run has taken into its ledger are the
     /// run's, not the queue's, and stay. `NotFound` for an unknown queue.
     fn purge_queue(&self, queue: &Name) -> Result<u64>;
-    /// Have `on_messages` called with a queue's name, on a thread of the
-    /// store's, soon after messages were sent to that queue by any process
-    /// sharing the store, so that receivers wake instead of sleeping out their
-    /// poll interval. `None`: this backend cannot tell (the default; receivers
-    /// poll). Best effort and never the only way to find work: a call may be
-    /// missed (a lost connection) or spurious, and messages also become
-    /// visible by time (delays, lapsed leases), so receivers still poll. The
-    /// watch lasts while the returned [`MessageWatch`] is held.
+    /// Have `on_messages` called with a queue's name soon after a write
+    /// made messages visible at once in that queue — a send, a lease released
+    /// with visibility 0, a message moved to its dead-letter queue, a redrive,
+    /// a run returning its unfinished items — so that receivers wake instead
+    /// of sleeping out their poll interval. It is called after the write
+    /// commits, on a thread of the store's or the writer's: it must be quick
+    /// and must not call the store. Which writers it hears is the backend's
+    /// to say (every process sharing a PostgreSQL store; the embedded store,
+    /// only its own process). `None`: this backend cannot tell (the default;
+    /// receivers poll). Best effort and never the only way to find work: a
+    /// call may be missed (a lost connection, a writer in another process)
+    /// or spurious, and messages also become visible by time (delays, lapsed
+    /// leases), so receivers still poll. The watch lasts while the returned
+    /// [`MessageWatch`] is held.
     fn watch_messages(&self, on_messages: OnMessages) -> Result<Option<MessageWatch>> {
         let _ = on_messages;
         Ok(None)
     }
 }
 
-/// Told the name of a queue that messages were sent to ([`QueueStore::watch_messages`]).
+/// Told the name of a queue that messages became visible in ([`QueueStore::watch_messages`]).
 pub type OnMessages = Arc<dyn Fn(&str) + Send + Sync>;
 
 /// A watch registered with [`QueueStore::watch_messages`]: dropped, it is removed.
 pub struct MessageWatch {
     cancel: Option<Box<dyn FnOnce() + Send + Sync>>,
+    other_processes: bool,
 }
 
 impl MessageWatch {
-    /// A watch that `cancel` removes.
+    /// A watch that hears writers in every process sharing the store, and
+    /// that `cancel` removes.
     pub fn new(cancel: impl FnOnce() + Send + Sync + 'static) -> MessageWatch {
-        MessageWatch { cancel: Some(Box::new(cancel)) }
+        MessageWatch { cancel: Some(Box::new(cancel)), other_processes: true }
+    }
+
+    /// A watch that hears only writers in this process, and that `cancel` removes.
+    pub fn in_this_process(cancel: impl FnOnce() + Send + Sync + 'static) -> MessageWatch {
+        MessageWatch { cancel: Some(Box::new(cancel)), other_processes: false }
+    }
+
+    /// Whether writers in other processes wake it too: if not, a receiver
+    /// must keep polling at its usual pace for their messages, and the watch
+    /// only makes it quicker for this process's.
+    pub fn hears_other_processes(&self) -> bool {
+        self.other_processes
     }
 }
 
@@ -882,7 +902,57 @@ impl Drop for MessageWatch {
 
 impl std::fmt::Debug for MessageWatch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MessageWatch").finish_non_exhaustive()
+        f.debug_struct("MessageWatch").field("other_processes", &self.other_processes).finish_non_exhaustive()
+    }
+}
+
+/// The watchers ([`QueueStore::watch_messages`]) of one store within one
+/// process, told directly by the writers of that process after they commit:
+/// what a backend without a way to hear other processes (the embedded
+/// store) offers, so that receivers in the writer's process wake at once.
+#[derive(Default)]
+pub struct LocalWatchers {
+    inner: std::sync::Mutex<(u64, BTreeMap<u64, OnMessages>)>,
+}
+
+impl LocalWatchers {
+    /// Register `on_messages` until the returned watch is dropped.
+    pub fn watch(self: &Arc<Self>, on_messages: OnMessages) -> MessageWatch {
+        let id = {
+            let mut inner = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let id = inner.0;
+            inner.0 += 1;
+            inner.1.insert(id, on_messages);
+            id
+        };
+        let watchers = Arc::downgrade(self);
+        MessageWatch::in_this_process(move || {
+            if let Some(watchers) = watchers.upgrade() {
+                watchers.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner).1.remove(&id);
+            }
+        })
+    }
+
+    /// Tell every watcher of each of `queues` (none: nothing), on this thread
+    /// and without holding any lock while they run.
+    pub fn tell<'a>(&self, queues: impl IntoIterator<Item = &'a str>) {
+        let mut queues = queues.into_iter().peekable();
+        if queues.peek().is_none() {
+            return;
+        }
+        let current: Vec<OnMessages> =
+            self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner).1.values().cloned().collect();
+        for queue in queues {
+            for on_messages in &current {
+                on_messages(queue);
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for LocalWatchers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalWatchers").finish_non_exhaustive()
     }
 }
 

@@ -1,7 +1,7 @@
 //! The conformance suite: test functions that check a backend keeps the
 //! contract, one module per concern ([`deployments`], [`buckets`],
 //! [`event_log`], [`queues`], [`invocation_ledger`], [`runs`], [`audits`],
-//! [`access`], [`retention`], [`leases`], [`fencing`], [`experiments`]). Each case checks one behaviour on a fresh,
+//! [`access`], [`retention`], [`leases`], [`fencing`], [`experiments`], [`wakeups`]). Each case checks one behaviour on a fresh,
 //! empty store opened on a [`ManualClock`] (a [`Subject`]), and asks of the
 //! store only the traits it uses: a case is generic over the store with
 //! bounds such as `S: QueueStore + ?Sized`, so a backend that implements
@@ -56,6 +56,7 @@ pub mod leases;
 pub mod queues;
 pub mod retention;
 pub mod runs;
+pub mod wakeups;
 
 /// A freshly opened, empty store and the clock it was opened with. `S` is
 /// the store: a backend's own type, or `dyn StateStore`.
@@ -252,6 +253,16 @@ macro_rules! __with_conformance_cases {
             an_unknown_experiment_is_not_found,
         }
     };
+    (wakeups, $callback:ident ! ($($arguments:tt)*)) => {
+        $crate::$callback! {
+            ($($arguments)*) wakeups:
+            a_send_wakes_the_watchers_with_the_queues_name,
+            releasing_a_lease_with_visibility_zero_wakes_the_watchers,
+            a_message_moved_to_its_dead_letter_queue_wakes_that_queues_watchers,
+            redriven_dead_letters_wake_the_watchers_of_the_queue_they_return_to,
+            unfinished_run_items_returned_to_their_queue_wake_its_watchers,
+        }
+    };
 }
 
 #[doc(hidden)]
@@ -286,7 +297,7 @@ macro_rules! __conformance_case_tests {
 #[macro_export]
 macro_rules! conformance_tests {
     ($fresh_subject:expr) => {
-        $crate::conformance_tests!($fresh_subject; deployments, buckets, event_log, queues, invocation_ledger, runs, audits, access, retention, leases, fencing, experiments);
+        $crate::conformance_tests!($fresh_subject; deployments, buckets, event_log, queues, invocation_ledger, runs, audits, access, retention, leases, fencing, experiments, wakeups);
     };
     ($fresh_subject:expr; $($concern:ident),+ $(,)?) => {
         $(
@@ -317,6 +328,7 @@ pub fn all() -> Vec<NamedCase> {
     cases.extend(crate::__with_conformance_cases!(leases, __conformance_case_list!()));
     cases.extend(crate::__with_conformance_cases!(fencing, __conformance_case_list!()));
     cases.extend(crate::__with_conformance_cases!(experiments, __conformance_case_list!()));
+    cases.extend(crate::__with_conformance_cases!(wakeups, __conformance_case_list!()));
     cases
 }
 
