@@ -1,7 +1,9 @@
 //! TLS for the API: the project's self-signed certificate for localhost
-//! (generated once under `.mayfly/tls/`, the key owner-only), or the user's
-//! own certificate and key, loaded into a rustls server configuration on the
-//! `ring` provider.
+//! (generated once under `.mayfly/tls/`, the key owner-only, and made again
+//! with the same key when it must also name `[api].aws_advertise`'s host), or
+//! the user's own certificate and key, loaded into a rustls server
+//! configuration on the `ring` provider; and the check that a certificate
+//! names a host, as a client checks it (rustls's own `verify_server_name`).
 
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
@@ -31,6 +33,12 @@ pub enum TlsError {
     NoKey { path: PathBuf, detail: String },
     #[error("the certificate {} and the key {} do not make a TLS configuration: {source}", cert.display(), key.display())]
     Config { cert: PathBuf, key: PathBuf, source: rustls::Error },
+    #[error("the certificate {} cannot be read as X.509: {source}", path.display())]
+    Unparsable { path: PathBuf, source: rustls::Error },
+    #[error("`{host}` is not a host name or IP address a certificate can name")]
+    NotAHost { host: String },
+    #[error("the certificate {} does not name `{host}` (a DNS name or IP address among its subject alternative names), so clients that dial `{host}` refuse it: {source}", path.display())]
+    DoesNotName { path: PathBuf, host: String, source: rustls::Error },
 }
 
 /// The names the generated certificate is valid for.
@@ -45,9 +53,47 @@ pub fn self_signed_paths(tls_dir: &Path) -> TlsPaths {
 /// localhost, 127.0.0.1 and ::1; the key readable by the owner only) if it
 /// is not there yet. Returns its paths and whether it was generated now.
 pub fn ensure_self_signed(tls_dir: &Path) -> Result<(TlsPaths, bool), TlsError> {
+    let (paths, made) = ensure_self_signed_naming(tls_dir, None)?;
+    Ok((paths, made == SelfSigned::Generated))
+}
+
+/// What [`ensure_self_signed_naming`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SelfSigned {
+    /// The certificate there was kept.
+    Kept,
+    /// There was none: a key and a certificate were generated.
+    Generated,
+    /// The certificate there did not name the host asked for: it was made
+    /// again with the same key for [`SELF_SIGNED_NAMES`] and that host (its
+    /// fingerprint changed).
+    Extended,
+}
+
+/// [`ensure_self_signed`], and when `also_names` is given the certificate
+/// names that host too (a DNS name or an IP address): one that does not is
+/// made again with the same key, for [`SELF_SIGNED_NAMES`] and that host.
+pub fn ensure_self_signed_naming(tls_dir: &Path, also_names: Option<&str>) -> Result<(TlsPaths, SelfSigned), TlsError> {
     let paths = self_signed_paths(tls_dir);
     if paths.cert.is_file() && paths.key.is_file() {
-        return Ok((paths, false));
+        let Some(host) = also_names else {
+            return Ok((paths, SelfSigned::Kept));
+        };
+        match check_names_host(&paths.cert, host) {
+            Ok(()) => return Ok((paths, SelfSigned::Kept)),
+            Err(TlsError::DoesNotName { .. }) => {}
+            Err(error) => return Err(error),
+        }
+        let key_pem = std::fs::read_to_string(&paths.key).map_err(|source| TlsError::Io {
+            action: "read",
+            path: paths.key.clone(),
+            source,
+        })?;
+        let key = rcgen::KeyPair::from_pem(&key_pem)?;
+        let certificate = rcgen::CertificateParams::new(self_signed_names(Some(host)))?.self_signed(&key)?;
+        write_private(&paths.cert, certificate.pem().as_bytes(), 0o644)?;
+        tracing::info!(cert = %paths.cert.display(), host, "the API's self-signed certificate now names the advertised host");
+        return Ok((paths, SelfSigned::Extended));
     }
     let io = |action, path: &Path| {
         let path = path.to_owned();
@@ -56,13 +102,38 @@ pub fn ensure_self_signed(tls_dir: &Path) -> Result<(TlsPaths, bool), TlsError> 
     std::fs::DirBuilder::new().recursive(true).mode(0o700).create(tls_dir).map_err(io("create", tls_dir))?;
     std::fs::set_permissions(tls_dir, std::fs::Permissions::from_mode(0o700))
         .map_err(io("make owner-only", tls_dir))?;
-    let names: Vec<String> = SELF_SIGNED_NAMES.iter().map(|name| (*name).to_owned()).collect();
-    let certified = rcgen::generate_simple_self_signed(names)?;
+    let certified = rcgen::generate_simple_self_signed(self_signed_names(also_names))?;
     // The key first, each file written aside and renamed, so a crash never leaves a certificate without its key.
     write_private(&paths.key, certified.signing_key.serialize_pem().as_bytes(), 0o600)?;
     write_private(&paths.cert, certified.cert.pem().as_bytes(), 0o644)?;
     tracing::info!(cert = %paths.cert.display(), "generated the API's self-signed certificate");
-    Ok((paths, true))
+    Ok((paths, SelfSigned::Generated))
+}
+
+fn self_signed_names(also_names: Option<&str>) -> Vec<String> {
+    let mut names: Vec<String> = SELF_SIGNED_NAMES.iter().map(|name| (*name).to_owned()).collect();
+    names.extend(also_names.filter(|host| !SELF_SIGNED_NAMES.contains(host)).map(str::to_owned));
+    names
+}
+
+/// Whether the (first) certificate of the PEM file `cert` is valid for
+/// `host` (a DNS name or an IP address) as a TLS client checks it: the
+/// error says which file does not name which host.
+pub fn check_names_host(cert: &Path, host: &str) -> Result<(), TlsError> {
+    let certificate = CertificateDer::pem_file_iter(cert)
+        .map_err(|error| TlsError::NoCertificate { path: cert.to_owned(), detail: Some(error.to_string()) })?
+        .next()
+        .ok_or_else(|| TlsError::NoCertificate { path: cert.to_owned(), detail: None })?
+        .map_err(|error| TlsError::NoCertificate { path: cert.to_owned(), detail: Some(error.to_string()) })?;
+    let parsed = rustls::server::ParsedCertificate::try_from(&certificate)
+        .map_err(|source| TlsError::Unparsable { path: cert.to_owned(), source })?;
+    let name = rustls_pki_types::ServerName::try_from(host.to_owned())
+        .map_err(|_| TlsError::NotAHost { host: host.to_owned() })?;
+    rustls::client::verify_server_name(&parsed, &name).map_err(|source| TlsError::DoesNotName {
+        path: cert.to_owned(),
+        host: host.to_owned(),
+        source,
+    })
 }
 
 fn write_private(path: &Path, contents: &[u8], mode: u32) -> Result<(), TlsError> {
@@ -137,6 +208,38 @@ mod tests {
         assert!(!generated, "an existing certificate is kept");
         assert_eq!(load(&again).unwrap().fingerprint_sha256, first);
         assert_eq!(first.len(), 32 * 3 - 1);
+    }
+
+    #[test]
+    fn the_self_signed_certificate_is_extended_with_its_key_to_name_an_advertised_host() {
+        let dir = tempfile::tempdir().unwrap();
+        let (paths, _) = ensure_self_signed(dir.path()).unwrap();
+        let key = std::fs::read(&paths.key).unwrap();
+        let before = load(&paths).unwrap().fingerprint_sha256;
+        check_names_host(&paths.cert, "localhost").unwrap();
+        check_names_host(&paths.cert, "127.0.0.1").unwrap();
+        for host in ["10.77.0.1", "mayfly.example.org"] {
+            let error = check_names_host(&paths.cert, host).unwrap_err();
+            assert!(matches!(error, TlsError::DoesNotName { .. }), "{error}");
+            assert!(error.to_string().contains(host) && error.to_string().contains("cert.pem"), "{error}");
+        }
+        let (_, made) = ensure_self_signed_naming(dir.path(), Some("10.77.0.1")).unwrap();
+        assert_eq!(made, SelfSigned::Extended);
+        check_names_host(&paths.cert, "10.77.0.1").unwrap();
+        check_names_host(&paths.cert, "localhost").unwrap();
+        assert!(check_names_host(&paths.cert, "10.77.0.2").is_err(), "only the host asked for is added");
+        assert_eq!(std::fs::read(&paths.key).unwrap(), key, "the key is kept");
+        assert_ne!(load(&paths).unwrap().fingerprint_sha256, before, "the certificate is a new one");
+        let (_, made) = ensure_self_signed_naming(dir.path(), Some("10.77.0.1")).unwrap();
+        assert_eq!(made, SelfSigned::Kept, "a certificate that names the host is kept");
+        let (_, made) = ensure_self_signed_naming(dir.path(), Some("mayfly.example.org")).unwrap();
+        assert_eq!(made, SelfSigned::Extended);
+        check_names_host(&paths.cert, "mayfly.example.org").unwrap();
+
+        let fresh = dir.path().join("fresh");
+        let (paths, made) = ensure_self_signed_naming(&fresh, Some("fd00::1")).unwrap();
+        assert_eq!(made, SelfSigned::Generated);
+        check_names_host(&paths.cert, "fd00::1").unwrap();
     }
 
     #[test]

@@ -29,6 +29,9 @@ pub struct FunctionCredentials {
     keys: SessionKeys,
     /// The address a local function dials; set again once the endpoint is bound (port 0).
     endpoint: Arc<RwLock<SocketAddr>>,
+    /// The URL handed out instead, for job workers off this host
+    /// (`[api].aws_advertise`); the certificate names its host.
+    advertised: Option<String>,
     ca_bundle: PathBuf,
 }
 
@@ -58,7 +61,19 @@ impl FunctionCredentials {
     /// Credentials for the endpoint at `endpoint` (where it will listen),
     /// whose certificate is the PEM file `ca_bundle`.
     pub fn new(keys: SessionKeys, endpoint: SocketAddr, ca_bundle: PathBuf) -> FunctionCredentials {
-        FunctionCredentials { keys, endpoint: Arc::new(RwLock::new(dialled_address(endpoint))), ca_bundle }
+        FunctionCredentials {
+            keys,
+            endpoint: Arc::new(RwLock::new(dialled_address(endpoint))),
+            advertised: None,
+            ca_bundle,
+        }
+    }
+
+    /// The same credentials with `AWS_ENDPOINT_URL` the advertised `url`
+    /// (`[api].aws_advertise`), for job workers on other hosts.
+    pub fn advertised_at(mut self, url: String) -> FunctionCredentials {
+        self.advertised = Some(url);
+        self
     }
 
     /// The endpoint was bound at `address` (e.g. a port picked by the system).
@@ -72,7 +87,10 @@ impl FunctionCredentials {
     }
 
     pub fn endpoint_url(&self) -> String {
-        format!("https://{}", self.endpoint_address())
+        match &self.advertised {
+            Some(url) => url.clone(),
+            None => format!("https://{}", self.endpoint_address()),
+        }
     }
 
     fn endpoint_address(&self) -> SocketAddr {

@@ -177,55 +177,10 @@ fn run(command: &mut std::process::Command) -> String {
     String::from_utf8_lossy(&output.stdout).trim().to_owned()
 }
 
-/// Builds [`BOTO3_IMAGE`] with `mayfly image build` (one test process at a
-/// time); returns the image's interpreter and its packages folder.
+/// Builds [`BOTO3_IMAGE`] (see [`support::ensure_boto3_image`]); returns
+/// the image's interpreter and its packages folder.
 fn ensure_boto3_image(project: &Project) -> (String, String) {
-    require_python_packages();
-    let interpreter = std::fs::canonicalize("/usr/bin/python3").expect("Debian's python3").display().to_string();
-    let ask = |python: &str, code: &str| run(std::process::Command::new(python).args(["-c", code]));
-    let standard_library = ask(&interpreter, "import sysconfig; print(sysconfig.get_paths()['stdlib'])");
-    let versions = [&interpreter, "python3"].map(|python| ask(python, "import sys; print(sys.version_info[:2])"));
-    assert_eq!(versions[0], versions[1], "awslambdaric's compiled part must match Debian's Python version");
-    let lock = std::fs::File::create(support::handler_directory().join("mayfly-test-boto3-image.lock")).unwrap();
-    // SAFETY: flock(2) on a file descriptor this function owns; released when `lock` is dropped.
-    assert_eq!(unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) }, 0);
-    let packages = support::image_files_directory().join("container-python-boto3");
-    if !packages.join("boto3").exists() {
-        let site = ask("python3", "import boto3, os; print(os.path.dirname(os.path.dirname(boto3.__file__)))");
-        let partial = packages.with_extension("partial");
-        let _ = std::fs::remove_dir_all(&partial);
-        std::fs::create_dir_all(&partial).unwrap();
-        let wanted = |name: &str| {
-            ["awslambdaric", "simplejson", "snapshot_restore_py.py", "boto3", "botocore", "s3transfer", "jmespath"]
-                .contains(&name)
-                || ["dateutil", "six.py", "urllib3", "runtime_client"].iter().any(|prefix| name.starts_with(prefix))
-        };
-        let mut copy = std::process::Command::new("cp");
-        copy.arg("-a");
-        for entry in std::fs::read_dir(&site).unwrap() {
-            let path = entry.unwrap().path();
-            if wanted(&path.file_name().unwrap().to_string_lossy()) {
-                copy.arg(&path);
-            }
-        }
-        run(copy.arg(&partial));
-        std::fs::rename(&partial, &packages).unwrap();
-    }
-    let packages = packages.display().to_string();
-    project.ok(&[
-        "image",
-        "build",
-        "--tag",
-        BOTO3_IMAGE,
-        "--include",
-        &interpreter,
-        "--include",
-        &standard_library,
-        "--include",
-        &packages,
-    ]);
-    drop(lock);
-    (interpreter, packages)
+    support::ensure_boto3_image(project, BOTO3_IMAGE, &[])
 }
 
 /// A loopback port free at this instant.

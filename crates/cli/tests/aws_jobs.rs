@@ -149,3 +149,174 @@ fn a_job_function_with_permissions_and_no_fixed_aws_port_is_refused_at_deploy() 
     let text = String::from_utf8_lossy(&deployments.stderr);
     assert!(!deployments.status.success() && text.contains("has not been deployed"), "nothing was deployed: {text}");
 }
+
+/// The image of the Docker case: Debian's Python, boto3 and the copier.
+const BOTO3_WORKER_IMAGE: &str = "mayfly-test-boto3-worker:latest";
+
+/// The Docker case's job network: a subnet of its own, whose gateway (its
+/// first address) is this host as the job's containers reach it.
+const ADVERTISE_NETWORK: &str = "mayfly-test-aws-advertise";
+const ADVERTISE_SUBNET: &str = "10.77.190.0/24";
+const ADVERTISE_GATEWAY: &str = "10.77.190.1";
+
+fn docker_spec(name: &str, aws_port: u16, advertise: bool, interpreter: &str, packages: &str) -> String {
+    let copier = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/aws/copier.py");
+    let advertise =
+        if advertise { format!("aws_advertise = \"https://{ADVERTISE_GATEWAY}:{aws_port}\"\n") } else { String::new() };
+    format!(
+        r#"version = 1
+name = "{name}"
+[policy]
+tls = "optional"
+[buckets.scans]
+[buckets.copies]
+[buckets.other]
+[buckets.logs]
+[functions.copier]
+command = ["{interpreter}", "{copier}"]
+env = {{ PYTHONPATH = "{packages}" }}
+timeout = "60s"
+permissions = ["objects:read:scans", "objects:write:copies"]
+[jobs.copy]
+source = {{ bucket = "scans", prefix = "in/" }}
+function = "copier"
+workers = {{ max = 2 }}
+max_attempts = 1
+logs = "logs"
+provisioner = {{ kind = "docker", network = "{ADVERTISE_NETWORK}", subnet = "{ADVERTISE_SUBNET}", image = "{BOTO3_WORKER_IMAGE}", memory = "512MiB", cpus = 0.5 }}
+[api]
+listen = "127.0.0.1:0"
+aws_listen = "0.0.0.0:{aws_port}"
+{advertise}"#,
+        copier = copier.display()
+    )
+}
+
+/// Workers in Docker containers (the coordinator in one too) reach the AWS
+/// endpoint at `[api].aws_advertise`, the job network's gateway (the
+/// endpoint listens on every address, with the generated certificate, which
+/// `[policy] tls = "optional"` allows off loopback): without it
+/// the job is refused at deploy, naming the key; with it `mayfly serve`
+/// makes its self-signed certificate name the gateway's address, the
+/// coordinator hands that certificate to the workers as `AWS_CA_BUNDLE`,
+/// and unmodified boto3 in each container verifies the endpoint against it,
+/// copies every object byte for byte and is refused outside its
+/// permissions, each refusal in the access log.
+#[test]
+fn job_workers_in_docker_containers_reach_the_advertised_endpoint_with_scoped_credentials() {
+    let placeholder = Project::with_spec("version = 1\nname = \"placeholder\"\n");
+    let copier = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/aws/copier.py");
+    let (interpreter, packages) =
+        support::ensure_boto3_image(&placeholder, BOTO3_WORKER_IMAGE, &[copier.to_str().unwrap()]);
+    let aws_port = free_port();
+    let name = support::unique_name("aws-jobs-docker");
+    let project = Project::with_spec(&docker_spec(&name, aws_port, false, &interpreter, &packages));
+    let refused = project.fails(&["deploy"], 3);
+    assert!(refused.contains("docker provisioner") && refused.contains("`[api].aws_advertise`"), "{refused}");
+
+    std::fs::write(project.path("mayfly.toml"), docker_spec(&name, aws_port, true, &interpreter, &packages)).unwrap();
+    project.ok(&["deploy"]);
+    const OBJECTS: usize = 6;
+    let mut originals = Vec::new();
+    for index in 0..OBJECTS {
+        let content: Vec<u8> = (0..(index * 70_001 + 3)).map(|byte| ((byte * 7 + index) % 253) as u8).collect();
+        let file = project.path(&format!("scan-{index}.bin"));
+        std::fs::write(&file, &content).unwrap();
+        project.ok(&["put", &format!("scans/in/scan-{index}.bin"), file.to_str().unwrap()]);
+        originals.push(content);
+    }
+    let mut served = Served::start_with_aws_listen(&project, &format!("0.0.0.0:{aws_port}"));
+    let announced = served.announcement.join("\n");
+    assert!(announced.contains(&format!("localhost and {ADVERTISE_GATEWAY}")), "{announced}");
+
+    let outcome = project.json(&["run", "copy"]);
+    assert_eq!(outcome["status"], "succeeded", "{outcome}");
+    let results = project.json(&["results", "copy", "--limit", "100"]);
+    let results = results.as_array().unwrap();
+    assert_eq!(results.len(), OBJECTS, "{results:?}");
+    for row in results {
+        let result = &row["result"];
+        assert_eq!(result["trespass"], "AccessDenied", "{result}");
+        assert_eq!(result["endpoint"], format!("https://{ADVERTISE_GATEWAY}:{aws_port}"), "{result}");
+        let ca_bundle = result["ca_bundle"].as_str().unwrap();
+        assert!(
+            ca_bundle.starts_with("/tmp/") && ca_bundle.ends_with("-aws-ca.pem"),
+            "the worker wrote the endpoint's certificate in its container: {ca_bundle}"
+        );
+    }
+    for (index, content) in originals.iter().enumerate() {
+        let copied = project.command(&["get", &format!("copies/copied/in/scan-{index}.bin")]).output().unwrap();
+        assert!(copied.status.success(), "{}", String::from_utf8_lossy(&copied.stderr));
+        assert!(copied.stdout == *content, "object {index} differs after the copy");
+    }
+    assert_eq!(project.json(&["ls", "other"]), serde_json::json!([]), "nothing was written outside the permissions");
+    served.stop();
+
+    let log = project.json(&["access-log", "--limit", "1000"]);
+    let log = log.as_array().unwrap();
+    let by_function = |record: &&Value| record["token_id"].as_str().is_some_and(|id| id.starts_with("MFS"));
+    let refusals: Vec<&Value> = log
+        .iter()
+        .filter(by_function)
+        .filter(|record| record["status"] == 403 && record["resource"].as_str().is_some_and(|r| r.contains("other")))
+        .collect();
+    assert_eq!(refusals.len(), OBJECTS, "one refusal per item: {log:?}");
+    let outcome = refusals[0]["outcome"].as_str().unwrap();
+    assert!(outcome.starts_with("AccessDenied") && outcome.contains("function `copier`"), "{outcome}");
+    let puts = log.iter().filter(by_function).filter(|record| {
+        record["method"] == "PUT"
+            && record["status"] == 200
+            && record["resource"].as_str().is_some_and(|r| r.contains("copies"))
+    });
+    assert_eq!(puts.count(), OBJECTS, "one PUT per copied object, through the advertised endpoint: {log:?}");
+    let live = project.json(&["ps"]);
+    let containers: Vec<&Value> = live.as_array().unwrap().iter().filter(|r| r["kind"] == "container").collect();
+    assert!(containers.is_empty(), "no container of the run is left: {containers:?}");
+}
+
+/// The user's own `[api].tls` certificate must name the advertised host
+/// (workers check it): `mayfly deploy` refuses one that does not, naming the
+/// host and the file, and deploys nothing; `mayfly serve` refuses it too,
+/// should the file change after the deploy; one that names it is accepted.
+#[test]
+fn an_own_certificate_that_does_not_name_the_advertised_host_is_refused() {
+    let name = support::unique_name("aws-advertise-cert");
+    let project = Project::with_spec(&format!(
+        r#"version = 1
+name = "{name}"
+[buckets.scans]
+[functions.reader]
+command = ["true"]
+permissions = ["objects:read:scans"]
+[api]
+listen = "127.0.0.1:0"
+aws_listen = "127.0.0.1:0"
+aws_advertise = "https://mayfly.hospital.test:8444"
+tls = {{ cert = "cert.pem", key = "key.pem" }}
+"#
+    ));
+    let write_certificate = |names: &[&str]| {
+        let certified =
+            rcgen::generate_simple_self_signed(names.iter().map(|name| (*name).to_owned()).collect::<Vec<_>>())
+                .unwrap();
+        std::fs::write(project.path("cert.pem"), certified.cert.pem()).unwrap();
+        std::fs::write(project.path("key.pem"), certified.signing_key.serialize_pem()).unwrap();
+    };
+    write_certificate(&["charts.hospital.test", "127.0.0.1"]);
+    let refused = project.fails(&["deploy"], 5);
+    assert!(
+        refused.contains("`[api].aws_advertise` is https://mayfly.hospital.test:8444")
+            && refused.contains("does not name `mayfly.hospital.test`")
+            && refused.contains("cert.pem"),
+        "{refused}"
+    );
+    let deployments = project.run(&["deployments", "--json"]);
+    let text = String::from_utf8_lossy(&deployments.stderr);
+    assert!(!deployments.status.success() && text.contains("has not been deployed"), "nothing was deployed: {text}");
+
+    write_certificate(&["mayfly.hospital.test", "127.0.0.1"]);
+    project.ok(&["deploy"]);
+    write_certificate(&["charts.hospital.test"]);
+    let refused = project.fails(&["serve"], 5);
+    assert!(refused.contains("does not name `mayfly.hospital.test`"), "{refused}");
+}

@@ -117,7 +117,7 @@ const SLURM_RESERVED_OPTIONS: &[&str] = &[
     "-n",
 ];
 const JOB_TRIGGER_KEYS: &[&str] = &["alarm", "schedule"];
-const API_KEYS: &[&str] = &["listen", "aws_listen", "aws_domain", "tls", "routes"];
+const API_KEYS: &[&str] = &["listen", "aws_listen", "aws_domain", "aws_advertise", "tls", "routes"];
 const API_TLS_KEYS: &[&str] = &["cert", "key"];
 const API_ROUTE_KEYS: &[&str] = &["method", "path", "function"];
 
@@ -773,10 +773,11 @@ fn check_permissions_need_api(reader: &mut Reader<'_>, checks: &CrossChecks) {
 }
 
 /// A job's workers get AWS credentials for their function's `permissions`
-/// from their coordinator, for the endpoint on `[api].aws_listen` as a
-/// process of this host dials it: workers off this host (containers, Slurm
-/// nodes, swarm tasks) cannot reach it, and a coordinator (a process of its
-/// own) cannot learn a port `mayfly up` picked. Refused here, at deploy, so
+/// from their coordinator, with the endpoint's URL: workers on this host
+/// dial `[api].aws_listen` (whose port must be fixed: a coordinator, a
+/// process of its own, cannot learn a port `mayfly up` picked); workers off
+/// this host (containers, Slurm nodes, swarm tasks) dial `[api].aws_advertise`,
+/// and without one cannot reach the endpoint. Refused here, at deploy, so
 /// that no triggered run is created only for its coordinator to refuse it
 /// (and `mayfly up` to restart that coordinator again and again).
 fn check_job_workers_reach_the_aws_endpoint(
@@ -793,14 +794,16 @@ fn check_job_workers_reach_the_aws_endpoint(
         }
         let function = &job.function;
         if job.provisioner.kind != ProvisionerKind::LOCAL {
-            reader.error(
-                provisioner_span.clone(),
-                format!(
-                    "function `{function}` of {what} declares `permissions`, but the job's workers run off this host ({} provisioner), where the AWS endpoint on `[api].aws_listen` cannot be reached",
-                    job.provisioner.kind.name()
-                ),
-                Some("run the job with local workers (`provisioner = { kind = \"local\" }`), or remove `permissions` from the function".to_owned()),
-            );
+            if api.aws_advertise.is_none() {
+                reader.error(
+                    provisioner_span.clone(),
+                    format!(
+                        "function `{function}` of {what} declares `permissions`, but the job's workers run off this host ({} provisioner), where the AWS endpoint on `[api].aws_listen` cannot be reached",
+                        job.provisioner.kind.name()
+                    ),
+                    Some("set `[api].aws_advertise` to the endpoint's URL as the workers reach it (e.g. `aws_advertise = \"https://mayfly.example.org:8444\"`), or run the job with local workers (`provisioner = { kind = \"local\" }`), or remove `permissions` from the function".to_owned()),
+                );
+            }
         } else if api.aws_listen.port() == 0 {
             reader.error(
                 function_span.clone(),
@@ -1649,6 +1652,19 @@ fn lower_api(reader: &mut Reader<'_>, root: &Table<'_, '_>, policy: &PolicySpec)
             None
         }
     });
+    let aws_advertise = reader.string(&table, "aws_advertise").and_then(|text| {
+        match parse_advertised_endpoint(&text.value) {
+            Ok(endpoint) => Some(endpoint),
+            Err(problem) => {
+                reader.error(
+                    text.span.clone(),
+                    format!("`aws_advertise` of `[api]` {problem}: \"{}\"", text.value),
+                    Some("write the URL job workers on other hosts dial, e.g. \"https://mayfly.example.org:8444\" or \"https://10.77.0.1:8444\"; the API's certificate must name its host".to_owned()),
+                );
+                None
+            }
+        }
+    });
     let tls = reader.table(&table, "tls", "`[api.tls]`".to_owned()).and_then(|tls| {
         reader.check_keys(&tls, API_TLS_KEYS);
         for key in API_TLS_KEYS {
@@ -1713,7 +1729,52 @@ fn lower_api(reader: &mut Reader<'_>, root: &Table<'_, '_>, policy: &PolicySpec)
         }
         routes.push(ApiRouteSpec { method, path: path.value, function });
     }
-    Some(ApiSpec { listen, aws_listen, aws_domain: aws_domain?, tls, routes })
+    Some(ApiSpec { listen, aws_listen, aws_domain: aws_domain?, aws_advertise, tls, routes })
+}
+
+/// `https://HOST:PORT` with an optional trailing `/`: a DNS name, an IPv4
+/// address or a bracketed IPv6 address, and a port from 1 to 65535. The
+/// error says what is wrong, to follow "`aws_advertise` of `[api]` ".
+fn parse_advertised_endpoint(text: &str) -> Result<AdvertisedEndpoint, String> {
+    let Some(rest) = text.strip_prefix("https://") else {
+        return Err(match text.split_once("://") {
+            Some((scheme, _)) => format!("must be an https URL, not {scheme}"),
+            None => "must be an https URL".to_owned(),
+        });
+    };
+    let authority = rest.strip_suffix('/').unwrap_or(rest);
+    if authority.contains(['/', '?', '#']) {
+        return Err("must be just a scheme, a host and a port, without a path or query".to_owned());
+    }
+    if authority.contains('@') {
+        return Err("must not hold a user name or password".to_owned());
+    }
+    let (host, port) = if let Some(bracketed) = authority.strip_prefix('[') {
+        let (inside, after) = bracketed.split_once(']').ok_or("has an IPv6 address without its closing `]`")?;
+        let port = after.strip_prefix(':').ok_or("names no port")?;
+        let ip =
+            inside.parse::<std::net::Ipv6Addr>().map_err(|_| format!("has no IPv6 address in brackets: `{inside}`"))?;
+        (AdvertisedHost::Ip(std::net::IpAddr::V6(ip)), port)
+    } else {
+        let (host, port) = authority.rsplit_once(':').ok_or("names no port")?;
+        let host = if let Ok(ip) = host.parse::<std::net::Ipv4Addr>() {
+            AdvertisedHost::Ip(std::net::IpAddr::V4(ip))
+        } else if is_domain_name(host) && host.contains(|c: char| c.is_ascii_alphabetic()) {
+            AdvertisedHost::Dns(host.to_ascii_lowercase())
+        } else if host.is_empty() {
+            return Err("names no host".to_owned());
+        } else {
+            return Err(format!("has a host that is neither a DNS name nor an IP address: `{host}`"));
+        };
+        (host, port)
+    };
+    let port = match port.parse::<u16>() {
+        Ok(0) => return Err("has port 0; workers must be told a fixed port".to_owned()),
+        Ok(port) => port,
+        Err(_) if port.is_empty() => return Err("names no port".to_owned()),
+        Err(_) => return Err(format!("has a port that is not a number from 1 to 65535: `{port}`")),
+    };
+    Ok(AdvertisedEndpoint { host, port })
 }
 
 /// A DNS name: dot-separated labels of letters, digits and inner hyphens,
@@ -1838,6 +1899,32 @@ mod tests {
             ">= 5 for 1 minute",
         ] {
             assert!(parse_condition(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn advertised_endpoints_are_a_host_and_a_port_over_https() {
+        let parsed = |text: &str| parse_advertised_endpoint(text).map(|endpoint| endpoint.url());
+        assert_eq!(parsed("https://Mayfly.Example.org:8444/"), Ok("https://mayfly.example.org:8444".to_owned()));
+        assert_eq!(parsed("https://10.77.0.1:8444"), Ok("https://10.77.0.1:8444".to_owned()));
+        assert_eq!(parsed("https://[fd00::1]:8444"), Ok("https://[fd00::1]:8444".to_owned()));
+        let host = parse_advertised_endpoint("https://[fd00::1]:8444").unwrap().host;
+        assert_eq!(host, AdvertisedHost::Ip("fd00::1".parse().unwrap()));
+        for bad in [
+            "mayfly.example.org:8444",
+            "http://mayfly.example.org:8444",
+            "https://mayfly.example.org",
+            "https://mayfly.example.org:",
+            "https://:8444",
+            "https://mayfly.example.org:0",
+            "https://mayfly.example.org:70000",
+            "https://mayfly.example.org:8444/path",
+            "https://user:secret@mayfly.example.org:8444",
+            "https://fd00::1:8444",
+            "https://[fd00::1:8444",
+            "https://10.77.0:8444",
+        ] {
+            assert!(parse_advertised_endpoint(bad).is_err(), "{bad}");
         }
     }
 }

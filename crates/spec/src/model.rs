@@ -640,8 +640,58 @@ pub struct ApiSpec {
     /// The domain under which the S3 endpoint also answers virtual-hosted-style
     /// requests (`<bucket>.<aws_domain>`); path-style requests work on any host.
     pub aws_domain: String,
+    /// The endpoint's URL as job workers off this host dial it
+    /// (`aws_advertise`); the API's certificate must name its host.
+    pub aws_advertise: Option<AdvertisedEndpoint>,
     pub tls: Option<TlsFiles>,
     pub routes: Vec<ApiRouteSpec>,
+}
+
+/// `[api].aws_advertise`: `https://HOST:PORT`, the address of the AWS
+/// endpoint that job workers on other hosts (containers, Slurm nodes, swarm
+/// tasks) are told to dial, and a name its certificate must hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdvertisedEndpoint {
+    pub host: AdvertisedHost,
+    pub port: u16,
+}
+
+/// The host of an advertised endpoint: a DNS name (lower case) or an IP address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdvertisedHost {
+    Dns(String),
+    Ip(std::net::IpAddr),
+}
+
+impl fmt::Display for AdvertisedHost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AdvertisedHost::Dns(name) => f.write_str(name),
+            AdvertisedHost::Ip(ip) => write!(f, "{ip}"),
+        }
+    }
+}
+
+impl AdvertisedEndpoint {
+    /// `https://HOST:PORT` (an IPv6 address in brackets), as `AWS_ENDPOINT_URL`.
+    pub fn url(&self) -> String {
+        match &self.host {
+            AdvertisedHost::Ip(std::net::IpAddr::V6(ip)) => format!("https://[{ip}]:{}", self.port),
+            host => format!("https://{host}:{}", self.port),
+        }
+    }
+}
+
+impl fmt::Display for AdvertisedEndpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.url())
+    }
+}
+
+impl Serialize for AdvertisedEndpoint {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.url())
+    }
 }
 
 impl ApiSpec {

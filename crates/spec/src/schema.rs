@@ -609,6 +609,8 @@ pub(crate) struct ApiFile {
     pub aws_listen: Option<String>,
     /// Domain for virtual-hosted-style S3 requests, `<bucket>.<aws_domain>` (default "localhost").
     pub aws_domain: Option<String>,
+    /// URL of the AWS endpoint for job workers on other hosts, "https://NAME:PORT" (NAME a DNS name or an IP address; the certificate must name it).
+    pub aws_advertise: Option<String>,
     /// Required by policy.tls = "required" unless listening on loopback.
     pub tls: Option<ApiTlsFile>,
     #[serde(default)]

@@ -172,6 +172,10 @@ so that a leader renews at least twice before its lease could lapse",
     let _keyring_follower = opened.follow_keyring_file(&located);
     let (version, architecture) = deployed_architecture(&opened)?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    if architecture.api.is_some() {
+        // Made (or made to name `[api].aws_advertise`) before anything hands it out.
+        crate::commands::serve::serving_certificate_paths(&located, architecture.api.as_ref())?;
+    }
     let credentials = crate::commands::serve::function_credentials(&located, &opened, &architecture)?;
     let invoker = Invoker::new(crate::commands::serve::invoker_config(args.idle_timeout, credentials.as_ref()));
     let state: Arc<dyn StateStore> = opened.state.clone();

@@ -817,12 +817,13 @@ pub async fn coordinator(args: CoordinatorArgs, project: Option<&Path>) -> Resul
 }
 
 /// How the coordinator mints the AWS credentials of a worker function with
-/// `permissions`: with the store's session key, for the endpoint on
-/// `[api].aws_listen` as a local function reaches it (its loopback for a
-/// wildcard address), and with the API's certificate. Only workers on this
-/// host reach that address; a job whose workers run elsewhere (containers,
-/// Slurm nodes) and whose function declares `permissions` is refused, since
-/// its function could not reach the endpoint.
+/// `permissions`: with the store's session key and the API's certificate,
+/// for the endpoint as its workers reach it: `[api].aws_listen` as a local
+/// function dials it (its loopback for a wildcard address) for workers on
+/// this host, `[api].aws_advertise` for workers elsewhere (containers, Slurm
+/// nodes, swarm tasks), whose certificate must name the advertised host.
+/// Without an advertised endpoint such a job is refused, since its function
+/// could not reach the endpoint.
 fn worker_aws_issuer(
     located: &Project,
     opened: &OpenProject,
@@ -837,9 +838,19 @@ fn worker_aws_issuer(
     if let Some(refusal) = aws_reach_refusal(architecture, job, &worker_function.name, placement.on_this_host) {
         bail!(refusal);
     }
-    let Some(credentials) = crate::commands::serve::function_credentials(located, opened, architecture)? else {
+    let Some(mut credentials) = crate::commands::serve::function_credentials(located, opened, architecture)? else {
         return Ok(None);
     };
+    if !placement.on_this_host
+        && let Some(advertised) = architecture.api.as_ref().and_then(|api| api.aws_advertise.as_ref())
+    {
+        // The certificate is made or extended by `mayfly serve` and `mayfly up`
+        // when they start; one the endpoint does not serve yet is never handed out.
+        mayfly_api::tls::check_names_host(credentials.ca_bundle(), &advertised.host.to_string()).with_context(|| {
+            format!("job `{job}`'s workers would dial the AWS endpoint at {advertised} (`[api].aws_advertise`); restart `mayfly up` or `mayfly serve` so that it serves a certificate naming it")
+        })?;
+        credentials = credentials.advertised_at(advertised.url());
+    }
     let ca_bundle_pem = std::fs::read_to_string(credentials.ca_bundle()).with_context(|| {
         format!("cannot read the AWS endpoint's certificate {} for job `{job}`", credentials.ca_bundle().display())
     })?;
@@ -847,12 +858,13 @@ fn worker_aws_issuer(
 }
 
 /// Why the workers of `job` could not give `function` AWS credentials it
-/// can use, if it declares `permissions`: they run off this host (the
-/// endpoint on `[api].aws_listen` is this host's), or `aws_listen` has port
-/// 0 (the coordinator, a process of its own, cannot learn the port `mayfly
-/// serve` or `mayfly up` picked). `mayfly deploy` refuses such a job
-/// (`mayfly-spec`); a version deployed before that check is refused here,
-/// before a run is created, and again by its coordinator.
+/// can use, if it declares `permissions`: they run off this host and
+/// `[api].aws_advertise` tells them no address of the endpoint (the one on
+/// `[api].aws_listen` is this host's), or they run on this host and
+/// `aws_listen` has port 0 (the coordinator, a process of its own, cannot
+/// learn the port `mayfly serve` or `mayfly up` picked). `mayfly deploy`
+/// refuses such a job (`mayfly-spec`); a version deployed before that check
+/// is refused here, before a run is created, and again by its coordinator.
 fn aws_reach_refusal(architecture: &Architecture, job: &Name, function: &Name, on_this_host: bool) -> Option<String> {
     let permissions = architecture.functions.get(function).map(|spec| !spec.permissions.is_empty());
     let api = architecture.api.as_ref()?;
@@ -860,8 +872,8 @@ fn aws_reach_refusal(architecture: &Architecture, job: &Name, function: &Name, o
         return None;
     }
     if !on_this_host {
-        return Some(format!(
-            "function `{function}` of job `{job}` declares `permissions`, but the job's workers run off this host, where the AWS endpoint on `[api].aws_listen` cannot be reached; run the job with local workers (`provisioner = {{ kind = \"local\" }}`) or remove `permissions`"
+        return api.aws_advertise.is_none().then(|| format!(
+            "function `{function}` of job `{job}` declares `permissions`, but the job's workers run off this host, where the AWS endpoint on `[api].aws_listen` cannot be reached; set `[api].aws_advertise` to the endpoint's URL as the workers reach it, or run the job with local workers (`provisioner = {{ kind = \"local\" }}`), or remove `permissions`"
         ));
     }
     if api.aws_listen.port() == 0 {

@@ -66,6 +66,52 @@ pub fn certificate_paths(project: &Project, api: Option<&ApiSpec>) -> Result<Tls
     Ok(paths)
 }
 
+/// The certificate the API serves, as [`certificate_paths`], which must name
+/// the host of `[api].aws_advertise` when that is set (job workers on other
+/// hosts dial that name and check it): the project's self-signed certificate
+/// is made again with its key to name it (saying so); the user's own
+/// `[api].tls` certificate is refused if it does not.
+pub fn serving_certificate_paths(project: &Project, api: Option<&ApiSpec>) -> Result<TlsPaths> {
+    let advertised = api.and_then(|api| api.aws_advertise.as_ref());
+    if api.is_some_and(|api| api.tls.is_some()) {
+        let paths = certificate_paths(project, api)?;
+        if let Some(advertised) = advertised {
+            check_own_certificate_names(&paths, advertised)?;
+        }
+        return Ok(paths);
+    }
+    let host = advertised.map(|advertised| advertised.host.to_string());
+    let (paths, made) = tls::ensure_self_signed_naming(&tls_dir(project), host.as_deref())
+        .context("cannot create the API's self-signed certificate")?;
+    let names = match &host {
+        Some(host) => format!("localhost and {host} (`[api].aws_advertise`)"),
+        None => "localhost".to_owned(),
+    };
+    match made {
+        tls::SelfSigned::Kept => {}
+        tls::SelfSigned::Generated => {
+            eprintln!("mayfly: generated a self-signed certificate for {names} at {}", paths.cert.display());
+        }
+        tls::SelfSigned::Extended => eprintln!(
+            "mayfly: made the self-signed certificate at {} again, with its key, for {names}; its fingerprint changed",
+            paths.cert.display()
+        ),
+    }
+    Ok(paths)
+}
+
+/// The user's own `[api].tls` certificate must name the advertised host, or
+/// workers that dial it would refuse the endpoint: refused, saying what to do.
+pub fn check_own_certificate_names(paths: &TlsPaths, advertised: &mayfly_spec::AdvertisedEndpoint) -> Result<()> {
+    tls::check_names_host(&paths.cert, &advertised.host.to_string()).map_err(|error| {
+        crate::exit_code::Refused(format!(
+            "`[api].aws_advertise` is {advertised}, but the API's certificate (`[api].tls`) does not name its host, so job workers that dial it would refuse the endpoint: {error}; add `{}` to the certificate's subject alternative names, or advertise a name it holds",
+            advertised.host
+        ))
+        .into()
+    })
+}
+
 /// The credentials that invocations of functions with `permissions` get
 /// (see `mayfly_aws::function_credentials`), for a project with `[api]`,
 /// whose AWS endpoint checks them; `None` without `[api]`. The endpoint is
@@ -187,7 +233,7 @@ pub async fn bind_api_server(
     aws_listen: Option<SocketAddr>,
 ) -> Result<ApiServer> {
     let (version, architecture) = deployed;
-    let paths = certificate_paths(located, architecture.api.as_ref())?;
+    let paths = serving_certificate_paths(located, architecture.api.as_ref())?;
     let loaded = tls::load(&paths).context("cannot load the API's certificate")?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     // The access log gets a connection of its own, so its commits never wait behind reads.
@@ -277,6 +323,8 @@ pub async fn serve(args: ServeArgs, project: Option<&Path>, _output: Output) -> 
     let opened = located.open(false)?;
     let _keyring_follower = opened.follow_keyring_file(&located);
     let deployed = deployed_architecture(&opened)?;
+    // Made (or made to name `[api].aws_advertise`) before anything hands it out.
+    serving_certificate_paths(&located, deployed.1.api.as_ref())?;
     let credentials = function_credentials(&located, &opened, &deployed.1)?;
     let invoker = Invoker::new(invoker_config(args.idle_timeout, credentials.as_ref()));
     let server = bind_api_server(&located, &opened, deployed, invoker.clone(), args.listen, args.aws_listen).await?;

@@ -430,6 +430,13 @@ pub async fn deploy(args: DeployArgs, project: Option<&Path>, output: Output) ->
         ));
     }
     let loaded = mayfly_spec::load(&located.spec_path())?;
+    if let Some(api) = &loaded.architecture.api
+        && let (Some(advertised), Some(_)) = (&api.aws_advertise, &api.tls)
+    {
+        // The self-signed certificate is made to name it when the API starts.
+        let paths = crate::commands::serve::certificate_paths(&located, Some(api))?;
+        crate::commands::serve::check_own_certificate_names(&paths, advertised)?;
+    }
     let evaluation = if args.evaluate {
         evaluate_before_deploy(&located, &loaded, args.require_no_regression, output)?
     } else {

@@ -451,3 +451,62 @@ pub fn files_holding(folder: &std::path::Path, marker: &[u8]) -> (Vec<String>, u
         .collect();
     (found, files.len())
 }
+
+/// Builds the image `tag` with `mayfly image build` (one test process at a
+/// time): Debian's Python and standard library, a folder with
+/// `awslambdaric` and boto3 (with their dependencies) copied from the Python
+/// that has them, and `extra` files at their paths. Returns the image's
+/// interpreter and its packages folder.
+pub fn ensure_boto3_image(project: &Project, tag: &str, extra: &[&str]) -> (String, String) {
+    ensure_awslambdaric();
+    let found = Command::new("python3").args(["-c", "import boto3"]).status();
+    assert!(
+        found.is_ok_and(|status| status.success()),
+        "boto3 is missing: `python3 -m pip install boto3` (scripts/test.sh installs it)"
+    );
+    let run = |command: &mut Command| -> String {
+        let output = command.output().unwrap_or_else(|error| panic!("{command:?}: {error}"));
+        assert!(output.status.success(), "{command:?}: {}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    };
+    let interpreter = std::fs::canonicalize("/usr/bin/python3").expect("Debian's python3").display().to_string();
+    let ask = |python: &str, code: &str| run(Command::new(python).args(["-c", code]));
+    let standard_library = ask(&interpreter, "import sysconfig; print(sysconfig.get_paths()['stdlib'])");
+    let versions = [&interpreter, "python3"].map(|python| ask(python, "import sys; print(sys.version_info[:2])"));
+    assert_eq!(versions[0], versions[1], "awslambdaric's compiled part must match Debian's Python version");
+    // One lock for every such image: they share the packages folder.
+    let lock = std::fs::File::create(handler_directory().join("mayfly-test-boto3-image.lock")).unwrap();
+    // SAFETY: flock(2) on a file descriptor this function owns; released when `lock` is dropped.
+    assert_eq!(unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) }, 0);
+    let packages = image_files_directory().join("container-python-boto3");
+    if !packages.join("boto3").exists() {
+        let site = ask("python3", "import boto3, os; print(os.path.dirname(os.path.dirname(boto3.__file__)))");
+        let partial = packages.with_extension("partial");
+        let _ = std::fs::remove_dir_all(&partial);
+        std::fs::create_dir_all(&partial).unwrap();
+        let wanted = |name: &str| {
+            ["awslambdaric", "simplejson", "snapshot_restore_py.py", "boto3", "botocore", "s3transfer", "jmespath"]
+                .contains(&name)
+                || ["dateutil", "six.py", "urllib3", "runtime_client"].iter().any(|prefix| name.starts_with(prefix))
+        };
+        let mut copy = Command::new("cp");
+        copy.arg("-a");
+        for entry in std::fs::read_dir(&site).unwrap() {
+            let path = entry.unwrap().path();
+            if wanted(&path.file_name().unwrap().to_string_lossy()) {
+                copy.arg(&path);
+            }
+        }
+        run(copy.arg(&partial));
+        std::fs::rename(&partial, &packages).unwrap();
+    }
+    let packages = packages.display().to_string();
+    let mut args = vec!["image", "build", "--tag", tag, "--include", interpreter.as_str()];
+    args.extend(["--include", standard_library.as_str(), "--include", packages.as_str()]);
+    for file in extra {
+        args.extend(["--include", file]);
+    }
+    project.ok(&args);
+    drop(lock);
+    (interpreter, packages)
+}
