@@ -29,7 +29,7 @@ use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt;
 use mayfly_api::Scope;
 use mayfly_core::queue::{QueueConfig, ReceiptHandle, check_message_size};
-use mayfly_core::{Clock, Name};
+use mayfly_core::{Clock, Name, TRACE_HEADER_ATTRIBUTE};
 use mayfly_state::{
     DeleteOutcome, OutgoingMessage, QueueRecord, ReceiveRequest, ReceivedMessage, StateError, StateStore,
 };
@@ -455,6 +455,8 @@ struct SendEntry {
     message_body: Option<String>,
     delay_seconds: Option<u64>,
     message_attributes: BTreeMap<String, MessageAttributeValue>,
+    /// Only `AWSTraceHeader`, as SQS takes.
+    message_system_attributes: BTreeMap<String, MessageAttributeValue>,
 }
 
 #[derive(Deserialize, Default)]
@@ -996,7 +998,30 @@ fn outgoing(entry: &SendEntry, config: &QueueConfig, queue: &Name) -> Result<Out
     }
     let delay = seconds(entry.delay_seconds, "DelaySeconds", MAX_DELAY_SECONDS)?;
     let mut attributes = Vec::new();
+    for (name, value) in &entry.message_system_attributes {
+        match (name.as_str(), value.data_type.as_deref(), &value.string_value) {
+            (TRACE_HEADER_ATTRIBUTE, Some("String"), Some(header)) => {
+                attributes.push((TRACE_HEADER_ATTRIBUTE.to_owned(), header.clone()))
+            }
+            (TRACE_HEADER_ATTRIBUTE, data_type, _) => {
+                return Err(invalid(format!(
+                    "message system attribute `{TRACE_HEADER_ATTRIBUTE}` has DataType {}; it takes a String with a StringValue",
+                    data_type.unwrap_or("(none)")
+                )));
+            }
+            (other, _, _) => {
+                return Err(invalid(format!(
+                    "message system attribute `{other}` is not supported; the only one is `{TRACE_HEADER_ATTRIBUTE}`"
+                )));
+            }
+        }
+    }
     for (name, value) in &entry.message_attributes {
+        if name == TRACE_HEADER_ATTRIBUTE {
+            return Err(invalid(format!(
+                "message attribute `{name}` is reserved for the trace header; send it as a message system attribute"
+            )));
+        }
         match (value.data_type.as_deref(), &value.string_value) {
             (Some("String"), Some(text)) => attributes.push((name.clone(), text.clone())),
             (data_type, _) => {
@@ -1014,10 +1039,17 @@ fn outgoing(entry: &SendEntry, config: &QueueConfig, queue: &Name) -> Result<Out
 
 fn sent_answer(message: &OutgoingMessage) -> Value {
     let mut answer = json!({ "MD5OfMessageBody": md5_hex(&message.body) });
-    if !message.attributes.is_empty() {
-        answer["MD5OfMessageAttributes"] = json!(md5_of_attributes(&message.attributes));
+    let attributes = user_attributes(&message.attributes);
+    if !attributes.is_empty() {
+        answer["MD5OfMessageAttributes"] = json!(md5_of_attributes(&attributes));
     }
     answer
+}
+
+/// A message's own attributes: all but the trace header, which SQS keeps
+/// as the `AWSTraceHeader` system attribute.
+fn user_attributes(attributes: &[(String, String)]) -> Vec<(String, String)> {
+    attributes.iter().filter(|(name, _)| name != TRACE_HEADER_ATTRIBUTE).cloned().collect()
 }
 
 /// Whether a requested attribute-name list asks for `name` (`All`, `.*`, or
@@ -1046,11 +1078,16 @@ fn received_answer(message: &ReceivedMessage, attribute_names: &[String], system
     if wants(system_names, "SentTimestamp") {
         system.insert("SentTimestamp", message.sent_at.as_millis().to_string());
     }
+    if wants(system_names, TRACE_HEADER_ATTRIBUTE)
+        && let Some((_, header)) = message.attributes.iter().find(|(name, _)| name == TRACE_HEADER_ATTRIBUTE)
+    {
+        system.insert(TRACE_HEADER_ATTRIBUTE, header.clone());
+    }
     if !system.is_empty() {
         answer["Attributes"] = json!(system);
     }
     let attributes: Vec<(String, String)> =
-        message.attributes.iter().filter(|(name, _)| wants(attribute_names, name)).cloned().collect();
+        user_attributes(&message.attributes).into_iter().filter(|(name, _)| wants(attribute_names, name)).collect();
     if !attributes.is_empty() {
         answer["MD5OfMessageAttributes"] = json!(md5_of_attributes(&attributes));
         let values: BTreeMap<&str, Value> = attributes
@@ -1216,6 +1253,47 @@ mod tests {
         digest.update(4u32.to_be_bytes());
         digest.update(b"blue");
         assert_eq!(md5_of_attributes(&[("colour".to_owned(), "blue".to_owned())]), hex::encode(digest.finalize()));
+    }
+
+    #[test]
+    fn the_trace_header_is_a_system_attribute_never_a_message_attribute() {
+        let header = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1";
+        let string =
+            |value: &str| MessageAttributeValue { data_type: Some("String".into()), string_value: Some(value.into()) };
+        let entry = SendEntry {
+            message_body: Some("chart".into()),
+            message_attributes: BTreeMap::from([("colour".to_owned(), string("blue"))]),
+            message_system_attributes: BTreeMap::from([(TRACE_HEADER_ATTRIBUTE.to_owned(), string(header))]),
+            ..SendEntry::default()
+        };
+        let queue: Name = "backlog".parse().unwrap();
+        let message = outgoing(&entry, &QueueConfig::default(), &queue).unwrap();
+        assert!(message.attributes.contains(&(TRACE_HEADER_ATTRIBUTE.to_owned(), header.to_owned())));
+        let user_only = [("colour".to_owned(), "blue".to_owned())];
+        assert_eq!(sent_answer(&message)["MD5OfMessageAttributes"], md5_of_attributes(&user_only));
+
+        let received = ReceivedMessage {
+            message_id: 7,
+            receipt: ReceiptHandle { message_id: 7, receive_count: 1 },
+            body: b"chart".to_vec(),
+            attributes: message.attributes.clone(),
+            sent_at: mayfly_core::Timestamp::from_millis(0),
+            receive_count: 1,
+            lease_until: mayfly_core::Timestamp::from_millis(30_000),
+        };
+        let all = ["All".to_owned()];
+        let asked = received_answer(&received, &all, &[TRACE_HEADER_ATTRIBUTE.to_owned()]);
+        assert_eq!(asked["Attributes"][TRACE_HEADER_ATTRIBUTE], header);
+        assert_eq!(asked["MessageAttributes"], json!({"colour": {"DataType": "String", "StringValue": "blue"}}));
+        let not_asked = received_answer(&received, &all, &[]);
+        assert_eq!(not_asked.get("Attributes"), None);
+
+        let reserved = SendEntry {
+            message_attributes: BTreeMap::from([(TRACE_HEADER_ATTRIBUTE.to_owned(), string(header))]),
+            ..entry
+        };
+        let refused = outgoing(&reserved, &QueueConfig::default(), &queue).unwrap_err();
+        assert!(refused.message.contains("reserved for the trace header"), "{}", refused.message);
     }
 
     #[test]

@@ -188,8 +188,12 @@ when = ">= 2 for 1s"
         let calls: Vec<_> = (0..3)
             .map(|number| {
                 let (invoker, definition) = (config.invoker.clone(), definition.clone());
-                let invocation =
-                    Invocation { request_id: format!("r{number}"), payload: b"{}".to_vec(), trace_id: None };
+                let invocation = Invocation {
+                    request_id: format!("r{number}"),
+                    payload: b"{}".to_vec(),
+                    trace_id: None,
+                    traceparent: None,
+                };
                 tokio::spawn(async move { invoker.invoke(&definition, invocation).await })
             })
             .collect();

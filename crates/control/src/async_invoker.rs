@@ -17,13 +17,14 @@
 
 use std::sync::Arc;
 
-use mayfly_core::Name;
 use mayfly_core::retry::{backoff_delay, may_retry};
+use mayfly_core::{Name, TraceContext};
 use mayfly_runtime::{Invocation, InvocationResult};
 use mayfly_state::{OutgoingMessage, ReceiveRequest, ReceivedMessage};
 use serde_json::json;
 
 use crate::functions::{AsyncEnvelope, async_lease, async_queue_name, failed_queue_name, function_definition};
+use crate::telemetry::InvocationTrace;
 use crate::{ControlError, ControlPlaneConfig, Shutdown, ledger};
 
 const DEFAULT_WORKERS: u32 = 4;
@@ -99,13 +100,18 @@ async fn invoke_one(
         &config.mayfly_bin,
     );
     let request_id = new_request_id();
+    let trace =
+        InvocationTrace::start(function.as_str(), &envelope.trigger, &request_id, [message.attributes.as_slice()]);
+    let handed = trace.handed_to_function();
     let invocation = Invocation {
         request_id: request_id.clone(),
         payload: serde_json::to_vec(&envelope.event).expect("JSON values serialise"), // plain JSON
-        trace_id: None,
+        trace_id: handed.as_ref().map(TraceContext::xray_header),
+        traceparent: handed.as_ref().map(TraceContext::traceparent),
     };
     let invocation = config.invoker.invoke(&definition, invocation);
     let result = invoke_renewing_lease(config, queue, &message, async_lease(spec), invocation).await;
+    trace.finish(&result);
     let attempt = message.receive_count;
     ledger::record_invocation(
         config.state.as_ref(),

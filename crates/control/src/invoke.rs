@@ -54,7 +54,18 @@ pub async fn invoke_and_record(
         context.mayfly_bin,
     );
     let request_id = crate::new_request_id();
-    let result = invoker.invoke(&definition, Invocation { request_id, payload, trace_id: None }).await;
+    // A direct invocation starts a trace of its own (when traces are exported).
+    let no_messages: [&[(String, String)]; 0] = [];
+    let trace = crate::telemetry::InvocationTrace::start(function.as_str(), trigger, &request_id, no_messages);
+    let handed = trace.handed_to_function();
+    let invocation = Invocation {
+        request_id,
+        payload,
+        trace_id: handed.as_ref().map(mayfly_core::TraceContext::xray_header),
+        traceparent: handed.as_ref().map(mayfly_core::TraceContext::traceparent),
+    };
+    let result = invoker.invoke(&definition, invocation).await;
+    trace.finish(&result);
     crate::record_invocation(state, deployed.architecture, deployed.version, function, trigger, 1, &result)
         .map_err(|source| InvokeError::Record { function: function.clone(), source })?;
     Ok(result)

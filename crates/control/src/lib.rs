@@ -52,6 +52,7 @@ mod queue_poller;
 pub mod retention;
 mod router;
 mod scheduler;
+pub mod telemetry;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -10,12 +10,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mayfly_core::Name;
 use mayfly_core::retry::backoff_delay;
+use mayfly_core::{Name, TraceContext};
 use mayfly_runtime::Invocation;
 use mayfly_state::{DeleteOutcome, ReceiveRequest, ReceivedMessage};
 
 use crate::functions::function_definition;
+use crate::telemetry::InvocationTrace;
 use crate::{ControlError, ControlPlaneConfig, Shutdown, ledger};
 
 #[derive(Debug, Clone)]
@@ -160,12 +161,22 @@ async fn process_batch(
         &config.mayfly_bin,
     );
     let event = mayfly_events::sqs_event(&trigger.queue, &batch);
+    let request_id = crate::async_invoker::new_request_id();
+    let trace = InvocationTrace::start(
+        trigger.function.as_str(),
+        &format!("queue:{}", trigger.queue),
+        &request_id,
+        batch.iter().map(|message| message.attributes.as_slice()),
+    );
+    let handed = trace.handed_to_function();
     let invocation = Invocation {
-        request_id: crate::async_invoker::new_request_id(),
+        request_id,
         payload: serde_json::to_vec(&event).expect("JSON values serialise"), // plain JSON
-        trace_id: None,
+        trace_id: handed.as_ref().map(TraceContext::xray_header),
+        traceparent: handed.as_ref().map(TraceContext::traceparent),
     };
     let result = config.invoker.invoke(&definition, invocation).await;
+    trace.finish(&result);
     let attempt = batch.iter().map(|m| m.receive_count).max().unwrap_or(1);
     ledger::record_invocation(
         config.state.as_ref(),

@@ -30,6 +30,7 @@ use tokio::sync::watch;
 
 use crate::deployments::{DEPLOYMENT_POLL, DeploymentWatch, ParsedDeployment, parse_deployment};
 use crate::functions::{AsyncEnvelope, async_queue_name};
+use crate::telemetry::EventJourney;
 use crate::{ControlError, ControlPlaneConfig, DeploymentInForce, Shutdown};
 
 /// The consumer name of the router's cursor in the event log.
@@ -146,11 +147,12 @@ impl Router {
         }
 
         let mut outgoing: BTreeMap<Name, Vec<OutgoingMessage>> = BTreeMap::new();
+        let mut journeys = Vec::new();
         for event in &events {
             if let Some(in_force) = self.switch_to_newest(|deployment| deployment.event_log_head < event.sequence) {
                 switched(in_force);
             }
-            route_event(&self.held.architecture, event, &mut outgoing);
+            journeys.extend(route_event(&self.held.architecture, event, &mut outgoing));
         }
         let routed_up_to = match events.last() {
             Some(last) => {
@@ -164,6 +166,7 @@ impl Router {
                     sequence: last.sequence,
                 });
                 state.commit_fenced(self.fence.as_ref(), writes)?;
+                journeys.into_iter().for_each(EventJourney::end);
                 tracing::debug!(events = events.len(), up_to = last.sequence, "routed bucket events");
                 last.sequence
             }
@@ -225,14 +228,21 @@ pub async fn follow(
     }
 }
 
-/// Queue the messages `architecture`'s routes make of `event`.
-fn route_event(architecture: &Architecture, event: &ObjectEvent, outgoing: &mut BTreeMap<Name, Vec<OutgoingMessage>>) {
+/// Queue the messages `architecture`'s routes make of `event`; returns the
+/// spans of its journey when it matched a route (see [`crate::telemetry`]),
+/// each message carrying the context of its `send` span.
+fn route_event(
+    architecture: &Architecture,
+    event: &ObjectEvent,
+    outgoing: &mut BTreeMap<Name, Vec<OutgoingMessage>>,
+) -> Option<EventJourney> {
+    let mut journey = None;
     for (index, route) in architecture.routes.iter().enumerate() {
         if !route.matches(event) {
             continue;
         }
-        let (queue, body) = match &route.to {
-            RouteTarget::Queue(queue) => (queue.clone(), s3_notification(event, index)),
+        let (target, queue, body) = match &route.to {
+            RouteTarget::Queue(queue) => (format!("queue:{queue}"), queue.clone(), s3_notification(event, index)),
             RouteTarget::Function(function) => {
                 let envelope = AsyncEnvelope {
                     trigger: format!("bucket:{}", event.bucket),
@@ -240,11 +250,15 @@ fn route_event(architecture: &Architecture, event: &ObjectEvent, outgoing: &mut 
                         .expect("s3_notification serialises a JSON value"), // round trip of our own JSON
                 };
                 let body = serde_json::to_vec(&envelope).expect("envelopes serialise"); // plain data
-                (async_queue_name(function), body)
+                (format!("function:{function}"), async_queue_name(function), body)
             }
         };
-        outgoing.entry(queue).or_default().push(OutgoingMessage::new(body));
+        let journey = journey.get_or_insert_with(|| EventJourney::start(event));
+        let mut message = OutgoingMessage::new(body);
+        message.attributes.extend(journey.route(&format!("route-{}", index + 1), &target, queue.as_str()));
+        outgoing.entry(queue).or_default().push(message);
     }
+    journey
 }
 
 /// The S3 notification for one event; routes are named `route-N` in file order.

@@ -15,6 +15,7 @@ pub mod queue;
 pub mod retry;
 pub mod run;
 pub mod schedule;
+pub mod trace_context;
 
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use event::{DeletionReason, NewObjectEvent, ObjectEvent, ObjectEventKind};
@@ -22,3 +23,4 @@ pub use name::{Name, NameError};
 pub use permission::{Access, Permission, PermissionError};
 pub use quantity::{ByteSize, QuantityError, format_duration, parse_duration};
 pub use schedule::{Schedule, ScheduleError};
+pub use trace_context::{TRACE_HEADER_ATTRIBUTE, TraceContext};

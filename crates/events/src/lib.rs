@@ -21,7 +21,7 @@ mod sqs;
 
 pub use api_gateway::{HttpRequestParts, HttpResponseParts, api_gateway_v2_request, parse_api_gateway_v2_response};
 pub use error::EventError;
-pub use s3::{s3_event, s3_event_for_route, s3_key_url_encoded, s3_sequencer};
+pub use s3::{s3_event, s3_event_for_route, s3_event_name, s3_key_url_encoded, s3_sequencer};
 pub use scheduled::scheduled_event;
 pub use sqs::{BODY_ENCODING_ATTRIBUTE, parse_batch_item_failures, sqs_event};
 

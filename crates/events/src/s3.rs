@@ -41,19 +41,14 @@ fn s3_record(configuration_id: &str, event: &ObjectEvent) -> Value {
     let sequencer = s3_sequencer(event.sequence);
     let mut object = serde_json::Map::new();
     object.insert("key".into(), Value::String(s3_key_url_encoded(&event.key)));
-    let event_name = match event.kind {
-        ObjectEventKind::Created => {
-            object.insert("size".into(), json!(event.size));
-            if let Some(etag) = &event.etag {
-                // S3 writes the entity tag without the quotes HTTP puts around it.
-                object.insert("eTag".into(), Value::String(etag.trim_matches('"').to_owned()));
-            }
-            "ObjectCreated:Put"
+    if event.kind == ObjectEventKind::Created {
+        object.insert("size".into(), json!(event.size));
+        if let Some(etag) = &event.etag {
+            // S3 writes the entity tag without the quotes HTTP puts around it.
+            object.insert("eTag".into(), Value::String(etag.trim_matches('"').to_owned()));
         }
-        // An object Mayfly expired is a lifecycle expiration, as S3 names one.
-        ObjectEventKind::Deleted if event.reason.is_some() => "LifecycleExpiration:Delete",
-        ObjectEventKind::Deleted => "ObjectRemoved:Delete",
-    };
+    }
+    let event_name = s3_event_name(event);
     object.insert("sequencer".into(), Value::String(sequencer.clone()));
     json!({
         "eventVersion": "2.1",
@@ -84,6 +79,17 @@ fn s3_record(configuration_id: &str, event: &ObjectEvent) -> Value {
 /// as `+` and `/` kept (`"photos/red flower (1).jpg"` →
 /// `"photos/red+flower+%281%29.jpg"`). Handlers decode it with
 /// `urllib.parse.unquote_plus` or `decodeURIComponent(key.replace(/\+/g, " "))`.
+/// The S3 event name of `event`: `ObjectCreated:Put`, `ObjectRemoved:Delete`,
+/// or `LifecycleExpiration:Delete` for an object Mayfly expired itself (as S3
+/// names a lifecycle expiration).
+pub fn s3_event_name(event: &ObjectEvent) -> &'static str {
+    match event.kind {
+        ObjectEventKind::Created => "ObjectCreated:Put",
+        ObjectEventKind::Deleted if event.reason.is_some() => "LifecycleExpiration:Delete",
+        ObjectEventKind::Deleted => "ObjectRemoved:Delete",
+    }
+}
+
 pub fn s3_key_url_encoded(key: &str) -> String {
     utf8_percent_encode(key, S3_KEY_KEEP).to_string().replace("%20", "+")
 }

@@ -3,7 +3,7 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use mayfly_core::Name;
+use mayfly_core::{Name, TRACE_HEADER_ATTRIBUTE};
 use mayfly_state::ReceivedMessage;
 use md5::{Digest, Md5};
 use serde_json::{Map, Value, json};
@@ -32,7 +32,9 @@ const SENDER_ID: &str = "mayfly";
 /// the body's bytes; see [`BODY_ENCODING_ATTRIBUTE`] for other bodies), so a
 /// handler's integrity check holds. Attributes become `String` message
 /// attributes, and `md5OfMessageAttributes` is computed as SQS computes it
-/// (`null` without attributes, as Lambda sends it).
+/// (`null` without attributes, as Lambda sends it). A message's trace header
+/// ([`TRACE_HEADER_ATTRIBUTE`]) is not one of its message attributes: it is
+/// the record's `attributes.AWSTraceHeader`, as Lambda hands it on.
 ///
 /// FIXME: `ApproximateFirstReceiveTimestamp` is the send time: the state store
 /// does not record when a message was first received.
@@ -56,8 +58,13 @@ fn sqs_record(event_source_arn: &str, message: &ReceivedMessage) -> Value {
             BASE64.encode(&message.body)
         }
     };
-    let message_attributes: Map<String, Value> = message
-        .attributes
+    // The trace header is a system attribute, as Lambda hands SQS's `AWSTraceHeader` on.
+    let (trace_header, user_attributes): (Vec<_>, Vec<_>) =
+        message.attributes.iter().cloned().partition(|(name, _)| name == TRACE_HEADER_ATTRIBUTE);
+    if let Some((_, header)) = trace_header.into_iter().next() {
+        attributes.insert(TRACE_HEADER_ATTRIBUTE.into(), Value::String(header));
+    }
+    let message_attributes: Map<String, Value> = user_attributes
         .iter()
         .map(|(name, value)| {
             let attribute = json!({
@@ -76,7 +83,7 @@ fn sqs_record(event_source_arn: &str, message: &ReceivedMessage) -> Value {
         "attributes": attributes,
         "messageAttributes": message_attributes,
         "md5OfBody": hex_md5(body.as_bytes()),
-        "md5OfMessageAttributes": md5_of_message_attributes(&message.attributes),
+        "md5OfMessageAttributes": md5_of_message_attributes(&user_attributes),
         "eventSource": "aws:sqs",
         "eventSourceARN": event_source_arn,
         "awsRegion": LOCAL_REGION,

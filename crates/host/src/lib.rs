@@ -10,6 +10,7 @@ pub mod migrate;
 pub mod password;
 pub mod project;
 pub mod storage;
+pub mod telemetry;
 
 use mayfly_state::{KeyringHolder, StateStore};
 

@@ -244,6 +244,18 @@ impl Project {
         })
     }
 
+    /// Where traces are exported: `MAYFLY_OTLP_ENDPOINT` over `[telemetry]
+    /// otlp` of the architecture file (whose `[telemetry]` is checked either
+    /// way, with located errors, exit code 3).
+    pub fn telemetry_settings(&self) -> Result<crate::telemetry::TelemetrySettings> {
+        let path = self.spec_path();
+        let source = std::fs::read_to_string(&path)
+            .map_err(|source| mayfly_spec::LoadError::Io { path: path.clone(), source })?;
+        let spec = mayfly_spec::telemetry_settings(&path.display().to_string(), &source)
+            .map_err(mayfly_spec::LoadError::Invalid)?;
+        crate::telemetry::TelemetrySettings::resolve(spec.otlp, format!("`[telemetry] otlp` of {}", path.display()))
+    }
+
     /// Where the project's objects are.
     pub fn storage_target(&self) -> Result<StorageTarget> {
         resolve_storage_target(&self.storage_settings()?, &self.buckets_dir())

@@ -477,6 +477,7 @@ async fn run_item(
         request_id: mayfly_runtime::derived_request_id(&[&identity.run, &item.item, &item.attempt.to_string()]),
         payload: serde_json::to_vec(&event).expect("JSON values serialise"), // plain JSON
         trace_id: None,
+        traceparent: None,
     };
     let result = invoker.invoke(&task.function, invocation).await;
     let mut log = format!(

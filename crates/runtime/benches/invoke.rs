@@ -54,6 +54,7 @@ async fn warm_lambda() {
         request_id: format!("bench-{n}"),
         payload: payload.clone(),
         trace_id: None,
+        traceparent: None,
     };
     // Warm two instances and the code paths.
     let warmups: Vec<_> = (0..2)
@@ -92,6 +93,7 @@ async fn warm_lambda() {
                         request_id: format!("tp-{caller}-{done}"),
                         payload: payload.clone(),
                         trace_id: None,
+                        traceparent: None,
                     };
                     let result = invoker.invoke(&function, invocation).await;
                     assert_eq!(result.outcome, Outcome::Success);
@@ -135,6 +137,7 @@ async fn cold_process() {
                         request_id: format!("cold-{round}-{n}"),
                         payload: payload.clone(),
                         trace_id: None,
+                        traceparent: None,
                     };
                     let result = invoker.invoke(&function, invocation).await;
                     assert_eq!(result.outcome, Outcome::Success);

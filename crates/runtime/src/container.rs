@@ -210,7 +210,13 @@ pub(crate) async fn run_container_process_invocation(
             (Some(network), Some(relay), variables)
         }
     };
-    let environment = instance_environment(function, None, Some(&invocation.request_id), &variables);
+    let environment = instance_environment(
+        function,
+        None,
+        Some(&invocation.request_id),
+        invocation.traceparent.as_deref(),
+        &variables,
+    );
     let spec = engine.spec(function, isolation, environment, network, true);
     let container = match engine.start(spec).await {
         Ok(container) => container,

@@ -110,8 +110,13 @@ pub struct Invocation {
     pub request_id: String,
     /// The event, JSON.
     pub payload: Vec<u8>,
-    /// Passed to the handler as `Lambda-Runtime-Trace-Id` when present.
+    /// Passed to the handler as `Lambda-Runtime-Trace-Id` when present
+    /// (lambda runtime; X-Ray format, which the runtime client puts in
+    /// `_X_AMZN_TRACE_ID`).
     pub trace_id: Option<String>,
+    /// The W3C trace context (`00-TRACE-SPAN-01`) a process-runtime
+    /// invocation gets as its `TRACEPARENT` variable, when present.
+    pub traceparent: Option<String>,
 }
 
 /// What one invocation did.

@@ -30,12 +30,14 @@ fn memory_size_mb(function: &FunctionDefinition) -> u64 {
 
 /// The complete environment of an instance of `function`. `runtime_api` is the
 /// `host:port` of its Runtime API (lambda); `request_id` the invocation
-/// (process); `credentials` the variables of its AWS credentials, if it has
+/// (process) and `traceparent` its W3C trace context, if traced (process);
+/// `credentials` the variables of its AWS credentials, if it has
 /// any (they win over everything, `AWS_REGION` included).
 pub(crate) fn instance_environment(
     function: &FunctionDefinition,
     runtime_api: Option<&str>,
     request_id: Option<&str>,
+    traceparent: Option<&str>,
     credentials: &BTreeMap<String, String>,
 ) -> BTreeMap<String, String> {
     // A container has its image's `PATH` and home; nothing of the host's environment applies there.
@@ -57,6 +59,10 @@ pub(crate) fn instance_environment(
     set("TZ", "UTC".to_owned());
     if let Some(request_id) = request_id {
         set("MAYFLY_REQUEST_ID", request_id.to_owned());
+    }
+    // The invocation's own context wins over a `TRACEPARENT` in the function's `env`.
+    if let Some(traceparent) = traceparent {
+        set("TRACEPARENT", traceparent.to_owned());
     }
     if function.runtime == RuntimeKind::Lambda {
         if let Some(runtime_api) = runtime_api {
@@ -90,7 +96,7 @@ mod tests {
         function.env.insert("GREETING".into(), "hello".into());
         function.memory = Some(mayfly_core::ByteSize(256 * 1024 * 1024));
         function.handler = Some("app.handler".into());
-        let environment = instance_environment(&function, Some("127.0.0.1:9001"), None, &BTreeMap::new());
+        let environment = instance_environment(&function, Some("127.0.0.1:9001"), None, None, &BTreeMap::new());
         assert_eq!(environment["AWS_LAMBDA_RUNTIME_API"], "127.0.0.1:9001");
         assert_eq!(environment["GREETING"], "hello");
         assert_eq!(environment["AWS_LAMBDA_FUNCTION_MEMORY_SIZE"], "256");
@@ -99,5 +105,22 @@ mod tests {
         assert_eq!(environment["LAMBDA_TASK_ROOT"], "/srv/resize");
         assert_eq!(environment["TZ"], "UTC");
         assert_eq!(function_arn(&function), "arn:aws:lambda:local:000000000000:function:resize");
+    }
+
+    #[test]
+    fn a_process_invocation_gets_its_trace_context_as_traceparent() {
+        let mut function = FunctionDefinition::new(
+            "index".parse().unwrap(),
+            RuntimeKind::Process,
+            vec!["index".into()],
+            "/srv".into(),
+        );
+        function.env.insert("TRACEPARENT".into(), "00-written-in-the-file-01".into());
+        let traceparent = "00-5759e988bd862e3fe1be46a994272793-53995c3f42cd8ad8-01";
+        let traced = instance_environment(&function, None, Some("r1"), Some(traceparent), &BTreeMap::new());
+        assert_eq!(traced["TRACEPARENT"], traceparent);
+        assert_eq!(traced["MAYFLY_REQUEST_ID"], "r1");
+        let untraced = instance_environment(&function, None, Some("r2"), None, &BTreeMap::new());
+        assert_eq!(untraced["TRACEPARENT"], "00-written-in-the-file-01", "the function's own, untouched");
     }
 }

@@ -70,7 +70,13 @@ pub(crate) async fn run_process_invocation(
     let spawned = ChildProcess::spawn(SpawnRequest {
         command: &function.command,
         working_dir: &function.working_dir,
-        environment: instance_environment(function, None, Some(&invocation.request_id), credentials),
+        environment: instance_environment(
+            function,
+            None,
+            Some(&invocation.request_id),
+            invocation.traceparent.as_deref(),
+            credentials,
+        ),
         cgroup_procs: cgroup.as_ref().map(InstanceCgroup::procs_file),
         address_space_limit,
         with_stdin: true,

@@ -24,6 +24,7 @@ use sha2::{Digest, Sha256};
 pub use diagnostic::{Diagnostic, Diagnostics};
 pub use diff::{ArchitectureDiff, Change, ChangeAction, diff};
 pub use experiment::{DEFAULT_REPETITIONS, ExperimentSpec, VariantSpec, WorkloadInput, WorkloadSpec, parse_experiment};
+pub use lower::{OtlpEndpointError, check_otlp_endpoint};
 pub use model::*;
 pub use scaffold::scaffold;
 pub use schema::json_schema;
@@ -157,6 +158,29 @@ pub fn storage_settings(file_name: &str, source: &str) -> Result<StorageSpec, Di
         }
     };
     if reader.diagnostics.is_empty() { Ok(storage) } else { Err(Diagnostics { diagnostics: reader.diagnostics }) }
+}
+
+/// Only the `[telemetry]` table of `source` (where traces are exported),
+/// for the host starting `mayfly up` or `mayfly serve`; errors are located
+/// as [`parse`]'s. The rest of the file is not checked here.
+pub fn telemetry_settings(file_name: &str, source: &str) -> Result<TelemetrySpec, Diagnostics> {
+    let mut reader = reader::Reader::new(file_name, source);
+    let telemetry = match toml::de::DeTable::parse(source) {
+        Ok(document) => {
+            let root =
+                reader::Table { entries: document.get_ref(), span: 0..0, what: "the architecture file".to_owned() };
+            lower::lower_telemetry(&mut reader, &root)
+        }
+        Err(error) => {
+            reader.error(
+                error.span().unwrap_or(0..0),
+                format!("invalid TOML: {}", error.message().trim_end()),
+                Some("fix the TOML syntax here; the rest of the file is checked once it parses".to_owned()),
+            );
+            TelemetrySpec::default()
+        }
+    };
+    if reader.diagnostics.is_empty() { Ok(telemetry) } else { Err(Diagnostics { diagnostics: reader.diagnostics }) }
 }
 
 /// The hex SHA-256 of the file's text: the identity of one version of the architecture.

@@ -30,10 +30,12 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "api",
     "state",
     "storage",
+    "telemetry",
     "evaluation",
 ];
 const EVALUATION_KEYS: &[&str] = &["job", "input", "repetitions", "seed", "metrics", "tolerance"];
 const STORAGE_KEYS: &[&str] = &["url"];
+const TELEMETRY_KEYS: &[&str] = &["otlp"];
 const STATE_KEYS: &[&str] = &["url", "password_file", "ca_file"];
 const POLICY_KEYS: &[&str] = &["require_tags", "encryption", "tls", "networks", "max_run_cost", "log_retention"];
 const PRICING_KEYS: &[&str] = &["cpu_second", "gb_second", "invocation", "worker_hour", "currency"];
@@ -223,6 +225,7 @@ pub(crate) fn lower_document(reader: &mut Reader<'_>, root: &Table<'_, '_>) -> O
     let evaluation = lower_evaluation(reader, root, &jobs, &job_tables);
     lower_state(reader, root);
     lower_storage(reader, root);
+    lower_telemetry(reader, root);
     if api.is_none() && !root.has("api") {
         check_permissions_need_api(reader, &checks);
     }
@@ -1620,6 +1623,87 @@ pub(crate) fn lower_storage(reader: &mut Reader<'_>, root: &Table<'_, '_>) -> St
         }
     });
     StorageSpec { url }
+}
+
+/// `[telemetry]`: where traces are exported (`otlp`, an OTLP/HTTP
+/// collector's base URL: `http://HOST:PORT` or `https://…`, no credentials).
+pub(crate) fn lower_telemetry(reader: &mut Reader<'_>, root: &Table<'_, '_>) -> TelemetrySpec {
+    let Some(table) = reader.table(root, "telemetry", "`[telemetry]`".to_owned()) else {
+        return TelemetrySpec::default();
+    };
+    reader.check_keys(&table, TELEMETRY_KEYS);
+    let otlp = reader.non_empty_string(&table, "otlp").and_then(|otlp| match check_otlp_endpoint(&otlp.value) {
+        Ok(url) => Some(url),
+        Err(OtlpEndpointError::Credentials) => {
+            // The span is kept, the text is not shown: it may hold a secret.
+            reader.secret_error(
+                otlp.span,
+                "`otlp` of `[telemetry]` holds credentials, which the architecture file must never hold",
+                Some("write just \"http://HOST:PORT\" (a collector that needs credentials: put an agent beside Mayfly)".to_owned()),
+            );
+            None
+        }
+        Err(problem) => {
+            reader.error(
+                otlp.span,
+                format!("`otlp` of `[telemetry]` {problem}: \"{}\"", otlp.value.trim()),
+                Some("write the OTLP/HTTP collector's base URL, e.g. \"http://localhost:4318\"; traces go to its /v1/traces".to_owned()),
+            );
+            None
+        }
+    });
+    TelemetrySpec { otlp }
+}
+
+/// Why an OTLP endpoint is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum OtlpEndpointError {
+    #[error("is neither an http:// nor an https:// URL")]
+    Scheme,
+    #[error("names no host")]
+    NoHost,
+    #[error("has a port that is not a number from 1 to 65535")]
+    Port,
+    #[error("holds credentials")]
+    Credentials,
+    #[error("has a query or a fragment")]
+    Query,
+}
+
+/// Check an OTLP/HTTP endpoint (`[telemetry] otlp`, or `MAYFLY_OTLP_ENDPOINT`
+/// which the host checks the same way); returns it trimmed, without a
+/// trailing `/`.
+pub fn check_otlp_endpoint(text: &str) -> Result<String, OtlpEndpointError> {
+    let text = text.trim();
+    let lowered = text.to_ascii_lowercase();
+    let rest = if lowered.starts_with("http://") {
+        &text["http://".len()..]
+    } else if lowered.starts_with("https://") {
+        &text["https://".len()..]
+    } else {
+        return Err(OtlpEndpointError::Scheme);
+    };
+    if rest.contains(['?', '#']) {
+        return Err(OtlpEndpointError::Query);
+    }
+    let authority = rest.split('/').next().unwrap_or_default();
+    if authority.contains('@') {
+        return Err(OtlpEndpointError::Credentials);
+    }
+    let (host, port) = match authority.rsplit_once(':') {
+        // An IPv6 literal without a port: `[::1]`.
+        Some((host, port)) if !port.contains(']') => (host, Some(port)),
+        _ => (authority, None),
+    };
+    if host.is_empty() || host == "[]" || host.contains(char::is_whitespace) {
+        return Err(OtlpEndpointError::NoHost);
+    }
+    if let Some(port) = port
+        && !matches!(port.parse::<u16>(), Ok(1..))
+    {
+        return Err(OtlpEndpointError::Port);
+    }
+    Ok(text.trim_end_matches('/').to_owned())
 }
 
 /// Whether the part of a URL after `scheme:` carries a password: in its

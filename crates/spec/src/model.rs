@@ -108,6 +108,16 @@ pub struct StorageSpec {
     pub url: Option<String>,
 }
 
+/// `[telemetry]`: where the host exports traces. Read by the host when
+/// `mayfly up` or `mayfly serve` starts ([`crate::telemetry_settings`]);
+/// not part of a deployment.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct TelemetrySpec {
+    /// The OTLP/HTTP collector's base URL (`http://HOST:PORT`); traces are
+    /// posted to its `/v1/traces`. `None`: no traces are exported.
+    pub otlp: Option<String>,
+}
+
 /// Whether something is mandatory or merely allowed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "lowercase")]

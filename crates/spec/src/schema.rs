@@ -96,6 +96,7 @@ pub(crate) struct ArchitectureFile {
     pub api: Option<ApiFile>,
     pub state: Option<StateFile>,
     pub storage: Option<StorageFile>,
+    pub telemetry: Option<TelemetryFile>,
     pub evaluation: Option<EvaluationFile>,
 }
 
@@ -131,6 +132,17 @@ pub(crate) enum EvaluationInputFile {
     Objects { bucket: String, prefix: Option<String>, dir: String },
     /// Each line of the local `file` is sent to `queue` before every run.
     Messages { queue: String, file: String },
+}
+
+/// Where `mayfly up` and `mayfly serve` export traces (not part of a
+/// deployment; `MAYFLY_OTLP_ENDPOINT` overrides it).
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TelemetryFile {
+    /// The OTLP/HTTP collector's base URL, e.g. "http://localhost:4318"; traces are posted
+    /// to its /v1/traces as protobuf. No credentials.
+    #[schemars(pattern(r"^[hH][tT][tT][pP][sS]?://[^/@?#]+(/[^?#]*)?$"))]
+    pub otlp: Option<String>,
 }
 
 /// Where the buckets' objects are (read before the project is opened; not

@@ -151,6 +151,7 @@ fn lock_control_plane(project: &Project, holder: &str) -> Result<ControlPlaneLoc
 
 pub async fn up(args: UpArgs, project: Option<&Path>, output: Output) -> Result<()> {
     let located = Project::locate(project)?;
+    let telemetry_settings = located.telemetry_settings()?;
     let opened = located.open(false)?;
     if args.lease_renew_every.is_zero() || args.lease_renew_every * 3 > args.lease_ttl {
         return Err(crate::exit_code::UsageError(format!(
@@ -198,6 +199,12 @@ so that a leader renews at least twice before its lease could lapse",
     };
     let (trigger, shutdown) = mayfly_control::ShutdownTrigger::new();
     let name = config.architecture.name.clone();
+    let telemetry = mayfly_host::telemetry::Telemetry::start(&telemetry_settings, name.as_str())?;
+    if let Some(telemetry) = &telemetry
+        && !output.silent
+    {
+        eprintln!("mayfly: exporting traces to {} (OTLP/HTTP)", telemetry.endpoint());
+    }
     if !output.silent {
         eprintln!(
             "mayfly: control plane for `{name}` (deployment {}) running; {} function(s), {} trigger(s), {} route(s). Ctrl-C stops it gracefully.",
@@ -294,6 +301,9 @@ stopped here and wrote nothing under term {led_under} after the takeover",
     trigger.trigger();
     retention.await.context("the retention task panicked")??;
     result.context("the control plane task panicked")??;
+    if let Some(telemetry) = telemetry {
+        tokio::task::spawn_blocking(move || telemetry.shutdown()).await.context("flushing traces panicked")?;
+    }
     eprintln!("mayfly: control plane stopped");
     Ok(())
 }

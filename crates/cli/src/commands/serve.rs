@@ -320,11 +320,13 @@ pub async fn stop_signal() {
 
 pub async fn serve(args: ServeArgs, project: Option<&Path>, _output: Output) -> Result<()> {
     let located = Project::locate(project)?;
+    let telemetry_settings = located.telemetry_settings()?;
     let opened = located.open(false)?;
     let _keyring_follower = opened.follow_keyring_file(&located);
     let deployed = deployed_architecture(&opened)?;
     // Made (or made to name `[api].aws_advertise`) before anything hands it out.
     serving_certificate_paths(&located, deployed.1.api.as_ref())?;
+    let telemetry = mayfly_host::telemetry::Telemetry::start(&telemetry_settings, deployed.1.name.as_str())?;
     let credentials = function_credentials(&located, &opened, &deployed.1)?;
     let invoker = Invoker::new(invoker_config(args.idle_timeout, credentials.as_ref()));
     let server = bind_api_server(&located, &opened, deployed, invoker.clone(), args.listen, args.aws_listen).await?;
@@ -334,6 +336,9 @@ pub async fn serve(args: ServeArgs, project: Option<&Path>, _output: Output) -> 
     server.announce();
     server.run(stop_signal()).await?;
     invoker.shutdown().await;
+    if let Some(telemetry) = telemetry {
+        tokio::task::spawn_blocking(move || telemetry.shutdown()).await.context("flushing traces panicked")?;
+    }
     eprintln!("mayfly: API stopped");
     Ok(())
 }

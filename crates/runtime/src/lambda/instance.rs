@@ -109,7 +109,7 @@ impl LambdaInstance {
         let spawned = ChildProcess::spawn(SpawnRequest {
             command: &function.command,
             working_dir: &function.working_dir,
-            environment: instance_environment(function, Some(&runtime_api), None, credentials),
+            environment: instance_environment(function, Some(&runtime_api), None, None, credentials),
             cgroup_procs: cgroup.as_ref().map(InstanceCgroup::procs_file),
             address_space_limit,
             with_stdin: false,
@@ -170,7 +170,7 @@ impl LambdaInstance {
             }
             None => (None, Default::default()),
         };
-        let environment = instance_environment(function, Some(&runtime_api), None, &variables);
+        let environment = instance_environment(function, Some(&runtime_api), None, None, &variables);
         let spec = engine.spec(function, isolation, environment, Some(network), false);
         let container = engine.start(spec).await.map_err(container_error)?;
         if container.address.is_none() {

@@ -66,7 +66,7 @@ pub fn function(name: &str, runtime: RuntimeKind, command: Vec<String>) -> Funct
 pub fn invocation(event: serde_json::Value) -> Invocation {
     static NEXT: AtomicU64 = AtomicU64::new(1);
     let request_id = format!("req-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
-    Invocation { request_id, payload: serde_json::to_vec(&event).unwrap(), trace_id: None }
+    Invocation { request_id, payload: serde_json::to_vec(&event).unwrap(), trace_id: None, traceparent: None }
 }
 
 pub fn response_json(response: &Option<Vec<u8>>) -> serde_json::Value {

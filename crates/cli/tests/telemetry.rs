@@ -1,0 +1,298 @@
+//! Traces over OTLP end to end (issue 15): `mayfly up` with `[telemetry]`
+//! exports one object's journey — `created` → `route` → `send` → `invoke`
+//! — to an OTLP/HTTP receiver built on the protocol's own message types
+//! (`opentelemetry-proto`), and the functions are handed contexts of that
+//! trace: a Lambda handler under awslambdaric sees `_X_AMZN_TRACE_ID`, a
+//! process function `TRACEPARENT`. A bad `[telemetry]` is refused with a
+//! located error.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Bytes, Incoming};
+use hyper::{Request, Response, StatusCode};
+use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
+use opentelemetry_proto::tonic::trace::v1::Span;
+use prost::Message;
+use support::Project;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// An OTLP/HTTP trace receiver on a loopback port: every span of every
+/// `ExportTraceServiceRequest` posted to `/v1/traces` (protobuf), with the
+/// `service.name` of its resource.
+struct Receiver {
+    address: SocketAddr,
+    spans: Arc<Mutex<Vec<(String, Span)>>>,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl Receiver {
+    fn start() -> Receiver {
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let spans = Arc::new(Mutex::new(Vec::new()));
+        let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+        let address = listener.local_addr().unwrap();
+        let collected = spans.clone();
+        runtime.spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { return };
+                let collected = collected.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |request| export(request, collected.clone()));
+                    let io = hyper_util::rt::TokioIo::new(stream);
+                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
+                });
+            }
+        });
+        Receiver { address, spans, _runtime: runtime }
+    }
+
+    fn spans(&self) -> Vec<(String, Span)> {
+        self.spans.lock().unwrap().clone()
+    }
+}
+
+/// One export: decode, keep the spans, answer an empty `ExportTraceServiceResponse`.
+async fn export(
+    request: Request<Incoming>,
+    collected: Arc<Mutex<Vec<(String, Span)>>>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let wrong = request.uri().path() != "/v1/traces"
+        || request.headers().get("content-type").is_none_or(|value| value != "application/x-protobuf");
+    let body = request.into_body().collect().await.map(|body| body.to_bytes()).unwrap_or_default();
+    let decoded = ExportTraceServiceRequest::decode(body);
+    let (status, answer) = match decoded {
+        Ok(decoded) if !wrong => {
+            let mut spans = collected.lock().unwrap();
+            for resource_spans in decoded.resource_spans {
+                let service = resource_spans
+                    .resource
+                    .iter()
+                    .flat_map(|resource| &resource.attributes)
+                    .find(|attribute| attribute.key == "service.name")
+                    .and_then(|attribute| text(attribute.value.as_ref()?.value.as_ref()?))
+                    .unwrap_or_default();
+                for scope in resource_spans.scope_spans {
+                    spans.extend(scope.spans.into_iter().map(|span| (service.clone(), span)));
+                }
+            }
+            (StatusCode::OK, ExportTraceServiceResponse::default().encode_to_vec())
+        }
+        _ => (StatusCode::BAD_REQUEST, Vec::new()),
+    };
+    let mut response = Response::new(Full::new(Bytes::from(answer)));
+    *response.status_mut() = status;
+    response.headers_mut().insert("content-type", "application/x-protobuf".parse().unwrap());
+    Ok(response)
+}
+
+fn text(value: &AnyValue) -> Option<String> {
+    match value {
+        AnyValue::StringValue(text) => Some(text.clone()),
+        AnyValue::IntValue(number) => Some(number.to_string()),
+        AnyValue::BoolValue(flag) => Some(flag.to_string()),
+        _ => None,
+    }
+}
+
+/// A span's attributes as text.
+fn attributes(span: &Span) -> BTreeMap<String, String> {
+    span.attributes
+        .iter()
+        .filter_map(|attribute| Some((attribute.key.clone(), text(attribute.value.as_ref()?.value.as_ref()?)?)))
+        .collect()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// The lambda handler: what the runtime client set in `_X_AMZN_TRACE_ID`,
+/// and the record's `AWSTraceHeader` system attribute, into a file.
+const LAMBDA_HANDLER: &str = r#"import json, os
+
+def handler(event, context):
+    record = event["Records"][0]
+    seen = {"xray": os.environ.get("_X_AMZN_TRACE_ID"), "message": record["attributes"].get("AWSTraceHeader"),
+            "message_attributes": record["messageAttributes"]}
+    with open(os.path.join(os.environ["MAYFLY_PROJECT"], "lambda-saw.json"), "w") as out:
+        json.dump(seen, out)
+    return {}
+"#;
+
+/// The process function: its `TRACEPARENT`, into a file.
+const PROCESS_FUNCTION: &str = r#"import json, os, sys
+sys.stdin.read()
+with open(os.path.join(os.environ["MAYFLY_PROJECT"], "process-saw.txt"), "w") as out:
+    out.write(os.environ.get("TRACEPARENT", "none"))
+json.dump({}, sys.stdout)
+"#;
+
+/// bucket `inbox` → route-1 → queue `backlog` → trigger → lambda `code`,
+/// and → route-2 → function `index` (a process, invoked asynchronously);
+/// traces go to `otlp` if given.
+fn journey_project(otlp: Option<&str>) -> Project {
+    let telemetry = otlp.map(|otlp| format!("[telemetry]\notlp = \"{otlp}\"\n")).unwrap_or_default();
+    let spec = format!(
+        r#"version = 1
+name = "traced"
+
+{telemetry}
+[buckets.inbox]
+[queues.backlog]
+
+[functions.code]
+runtime = "lambda"
+command = ["python3", "-m", "awslambdaric", "handler.handler"]
+handler = "handler.handler"
+
+[functions.index]
+command = ["python3", "index.py"]
+
+[[routes]]
+from = {{ bucket = "inbox" }}
+to = {{ queue = "backlog" }}
+
+[[routes]]
+from = {{ bucket = "inbox" }}
+to = {{ function = "index" }}
+
+[[triggers]]
+queue = "backlog"
+function = "code"
+"#
+    );
+    let project = Project::with_spec(&spec);
+    std::fs::write(project.path("handler.py"), LAMBDA_HANDLER).unwrap();
+    std::fs::write(project.path("index.py"), PROCESS_FUNCTION).unwrap();
+    project.ok(&["deploy"]);
+    project
+}
+
+/// The one span named `name`.
+fn the_span<'a>(spans: &'a [(String, Span)], name: &str) -> &'a Span {
+    let found: Vec<&Span> = spans.iter().map(|(_, span)| span).filter(|span| span.name == name).collect();
+    let names: Vec<&str> = spans.iter().map(|(_, span)| span.name.as_str()).collect();
+    assert_eq!(found.len(), 1, "spans named {name:?} among {names:?}");
+    found[0]
+}
+
+#[test]
+fn one_objects_journey_is_one_trace_from_its_created_event_to_each_invocation_and_the_functions_join_it() {
+    support::ensure_awslambdaric();
+    let receiver = Receiver::start();
+    let project = journey_project(Some(&format!("http://{}", receiver.address)));
+    let up = project.spawn_up();
+    let before_put = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    project.ok(&["put", "inbox/charts/17.txt", "mayfly.toml"]);
+    project.wait_for(&["invocations", "--limit", "10"], WAIT, |v| v.as_array().unwrap().len() == 2);
+    // The batch processor exports every few seconds; a clean stop flushes what is left.
+    let stderr = up.stop();
+    assert!(stderr.contains(&format!("exporting traces to http://{}/v1/traces", receiver.address)), "{stderr}");
+    let started = Instant::now();
+    while receiver.spans().len() < 7 && started.elapsed() < WAIT {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let spans = receiver.spans();
+    let names: Vec<&str> = spans.iter().map(|(_, span)| span.name.as_str()).collect();
+    assert_eq!(spans.len(), 7, "created, 2 routes, 2 sends, 2 invocations: {names:?}");
+    assert!(spans.iter().all(|(service, _)| service == "mayfly"), "service.name");
+
+    // One trace.
+    let trace_id = spans[0].1.trace_id.clone();
+    assert_eq!(trace_id.len(), 16);
+    assert!(spans.iter().all(|(_, span)| span.trace_id == trace_id), "one trace id: {names:?}");
+
+    // created → route → send → invoke, for each route.
+    let created = the_span(&spans, "created inbox");
+    assert!(created.parent_span_id.is_empty(), "the created span is the root");
+    let created_attributes = attributes(created);
+    assert_eq!(created_attributes["mayfly.bucket"], "inbox");
+    assert_eq!(created_attributes["mayfly.object.key"], "charts/17.txt");
+    assert_eq!(created_attributes["mayfly.event.name"], "ObjectCreated:Put");
+    assert!(
+        created.start_time_unix_nano >= before_put - 1_000_000_000
+            && created.start_time_unix_nano <= created.end_time_unix_nano,
+        "the created span starts at the event's own time"
+    );
+    let by_route: Vec<(&str, &str, &str, &str)> = vec![
+        ("route route-1", "queue:backlog", "send backlog", "invoke code"),
+        ("route route-2", "function:index", "send mayfly-async-index", "invoke index"),
+    ];
+    for (route_name, target, send_name, invoke_name) in by_route {
+        let route = the_span(&spans, route_name);
+        assert_eq!(route.parent_span_id, created.span_id, "{route_name} is a child of created");
+        assert_eq!(attributes(route)["mayfly.route.target"], target);
+        let send = the_span(&spans, send_name);
+        assert_eq!(send.parent_span_id, route.span_id, "{send_name} is a child of {route_name}");
+        let invoke = the_span(&spans, invoke_name);
+        assert_eq!(invoke.parent_span_id, send.span_id, "{invoke_name} is a child of {send_name}");
+        let invoke_attributes = attributes(invoke);
+        assert_eq!(invoke_attributes["mayfly.outcome"], "success");
+        assert_eq!(invoke_attributes["mayfly.error"], "false");
+        assert!(invoke_attributes["mayfly.duration_ms"].parse::<u64>().is_ok(), "{invoke_attributes:?}");
+        assert!(invoke.start_time_unix_nano >= send.start_time_unix_nano);
+    }
+    assert_eq!(attributes(the_span(&spans, "invoke code"))["mayfly.trigger"], "queue:backlog");
+    assert_eq!(attributes(the_span(&spans, "invoke index"))["mayfly.trigger"], "bucket:inbox");
+
+    // What the functions saw belongs to that trace, with their invoke span as parent.
+    let trace = hex(&trace_id);
+    let xray_root = format!("Root=1-{}-{}", &trace[..8], &trace[8..]);
+    let lambda_saw: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(project.path("lambda-saw.json")).unwrap()).unwrap();
+    let invoke_code = hex(&the_span(&spans, "invoke code").span_id);
+    assert_eq!(lambda_saw["xray"], format!("{xray_root};Parent={invoke_code};Sampled=1"), "{lambda_saw}");
+    let send_backlog = hex(&the_span(&spans, "send backlog").span_id);
+    assert_eq!(lambda_saw["message"], format!("{xray_root};Parent={send_backlog};Sampled=1"), "{lambda_saw}");
+    assert_eq!(lambda_saw["message_attributes"], serde_json::json!({}), "the trace header is no message attribute");
+    let invoke_index = hex(&the_span(&spans, "invoke index").span_id);
+    let process_saw = std::fs::read_to_string(project.path("process-saw.txt")).unwrap();
+    assert_eq!(process_saw, format!("00-{trace}-{invoke_index}-01"));
+}
+
+#[test]
+fn without_telemetry_functions_get_no_trace_context() {
+    support::ensure_awslambdaric();
+    let project = journey_project(None);
+    let up = project.spawn_up();
+    project.ok(&["put", "inbox/charts/18.txt", "mayfly.toml"]);
+    project.wait_for(&["invocations", "--limit", "10"], WAIT, |v| v.as_array().unwrap().len() == 2);
+    let stderr = up.stop();
+    assert!(!stderr.contains("exporting traces"), "{stderr}");
+    let lambda_saw: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(project.path("lambda-saw.json")).unwrap()).unwrap();
+    assert_eq!(lambda_saw["xray"], serde_json::Value::Null, "{lambda_saw}");
+    assert_eq!(lambda_saw["message"], serde_json::Value::Null, "{lambda_saw}");
+    assert_eq!(std::fs::read_to_string(project.path("process-saw.txt")).unwrap(), "none");
+}
+
+#[test]
+fn a_bad_telemetry_endpoint_is_refused_with_its_location_and_nothing_starts() {
+    for (otlp, problem) in [
+        ("ftp://collector:4318", "is neither an http:// nor an https:// URL"),
+        ("http://:4318", "names no host"),
+        ("http://collector:99999", "has a port that is not a number"),
+    ] {
+        let project = Project::with_spec(&format!(
+            "version = 1\nname = \"bad\"\n\n[telemetry]\notlp = \"{otlp}\"\n[buckets.inbox]\n"
+        ));
+        let deploy = project.fails(&["deploy"], 3);
+        assert!(deploy.contains(&format!("`otlp` of `[telemetry]` {problem}")), "{deploy}");
+        assert!(deploy.contains("mayfly.toml:5:8"), "located: {deploy}");
+        let up = project.fails(&["up"], 3);
+        assert!(up.contains(problem), "{up}");
+    }
+    let project =
+        Project::with_spec("version = 1\nname = \"bad\"\n[telemetry]\nendpoint = \"http://collector:4318\"\n");
+    let deploy = project.fails(&["deploy"], 3);
+    assert!(deploy.contains("unknown key `endpoint` in `[telemetry]`"), "{deploy}");
+}
