@@ -9,7 +9,7 @@
 
 mod support;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 use support::{Project, Served};
@@ -159,8 +159,25 @@ const ADVERTISE_NETWORK: &str = "mayfly-test-aws-advertise";
 const ADVERTISE_SUBNET: &str = "10.77.190.0/24";
 const ADVERTISE_GATEWAY: &str = "10.77.190.1";
 
+/// `tests/aws/copier.py` where an image can include it: the checkout's own
+/// file, or a copy under /var/tmp when the checkout lies under /tmp (which
+/// every container replaces with a private scratch folder), as the
+/// handlers are ([`support::image_files_directory`]).
+fn copier_for_images() -> PathBuf {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/aws/copier.py");
+    if !source.starts_with("/tmp") {
+        return source;
+    }
+    // Copied beside and renamed into place, so a test building an image meanwhile never reads half a file.
+    let copy = support::image_files_directory().join("copier.py");
+    let partial = copy.with_extension(format!("py.{}", std::process::id()));
+    std::fs::copy(&source, &partial).expect("copy copier.py where images can include it");
+    std::fs::rename(&partial, &copy).expect("move copier.py into place");
+    copy
+}
+
 fn docker_spec(name: &str, aws_port: u16, advertise: bool, interpreter: &str, packages: &str) -> String {
-    let copier = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/aws/copier.py");
+    let copier = copier_for_images();
     let advertise =
         if advertise { format!("aws_advertise = \"https://{ADVERTISE_GATEWAY}:{aws_port}\"\n") } else { String::new() };
     format!(
@@ -205,7 +222,7 @@ aws_listen = "0.0.0.0:{aws_port}"
 #[test]
 fn job_workers_in_docker_containers_reach_the_advertised_endpoint_with_scoped_credentials() {
     let placeholder = Project::with_spec("version = 1\nname = \"placeholder\"\n");
-    let copier = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/aws/copier.py");
+    let copier = copier_for_images();
     let (interpreter, packages) =
         support::ensure_boto3_image(&placeholder, BOTO3_WORKER_IMAGE, &[copier.to_str().unwrap()]);
     let aws_port = free_port();
