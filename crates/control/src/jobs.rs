@@ -3,10 +3,10 @@
 //! lease lapsed (after tearing its fleet down by tags), reaping orphans, and
 //! the job triggers — schedules and alarms.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mayfly_core::run::new_run_id;
 use mayfly_core::{Clock, Name};
@@ -277,8 +277,20 @@ pub async fn supervise(
     let provisioner = jobs.provisioner.as_ref();
     let mut alarms = crate::alarms::AlarmState::default();
     let mut since_reap = REAP_EVERY;
+    // When this supervisor last started a coordinator for a run: until that
+    // one has had UNCLAIMED_GRACE to claim the run, the run's lease still
+    // looks lapsed, and resuming it again would tear the starting
+    // coordinator down and start another — every second, for ever, where a
+    // coordinator takes longer than that to start (a container on a busy host).
+    let mut resumed: HashMap<String, Instant> = HashMap::new();
     loop {
-        for run in config.state.runs_needing_coordinator(UNCLAIMED_GRACE)? {
+        let needing = config.state.runs_needing_coordinator(UNCLAIMED_GRACE)?;
+        resumed.retain(|run, _| needing.iter().any(|record| &record.id == run));
+        for run in needing {
+            if resumed.get(&run.id).is_some_and(|at| at.elapsed() < UNCLAIMED_GRACE) {
+                continue;
+            }
+            resumed.insert(run.id.clone(), Instant::now());
             if let Err(error) = resume_run(&jobs, &config.architecture, &run).await {
                 tracing::error!(run = %run.id, error = %error, "cannot restart the coordinator");
             }
