@@ -105,15 +105,26 @@ fn copies_every_object_with_scoped_credentials(function: &str) {
         );
         assert!(!Path::new(ca_bundle).exists(), "and removed it when it stopped: {ca_bundle}");
     }
+    assert_copied_and_nothing_else(&project, &originals);
+    served.stop();
+
+    assert_access_log_of_the_function(&project, OBJECTS);
+}
+
+/// Every object of `originals` copied byte for byte into `copies`, and nothing written to `other`.
+fn assert_copied_and_nothing_else(project: &Project, originals: &[Vec<u8>]) {
     for (index, content) in originals.iter().enumerate() {
         let copied = project.command(&["get", &format!("copies/copied/in/scan-{index}.bin")]).output().unwrap();
         assert!(copied.status.success(), "{}", String::from_utf8_lossy(&copied.stderr));
         assert!(copied.stdout == *content, "object {index} differs after the copy");
     }
     assert_eq!(project.json(&["ls", "other"]), serde_json::json!([]), "nothing was written outside the permissions");
-    served.stop();
+}
 
-    // Every request is in the access log under the function's key (`MFS…`), the refusals too.
+/// Every request is in the access log under the function's key (`MFS…`),
+/// the refusals too: one refusal outside the permissions and one PUT of a
+/// copy per object, of `objects`.
+fn assert_access_log_of_the_function(project: &Project, objects: usize) {
     let log = project.json(&["access-log", "--limit", "1000"]);
     let log = log.as_array().unwrap();
     let by_function = |record: &&Value| record["token_id"].as_str().is_some_and(|id| id.starts_with("MFS"));
@@ -122,7 +133,7 @@ fn copies_every_object_with_scoped_credentials(function: &str) {
         .filter(by_function)
         .filter(|record| record["status"] == 403 && record["resource"].as_str().is_some_and(|r| r.contains("other")))
         .collect();
-    assert_eq!(refusals.len(), OBJECTS, "one refusal per item: {log:?}");
+    assert_eq!(refusals.len(), objects, "one refusal per item: {log:?}");
     let outcome = refusals[0]["outcome"].as_str().unwrap();
     assert!(outcome.starts_with("AccessDenied") && outcome.contains("function `copier`"), "{outcome}");
     let puts = log.iter().filter(by_function).filter(|record| {
@@ -130,7 +141,7 @@ fn copies_every_object_with_scoped_credentials(function: &str) {
             && record["status"] == 200
             && record["resource"].as_str().is_some_and(|r| r.contains("copies"))
     });
-    assert_eq!(puts.count(), OBJECTS, "one PUT per copied object: {log:?}");
+    assert_eq!(puts.count(), objects, "one PUT per copied object: {log:?}");
 }
 
 /// Workers cannot be told where an endpoint on `aws_listen` port 0 is: such
@@ -261,31 +272,10 @@ fn job_workers_in_docker_containers_reach_the_advertised_endpoint_with_scoped_cr
             "the worker wrote the endpoint's certificate in its container: {ca_bundle}"
         );
     }
-    for (index, content) in originals.iter().enumerate() {
-        let copied = project.command(&["get", &format!("copies/copied/in/scan-{index}.bin")]).output().unwrap();
-        assert!(copied.status.success(), "{}", String::from_utf8_lossy(&copied.stderr));
-        assert!(copied.stdout == *content, "object {index} differs after the copy");
-    }
-    assert_eq!(project.json(&["ls", "other"]), serde_json::json!([]), "nothing was written outside the permissions");
+    assert_copied_and_nothing_else(&project, &originals);
     served.stop();
 
-    let log = project.json(&["access-log", "--limit", "1000"]);
-    let log = log.as_array().unwrap();
-    let by_function = |record: &&Value| record["token_id"].as_str().is_some_and(|id| id.starts_with("MFS"));
-    let refusals: Vec<&Value> = log
-        .iter()
-        .filter(by_function)
-        .filter(|record| record["status"] == 403 && record["resource"].as_str().is_some_and(|r| r.contains("other")))
-        .collect();
-    assert_eq!(refusals.len(), OBJECTS, "one refusal per item: {log:?}");
-    let outcome = refusals[0]["outcome"].as_str().unwrap();
-    assert!(outcome.starts_with("AccessDenied") && outcome.contains("function `copier`"), "{outcome}");
-    let puts = log.iter().filter(by_function).filter(|record| {
-        record["method"] == "PUT"
-            && record["status"] == 200
-            && record["resource"].as_str().is_some_and(|r| r.contains("copies"))
-    });
-    assert_eq!(puts.count(), OBJECTS, "one PUT per copied object, through the advertised endpoint: {log:?}");
+    assert_access_log_of_the_function(&project, OBJECTS);
     let live = project.json(&["ps"]);
     let containers: Vec<&Value> = live.as_array().unwrap().iter().filter(|r| r["kind"] == "container").collect();
     assert!(containers.is_empty(), "no container of the run is left: {containers:?}");
