@@ -695,7 +695,8 @@ fn stored_report(record: &ExperimentRecord) -> String {
             })
         })
         .collect();
-    let mut about = format!(
+    // No error text: it may quote a function's output, and the report is a plain file.
+    let about = format!(
         "experiment {} ({}, {}), {} to {}; {} repetitions of {} variants, seed {}; baseline `{}`",
         record.id,
         experiment.trigger,
@@ -707,9 +708,6 @@ fn stored_report(record: &ExperimentRecord) -> String {
         details.seed,
         experiment.baseline
     );
-    if let Some(error) = &details.error {
-        about.push_str(&format!("; {error}"));
-    }
     let context = report::ReportContext {
         title: &format!("Experiment {}", experiment.name),
         baseline: &experiment.baseline,
