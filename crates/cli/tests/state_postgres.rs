@@ -72,6 +72,40 @@ fn key_maintenance_is_refused_on_postgres_before_anything_changes() {
 }
 
 #[test]
+fn a_keyring_lacking_a_recorded_key_is_refused_on_postgres_and_a_lost_one_is_replaced_only_when_asked() {
+    let project = project_on_postgres(SPEC);
+    project.ok(&["deploy"]);
+    let path = project.path(".mayfly/keyring.json");
+    let before_rotation = std::fs::read_to_string(&path).unwrap();
+    let rotated = project.json(&["keys", "rotate"]);
+    let second = rotated["current"].as_str().unwrap().to_owned();
+    project.ok(&["send", "work", "sealed by the second key"]);
+
+    // The backup from before the rotation holds the key that sealed the
+    // store's first records, but not the second: refused, naming it.
+    std::fs::write(&path, &before_rotation).unwrap();
+    for args in [&["receive", "work"][..], &["send", "work", "not sent"], &["deploy"]] {
+        let stderr = project.fails(args, 5);
+        assert!(stderr.contains(&second), "{args:?}: {stderr}");
+    }
+    let database = project.database.as_ref().unwrap();
+    let messages: i64 = database.client().query_one("SELECT count(*) FROM messages", &[]).unwrap().get(0);
+    assert_eq!(messages, 1, "a refused command changed nothing");
+
+    // Lost for good: only the explicit command records a new keyring.
+    std::fs::remove_file(&path).unwrap();
+    let created = project.json(&["keys", "init", "--replace-lost-keyring"]);
+    assert_eq!(created["replaced_lost_keys"].as_array().unwrap().len(), 2, "{created}");
+    project.ok(&["send", "work", "sealed by the new keyring"]);
+    let recorded: i64 = database
+        .client()
+        .query_one("SELECT count(*) FROM mayfly_settings WHERE name LIKE 'kek:%'", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(recorded, 1, "only the new keyring's key is recorded");
+}
+
+#[test]
 fn a_password_in_the_files_url_is_refused_with_its_location_and_nothing_is_created() {
     let project = Project::with_spec(&format!(
         "{SPEC}\n[state]\nurl = \"postgres://mayfly_password_test:hunter2@127.0.0.1:15432/postgres\"\n"

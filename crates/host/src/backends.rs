@@ -302,10 +302,10 @@ impl StateTarget {
                 let (_, lost) = SqliteStore::open_encrypted_replacing_lost_keyring(path, clock, keyring)?;
                 Ok(lost)
             }
-            StateTarget::Postgres { location, .. } => {
-                bail!(
-                    "the PostgreSQL state store at {location} does not record keys yet, so a lost keyring cannot be replaced in it"
-                )
+            StateTarget::Postgres { target, .. } => {
+                let (_, lost) =
+                    PostgresStore::open_encrypted_replacing_lost_keyring(ConnectTarget::clone(target), clock, keyring)?;
+                Ok(lost)
             }
         }
     }

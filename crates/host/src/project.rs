@@ -216,14 +216,6 @@ impl Project {
     /// keys init --replace-lost-keyring`); returns the lost keys' ids.
     pub fn record_replacement_keyring(&self, keyring: Arc<Keyring>) -> Result<Vec<String>> {
         let target = self.state_target()?;
-        if !target.backend().key_maintenance {
-            return Err(Refused(format!(
-                "`mayfly keys init --replace-lost-keyring` is not supported on a {} state store yet (the project's state is at {})",
-                target.backend().name,
-                target.describe()
-            ))
-            .into());
-        }
         target
             .record_replacement_keyring(Arc::new(SystemClock), keyring)
             .with_context(|| format!("cannot record the new keyring in the state store {}", target.describe()))

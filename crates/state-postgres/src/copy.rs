@@ -163,7 +163,12 @@ impl CopySource for PgCopy<'_, '_> {
                 .with_context(|| format!("read the `{name}` setting"))?
                 .map(|row| row.get(0)))
         };
-        Ok(Sealing { payloads: setting("payloads")?, item_key: setting(ITEM_KEY_SETTING)? })
+        let item_key = setting(ITEM_KEY_SETTING)?;
+        Ok(Sealing {
+            payloads: setting("payloads")?,
+            item_key,
+            keys: crate::key_identity::recorded_keys(self.transaction)?,
+        })
     }
 }
 
@@ -280,7 +285,7 @@ impl CopyTarget for PgCopy<'_, '_> {
                     .with_context(what)?,
             };
         }
-        Ok(())
+        crate::key_identity::replace_with(self.transaction, &sealing.keys)
     }
 }
 

@@ -22,6 +22,7 @@ mod audits;
 mod copy;
 mod errors;
 mod experiments;
+mod key_identity;
 mod leases;
 mod ledger;
 mod notify;
@@ -123,16 +124,40 @@ impl PostgresStore {
         Ok(row.get(0))
     }
 
+    /// Open the store with a new `keyring` that replaces a lost one: the
+    /// recorded keys are forgotten and the new keyring's recorded instead,
+    /// and a new item lookup key is made. Payloads sealed by the lost keys
+    /// stay unreadable (`Damaged`). Returns the store and the ids of the keys
+    /// forgotten. Only for an explicit request from the person who lost the
+    /// keyring (`mayfly keys init --replace-lost-keyring`).
+    pub fn open_encrypted_replacing_lost_keyring(
+        target: ConnectTarget,
+        clock: Arc<dyn Clock>,
+        keyring: Arc<Keyring>,
+    ) -> Result<(PostgresStore, Vec<String>)> {
+        let forgotten = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let adoption = KeyringAdoption::ReplaceLost(forgotten.clone());
+        let store =
+            off_runtime(move || PostgresStore::open_config_here(target, clock, Sealer::new(Some(keyring)), adoption))?;
+        let forgotten = std::mem::take(&mut *forgotten.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
+        Ok((store, forgotten))
+    }
+
     fn open_with(url: &str, clock: Arc<dyn Clock>, sealer: Sealer) -> Result<PostgresStore> {
         let target = parse_url(url)?;
         PostgresStore::open_config(target, clock, sealer)
     }
 
     fn open_config(target: ConnectTarget, clock: Arc<dyn Clock>, sealer: Sealer) -> Result<PostgresStore> {
-        off_runtime(move || PostgresStore::open_config_here(target, clock, sealer))
+        off_runtime(move || PostgresStore::open_config_here(target, clock, sealer, KeyringAdoption::CheckRecorded))
     }
 
-    fn open_config_here(target: ConnectTarget, clock: Arc<dyn Clock>, mut sealer: Sealer) -> Result<PostgresStore> {
+    fn open_config_here(
+        target: ConnectTarget,
+        clock: Arc<dyn Clock>,
+        mut sealer: Sealer,
+        adoption: KeyringAdoption,
+    ) -> Result<PostgresStore> {
         let location = describe(&target.config);
         let mut client = target.connect()?;
         schema::migrate(&mut client, &location).map_err(|error| match error {
@@ -141,7 +166,7 @@ impl PostgresStore {
             }
             other => other,
         })?;
-        let ids = settle_payloads(&mut client, &sealer, &location)?;
+        let ids = settle_payloads(&mut client, &sealer, &location, adoption)?;
         sealer.set_item_ids(ids);
         drop(client);
         let mut config = target.config.clone();
@@ -162,14 +187,30 @@ impl PostgresStore {
         })
     }
 
-    /// Take up a new keyring: every payload sealed from now on uses its
-    /// current key. This store does not record which keys sealed its data
-    /// yet, so nothing is checked (a keyring lacking a key that sealed a
-    /// payload is found when that payload is read).
-    pub fn replace_keyring(&self, keyring: Arc<Keyring>) {
-        if self.sealer.is_on() {
-            self.sealer.replace(keyring);
+    /// Take up a new keyring (rotated, or with a key retired): it is checked
+    /// against the recorded keys and its current key recorded, as on
+    /// opening, then every payload sealed from now on uses it. Refused with
+    /// `KeyringLacksKeys` (the old keyring stays) if it lacks a recorded
+    /// key. No-op for an unsealed store.
+    pub fn replace_keyring(&self, keyring: Arc<Keyring>) -> Result<()> {
+        if !self.sealer.is_on() {
+            return Ok(());
         }
+        self.transact("take up a new keyring", |transaction| {
+            key_identity::lock_settings(transaction)?;
+            key_identity::check_and_record(transaction, &keyring, &self.location)?;
+            // Swapped inside the transaction: no payload is sealed with the
+            // new current key before it is recorded.
+            self.sealer.replace(keyring.clone());
+            Ok(())
+        })
+    }
+
+    /// The ids of the keys recorded as possibly having sealed this store's data.
+    pub fn recorded_key_ids(&self) -> Result<Vec<String>> {
+        self.transact("read the recorded keys", |transaction| {
+            Ok(key_identity::recorded_keys(transaction)?.into_iter().map(|known| known.id).collect())
+        })
     }
 
     /// Where the store is: the URL without its password.
@@ -241,10 +282,26 @@ fn off_runtime<T: Send>(body: impl FnOnce() -> T + Send) -> T {
     }
 }
 
+/// How an open takes up its keyring: checked against the recorded keys, or
+/// (an explicit request, `mayfly keys init --replace-lost-keyring`) in place
+/// of a lost one, the ids of the keys forgotten handed back in the cell.
+enum KeyringAdoption {
+    CheckRecorded,
+    ReplaceLost(Arc<std::sync::Mutex<Vec<String>>>),
+}
+
 /// Check that the store seals exactly when this handle seals (recording
-/// which on first open), and read or make the item lookup key of a sealed store.
-fn settle_payloads(client: &mut postgres::Client, sealer: &Sealer, location: &str) -> Result<ItemIds> {
+/// which on first open), check the keyring against the recorded keys (and
+/// record its new ones, `key_identity`), and read or make the item lookup
+/// key of a sealed store.
+fn settle_payloads(
+    client: &mut postgres::Client,
+    sealer: &Sealer,
+    location: &str,
+    adoption: KeyringAdoption,
+) -> Result<ItemIds> {
     let mut transaction = client.transaction().context("start a transaction to check payload sealing")?;
+    key_identity::lock_settings(&mut transaction)?;
     let wanted = if sealer.is_on() { SEALED } else { PLAINTEXT };
     transaction
         .execute(
@@ -264,7 +321,17 @@ fn settle_payloads(client: &mut postgres::Client, sealer: &Sealer, location: &st
         };
         return Err(StateError::Backend(format!("state store at {location} {why}; nothing was changed")));
     }
-    let ids = if sealer.is_on() {
+    let ids = if let Some(keyring) = sealer.keyring() {
+        match &adoption {
+            KeyringAdoption::CheckRecorded => key_identity::check_and_record(&mut transaction, &keyring, location)?,
+            KeyringAdoption::ReplaceLost(forgotten) => {
+                transaction
+                    .execute("DELETE FROM mayfly_settings WHERE name = $1", &[&ITEM_KEY_SETTING])
+                    .context("forget the item lookup key the lost keyring sealed")?;
+                let lost = key_identity::replace_all(&mut transaction, &keyring)?;
+                *forgotten.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = lost;
+            }
+        }
         let fresh = hex_encode(&ItemIds::generate_key()?);
         transaction
             .execute(
@@ -493,8 +560,7 @@ impl mayfly_state::KeyringHolder for PostgresStore {
     }
 
     fn replace_keyring(&self, keyring: Arc<Keyring>) -> Result<()> {
-        PostgresStore::replace_keyring(self, keyring);
-        Ok(())
+        PostgresStore::replace_keyring(self, keyring)
     }
 
     fn set_keyring_reloader(&self, reloader: mayfly_state::sealing::KeyringReloader) {

@@ -113,7 +113,11 @@ impl CopySource for SqliteCopy<'_> {
                 .optional()
                 .with_context(|| format!("read the `{key}` setting"))
         };
-        Ok(Sealing { payloads: setting("payloads")?, item_key: setting(ITEM_KEY_SETTING)? })
+        Ok(Sealing {
+            payloads: setting("payloads")?,
+            item_key: setting(ITEM_KEY_SETTING)?,
+            keys: crate::key_identity::recorded_keys(self.transaction)?,
+        })
     }
 }
 
@@ -177,7 +181,7 @@ impl CopyTarget for SqliteCopy<'_> {
                 }
             };
         }
-        Ok(())
+        crate::key_identity::replace_with(self.transaction, &sealing.keys)
     }
 }
 

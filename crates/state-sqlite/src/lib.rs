@@ -251,7 +251,7 @@ impl SqliteStore {
     /// The ids of the keys recorded as possibly having sealed this store's data.
     pub fn recorded_key_ids(&self) -> Result<Vec<String>> {
         self.read("read the recorded keys", |transaction| {
-            Ok(key_identity::recorded_keys(transaction)?.into_iter().map(|(id, _)| id).collect())
+            Ok(key_identity::recorded_keys(transaction)?.into_iter().map(|known| known.id).collect())
         })
     }
 

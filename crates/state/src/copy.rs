@@ -78,12 +78,16 @@ pub fn copied_table(name: &str) -> Option<&'static CopiedTable> {
 }
 
 /// How a store seals: its `payloads` setting (`envelope-v2` when every
-/// payload, error text, report and item id is sealed) and its item lookup
-/// key, sealed (base64 of the envelope, bound to `store/item-key`).
+/// payload, error text, report and item id is sealed), its item lookup
+/// key, sealed (base64 of the envelope, bound to `store/item-key`), and the
+/// identities of the keys recorded as possibly having sealed its data (by
+/// id; see [`crate::keys_to_record`]), which a copy carries so that the new
+/// store refuses a keyring the old one would have.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sealing {
     pub payloads: Option<String>,
     pub item_key: Option<String>,
+    pub keys: Vec<crate::KeyIdentity>,
 }
 
 /// The `payloads` setting of a store that seals everything it should.
@@ -121,7 +125,8 @@ pub trait CopyTarget: CopySource {
     fn write_rows(&mut self, table: &CopiedTable, columns: &[String], rows: &[Vec<Value>]) -> Result<()>;
     /// Make `number` the last number handed out for `table` (never lower it).
     fn set_last_number(&mut self, table: &CopiedTable, number: i64) -> Result<()>;
-    /// Record the source's sealing (its item lookup key replacing any the new store made).
+    /// Record the source's sealing (its item lookup key and its recorded
+    /// keys replacing any the new store made).
     fn set_sealing(&mut self, sealing: &Sealing) -> Result<()>;
 }
 

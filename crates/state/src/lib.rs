@@ -39,7 +39,7 @@ pub use crate::experiments::{
     Experiment, ExperimentComparison, ExperimentDetails, ExperimentOutcome, ExperimentRatio, ExperimentRecord,
     ExperimentRun,
 };
-pub use crate::keys::{KeyMaintenance, KeyringHolder};
+pub use crate::keys::{KeyIdentity, KeyMaintenance, KeyringHolder, keys_to_record};
 pub use crate::lease::{Fence, Lease, check_fence, grant_lease};
 
 pub type Result<T, E = StateError> = std::result::Result<T, E>;
