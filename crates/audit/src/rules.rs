@@ -279,14 +279,14 @@ fn tls(input: &RuleInput<'_>) -> Vec<AuditFinding> {
     };
     let because = match input.policy.tls {
         Requirement::Required => ", but `[policy]` requires TLS",
-        Requirement::Optional => "; requests and tokens cross the network in plaintext",
+        Requirement::Optional => "; clients on other hosts cannot check it",
     };
     vec![finding(
         "tls",
         severity,
         "api",
         api.listen.to_string(),
-        format!("the API listens on {} without TLS{because}", api.listen),
+        format!("the API listens on {} with only Mayfly's self-signed certificate for localhost{because}", api.listen),
         "add `tls = { cert = \"…\", key = \"…\" }` to `[api]`, or listen on loopback (`127.0.0.1:…`), then `mayfly deploy`"
             .to_owned(),
     )]

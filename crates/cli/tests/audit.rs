@@ -191,7 +191,7 @@ fn policy_violations_in_the_file_are_refused_at_deploy_and_change_nothing() {
         (
             "an API off loopback without TLS",
             "[policy]\ntls = \"required\"\n[api]\nlisten = \"0.0.0.0:8443\"\n",
-            "`[api]` listens on 0.0.0.0:8443 without TLS, but `[policy]` requires TLS",
+            "`[api]` listens on 0.0.0.0:8443 with only Mayfly's self-signed certificate for localhost, but `[policy]` requires TLS",
         ),
     ];
     for (case, body, error) in cases {

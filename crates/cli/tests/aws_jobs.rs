@@ -189,14 +189,18 @@ fn copier_for_images() -> PathBuf {
 
 fn docker_spec(name: &str, aws_port: u16, advertise: bool, interpreter: &str, packages: &str) -> String {
     let copier = copier_for_images();
-    let advertise =
-        if advertise { format!("aws_advertise = \"https://{ADVERTISE_GATEWAY}:{aws_port}\"\n") } else { String::new() };
+    // Advertised, the endpoint off loopback with the generated certificate
+    // meets the default `[policy] tls = "required"`; not advertised, it
+    // would not, so that half (refused for the missing key) relaxes it.
+    let (advertise, policy) = if advertise {
+        (format!("aws_advertise = \"https://{ADVERTISE_GATEWAY}:{aws_port}\"\n"), "")
+    } else {
+        (String::new(), "[policy]\ntls = \"optional\"\n")
+    };
     format!(
         r#"version = 1
 name = "{name}"
-[policy]
-tls = "optional"
-[buckets.scans]
+{policy}[buckets.scans]
 [buckets.copies]
 [buckets.other]
 [buckets.logs]
@@ -223,7 +227,7 @@ aws_listen = "0.0.0.0:{aws_port}"
 /// Workers in Docker containers (the coordinator in one too) reach the AWS
 /// endpoint at `[api].aws_advertise`, the job network's gateway (the
 /// endpoint listens on every address, with the generated certificate, which
-/// `[policy] tls = "optional"` allows off loopback): without it
+/// names the advertised host and so meets `[policy] tls = "required"`): without it
 /// the job is refused at deploy, naming the key; with it `mayfly serve`
 /// makes its self-signed certificate name the gateway's address, the
 /// coordinator hands that certificate to the workers as `AWS_CA_BUNDLE`,
