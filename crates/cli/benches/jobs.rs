@@ -899,6 +899,7 @@ logs = "logs"
         let config = CoordinatorConfig {
             run_id: run.id.clone(),
             listen: std::net::Ipv4Addr::LOCALHOST.into(),
+            advertise: None,
             worker_function,
             job,
             tags: mayfly_control::jobs::project_tags(&architecture),

@@ -56,8 +56,11 @@ pub fn inherited_env() -> BTreeMap<String, String> {
             matches!(key.as_str(), "PATH" | "HOME" | "USER" | "LOGNAME" | "LANG" | "LC_ALL" | "TMPDIR" | "TZ")
                 || key.starts_with("PYENV")
                 // The Slurm cluster or Docker engine (a swarm manager) a coordinator
-                // starts workers through, and the address they dial it at.
-                || matches!(key.as_str(), "SLURM_CONF" | "DOCKER_HOST" | "MAYFLY_COORDINATOR_ADDRESS")
+                // starts workers through, and the address it listens on and they dial it by.
+                || matches!(
+                    key.as_str(),
+                    "SLURM_CONF" | "DOCKER_HOST" | "MAYFLY_COORDINATOR_ADDRESS" | "MAYFLY_COORDINATOR_ADVERTISE"
+                )
         })
         .collect()
 }

@@ -116,9 +116,14 @@ pub struct CoordinatorConfig {
     pub provisioner: Arc<dyn Provisioner>,
     pub clock: Arc<dyn Clock>,
     pub launch: WorkerLaunch,
-    /// The address the coordinator listens on and tells workers to call:
-    /// loopback for local workers, its own address on the job's network when it runs in a container.
+    /// The address the coordinator listens on and, unless `advertise` names
+    /// another, tells workers to call: loopback for local workers, its own
+    /// address on the job's network when it runs in a container.
     pub listen: IpAddr,
+    /// The name or address workers on other hosts dial the coordinator by,
+    /// when not `listen` (which may then be unspecified, `0.0.0.0`); its
+    /// certificate names it.
+    pub advertise: Option<mayfly_spec::AdvertisedHost>,
     /// The function workers run (handed to them in `/v1/hello`), its
     /// timeout already the job's item timeout.
     pub worker_function: mayfly_runtime::FunctionDefinition,
@@ -619,8 +624,20 @@ pub async fn run(config: CoordinatorConfig) -> Result<RunStatus, CoordinatorErro
     let enrollment_listener =
         tokio::net::TcpListener::bind(SocketAddr::new(config.listen, 0)).await.map_err(CoordinatorError::Serve)?;
     let enrollment_address = enrollment_listener.local_addr().map_err(CoordinatorError::Serve)?;
+    let dialed = match &config.advertise {
+        Some(host) => host.clone(),
+        None if address.ip().is_unspecified() => {
+            return Err(CoordinatorError::Serve(std::io::Error::other(format!(
+                "the coordinator listens on {}, which workers cannot dial, and advertises no other address",
+                address.ip()
+            ))));
+        }
+        None => mayfly_spec::AdvertisedHost::Ip(address.ip()),
+    };
     let mut server_names = config.tls.server_names.clone();
     server_names.push(address.ip().to_string());
+    server_names.push(dialed.to_string());
+    server_names.retain(|name| !name.parse::<IpAddr>().is_ok_and(|ip| ip.is_unspecified()));
     server_names.sort();
     server_names.dedup();
     let server_config = shared.enrollment.authority().server_config(&server_names, validity)?;
@@ -628,8 +645,8 @@ pub async fn run(config: CoordinatorConfig) -> Result<RunStatus, CoordinatorErro
     let server = tokio::spawn(tls::serve(listener, server_config, router));
     let enrollment_server =
         tokio::spawn(tls::serve_enrollment(enrollment_listener, enrollment_config, shared.enrollment.clone().router()));
-    let url = format!("https://{address}");
-    let enrollment_url = format!("https://{enrollment_address}");
+    let url = dialed.url(address.port());
+    let enrollment_url = dialed.url(enrollment_address.port());
     tracing::info!(run = %run_id, url = %url, enrollment = %enrollment_url, "coordinator serving workers");
 
     let mut fleet = Fleet {

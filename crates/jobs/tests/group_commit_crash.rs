@@ -257,6 +257,7 @@ fn coordinator_main() {
             read_only_mounts: Vec::new(),
         },
         listen: std::net::Ipv4Addr::LOCALHOST.into(),
+        advertise: None,
         worker_function,
         run_dir: root.join("runs").join(&run_id),
         owner: format!("coordinator-{}", std::process::id()),

@@ -1760,13 +1760,24 @@ fn lower_api(reader: &mut Reader<'_>, root: &Table<'_, '_>, policy: &PolicySpec)
         let key = reader.non_empty_string(&tls, "key");
         Some(TlsFiles { cert: cert?.value, key: key?.value })
     });
-    for (address, text) in [(listen, listen_text), (aws_listen, aws_listen_text.clone())] {
-        if policy.tls == Requirement::Required && !table.has("tls") && !address.ip().is_loopback() {
+    // Both endpoints are always TLS; what `tls = "required"` asks off
+    // loopback is a certificate that clients on other hosts can check.
+    // Mayfly's own names only localhost, except that it is made to name the
+    // advertised host, whose clients (job workers) are handed it to check
+    // against: so an advertised AWS endpoint passes with it.
+    let aws_checkable = aws_advertise.is_some();
+    for (address, text, checkable) in
+        [(listen, listen_text, false), (aws_listen, aws_listen_text.clone(), aws_checkable)]
+    {
+        if policy.tls == Requirement::Required && !table.has("tls") && !checkable && !address.ip().is_loopback() {
             let span = text.map_or(table.span.clone(), |text| text.span);
             reader.error(
                 span,
-                format!("`[api]` listens on {address} without TLS, but `[policy]` requires TLS"),
-                Some("add `tls = { cert = \"...\", key = \"...\" }` to `[api]`, or listen on 127.0.0.1".to_owned()),
+                format!(
+                    "`[api]` listens on {address} with only Mayfly's self-signed certificate for localhost, \
+                     but `[policy]` requires TLS"
+                ),
+                Some("add `tls = { cert = \"...\", key = \"...\" }` to `[api]` (a certificate naming the host clients dial), or listen on 127.0.0.1".to_owned()),
             );
         }
     }
@@ -1863,7 +1874,7 @@ fn parse_advertised_endpoint(text: &str) -> Result<AdvertisedEndpoint, String> {
 
 /// A DNS name: dot-separated labels of letters, digits and inner hyphens,
 /// not all-numeric (an IP address is not a domain).
-fn is_domain_name(name: &str) -> bool {
+pub(crate) fn is_domain_name(name: &str) -> bool {
     let label = |label: &str| {
         !label.is_empty()
             && label.len() <= 63
@@ -1983,6 +1994,20 @@ mod tests {
             ">= 5 for 1 minute",
         ] {
             assert!(parse_condition(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn an_advertised_host_is_a_dns_name_or_an_ip_address() {
+        assert_eq!(
+            AdvertisedHost::parse("Node-7.Cluster.org"),
+            Ok(AdvertisedHost::Dns("node-7.cluster.org".to_owned()))
+        );
+        assert_eq!(AdvertisedHost::parse("10.252.0.1").unwrap().url(9), "https://10.252.0.1:9");
+        assert_eq!(AdvertisedHost::parse("[fd00::1]").unwrap().url(9), "https://[fd00::1]:9");
+        assert_eq!(AdvertisedHost::parse("fd00::1").unwrap().url(9), "https://[fd00::1]:9");
+        for bad in ["", "https://node-7", "node 7", "node-7:8443", "10.0.0.1/24", "1.2.3"] {
+            assert!(AdvertisedHost::parse(bad).is_err(), "{bad}");
         }
     }
 

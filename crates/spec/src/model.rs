@@ -682,13 +682,37 @@ impl fmt::Display for AdvertisedHost {
     }
 }
 
+impl AdvertisedHost {
+    /// A bare host as an operator writes it (`MAYFLY_COORDINATOR_ADVERTISE`):
+    /// a DNS name, an IPv4 address, or an IPv6 address with or without
+    /// brackets. The error says what is wrong.
+    pub fn parse(text: &str) -> Result<AdvertisedHost, String> {
+        let unbracketed = text.strip_prefix('[').and_then(|inside| inside.strip_suffix(']')).unwrap_or(text);
+        if let Ok(ip) = unbracketed.parse::<std::net::IpAddr>() {
+            return Ok(AdvertisedHost::Ip(ip));
+        }
+        if text.is_empty() {
+            return Err("names no host".to_owned());
+        }
+        if crate::lower::is_domain_name(text) && text.contains(|c: char| c.is_ascii_alphabetic()) {
+            return Ok(AdvertisedHost::Dns(text.to_ascii_lowercase()));
+        }
+        Err(format!("is neither a DNS name nor an IP address: `{text}`"))
+    }
+
+    /// `https://HOST:PORT`, an IPv6 address in brackets.
+    pub fn url(&self, port: u16) -> String {
+        match self {
+            AdvertisedHost::Ip(std::net::IpAddr::V6(ip)) => format!("https://[{ip}]:{port}"),
+            host => format!("https://{host}:{port}"),
+        }
+    }
+}
+
 impl AdvertisedEndpoint {
     /// `https://HOST:PORT` (an IPv6 address in brackets), as `AWS_ENDPOINT_URL`.
     pub fn url(&self) -> String {
-        match &self.host {
-            AdvertisedHost::Ip(std::net::IpAddr::V6(ip)) => format!("https://[{ip}]:{}", self.port),
-            host => format!("https://{host}:{}", self.port),
-        }
+        self.host.url(self.port)
     }
 }
 

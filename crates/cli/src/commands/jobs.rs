@@ -789,6 +789,7 @@ pub async fn coordinator(args: CoordinatorArgs, project: Option<&Path>) -> Resul
         clock,
         launch: placement.launch,
         listen: placement.listen,
+        advertise: placement.advertise,
         worker_function,
         run_dir: run_dir(&located, &args.run),
         // Unique across containers too, where every coordinator may be pid 1.
@@ -906,6 +907,8 @@ struct WorkerPlacement {
     provisioner: Arc<dyn Provisioner>,
     launch: WorkerLaunch,
     listen: std::net::IpAddr,
+    /// What workers dial the coordinator by, when not `listen`.
+    advertise: Option<mayfly_spec::AdvertisedHost>,
     /// Whether workers run as processes of this host (and reach its loopback).
     on_this_host: bool,
 }
@@ -948,13 +951,22 @@ fn local_worker_placement(root: &Path) -> Result<WorkerPlacement> {
         provisioner: Arc::new(LocalProvisioner::new()),
         launch: worker_process_launch(root)?,
         listen: std::net::Ipv4Addr::LOCALHOST.into(),
+        advertise: None,
     })
 }
 
 /// The variable naming the address a coordinator listens on for workers that
-/// run on other hosts (Slurm nodes); by default the address this host
-/// reaches other networks from.
+/// run on other hosts (Slurm nodes, swarm tasks); by default the address this
+/// host reaches other networks from. `0.0.0.0` (or `::`) listens on every
+/// address, and then [`COORDINATOR_ADVERTISE_VARIABLE`] must be set.
 pub(crate) const COORDINATOR_ADDRESS_VARIABLE: &str = "MAYFLY_COORDINATOR_ADDRESS";
+
+/// The variable naming the DNS name or address such workers dial the
+/// coordinator by, when not the one it listens on (a NAT, a name the
+/// cluster resolves, a listener on every address); its certificate names
+/// it. A setting of the host, not of `mayfly.toml`: every host of a shared
+/// project may run coordinators, each reached by its own name.
+pub(crate) const COORDINATOR_ADVERTISE_VARIABLE: &str = "MAYFLY_COORDINATOR_ADVERTISE";
 
 /// How long a Slurm worker has to call in: a task may wait in the queue, and
 /// a node starts the tasks of a large array a few at a time (200 took over a
@@ -982,24 +994,44 @@ pub(crate) fn slurm_settings(job: &JobSpec) -> SlurmSettings {
 /// coordinator listens on [`COORDINATOR_ADDRESS_VARIABLE`] or this host's
 /// outward address, which the nodes must reach.
 fn slurm_worker_placement(root: &Path, job: &JobSpec) -> Result<WorkerPlacement> {
-    let listen = coordinator_address("Slurm workers")?;
-    tracing::info!(address = %listen, "workers are Slurm jobs");
+    let (listen, advertise) = coordinator_address("Slurm workers")?;
+    tracing::info!(address = %listen, advertise = ?advertise.as_ref().map(ToString::to_string), "workers are Slurm jobs");
     Ok(WorkerPlacement {
         on_this_host: false,
         provisioner: Arc::new(SlurmProvisioner::new(slurm_settings(job))),
         launch: worker_process_launch(root)?,
         listen,
+        advertise,
     })
 }
 
-/// The address a coordinator listens on for `workers` on other hosts:
-/// [`COORDINATOR_ADDRESS_VARIABLE`], else the address this host reaches other
-/// networks from.
-fn coordinator_address(workers: &str) -> Result<std::net::IpAddr> {
-    match std::env::var(COORDINATOR_ADDRESS_VARIABLE) {
-        Ok(text) => text.parse().with_context(|| format!("{COORDINATOR_ADDRESS_VARIABLE}={text} is not an IP address")),
+/// The address a coordinator listens on for `workers` on other hosts
+/// ([`COORDINATOR_ADDRESS_VARIABLE`], else the address this host reaches other
+/// networks from) and what they dial it by, if not that
+/// ([`COORDINATOR_ADVERTISE_VARIABLE`]).
+fn coordinator_address(workers: &str) -> Result<(std::net::IpAddr, Option<mayfly_spec::AdvertisedHost>)> {
+    let listen = std::env::var(COORDINATOR_ADDRESS_VARIABLE).ok();
+    let advertise = std::env::var(COORDINATOR_ADVERTISE_VARIABLE).ok();
+    coordinator_address_from(listen.as_deref(), advertise.as_deref(), workers)
+}
+
+fn coordinator_address_from(
+    listen: Option<&str>,
+    advertise: Option<&str>,
+    workers: &str,
+) -> Result<(std::net::IpAddr, Option<mayfly_spec::AdvertisedHost>)> {
+    let advertise = advertise
+        .map(|text| {
+            mayfly_spec::AdvertisedHost::parse(text)
+                .map_err(|problem| anyhow::anyhow!("{COORDINATOR_ADVERTISE_VARIABLE}={text} {problem}"))
+        })
+        .transpose()?;
+    let listen = match listen {
+        Some(text) => text
+            .parse::<std::net::IpAddr>()
+            .with_context(|| format!("{COORDINATOR_ADDRESS_VARIABLE}={text} is not an IP address"))?,
         // Connecting a datagram socket sends nothing; it picks the address of the default route.
-        Err(_) => std::net::UdpSocket::bind((std::net::Ipv4Addr::UNSPECIFIED, 0))
+        None => std::net::UdpSocket::bind((std::net::Ipv4Addr::UNSPECIFIED, 0))
             .and_then(|socket| {
                 socket.connect((std::net::Ipv4Addr::new(192, 0, 2, 1), 9)).and_then(|()| socket.local_addr())
             })
@@ -1008,8 +1040,15 @@ fn coordinator_address(workers: &str) -> Result<std::net::IpAddr> {
                 format!(
                     "cannot find this host's outward address for {workers} to dial; set {COORDINATOR_ADDRESS_VARIABLE}"
                 )
-            }),
+            })?,
+    };
+    if listen.is_unspecified() && advertise.is_none() {
+        bail!(
+            "{COORDINATOR_ADDRESS_VARIABLE}={listen} listens on every address, which {workers} cannot dial; \
+             set {COORDINATOR_ADVERTISE_VARIABLE} to the name or address they reach this host by"
+        );
     }
+    Ok((listen, advertise))
 }
 
 /// Swarm workers: `mayfly worker` in containers from the job's image, as
@@ -1023,7 +1062,7 @@ async fn swarm_worker_placement(
     job: &JobSpec,
     function: &mut mayfly_runtime::FunctionDefinition,
 ) -> Result<WorkerPlacement> {
-    let listen = coordinator_address("swarm workers")?;
+    let (listen, advertise) = coordinator_address("swarm workers")?;
     let network = job_network(architecture, job);
     let placement = SwarmPlacement {
         image: job.provisioner.image.clone().unwrap_or_else(|| DEFAULT_IMAGE.to_owned()),
@@ -1043,6 +1082,7 @@ async fn swarm_worker_placement(
         provisioner: Arc::new(provisioner.with_placement(placement)),
         launch: container_worker_launch(),
         listen,
+        advertise,
     })
 }
 
@@ -1094,6 +1134,7 @@ fn container_worker_placement(
         provisioner: Arc::new(BrokeredProvisioner::new(broker, "docker")),
         launch: container_worker_launch(),
         listen: own_address,
+        advertise: None,
     })
 }
 
@@ -1182,4 +1223,31 @@ pub async fn worker(args: WorkerArgs) -> Result<()> {
     let processed = mayfly_jobs::worker::run(config).await?;
     tracing::info!(processed, seconds = started.elapsed().as_secs_f64(), "worker done");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_coordinator_listens_where_told_and_is_dialled_by_what_it_advertises() {
+        let (listen, advertise) = coordinator_address_from(Some("0.0.0.0"), Some("Node-7.Cluster.org"), "w").unwrap();
+        assert!(listen.is_unspecified());
+        assert_eq!(advertise.unwrap().url(443), "https://node-7.cluster.org:443");
+        let (listen, advertise) = coordinator_address_from(Some("10.252.0.1"), None, "w").unwrap();
+        assert_eq!((listen.to_string(), advertise), ("10.252.0.1".to_owned(), None));
+
+        let error = coordinator_address_from(Some("0.0.0.0"), None, "Slurm workers").unwrap_err().to_string();
+        assert!(
+            error.contains("MAYFLY_COORDINATOR_ADDRESS=0.0.0.0") && error.contains("MAYFLY_COORDINATOR_ADVERTISE"),
+            "{error}"
+        );
+        let error = coordinator_address_from(Some("0.0.0.0"), Some("node 7"), "w").unwrap_err().to_string();
+        assert!(
+            error.contains("MAYFLY_COORDINATOR_ADVERTISE=node 7 is neither a DNS name nor an IP address"),
+            "{error}"
+        );
+        let error = coordinator_address_from(Some("node-7"), None, "w").unwrap_err().to_string();
+        assert!(error.contains("MAYFLY_COORDINATOR_ADDRESS=node-7 is not an IP address"), "{error}");
+    }
 }
