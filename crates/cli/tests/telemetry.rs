@@ -145,7 +145,11 @@ json.dump({}, sys.stdout)
 /// and → route-2 → function `index` (a process, invoked asynchronously);
 /// traces go to `otlp` if given.
 fn journey_project(otlp: Option<&str>) -> Project {
-    let telemetry = otlp.map(|otlp| format!("[telemetry]\notlp = \"{otlp}\"\n")).unwrap_or_default();
+    journey_project_with(otlp.map(|otlp| format!("[telemetry]\notlp = \"{otlp}\"\n")).unwrap_or_default())
+}
+
+/// The same project with `telemetry` as its `[telemetry]` section.
+fn journey_project_with(telemetry: String) -> Project {
     let spec = format!(
         r#"version = 1
 name = "traced"
@@ -457,4 +461,31 @@ fn a_job_item_continues_its_messages_trace_and_its_function_is_handed_the_item_s
         attributes(item_scan)["mayfly.item_hmac"],
         attributes(the_span(&spans, "created inbox"))["mayfly.object.key_hmac"]
     );
+}
+
+#[test]
+fn object_keys_plain_shows_the_key_and_omit_leaves_it_out() {
+    support::ensure_awslambdaric();
+    for (object_keys, shown) in [("plain", Some("charts/19.txt")), ("omit", None)] {
+        let receiver = Receiver::start();
+        let project = journey_project_with(format!(
+            "[telemetry]\notlp = \"http://{}\"\nobject_keys = \"{object_keys}\"\n",
+            receiver.address
+        ));
+        let up = project.spawn_up();
+        project.ok(&["put", "inbox/charts/19.txt", "mayfly.toml"]);
+        project.wait_for(&["invocations", "--limit", "10"], WAIT, |v| v.as_array().unwrap().len() == 2);
+        up.stop();
+        let started = Instant::now();
+        while receiver.spans().len() < 7 && started.elapsed() < WAIT {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let spans = receiver.spans();
+        let created = attributes(the_span(&spans, "created inbox"));
+        assert_eq!(created.get("mayfly.object.key").map(String::as_str), shown, "{object_keys}: {created:?}");
+        assert!(!created.contains_key("mayfly.object.key_hmac"), "{object_keys}: {created:?}");
+        if shown.is_none() {
+            assert_no_attribute_holds(&spans, "19.txt");
+        }
+    }
 }

@@ -2,7 +2,7 @@
 //! key, made here, and a one-time token: [`crate::enrollment`]), asks it what
 //! to run (`/v1/hello`), pulls items from it (over mutual TLS, with the
 //! certificate it enrolled for), runs the job's function on each (warm, through the
-//! runtime's `Invoker`),
+//! runtime's `Invoker`, handing it the trace context its lease carried),
 //! reports the outcome, heartbeats, and streams its log as it goes.
 //!
 //! It stops when the coordinator says so (the run is finishing, or the
