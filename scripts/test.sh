@@ -171,12 +171,12 @@ step "tests"
 cargo nextest run --workspace --locked --profile ci
 cargo test --workspace --doc --locked
 
-step "end-to-end again with the state on PostgreSQL and the objects on SeaweedFS (buckets, queues, triggers, jobs)"
+step "end-to-end again with the state on PostgreSQL and the objects on SeaweedFS (buckets, queues, triggers, jobs, telemetry)"
 # The same tests, each project's state in a database of its own (MAYFLY_TEST_STATE)
 # and its objects under a prefix of its own in the S3 bucket (MAYFLY_TEST_STORAGE).
 # --workspace with a filter, not -p mayfly: a package-scoped build unifies
 # features differently and would compile the dependencies a second time.
 MAYFLY_TEST_STATE=postgres MAYFLY_TEST_STORAGE=s3 cargo nextest run --workspace --locked --profile ci \
-    -E 'package(mayfly) & (test(/queue|bucket|put|get|events|dlq|send|receive/) & binary(cli) | binary(triggers) & test(/bucket_events_invoke|queue_trigger_deletes/) | binary(jobs) & test(/a_run_processes_every_item_once|a_manifest_source_runs/))'
+    -E 'package(mayfly) & (test(/queue|bucket|put|get|events|dlq|send|receive/) & binary(cli) | binary(triggers) & test(/bucket_events_invoke|queue_trigger_deletes/) | binary(jobs) & test(/a_run_processes_every_item_once|a_manifest_source_runs/) | binary(metrics) | binary(telemetry))'
 
 step "all tests passed"

@@ -29,7 +29,7 @@ use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt;
 use mayfly_api::Scope;
 use mayfly_core::queue::{QueueConfig, ReceiptHandle, check_message_size};
-use mayfly_core::{Clock, Name, TRACE_HEADER_ATTRIBUTE};
+use mayfly_core::{Clock, Name, TRACE_HEADER_ATTRIBUTE, user_attributes};
 use mayfly_state::{
     DeleteOutcome, OutgoingMessage, QueueRecord, ReceiveRequest, ReceivedMessage, StateError, StateStore,
 };
@@ -1044,12 +1044,6 @@ fn sent_answer(message: &OutgoingMessage) -> Value {
         answer["MD5OfMessageAttributes"] = json!(md5_of_attributes(&attributes));
     }
     answer
-}
-
-/// A message's own attributes: all but the trace header, which SQS keeps
-/// as the `AWSTraceHeader` system attribute.
-fn user_attributes(attributes: &[(String, String)]) -> Vec<(String, String)> {
-    attributes.iter().filter(|(name, _)| name != TRACE_HEADER_ATTRIBUTE).cloned().collect()
 }
 
 /// Whether a requested attribute-name list asks for `name` (`All`, `.*`, or

@@ -330,6 +330,18 @@ fn a_token_reads_and_writes_objects_messages_runs_results_logs_and_user_routes()
             .unwrap()
             .contains("messages[0].delay_seconds")
     );
+    let reserved = server
+        .request("POST", "/v1/queues/work/messages", Some(&admin))
+        .json(&json!({"messages": [{"body": "x", "attributes": {"AWSTraceHeader": "Root=1-00000000"}}]}))
+        .send()
+        .unwrap();
+    assert!(
+        assert_error_body(reserved, StatusCode::BAD_REQUEST, "the trace header is no user attribute")["error"]
+            .as_str()
+            .unwrap()
+            .contains("names `AWSTraceHeader`, which is reserved")
+    );
+    assert_eq!(server.get_json("/v1/queues/work", &admin)["visible"], 2, "nothing was sent");
 
     // Invoke: the same ledger as `mayfly invoke`.
     let invoked = server

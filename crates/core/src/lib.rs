@@ -23,4 +23,4 @@ pub use name::{Name, NameError};
 pub use permission::{Access, Permission, PermissionError};
 pub use quantity::{ByteSize, QuantityError, format_duration, parse_duration};
 pub use schedule::{Schedule, ScheduleError};
-pub use trace_context::{TRACE_HEADER_ATTRIBUTE, TraceContext};
+pub use trace_context::{TRACE_HEADER_ATTRIBUTE, TraceContext, trace_header, user_attributes};

@@ -12,6 +12,18 @@ use std::fmt;
 /// own (user) attributes.
 pub const TRACE_HEADER_ATTRIBUTE: &str = "AWSTraceHeader";
 
+/// A message's own (user) attributes: all but its trace header. Whatever
+/// shows a message's attributes (`mayfly peek` and `receive`, the SQS
+/// endpoint's `MessageAttributes`) shows these.
+pub fn user_attributes(attributes: &[(String, String)]) -> Vec<(String, String)> {
+    attributes.iter().filter(|(name, _)| name != TRACE_HEADER_ATTRIBUTE).cloned().collect()
+}
+
+/// The trace header among a message's attributes, if it has one.
+pub fn trace_header(attributes: &[(String, String)]) -> Option<&str> {
+    attributes.iter().find(|(name, _)| name == TRACE_HEADER_ATTRIBUTE).map(|(_, header)| header.as_str())
+}
+
 /// A sampled trace context: lower-case hex ids, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TraceContext {
@@ -92,6 +104,24 @@ mod tests {
         assert_eq!(context.parent_span_id(), "53995c3f42cd8ad8");
         assert_eq!(context.xray_header(), header);
         assert_eq!(context.traceparent(), "00-5759e988bd862e3fe1be46a994272793-53995c3f42cd8ad8-01");
+    }
+
+    #[test]
+    fn user_attributes_leave_out_only_the_trace_header() {
+        let attributes = vec![
+            ("priority".to_owned(), "high".to_owned()),
+            (
+                TRACE_HEADER_ATTRIBUTE.to_owned(),
+                "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8".to_owned(),
+            ),
+            ("AWSTraceHeaderX".to_owned(), "kept".to_owned()),
+        ];
+        assert_eq!(
+            user_attributes(&attributes),
+            vec![("priority".to_owned(), "high".to_owned()), ("AWSTraceHeaderX".to_owned(), "kept".to_owned())]
+        );
+        assert_eq!(trace_header(&attributes), Some(attributes[1].1.as_str()));
+        assert_eq!(trace_header(&user_attributes(&attributes)), None);
     }
 
     #[test]

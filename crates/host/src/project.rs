@@ -245,7 +245,7 @@ impl Project {
             .map_err(|source| mayfly_spec::LoadError::Io { path: path.clone(), source })?;
         let spec = mayfly_spec::telemetry_settings(&path.display().to_string(), &source)
             .map_err(mayfly_spec::LoadError::Invalid)?;
-        crate::telemetry::TelemetrySettings::resolve(spec.otlp, format!("`[telemetry] otlp` of {}", path.display()))
+        crate::telemetry::TelemetrySettings::resolve(spec, format!("`[telemetry] otlp` of {}", path.display()))
     }
 
     /// Where the project's objects are.

@@ -1,7 +1,8 @@
-//! Trace export (issue 15): where `mayfly up` and `mayfly serve` send the
-//! spans that `mayfly_control::telemetry` records. `MAYFLY_OTLP_ENDPOINT`
-//! over `[telemetry] otlp` of `mayfly.toml`; with neither, nothing is
-//! started and the global tracer stays OpenTelemetry's no-op.
+//! Trace export (issue 15): where `mayfly up`, `mayfly serve` and a job's
+//! coordinator send the spans that `mayfly_control::telemetry` records.
+//! `MAYFLY_OTLP_ENDPOINT` over `[telemetry] otlp` of `mayfly.toml`; with
+//! neither, nothing is started and the global tracer stays OpenTelemetry's
+//! no-op.
 //!
 //! The exporter is the official OTLP one over HTTP with protobuf bodies
 //! (`opentelemetry-otlp`, its blocking reqwest client on the batch
@@ -24,11 +25,15 @@ pub struct TelemetrySettings {
     pub otlp: Option<String>,
     /// `MAYFLY_OTLP_ENDPOINT`, or the file's `[telemetry] otlp`.
     pub origin: String,
+    /// `[telemetry] object_keys`: how spans show object keys and item ids.
+    pub object_keys: mayfly_spec::ObjectKeysInSpans,
 }
 
 impl TelemetrySettings {
-    /// `MAYFLY_OTLP_ENDPOINT` (checked as the file's value is) over `file_otlp`.
-    pub fn resolve(file_otlp: Option<String>, file_origin: String) -> Result<TelemetrySettings> {
+    /// `MAYFLY_OTLP_ENDPOINT` (checked as the file's value is) over the
+    /// file's `otlp`; `object_keys` from the file either way.
+    pub fn resolve(file: mayfly_spec::TelemetrySpec, file_origin: String) -> Result<TelemetrySettings> {
+        let object_keys = file.object_keys;
         match std::env::var(OTLP_ENDPOINT_ENV_VAR).ok().filter(|url| !url.trim().is_empty()) {
             Some(url) => {
                 let otlp = mayfly_spec::check_otlp_endpoint(&url).map_err(|problem| {
@@ -36,9 +41,9 @@ impl TelemetrySettings {
                         "{OTLP_ENDPOINT_ENV_VAR} {problem}; write the OTLP/HTTP collector's base URL, e.g. http://localhost:4318"
                     )
                 })?;
-                Ok(TelemetrySettings { otlp: Some(otlp), origin: OTLP_ENDPOINT_ENV_VAR.to_owned() })
+                Ok(TelemetrySettings { otlp: Some(otlp), origin: OTLP_ENDPOINT_ENV_VAR.to_owned(), object_keys })
             }
-            None => Ok(TelemetrySettings { otlp: file_otlp, origin: file_origin }),
+            None => Ok(TelemetrySettings { otlp: file.otlp, origin: file_origin, object_keys }),
         }
     }
 }

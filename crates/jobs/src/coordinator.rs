@@ -41,7 +41,7 @@ use mayfly_fleet::{
 };
 use mayfly_runtime::LAMBDA_INSTANCE_CREDENTIAL_LIFETIME;
 use mayfly_spec::{Architecture, JobSource, JobSpec};
-use mayfly_state::{GroupedCompletion, ItemCompletion, NewRunItem, StateStore, WorkerRecord};
+use mayfly_state::{GroupedCompletion, ItemCompletion, NewRunItem, RunItem, StateStore, WorkerRecord};
 use tokio::sync::Mutex;
 
 use crate::enrollment::{AUTHORITY_ENV, EnrollmentDesk, TOKEN_ENV};
@@ -55,6 +55,8 @@ use crate::protocol::{
     WorkerAssignment, WorkerAwsAccess, WorkerIdentity, decode, encode,
 };
 use crate::tls::{self, CertificateFingerprint, CertificatePolicy, RunAuthority};
+use crate::traces::RunTraces;
+use mayfly_control::telemetry::ItemSpanEnd;
 
 /// Timings of one coordinator; the defaults suit local processes.
 #[derive(Debug, Clone)]
@@ -258,6 +260,8 @@ struct Shared {
     /// The function workers run, for minting its credentials.
     worker_function: mayfly_runtime::FunctionDefinition,
     deadline: Timestamp,
+    /// The run's and its items' spans.
+    traces: RunTraces,
 }
 
 type Refusal = (StatusCode, String);
@@ -354,11 +358,24 @@ async fn lease_for(shared: &Shared, worker: &str, max: usize) -> Result<(Vec<Lea
     if let Some(tracked) = workers.get_mut(worker) {
         tracked.holding.extend(items.iter().map(|i| i.item.clone()));
     }
-    let items = items
+    drop(workers);
+    Ok((handed_items(shared, worker, items), false))
+}
+
+/// Items leased to `worker` as they travel to it, each with the context of
+/// the span its attempt starts.
+fn handed_items(shared: &Shared, worker: &str, items: Vec<RunItem>) -> Vec<LeasedItem> {
+    let traces = shared.traces.leased(worker, &items);
+    items
         .into_iter()
-        .map(|item| LeasedItem { item: item.item, attempt: item.attempts, payload: encode(&item.payload) })
-        .collect();
-    Ok((items, false))
+        .zip(traces)
+        .map(|(item, trace)| LeasedItem {
+            item: item.item,
+            attempt: item.attempts,
+            payload: encode(&item.payload),
+            trace,
+        })
+        .collect()
 }
 
 /// What to run; not yet calling in (see the protocol).
@@ -458,6 +475,10 @@ async fn complete_handler(
     let stop = shared.should_stop(worker).await;
     let lease_next = if stop { 0 } else { request.lease_next.min(100) };
     let last = completions.len() - 1;
+    let dead_lettered: Vec<bool> = completions
+        .iter()
+        .map(|completion| matches!(completion, ItemCompletion::Failed { retry_at: None, .. }))
+        .collect();
     let grouped = request
         .attempts
         .iter()
@@ -474,8 +495,14 @@ async fn complete_handler(
     let answers = shared.committer.complete(&shared.run_id, grouped).await.map_err(internal)?;
     let mut accepted = Vec::with_capacity(answers.len());
     let mut next = Vec::new();
-    for answer in answers {
+    for ((answer, report), dead_lettered) in answers.into_iter().zip(&request.attempts).zip(dead_lettered) {
         let outcome = answer.map_err(internal)?;
+        let end = match (outcome.accepted, report.outcome) {
+            (false, _) => ItemSpanEnd::Stale,
+            (true, AttemptOutcome::Done) => ItemSpanEnd::Done { duration_ms: report.duration_ms },
+            (true, AttemptOutcome::Failed) => ItemSpanEnd::Failed { duration_ms: report.duration_ms, dead_lettered },
+        };
+        shared.traces.completed(&report.item, report.attempt, end);
         accepted.push(outcome.accepted);
         next.extend(outcome.leased);
     }
@@ -493,10 +520,7 @@ async fn complete_handler(
         tracked.holding.extend(next.iter().map(|i| i.item.clone()));
     }
     drop(workers);
-    let items = next
-        .into_iter()
-        .map(|item| LeasedItem { item: item.item, attempt: item.attempts, payload: encode(&item.payload) })
-        .collect();
+    let items = handed_items(&shared, worker, next);
     Ok(Json(CompleteResponse { accepted, items, stop }))
 }
 
@@ -609,6 +633,16 @@ pub async fn run(config: CoordinatorConfig) -> Result<RunStatus, CoordinatorErro
         aws: config.aws.clone(),
         worker_function: config.worker_function.clone(),
         deadline: run_record.deadline,
+        traces: RunTraces::start(
+            config.job.as_str(),
+            &run_id,
+            &run_record.trigger,
+            match &job.source {
+                JobSource::Queue { queue, .. } => Some(queue.to_string()),
+                _ => None,
+            },
+            state.clone(),
+        ),
     });
     let router = Router::new()
         .route(HELLO_PATH, post(hello_handler))
@@ -1099,6 +1133,7 @@ impl Fleet<'_> {
                 self.start_failures = 0;
             }
             let released = self.config.state.release_worker_items(self.run_id(), &worker)?;
+            self.shared.traces.released_from(&worker);
             if end != "stopped" {
                 tracing::warn!(run = %self.run_id(), worker = %worker, end, released, "worker gone; its items are back in the pool");
             }
@@ -1211,6 +1246,7 @@ impl Fleet<'_> {
         for (worker, resource) in &stragglers {
             self.config.provisioner.stop(resource, Duration::from_secs(2)).await?;
             let released = state.release_worker_items(&run_id, worker)?;
+            self.shared.traces.released_from(worker);
             if released > 0 {
                 notes.push(format!("worker {worker} was stopped holding {released} item(s); they are pending again"));
             }
@@ -1299,6 +1335,7 @@ impl Fleet<'_> {
             // The plaintext copies are sealed in the bucket now.
             std::fs::remove_dir_all(&self.config.run_dir).ok();
         }
+        self.shared.traces.finish(status.as_str(), status == RunStatus::Succeeded);
         tracing::info!(run = %run_id, status = status.as_str(), "run finished");
         Ok(status)
     }

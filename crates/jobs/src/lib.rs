@@ -21,6 +21,9 @@
 //!
 //! What the processes of a run write to their own stdout and stderr is kept
 //! only sealed ([`output`]).
+//!
+//! The coordinator records the run's and its items' trace spans
+//! (`traces.rs`) and hands each item's context to its worker with the lease.
 
 pub mod coordinator;
 pub mod enrollment;
@@ -29,4 +32,5 @@ pub mod logs;
 pub mod output;
 pub mod protocol;
 pub mod tls;
+mod traces;
 pub mod worker;

@@ -165,6 +165,11 @@ pub struct LeasedItem {
     pub attempt: u32,
     /// base64 of the item's payload.
     pub payload: String,
+    /// The trace context the function is handed (X-Ray format, its parent
+    /// the item's span), when the coordinator records traces; absent from
+    /// older coordinators.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -2,7 +2,7 @@
 //! key, made here, and a one-time token: [`crate::enrollment`]), asks it what
 //! to run (`/v1/hello`), pulls items from it (over mutual TLS, with the
 //! certificate it enrolled for), runs the job's function on each (warm, through the
-//! runtime's `Invoker`),
+//! runtime's `Invoker`, handing it the trace context its lease carried),
 //! reports the outcome, heartbeats, and streams its log as it goes.
 //!
 //! It stops when the coordinator says so (the run is finishing, or the
@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use mayfly_core::TraceContext;
 use mayfly_runtime::{FunctionDefinition, Invocation, Invoker, InvokerConfig, IssuedCredentials};
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
@@ -471,13 +472,15 @@ async fn run_item(
         payload: serde_json::from_slice(&payload)
             .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&payload).into_owned())),
     };
+    let handed = item.trace.as_deref().and_then(TraceContext::from_xray_header);
     let invocation = Invocation {
         // Opaque and URL-safe: the item id (any object key or manifest
         // line) travels in the event, never in the Runtime API's URL paths.
         request_id: mayfly_runtime::derived_request_id(&[&identity.run, &item.item, &item.attempt.to_string()]),
         payload: serde_json::to_vec(&event).expect("JSON values serialise"), // plain JSON
-        trace_id: None,
-        traceparent: None,
+        // The item span's context, as any other invocation gets its own.
+        trace_id: handed.as_ref().map(TraceContext::xray_header),
+        traceparent: handed.as_ref().map(TraceContext::traceparent),
     };
     let result = invoker.invoke(&task.function, invocation).await;
     let mut log = format!(

@@ -35,7 +35,9 @@ const TOP_LEVEL_KEYS: &[&str] = &[
 ];
 const EVALUATION_KEYS: &[&str] = &["job", "input", "repetitions", "seed", "metrics", "tolerance"];
 const STORAGE_KEYS: &[&str] = &["url"];
-const TELEMETRY_KEYS: &[&str] = &["otlp"];
+const TELEMETRY_KEYS: &[&str] = &["otlp", "object_keys"];
+const OBJECT_KEYS_IN_SPANS: &[(&str, ObjectKeysInSpans)] =
+    &[("hash", ObjectKeysInSpans::Hash), ("plain", ObjectKeysInSpans::Plain), ("omit", ObjectKeysInSpans::Omit)];
 const STATE_KEYS: &[&str] = &["url", "password_file", "ca_file"];
 const POLICY_KEYS: &[&str] = &["require_tags", "encryption", "tls", "networks", "max_run_cost", "log_retention"];
 const PRICING_KEYS: &[&str] = &["cpu_second", "gb_second", "invocation", "worker_hour", "currency"];
@@ -1626,7 +1628,8 @@ pub(crate) fn lower_storage(reader: &mut Reader<'_>, root: &Table<'_, '_>) -> St
 }
 
 /// `[telemetry]`: where traces are exported (`otlp`, an OTLP/HTTP
-/// collector's base URL: `http://HOST:PORT` or `https://…`, no credentials).
+/// collector's base URL: `http://HOST:PORT` or `https://…`, no credentials)
+/// and how spans show object keys and item ids (`object_keys`).
 pub(crate) fn lower_telemetry(reader: &mut Reader<'_>, root: &Table<'_, '_>) -> TelemetrySpec {
     let Some(table) = reader.table(root, "telemetry", "`[telemetry]`".to_owned()) else {
         return TelemetrySpec::default();
@@ -1652,7 +1655,8 @@ pub(crate) fn lower_telemetry(reader: &mut Reader<'_>, root: &Table<'_, '_>) -> 
             None
         }
     });
-    TelemetrySpec { otlp }
+    let object_keys = reader.choice(&table, "object_keys", OBJECT_KEYS_IN_SPANS).unwrap_or_default();
+    TelemetrySpec { otlp, object_keys }
 }
 
 /// Why an OTLP endpoint is refused.

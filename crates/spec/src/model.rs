@@ -116,6 +116,25 @@ pub struct TelemetrySpec {
     /// The OTLP/HTTP collector's base URL (`http://HOST:PORT`); traces are
     /// posted to its `/v1/traces`. `None`: no traces are exported.
     pub otlp: Option<String>,
+    /// How spans show object keys and job item ids (which may be health
+    /// data, e.g. `patient-1234.pdf`).
+    pub object_keys: ObjectKeysInSpans,
+}
+
+/// `[telemetry] object_keys`: what a span carries of an object key or a
+/// job item id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ObjectKeysInSpans {
+    /// A keyed hash (HMAC-SHA256 under a key the state store derives from
+    /// its sealed secret): equal keys match across spans and hosts, and the
+    /// collector cannot guess them back.
+    #[default]
+    Hash,
+    /// The key itself.
+    Plain,
+    /// Nothing.
+    Omit,
 }
 
 /// Whether something is mandatory or merely allowed.

@@ -143,6 +143,21 @@ pub(crate) struct TelemetryFile {
     /// to its /v1/traces as protobuf. No credentials.
     #[schemars(pattern(r"^[hH][tT][tT][pP][sS]?://[^/@?#]+(/[^?#]*)?$"))]
     pub otlp: Option<String>,
+    /// What spans carry of object keys and job item ids, which may be health data
+    /// (default "hash").
+    pub object_keys: Option<ObjectKeysText>,
+}
+
+/// How spans show object keys and job item ids.
+#[derive(Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum ObjectKeysText {
+    /// HMAC-SHA256 under a key derived from the state store's sealed secret (the default).
+    Hash,
+    /// The key as it is.
+    Plain,
+    /// Left out.
+    Omit,
 }
 
 /// Where the buckets' objects are (read before the project is opened; not

@@ -2100,6 +2100,23 @@ impl RunStore for SqliteStore {
         })
     }
 
+    fn run_item_message_attributes(
+        &self,
+        run: &str,
+        items: &[String],
+    ) -> Result<BTreeMap<String, Vec<(String, String)>>> {
+        let stored = self.read(&format!("read the attributes of messages of run `{run}`"), |transaction| {
+            runs::run_item_message_attributes(transaction, run, items, &self.sealer)
+        })?;
+        stored
+            .into_iter()
+            .map(|(item, message_id, attributes)| {
+                let opened = self.sealer.open(Record::MessageAttributes(message_id), attributes)?;
+                Ok((item, attributes_from_json_bytes(&opened)?))
+            })
+            .collect()
+    }
+
     fn complete_run_item(
         &self,
         run: &str,

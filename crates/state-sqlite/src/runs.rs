@@ -407,6 +407,35 @@ pub fn move_queue_messages_into_run(
     Ok(messages.len() as u64)
 }
 
+/// The stored attributes of the messages that `items` of the run came from:
+/// (item, message id, attributes as stored), for items that have them.
+pub fn run_item_message_attributes(
+    transaction: &Transaction<'_>,
+    run: &str,
+    items: &[String],
+    sealer: &Sealer,
+) -> Result<Vec<(String, i64, Vec<u8>)>> {
+    let key = require_run_key(transaction, run)?;
+    let mut statement = transaction
+        .prepare_cached(
+            "SELECT links.message_id, links.attributes FROM run_items AS items \
+             JOIN run_item_messages AS links ON links.item_seq = items.item_seq \
+             WHERE items.run_seq = ?1 AND items.item = ?2 AND links.attributes IS NOT NULL",
+        )
+        .context("prepare to read the attributes of items' messages")?;
+    let mut found = Vec::new();
+    for item in items {
+        let row: Option<(i64, Vec<u8>)> = statement
+            .query_row(params![key.run_seq, sealer.lookup_key(item).as_ref()], |row| Ok((row.get(0)?, row.get(1)?)))
+            .optional()
+            .with_context(|| format!("read the attributes of the message of item `{item}` of run `{run}`"))?;
+        if let Some((message_id, attributes)) = row {
+            found.push((item.clone(), message_id, attributes));
+        }
+    }
+    Ok(found)
+}
+
 /// Add a message's item, pending; an item of that id the run returned to
 /// its queue earlier (the message came back into the same run) is pending
 /// again, its attempts kept. Returns the item's number, or `None` when the

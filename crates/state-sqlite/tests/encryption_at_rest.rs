@@ -711,3 +711,51 @@ fn an_experiments_error_text_is_sealed_on_disk_rewrapped_and_a_moved_envelope_is
     }
     assert!(store.experiment(first.id).is_ok(), "the other experiment still reads");
 }
+
+#[test]
+fn a_queue_fed_items_message_attributes_are_read_back_opened_and_only_for_items_of_messages() {
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join("state.db");
+    let clock = ManualClock::starting_at(Timestamp::from_millis(1_795_588_702_000));
+    let keyring = Arc::new(Keyring::generate(clock.now()));
+    let store = SqliteStore::open_encrypted(&path, Arc::new(clock.clone()), keyring).unwrap();
+    let queue = name("work");
+    store.create_queue(&queue, &QueueConfig::default(), &[]).unwrap();
+    let header = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1";
+    let traced = OutgoingMessage {
+        body: with_marker("traced"),
+        attributes: vec![
+            (mayfly_core::TRACE_HEADER_ATTRIBUTE.to_owned(), header.to_owned()),
+            ("note".to_owned(), MARKER.to_owned()),
+        ],
+        delay: None,
+    };
+    let ids = store.send_messages(&queue, &[traced, OutgoingMessage::new(with_marker("plain"))]).unwrap();
+    store
+        .create_run(NewRun {
+            id: "run-1".to_owned(),
+            job: name("drain"),
+            deployment_version: None,
+            trigger: "manual".to_owned(),
+            deadline: Timestamp::from_millis(1_795_588_702_000 + 3_600_000),
+            budget: None,
+        })
+        .unwrap();
+    store.claim_run("run-1", "c1", Duration::from_secs(60)).unwrap();
+    assert_eq!(store.move_queue_messages_into_run("run-1", &queue, 10).unwrap(), 2);
+    store.add_run_items("run-1", &[NewRunItem { item: "manifest-line".to_owned(), payload: b"x".to_vec() }]).unwrap();
+
+    let asked: Vec<String> =
+        vec![ids[0].to_string(), ids[1].to_string(), "manifest-line".to_owned(), "unknown".to_owned()];
+    let found = store.run_item_message_attributes("run-1", &asked).unwrap();
+    assert_eq!(
+        found.keys().cloned().collect::<Vec<_>>(),
+        vec![ids[0].to_string()],
+        "only the item whose message had attributes"
+    );
+    assert_eq!(mayfly_core::trace_header(&found[&ids[0].to_string()]), Some(header));
+    assert_eq!(found[&ids[0].to_string()][1], ("note".to_owned(), MARKER.to_owned()));
+    assert!(matches!(store.run_item_message_attributes("nope", &asked), Err(StateError::NotFound { .. })));
+    drop(store);
+    assert_eq!(files_containing(directory.path(), MARKER.as_bytes()), Vec::<String>::new(), "still sealed on disk");
+}

@@ -1050,6 +1050,23 @@ pub trait RunStore: Send + Sync {
     /// available (`not_before`), ties by insertion — so items never retried
     /// come in insertion order, and a released item keeps its place.
     fn lease_run_items(&self, run: &str, worker: &str, max: usize) -> Result<Vec<RunItem>>;
+    /// The attributes of the queue messages that `items` of a queue-fed run
+    /// came from, as sent (the reserved trace header among them), by item id,
+    /// while the item is in the run. Items that came from no message, whose
+    /// message had no attributes, or that the run does not have, are absent.
+    /// `NotFound` for an unknown run.
+    ///
+    /// FIXME(state-postgres): only SQLite implements it; this default (no
+    /// attributes) makes a queue-fed item's span a child of its run's span
+    /// instead of its message's `send` span on PostgreSQL.
+    fn run_item_message_attributes(
+        &self,
+        run: &str,
+        items: &[String],
+    ) -> Result<BTreeMap<String, Vec<(String, String)>>> {
+        let _ = (run, items);
+        Ok(BTreeMap::new())
+    }
     /// Record how attempt `attempt` of `item` ended. `Done`: stores the result
     /// keyed by (job, item) — replacing any earlier result of that item of that
     /// job, from any run — and marks the item `Done`. `Failed`: `Pending` with

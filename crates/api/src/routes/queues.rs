@@ -51,7 +51,8 @@ pub struct QueueList {
 pub struct MessageInput {
     /// The body, as text (often JSON).
     pub body: String,
-    /// String attributes, as SQS message attributes.
+    /// String attributes, as SQS message attributes; `AWSTraceHeader` is
+    /// reserved for the message's trace context.
     #[serde(default)]
     pub attributes: BTreeMap<String, String>,
     /// Overrides the queue's delay: 0 to 900 seconds.
@@ -155,6 +156,12 @@ pub async fn send_messages(
             Some(seconds) => Some(Duration::from_secs(seconds)),
             None => None,
         };
+        if message.attributes.contains_key(mayfly_core::TRACE_HEADER_ATTRIBUTE) {
+            return Err(ApiError::bad_request(format!(
+                "`messages[{index}].attributes` names `{}`, which is reserved for the message's trace context; choose another name",
+                mayfly_core::TRACE_HEADER_ATTRIBUTE
+            )));
+        }
         outgoing.push(OutgoingMessage {
             body: message.body.into_bytes(),
             attributes: message.attributes.into_iter().collect(),

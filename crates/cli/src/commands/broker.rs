@@ -87,6 +87,10 @@ pub async fn broker(args: BrokerArgs, project: Option<&Path>) -> Result<()> {
     if let Ok(keyring) = std::env::var(mayfly_buckets::crypto::KEYRING_ENV_VAR) {
         env.insert(mayfly_buckets::crypto::KEYRING_ENV_VAR.to_owned(), keyring);
     }
+    // Where the coordinator exports its spans, when the variable (not the file) says so.
+    if let Ok(endpoint) = std::env::var(mayfly_host::telemetry::OTLP_ENDPOINT_ENV_VAR) {
+        env.insert(mayfly_host::telemetry::OTLP_ENDPOINT_ENV_VAR.to_owned(), endpoint);
+    }
     let started = docker
         .start(ProcessSpec {
             program: MAYFLY_IN_IMAGE.into(),

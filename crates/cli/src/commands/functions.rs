@@ -199,7 +199,7 @@ so that a leader renews at least twice before its lease could lapse",
     };
     let (trigger, shutdown) = mayfly_control::ShutdownTrigger::new();
     let name = config.architecture.name.clone();
-    let telemetry = mayfly_host::telemetry::Telemetry::start(&telemetry_settings, name.as_str())?;
+    let telemetry = crate::commands::serve::start_telemetry(&telemetry_settings, &opened, name.as_str())?;
     if let Some(telemetry) = &telemetry
         && !output.silent
     {

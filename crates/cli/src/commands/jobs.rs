@@ -140,8 +140,9 @@ pub fn coordinator_launch(located: &Project) -> Result<CoordinatorLaunch> {
         project_root: std::path::absolute(&located.root)?,
         data_dir: std::path::absolute(located.data_dir())?,
         log_filter: std::env::var("MAYFLY_LOG").unwrap_or_else(|_| "info".into()),
-        // The keyring, the group-commit setting of the throughput benchmark's baseline, the state store's and the object store's.
-        secret_env: [KEYRING_ENV_VAR, GROUP_COMMIT_ENV_VAR]
+        // The keyring, the group-commit setting of the throughput benchmark's baseline, where traces go,
+        // the state store's and the object store's.
+        secret_env: [KEYRING_ENV_VAR, GROUP_COMMIT_ENV_VAR, mayfly_host::telemetry::OTLP_ENDPOINT_ENV_VAR]
             .into_iter()
             .chain(mayfly_host::backends::STATE_ENV_VARS.iter().copied())
             .chain(mayfly_host::storage::storage_env_vars())
@@ -734,6 +735,7 @@ pub(crate) fn run_architecture(opened: &OpenProject, run: &RunRecord) -> Result<
 /// `mayfly coordinator --run R`: the ephemeral master of one run (started by the provisioner).
 pub async fn coordinator(args: CoordinatorArgs, project: Option<&Path>) -> Result<()> {
     let located = Project::locate(project)?;
+    let telemetry_settings = located.telemetry_settings()?;
     let opened = located.open(false)?;
     seal_own_output(&opened, &args.run, "coordinator")?;
     let _keyring_follower = opened.follow_keyring_file(&located);
@@ -807,7 +809,14 @@ pub async fn coordinator(args: CoordinatorArgs, project: Option<&Path>) -> Resul
         tls: CoordinatorTls::default(),
         aws,
     };
-    let status = mayfly_jobs::coordinator::run(config).await?;
+    // The run's and its items' spans are recorded here (workers need no route to the collector).
+    let telemetry =
+        crate::commands::serve::start_telemetry(&telemetry_settings, &opened, config.architecture.name.as_str())?;
+    let status = mayfly_jobs::coordinator::run(config).await;
+    if let Some(telemetry) = telemetry {
+        tokio::task::spawn_blocking(move || telemetry.shutdown()).await.context("flushing traces panicked")?;
+    }
+    let status = status?;
     // A containerised coordinator sees neither the host's processes nor the
     // engine: its broker audits the run once the container is gone.
     if args.broker.is_none() {

@@ -125,11 +125,18 @@ fn read_body(args: &SendArgs) -> Result<Vec<u8>> {
     }
 }
 
-/// Refuse an attribute named twice: a message attribute has one value, and
-/// `--json` shows attributes as an object, which cannot hold both.
+/// Refuse an attribute named twice (a message attribute has one value, and
+/// `--json` shows attributes as an object, which cannot hold both) and one
+/// named as the reserved trace header, which is no user attribute.
 fn refuse_duplicate_attributes(attributes: &[(String, String)]) -> Result<()> {
     let mut seen = std::collections::BTreeSet::new();
     for (name, _) in attributes {
+        if name == mayfly_core::TRACE_HEADER_ATTRIBUTE {
+            return Err(UsageError(format!(
+                "--attribute `{name}` is reserved: it holds the message's trace context, which Mayfly sets; choose another NAME"
+            ))
+            .into());
+        }
         if !seen.insert(name.as_str()) {
             return Err(UsageError(format!(
                 "--attribute `{name}` is given more than once; a message attribute has one value, so give each NAME once"
@@ -236,7 +243,7 @@ pub fn receive(args: ReceiveArgs, project: Option<&Path>, output: Output) -> Res
                 receive_count: m.receive_count,
                 sent_at: m.sent_at.to_rfc3339(),
                 lease_until: m.lease_until.to_rfc3339(),
-                attributes: json_pairs(&m.attributes),
+                attributes: json_pairs(&mayfly_core::user_attributes(&m.attributes)),
                 body,
                 body_hex,
             }
@@ -428,7 +435,7 @@ fn stored_views(messages: &[StoredMessage]) -> Vec<StoredView> {
                 sent_at: m.sent_at.to_rfc3339(),
                 visible_at: m.visible_at.to_rfc3339(),
                 receive_count: m.receive_count,
-                attributes: json_pairs(&m.attributes),
+                attributes: json_pairs(&mayfly_core::user_attributes(&m.attributes)),
                 body,
                 body_hex,
                 dead_letter_source: m.dead_letter.as_ref().map(|d| d.source_queue.clone()),

@@ -318,6 +318,33 @@ pub async fn stop_signal() {
     }
 }
 
+/// Install the trace exporter `settings` name (if any) for this process —
+/// `mayfly up`, `mayfly serve` or a coordinator — and decide how its spans
+/// show object keys and item ids: by default as HMAC-SHA256 under a key the
+/// state store derives for it (the same on every host that opens the store
+/// with its keyring). A store that seals nothing has no secret to derive it
+/// from: its spans leave keys out (a warning says so).
+pub(crate) fn start_telemetry(
+    settings: &mayfly_host::telemetry::TelemetrySettings,
+    opened: &OpenProject,
+    project_name: &str,
+) -> Result<Option<mayfly_host::telemetry::Telemetry>> {
+    use mayfly_control::telemetry::{KEYS_IN_SPANS_KEY_PURPOSE, KeysInSpans, show_keys_in_spans};
+    let Some(telemetry) = mayfly_host::telemetry::Telemetry::start(settings, project_name)? else { return Ok(None) };
+    show_keys_in_spans(match settings.object_keys {
+        mayfly_spec::ObjectKeysInSpans::Plain => KeysInSpans::Plain,
+        mayfly_spec::ObjectKeysInSpans::Omit => KeysInSpans::Omitted,
+        mayfly_spec::ObjectKeysInSpans::Hash => match opened.state.derived_key(KEYS_IN_SPANS_KEY_PURPOSE) {
+            Ok(key) => KeysInSpans::Hashed(key),
+            Err(error) => {
+                tracing::warn!(error = %error, "spans leave object keys and item ids out: `[telemetry] object_keys = \"hash\"` needs a key the state store derives");
+                KeysInSpans::Omitted
+            }
+        },
+    });
+    Ok(Some(telemetry))
+}
+
 pub async fn serve(args: ServeArgs, project: Option<&Path>, _output: Output) -> Result<()> {
     let located = Project::locate(project)?;
     let telemetry_settings = located.telemetry_settings()?;
@@ -326,7 +353,7 @@ pub async fn serve(args: ServeArgs, project: Option<&Path>, _output: Output) -> 
     let deployed = deployed_architecture(&opened)?;
     // Made (or made to name `[api].aws_advertise`) before anything hands it out.
     serving_certificate_paths(&located, deployed.1.api.as_ref())?;
-    let telemetry = mayfly_host::telemetry::Telemetry::start(&telemetry_settings, deployed.1.name.as_str())?;
+    let telemetry = start_telemetry(&telemetry_settings, &opened, deployed.1.name.as_str())?;
     let credentials = function_credentials(&located, &opened, &deployed.1)?;
     let invoker = Invoker::new(invoker_config(args.idle_timeout, credentials.as_ref()));
     let server = bind_api_server(&located, &opened, deployed, invoker.clone(), args.listen, args.aws_listen).await?;
