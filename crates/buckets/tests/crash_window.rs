@@ -218,6 +218,14 @@ impl RunStore for StoreWithFailingAppends {
         self.inner.lease_run_items(run, worker, max)
     }
 
+    fn run_item_message_attributes(
+        &self,
+        run: &str,
+        items: &[String],
+    ) -> Result<std::collections::BTreeMap<String, Vec<(String, String)>>> {
+        self.inner.run_item_message_attributes(run, items)
+    }
+
     fn complete_run_item(
         &self,
         run: &str,

@@ -426,16 +426,8 @@ fn a_job_item_continues_its_messages_trace_and_its_function_is_handed_the_item_s
     assert!(item_attributes["mayfly.worker"].starts_with('w'), "{item_attributes:?}");
     assert_is_hmac(&item_attributes["mayfly.item_hmac"]);
     assert_eq!(attributes(run_drain)["mayfly.run.status"], "succeeded");
-    if support::state_on_postgres() {
-        // FIXME(state-postgres): the PostgreSQL store does not yet read an
-        // item's message attributes back (`run_item_message_attributes`), so
-        // a queue-fed item is a child of its run's span there.
-        assert_eq!(item_drain.parent_span_id, run_drain.span_id, "{names:?}");
-        assert_eq!(item_drain.trace_id, run_drain.trace_id);
-    } else {
-        assert_eq!(item_drain.parent_span_id, send.span_id, "the item continues its message's trace");
-        assert_eq!(item_drain.trace_id, send.trace_id);
-    }
+    assert_eq!(item_drain.parent_span_id, send.span_id, "the item continues its message's trace");
+    assert_eq!(item_drain.trace_id, send.trace_id);
     let trace = hex(&item_drain.trace_id);
     assert_eq!(
         xray_seen_by(&project, "drain"),

@@ -654,6 +654,40 @@ impl RunStore for PostgresStore {
         })
     }
 
+    fn run_item_message_attributes(
+        &self,
+        run: &str,
+        items: &[String],
+    ) -> Result<BTreeMap<String, Vec<(String, String)>>> {
+        let keys: Vec<String> = items.iter().map(|item| self.sealer.lookup_key(item).into_owned()).collect();
+        let stored = self.transact(&format!("read the attributes of messages of run `{run}`"), |transaction| {
+            let key = require_run_key(transaction, run)?;
+            let rows = transaction
+                .query(
+                    "SELECT items.item, links.message_id, links.attributes FROM run_items AS items \
+                     JOIN run_item_messages AS links ON links.item_seq = items.item_seq \
+                     WHERE items.run_seq = $1 AND items.item = ANY($2) AND links.attributes IS NOT NULL",
+                    &[&key.run_seq, &keys],
+                )
+                .with_context(|| format!("read the attributes of the messages of items of run `{run}`"))?;
+            Ok(rows
+                .iter()
+                .map(|row| (row.get::<_, String>(0), row.get::<_, i64>(1), row.get::<_, Vec<u8>>(2)))
+                .collect::<Vec<_>>())
+        })?;
+        let mut found = BTreeMap::new();
+        for (stored_key, message_id, attributes) in stored {
+            // The asked id whose lookup key this row holds.
+            let Some(index) = keys.iter().position(|key| *key == stored_key) else { continue };
+            let json = self.sealer.open(Record::MessageAttributes(message_id), attributes)?;
+            let opened: Vec<(String, String)> = serde_json::from_slice(&json).map_err(|error| {
+                StateError::Backend(format!("the state store holds unreadable message attributes: {error}"))
+            })?;
+            found.insert(items[index].clone(), opened);
+        }
+        Ok(found)
+    }
+
     fn return_unfinished_items_to_queues(&self, run: &str) -> Result<u64> {
         let now = self.now();
         self.transact(&format!("return the unfinished items of run `{run}` to their queues"), |transaction| {

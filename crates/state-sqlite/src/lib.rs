@@ -842,7 +842,7 @@ type MessagePayload = (Vec<u8>, Vec<(String, String)>);
 type DeadLetterRow = (i64, i64, Vec<u8>, Option<Vec<u8>>);
 
 /// A column that holds TEXT (unencrypted JSON) or a BLOB (an envelope), as bytes.
-fn bytes_at(row: &rusqlite::Row<'_>, column: usize) -> rusqlite::Result<Option<Vec<u8>>> {
+pub(crate) fn bytes_at(row: &rusqlite::Row<'_>, column: usize) -> rusqlite::Result<Option<Vec<u8>>> {
     use rusqlite::types::ValueRef;
     match row.get_ref(column)? {
         ValueRef::Null => Ok(None),

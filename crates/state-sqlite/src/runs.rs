@@ -425,11 +425,14 @@ pub fn run_item_message_attributes(
         .context("prepare to read the attributes of items' messages")?;
     let mut found = Vec::new();
     for item in items {
-        let row: Option<(i64, Vec<u8>)> = statement
-            .query_row(params![key.run_seq, sealer.lookup_key(item).as_ref()], |row| Ok((row.get(0)?, row.get(1)?)))
+        // Attributes are JSON text in a store that seals nothing, an envelope otherwise.
+        let row: Option<(i64, Option<Vec<u8>>)> = statement
+            .query_row(params![key.run_seq, sealer.lookup_key(item).as_ref()], |row| {
+                Ok((row.get(0)?, crate::bytes_at(row, 1)?))
+            })
             .optional()
             .with_context(|| format!("read the attributes of the message of item `{item}` of run `{run}`"))?;
-        if let Some((message_id, attributes)) = row {
+        if let Some((message_id, Some(attributes))) = row {
             found.push((item.clone(), message_id, attributes));
         }
     }

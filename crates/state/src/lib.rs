@@ -1055,18 +1055,11 @@ pub trait RunStore: Send + Sync {
     /// while the item is in the run. Items that came from no message, whose
     /// message had no attributes, or that the run does not have, are absent.
     /// `NotFound` for an unknown run.
-    ///
-    /// FIXME(state-postgres): only SQLite implements it; this default (no
-    /// attributes) makes a queue-fed item's span a child of its run's span
-    /// instead of its message's `send` span on PostgreSQL.
     fn run_item_message_attributes(
         &self,
         run: &str,
         items: &[String],
-    ) -> Result<BTreeMap<String, Vec<(String, String)>>> {
-        let _ = (run, items);
-        Ok(BTreeMap::new())
-    }
+    ) -> Result<BTreeMap<String, Vec<(String, String)>>>;
     /// Record how attempt `attempt` of `item` ended. `Done`: stores the result
     /// keyed by (job, item) — replacing any earlier result of that item of that
     /// job, from any run — and marks the item `Done`. `Failed`: `Pending` with

@@ -186,6 +186,7 @@ macro_rules! __with_conformance_cases {
             run_item_counts_are_exact,
             moving_queue_messages_into_a_run_moves_only_visible_ones_in_one_commit,
             unfinished_items_go_back_to_their_queue_as_the_same_messages,
+            an_items_message_attributes_are_read_back_while_it_is_in_the_run,
             returning_unfinished_items_again_returns_nothing_and_changes_nothing,
             done_dead_lettered_and_non_queue_items_are_not_returned,
             a_returned_message_moved_into_the_same_run_again_is_pending_again,

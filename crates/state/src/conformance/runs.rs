@@ -597,6 +597,28 @@ fn run_holding_queue_messages<S: QueueStore + RunStore + ?Sized>(subject: &Subje
     (queue, ids)
 }
 
+pub fn an_items_message_attributes_are_read_back_while_it_is_in_the_run<S: QueueStore + RunStore + ?Sized>(
+    subject: Subject<S>,
+) {
+    let store = &subject.store;
+    let (_, ids) = run_holding_queue_messages(&subject);
+    store.add_run_items("run-1", &[NewRunItem { item: "manifest-line".to_owned(), payload: b"x".to_vec() }]).unwrap();
+    let asked: Vec<String> =
+        vec![ids[0].to_string(), ids[1].to_string(), "manifest-line".to_owned(), "unknown".to_owned()];
+    let found = store.run_item_message_attributes("run-1", &asked).unwrap();
+    assert_eq!(
+        found,
+        BTreeMap::from([(ids[0].to_string(), tags(&[("trace-id", "abc"), ("kind", "scan")]))]),
+        "only the item whose message had attributes, as sent"
+    );
+    assert_not_found(store.run_item_message_attributes("nope", &asked), "run", "nope");
+    store.return_unfinished_items_to_queues("run-1").unwrap();
+    assert!(
+        store.run_item_message_attributes("run-1", &asked).unwrap().is_empty(),
+        "returned items are not in the run"
+    );
+}
+
 pub fn unfinished_items_go_back_to_their_queue_as_the_same_messages<S: QueueStore + RunStore + ?Sized>(
     subject: Subject<S>,
 ) {
