@@ -20,13 +20,15 @@
 //! Completions that arrive together share one durable commit ([`group_commit`]).
 //!
 //! What the processes of a run write to their own stdout and stderr is kept
-//! only sealed ([`output`]).
+//! only sealed ([`output`]); a worker on another host sends its own to its
+//! coordinator ([`output_forwarding`]).
 
 pub mod coordinator;
 pub mod enrollment;
 pub mod group_commit;
 pub mod logs;
 pub mod output;
+pub mod output_forwarding;
 pub mod protocol;
 pub mod tls;
 pub mod worker;
