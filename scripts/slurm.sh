@@ -44,6 +44,9 @@ D=$2
 start() {
     mkdir -p "$D"
     D=$(cd "$D" && pwd)
+    # A cluster that fails to start is stopped again (its munged, its
+    # daemons, its namespaces): the caller has no cluster to stop.
+    trap 'status=$?; trap - ERR; echo "error: the Slurm cluster in $D did not start (status $status); stopping what did" >&2; stop; exit "$status"' ERR
     local host; host=$(hostname -s)
     mkdir -p "$D"/{state,log,munge} "$D"/spool/n{1..4}
     chmod 755 "$D"
@@ -123,8 +126,11 @@ CONF
     until [ "$(sinfo -h -t idle -o %D 2>/dev/null)" = 4 ]; do
         sleep 0.2; waited=$((waited + 1))
         if [ "$waited" -ge 300 ]; then
-            echo "error: the 4 Slurm nodes are not idle after 60 s; logs in $D/log" >&2
+            echo "error: the 4 Slurm nodes are not idle after 60 s; their logs end with:" >&2
             sinfo >&2 || true
+            tail -n 5 "$D"/log/*.log >&2 || true
+            trap - ERR
+            stop
             exit 1
         fi
     done
