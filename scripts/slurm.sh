@@ -14,6 +14,10 @@
 # namespace (mfs-n1..4, addresses 10.252.0.11-14 on a bridge whose host
 # address is 10.252.0.1), so a job reaches the host over a real,
 # non-loopback address; without it every node listens on 127.0.0.1.
+# With MAYFLY_SLURM_HIDE=DIR (an existing directory) each node's slurmd, and
+# so every job it runs, is in a mount namespace of its own where an empty
+# tmpfs covers DIR: a directory of the submitting host that the nodes do not
+# share, as on a real cluster (FIFOs and files there never reach a job).
 # MAYFLY_SLURM_CPUS sets each node's CPUs (2 by default; set, slurmd reports
 # it whatever the machine has: `SlurmdParameters=config_overrides`; the bench
 # raises it so that 200 one-CPU workers run at once).
@@ -40,6 +44,9 @@ D=$2
 start() {
     mkdir -p "$D"
     D=$(cd "$D" && pwd)
+    # A cluster that fails to start is stopped again (its munged, its
+    # daemons, its namespaces): the caller has no cluster to stop.
+    trap 'status=$?; trap - ERR; echo "error: the Slurm cluster in $D did not start (status $status); stopping what did" >&2; stop; exit "$status"' ERR
     local host; host=$(hostname -s)
     mkdir -p "$D"/{state,log,munge} "$D"/spool/n{1..4}
     chmod 755 "$D"
@@ -105,14 +112,25 @@ CONF
     export SLURM_CONF=$D/slurm.conf
     slurmctld -i
     for n in 1 2 3 4; do
-        if [ -f "$D/netns" ]; then nsenter --net="/run/netns/mfs-n$n" slurmd -N "n$n"; else slurmd -N "n$n"; fi
+        local node=(slurmd -N "n$n")
+        if [ -f "$D/netns" ]; then node=(nsenter --net="/run/netns/mfs-n$n" "${node[@]}"); fi
+        if [ -n "${MAYFLY_SLURM_HIDE:-}" ]; then
+            # slurmd daemonizes inside the namespace, which lives on with it.
+            unshare --mount --propagation private -- sh -c 'mount -t tmpfs -o mode=0755,size=1m mayfly-not-shared "$0" && exec "$@"' \
+                "$MAYFLY_SLURM_HIDE" "${node[@]}"
+        else
+            "${node[@]}"
+        fi
     done
     local waited=0
     until [ "$(sinfo -h -t idle -o %D 2>/dev/null)" = 4 ]; do
         sleep 0.2; waited=$((waited + 1))
         if [ "$waited" -ge 300 ]; then
-            echo "error: the 4 Slurm nodes are not idle after 60 s; logs in $D/log" >&2
+            echo "error: the 4 Slurm nodes are not idle after 60 s; their logs end with:" >&2
             sinfo >&2 || true
+            tail -n 5 "$D"/log/*.log >&2 || true
+            trap - ERR
+            stop
             exit 1
         fi
     done

@@ -747,6 +747,11 @@ logs = "logs"
             "simulated"
         }
 
+        /// As before the capability existed: each simulated worker gets its FIFO (which nothing writes).
+        fn output_reaches_this_host(&self) -> bool {
+            true
+        }
+
         fn start(&self, spec: ProcessSpec) -> BoxFuture<'_, Result<ResourceId, FleetError>> {
             Box::pin(async move {
                 let argument = |name: &str| {

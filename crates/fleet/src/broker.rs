@@ -475,6 +475,11 @@ impl Provisioner for BrokeredProvisioner {
         self.kind
     }
 
+    /// The broker runs on the coordinator's host and starts the kinds whose coordinator runs in a container there (docker), which it attaches to.
+    fn output_reaches_this_host(&self) -> bool {
+        true
+    }
+
     fn start(&self, spec: ProcessSpec) -> BoxFuture<'_, Result<ResourceId, FleetError>> {
         Box::pin(async move {
             match self.call(BrokerRequest::Start { spec: Box::new(spec.into()) }).await? {

@@ -537,6 +537,11 @@ impl Provisioner for DockerProvisioner {
         KIND.name
     }
 
+    /// The engine on this host attaches to each container and writes its output files here.
+    fn output_reaches_this_host(&self) -> bool {
+        true
+    }
+
     fn start(&self, spec: ProcessSpec) -> BoxFuture<'_, Result<ResourceId, FleetError>> {
         Box::pin(self.start_container(spec))
     }

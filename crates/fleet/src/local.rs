@@ -272,6 +272,11 @@ impl Provisioner for LocalProvisioner {
         KIND.name
     }
 
+    /// Processes of this host write their files here.
+    fn output_reaches_this_host(&self) -> bool {
+        true
+    }
+
     fn start(&self, spec: ProcessSpec) -> BoxFuture<'_, Result<ResourceId, FleetError>> {
         Box::pin(self.start_process(spec))
     }

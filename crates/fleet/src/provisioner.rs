@@ -123,6 +123,15 @@ pub trait Provisioner: Send + Sync {
     /// Its kind's name in the registry (`local`, `docker`): [`crate::ProvisionerKind::name`].
     fn kind(&self) -> &'static str;
 
+    /// Whether the files a [`ProcessSpec`] names as `stdout` and `stderr`
+    /// are written on the host of the caller (the coordinator), so that a
+    /// FIFO there reaches the resource: local processes and attached
+    /// containers, yes; processes on other machines (Slurm nodes, swarm
+    /// nodes), no: a FIFO's data never crosses hosts, not even on a shared
+    /// file system. A coordinator gives a worker it cannot capture no output
+    /// file, and the worker sends its output over its own channel instead.
+    fn output_reaches_this_host(&self) -> bool;
+
     /// Starts a resource from `spec`, tagged with `spec.tags`.
     /// [`FleetError::CannotStart`] names the program and the OS error.
     fn start(&self, spec: ProcessSpec) -> BoxFuture<'_, Result<ResourceId, FleetError>>;

@@ -157,7 +157,18 @@ mod tests {
         assert_eq!(ProvisionerKind::named("kubernetes"), None);
         assert_eq!(
             ProvisionerKind::all_options().collect::<Vec<_>>(),
-            ["network", "subnet", "image", "partition", "account", "qos", "time_limit", "extra_args", "constraints"]
+            [
+                "network",
+                "subnet",
+                "image",
+                "partition",
+                "account",
+                "qos",
+                "time_limit",
+                "extra_args",
+                "spool",
+                "constraints"
+            ]
         );
     }
 

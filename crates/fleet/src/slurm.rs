@@ -19,21 +19,27 @@
 //! job id) of its own.
 //!
 //! The program runs as a process on the node Slurm picks, so the program,
-//! its working directory and every path in the spec (its output files) must
-//! be on a file system the nodes share. The batch script ends in
+//! its working directory, the spool and any output file a spec names must
+//! be on a file system the nodes share. Output files are opened on the node
+//! ([`Provisioner::output_reaches_this_host`] is false: a FIFO of the
+//! submitting host never reaches a task on another node, so Mayfly's
+//! coordinator names none for its workers, whose output goes to
+//! `/dev/null`; they send it over their own channel). The batch script ends in
 //! `exec env -i VAR=value… program args…`: the job's environment is exactly
 //! the spec's, nothing of the submitter's (`--export=NONE`).
 //!
-//! The environment stays out of the batch script when the spec names an
-//! output file: slurmctld keeps every script in its state directory for the
-//! job's life, and a worker's environment holds its one-time enrollment
-//! token (an array's script would hold every task's). Each task's
-//! environment goes instead into a file of its own beside its output file
-//! (`<stdout>.<unique>.env`, mode 0600: the submitting user only, on the
-//! shared file system), which the task reads and removes before it execs its
-//! program. A task that runs a second time (requeued by an administrator,
-//! or a duplicate) finds no file and exits with status 3 before starting
-//! anything: it can never come back as the worker it was.
+//! The environment stays out of the batch script: slurmctld keeps every
+//! script in its state directory for the job's life, and a worker's
+//! environment holds its one-time enrollment token (an array's script would
+//! hold every task's). Each task's environment goes instead into a file of
+//! its own in the spool ([`SlurmSettings::spool`], a directory of mode 0700
+//! that every node sees; `<spool>/<worker>.<unique>.env`, mode 0600: the
+//! submitting user only), which the task reads and removes before it execs
+//! its program. Without a spool the file goes beside the spec's output
+//! file, and with neither the environment is in the script. A task that
+//! runs a second time (requeued by an administrator, or a duplicate) finds
+//! no file and exits with status 3 before starting anything: it can never
+//! come back as the worker it was.
 //!
 //! Jobs are submitted with `--no-requeue`: a job whose node is lost or which
 //! is preempted ends (`NODE_FAIL`, `PREEMPTED`) instead of coming back later
@@ -61,7 +67,7 @@ use tokio::time::Instant;
 use crate::error::FleetError;
 use crate::provisioner::{BoxFuture, LiveResource, ProcessSpec, Provisioner, ResourceId, ResourceState};
 use crate::registry::{CoordinatorPlacement, ProvisionerKindEntry};
-use crate::tags::{TAG_ROLE, TagFilter, Tags, check_tag};
+use crate::tags::{TAG_ROLE, TAG_WORKER, TagFilter, Tags, check_tag};
 
 /// How long one `squeue --json` snapshot answers `state` and `inventory`.
 pub const SNAPSHOT_MAX_AGE: Duration = Duration::from_millis(500);
@@ -90,6 +96,10 @@ pub struct SlurmSettings {
     pub extra_args: Vec<String>,
     /// `SLURM_CONF` for the commands; the caller's environment decides when `None`.
     pub slurm_conf: Option<PathBuf>,
+    /// The directory each task's environment file is written to (made with
+    /// mode 0700 if missing); it must be at the same path on every node.
+    /// `None`: beside the spec's stdout file, or in the script without one.
+    pub spool: Option<PathBuf>,
 }
 
 /// Runs resources as Slurm batch jobs. Cheap to clone; clones share their
@@ -387,7 +397,8 @@ impl SlurmProvisioner {
         for (index, spec) in specs.iter().enumerate() {
             let own: Tags = spec.tags.iter().filter(|(key, _)| shared.get(key).is_none()).collect();
             tasks.push(own);
-            let _ = writeln!(script, "{index}) {} ;;", task_lines(spec, &mut env_files)?);
+            let _ =
+                writeln!(script, "{index}) {} ;;", task_lines(spec, self.settings.spool.as_deref(), &mut env_files)?);
         }
         script.push_str("*) echo \"mayfly: no task $SLURM_ARRAY_TASK_ID in this array\" >&2; exit 2 ;;\nesac\n");
         let comment = JobComment::for_array(shared.clone(), tasks);
@@ -409,7 +420,10 @@ impl SlurmProvisioner {
         // opening them itself would hang, past `scancel`, on a FIFO no one reads.
         args.push("--output=/dev/null".into());
         let mut env_files = EnvFiles::default();
-        let script = format!("#!/bin/sh\n# Submitted by Mayfly.\n{}\n", task_lines(&spec, &mut env_files)?);
+        let script = format!(
+            "#!/bin/sh\n# Submitted by Mayfly.\n{}\n",
+            task_lines(&spec, self.settings.spool.as_deref(), &mut env_files)?
+        );
         let job = self.sbatch(&args, &script).await?;
         env_files.keep();
         let id = JobRef::Job(job).resource_id();
@@ -640,7 +654,7 @@ impl SlurmProvisioner {
 pub(crate) const KIND: ProvisionerKindEntry = ProvisionerKindEntry {
     name: "slurm",
     summary: "Slurm batch jobs: processes on the cluster's nodes, the program and run directory on a shared file system.",
-    options: &["partition", "account", "qos", "time_limit", "extra_args"],
+    options: &["partition", "account", "qos", "time_limit", "extra_args", "spool"],
     coordinator: CoordinatorPlacement::OwnProcess,
     workers_in_subnet: false,
     connect: connect_kind,
@@ -659,6 +673,11 @@ fn connect_kind() -> BoxFuture<'static, Result<Arc<dyn Provisioner>, FleetError>
 impl Provisioner for SlurmProvisioner {
     fn kind(&self) -> &'static str {
         KIND.name
+    }
+
+    /// A task runs on whichever node Slurm picks: a FIFO of this host does not reach it.
+    fn output_reaches_this_host(&self) -> bool {
+        false
     }
 
     fn start(&self, spec: ProcessSpec) -> BoxFuture<'_, Result<ResourceId, FleetError>> {
@@ -746,24 +765,50 @@ impl Drop for EnvFiles {
     }
 }
 
-/// A name no other environment file of this process (or another) takes.
-fn env_file_path(stdout: &Path) -> PathBuf {
+/// A name no other environment file of this process (or another) takes,
+/// starting with `base`.
+fn env_file_path(base: &Path) -> PathBuf {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
     let count = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let mut name = stdout.as_os_str().to_owned();
+    let mut name = base.as_os_str().to_owned();
     name.push(format!(".{}-{nanos:08x}-{count}.env", std::process::id()));
     PathBuf::from(name)
 }
 
-/// The shell lines of one job or task: with an output file, its environment
-/// written to a file of its own (mode 0600) that the lines read once and
-/// remove, then [`exec_line`]; without one, the environment in the script.
-fn task_lines(spec: &ProcessSpec, files: &mut EnvFiles) -> Result<String, FleetError> {
-    let Some(stdout) = spec.stdout.as_deref().filter(|_| !spec.env.is_empty()) else {
+/// Makes the spool directory if missing and keeps it the submitting user's only (0700).
+fn prepare_spool(spool: &Path, program: &Path) -> Result<(), FleetError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::create_dir_all(spool)
+        .and_then(|()| std::fs::set_permissions(spool, std::fs::Permissions::from_mode(0o700)))
+        .map_err(|error| FleetError::CannotStart {
+            program: program.to_owned(),
+            reason: format!("cannot prepare the Slurm spool directory {}: {error}", spool.display()),
+        })
+}
+
+/// The shell lines of one job or task: with a spool (or an output file),
+/// its environment written to a file of its own there (mode 0600) that the
+/// lines read once and remove, then [`exec_line`]; with neither, the
+/// environment in the script.
+fn task_lines(spec: &ProcessSpec, spool: Option<&Path>, files: &mut EnvFiles) -> Result<String, FleetError> {
+    if spec.env.is_empty() {
         return Ok(exec_line(spec, Some(&spec.env)));
+    }
+    let base = match (spool, spec.stdout.as_deref()) {
+        (Some(spool), _) => {
+            prepare_spool(spool, &spec.program)?;
+            // Named after the worker when its name is a plain file name.
+            let worker = spec.tags.get(TAG_WORKER).filter(|name| {
+                !name.starts_with('.')
+                    && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            });
+            spool.join(worker.unwrap_or("task"))
+        }
+        (None, Some(stdout)) => stdout.to_owned(),
+        (None, None) => return Ok(exec_line(spec, Some(&spec.env))),
     };
-    let path = env_file_path(stdout);
+    let path = env_file_path(&base);
     let mut text = String::from("set --");
     for (key, value) in &spec.env {
         let _ = write!(text, " {}", shell_quote(&format!("{key}={value}")));

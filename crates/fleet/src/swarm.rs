@@ -446,6 +446,11 @@ impl Provisioner for SwarmProvisioner {
         KIND.name
     }
 
+    /// A task runs on whichever node the swarm picks; its output stays there.
+    fn output_reaches_this_host(&self) -> bool {
+        false
+    }
+
     fn start(&self, spec: ProcessSpec) -> BoxFuture<'_, Result<ResourceId, FleetError>> {
         Box::pin(self.start_service(spec))
     }

@@ -3,8 +3,8 @@
 //! jobs and job arrays start with their own arguments, environment, output
 //! and tags, are followed to their exit, found again by their tags from a
 //! fresh provisioner, stopped, and reaped once their run is over; a task's
-//! environment stays out of the script Slurm keeps and a task run again
-//! starts nothing; a failing
+//! environment stays out of the script Slurm keeps (in a file beside its
+//! output, or in the spool) and a task run again starts nothing; a failing
 //! command's error names the command and carries its standard error.
 //!
 //! One test function: every cluster needs its own ports, and one cluster is
@@ -140,6 +140,40 @@ async fn slurm_jobs_start_are_followed_found_by_tags_stopped_and_reaped() {
     for task in &secret {
         provisioner.kill(task).await.expect("scancel");
     }
+
+    // With a spool, the environment files go there (a directory of mode
+    // 0700 the nodes see), whatever the output: here none, which the script
+    // sends to /dev/null on the node, naming no file of the submitting host.
+    let spool = dir.join("spool");
+    let spooled = SlurmProvisioner::new(SlurmSettings { spool: Some(spool.clone()), ..cluster.settings() });
+    let spooled_specs: Vec<ProcessSpec> = (0..2)
+        .map(|index| {
+            let script = format!("echo \"token=$TOKEN\" >{}/p{index}.out; echo lost", dir.display());
+            let mut spec = shell(dir, &script, run_tags("r-spool", &format!("p{index}")));
+            spec.env.insert("TOKEN".into(), format!("spooled-{index}-9a2e"));
+            spec
+        })
+        .collect();
+    let spooled_tasks = spooled.start_array(spooled_specs).await.expect("sbatch --array submits");
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(std::fs::metadata(&spool).unwrap().permissions().mode() & 0o777, 0o700);
+    for (index, task) in spooled_tasks.iter().enumerate() {
+        assert_eq!(wait_for_file(&dir.join(format!("p{index}.out"))).await, format!("token=spooled-{index}-9a2e\n"));
+        assert_eq!(spooled.wait(task, WAIT).await.unwrap(), ResourceState::Exited { code: Some(0), signal: None });
+    }
+    let left_in_spool: Vec<_> =
+        std::fs::read_dir(&spool).unwrap().filter_map(Result::ok).map(|e| e.file_name()).collect();
+    assert!(left_in_spool.is_empty(), "each task removed its environment file: {left_in_spool:?}");
+    let spooled_id = spooled_tasks[0].0.strip_prefix("slurm:").unwrap();
+    let kept = Command::new("scontrol")
+        .args(["write", "batch_script", spooled_id, "-"])
+        .env("SLURM_CONF", cluster.dir.join("slurm.conf"))
+        .output()
+        .unwrap();
+    let kept = String::from_utf8(kept.stdout).unwrap();
+    assert!(kept.contains(&format!("{}/p0.", spool.display())), "the environment file is in the spool: {kept}");
+    assert!(!kept.contains("spooled-"), "no token in the script Slurm keeps: {kept}");
+    assert!(kept.contains(">>'/dev/null' 2>>'/dev/null'"), "no output file: {kept}");
 
     // An array: each task runs its own spec and carries its own worker tag.
     let specs: Vec<ProcessSpec> = (0..3)

@@ -52,7 +52,7 @@ use crate::protocol::{
     AttemptOutcome, AttemptReport, COMPLETE_PATH, CREDENTIALS_PATH, CompleteRequest, CompleteResponse,
     CredentialsRequest, FunctionHandoff, HEARTBEAT_PATH, HELLO_PATH, HandedCredentials, HeartbeatRequest,
     HeartbeatResponse, HelloRequest, LEASE_PATH, LOGS_PATH, LeaseRequest, LeaseResponse, LeasedItem, LogsRequest,
-    WorkerAssignment, WorkerAwsAccess, WorkerIdentity, decode, encode,
+    OUTPUT_PATH, WorkerAssignment, WorkerAwsAccess, WorkerIdentity, decode, encode,
 };
 use crate::tls::{self, CertificateFingerprint, CertificatePolicy, RunAuthority};
 use crate::traces::RunTraces;
@@ -262,6 +262,8 @@ struct Shared {
     deadline: Timestamp,
     /// The run's and its items' spans.
     traces: RunTraces,
+    /// Seals the output workers send themselves (their provisioner cannot capture it).
+    forwarded_output: output::ForwardedOutput,
 }
 
 type Refusal = (StatusCode, String);
@@ -547,6 +549,29 @@ async fn logs_handler(
     Ok(Json(serde_json::json!({})))
 }
 
+/// Output a worker sends itself (its provisioner cannot capture it), sealed
+/// into its output file as a capture would. Not calling in: a worker that
+/// says why it fails before its first lease still failed to start.
+async fn output_handler(
+    State(shared): State<Arc<Shared>>,
+    Extension(peer): Extension<CertificateFingerprint>,
+    Json(request): Json<LogsRequest>,
+) -> Result<Json<serde_json::Value>, Refusal> {
+    shared.check_worker(&request.identity, peer, false).await?;
+    let chunk = decode(&request.chunk)
+        .map_err(|error| refuse(StatusCode::BAD_REQUEST, format!("output chunk is not base64: {error}")))?;
+    let worker = &request.identity.worker;
+    shared
+        .forwarded_output
+        .append(
+            &output::worker_output_path(&shared.run_dir, worker),
+            &output::output_stream(&shared.run_id, worker),
+            &chunk,
+        )
+        .map_err(internal)?;
+    Ok(Json(serde_json::json!({})))
+}
+
 /// Run the coordinator to the end of its run. Returns the final status.
 /// The runtime a coordinator process runs [`run`] on: one thread for its
 /// tasks (serving workers, watching them, renewing the lease) plus the
@@ -643,6 +668,7 @@ pub async fn run(config: CoordinatorConfig) -> Result<RunStatus, CoordinatorErro
             },
             state.clone(),
         ),
+        forwarded_output: output::ForwardedOutput::new(config.keyring.clone()),
     });
     let router = Router::new()
         .route(HELLO_PATH, post(hello_handler))
@@ -650,6 +676,7 @@ pub async fn run(config: CoordinatorConfig) -> Result<RunStatus, CoordinatorErro
         .route(COMPLETE_PATH, post(complete_handler))
         .route(HEARTBEAT_PATH, post(heartbeat_handler))
         .route(LOGS_PATH, post(logs_handler))
+        .route(OUTPUT_PATH, post(output_handler))
         .route(CREDENTIALS_PATH, post(credentials_handler))
         .with_state(shared.clone());
     let listener =
@@ -961,22 +988,15 @@ impl Fleet<'_> {
         let mut env = self.config.launch.env.clone();
         env.insert(TOKEN_ENV.to_owned(), token);
         env.insert(AUTHORITY_ENV.to_owned(), self.shared.enrollment.authority_pem().to_owned());
-        let capture = output::capture_output(
-            output::worker_output_path(&self.config.run_dir, &worker),
-            output::output_stream(self.run_id(), &worker),
-            self.config.keyring.clone(),
-        )
-        .map_err(CoordinatorError::Serve)?;
-        let stderr = capture.fifo().to_owned();
-        self.captures.insert(worker.clone(), capture);
+        let stderr = self.worker_output(&worker, &mut args)?;
         let spec = ProcessSpec {
             program: self.config.launch.program.clone(),
             args,
             env,
             working_dir: self.config.launch.working_dir.clone(),
             tags: self.worker_tags(&worker),
-            stdout: Some(stderr.clone()),
-            stderr: Some(stderr),
+            stdout: stderr.clone(),
+            stderr,
             memory: self.job.provisioner.memory,
             cpus: self.job.provisioner.cpus,
             read_only_mounts: self.config.launch.read_only_mounts.clone(),
@@ -1003,6 +1023,27 @@ impl Fleet<'_> {
             },
         );
         Ok((worker, spec))
+    }
+
+    /// Where a new worker's stdout and stderr go: a FIFO of this host that
+    /// is captured into its output file, when the provisioner's resources
+    /// write their output files here; else nowhere (`/dev/null` on its
+    /// node), and the worker is told to send its output itself
+    /// (`--forward-output`, see [`crate::output_forwarding`]) into the same file.
+    fn worker_output(&mut self, worker: &str, args: &mut Vec<String>) -> Result<Option<PathBuf>, CoordinatorError> {
+        let sealed = output::worker_output_path(&self.config.run_dir, worker);
+        let stream = output::output_stream(self.run_id(), worker);
+        if !self.config.provisioner.output_reaches_this_host() {
+            // Every worker has an output file, if empty: `mayfly logs RUN --process W` finds it.
+            std::fs::OpenOptions::new().create(true).append(true).open(&sealed).map_err(CoordinatorError::Serve)?;
+            args.push("--forward-output".to_owned());
+            return Ok(None);
+        }
+        let capture =
+            output::capture_output(sealed, stream, self.config.keyring.clone()).map_err(CoordinatorError::Serve)?;
+        let fifo = capture.fifo().to_owned();
+        self.captures.insert(worker.to_owned(), capture);
+        Ok(Some(fifo))
     }
 
     /// Starts `count` new workers in one submission to the provisioner (one

@@ -20,7 +20,8 @@
 //! Completions that arrive together share one durable commit ([`group_commit`]).
 //!
 //! What the processes of a run write to their own stdout and stderr is kept
-//! only sealed ([`output`]).
+//! only sealed ([`output`]); a worker on another host sends its own to its
+//! coordinator ([`output_forwarding`]).
 //!
 //! The coordinator records the run's and its items' trace spans
 //! (`traces.rs`) and hands each item's context to its worker with the lease.
@@ -30,6 +31,7 @@ pub mod enrollment;
 pub mod group_commit;
 pub mod logs;
 pub mod output;
+pub mod output_forwarding;
 pub mod protocol;
 pub mod tls;
 mod traces;

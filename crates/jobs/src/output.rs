@@ -18,8 +18,15 @@
 //!   container's log stream);
 //! - a worker holds no keyring, so its coordinator captures it: the worker's
 //!   stdout and stderr are a FIFO ([`capture_output`]) that a task of the
-//!   coordinator reads and seals into the worker's `.stderr` file.
+//!   coordinator reads and seals into the worker's `.stderr` file;
+//! - a worker on another host (a Slurm or swarm node, whose provisioner
+//!   says its output does not reach this host) cannot write to a FIFO here:
+//!   its stdout and stderr are `/dev/null` on its node, it sends what it
+//!   writes to its coordinator itself ([`crate::output_forwarding`]), and the
+//!   coordinator seals that into the same file, in the same frames
+//!   ([`ForwardedOutput`]).
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -263,6 +270,36 @@ pub fn capture_output(
     Ok(CapturedOutput { fifo, drain, task })
 }
 
+/// Process output that workers send over their channel, sealed into each
+/// worker's output file in the frames a capture writes (one session per
+/// worker and coordinator, so the file opens with [`read_output`]).
+pub struct ForwardedOutput {
+    keyring: Option<Arc<Keyring>>,
+    sealers: Mutex<BTreeMap<String, FrameSealer>>,
+}
+
+impl ForwardedOutput {
+    /// Plainly without a keyring, as [`capture_output`].
+    pub fn new(keyring: Option<Arc<Keyring>>) -> ForwardedOutput {
+        ForwardedOutput { keyring, sealers: Mutex::new(BTreeMap::new()) }
+    }
+
+    /// Append `chunk` of `stream` to `sealed`, in frames of at most 64 KiB of plaintext.
+    pub fn append(&self, sealed: &Path, stream: &str, chunk: &[u8]) -> std::io::Result<()> {
+        // Held while writing, so a stream's frames are in the file in sequence.
+        let mut sealers = self.sealers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut file = std::fs::OpenOptions::new().create(true).append(true).open(sealed)?;
+        let Some(keyring) = &self.keyring else { return file.write_all(chunk) };
+        let sealer =
+            sealers.entry(stream.to_owned()).or_insert_with(|| FrameSealer::new(keyring.clone(), stream.to_owned()));
+        let mut framed = Vec::with_capacity(chunk.len() + 128);
+        for piece in chunk.chunks(64 * 1024) {
+            framed.extend_from_slice(&sealer.frame(piece));
+        }
+        file.write_all(&framed)
+    }
+}
+
 /// One non-blocking read(2) of what the FIFO holds now.
 fn read_now(receiver: &tokio::net::unix::pipe::Receiver, buffer: &mut [u8]) -> std::io::Result<usize> {
     // SAFETY: `buffer` is valid for `buffer.len()` bytes and the descriptor is the receiver's,
@@ -305,5 +342,22 @@ mod tests {
         assert!(!stored.windows(7).any(|window| window == b"patient"));
         assert_eq!(read_output(&sealed, "run-1/w1-001", Some(&keyring)).unwrap(), b"patient 17: chart\n");
         assert!(!dir.path().join("w1-001.pipe").exists());
+    }
+
+    #[test]
+    fn forwarded_output_is_sealed_in_the_frames_of_a_capture() {
+        let dir = tempfile::tempdir().unwrap();
+        let keyring = Arc::new(Keyring::generate(Timestamp::from_millis(1)));
+        let sealed = dir.path().join("w1-001.stderr");
+        let forwarded = ForwardedOutput::new(Some(keyring.clone()));
+        forwarded.append(&sealed, "run-1/w1-001", b"patient 17: chart\n").unwrap();
+        let long = vec![b'x'; 100 * 1024];
+        forwarded.append(&sealed, "run-1/w1-001", &long).unwrap();
+        let stored = std::fs::read(&sealed).unwrap();
+        assert!(!stored.windows(7).any(|window| window == b"patient"));
+        let mut expected = b"patient 17: chart\n".to_vec();
+        expected.extend_from_slice(&long);
+        assert_eq!(read_output(&sealed, "run-1/w1-001", Some(&keyring)).unwrap(), expected);
+        assert!(read_output(&sealed, "run-1/w1-002", Some(&keyring)).is_err(), "bound to its stream");
     }
 }

@@ -20,6 +20,11 @@
 //! - `POST /v1/heartbeat` — "I am alive and hold these items"; the
 //!   coordinator extends their leases while heartbeats arrive.
 //! - `POST /v1/logs` — a chunk of the worker's log, appended in order.
+//! - `POST /v1/output` — what the worker process wrote to its own stdout and
+//!   stderr, sent by a worker whose provisioner cannot capture it (started
+//!   with `--forward-output`, see [`crate::output_forwarding`]); sealed into
+//!   its output file like captured output. Not calling in: it may come
+//!   before the first lease (a worker that fails to start says why).
 //! - `POST /v1/credentials` — fresh AWS credentials for the function's
 //!   `permissions` (a worker asks when the ones it holds would expire before
 //!   its next item's deadline); the first come with `/v1/hello`. Workers hold
@@ -40,6 +45,8 @@ pub const LEASE_PATH: &str = "/v1/lease";
 pub const COMPLETE_PATH: &str = "/v1/complete";
 pub const HEARTBEAT_PATH: &str = "/v1/heartbeat";
 pub const LOGS_PATH: &str = "/v1/logs";
+/// Carries a [`LogsRequest`] whose chunk is process output, not log.
+pub const OUTPUT_PATH: &str = "/v1/output";
 pub const CREDENTIALS_PATH: &str = "/v1/credentials";
 
 /// Every request names the run and the worker, so a worker of another run is

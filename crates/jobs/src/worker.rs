@@ -3,7 +3,11 @@
 //! to run (`/v1/hello`), pulls items from it (over mutual TLS, with the
 //! certificate it enrolled for), runs the job's function on each (warm, through the
 //! runtime's `Invoker`, handing it the trace context its lease carried),
-//! reports the outcome, heartbeats, and streams its log as it goes.
+//! reports the outcome, heartbeats, and streams its log as it goes. Started
+//! with `--forward-output` (its provisioner cannot capture its stdout and
+//! stderr), it also sends its own output to the coordinator
+//! ([`crate::output_forwarding`]), the last of it (with its error, if it
+//! fails once enrolled) before it returns.
 //!
 //! It stops when the coordinator says so (the run is finishing, or the
 //! worker is surplus), when the coordinator cannot be reached for
@@ -21,10 +25,11 @@ use mayfly_runtime::{FunctionDefinition, Invocation, Invoker, InvokerConfig, Iss
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 
+use crate::output_forwarding::OutputForwarding;
 use crate::protocol::{
     AttemptOutcome, AttemptReport, COMPLETE_PATH, CREDENTIALS_PATH, CompleteRequest, CompleteResponse,
     CredentialsRequest, HEARTBEAT_PATH, HELLO_PATH, HandedCredentials, HeartbeatRequest, HeartbeatResponse,
-    HelloRequest, ItemEvent, LEASE_PATH, LOGS_PATH, LeaseRequest, LeaseResponse, LeasedItem, LogsRequest,
+    HelloRequest, ItemEvent, LEASE_PATH, LOGS_PATH, LeaseRequest, LeaseResponse, LeasedItem, LogsRequest, OUTPUT_PATH,
     WorkerAssignment, WorkerIdentity, decode, encode,
 };
 
@@ -39,6 +44,9 @@ pub struct WorkerConfig {
     /// Give up (exit non-zero) after the coordinator has been unreachable this long.
     pub coordinator_timeout: Duration,
     pub invoker: InvokerConfig,
+    /// This process's output, to send to the coordinator (`--forward-output`:
+    /// its provisioner cannot capture it); `None`: the provisioner captures it.
+    pub forward_output: Option<Arc<OutputForwarding>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -135,6 +143,49 @@ pub async fn run(config: WorkerConfig) -> Result<u64, WorkerError> {
         base: config.coordinator.trim_end_matches('/').to_owned(),
         timeout: config.coordinator_timeout,
     });
+    let Some(forwarding) = config.forward_output.clone() else { return run_enrolled(&config, &client).await };
+    let (stop_forwarding, forwarding_stopped) = tokio::sync::oneshot::channel();
+    let sender =
+        tokio::spawn(forward_output(forwarding.clone(), client.clone(), config.identity.clone(), forwarding_stopped));
+    let result = run_enrolled(&config, &client).await;
+    if let Err(error) = &result {
+        // The caller prints it after this returns, to a stderr no one reads
+        // on the node: the coordinator gets it now (why a start failed).
+        forwarding.push(format!("error: {error}\n").as_bytes());
+    }
+    let _ = stop_forwarding.send(());
+    let _ = sender.await;
+    result
+}
+
+/// How long one batch of forwarded output may take to be delivered.
+const OUTPUT_SEND_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Sends this process's output to the coordinator in batches until `stop`
+/// fires, then the rest ([`OutputForwarding::forward`]).
+async fn forward_output(
+    forwarding: Arc<OutputForwarding>,
+    client: Arc<Client>,
+    identity: WorkerIdentity,
+    stop: tokio::sync::oneshot::Receiver<()>,
+) {
+    let send = |batch: Vec<u8>| {
+        let (client, request) = (client.clone(), LogsRequest { identity: identity.clone(), chunk: encode(&batch) });
+        async move {
+            match tokio::time::timeout(OUTPUT_SEND_TIMEOUT, client.post::<_, serde_json::Value>(OUTPUT_PATH, &request))
+                .await
+            {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(error)) => Err(error.to_string()),
+                Err(_) => Err(format!("not delivered within {OUTPUT_SEND_TIMEOUT:?}")),
+            }
+        }
+    };
+    forwarding.forward(send, stop).await;
+}
+
+/// A worker's life once enrolled: hello, then items until told to stop.
+async fn run_enrolled(config: &WorkerConfig, client: &Arc<Client>) -> Result<u64, WorkerError> {
     let assignment: WorkerAssignment =
         client.post(HELLO_PATH, &HelloRequest { identity: config.identity.clone() }).await?;
     let function = assignment.function.clone().into_definition().map_err(WorkerError::BadAssignment)?;
@@ -163,7 +214,7 @@ pub async fn run(config: WorkerConfig) -> Result<u64, WorkerError> {
         stop.clone(),
         config.heartbeat_interval,
     ));
-    let result = work_loop(&config, &task, &client, &invoker, &holding, &stop).await;
+    let result = work_loop(config, &task, client, &invoker, &holding, &stop).await;
     stop.store(true, Ordering::SeqCst);
     heartbeat.abort();
     invoker.shutdown().await;

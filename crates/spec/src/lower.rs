@@ -93,6 +93,7 @@ const PROVISIONER_KEYS: &[&str] = &[
     "qos",
     "time_limit",
     "extra_args",
+    "spool",
     "constraints",
 ];
 /// `sbatch` options the Slurm provisioner sets itself: its tags, the job's
@@ -1401,6 +1402,18 @@ fn lower_provisioner(reader: &mut Reader<'_>, provisioner: &Table<'_, '_>, polic
             extra_args.push(argument.value);
         }
     }
+    let spool = reader.non_empty_string(provisioner, "spool").and_then(|spool| {
+        let path = std::path::PathBuf::from(&spool.value);
+        if path.is_absolute() && !spool.value.contains('\0') {
+            return Some(path);
+        }
+        reader.error(
+            spool.span.clone(),
+            format!("`spool` of {} is `{}`, which is not an absolute path", provisioner.what, spool.value),
+            Some("give a directory every Slurm node sees at the same path, e.g. \"/shared/mayfly/spool\"".to_owned()),
+        );
+        None
+    });
     let mut constraints = Vec::new();
     for constraint in reader.string_list(provisioner, "constraints").unwrap_or_default() {
         let value = constraint.value.trim();
@@ -1452,6 +1465,7 @@ fn lower_provisioner(reader: &mut Reader<'_>, provisioner: &Table<'_, '_>, polic
         qos,
         time_limit,
         extra_args,
+        spool,
         constraints,
     }
 }

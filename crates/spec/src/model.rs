@@ -572,6 +572,10 @@ pub struct ProvisionerSpec {
     pub time_limit: Option<Duration>,
     /// Further `sbatch` arguments (slurm only), e.g. `["--constraint=avx2"]`.
     pub extra_args: Vec<String>,
+    /// Where the Slurm provisioner writes each task's 0600 environment file
+    /// (its enrollment token), a directory every node sees at the same path
+    /// (slurm only); the run's directory when unset.
+    pub spool: Option<std::path::PathBuf>,
     /// Placement constraints of each worker task (swarm only), e.g. `["node.labels.gpu==true"]`.
     pub constraints: Vec<String>,
 }

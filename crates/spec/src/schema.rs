@@ -541,6 +541,8 @@ pub(crate) struct ProvisionerFile {
     pub time_limit: Option<DurationText>,
     /// Further sbatch options (slurm only), each with its value: ["--constraint=avx2"].
     pub extra_args: Option<Vec<String>>,
+    /// Directory for each worker task's 0600 environment file (slurm only), an absolute path every node sees; the run's directory by default.
+    pub spool: Option<String>,
     /// Placement constraints of each worker task (swarm only): ["node.labels.gpu==true"].
     pub constraints: Option<Vec<String>>,
 }

@@ -115,6 +115,11 @@ pub struct WorkerArgs {
     pub worker: String,
     #[arg(long, default_value = "1s", value_parser = parse_duration_arg)]
     pub heartbeat_interval: Duration,
+    /// Send this process's stdout and stderr to the coordinator (its
+    /// provisioner cannot capture them: a Slurm or swarm node); the
+    /// coordinator says so.
+    #[arg(long)]
+    pub forward_output: bool,
 }
 
 /// The most completions a coordinator commits together (default 256); `1`
@@ -771,7 +776,9 @@ pub async fn coordinator(args: CoordinatorArgs, project: Option<&Path>) -> Resul
             job.provisioner.kind,
             args.run
         ),
-        _ if job.provisioner.kind.name() == "slurm" => slurm_worker_placement(&root, &job)?,
+        _ if job.provisioner.kind.name() == "slurm" => {
+            slurm_worker_placement(&root, &job, &run_dir(&located, &args.run))?
+        }
         _ if job.provisioner.kind.name() == "swarm" => {
             swarm_worker_placement(&architecture, &record.job, &job, &mut worker_function).await?
         }
@@ -984,8 +991,10 @@ pub(crate) const COORDINATOR_ADVERTISE_VARIABLE: &str = "MAYFLY_COORDINATOR_ADVE
 const SLURM_WORKER_START_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10 * 60);
 
 /// The `SlurmProvisioner` settings of a job with `kind = "slurm"` (the
-/// cluster is the one `SLURM_CONF` or Slurm's defaults name).
-pub(crate) fn slurm_settings(job: &JobSpec) -> SlurmSettings {
+/// cluster is the one `SLURM_CONF` or Slurm's defaults name) for a run
+/// whose directory is `run_dir`: its workers' environment files go in the
+/// job's `spool`, else in `slurm-spool` of the run's directory.
+pub(crate) fn slurm_settings(job: &JobSpec, run_dir: &Path) -> SlurmSettings {
     let settings = &job.provisioner;
     SlurmSettings {
         partition: settings.partition.clone(),
@@ -994,6 +1003,7 @@ pub(crate) fn slurm_settings(job: &JobSpec) -> SlurmSettings {
         time_limit: settings.time_limit,
         extra_args: settings.extra_args.clone(),
         slurm_conf: None,
+        spool: Some(settings.spool.clone().unwrap_or_else(|| run_dir.join("slurm-spool"))),
     }
 }
 
@@ -1002,12 +1012,12 @@ pub(crate) fn slurm_settings(job: &JobSpec) -> SlurmSettings {
 /// a file system the nodes share (the same paths on every node); the
 /// coordinator listens on [`COORDINATOR_ADDRESS_VARIABLE`] or this host's
 /// outward address, which the nodes must reach.
-fn slurm_worker_placement(root: &Path, job: &JobSpec) -> Result<WorkerPlacement> {
+fn slurm_worker_placement(root: &Path, job: &JobSpec, run_dir: &Path) -> Result<WorkerPlacement> {
     let (listen, advertise) = coordinator_address("Slurm workers")?;
     tracing::info!(address = %listen, advertise = ?advertise.as_ref().map(ToString::to_string), "workers are Slurm jobs");
     Ok(WorkerPlacement {
         on_this_host: false,
-        provisioner: Arc::new(SlurmProvisioner::new(slurm_settings(job))),
+        provisioner: Arc::new(SlurmProvisioner::new(slurm_settings(job, run_dir))),
         launch: worker_process_launch(root)?,
         listen,
         advertise,
@@ -1216,6 +1226,15 @@ pub async fn fleet_inventory(
 /// the provisioner). It needs no project: the coordinator hands it the
 /// function, so it runs the same in a container.
 pub async fn worker(args: WorkerArgs) -> Result<()> {
+    // First, so that nothing this process writes is lost on its node.
+    let forward_output = if args.forward_output {
+        Some(
+            mayfly_jobs::output_forwarding::OutputForwarding::install()
+                .context("cannot collect this worker's output to send it to its coordinator")?,
+        )
+    } else {
+        None
+    };
     let config = mayfly_jobs::worker::WorkerConfig {
         coordinator: args.coordinator,
         enrollment: mayfly_jobs::enrollment::EnrollmentTicket {
@@ -1227,6 +1246,7 @@ pub async fn worker(args: WorkerArgs) -> Result<()> {
         heartbeat_interval: args.heartbeat_interval,
         coordinator_timeout: Duration::from_secs(30),
         invoker: InvokerConfig::with_clock(Arc::new(SystemClock)),
+        forward_output,
     };
     let started = Instant::now();
     let processed = mayfly_jobs::worker::run(config).await?;
