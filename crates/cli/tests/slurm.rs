@@ -21,12 +21,12 @@
 mod support;
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::Project;
+use support::slurm::Cluster;
 
 const SLEEPER: &str = r#"#!/bin/sh
 event=$(cat)
@@ -40,38 +40,10 @@ const COORDINATOR_ADDRESS: &str = "10.252.0.1";
 /// `mayfly audit`'s exit status when it finds a violation.
 const VIOLATIONS_FOUND: i32 = 10;
 
-struct Cluster {
-    dir: PathBuf,
-    _parent: tempfile::TempDir,
-}
-
-fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/slurm.sh")
-}
-
 impl Cluster {
-    fn start() -> Cluster {
-        let parent = tempfile::tempdir().unwrap();
-        let dir = parent.path().join("slurm");
-        let status = Command::new("bash")
-            .arg(script())
-            .args(["start".as_ref(), dir.as_os_str()])
-            .env("MAYFLY_SLURM_PORT_BASE", "15900")
-            .env("MAYFLY_SLURM_NETNS", "1")
-            .status()
-            .expect("bash runs scripts/slurm.sh");
-        assert!(status.success(), "scripts/slurm.sh start failed (needs root and slurm-wlm; see scripts/test.sh)");
-        Cluster { dir, _parent: parent }
-    }
-
-    fn conf(&self) -> PathBuf {
-        self.dir.join("slurm.conf")
-    }
-
-    fn command(&self, program: &str, args: &[&str]) -> String {
-        let output = Command::new(program).args(args).env("SLURM_CONF", self.conf()).output().unwrap();
-        assert!(output.status.success(), "{program} {args:?}: {}", String::from_utf8_lossy(&output.stderr));
-        String::from_utf8(output.stdout).unwrap()
+    /// A cluster whose nodes are network namespaces of their own.
+    fn with_namespaces() -> Cluster {
+        Cluster::start(&[("MAYFLY_SLURM_PORT_BASE", "15900".as_ref()), ("MAYFLY_SLURM_NETNS", "1".as_ref())])
     }
 
     /// Job ids of the jobs in `state` (`R`, `PD`, …), or of all live ones.
@@ -145,12 +117,6 @@ fn processes_of_run(run: &str) -> Vec<String> {
         }
     }
     found
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = Command::new("bash").arg(script()).args(["stop".as_ref(), self.dir.as_os_str()]).status();
-    }
 }
 
 /// A project whose job `scan` runs one item per line of a manifest of
@@ -230,7 +196,7 @@ fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
 
 #[test]
 fn jobs_run_on_slurm_nodes_across_chaos_and_orphans_are_audited_and_reaped() {
-    let cluster = Cluster::start();
+    let cluster = Cluster::with_namespaces();
     // SAFETY: no other thread runs yet; every `mayfly` this test starts inherits these.
     unsafe {
         std::env::set_var("SLURM_CONF", cluster.conf());

@@ -21,12 +21,12 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::Project;
+use support::slurm::Cluster;
 
 /// Reads the item, writes one line to its stderr (its item's log) and one to
 /// the worker's own stderr (as a library or a helper process inheriting it
@@ -47,35 +47,10 @@ print(json.dumps({"done": True}))
 /// The items are lower case; only the function's output holds this.
 const MARKER: &str = "PHI-MARKER-4D2C-JANEDOE";
 
-struct Cluster {
-    dir: PathBuf,
-    _parent: tempfile::TempDir,
-}
-
-fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/slurm.sh")
-}
-
 impl Cluster {
     /// A cluster whose nodes do not see `hidden`.
-    fn start(hidden: &Path) -> Cluster {
-        let parent = tempfile::tempdir().unwrap();
-        let dir = parent.path().join("slurm");
-        let status = Command::new("bash")
-            .arg(script())
-            .args(["start".as_ref(), dir.as_os_str()])
-            .env("MAYFLY_SLURM_PORT_BASE", "16200")
-            .env("MAYFLY_SLURM_HIDE", hidden)
-            .status()
-            .expect("bash runs scripts/slurm.sh");
-        assert!(status.success(), "scripts/slurm.sh start failed (needs root and slurm-wlm; see scripts/test.sh)");
-        Cluster { dir, _parent: parent }
-    }
-
-    fn command(&self, program: &str, args: &[&str]) -> String {
-        let output = Command::new(program).args(args).env("SLURM_CONF", self.dir.join("slurm.conf")).output().unwrap();
-        assert!(output.status.success(), "{program} {args:?}: {}", String::from_utf8_lossy(&output.stderr));
-        String::from_utf8(output.stdout).unwrap()
+    fn hiding(hidden: &Path) -> Cluster {
+        Cluster::start(&[("MAYFLY_SLURM_PORT_BASE", "16200".as_ref()), ("MAYFLY_SLURM_HIDE", hidden.as_os_str())])
     }
 
     /// Ids of the running worker jobs.
@@ -84,12 +59,6 @@ impl Cluster {
             .lines()
             .map(str::to_owned)
             .collect()
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = Command::new("bash").arg(script()).args(["stop".as_ref(), self.dir.as_os_str()]).status();
     }
 }
 
@@ -147,7 +116,7 @@ fn slurm_workers_on_nodes_that_do_not_share_the_run_directory_send_their_output_
     support::assert_success(&project.run_with_stdin(&["put", "scans/manifest.txt"], manifest.as_bytes()), &["put"]);
     let runs_dir = project.path(".mayfly/runs");
     std::fs::create_dir_all(&runs_dir).unwrap();
-    let cluster = Cluster::start(&runs_dir);
+    let cluster = Cluster::hiding(&runs_dir);
     // SAFETY: no other thread runs yet; every `mayfly` this test starts inherits these.
     unsafe {
         std::env::set_var("SLURM_CONF", cluster.dir.join("slurm.conf"));

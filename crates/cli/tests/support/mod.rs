@@ -11,6 +11,7 @@
 
 pub mod postgres;
 pub mod s3;
+pub mod slurm;
 
 use std::io::Write;
 use std::path::PathBuf;
