@@ -2,7 +2,7 @@
 //! computed in the same run:
 //!
 //! ```sh
-//! cargo bench -p mayfly --bench jobs            # all five
+//! cargo bench -p mayfly --bench jobs            # all six
 //! cargo bench -p mayfly --bench jobs -- a c     # some of them
 //! ```
 //!
@@ -23,6 +23,13 @@
 //!   (`MAYFLY_GROUP_COMMIT_MAX=1`), the queue-fed rate against the
 //!   manifest-fed one, and Ray's rate on the same no-op tasks
 //!   (`scripts/bench-ray.sh`) as the peer baseline.
+//! - (f) the state store (issue 11): the same 20,000 no-op items through
+//!   the same manifest-fed job on 8 workers with the project's state on
+//!   PostgreSQL (`MAYFLY_STATE_URL`, a fresh database on the server
+//!   `scripts/postgres.sh start` runs, or the one at
+//!   `MAYFLY_BENCH_POSTGRES_URL`) and on the embedded SQLite file, in
+//!   interleaved rounds (`MAYFLY_BENCH_ROUNDS`, default 3): both medians and
+//!   their ratio.
 //!
 //! (a), (b) and (d) run the real `mayfly` binary in a project in a temporary
 //! directory: `deploy`, `put` a manifest of items, `run JOB --json`, then the
@@ -57,11 +64,11 @@ fn main() {
         Ok("simulator") => return heartbeats::simulator_main(),
         _ => {}
     }
-    const ALL: [&str; 5] = ["a", "b", "c", "d", "e"];
+    const ALL: [&str; 6] = ["a", "b", "c", "d", "e", "f"];
     // `cargo bench` appends `--bench`; flags are not scenarios.
     let requested: Vec<String> = std::env::args().skip(1).filter(|arg| !arg.starts_with('-')).collect();
     if let Some(unknown) = requested.iter().find(|arg| !ALL.contains(&arg.as_str())) {
-        eprintln!("unknown scenario `{unknown}`; choose from a, b, c, d, e (none: all)");
+        eprintln!("unknown scenario `{unknown}`; choose from a, b, c, d, e, f (none: all)");
         std::process::exit(2);
     }
     let scenarios: Vec<&str> = if requested.is_empty() {
@@ -77,7 +84,8 @@ fn main() {
             "b" => cpu_items(),
             "c" => heartbeats::run(),
             "d" => killed_worker(),
-            _ => throughput(),
+            "e" => throughput(),
+            _ => state_backends(),
         };
         println!("{line}");
         std::io::stdout().flush().ok();
@@ -183,6 +191,100 @@ fn throughput() -> String {
         ));
     }
     lines.join("\n")
+}
+
+/// (f) 20,000 no-op items through one manifest-fed job on 8 workers, the
+/// project's state on PostgreSQL against the same on SQLite, in interleaved
+/// rounds (SQLite, then PostgreSQL, each round), so both see the same
+/// machine; the medians and their ratio.
+fn state_backends() -> String {
+    const ITEMS: usize = 20_000;
+    const WORKERS: u32 = 8;
+    let rounds: usize = std::env::var("MAYFLY_BENCH_ROUNDS").ok().and_then(|rounds| rounds.parse().ok()).unwrap_or(3);
+    let mut sqlite_rates = Vec::new();
+    let mut postgres_rates = Vec::new();
+    for round in 1..=rounds {
+        for on_postgres in [false, true] {
+            let state = on_postgres.then(BenchDatabase::create);
+            let run = Project::job_on("f", ITEMS, WORKERS, "sleep", 0, state).run_job();
+            let store = if on_postgres { "PostgreSQL" } else { "SQLite" };
+            if let Some(problem) = run.problem(ITEMS) {
+                return format!("(f) round {round} on {store}: FAILED: {problem}");
+            }
+            let rate = ITEMS as f64 / run.processing;
+            eprintln!("  (f) round {round}, state on {store}: {rate:.0} items/s ({:.2} s)", run.processing);
+            if on_postgres { postgres_rates.push(rate) } else { sqlite_rates.push(rate) }
+        }
+    }
+    let (sqlite, postgres) = (median(&mut sqlite_rates), median(&mut postgres_rates));
+    format!(
+        "(f) {ITEMS} no-op items on {WORKERS} workers, median of {rounds} interleaved rounds: state on PostgreSQL \
+         {postgres:.0} items/s, on SQLite {sqlite:.0} items/s (same run) = {:.2}x (rounds: PostgreSQL {}; SQLite {})",
+        postgres / sqlite,
+        rates_list(&postgres_rates),
+        rates_list(&sqlite_rates),
+    )
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => f64::NAN,
+        len if len % 2 == 1 => values[len / 2],
+        len => (values[len / 2 - 1] + values[len / 2]) / 2.0,
+    }
+}
+
+fn rates_list(rates: &[f64]) -> String {
+    rates.iter().map(|rate| format!("{rate:.0}")).collect::<Vec<_>>().join(", ")
+}
+
+/// A fresh database for one (f) project on the bench's PostgreSQL server,
+/// dropped (with any connection still open to it) when this is dropped.
+struct BenchDatabase {
+    name: String,
+    url: String,
+}
+
+impl BenchDatabase {
+    fn create() -> BenchDatabase {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let name =
+            format!("mayfly_bench_{}_{}", std::process::id(), NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        let mut admin = postgres_admin();
+        admin.batch_execute(&format!("CREATE DATABASE {name}")).expect("create a bench database");
+        let (server, _) = postgres_server().rsplit_once('/').expect("the server URL names a database");
+        BenchDatabase { url: format!("{server}/{name}"), name }
+    }
+}
+
+impl Drop for BenchDatabase {
+    fn drop(&mut self) {
+        if let Err(error) =
+            postgres_admin().batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name))
+        {
+            eprintln!("could not drop bench database {}: {error}", self.name);
+        }
+    }
+}
+
+/// The bench's PostgreSQL server: `MAYFLY_BENCH_POSTGRES_URL`, else the one
+/// `scripts/postgres.sh start` starts or finds (`fsync=off`, as for the tests).
+fn postgres_server() -> &'static str {
+    static URL: OnceLock<String> = OnceLock::new();
+    URL.get_or_init(|| {
+        if let Ok(url) = std::env::var("MAYFLY_BENCH_POSTGRES_URL") {
+            return url;
+        }
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/postgres.sh");
+        let output = Command::new("bash").arg(script).arg("start").output().expect("run scripts/postgres.sh start");
+        assert!(output.status.success(), "scripts/postgres.sh start: {}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8(output.stdout).expect("UTF-8").trim().to_owned()
+    })
+}
+
+fn postgres_admin() -> postgres::Client {
+    postgres::Client::connect(postgres_server(), postgres::NoTls).expect("connect to the bench's PostgreSQL server")
 }
 
 /// Ray's rate on 20,000 no-op tasks (`scripts/bench-ray.sh`, which makes its own venv under target/).
@@ -346,6 +448,8 @@ fn handler_directory() -> &'static Path {
 struct Project {
     _dir: tempfile::TempDir,
     root: PathBuf,
+    /// The project's state on PostgreSQL, or `None` for the embedded file.
+    state: Option<BenchDatabase>,
 }
 
 /// What one run measured.
@@ -429,6 +533,18 @@ impl Project {
     /// A deployed project whose job `batch` runs `lambda-echo` in `mode` for
     /// `ms` on each of `items` manifest lines, with up to `workers` workers.
     fn job(scenario: &str, items: usize, workers: u32, mode: &str, ms: u64) -> Project {
+        Project::job_on(scenario, items, workers, mode, ms, None)
+    }
+
+    /// [`Project::job`] with its state in `state` (PostgreSQL), or in the embedded file for `None`.
+    fn job_on(
+        scenario: &str,
+        items: usize,
+        workers: u32,
+        mode: &str,
+        ms: u64,
+        state: Option<BenchDatabase>,
+    ) -> Project {
         let handler = handler_directory().join("lambda-echo");
         let spec = format!(
             r#"version = 1
@@ -448,7 +564,7 @@ logs = "logs"
             pid = std::process::id(),
             handler = handler.display(),
         );
-        Project::with_items(&spec, items)
+        Project::deployed_with_items(&spec, items, &["put", "items/manifest.txt", "-"], state)
     }
 
     /// Like [`Project::job`] with 0 ms sleeps, its items `items` messages of a queue.
@@ -472,21 +588,22 @@ logs = "logs"
             pid = std::process::id(),
             handler = handler.display(),
         );
-        Project::deployed_with_items(&spec, items, &["send", "items", "--lines"])
+        Project::deployed_with_items(&spec, items, &["send", "items", "--lines"], None)
     }
 
     fn with_items(spec: &str, items: usize) -> Project {
-        Project::deployed_with_items(spec, items, &["put", "items/manifest.txt", "-"])
+        Project::deployed_with_items(spec, items, &["put", "items/manifest.txt", "-"], None)
     }
 
     /// A deployed project of `spec` whose `items` lines (`item-00000` …)
-    /// are piped into `mayfly ARGS`: a manifest put, or messages sent.
-    fn deployed_with_items(spec: &str, items: usize, args: &[&str]) -> Project {
+    /// are piped into `mayfly ARGS`: a manifest put, or messages sent; its
+    /// state in `state` (PostgreSQL), or the embedded file for `None`.
+    fn deployed_with_items(spec: &str, items: usize, args: &[&str], state: Option<BenchDatabase>) -> Project {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let root = dir.path().join("project");
         std::fs::create_dir_all(&root).expect("the project directory");
         std::fs::write(root.join("mayfly.toml"), spec).expect("mayfly.toml");
-        let project = Project { _dir: dir, root };
+        let project = Project { _dir: dir, root, state };
         project.ok(&["deploy"]);
         let lines: String = (0..items).map(|i| format!("item-{i:05}\n")).collect();
         let mut child = project
@@ -503,6 +620,10 @@ logs = "logs"
     fn command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(MAYFLY);
         command.args(args).current_dir(&self.root).env_remove("MAYFLY_PROJECT");
+        match &self.state {
+            Some(database) => command.env("MAYFLY_STATE_URL", &database.url),
+            None => command.env_remove("MAYFLY_STATE_URL"),
+        };
         command
     }
 

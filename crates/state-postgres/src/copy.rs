@@ -299,6 +299,7 @@ impl PostgresStore {
             StateError::Backend(format!("no connection to the PostgreSQL state store at {}: {error}", self.location))
         })?;
         let mut transaction = connection
+            .client
             .build_transaction()
             .isolation_level(postgres::IsolationLevel::RepeatableRead)
             .read_only(true)

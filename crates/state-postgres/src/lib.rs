@@ -26,6 +26,7 @@ mod key_identity;
 mod leases;
 mod ledger;
 mod notify;
+mod pool;
 mod queues;
 mod retention;
 mod runs;
@@ -42,7 +43,6 @@ use mayfly_state::sealing::{ItemIds, Record, Sealer};
 use mayfly_state::{
     BucketRecord, BucketRegistry, Deployment, DeploymentStore, EventLog, NewDeployment, Result, StateError,
 };
-use r2d2_postgres::PostgresConnectionManager;
 use r2d2_postgres::r2d2;
 
 use crate::errors::PgResultExt;
@@ -52,7 +52,6 @@ pub use crate::tls::{SslMode, TlsSettings};
 pub use postgres::Config as ConnectConfig;
 /// A host of a connection configuration (TCP or a Unix socket directory).
 pub use postgres::config::Host as ConnectHost;
-use tokio_postgres_rustls::MakeRustlsConnect;
 
 /// The `payloads` setting of a store whose payloads, error text, reports and
 /// item ids are all sealed (as the embedded store's `envelope-v2`).
@@ -68,7 +67,7 @@ const POOL_SIZE: u32 = 8;
 /// A state store in a PostgreSQL database.
 pub struct PostgresStore {
     /// Dropped off any async runtime (see [`off_runtime`]), in `Drop`.
-    pool: std::mem::ManuallyDrop<r2d2::Pool<PostgresConnectionManager<MakeRustlsConnect>>>,
+    pool: std::mem::ManuallyDrop<pool::Pool>,
     clock: Arc<dyn Clock>,
     sealer: Sealer,
     /// The URL without its password, for errors.
@@ -171,7 +170,7 @@ impl PostgresStore {
         drop(client);
         let mut config = target.config.clone();
         tls::apply(&mut config, &target.tls);
-        let manager = PostgresConnectionManager::new(config, target.tls.connector()?);
+        let manager = pool::Manager::new(config, target.tls.connector()?);
         let pool = r2d2::Pool::builder()
             .max_size(POOL_SIZE)
             .min_idle(Some(0))
@@ -242,16 +241,56 @@ impl PostgresStore {
         what: &str,
         body: impl FnOnce(&mut postgres::Transaction<'_>) -> Result<T>,
     ) -> Result<T> {
+        self.transact_prepared_here(what, |transaction, _| body(transaction))
+    }
+
+    /// [`PostgresStore::transact`], `body` also given the statements
+    /// prepared on the connection (see `pool.rs`), for the hot paths.
+    fn transact_prepared<T: Send>(
+        &self,
+        what: &str,
+        body: impl FnOnce(&mut postgres::Transaction<'_>, &mut pool::PreparedStatements) -> Result<T> + Send,
+    ) -> Result<T> {
+        off_runtime(|| self.transact_prepared_here(what, body))
+    }
+
+    fn transact_prepared_here<T>(
+        &self,
+        what: &str,
+        body: impl FnOnce(&mut postgres::Transaction<'_>, &mut pool::PreparedStatements) -> Result<T>,
+    ) -> Result<T> {
+        self.with_connection(what, |connection| {
+            let mut transaction =
+                connection.client.transaction().with_context(|| format!("start a transaction to {what}"))?;
+            let value = body(&mut transaction, &mut connection.statements)?;
+            transaction.commit().with_context(|| format!("commit ({what})"))?;
+            Ok(value)
+        })
+    }
+
+    /// Run `body` on a pooled connection outside any transaction, for one
+    /// statement that is a transaction by itself (its own commit, one
+    /// round trip fewer each way than [`PostgresStore::transact`]).
+    fn autocommit_prepared<T: Send>(
+        &self,
+        what: &str,
+        body: impl FnOnce(&mut postgres::Client, &mut pool::PreparedStatements) -> Result<T> + Send,
+    ) -> Result<T> {
+        off_runtime(|| {
+            self.with_connection(what, |connection| body(&mut connection.client, &mut connection.statements))
+        })
+    }
+
+    fn with_connection<T>(&self, what: &str, body: impl FnOnce(&mut pool::Connection) -> Result<T>) -> Result<T> {
         let mut connection = self.pool.get().map_err(|error| {
             StateError::Backend(format!(
                 "could not {what}: no connection to the PostgreSQL state store at {}: {error}",
                 self.location
             ))
         })?;
-        let mut transaction = connection.transaction().with_context(|| format!("start a transaction to {what}"))?;
-        let value = body(&mut transaction)?;
-        transaction.commit().with_context(|| format!("commit ({what})"))?;
-        Ok(value)
+        let value = body(&mut connection);
+        connection.used();
+        value
     }
 }
 

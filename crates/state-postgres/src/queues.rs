@@ -121,6 +121,22 @@ impl MessageRow {
         }
     }
 
+    /// The message of a row of [`CLAIM_AND_LEASE`] as it was before the
+    /// lease, and the lease's end; `None` for the row of a queue with
+    /// nothing visible.
+    fn from_claim(row: &postgres::Row) -> Option<(MessageRow, i64)> {
+        let message_id: i64 = row.get::<_, Option<i64>>(10)?;
+        let message = MessageRow {
+            message_id,
+            visible_at: row.get(11),
+            receive_count: row.get(12),
+            sent_at: row.get(14),
+            body: row.get(15),
+            attributes: row.get(16),
+        };
+        Some((message, row.get(13)))
+    }
+
     /// The body and attributes, opened.
     fn open_payload(&mut self, sealer: &Sealer) -> Result<MessagePayload> {
         let body = sealer.open(Record::MessageBody(self.message_id), std::mem::take(&mut self.body))?;
@@ -140,6 +156,61 @@ impl MessageRow {
         u32::try_from(self.receive_count).unwrap_or(u32::MAX)
     }
 }
+
+/// A receive's page in one statement (prepared once per connection): the
+/// queue by name; up to `$6` of its messages visible at `$2`, oldest first,
+/// after the keyset `($3, $4)` and not among the ids `$5` this receive
+/// claimed already, locked `FOR UPDATE SKIP LOCKED` (rows other receivers
+/// hold are passed over, not waited for); and every one of them leased at
+/// once, until `$2` plus the timeout `$7` or else the queue's. The rule of
+/// what a receive delivers stays in Rust (`decide_receive`): the receive
+/// undoes, within its transaction, the lease of each message it does not
+/// hand out (past `max_receives`, or damaged), which is rare, so the common
+/// receive is three round trips (begin, this, commit).
+///
+/// Each row: the queue's columns (as `QUEUE_COLUMNS`), then the message as
+/// it was before the lease (id, `visible_at`, `receive_count`), then the
+/// lease's end, `sent_at`, body and attributes; a single row with the
+/// message columns NULL when nothing is visible; no row without the queue.
+const CLAIM_AND_LEASE: &str = "\
+    WITH queue AS ( \
+        SELECT queue_id, name, created_at, visibility_timeout_ms, delay_ms, max_message_size, retention_ms, \
+               max_receives, dead_letter, tags \
+        FROM queues WHERE name = $1 \
+    ), claimed AS ( \
+        SELECT message_id, visible_at, receive_count FROM messages \
+        WHERE queue_id = (SELECT queue_id FROM queue) AND visible_at <= $2 \
+          AND (visible_at, message_id) > ($3, $4) AND message_id <> ALL ($5::BIGINT[]) \
+        ORDER BY visible_at, message_id LIMIT $6 \
+        FOR UPDATE SKIP LOCKED \
+    ), leased AS ( \
+        UPDATE messages \
+        SET visible_at = $2 + COALESCE($7::BIGINT, (SELECT visibility_timeout_ms FROM queue)), \
+            receive_count = messages.receive_count + 1 \
+        FROM claimed WHERE messages.message_id = claimed.message_id \
+        RETURNING messages.message_id, messages.visible_at, messages.sent_at, messages.body, messages.attributes \
+    ) \
+    SELECT queue.queue_id, queue.name, queue.created_at, queue.visibility_timeout_ms, queue.delay_ms, \
+           queue.max_message_size, queue.retention_ms, queue.max_receives, queue.dead_letter, queue.tags, \
+           claimed.message_id, claimed.visible_at, claimed.receive_count, \
+           leased.visible_at, leased.sent_at, leased.body, leased.attributes \
+    FROM queue LEFT JOIN (claimed JOIN leased ON leased.message_id = claimed.message_id) ON TRUE \
+    ORDER BY claimed.visible_at, claimed.message_id";
+
+/// A batch delete by receipts in one statement that commits by itself
+/// (prepared once per connection): each receipt `($2[i], $3[i])` whose
+/// lease is live at `$4` deletes its message from queue `$1`. Rows: the
+/// deleted (id, receive count) pairs, or one row of NULLs when nothing was
+/// deleted; no row without the queue.
+const DELETE_BY_RECEIPTS: &str = "\
+    WITH queue AS (SELECT queue_id FROM queues WHERE name = $1), \
+    deleted AS ( \
+        DELETE FROM messages USING UNNEST($2::BIGINT[], $3::BIGINT[]) AS receipt (id, count) \
+        WHERE messages.message_id = receipt.id AND messages.receive_count = receipt.count \
+          AND messages.queue_id = (SELECT queue_id FROM queue) AND messages.visible_at > $4 \
+        RETURNING messages.message_id, messages.receive_count \
+    ) \
+    SELECT deleted.message_id, deleted.receive_count FROM queue LEFT JOIN deleted ON TRUE";
 
 /// Up to `max` visible messages of a queue, oldest first (as receive orders
 /// them), locked for this transaction; those another transaction holds are skipped.
@@ -233,27 +304,36 @@ fn failed_integrity(error: &StateError) -> bool {
 
 fn move_to_dead_letter_queue(
     transaction: &mut Transaction<'_>,
-    message_id: i64,
+    message: &MessageRow,
     dead_letter_queue_id: i64,
     source_queue: &Name,
     reason: &str,
     now: Timestamp,
 ) -> Result<()> {
+    // The receive count as it was before the claim leased the message.
     transaction
         .execute(
             "UPDATE messages SET queue_id = $2, visible_at = $3, dead_letter_source = $4, dead_letter_reason = $5, \
-             dead_letter_at = $3 WHERE message_id = $1",
-            &[&message_id, &dead_letter_queue_id, &now.as_millis(), &source_queue.as_str(), &reason],
+             dead_letter_at = $3, receive_count = $6 WHERE message_id = $1",
+            &[
+                &message.message_id,
+                &dead_letter_queue_id,
+                &now.as_millis(),
+                &source_queue.as_str(),
+                &reason,
+                &message.receive_count,
+            ],
         )
-        .with_context(|| format!("move message {message_id} to its dead-letter queue"))?;
+        .with_context(|| format!("move message {} to its dead-letter queue", message.message_id))?;
     Ok(())
 }
 
 /// Keep a damaged message of a queue without a dead-letter queue where it is,
-/// never visible again, with the reason a dead letter would carry.
+/// never visible again, with the reason a dead letter would carry (and its
+/// receive count as before the claim).
 fn set_aside_in_place(
     transaction: &mut Transaction<'_>,
-    message_id: i64,
+    message: &MessageRow,
     queue: &Name,
     reason: &str,
     now: Timestamp,
@@ -261,10 +341,22 @@ fn set_aside_in_place(
     transaction
         .execute(
             "UPDATE messages SET visible_at = $2, dead_letter_source = $3, dead_letter_reason = $4, \
-             dead_letter_at = $5 WHERE message_id = $1",
-            &[&message_id, &i64::MAX, &queue.as_str(), &reason, &now.as_millis()],
+             dead_letter_at = $5, receive_count = $6 WHERE message_id = $1",
+            &[&message.message_id, &i64::MAX, &queue.as_str(), &reason, &now.as_millis(), &message.receive_count],
         )
-        .with_context(|| format!("set damaged message {message_id} aside"))?;
+        .with_context(|| format!("set damaged message {} aside", message.message_id))?;
+    Ok(())
+}
+
+/// Put a claimed message back as it was before the claim leased it: one the
+/// receive neither hands out nor moves.
+fn undo_lease(transaction: &mut Transaction<'_>, message: &MessageRow) -> Result<()> {
+    transaction
+        .execute(
+            "UPDATE messages SET visible_at = $2, receive_count = $3 WHERE message_id = $1",
+            &[&message.message_id, &message.visible_at, &message.receive_count],
+        )
+        .with_context(|| format!("leave message {} in place", message.message_id))?;
     Ok(())
 }
 
@@ -354,41 +446,49 @@ impl QueueStore for PostgresStore {
             check_visibility_timeout(timeout)?;
         }
         let now = self.now();
-        self.transact(&format!("receive messages from queue `{queue}`"), |transaction| {
-            let stored = require_queue(transaction, queue)?;
-            let config = &stored.record.config;
-            let visibility_timeout = request.visibility_timeout.unwrap_or(config.visibility_timeout);
+        self.transact_prepared(&format!("receive messages from queue `{queue}`"), |transaction, statements| {
+            let claim = statements.get(transaction, CLAIM_AND_LEASE)?;
             let mut received = Vec::with_capacity(request.max_messages.min(1024));
-            // Keyset paging over (visible_at, message_id): a message dead-lettered or
-            // left in place is never looked at twice, and a zero-timeout lease
-            // (still visible) is not handed out twice in one receive. Rows other
-            // receivers hold are skipped, not waited for.
-            let select = transaction
-                .prepare(&format!(
-                    "SELECT {MESSAGE_COLUMNS} FROM messages \
-                     WHERE queue_id = $1 AND visible_at <= $2 AND (visible_at, message_id) > ($3, $4) \
-                     ORDER BY visible_at, message_id LIMIT $5 FOR UPDATE SKIP LOCKED"
-                ))
-                .context("prepare to find visible messages")?;
+            // The queue as the first page read it: every page decides by it.
+            let mut stored: Option<StoredQueue> = None;
+            // Keyset paging over (visible_at, message_id), and the ids claimed so far:
+            // a message dead-lettered or left in place is never looked at twice, and a
+            // zero-timeout lease (still visible) is not handed out twice in one receive.
             let mut after: (i64, i64) = (i64::MIN, i64::MIN);
+            let mut claimed: Vec<i64> = Vec::new();
             let mut dead_letter_queue_ids: BTreeMap<Name, Option<i64>> = BTreeMap::new();
             // Dead-letter queues a message was moved to, visible at once there: their receivers are woken.
             let mut woken: BTreeSet<Name> = BTreeSet::new();
             while received.len() < request.max_messages {
                 let wanted = request.max_messages - received.len();
-                let candidates: Vec<MessageRow> = transaction
-                    .query(&select, &[&stored.queue_id, &now.as_millis(), &after.0, &after.1, &limit_to_sql(wanted)])
-                    .context("find visible messages")?
-                    .iter()
-                    .map(MessageRow::from_row)
-                    .collect();
-                let Some(last) = candidates.last() else { break };
-                after = (last.visible_at, last.message_id);
-                let mut leases: Vec<(i64, i64, i64)> = Vec::with_capacity(candidates.len());
-                for mut candidate in candidates {
+                // Later pages lease for the first page's timeout, whatever the queue says by then.
+                let timeout = request
+                    .visibility_timeout
+                    .or_else(|| stored.as_ref().map(|stored| stored.record.config.visibility_timeout))
+                    .map(millis);
+                let rows = transaction
+                    .query(
+                        &claim,
+                        &[&queue.as_str(), &now.as_millis(), &after.0, &after.1, &claimed, &limit_to_sql(wanted), &timeout],
+                    )
+                    .with_context(|| format!("lease messages of queue `{queue}`"))?;
+                let Some(first) = rows.first() else {
+                    return Err(StateError::not_found("queue", queue));
+                };
+                if stored.is_none() {
+                    stored = Some(queue_from_row(first)?);
+                }
+                let config = &stored.as_ref().expect("set from the first page").record.config;
+                let visibility_timeout = request.visibility_timeout.unwrap_or(config.visibility_timeout);
+                let candidates: Vec<(MessageRow, i64)> = rows.iter().filter_map(MessageRow::from_claim).collect();
+                let page_was_full = candidates.len() == wanted;
+                for (mut candidate, leased_until) in candidates {
+                    claimed.push(candidate.message_id);
+                    after = (candidate.visible_at, candidate.message_id);
                     match decide_receive(config, candidate.receive_count(), visibility_timeout, now) {
                         ReceiveDecision::Deliver { receive_count, lease_until } => {
-                            // Opened before the lease: a damaged message is never handed
+                            debug_assert_eq!(lease_until.as_millis(), leased_until, "the claim leased as decide_receive");
+                            // Opened before the commit: a damaged message is never handed
                             // out, and it is set aside so it no longer blocks the queue.
                             let (body, attributes) = match candidate.open_payload(&self.sealer) {
                                 Ok(payload) => payload,
@@ -409,7 +509,7 @@ impl QueueStore for PostgresStore {
                                         Some((dead_letter_queue_id, dead_letter)) => {
                                             move_to_dead_letter_queue(
                                                 transaction,
-                                                candidate.message_id,
+                                                &candidate,
                                                 dead_letter_queue_id,
                                                 queue,
                                                 &reason,
@@ -417,15 +517,12 @@ impl QueueStore for PostgresStore {
                                             )?;
                                             woken.insert(dead_letter);
                                         }
-                                        None => {
-                                            set_aside_in_place(transaction, candidate.message_id, queue, &reason, now)?
-                                        }
+                                        None => set_aside_in_place(transaction, &candidate, queue, &reason, now)?,
                                     }
                                     continue;
                                 }
                                 Err(error) => return Err(error),
                             };
-                            leases.push((candidate.message_id, i64::from(receive_count), lease_until.as_millis()));
                             received.push(ReceivedMessage {
                                 message_id: from_sql_integer(candidate.message_id),
                                 receipt: ReceiptHandle {
@@ -436,7 +533,7 @@ impl QueueStore for PostgresStore {
                                 attributes,
                                 sent_at: Timestamp(candidate.sent_at),
                                 receive_count,
-                                lease_until,
+                                lease_until: Timestamp(leased_until),
                             });
                         }
                         ReceiveDecision::DeadLetter { dead_letter, reason } => {
@@ -456,11 +553,12 @@ impl QueueStore for PostgresStore {
                                     "message is past max_receives but its dead-letter queue does not exist; \
                                      leaving it in place until the queue is created"
                                 );
+                                undo_lease(transaction, &candidate)?;
                                 continue;
                             };
                             move_to_dead_letter_queue(
                                 transaction,
-                                candidate.message_id,
+                                &candidate,
                                 dead_letter_queue_id,
                                 queue,
                                 &reason,
@@ -470,25 +568,8 @@ impl QueueStore for PostgresStore {
                         }
                     }
                 }
-                // The page's leases in one statement.
-                if !leases.is_empty() {
-                    let (ids, counts, untils): (Vec<i64>, Vec<i64>, Vec<i64>) = leases.into_iter().fold(
-                        (Vec::new(), Vec::new(), Vec::new()),
-                        |(mut ids, mut counts, mut untils), (id, count, until)| {
-                            ids.push(id);
-                            counts.push(count);
-                            untils.push(until);
-                            (ids, counts, untils)
-                        },
-                    );
-                    transaction
-                        .execute(
-                            "UPDATE messages SET visible_at = lease.until, receive_count = lease.count \
-                             FROM UNNEST($1::BIGINT[], $2::BIGINT[], $3::BIGINT[]) AS lease (id, count, until) \
-                             WHERE messages.message_id = lease.id",
-                            &[&ids, &counts, &untils],
-                        )
-                        .with_context(|| format!("lease messages of queue `{queue}`"))?;
+                if !page_was_full {
+                    break;
                 }
             }
             crate::notify::notify_each(transaction, woken.iter().map(Name::as_str))?;
@@ -522,28 +603,26 @@ impl QueueStore for PostgresStore {
 
     fn delete_messages(&self, queue: &Name, receipts: &[ReceiptHandle]) -> Result<Vec<DeleteOutcome>> {
         let now = self.now();
-        self.transact(&format!("delete messages from queue `{queue}`"), |transaction| {
-            let stored = require_queue(transaction, queue)?;
-            let ids: Vec<i64> = receipts.iter().map(|receipt| to_sql_integer(receipt.message_id)).collect();
-            let counts: Vec<i64> = receipts.iter().map(|receipt| i64::from(receipt.receive_count)).collect();
-            // One statement for the batch; a receipt whose lease is live deletes its message.
-            let rows = transaction
-                .query(
-                    "DELETE FROM messages USING UNNEST($1::BIGINT[], $2::BIGINT[]) AS receipt (id, count) \
-                     WHERE messages.message_id = receipt.id AND messages.receive_count = receipt.count \
-                     AND messages.queue_id = $3 AND messages.visible_at > $4 \
-                     RETURNING messages.message_id, messages.receive_count",
-                    &[&ids, &counts, &stored.queue_id, &now.as_millis()],
-                )
-                .with_context(|| format!("delete messages from queue `{queue}`"))?;
-            let mut deleted: BTreeSet<(i64, i64)> = rows.iter().map(|row| (row.get(0), row.get(1))).collect();
-            // A receipt repeated in the batch deletes once: the repeat finds nothing, as one at a time would.
-            Ok(ids
-                .into_iter()
-                .zip(counts)
-                .map(|key| if deleted.remove(&key) { DeleteOutcome::Deleted } else { DeleteOutcome::LeaseLost })
-                .collect())
-        })
+        let ids: Vec<i64> = receipts.iter().map(|receipt| to_sql_integer(receipt.message_id)).collect();
+        let counts: Vec<i64> = receipts.iter().map(|receipt| i64::from(receipt.receive_count)).collect();
+        let what = format!("delete messages from queue `{queue}`");
+        let rows = self.autocommit_prepared(&what, |client, statements| {
+            let delete = statements.get(client, DELETE_BY_RECEIPTS)?;
+            client.query(&delete, &[&queue.as_str(), &ids, &counts, &now.as_millis()]).with_context(|| what.clone())
+        })?;
+        if rows.is_empty() {
+            return Err(StateError::not_found("queue", queue));
+        }
+        let mut deleted: BTreeSet<(i64, i64)> = rows
+            .iter()
+            .filter_map(|row| Some((row.get::<_, Option<i64>>(0)?, row.get::<_, Option<i64>>(1)?)))
+            .collect();
+        // A receipt repeated in the batch deletes once: the repeat finds nothing, as one at a time would.
+        Ok(ids
+            .into_iter()
+            .zip(counts)
+            .map(|key| if deleted.remove(&key) { DeleteOutcome::Deleted } else { DeleteOutcome::LeaseLost })
+            .collect())
     }
 
     fn change_visibility(&self, queue: &Name, receipt: ReceiptHandle, timeout: Duration) -> Result<()> {
