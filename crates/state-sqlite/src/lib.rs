@@ -1572,9 +1572,12 @@ impl QueueStore for SqliteStore {
             let visibility_timeout = request.visibility_timeout.unwrap_or(config.visibility_timeout);
             let mut received = Vec::with_capacity(request.max_messages.min(1024));
             // Keyset paging over (visible_at, message_id): a message dead-lettered or
-            // left in place is never looked at twice, and a zero-timeout lease
-            // (still visible) is not handed out twice in one receive.
+            // left in place is never looked at twice. A zero-timeout lease is
+            // visible again at once, after the page's keyset, so a later page
+            // skips what this receive leased (it is not handed out twice, nor
+            // dead-lettered while its receiver holds it).
             let mut after: (i64, i64) = (i64::MIN, i64::MIN);
+            let mut leased: std::collections::HashSet<i64> = std::collections::HashSet::new();
             let mut dead_letter_queue_ids: BTreeMap<Name, Option<i64>> = BTreeMap::new();
             while received.len() < request.max_messages {
                 let wanted = request.max_messages - received.len();
@@ -1582,6 +1585,9 @@ impl QueueStore for SqliteStore {
                 let Some(last) = candidates.last() else { break };
                 after = (last.visible_at, last.message_id);
                 for mut candidate in candidates {
+                    if leased.contains(&candidate.message_id) {
+                        continue;
+                    }
                     match decide_receive(config, candidate.receive_count(), visibility_timeout, now) {
                         ReceiveDecision::Deliver { receive_count, lease_until } => {
                             // Opened before the lease: a damaged message is never handed
@@ -1624,6 +1630,7 @@ impl QueueStore for SqliteStore {
                                 Err(error) => return Err(error),
                             };
                             lease_message(transaction, candidate.message_id, receive_count, lease_until)?;
+                            leased.insert(candidate.message_id);
                             received.push(ReceivedMessage {
                                 message_id: from_sql_integer(candidate.message_id),
                                 receipt: ReceiptHandle {

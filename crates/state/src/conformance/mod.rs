@@ -138,6 +138,7 @@ macro_rules! __with_conformance_cases {
             change_visibility_with_a_stale_receipt_is_lease_lost,
             past_max_receives_moves_to_the_dead_letter_queue_with_the_reason,
             past_max_receives_without_an_existing_dead_letter_queue_stays_put,
+            a_receive_that_pages_past_dead_letters_hands_a_zero_timeout_lease_out_once,
             redrive_moves_dead_letters_back_with_receive_count_reset,
             redrive_to_a_named_queue,
             dead_letters_are_counted_per_source_queue,

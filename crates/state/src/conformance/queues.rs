@@ -395,6 +395,29 @@ pub fn past_max_receives_moves_to_the_dead_letter_queue_with_the_reason<S: Queue
     assert_eq!(bodies_of(&receive(&subject, &dead_letter, 10)), ["poison"]);
 }
 
+/// A receive that dead-letters what it finds first and goes on to the next
+/// page must not take again a message it has just leased with a zero
+/// timeout (visible again at once, and after the first page's keyset).
+pub fn a_receive_that_pages_past_dead_letters_hands_a_zero_timeout_lease_out_once<S: QueueStore + ?Sized>(
+    subject: Subject<S>,
+) {
+    let (queue, dead_letter) = queue_with_dead_letters(&subject, 1);
+    let released = ReceiveRequest { max_messages: 2, visibility_timeout: Some(Duration::ZERO) };
+    // Received once and released at once: still visible, past max_receives.
+    send_bodies(&subject, &queue, &["poison-1", "poison-2"]);
+    assert_eq!(bodies_of(&subject.store.receive_messages(&queue, released).unwrap()), ["poison-1", "poison-2"]);
+    let fresh = send_bodies(&subject, &queue, &["fresh"]);
+    subject.clock.advance(Duration::from_secs(1));
+    let request = ReceiveRequest { max_messages: 3, visibility_timeout: Some(Duration::ZERO) };
+    let received = subject.store.receive_messages(&queue, request).unwrap();
+    assert_eq!(bodies_of(&received), ["fresh"]);
+    assert_eq!((received[0].message_id, received[0].receive_count), (fresh[0], 1));
+    assert_eq!(subject.store.peek_messages(&dead_letter, 10).unwrap().len(), 2);
+    let left = subject.store.peek_messages(&queue, 10).unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].receive_count, 1, "received once, not dead-lettered by a second look");
+}
+
 pub fn past_max_receives_without_an_existing_dead_letter_queue_stays_put<S: QueueStore + ?Sized>(subject: Subject<S>) {
     let queue = name("work");
     let config = QueueConfig {
