@@ -152,21 +152,30 @@ fn item_from_row(run: &str, row: &postgres::Row) -> Result<(RunItem, Option<Stri
     Ok((item, row.get(8)))
 }
 
-fn insert_pending_item(
+/// Items added by one statement at most (a manifest of 20,000 lines is 20
+/// round trips, not 20,000).
+const ITEMS_PER_INSERT: usize = 1_000;
+
+/// Add items, pending, in the order given (their numbers follow it); an id
+/// the run already has, or one repeated in the batch, is ignored. Returns
+/// how many were added.
+fn insert_pending_items(
     transaction: &mut Transaction<'_>,
     run_seq: i64,
-    item: &StoredItemId,
-    payload: &[u8],
+    ids: &[String],
+    sealed_ids: &[Option<String>],
+    payloads: &[Vec<u8>],
     now: Timestamp,
-) -> Result<bool> {
-    let inserted = transaction
+) -> Result<u64> {
+    transaction
         .execute(
             "INSERT INTO run_items (run_seq, item, item_sealed, payload, status, attempts, not_before, updated_at) \
-             VALUES ($1, $2, $3, $4, 'pending', 0, $5, $5) ON CONFLICT (run_seq, item) DO NOTHING",
-            &[&run_seq, &item.key, &item.sealed, &payload, &now.as_millis()],
+             SELECT $1, batch.item, batch.item_sealed, batch.payload, 'pending', 0, $5, $5 \
+             FROM UNNEST($2::TEXT[], $3::TEXT[], $4::BYTEA[]) WITH ORDINALITY AS batch (item, item_sealed, payload, position) \
+             ORDER BY batch.position ON CONFLICT (run_seq, item) DO NOTHING",
+            &[&run_seq, &ids, &sealed_ids, &payloads, &now.as_millis()],
         )
-        .with_context(|| format!("add item `{}`", item.key))?;
-    Ok(inserted > 0)
+        .with_context(|| format!("add {} item(s)", ids.len()))
 }
 
 /// Add a message's item, pending; an item of that id the run returned to its
@@ -610,10 +619,18 @@ impl RunStore for PostgresStore {
         self.transact(&format!("add items to run `{run}`"), |transaction| {
             let key = require_unfinished_run_key(transaction, run, "add items to it")?;
             let mut added = 0;
-            for item in items {
-                let payload = self.sealer.seal(Record::RunItem { run, item: &item.item }, &item.payload);
-                let id = self.sealer.seal_run_item_id(run, &item.item);
-                added += u64::from(insert_pending_item(transaction, key.run_seq, &id, &payload, now)?);
+            for chunk in items.chunks(ITEMS_PER_INSERT) {
+                let mut ids = Vec::with_capacity(chunk.len());
+                let mut sealed_ids = Vec::with_capacity(chunk.len());
+                let mut payloads = Vec::with_capacity(chunk.len());
+                for item in chunk {
+                    payloads
+                        .push(self.sealer.seal(Record::RunItem { run, item: &item.item }, &item.payload).into_owned());
+                    let id = self.sealer.seal_run_item_id(run, &item.item);
+                    ids.push(id.key);
+                    sealed_ids.push(id.sealed);
+                }
+                added += insert_pending_items(transaction, key.run_seq, &ids, &sealed_ids, &payloads, now)?;
             }
             Ok(added)
         })
