@@ -269,6 +269,12 @@ fn the_standby_takes_over_when_the_leader_is_killed_and_nothing_is_lost_or_fired
     for key in &keys[..20] {
         hosts.put(key);
     }
+    // Killed once it has fired the schedule (20 puts may take less than a period).
+    let started = Instant::now();
+    while hosts.ticks().is_empty() {
+        assert!(started.elapsed() < WAIT, "the first leader never fired the schedule");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     leader.sigkill();
     let killed_at = Instant::now();
     let killed_at_wall = wall_clock_seconds();
@@ -346,6 +352,21 @@ fn sends_waiting_for_a_lock(database: &TestDatabase) -> i64 {
     row.get(0)
 }
 
+/// What every other connection to `database` is doing, for a failure message.
+fn activity(database: &TestDatabase) -> Vec<String> {
+    database
+        .client()
+        .query(
+            "SELECT coalesce(wait_event_type, '-') || ' ' || state || ': ' || left(query, 120) FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect()
+}
+
 #[test]
 fn a_leader_paused_in_the_middle_of_its_writes_past_its_lease_writes_nothing_when_it_resumes() {
     let hosts = TwoHosts::deployed("fence");
@@ -359,20 +380,27 @@ fn a_leader_paused_in_the_middle_of_its_writes_past_its_lease_writes_nothing_whe
         hosts.put(key);
     }
 
-    // Catch the leader in the middle of its writes: while the messages table
-    // is locked, its router (routing the next object) and its scheduler (at
-    // the next period) wait in their sends. Stopped there, past its lease,
+    // Catch the leader in the middle of its writes: while every queue's row
+    // is locked `FOR UPDATE`, its router (routing the next object) and its
+    // scheduler (at the next period) wait in their sends — a new message's
+    // foreign key takes `FOR KEY SHARE` on its queue's row. (Not the messages
+    // table itself: a receive's lease is an `UPDATE` of it, so every queue
+    // poller would wait too and take the pool's connections.) Stopped there, past its lease,
     // it resumes later with a page routed and a period fired in hand — which
     // the new leader has routed and fired meanwhile. (A pause that lands
     // between two passes would show nothing: the next pass reads afresh.)
     let mut lock = hosts.database.client();
     let mut locked = lock.transaction().unwrap();
-    locked.batch_execute("LOCK TABLE messages IN SHARE MODE").unwrap();
+    locked.batch_execute("SELECT queue_id FROM queues FOR UPDATE").unwrap();
     let locked_at_millis = (wall_clock_seconds() * 1000.0) as i64;
     hosts.put(&keys[10]);
     let started = Instant::now();
     while sends_waiting_for_a_lock(&hosts.database) < 2 {
-        assert!(started.elapsed() < WAIT, "the leader's router and scheduler never reached their sends");
+        assert!(
+            started.elapsed() < WAIT,
+            "the leader's router and scheduler never reached their sends: {:#?}",
+            activity(&hosts.database)
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     leader.signal(libc::SIGSTOP);

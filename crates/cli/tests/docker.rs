@@ -210,6 +210,18 @@ fn worker_of<'a>(report: &'a Value, resource: &Value) -> &'a Value {
 fn a_thousand_items_on_six_worker_containers_in_a_named_subnet_complete_and_leave_nothing() {
     const ITEMS: usize = 1000;
     let job = docker_job(1, ITEMS, 6, 10);
+    // Another project's network, Mayfly's and unused (as a job's is between
+    // its creation and its coordinator's start): this run's end must not take it.
+    let bystander = format!("mayfly-test-bystander-{}", std::process::id());
+    docker_ok(&[
+        "network",
+        "create",
+        "--label",
+        "mayfly.managed=true",
+        "--label",
+        "mayfly.project=bystander",
+        &bystander,
+    ]);
     let run = job.start();
     let containers = job.wait_for_progress(1);
     let mut seen = BTreeSet::new();
@@ -267,6 +279,9 @@ fn a_thousand_items_on_six_worker_containers_in_a_named_subnet_complete_and_leav
     assert_eq!(seen.len(), 6, "six worker containers ran");
     let report = job.assert_complete_and_clean(&run, ITEMS);
     assert_eq!(report["workers"].as_array().unwrap().len(), 6, "{report}");
+    let kept = docker(&["network", "inspect", &bystander]).status.success();
+    docker(&["network", "rm", &bystander]);
+    assert!(kept, "the run's end removed another project's unused network {bystander}");
     // The audit afterwards: no violation, nothing of the run alive, its network gone.
     let audit = job.project.json(&["audit"]);
     assert_eq!(audit["summary"]["violations"], 0, "{audit}");

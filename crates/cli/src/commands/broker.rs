@@ -25,8 +25,8 @@ use clap::Args;
 use mayfly_control::jobs::project_tags;
 use mayfly_core::run::RunStatus;
 use mayfly_fleet::{
-    Confinement, CoordinatorPlacement, ProcessSpec, Provisioner, ProvisionerBroker, ResourceState, TAG_ROLE, TAG_RUN,
-    TagFilter,
+    Confinement, CoordinatorPlacement, DockerProvisioner, ProcessSpec, Provisioner, ProvisionerBroker, ResourceState,
+    TAG_ROLE, TAG_RUN,
 };
 use mayfly_state::StateStore;
 
@@ -68,7 +68,7 @@ pub async fn broker(args: BrokerArgs, project: Option<&Path>) -> Result<()> {
     let gateway = network.gateway.with_context(|| {
         format!("Docker network `{}` has no gateway address; the coordinator finds its own address by it", network.name)
     })?;
-    let docker: Arc<dyn Provisioner> = Arc::new(docker);
+    let docker = Arc::new(docker);
     let run_tags = project_tags(&architecture).with(TAG_RUN, &args.run);
 
     let socket = run_dir.join(SOCKET_NAME);
@@ -164,11 +164,13 @@ pub async fn broker(args: BrokerArgs, project: Option<&Path>) -> Result<()> {
     }
 }
 
-/// Removes the job's network if no container uses it any more (it is shared by every run on it).
-async fn remove_network_if_unused(docker: &dyn Provisioner, network: &str) {
-    match docker.remove_unused_networks(&TagFilter::new()).await {
-        Ok(removed) if removed.iter().any(|name| name == network) => tracing::info!(network, "network removed"),
-        Ok(_) => tracing::info!(network, "network still in use; kept"),
+/// Removes the job's network if no container uses it any more (it is shared
+/// by every run on it) — that network only: another job's, created a moment
+/// ago and not yet joined by its coordinator, is not this run's to remove.
+async fn remove_network_if_unused(docker: &DockerProvisioner, network: &str) {
+    match docker.remove_network_if_unused(network).await {
+        Ok(true) => tracing::info!(network, "network removed"),
+        Ok(false) => tracing::info!(network, "network still in use; kept"),
         Err(error) => tracing::warn!(network, error = %error, "cannot remove the network"),
     }
 }
