@@ -16,6 +16,9 @@
 #
 # Usage: scripts/bench-s3.sh [SMALL_OBJECTS]   (default 2000)
 #        MAYFLY_BIN=path/to/mayfly scripts/bench-s3.sh   (that binary, no build)
+#        MAYFLY_S3_PORT=38334 scripts/bench-s3.sh        (SeaweedFS's S3 port, default 18343;
+#                                                        it takes the seven ports after it too)
+#        scripts/bench-s3-put.sh compares builds' 256 MiB PUT alone, in rounds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 small="${1:-2000}"
@@ -32,7 +35,7 @@ fi
 dir="$(mktemp -d)"
 server_pid=""
 weed_started=""
-export MAYFLY_S3_DIR="$dir/weed" MAYFLY_S3_PORT=18343 MAYFLY_S3_ACCESS_KEY=bench MAYFLY_S3_SECRET_KEY=bench-secret-key MAYFLY_S3_BUCKET=bench
+export MAYFLY_S3_DIR="$dir/weed" MAYFLY_S3_PORT="${MAYFLY_S3_PORT:-18343}" MAYFLY_S3_ACCESS_KEY=bench MAYFLY_S3_SECRET_KEY=bench-secret-key MAYFLY_S3_BUCKET=bench
 cleanup() {
     if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; fi
     if [ -n "$weed_started" ]; then "$repo/scripts/seaweedfs.sh" stop; fi

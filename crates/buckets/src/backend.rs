@@ -8,7 +8,8 @@
 //! The local chores, none of which object_store does:
 //! - make a put durable: object_store renames its temp file into place but
 //!   does not fsync, so the file and the folders it lies in are synced before
-//!   the put's event is appended;
+//!   the put's event is appended (a body of several parts is written by
+//!   `crate::staged_file` instead, which syncs the file before the rename);
 //! - remove folders a delete left empty, so `a` can be put after `a/b` is
 //!   deleted (a folder `a` would otherwise stay in the way);
 //! - create and remove the bucket's folder;
@@ -102,6 +103,12 @@ impl ObjectBackend {
         location.as_ref().strip_prefix(bucket.as_str())?.strip_prefix('/')
     }
 
+    /// The file a store path names on the local filesystem (`None` for other stores).
+    pub(crate) fn local_file_path(&self, location: &StorePath) -> Option<PathBuf> {
+        let root = self.local_root.clone()?;
+        Some(location.parts().fold(root, |path, part| path.join(part.as_ref())))
+    }
+
     fn local_bucket_folder(&self, bucket: &Name) -> Option<PathBuf> {
         self.local_root.as_ref().map(|root| root.join(bucket.as_str()))
     }
@@ -168,10 +175,9 @@ impl ObjectBackend {
     /// Sync a just-written file that is not an object (a metadata record, an
     /// upload's part) and its folder (local filesystem only).
     pub(crate) async fn sync_location(&self, location: &StorePath) -> Result<(), BucketError> {
-        let Some(root) = self.local_root.clone() else {
+        let Some(file) = self.local_file_path(location) else {
             return Ok(());
         };
-        let file = location.parts().fold(root, |path, part| path.join(part.as_ref()));
         run_blocking(move || {
             std::fs::File::open(&file).and_then(|opened| opened.sync_all()).map_err(|source| BucketError::Io {
                 action: "sync the file",

@@ -11,6 +11,7 @@ use mayfly_crypto::CryptoError;
 use mayfly_state::StateError;
 
 use crate::key::InvalidKeyReason;
+use crate::staged_file::StagedFileFailure;
 
 /// Errors of [`crate::Buckets`]. Each message says what happened, where, and
 /// what to do about it.
@@ -133,6 +134,22 @@ impl BucketError {
             return BucketError::KeyConflict { bucket, key };
         }
         BucketError::Store { operation, bucket, key, source: Box::new(source) }
+    }
+
+    /// A failure writing an object's file ourselves (`crate::staged_file`),
+    /// mapped as object_store's errors are: a full disk, a file-versus-folder
+    /// clash, or the failing action on its file.
+    pub(crate) fn from_local_write(bucket: &Name, key: &str, failure: StagedFileFailure) -> BucketError {
+        let StagedFileFailure { action, path, source } = failure;
+        match source.kind() {
+            io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => {
+                BucketError::DiskFull { bucket: bucket.clone() }
+            }
+            io::ErrorKind::NotADirectory | io::ErrorKind::IsADirectory => {
+                BucketError::KeyConflict { bucket: bucket.clone(), key: key.to_owned() }
+            }
+            _ => BucketError::Io { action, path, source },
+        }
     }
 
     /// An error reading an object's body: an envelope that fails to open

@@ -20,9 +20,11 @@
 //! retried delete finds the object gone and reports `NoSuchKey`; its `deleted`
 //! event is lost — consumers must treat a `created` event whose object has
 //! vanished as deleted. The object is never rolled back, because an overwrite
-//! cannot be undone. On the local filesystem object_store renames before this
-//! crate can fsync, so a power loss (not a kill) inside the window may also
-//! leave that unacknowledged object truncated.
+//! cannot be undone. On the local filesystem a body of one part (8 MiB or
+//! less) is written by object_store, which renames before this crate can
+//! fsync, so a power loss (not a kill) inside the window may also leave that
+//! unacknowledged object truncated; a longer body is written by this crate
+//! and synced before its rename (`staged_file`).
 //!
 //! Bad input changes nothing: an unknown bucket or an invalid key is refused
 //! before the object store is touched, and no event is appended. A full disk
@@ -65,6 +67,7 @@ mod key_locks;
 mod metadata;
 mod multipart;
 pub mod s3;
+mod staged_file;
 mod upload;
 
 use std::path::Path;
@@ -349,8 +352,7 @@ impl Buckets {
         match upload::read_first_part(&mut body).await.map_err(read_failed)? {
             FirstPart::WholeBody(bytes) => Ok(PreparedBody::Whole(bytes)),
             FirstPart::MoreToCome(first_part) => {
-                let store = self.inner.backend.store.as_ref();
-                let parts = upload::upload_parts(store, location, first_part, &mut body)
+                let parts = upload::upload_parts(&self.inner.backend, location, first_part, &mut body)
                     .await
                     .map_err(|failure| upload_failed(bucket, key, failure))?;
                 Ok(PreparedBody::Parts(parts))
@@ -913,6 +915,7 @@ fn upload_failed(bucket: &Name, key: &ObjectKey, failure: UploadFailure) -> Buck
             BucketError::ReadBody { bucket: bucket.clone(), key: key.to_string(), source }
         }
         UploadFailure::Store(source) => BucketError::from_store("upload", bucket, key.as_str(), source),
+        UploadFailure::LocalFile(failure) => BucketError::from_local_write(bucket, key.as_str(), failure),
     }
 }
 

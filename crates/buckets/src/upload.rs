@@ -1,12 +1,14 @@
 //! Streaming an `AsyncRead` body into the object store in constant memory.
 //!
 //! A body that fits in one part is read whole and stored with one `put`. A
-//! longer one goes through object_store's multipart upload: parts of
-//! [`PART_SIZE`] bytes, at most [`PARTS_IN_FLIGHT`] uploading while the next
-//! is read, so memory stays under `PART_SIZE * (PARTS_IN_FLIGHT + 1)` whatever
-//! the body's size. The object appears only when the upload completes; on the
-//! local filesystem the parts go to a hidden temp file that is renamed into
-//! place.
+//! longer one is written in parts of [`PART_SIZE`] bytes, at most
+//! [`PARTS_IN_FLIGHT`] being written while the next is read, so memory stays
+//! under `PART_SIZE * (PARTS_IN_FLIGHT + 1)` whatever the body's size. The
+//! object appears only when the upload completes. On the local filesystem
+//! the parts go to a hidden file this crate writes itself
+//! ([`crate::staged_file`]: its writeback starts part by part, and it is
+//! synced before it is renamed into place); on any other store they go
+//! through object_store's multipart upload.
 //!
 //! This drives `MultipartUpload` directly rather than through
 //! `WriteMultipart`: when a part fails, `WriteMultipart::finish` returns
@@ -15,10 +17,15 @@
 //! failure waits for the parts in flight and then awaits `abort`.
 
 use bytes::{Bytes, BytesMut};
+use futures::FutureExt;
+use futures::future::BoxFuture;
 use object_store::path::Path as StorePath;
-use object_store::{MultipartUpload, ObjectStore, PutPayload};
+use object_store::{MultipartUpload, PutPayload};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::task::JoinSet;
+
+use crate::backend::ObjectBackend;
+use crate::staged_file::{StagedFile, StagedFileFailure};
 
 /// Size of one multipart part, and the largest body stored with a single put.
 /// S3 needs parts of at least 5 MiB (except the last).
@@ -31,6 +38,7 @@ pub(crate) const PARTS_IN_FLIGHT: usize = 2;
 pub(crate) enum UploadFailure {
     ReadBody(std::io::Error),
     Store(object_store::Error),
+    LocalFile(StagedFileFailure),
 }
 
 /// The bytes of a body read so far: the whole body if it ended within one part.
@@ -57,48 +65,85 @@ async fn read_part(body: &mut (impl AsyncRead + Unpin)) -> Result<(Bytes, bool),
     Ok((buffer.freeze(), false))
 }
 
-/// A multipart upload whose parts are all stored, waiting for
-/// [`UploadedParts::complete`] to make the object appear.
-pub(crate) struct UploadedParts {
-    upload: Box<dyn MultipartUpload>,
-    location: StorePath,
+/// Where the parts of a body go.
+enum PartsDestination {
+    /// object_store's multipart upload (any store but the local filesystem).
+    Store { upload: Box<dyn MultipartUpload>, location: StorePath },
+    /// A hidden file on the local filesystem, written by this crate.
+    LocalFile(StagedFile),
 }
 
-impl UploadedParts {
-    /// Give the upload up: its parts are removed and the object stays as it was.
-    pub(crate) async fn abort(mut self) {
-        abort(self.upload.as_mut(), &self.location).await;
+impl PartsDestination {
+    /// Start writing the next part; the future owns what it needs.
+    fn write_part(&mut self, part: Bytes) -> BoxFuture<'static, Result<(), UploadFailure>> {
+        match self {
+            PartsDestination::Store { upload, .. } => {
+                upload.put_part(PutPayload::from(part)).map(|written| written.map_err(UploadFailure::Store)).boxed()
+            }
+            PartsDestination::LocalFile(file) => {
+                file.write_part(part).map(|written| written.map_err(UploadFailure::LocalFile)).boxed()
+            }
+        }
     }
 
-    /// Complete the upload: the commit point, where the object appears.
-    pub(crate) async fn complete(mut self) -> Result<(), UploadFailure> {
-        match self.upload.complete().await {
-            Ok(_) => Ok(()),
-            Err(error) => {
-                abort(self.upload.as_mut(), &self.location).await;
-                Err(UploadFailure::Store(error))
-            }
+    async fn abort(self) {
+        match self {
+            PartsDestination::Store { mut upload, location } => abort(upload.as_mut(), &location).await,
+            PartsDestination::LocalFile(file) => file.abort().await,
         }
     }
 }
 
-/// Upload `first_part` and the rest of `body` as the parts of a multipart
-/// upload to `location`. Nothing is left behind on failure.
+/// A body whose parts are all stored, waiting for [`UploadedParts::complete`]
+/// to make the object appear.
+pub(crate) struct UploadedParts {
+    destination: PartsDestination,
+}
+
+impl UploadedParts {
+    /// Give the upload up: its parts are removed and the object stays as it was.
+    pub(crate) async fn abort(self) {
+        self.destination.abort().await;
+    }
+
+    /// Complete the upload: the commit point, where the object appears.
+    pub(crate) async fn complete(self) -> Result<(), UploadFailure> {
+        match self.destination {
+            PartsDestination::Store { mut upload, location } => match upload.complete().await {
+                Ok(_) => Ok(()),
+                Err(error) => {
+                    abort(upload.as_mut(), &location).await;
+                    Err(UploadFailure::Store(error))
+                }
+            },
+            PartsDestination::LocalFile(file) => file.complete().await.map_err(UploadFailure::LocalFile),
+        }
+    }
+}
+
+/// Upload `first_part` and the rest of `body` as the parts of the object at
+/// `location`. Nothing is left behind on failure.
 pub(crate) async fn upload_parts(
-    store: &dyn ObjectStore,
+    backend: &ObjectBackend,
     location: &StorePath,
     first_part: Bytes,
     body: &mut (impl AsyncRead + Unpin),
 ) -> Result<UploadedParts, UploadFailure> {
-    let mut upload = store.put_multipart(location).await.map_err(UploadFailure::Store)?;
+    let mut destination = match backend.local_file_path(location) {
+        Some(path) => PartsDestination::LocalFile(StagedFile::create(path).await.map_err(UploadFailure::LocalFile)?),
+        None => PartsDestination::Store {
+            upload: backend.store.put_multipart(location).await.map_err(UploadFailure::Store)?,
+            location: location.clone(),
+        },
+    };
     let mut parts_in_flight = JoinSet::new();
-    match send_parts(upload.as_mut(), &mut parts_in_flight, first_part, body).await {
-        Ok(()) => Ok(UploadedParts { upload, location: location.clone() }),
+    match send_parts(&mut destination, &mut parts_in_flight, first_part, body).await {
+        Ok(()) => Ok(UploadedParts { destination }),
         Err(failure) => {
             // Let parts still writing finish, so the temp file is closed and
             // its space is freed by the time the caller sees the error.
             while parts_in_flight.join_next().await.is_some() {}
-            abort(upload.as_mut(), location).await;
+            destination.abort().await;
             Err(failure)
         }
     }
@@ -111,8 +156,8 @@ async fn abort(upload: &mut dyn MultipartUpload, location: &StorePath) {
 }
 
 async fn send_parts(
-    upload: &mut dyn MultipartUpload,
-    parts_in_flight: &mut JoinSet<object_store::Result<()>>,
+    destination: &mut PartsDestination,
+    parts_in_flight: &mut JoinSet<Result<(), UploadFailure>>,
     first_part: Bytes,
     body: &mut (impl AsyncRead + Unpin),
 ) -> Result<(), UploadFailure> {
@@ -122,7 +167,7 @@ async fn send_parts(
             wait_for_one_part(parts_in_flight).await?;
         }
         if !next_part.is_empty() {
-            parts_in_flight.spawn(upload.put_part(PutPayload::from(next_part)));
+            parts_in_flight.spawn(destination.write_part(next_part));
         }
         let (part, reached_end) = read_part(body).await.map_err(UploadFailure::ReadBody)?;
         next_part = part;
@@ -131,7 +176,7 @@ async fn send_parts(
         }
     }
     if !next_part.is_empty() {
-        parts_in_flight.spawn(upload.put_part(PutPayload::from(next_part)));
+        parts_in_flight.spawn(destination.write_part(next_part));
     }
     while !parts_in_flight.is_empty() {
         wait_for_one_part(parts_in_flight).await?;
@@ -139,10 +184,10 @@ async fn send_parts(
     Ok(())
 }
 
-async fn wait_for_one_part(parts_in_flight: &mut JoinSet<object_store::Result<()>>) -> Result<(), UploadFailure> {
+async fn wait_for_one_part(parts_in_flight: &mut JoinSet<Result<(), UploadFailure>>) -> Result<(), UploadFailure> {
     match parts_in_flight.join_next().await {
         None | Some(Ok(Ok(()))) => Ok(()),
-        Some(Ok(Err(error))) => Err(UploadFailure::Store(error)),
+        Some(Ok(Err(failure))) => Err(failure),
         Some(Err(join_error)) if join_error.is_panic() => std::panic::resume_unwind(join_error.into_panic()),
         Some(Err(join_error)) => Err(UploadFailure::Store(object_store::Error::JoinError { source: join_error })),
     }
