@@ -43,10 +43,9 @@ pub struct ViolationsFound(pub String);
 #[error("{0}")]
 pub struct CompletedWithFailures(pub String);
 
-/// An error for something that does not exist (e.g. a bucket in a CLI address).
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct NotFound(pub String);
+/// An error for something that does not exist (e.g. a bucket in a CLI
+/// address); the host's (nothing deployed yet) are the same type.
+pub use mayfly_host::NotFound;
 
 fn code_for_state_error(error: &StateError) -> u8 {
     match error {

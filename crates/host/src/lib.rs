@@ -1,11 +1,21 @@
 //! The library composition root (issue 11 §1): opening a project and
 //! choosing its state store from one registry of backends by URL scheme
 //! ([`backends`]: the embedded SQLite file by default, or PostgreSQL by
-//! `MAYFLY_STATE_URL` or `[state] url`, its password from [`password`]). The CLI parses arguments and prints; what a project is
-//! and how it is opened lives here, so other front ends and in-process
-//! tests open a project the same way.
+//! `MAYFLY_STATE_URL` or `[state] url`, its password from [`password`]),
+//! and wiring the application from the library crates: deploying
+//! ([`deploy`]), the control plane ([`control_plane`]), the HTTPS API
+//! ([`api_server`]), job runs and the provisioners ([`jobs`]) and the audit
+//! ([`audit`]). The CLI parses arguments and prints; other front ends and
+//! in-process tests compose a project the same way.
 
+pub mod api_server;
+pub mod audit;
 pub mod backends;
+pub mod control_plane;
+pub mod dashboard_access;
+pub mod deploy;
+pub mod deployment;
+pub mod jobs;
 pub mod migrate;
 pub mod password;
 pub mod project;
@@ -27,3 +37,9 @@ impl<T> ProjectStore for T where T: StateStore + KeyringHolder + ?Sized {}
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct Refused(pub String);
+
+/// Something the command needs does not exist (e.g. no deployment yet). The
+/// CLI exits with code 4 for it.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct NotFound(pub String);

@@ -97,3 +97,30 @@ fn instance_id() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     format!("{}:{}", host.trim(), std::process::id())
 }
+
+/// Install the trace exporter `settings` name (if any) for this process —
+/// `mayfly up`, `mayfly serve` or a coordinator — and decide how its spans
+/// show object keys and item ids: by default as HMAC-SHA256 under a key the
+/// state store derives for it (the same on every host that opens the store
+/// with its keyring). A store that seals nothing has no secret to derive it
+/// from: its spans leave keys out (a warning says so).
+pub fn start_telemetry(
+    settings: &TelemetrySettings,
+    opened: &crate::project::OpenProject,
+    project_name: &str,
+) -> Result<Option<Telemetry>> {
+    use mayfly_control::telemetry::{KEYS_IN_SPANS_KEY_PURPOSE, KeysInSpans, show_keys_in_spans};
+    let Some(telemetry) = Telemetry::start(settings, project_name)? else { return Ok(None) };
+    show_keys_in_spans(match settings.object_keys {
+        mayfly_spec::ObjectKeysInSpans::Plain => KeysInSpans::Plain,
+        mayfly_spec::ObjectKeysInSpans::Omit => KeysInSpans::Omitted,
+        mayfly_spec::ObjectKeysInSpans::Hash => match opened.state.derived_key(KEYS_IN_SPANS_KEY_PURPOSE) {
+            Ok(key) => KeysInSpans::Hashed(key),
+            Err(error) => {
+                tracing::warn!(error = %error, "spans leave object keys and item ids out: `[telemetry] object_keys = \"hash\"` needs a key the state store derives");
+                KeysInSpans::Omitted
+            }
+        },
+    });
+    Ok(Some(telemetry))
+}

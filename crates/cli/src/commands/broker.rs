@@ -28,9 +28,11 @@ use mayfly_fleet::{
     Confinement, CoordinatorPlacement, DockerProvisioner, ProcessSpec, Provisioner, ProvisionerBroker, ResourceState,
     TAG_ROLE, TAG_RUN,
 };
+use mayfly_host::deployment::run_architecture;
+use mayfly_host::jobs::run_dir;
 use mayfly_state::StateStore;
 
-use crate::commands::jobs::{CONTAINER_PATH, MAYFLY_IN_IMAGE, job_docker, run_architecture, run_dir};
+use crate::commands::jobs::{CONTAINER_PATH, MAYFLY_IN_IMAGE, job_docker};
 use crate::project::Project;
 
 #[derive(Debug, Args)]
@@ -151,7 +153,7 @@ pub async fn broker(args: BrokerArgs, project: Option<&Path>) -> Result<()> {
     let finished = opened.state.run(&args.run)?.status.is_finished();
     if finished {
         remove_network_if_unused(docker.as_ref(), &network.name).await;
-        crate::commands::audit::after_run(&located, &opened, &args.run).await;
+        mayfly_host::audit::after_run(&located, &opened, &args.run).await;
     }
     match ended {
         ResourceState::Exited { code: Some(0), .. } if finished => Ok(()),

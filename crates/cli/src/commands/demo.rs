@@ -135,7 +135,7 @@ async fn run_in(dir: &Path, args: &DemoArgs, output: Output) -> Result<DemoSumma
 
     let located = Project::locate(Some(dir))?;
     let opened = located.open(false)?;
-    let (version, architecture) = crate::commands::functions::deployed_architecture(&opened)?;
+    let (version, architecture) = mayfly_host::deployment::deployed_architecture(&opened)?;
     let (inbox, archive, dead_letter) = (name("inbox"), name("archive"), name("work-dlq"));
 
     say(output, "starting the control plane (router, queue trigger work -> rename)");

@@ -3,16 +3,16 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use mayfly_core::{Clock, Name, SystemClock};
+use mayfly_core::Name;
 use mayfly_runtime::Invoker;
-use mayfly_spec::Architecture;
 use mayfly_state::{InvocationFilter, StateStore, StoredInvocation};
 use serde::Serialize;
+
+use mayfly_host::deployment::deployed_architecture;
 
 use crate::exit_code::{FunctionFailed, NotFound, UsageError};
 use crate::output::{Output, human_bytes, json_millis, json_time, table};
@@ -95,58 +95,8 @@ fn parse_duration_arg(text: &str) -> Result<Duration, String> {
     mayfly_core::parse_duration(text).map_err(|error| error.to_string())
 }
 
-/// The deployed architecture (what `up` and `invoke` run), not the file on disk.
-pub fn deployed_architecture(opened: &OpenProject) -> Result<(Option<u64>, Architecture)> {
-    let deployment = opened
-        .state
-        .latest_deployment()?
-        .ok_or_else(|| NotFound("nothing is deployed; run `mayfly deploy` first".into()))?;
-    let architecture = mayfly_spec::parse(&format!("deployment {}", deployment.version), &deployment.source)
-        .with_context(|| format!("the recorded deployment {} no longer parses", deployment.version))?;
-    Ok((Some(deployment.version), architecture))
-}
-
 fn mayfly_bin() -> Result<PathBuf> {
     std::env::current_exe().context("cannot find the mayfly executable's path")
-}
-
-/// `.mayfly/control.lock`, held by the running control plane of a project
-/// directory; it holds that control plane's pid and its lease holder id.
-struct ControlPlaneLock {
-    _file: std::fs::File,
-    /// The holder id the previous control plane of this directory wrote:
-    /// it is dead now (its lock was free), so its lease may be released.
-    previous_holder: Option<String>,
-}
-
-/// Hold `.mayfly/control.lock` so that one project directory has one control
-/// plane, and write this one's pid and lease `holder` id into it.
-fn lock_control_plane(project: &Project, holder: &str) -> Result<ControlPlaneLock> {
-    use std::os::fd::AsRawFd;
-    let path = project.data_dir().join("control.lock");
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .read(true)
-        .open(&path)
-        .with_context(|| format!("cannot open {}", path.display()))?;
-    // SAFETY: flock on a file descriptor we own and keep open for the lock's lifetime.
-    let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
-    let recorded = std::fs::read_to_string(&path).unwrap_or_default();
-    let mut lines = recorded.lines().map(str::trim);
-    let (pid, previous_holder) = (lines.next().unwrap_or_default(), lines.next().filter(|line| !line.is_empty()));
-    if !locked {
-        return Err(crate::exit_code::Refused(format!(
-            "a control plane is already running for {} (pid {pid}); stop it first",
-            project.root.display(),
-        ))
-        .into());
-    }
-    let previous_holder = previous_holder.map(str::to_owned);
-    file.set_len(0).ok();
-    writeln!(&file, "{}\n{holder}", std::process::id()).ok();
-    Ok(ControlPlaneLock { _file: file, previous_holder })
 }
 
 pub async fn up(args: UpArgs, project: Option<&Path>, output: Output) -> Result<()> {
@@ -162,44 +112,18 @@ so that a leader renews at least twice before its lease could lapse",
         ))
         .into());
     }
-    let holder = mayfly_control::leadership::new_holder_id();
-    let lock = lock_control_plane(&located, &holder)?;
-    let leader = mayfly_control::LeaderLease {
-        holder,
-        ttl: args.lease_ttl,
-        renew_every: args.lease_renew_every,
-        dead_predecessor: lock.previous_holder.clone(),
-    };
-    let _keyring_follower = opened.follow_keyring_file(&located);
-    let (version, architecture) = deployed_architecture(&opened)?;
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    if architecture.api.is_some() {
-        // Made (or made to name `[api].aws_advertise`) before anything hands it out.
-        crate::commands::serve::serving_certificate_paths(&located, architecture.api.as_ref())?;
-    }
-    let credentials = crate::commands::serve::function_credentials(&located, &opened, &architecture)?;
-    let invoker = Invoker::new(crate::commands::serve::invoker_config(args.idle_timeout, credentials.as_ref()));
-    let state: Arc<dyn StateStore> = opened.state.clone();
-    let fleet = crate::commands::jobs::fleet_provisioners(&architecture).await?;
-    let config = mayfly_control::ControlPlaneConfig {
-        architecture: Arc::new(architecture),
-        deployment_version: version,
-        project_root: std::path::absolute(&located.root)?,
-        mayfly_bin: mayfly_bin()?,
-        state,
-        invoker,
-        clock,
+    let settings = mayfly_host::control_plane::ControlPlaneSettings {
         poll_interval: args.poll_interval,
-        jobs: Some(mayfly_control::JobsConfig {
-            provisioner: Arc::new(mayfly_fleet::LocalProvisioner::new()),
-            fleet,
-            launch: crate::commands::jobs::coordinator_launch(&located)?,
-        }),
-        leader,
+        idle_timeout: args.idle_timeout,
+        lease_ttl: args.lease_ttl,
+        lease_renew_every: args.lease_renew_every,
+        mayfly_bin: mayfly_bin()?,
     };
-    let (trigger, shutdown) = mayfly_control::ShutdownTrigger::new();
+    let composed = mayfly_host::control_plane::compose_control_plane(&located, &opened, &settings).await?;
+    let config = &composed.config;
+    let version = config.deployment_version;
     let name = config.architecture.name.clone();
-    let telemetry = crate::commands::serve::start_telemetry(&telemetry_settings, &opened, name.as_str())?;
+    let telemetry = mayfly_host::telemetry::start_telemetry(&telemetry_settings, &opened, name.as_str())?;
     if let Some(telemetry) = &telemetry
         && !output.silent
     {
@@ -215,42 +139,12 @@ so that a leader renews at least twice before its lease could lapse",
         );
     }
     // A project that declares `[api]` gets its HTTPS API served by the control plane too.
-    let api = match &config.architecture.api {
-        Some(_) => {
-            let deployed = (version, config.architecture.as_ref().clone());
-            let server = crate::commands::serve::bind_api_server(
-                &located,
-                &opened,
-                deployed,
-                config.invoker.clone(),
-                None,
-                None,
-            )
-            .await
-            .context("cannot start the HTTPS API that `[api]` declares")?;
-            if let Some(credentials) = &credentials {
-                credentials.set_endpoint(server.aws_address);
-            }
-            if !output.silent {
-                server.announce();
-            }
-            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-            Some((
-                stop,
-                tokio::spawn(server.run(async move {
-                    let _ = stopped.await;
-                })),
-            ))
-        }
-        None => None,
-    };
-    // Retention runs beside the control plane, under the deployment current at each pass.
-    let retention = tokio::spawn(mayfly_control::retention::run(
-        opened.state.clone(),
-        opened.buckets.clone(),
-        config.clock.clone(),
-        shutdown.clone(),
-    ));
+    let api = composed.bind_declared_api(&located, &opened).await?;
+    if let Some(server) = &api
+        && !output.silent
+    {
+        server.announce();
+    }
     // The control plane follows new deployments; say which one is in force, from which event on.
     let silent = output.silent;
     let announce = move |announcement: mayfly_control::Announcement| {
@@ -285,22 +179,18 @@ stopped here and wrote nothing under term {led_under} after the takeover",
             },
         }
     };
-    let mut running = tokio::spawn(mayfly_control::run_announcing(config, shutdown, announce));
+    let running = composed.start(&opened, api, announce);
     let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let result = tokio::select! {
-        result = &mut running => result,
-        _ = interrupt.recv() => { trigger.trigger(); eprintln!("mayfly: stopping; in-flight invocations finish first"); running.await }
-        _ = terminate.recv() => { trigger.trigger(); eprintln!("mayfly: stopping; in-flight invocations finish first"); running.await }
-    };
-    if let Some((stop, server)) = api {
-        let _ = stop.send(());
-        server.await.context("the API server task panicked")??;
-    }
-    // The control plane may have ended on its own (a failed loop): stop retention too.
-    trigger.trigger();
-    retention.await.context("the retention task panicked")??;
-    result.context("the control plane task panicked")??;
+    running
+        .run_until(async move {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+            }
+            eprintln!("mayfly: stopping; in-flight invocations finish first");
+        })
+        .await?;
     if let Some(telemetry) = telemetry {
         tokio::task::spawn_blocking(move || telemetry.shutdown()).await.context("flushing traces panicked")?;
     }
@@ -343,8 +233,8 @@ pub async fn invoke(args: InvokeArgs, project: Option<&Path>, output: Output) ->
     let (version, architecture) = deployed_architecture(&opened)?;
     let payload = read_event(&args)?;
     // The endpoint the credentials name is the one a running `mayfly up` or `mayfly serve` serves.
-    let credentials = crate::commands::serve::function_credentials(&located, &opened, &architecture)?;
-    let invoker = Invoker::new(crate::commands::serve::invoker_config(Duration::from_secs(1), credentials.as_ref()));
+    let credentials = mayfly_host::api_server::function_credentials(&located, &opened, &architecture)?;
+    let invoker = Invoker::new(mayfly_host::api_server::invoker_config(Duration::from_secs(1), credentials.as_ref()));
     let root = std::path::absolute(&located.root)?;
     let bin = mayfly_bin()?;
     let invoked = mayfly_control::invoke_and_record(

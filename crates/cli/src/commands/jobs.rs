@@ -10,14 +10,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use mayfly_buckets::crypto::KEYRING_ENV_VAR;
-use mayfly_control::jobs::{CoordinatorLaunch, project_tags};
+use mayfly_control::jobs::project_tags;
 use mayfly_core::run::{RunReport, RunStatus, new_run_id};
 use mayfly_core::{Clock, Name, SystemClock};
 use mayfly_fleet::{
     BrokeredProvisioner, ContainerPlacement, CoordinatorPlacement, DockerProvisioner, LocalProvisioner, NetworkRequest,
-    Provisioner, ProvisionerKind, SlurmProvisioner, SlurmSettings, SwarmPlacement, SwarmProvisioner, TAG_PROJECT,
-    TAG_ROLE, TAG_RUN, TAG_WORKER, TagFilter,
+    Provisioner, SlurmProvisioner, SlurmSettings, SwarmPlacement, SwarmProvisioner, TAG_PROJECT, TAG_ROLE, TAG_RUN,
+    TAG_WORKER, TagFilter,
 };
 use mayfly_jobs::coordinator::{CoordinatorConfig, CoordinatorTiming, CoordinatorTls, WorkerLaunch};
 use mayfly_jobs::group_commit::GroupCommitConfig;
@@ -26,10 +25,13 @@ use mayfly_spec::{Architecture, JobSource, JobSpec};
 use mayfly_state::{NewRun, NewRunItem, RunRecord, StateStore};
 use serde::Serialize;
 
-use crate::commands::functions::deployed_architecture;
 use crate::exit_code::{CompletedWithFailures, NotFound, Refused};
 use crate::output::{Output, json_millis, json_time, table};
 use crate::project::{OpenProject, Project};
+use mayfly_host::deployment::{deployed_architecture, run_architecture};
+use mayfly_host::jobs::{
+    GROUP_COMMIT_ENV_VAR, aws_reach_refusal, coordinator_launch, fleet_inventory, fleet_provisioners, run_dir,
+};
 
 fn parse_duration_arg(text: &str) -> Result<Duration, String> {
     mayfly_core::parse_duration(text).map_err(|error| error.to_string())
@@ -122,10 +124,6 @@ pub struct WorkerArgs {
     pub forward_output: bool,
 }
 
-/// The most completions a coordinator commits together (default 256); `1`
-/// commits each alone, as before group commit: the baseline of bench (e).
-const GROUP_COMMIT_ENV_VAR: &str = "MAYFLY_GROUP_COMMIT_MAX";
-
 fn group_commit_config() -> Result<GroupCommitConfig> {
     let Ok(value) = std::env::var(GROUP_COMMIT_ENV_VAR) else { return Ok(GroupCommitConfig::default()) };
     match value.trim().parse::<usize>() {
@@ -134,56 +132,16 @@ fn group_commit_config() -> Result<GroupCommitConfig> {
     }
 }
 
-pub(crate) fn run_dir(project: &Project, run: &str) -> PathBuf {
-    mayfly_control::jobs::run_dir(&project.data_dir(), run)
-}
-
-/// How this binary starts coordinators for the project.
-pub fn coordinator_launch(located: &Project) -> Result<CoordinatorLaunch> {
-    Ok(CoordinatorLaunch {
-        mayfly_bin: std::env::current_exe().context("cannot find the mayfly executable")?,
-        project_root: std::path::absolute(&located.root)?,
-        data_dir: std::path::absolute(located.data_dir())?,
-        log_filter: std::env::var("MAYFLY_LOG").unwrap_or_else(|_| "info".into()),
-        // The keyring, the group-commit setting of the throughput benchmark's baseline, where traces go,
-        // the state store's and the object store's.
-        secret_env: [KEYRING_ENV_VAR, GROUP_COMMIT_ENV_VAR, mayfly_host::telemetry::OTLP_ENDPOINT_ENV_VAR]
-            .into_iter()
-            .chain(mayfly_host::backends::STATE_ENV_VARS.iter().copied())
-            .chain(mayfly_host::storage::storage_env_vars())
-            .filter_map(|name| std::env::var(name).ok().map(|value| (name.to_owned(), value)))
-            .collect(),
-    })
-}
-
-/// Create a run of `job` and start its coordinator as a process of its own.
-pub async fn start_run(located: &Project, opened: &OpenProject, job: &Name, trigger: &str) -> Result<RunRecord> {
-    let (version, architecture) = deployed_architecture(opened)?;
-    if let Some(job_spec) = architecture.jobs.get(job) {
-        // Only local workers run on this host, where the AWS endpoint listens.
-        let on_this_host = job_spec.provisioner.kind == ProvisionerKind::LOCAL;
-        if let Some(refusal) = aws_reach_refusal(&architecture, job, &job_spec.function, on_this_host) {
-            return Err(Refused(refusal).into());
-        }
-    }
-    // An unknown job is refused there, with the deployed jobs listed (exit code 4).
-    let run = mayfly_control::jobs::start_run(
-        opened.state.as_ref(),
-        &LocalProvisioner::new(),
-        &coordinator_launch(located)?,
-        mayfly_control::jobs::Deployed { architecture: &architecture, version },
-        job,
-        trigger,
-        &SystemClock,
-    )
-    .await?;
-    Ok(run)
+/// This executable, which starts the coordinators of the runs it starts.
+fn mayfly_bin() -> Result<PathBuf> {
+    std::env::current_exe().context("cannot find the mayfly executable")
 }
 
 pub async fn run(args: RunArgs, project: Option<&Path>, output: Output) -> Result<()> {
     let located = Project::locate(project)?;
     let opened = located.open(false)?;
-    let run = start_run(&located, &opened, &args.job, "manual").await?;
+    let run = mayfly_host::jobs::start_run(&opened, &coordinator_launch(&located, mayfly_bin()?)?, &args.job, "manual")
+        .await?;
     if args.detach {
         #[derive(Serialize)]
         struct Started<'a> {
@@ -207,7 +165,7 @@ pub async fn run(args: RunArgs, project: Option<&Path>, output: Output) -> Resul
         jobs: mayfly_control::JobsConfig {
             provisioner: Arc::new(LocalProvisioner::new()),
             fleet: provisioners.clone(),
-            launch: coordinator_launch(&located)?,
+            launch: coordinator_launch(&located, mayfly_bin()?)?,
         },
         architecture: &architecture,
     };
@@ -640,7 +598,7 @@ async fn start_reconcile_run(
     opened.state.add_run_items(&run.id, &items)?;
     mayfly_control::jobs::launch_coordinator(
         &LocalProvisioner::new(),
-        &coordinator_launch(located)?,
+        &coordinator_launch(located, mayfly_bin()?)?,
         architecture,
         &run.job,
         &run.id,
@@ -726,17 +684,6 @@ pub async fn ps(args: PsArgs, project: Option<&Path>, output: Output) -> Result<
     })
 }
 
-/// The architecture a run was started under: its deployment version's file
-/// (a later deploy does not change a run in flight), or the latest if unknown.
-pub(crate) fn run_architecture(opened: &OpenProject, run: &RunRecord) -> Result<Architecture> {
-    let source =
-        opened.state.deployments()?.into_iter().find(|d| Some(d.version) == run.deployment_version).map(|d| d.source);
-    Ok(match source {
-        Some(source) => mayfly_spec::parse(&format!("deployment of run {}", run.id), &source)?,
-        None => deployed_architecture(opened)?.1,
-    })
-}
-
 /// `mayfly coordinator --run R`: the ephemeral master of one run (started by the provisioner).
 pub async fn coordinator(args: CoordinatorArgs, project: Option<&Path>) -> Result<()> {
     let located = Project::locate(project)?;
@@ -818,7 +765,7 @@ pub async fn coordinator(args: CoordinatorArgs, project: Option<&Path>) -> Resul
     };
     // The run's and its items' spans are recorded here (workers need no route to the collector).
     let telemetry =
-        crate::commands::serve::start_telemetry(&telemetry_settings, &opened, config.architecture.name.as_str())?;
+        mayfly_host::telemetry::start_telemetry(&telemetry_settings, &opened, config.architecture.name.as_str())?;
     let status = mayfly_jobs::coordinator::run(config).await;
     if let Some(telemetry) = telemetry {
         tokio::task::spawn_blocking(move || telemetry.shutdown()).await.context("flushing traces panicked")?;
@@ -827,7 +774,7 @@ pub async fn coordinator(args: CoordinatorArgs, project: Option<&Path>) -> Resul
     // A containerised coordinator sees neither the host's processes nor the
     // engine: its broker audits the run once the container is gone.
     if args.broker.is_none() {
-        crate::commands::audit::after_run(&located, &opened, &args.run).await;
+        mayfly_host::audit::after_run(&located, &opened, &args.run).await;
     }
     tracing::info!(run = %args.run, status = status.as_str(), "coordinator exiting");
     Ok(())
@@ -855,7 +802,7 @@ fn worker_aws_issuer(
     if let Some(refusal) = aws_reach_refusal(architecture, job, &worker_function.name, placement.on_this_host) {
         bail!(refusal);
     }
-    let Some(mut credentials) = crate::commands::serve::function_credentials(located, opened, architecture)? else {
+    let Some(mut credentials) = mayfly_host::api_server::function_credentials(located, opened, architecture)? else {
         return Ok(None);
     };
     if !placement.on_this_host
@@ -872,34 +819,6 @@ fn worker_aws_issuer(
         format!("cannot read the AWS endpoint's certificate {} for job `{job}`", credentials.ca_bundle().display())
     })?;
     Ok(Some(mayfly_jobs::coordinator::WorkerAwsIssuer { issuer: Arc::new(credentials), ca_bundle_pem }))
-}
-
-/// Why the workers of `job` could not give `function` AWS credentials it
-/// can use, if it declares `permissions`: they run off this host and
-/// `[api].aws_advertise` tells them no address of the endpoint (the one on
-/// `[api].aws_listen` is this host's), or they run on this host and
-/// `aws_listen` has port 0 (the coordinator, a process of its own, cannot
-/// learn the port `mayfly serve` or `mayfly up` picked). `mayfly deploy`
-/// refuses such a job (`mayfly-spec`); a version deployed before that check
-/// is refused here, before a run is created, and again by its coordinator.
-fn aws_reach_refusal(architecture: &Architecture, job: &Name, function: &Name, on_this_host: bool) -> Option<String> {
-    let permissions = architecture.functions.get(function).map(|spec| !spec.permissions.is_empty());
-    let api = architecture.api.as_ref()?;
-    if permissions != Some(true) {
-        return None;
-    }
-    if !on_this_host {
-        return api.aws_advertise.is_none().then(|| format!(
-            "function `{function}` of job `{job}` declares `permissions`, but the job's workers run off this host, where the AWS endpoint on `[api].aws_listen` cannot be reached; set `[api].aws_advertise` to the endpoint's URL as the workers reach it, or run the job with local workers (`provisioner = {{ kind = \"local\" }}`), or remove `permissions`"
-        ));
-    }
-    if api.aws_listen.port() == 0 {
-        return Some(format!(
-            "function `{function}` of job `{job}` declares `permissions`, but `[api].aws_listen` ({}) has port 0, so its workers cannot be told where the AWS endpoint is; give `aws_listen` a fixed port",
-            api.aws_listen
-        ));
-    }
-    None
 }
 
 /// From here on this process's stdout and stderr (the provisioner's
@@ -1188,39 +1107,6 @@ pub(crate) async fn job_docker(
 
 /// The image a Docker job runs when it names none: what `mayfly image build` makes by default.
 pub const DEFAULT_IMAGE: &str = crate::commands::image::DEFAULT_TAG;
-
-/// Every provisioner the project's runs may have resources in, one of each
-/// kind in the registry that connects: a kind a job uses must connect (the
-/// Docker engine must answer); any other kind counts when it connects anyway
-/// (containers of a job since changed to local).
-pub async fn fleet_provisioners(architecture: &Architecture) -> Result<Vec<Arc<dyn Provisioner>>> {
-    let mut provisioners = Vec::new();
-    for kind in ProvisionerKind::all() {
-        match kind.connect().await {
-            Ok(provisioner) => provisioners.push(provisioner),
-            Err(error) => match architecture.jobs.iter().find(|(_, job)| job.provisioner.kind == kind) {
-                Some((job, _)) => {
-                    return Err(anyhow::Error::new(error)
-                        .context(format!("job `{job}` runs its workers with the {kind} provisioner")));
-                }
-                None => tracing::debug!(kind = %kind, error = %error, "provisioner unavailable; no job uses it"),
-            },
-        }
-    }
-    Ok(provisioners)
-}
-
-/// What every provisioner finds for `filter`.
-pub async fn fleet_inventory(
-    provisioners: &[Arc<dyn Provisioner>],
-    filter: &TagFilter,
-) -> Result<Vec<mayfly_fleet::LiveResource>> {
-    let mut live = Vec::new();
-    for provisioner in provisioners {
-        live.extend(provisioner.inventory(filter).await?);
-    }
-    Ok(live)
-}
 
 /// `mayfly worker …`: one worker of a run (started by its coordinator through
 /// the provisioner). It needs no project: the coordinator hands it the

@@ -5,7 +5,6 @@
 pub mod access_log;
 pub mod audit;
 pub mod broker;
-pub mod dashboard_access;
 pub mod demo;
 pub mod experiment;
 pub mod functions;

@@ -9,8 +9,8 @@ use anyhow::{Context, Result};
 use clap::Args;
 use mayfly_control::retention::{LedgerRetention, enforce_retention};
 use mayfly_core::{Clock, SystemClock};
+use mayfly_host::deployment::deployed_architecture;
 
-use crate::commands::functions::deployed_architecture;
 use crate::output::Output;
 use crate::project::Project;
 
