@@ -50,5 +50,5 @@ import json, sys
 run = json.load(open(sys.argv[1]))
 print(f"run {run['run']}: {run['status']}")
 PY
-perf report -i "$work/perf.data" --stdio --no-children --sort comm,dso,sym -g none --percent-limit 0 2>/dev/null \
+perf report -i "$work/perf.data" --stdio -n --no-children --sort comm,dso,sym -g none --percent-limit 0 2>/dev/null \
   | python3 "$root/scripts/bench/profile_summary.py" "$items"

@@ -1,9 +1,9 @@
-"""Summarise `perf report --stdio --no-children --sort comm,dso,sym -g none`
-(read on stdin) for scripts/profile-job.sh: the CPU samples of a job's run
+"""Summarise `perf report --stdio -n --no-children --sort comm,dso,sym -g none`
+(read on stdin; `-n` prints each line's sample count) for scripts/profile-job.sh: the CPU samples of a job's run
 by process and by what the code was doing, as shares of the busy (not idle)
 samples and as CPU microseconds per item (the sampling rate is 499 Hz).
 
-    perf report ... | python3 scripts/bench/profile_summary.py ITEMS
+    perf report -n ... | python3 scripts/bench/profile_summary.py ITEMS
 """
 
 import re
@@ -12,10 +12,14 @@ from collections import Counter
 
 HZ = 499
 
-# (category, test on (comm, dso, symbol)); the first that matches wins.
+# The job's own threads: Mayfly's processes (the coordinator's runtime and
+# committer threads, the workers) and the function's instances. Everything
+# else the system-wide profile saw (idle, the profiler, other sessions'
+# builds, the kernel's own threads) is counted apart, not as the job's.
+JOB_THREADS = re.compile(r"^(mayfly|lambda-echo|group-commit|tokio-)")
+
+# (category, test on (comm, dso, symbol)) for the job's samples; the first that matches wins.
 CATEGORIES = [
-    ("idle", lambda c, d, s: c == "swapper"),
-    ("the profiler", lambda c, d, s: c.startswith("perf")),
     ("the state store's commit (SQLite)", lambda c, d, s: "sqlite" in s.lower() or "sqlite" in d.lower()),
     ("the kernel: fsync and the file system", lambda c, d, s: d == "[kernel.kallsyms]" and re.search(
         r"ext4|jbd2|fsync|blk_|bio_|nvme|virtio_blk|filemap|writeback|iomap|submit_bio|folio", s)),
@@ -35,50 +39,43 @@ CATEGORIES = [
     ("other user code", lambda c, d, s: True),
 ]
 
-LINE = re.compile(r"^\s*([\d.]+)%\s+(\S+)\s+(\S+)\s+\[([.k])\]\s+(.*)$")
+LINE = re.compile(r"^\s*[\d.]+%\s+(\d+)\s+(\S+)\s+(\S+)\s+\[([.k])\]\s+(.*)$")
 
 
 def main():
     items = int(sys.argv[1])
-    by_category, by_comm, total = Counter(), Counter(), 0.0
-    samples_line = re.compile(r"^# Samples: (\d+)([KM]?)")
-    samples = None
+    by_category, by_comm, total = Counter(), Counter(), 0
+    outside = Counter()  # True: idle; False: other threads
     for line in sys.stdin:
-        found = samples_line.match(line)
-        if found:
-            samples = int(found.group(1)) * {"": 1, "K": 1000, "M": 1000000}[found.group(2)]
-            continue
         match = LINE.match(line)
         if not match:
             continue
-        share, comm, dso, _, symbol = match.groups()
-        share = float(share)
-        total += share
-        by_comm[comm] += share
+        count, comm, dso, _, symbol = match.groups()
+        count = int(count)
+        total += count
+        if not JOB_THREADS.match(comm):
+            outside[comm == "swapper"] += count
+            continue
+        by_comm[comm] += count
         for name, test in CATEGORIES:
             if test(comm, dso, symbol):
-                by_category[name] += share
+                by_category[name] += count
                 break
-    if not samples or not total:
-        sys.exit("profile_summary: no samples on stdin")
-    idle = by_category["idle"] + by_category["the profiler"]
-    busy = total - idle
-    busy_seconds = samples * busy / total / HZ
+    if not total:
+        sys.exit("profile_summary: no samples on stdin (was perf report given -n?)")
+    busy = sum(by_comm.values())
 
-    def per_item(share):
-        return samples * share / total / HZ / items * 1e6
+    def per_item(count):
+        return count / HZ / items * 1e6
 
-    print(f"{samples} samples at {HZ} Hz; busy (not idle, not perf): {busy:.1f}% = {busy_seconds:.2f} CPU seconds, "
-          f"{per_item(busy):.0f} us of CPU per item over {items} items")
-    print("\nby process (comm), share of busy samples:")
-    for comm, share in by_comm.most_common(12):
-        if comm == "swapper" or comm.startswith("perf"):
-            continue
+    print(f"{total} samples at {HZ} Hz over the run: the job's threads {100 * busy / total:.1f}% "
+          f"({busy / HZ:.2f} CPU seconds, {per_item(busy):.0f} us of CPU per item over {items} items), "
+          f"idle {100 * outside[True] / total:.1f}%, other threads on the machine {100 * outside[False] / total:.1f}%")
+    print("\nby process (comm), share of the job's samples:")
+    for comm, share in by_comm.most_common():
         print(f"  {comm:<28} {100 * share / busy:5.1f}%  {per_item(share):6.0f} us/item")
-    print("\nby what the code was doing, share of busy samples:")
+    print("\nby what the code was doing, share of the job's samples:")
     for name, share in by_category.most_common():
-        if name in ("idle", "the profiler"):
-            continue
         print(f"  {name:<44} {100 * share / busy:5.1f}%  {per_item(share):6.0f} us/item")
 
 
