@@ -1,7 +1,9 @@
 """Summarise `perf report --stdio -n --no-children --sort comm,dso,sym -g none`
-(read on stdin; `-n` prints each line's sample count) for scripts/profile-job.sh: the CPU samples of a job's run
-by process and by what the code was doing, as shares of the busy (not idle)
-samples and as CPU microseconds per item (the sampling rate is 499 Hz).
+(read on stdin; `-n` prints each line's sample count) for
+scripts/profile-job.sh: the CPU samples of the job's own threads by process
+and by what the code was doing, as shares of those samples and as CPU
+microseconds per item (the sampling rate is 499 Hz); idle time and other
+threads on the machine are counted apart.
 
     perf report -n ... | python3 scripts/bench/profile_summary.py ITEMS
 """

@@ -291,13 +291,23 @@ fn sync_folder(folder: &FsPath) -> Result<(), BucketError> {
 async fn run_blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, BucketError> + Send + 'static,
 ) -> Result<T, BucketError> {
+    on_blocking_pool(work, |source| BucketError::Io {
+        action: "finish filesystem work (the runtime is shutting down)",
+        path: PathBuf::new(),
+        source,
+    })
+    .await
+}
+
+/// Run `work` on tokio's blocking pool: its panic goes on unwinding here,
+/// and a runtime shutting down before it ran is `shutting_down`'s error.
+pub(crate) async fn on_blocking_pool<T: Send + 'static, E: Send + 'static>(
+    work: impl FnOnce() -> Result<T, E> + Send + 'static,
+    shutting_down: impl FnOnce(io::Error) -> E,
+) -> Result<T, E> {
     match tokio::task::spawn_blocking(work).await {
         Ok(result) => result,
         Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
-        Err(error) => Err(BucketError::Io {
-            action: "finish filesystem work (the runtime is shutting down)",
-            path: PathBuf::new(),
-            source: io::Error::other(error),
-        }),
+        Err(error) => Err(shutting_down(io::Error::other(error))),
     }
 }

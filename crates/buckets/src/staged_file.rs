@@ -188,13 +188,10 @@ fn start_writeback(_file: &std::fs::File, _offset: u64, _length: u64) -> io::Res
 async fn run_blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, StagedFileFailure> + Send + 'static,
 ) -> Result<T, StagedFileFailure> {
-    match tokio::task::spawn_blocking(work).await {
-        Ok(result) => result,
-        Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
-        Err(error) => Err(StagedFileFailure {
-            action: "finish writing the object (the runtime is shutting down)",
-            path: PathBuf::new(),
-            source: io::Error::other(error),
-        }),
-    }
+    crate::backend::on_blocking_pool(work, |source| StagedFileFailure {
+        action: "finish writing the object (the runtime is shutting down)",
+        path: PathBuf::new(),
+        source,
+    })
+    .await
 }

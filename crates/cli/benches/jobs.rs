@@ -301,47 +301,35 @@ fn postgres_admin() -> postgres::Client {
 /// Ray's rate on 20,000 no-op tasks (`scripts/bench-ray.sh`, which makes its own venv under target/).
 fn ray_rate() -> Result<(f64, String), String> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/bench-ray.sh");
-    let output =
-        Command::new("bash").arg(&script).output().map_err(|error| format!("{}: {error}", script.display()))?;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let line = stdout.lines().find(|line| line.starts_with("ray: ")).map(str::to_owned);
-    match line {
-        Some(line) if output.status.success() => {
-            let rate = line
-                .split_whitespace()
-                .nth(1)
-                .and_then(|rate| rate.parse::<f64>().ok())
-                .ok_or_else(|| format!("unreadable line from {}: {line}", script.display()))?;
-            Ok((rate, line))
-        }
-        _ => Err(format!(
-            "{} exited {:?}: {}",
-            script.display(),
-            output.status.code(),
-            String::from_utf8_lossy(&output.stderr).lines().last().unwrap_or("")
-        )),
-    }
+    script_figure(Command::new("bash").arg(&script), &script, "ray: ")
 }
 
 /// Wall time of Python's `multiprocessing.Pool(workers)` mapping `items`
 /// spins of `ms` of CPU each (`scripts/bench/spin_pool.py`).
 fn pool_baseline(items: usize, workers: u32, ms: u64) -> Result<f64, String> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/bench/spin_pool.py");
-    let output = Command::new("python3")
-        .arg(&script)
-        .args([items.to_string(), workers.to_string(), ms.to_string()])
-        .output()
-        .map_err(|error| format!("python3 {}: {error}", script.display()))?;
+    let mut command = Command::new("python3");
+    command.arg(&script).args([items.to_string(), workers.to_string(), ms.to_string()]);
+    script_figure(&mut command, &script, "pool: ").map(|(seconds, _)| seconds)
+}
+
+/// Run a baseline script and read its figure: the first word after `prefix`
+/// on the line of its output that starts with it, and that whole line.
+fn script_figure(command: &mut Command, script: &Path, prefix: &str) -> Result<(f64, String), String> {
+    let output = command.output().map_err(|error| format!("{}: {error}", script.display()))?;
     let stdout = String::from_utf8_lossy(&output.stdout);
-    let seconds = stdout
-        .lines()
-        .find_map(|line| line.strip_prefix("pool: "))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|seconds| seconds.parse::<f64>().ok());
-    match seconds {
-        Some(seconds) if output.status.success() => Ok(seconds),
+    let line = stdout.lines().find(|line| line.starts_with(prefix)).map(str::to_owned);
+    match line {
+        Some(line) if output.status.success() => {
+            let figure = line[prefix.len()..]
+                .split_whitespace()
+                .next()
+                .and_then(|figure| figure.parse::<f64>().ok())
+                .ok_or_else(|| format!("unreadable line from {}: {line}", script.display()))?;
+            Ok((figure, line))
+        }
         _ => Err(format!(
-            "python3 {} exited {:?}: {}",
+            "{} exited {:?}: {}",
             script.display(),
             output.status.code(),
             String::from_utf8_lossy(&output.stderr).lines().last().unwrap_or("")
