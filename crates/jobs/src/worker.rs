@@ -447,6 +447,7 @@ async fn work_loop(
 ) -> Result<u64, WorkerError> {
     let identity = &config.identity;
     let mut processed = 0;
+    let mut completion_calls = 0;
     let mut pace = Pace::new(task.batch);
     // Items leased and not yet run are kept ahead: while items run, the
     // completion of earlier ones travels (with their logs) and leases the
@@ -489,6 +490,7 @@ async fn work_loop(
         if in_flight.is_none() && !finished.is_empty() && (stopping || Pace::send_now(finished_work, queue.len())) {
             let wanted = if stopping { 0 } else { pace.ahead().saturating_sub(queue.len()) };
             in_flight = Some(send_completion(client, identity, holding, std::mem::take(&mut finished), wanted));
+            completion_calls += 1;
             finished_work = Duration::ZERO;
             continue;
         }
@@ -522,8 +524,11 @@ async fn work_loop(
         finished.push(report.0);
         processed += 1;
     }
-    send_log(client, identity, format!("worker {} stopping after {processed} item(s)\n", identity.worker).as_bytes())
-        .await?;
+    let stopping = format!(
+        "worker {} stopping after {processed} item(s) in {completion_calls} completion call(s)\n",
+        identity.worker
+    );
+    send_log(client, identity, stopping.as_bytes()).await?;
     Ok(processed)
 }
 
