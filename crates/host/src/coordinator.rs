@@ -23,6 +23,7 @@ use mayfly_jobs::group_commit::GroupCommitConfig;
 use mayfly_spec::Architecture;
 use mayfly_state::StateStore;
 
+use crate::api_server::CertificateMade;
 use crate::deployment::run_architecture;
 use crate::jobs::{GROUP_COMMIT_ENV_VAR, aws_reach_refusal, run_dir};
 use crate::project::{OpenProject, Project};
@@ -114,6 +115,9 @@ pub struct PreparedCoordinator<'a> {
     opened: &'a OpenProject,
     /// What the coordinator runs with.
     pub config: CoordinatorConfig,
+    /// What minting its workers' AWS credentials made of the API's
+    /// certificate, for the caller to announce.
+    pub certificate_made: CertificateMade,
     telemetry: TelemetrySettings,
     /// Whether a broker audits the run instead (a coordinator in a container
     /// sees neither the host's processes nor the engine).
@@ -171,7 +175,8 @@ pub async fn prepare<'a>(
         }
         _ => local_worker_placement(&settings.mayfly_bin, &root)?,
     };
-    let aws = worker_aws_issuer(located, opened, &architecture, &worker_function, &record.job, &placement)?;
+    let (aws, certificate_made) =
+        worker_aws_issuer(located, opened, &architecture, &worker_function, &record.job, &placement)?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let state: Arc<dyn StateStore> = opened.state.clone();
     let config = CoordinatorConfig {
@@ -207,6 +212,7 @@ pub async fn prepare<'a>(
         located,
         opened,
         config,
+        certificate_made,
         telemetry: settings.telemetry,
         brokered: settings.broker.is_some(),
         _keyring_follower: keyring_follower,
@@ -244,7 +250,8 @@ impl PreparedCoordinator<'_> {
 /// this host, `[api].aws_advertise` for workers elsewhere (containers, Slurm
 /// nodes, swarm tasks), whose certificate must name the advertised host.
 /// Without an advertised endpoint such a job is refused, since its function
-/// could not reach the endpoint.
+/// could not reach the endpoint. The second value is what getting the API's
+/// certificate made.
 fn worker_aws_issuer(
     located: &Project,
     opened: &OpenProject,
@@ -252,15 +259,16 @@ fn worker_aws_issuer(
     worker_function: &mayfly_runtime::FunctionDefinition,
     job: &Name,
     placement: &WorkerPlacement,
-) -> Result<Option<mayfly_jobs::coordinator::WorkerAwsIssuer>> {
+) -> Result<(Option<mayfly_jobs::coordinator::WorkerAwsIssuer>, CertificateMade)> {
     if worker_function.permissions.is_empty() {
-        return Ok(None);
+        return Ok((None, CertificateMade::Nothing));
     }
     if let Some(refusal) = aws_reach_refusal(architecture, job, &worker_function.name, placement.on_this_host) {
         bail!(refusal);
     }
-    let Some(mut credentials) = crate::api_server::function_credentials(located, opened, architecture)? else {
-        return Ok(None);
+    let (credentials, made) = crate::api_server::function_credentials(located, opened, architecture)?;
+    let Some(mut credentials) = credentials else {
+        return Ok((None, made));
     };
     if !placement.on_this_host
         && let Some(advertised) = architecture.api.as_ref().and_then(|api| api.aws_advertise.as_ref())
@@ -275,5 +283,5 @@ fn worker_aws_issuer(
     let ca_bundle_pem = std::fs::read_to_string(credentials.ca_bundle()).with_context(|| {
         format!("cannot read the AWS endpoint's certificate {} for job `{job}`", credentials.ca_bundle().display())
     })?;
-    Ok(Some(mayfly_jobs::coordinator::WorkerAwsIssuer { issuer: Arc::new(credentials), ca_bundle_pem }))
+    Ok((Some(mayfly_jobs::coordinator::WorkerAwsIssuer { issuer: Arc::new(credentials), ca_bundle_pem }), made))
 }

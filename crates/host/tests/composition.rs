@@ -174,6 +174,18 @@ async fn the_api_server_binds_in_process_with_the_project_certificate_and_checks
     assert_ne!(address.port(), 0);
     assert_eq!(server.cert, mayfly_host::api_server::tls_dir(&project.located).join("cert.pem"));
     let cert = std::fs::read(&server.cert).expect("the project's certificate was generated");
+    // Binding made it; saying so is the caller's.
+    assert_eq!(
+        server.certificate_made,
+        mayfly_host::api_server::CertificateMade::Generated { cert: server.cert.clone(), names: "localhost".into() }
+    );
+    assert_eq!(
+        server.certificate_made.notice().expect("a notice"),
+        format!("mayfly: generated a self-signed certificate for localhost at {}", server.cert.display())
+    );
+    // Asked again, the certificate is kept and there is nothing to say.
+    let (again, made) = mayfly_host::api_server::serving_certificate_paths(&project.located, None).unwrap();
+    assert_eq!((again.cert, made.notice()), (server.cert.clone(), None));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let serving = tokio::spawn(server.run(async move {
         let _ = stopped.await;

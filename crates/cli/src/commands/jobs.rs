@@ -687,6 +687,7 @@ pub async fn coordinator(args: CoordinatorArgs, project: Option<&Path>) -> Resul
         telemetry,
     };
     let prepared = mayfly_host::coordinator::prepare(&located, &opened, &args.run, settings).await?;
+    crate::output::announce_certificate(&prepared.certificate_made);
     prepared.run().await?;
     Ok(())
 }

@@ -19,7 +19,7 @@ use mayfly_host::jobs::coordinator_launch;
 use mayfly_host::telemetry::start_telemetry;
 use mayfly_runtime::Invoker;
 
-use crate::output::Output;
+use crate::output::{Output, announce_certificate};
 use crate::project::Project;
 
 #[derive(Debug, Args)]
@@ -68,13 +68,15 @@ pub async fn serve(args: ServeArgs, project: Option<&Path>, _output: Output) -> 
     let _keyring_follower = opened.follow_keyring_file(&located);
     let deployed = deployed_architecture(&opened)?;
     // Made (or made to name `[api].aws_advertise`) before anything hands it out.
-    serving_certificate_paths(&located, deployed.1.api.as_ref())?;
+    announce_certificate(&serving_certificate_paths(&located, deployed.1.api.as_ref())?.1);
     let telemetry = start_telemetry(&telemetry_settings, &opened, deployed.1.name.as_str())?;
-    let credentials = function_credentials(&located, &opened, &deployed.1)?;
+    let (credentials, made) = function_credentials(&located, &opened, &deployed.1)?;
+    announce_certificate(&made);
     let invoker = Invoker::new(invoker_config(args.idle_timeout, credentials.as_ref()));
     let launch = coordinator_launch(&located, mayfly_bin()?)?;
     let server =
         bind_api_server(&located, &opened, deployed, invoker.clone(), args.listen, args.aws_listen, launch).await?;
+    announce_certificate(&server.certificate_made);
     if let Some(credentials) = &credentials {
         credentials.set_endpoint(server.aws_address);
     }
