@@ -138,7 +138,7 @@ pub async fn broker(args: BrokerArgs, project: Option<&Path>) -> Result<()> {
 
     let ended = tokio::select! {
         ended = wait_for_end(docker.as_ref(), &coordinator) => ended,
-        () = crate::commands::serve::stop_signal() => {
+        () = crate::signals::stop_signal() => {
             tracing::info!(run = %args.run, "stopping the coordinator container");
             docker.stop(&coordinator, COORDINATOR_STOP_GRACE).await.ok();
             ResourceState::Gone

@@ -21,6 +21,7 @@ use mayfly_runtime::Invoker;
 
 use crate::output::{Output, announce_certificate};
 use crate::project::Project;
+use crate::signals::stop_signal;
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -42,23 +43,6 @@ fn parse_duration_arg(text: &str) -> Result<Duration, String> {
 /// This executable, which starts the coordinators of the runs the API starts.
 fn mayfly_bin() -> Result<std::path::PathBuf> {
     std::env::current_exe().context("cannot find the mayfly executable")
-}
-
-/// Resolves when the process gets SIGINT or SIGTERM.
-pub async fn stop_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
-        (Ok(mut interrupt), Ok(mut terminate)) => {
-            tokio::select! {
-                _ = interrupt.recv() => {}
-                _ = terminate.recv() => {}
-            }
-        }
-        _ => {
-            tracing::error!("cannot listen for SIGINT/SIGTERM; stop the server with SIGKILL");
-            std::future::pending::<()>().await
-        }
-    }
 }
 
 pub async fn serve(args: ServeArgs, project: Option<&Path>, _output: Output) -> Result<()> {
