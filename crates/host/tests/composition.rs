@@ -236,28 +236,58 @@ echo "working on $event" >&2
 printf '{"done": true}'
 "#;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_job_started_in_process_runs_every_item_through_the_real_coordinator_and_workers() {
+/// A deployed project whose job `scan` (function `work`, two workers, one
+/// attempt per item; `function_settings` and `job_settings` added to their
+/// tables) reads `count` objects under `in/` of bucket `scans`, which it
+/// holds; and their keys.
+async fn deployed_scan_job(
+    prefix: &str,
+    count: usize,
+    function_settings: &str,
+    job_settings: &str,
+) -> (TestProject, OpenProject, BTreeSet<String>) {
     let spec = format!(
         r#"version = 1
 name = "{}"
 [buckets.scans]
 [functions.work]
 command = ["sh", "functions/work.sh"]
+{function_settings}
 [jobs.scan]
 source = {{ bucket = "scans", prefix = "in/" }}
 function = "work"
 workers = {{ max = 2 }}
 max_attempts = 1
+{job_settings}
 "#,
-        unique_name("host-jobs")
+        unique_name(prefix)
     );
     let project = TestProject::new(&spec, &[("functions/work.sh", WORK_FUNCTION)]);
     let opened = project.deploy().await;
-    let items: BTreeSet<String> = (0..5).map(|i| format!("in/{i:03}")).collect();
+    let items: BTreeSet<String> = (0..count).map(|i| format!("in/{i:03}")).collect();
     for item in &items {
         opened.buckets.put_bytes(&name("scans"), item, bytes::Bytes::from(item.clone())).await.unwrap();
     }
+    (project, opened, items)
+}
+
+/// Run `run` of job `scan` recorded the function's answer for each of
+/// `items` once, on its first attempt, and nothing else.
+fn assert_one_answer_per_item(opened: &OpenProject, run: &str, items: &BTreeSet<String>) {
+    let results = opened.state.results(&name("scan"), Some(run), None, 1000).unwrap();
+    assert_eq!(results.len(), items.len(), "one result per item, none twice: {results:?}");
+    let done: BTreeSet<String> = results.iter().map(|result| result.item.clone()).collect();
+    assert_eq!(&done, items, "every item has its result");
+    for result in &results {
+        let answer = String::from_utf8_lossy(&result.result);
+        assert_eq!(answer, r#"{"done": true}"#, "item {}'s result is the function's answer", result.item);
+        assert_eq!(result.attempt, 1, "item {} ran once", result.item);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_started_in_process_runs_every_item_through_the_real_coordinator_and_workers() {
+    let (project, opened, items) = deployed_scan_job("host-jobs", 5, "", "").await;
     let launch = mayfly_host::jobs::coordinator_launch(&project.located, mayfly_binary()).unwrap();
     let run = mayfly_host::jobs::start_run(&opened, &launch, &name("scan"), "manual").await.expect("the run starts");
     let finished = wait_for("the run to finish", || {
@@ -266,13 +296,7 @@ max_attempts = 1
     })
     .await;
     assert_eq!(finished.status, mayfly_core::run::RunStatus::Succeeded, "{finished:?}");
-    let results = opened.state.results(&name("scan"), Some(&run.id), None, 1000).unwrap();
-    let done: BTreeSet<String> = results.iter().map(|result| result.item.clone()).collect();
-    assert_eq!(done, items, "one result per item");
-    for result in &results {
-        let answer = String::from_utf8_lossy(&result.result);
-        assert!(answer.contains("done"), "item {}'s result is the function's answer: {answer}", result.item);
-    }
+    assert_one_answer_per_item(&opened, &run.id, &items);
 
     // The coordinator writes the report, then exits: nothing of the run is left running.
     let (_, architecture) = mayfly_host::deployment::deployed_architecture(&opened).unwrap();
@@ -317,28 +341,8 @@ fn coordinator_settings(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_s_coordinator_runs_in_process_with_real_workers_records_every_result_and_leaves_nothing_running() {
-    let spec = format!(
-        r#"version = 1
-name = "{}"
-[buckets.scans]
-[functions.work]
-command = ["sh", "functions/work.sh"]
-timeout = "2s"
-[jobs.scan]
-source = {{ bucket = "scans", prefix = "in/" }}
-function = "work"
-workers = {{ max = 2 }}
-max_attempts = 1
-item_timeout = "45s"
-"#,
-        unique_name("host-coordinator")
-    );
-    let project = TestProject::new(&spec, &[("functions/work.sh", WORK_FUNCTION)]);
-    let opened = project.deploy().await;
-    let items: BTreeSet<String> = (0..7).map(|i| format!("in/{i:03}")).collect();
-    for item in &items {
-        opened.buckets.put_bytes(&name("scans"), item, bytes::Bytes::from(item.clone())).await.unwrap();
-    }
+    let (project, opened, items) =
+        deployed_scan_job("host-coordinator", 7, r#"timeout = "2s""#, r#"item_timeout = "45s""#).await;
     let run = create_run(&opened, "scan");
 
     let settings = coordinator_settings(&project, Default::default());
@@ -366,15 +370,7 @@ item_timeout = "45s"
     let report: mayfly_core::run::RunReport =
         serde_json::from_str(record.report.as_deref().expect("the coordinator wrote the report")).unwrap();
     assert_eq!((report.items_expected, report.items_done, report.items_dead_lettered), (7, 7, 0), "{report:?}");
-    let results = opened.state.results(&name("scan"), Some(&run.id), None, 1000).unwrap();
-    assert_eq!(results.len(), items.len(), "one result per item, none twice: {results:?}");
-    let done: BTreeSet<String> = results.iter().map(|result| result.item.clone()).collect();
-    assert_eq!(done, items, "every item has its result");
-    for result in &results {
-        let answer = String::from_utf8_lossy(&result.result);
-        assert_eq!(answer, r#"{"done": true}"#, "item {}'s result is the function's answer", result.item);
-        assert_eq!(result.attempt, 1, "item {} ran once", result.item);
-    }
+    assert_one_answer_per_item(&opened, &run.id, &items);
     // The run ended only once its workers were verified gone: nothing of it runs now.
     let (_, architecture) = mayfly_host::deployment::deployed_architecture(&opened).unwrap();
     let provisioners = mayfly_host::jobs::fleet_provisioners(&architecture).await.unwrap();
