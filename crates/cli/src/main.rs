@@ -6,6 +6,7 @@ mod commands;
 mod exit_code;
 mod output;
 mod project;
+mod signals;
 mod terminal;
 
 use std::path::PathBuf;

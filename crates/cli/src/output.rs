@@ -57,6 +57,13 @@ pub struct Output {
     pub silent: bool,
 }
 
+/// Tell the user on stderr what getting the API's certificate made, if anything.
+pub fn announce_certificate(made: &mayfly_host::api_server::CertificateMade) {
+    if let Some(notice) = made.notice() {
+        eprintln!("{notice}");
+    }
+}
+
 impl Output {
     pub fn new(json: bool) -> Output {
         Output { json, silent: false }

@@ -30,34 +30,67 @@ pub fn tls_dir(project: &Project) -> PathBuf {
     project.data_dir().join("tls")
 }
 
+/// What getting the API's certificate made, for the caller to tell its user
+/// ([`CertificateMade::notice`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use = "a certificate made is announced by the caller"]
+pub enum CertificateMade {
+    /// Nothing: the user's own `[api].tls`, or the project's self-signed certificate as it was.
+    Nothing,
+    /// The project's self-signed certificate was generated at `cert`, naming `names`.
+    Generated { cert: PathBuf, names: String },
+    /// The project's self-signed certificate at `cert` was made again with its
+    /// key to name `names` (its fingerprint changed).
+    Extended { cert: PathBuf, names: String },
+}
+
+impl CertificateMade {
+    /// The line that tells the user what was made; `None` for nothing.
+    pub fn notice(&self) -> Option<String> {
+        match self {
+            CertificateMade::Nothing => None,
+            CertificateMade::Generated { cert, names } => {
+                Some(format!("mayfly: generated a self-signed certificate for {names} at {}", cert.display()))
+            }
+            CertificateMade::Extended { cert, names } => Some(format!(
+                "mayfly: made the self-signed certificate at {} again, with its key, for {names}; its fingerprint changed",
+                cert.display()
+            )),
+        }
+    }
+}
+
 /// The certificate the API serves: `[api].tls` (paths relative to the
 /// project) if declared, else the project's self-signed one, generated now
-/// if it is missing.
-pub fn certificate_paths(project: &Project, api: Option<&ApiSpec>) -> Result<TlsPaths> {
+/// if it is missing (which the second value says).
+pub fn certificate_paths(project: &Project, api: Option<&ApiSpec>) -> Result<(TlsPaths, CertificateMade)> {
     if let Some(files) = api.and_then(|api| api.tls.as_ref()) {
-        return Ok(TlsPaths { cert: project.root.join(&files.cert), key: project.root.join(&files.key) });
+        let paths = TlsPaths { cert: project.root.join(&files.cert), key: project.root.join(&files.key) };
+        return Ok((paths, CertificateMade::Nothing));
     }
     let (paths, generated) =
         tls::ensure_self_signed(&tls_dir(project)).context("cannot create the API's self-signed certificate")?;
-    if generated {
-        eprintln!("mayfly: generated a self-signed certificate for localhost at {}", paths.cert.display());
-    }
-    Ok(paths)
+    let made = if generated {
+        CertificateMade::Generated { cert: paths.cert.clone(), names: "localhost".to_owned() }
+    } else {
+        CertificateMade::Nothing
+    };
+    Ok((paths, made))
 }
 
 /// The certificate the API serves, as [`certificate_paths`], which must name
 /// the host of `[api].aws_advertise` when that is set (job workers on other
 /// hosts dial that name and check it): the project's self-signed certificate
-/// is made again with its key to name it (saying so); the user's own
-/// `[api].tls` certificate is refused if it does not.
-pub fn serving_certificate_paths(project: &Project, api: Option<&ApiSpec>) -> Result<TlsPaths> {
+/// is made again with its key to name it (which the second value says); the
+/// user's own `[api].tls` certificate is refused if it does not.
+pub fn serving_certificate_paths(project: &Project, api: Option<&ApiSpec>) -> Result<(TlsPaths, CertificateMade)> {
     let advertised = api.and_then(|api| api.aws_advertise.as_ref());
     if api.is_some_and(|api| api.tls.is_some()) {
-        let paths = certificate_paths(project, api)?;
+        let (paths, made) = certificate_paths(project, api)?;
         if let Some(advertised) = advertised {
             check_own_certificate_names(&paths, advertised)?;
         }
-        return Ok(paths);
+        return Ok((paths, made));
     }
     let host = advertised.map(|advertised| advertised.host.to_string());
     let (paths, made) = tls::ensure_self_signed_naming(&tls_dir(project), host.as_deref())
@@ -66,17 +99,12 @@ pub fn serving_certificate_paths(project: &Project, api: Option<&ApiSpec>) -> Re
         Some(host) => format!("localhost and {host} (`[api].aws_advertise`)"),
         None => "localhost".to_owned(),
     };
-    match made {
-        tls::SelfSigned::Kept => {}
-        tls::SelfSigned::Generated => {
-            eprintln!("mayfly: generated a self-signed certificate for {names} at {}", paths.cert.display());
-        }
-        tls::SelfSigned::Extended => eprintln!(
-            "mayfly: made the self-signed certificate at {} again, with its key, for {names}; its fingerprint changed",
-            paths.cert.display()
-        ),
-    }
-    Ok(paths)
+    let made = match made {
+        tls::SelfSigned::Kept => CertificateMade::Nothing,
+        tls::SelfSigned::Generated => CertificateMade::Generated { cert: paths.cert.clone(), names },
+        tls::SelfSigned::Extended => CertificateMade::Extended { cert: paths.cert.clone(), names },
+    };
+    Ok((paths, made))
 }
 
 /// The user's own `[api].tls` certificate must name the advertised host, or
@@ -94,19 +122,22 @@ pub fn check_own_certificate_names(paths: &TlsPaths, advertised: &mayfly_spec::A
 /// The credentials that invocations of functions with `permissions` get
 /// (see `mayfly_aws::function_credentials`), for a project with `[api]`,
 /// whose AWS endpoint checks them; `None` without `[api]`. The endpoint is
-/// `[api].aws_listen` until the caller binds it and says where.
+/// `[api].aws_listen` until the caller binds it and says where. The
+/// certificate they trust is the API's ([`certificate_paths`], which may
+/// generate it: the second value says).
 pub fn function_credentials(
     located: &Project,
     opened: &OpenProject,
     architecture: &Architecture,
-) -> Result<Option<mayfly_aws::FunctionCredentials>> {
+) -> Result<(Option<mayfly_aws::FunctionCredentials>, CertificateMade)> {
     let Some(api) = &architecture.api else {
-        return Ok(None);
+        return Ok((None, CertificateMade::Nothing));
     };
     let keys = mayfly_aws::sessions::SessionKeys::of_store(opened.state.as_ref())
         .context("cannot derive the key of function credentials")?;
-    let cert = std::path::absolute(certificate_paths(located, Some(api))?.cert)?;
-    Ok(Some(mayfly_aws::FunctionCredentials::new(keys, api.aws_listen, cert)))
+    let (paths, made) = certificate_paths(located, Some(api))?;
+    let cert = std::path::absolute(paths.cert)?;
+    Ok((Some(mayfly_aws::FunctionCredentials::new(keys, api.aws_listen, cert)), made))
 }
 
 /// An invoker whose instances get `credentials` (if any).
@@ -131,6 +162,9 @@ pub struct ApiServer {
     pub aws_address: SocketAddr,
     pub fingerprint_sha256: String,
     pub cert: PathBuf,
+    /// What binding made of the project's certificate (nothing when the
+    /// caller had it made first, as `mayfly serve` and `mayfly up` do).
+    pub certificate_made: CertificateMade,
 }
 
 impl ApiServer {
@@ -212,7 +246,7 @@ pub async fn bind_api_server(
     launch: CoordinatorLaunch,
 ) -> Result<ApiServer> {
     let (version, architecture) = deployed;
-    let paths = serving_certificate_paths(located, architecture.api.as_ref())?;
+    let (paths, certificate_made) = serving_certificate_paths(located, architecture.api.as_ref())?;
     let loaded = tls::load(&paths).context("cannot load the API's certificate")?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     // The access log gets a connection of its own, so its commits never wait behind reads.
@@ -277,5 +311,6 @@ pub async fn bind_api_server(
         aws_address,
         fingerprint_sha256: loaded.fingerprint_sha256,
         cert: paths.cert,
+        certificate_made,
     })
 }

@@ -17,7 +17,9 @@ use mayfly_core::{Clock, SystemClock};
 use mayfly_runtime::Invoker;
 use mayfly_state::StateStore;
 
-use crate::api_server::{ApiServer, bind_api_server, function_credentials, invoker_config, serving_certificate_paths};
+use crate::api_server::{
+    ApiServer, CertificateMade, bind_api_server, function_credentials, invoker_config, serving_certificate_paths,
+};
 use crate::deployment::deployed_architecture;
 use crate::jobs::{coordinator_launch, fleet_provisioners};
 use crate::project::{OpenProject, Project};
@@ -84,6 +86,8 @@ pub struct ComposedControlPlane {
     /// The credentials functions with `permissions` get (with `[api]`); the
     /// AWS endpoint's address is set on them once it is bound.
     pub credentials: Option<mayfly_aws::FunctionCredentials>,
+    /// What composing made of the API's certificate, in order, for the caller to announce.
+    pub certificates_made: Vec<CertificateMade>,
     launch: mayfly_control::jobs::CoordinatorLaunch,
     lock: ControlPlaneLock,
     keyring_follower: Option<tokio::task::JoinHandle<()>>,
@@ -108,11 +112,13 @@ pub async fn compose_control_plane(
     let keyring_follower = opened.follow_keyring_file(located);
     let (version, architecture) = deployed_architecture(opened)?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let mut certificates_made = Vec::new();
     if architecture.api.is_some() {
         // Made (or made to name `[api].aws_advertise`) before anything hands it out.
-        serving_certificate_paths(located, architecture.api.as_ref())?;
+        certificates_made.push(serving_certificate_paths(located, architecture.api.as_ref())?.1);
     }
-    let credentials = function_credentials(located, opened, &architecture)?;
+    let (credentials, made) = function_credentials(located, opened, &architecture)?;
+    certificates_made.push(made);
     let invoker = Invoker::new(invoker_config(settings.idle_timeout, credentials.as_ref()));
     let state: Arc<dyn StateStore> = opened.state.clone();
     let fleet = fleet_provisioners(&architecture).await?;
@@ -133,7 +139,7 @@ pub async fn compose_control_plane(
         }),
         leader,
     };
-    Ok(ComposedControlPlane { config, credentials, launch, lock, keyring_follower })
+    Ok(ComposedControlPlane { config, credentials, certificates_made, launch, lock, keyring_follower })
 }
 
 impl ComposedControlPlane {

@@ -4,7 +4,8 @@
 //! `MAYFLY_STATE_URL` or `[state] url`, its password from [`password`]),
 //! and wiring the application from the library crates: deploying
 //! ([`deploy`]), the control plane ([`control_plane`]), the HTTPS API
-//! ([`api_server`]), job runs and the provisioners ([`jobs`]) and the audit
+//! ([`api_server`]), job runs and the provisioners ([`jobs`]), a run's
+//! coordinator and where its workers run ([`coordinator`]) and the audit
 //! ([`audit`]). The CLI parses arguments and prints; other front ends and
 //! in-process tests compose a project the same way.
 
@@ -12,6 +13,7 @@ pub mod api_server;
 pub mod audit;
 pub mod backends;
 pub mod control_plane;
+pub mod coordinator;
 pub mod dashboard_access;
 pub mod deploy;
 pub mod deployment;

@@ -2,9 +2,10 @@
 //! project in a temporary directory on the embedded SQLite store and local
 //! buckets, real function processes, the real `mayfly` binary as a job's
 //! coordinator and workers. Each test deploys through `mayfly_host::deploy`,
-//! then runs what `mayfly up`, `mayfly serve` and `mayfly run` run:
-//! the control plane (`control_plane`), the HTTPS API (`api_server`) and a
-//! job's run (`jobs`).
+//! then runs what `mayfly up`, `mayfly serve`, `mayfly run` and `mayfly
+//! coordinator` run: the control plane (`control_plane`), the HTTPS API
+//! (`api_server`), a job's run (`jobs`) and a run's coordinator in this
+//! process (`coordinator`).
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -173,6 +174,18 @@ async fn the_api_server_binds_in_process_with_the_project_certificate_and_checks
     assert_ne!(address.port(), 0);
     assert_eq!(server.cert, mayfly_host::api_server::tls_dir(&project.located).join("cert.pem"));
     let cert = std::fs::read(&server.cert).expect("the project's certificate was generated");
+    // Binding made it; saying so is the caller's.
+    assert_eq!(
+        server.certificate_made,
+        mayfly_host::api_server::CertificateMade::Generated { cert: server.cert.clone(), names: "localhost".into() }
+    );
+    assert_eq!(
+        server.certificate_made.notice().expect("a notice"),
+        format!("mayfly: generated a self-signed certificate for localhost at {}", server.cert.display())
+    );
+    // Asked again, the certificate is kept and there is nothing to say.
+    let (again, made) = mayfly_host::api_server::serving_certificate_paths(&project.located, None).unwrap();
+    assert_eq!((again.cert, made.notice()), (server.cert.clone(), None));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let serving = tokio::spawn(server.run(async move {
         let _ = stopped.await;
@@ -223,28 +236,58 @@ echo "working on $event" >&2
 printf '{"done": true}'
 "#;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_job_started_in_process_runs_every_item_through_the_real_coordinator_and_workers() {
+/// A deployed project whose job `scan` (function `work`, two workers, one
+/// attempt per item; `function_settings` and `job_settings` added to their
+/// tables) reads `count` objects under `in/` of bucket `scans`, which it
+/// holds; and their keys.
+async fn deployed_scan_job(
+    prefix: &str,
+    count: usize,
+    function_settings: &str,
+    job_settings: &str,
+) -> (TestProject, OpenProject, BTreeSet<String>) {
     let spec = format!(
         r#"version = 1
 name = "{}"
 [buckets.scans]
 [functions.work]
 command = ["sh", "functions/work.sh"]
+{function_settings}
 [jobs.scan]
 source = {{ bucket = "scans", prefix = "in/" }}
 function = "work"
 workers = {{ max = 2 }}
 max_attempts = 1
+{job_settings}
 "#,
-        unique_name("host-jobs")
+        unique_name(prefix)
     );
     let project = TestProject::new(&spec, &[("functions/work.sh", WORK_FUNCTION)]);
     let opened = project.deploy().await;
-    let items: BTreeSet<String> = (0..5).map(|i| format!("in/{i:03}")).collect();
+    let items: BTreeSet<String> = (0..count).map(|i| format!("in/{i:03}")).collect();
     for item in &items {
         opened.buckets.put_bytes(&name("scans"), item, bytes::Bytes::from(item.clone())).await.unwrap();
     }
+    (project, opened, items)
+}
+
+/// Run `run` of job `scan` recorded the function's answer for each of
+/// `items` once, on its first attempt, and nothing else.
+fn assert_one_answer_per_item(opened: &OpenProject, run: &str, items: &BTreeSet<String>) {
+    let results = opened.state.results(&name("scan"), Some(run), None, 1000).unwrap();
+    assert_eq!(results.len(), items.len(), "one result per item, none twice: {results:?}");
+    let done: BTreeSet<String> = results.iter().map(|result| result.item.clone()).collect();
+    assert_eq!(&done, items, "every item has its result");
+    for result in &results {
+        let answer = String::from_utf8_lossy(&result.result);
+        assert_eq!(answer, r#"{"done": true}"#, "item {}'s result is the function's answer", result.item);
+        assert_eq!(result.attempt, 1, "item {} ran once", result.item);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_started_in_process_runs_every_item_through_the_real_coordinator_and_workers() {
+    let (project, opened, items) = deployed_scan_job("host-jobs", 5, "", "").await;
     let launch = mayfly_host::jobs::coordinator_launch(&project.located, mayfly_binary()).unwrap();
     let run = mayfly_host::jobs::start_run(&opened, &launch, &name("scan"), "manual").await.expect("the run starts");
     let finished = wait_for("the run to finish", || {
@@ -253,13 +296,7 @@ max_attempts = 1
     })
     .await;
     assert_eq!(finished.status, mayfly_core::run::RunStatus::Succeeded, "{finished:?}");
-    let results = opened.state.results(&name("scan"), Some(&run.id), None, 1000).unwrap();
-    let done: BTreeSet<String> = results.iter().map(|result| result.item.clone()).collect();
-    assert_eq!(done, items, "one result per item");
-    for result in &results {
-        let answer = String::from_utf8_lossy(&result.result);
-        assert!(answer.contains("done"), "item {}'s result is the function's answer: {answer}", result.item);
-    }
+    assert_one_answer_per_item(&opened, &run.id, &items);
 
     // The coordinator writes the report, then exits: nothing of the run is left running.
     let (_, architecture) = mayfly_host::deployment::deployed_architecture(&opened).unwrap();
@@ -273,6 +310,152 @@ max_attempts = 1
     // The coordinator audited the run after it ended.
     let audit = opened.state.latest_audit().unwrap().expect("an audit was recorded");
     assert_eq!(audit.trigger, format!("run:{}", run.id));
+}
+
+/// Create a run of `job` as `mayfly run` does, without starting its coordinator.
+fn create_run(opened: &OpenProject, job: &str) -> mayfly_state::RunRecord {
+    let (version, architecture) = mayfly_host::deployment::deployed_architecture(opened).unwrap();
+    let new_run = mayfly_control::jobs::new_run(
+        mayfly_control::jobs::Deployed { architecture: &architecture, version },
+        &name(job),
+        "manual",
+        &mayfly_core::SystemClock,
+    )
+    .expect("the job is deployed");
+    opened.state.create_run(new_run).expect("the run is created")
+}
+
+/// A coordinator's settings as `mayfly coordinator` makes them on this host, workers from `mayfly_bin`.
+fn coordinator_settings(
+    project: &TestProject,
+    address: mayfly_host::coordinator::CoordinatorAddressSettings,
+) -> mayfly_host::coordinator::CoordinatorSettings {
+    mayfly_host::coordinator::CoordinatorSettings {
+        mayfly_bin: mayfly_binary(),
+        broker: None,
+        address,
+        group_commit: mayfly_jobs::group_commit::GroupCommitConfig { max_group: 2 },
+        telemetry: project.located.telemetry_settings().expect("no `[telemetry]`: nothing exported"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_s_coordinator_runs_in_process_with_real_workers_records_every_result_and_leaves_nothing_running() {
+    let (project, opened, items) =
+        deployed_scan_job("host-coordinator", 7, r#"timeout = "2s""#, r#"item_timeout = "45s""#).await;
+    let run = create_run(&opened, "scan");
+
+    let settings = coordinator_settings(&project, Default::default());
+    let prepared = mayfly_host::coordinator::prepare(&project.located, &opened, &run.id, settings)
+        .await
+        .expect("the coordinator composes");
+    // A local job: `mayfly worker` processes of the given binary, the coordinator on loopback.
+    let config = &prepared.config;
+    assert_eq!(config.listen, std::net::IpAddr::from(std::net::Ipv4Addr::LOCALHOST));
+    assert!(config.advertise.is_none());
+    assert_eq!((config.launch.program.clone(), config.launch.args.clone()), (mayfly_binary(), vec!["worker".into()]));
+    assert_eq!(config.launch.working_dir, std::path::absolute(&project.located.root).unwrap());
+    assert_eq!(config.worker_function.timeout, Duration::from_secs(45), "the job's item timeout governs");
+    assert_eq!(config.timing.group_commit.max_group, 2);
+    assert_eq!(config.run_dir, mayfly_host::jobs::run_dir(&project.located, &run.id));
+    assert!(config.aws.is_none(), "the function has no `permissions`");
+
+    let status = tokio::time::timeout(WAIT, prepared.run())
+        .await
+        .expect("the run ends in time")
+        .expect("the coordinator runs the run to its end");
+    assert_eq!(status, mayfly_core::run::RunStatus::Succeeded);
+    let record = opened.state.run(&run.id).unwrap();
+    assert_eq!(record.status, mayfly_core::run::RunStatus::Succeeded, "{record:?}");
+    let report: mayfly_core::run::RunReport =
+        serde_json::from_str(record.report.as_deref().expect("the coordinator wrote the report")).unwrap();
+    assert_eq!((report.items_expected, report.items_done, report.items_dead_lettered), (7, 7, 0), "{report:?}");
+    assert_one_answer_per_item(&opened, &run.id, &items);
+    // The run ended only once its workers were verified gone: nothing of it runs now.
+    let (_, architecture) = mayfly_host::deployment::deployed_architecture(&opened).unwrap();
+    let provisioners = mayfly_host::jobs::fleet_provisioners(&architecture).await.unwrap();
+    let filter = mayfly_fleet::TagFilter::new().with(mayfly_fleet::TAG_RUN, &run.id);
+    let live = mayfly_host::jobs::fleet_inventory(&provisioners, &filter).await.unwrap();
+    assert!(live.is_empty(), "processes of run {} still run: {live:?}", run.id);
+    // Not brokered: the coordinator audited the run after it ended.
+    let audit = opened.state.latest_audit().unwrap().expect("an audit was recorded");
+    assert_eq!(audit.trigger, format!("run:{}", run.id));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coordinator_places_workers_by_the_job_s_provisioner_and_refuses_what_it_cannot_place() {
+    let spec = format!(
+        r#"version = 1
+name = "{}"
+[buckets.scans]
+[functions.work]
+command = ["sh", "functions/work.sh"]
+[jobs.cluster]
+source = {{ bucket = "scans", prefix = "in/" }}
+function = "work"
+provisioner = {{ kind = "slurm", partition = "batch" }}
+[jobs.boxed]
+source = {{ bucket = "scans", prefix = "in/" }}
+function = "work"
+provisioner = {{ kind = "docker" }}
+"#,
+        unique_name("host-placement")
+    );
+    let project = TestProject::new(&spec, &[("functions/work.sh", WORK_FUNCTION)]);
+    let opened = project.deploy().await;
+    let address = |listen: &str, advertise: Option<&str>| mayfly_host::coordinator::CoordinatorAddressSettings {
+        listen: Some(listen.to_owned()),
+        advertise: advertise.map(str::to_owned),
+    };
+
+    // Slurm workers dial the coordinator on the address it was given, by the name it advertises.
+    let cluster = create_run(&opened, "cluster");
+    let settings = coordinator_settings(&project, address("0.0.0.0", Some("node-7.cluster.example")));
+    let prepared = mayfly_host::coordinator::prepare(&project.located, &opened, &cluster.id, settings)
+        .await
+        .expect("a Slurm job's coordinator composes without reaching the cluster");
+    assert!(prepared.config.listen.is_unspecified());
+    assert_eq!(prepared.config.advertise.as_ref().unwrap().url(443), "https://node-7.cluster.example:443");
+    assert_eq!(prepared.config.launch.program, mayfly_binary(), "Slurm runs the same binary on its nodes");
+    assert_eq!(prepared.config.timing.worker_start_timeout, Duration::from_secs(600), "a queued task may wait");
+    drop(prepared);
+    // Listening on every address with no name to dial is refused, naming both settings.
+    let settings = coordinator_settings(&project, address("0.0.0.0", None));
+    let error = mayfly_host::coordinator::prepare(&project.located, &opened, &cluster.id, settings)
+        .await
+        .err()
+        .expect("refused");
+    let error = format!("{error:#}");
+    assert!(
+        error.contains("MAYFLY_COORDINATOR_ADDRESS=0.0.0.0 listens on every address, which Slurm workers cannot dial")
+            && error.contains("set MAYFLY_COORDINATOR_ADVERTISE"),
+        "{error}"
+    );
+
+    // A Docker job's coordinator runs in a container its broker starts: one without a broker is refused.
+    let boxed = create_run(&opened, "boxed");
+    let error = mayfly_host::coordinator::prepare(
+        &project.located,
+        &opened,
+        &boxed.id,
+        coordinator_settings(&project, Default::default()),
+    )
+    .await
+    .err()
+    .expect("refused");
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "job `boxed` runs its workers with the docker provisioner, so its coordinator runs in a container that `mayfly broker --run {}` starts (as `mayfly run` and `mayfly up` do)",
+            boxed.id
+        )
+    );
+    // Refusing changed nothing: both runs are as they were created, and nothing of them runs.
+    for run in [&cluster, &boxed] {
+        let record = opened.state.run(&run.id).unwrap();
+        assert_eq!((record.status, record.error.clone()), (run.status, None), "{record:?}");
+        assert!(opened.state.run_workers(&run.id).unwrap().is_empty());
+    }
 }
 
 /// The `mayfly` executable a job's coordinator and workers run: `MAYFLY_BIN`

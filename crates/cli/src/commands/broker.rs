@@ -28,11 +28,12 @@ use mayfly_fleet::{
     Confinement, CoordinatorPlacement, DockerProvisioner, ProcessSpec, Provisioner, ProvisionerBroker, ResourceState,
     TAG_ROLE, TAG_RUN,
 };
+use mayfly_host::coordinator::placement::{CONTAINER_PATH, MAYFLY_IN_IMAGE, job_docker};
+use mayfly_host::coordinator::seal_own_output;
 use mayfly_host::deployment::run_architecture;
 use mayfly_host::jobs::run_dir;
 use mayfly_state::StateStore;
 
-use crate::commands::jobs::{CONTAINER_PATH, MAYFLY_IN_IMAGE, job_docker};
 use crate::project::Project;
 
 #[derive(Debug, Args)]
@@ -49,7 +50,7 @@ const COORDINATOR_STOP_GRACE: Duration = Duration::from_secs(10);
 pub async fn broker(args: BrokerArgs, project: Option<&Path>) -> Result<()> {
     let located = Project::locate(project)?;
     let opened = located.open(false)?;
-    crate::commands::jobs::seal_own_output(&opened, &args.run, "broker")?;
+    seal_own_output(&opened, &args.run, "broker")?;
     let record = opened.state.run(&args.run)?;
     let architecture = run_architecture(&opened, &record)?;
     let job = architecture
@@ -137,7 +138,7 @@ pub async fn broker(args: BrokerArgs, project: Option<&Path>) -> Result<()> {
 
     let ended = tokio::select! {
         ended = wait_for_end(docker.as_ref(), &coordinator) => ended,
-        () = crate::commands::serve::stop_signal() => {
+        () = crate::signals::stop_signal() => {
             tracing::info!(run = %args.run, "stopping the coordinator container");
             docker.stop(&coordinator, COORDINATOR_STOP_GRACE).await.ok();
             ResourceState::Gone

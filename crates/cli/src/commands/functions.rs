@@ -120,6 +120,9 @@ so that a leader renews at least twice before its lease could lapse",
         mayfly_bin: mayfly_bin()?,
     };
     let composed = mayfly_host::control_plane::compose_control_plane(&located, &opened, &settings).await?;
+    for made in &composed.certificates_made {
+        crate::output::announce_certificate(made);
+    }
     let config = &composed.config;
     let version = config.deployment_version;
     let name = config.architecture.name.clone();
@@ -140,6 +143,9 @@ so that a leader renews at least twice before its lease could lapse",
     }
     // A project that declares `[api]` gets its HTTPS API served by the control plane too.
     let api = composed.bind_declared_api(&located, &opened).await?;
+    if let Some(server) = &api {
+        crate::output::announce_certificate(&server.certificate_made);
+    }
     if let Some(server) = &api
         && !output.silent
     {
@@ -233,7 +239,8 @@ pub async fn invoke(args: InvokeArgs, project: Option<&Path>, output: Output) ->
     let (version, architecture) = deployed_architecture(&opened)?;
     let payload = read_event(&args)?;
     // The endpoint the credentials name is the one a running `mayfly up` or `mayfly serve` serves.
-    let credentials = mayfly_host::api_server::function_credentials(&located, &opened, &architecture)?;
+    let (credentials, made) = mayfly_host::api_server::function_credentials(&located, &opened, &architecture)?;
+    crate::output::announce_certificate(&made);
     let invoker = Invoker::new(mayfly_host::api_server::invoker_config(Duration::from_secs(1), credentials.as_ref()));
     let root = std::path::absolute(&located.root)?;
     let bin = mayfly_bin()?;

@@ -27,9 +27,9 @@ use sha2::{Digest, Sha256};
 use crate::output::Output;
 
 /// The tag `mayfly image build` gives by default, and the image of a Docker job that names none.
-pub const DEFAULT_TAG: &str = "mayfly-worker:latest";
+pub const DEFAULT_TAG: &str = mayfly_host::coordinator::placement::DEFAULT_IMAGE;
 /// Where the image keeps the `mayfly` binary.
-pub const MAYFLY_PATH: &str = "/usr/local/bin/mayfly";
+pub const MAYFLY_PATH: &str = mayfly_host::coordinator::placement::MAYFLY_IN_IMAGE;
 // Not under `mayfly.`: containers inherit image labels, and `mayfly.` labels are tags.
 const FINGERPRINT_LABEL: &str = "mayfly-image.fingerprint";
 const USER_ID: u32 = 10001;

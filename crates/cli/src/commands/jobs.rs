@@ -10,28 +10,22 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use mayfly_control::jobs::project_tags;
 use mayfly_core::run::{RunReport, RunStatus, new_run_id};
 use mayfly_core::{Clock, Name, SystemClock};
-use mayfly_fleet::{
-    BrokeredProvisioner, ContainerPlacement, CoordinatorPlacement, DockerProvisioner, LocalProvisioner, NetworkRequest,
-    Provisioner, SlurmProvisioner, SlurmSettings, SwarmPlacement, SwarmProvisioner, TAG_PROJECT, TAG_ROLE, TAG_RUN,
-    TAG_WORKER, TagFilter,
+use mayfly_fleet::{LocalProvisioner, TAG_PROJECT, TAG_ROLE, TAG_RUN, TAG_WORKER, TagFilter};
+use mayfly_host::coordinator::{
+    BrokerEndpoint, CoordinatorAddressSettings, CoordinatorSettings, group_commit_config, seal_own_output,
 };
-use mayfly_jobs::coordinator::{CoordinatorConfig, CoordinatorTiming, CoordinatorTls, WorkerLaunch};
-use mayfly_jobs::group_commit::GroupCommitConfig;
 use mayfly_runtime::InvokerConfig;
-use mayfly_spec::{Architecture, JobSource, JobSpec};
+use mayfly_spec::{Architecture, JobSource};
 use mayfly_state::{NewRun, NewRunItem, RunRecord, StateStore};
 use serde::Serialize;
 
 use crate::exit_code::{CompletedWithFailures, NotFound, Refused};
 use crate::output::{Output, json_millis, json_time, table};
 use crate::project::{OpenProject, Project};
-use mayfly_host::deployment::{deployed_architecture, run_architecture};
-use mayfly_host::jobs::{
-    GROUP_COMMIT_ENV_VAR, aws_reach_refusal, coordinator_launch, fleet_inventory, fleet_provisioners, run_dir,
-};
+use mayfly_host::deployment::deployed_architecture;
+use mayfly_host::jobs::{coordinator_launch, fleet_inventory, fleet_provisioners};
 
 fn parse_duration_arg(text: &str) -> Result<Duration, String> {
     mayfly_core::parse_duration(text).map_err(|error| error.to_string())
@@ -122,14 +116,6 @@ pub struct WorkerArgs {
     /// coordinator says so.
     #[arg(long)]
     pub forward_output: bool,
-}
-
-fn group_commit_config() -> Result<GroupCommitConfig> {
-    let Ok(value) = std::env::var(GROUP_COMMIT_ENV_VAR) else { return Ok(GroupCommitConfig::default()) };
-    match value.trim().parse::<usize>() {
-        Ok(max_group) if max_group >= 1 => Ok(GroupCommitConfig { max_group }),
-        _ => bail!("{GROUP_COMMIT_ENV_VAR}={value:?} is not a whole number of completions of at least 1"),
-    }
 }
 
 /// This executable, which starts the coordinators of the runs it starts.
@@ -687,426 +673,24 @@ pub async fn ps(args: PsArgs, project: Option<&Path>, output: Output) -> Result<
 /// `mayfly coordinator --run R`: the ephemeral master of one run (started by the provisioner).
 pub async fn coordinator(args: CoordinatorArgs, project: Option<&Path>) -> Result<()> {
     let located = Project::locate(project)?;
-    let telemetry_settings = located.telemetry_settings()?;
+    let telemetry = located.telemetry_settings()?;
     let opened = located.open(false)?;
     seal_own_output(&opened, &args.run, "coordinator")?;
-    let _keyring_follower = opened.follow_keyring_file(&located);
-    let record = opened.state.run(&args.run)?;
-    let architecture = run_architecture(&opened, &record)?;
-    let root = std::path::absolute(&located.root)?;
-    let job = architecture
-        .jobs
-        .get(&record.job)
-        .with_context(|| format!("job `{}` is not in the run's deployment", record.job))?
-        .clone();
-    let function = architecture
-        .functions
-        .get(&job.function)
-        .with_context(|| format!("function `{}` is not in the run's deployment", job.function))?;
-    let mut worker_function = mayfly_control::function_definition(
-        &architecture,
-        &job.function,
-        function,
-        record.deployment_version,
-        &root,
-        &std::env::current_exe()?,
-    );
-    // An item may run longer than the function's own timeout: the job's item timeout governs.
-    if let Some(item_timeout) = job.item_timeout {
-        worker_function.timeout = item_timeout;
-    }
-    let placement = match (&args.broker, args.gateway) {
-        (Some(socket), Some(gateway)) => container_worker_placement(socket, gateway, &mut worker_function)?,
-        _ if job.provisioner.kind.coordinator() == CoordinatorPlacement::ContainerThroughBroker => bail!(
-            "job `{}` runs its workers with the {} provisioner, so its coordinator runs in a container that `mayfly broker --run {}` starts (as `mayfly run` and `mayfly up` do)",
-            record.job,
-            job.provisioner.kind,
-            args.run
-        ),
-        _ if job.provisioner.kind.name() == "slurm" => {
-            slurm_worker_placement(&root, &job, &run_dir(&located, &args.run))?
-        }
-        _ if job.provisioner.kind.name() == "swarm" => {
-            swarm_worker_placement(&architecture, &record.job, &job, &mut worker_function).await?
-        }
-        _ => local_worker_placement(&root)?,
-    };
-    let aws = worker_aws_issuer(&located, &opened, &architecture, &worker_function, &record.job, &placement)?;
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let state: Arc<dyn StateStore> = opened.state.clone();
-    let config = CoordinatorConfig {
-        run_id: args.run.clone(),
-        job: record.job.clone(),
-        tags: project_tags(&architecture),
-        architecture: Arc::new(architecture),
-        state,
-        buckets: opened.buckets.clone(),
-        provisioner: placement.provisioner,
-        clock,
-        launch: placement.launch,
-        listen: placement.listen,
-        advertise: placement.advertise,
-        worker_function,
-        run_dir: run_dir(&located, &args.run),
-        // Unique across containers too, where every coordinator may be pid 1.
-        owner: format!("coordinator-{}-{:08x}", std::process::id(), rand::random::<u32>()),
-        keyring: Some(opened.keyring.keyring.clone()),
-        timing: CoordinatorTiming {
-            group_commit: group_commit_config()?,
-            worker_start_timeout: if job.provisioner.kind.name() == "slurm" {
-                SLURM_WORKER_START_TIMEOUT
-            } else {
-                CoordinatorTiming::default().worker_start_timeout
-            },
-            ..CoordinatorTiming::default()
+    let settings = CoordinatorSettings {
+        mayfly_bin: mayfly_bin()?,
+        broker: match (args.broker, args.gateway) {
+            (Some(socket), Some(gateway)) => Some(BrokerEndpoint { socket, gateway }),
+            _ => None,
         },
-        tls: CoordinatorTls::default(),
-        aws,
+        address: CoordinatorAddressSettings::from_env(),
+        group_commit: group_commit_config()?,
+        telemetry,
     };
-    // The run's and its items' spans are recorded here (workers need no route to the collector).
-    let telemetry =
-        mayfly_host::telemetry::start_telemetry(&telemetry_settings, &opened, config.architecture.name.as_str())?;
-    let status = mayfly_jobs::coordinator::run(config).await;
-    if let Some(telemetry) = telemetry {
-        tokio::task::spawn_blocking(move || telemetry.shutdown()).await.context("flushing traces panicked")?;
-    }
-    let status = status?;
-    // A containerised coordinator sees neither the host's processes nor the
-    // engine: its broker audits the run once the container is gone.
-    if args.broker.is_none() {
-        mayfly_host::audit::after_run(&located, &opened, &args.run).await;
-    }
-    tracing::info!(run = %args.run, status = status.as_str(), "coordinator exiting");
+    let prepared = mayfly_host::coordinator::prepare(&located, &opened, &args.run, settings).await?;
+    crate::output::announce_certificate(&prepared.certificate_made);
+    prepared.run().await?;
     Ok(())
 }
-
-/// How the coordinator mints the AWS credentials of a worker function with
-/// `permissions`: with the store's session key and the API's certificate,
-/// for the endpoint as its workers reach it: `[api].aws_listen` as a local
-/// function dials it (its loopback for a wildcard address) for workers on
-/// this host, `[api].aws_advertise` for workers elsewhere (containers, Slurm
-/// nodes, swarm tasks), whose certificate must name the advertised host.
-/// Without an advertised endpoint such a job is refused, since its function
-/// could not reach the endpoint.
-fn worker_aws_issuer(
-    located: &Project,
-    opened: &OpenProject,
-    architecture: &Architecture,
-    worker_function: &mayfly_runtime::FunctionDefinition,
-    job: &Name,
-    placement: &WorkerPlacement,
-) -> Result<Option<mayfly_jobs::coordinator::WorkerAwsIssuer>> {
-    if worker_function.permissions.is_empty() {
-        return Ok(None);
-    }
-    if let Some(refusal) = aws_reach_refusal(architecture, job, &worker_function.name, placement.on_this_host) {
-        bail!(refusal);
-    }
-    let Some(mut credentials) = mayfly_host::api_server::function_credentials(located, opened, architecture)? else {
-        return Ok(None);
-    };
-    if !placement.on_this_host
-        && let Some(advertised) = architecture.api.as_ref().and_then(|api| api.aws_advertise.as_ref())
-    {
-        // The certificate is made or extended by `mayfly serve` and `mayfly up`
-        // when they start; one the endpoint does not serve yet is never handed out.
-        mayfly_api::tls::check_names_host(credentials.ca_bundle(), &advertised.host.to_string()).with_context(|| {
-            format!("job `{job}`'s workers would dial the AWS endpoint at {advertised} (`[api].aws_advertise`); restart `mayfly up` or `mayfly serve` so that it serves a certificate naming it")
-        })?;
-        credentials = credentials.advertised_at(advertised.url());
-    }
-    let ca_bundle_pem = std::fs::read_to_string(credentials.ca_bundle()).with_context(|| {
-        format!("cannot read the AWS endpoint's certificate {} for job `{job}`", credentials.ca_bundle().display())
-    })?;
-    Ok(Some(mayfly_jobs::coordinator::WorkerAwsIssuer { issuer: Arc::new(credentials), ca_bundle_pem }))
-}
-
-/// From here on this process's stdout and stderr (the provisioner's
-/// `coordinator.log` or `broker.log`, or a container's log) hold only sealed
-/// frames: its tracing may quote item ids or a function's error text. A
-/// person running the command in a terminal sees it plainly.
-pub(crate) fn seal_own_output(opened: &OpenProject, run: &str, process: &str) -> Result<()> {
-    use std::io::IsTerminal as _;
-    if std::io::stderr().is_terminal() {
-        return Ok(());
-    }
-    mayfly_jobs::output::seal_own_output(
-        opened.keyring.keyring.clone(),
-        mayfly_jobs::output::output_stream(run, process),
-    )
-    .context("cannot seal this process's output")
-}
-
-/// Where a run's workers run, how they are started and where the coordinator listens for them.
-struct WorkerPlacement {
-    provisioner: Arc<dyn Provisioner>,
-    launch: WorkerLaunch,
-    listen: std::net::IpAddr,
-    /// What workers dial the coordinator by, when not `listen`.
-    advertise: Option<mayfly_spec::AdvertisedHost>,
-    /// Whether workers run as processes of this host (and reach its loopback).
-    on_this_host: bool,
-}
-
-/// Where the image keeps the `mayfly` binary (`mayfly image build` puts it there).
-pub(crate) const MAYFLY_IN_IMAGE: &str = crate::commands::image::MAYFLY_PATH;
-/// The working directory of workers and functions in containers: the
-/// container's private tmpfs (the root file system is read-only).
-const CONTAINER_WORKING_DIR: &str = "/tmp";
-/// `PATH` in Mayfly's containers.
-pub(crate) const CONTAINER_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
-
-/// The environment of a worker: the inherited basics, `PATH` replaced in a container, quiet logs.
-fn worker_env(path: Option<&str>) -> BTreeMap<String, String> {
-    let mut env = mayfly_control::jobs::inherited_env();
-    if let Some(path) = path {
-        env.insert("PATH".to_owned(), path.to_owned());
-        env.remove("HOME");
-    }
-    env.insert("MAYFLY_LOG".to_owned(), "warn".to_owned());
-    env
-}
-
-/// A worker as a process of this executable (`mayfly worker`), run in the
-/// project's directory: how local and Slurm workers start.
-fn worker_process_launch(root: &Path) -> Result<WorkerLaunch> {
-    Ok(WorkerLaunch {
-        program: std::env::current_exe().context("cannot find the mayfly executable")?,
-        args: vec!["worker".into()],
-        env: worker_env(None),
-        working_dir: root.to_owned(),
-        read_only_mounts: Vec::new(),
-    })
-}
-
-/// Local workers: `mayfly worker` processes, the coordinator on loopback.
-fn local_worker_placement(root: &Path) -> Result<WorkerPlacement> {
-    Ok(WorkerPlacement {
-        on_this_host: true,
-        provisioner: Arc::new(LocalProvisioner::new()),
-        launch: worker_process_launch(root)?,
-        listen: std::net::Ipv4Addr::LOCALHOST.into(),
-        advertise: None,
-    })
-}
-
-/// The variable naming the address a coordinator listens on for workers that
-/// run on other hosts (Slurm nodes, swarm tasks); by default the address this
-/// host reaches other networks from. `0.0.0.0` (or `::`) listens on every
-/// address, and then [`COORDINATOR_ADVERTISE_VARIABLE`] must be set.
-pub(crate) const COORDINATOR_ADDRESS_VARIABLE: &str = "MAYFLY_COORDINATOR_ADDRESS";
-
-/// The variable naming the DNS name or address such workers dial the
-/// coordinator by, when not the one it listens on (a NAT, a name the
-/// cluster resolves, a listener on every address); its certificate names
-/// it. A setting of the host, not of `mayfly.toml`: every host of a shared
-/// project may run coordinators, each reached by its own name.
-pub(crate) const COORDINATOR_ADVERTISE_VARIABLE: &str = "MAYFLY_COORDINATOR_ADVERTISE";
-
-/// How long a Slurm worker has to call in: a task may wait in the queue, and
-/// a node starts the tasks of a large array a few at a time (200 took over a
-/// minute on the bench's cluster, see BENCHMARKS.md), so the enrollment
-/// token's lifetime rather than a local process's 30 s.
-const SLURM_WORKER_START_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10 * 60);
-
-/// The `SlurmProvisioner` settings of a job with `kind = "slurm"` (the
-/// cluster is the one `SLURM_CONF` or Slurm's defaults name) for a run
-/// whose directory is `run_dir`: its workers' environment files go in the
-/// job's `spool`, else in `slurm-spool` of the run's directory.
-pub(crate) fn slurm_settings(job: &JobSpec, run_dir: &Path) -> SlurmSettings {
-    let settings = &job.provisioner;
-    SlurmSettings {
-        partition: settings.partition.clone(),
-        account: settings.account.clone(),
-        qos: settings.qos.clone(),
-        time_limit: settings.time_limit,
-        extra_args: settings.extra_args.clone(),
-        slurm_conf: None,
-        spool: Some(settings.spool.clone().unwrap_or_else(|| run_dir.join("slurm-spool"))),
-    }
-}
-
-/// Slurm workers: `mayfly worker` processes that Slurm runs on its nodes as
-/// batch jobs. This executable, the project and the run directory must be on
-/// a file system the nodes share (the same paths on every node); the
-/// coordinator listens on [`COORDINATOR_ADDRESS_VARIABLE`] or this host's
-/// outward address, which the nodes must reach.
-fn slurm_worker_placement(root: &Path, job: &JobSpec, run_dir: &Path) -> Result<WorkerPlacement> {
-    let (listen, advertise) = coordinator_address("Slurm workers")?;
-    tracing::info!(address = %listen, advertise = ?advertise.as_ref().map(ToString::to_string), "workers are Slurm jobs");
-    Ok(WorkerPlacement {
-        on_this_host: false,
-        provisioner: Arc::new(SlurmProvisioner::new(slurm_settings(job, run_dir))),
-        launch: worker_process_launch(root)?,
-        listen,
-        advertise,
-    })
-}
-
-/// The address a coordinator listens on for `workers` on other hosts
-/// ([`COORDINATOR_ADDRESS_VARIABLE`], else the address this host reaches other
-/// networks from) and what they dial it by, if not that
-/// ([`COORDINATOR_ADVERTISE_VARIABLE`]).
-fn coordinator_address(workers: &str) -> Result<(std::net::IpAddr, Option<mayfly_spec::AdvertisedHost>)> {
-    let listen = std::env::var(COORDINATOR_ADDRESS_VARIABLE).ok();
-    let advertise = std::env::var(COORDINATOR_ADVERTISE_VARIABLE).ok();
-    coordinator_address_from(listen.as_deref(), advertise.as_deref(), workers)
-}
-
-fn coordinator_address_from(
-    listen: Option<&str>,
-    advertise: Option<&str>,
-    workers: &str,
-) -> Result<(std::net::IpAddr, Option<mayfly_spec::AdvertisedHost>)> {
-    let advertise = advertise
-        .map(|text| {
-            mayfly_spec::AdvertisedHost::parse(text)
-                .map_err(|problem| anyhow::anyhow!("{COORDINATOR_ADVERTISE_VARIABLE}={text} {problem}"))
-        })
-        .transpose()?;
-    let listen = match listen {
-        Some(text) => text
-            .parse::<std::net::IpAddr>()
-            .with_context(|| format!("{COORDINATOR_ADDRESS_VARIABLE}={text} is not an IP address"))?,
-        // Connecting a datagram socket sends nothing; it picks the address of the default route.
-        None => std::net::UdpSocket::bind((std::net::Ipv4Addr::UNSPECIFIED, 0))
-            .and_then(|socket| {
-                socket.connect((std::net::Ipv4Addr::new(192, 0, 2, 1), 9)).and_then(|()| socket.local_addr())
-            })
-            .map(|address| address.ip())
-            .with_context(|| {
-                format!(
-                    "cannot find this host's outward address for {workers} to dial; set {COORDINATOR_ADDRESS_VARIABLE}"
-                )
-            })?,
-    };
-    if listen.is_unspecified() && advertise.is_none() {
-        bail!(
-            "{COORDINATOR_ADDRESS_VARIABLE}={listen} listens on every address, which {workers} cannot dial; \
-             set {COORDINATOR_ADVERTISE_VARIABLE} to the name or address they reach this host by"
-        );
-    }
-    Ok((listen, advertise))
-}
-
-/// Swarm workers: `mayfly worker` in containers from the job's image, as
-/// services of the swarm this host manages, on the job's overlay network;
-/// the coordinator (a process on this host) listens on
-/// [`COORDINATOR_ADDRESS_VARIABLE`] or this host's outward address, which
-/// tasks on every node reach through their node's gateway.
-async fn swarm_worker_placement(
-    architecture: &Architecture,
-    job_name: &Name,
-    job: &JobSpec,
-    function: &mut mayfly_runtime::FunctionDefinition,
-) -> Result<WorkerPlacement> {
-    let (listen, advertise) = coordinator_address("swarm workers")?;
-    let network = job_network(architecture, job);
-    let placement = SwarmPlacement {
-        image: job.provisioner.image.clone().unwrap_or_else(|| DEFAULT_IMAGE.to_owned()),
-        network: network.name,
-        subnet: network.subnet,
-        network_tags: network.tags,
-        constraints: job.provisioner.constraints.clone(),
-    };
-    let provisioner = SwarmProvisioner::connect()
-        .await
-        .with_context(|| format!("job `{job_name}` runs its workers as Docker Swarm services"))?;
-    provisioner.ensure_network(&placement).await?;
-    function_in_container(function);
-    tracing::info!(address = %listen, network = %placement.network, "workers are swarm services");
-    Ok(WorkerPlacement {
-        on_this_host: false,
-        provisioner: Arc::new(provisioner.with_placement(placement)),
-        launch: container_worker_launch(),
-        listen,
-        advertise,
-    })
-}
-
-/// A job's function as a worker in a container runs it: a relative program
-/// made absolute (images keep included files at their host paths), in the
-/// container's private working directory, `MAYFLY_BIN` the image's binary.
-fn function_in_container(function: &mut mayfly_runtime::FunctionDefinition) {
-    if let Some(program) = function.command.first_mut()
-        && program.contains('/')
-        && Path::new(program.as_str()).is_relative()
-    {
-        *program = function.working_dir.join(program.as_str()).display().to_string();
-    }
-    function.working_dir = PathBuf::from(CONTAINER_WORKING_DIR);
-    function.env.insert("MAYFLY_BIN".to_owned(), MAYFLY_IN_IMAGE.to_owned());
-    function.env.remove("MAYFLY_PROJECT");
-}
-
-/// A worker in a container: the image's `mayfly worker`, in its private `/tmp`.
-fn container_worker_launch() -> WorkerLaunch {
-    WorkerLaunch {
-        program: PathBuf::from(MAYFLY_IN_IMAGE),
-        args: vec!["worker".into()],
-        env: worker_env(Some(CONTAINER_PATH)),
-        working_dir: PathBuf::from(CONTAINER_WORKING_DIR),
-        read_only_mounts: Vec::new(),
-    }
-}
-
-/// Docker workers, for a coordinator in a container of the job's network:
-/// containers from the job's image that its broker starts on that network,
-/// the coordinator listening on its own address there, and the function's
-/// relative program made absolute (images keep included files at their host
-/// paths).
-fn container_worker_placement(
-    broker: &Path,
-    gateway: std::net::IpAddr,
-    function: &mut mayfly_runtime::FunctionDefinition,
-) -> Result<WorkerPlacement> {
-    // Connecting a datagram socket sends nothing; it picks the address that routes to the gateway.
-    let own_address = std::net::UdpSocket::bind((std::net::Ipv4Addr::UNSPECIFIED, 0))
-        .and_then(|socket| socket.connect((gateway, 9)).and_then(|()| socket.local_addr()))
-        .with_context(|| format!("cannot find this container's address on the network of gateway {gateway}"))?
-        .ip();
-    function_in_container(function);
-    tracing::info!(address = %own_address, broker = %broker.display(), "workers are containers");
-    Ok(WorkerPlacement {
-        on_this_host: false,
-        provisioner: Arc::new(BrokeredProvisioner::new(broker, "docker")),
-        launch: container_worker_launch(),
-        listen: own_address,
-        advertise: None,
-    })
-}
-
-/// The network a Docker job's coordinator and workers join: the job's
-/// `network` (default `mayfly-<project>`) with its subnet, the subnet's
-/// first address as the gateway.
-pub(crate) fn job_network(architecture: &Architecture, job: &JobSpec) -> NetworkRequest {
-    let settings = &job.provisioner;
-    NetworkRequest {
-        name: settings.network.clone().unwrap_or_else(|| format!("mayfly-{}", architecture.name)),
-        subnet: settings.subnet.map(|subnet| subnet.to_string()),
-        gateway: settings.subnet.map(|subnet| std::net::Ipv4Addr::from(u32::from(subnet.network()) + 1)),
-        tags: project_tags(architecture),
-    }
-}
-
-/// The Docker provisioner of a Docker job: connected, its network made if
-/// missing, placing containers from the job's image on it.
-pub(crate) async fn job_docker(
-    architecture: &Architecture,
-    job_name: &Name,
-    job: &JobSpec,
-) -> Result<(DockerProvisioner, mayfly_fleet::NetworkInfo)> {
-    let image = job.provisioner.image.clone().unwrap_or_else(|| DEFAULT_IMAGE.to_owned());
-    let request = job_network(architecture, job);
-    let docker = DockerProvisioner::connect()
-        .await
-        .with_context(|| format!("job `{job_name}` runs its workers in Docker containers"))?;
-    let info = docker.ensure_network(&request).await?;
-    Ok((docker.with_placement(ContainerPlacement { image, network: request }), info))
-}
-
-/// The image a Docker job runs when it names none: what `mayfly image build` makes by default.
-pub const DEFAULT_IMAGE: &str = crate::commands::image::DEFAULT_TAG;
 
 /// `mayfly worker …`: one worker of a run (started by its coordinator through
 /// the provisioner). It needs no project: the coordinator hands it the
@@ -1138,31 +722,4 @@ pub async fn worker(args: WorkerArgs) -> Result<()> {
     let processed = mayfly_jobs::worker::run(config).await?;
     tracing::info!(processed, seconds = started.elapsed().as_secs_f64(), "worker done");
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_coordinator_listens_where_told_and_is_dialled_by_what_it_advertises() {
-        let (listen, advertise) = coordinator_address_from(Some("0.0.0.0"), Some("Node-7.Cluster.org"), "w").unwrap();
-        assert!(listen.is_unspecified());
-        assert_eq!(advertise.unwrap().url(443), "https://node-7.cluster.org:443");
-        let (listen, advertise) = coordinator_address_from(Some("10.252.0.1"), None, "w").unwrap();
-        assert_eq!((listen.to_string(), advertise), ("10.252.0.1".to_owned(), None));
-
-        let error = coordinator_address_from(Some("0.0.0.0"), None, "Slurm workers").unwrap_err().to_string();
-        assert!(
-            error.contains("MAYFLY_COORDINATOR_ADDRESS=0.0.0.0") && error.contains("MAYFLY_COORDINATOR_ADVERTISE"),
-            "{error}"
-        );
-        let error = coordinator_address_from(Some("0.0.0.0"), Some("node 7"), "w").unwrap_err().to_string();
-        assert!(
-            error.contains("MAYFLY_COORDINATOR_ADVERTISE=node 7 is neither a DNS name nor an IP address"),
-            "{error}"
-        );
-        let error = coordinator_address_from(Some("node-7"), None, "w").unwrap_err().to_string();
-        assert!(error.contains("MAYFLY_COORDINATOR_ADDRESS=node-7 is not an IP address"), "{error}");
-    }
 }

@@ -19,8 +19,9 @@ use mayfly_host::jobs::coordinator_launch;
 use mayfly_host::telemetry::start_telemetry;
 use mayfly_runtime::Invoker;
 
-use crate::output::Output;
+use crate::output::{Output, announce_certificate};
 use crate::project::Project;
+use crate::signals::stop_signal;
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -44,23 +45,6 @@ fn mayfly_bin() -> Result<std::path::PathBuf> {
     std::env::current_exe().context("cannot find the mayfly executable")
 }
 
-/// Resolves when the process gets SIGINT or SIGTERM.
-pub async fn stop_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
-        (Ok(mut interrupt), Ok(mut terminate)) => {
-            tokio::select! {
-                _ = interrupt.recv() => {}
-                _ = terminate.recv() => {}
-            }
-        }
-        _ => {
-            tracing::error!("cannot listen for SIGINT/SIGTERM; stop the server with SIGKILL");
-            std::future::pending::<()>().await
-        }
-    }
-}
-
 pub async fn serve(args: ServeArgs, project: Option<&Path>, _output: Output) -> Result<()> {
     let located = Project::locate(project)?;
     let telemetry_settings = located.telemetry_settings()?;
@@ -68,13 +52,15 @@ pub async fn serve(args: ServeArgs, project: Option<&Path>, _output: Output) -> 
     let _keyring_follower = opened.follow_keyring_file(&located);
     let deployed = deployed_architecture(&opened)?;
     // Made (or made to name `[api].aws_advertise`) before anything hands it out.
-    serving_certificate_paths(&located, deployed.1.api.as_ref())?;
+    announce_certificate(&serving_certificate_paths(&located, deployed.1.api.as_ref())?.1);
     let telemetry = start_telemetry(&telemetry_settings, &opened, deployed.1.name.as_str())?;
-    let credentials = function_credentials(&located, &opened, &deployed.1)?;
+    let (credentials, made) = function_credentials(&located, &opened, &deployed.1)?;
+    announce_certificate(&made);
     let invoker = Invoker::new(invoker_config(args.idle_timeout, credentials.as_ref()));
     let launch = coordinator_launch(&located, mayfly_bin()?)?;
     let server =
         bind_api_server(&located, &opened, deployed, invoker.clone(), args.listen, args.aws_listen, launch).await?;
+    announce_certificate(&server.certificate_made);
     if let Some(credentials) = &credentials {
         credentials.set_endpoint(server.aws_address);
     }

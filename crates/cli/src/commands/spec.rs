@@ -256,7 +256,8 @@ pub async fn deploy(args: DeployArgs, project: Option<&Path>, output: Output) ->
         && let (Some(advertised), Some(_)) = (&api.aws_advertise, &api.tls)
     {
         // The self-signed certificate is made to name it when the API starts.
-        let paths = mayfly_host::api_server::certificate_paths(&located, Some(api))?;
+        let (paths, made) = mayfly_host::api_server::certificate_paths(&located, Some(api))?;
+        crate::output::announce_certificate(&made);
         mayfly_host::api_server::check_own_certificate_names(&paths, advertised)?;
     }
     let evaluation = if args.evaluate {
