@@ -8,7 +8,7 @@ Candidates are the genome's guide sites (a 20-mer and an NGG PAM, both
 strands), a deterministic sample spread evenly along the genome.
 
     python3 prepare.py --out data/lambda                       # lambda phage (bowtie2-examples)
-    python3 prepare.py --out data/large --synthetic 1000000 --seed 7 --batches 24 --batch-size 10
+    python3 prepare.py --out data/large --synthetic 1000000 --seed 7 --batches 16 --batch-size 10
 """
 
 import argparse
