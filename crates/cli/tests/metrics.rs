@@ -6,7 +6,8 @@
 //! TLS with a bearer token, its HTTP API answering a query for a series; and
 //! a running job's metrics (its items by status, live workers, coordinator
 //! lease) and a queue's oldest message's age, scraped while the job's
-//! function is held at a gate, with the values the test set up.
+//! function is held at a gate, with the values the test set up; and the
+//! job's counter of completed items, kept across runs and restarts.
 
 mod support;
 
@@ -317,6 +318,12 @@ fn a_running_jobs_items_workers_and_lease_and_a_queues_age_are_scraped_with_thei
     assert_eq!(count("returned"), 0.0, "{text}");
     assert_eq!(done + count("dead_lettered") + pending + leased, ITEMS as f64, "every item counted once:\n{text}");
     assert!(leased >= 2.0, "each live worker holds the item its function waits on:\n{text}");
+    // The job's counter of completed items is read from the same store.
+    let completed = |text: &str, status: &str| {
+        sample(text, &format!(r#"mayfly_run_items_completed_total{{job="scan",status="{status}"}}"#))
+    };
+    assert_eq!(completed(&text, "done"), Some(done), "{text}");
+    assert_eq!(completed(&text, "dead_lettered"), Some(1.0), "{text}");
     // The coordinator holds its lease (10 s, renewed every third of it).
     let lease = sample(&text, &series("run_coordinator_lease_remaining_seconds", "")).unwrap();
     assert!(lease > 0.0 && lease <= 10.0, "lease remaining {lease}:\n{text}");
@@ -332,5 +339,20 @@ fn a_running_jobs_items_workers_and_lease_and_a_queues_age_are_scraped_with_thei
     assert!(!text.contains(&format!(r#"run="{run}""#)), "a finished run has no series:\n{text}");
     let runs = project.json(&["runs"]);
     assert_eq!(runs[0]["status"], "completed_with_failures", "9 done, the poisoned one dead-lettered: {runs}");
+    // The counter stays when the run ends: `rate()` of it is the items per second.
+    assert_eq!(completed(&text, "done"), Some((ITEMS - 1) as f64), "{text}");
+    assert_eq!(completed(&text, "dead_lettered"), Some(1.0), "{text}");
+
+    // It keeps counting from run to run, and a restarted server reads it again from the store.
+    let again = project.command(&["run", "scan", "--json"]).output().unwrap();
+    assert_eq!(again.status.code(), Some(11), "a run with a dead-lettered item exits 11");
+    let again: Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!(again["status"], "completed_with_failures", "{again}");
+    assert!(served.stop().success());
+    let mut served = Served::start(&project);
+    let url = format!("https://127.0.0.1:{}/metrics", served.address.port());
+    let text = client.get(&url).bearer_auth(&scraper).send().unwrap().text().unwrap();
+    assert_eq!(completed(&text, "done"), Some(2.0 * (ITEMS - 1) as f64), "{text}");
+    assert_eq!(completed(&text, "dead_lettered"), Some(2.0), "{text}");
     assert!(served.stop().success());
 }
