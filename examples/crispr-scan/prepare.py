@@ -8,7 +8,7 @@ Candidates are the genome's guide sites (a 20-mer and an NGG PAM, both
 strands), a deterministic sample spread evenly along the genome.
 
     python3 prepare.py --out data/lambda                       # lambda phage (bowtie2-examples)
-    python3 prepare.py --out data/large --synthetic 1000000 --seed 7 --batches 24 --batch-size 10
+    python3 prepare.py --out data/large --synthetic 1000000 --seed 7 --batches 16 --batch-size 10
 """
 
 import argparse
@@ -38,7 +38,10 @@ def main(argv=None):
     source.add_argument("--synthetic", type=int, metavar="LENGTH", help="a synthetic genome of LENGTH bases")
     parser.add_argument("--seed", type=int, default=7, help="the synthetic genome's seed (default 7)")
     parser.add_argument("--batches", type=int, default=4, help="items (default 4)")
-    parser.add_argument("--batch-size", type=int, default=100, help="candidates per item (default 100)")
+    # 400, so that an item's scan outweighs the fixed cost both architectures
+    # pay per item (starting Python, two `mayfly get`s): with 100 the index
+    # measured only 1.77x faster on lambda (BENCHMARKS.md, "CRISPR scan").
+    parser.add_argument("--batch-size", type=int, default=400, help="candidates per item (default 400)")
     args = parser.parse_args(argv)
 
     if args.synthetic:

@@ -5,7 +5,8 @@
 //! recorded them (the control plane, a coordinator, a `mayfly invoke`) and
 //! whichever API server is scraped: queue depths and ages, each function's
 //! invocations, errors, cold starts and duration histogram from the ledger,
-//! and each unfinished run's items, workers and coordinator lease. The
+//! each unfinished run's items, workers and coordinator lease, and each
+//! job's completed items over every run (a counter, for items per second). The
 //! request counters and the throttle counts are this server's, since it
 //! started.
 //!
@@ -168,6 +169,19 @@ fn render(api: &ApiState) -> Result<String, ApiError> {
         lease.get_or_create(&base()).set(remaining);
     }
     registry.register("run_items", "Items of each unfinished run, by status", items);
+    // A counter over every run the store holds, so it keeps counting across
+    // runs and restarts: `rate()` of it is the items per second.
+    let completed = Family::<Labels, Counter>::default();
+    for (job, counts) in state.completed_item_counts_by_job()? {
+        for (status, count) in [("done", counts.done), ("dead_lettered", counts.dead_lettered)] {
+            completed.get_or_create(&vec![("job", job.to_string()), ("status", status.to_owned())]).inc_by(count);
+        }
+    }
+    registry.register(
+        "run_items_completed",
+        "Items of each job's runs that ended done or dead-lettered, over every run in the state store",
+        completed,
+    );
     registry.register("run_workers", "Workers of each unfinished run that have not stopped", workers);
     registry.register(
         "run_coordinator_lease_remaining_seconds",

@@ -8,7 +8,10 @@
 //! (`experiment list` / `show`), failed ones with their error. And `mayfly
 //! deploy --evaluate`: the new file against the deployed version, applied
 //! when it is no worse and refused under `--require-no-regression` when its
-//! function sleeps 300 ms per item instead of none.
+//! function sleeps 300 ms per item instead of none. A variant may name a
+//! recorded deployment version (`version = N`): an older, slower version is
+//! found slower than the project's file, and a version that does not exist is
+//! a located error.
 
 mod support;
 
@@ -248,6 +251,97 @@ setup = ["warm"]"#,
     assert!(rows[0]["error"].as_str().unwrap().contains("no-such-list.txt"), "{listed}");
     assert_eq!(rows[1]["name"], "failing-setup.toml");
     assert!(rows[1]["error"].as_str().unwrap().contains("`mayfly run warm` failed"), "{listed}");
+}
+
+#[test]
+fn a_variant_may_be_an_older_deployment_version() {
+    let project = experiment_project();
+    let slow = std::fs::read_to_string(project.path("mayfly.toml")).unwrap();
+    project.ok(&["deploy"]);
+    // Version 2, and the project's file now: 20 ms an item instead of 150 ms.
+    let quick = slow.replace(r#"SLEEP = "0.15""#, r#"SLEEP = "0.02""#);
+    assert_ne!(quick, slow);
+    std::fs::write(project.path("mayfly.toml"), &quick).unwrap();
+    project.ok(&["deploy"]);
+
+    let experiment = r#"repetitions = 3
+seed = 5
+metrics = ["makespan", "item_p50"]
+baseline = "now"
+
+[workload]
+job = "scan"
+input = { manifest = { bucket = "scans", key = "list.txt", file = "list.txt" } }
+
+[variants.now]
+
+[variants.first]
+version = 1
+
+[variants.first-on-one-worker]
+version = 1
+set = { "jobs.scan.workers.max" = 1 }
+"#;
+    std::fs::write(project.path("versions.toml"), experiment).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let output =
+        project.command(&["experiment", "run", "versions.toml", "--json"]).env("TMPDIR", tmp.path()).output().unwrap();
+    support::assert_success(&output, &["experiment", "run", "versions.toml"]);
+    let view: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(view["runs"].as_array().unwrap().len(), 9, "3 repetitions of 3 variants: {view}");
+    let p50 = |variant: &str| {
+        view["comparisons"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["metric"] == "item_p50" && c["variant"] == variant)
+            .unwrap_or_else(|| panic!("no item_p50 of `{variant}`: {view}"))
+            .clone()
+    };
+    // Deployment 1 as recorded: 150 ms items against the file's 20 ms.
+    let first = p50("first");
+    assert_eq!(first["differs"], true, "{first}");
+    assert!(first["ratio"]["low"].as_f64().unwrap() > 2.0, "version 1's items are slower: {first}");
+    assert!(first["median"].as_f64().unwrap() >= 0.15, "{first}");
+    // `set` applies on top of the recorded version: one worker, so the run takes about twice as long.
+    let makespan = |variant: &str| {
+        view["comparisons"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["metric"] == "makespan" && c["variant"] == variant)
+            .unwrap()["median"]
+            .as_f64()
+            .unwrap()
+    };
+    assert!(makespan("first-on-one-worker") > makespan("first") * 1.3, "{view}");
+    assert!(p50("first-on-one-worker")["median"].as_f64().unwrap() >= 0.15, "still version 1's function");
+    assert!(leftovers(tmp.path()).is_empty(), "no scratch project left: {:?}", leftovers(tmp.path()));
+    assert_eq!(project.json(&["deployments"]).as_array().unwrap().len(), 2, "the experiment deployed nothing here");
+
+    // A version the project never deployed: named, located, nothing run or recorded.
+    std::fs::write(project.path("missing.toml"), experiment.replace("version = 1\n\n", "version = 9\n\n")).unwrap();
+    let output = project.command(&["experiment", "run", "missing.toml"]).env("TMPDIR", tmp.path()).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(4), "{stderr}");
+    assert!(
+        stderr.contains(
+            "variant `first` (missing.toml:12:11): `version = 9` names no deployment of this project; its deployments are versions 1 to 2 (`mayfly deployments`)"
+        ),
+        "{stderr}"
+    );
+    // A version and a file together: the experiment file is refused, located.
+    let both = experiment.replace("version = 1\n\n", "version = 1\nfile = \"other.toml\"\n\n");
+    std::fs::write(project.path("both.toml"), both).unwrap();
+    let output = project.command(&["experiment", "run", "both.toml"]).env("TMPDIR", tmp.path()).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("variant `first` names both `file` and `version`") && stderr.contains("both.toml:13:1"),
+        "{stderr}"
+    );
+    assert!(leftovers(tmp.path()).is_empty(), "no scratch project left: {:?}", leftovers(tmp.path()));
+    assert_eq!(project.json(&["experiment", "list"]).as_array().unwrap().len(), 1, "only the first was recorded");
 }
 
 /// A project whose job `scan` runs 3 items one at a time through a function

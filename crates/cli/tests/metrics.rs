@@ -3,7 +3,11 @@
 //! the scope), the figures read from the state store (queue depths, the
 //! invocation ledger), and a real Prometheus server (Debian's `prometheus`,
 //! which scripts/test.sh installs) scraping a running `mayfly serve` over
-//! TLS with a bearer token, its HTTP API answering a query for a series.
+//! TLS with a bearer token, its HTTP API answering a query for a series; and
+//! a running job's metrics (its items by status, live workers, coordinator
+//! lease) and a queue's oldest message's age, scraped while the job's
+//! function is held at a gate, with the values the test set up; and the
+//! job's counter of completed items, kept across runs and restarts.
 
 mod support;
 
@@ -212,4 +216,145 @@ fn a_real_prometheus_server_scrapes_mayfly_over_tls_with_a_token() {
     assert_eq!(up["data"]["result"][0]["value"][1], "1", "{up}");
     drop(prometheus);
     drop(served);
+}
+
+const JOB_SPEC: &str = r#"version = 1
+name = "NAME"
+[queues.waiting]
+[buckets.inbox]
+[functions.gated]
+command = ["sh", "gated.sh"]
+timeout = "2m"
+[jobs.scan]
+source = { bucket = "inbox", prefix = "in/" }
+function = "gated"
+workers = { max = 2 }
+max_attempts = 1
+[api]
+"#;
+
+/// Fails at once on the poisoned item (dead-lettered: one attempt); any
+/// other item waits for a ticket (a file the test writes into `gate/open/`),
+/// or passes once `gate/all` exists.
+const GATED: &str = r#"event=$(cat)
+case "$event" in *poison*) echo 'poisoned' >&2; exit 3;; esac
+until [ -e gate/all ]; do
+  for ticket in gate/open/*; do
+    if mv "$ticket" gate/used/ 2>/dev/null; then break 2; fi
+  done
+  sleep 0.05
+done
+echo '{}'
+"#;
+
+/// Items of the job: one poisoned, the rest gated.
+const ITEMS: usize = 10;
+
+/// Opens the gate when dropped, so that no run is left waiting however the test ends.
+struct OpenGateOnDrop(std::path::PathBuf);
+
+impl Drop for OpenGateOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::write(self.0.join("all"), b"");
+    }
+}
+
+/// Scrapes `url` until `ready` holds for the exposition text (or fails after 60 s, showing the last one).
+fn scrape_until(client: &Client, url: &str, token: &str, what: &str, ready: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = client.get(url).bearer_auth(token).send().unwrap().text().unwrap();
+        if ready(&text) {
+            return text;
+        }
+        assert!(Instant::now() < deadline, "timed out after 60 s waiting until {what}:\n{text}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn a_running_jobs_items_workers_and_lease_and_a_queues_age_are_scraped_with_their_values() {
+    let project = Project::with_spec(&JOB_SPEC.replace("NAME", &support::unique_name("metrics-run")));
+    std::fs::write(project.path("gated.sh"), GATED).unwrap();
+    for folder in ["gate/open", "gate/used"] {
+        std::fs::create_dir_all(project.path(folder)).unwrap();
+    }
+    let gate = OpenGateOnDrop(project.path("gate"));
+    project.ok(&["deploy"]);
+    std::fs::write(project.path("item.txt"), "an item").unwrap();
+    project.ok(&["put", "inbox/in/0-poison.txt", "item.txt"]);
+    for n in 1..ITEMS {
+        project.ok(&["put", &format!("inbox/in/{n}.txt"), "item.txt"]);
+    }
+    let before_send = Instant::now();
+    project.ok(&["send", "waiting", "not received by anyone"]);
+    let after_send = Instant::now();
+    // So that its age is more than a rounding error when it is scraped.
+    std::thread::sleep(Duration::from_secs(1));
+
+    let mut served = Served::start(&project);
+    let client = client(&project);
+    let url = format!("https://127.0.0.1:{}/metrics", served.address.port());
+    let scraper = token(&project, "scraper", "metrics:read");
+
+    // A real run: its coordinator and two worker processes. Two tickets let two items through.
+    let run = project.json(&["run", "scan", "--detach"])["run"].as_str().expect("the run's id").to_owned();
+    for ticket in 0..2 {
+        std::fs::write(project.path(&format!("gate/open/{ticket}")), b"").unwrap();
+    }
+    let series = |name: &str, extra: &str| format!(r#"mayfly_{name}{{job="scan",run="{run}"{extra}}}"#);
+    let items = |status: &str| series("run_items", &format!(r#",status="{status}""#));
+    let text = scrape_until(&client, &url, &scraper, "an item has ended and both workers are live", |text| {
+        let ended = sample(text, &items("done")).unwrap_or(0.0) + sample(text, &items("dead_lettered")).unwrap_or(0.0);
+        ended >= 1.0 && sample(text, &series("run_workers", "")) == Some(2.0)
+    });
+    // Held at the gate: at most the two items let through are done and the
+    // poisoned one dead-lettered (a worker may hold a finished item's
+    // completion until its next item ends, and the next waits at the gate),
+    // the rest pending or leased to the two workers, none returned.
+    let count = |status: &str| sample(&text, &items(status)).unwrap_or_else(|| panic!("no {status} items:\n{text}"));
+    let (done, dead_lettered, pending, leased) =
+        (count("done"), count("dead_lettered"), count("pending"), count("leased"));
+    assert!(done <= 2.0, "only two tickets were given out:\n{text}");
+    assert!(dead_lettered <= 1.0, "only one item is poisoned:\n{text}");
+    assert_eq!(count("returned"), 0.0, "{text}");
+    assert_eq!(done + dead_lettered + pending + leased, ITEMS as f64, "every item counted once:\n{text}");
+    assert!(leased >= 2.0, "each live worker holds the item its function waits on:\n{text}");
+    // The job's counter of completed items is read from the same store.
+    let completed = |text: &str, status: &str| {
+        sample(text, &format!(r#"mayfly_run_items_completed_total{{job="scan",status="{status}"}}"#))
+    };
+    assert_eq!(completed(&text, "done"), Some(done), "{text}");
+    assert_eq!(completed(&text, "dead_lettered"), Some(dead_lettered), "{text}");
+    // The coordinator holds its lease (10 s, renewed every third of it).
+    let lease = sample(&text, &series("run_coordinator_lease_remaining_seconds", "")).unwrap();
+    assert!(lease > 0.0 && lease <= 10.0, "lease remaining {lease}:\n{text}");
+    // The message sent before the run has aged as long as the test has waited since.
+    let age = sample(&text, r#"mayfly_queue_oldest_message_age_seconds{queue="waiting"}"#).unwrap();
+    let (at_least, at_most) = (after_send.elapsed().as_secs_f64(), before_send.elapsed().as_secs_f64());
+    assert!(at_least >= 1.0, "the scrape came a second after the send or later ({at_least} s)");
+    assert!(at_least - 0.01 <= age && age <= at_most + 0.01, "age {age} not within [{at_least}, {at_most}]:\n{text}");
+
+    // Every item through: the run ends, and its gauges go with it.
+    drop(gate);
+    let text = scrape_until(&client, &url, &scraper, "the run ended", |text| sample(text, &items("done")).is_none());
+    assert!(!text.contains(&format!(r#"run="{run}""#)), "a finished run has no series:\n{text}");
+    let runs = project.json(&["runs"]);
+    assert_eq!(runs[0]["status"], "completed_with_failures", "9 done, the poisoned one dead-lettered: {runs}");
+    // The counter stays when the run ends: `rate()` of it is the items per second.
+    assert_eq!(completed(&text, "done"), Some((ITEMS - 1) as f64), "{text}");
+    assert_eq!(completed(&text, "dead_lettered"), Some(1.0), "{text}");
+
+    // It keeps counting from run to run, and a restarted server reads it again from the store.
+    let again = project.command(&["run", "scan", "--json"]).output().unwrap();
+    assert_eq!(again.status.code(), Some(11), "a run with a dead-lettered item exits 11");
+    let again: Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!(again["status"], "completed_with_failures", "{again}");
+    assert!(served.stop().success());
+    let mut served = Served::start(&project);
+    let url = format!("https://127.0.0.1:{}/metrics", served.address.port());
+    let text = client.get(&url).bearer_auth(&scraper).send().unwrap().text().unwrap();
+    assert_eq!(completed(&text, "done"), Some(2.0 * (ITEMS - 1) as f64), "{text}");
+    assert_eq!(completed(&text, "dead_lettered"), Some(2.0), "{text}");
+    assert!(served.stop().success());
 }

@@ -1,7 +1,7 @@
 //! The experiment file of `mayfly experiment run FILE`: which job to replay
 //! on what input, the variants of `mayfly.toml` to compare (each a set of
-//! changes, or a whole other architecture file), how often, and on which
-//! metrics. Read with the same located diagnostics as `mayfly.toml`.
+//! changes, to the project's file, a whole other architecture file or a
+//! recorded deployment version), how often, and on which metrics. Read with the same located diagnostics as `mayfly.toml`.
 //!
 //! ```toml
 //! repetitions = 5
@@ -18,6 +18,9 @@
 //! [variants.indexed]
 //! set = { "functions.scan.command" = ["python3", "scan_indexed.py"], "jobs.scan.workers.max" = 4 }
 //! setup = ["build-index"]   # jobs run once after deploying, before the measured runs
+//!
+//! [variants.last-week]
+//! version = 3               # the architecture file deployment 3 recorded
 //! ```
 
 use std::ops::Range;
@@ -35,7 +38,7 @@ const INPUT_FORMS: &[&str] = &["manifest", "objects", "messages"];
 const MANIFEST_KEYS: &[&str] = &["bucket", "key", "file"];
 const OBJECTS_KEYS: &[&str] = &["bucket", "prefix", "dir"];
 const MESSAGES_KEYS: &[&str] = &["queue", "file"];
-const VARIANT_KEYS: &[&str] = &["set", "unset", "file", "setup"];
+const VARIANT_KEYS: &[&str] = &["set", "unset", "file", "version", "setup"];
 
 /// Runs of each variant when the file does not say.
 pub const DEFAULT_REPETITIONS: u32 = 5;
@@ -80,6 +83,10 @@ pub struct VariantSpec {
     pub name: String,
     /// Another architecture file to start from instead of the project's `mayfly.toml`.
     pub file: Option<String>,
+    /// A deployment version of the project whose recorded architecture file
+    /// to start from instead (never together with `file`); whether it
+    /// exists is for the project's state store to say.
+    pub version: Option<u64>,
     /// Dotted paths (`jobs.scan.workers.max`) and the values to set there.
     pub set: Vec<(Vec<String>, toml::Value)>,
     /// Dotted paths to remove.
@@ -259,6 +266,17 @@ fn lower_variants(reader: &mut Reader<'_>, root: &Table<'_, '_>) -> Vec<VariantS
         let table = Table { entries, span: value.span(), what };
         reader.check_keys(&table, VARIANT_KEYS);
         let file = reader.non_empty_string(&table, "file").map(|text| text.value);
+        let version = reader.integer(&table, "version", 1, u32::MAX).map(|version| u64::from(version.value));
+        if file.is_some() && version.is_some() {
+            reader.error(
+                table.key_span("version"),
+                format!("{} names both `file` and `version`; it starts from one architecture file", table.what),
+                Some(format!(
+                    "keep `file` (another file) or `version` (deployment {} as recorded), and write changes in `set`",
+                    version.unwrap_or_default()
+                )),
+            );
+        }
         let mut set = Vec::new();
         if let Some(changes) = reader.table(&table, "set", format!("`set` of {}", table.what)) {
             flatten_changes(reader, &changes, &[], &mut set);
@@ -277,7 +295,7 @@ fn lower_variants(reader: &mut Reader<'_>, root: &Table<'_, '_>) -> Vec<VariantS
             .collect();
         let location = location(reader, key.span());
         if valid_name {
-            variants.push(VariantSpec { name: raw_name, file, set, unset, setup, location });
+            variants.push(VariantSpec { name: raw_name, file, version, set, unset, setup, location });
         }
     }
     if variants.len() < 2 && reader.diagnostics.is_empty() {

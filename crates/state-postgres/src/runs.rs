@@ -18,8 +18,9 @@ use mayfly_core::run::{ItemStatus, RunStatus};
 use mayfly_core::{Name, Timestamp};
 use mayfly_state::sealing::{Record, Sealer, StoredItemId};
 use mayfly_state::{
-    AttemptOutcome, GroupedCompletion, GroupedCompletionOutcome, ItemAttempt, ItemCompletion, NewRun, NewRunItem,
-    Result, ResultRecord, RunItem, RunItemCounts, RunRecord, RunStore, StateError, WorkerAttemptCounts, WorkerRecord,
+    AttemptOutcome, CompletedItemCounts, GroupedCompletion, GroupedCompletionOutcome, ItemAttempt, ItemCompletion,
+    NewRun, NewRunItem, Result, ResultRecord, RunItem, RunItemCounts, RunRecord, RunStore, StateError,
+    WorkerAttemptCounts, WorkerRecord,
 };
 use postgres::Transaction;
 
@@ -881,6 +882,30 @@ impl RunStore for PostgresStore {
                 returned: from_sql_integer(row.get(5)),
                 attempts: from_sql_integer(row.get(6)),
             })
+        })
+    }
+
+    fn completed_item_counts_by_job(&self) -> Result<BTreeMap<Name, CompletedItemCounts>> {
+        let what = "count the completed items of every job";
+        self.transact(what, |transaction| {
+            let rows = transaction
+                .query(
+                    "SELECT runs.job, COUNT(*) FILTER (WHERE run_items.status = 'done'), \
+                     COUNT(*) FILTER (WHERE run_items.status = 'dead_lettered') FROM run_items \
+                     JOIN runs ON runs.run_seq = run_items.run_seq \
+                     WHERE run_items.status IN ('done', 'dead_lettered') GROUP BY runs.job",
+                    &[],
+                )
+                .with_context(|| what.to_owned())?;
+            rows.iter()
+                .map(|row| {
+                    let counts = CompletedItemCounts {
+                        done: from_sql_integer(row.get(1)),
+                        dead_lettered: from_sql_integer(row.get(2)),
+                    };
+                    Ok((name_from_column(row.get(0))?, counts))
+                })
+                .collect()
         })
     }
 

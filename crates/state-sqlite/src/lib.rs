@@ -47,12 +47,12 @@ use mayfly_core::run::{ItemStatus, RunStatus};
 use mayfly_core::{ByteSize, Clock, DeletionReason, Name, NewObjectEvent, ObjectEvent, ObjectEventKind, Timestamp};
 use mayfly_state::prelude::*;
 use mayfly_state::{
-    AccessRecord, ApiTokenRecord, AuditRecord, BucketRecord, DeadLetterInfo, DeleteOutcome, Deployment, Fence,
-    FencedOutcome, FencedWrite, FunctionStats, GroupedCompletion, GroupedCompletionOutcome, InvocationFilter,
-    InvocationRecord, ItemAttempt, ItemCompletion, Lease, LocalWatchers, MessageWatch, NewApiToken, NewAudit,
-    NewDeployment, NewRun, NewRunItem, OnMessages, OutgoingMessage, QueueRecord, ReceiveRequest, ReceivedMessage,
-    Result, ResultRecord, RunItem, RunItemCounts, RunRecord, StateError, StoredAccessRecord, StoredInvocation,
-    StoredMessage, WorkerRecord, check_fence,
+    AccessRecord, ApiTokenRecord, AuditRecord, BucketRecord, CompletedItemCounts, DeadLetterInfo, DeleteOutcome,
+    Deployment, Fence, FencedOutcome, FencedWrite, FunctionStats, GroupedCompletion, GroupedCompletionOutcome,
+    InvocationFilter, InvocationRecord, ItemAttempt, ItemCompletion, Lease, LocalWatchers, MessageWatch, NewApiToken,
+    NewAudit, NewDeployment, NewRun, NewRunItem, OnMessages, OutgoingMessage, QueueRecord, ReceiveRequest,
+    ReceivedMessage, Result, ResultRecord, RunItem, RunItemCounts, RunRecord, StateError, StoredAccessRecord,
+    StoredInvocation, StoredMessage, WorkerRecord, check_fence,
 };
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior, params};
 
@@ -2235,6 +2235,10 @@ impl RunStore for SqliteStore {
 
     fn run_item_counts(&self, run: &str) -> Result<RunItemCounts> {
         self.read(&format!("count the items of run `{run}`"), |transaction| runs::run_item_counts(transaction, run))
+    }
+
+    fn completed_item_counts_by_job(&self) -> Result<BTreeMap<Name, CompletedItemCounts>> {
+        self.read("count the completed items of every job", runs::completed_item_counts_by_job)
     }
 
     fn run_items(

@@ -9,14 +9,14 @@
 //! trait method is one commit. The rules (what a status means, when to retry)
 //! come from [`mayfly_core::run`]; this file only stores what they decide.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use mayfly_core::run::{ItemStatus, RunStatus};
 use mayfly_core::{Name, Timestamp};
 use mayfly_state::{
-    AttemptOutcome, ItemAttempt, ItemCompletion, NewRun, NewRunItem, Result, ResultRecord, RunItem, RunItemCounts,
-    RunRecord, StateError, WorkerRecord,
+    AttemptOutcome, CompletedItemCounts, ItemAttempt, ItemCompletion, NewRun, NewRunItem, Result, ResultRecord,
+    RunItem, RunItemCounts, RunRecord, StateError, WorkerRecord,
 };
 use rusqlite::types::Type;
 use rusqlite::{OptionalExtension, Transaction, params};
@@ -775,6 +775,30 @@ pub fn run_item_counts(transaction: &Transaction<'_>, run: &str) -> Result<RunIt
             })
         })
         .with_context(|| format!("count the items of run `{run}`"))
+}
+
+/// One pass over the items' status index, joined to their runs' jobs.
+pub fn completed_item_counts_by_job(transaction: &Transaction<'_>) -> Result<BTreeMap<Name, CompletedItemCounts>> {
+    let what = "count the completed items of every job";
+    let rows: Vec<(Name, i64, i64)> = transaction
+        .prepare_cached(
+            "SELECT runs.job, COALESCE(SUM(run_items.status = 'done'), 0), \
+             COALESCE(SUM(run_items.status = 'dead_lettered'), 0) FROM run_items \
+             JOIN runs ON runs.run_seq = run_items.run_seq \
+             WHERE run_items.status IN ('done', 'dead_lettered') GROUP BY runs.job",
+        )
+        .and_then(|mut statement| {
+            statement
+                .query_map([], |row| Ok((name_at(row, 0)?, row.get(1)?, row.get(2)?)))?
+                .collect::<rusqlite::Result<_>>()
+        })
+        .with_context(|| what.to_owned())?;
+    Ok(rows
+        .into_iter()
+        .map(|(job, done, dead_lettered)| {
+            (job, CompletedItemCounts { done: from_sql_integer(done), dead_lettered: from_sql_integer(dead_lettered) })
+        })
+        .collect())
 }
 
 /// Items come back with their ids opened; payloads and errors are still as stored.

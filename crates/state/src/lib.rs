@@ -499,6 +499,14 @@ pub struct RunItemCounts {
     pub attempts: u64,
 }
 
+/// How many items of one job's runs have ended, over every run the store
+/// holds (see [`RunStore::completed_item_counts_by_job`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct CompletedItemCounts {
+    pub done: u64,
+    pub dead_lettered: u64,
+}
+
 /// The stored result of one item of a job: one per (job, item), whichever run produced it last.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResultRecord {
@@ -1130,6 +1138,15 @@ pub trait RunStore: Send + Sync {
     /// Return every leased item to `Pending` (a new coordinator resumes). Returns how many.
     fn release_all_leased_items(&self, run: &str) -> Result<u64>;
     fn run_item_counts(&self, run: &str) -> Result<RunItemCounts>;
+    /// Items `Done` and `DeadLettered`, by job, over every run the store
+    /// holds, finished or not: a count that only grows while runs work and
+    /// stays when they end, falling only when retention prunes finished runs
+    /// ([`RetentionStore::prune_finished_runs`]). Jobs with no such item are
+    /// absent. Backends should count in one query; the default sums
+    /// [`RunStore::run_item_counts`] over every run.
+    fn completed_item_counts_by_job(&self) -> Result<BTreeMap<Name, CompletedItemCounts>> {
+        completed_item_counts_run_by_run(self)
+    }
     /// Items (with `status`, if given) after `after_item` in the store's item
     /// order, at most `limit`. That order is by item id, or by a keyed hash
     /// of it where the store keeps ids sealed (an encrypted SQLite store):
@@ -1169,6 +1186,24 @@ pub trait RunStore: Send + Sync {
     /// its coordinator can no longer renew, finish or change it). Returns the
     /// run as it now is. `Conflict` if the run has already finished.
     fn cancel_run(&self, id: &str, reason: &str) -> Result<RunRecord>;
+}
+
+/// [`RunStore::completed_item_counts_by_job`] the slow, plain way: one
+/// [`RunStore::run_item_counts`] per run. The trait's default, and what the
+/// conformance suite checks a backend's own query against.
+pub fn completed_item_counts_run_by_run<S: RunStore + ?Sized>(
+    store: &S,
+) -> Result<BTreeMap<Name, CompletedItemCounts>> {
+    let mut by_job = BTreeMap::<Name, CompletedItemCounts>::new();
+    for run in store.runs(None, usize::MAX)? {
+        let counts = store.run_item_counts(&run.id)?;
+        if counts.done + counts.dead_lettered > 0 {
+            let completed = by_job.entry(run.job).or_default();
+            completed.done += counts.done;
+            completed.dead_lettered += counts.dead_lettered;
+        }
+    }
+    Ok(by_job)
 }
 
 /// The findings of `mayfly audit` (run by hand, after every deploy and after

@@ -122,9 +122,15 @@ async fn run_experiment(args: RunArgs, project: Option<&Path>, output: Output) -
     // Every variant's architecture is made and checked before anything runs.
     let project_spec = std::fs::read_to_string(located.spec_path())
         .with_context(|| format!("cannot read {}", located.spec_path().display()))?;
+    let deployments = if spec.variants.iter().any(|variant| variant.version.is_some()) {
+        recorded_deployments(&located)?
+    } else {
+        Vec::new()
+    };
     let mut architectures = Vec::new();
     for variant in &spec.variants {
-        architectures.push(variant_architecture(&spec, variant, &project_spec, experiment_dir)?);
+        let base = VariantBase { project_spec: &project_spec, deployments: &deployments, experiment_dir };
+        architectures.push(variant_architecture(&spec, variant, &base)?);
     }
 
     let started_at = mayfly_core::SystemClock.now();
@@ -404,9 +410,10 @@ pub(crate) fn evaluate_against_deployed(
             deployed.version, evaluation.workload.job
         )));
     }
-    let variant = |name: &str, location: String| VariantSpec {
+    let variant = |name: &str, version: Option<u64>, location: String| VariantSpec {
         name: name.to_owned(),
         file: None,
+        version,
         set: Vec::new(),
         unset: Vec::new(),
         setup: Vec::new(),
@@ -419,12 +426,19 @@ pub(crate) fn evaluate_against_deployed(
         metrics: evaluation.metrics.clone(),
         baseline: DEPLOYED_VARIANT.to_owned(),
         variants: vec![
-            variant(DEPLOYED_VARIANT, format!("deployment {}", deployed.version)),
-            variant(NEW_VARIANT, project.spec_path().display().to_string()),
+            // The deployed version, as an experiment's `version = N` variant is made.
+            variant(DEPLOYED_VARIANT, Some(deployed.version), format!("deployment {}", deployed.version)),
+            variant(NEW_VARIANT, None, project.spec_path().display().to_string()),
         ],
     };
     let started_at = mayfly_core::SystemClock.now();
-    let architectures = [deployed.source.clone(), new_source.to_owned()];
+    let base = VariantBase {
+        project_spec: new_source,
+        deployments: std::slice::from_ref(deployed),
+        experiment_dir: &project.root,
+    };
+    let architectures: Vec<String> =
+        spec.variants.iter().map(|variant| variant_architecture(&spec, variant, &base)).collect::<Result<_>>()?;
     if !output.json {
         eprintln!(
             "evaluating mayfly.toml against deployment {}: job `{}`, {} runs of each",
@@ -719,21 +733,53 @@ fn stored_report(record: &ExperimentRecord) -> String {
     report::html(&context, &runs, &comparisons)
 }
 
-/// The variant's `mayfly.toml`: its `file` (or the project's), with `unset`
-/// and then `set` applied, checked as a whole architecture file.
-fn variant_architecture(
-    spec: &ExperimentSpec,
-    variant: &VariantSpec,
-    project_spec: &str,
-    experiment_dir: &Path,
-) -> Result<String> {
+/// What a variant's architecture may start from.
+struct VariantBase<'a> {
+    /// The project's `mayfly.toml`.
+    project_spec: &'a str,
+    /// The project's deployments (read only when a variant names a `version`).
+    deployments: &'a [Deployment],
+    /// Where the experiment file is: its variants' `file`s are relative to it.
+    experiment_dir: &'a Path,
+}
+
+/// Every deployment the project's state store recorded, oldest first; none
+/// for a project never deployed.
+fn recorded_deployments(project: &Project) -> Result<Vec<Deployment>> {
+    if !project.is_deployed()? {
+        return Ok(Vec::new());
+    }
+    let opened = project.open(false)?;
+    opened.state.deployments().context("cannot read the project's deployments")
+}
+
+/// The variant's `mayfly.toml`: its `file`, the architecture file recorded
+/// for deployment `version` (so `deploy --evaluate` makes its `deployed`
+/// variant), or the project's, with `unset` and then `set` applied, checked
+/// as a whole architecture file.
+fn variant_architecture(spec: &ExperimentSpec, variant: &VariantSpec, from: &VariantBase<'_>) -> Result<String> {
     let what = format!("variant `{}` ({})", variant.name, variant.location);
-    let base = match &variant.file {
-        Some(file) => {
-            let path = experiment_dir.join(file);
+    let base = match (&variant.file, variant.version) {
+        (Some(file), _) => {
+            let path = from.experiment_dir.join(file);
             std::fs::read_to_string(&path).with_context(|| format!("{what}: cannot read {}", path.display()))?
         }
-        None => project_spec.to_owned(),
+        (None, Some(version)) => match from.deployments.iter().find(|deployment| deployment.version == version) {
+            Some(deployment) => deployment.source.clone(),
+            None => {
+                let known = match (from.deployments.first(), from.deployments.last()) {
+                    (Some(first), Some(last)) => format!(
+                        "its deployments are versions {} to {} (`mayfly deployments`)",
+                        first.version, last.version
+                    ),
+                    _ => "it has none yet (`mayfly deploy` records one)".to_owned(),
+                };
+                bail!(crate::exit_code::NotFound(format!(
+                    "{what}: `version = {version}` names no deployment of this project; {known}"
+                )));
+            }
+        },
+        (None, None) => from.project_spec.to_owned(),
     };
     let text = if variant.set.is_empty() && variant.unset.is_empty() {
         base

@@ -185,6 +185,7 @@ macro_rules! __with_conformance_cases {
             releasing_a_workers_items_returns_only_them_to_pending,
             releasing_all_leased_items_returns_them_to_pending,
             run_item_counts_are_exact,
+            completed_items_are_counted_by_job_over_every_run_finished_or_not,
             moving_queue_messages_into_a_run_moves_only_visible_ones_in_one_commit,
             unfinished_items_go_back_to_their_queue_as_the_same_messages,
             an_items_message_attributes_are_read_back_while_it_is_in_the_run,

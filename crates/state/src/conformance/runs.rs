@@ -537,6 +537,46 @@ pub fn run_item_counts_are_exact<S: RunStore + ?Sized>(subject: Subject<S>) {
     assert_eq!(every_item(&subject, "run-1", Some(ItemStatus::Pending)).len(), 1);
 }
 
+pub fn completed_items_are_counted_by_job_over_every_run_finished_or_not<S: RunStore + ?Sized>(subject: Subject<S>) {
+    let store = &subject.store;
+    assert_eq!(store.completed_item_counts_by_job().unwrap(), BTreeMap::new());
+    claimed_run(&subject, "run-1", "thumbnails");
+    claimed_run(&subject, "run-2", "thumbnails");
+    claimed_run(&subject, "run-3", "resize");
+    add_items(&subject, "run-1", &["a", "b", "c", "d"]);
+    add_items(&subject, "run-2", &["a", "b"]);
+    add_items(&subject, "run-3", &["x"]);
+    lease(&subject, "run-1", "worker-1", 4);
+    lease(&subject, "run-2", "worker-2", 2);
+    lease(&subject, "run-3", "worker-3", 1);
+    assert!(store.complete_run_item("run-1", "a", "worker-1", 1, done("x")).unwrap());
+    let dead = ItemCompletion::Failed { error: "no".to_owned(), retry_at: None };
+    assert!(store.complete_run_item("run-1", "b", "worker-1", 1, dead).unwrap());
+    let later = subject.clock.now().saturating_add(Duration::from_secs(60));
+    let retry = ItemCompletion::Failed { error: "again".to_owned(), retry_at: Some(later) };
+    assert!(store.complete_run_item("run-1", "c", "worker-1", 1, retry).unwrap());
+    assert!(store.complete_run_item("run-2", "a", "worker-2", 1, done("y")).unwrap());
+    let thumbnails = crate::CompletedItemCounts { done: 2, dead_lettered: 1 };
+    let expected = BTreeMap::from([(name("thumbnails"), thumbnails)]);
+    assert_eq!(
+        store.completed_item_counts_by_job().unwrap(),
+        expected,
+        "pending, leased and retried items have not ended"
+    );
+
+    // A run that ends keeps its items counted; so does a cancelled one.
+    assert!(store.complete_run_item("run-2", "b", "worker-2", 1, done("z")).unwrap());
+    store.finish_run("run-2", "coordinator-1", RunStatus::Succeeded, None, None).unwrap();
+    store.cancel_run("run-1", "stopped").unwrap();
+    assert!(store.complete_run_item("run-3", "x", "worker-3", 1, done("w")).unwrap());
+    let expected = BTreeMap::from([
+        (name("resize"), crate::CompletedItemCounts { done: 1, dead_lettered: 0 }),
+        (name("thumbnails"), crate::CompletedItemCounts { done: 3, dead_lettered: 1 }),
+    ]);
+    assert_eq!(store.completed_item_counts_by_job().unwrap(), expected);
+    assert_eq!(crate::completed_item_counts_run_by_run(store.as_ref()).unwrap(), expected, "the same, run by run");
+}
+
 pub fn moving_queue_messages_into_a_run_moves_only_visible_ones_in_one_commit<S: QueueStore + RunStore + ?Sized>(
     subject: Subject<S>,
 ) {
