@@ -938,6 +938,57 @@ fn a_worker_completes_short_items_several_to_a_call_and_long_items_one_at_a_time
     assert_eq!(per_commit, [1, 1, 1, 1], "long items go one to a call");
 }
 
+/// Seconds since midnight of an RFC 3339 time (`…THH:MM:SS.fffZ`).
+fn seconds_of_day(time: &str) -> f64 {
+    let clock = time.split_once('T').map_or(time, |(_, clock)| clock).trim_end_matches('Z');
+    let clock = clock.split(['+', '-']).next().unwrap_or(clock);
+    clock
+        .split(':')
+        .map(|part| part.parse::<f64>().unwrap_or_else(|_| panic!("not a time: {time}")))
+        .fold(0.0, |total, part| total * 60.0 + part)
+}
+
+#[test]
+fn a_short_items_result_is_not_held_back_while_a_long_item_runs_after_it() {
+    // One worker leases the items in the manifest's order: two short items,
+    // then one of 3 s. The short ones' results must not wait for the long
+    // one: a result waits at most the worker's spacing (50 ms) for company.
+    let project = job_project(0, 1, "", "");
+    let spec = std::fs::read_to_string(project.path("mayfly.toml")).unwrap().replace(
+        "source = { bucket = \"scans\", prefix = \"in/\" }",
+        "source = { manifest = { bucket = \"scans\", key = \"manifest.txt\" } }",
+    );
+    std::fs::write(project.path("mayfly.toml"), spec).unwrap();
+    std::fs::write(
+        project.path("functions/sleeper.sh"),
+        "#!/bin/sh\nevent=$(cat)\ncase \"$event\" in *slow*) sleep 3 ;; esac\nprintf '{\"done\": true}'\n",
+    )
+    .unwrap();
+    project.ok(&["deploy"]);
+    let output = project.run_with_stdin(&["put", "scans/manifest.txt"], b"quick-1\nquick-2\nslow\n");
+    support::assert_success(&output, &["put"]);
+    let outcome = project.json(&["run", "scan"]);
+    assert_eq!(outcome["status"], "succeeded", "{outcome}");
+    let results = project.json(&["results", "scan", "--limit", "100"]);
+    let recorded = |item: &str| {
+        let result = results
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["item"] == item)
+            .unwrap_or_else(|| panic!("no result for {item}: {results}"));
+        seconds_of_day(result["recorded_at"].as_str().unwrap())
+    };
+    let slow = recorded("slow");
+    for quick in ["quick-1", "quick-2"] {
+        let ahead = (slow - recorded(quick)).rem_euclid(86_400.0);
+        assert!(
+            ahead >= 2.0,
+            "{quick}'s result was recorded only {ahead:.2} s before the slow item's: it waited for it"
+        );
+    }
+}
+
 #[test]
 fn a_worker_killed_holding_a_batch_of_short_items_loses_none_of_them() {
     const ITEMS: usize = 3_000;

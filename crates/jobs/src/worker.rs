@@ -437,6 +437,65 @@ impl Pace {
 
 type CompletionCall = JoinHandle<Result<(CompleteResponse, Duration), WorkerError>>;
 
+/// What finished and not yet sent, and the completion on its way (one at a
+/// time, so that they arrive in order).
+#[derive(Default)]
+struct Outbox {
+    finished: Vec<AttemptReport>,
+    /// The work `finished` holds (the items' wall time), for the spacing.
+    finished_work: Duration,
+    /// When the oldest of `finished` finished: it goes no later than the
+    /// spacing after that, even while a long item runs.
+    oldest: Option<Instant>,
+    in_flight: Option<CompletionCall>,
+    calls: u64,
+}
+
+impl Outbox {
+    fn hold(&mut self, report: AttemptReport, took: Duration) {
+        self.oldest.get_or_insert_with(Instant::now);
+        self.finished_work += took;
+        self.finished.push(report);
+    }
+
+    /// Whether what finished goes now: nothing is on its way, and it adds
+    /// up to the spacing, or has waited the spacing, or nothing is left to
+    /// run (`items_at_hand` counts an item running), or the worker stops.
+    fn due(&self, items_at_hand: usize, stopping: bool, now: Instant) -> bool {
+        let waited_the_spacing = self.oldest.is_some_and(|oldest| now.duration_since(oldest) >= Pace::SPACING);
+        self.in_flight.is_none()
+            && !self.finished.is_empty()
+            && (stopping || waited_the_spacing || Pace::send_now(self.finished_work, items_at_hand))
+    }
+
+    /// When what finished will have waited the spacing (nothing on its way).
+    fn due_at(&self) -> Option<Instant> {
+        if self.in_flight.is_some() { None } else { self.oldest.map(|oldest| oldest + Pace::SPACING) }
+    }
+
+    fn send(
+        &mut self,
+        client: &Arc<Client>,
+        identity: &WorkerIdentity,
+        holding: &Arc<Mutex<Vec<String>>>,
+        lease_next: usize,
+    ) {
+        let attempts = std::mem::take(&mut self.finished);
+        self.in_flight = Some(send_completion(client, identity, holding, attempts, lease_next));
+        self.finished_work = Duration::ZERO;
+        self.oldest = None;
+        self.calls += 1;
+    }
+}
+
+/// The answer to a completion: the round trip measured, the next items queued.
+fn take_in(answer: (CompleteResponse, Duration), pace: &mut Pace, queue: &mut VecDeque<LeasedItem>) -> bool {
+    let (response, took) = answer;
+    pace.round_trip_took(took);
+    queue.extend(response.items);
+    response.stop
+}
+
 async fn work_loop(
     config: &WorkerConfig,
     task: &Task,
@@ -447,7 +506,6 @@ async fn work_loop(
 ) -> Result<u64, WorkerError> {
     let identity = &config.identity;
     let mut processed = 0;
-    let mut completion_calls = 0;
     let mut pace = Pace::new(task.batch);
     // Items leased and not yet run are kept ahead: while items run, the
     // completion of earlier ones travels (with their logs) and leases the
@@ -473,33 +531,22 @@ async fn work_loop(
     let first_lease = first_lease?;
     let mut told_to_stop = first_lease.stop && first_lease.items.is_empty();
     let mut queue: VecDeque<LeasedItem> = first_lease.items.into();
-    let mut finished: Vec<AttemptReport> = Vec::new();
-    // The work `finished` holds (the items' wall time), for the spacing.
-    let mut finished_work = Duration::ZERO;
-    let mut in_flight: Option<CompletionCall> = None;
+    let mut outbox = Outbox::default();
     loop {
         // An answered completion is taken in without waiting for it.
-        if let Some(completion) = in_flight.take_if(|call| call.is_finished()) {
-            let (response, took) = join_completion(completion).await?;
-            pace.round_trip_took(took);
-            told_to_stop |= response.stop;
-            queue.extend(response.items);
+        if let Some(completion) = outbox.in_flight.take_if(|call| call.is_finished()) {
+            told_to_stop |= take_in(join_completion(completion).await?, &mut pace, &mut queue);
         }
         // Nothing on its way: what finished goes now, with a lease of what keeps the worker busy.
         let stopping = told_to_stop || stop.load(Ordering::SeqCst);
-        if in_flight.is_none() && !finished.is_empty() && (stopping || Pace::send_now(finished_work, queue.len())) {
+        if outbox.due(queue.len(), stopping, Instant::now()) {
             let wanted = if stopping { 0 } else { pace.ahead().saturating_sub(queue.len()) };
-            in_flight = Some(send_completion(client, identity, holding, std::mem::take(&mut finished), wanted));
-            completion_calls += 1;
-            finished_work = Duration::ZERO;
+            outbox.send(client, identity, holding, wanted);
             continue;
         }
         let Some(item) = queue.pop_front() else {
-            if let Some(completion) = in_flight.take() {
-                let (response, took) = join_completion(completion).await?;
-                pace.round_trip_took(took);
-                told_to_stop |= response.stop;
-                queue.extend(response.items);
+            if let Some(completion) = outbox.in_flight.take() {
+                told_to_stop |= take_in(join_completion(completion).await?, &mut pace, &mut queue);
                 continue;
             }
             if told_to_stop || stop.load(Ordering::SeqCst) {
@@ -518,15 +565,37 @@ async fn work_loop(
         };
         holding.lock().await.push(item.item.clone());
         refresh_credentials(client, identity, task, config.invoker.clock.now()).await?;
-        let report = run_item(task, identity, invoker, &item).await;
+        // While the item runs, what finished before it still goes on time:
+        // the answer of the completion on its way is taken in, and what
+        // finished is sent once it has waited the spacing (a short item
+        // before a long one is not held for the long one).
+        let running = run_item(task, identity, invoker, &item);
+        tokio::pin!(running);
+        let report = loop {
+            let answer_awaited = outbox.in_flight.is_some();
+            let wake_at = outbox.due_at();
+            tokio::select! {
+                report = &mut running => break report,
+                answer = async { outbox.in_flight.as_mut().expect("a completion on its way").await }, if answer_awaited => {
+                    outbox.in_flight = None;
+                    let answer = answer.map_err(|error| WorkerError::Internal(format!("the completion task failed: {error}")))??;
+                    told_to_stop |= take_in(answer, &mut pace, &mut queue);
+                }
+                () = tokio::time::sleep_until(tokio::time::Instant::from_std(wake_at.unwrap_or_else(Instant::now))), if wake_at.is_some() => {}
+            }
+            let stopping = told_to_stop || stop.load(Ordering::SeqCst);
+            if outbox.due(queue.len() + 1, stopping, Instant::now()) {
+                let wanted = if stopping { 0 } else { pace.ahead().saturating_sub(queue.len() + 1) };
+                outbox.send(client, identity, holding, wanted);
+            }
+        };
         pace.item_took(report.1);
-        finished_work += report.1;
-        finished.push(report.0);
+        outbox.hold(report.0, report.1);
         processed += 1;
     }
     let stopping = format!(
-        "worker {} stopping after {processed} item(s) in {completion_calls} completion call(s)\n",
-        identity.worker
+        "worker {} stopping after {processed} item(s) in {} completion call(s)\n",
+        identity.worker, outbox.calls
     );
     send_log(client, identity, stopping.as_bytes()).await?;
     Ok(processed)
@@ -634,5 +703,44 @@ mod tests {
         assert!(Pace::send_now(Duration::from_millis(10), 0), "nothing left to run: it goes, leasing more");
         assert!(Pace::send_now(Pace::SPACING, 3), "the spacing reached: it goes");
         assert!(Pace::send_now(Duration::from_secs(2), 5), "a long item goes alone, at once");
+    }
+
+    fn report(item: &str) -> AttemptReport {
+        AttemptReport {
+            item: item.to_owned(),
+            attempt: 1,
+            outcome: crate::protocol::AttemptOutcome::Done,
+            result: None,
+            error: None,
+            duration_ms: 1,
+            log: None,
+        }
+    }
+
+    #[test]
+    fn a_short_items_result_goes_once_it_has_waited_the_spacing_even_while_a_long_item_runs() {
+        let mut outbox = Outbox::default();
+        assert!(!outbox.due(0, true, Instant::now()), "nothing finished: nothing to send");
+        assert_eq!(outbox.due_at(), None);
+        outbox.hold(report("short"), Duration::from_millis(2));
+        let finished_at = outbox.oldest.expect("the time it finished");
+        assert!(!outbox.due(1, false, finished_at), "a long item runs: the short one waits for company");
+        assert_eq!(outbox.due_at(), Some(finished_at + Pace::SPACING), "but no longer than the spacing");
+        assert!(outbox.due(1, false, finished_at + Pace::SPACING), "the spacing waited: it goes");
+        assert!(outbox.due(0, false, finished_at), "nothing left to run: it goes at once");
+        assert!(outbox.due(1, true, finished_at), "a stopping worker sends at once");
+        outbox.hold(report("long"), Pace::SPACING);
+        assert!(outbox.due(1, false, finished_at), "the work adds up to the spacing: it goes");
+    }
+
+    #[tokio::test]
+    async fn nothing_goes_while_a_completion_is_on_its_way() {
+        let mut outbox = Outbox::default();
+        outbox.hold(report("a"), Pace::SPACING);
+        outbox.in_flight = Some(tokio::spawn(std::future::pending()));
+        assert!(!outbox.due(0, true, Instant::now()), "one completion on its way at a time");
+        assert_eq!(outbox.due_at(), None, "no timer while one is on its way: its answer wakes the worker");
+        outbox.in_flight.take().expect("on its way").abort();
+        assert!(outbox.due(0, false, Instant::now()), "answered: what finished goes");
     }
 }
