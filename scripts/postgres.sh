@@ -3,13 +3,20 @@
 #   scripts/postgres.sh start   start one (or find the one running) and print its URL
 #   scripts/postgres.sh start-tls  start a second one that takes only TLS
 #                               connections, and print its URL (sslmode=verify-full)
-#   scripts/postgres.sh stop    stop both and delete their data
+#   scripts/postgres.sh start-durable  start a third one with PostgreSQL's
+#                               durable defaults (fsync, synchronous_commit,
+#                               full_page_writes on) for the benchmarks, and print its URL
+#   scripts/postgres.sh stop    stop all three and delete their data
 # Its data lives in its own directory under the temporary directory
 # (MAYFLY_PG_DIR, default $TMPDIR/mayfly-postgres-test), it listens on
 # 127.0.0.1 only, on its own port (MAYFLY_PG_PORT, default 15432), with trust
 # authentication (but for the role mayfly_password_test, which must give its
 # password) and without fsync: for tests, never for data. Concurrent
 # starts (one per test process) share one server, under a lock.
+#
+# The durable server (start-durable) has its own directory ($DIR-durable)
+# and port (MAYFLY_PG_DURABLE_PORT, default 15434), so that a benchmark
+# never measures the test server's settings.
 #
 # The TLS server (start-tls) has its own directory ($DIR-tls) and port
 # (MAYFLY_PG_TLS_PORT, default 15433), `ssl=on`, and refuses any connection
@@ -22,6 +29,7 @@ PGBIN="${MAYFLY_PGBIN:-/usr/lib/postgresql/15/bin}"
 DIR="${MAYFLY_PG_DIR:-${TMPDIR:-/tmp}/mayfly-postgres-test}"
 PORT="${MAYFLY_PG_PORT:-15432}"
 TLS_PORT="${MAYFLY_PG_TLS_PORT:-15433}"
+DURABLE_PORT="${MAYFLY_PG_DURABLE_PORT:-15434}"
 # The role that must authenticate with a password (see below); tests create it.
 PASSWORD_ROLE=mayfly_password_test
 
@@ -75,6 +83,36 @@ start_tls_server() {
     fi
 }
 
+# Start the plain server in $DIR on port $1 with the settings $2 (or find
+# it running), under a lock that concurrent starts share.
+start_server() {
+    local port="$1" settings="$2"
+    mkdir -p "$(dirname "$DIR")"
+    exec 9>"$DIR.lock"
+    flock 9
+    if ! running; then
+        rm -rf "$DIR"
+        mkdir -p "$DIR"
+        if [ "$(id -u)" = 0 ]; then chown postgres:postgres "$DIR"; fi
+        as_postgres "$PGBIN/initdb" -D "$DIR/data" -A trust -U postgres --no-sync -E UTF8 </dev/null >"$DIR/initdb.log" 2>&1 9>&- || {
+            echo "error: initdb failed; see $DIR/initdb.log" >&2
+            exit 1
+        }
+        as_postgres "$PGBIN/pg_ctl" -D "$DIR/data" -l "$DIR/log" -w -t 60 \
+            -o "-c listen_addresses=127.0.0.1 -p $port -k $DIR $settings" \
+            start </dev/null >/dev/null 2>&1 9>&- || {
+            echo "error: PostgreSQL did not start on port $port; see $DIR/log" >&2
+            exit 1
+        }
+    fi
+    # One role must give a password (scram-sha-256), so that the tests can
+    # check a wrong or missing password; every other role is trusted.
+    if ! grep -q "^host all $PASSWORD_ROLE " "$DIR/data/pg_hba.conf" 2>/dev/null; then
+        as_postgres sed -i "1i host all $PASSWORD_ROLE 127.0.0.1/32 scram-sha-256" "$DIR/data/pg_hba.conf" 9>&-
+        as_postgres "$PGBIN/pg_ctl" -D "$DIR/data" reload </dev/null >/dev/null 2>&1 9>&-
+    fi
+}
+
 stop_server() {
     if running; then as_postgres "$PGBIN/pg_ctl" -D "$DIR/data" -m fast -w stop </dev/null >/dev/null 2>&1; fi
     rm -rf "$DIR" "$DIR.lock"
@@ -90,31 +128,14 @@ need_postgres() {
 case "${1:-}" in
 start)
     need_postgres
-    mkdir -p "$(dirname "$DIR")"
-    exec 9>"$DIR.lock"
-    flock 9
-    if ! running; then
-        rm -rf "$DIR"
-        mkdir -p "$DIR"
-        if [ "$(id -u)" = 0 ]; then chown postgres:postgres "$DIR"; fi
-        as_postgres "$PGBIN/initdb" -D "$DIR/data" -A trust -U postgres --no-sync -E UTF8 </dev/null >"$DIR/initdb.log" 2>&1 9>&- || {
-            echo "error: initdb failed; see $DIR/initdb.log" >&2
-            exit 1
-        }
-        as_postgres "$PGBIN/pg_ctl" -D "$DIR/data" -l "$DIR/log" -w -t 60 \
-            -o "-c listen_addresses=127.0.0.1 -p $PORT -k $DIR -c max_connections=300 -c fsync=off -c synchronous_commit=off -c full_page_writes=off" \
-            start </dev/null >/dev/null 2>&1 9>&- || {
-            echo "error: PostgreSQL did not start on port $PORT; see $DIR/log" >&2
-            exit 1
-        }
-    fi
-    # One role must give a password (scram-sha-256), so that the tests can
-    # check a wrong or missing password; every other role is trusted.
-    if ! grep -q "^host all $PASSWORD_ROLE " "$DIR/data/pg_hba.conf" 2>/dev/null; then
-        as_postgres sed -i "1i host all $PASSWORD_ROLE 127.0.0.1/32 scram-sha-256" "$DIR/data/pg_hba.conf" 9>&-
-        as_postgres "$PGBIN/pg_ctl" -D "$DIR/data" reload </dev/null >/dev/null 2>&1 9>&-
-    fi
+    start_server "$PORT" "-c max_connections=300 -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
     echo "postgres://postgres@127.0.0.1:$PORT/postgres"
+    ;;
+start-durable)
+    need_postgres
+    DIR="$DIR-durable"
+    start_server "$DURABLE_PORT" "-c max_connections=300"
+    echo "postgres://postgres@127.0.0.1:$DURABLE_PORT/postgres"
     ;;
 start-tls)
     need_postgres
@@ -134,9 +155,11 @@ stop)
     stop_server
     DIR="$BASE-tls"
     stop_server
+    DIR="$BASE-durable"
+    stop_server
     ;;
 *)
-    echo "usage: $0 start|start-tls|stop" >&2
+    echo "usage: $0 start|start-tls|start-durable|stop" >&2
     exit 2
     ;;
 esac

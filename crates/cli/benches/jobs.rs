@@ -26,7 +26,7 @@
 //! - (f) the state store (issue 11): the same 20,000 no-op items through
 //!   the same manifest-fed job on 8 workers with the project's state on
 //!   PostgreSQL (`MAYFLY_STATE_URL`, a fresh database on the server
-//!   `scripts/postgres.sh start` runs, or the one at
+//!   `scripts/postgres.sh start-durable` runs, or the one at
 //!   `MAYFLY_BENCH_POSTGRES_URL`) and on the embedded SQLite file, in
 //!   interleaved rounds (`MAYFLY_BENCH_ROUNDS`, default 3): both medians and
 //!   their ratio.
@@ -280,7 +280,8 @@ impl Drop for BenchDatabase {
 }
 
 /// The bench's PostgreSQL server: `MAYFLY_BENCH_POSTGRES_URL`, else the one
-/// `scripts/postgres.sh start` starts or finds (`fsync=off`, as for the tests).
+/// `scripts/postgres.sh start-durable` starts or finds (PostgreSQL's durable
+/// defaults, as a user's server would run; not the tests' `fsync=off`).
 fn postgres_server() -> &'static str {
     static URL: OnceLock<String> = OnceLock::new();
     URL.get_or_init(|| {
@@ -288,8 +289,16 @@ fn postgres_server() -> &'static str {
             return url;
         }
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/postgres.sh");
-        let output = Command::new("bash").arg(script).arg("start").output().expect("run scripts/postgres.sh start");
-        assert!(output.status.success(), "scripts/postgres.sh start: {}", String::from_utf8_lossy(&output.stderr));
+        let output = Command::new("bash")
+            .arg(script)
+            .arg("start-durable")
+            .output()
+            .expect("run scripts/postgres.sh start-durable");
+        assert!(
+            output.status.success(),
+            "scripts/postgres.sh start-durable: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         String::from_utf8(output.stdout).expect("UTF-8").trim().to_owned()
     })
 }

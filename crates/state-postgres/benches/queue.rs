@@ -2,10 +2,10 @@
 //! store measured in the same run, both sealed (as the CLI opens stores):
 //! bulk enqueue (batches of 1,000) and durable batched receive + ack
 //! (receive 100, delete those 100). PostgreSQL is the server
-//! `scripts/postgres.sh start` runs on this machine (or the one at
-//! `MAYFLY_BENCH_POSTGRES_URL`); note that it runs with `fsync=off` and
-//! `synchronous_commit=off`, as the test server does, so its figures bound
-//! what a durable server on the same machine would reach from above.
+//! `scripts/postgres.sh start-durable` runs on this machine, with
+//! PostgreSQL's durable defaults (`fsync`, `synchronous_commit` and
+//! `full_page_writes` on; the tests' server has them off), or the one at
+//! `MAYFLY_BENCH_POSTGRES_URL`.
 //!
 //! Run with `cargo bench -p mayfly-state-postgres --bench queue`.
 //! Issue 11's target for durable receive + ack on PostgreSQL: 10,000 msg/s.
@@ -29,7 +29,11 @@ const RECEIVE_BATCH: usize = 100;
 fn main() {
     let server = std::env::var("MAYFLY_BENCH_POSTGRES_URL").unwrap_or_else(|_| {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/postgres.sh");
-        let output = Command::new("bash").arg(script).arg("start").output().expect("run scripts/postgres.sh start");
+        let output = Command::new("bash")
+            .arg(script)
+            .arg("start-durable")
+            .output()
+            .expect("run scripts/postgres.sh start-durable");
         assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
         String::from_utf8(output.stdout).expect("UTF-8").trim().to_owned()
     });
