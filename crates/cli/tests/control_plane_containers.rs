@@ -25,8 +25,9 @@
 //! what was in flight; invocations ran on more than one host; afterwards
 //! no container and no network of the test is left.
 //!
-//! Needs a Docker engine this user may use, and skips (saying why) unless
-//! the suite's servers are named (scripts/test.sh starts them).
+//! Needs a Docker engine this user may use. Without the suite's servers
+//! named, it uses the ones `scripts/postgres.sh` and `scripts/seaweedfs.sh`
+//! start or find, as the other tests do.
 
 mod support;
 
@@ -342,14 +343,9 @@ fn containers_of(label: &str) -> Vec<String> {
 
 #[test]
 fn three_host_containers_lose_nothing_when_the_leader_is_killed_and_another_host_is_cut_off() {
-    let (Ok(postgres_url), Ok(s3_endpoint)) =
-        (std::env::var("MAYFLY_TEST_POSTGRES_URL"), std::env::var("MAYFLY_TEST_S3_ENDPOINT"))
-    else {
-        eprintln!(
-            "skipped: MAYFLY_TEST_POSTGRES_URL and MAYFLY_TEST_S3_ENDPOINT must name the PostgreSQL and S3 servers the host containers share (scripts/test.sh starts them)"
-        );
-        return;
-    };
+    // The suite's servers (scripts/test.sh starts them), else the ones the scripts start or find.
+    let postgres_url = support::postgres::server_url().to_owned();
+    let s3_endpoint = support::s3::endpoint().to_owned();
     let version = docker(&["version", "--format", "{{.Server.Version}}"]);
     assert!(
         version.status.success(),
