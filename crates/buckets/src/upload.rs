@@ -6,9 +6,10 @@
 //! under `PART_SIZE * (PARTS_IN_FLIGHT + 1)` whatever the body's size. The
 //! object appears only when the upload completes. On the local filesystem
 //! the parts go to a hidden file this crate writes itself
-//! ([`crate::staged_file`]: its writeback starts part by part, and it is
-//! synced before it is renamed into place); on any other store they go
-//! through object_store's multipart upload.
+//! ([`crate::staged_file`]: each part is read into memory aligned for a
+//! direct write and written past the page cache, and the file is synced
+//! before it is renamed into place); on any other store they go through
+//! object_store's multipart upload.
 //!
 //! This drives `MultipartUpload` directly rather than through
 //! `WriteMultipart`: when a part fails, `WriteMultipart::finish` returns
@@ -16,7 +17,7 @@
 //! full disk could be reported before the space is given back. Here every
 //! failure waits for the parts in flight and then awaits `abort`.
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use object_store::path::Path as StorePath;
@@ -25,7 +26,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::task::JoinSet;
 
 use crate::backend::ObjectBackend;
-use crate::staged_file::{StagedFile, StagedFileFailure};
+use crate::staged_file::{DIRECT_WRITE_ALIGNMENT, StagedFile, StagedFileFailure};
 
 /// Size of one multipart part, and the largest body stored with a single put.
 /// S3 needs parts of at least 5 MiB (except the last).
@@ -53,16 +54,30 @@ pub(crate) async fn read_first_part(body: &mut (impl AsyncRead + Unpin)) -> Resu
     Ok(if reached_end { FirstPart::WholeBody(part) } else { FirstPart::MoreToCome(part) })
 }
 
-/// Read until a part is full or the body ends; says whether it ended.
+/// Read until a part is full or the body ends; says whether it ended. The
+/// part's first byte is aligned for a direct write (see [`aligned_part_buffer`]).
 async fn read_part(body: &mut (impl AsyncRead + Unpin)) -> Result<(Bytes, bool), std::io::Error> {
-    let mut buffer = BytesMut::with_capacity(PART_SIZE);
+    let mut buffer = aligned_part_buffer();
     while buffer.len() < PART_SIZE {
-        // `read_buf` never reads past the capacity, so the part stays at PART_SIZE.
-        if body.read_buf(&mut buffer).await? == 0 {
+        let room = PART_SIZE - buffer.len();
+        if body.read_buf(&mut (&mut buffer).limit(room)).await? == 0 {
             return Ok((buffer.freeze(), true));
         }
     }
     Ok((buffer.freeze(), false))
+}
+
+/// An empty buffer with room for a part whose first byte lies at a multiple
+/// of [`DIRECT_WRITE_ALIGNMENT`], so that the staged file can write it with
+/// `O_DIRECT` from where it was read (the body is read, and sealed, straight
+/// into it). One allocation of a part and a page: the bytes before the
+/// aligned address are skipped, and stay part of the allocation (no copy).
+fn aligned_part_buffer() -> BytesMut {
+    let mut buffer = BytesMut::with_capacity(PART_SIZE + DIRECT_WRITE_ALIGNMENT);
+    let skipped = buffer.as_ptr().align_offset(DIRECT_WRITE_ALIGNMENT);
+    buffer.put_bytes(0, skipped);
+    buffer.advance(skipped);
+    buffer
 }
 
 /// Where the parts of a body go.

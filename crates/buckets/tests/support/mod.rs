@@ -46,6 +46,12 @@ impl Project {
         Project::build(folder, buckets_root, None)
     }
 
+    /// A fresh project whose buckets live at `buckets_root` and encrypt every
+    /// object under a new keyring.
+    pub fn encrypted_with_buckets_root(folder: tempfile::TempDir, buckets_root: PathBuf) -> Project {
+        Project::build(folder, buckets_root, Some(Arc::new(Keyring::generate(START))))
+    }
+
     /// A fresh project whose buckets encrypt every object under a new keyring.
     pub fn encrypted() -> Project {
         let folder = tempfile::tempdir().expect("create a temp folder");
