@@ -97,13 +97,14 @@ impl StagedFile {
     /// Write `part` after the parts before it: directly to the disk where its
     /// bytes, offset and length are aligned for it, the rest through the page
     /// cache with its writeback started. The returned future owns what it
-    /// needs, so parts can be in flight together.
-    pub(crate) fn write_part(&mut self, part: Bytes) -> BoxFuture<'static, Result<(), StagedFileFailure>> {
+    /// needs, so parts can be in flight together, and hands the part back
+    /// once written, for its buffer to be reused.
+    pub(crate) fn write_part(&mut self, part: Bytes) -> BoxFuture<'static, Result<Bytes, StagedFileFailure>> {
         let offset = self.next_offset;
         self.next_offset += part.len() as u64;
         let descriptors = Arc::clone(&self.descriptors);
         let staged_path = self.staged_path.clone();
-        Box::pin(run_blocking(move || descriptors.write_part_at(&part, offset, &staged_path)))
+        Box::pin(run_blocking(move || descriptors.write_part_at(&part, offset, &staged_path).map(|()| part)))
     }
 
     /// Sync the file and rename it into place: the object appears, whole.
