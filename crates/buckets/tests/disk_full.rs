@@ -5,53 +5,16 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
 use bytes::Bytes;
 use mayfly_buckets::BucketError;
-use support::{GeneratedBody, Project, name};
-
-/// A tmpfs mounted for the test's lifetime.
-struct SmallTmpfs {
-    mount_point: PathBuf,
-}
-
-impl SmallTmpfs {
-    fn mount(mount_point: &Path, size: &str) -> SmallTmpfs {
-        std::fs::create_dir_all(mount_point).expect("create the mount point");
-        let output = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(mount_point)
-            .output()
-            .expect("run `mount` (is it installed?)");
-        assert!(
-            output.status.success(),
-            "this test needs to mount a small tmpfs to fill a disk, and `mount -t tmpfs -o size={size} tmpfs {}` failed \
-             ({}): {}. Run the tests as root (or with CAP_SYS_ADMIN); the test is not skipped, because a full disk \
-             must be tested.",
-            mount_point.display(),
-            output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
-        SmallTmpfs { mount_point: mount_point.to_owned() }
-    }
-}
-
-impl Drop for SmallTmpfs {
-    fn drop(&mut self) {
-        let status = Command::new("umount").arg(&self.mount_point).status();
-        if !matches!(status, Ok(status) if status.success()) {
-            eprintln!("could not unmount the test tmpfs at {}: {status:?}", self.mount_point.display());
-        }
-    }
-}
+use support::{GeneratedBody, Project, TestMount, name};
 
 #[tokio::test]
 async fn a_full_disk_is_disk_full_and_leaves_the_bucket_unchanged() {
     // Dropped in reverse: the project, then the mount, then its folder.
     let mount_folder = tempfile::tempdir().unwrap();
-    let tmpfs = SmallTmpfs::mount(&mount_folder.path().join("small-disk"), "1m");
+    let tmpfs =
+        TestMount::mount("tmpfs", Some("size=1m"), &mount_folder.path().join("small-disk"), "of 1 MiB to fill a disk");
     let project = Project::with_buckets_root(tempfile::tempdir().unwrap(), tmpfs.mount_point.join("buckets"));
     let inbox = name("inbox");
     project.buckets.create_bucket(&inbox, &[]).await.unwrap();

@@ -1,16 +1,20 @@
 //! Bodies longer than one part (8 MiB) on the local filesystem, which this
-//! crate writes itself (a hidden file, its writeback started part by part,
-//! synced and then renamed into place): the object reads back byte for byte
-//! and is sealed on disk; it appears only whole, and a body that fails, a put
-//! that is dropped midway or a key that clashes with a folder leaves the old
-//! version, no temp file and no event.
+//! crate writes itself (a hidden file, each part written past the page cache
+//! with `O_DIRECT` where the filesystem allows it and through it where it
+//! refuses, synced and then renamed into place): the object reads back byte
+//! for byte and is sealed on disk; it appears only whole, and a body that
+//! fails, a put that is dropped midway or a key that clashes with a folder
+//! leaves the old version, no temp file and no event. The same holds on a
+//! disk filesystem, on tmpfs and on ramfs, which refuses `O_DIRECT`.
 
 mod support;
 
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
 use std::time::Duration;
 
 use mayfly_buckets::BucketError;
-use support::{FailingBody, Project, name};
+use support::{FailingBody, Project, TestMount, name};
 use tokio::io::AsyncWriteExt;
 
 const PART: usize = 8 * 1024 * 1024;
@@ -161,4 +165,102 @@ async fn an_object_in_parts_whose_key_clashes_with_a_folder_is_a_key_conflict() 
     assert!(matches!(&over_folder, BucketError::KeyConflict { key, .. } if key == "d"), "{over_folder:?}");
     assert_eq!(project.files_on_disk("inbox"), ["a", "d/e"], "no temp file");
     assert_eq!(project.events().len(), 2, "no event for a refused put");
+}
+
+/// The bytes of `file` in the page cache, as `fincore` (util-linux) counts them.
+fn page_cache_bytes(file: &Path) -> u64 {
+    let output = std::process::Command::new("fincore")
+        .args(["--bytes", "--noheadings", "--output", "RES"])
+        .arg(file)
+        .output()
+        .expect("run `fincore` (util-linux; is it installed?)");
+    assert!(output.status.success(), "fincore failed: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout).trim().parse().expect("fincore prints a byte count")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_in_parts_on_a_disk_filesystem_is_written_past_the_page_cache() {
+    // Under the target folder, which lies on a disk (/tmp may be a tmpfs,
+    // whose files are all page cache).
+    let folder = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let buckets_root = folder.path().join(".mayfly/buckets");
+    let project = Project::encrypted_with_buckets_root(folder, buckets_root);
+    let inbox = name("inbox");
+    project.buckets.create_bucket(&inbox, &[]).await.unwrap();
+    let plaintext = marked_plaintext(3 * PART + 12_345);
+
+    project.buckets.put(&inbox, "big.bin", plaintext.as_slice()).await.unwrap();
+
+    let file = project.object_file("inbox", "big.bin");
+    let (cached, size) = (page_cache_bytes(&file), std::fs::metadata(&file).unwrap().len());
+    assert!(
+        cached <= 4096,
+        "{cached} of the object's {size} bytes are in the page cache: only its unaligned tail (under a page) should \
+         have gone through it (is the target folder on a disk filesystem such as ext4 or xfs?)"
+    );
+    assert!(project.buckets.get_bytes(&inbox, "big.bin").await.unwrap().1.as_ref() == plaintext.as_slice());
+}
+
+/// On the filesystem holding `project`'s buckets: a body in parts that
+/// fails leaves the old version and no temp file; one that completes reads
+/// back byte for byte, is sealed on disk and is the only file left.
+async fn a_put_in_parts_fails_cleanly_and_then_succeeds(project: &Project, filesystem: &str) {
+    let inbox = name("inbox");
+    project.buckets.create_bucket(&inbox, &[]).await.unwrap();
+    let old = project.buckets.put_bytes(&inbox, "report.bin", b"old version".to_vec().into()).await.unwrap();
+
+    let failed = project.buckets.put(&inbox, "report.bin", FailingBody::failing_after(2 * PART as u64 + 7)).await;
+
+    assert!(matches!(failed, Err(BucketError::ReadBody { .. })), "{filesystem}: {failed:?}");
+    assert_eq!(project.files_on_disk("inbox"), ["report.bin"], "{filesystem}: no temp file");
+    let (info, content) = project.buckets.get_bytes(&inbox, "report.bin").await.unwrap();
+    assert_eq!((info, content.as_ref()), (old, b"old version".as_slice()), "{filesystem}");
+
+    let plaintext = marked_plaintext(2 * PART + 4096 + 99);
+    let stored = project.buckets.put(&inbox, "report.bin", plaintext.as_slice()).await.unwrap();
+
+    let (read, content) = project.buckets.get_bytes(&inbox, "report.bin").await.unwrap();
+    assert_eq!(read, stored, "{filesystem}");
+    assert!(content.as_ref() == plaintext.as_slice(), "{filesystem}: the content read back differs");
+    let on_disk = std::fs::read(project.object_file("inbox", "report.bin")).unwrap();
+    assert!(!contains(&on_disk, b"PLAINTEXT-MARKER"), "{filesystem}: plaintext reached the disk");
+    assert_eq!(project.files_on_disk("inbox"), ["report.bin"], "{filesystem}: no temp file");
+    assert_eq!(project.events().len(), 2, "{filesystem}: no event for the failed put");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_in_parts_on_a_disk_filesystem_fails_cleanly_and_then_succeeds() {
+    let folder = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let buckets_root = folder.path().join(".mayfly/buckets");
+    let project = Project::encrypted_with_buckets_root(folder, buckets_root);
+    a_put_in_parts_fails_cleanly_and_then_succeeds(&project, "a disk filesystem").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_in_parts_on_tmpfs_fails_cleanly_and_then_succeeds() {
+    // /dev/shm is a tmpfs; tmpfs takes O_DIRECT since Linux 6.6 and
+    // refuses it before, so either path may run here.
+    let shm = tempfile::tempdir_in("/dev/shm").expect("a folder on /dev/shm (a tmpfs)");
+    let project = Project::encrypted_with_buckets_root(tempfile::tempdir().unwrap(), shm.path().join("buckets"));
+    a_put_in_parts_fails_cleanly_and_then_succeeds(&project, "tmpfs").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_in_parts_on_ramfs_which_refuses_direct_writes_fails_cleanly_and_then_succeeds() {
+    // Dropped in reverse: the project, then the mount, then its folder.
+    let mount_folder = tempfile::tempdir().unwrap();
+    let ramfs = TestMount::mount("ramfs", None, &mount_folder.path().join("ramfs"), "(which refuses O_DIRECT)");
+    let probe = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(ramfs.mount_point.join("probe"));
+    assert_eq!(
+        probe.map(drop).map_err(|error| error.raw_os_error()),
+        Err(Some(libc::EINVAL)),
+        "ramfs refuses O_DIRECT"
+    );
+    std::fs::remove_file(ramfs.mount_point.join("probe")).expect("the refused open created the probe file");
+    let project = Project::encrypted_with_buckets_root(tempfile::tempdir().unwrap(), ramfs.mount_point.join("buckets"));
+    a_put_in_parts_fails_cleanly_and_then_succeeds(&project, "ramfs").await;
 }

@@ -46,6 +46,12 @@ impl Project {
         Project::build(folder, buckets_root, None)
     }
 
+    /// A fresh project whose buckets live at `buckets_root` and encrypt every
+    /// object under a new keyring.
+    pub fn encrypted_with_buckets_root(folder: tempfile::TempDir, buckets_root: PathBuf) -> Project {
+        Project::build(folder, buckets_root, Some(Arc::new(Keyring::generate(START))))
+    }
+
     /// A fresh project whose buckets encrypt every object under a new keyring.
     pub fn encrypted() -> Project {
         let folder = tempfile::tempdir().expect("create a temp folder");
@@ -287,4 +293,42 @@ pub async fn stream_in_and_out(project: &Project, bucket: &Name, key: &str, leng
     assert_eq!(sink.length, length);
     assert_eq!(sink.sha256_hex(), expected_sha256);
     peak_growth
+}
+
+/// A filesystem mounted for a test's lifetime (`mount -t FSTYPE`), so the
+/// buckets can live on a small or a different filesystem. Needs root (or
+/// CAP_SYS_ADMIN); the test fails, saying so, rather than being skipped.
+pub struct TestMount {
+    pub mount_point: PathBuf,
+}
+
+impl TestMount {
+    /// Mount a `filesystem` (e.g. `tmpfs`) at `mount_point`, with `options`
+    /// (e.g. `size=1m`) if any; `why` says what the test needs it for.
+    pub fn mount(filesystem: &str, options: Option<&str>, mount_point: &Path, why: &str) -> TestMount {
+        std::fs::create_dir_all(mount_point).expect("create the mount point");
+        let mut command = std::process::Command::new("mount");
+        command.args(["-t", filesystem]);
+        if let Some(options) = options {
+            command.args(["-o", options]);
+        }
+        let output = command.arg(filesystem).arg(mount_point).output().expect("run `mount` (is it installed?)");
+        assert!(
+            output.status.success(),
+            "this test needs to mount a {filesystem} {why}, and `{command:?}` failed ({}): {}. Run the tests as root \
+             (or with CAP_SYS_ADMIN); the test is not skipped, because this must be tested.",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+        TestMount { mount_point: mount_point.to_owned() }
+    }
+}
+
+impl Drop for TestMount {
+    fn drop(&mut self) {
+        let status = std::process::Command::new("umount").arg(&self.mount_point).status();
+        if !matches!(status, Ok(status) if status.success()) {
+            eprintln!("could not unmount the test filesystem at {}: {status:?}", self.mount_point.display());
+        }
+    }
 }
