@@ -309,9 +309,9 @@ fn a_running_jobs_items_workers_and_lease_and_a_queues_age_are_scraped_with_thei
         ended >= 1.0 && sample(text, &series("run_workers", "")) == Some(2.0)
     });
     // Held at the gate: at most the two items let through are done and the
-    // poisoned one dead-lettered (a worker may hold a finished item's
-    // completion until its next item ends, and the next waits at the gate),
-    // the rest pending or leased to the two workers, none returned.
+    // poisoned one dead-lettered (a finished item's completion may still be
+    // on its way: a worker holds it up to its 50 ms spacing), the rest
+    // pending or leased to the two workers, none returned.
     let count = |status: &str| sample(&text, &items(status)).unwrap_or_else(|| panic!("no {status} items:\n{text}"));
     let (done, dead_lettered, pending, leased) =
         (count("done"), count("dead_lettered"), count("pending"), count("leased"));
